@@ -1,0 +1,13 @@
+# The two commands of the README:
+#   make demo   runs the whole chain (gateway + bridge + simulated sensors)
+#   make test   runs the whole test suite (what CI runs)
+.PHONY: test demo build bench fuzz
+
+test:
+	bash deploy/ci/test.sh
+
+build:
+	go build ./...
+
+bench:
+	go test -run='^$$' -bench=. -benchmem ./uplink/...
