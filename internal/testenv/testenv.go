@@ -1,0 +1,49 @@
+// Package testenv decides whether tests that need root, network namespaces
+// or real third-party programs can run here, and says loudly why not.
+//
+// In CI (root) the test command exports FLEETGATE_REQUIRE_ROOT_TESTS=1: a
+// test that would skip then fails instead, so nothing is silently skipped.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Required reports whether root-only and real-peer tests must run.
+func Required() bool { return os.Getenv("FLEETGATE_REQUIRE_ROOT_TESTS") == "1" }
+
+func skipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("FLEETGATE_REQUIRE_ROOT_TESTS=1 but "+format, args...)
+	}
+	t.Skipf("SKIP (loud): "+format, args...)
+}
+
+// RequireRoot skips the test (or fails it, when required) unless running as
+// root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "%s needs root (network namespaces, veth, nftables)", t.Name())
+	}
+}
+
+// RequireBinary returns the path of a program, skipping the test (or failing
+// it, when required) if it is not installed.
+func RequireBinary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		// Debian puts some daemons in sbin or libexec paths.
+		for _, dir := range []string{"/usr/sbin/", "/sbin/", "/usr/lib/ipsec/", "/usr/libexec/ipsec/", "/usr/libexec/softether/vpnserver/"} {
+			if _, serr := os.Stat(dir + name); serr == nil {
+				return dir + name
+			}
+		}
+		skipOrFail(t, "%s needs %q (install with deploy/ci/install-deps.sh)", t.Name(), name)
+	}
+	return p
+}
