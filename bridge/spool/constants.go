@@ -1,0 +1,51 @@
+package spool
+
+// On-disk record layout (all integers big-endian). Every record is
+// self-delimiting and checksummed so that recovery can tell a complete
+// record from a torn write (short tail) or a flipped bit (CRC mismatch):
+//
+//	offset  size  field
+//	0       1     magic (recordMagic)
+//	1       1     type  (RecordPut, RecordAck)
+//	2       4     body length N
+//	6       4     CRC-32C (Castagnoli) over bytes [1, 6) and the body
+//	10      N     body
+//
+// Put body:
+//
+//	0   8  seq (global, strictly increasing)
+//	8   8  enqueue time, Unix nanoseconds
+//	16  1  QoS (0..2)
+//	17  1  flags (bit 0: retain)
+//	18  2  endpoint length E, then E bytes of endpoint name
+//	..  2  topic length T, then T bytes of topic
+//	..     payload (rest of the body)
+//
+// Ack body:
+//
+//	0   8  seq
+//	8   1  reason (AckDelivered, AckDroppedOverflow, AckDroppedExpired)
+const (
+	recordMagic      = 0xF5
+	recordHeaderLen  = 10
+	putFixedLen      = 8 + 8 + 1 + 1 + 2 + 2
+	ackBodyLen       = 9
+	maxEndpointLen   = 255
+	maxTopicLen      = 65535 // MQTT topic names are at most 65535 bytes (MQTT 3.1.1 §1.5.3)
+	segmentPrefix    = "seg-"
+	segmentSuffix    = ".log"
+	segmentNameWidth = 16
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultMaxBytes bounds the live (unacknowledged) bytes in the spool.
+	DefaultMaxBytes = 64 << 20
+	// DefaultSegmentBytes is the size at which the active segment is
+	// rotated.
+	DefaultSegmentBytes = 4 << 20
+	// DefaultMaxRecordBody bounds one record body; a length field above it is
+	// treated as corruption (a flipped bit in the length must not make
+	// recovery allocate gigabytes).
+	DefaultMaxRecordBody = 1<<20 + 64<<10
+)

@@ -1,0 +1,29 @@
+package spool
+
+import "errors"
+
+// Errors returned by the record codec and the spool.
+var (
+	// ErrShort means the buffer ends inside a record: a torn tail.
+	ErrShort = errors.New("spool: short record (torn write)")
+	// ErrMagic means a record does not start with the record magic byte.
+	ErrMagic = errors.New("spool: bad record magic")
+	// ErrChecksum means the CRC-32C of a record does not match.
+	ErrChecksum = errors.New("spool: record checksum mismatch")
+	// ErrTooLarge means a record's declared length exceeds the limit.
+	ErrTooLarge = errors.New("spool: record too large")
+	// ErrBadRecord means a checksummed record has an invalid body.
+	ErrBadRecord = errors.New("spool: malformed record body")
+	// ErrFull means the byte bound is reached and no QoS 0 message could be
+	// dropped to make room: a QoS 1/2 message is refused (the broker turns it
+	// into a failure reason toward the device, which keeps it and retries).
+	ErrFull = errors.New("spool: queue full")
+	// ErrWrite means the record could not be written or synced (disk full,
+	// I/O error); nothing was queued.
+	ErrWrite = errors.New("spool: write failed")
+	// ErrClosed means the spool was closed.
+	ErrClosed = errors.New("spool: closed")
+	// ErrInvalid means a message cannot be stored (endpoint or topic too
+	// long, QoS above 2, empty endpoint).
+	ErrInvalid = errors.New("spool: invalid message")
+)

@@ -1,0 +1,662 @@
+// Package spool is the bridge's on-disk store-and-forward queue: messages a
+// device was told are delivered (MQTT PUBACK/PUBREC, CoAP ACK) wait here,
+// ordered per endpoint, until the central side confirms them.
+//
+// # Format
+//
+// A segmented write-ahead log in Config.Dir: files seg-<16 hex>.log, each a
+// sequence of checksummed records (see constants.go). A Put record stores a
+// message; an Ack record resolves one. Messages are ordered by a global
+// sequence number, so per-endpoint order is the order of Append calls.
+// New writes always go to a fresh segment after Open, so a torn tail left
+// by a crash is never appended to; recovery skips it (and any damaged
+// region in the middle, resynchronising on the next valid record).
+//
+// # Fsync policy
+//
+//   - Append of a QoS 1/2 message returns only after the record is on disk
+//     (fsync). Concurrent appenders share one fsync (group commit): while
+//     one fsync runs, later appends queue behind it and the next fsync
+//     covers them all. The broker sends PUBACK/PUBREC only after Append
+//     returned, so an acknowledged message survives kill -9 and power loss.
+//   - QoS 0 appends and Ack records are written (one write(2) each, so they
+//     survive kill -9 of the process) but not fsynced on their own; they
+//     reach the disk with the next fsync, rotation or Close. After a power
+//     loss a lost Ack means the message is sent again (at-least-once), a
+//     lost QoS 0 message is lost, as QoS 0 allows.
+//   - New segment files are fsynced together with their directory.
+//
+// # Overflow policy
+//
+// The live (unacknowledged) bytes are bounded by Config.MaxBytes. When an
+// Append would exceed it, the oldest QoS 0 messages of any endpoint are
+// dropped first (Stats.DroppedOverflow). If that is not enough, a new QoS 0
+// message is dropped itself (ErrFull, DroppedOverflow) and a QoS 1/2 message
+// is refused with ErrFull (Stats.RefusedFull): the broker answers the device
+// with a failure reason (MQTT 5) or no acknowledgement (MQTT 3.1.1), so the
+// device keeps the message and retries. A failed write (disk full) returns
+// ErrWrite, the partial record is truncated away and Stats.WriteErrors
+// counts it; the spool keeps running.
+//
+// Disk use is bounded too: segments whose messages are all resolved are
+// deleted from the head of the log; when the files hold more than twice
+// MaxBytes, the oldest segment's live messages are copied to the active
+// segment and the old segment is removed (compaction).
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/link"
+)
+
+// Config configures a Spool.
+type Config struct {
+	// Dir holds the segment files; created if missing.
+	Dir string
+	// MaxBytes bounds the live bytes (DefaultMaxBytes if zero).
+	MaxBytes int64
+	// SegmentBytes is the rotation size (DefaultSegmentBytes if zero).
+	SegmentBytes int64
+	// MaxRecordBody bounds one record (DefaultMaxRecordBody if zero).
+	MaxRecordBody int
+	// Clock stamps enqueue times (link.System if nil).
+	Clock link.Clock
+	// Logger receives lifecycle and recovery lines (discarded if nil).
+	Logger *slog.Logger
+}
+
+type entry struct {
+	msg  Message
+	size int64
+	seg  *segment
+}
+
+type segment struct {
+	id   uint64
+	path string
+	size int64
+	live int
+}
+
+// Spool is the store-and-forward queue. All methods are safe for concurrent
+// use.
+type Spool struct {
+	cfg   Config
+	log   *slog.Logger
+	stats Stats
+
+	syncMu    sync.Mutex    // serialises fsync; taken before mu, never inside it
+	syncedGen atomic.Uint64 // highest write generation known durable
+
+	// Owned by mu.
+	mu       sync.Mutex
+	closed   bool
+	queues   map[string][]*entry
+	bySeq    map[uint64]*entry
+	qos0     []*entry // QoS 0 entries in seq order, dropped ones removed lazily
+	segs     []*segment
+	active   *os.File
+	activeSg *segment
+	nextSeq  uint64
+	writeGen uint64
+	notify   map[string]chan struct{}
+	buf      []byte
+
+	// write is the file write used for records; tests replace it to
+	// simulate a full disk.
+	write func(f *os.File, b []byte) (int, error)
+}
+
+// Open opens (or creates) the spool in cfg.Dir and recovers its contents.
+func Open(cfg Config) (*Spool, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("%w: empty Dir", ErrInvalid)
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.SegmentBytes <= 0 {
+		cfg.SegmentBytes = DefaultSegmentBytes
+	}
+	if cfg.MaxRecordBody <= 0 {
+		cfg.MaxRecordBody = DefaultMaxRecordBody
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = link.System
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &Spool{
+		cfg:    cfg,
+		log:    lg.With("component", "spool"),
+		queues: make(map[string][]*entry),
+		bySeq:  make(map[uint64]*entry),
+		notify: make(map[string]chan struct{}),
+		write:  func(f *os.File, b []byte) (int, error) { return f.Write(b) },
+	}
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	if s.nextSeq == 0 {
+		s.nextSeq = 1 // seq 0 is "before the first message" for Pending
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.newSegmentLocked(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stats returns the spool's counters.
+func (s *Spool) Stats() *Stats { return &s.stats }
+
+// Dir returns the spool directory.
+func (s *Spool) Dir() string { return s.cfg.Dir }
+
+func segmentName(id uint64) string {
+	return fmt.Sprintf("%s%0*x%s", segmentPrefix, segmentNameWidth, id, segmentSuffix)
+}
+
+func parseSegmentName(name string) (uint64, bool) {
+	if !strings.HasPrefix(name, segmentPrefix) || !strings.HasSuffix(name, segmentSuffix) {
+		return 0, false
+	}
+	hex := strings.TrimSuffix(strings.TrimPrefix(name, segmentPrefix), segmentSuffix)
+	if len(hex) != segmentNameWidth {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(hex, 16, 64)
+	return id, err == nil
+}
+
+// recover reads every segment in order and rebuilds the live set.
+func (s *Spool) recover() error {
+	des, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	var ids []uint64
+	for _, de := range des {
+		if id, ok := parseSegmentName(de.Name()); ok && de.Type().IsRegular() {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		path := filepath.Join(s.cfg.Dir, segmentName(id))
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		sg := &segment{id: id, path: path, size: int64(len(data))}
+		s.segs = append(s.segs, sg)
+		s.stats.DiskBytes.Add(sg.size)
+		res := ScanSegment(data, s.cfg.MaxRecordBody, func(_ int, r Record) { s.applyRecovered(sg, r) })
+		if res.Corrupt > 0 || res.TornTail {
+			s.log.Warn("spool segment damaged, skipped bad bytes", "segment", filepath.Base(path),
+				"records", res.Records, "corrupt_regions", res.Corrupt, "torn_tail", res.TornTail, "skipped_bytes", res.SkippedBytes)
+		}
+		s.stats.CorruptRegions.Add(uint64(res.Corrupt))
+		s.stats.SkippedBytes.Add(uint64(res.SkippedBytes))
+		if res.TornTail {
+			s.stats.TornTails.Add(1)
+		}
+	}
+	// Rebuild the per-endpoint queues and the QoS 0 list in seq order.
+	all := make([]*entry, 0, len(s.bySeq))
+	for _, e := range s.bySeq {
+		all = append(all, e)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].msg.Seq < all[j].msg.Seq })
+	for _, e := range all {
+		s.queues[e.msg.Endpoint] = append(s.queues[e.msg.Endpoint], e)
+		if e.msg.QoS == 0 {
+			s.qos0 = append(s.qos0, e)
+		}
+		s.stats.Queued.Add(1)
+		s.stats.Bytes.Add(e.size)
+	}
+	s.stats.Recovered.Store(uint64(len(all)))
+	if len(all) > 0 || len(ids) > 0 {
+		s.log.Info("spool recovered", "segments", len(ids), "messages", len(all), "bytes", s.stats.Bytes.Load())
+	}
+	s.mu.Lock()
+	s.dropDeadHeadLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Spool) applyRecovered(sg *segment, r Record) {
+	if r.Seq >= s.nextSeq {
+		s.nextSeq = r.Seq + 1
+	}
+	switch r.Type {
+	case RecordPut:
+		if old, ok := s.bySeq[r.Seq]; ok { // copied by compaction
+			old.seg.live--
+			old.seg = sg
+			sg.live++
+			return
+		}
+		rr := r
+		e := &entry{msg: rr.Msg, size: int64(rr.encodedLen()), seg: sg}
+		s.bySeq[r.Seq] = e
+		sg.live++
+	case RecordAck:
+		if e, ok := s.bySeq[r.Seq]; ok {
+			e.seg.live--
+			delete(s.bySeq, r.Seq)
+		}
+	}
+}
+
+// newSegmentLocked closes the active segment (after an fsync) and starts a
+// new one. s.mu must be held.
+func (s *Spool) newSegmentLocked() error {
+	var id uint64 = 1
+	if n := len(s.segs); n > 0 {
+		id = s.segs[n-1].id + 1
+	}
+	if s.active != nil {
+		s.stats.Syncs.Add(1)
+		if err := s.active.Sync(); err != nil {
+			s.stats.WriteErrors.Add(1)
+			return fmt.Errorf("%w: %v", ErrWrite, err)
+		}
+		s.syncedGen.Store(s.writeGen)
+		_ = s.active.Close()
+		s.active = nil
+	}
+	path := filepath.Join(s.cfg.Dir, segmentName(id))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		s.stats.WriteErrors.Add(1)
+		return fmt.Errorf("%w: %v", ErrWrite, err)
+	}
+	if err := syncDir(s.cfg.Dir); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		s.stats.WriteErrors.Add(1)
+		return fmt.Errorf("%w: %v", ErrWrite, err)
+	}
+	sg := &segment{id: id, path: path}
+	s.segs = append(s.segs, sg)
+	s.active, s.activeSg = f, sg
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// appendRecordLocked writes one record to the active segment, rotating
+// first if it is full. On a failed write the partial record is truncated
+// away so the segment stays parseable. s.mu must be held.
+func (s *Spool) appendRecordLocked(r Record, allowRotate bool) error {
+	var err error
+	s.buf, err = AppendRecord(s.buf[:0], r)
+	if err != nil {
+		return err
+	}
+	if allowRotate && s.activeSg.size > 0 && s.activeSg.size+int64(len(s.buf)) > s.cfg.SegmentBytes {
+		if err := s.newSegmentLocked(); err != nil {
+			return err
+		}
+		s.maybeCompactLocked()
+	}
+	n, err := s.write(s.active, s.buf)
+	if err != nil {
+		s.stats.WriteErrors.Add(1)
+		if n > 0 {
+			_ = s.active.Truncate(s.activeSg.size)
+		}
+		s.log.Error("spool write failed", "err", err)
+		return fmt.Errorf("%w: %v", ErrWrite, err)
+	}
+	s.activeSg.size += int64(n)
+	s.stats.DiskBytes.Add(int64(n))
+	s.writeGen++
+	return nil
+}
+
+// Append queues m (Seq and Enqueued are assigned) and returns its sequence
+// number. For QoS 1/2 it returns after the record is durable (see the
+// package comment for the fsync and overflow policies).
+func (s *Spool) Append(m Message) (uint64, error) {
+	if m.Endpoint == "" || len(m.Endpoint) > maxEndpointLen || len(m.Topic) > maxTopicLen || m.QoS > 2 {
+		return 0, ErrInvalid
+	}
+	r := Record{Type: RecordPut, Msg: m}
+	size := int64(r.encodedLen())
+	if size-recordHeaderLen > int64(s.cfg.MaxRecordBody) {
+		return 0, fmt.Errorf("%w: %d bytes", ErrInvalid, size)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return 0, ErrClosed
+	}
+	for s.stats.Bytes.Load()+size > s.cfg.MaxBytes {
+		if !s.dropOldestQoS0Locked() {
+			break
+		}
+	}
+	if s.stats.Bytes.Load()+size > s.cfg.MaxBytes {
+		s.mu.Unlock()
+		if m.QoS == 0 {
+			s.stats.DroppedOverflow.Add(1)
+		} else {
+			s.stats.RefusedFull.Add(1)
+		}
+		return 0, ErrFull
+	}
+	r.Msg.Seq = s.nextSeq
+	r.Msg.Enqueued = s.cfg.Clock.Now()
+	if err := s.appendRecordLocked(r, true); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	s.nextSeq++
+	e := &entry{msg: r.Msg, size: size, seg: s.activeSg}
+	e.seg.live++
+	s.bySeq[e.msg.Seq] = e
+	s.queues[m.Endpoint] = append(s.queues[m.Endpoint], e)
+	if m.QoS == 0 {
+		s.qos0 = append(s.qos0, e)
+	}
+	s.stats.Queued.Add(1)
+	s.stats.Bytes.Add(size)
+	s.stats.Appended.Add(1)
+	if ch, ok := s.notify[m.Endpoint]; ok {
+		close(ch)
+		delete(s.notify, m.Endpoint)
+	}
+	gen := s.writeGen
+	seq := e.msg.Seq
+	s.mu.Unlock()
+	if m.QoS > 0 {
+		if err := s.syncTo(gen); err != nil {
+			return 0, err
+		}
+	}
+	return seq, nil
+}
+
+// syncTo makes every write up to generation gen durable. Callers queue on
+// syncMu; the first fsync after a caller's write covers every write made
+// before it started (group commit).
+func (s *Spool) syncTo(gen uint64) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.syncedGen.Load() >= gen {
+		return nil
+	}
+	s.mu.Lock()
+	f, target := s.active, s.writeGen
+	s.mu.Unlock()
+	if f == nil {
+		return ErrClosed
+	}
+	s.stats.Syncs.Add(1)
+	if err := f.Sync(); err != nil {
+		if errors.Is(err, os.ErrClosed) && s.syncedGen.Load() >= gen {
+			return nil // rotated or closed meanwhile: that path synced it
+		}
+		s.stats.WriteErrors.Add(1)
+		return fmt.Errorf("%w: %v", ErrWrite, err)
+	}
+	if target > s.syncedGen.Load() {
+		s.syncedGen.Store(target)
+	}
+	return nil
+}
+
+// dropOldestQoS0Locked drops the oldest live QoS 0 message of any endpoint.
+func (s *Spool) dropOldestQoS0Locked() bool {
+	for len(s.qos0) > 0 {
+		e := s.qos0[0]
+		s.qos0 = s.qos0[1:]
+		if _, live := s.bySeq[e.msg.Seq]; !live {
+			continue
+		}
+		if err := s.resolveLocked(e, AckDroppedOverflow); err != nil {
+			return false
+		}
+		s.stats.DroppedOverflow.Add(1)
+		return true
+	}
+	return false
+}
+
+// Ack resolves a delivered message of endpoint. Acking an unknown or already
+// acknowledged seq is a no-op (replays after a restart may ack twice).
+func (s *Spool) Ack(endpoint string, seq uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	e, ok := s.bySeq[seq]
+	if !ok || e.msg.Endpoint != endpoint {
+		return nil
+	}
+	if err := s.resolveLocked(e, AckDelivered); err != nil {
+		return err
+	}
+	s.stats.Delivered.Add(1)
+	return nil
+}
+
+func (s *Spool) resolveLocked(e *entry, why AckReason) error {
+	if err := s.appendRecordLocked(Record{Type: RecordAck, Seq: e.msg.Seq, Reason: why}, true); err != nil {
+		return err
+	}
+	delete(s.bySeq, e.msg.Seq)
+	q := s.queues[e.msg.Endpoint]
+	i := sort.Search(len(q), func(i int) bool { return q[i].msg.Seq >= e.msg.Seq })
+	if i < len(q) && q[i] == e {
+		if i == 0 {
+			q = q[1:]
+		} else {
+			q = append(q[:i], q[i+1:]...)
+		}
+	}
+	if len(q) == 0 {
+		delete(s.queues, e.msg.Endpoint)
+	} else {
+		s.queues[e.msg.Endpoint] = q
+	}
+	e.seg.live--
+	s.stats.Queued.Add(-1)
+	s.stats.Bytes.Add(-e.size)
+	s.dropDeadHeadLocked()
+	return nil
+}
+
+// dropDeadHeadLocked deletes segments at the head of the log whose messages
+// are all resolved. Only the head may go: a later segment can hold Acks for
+// messages of an earlier one.
+func (s *Spool) dropDeadHeadLocked() {
+	for len(s.segs) > 0 && s.segs[0] != s.activeSg && s.segs[0].live <= 0 {
+		sg := s.segs[0]
+		if err := os.Remove(sg.path); err != nil && !os.IsNotExist(err) {
+			s.log.Warn("spool: removing segment failed", "segment", filepath.Base(sg.path), "err", err)
+			return
+		}
+		s.stats.DiskBytes.Add(-sg.size)
+		s.segs = s.segs[1:]
+	}
+}
+
+// maybeCompactLocked copies the live messages of the oldest segment into the
+// active one and removes it, when the files hold more than twice MaxBytes.
+func (s *Spool) maybeCompactLocked() {
+	if len(s.segs) < 2 || s.stats.DiskBytes.Load() <= 2*s.cfg.MaxBytes {
+		return
+	}
+	head := s.segs[0]
+	var move []*entry
+	for _, e := range s.bySeq {
+		if e.seg == head {
+			move = append(move, e)
+		}
+	}
+	sort.Slice(move, func(i, j int) bool { return move[i].msg.Seq < move[j].msg.Seq })
+	for _, e := range move {
+		if err := s.appendRecordLocked(Record{Type: RecordPut, Msg: e.msg}, false); err != nil {
+			return // the head stays; the copies are harmless duplicates
+		}
+	}
+	s.stats.Syncs.Add(1)
+	if err := s.active.Sync(); err != nil {
+		s.stats.WriteErrors.Add(1)
+		return
+	}
+	s.syncedGen.Store(s.writeGen)
+	for _, e := range move {
+		e.seg.live--
+		e.seg = s.activeSg
+		e.seg.live++
+	}
+	s.stats.Compactions.Add(1)
+	s.dropDeadHeadLocked()
+}
+
+// Pending returns up to max live messages of endpoint with Seq > after, in
+// order. The Payload slices are shared; do not modify them.
+func (s *Spool) Pending(endpoint string, after uint64, max int) []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queues[endpoint]
+	i := sort.Search(len(q), func(i int) bool { return q[i].msg.Seq > after })
+	var out []Message
+	for ; i < len(q) && len(out) < max; i++ {
+		out = append(out, q[i].msg)
+	}
+	return out
+}
+
+// Wait returns a channel closed at the next Append for endpoint (or Close).
+// Call it before Pending to avoid missing a wake-up.
+func (s *Spool) Wait(endpoint string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, ok := s.notify[endpoint]
+	if !ok {
+		ch = make(chan struct{})
+		if s.closed {
+			close(ch)
+			return ch
+		}
+		s.notify[endpoint] = ch
+	}
+	return ch
+}
+
+// Depth reports one endpoint's queue: messages, bytes and the enqueue time
+// of the oldest (zero if empty).
+func (s *Spool) Depth(endpoint string) (n int, bytes int64, oldest time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queues[endpoint]
+	for _, e := range q {
+		bytes += e.size
+	}
+	if len(q) > 0 {
+		oldest = q[0].msg.Enqueued
+	}
+	return len(q), bytes, oldest
+}
+
+// OldestAge returns how long the oldest live message has waited (0 if the
+// spool is empty).
+func (s *Spool) OldestAge() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var oldest time.Time
+	for _, q := range s.queues {
+		if len(q) > 0 && (oldest.IsZero() || q[0].msg.Enqueued.Before(oldest)) {
+			oldest = q[0].msg.Enqueued
+		}
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return s.cfg.Clock.Now().Sub(oldest)
+}
+
+// Endpoints lists the endpoints with queued messages, sorted.
+func (s *Spool) Endpoints() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.queues))
+	for ep := range s.queues {
+		out = append(out, ep)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close syncs and closes the spool; waiters are woken.
+func (s *Spool) Close() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	for ep, ch := range s.notify {
+		close(ch)
+		delete(s.notify, ep)
+	}
+	if s.active == nil {
+		return nil
+	}
+	s.stats.Syncs.Add(1)
+	err := s.active.Sync()
+	s.syncedGen.Store(s.writeGen)
+	if cerr := s.active.Close(); err == nil {
+		err = cerr
+	}
+	s.active = nil
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
+}
+
+// abandon closes the files without syncing or writing anything more, as a
+// crash would leave them (tests only).
+func (s *Spool) abandon() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.active != nil {
+		_ = s.active.Close()
+		s.active = nil
+	}
+}
