@@ -145,7 +145,6 @@ func TestBitFlipLosesOnlyThatRecord(t *testing.T) {
 	}
 }
 
-
 func TestOverflowPolicy(t *testing.T) {
 	one := int64(Record{Type: RecordPut, Msg: msg("a", 0, 0)}.encodedLen())
 	s := openT(t, Config{Dir: t.TempDir(), MaxBytes: 4 * one})
