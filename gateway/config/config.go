@@ -1,0 +1,341 @@
+// Package config loads the gateway's one YAML configuration file.
+//
+// Parse decodes the file with gopkg.in/yaml.v3, rejects unknown keys, then
+// validates every field and reports all problems at once as Errors, each
+// located "file:line: what is wrong". The validated Config carries both the
+// text as written (yaml tags) and the parsed values (fields tagged "-").
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Production defaults for the listening ports (RFC 2409 §4.2 / IANA "isakmp",
+// RFC 3947 §4 NAT-T, RFC 2661 §8.1 L2TP).
+const (
+	DefaultIKEPort  = 500
+	DefaultNATTPort = 4500
+	DefaultL2TPPort = 1701
+	// DefaultMTU caps the PPP MTU offered to clients; the effective MTU of a
+	// session is the smaller of this and what its suite leaves room for.
+	DefaultMTU = 1400
+	// DefaultMetricsListen is where /metrics and /status are served.
+	DefaultMetricsListen = "127.0.0.1:9410"
+)
+
+// Config is the whole gateway configuration.
+type Config struct {
+	// Listen holds the UDP endpoints of IKE, NAT-T and L2TP.
+	Listen Listen `yaml:"listen"`
+	// Proposals are the IKE and ESP proposals accepted, strongSwan syntax.
+	Proposals Proposals `yaml:"proposals"`
+	// PSK is the shared pre-shared key for stock clients.
+	PSK PSK `yaml:"psk"`
+	// Identities are the sites and users allowed in.
+	Identities []Identity `yaml:"identities"`
+	// Pool is the IPCP address pool.
+	Pool Pool `yaml:"pool"`
+	// DNS servers offered over IPCP (RFC 1877).
+	DNS []string `yaml:"dns"`
+	// MTU caps the PPP MTU (default 1400).
+	MTU int `yaml:"mtu"`
+	// PushRoutes are the central prefixes every identity may reach through
+	// the VPN unless its own push_routes says otherwise (split tunnelling).
+	PushRoutes []string `yaml:"push_routes"`
+	// DataPlane selects TUN or userspace mode.
+	DataPlane DataPlane `yaml:"dataplane"`
+	// Policy holds policy defaults.
+	Policy PolicyDefaults `yaml:"policy"`
+	// Policies are named allow-lists referenced by identities.
+	Policies map[string]Policy `yaml:"policies"`
+	// Sessions holds session-table behaviour.
+	Sessions Sessions `yaml:"sessions"`
+	// Pacing limits how fast new Main Modes are admitted.
+	Pacing Pacing `yaml:"pacing"`
+	// Metrics configures the HTTP /metrics and /status listener.
+	Metrics Metrics `yaml:"metrics"`
+	// Status configures the unix control socket.
+	Status Status `yaml:"status"`
+	// RADIUS, when set, authenticates PPP users and receives accounting.
+	RADIUS *RADIUS `yaml:"radius"`
+	// Import names classic strongSwan/pppd secrets files to merge in.
+	Import Import `yaml:"import"`
+	// PKI locates the CA, the gateway's certificate and the CRL.
+	PKI PKI `yaml:"pki"`
+	// Log configures slog output.
+	Log Log `yaml:"log"`
+
+	// File is the path the configuration was loaded from.
+	File string `yaml:"-"`
+	// DNSAddrs are the parsed DNS servers.
+	DNSAddrs []netip.Addr `yaml:"-"`
+	// PushPrefixes are the parsed PushRoutes.
+	PushPrefixes []netip.Prefix `yaml:"-"`
+
+	root *yaml.Node
+}
+
+// Listen holds the addresses the gateway binds. Ports are overridable so an
+// unprivileged run can use e.g. 1500/14500/11701.
+type Listen struct {
+	Address  string `yaml:"address"`
+	IKEPort  int    `yaml:"ike_port"`
+	NATTPort int    `yaml:"natt_port"`
+	L2TPPort int    `yaml:"l2tp_port"`
+
+	// Addr is the parsed Address.
+	Addr netip.Addr `yaml:"-"`
+}
+
+// IKEAddr is the IKE (UDP 500) listen address.
+func (l Listen) IKEAddr() netip.AddrPort { return netip.AddrPortFrom(l.Addr, uint16(l.IKEPort)) }
+
+// NATTAddr is the NAT-T (UDP 4500) listen address.
+func (l Listen) NATTAddr() netip.AddrPort { return netip.AddrPortFrom(l.Addr, uint16(l.NATTPort)) }
+
+// PSK is the shared pre-shared key. Never logged.
+type PSK struct {
+	Shared     string `yaml:"shared"`
+	SharedFile string `yaml:"shared_file"`
+	// ByID maps IKE identities (FQDN, address, user@fqdn) to their own
+	// PSK, as ipsec.secrets selectors do.
+	ByID map[string]string `yaml:"by_id"`
+}
+
+// PSKFor returns the pre-shared key for a peer's IKE ID: the matching
+// identity's own PSK, then psk.by_id, then the shared PSK.
+func (c *Config) PSKFor(ikeID string) (string, bool) {
+	if id := c.IdentityByIKEID(ikeID); id != nil && id.PSK != "" {
+		return id.PSK, true
+	}
+	if k, ok := c.PSK.ByID[ikeID]; ok {
+		return k, true
+	}
+	return c.PSK.Shared, c.PSK.Shared != ""
+}
+
+// Pool is the IPCP address pool (RFC 1332).
+type Pool struct {
+	// Prefix is the pool, e.g. 10.10.0.0/24.
+	Prefix string `yaml:"prefix"`
+	// Gateway is the gateway's own PPP address, excluded from the pool
+	// (default: first host of the prefix).
+	Gateway string `yaml:"gateway"`
+
+	// PrefixP and GatewayAddr are the parsed values.
+	PrefixP     netip.Prefix `yaml:"-"`
+	GatewayAddr netip.Addr   `yaml:"-"`
+}
+
+// DataPlane mode names.
+const (
+	ModeTUN       = "tun"
+	ModeUserspace = "userspace"
+)
+
+// DataPlane selects where decapsulated IP packets go.
+type DataPlane struct {
+	// Mode is "tun" (kernel routes and NATs; needs root) or "userspace".
+	Mode string `yaml:"mode"`
+	// TUN is the TUN device name (default fg0).
+	TUN string `yaml:"tun"`
+	// SessionToSession allows forwarding between two sessions at all; each
+	// packet still needs the sender's policy to allow the destination.
+	SessionToSession bool `yaml:"session_to_session"`
+}
+
+// Sessions configures the session table.
+type Sessions struct {
+	// ReplaceOnRelogin: an identity logging in again replaces its old
+	// session (default true). When false the new login is refused.
+	ReplaceOnRelogin *bool `yaml:"replace_on_relogin"`
+}
+
+// Replace reports the effective ReplaceOnRelogin.
+func (s Sessions) Replace() bool { return s.ReplaceOnRelogin == nil || *s.ReplaceOnRelogin }
+
+// Pacing is the Main Mode admission token bucket.
+type Pacing struct {
+	GlobalRate     float64 `yaml:"global_rate"`
+	GlobalBurst    int     `yaml:"global_burst"`
+	PerSourceRate  float64 `yaml:"per_source_rate"`
+	PerSourceBurst int     `yaml:"per_source_burst"`
+}
+
+// Metrics configures the HTTP listener for /metrics and /status.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Status configures the unix control socket used by `gateway status`.
+type Status struct {
+	Socket string `yaml:"socket"`
+}
+
+// RADIUS configures the RADIUS client (RFC 2865/2866).
+type RADIUS struct {
+	Auth            string `yaml:"auth"`
+	Acct            string `yaml:"acct"`
+	Secret          string `yaml:"secret"`
+	SecretFile      string `yaml:"secret_file"`
+	NASIdentifier   string `yaml:"nas_identifier"`
+	Timeout         string `yaml:"timeout"`
+	InterimInterval string `yaml:"interim_interval"`
+
+	// TimeoutD and InterimD are the parsed durations.
+	TimeoutD time.Duration `yaml:"-"`
+	InterimD time.Duration `yaml:"-"`
+}
+
+// Import names classic secrets files merged into the identities.
+type Import struct {
+	IPsecSecrets string `yaml:"ipsec_secrets"`
+	CHAPSecrets  string `yaml:"chap_secrets"`
+}
+
+// PKI locates certificate material. Relative names are under Dir.
+type PKI struct {
+	Dir  string `yaml:"dir"`
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CRL  string `yaml:"crl"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, b)
+}
+
+var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// Parse decodes and validates a configuration; file names it in errors.
+func Parse(file string, b []byte) (*Config, error) {
+	if file == "" {
+		file = "<input>"
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, yamlErrors(file, err)
+	}
+	c := &Config{File: file, root: &root}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if err.Error() == "EOF" {
+			return nil, Errors{{File: file, Msg: "empty configuration"}}
+		}
+		return nil, yamlErrors(file, err)
+	}
+	c.File = file
+	v := &validator{c: c}
+	v.run()
+	if len(v.errs) > 0 {
+		return nil, v.errs
+	}
+	return c, nil
+}
+
+func yamlErrors(file string, err error) error {
+	var msgs []string
+	if te, ok := err.(*yaml.TypeError); ok {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	var es Errors
+	for _, m := range msgs {
+		e := &Error{File: file, Msg: m}
+		if sm := yamlLineRE.FindStringSubmatch(m); sm != nil {
+			e.Line, _ = strconv.Atoi(sm[1])
+			e.Msg = sm[2]
+		}
+		es = append(es, e)
+	}
+	return es
+}
+
+// line finds the line of the node at path (mapping keys as strings,
+// sequence indexes as ints), or of its deepest existing ancestor.
+func (c *Config) line(path ...any) int {
+	if c.root == nil {
+		return 0
+	}
+	n := c.root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch k := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == k {
+						next = n.Content[i+1]
+						break
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && k < len(n.Content) {
+				next = n.Content[k]
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+		line = n.Line
+	}
+	return line
+}
+
+// Identity returns the identity with the given name, or nil.
+func (c *Config) Identity(name string) *Identity {
+	for i := range c.Identities {
+		if c.Identities[i].Name == name {
+			return &c.Identities[i]
+		}
+	}
+	return nil
+}
+
+// IdentityByPPPUser returns the identity whose PPP user name is user.
+func (c *Config) IdentityByPPPUser(user string) *Identity {
+	for i := range c.Identities {
+		if c.Identities[i].PPP.User == user {
+			return &c.Identities[i]
+		}
+	}
+	return nil
+}
+
+// IdentityByIKEID returns the identity whose IKE ID is id.
+func (c *Config) IdentityByIKEID(id string) *Identity {
+	for i := range c.Identities {
+		if c.Identities[i].ID == id {
+			return &c.Identities[i]
+		}
+	}
+	return nil
+}

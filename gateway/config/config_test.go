@@ -1,0 +1,228 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fleetgate/fleetgate/uplink/esp"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := Load("../../configs/gateway.yaml")
+	if err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	if got, want := c.Listen.IKEAddr().Port(), uint16(500); got != want {
+		t.Errorf("ike port: got %d, want %d", got, want)
+	}
+	if got, want := c.PSK.Shared, "example-shared-psk-change-me"; got != want {
+		t.Errorf("shared psk from file: got %q, want %q", got, want)
+	}
+	h := c.Identity("site-hall7")
+	if h == nil {
+		t.Fatal("identity site-hall7 missing")
+	}
+	if got, want := h.Addr, netip.MustParseAddr("10.10.0.7"); got != want {
+		t.Errorf("static address: got %v, want %v", got, want)
+	}
+	if got, want := h.RoutePrefixes, []netip.Prefix{netip.MustParsePrefix("10.10.8.0/24")}; len(got) != 1 || got[0] != want[0] {
+		t.Errorf("routes: got %v, want %v", got, want)
+	}
+	if got := c.Identity("pump-station-2").ID; got != "pump-station-2" {
+		t.Errorf("cert identity id defaults to name: got %q", got)
+	}
+	if got := c.Identity("ops-laptop").PushPrefixes; len(got) != 2 {
+		t.Errorf("per-identity push routes: got %v, want 2", got)
+	}
+	if got := h.PushPrefixes; len(got) != 1 || got[0] != netip.MustParsePrefix("10.20.0.0/16") {
+		t.Errorf("global push routes fallback: got %v", got)
+	}
+	pol := c.Policies["sensors"]
+	if got, want := pol.Allow[1].PortRanges, [][2]uint16{{5683, 5684}}; len(got) != 1 || got[0] != want[0] {
+		t.Errorf("port range: got %v, want %v", got, want)
+	}
+	if got, want := c.Proposals.ESPParsed[0].Suite, (esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}); got != want {
+		t.Errorf("esp[0]: got %v, want %v", got, want)
+	}
+	if got, want := c.PKI.CA, filepath.Join("../../configs/pki", "ca.crt"); got != want {
+		t.Errorf("pki ca path: got %q, want %q", got, want)
+	}
+}
+
+func TestParseErrorsCarryLines(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want []string // substrings, one per expected error, "file:line: msg"
+	}{
+		{"unknown key", "listen:\n  adress: 1.2.3.4\n", []string{"f.yaml:2: field adress not found"}},
+		{"bad yaml", "listen: [\n", []string{"f.yaml:"}},
+		{"bad prefix", "psk: {shared: x}\nidentities:\n  - name: a\n    ppp: {password: p}\n    routes: [10.10.8.1/24]\n", []string{"f.yaml:5: \"10.10.8.1/24\" has host bits set"}},
+		{"undefined policy", "psk: {shared: x}\nidentities:\n  - name: a\n    ppp: {password: p}\n    policy: nope\n", []string{"f.yaml:5: identity a: policy \"nope\" is not defined"}},
+		{"duplicate identity and bad port", "psk: {shared: x}\nlisten:\n  ike_port: 70000\nidentities:\n  - name: a\n    ppp: {password: p}\n  - name: a\n    ppp: {user: b, password: p}\n",
+			[]string{"f.yaml:3: listen.ike_port 70000 out of range", "f.yaml:7: identity \"a\" defined twice"}},
+		{"bad proposal", "proposals:\n  esp: [aes128-sha7]\n", []string{"f.yaml:2: ESP proposal \"aes128-sha7\": unknown integrity"}},
+		{"psk missing", "identities:\n  - name: a\n    ppp: {password: p}\n", []string{"f.yaml:2: identity a: auth psk but neither"}},
+		{"route overlaps pool", "psk: {shared: x}\nidentities:\n  - name: a\n    ppp: {password: p}\n    routes:\n      - 10.10.0.128/25\n", []string{"f.yaml:6: identity a: framed route 10.10.0.128/25 overlaps the pool"}},
+		{"ports without proto", "policies:\n  p:\n    allow:\n      - dst: 10.0.0.0/8\n        ports: [80]\n", []string{"f.yaml:5: policy p: ports need proto tcp or udp"}},
+		{"empty", "", []string{"f.yaml: empty configuration"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("f.yaml", []byte(tt.in))
+			if err == nil {
+				t.Fatalf("got nil error, want %q", tt.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("errors.Is(err, ErrInvalid) = false for %v", err)
+			}
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("got %T, want config.Errors", err)
+			}
+			if len(es) != len(tt.want) {
+				t.Fatalf("got %d errors (%v), want %d", len(es), err, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(es[i].Error(), w) {
+					t.Errorf("error %d: got %q, want it to contain %q", i, es[i].Error(), w)
+				}
+			}
+		})
+	}
+}
+
+func TestImportSecrets(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("ipsec.secrets", "# strongSwan\n: PSK \"shared-one\"\nsite-b.example : PSK 0x6b6579\n")
+	write("chap-secrets", "# client server secret IP\n\"alice\" * \"pw a\" 10.10.0.50\nbob * bobpw *\n* * ignored\n")
+	write("gw.yaml", "import:\n  ipsec_secrets: ipsec.secrets\n  chap_secrets: chap-secrets\nidentities:\n  - name: bob\n    ppp: {user: bob, methods: [chap]}\n")
+	c, err := Load(filepath.Join(dir, "gw.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.PSK.Shared, "shared-one"; got != want {
+		t.Errorf("shared psk: got %q, want %q", got, want)
+	}
+	if got, ok := c.PSKFor("site-b.example"); !ok || got != "key" {
+		t.Errorf("PSKFor(site-b.example): got %q, want %q", got, "key")
+	}
+	if got, _ := c.PSKFor("other"); got != "shared-one" {
+		t.Errorf("PSKFor(other): got %q, want the shared PSK", got)
+	}
+	al := c.Identity("alice")
+	if al == nil || al.PPP.Password != "pw a" || al.Addr != netip.MustParseAddr("10.10.0.50") {
+		t.Errorf("alice: got %+v", al)
+	}
+	if got := c.Identity("bob").PPP.Password; got != "bobpw" {
+		t.Errorf("bob password merged from chap-secrets: got %q, want %q", got, "bobpw")
+	}
+	if got := c.Identity("bob").PPP.Methods; len(got) != 1 || got[0] != "chap" {
+		t.Errorf("bob methods kept from yaml: got %v", got)
+	}
+	if len(c.Identities) != 2 {
+		t.Errorf("got %d identities, want 2 (bob, alice)", len(c.Identities))
+	}
+}
+
+func TestProposals(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    ESPProposal
+		wantErr bool
+	}{
+		{"aes128gcm16", ESPProposal{Suite: esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}}, false},
+		{"aes256-sha256", ESPProposal{Suite: esp.Suite{Cipher: esp.CipherAESCBC, KeyBits: 256, Integ: esp.IntegHMACSHA256_128}}, false},
+		{"aes128-sha1-modp2048", ESPProposal{Suite: esp.Suite{Cipher: esp.CipherAESCBC, KeyBits: 128, Integ: esp.IntegHMACSHA1_96}, PFSGroup: 14}, false},
+		{"3des-md5", ESPProposal{Suite: esp.Suite{Cipher: esp.Cipher3DES, KeyBits: 192, Integ: esp.IntegHMACMD5_96}}, false},
+		{"aes128", ESPProposal{}, true},
+		{"aes192-sha1", ESPProposal{}, true},
+		{"chacha20poly1305", ESPProposal{}, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseESPProposal(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseESPProposal(%q) = %+v, %v; want %+v, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+	ike, err := ParseIKEProposal("aes256-sha256-ecp256")
+	if err != nil || ike != (IKEProposal{Cipher: "aes", KeyBits: 256, Hash: "sha256", DHGroup: 19}) {
+		t.Errorf("ParseIKEProposal: got %+v, %v", ike, err)
+	}
+	if _, err := ParseIKEProposal("aes128gcm16-sha256-modp2048"); err == nil {
+		t.Error("IKEv1 GCM accepted, want error")
+	}
+}
+
+func TestDiff(t *testing.T) {
+	base := "psk: {shared: s}\npolicies:\n  p: {allow: [{dst: 10.20.0.0/16}]}\nidentities:\n" +
+		"  - {name: a, ppp: {password: x}, policy: p}\n" +
+		"  - {name: b, ppp: {password: x}, routes: [10.10.8.0/24]}\n" +
+		"  - {name: c, ppp: {password: x}}\n"
+	old, err := Parse("old.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name                    string
+		in                      string
+		added, removed, changed []string
+		all                     bool
+	}{
+		{"nothing", base, nil, nil, nil, false},
+		{"add identity", base + "  - {name: d, ppp: {password: x}}\n", []string{"d"}, nil, nil, false},
+		{"policy change affects its users only", strings.Replace(base, "10.20.0.0/16", "10.21.0.0/16", 1), nil, nil, []string{"a"}, false},
+		{"route change", strings.Replace(base, "10.10.8.0/24", "10.10.9.0/24", 1), nil, nil, []string{"b"}, false},
+		{"remove", strings.Replace(base, "  - {name: c, ppp: {password: x}}\n", "", 1), nil, []string{"c"}, nil, false},
+		{"shared psk affects psk identities", strings.Replace(base, "shared: s", "shared: t", 1), nil, nil, []string{"a", "b", "c"}, false},
+		{"dns affects all", base + "dns: [10.20.0.53]\n", nil, nil, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nc, err := Parse("new.yaml", []byte(tt.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch := Diff(old, nc)
+			if !eq(ch.Added, tt.added) || !eq(ch.Removed, tt.removed) || !eq(ch.Changed, tt.changed) || (len(ch.AllSessions) > 0) != tt.all {
+				t.Errorf("got %+v, want added %v removed %v changed %v all %v", ch, tt.added, tt.removed, tt.changed, tt.all)
+			}
+			for _, n := range []string{"a", "b", "c"} {
+				want := tt.all || contains(tt.removed, n) || contains(tt.changed, n)
+				if got := ch.Affects(n); got != want {
+					t.Errorf("Affects(%s) = %v, want %v", n, got, want)
+				}
+			}
+		})
+	}
+}
+
+func eq(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

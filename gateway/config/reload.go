@@ -1,0 +1,111 @@
+package config
+
+import (
+	"reflect"
+	"slices"
+)
+
+// Changes is what a reload (SIGHUP) changes, computed by Diff. Sessions of
+// identities in Removed or Changed are affected and must be closed (they
+// reconnect under the new rules); all others keep running untouched.
+type Changes struct {
+	Added   []string // identities new in the reloaded file
+	Removed []string // identities gone: their sessions are closed
+	Changed []string // identities whose effective settings changed
+	// AllSessions lists reasons that affect every session (pool, DNS, MTU,
+	// proposals); empty when none.
+	AllSessions []string
+	// RestartNeeded lists settings a reload cannot apply (listen
+	// addresses, data plane mode, metrics listener); they keep their old
+	// values until restart.
+	RestartNeeded []string
+}
+
+// Affects reports whether the session of identity must be closed.
+func (ch Changes) Affects(identity string) bool {
+	return len(ch.AllSessions) > 0 || slices.Contains(ch.Removed, identity) || slices.Contains(ch.Changed, identity)
+}
+
+// Empty reports whether nothing changed.
+func (ch Changes) Empty() bool {
+	return len(ch.Added)+len(ch.Removed)+len(ch.Changed)+len(ch.AllSessions)+len(ch.RestartNeeded) == 0
+}
+
+// effective is everything that decides how one identity's session behaves.
+type effective struct {
+	ID        Identity
+	SharedPSK string
+	Policy    Policy
+	Default   string
+	Replace   bool
+}
+
+func (c *Config) effective(id *Identity) effective {
+	e := effective{ID: *id, Replace: c.Sessions.Replace()}
+	e.ID.Source = ""
+	if id.Auth == AuthPSK && id.PSK == "" {
+		e.SharedPSK, _ = c.PSKFor(id.ID)
+	}
+	if id.Policy != "" {
+		e.Policy = c.Policies[id.Policy]
+	} else {
+		e.Default = c.Policy.Default
+	}
+	if id.ReplaceSession != nil {
+		e.Replace = *id.ReplaceSession
+	}
+	return e
+}
+
+// Diff computes what changes from old to new.
+func Diff(old, new *Config) Changes {
+	var ch Changes
+	for i := range new.Identities {
+		n := &new.Identities[i]
+		o := old.Identity(n.Name)
+		switch {
+		case o == nil:
+			ch.Added = append(ch.Added, n.Name)
+		case !reflect.DeepEqual(old.effective(o), new.effective(n)):
+			ch.Changed = append(ch.Changed, n.Name)
+		}
+	}
+	for i := range old.Identities {
+		if new.Identity(old.Identities[i].Name) == nil {
+			ch.Removed = append(ch.Removed, old.Identities[i].Name)
+		}
+	}
+	all := []struct {
+		name string
+		a, b any
+	}{
+		{"pool", old.Pool, new.Pool},
+		{"dns", old.DNSAddrs, new.DNSAddrs},
+		{"mtu", old.MTU, new.MTU},
+		{"proposals", old.Proposals.IKE, new.Proposals.IKE},
+		{"proposals", old.Proposals.ESP, new.Proposals.ESP},
+		{"dataplane.session_to_session", old.DataPlane.SessionToSession, new.DataPlane.SessionToSession},
+		{"radius", old.RADIUS, new.RADIUS},
+	}
+	for _, x := range all {
+		if !reflect.DeepEqual(x.a, x.b) && !slices.Contains(ch.AllSessions, x.name) {
+			ch.AllSessions = append(ch.AllSessions, x.name)
+		}
+	}
+	restart := []struct {
+		name string
+		a, b any
+	}{
+		{"listen", old.Listen, new.Listen},
+		{"dataplane", [2]string{old.DataPlane.Mode, old.DataPlane.TUN}, [2]string{new.DataPlane.Mode, new.DataPlane.TUN}},
+		{"metrics.listen", old.Metrics.Listen, new.Metrics.Listen},
+		{"status.socket", old.Status.Socket, new.Status.Socket},
+		{"log", old.Log, new.Log},
+	}
+	for _, x := range restart {
+		if !reflect.DeepEqual(x.a, x.b) {
+			ch.RestartNeeded = append(ch.RestartNeeded, x.name)
+		}
+	}
+	return ch
+}

@@ -1,0 +1,525 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/secrets"
+)
+
+type validator struct {
+	c    *Config
+	errs Errors
+}
+
+func (v *validator) errf(path []any, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.c.File, Line: v.c.line(path...), Msg: fmt.Sprintf(format, args...)})
+}
+
+func p(path ...any) []any { return path }
+
+func (v *validator) run() {
+	c := v.c
+	v.listen()
+	v.proposals()
+	if c.PSK.SharedFile != "" {
+		b, err := os.ReadFile(v.rel(c.PSK.SharedFile))
+		if err != nil {
+			v.errf(p("psk", "shared_file"), "cannot read shared_file: %v", err)
+		} else {
+			c.PSK.Shared = strings.TrimSpace(string(b))
+		}
+	}
+	v.imports()
+	v.pool()
+	for i, d := range c.DNS {
+		a, err := netip.ParseAddr(d)
+		if err != nil || !a.Is4() {
+			v.errf(p("dns", i), "dns %q is not an IPv4 address", d)
+			continue
+		}
+		c.DNSAddrs = append(c.DNSAddrs, a)
+	}
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	} else if c.MTU < 576 || c.MTU > 1500 {
+		v.errf(p("mtu"), "mtu %d out of range 576..1500", c.MTU)
+	}
+	c.PushPrefixes = v.prefixes(c.PushRoutes, "push_routes")
+	switch c.DataPlane.Mode {
+	case "":
+		c.DataPlane.Mode = ModeTUN
+	case ModeTUN, ModeUserspace:
+	default:
+		v.errf(p("dataplane", "mode"), "dataplane.mode %q: want tun or userspace", c.DataPlane.Mode)
+	}
+	if c.DataPlane.TUN == "" {
+		c.DataPlane.TUN = "fg0"
+	}
+	switch c.Policy.Default {
+	case "":
+		c.Policy.Default = Deny
+	case Allow, Deny:
+	default:
+		v.errf(p("policy", "default"), "policy.default %q: want allow or deny", c.Policy.Default)
+	}
+	v.policies()
+	v.identities()
+	if c.Pacing.GlobalRate == 0 {
+		c.Pacing.GlobalRate = 200
+	}
+	if c.Pacing.GlobalBurst == 0 {
+		c.Pacing.GlobalBurst = 400
+	}
+	if c.Pacing.PerSourceRate == 0 {
+		c.Pacing.PerSourceRate = 1
+	}
+	if c.Pacing.PerSourceBurst == 0 {
+		c.Pacing.PerSourceBurst = 5
+	}
+	if c.Pacing.GlobalRate < 0 || c.Pacing.PerSourceRate < 0 || c.Pacing.GlobalBurst < 0 || c.Pacing.PerSourceBurst < 0 {
+		v.errf(p("pacing"), "pacing rates and bursts must be positive")
+	}
+	if c.Metrics.Listen == "" {
+		c.Metrics.Listen = DefaultMetricsListen
+	} else if c.Metrics.Listen != "off" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			v.errf(p("metrics", "listen"), "metrics.listen %q: want host:port or off", c.Metrics.Listen)
+		}
+	}
+	v.radius()
+	if c.PKI.Dir == "" {
+		c.PKI.Dir = "/var/lib/fleetgate/pki"
+	}
+	c.PKI.Dir = v.rel(c.PKI.Dir)
+	for _, f := range []*string{&c.PKI.CA, &c.PKI.Cert, &c.PKI.Key, &c.PKI.CRL} {
+		if *f != "" && !filepath.IsAbs(*f) {
+			*f = filepath.Join(c.PKI.Dir, *f)
+		}
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		v.errf(p("log", "level"), "log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = "json"
+	case "json", "text":
+	default:
+		v.errf(p("log", "format"), "log.format %q: want json or text", c.Log.Format)
+	}
+}
+
+// rel resolves a path relative to the configuration file's directory.
+func (v *validator) rel(path string) string {
+	if path == "" || filepath.IsAbs(path) || v.c.File == "<input>" {
+		return path
+	}
+	return filepath.Join(filepath.Dir(v.c.File), path)
+}
+
+func (v *validator) listen() {
+	l := &v.c.Listen
+	if l.Address == "" {
+		l.Address = "0.0.0.0"
+	}
+	a, err := netip.ParseAddr(l.Address)
+	if err != nil {
+		v.errf(p("listen", "address"), "listen.address %q is not an IP address", l.Address)
+	}
+	l.Addr = a
+	for _, pp := range []struct {
+		key  string
+		port *int
+		def  int
+	}{{"ike_port", &l.IKEPort, DefaultIKEPort}, {"natt_port", &l.NATTPort, DefaultNATTPort}, {"l2tp_port", &l.L2TPPort, DefaultL2TPPort}} {
+		if *pp.port == 0 {
+			*pp.port = pp.def
+		} else if *pp.port < 1 || *pp.port > 65535 {
+			v.errf(p("listen", pp.key), "listen.%s %d out of range 1..65535", pp.key, *pp.port)
+		}
+	}
+	if l.IKEPort == l.NATTPort {
+		v.errf(p("listen", "natt_port"), "listen.natt_port equals ike_port %d", l.IKEPort)
+	}
+}
+
+func (v *validator) proposals() {
+	pr := &v.c.Proposals
+	if len(pr.IKE) == 0 {
+		pr.IKE = DefaultIKEProposals
+	}
+	if len(pr.ESP) == 0 {
+		pr.ESP = DefaultESPProposals
+	}
+	for i, s := range pr.IKE {
+		ip, err := ParseIKEProposal(s)
+		if err != nil {
+			v.errf(p("proposals", "ike", i), "%v", err)
+			continue
+		}
+		pr.IKEParsed = append(pr.IKEParsed, ip)
+	}
+	for i, s := range pr.ESP {
+		ep, err := ParseESPProposal(s)
+		if err != nil {
+			v.errf(p("proposals", "esp", i), "%v", err)
+			continue
+		}
+		pr.ESPParsed = append(pr.ESPParsed, ep)
+	}
+}
+
+func (v *validator) pool() {
+	pl := &v.c.Pool
+	if pl.Prefix == "" {
+		pl.Prefix = "10.10.0.0/24"
+	}
+	pf, err := netip.ParsePrefix(pl.Prefix)
+	if err != nil || !pf.Addr().Is4() || pf.Bits() > 30 {
+		v.errf(p("pool", "prefix"), "pool.prefix %q: want an IPv4 prefix of /30 or larger", pl.Prefix)
+		return
+	}
+	pl.PrefixP = pf.Masked()
+	if pl.Gateway == "" {
+		pl.GatewayAddr = pl.PrefixP.Addr().Next()
+		return
+	}
+	g, err := netip.ParseAddr(pl.Gateway)
+	if err != nil || !pl.PrefixP.Contains(g) {
+		v.errf(p("pool", "gateway"), "pool.gateway %q is not an address inside %s", pl.Gateway, pl.PrefixP)
+		return
+	}
+	pl.GatewayAddr = g
+}
+
+func (v *validator) prefixes(list []string, path ...any) []netip.Prefix {
+	var out []netip.Prefix
+	for i, s := range list {
+		pf, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil && a.Is4() {
+				pf = netip.PrefixFrom(a, 32)
+			} else {
+				v.errf(append(append([]any{}, path...), i), "%q is not an IPv4 prefix (like 10.10.8.0/24)", s)
+				continue
+			}
+		}
+		if !pf.Addr().Is4() {
+			v.errf(append(append([]any{}, path...), i), "%q: only IPv4 prefixes are supported", s)
+			continue
+		}
+		if pf != pf.Masked() {
+			v.errf(append(append([]any{}, path...), i), "%q has host bits set (did you mean %s?)", s, pf.Masked())
+			continue
+		}
+		out = append(out, pf)
+	}
+	return out
+}
+
+func (v *validator) policies() {
+	for name, pol := range v.c.Policies {
+		switch pol.Default {
+		case "":
+			pol.Default = Deny
+		case Allow, Deny:
+		default:
+			v.errf(p("policies", name, "default"), "policy %s: default %q: want allow or deny", name, pol.Default)
+		}
+		for i := range pol.Allow {
+			r := &pol.Allow[i]
+			at := func(k string) []any { return p("policies", name, "allow", i, k) }
+			if r.Dst != "" {
+				pf := v.prefixes([]string{r.Dst})
+				if len(pf) == 1 {
+					r.DstPrefix = pf[0]
+				} else {
+					v.errs = v.errs[:len(v.errs)-1]
+					v.errf(at("dst"), "policy %s: dst %q is not an IPv4 prefix without host bits", name, r.Dst)
+				}
+			}
+			switch strings.ToLower(r.Proto) {
+			case "", "any":
+			case "icmp":
+				r.ProtoNum = 1
+			case "tcp":
+				r.ProtoNum = 6
+			case "udp":
+				r.ProtoNum = 17
+			default:
+				n, err := strconv.ParseUint(r.Proto, 10, 8)
+				if err != nil || n == 0 {
+					v.errf(at("proto"), "policy %s: proto %q: want tcp, udp, icmp, any or a number 1..255", name, r.Proto)
+				}
+				r.ProtoNum = uint8(n)
+			}
+			if len(r.Ports) > 0 && r.ProtoNum != 6 && r.ProtoNum != 17 {
+				v.errf(at("ports"), "policy %s: ports need proto tcp or udp", name)
+			}
+			for j, ps := range r.Ports {
+				lo, hi, ok := parsePortRange(ps)
+				if !ok {
+					v.errf(p("policies", name, "allow", i, "ports", j), "policy %s: port %q: want N or N-M within 1..65535", name, ps)
+					continue
+				}
+				r.PortRanges = append(r.PortRanges, [2]uint16{lo, hi})
+			}
+		}
+		v.c.Policies[name] = pol
+	}
+}
+
+func parsePortRange(s string) (lo, hi uint16, ok bool) {
+	a, b, found := strings.Cut(strings.TrimSpace(s), "-")
+	l, err := strconv.ParseUint(a, 10, 16)
+	if err != nil || l == 0 {
+		return 0, 0, false
+	}
+	h := l
+	if found {
+		h, err = strconv.ParseUint(b, 10, 16)
+		if err != nil || h < l {
+			return 0, 0, false
+		}
+	}
+	return uint16(l), uint16(h), true
+}
+
+func (v *validator) identities() {
+	c := v.c
+	names := map[string]int{}
+	users := map[string]string{}
+	ids := map[string]string{}
+	addrs := map[netip.Addr]string{}
+	routes := map[netip.Prefix]string{}
+	for i := range c.Identities {
+		id := &c.Identities[i]
+		at := func(k ...any) []any { return append([]any{"identities", i}, k...) }
+		if id.Source == "" {
+			id.Source = c.File
+		}
+		if id.Name == "" {
+			v.errf(at("name"), "identity %d has no name", i+1)
+			continue
+		}
+		if _, dup := names[id.Name]; dup {
+			v.errf(at("name"), "identity %q defined twice", id.Name)
+		}
+		names[id.Name] = i
+		switch id.Auth {
+		case "":
+			id.Auth = AuthPSK
+		case AuthCert, AuthPSK:
+		default:
+			v.errf(at("auth"), "identity %s: auth %q: want cert or psk", id.Name, id.Auth)
+		}
+		if id.Auth == AuthCert && id.ID == "" {
+			id.ID = id.Name
+		}
+		if id.Auth == AuthPSK && id.PSK == "" && c.PSK.Shared == "" {
+			v.errf(at("auth"), "identity %s: auth psk but neither its psk nor psk.shared is set", id.Name)
+		}
+		if id.ID != "" {
+			if other, dup := ids[id.ID]; dup {
+				v.errf(at("id"), "identity %s: IKE id %q already used by %s", id.Name, id.ID, other)
+			}
+			ids[id.ID] = id.Name
+		}
+		if id.PPP.User == "" {
+			id.PPP.User = id.Name
+		}
+		if other, dup := users[id.PPP.User]; dup {
+			v.errf(at("ppp", "user"), "identity %s: PPP user %q already used by %s", id.Name, id.PPP.User, other)
+		}
+		users[id.PPP.User] = id.Name
+		if len(id.PPP.Methods) == 0 {
+			id.PPP.Methods = []string{MethodMSCHAPv2, MethodCHAP}
+		}
+		for j, m := range id.PPP.Methods {
+			switch m {
+			case MethodPAP, MethodCHAP, MethodMSCHAPv2:
+			default:
+				v.errf(at("ppp", "methods", j), "identity %s: PPP method %q: want pap, chap or mschapv2", id.Name, m)
+			}
+		}
+		if id.PPP.Password == "" && c.RADIUS == nil {
+			v.errf(at("ppp"), "identity %s: no PPP password and no radius section to authenticate it", id.Name)
+		}
+		if id.Address != "" {
+			a, err := netip.ParseAddr(id.Address)
+			switch {
+			case err != nil || !a.Is4():
+				v.errf(at("address"), "identity %s: address %q is not an IPv4 address", id.Name, id.Address)
+			case a == c.Pool.GatewayAddr:
+				v.errf(at("address"), "identity %s: address %s is the gateway's own", id.Name, a)
+			default:
+				if other, dup := addrs[a]; dup {
+					v.errf(at("address"), "identity %s: address %s already given to %s", id.Name, a, other)
+				}
+				addrs[a] = id.Name
+				id.Addr = a
+			}
+		}
+		id.RoutePrefixes = v.prefixes(id.Routes, "identities", i, "routes")
+		for j, r := range id.RoutePrefixes {
+			if other, dup := routes[r]; dup {
+				v.errf(at("routes", j), "identity %s: framed route %s already routed to %s", id.Name, r, other)
+			}
+			if c.Pool.PrefixP.IsValid() && r.Overlaps(c.Pool.PrefixP) {
+				v.errf(at("routes", j), "identity %s: framed route %s overlaps the pool %s", id.Name, r, c.Pool.PrefixP)
+			}
+			routes[r] = id.Name
+		}
+		if id.PushRoutes != nil {
+			id.PushPrefixes = v.prefixes(id.PushRoutes, "identities", i, "push_routes")
+		} else {
+			id.PushPrefixes = c.PushPrefixes
+		}
+		if id.Policy != "" {
+			if _, ok := c.Policies[id.Policy]; !ok {
+				v.errf(at("policy"), "identity %s: policy %q is not defined under policies", id.Name, id.Policy)
+			}
+		}
+	}
+}
+
+func (v *validator) radius() {
+	r := v.c.RADIUS
+	if r == nil {
+		return
+	}
+	if r.Auth == "" {
+		v.errf(p("radius"), "radius: auth (host:port) is required")
+	} else if _, _, err := net.SplitHostPort(r.Auth); err != nil {
+		v.errf(p("radius", "auth"), "radius.auth %q: want host:port", r.Auth)
+	}
+	if r.Acct != "" {
+		if _, _, err := net.SplitHostPort(r.Acct); err != nil {
+			v.errf(p("radius", "acct"), "radius.acct %q: want host:port", r.Acct)
+		}
+	}
+	if r.SecretFile != "" {
+		b, err := os.ReadFile(v.rel(r.SecretFile))
+		if err != nil {
+			v.errf(p("radius", "secret_file"), "cannot read radius.secret_file: %v", err)
+		} else {
+			r.Secret = strings.TrimSpace(string(b))
+		}
+	}
+	if r.Secret == "" {
+		v.errf(p("radius"), "radius: secret or secret_file is required")
+	}
+	if r.NASIdentifier == "" {
+		r.NASIdentifier = "fleetgate"
+	}
+	r.TimeoutD = v.duration(r.Timeout, 3*time.Second, "radius", "timeout")
+	r.InterimD = v.duration(r.InterimInterval, 5*time.Minute, "radius", "interim_interval")
+}
+
+func (v *validator) duration(s string, def time.Duration, path ...any) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		v.errf(path, "%s %q: want a duration like 3s or 5m", strings.Join(strPath(path), "."), s)
+		return def
+	}
+	return d
+}
+
+func strPath(path []any) []string {
+	out := make([]string, len(path))
+	for i, x := range path {
+		out[i] = fmt.Sprint(x)
+	}
+	return out
+}
+
+// imports merges ipsec.secrets and chap-secrets into the identities, before
+// identities are validated. Entries in the YAML win over imported ones.
+func (v *validator) imports() {
+	c := v.c
+	if f := c.Import.IPsecSecrets; f != "" {
+		b, err := os.ReadFile(v.rel(f))
+		if err != nil {
+			v.errf(p("import", "ipsec_secrets"), "cannot read ipsec_secrets: %v", err)
+		} else if entries, _, err := secrets.ParseIPsecSecrets(b); err != nil {
+			v.errf(p("import", "ipsec_secrets"), "%s: %v", f, err)
+		} else {
+			for _, e := range entries {
+				if e.Type != secrets.TypePSK {
+					continue
+				}
+				if len(e.IDs) == 0 || (len(e.IDs) == 1 && (e.IDs[0] == "%any" || e.IDs[0] == "0.0.0.0")) {
+					if c.PSK.Shared == "" {
+						c.PSK.Shared = e.Secret
+					}
+					continue
+				}
+				for _, idName := range e.IDs {
+					if idName == "%any" {
+						continue
+					}
+					if id := c.IdentityByIKEID(idName); id != nil {
+						if id.PSK == "" {
+							id.PSK = e.Secret
+						}
+						continue
+					}
+					if c.PSK.ByID == nil {
+						c.PSK.ByID = map[string]string{}
+					}
+					if _, ok := c.PSK.ByID[idName]; !ok {
+						c.PSK.ByID[idName] = e.Secret
+					}
+				}
+			}
+		}
+	}
+	if f := c.Import.CHAPSecrets; f != "" {
+		b, err := os.ReadFile(v.rel(f))
+		if err != nil {
+			v.errf(p("import", "chap_secrets"), "cannot read chap_secrets: %v", err)
+			return
+		}
+		entries, err := secrets.ParseCHAPSecrets(b)
+		if err != nil {
+			v.errf(p("import", "chap_secrets"), "%s: %v", f, err)
+			return
+		}
+		for _, e := range entries {
+			if e.Client == "*" || e.Client == "" {
+				continue
+			}
+			if id := c.IdentityByPPPUser(e.Client); id != nil {
+				if id.PPP.Password == "" {
+					id.PPP.Password = e.Secret
+				}
+				continue
+			}
+			if id := c.Identity(e.Client); id != nil {
+				if id.PPP.Password == "" {
+					id.PPP.Password = e.Secret
+				}
+				continue
+			}
+			nid := Identity{Name: e.Client, Auth: AuthPSK, PPP: PPPAuth{User: e.Client, Password: e.Secret},
+				Source: fmt.Sprintf("%s:%d", f, e.Line)}
+			if len(e.Addrs) == 1 {
+				nid.Address = e.Addrs[0].String()
+			}
+			c.Identities = append(c.Identities, nid)
+		}
+	}
+}
