@@ -75,8 +75,8 @@ type Entry struct {
 
 // Set is a collection of entries indexed by name.
 type Set struct {
-	byName   map[string]*Entry
-	byIdent  map[string]*Entry
+	byName  map[string]*Entry
+	byIdent map[string]*Entry
 	names   []string
 }
 
