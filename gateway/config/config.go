@@ -108,6 +108,12 @@ type PSK struct {
 	// ByID maps IKE identities (FQDN, address, user@fqdn) to their own
 	// PSK, as ipsec.secrets selectors do.
 	ByID map[string]string `yaml:"by_id"`
+	// SharedExpires is when the shared PSK must be rotated (YYYY-MM-DD);
+	// it shows in `gateway pki list` and as a metric.
+	SharedExpires string `yaml:"shared_expires"`
+
+	// SharedNotAfter is the parsed SharedExpires (zero when unset).
+	SharedNotAfter time.Time `yaml:"-"`
 }
 
 // PSKFor returns the pre-shared key for a peer's IKE ID: the matching

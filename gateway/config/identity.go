@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"time"
 )
 
 // Authentication modes for the IKE phase of an identity.
@@ -28,6 +29,8 @@ type Identity struct {
 	ID string `yaml:"id"`
 	// PSK is a per-identity pre-shared key; empty means the shared one.
 	PSK string `yaml:"psk"`
+	// PSKExpires is when PSK must be rotated (YYYY-MM-DD).
+	PSKExpires string `yaml:"psk_expires"`
 	// PPP holds the L2TP/PPP credentials.
 	PPP PPPAuth `yaml:"ppp"`
 	// Address is a static VPN address; empty means one from the pool.
@@ -46,6 +49,8 @@ type Identity struct {
 	Addr          netip.Addr     `yaml:"-"`
 	RoutePrefixes []netip.Prefix `yaml:"-"`
 	PushPrefixes  []netip.Prefix `yaml:"-"`
+	// PSKNotAfter is the parsed PSKExpires.
+	PSKNotAfter time.Time `yaml:"-"`
 	// Source says where the identity came from: the config file or an
 	// imported secrets file.
 	Source string `yaml:"-"`

@@ -37,6 +37,7 @@ func (v *validator) run() {
 		}
 	}
 	v.imports()
+	c.PSK.SharedNotAfter = v.date(c.PSK.SharedExpires, "psk", "shared_expires")
 	v.pool()
 	for i, d := range c.DNS {
 		a, err := netip.ParseAddr(d)
@@ -329,6 +330,7 @@ func (v *validator) identities() {
 		if id.Auth == AuthPSK && id.PSK == "" && c.PSK.Shared == "" {
 			v.errf(at("auth"), "identity %s: auth psk but neither its psk nor psk.shared is set", id.Name)
 		}
+		id.PSKNotAfter = v.date(id.PSKExpires, "identities", i, "psk_expires")
 		if id.ID != "" {
 			if other, dup := ids[id.ID]; dup {
 				v.errf(at("id"), "identity %s: IKE id %q already used by %s", id.Name, id.ID, other)
@@ -522,4 +524,17 @@ func (v *validator) imports() {
 			c.Identities = append(c.Identities, nid)
 		}
 	}
+}
+
+func (v *validator) date(s string, path ...any) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	for _, layout := range []string{"2006-01-02", time.RFC3339} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t
+		}
+	}
+	v.errf(path, "%s %q: want a date like 2027-03-31", strings.Join(strPath(path), "."), s)
+	return time.Time{}
 }
