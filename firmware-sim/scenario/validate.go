@@ -1,0 +1,161 @@
+package scenario
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Limits on a scenario, to catch typos before they open 10⁶ sockets.
+const (
+	// MaxDevices bounds the fleet size.
+	MaxDevices = 100000
+	// MinInterval bounds how fast one device may send.
+	MinInterval = 10 * time.Millisecond
+)
+
+// Defaults applied by Parse.
+const (
+	DefaultCoAPPath     = "/telemetry"
+	DefaultMQTTTopic    = "fleet/{device}/telemetry"
+	DefaultPrefix       = "sensor"
+	DefaultInterval     = 5 * time.Second
+	DefaultReportEvery  = time.Second
+	DefaultBackoffMin   = 500 * time.Millisecond
+	DefaultBackoffMax   = 30 * time.Second
+	DefaultCredSeed     = "fleetgate-sim"
+	defaultGroupNameFmt = "group-%d"
+)
+
+func (s *Scenario) validate(root *yaml.Node) error {
+	bad := func(msg string, path ...string) error {
+		return fmt.Errorf("%w: line %d: %s", ErrInvalid, lineOf(root, path...), msg)
+	}
+	if s.Duration < 0 {
+		return bad("duration must not be negative", "duration")
+	}
+	if s.Target.CoAPPath == "" {
+		s.Target.CoAPPath = DefaultCoAPPath
+	}
+	if s.Target.MQTTTopic == "" {
+		s.Target.MQTTTopic = DefaultMQTTTopic
+	}
+	if s.Report.Interval == 0 {
+		s.Report.Interval = DefaultReportEvery
+	}
+	if s.Report.Interval < 0 {
+		return bad("report.interval must be positive", "report", "interval")
+	}
+	if s.Credentials.Seed == "" {
+		s.Credentials.Seed = DefaultCredSeed
+	}
+	if len(s.Groups) == 0 {
+		return bad("at least one group is needed", "groups")
+	}
+	total := 0
+	needCoAP, needMQTT := false, false
+	for i := range s.Groups {
+		g := &s.Groups[i]
+		idx := strconv.Itoa(i)
+		if g.Name == "" {
+			g.Name = fmt.Sprintf(defaultGroupNameFmt, i+1)
+		}
+		if g.Count <= 0 {
+			return bad(fmt.Sprintf("groups[%d].count must be > 0, got %d", i, g.Count), "groups", idx, "count")
+		}
+		total += g.Count
+		if total > MaxDevices {
+			return bad(fmt.Sprintf("fleet larger than %d devices", MaxDevices), "groups", idx, "count")
+		}
+		if g.Prefix == "" {
+			g.Prefix = DefaultPrefix
+		}
+		switch g.Protocol {
+		case "coap":
+			needCoAP = true
+		case "mqtt":
+			needMQTT = true
+		default:
+			return bad(fmt.Sprintf("groups[%d].protocol must be coap or mqtt, got %q", i, g.Protocol), "groups", idx, "protocol")
+		}
+		switch g.Auth {
+		case "":
+			g.Auth = "psk"
+		case "psk", "cert":
+		default:
+			return bad(fmt.Sprintf("groups[%d].auth must be psk or cert, got %q", i, g.Auth), "groups", idx, "auth")
+		}
+		switch g.Suite {
+		case "":
+			g.Suite = "ccm8"
+		case "ccm8", "gcm":
+		default:
+			return bad(fmt.Sprintf("groups[%d].suite must be ccm8 or gcm, got %q", i, g.Suite), "groups", idx, "suite")
+		}
+		if g.Protocol == "mqtt" && g.CID {
+			return bad(fmt.Sprintf("groups[%d].cid applies to coap (DTLS) only", i), "groups", idx, "cid")
+		}
+		switch g.Format {
+		case "":
+			g.Format = "json"
+		case "json", "cbor":
+		default:
+			return bad(fmt.Sprintf("groups[%d].format must be json or cbor, got %q", i, g.Format), "groups", idx, "format")
+		}
+		if g.Interval == 0 {
+			g.Interval = DefaultInterval
+		}
+		if g.Interval < MinInterval {
+			return bad(fmt.Sprintf("groups[%d].interval must be at least %v", i, MinInterval), "groups", idx, "interval")
+		}
+		if g.Sleep != nil && (g.Sleep.Awake <= 0 || g.Sleep.Awake >= g.Interval) {
+			return bad(fmt.Sprintf("groups[%d].sleep.awake must be > 0 and < interval", i), "groups", idx, "sleep", "awake")
+		}
+		if g.Faults.LossPercent < 0 || g.Faults.LossPercent >= 100 {
+			return bad(fmt.Sprintf("groups[%d].faults.loss_percent must be in [0,100)", i), "groups", idx, "faults", "loss_percent")
+		}
+		if g.Faults.LossPercent > 0 && g.Protocol == "mqtt" {
+			return bad(fmt.Sprintf("groups[%d].faults.loss_percent applies to coap (UDP) only", i), "groups", idx, "faults", "loss_percent")
+		}
+		if g.Faults.RebindEvery < 0 {
+			return bad(fmt.Sprintf("groups[%d].faults.rebind_every must not be negative", i), "groups", idx, "faults", "rebind_every")
+		}
+		if g.Reconnect.Min == 0 {
+			g.Reconnect.Min = DefaultBackoffMin
+		}
+		if g.Reconnect.Max == 0 {
+			g.Reconnect.Max = DefaultBackoffMax
+		}
+		if g.Reconnect.Min < 0 || g.Reconnect.Max < g.Reconnect.Min {
+			return bad(fmt.Sprintf("groups[%d].reconnect needs 0 < min <= max", i), "groups", idx, "reconnect")
+		}
+	}
+	if needCoAP {
+		if err := checkAddr(s.Target.CoAP); err != nil {
+			return bad("target.coap: "+err.Error(), "target", "coap")
+		}
+	}
+	if needMQTT {
+		if err := checkAddr(s.Target.MQTT); err != nil {
+			return bad("target.mqtt: "+err.Error(), "target", "mqtt")
+		}
+	}
+	return nil
+}
+
+func checkAddr(a string) error {
+	if a == "" {
+		return fmt.Errorf("address needed (host:port)")
+	}
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
