@@ -94,7 +94,9 @@ func (s *Store) now() time.Time {
 	return time.Now()
 }
 
-func (s *Store) path(parts ...string) string { return filepath.Join(append([]string{s.Dir}, parts...)...) }
+func (s *Store) path(parts ...string) string {
+	return filepath.Join(append([]string{s.Dir}, parts...)...)
+}
 
 func newKey(kind string) (crypto.Signer, error) {
 	switch kind {
