@@ -1,0 +1,63 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Line is one snapshot for the live summary.
+type Line struct {
+	Elapsed   time.Duration
+	Devices   int
+	Totals    Counters
+	Collected *SeqStats
+}
+
+// Live prints the summary: in place (ANSI home + clear) when out is a
+// terminal, one plain line per refresh otherwise.
+type Live struct {
+	out  io.Writer
+	term bool
+}
+
+// NewLive returns a printer for out; terminal output is detected when out
+// is an *os.File on a character device.
+func NewLive(out io.Writer) *Live {
+	term := false
+	if f, ok := out.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			term = true
+		}
+	}
+	return &Live{out: out, term: term}
+}
+
+// Print writes one refresh.
+func (l *Live) Print(s Line) {
+	t := s.Totals
+	lost := "n/a"
+	if s.Collected != nil {
+		lost = fmt.Sprintf("%d (collector: %d dup, %d gaps, %d reordered)", Lost(t.Sent, t.Acked, s.Collected), s.Collected.Duplicates, s.Collected.Gaps, s.Collected.Reordered)
+	} else if t.Sent >= t.Acked {
+		lost = fmt.Sprintf("%d unacked", t.Unacked)
+	}
+	if !l.term {
+		fmt.Fprintf(l.out, "t=%s connected=%d/%d sent=%d acked=%d lost=%s handshakes=%d fail=%d reconnects=%d p50=%.1fms p99=%.1fms\n",
+			s.Elapsed.Truncate(time.Second), t.Connected, s.Devices, t.Sent, t.Acked, strings.Fields(lost)[0], t.Handshakes, t.HandshakeFailures, t.Reconnects, t.Latency.P50Ms, t.Latency.P99Ms)
+		return
+	}
+	var b strings.Builder
+	b.WriteString("\x1b[H\x1b[2J")
+	fmt.Fprintf(&b, "firmware-sim   elapsed %s\n\n", s.Elapsed.Truncate(time.Second))
+	fmt.Fprintf(&b, "  devices connected   %d / %d\n", t.Connected, s.Devices)
+	fmt.Fprintf(&b, "  handshakes          %d ok, %d failed, %d reconnects, %d rebinds\n", t.Handshakes, t.HandshakeFailures, t.Reconnects, t.Rebinds)
+	fmt.Fprintf(&b, "  telemetry           %d sent, %d acknowledged, %d unacked\n", t.Sent, t.Acked, t.Unacked)
+	fmt.Fprintf(&b, "  lost                %s\n", lost)
+	fmt.Fprintf(&b, "  latency             p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", t.Latency.P50Ms, t.Latency.P99Ms, t.Latency.MaxMs)
+	fmt.Fprintf(&b, "  device side         %d requests served, %d notifications\n", t.Served, t.Notifications)
+	fmt.Fprintf(&b, "  injected drops      %d out, %d in\n", t.DroppedOut, t.DroppedIn)
+	io.WriteString(l.out, b.String())
+}
