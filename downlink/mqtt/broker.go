@@ -1,0 +1,298 @@
+// Package mqtt is the bridge's MQTT downlink: an embedded broker (mochi-mqtt
+// v2) on the site LAN that MCUs connect to over TLS (port 8883, site CA;
+// plain 1883 optional, off by default), with MQTT 3.1.1 and 5.
+//
+// Each device authenticates as one endpoint (username/password or a client
+// certificate whose CN names the endpoint) and its client ID must be the
+// endpoint name. Inside the broker every endpoint has its own namespace:
+// device topic "telemetry/t" is stored as "ep/<endpoint>/telemetry/t", so
+// devices never see each other's messages. The ACL lets a device publish
+// only under Config.PublishFilters (default telemetry/#, status/#) and
+// subscribe only within Config.SubscribeFilters (default cmd/#); anything
+// else (topic injection: "#", "$SYS/…", "../", other endpoints' topics) is
+// refused and counted in Stats.TopicDenied.
+//
+// Messages a device publishes go synchronously to Config.Upstream before
+// the broker acknowledges them (see hook.OnPublish); the relay spools QoS 1/2
+// ones durably there. Messages for a device come in through Deliver and wait
+// in the device's persistent session (clean session false / session expiry)
+// while it sleeps. Sessions are kept in memory: a bridge restart loses
+// commands not yet delivered (the central broker's own persistent session
+// for the endpoint still holds those not yet acknowledged to the bridge).
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/fleetgate/fleetgate/uplink/link"
+)
+
+// Message is one MQTT application message as the device sees it.
+type Message struct {
+	// Topic is the device-side topic name.
+	Topic string
+	// Payload is the application payload (may alias broker buffers: copy
+	// it to keep it).
+	Payload []byte
+	// QoS is 0, 1 or 2.
+	QoS byte
+	// Retain is the retain flag.
+	Retain bool
+	// Will marks a last-will message published on the device's behalf.
+	Will bool
+}
+
+// Upstream receives device messages. Publish is called on the device's
+// connection goroutine before the broker acknowledges the message; a non-nil
+// error refuses it (see the package comment).
+type Upstream interface {
+	Publish(endpoint string, m Message) error
+}
+
+// Config configures a Broker.
+type Config struct {
+	// TLSAddr is the TLS listen address (DefaultTLSAddr if empty and
+	// TLSListener is nil). Set DisableTLS to run without it.
+	TLSAddr string
+	// TLSListener, if set, is used instead of listening on TLSAddr (for
+	// example a listener in the userspace IP stack); it carries raw TCP,
+	// the broker wraps TLS around it.
+	TLSListener net.Listener
+	// TLS is the server configuration (site certificate; ClientCAs and
+	// ClientAuth VerifyClientCertIfGiven for certificate logins).
+	TLS *tls.Config
+	// DisableTLS turns the TLS listener off (tests only).
+	DisableTLS bool
+	// PlainAddr enables plain MQTT on this address (e.g. ":1883"); empty
+	// means off, which is the default.
+	PlainAddr string
+	// Auth maps credentials to endpoints (required).
+	Auth Authenticator
+	// PublishFilters and SubscribeFilters are the device-side mapping
+	// (defaults DefaultPublishFilters, DefaultSubscribeFilters).
+	PublishFilters   []string
+	SubscribeFilters []string
+	// MaxPacketSize bounds one packet from a device (DefaultMaxPacketSize).
+	MaxPacketSize uint32
+	// Upstream receives device messages (may be nil: nothing is relayed).
+	Upstream Upstream
+	// Clock is used for log rate limiting (link.System if nil).
+	Clock link.Clock
+	// Logger receives lifecycle lines and rate-limited warnings.
+	Logger *slog.Logger
+}
+
+// Broker is the embedded MQTT broker.
+type Broker struct {
+	cfg    Config
+	log    *slog.Logger
+	acl    ACL
+	stats  Stats
+	warnRL rateLimiter
+	srv    *mochi.Server
+	hook   *hook
+
+	mu     sync.Mutex
+	addrs  map[string]net.Addr
+	closed bool
+}
+
+// New validates cfg and builds a broker; Start begins listening.
+func New(cfg Config) (*Broker, error) {
+	if cfg.Auth == nil {
+		return nil, ErrNoAuth
+	}
+	if !cfg.DisableTLS && cfg.TLS == nil {
+		return nil, ErrNoTLS
+	}
+	if cfg.TLSAddr == "" {
+		cfg.TLSAddr = DefaultTLSAddr
+	}
+	if cfg.PublishFilters == nil {
+		cfg.PublishFilters = DefaultPublishFilters
+	}
+	if cfg.SubscribeFilters == nil {
+		cfg.SubscribeFilters = DefaultSubscribeFilters
+	}
+	for _, f := range append(append([]string(nil), cfg.PublishFilters...), cfg.SubscribeFilters...) {
+		if !validFilter(f) {
+			return nil, fmt.Errorf("%w: %q", ErrBadFilter, f)
+		}
+	}
+	if cfg.MaxPacketSize == 0 {
+		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = link.System
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	b := &Broker{
+		cfg:    cfg,
+		log:    lg.With("component", "mqtt"),
+		acl:    ACL{Publish: cfg.PublishFilters, Subscribe: cfg.SubscribeFilters},
+		warnRL: rateLimiter{interval: time.Second},
+		addrs:  make(map[string]net.Addr),
+	}
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = cfg.MaxPacketSize
+	caps.SharedSubAvailable = 0
+	// Mochi's library logs go to our logger at warn and above only.
+	mlog := slog.New(&levelFilter{h: b.log.Handler(), min: slog.LevelWarn})
+	b.srv = mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: mlog})
+	b.hook = &hook{b: b, connected: make(map[string]int)}
+	if err := b.srv.AddHook(b.hook, nil); err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	return b, nil
+}
+
+// Start opens the listeners and serves in the background.
+func (b *Broker) Start() error {
+	if !b.cfg.DisableTLS {
+		ln := b.cfg.TLSListener
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", b.cfg.TLSAddr); err != nil {
+				return fmt.Errorf("mqtt: %w", err)
+			}
+		}
+		if err := b.addListener("tls", tls.NewListener(ln, b.cfg.TLS)); err != nil {
+			return err
+		}
+	}
+	if b.cfg.PlainAddr != "" {
+		ln, err := net.Listen("tcp", b.cfg.PlainAddr)
+		if err != nil {
+			return fmt.Errorf("mqtt: %w", err)
+		}
+		if err := b.addListener("plain", ln); err != nil {
+			return err
+		}
+	}
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	return nil
+}
+
+func (b *Broker) addListener(id string, ln net.Listener) error {
+	b.mu.Lock()
+	b.addrs[id] = ln.Addr()
+	b.mu.Unlock()
+	if err := b.srv.AddListener(&countingListener{Net: listeners.NewNet(id, ln), h: b.hook}); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	b.log.Info("mqtt listening", "listener", id, "addr", ln.Addr().String())
+	return nil
+}
+
+// TLSAddr returns the TLS listener's address (nil if off).
+func (b *Broker) TLSAddr() net.Addr { return b.addr("tls") }
+
+// PlainAddr returns the plain listener's address (nil if off).
+func (b *Broker) PlainAddr() net.Addr { return b.addr("plain") }
+
+func (b *Broker) addr(id string) net.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addrs[id]
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() *Stats { return &b.stats }
+
+// ACL returns the device-side topic mapping in force.
+func (b *Broker) ACL() ACL { return b.acl }
+
+// Connected reports whether endpoint has a connected session.
+func (b *Broker) Connected(endpoint string) bool {
+	b.hook.mu.Lock()
+	defer b.hook.mu.Unlock()
+	return b.hook.connected[endpoint] > 0
+}
+
+// Deliver publishes a message to endpoint's device-side topic (which must
+// lie in the subscribe mapping, e.g. "cmd/reboot"). A device subscribed
+// with a persistent session receives QoS 1/2 messages on its next connect
+// if it sleeps now.
+func (b *Broker) Deliver(endpoint, topic string, payload []byte, qos byte, retain bool) error {
+	if !validEndpointName(endpoint) || !b.acl.CanReceive(topic) {
+		b.stats.TopicDenied.Add(1)
+		return fmt.Errorf("%w: %q for %q", ErrTopic, topic, endpoint)
+	}
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if err := b.srv.Publish(mount(endpoint, topic), payload, retain, qos); err != nil {
+		return fmt.Errorf("mqtt: deliver: %w", err)
+	}
+	b.stats.Delivered.Add(1)
+	return nil
+}
+
+// Close stops the listeners and disconnects every device.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	if err := b.srv.Close(); err != nil {
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	return nil
+}
+
+// countingListener wraps a mochi listener so connections that fail before
+// a session exists (malformed or oversized CONNECT) are counted too.
+type countingListener struct {
+	*listeners.Net
+	h *hook
+}
+
+// Serve implements listeners.Listener.
+func (l *countingListener) Serve(establish listeners.EstablishFn) {
+	l.Net.Serve(func(id string, c net.Conn) error {
+		// establish returns the error that ended the connection, before or
+		// after the session was set up; count malformed and oversized ones.
+		err := establish(id, c)
+		l.h.classify(err)
+		return err
+	})
+}
+
+// levelFilter drops records below min (mochi logs every connection at
+// info; the broker writes its own lifecycle lines).
+type levelFilter struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (f *levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.h.Enabled(ctx, l)
+}
+func (f *levelFilter) Handle(ctx context.Context, r slog.Record) error { return f.h.Handle(ctx, r) }
+func (f *levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return &levelFilter{h: f.h.WithAttrs(a), min: f.min}
+}
+func (f *levelFilter) WithGroup(g string) slog.Handler {
+	return &levelFilter{h: f.h.WithGroup(g), min: f.min}
+}

@@ -1,0 +1,29 @@
+package mqtt
+
+import "sync/atomic"
+
+// Stats are the broker's counters; the daemon publishes them as
+// mqtt_<noun>_<verb>_total.
+type Stats struct {
+	// Connects counts sessions that authenticated and connected.
+	Connects atomic.Uint64
+	// Connected is the number of connected devices (gauge).
+	Connected atomic.Int64
+	// AuthFailures counts refused CONNECTs (bad credentials, unknown
+	// certificate, client ID not the endpoint name).
+	AuthFailures atomic.Uint64
+	// TopicDenied counts publishes, subscriptions and wills outside the
+	// endpoint's mapping (topic injection).
+	TopicDenied atomic.Uint64
+	// Oversized counts connections dropped for a packet over MaxPacketSize.
+	Oversized atomic.Uint64
+	// Malformed counts connections dropped for a malformed packet.
+	Malformed atomic.Uint64
+	// Upstream counts device messages handed to the Upstream.
+	Upstream atomic.Uint64
+	// UpstreamRefused counts device messages the Upstream refused (queue
+	// full, disk error): the device got a failure or no acknowledgement.
+	UpstreamRefused atomic.Uint64
+	// Delivered counts messages delivered down to devices by Deliver.
+	Delivered atomic.Uint64
+}
