@@ -1,0 +1,160 @@
+// Package pool hands out IPCP addresses (RFC 1332 §3.3) from one IPv4
+// prefix. An identity that reconnects gets its previous address back when
+// it is still free, so central ACLs and logs keep seeing the same address.
+// Static addresses from the configuration are reserved and never handed
+// out dynamically.
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+)
+
+// Errors.
+var (
+	ErrExhausted = errors.New("pool: no free address")
+	ErrNotInPool = errors.New("pool: address outside the pool")
+	ErrInUse     = errors.New("pool: address in use")
+)
+
+// Pool is safe for concurrent use.
+type Pool struct {
+	prefix netip.Prefix
+	first  uint32 // first usable host
+	size   uint32
+
+	mu       sync.Mutex
+	used     []bool            // by offset from first: allocated or reserved
+	reserved map[uint32]bool   // static addresses
+	sticky   map[string]uint32 // identity -> last offset it had
+	next     uint32            // next-fit cursor
+	inUse    int
+}
+
+// New makes a pool over prefix, excluding the network and broadcast
+// addresses and gateway (the gateway's own PPP address).
+func New(prefix netip.Prefix, gateway netip.Addr) (*Pool, error) {
+	if !prefix.Addr().Is4() || prefix.Bits() > 30 {
+		return nil, fmt.Errorf("pool: %s: want an IPv4 prefix of /30 or larger", prefix)
+	}
+	prefix = prefix.Masked()
+	base := u32(prefix.Addr())
+	total := uint32(1) << (32 - prefix.Bits())
+	p := &Pool{prefix: prefix, first: base + 1, size: total - 2, reserved: map[uint32]bool{}, sticky: map[string]uint32{}}
+	p.used = make([]bool, p.size)
+	if gateway.IsValid() && prefix.Contains(gateway) {
+		if off, ok := p.offset(gateway); ok {
+			p.used[off] = true
+			p.reserved[off] = true
+		}
+	}
+	return p, nil
+}
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func addr(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func (p *Pool) offset(a netip.Addr) (uint32, bool) {
+	if !a.Is4() || !p.prefix.Contains(a) {
+		return 0, false
+	}
+	v := u32(a)
+	if v < p.first || v >= p.first+p.size {
+		return 0, false
+	}
+	return v - p.first, true
+}
+
+// Prefix is the pool's prefix.
+func (p *Pool) Prefix() netip.Prefix { return p.prefix }
+
+// Reserve takes a static address out of dynamic allocation. Addresses
+// outside the pool are accepted and ignored (static addresses need not be
+// in the pool).
+func (p *Pool) Reserve(a netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if off, ok := p.offset(a); ok {
+		p.reserved[off] = true
+		p.used[off] = true
+	}
+}
+
+// Allocate returns an address for identity: its previous one if free,
+// otherwise the next free one.
+func (p *Pool) Allocate(identity string) (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if off, ok := p.sticky[identity]; ok && !p.used[off] {
+		return p.take(identity, off), nil
+	}
+	for i := uint32(0); i < p.size; i++ {
+		off := (p.next + i) % p.size
+		if !p.used[off] {
+			p.next = (off + 1) % p.size
+			return p.take(identity, off), nil
+		}
+	}
+	return netip.Addr{}, ErrExhausted
+}
+
+func (p *Pool) take(identity string, off uint32) netip.Addr {
+	p.used[off] = true
+	p.inUse++
+	p.sticky[identity] = off
+	return addr(p.first + off)
+}
+
+// Claim marks a specific address (e.g. Framed-IP-Address from RADIUS) as
+// used; addresses outside the pool are accepted and not tracked.
+func (p *Pool) Claim(identity string, a netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	off, ok := p.offset(a)
+	if !ok {
+		return nil
+	}
+	if p.used[off] && !p.reserved[off] {
+		return ErrInUse
+	}
+	if p.reserved[off] {
+		return nil // static address: tracked by its identity, not the pool
+	}
+	p.take(identity, off)
+	return nil
+}
+
+// Release returns an address taken by Allocate or Claim. Reserved and
+// foreign addresses are ignored.
+func (p *Pool) Release(a netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	off, ok := p.offset(a)
+	if !ok || p.reserved[off] || !p.used[off] {
+		return
+	}
+	p.used[off] = false
+	p.inUse--
+}
+
+// InUse is the number of dynamically allocated addresses.
+func (p *Pool) InUse() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inUse
+}
+
+// Free is the number of addresses still available.
+func (p *Pool) Free() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int(p.size) - p.inUse - len(p.reserved)
+}

@@ -1,0 +1,68 @@
+package pool
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+)
+
+func TestAllocateStickyReserveExhaust(t *testing.T) {
+	p, err := New(netip.MustParsePrefix("10.10.0.0/29"), netip.MustParseAddr("10.10.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// /29: hosts .1-.6, .1 is the gateway, reserve .3 as static.
+	p.Reserve(netip.MustParseAddr("10.10.0.3"))
+	p.Reserve(netip.MustParseAddr("192.0.2.1")) // outside: ignored
+	if got, want := p.Free(), 4; got != want {
+		t.Fatalf("free: got %d, want %d", got, want)
+	}
+	var got []string
+	for _, id := range []string{"a", "b", "c", "d"} {
+		a, err := p.Allocate(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a.String())
+	}
+	if want := "10.10.0.2,10.10.0.4,10.10.0.5,10.10.0.6"; join(got) != want {
+		t.Errorf("allocations: got %s, want %s", join(got), want)
+	}
+	if _, err := p.Allocate("e"); !errors.Is(err, ErrExhausted) {
+		t.Errorf("fifth allocation: got %v, want ErrExhausted", err)
+	}
+	p.Release(netip.MustParseAddr("10.10.0.4"))
+	p.Release(netip.MustParseAddr("10.10.0.3")) // reserved: ignored
+	if a, _ := p.Allocate("b"); a != netip.MustParseAddr("10.10.0.4") {
+		t.Errorf("sticky re-allocation for b: got %v, want 10.10.0.4", a)
+	}
+	p.Release(netip.MustParseAddr("10.10.0.5"))
+	if err := p.Claim("radius-user", netip.MustParseAddr("10.10.0.5")); err != nil {
+		t.Errorf("claim free address: %v", err)
+	}
+	if err := p.Claim("x", netip.MustParseAddr("10.10.0.6")); !errors.Is(err, ErrInUse) {
+		t.Errorf("claim used address: got %v, want ErrInUse", err)
+	}
+	if got := p.InUse(); got != 4 {
+		t.Errorf("in use: got %d, want 4", got)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	for _, s := range []string{"10.0.0.0/31", "2001:db8::/64"} {
+		if _, err := New(netip.MustParsePrefix(s), netip.Addr{}); err == nil {
+			t.Errorf("New(%s): got nil error", s)
+		}
+	}
+}
+
+func join(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += x
+	}
+	return out
+}

@@ -1,0 +1,187 @@
+// Package route is the gateway's session table: every established session
+// by ID and identity, and the forwarding table that maps a destination
+// address to a session by longest prefix match over each session's VPN
+// address (/32) and framed routes (RFC 2865 §5.22 Framed-Route: a site
+// prefix routed to that session).
+//
+// Lookups are lock-free: writers publish an immutable snapshot through an
+// atomic pointer (as wireguard-go's allowed IPs are read), so the data
+// plane never waits on a control-plane change.
+package route
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Session is the gateway-side view of one established uplink session (an
+// IKE SA + L2TP session + PPP link). The session engine implements it.
+type Session interface {
+	// ID is unique for the life of the process.
+	ID() uint64
+	// Identity is the configured identity name.
+	Identity() string
+	// Addr is the session's VPN address (IPCP).
+	Addr() netip.Addr
+	// Routes are the framed routes routed to this session.
+	Routes() []netip.Prefix
+	// WritePacket sends one IPv4 packet down the session (PPP → L2TP →
+	// ESP). It must not block for long and must not keep pkt.
+	WritePacket(pkt []byte) error
+	// MTU is the session's effective MTU (see MTU in package dataplane).
+	MTU() int
+}
+
+// Errors returned by Add.
+var (
+	ErrAddrInUse  = errors.New("route: VPN address already used by another session")
+	ErrRouteInUse = errors.New("route: framed route already routed to another identity")
+	ErrLoggedIn   = errors.New("route: identity already has a session and replacement is off")
+	ErrDuplicate  = errors.New("route: session ID already in the table")
+)
+
+type snapshot struct {
+	byPrefix map[netip.Prefix]Session
+	lengths  []int // prefix lengths present, longest first
+}
+
+// Table is safe for concurrent use.
+type Table struct {
+	mu         sync.Mutex // serialises writers
+	byID       map[uint64]Session
+	byIdentity map[string]Session
+	snap       atomic.Pointer[snapshot]
+}
+
+// NewTable returns an empty table.
+func NewTable() *Table {
+	t := &Table{byID: map[uint64]Session{}, byIdentity: map[string]Session{}}
+	t.snap.Store(&snapshot{byPrefix: map[netip.Prefix]Session{}})
+	return t
+}
+
+func prefixesOf(s Session) []netip.Prefix {
+	out := []netip.Prefix{netip.PrefixFrom(s.Addr(), 32)}
+	for _, r := range s.Routes() {
+		out = append(out, r.Masked())
+	}
+	return out
+}
+
+// Add registers s. If the identity already has a session, replace decides:
+// true removes the old one from the table and returns it (the caller tears
+// it down), false refuses with ErrLoggedIn. A VPN address or framed route
+// held by another identity's session is refused.
+func (t *Table) Add(s Session, replace bool) (old Session, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, dup := t.byID[s.ID()]; dup {
+		return nil, ErrDuplicate
+	}
+	old = t.byIdentity[s.Identity()]
+	if old != nil && !replace {
+		return nil, ErrLoggedIn
+	}
+	cur := t.snap.Load()
+	for _, p := range prefixesOf(s) {
+		if holder, ok := cur.byPrefix[p]; ok && holder != old {
+			if p.Bits() == 32 && p.Addr() == s.Addr() {
+				return nil, fmt.Errorf("%w: %s held by %s", ErrAddrInUse, p.Addr(), holder.Identity())
+			}
+			return nil, fmt.Errorf("%w: %s held by %s", ErrRouteInUse, p, holder.Identity())
+		}
+	}
+	if old != nil {
+		delete(t.byID, old.ID())
+	}
+	t.byID[s.ID()] = s
+	t.byIdentity[s.Identity()] = s
+	t.publish()
+	return old, nil
+}
+
+// Remove unregisters s; it reports false if s is not (or no longer) in the
+// table, e.g. because a newer session of its identity replaced it.
+func (t *Table) Remove(s Session) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur, ok := t.byID[s.ID()]; !ok || cur != s {
+		return false
+	}
+	delete(t.byID, s.ID())
+	if t.byIdentity[s.Identity()] == s {
+		delete(t.byIdentity, s.Identity())
+	}
+	t.publish()
+	return true
+}
+
+// publish rebuilds the forwarding snapshot; t.mu must be held.
+func (t *Table) publish() {
+	n := &snapshot{byPrefix: make(map[netip.Prefix]Session, len(t.byID)*2)}
+	seen := map[int]bool{}
+	for _, s := range t.byID {
+		for _, p := range prefixesOf(s) {
+			n.byPrefix[p] = s
+			if !seen[p.Bits()] {
+				seen[p.Bits()] = true
+				n.lengths = append(n.lengths, p.Bits())
+			}
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(n.lengths)))
+	t.snap.Store(n)
+}
+
+// Lookup returns the session whose address or framed route is the longest
+// prefix containing dst, or nil.
+func (t *Table) Lookup(dst netip.Addr) Session {
+	if !dst.Is4() {
+		return nil
+	}
+	snap := t.snap.Load()
+	for _, bits := range snap.lengths {
+		p, _ := dst.Prefix(bits)
+		if s, ok := snap.byPrefix[p]; ok {
+			return s
+		}
+	}
+	return nil
+}
+
+// ByID returns the session with that ID, or nil.
+func (t *Table) ByID(id uint64) Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byID[id]
+}
+
+// ByIdentity returns the identity's current session, or nil.
+func (t *Table) ByIdentity(name string) Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byIdentity[name]
+}
+
+// Sessions returns all sessions ordered by ID.
+func (t *Table) Sessions() []Session {
+	t.mu.Lock()
+	out := make([]Session, 0, len(t.byID))
+	for _, s := range t.byID {
+		out = append(out, s)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// Len is the number of sessions.
+func (t *Table) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byID)
+}
