@@ -1,0 +1,150 @@
+package l2tp
+
+import (
+	"bytes"
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+)
+
+// drive advances the fake clock in small steps until cond holds, giving
+// the goroutines a moment of real time between steps to react.
+func drive(t *testing.T, clk *linktest.Clock, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		clk.Advance(50 * time.Millisecond)
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestEndpointLossyPipe(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	imp := linktest.Impairment{LossPercent: 5, DupPercent: 5, ReorderPercent: 5}
+	pipe := linktest.NewPipe(linktest.PipeConfig{AtoB: imp, BtoA: imp, Seed: 7})
+	clk := linktest.NewClock()
+	var lacStats, lnsStats Stats
+	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &lnsStats, Secret: []byte("x")})
+	t.Cleanup(func() { lns.Close() })
+
+	var tun atomic.Pointer[Tunnel]
+	go func() {
+		tt, err := Dial(context.Background(), pipe.A, linktest.Addr("b"), Config{Clock: clk, Stats: &lacStats, Secret: []byte("x")})
+		if err != nil {
+			t.Errorf("dial: %v", err)
+			return
+		}
+		tun.Store(tt)
+	}()
+	drive(t, clk, "tunnel", func() bool { return tun.Load() != nil })
+	tt := tun.Load()
+	t.Cleanup(func() { tt.Close() })
+
+	const sessions = 4
+	var lacSess [sessions]atomic.Pointer[Session]
+	for i := range sessions {
+		go func() {
+			s, err := tt.OpenSession(context.Background())
+			if err != nil {
+				t.Errorf("open session: %v", err)
+				return
+			}
+			lacSess[i].Store(s)
+		}()
+	}
+	drive(t, clk, "sessions", func() bool {
+		for i := range sessions {
+			if lacSess[i].Load() == nil {
+				return false
+			}
+		}
+		return true
+	})
+	got := make(chan []byte, 100)
+	for range sessions {
+		s, err := lns.Accept(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetFrameHandler(func(f []byte) { got <- append([]byte{byte(s.PeerID() >> 8), byte(s.PeerID())}, f...) })
+	}
+	// Frames LAC -> LNS arrive tagged with the right session.
+	s0 := lacSess[0].Load()
+	for i := 0; i < 50; i++ {
+		s0.WriteFrame([]byte{0xff, 0x03, 0x00, 0x21, byte(i)})
+	}
+	n := 0
+	timeout := time.After(5 * time.Second)
+	for n < 40 {
+		select {
+		case f := <-got:
+			if f[0] != byte(s0.LocalID()>>8) || f[1] != byte(s0.LocalID()) || !bytes.Equal(f[2:6], []byte{0xff, 0x03, 0x00, 0x21}) {
+				t.Fatalf("frame %x for the wrong session or corrupted", f)
+			}
+			n++
+		case <-timeout:
+			t.Fatalf("only %d of 50 frames arrived over a 5%% loss pipe", n)
+		}
+	}
+	if lnsStats.TunnelsEstablished.Load() != 1 || lnsStats.SessionsEstablished.Load() != sessions {
+		t.Fatalf("LNS stats: tunnels %d sessions %d", lnsStats.TunnelsEstablished.Load(), lnsStats.SessionsEstablished.Load())
+	}
+	// Clean teardown: StopCCN acknowledged, every session sees it.
+	done := make(chan struct{})
+	go func() { tt.Close(); close(done) }()
+	drive(t, clk, "teardown", func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	for i := range sessions {
+		select {
+		case <-lacSess[i].Load().Done():
+		default:
+			t.Fatalf("session %d not closed", i)
+		}
+	}
+	drive(t, clk, "LNS tunnel gone", func() bool { return lnsStats.TunnelsClosed.Load() == 1 })
+	t.Logf("pipe: sent %d dropped %d dup %d reordered %d; retransmits LAC %d LNS %d",
+		pipe.Stats.Sent.Load(), pipe.Stats.Dropped.Load(), pipe.Stats.Duplicated.Load(), pipe.Stats.Reordered.Load(),
+		lacStats.ControlRetransmits.Load(), lnsStats.ControlRetransmits.Load())
+}
+
+func TestEndpointSCCRQStorm(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	pipe := linktest.NewPipe(linktest.PipeConfig{})
+	clk := linktest.NewClock()
+	var st Stats
+	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &st, MaxHalfOpenPerPeer: 4})
+	t.Cleanup(func() { lns.Close(); pipe.A.Close() })
+	for i := 1; i <= 200; i++ {
+		m := (&core{cfg: &Config{HostName: "storm", ReceiveWindow: 4}, localID: uint16(i)}).sccMessage(MsgSCCRQ)
+		b, _ := AppendControl(nil, Header{}, m, nil, nil)
+		pipe.A.WriteTo(b, nil)
+		if i%50 == 0 {
+			time.Sleep(10 * time.Millisecond) // let the reader drain the queue
+		}
+	}
+	drive(t, clk, "storm processed", func() bool { return st.SCCRQRefused.Load()+st.InboxOverflow.Load() >= 196-4 })
+	lns.mu.RLock()
+	n := len(lns.tunnels)
+	lns.mu.RUnlock()
+	if n != 4 {
+		t.Fatalf("tunnels: got %d, want the half-open cap 4", n)
+	}
+	// Half-open tunnels expire at the setup timeout, freeing the slots.
+	drive(t, clk, "half-open expiry", func() bool {
+		lns.mu.RLock()
+		defer lns.mu.RUnlock()
+		return len(lns.tunnels) == 0
+	})
+}
