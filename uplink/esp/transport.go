@@ -1,0 +1,325 @@
+package esp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/link"
+)
+
+// IKEHandler receives the IKE datagrams the transport reads. The IKE engine
+// implements it. b is only valid during the call (the transport reuses its
+// read buffer); natt reports whether it came on the NAT-T port, with the
+// non-ESP marker already stripped (RFC 3948 §2.2). Input must not block
+// for long: it runs on the socket's reader goroutine.
+type IKEHandler interface {
+	Input(b []byte, local, remote netip.AddrPort, natt bool)
+}
+
+// IKEHandlerFunc adapts a function to IKEHandler.
+type IKEHandlerFunc func(b []byte, local, remote netip.AddrPort, natt bool)
+
+// Input calls f.
+func (f IKEHandlerFunc) Input(b []byte, local, remote netip.AddrPort, natt bool) {
+	f(b, local, remote, natt)
+}
+
+// TransportConfig configures a Transport.
+type TransportConfig struct {
+	// IKEConn and NATTConn are already-bound sockets; the transport owns
+	// them from now on and closes them in Close. When nil, IKEAddr and
+	// NATTAddr ("host:port") are bound instead. An empty IKEAddr with a nil
+	// IKEConn means no port-500 socket (a client that starts on 4500).
+	IKEConn, NATTConn *net.UDPConn
+	IKEAddr, NATTAddr string
+	// IKE receives IKE datagrams from both sockets. Required.
+	IKE IKEHandler
+	// Clock drives NAT keepalives and the rekey grace period.
+	// Default link.System.
+	Clock link.Clock
+	// KeepaliveInterval is the NAT-keepalive period for peers with
+	// PeerConfig.Keepalive (RFC 3948 §4; default 20 s, negative disables).
+	KeepaliveInterval time.Duration
+	// RekeyGrace is how long an old inbound SA keeps decrypting after Rekey
+	// installed its successor (default 30 s), unless RemoveSA ends it
+	// earlier (on the peer's Delete).
+	RekeyGrace time.Duration
+	// ReadQueue is the number of opened L2TP datagrams buffered for the
+	// PacketConn reader (default 512); beyond it packets are dropped and
+	// counted.
+	ReadQueue int
+	// Logger receives lifecycle lines and rate-limited warnings. Default:
+	// discard.
+	Logger *slog.Logger
+}
+
+// TransportStats counts datagrams by fate. Per-SA crypto failures are in
+// the SAs' Stats.
+type TransportStats struct {
+	// IKEIn and IKEOut count IKE datagrams received and sent.
+	IKEIn, IKEOut atomic.Uint64
+	// KeepalivesIn and KeepalivesOut count NAT-keepalive datagrams.
+	KeepalivesIn, KeepalivesOut atomic.Uint64
+	// ESPIn counts ESP datagrams that opened and passed the selectors;
+	// ESPOut counts ESP datagrams sent.
+	ESPIn, ESPOut atomic.Uint64
+	// UnknownSPI counts ESP datagrams for no installed SA.
+	UnknownSPI atomic.Uint64
+	// Malformed counts datagrams too short to be ESP or with a bad inner
+	// UDP header.
+	Malformed atomic.Uint64
+	// OpenFailures counts ESP datagrams an SA refused (replay, ICV, padding…).
+	OpenFailures atomic.Uint64
+	// SelectorDrops counts opened packets outside the SA's selectors
+	// (not UDP, or not the L2TP ports).
+	SelectorDrops atomic.Uint64
+	// QueueDrops counts opened packets dropped because the L2TP reader was
+	// too slow.
+	QueueDrops atomic.Uint64
+	// Rebinds counts peers whose outer address changed (NAT rebinding).
+	Rebinds atomic.Uint64
+	// SendErrors counts failed socket writes.
+	SendErrors atomic.Uint64
+}
+
+// Transport owns the IKE (500) and NAT-T (4500) sockets of one end. It
+// classifies datagrams on the NAT-T port (RFC 3948 §2.2): a non-ESP marker
+// means IKE, a single 0xFF byte is a NAT keepalive, anything else is ESP,
+// dispatched by SPI to an installed SA. Opened transport-mode packets carry
+// UDP + L2TP; the transport hands the L2TP payload to a net.PacketConn
+// (L2TP) whose addresses identify the peer.
+//
+// ESP is always UDP-encapsulated: raw IP protocol 50 needs a raw socket and
+// root and brings nothing on our paths; SoftEther forces NAT-T anyway and
+// stock clients accept it (see docs/ARCHITECTURE.md).
+type Transport struct {
+	cfg   TransportConfig
+	log   *slog.Logger
+	clock link.Clock
+	ike   *net.UDPConn
+	natt  *net.UDPConn
+	stats TransportStats
+	warn  warnLimiter
+
+	// sas is the inbound SPI table, copied on write under mu and read
+	// without a lock by the data path (cf. wireguard-go's keypairs).
+	sas atomic.Pointer[map[uint32]inSA]
+
+	mu     sync.Mutex // guards the fields below and writes to sas
+	peers  map[*Peer]struct{}
+	nextID uint64
+	closed bool
+
+	// retiredHook, when set (tests only, before any Rekey), receives each
+	// SPI whose grace period ended.
+	retiredHook chan uint32
+
+	l2tp    *l2tpConn
+	bufPool sync.Pool // *[]byte of bufSize
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+const bufSize = 2048
+
+// NewTransport binds (or adopts) the sockets and starts one reader
+// goroutine per socket plus one for keepalives.
+func NewTransport(cfg TransportConfig) (*Transport, error) {
+	if cfg.IKE == nil {
+		return nil, errors.New("esp: TransportConfig.IKE is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = link.System
+	}
+	if cfg.KeepaliveInterval == 0 {
+		cfg.KeepaliveInterval = 20 * time.Second
+	}
+	if cfg.RekeyGrace <= 0 {
+		cfg.RekeyGrace = 30 * time.Second
+	}
+	if cfg.ReadQueue <= 0 {
+		cfg.ReadQueue = 512
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := &Transport{cfg: cfg, log: log, clock: cfg.Clock, ike: cfg.IKEConn, natt: cfg.NATTConn,
+		peers: map[*Peer]struct{}{}, done: make(chan struct{})}
+	t.warn.clock = cfg.Clock
+	t.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
+	empty := map[uint32]inSA{}
+	t.sas.Store(&empty)
+	var err error
+	if t.natt == nil {
+		if t.natt, err = listen(cfg.NATTAddr); err != nil {
+			return nil, err
+		}
+	}
+	if t.ike == nil && cfg.IKEAddr != "" {
+		if t.ike, err = listen(cfg.IKEAddr); err != nil {
+			t.natt.Close()
+			return nil, err
+		}
+	}
+	t.l2tp = &l2tpConn{t: t, ch: make(chan inbound, cfg.ReadQueue), closed: make(chan struct{}), kick: make(chan struct{}, 1)}
+	t.wg.Add(1)
+	go t.readLoop(t.natt, true)
+	if t.ike != nil {
+		t.wg.Add(1)
+		go t.readLoop(t.ike, false)
+	}
+	if cfg.KeepaliveInterval > 0 {
+		ka := t.clock.NewTimer(cfg.KeepaliveInterval)
+		t.wg.Add(1)
+		go t.keepaliveLoop(ka)
+	}
+	log.Info("esp transport started", "natt", t.natt.LocalAddr().String(), "ike", addrString(t.ike))
+	return t, nil
+}
+
+func listen(addr string) (*net.UDPConn, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("esp: %w", err)
+	}
+	c, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("esp: %w", err)
+	}
+	return c, nil
+}
+
+func addrString(c *net.UDPConn) string {
+	if c == nil {
+		return ""
+	}
+	return c.LocalAddr().String()
+}
+
+// NATTAddr returns the bound NAT-T socket address.
+func (t *Transport) NATTAddr() netip.AddrPort { return t.natt.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// IKEAddr returns the bound IKE socket address (zero if there is none).
+func (t *Transport) IKEAddr() netip.AddrPort {
+	if t.ike == nil {
+		return netip.AddrPort{}
+	}
+	return t.ike.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Stats returns the transport's counters.
+func (t *Transport) Stats() *TransportStats { return &t.stats }
+
+// L2TP returns the PacketConn the L2TP layer reads and writes: ReadFrom
+// yields the L2TP payload of each opened ESP packet with an *Addr naming the
+// peer; WriteTo(payload, *Addr) wraps it in UDP and ESP and sends it.
+func (t *Transport) L2TP() net.PacketConn { return t.l2tp }
+
+// SendIKE sends one IKE message to remote. With natt it goes from the NAT-T
+// socket behind a non-ESP marker (RFC 3948 §2.2), else from the IKE
+// socket. local is accepted for symmetry with IKEHandler.Input; each port
+// has one socket, so it does not select anything.
+func (t *Transport) SendIKE(b []byte, local, remote netip.AddrPort, natt bool) error {
+	_ = local
+	if !natt {
+		if t.ike == nil {
+			return errors.New("esp: no IKE (port 500) socket")
+		}
+		if _, err := t.ike.WriteToUDPAddrPort(b, remote); err != nil {
+			t.stats.SendErrors.Add(1)
+			return fmt.Errorf("esp: send IKE: %w", err)
+		}
+		t.stats.IKEOut.Add(1)
+		return nil
+	}
+	var pkt []byte
+	var bp *[]byte
+	if len(b)+NonESPMarkerLen <= bufSize {
+		bp = t.bufPool.Get().(*[]byte)
+		defer t.bufPool.Put(bp)
+		pkt = (*bp)[:NonESPMarkerLen+len(b)]
+	} else {
+		pkt = make([]byte, NonESPMarkerLen+len(b))
+	}
+	clear(pkt[:NonESPMarkerLen])
+	copy(pkt[NonESPMarkerLen:], b)
+	if _, err := t.natt.WriteToUDPAddrPort(pkt, remote); err != nil {
+		t.stats.SendErrors.Add(1)
+		return fmt.Errorf("esp: send IKE: %w", err)
+	}
+	t.stats.IKEOut.Add(1)
+	return nil
+}
+
+// Close stops the readers and the keepalive loop and closes the sockets.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	t.mu.Unlock()
+	close(t.done)
+	t.l2tp.close()
+	err := t.natt.Close()
+	if t.ike != nil {
+		t.ike.Close()
+	}
+	t.wg.Wait()
+	t.log.Info("esp transport closed")
+	return err
+}
+
+// readLoop reads one socket until it is closed.
+func (t *Transport) readLoop(c *net.UDPConn, natt bool) {
+	defer t.wg.Done()
+	buf := make([]byte, 1<<16)
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			select {
+			case <-t.done:
+				return
+			default:
+			}
+			t.warn.log(t.log, "read error", "err", err)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		b := buf[:n]
+		if !natt {
+			t.stats.IKEIn.Add(1)
+			t.cfg.IKE.Input(b, local, from, false)
+			continue
+		}
+		t.classify(b, local, from)
+	}
+}
+
+// classify dispatches one datagram from the NAT-T port (RFC 3948 §2.2).
+func (t *Transport) classify(b []byte, local, from netip.AddrPort) {
+	switch {
+	case len(b) == 1 && b[0] == NATKeepalive:
+		t.stats.KeepalivesIn.Add(1)
+	case len(b) >= NonESPMarkerLen && b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0:
+		t.stats.IKEIn.Add(1)
+		t.cfg.IKE.Input(b[NonESPMarkerLen:], local, from, true)
+	case len(b) < HeaderLen:
+		t.stats.Malformed.Add(1)
+		t.warn.log(t.log, "short datagram on NAT-T port", "peer", from, "len", len(b))
+	default:
+		t.inputESP(b, from)
+	}
+}
