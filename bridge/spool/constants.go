@@ -6,7 +6,7 @@ package spool
 //
 //	offset  size  field
 //	0       1     magic (recordMagic)
-//	1       1     type  (RecordPut, RecordAck)
+//	1       1     type  (RecordPut, RecordAck, RecordBind)
 //	2       4     body length N
 //	6       4     CRC-32C (Castagnoli) over bytes [1, 6) and the body
 //	10      N     body
@@ -25,11 +25,18 @@ package spool
 //
 //	0   8  seq
 //	8   1  reason (AckDelivered, AckDroppedOverflow, AckDroppedExpired)
+//
+// Bind body:
+//
+//	0   8  seq
+//	8   2  MQTT packet identifier (non-zero)
+//	10  1  stage (1 PUBLISH sent, 2 PUBREL sent)
 const (
 	recordMagic      = 0xF5
 	recordHeaderLen  = 10
 	putFixedLen      = 8 + 8 + 1 + 1 + 2 + 2
 	ackBodyLen       = 9
+	bindBodyLen      = 11
 	maxEndpointLen   = 255
 	maxTopicLen      = 65535 // MQTT topic names are at most 65535 bytes (MQTT 3.1.1 §1.5.3)
 	segmentPrefix    = "seg-"

@@ -14,6 +14,7 @@ import (
 func FuzzParseRecord(f *testing.F) {
 	f.Add(mustRecord(f, samplePut(1)))
 	f.Add(mustRecord(f, Record{Type: RecordAck, Seq: 3, Reason: AckDroppedOverflow}))
+	f.Add(mustRecord(f, Record{Type: RecordBind, Seq: 9, PacketID: 4, Stage: 2}))
 	f.Add([]byte{recordMagic, 1, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -15,6 +15,12 @@ const (
 	RecordPut RecordType = 1
 	// RecordAck resolves one message (delivered or dropped).
 	RecordAck RecordType = 2
+	// RecordBind records that a message was handed to the upstream MQTT
+	// session under a packet identifier (Stage 1: PUBLISH sent, Stage 2:
+	// PUBREC received, PUBREL sent), so that after a restart the same
+	// packet identifier is resumed and the central broker can recognise a
+	// QoS 2 duplicate (MQTT 3.1.1 §4.3.3).
+	RecordBind RecordType = 3
 )
 
 // AckReason says why a message left the queue.
@@ -47,21 +53,31 @@ type Message struct {
 	Enqueued time.Time
 	// Payload is the application payload.
 	Payload []byte
+	// PacketID and Stage are the upstream binding (see RecordBind); zero
+	// when the message was not handed to the upstream session yet.
+	PacketID uint16
+	Stage    uint8
 }
 
-// Record is one decoded on-disk record. For RecordPut, Msg is set; for
-// RecordAck, Seq and Reason are.
+// Record is one decoded on-disk record. For RecordPut, Msg is set (its
+// PacketID and Stage are not part of the Put); for RecordAck, Seq and
+// Reason; for RecordBind, Seq, PacketID and Stage.
 type Record struct {
-	Type   RecordType
-	Msg    Message
-	Seq    uint64
-	Reason AckReason
+	Type     RecordType
+	Msg      Message
+	Seq      uint64
+	Reason   AckReason
+	PacketID uint16
+	Stage    uint8
 }
 
 // encodedLen returns the size of the record AppendRecord would write.
 func (r Record) encodedLen() int {
-	if r.Type == RecordAck {
+	switch r.Type {
+	case RecordAck:
 		return recordHeaderLen + ackBodyLen
+	case RecordBind:
+		return recordHeaderLen + bindBodyLen
 	}
 	return recordHeaderLen + putFixedLen + len(r.Msg.Endpoint) + len(r.Msg.Topic) + len(r.Msg.Payload)
 }
@@ -91,6 +107,13 @@ func AppendRecord(b []byte, r Record) ([]byte, error) {
 	case RecordAck:
 		b = binary.BigEndian.AppendUint64(b, r.Seq)
 		b = append(b, byte(r.Reason))
+	case RecordBind:
+		if r.Stage < 1 || r.Stage > 2 || r.PacketID == 0 {
+			return b[:start], fmt.Errorf("%w: bind stage %d packet id %d", ErrInvalid, r.Stage, r.PacketID)
+		}
+		b = binary.BigEndian.AppendUint64(b, r.Seq)
+		b = binary.BigEndian.AppendUint16(b, r.PacketID)
+		b = append(b, r.Stage)
 	default:
 		return b[:start], fmt.Errorf("%w: type %d", ErrInvalid, r.Type)
 	}
@@ -170,6 +193,16 @@ func ParseRecord(b []byte, maxBody int) (Record, int, error) {
 		r.Reason = AckReason(body[8])
 		if r.Reason > AckDroppedExpired {
 			return Record{}, 0, fmt.Errorf("%w: ack reason %d", ErrBadRecord, r.Reason)
+		}
+	case RecordBind:
+		if len(body) != bindBodyLen {
+			return Record{}, 0, fmt.Errorf("%w: bind body %d bytes", ErrBadRecord, len(body))
+		}
+		r.Seq = binary.BigEndian.Uint64(body[0:8])
+		r.PacketID = binary.BigEndian.Uint16(body[8:10])
+		r.Stage = body[10]
+		if r.Stage < 1 || r.Stage > 2 || r.PacketID == 0 {
+			return Record{}, 0, fmt.Errorf("%w: bind stage %d packet id %d", ErrBadRecord, r.Stage, r.PacketID)
 		}
 	default:
 		return Record{}, 0, fmt.Errorf("%w: type %d", ErrBadRecord, r.Type)

@@ -32,6 +32,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"put empty topic and payload", Record{Type: RecordPut, Msg: Message{Seq: 1, Endpoint: "e", Enqueued: time.Unix(0, 0)}}},
 		{"ack delivered", Record{Type: RecordAck, Seq: 99, Reason: AckDelivered}},
 		{"ack overflow", Record{Type: RecordAck, Seq: 1 << 40, Reason: AckDroppedOverflow}},
+		{"bind publish", Record{Type: RecordBind, Seq: 5, PacketID: 1, Stage: 1}},
+		{"bind pubrel", Record{Type: RecordBind, Seq: 5, PacketID: 65535, Stage: 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -264,6 +264,10 @@ func (s *Spool) applyRecovered(sg *segment, r Record) {
 			e.seg.live--
 			delete(s.bySeq, r.Seq)
 		}
+	case RecordBind:
+		if e, ok := s.bySeq[r.Seq]; ok {
+			e.msg.PacketID, e.msg.Stage = r.PacketID, r.Stage
+		}
 	}
 }
 
@@ -450,6 +454,34 @@ func (s *Spool) dropOldestQoS0Locked() bool {
 	return false
 }
 
+// Bind records that message seq of endpoint was handed to the upstream MQTT
+// session with packet identifier pid at stage 1 (PUBLISH) or 2 (PUBREL).
+// With sync it returns after the record is durable (needed for QoS 2, so a
+// restart resumes the same packet identifier instead of publishing anew).
+func (s *Spool) Bind(endpoint string, seq uint64, pid uint16, stage uint8, sync bool) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	e, ok := s.bySeq[seq]
+	if !ok || e.msg.Endpoint != endpoint {
+		s.mu.Unlock()
+		return nil
+	}
+	if err := s.appendRecordLocked(Record{Type: RecordBind, Seq: seq, PacketID: pid, Stage: stage}, true); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	e.msg.PacketID, e.msg.Stage = pid, stage
+	gen := s.writeGen
+	s.mu.Unlock()
+	if sync {
+		return s.syncTo(gen)
+	}
+	return nil
+}
+
 // Ack resolves a delivered message of endpoint. Acking an unknown or already
 // acknowledged seq is a no-op (replays after a restart may ack twice).
 func (s *Spool) Ack(endpoint string, seq uint64) error {
@@ -527,6 +559,11 @@ func (s *Spool) maybeCompactLocked() {
 	for _, e := range move {
 		if err := s.appendRecordLocked(Record{Type: RecordPut, Msg: e.msg}, false); err != nil {
 			return // the head stays; the copies are harmless duplicates
+		}
+		if e.msg.Stage != 0 {
+			if err := s.appendRecordLocked(Record{Type: RecordBind, Seq: e.msg.Seq, PacketID: e.msg.PacketID, Stage: e.msg.Stage}, false); err != nil {
+				return
+			}
 		}
 	}
 	s.stats.Syncs.Add(1)

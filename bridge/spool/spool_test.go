@@ -343,3 +343,38 @@ func appendFile(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+func TestBindSurvivesRestartAndCompaction(t *testing.T) {
+	dir := t.TempDir()
+	one := int64(Record{Type: RecordPut, Msg: msg("a", 2, 0)}.encodedLen())
+	cfg := Config{Dir: dir, SegmentBytes: 4 * one, MaxBytes: 8 * one}
+	s := openT(t, cfg)
+	seq, err := s.Append(msg("slow", 2, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind("slow", seq, 77, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind("slow", seq, 77, 2, true); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ { // push the slow message through compaction
+		q, err := s.Append(msg("fast", 1, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Ack("fast", q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.Stats().Compactions.Load() == 0 {
+		t.Fatal("no compaction")
+	}
+	s.abandon()
+	s2 := openT(t, cfg)
+	got := s2.Pending("slow", 0, 10)
+	if len(got) != 1 || got[0].PacketID != 77 || got[0].Stage != 2 {
+		t.Fatalf("after restart: got %+v, want one message bound to packet 77 stage 2", got)
+	}
+}
