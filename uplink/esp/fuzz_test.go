@@ -2,6 +2,7 @@ package esp
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 )
 
@@ -59,6 +60,53 @@ func FuzzSealOpen(f *testing.F) {
 		}
 		if !bytes.Equal(got, payload) || gotNH != nh {
 			t.Fatalf("round trip: got %x/%d, want %x/%d", got, gotNH, payload, nh)
+		}
+	})
+}
+
+// FuzzClassify feeds arbitrary datagrams to the NAT-T classifier of a
+// transport with one installed SA pair (the SA's real packets as seeds):
+// it must count and drop or deliver, never panic.
+func FuzzClassify(f *testing.F) {
+	var ikeSeen int
+	tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1,
+		IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) { ikeSeen++ })})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { tr.Close() })
+	suite := Suite{Cipher: CipherAESGCM16, KeyBits: 128}
+	km := testKeymat(suite, 1)
+	in, _ := NewSA(suite, 0x4242, km, Inbound, Options{})
+	dummyOut, _ := NewSA(suite, 0x4343, km, Outbound, Options{})
+	peer := netip.MustParseAddrPort("192.0.2.1:4500")
+	if _, err := tr.AddSA(in, dummyOut, PeerConfig{Remote: peer}); err != nil {
+		f.Fatal(err)
+	}
+	seal, _ := NewSA(suite, 0x4242, km, Outbound, Options{})
+	for _, inner := range [][]byte{
+		{0x06, 0xa5, 0x06, 0xa5, 0, 12, 0, 0, 0xc8, 0x02, 0, 12},
+		{0x06, 0xa5, 0x06, 0xa5, 0, 99, 0, 0},
+		{0x13, 0x88, 0x06, 0xa5, 0, 8, 0, 0},
+	} {
+		p, _ := seal.Seal(nil, inner, NextHeaderUDP)
+		f.Add(p)
+	}
+	f.Add([]byte{0xff})
+	f.Add([]byte{0, 0, 0, 0, 1, 2, 3})
+	f.Add([]byte{0, 0, 0x42})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr.classify(b, netip.AddrPort{}, peer)
+		// Drain whatever was delivered so the queue never fills.
+		for {
+			select {
+			case pkt := <-tr.l2tp.ch:
+				if pkt.n > len(b) {
+					t.Fatalf("delivered %d bytes from a %d-byte datagram", pkt.n, len(b))
+				}
+			default:
+				return
+			}
 		}
 	})
 }
