@@ -51,6 +51,18 @@ type Limits struct {
 	SoftBytes, HardBytes     uint64
 }
 
+// LimitsFromKB converts a negotiated IKEv1 lifetime in kilobytes (RFC 2407
+// §4.5, SA Life Type "kilobytes") into byte limits: hard at the lifetime,
+// soft at 90 % of it so that Quick Mode can finish before traffic stops.
+// Zero means no byte lifetime.
+func LimitsFromKB(kb uint64) Limits {
+	if kb == 0 {
+		return Limits{}
+	}
+	hard := kb * 1024
+	return Limits{SoftBytes: hard - hard/10, HardBytes: hard}
+}
+
 // Options are the optional parts of an SA.
 type Options struct {
 	// AllowLegacy permits 3DES and HMAC-MD5, which are off by default.

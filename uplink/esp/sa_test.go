@@ -459,3 +459,13 @@ func TestHeader(t *testing.T) {
 		t.Fatal("7-byte header reported valid")
 	}
 }
+
+func TestLimitsFromKB(t *testing.T) {
+	if got := LimitsFromKB(0); got != (Limits{}) {
+		t.Fatalf("LimitsFromKB(0) = %+v, want zero", got)
+	}
+	got := LimitsFromKB(1000)
+	if got.HardBytes != 1024000 || got.SoftBytes != 921600 || got.SoftPackets != 0 || got.HardPackets != 0 {
+		t.Fatalf("LimitsFromKB(1000) = %+v", got)
+	}
+}
