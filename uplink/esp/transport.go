@@ -54,6 +54,10 @@ type TransportConfig struct {
 	// PacketConn reader (default 512); beyond it packets are dropped and
 	// counted.
 	ReadQueue int
+	// SocketBuffer is the receive and send buffer asked for on the NAT-T
+	// socket (default 4 MiB; the kernel caps it at net.core.rmem_max /
+	// wmem_max). Bursts of ESP beyond it are dropped by the kernel.
+	SocketBuffer int
 	// Logger receives lifecycle lines and rate-limited warnings. Default:
 	// discard.
 	Logger *slog.Logger
@@ -143,6 +147,9 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.RekeyGrace <= 0 {
 		cfg.RekeyGrace = 30 * time.Second
 	}
+	if cfg.SocketBuffer <= 0 {
+		cfg.SocketBuffer = 4 << 20
+	}
 	if cfg.ReadQueue <= 0 {
 		cfg.ReadQueue = 512
 	}
@@ -168,6 +175,9 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 			return nil, err
 		}
 	}
+	// Best effort: the kernel caps the size without failing.
+	_ = t.natt.SetReadBuffer(cfg.SocketBuffer)
+	_ = t.natt.SetWriteBuffer(cfg.SocketBuffer)
 	t.l2tp = &l2tpConn{t: t, ch: make(chan inbound, cfg.ReadQueue), closed: make(chan struct{}), kick: make(chan struct{}, 1)}
 	t.wg.Add(1)
 	go t.readLoop(t.natt, true)

@@ -224,12 +224,16 @@ func TestTransportClassifiesNATT(t *testing.T) {
 	raw.WriteToUDP([]byte{0, 0, 0, 0, 0xAA, 0xBB}, natt)
 	raw.WriteToUDP([]byte{0xCC, 0xDD}, ike)
 	from := raw.LocalAddr().(*net.UDPAddr).AddrPort()
-	for _, want := range []ikeMsg{{[]byte{0xAA, 0xBB}, from, true}, {[]byte{0xCC, 0xDD}, from, false}} {
+	// Two sockets, two reader goroutines: the order between them is not
+	// fixed, so match by port.
+	want := map[bool][]byte{true: {0xAA, 0xBB}, false: {0xCC, 0xDD}}
+	for range 2 {
 		select {
 		case got := <-b.ike:
-			if !bytes.Equal(got.b, want.b) || got.remote != want.remote || got.natt != want.natt {
-				t.Fatalf("IKE input %x from %v natt=%v, want %x from %v natt=%v", got.b, got.remote, got.natt, want.b, want.remote, want.natt)
+			if !bytes.Equal(got.b, want[got.natt]) || got.remote != from {
+				t.Fatalf("IKE input %x from %v natt=%v, want %x from %v", got.b, got.remote, got.natt, want[got.natt], from)
 			}
+			delete(want, got.natt)
 		case <-time.After(5 * time.Second):
 			t.Fatal("IKE message not delivered")
 		}
@@ -410,68 +414,59 @@ func TestTransportPacketConnErrors(t *testing.T) {
 	}
 }
 
-// TestTransportRekeyUnderTraffic rekeys both ends while a sender streams
-// numbered packets; every packet must arrive exactly once.
+// TestTransportRekeyUnderTraffic rekeys both ends twice while packets
+// sealed with the old SAs are still in flight (sent, not yet read); every
+// packet must arrive exactly once.
 func TestTransportRekeyUnderTraffic(t *testing.T) {
 	linktest.CheckGoroutines(t)
 	clock := linktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	pA, pB, _ := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
-	const total = 400
-	rekeyAt := make(chan struct{})
-	resume := make(chan struct{})
-	sendErr := make(chan error, 1)
-	go func() {
-		for i := 0; i < total; i++ {
-			if i == total/2 {
-				close(rekeyAt)
-				<-resume
-			}
-			var p [4]byte
-			binary.BigEndian.PutUint32(p[:], uint32(i))
-			if _, err := a.tr.L2TP().WriteTo(p[:], pA.Addr(0)); err != nil {
-				sendErr <- err
-				return
-			}
-		}
-		sendErr <- nil
-	}()
-	seen := make([]bool, total)
-	got := 0
-	buf := make([]byte, 64)
-	readOne := func() {
+	const burst = 40 // well inside the socket buffer
+	next := uint32(0)
+	sendBurst := func() {
 		t.Helper()
-		b.tr.L2TP().SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, _, err := b.tr.L2TP().ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("after %d packets: %v", got, err)
+		for i := 0; i < burst; i++ {
+			var p [4]byte
+			binary.BigEndian.PutUint32(p[:], next)
+			next++
+			if _, err := a.tr.L2TP().WriteTo(p[:], pA.Addr(0)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		i := binary.BigEndian.Uint32(buf[:n])
-		if seen[i] {
-			t.Fatalf("packet %d delivered twice", i)
+	}
+	seen := map[uint32]bool{}
+	readAll := func() {
+		t.Helper()
+		buf := make([]byte, 64)
+		for len(seen) < int(next) {
+			b.tr.L2TP().SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := b.tr.L2TP().ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("after %d of %d packets: %v", len(seen), next, err)
+			}
+			i := binary.BigEndian.Uint32(buf[:n])
+			if seen[i] {
+				t.Fatalf("packet %d delivered twice", i)
+			}
+			seen[i] = true
 		}
-		seen[i] = true
-		got++
 	}
-	<-rekeyAt
-	// Responder first, then the initiator, while packets sealed with the
-	// old SA may still be in flight.
-	aOut2, bIn2 := newPair(t, gcm128, 0x1002, Options{})
-	bOut2, aIn2 := newPair(t, gcm128, 0x2002, Options{})
-	if err := b.tr.Rekey(pB, bIn2, bOut2); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.tr.Rekey(pA, aIn2, aOut2); err != nil {
-		t.Fatal(err)
-	}
-	close(resume)
-	for got < total {
-		readOne()
-	}
-	if err := <-sendErr; err != nil {
-		t.Fatal(err)
-	}
-	if n := bIn2.Stats().PacketsIn.Load(); n != total/2 {
-		t.Fatalf("new SA opened %d packets, want %d", n, total/2)
+	for round, spi := range []uint32{0x10, 0x20} {
+		sendBurst() // old SAs, in flight
+		aOut2, bIn2 := newPair(t, gcm128, 0x1000+spi, Options{})
+		bOut2, aIn2 := newPair(t, gcm128, 0x2000+spi, Options{})
+		if err := b.tr.Rekey(pB, bIn2, bOut2); err != nil {
+			t.Fatal(err)
+		}
+		sendBurst() // initiator still on the old SA
+		if err := a.tr.Rekey(pA, aIn2, aOut2); err != nil {
+			t.Fatal(err)
+		}
+		sendBurst() // new SA
+		readAll()
+		if n := bIn2.Stats().PacketsIn.Load(); n != burst {
+			t.Fatalf("round %d: new SA opened %d packets, want %d", round, n, burst)
+		}
 	}
 }
