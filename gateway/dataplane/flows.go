@@ -1,0 +1,120 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/ipv4"
+)
+
+// flowKey identifies a conversation as seen from the session side:
+// session address:port -> central address:port.
+type flowKey struct {
+	proto         uint8
+	local, remote netip.Addr
+	lport, rport  uint16
+}
+
+// flows remembers conversations central hosts opened towards sessions, so
+// the replies pass the session's policy (a central CoAP client polling a
+// sensor must get its answer even when the site may not open connections
+// to that client itself). Entries expire after flowIdle; the table is
+// bounded and, when full, refuses new entries (replies are then judged by
+// policy alone).
+type flows struct {
+	mu   sync.Mutex
+	m    map[flowKey]time.Time // key -> expiry
+	max  int
+	idle time.Duration
+}
+
+const (
+	flowIdle    = 2 * time.Minute
+	flowMax     = 65536
+	flowSweepAt = 4096 // sweep expired entries every so many inserts
+)
+
+func newFlows() *flows { return &flows{m: map[flowKey]time.Time{}, max: flowMax, idle: flowIdle} }
+
+func keyOf(h ipv4.Header, fromHost bool) (flowKey, bool) {
+	k := flowKey{proto: h.Protocol()}
+	switch k.proto {
+	case ipv4.ProtoTCP, ipv4.ProtoUDP:
+		sp, dp, ok := h.Ports()
+		if !ok {
+			return k, false
+		}
+		if fromHost {
+			k.local, k.remote, k.lport, k.rport = h.Dst(), h.Src(), dp, sp
+		} else {
+			k.local, k.remote, k.lport, k.rport = h.Src(), h.Dst(), sp, dp
+		}
+	case ipv4.ProtoICMP:
+		pl := h.Payload()
+		if !h.FirstFragment() || len(pl) < 8 {
+			return k, false
+		}
+		// Echo request (8) from the host is answered by echo reply (0);
+		// key on the identifier.
+		id := binary.BigEndian.Uint16(pl[4:])
+		if fromHost {
+			if pl[0] != 8 {
+				return k, false
+			}
+			k.local, k.remote, k.lport = h.Dst(), h.Src(), id
+		} else {
+			if pl[0] != 0 {
+				return k, false
+			}
+			k.local, k.remote, k.lport = h.Src(), h.Dst(), id
+		}
+	default:
+		return k, false
+	}
+	return k, true
+}
+
+// note records a host-initiated packet towards a session.
+func (f *flows) note(h ipv4.Header, now time.Time) {
+	k, ok := keyOf(h, true)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, exists := f.m[k]; !exists {
+		if len(f.m)%flowSweepAt == 0 {
+			for key, exp := range f.m {
+				if now.After(exp) {
+					delete(f.m, key)
+				}
+			}
+		}
+		if len(f.m) >= f.max {
+			return
+		}
+	}
+	f.m[k] = now.Add(f.idle)
+}
+
+// reply reports whether a packet from a session answers a recorded flow.
+func (f *flows) reply(h ipv4.Header, now time.Time) bool {
+	k, ok := keyOf(h, false)
+	if !ok {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	exp, found := f.m[k]
+	if !found {
+		return false
+	}
+	if now.After(exp) {
+		delete(f.m, k)
+		return false
+	}
+	f.m[k] = now.Add(f.idle)
+	return true
+}
