@@ -1,0 +1,240 @@
+package ike
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"strings"
+)
+
+// certAuthMethod maps our key to the phase 1 auth method (RFC 2409
+// Appendix A, RFC 4754 §3).
+func certAuthMethod(key any) (AuthMethod, bool) {
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return AuthRSASig, true
+	case *ecdsa.PrivateKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return AuthECDSA256, true
+		case elliptic.P384():
+			return AuthECDSA384, true
+		}
+	}
+	return 0, false
+}
+
+// certReqs asks for certificates issued by our CA (RFC 2408 §3.10); an
+// empty request means any CA, which is what we send when the pool has no
+// subjects to offer.
+func (sa *ikeSA) certReqs() []Payload {
+	return []Payload{{PayloadCertReq, CertPayload{Encoding: certEncodingX509Sig}.Append(nil)}}
+}
+
+// localID is our phase 1 identity.
+func (sa *ikeSA) localID() (Identification, error) {
+	if id := sa.e.cfg.LocalID; id != nil {
+		return *id, nil
+	}
+	if sa.auth != AuthPSK {
+		leaf, err := x509.ParseCertificate(sa.e.cfg.Cert.Chain[0])
+		if err != nil {
+			return Identification{}, fmt.Errorf("ike: our certificate: %w", err)
+		}
+		return Identification{Type: IDDERASN1DN, Data: leaf.RawSubject}, nil
+	}
+	// RFC 2407 §4.6.2: protocol and port zero (or UDP/500) in phase 1.
+	return AddrID(sa.local.Addr(), 0, 0), nil
+}
+
+// authHash computes HASH_I (forInitiator) or HASH_R (RFC 2409 §5):
+//
+//	HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b)
+//	HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b)
+func (sa *ikeSA) authHash(forInitiator bool, idBody []byte) []byte {
+	if forInitiator {
+		return prf(sa.prop.Hash, sa.keys.skeyid, sa.gxi, sa.gxr, sa.ci[:], sa.cr[:], sa.saBody, idBody)
+	}
+	return prf(sa.prop.Hash, sa.keys.skeyid, sa.gxr, sa.gxi, sa.cr[:], sa.ci[:], sa.saBody, idBody)
+}
+
+// authPayloads builds MM5 (initiator) or MM6: ID, then HASH for PSK or
+// CERT(s) and SIG for signatures, then optionally INITIAL-CONTACT.
+func (sa *ikeSA) authPayloads(initiator, initialContact bool) ([]Payload, error) {
+	id, err := sa.localID()
+	if err != nil {
+		return nil, err
+	}
+	idBody := id.Append(nil)
+	h := sa.authHash(initiator, idBody)
+	ps := []Payload{{PayloadID, idBody}}
+	if sa.auth == AuthPSK {
+		ps = append(ps, Payload{PayloadHash, h})
+	} else {
+		for _, der := range sa.e.cfg.Cert.Chain {
+			ps = append(ps, Payload{PayloadCert, CertPayload{Encoding: certEncodingX509Sig, Data: der}.Append(nil)})
+		}
+		sig, err := sign(sa.e.cfg.Cert.Key, h, sa.e.cfg.Rand)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, Payload{PayloadSig, sig})
+	}
+	if initialContact {
+		n := Notification{DOI: DOIIPsec, Protocol: ProtoISAKMP, Type: NotifyInitialContact, SPI: append(sa.ci[:], sa.cr[:]...)}
+		ps = append(ps, Payload{PayloadNotify, n.Append(nil)})
+	}
+	return ps, nil
+}
+
+// sign signs HASH_I/HASH_R as strongSwan and Windows expect: RSA PKCS#1
+// v1.5 without a DigestInfo (RFC 2409 §5.1), ECDSA as r||s (RFC 4754 §7).
+func sign(key any, h []byte, rand interface{ Read([]byte) (int, error) }) ([]byte, error) {
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return rsa.SignPKCS1v15(rand, k, crypto.Hash(0), h)
+	case *ecdsa.PrivateKey:
+		r, s, err := ecdsa.Sign(rand, k, h)
+		if err != nil {
+			return nil, err
+		}
+		n := (k.Curve.Params().BitSize + 7) / 8
+		out := make([]byte, 2*n)
+		r.FillBytes(out[:n])
+		s.FillBytes(out[n:])
+		return out, nil
+	}
+	return nil, errors.New("ike: unsupported private key type")
+}
+
+func verifySig(pub any, h, sig []byte) bool {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return rsa.VerifyPKCS1v15(k, crypto.Hash(0), h, sig) == nil
+	case *ecdsa.PublicKey:
+		n := (k.Curve.Params().BitSize + 7) / 8
+		if len(sig) != 2*n {
+			return false
+		}
+		r := new(big.Int).SetBytes(sig[:n])
+		s := new(big.Int).SetBytes(sig[n:])
+		return ecdsa.Verify(k, h, r, s)
+	}
+	return false
+}
+
+// verifyAuth checks the peer's ID and HASH or SIG in MM5/MM6 and the
+// identity policy.
+func (sa *ikeSA) verifyAuth(m *Message, peerIsResponder bool) error {
+	idp, ok := m.Find(PayloadID)
+	if !ok {
+		return fmt.Errorf("%w: no ID payload", ErrAuthFailed)
+	}
+	id, err := ParseID(idp.Body)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrAuthFailed, err)
+	}
+	want := sa.authHash(!peerIsResponder, idp.Body)
+	peer := Identity{ID: Identification{Type: id.Type, Protocol: id.Protocol, Port: id.Port, Data: append([]byte{}, id.Data...)}}
+	if sa.auth == AuthPSK {
+		hp, ok := m.Find(PayloadHash)
+		if !ok || !hmac.Equal(hp.Body, want) {
+			return fmt.Errorf("%w: HASH does not verify (wrong pre-shared key?)", ErrAuthFailed)
+		}
+	} else {
+		leaf, err := sa.verifyCerts(m)
+		if err != nil {
+			return err
+		}
+		sp, ok := m.Find(PayloadSig)
+		if !ok || !verifySig(leaf.PublicKey, want, sp.Body) {
+			return fmt.Errorf("%w: signature does not verify", ErrAuthFailed)
+		}
+		if !idMatchesCert(peer.ID, leaf) {
+			return fmt.Errorf("%w: ID payload does not match the certificate", ErrInvalidID)
+		}
+		peer.Cert = leaf
+	}
+	if r := sa.e.cfg.RemoteID; r != nil && peerIsResponder && (r.Type != peer.ID.Type || !bytes.Equal(r.Data, peer.ID.Data)) {
+		return fmt.Errorf("%w: peer is not the configured remote identity", ErrInvalidID)
+	}
+	if f := sa.e.cfg.AllowIdentity; f != nil && !f(peer) {
+		return fmt.Errorf("%w: identity not allowed by policy", ErrInvalidID)
+	}
+	sa.peer = peer
+	return nil
+}
+
+// verifyCerts validates the peer's CERT payloads against the configured CA
+// pool: the first is the leaf, the others intermediates.
+func (sa *ikeSA) verifyCerts(m *Message) (*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for _, p := range m.All(PayloadCert) {
+		c, err := ParseCert(p.Body)
+		if err != nil || c.Encoding != certEncodingX509Sig {
+			return nil, fmt.Errorf("%w: unsupported certificate encoding", ErrInvalidCert)
+		}
+		x, err := x509.ParseCertificate(c.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidCert, err)
+		}
+		certs = append(certs, x)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%w: peer sent no certificate", ErrInvalidCert)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	chains, err := certs[0].Verify(x509.VerifyOptions{
+		Roots: sa.e.cfg.CAs, Intermediates: inter, CurrentTime: sa.e.cfg.Clock.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCert, err)
+	}
+	if f := sa.e.cfg.CheckCert; f != nil {
+		if err := f(certs[0], chains[0]); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidCert, err)
+		}
+	}
+	return certs[0], nil
+}
+
+// idMatchesCert checks the ID payload names the certificate: its subject
+// DN, or a subjectAltName (DNS, e-mail, IP).
+func idMatchesCert(id Identification, c *x509.Certificate) bool {
+	switch id.Type {
+	case IDDERASN1DN:
+		return bytes.Equal(id.Data, c.RawSubject)
+	case IDFQDN:
+		for _, n := range c.DNSNames {
+			if strings.EqualFold(n, string(id.Data)) {
+				return true
+			}
+		}
+	case IDUserFQDN:
+		for _, n := range c.EmailAddresses {
+			if strings.EqualFold(n, string(id.Data)) {
+				return true
+			}
+		}
+	case IDIPv4Addr, IDIPv6Addr:
+		a, ok := netip.AddrFromSlice(id.Data)
+		for _, ip := range c.IPAddresses {
+			if b, ok2 := netip.AddrFromSlice(ip); ok && ok2 && b.Unmap() == a.Unmap() {
+				return true
+			}
+		}
+	}
+	return false
+}

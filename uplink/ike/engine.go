@@ -1,0 +1,473 @@
+package ike
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/esp"
+	"github.com/fleetgate/fleetgate/uplink/link"
+)
+
+// Role says which side of an exchange we are.
+type Role uint8
+
+const (
+	// RoleInitiator started the exchange (the edge bridge dialling).
+	RoleInitiator Role = iota + 1
+	// RoleResponder answers (the gateway).
+	RoleResponder
+)
+
+func (r Role) String() string {
+	if r == RoleInitiator {
+		return "initiator"
+	}
+	return "responder"
+}
+
+// Sender carries IKE datagrams. natt means: from/to the NAT-T port with the
+// 4-byte non-ESP marker, which the transport adds (RFC 3948 §2.2).
+type Sender interface {
+	SendIKE(b []byte, local, remote netip.AddrPort, natt bool) error
+}
+
+// Identity is what a peer proved in phase 1: its ID payload and, in
+// signature mode, its verified certificate.
+type Identity struct {
+	ID   Identification
+	Cert *x509.Certificate
+}
+
+// Selectors are the Quick Mode traffic selectors (RFC 2409 §5.5 IDci/IDcr)
+// as negotiated, from our point of view.
+type Selectors struct {
+	Protocol   uint8
+	Local      netip.Prefix
+	LocalPort  uint16 // 0 = any
+	Remote     netip.Prefix
+	RemotePort uint16 // 0 = any
+}
+
+// ChildSA is an IPsec SA pair ready to install (RFC 2409 §5.5).
+type ChildSA struct {
+	Suite        esp.Suite
+	InSPI        uint32 // SPI the peer puts on packets to us
+	OutSPI       uint32 // SPI we put on packets to the peer
+	InKey        []byte // KEYMAT for InSPI, Suite.KeymatLen() bytes
+	OutKey       []byte // KEYMAT for OutSPI
+	Local        netip.AddrPort
+	Remote       netip.AddrPort
+	Encap        bool       // UDP-encapsulated (RFC 3948)
+	NATOALocal   netip.Addr // our original address as the peer learnt it (NAT-OA), if any
+	NATOARemote  netip.Addr // the peer's original address (NAT-OA), if any
+	Selectors    Selectors
+	Lifetime     time.Duration
+	LifeKB       uint64
+	Peer         Identity
+	Role         Role // who initiated the Quick Mode
+	Established  time.Time
+	PFS          Group
+	ikeCookies   [16]byte
+	rekeyStarted bool
+	expires      time.Time
+}
+
+// EventKind names an Event.
+type EventKind uint8
+
+const (
+	// EventIKEUp: phase 1 established.
+	EventIKEUp EventKind = iota + 1
+	// EventIKEDown: phase 1 deleted, expired, failed or peer dead.
+	EventIKEDown
+	// EventChildUp: install Child (both directions).
+	EventChildUp
+	// EventChildRekeyed: install Child; Old stays for inbound until a
+	// later EventChildDown for it (grace period).
+	EventChildRekeyed
+	// EventChildDown: remove Child.
+	EventChildDown
+)
+
+func (k EventKind) String() string {
+	return [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down"}[k]
+}
+
+// Event reports an SA change to the composition (ESP install/remove).
+type Event struct {
+	Kind   EventKind
+	Remote netip.AddrPort
+	Peer   Identity
+	Child  *ChildSA
+	Old    *ChildSA
+	Err    error // why, for Down events and failed handshakes
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Received          atomic.Uint64 // datagrams given to Input
+	Malformed         atomic.Uint64 // dropped: failed to parse
+	Unmatched         atomic.Uint64 // dropped: no SA for the cookies
+	Duplicates        atomic.Uint64 // retransmissions from the peer (answered with ours)
+	Retransmits       atomic.Uint64 // our retransmissions on timeout
+	RateLimited       atomic.Uint64 // dropped before DH work by the per-source limit
+	HalfOpenDropped   atomic.Uint64 // dropped by the half-open limit
+	AuthFailures      atomic.Uint64 // wrong PSK / signature / certificate / identity
+	NoProposalChosen  atomic.Uint64 // proposals outside policy
+	Phase1Established atomic.Uint64
+	Phase2Established atomic.Uint64
+	Phase1Failed      atomic.Uint64
+	Phase2Failed      atomic.Uint64
+	Rekeys            atomic.Uint64 // child and IKE SA rekeys completed
+	DPDSent           atomic.Uint64
+	DeadPeers         atomic.Uint64
+	NotifiesSent      atomic.Uint64
+	NotifiesReceived  atomic.Uint64
+	DeletesReceived   atomic.Uint64
+}
+
+// LocalCert is our certificate chain and key for signature authentication.
+type LocalCert struct {
+	Chain [][]byte // DER, leaf first
+	Key   any      // *ecdsa.PrivateKey (P-256/P-384) or *rsa.PrivateKey
+}
+
+// Config configures an Engine. Zero values take the documented defaults.
+type Config struct {
+	Sender Sender     // required
+	Clock  link.Clock // default link.System
+	Logger *slog.Logger
+	Rand   io.Reader // default crypto/rand
+
+	// PSK returns the pre-shared key for a peer address. In Main Mode the
+	// key is needed before the peer's identity is known (RFC 2409 §5.4), so
+	// only the address is available. nil or false: no PSK authentication.
+	PSK func(remote netip.Addr) ([]byte, bool)
+	// Cert enables signature authentication with this certificate.
+	Cert *LocalCert
+	// CAs verifies peer certificates; required for signature mode.
+	CAs *x509.CertPool
+	// CheckCert is an extra check on a verified peer certificate (CRL, OCSP).
+	CheckCert func(leaf *x509.Certificate, chain []*x509.Certificate) error
+	// AllowIdentity decides whether an authenticated identity may connect
+	// (responder and initiator). nil allows everyone who authenticated.
+	AllowIdentity func(Identity) bool
+	// LocalID is our phase 1 identity; default: our address (PSK) or the
+	// certificate's subject DN (signatures).
+	LocalID *Identification
+	// RemoteID, when set, is the identity the peer must present (initiator).
+	RemoteID *Identification
+
+	IKEProposals   []IKEProposal // default DefaultIKEProposals
+	ESPProposals   []ESPProposal // default DefaultESPProposals
+	IKELifetime    time.Duration // default DefaultIKELifetime
+	IPsecLifetime  time.Duration // default DefaultIPsecLifetime
+	IPsecLifeKB    uint64        // 0 = no volume limit
+	RekeyMargin    time.Duration // default DefaultRekeyMargin (capped at lifetime/2)
+	RekeyGrace     time.Duration // old inbound SA kept after rekey; default 30s
+	DPDInterval    time.Duration // default DefaultDPDInterval; <0 disables
+	DPDTimeout     time.Duration // default DefaultDPDTimeout
+	Retransmit     time.Duration // default DefaultRetransmit
+	Retries        int           // default DefaultRetries
+	HalfOpenTTL    time.Duration // default DefaultHalfOpenTimeout
+	MaxHalfOpen    int           // default DefaultMaxHalfOpen
+	RatePerSource  float64       // new phase 1 per second per source address; default 5
+	BurstPerSource int           // default 10
+	NATTPort       uint16        // default 4500 (the ESP transport's NAT-T port)
+	// AllowRawESP, when false (the default), makes us claim a NAT with a
+	// fake NAT-D hash so both sides use UDP-encapsulated ESP on the NAT-T
+	// port, as strongSwan's encap=yes does: our ESP runs in userspace.
+	AllowRawESP bool
+	// OnEvent receives SA events, in order, never under the engine's lock.
+	OnEvent func(Event)
+	// OnKeys, when set, receives the IKE cookies and phase 1 encryption key
+	// (for a Wireshark ikev1_decryption_table); nil by default.
+	OnKeys func(icookie, rcookie [8]byte, encKey []byte)
+}
+
+// Engine runs IKEv1 for every peer over one Sender. All protocol state is
+// owned by the engine's lock: Input, Tick and Dial serialise on it, and
+// sends and events are flushed after it is released.
+type Engine struct {
+	cfg   Config
+	log   *slog.Logger
+	stats Stats
+
+	flushMu sync.Mutex // orders delivery of sends/events across calls
+
+	mu sync.Mutex
+	// Owned by mu:
+	sas     map[[16]byte]*ikeSA // by ICookie|RCookie
+	pending map[[8]byte]*ikeSA  // ours as initiator before the responder cookie, and responders by ICookie
+	buckets map[netip.Addr]*bucket
+	out     []outPacket
+	evs     []Event
+	closed  bool
+	warnAt  time.Time
+}
+
+type outPacket struct {
+	b             []byte
+	local, remote netip.AddrPort
+	natt          bool
+}
+
+// New validates cfg and returns an engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Sender == nil {
+		return nil, errors.New("ike: Config.Sender is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = link.System
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.PSK == nil && cfg.Cert == nil {
+		return nil, errors.New("ike: need Config.PSK or Config.Cert")
+	}
+	if cfg.Cert != nil && cfg.CAs == nil {
+		return nil, errors.New("ike: signature mode needs Config.CAs")
+	}
+	if len(cfg.IKEProposals) == 0 {
+		cfg.IKEProposals = DefaultIKEProposals()
+	}
+	if len(cfg.ESPProposals) == 0 {
+		cfg.ESPProposals = DefaultESPProposals()
+	}
+	for _, p := range cfg.IKEProposals {
+		if !p.Group.Supported() || p.Hash.New() == nil {
+			return nil, fmt.Errorf("ike: unsupported IKE proposal %v", p)
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.IKELifetime, DefaultIKELifetime)
+	def(&cfg.IPsecLifetime, DefaultIPsecLifetime)
+	def(&cfg.RekeyMargin, DefaultRekeyMargin)
+	def(&cfg.RekeyGrace, 30*time.Second)
+	def(&cfg.DPDInterval, DefaultDPDInterval)
+	def(&cfg.DPDTimeout, DefaultDPDTimeout)
+	def(&cfg.Retransmit, DefaultRetransmit)
+	def(&cfg.HalfOpenTTL, DefaultHalfOpenTimeout)
+	if cfg.Retries == 0 {
+		cfg.Retries = DefaultRetries
+	}
+	if cfg.MaxHalfOpen == 0 {
+		cfg.MaxHalfOpen = DefaultMaxHalfOpen
+	}
+	if cfg.RatePerSource == 0 {
+		cfg.RatePerSource = 5
+	}
+	if cfg.BurstPerSource == 0 {
+		cfg.BurstPerSource = 10
+	}
+	if cfg.NATTPort == 0 {
+		cfg.NATTPort = nattPort
+	}
+	return &Engine{
+		cfg: cfg, log: cfg.Logger,
+		sas: map[[16]byte]*ikeSA{}, pending: map[[8]byte]*ikeSA{}, buckets: map[netip.Addr]*bucket{},
+	}, nil
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() *Stats { return &e.stats }
+
+// Input processes one IKE datagram (non-ESP marker already stripped when
+// natt is set). It never blocks on the network: replies are handed to the
+// Sender after the engine's lock is released.
+func (e *Engine) Input(b []byte, local, remote netip.AddrPort, natt bool) {
+	e.stats.Received.Add(1)
+	e.mu.Lock()
+	if !e.closed {
+		e.input(b, local, remote, natt)
+	}
+	e.unlockAndFlush()
+}
+
+// Tick runs timers: retransmission, half-open expiry, DPD, rekey and
+// lifetime expiry. Run calls it; tests call it after advancing a fake clock.
+func (e *Engine) Tick() {
+	e.mu.Lock()
+	if !e.closed {
+		now := e.cfg.Clock.Now()
+		for _, sa := range e.allSAs() {
+			sa.tick(now)
+		}
+	}
+	e.unlockAndFlush()
+}
+
+// Run calls Tick every interval (default one second) until ctx is done.
+func (e *Engine) Run(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = time.Second
+	}
+	t := e.cfg.Clock.NewTimer(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			e.Tick()
+			t.Reset(interval)
+		}
+	}
+}
+
+// Dial starts Main Mode to remote from local and, once it is up, a Quick
+// Mode for L2TP (UDP/1701 on both sides, RFC 3193 §5). Progress is
+// reported through OnEvent.
+func (e *Engine) Dial(local, remote netip.AddrPort) error {
+	e.mu.Lock()
+	var err error
+	if e.closed {
+		err = ErrClosed
+	} else {
+		_, err = e.startMainMode(local, remote, nil)
+	}
+	e.unlockAndFlush()
+	return err
+}
+
+// Close deletes every SA (sending Delete payloads) and stops the engine.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if !e.closed {
+		for _, sa := range e.allSAs() {
+			sa.teardown(ErrClosed, true)
+		}
+		e.closed = true
+	}
+	e.unlockAndFlush()
+}
+
+// SACount reports established and half-open phase 1 SAs.
+func (e *Engine) SACount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.allSAs())
+}
+
+func (e *Engine) allSAs() []*ikeSA {
+	seen := map[*ikeSA]bool{}
+	var out []*ikeSA
+	for _, sa := range e.sas {
+		if !seen[sa] {
+			seen[sa] = true
+			out = append(out, sa)
+		}
+	}
+	for _, sa := range e.pending {
+		if !seen[sa] {
+			seen[sa] = true
+			out = append(out, sa)
+		}
+	}
+	return out
+}
+
+func (e *Engine) unlockAndFlush() {
+	out, evs := e.out, e.evs
+	e.out, e.evs = nil, nil
+	// Take flushMu before releasing mu so deliveries keep their order.
+	e.flushMu.Lock()
+	e.mu.Unlock()
+	defer e.flushMu.Unlock()
+	for _, p := range out {
+		if err := e.cfg.Sender.SendIKE(p.b, p.local, p.remote, p.natt); err != nil {
+			e.log.Debug("send failed", "peer", p.remote, "err", err)
+		}
+	}
+	if e.cfg.OnEvent != nil {
+		for _, ev := range evs {
+			e.cfg.OnEvent(ev)
+		}
+	}
+}
+
+func (e *Engine) send(b []byte, local, remote netip.AddrPort, natt bool) {
+	e.out = append(e.out, outPacket{b: b, local: local, remote: remote, natt: natt})
+}
+
+func (e *Engine) emit(ev Event) { e.evs = append(e.evs, ev) }
+
+// warn logs peer misbehaviour at most once a second (STYLE §6).
+func (e *Engine) warn(msg string, args ...any) {
+	now := e.cfg.Clock.Now()
+	if now.Sub(e.warnAt) < time.Second {
+		e.log.Debug(msg, args...)
+		return
+	}
+	e.warnAt = now
+	e.log.Warn(msg, args...)
+}
+
+// bucket is a token bucket limiting new phase 1 work per source address.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// allow takes a token for src; it is checked before any DH computation.
+func (e *Engine) allow(src netip.Addr) bool {
+	now := e.cfg.Clock.Now()
+	b := e.buckets[src]
+	if b == nil {
+		if len(e.buckets) > 4*e.cfg.MaxHalfOpen {
+			// Forget full buckets so the map stays bounded under a spoofed flood.
+			for a, ob := range e.buckets {
+				if now.Sub(ob.last).Seconds()*e.cfg.RatePerSource >= float64(e.cfg.BurstPerSource) {
+					delete(e.buckets, a)
+				}
+			}
+		}
+		b = &bucket{tokens: float64(e.cfg.BurstPerSource), last: now}
+		e.buckets[src] = b
+	}
+	b.tokens += now.Sub(b.last).Seconds() * e.cfg.RatePerSource
+	if b.tokens > float64(e.cfg.BurstPerSource) {
+		b.tokens = float64(e.cfg.BurstPerSource)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func (e *Engine) halfOpen() int {
+	n := 0
+	for _, sa := range e.allSAs() {
+		if sa.role == RoleResponder && sa.state < p1Established {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *Engine) random(n int) []byte {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(e.cfg.Rand, b); err != nil {
+		panic("ike: random source failed: " + err.Error())
+	}
+	return b
+}

@@ -1,0 +1,567 @@
+package ike
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// qmState is a Quick Mode exchange's state (RFC 2409 §5.5):
+//
+//	Initiator                               Responder
+//	qmSent1  --- HDR*, HASH(1), SA, Ni [, KE] [, IDci, IDcr] [, NAT-OA] -->
+//	         <-- HDR*, HASH(2), SA, Nr [, KE] [, IDci, IDcr] [, NAT-OA] --- qmSent2
+//	qmDone   --- HDR*, HASH(3) ------------------------------------------> qmDone
+type qmState uint8
+
+const (
+	qmSent1 qmState = iota + 1 // initiator waits for HASH(2)
+	qmSent2                    // responder waits for HASH(3)
+	qmDone                     // finished; kept briefly to answer duplicates
+)
+
+// quickMode is one Quick Mode exchange, keyed by message ID.
+type quickMode struct {
+	mid       uint32
+	initiator bool
+	state     qmState
+	iv        []byte
+	ni, nr    []byte
+	dh        *dhKey
+	gqm       []byte
+	inSPI     uint32
+	outSPI    uint32
+	chosen    phase2Attrs
+	idci      []byte // ID payload bodies, nil when absent
+	idcr      []byte
+	natoaI    netip.Addr
+	natoaR    netip.Addr
+	rekeyOf   *ChildSA
+	lastSent  []byte
+	lastRecv  [32]byte
+	retryAt   time.Time
+	retries   int
+	rto       time.Duration
+	doneAt    time.Time
+	offered   []ESPProposal
+	encapMode uint16
+}
+
+// phase2Encrypt encrypts an informational or Quick Mode message with the
+// exchange's IV chain and returns the datagram.
+func (sa *ikeSA) phase2Encrypt(ex Exchange, mid uint32, iv *[]byte, ps []Payload) []byte {
+	plain := appendPayloads(nil, ps)
+	ct := encrypt(sa.blk, *iv, plain)
+	*iv = lastBlock(ct, sa.blk.BlockSize())
+	h := sa.header(ex, mid, FlagEncryption)
+	h.Next = ps[0].Type
+	return append(appendHeader(nil, h, HeaderLen+len(ct)), ct...)
+}
+
+// hashed splits a decrypted phase 2 message into HASH and the bytes after
+// it (up to the end of the last payload, so padding is excluded).
+func hashed(first PayloadType, plain []byte) (hash, rest []byte, ps []Payload, err error) {
+	ps, err = parsePayloads(first, plain, HeaderLen)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(ps) == 0 || ps[0].Type != PayloadHash {
+		return nil, nil, nil, perr(HeaderLen, "first payload is not HASH", ErrBadPayload)
+	}
+	end := 0
+	for _, p := range ps {
+		end += genericHeaderLen + len(p.Body)
+	}
+	return ps[0].Body, plain[genericHeaderLen+len(ps[0].Body) : end], ps[1:], nil
+}
+
+func midBytes(mid uint32) []byte { return binary.BigEndian.AppendUint32(nil, mid) }
+
+// startQuickMode negotiates an ESP SA pair for L2TP (RFC 3193 §5:
+// UDP/1701 both ends), or rekeys old.
+func (sa *ikeSA) startQuickMode(old *ChildSA) error {
+	e := sa.e
+	q := &quickMode{initiator: true, rekeyOf: old, rto: e.cfg.Retransmit}
+	for q.mid == 0 || sa.qms[q.mid] != nil {
+		q.mid = binary.BigEndian.Uint32(e.random(4))
+	}
+	q.inSPI = sa.e.newSPI()
+	q.ni = e.random(nonceLen)
+	// All proposals share the PFS group of the first one: the KE payload
+	// can carry only one group.
+	pfs := e.cfg.ESPProposals[0].PFS
+	for _, p := range e.cfg.ESPProposals {
+		if p.PFS == pfs {
+			q.offered = append(q.offered, p)
+		}
+	}
+	q.encapMode = encapTransport
+	if sa.behindNAT() {
+		q.encapMode = encapUDPTransport
+		if sa.nat == natDraft {
+			q.encapMode = encapUDPTransportD
+		}
+	}
+	var ts []Transform
+	for i, p := range q.offered {
+		ts = append(ts, phase2Transform(uint8(i+1), p, q.encapMode, e.cfg.IPsecLifetime, e.cfg.IPsecLifeKB))
+	}
+	spi := binary.BigEndian.AppendUint32(nil, q.inSPI)
+	sap := SAPayload{DOI: DOIIPsec, Situation: SituationIdentOnly, Proposals: []Proposal{{Num: 1, Protocol: ProtoESP, SPI: spi, Transforms: ts}}}
+	ps := []Payload{{PayloadSA, sap.Append(nil)}, {PayloadNonce, q.ni}}
+	if pfs != GroupNone {
+		var err error
+		if q.dh, err = newDH(pfs, e.cfg.Rand); err != nil {
+			return err
+		}
+		ps = append(ps, Payload{PayloadKE, q.dh.pub})
+	}
+	q.idci = AddrID(sa.local.Addr(), ipsecProtocolUDP, l2tpPort).Append(nil)
+	q.idcr = AddrID(sa.remote.Addr(), ipsecProtocolUDP, l2tpPort).Append(nil)
+	ps = append(ps, Payload{PayloadID, q.idci}, Payload{PayloadID, q.idcr})
+	ps = append(ps, sa.natoaPayloads(sa.local.Addr(), sa.remote.Addr())...)
+	rest := appendPayloads(nil, ps)
+	h := prf(sa.prop.Hash, sa.keys.a, midBytes(q.mid), rest)
+	q.iv = phase2IV(sa.prop.Hash, sa.iv, q.mid)
+	q.lastSent = sa.phase2Encrypt(ExchangeQuickMode, q.mid, &q.iv, append([]Payload{{PayloadHash, h}}, ps...))
+	q.state = qmSent1
+	q.retryAt = e.cfg.Clock.Now().Add(q.rto)
+	sa.qms[q.mid] = q
+	if old != nil {
+		old.rekeyStarted = true
+	}
+	e.send(q.lastSent, sa.local, sa.remote, sa.natt)
+	sa.log.Debug("quick mode started", "mid", q.mid, "rekey", old != nil)
+	return nil
+}
+
+// natoaPayloads sends the original addresses in transport mode behind a NAT
+// (RFC 3947 §5.2: NAT-OAi then NAT-OAr).
+func (sa *ikeSA) natoaPayloads(i, r netip.Addr) []Payload {
+	if !sa.behindNAT() || sa.nat == natNone {
+		return nil
+	}
+	t := PayloadNATOA
+	if sa.nat == natDraft {
+		t = PayloadNATOADraft
+	}
+	return []Payload{{t, AppendNATOA(nil, i)}, {t, AppendNATOA(nil, r)}}
+}
+
+func (e *Engine) newSPI() uint32 {
+	for {
+		s := binary.BigEndian.Uint32(e.random(4))
+		if s > 0xff { // 1-255 are reserved (RFC 4303 §2.1)
+			return s
+		}
+	}
+}
+
+// quickModeInput handles a Quick Mode message for an established SA.
+func (sa *ikeSA) quickModeInput(m *Message, b []byte, local, remote netip.AddrPort, natt bool) error {
+	if sa.state != p1Established || m.Encrypted == nil || m.Header.MessageID == 0 {
+		sa.e.stats.Unmatched.Add(1)
+		return nil
+	}
+	sum := sha256.Sum256(b[:m.Header.Length])
+	q := sa.qms[m.Header.MessageID]
+	if q != nil && q.lastRecv == sum {
+		sa.e.stats.Duplicates.Add(1)
+		if q.lastSent != nil {
+			sa.e.send(q.lastSent, sa.local, sa.remote, sa.natt)
+		}
+		return nil
+	}
+	var iv []byte
+	if q == nil {
+		iv = phase2IV(sa.prop.Hash, sa.iv, m.Header.MessageID)
+	} else {
+		iv = q.iv
+	}
+	plain, err := decrypt(sa.blk, iv, m.Encrypted)
+	if err != nil {
+		return err
+	}
+	hash, rest, ps, err := hashed(m.Header.Next, plain)
+	if err != nil {
+		return err
+	}
+	dm := &Message{Header: m.Header, Payloads: ps}
+	next := lastBlock(m.Encrypted, sa.blk.BlockSize())
+	switch {
+	case q == nil:
+		want := prf(sa.prop.Hash, sa.keys.a, midBytes(m.Header.MessageID), rest)
+		if !hmac.Equal(hash, want) {
+			sa.e.stats.Malformed.Add(1)
+			return fmt.Errorf("%w: Quick Mode HASH(1)", ErrHashMismatch)
+		}
+		sa.float(local, remote, natt)
+		sa.lastHeard = sa.e.cfg.Clock.Now()
+		return sa.respondQuickMode(dm, next, sum)
+	case q.initiator && q.state == qmSent1:
+		sa.float(local, remote, natt)
+		q.iv = next
+		if err := sa.initRecvQM2(q, dm, hash, rest); err != nil {
+			delete(sa.qms, q.mid)
+			sa.e.stats.Phase2Failed.Add(1)
+			return err
+		}
+		q.lastRecv = sum
+	case !q.initiator && q.state == qmSent2:
+		want := prf(sa.prop.Hash, sa.keys.a, []byte{0}, midBytes(q.mid), q.ni, q.nr)
+		if !hmac.Equal(hash, want) {
+			return fmt.Errorf("%w: Quick Mode HASH(3)", ErrHashMismatch)
+		}
+		q.lastRecv = sum
+		q.state = qmDone
+		q.doneAt = sa.e.cfg.Clock.Now()
+		q.retryAt = time.Time{}
+		q.lastSent = nil
+		sa.childUp(q)
+	default:
+		sa.e.stats.Unmatched.Add(1)
+		return nil
+	}
+	sa.lastHeard = sa.e.cfg.Clock.Now()
+	return nil
+}
+
+// respondQuickMode chooses an ESP transform, honouring the initiator's
+// order within our policy, and sends HASH(2).
+func (sa *ikeSA) respondQuickMode(m *Message, iv []byte, sum [32]byte) error {
+	e := sa.e
+	q := &quickMode{mid: m.Header.MessageID, iv: iv, lastRecv: sum, rto: e.cfg.Retransmit}
+	sap, ok1 := m.Find(PayloadSA)
+	np, ok2 := m.Find(PayloadNonce)
+	if !ok1 || !ok2 || !nonceOK(np.Body) {
+		return perr(HeaderLen, "Quick Mode SA/nonce", ErrBadPayload)
+	}
+	q.ni = append([]byte{}, np.Body...)
+	sai, err := ParseSA(sap.Body)
+	if err != nil {
+		return err
+	}
+	var chosen *Proposal
+	for _, p := range sai.Proposals {
+		if p.Protocol != ProtoESP || len(p.SPI) != 4 {
+			continue
+		}
+		for _, t := range p.Transforms {
+			a, ok := decodePhase2(t)
+			if !ok || !e.allowedESP(a.prop) || !sa.encapOK(a.encap) {
+				continue
+			}
+			q.chosen = a
+			q.outSPI = binary.BigEndian.Uint32(p.SPI)
+			chosen = &Proposal{Num: p.Num, Protocol: ProtoESP, Transforms: []Transform{t}}
+			break
+		}
+		if chosen != nil {
+			break
+		}
+	}
+	if chosen == nil {
+		e.stats.NoProposalChosen.Add(1)
+		sa.sendNotifyInfo(NotifyNoProposalChosen)
+		return fmt.Errorf("%w: no acceptable ESP transform", ErrNoProposalChosen)
+	}
+	ids := m.All(PayloadID)
+	if len(ids) == 2 {
+		if err := selectorsOK(ids[0].Body, ids[1].Body); err != nil {
+			sa.sendNotifyInfo(NotifyInvalidIDInformation)
+			return err
+		}
+		q.idci = append([]byte{}, ids[0].Body...)
+		q.idcr = append([]byte{}, ids[1].Body...)
+	} else if len(ids) != 0 {
+		return fmt.Errorf("%w: %d ID payloads in Quick Mode", ErrInvalidID, len(ids))
+	}
+	oas := append(m.All(PayloadNATOA), m.All(PayloadNATOADraft)...)
+	if len(oas) >= 1 {
+		q.natoaI, _ = ParseNATOA(oas[0].Body)
+	}
+	if len(oas) >= 2 {
+		q.natoaR, _ = ParseNATOA(oas[1].Body)
+	}
+	q.inSPI = e.newSPI()
+	q.nr = e.random(nonceLen)
+	chosen.SPI = binary.BigEndian.AppendUint32(nil, q.inSPI)
+	reply := SAPayload{DOI: DOIIPsec, Situation: SituationIdentOnly, Proposals: []Proposal{*chosen}}
+	ps := []Payload{{PayloadSA, reply.Append(nil)}, {PayloadNonce, q.nr}}
+	if g := q.chosen.prop.PFS; g != GroupNone {
+		kp, ok := m.Find(PayloadKE)
+		if !ok {
+			return fmt.Errorf("%w: PFS without KE", ErrBadKE)
+		}
+		if q.dh, err = newDH(g, e.cfg.Rand); err != nil {
+			return err
+		}
+		if q.gqm, err = q.dh.shared(kp.Body); err != nil {
+			return err
+		}
+		ps = append(ps, Payload{PayloadKE, q.dh.pub})
+	}
+	if q.idci != nil {
+		ps = append(ps, Payload{PayloadID, q.idci}, Payload{PayloadID, q.idcr})
+	}
+	if len(oas) > 0 {
+		ps = append(ps, sa.natoaPayloads(sa.remote.Addr(), sa.local.Addr())...)
+	}
+	rest := appendPayloads(nil, ps)
+	h := prf(sa.prop.Hash, sa.keys.a, midBytes(q.mid), q.ni, rest)
+	q.lastSent = sa.phase2Encrypt(ExchangeQuickMode, q.mid, &q.iv, append([]Payload{{PayloadHash, h}}, ps...))
+	q.state = qmSent2
+	q.retryAt = e.cfg.Clock.Now().Add(q.rto)
+	sa.qms[q.mid] = q
+	e.send(q.lastSent, sa.local, sa.remote, sa.natt)
+	return nil
+}
+
+// encapOK accepts transport mode, UDP-encapsulated when a NAT was detected.
+func (sa *ikeSA) encapOK(m uint16) bool {
+	switch m {
+	case encapTransport:
+		return !sa.behindNAT()
+	case encapUDPTransport, encapUDPTransportD:
+		return sa.behindNAT()
+	}
+	return false
+}
+
+func (e *Engine) allowedESP(p ESPProposal) bool {
+	for _, q := range e.cfg.ESPProposals {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// selectorsOK accepts L2TP transport selectors: UDP (or any protocol) with
+// port 1701 or any on the responder side and any port on the initiator's
+// (clients behind NAT use an ephemeral source port), or whole-space subnets
+// as SoftEther proposes.
+func selectorsOK(ci, cr []byte) error {
+	for i, b := range [][]byte{ci, cr} {
+		id, err := ParseID(b)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidID, err)
+		}
+		if _, ok := id.Prefix(); !ok {
+			return fmt.Errorf("%w: selector type %d", ErrInvalidID, id.Type)
+		}
+		if id.Protocol != 0 && id.Protocol != ipsecProtocolUDP {
+			return fmt.Errorf("%w: selector protocol %d", ErrInvalidID, id.Protocol)
+		}
+		_ = i
+	}
+	return nil
+}
+
+// initRecvQM2 checks HASH(2), takes the responder's choice and sends HASH(3).
+func (sa *ikeSA) initRecvQM2(q *quickMode, m *Message, hash, rest []byte) error {
+	e := sa.e
+	if n, ok := m.Find(PayloadNotify); ok && len(m.Payloads) == 1 {
+		return sa.plainNotify(n)
+	}
+	np, ok := m.Find(PayloadNonce)
+	if !ok || !nonceOK(np.Body) {
+		return perr(HeaderLen, "Quick Mode nonce", ErrBadPayload)
+	}
+	want := prf(sa.prop.Hash, sa.keys.a, midBytes(q.mid), q.ni, rest)
+	if !hmac.Equal(hash, want) {
+		return fmt.Errorf("%w: Quick Mode HASH(2)", ErrHashMismatch)
+	}
+	q.nr = append([]byte{}, np.Body...)
+	sap, ok := m.Find(PayloadSA)
+	if !ok {
+		return perr(HeaderLen, "Quick Mode SA", ErrBadPayload)
+	}
+	sar, err := ParseSA(sap.Body)
+	if err != nil {
+		return err
+	}
+	if len(sar.Proposals) != 1 || len(sar.Proposals[0].Transforms) != 1 || len(sar.Proposals[0].SPI) != 4 {
+		return fmt.Errorf("%w: bad Quick Mode answer", ErrNoProposalChosen)
+	}
+	a, ok := decodePhase2(sar.Proposals[0].Transforms[0])
+	offered := false
+	for _, p := range q.offered {
+		offered = offered || p == a.prop
+	}
+	if !ok || !offered || a.encap != q.encapMode {
+		return fmt.Errorf("%w: responder chose %v, which we did not offer", ErrNoProposalChosen, a.prop)
+	}
+	q.chosen = a
+	q.outSPI = binary.BigEndian.Uint32(sar.Proposals[0].SPI)
+	if q.dh != nil {
+		kp, ok := m.Find(PayloadKE)
+		if !ok {
+			return fmt.Errorf("%w: PFS answer without KE", ErrBadKE)
+		}
+		if q.gqm, err = q.dh.shared(kp.Body); err != nil {
+			return err
+		}
+	}
+	if ids := m.All(PayloadID); len(ids) == 2 {
+		if !bytes.Equal(ids[0].Body, q.idci) || !bytes.Equal(ids[1].Body, q.idcr) {
+			return fmt.Errorf("%w: responder changed the selectors", ErrInvalidID)
+		}
+	}
+	oas := append(m.All(PayloadNATOA), m.All(PayloadNATOADraft)...)
+	if len(oas) >= 2 {
+		q.natoaI, _ = ParseNATOA(oas[0].Body)
+		q.natoaR, _ = ParseNATOA(oas[1].Body)
+	}
+	h3 := prf(sa.prop.Hash, sa.keys.a, []byte{0}, midBytes(q.mid), q.ni, q.nr)
+	q.lastSent = sa.phase2Encrypt(ExchangeQuickMode, q.mid, &q.iv, []Payload{{PayloadHash, h3}})
+	e.send(q.lastSent, sa.local, sa.remote, sa.natt)
+	q.state = qmDone
+	q.doneAt = e.cfg.Clock.Now()
+	q.retryAt = time.Time{}
+	sa.childUp(q)
+	return nil
+}
+
+// childUp derives KEYMAT (RFC 2409 §5.5) and reports the SA pair.
+func (sa *ikeSA) childUp(q *quickMode) {
+	e := sa.e
+	suite := q.chosen.prop.Suite
+	n := suite.KeymatLen()
+	life := e.cfg.IPsecLifetime
+	if q.chosen.life > 0 && q.chosen.life < life {
+		life = q.chosen.life
+	}
+	kb := e.cfg.IPsecLifeKB
+	if q.chosen.lifeKB > 0 && (kb == 0 || q.chosen.lifeKB < kb) {
+		kb = q.chosen.lifeKB
+	}
+	now := e.cfg.Clock.Now()
+	c := &ChildSA{
+		Suite: suite, InSPI: q.inSPI, OutSPI: q.outSPI,
+		InKey:  keymat(sa.prop.Hash, sa.keys.d, q.gqm, ProtoESP, q.inSPI, q.ni, q.nr, n),
+		OutKey: keymat(sa.prop.Hash, sa.keys.d, q.gqm, ProtoESP, q.outSPI, q.ni, q.nr, n),
+		Local:  sa.local, Remote: sa.remote, Encap: q.chosen.encap != encapTransport,
+		Lifetime: life, LifeKB: kb, Peer: sa.peer, Established: now, PFS: q.chosen.prop.PFS,
+		ikeCookies: cookieKey(sa.ci, sa.cr), expires: now.Add(life),
+	}
+	c.Role = RoleResponder
+	if q.initiator {
+		c.Role = RoleInitiator
+		c.NATOALocal, c.NATOARemote = q.natoaI, q.natoaR
+	} else {
+		c.NATOALocal, c.NATOARemote = q.natoaR, q.natoaI
+	}
+	c.Selectors = selectorsFrom(q, sa)
+	old := q.rekeyOf
+	if old == nil {
+		// A peer-initiated Quick Mode with the same selectors is a rekey
+		// from its side.
+		for _, o := range sa.children {
+			if o.Selectors == c.Selectors && !o.rekeyStarted {
+				old = o
+				old.rekeyStarted = true
+				break
+			}
+		}
+	}
+	sa.children = append(sa.children, c)
+	e.stats.Phase2Established.Add(1)
+	sa.log.Info("phase 2 established", "spi_in", fmt.Sprintf("%08x", c.InSPI), "spi_out", fmt.Sprintf("%08x", c.OutSPI),
+		"suite", suite.String(), "encap", c.Encap, "pfs", c.PFS)
+	if old != nil {
+		e.stats.Rekeys.Add(1)
+		// Make-before-break: the old pair keeps decrypting for the grace
+		// period, then is deleted.
+		old.expires = now.Add(e.cfg.RekeyGrace)
+		e.emit(Event{Kind: EventChildRekeyed, Remote: sa.remote, Peer: sa.peer, Child: c, Old: old})
+		return
+	}
+	e.emit(Event{Kind: EventChildUp, Remote: sa.remote, Peer: sa.peer, Child: c})
+}
+
+// selectorsFrom converts the ID payloads (or, without them, the phase 1
+// addresses, RFC 2409 §5.5) to our point of view.
+func selectorsFrom(q *quickMode, sa *ikeSA) Selectors {
+	s := Selectors{
+		Protocol: ipsecProtocolUDP,
+		Local:    netip.PrefixFrom(sa.local.Addr(), sa.local.Addr().BitLen()),
+		Remote:   netip.PrefixFrom(sa.remote.Addr(), sa.remote.Addr().BitLen()),
+	}
+	if q.idci == nil {
+		s.Protocol = 0
+		return s
+	}
+	ci, _ := ParseID(q.idci)
+	cr, _ := ParseID(q.idcr)
+	mine, theirs := ci, cr
+	if !q.initiator {
+		mine, theirs = cr, ci
+	}
+	s.Protocol = mine.Protocol
+	s.Local, _ = mine.Prefix()
+	s.LocalPort = mine.Port
+	s.Remote, _ = theirs.Prefix()
+	s.RemotePort = theirs.Port
+	return s
+}
+
+// tick retransmits and forgets finished exchanges.
+func (q *quickMode) tick(sa *ikeSA, now time.Time) {
+	e := sa.e
+	if q.state == qmDone {
+		if now.Sub(q.doneAt) > 2*retransmitCap {
+			delete(sa.qms, q.mid)
+		}
+		return
+	}
+	if q.retryAt.IsZero() || now.Before(q.retryAt) {
+		return
+	}
+	if q.retries >= e.cfg.Retries {
+		delete(sa.qms, q.mid)
+		e.stats.Phase2Failed.Add(1)
+		sa.log.Warn("quick mode timed out", "mid", q.mid)
+		if q.rekeyOf != nil {
+			q.rekeyOf.rekeyStarted = false
+		}
+		return
+	}
+	q.retries++
+	q.rto = min(q.rto*2, retransmitCap)
+	q.retryAt = now.Add(q.rto)
+	e.stats.Retransmits.Add(1)
+	e.send(q.lastSent, sa.local, sa.remote, sa.natt)
+}
+
+// tickChildren rekeys children before expiry (the Quick Mode initiator
+// does, so both ends do not race) and removes expired ones.
+func (sa *ikeSA) tickChildren(now time.Time) {
+	e := sa.e
+	kept := sa.children[:0]
+	var down []*ChildSA
+	for _, c := range sa.children {
+		if !now.Before(c.expires) {
+			down = append(down, c)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	sa.children = kept
+	for _, c := range down {
+		sa.sendDeleteESP(c)
+		e.emit(Event{Kind: EventChildDown, Remote: sa.remote, Peer: sa.peer, Child: c, Err: fmt.Errorf("ike: IPsec SA %08x expired", c.InSPI)})
+	}
+	for _, c := range sa.children {
+		margin := min(e.cfg.RekeyMargin, c.Lifetime/2)
+		if c.Role == RoleInitiator && !c.rekeyStarted && !now.Before(c.expires.Add(-margin)) {
+			if err := sa.startQuickMode(c); err != nil {
+				sa.log.Warn("phase 2 rekey not started", "err", err)
+			}
+		}
+	}
+}
