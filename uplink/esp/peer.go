@@ -156,6 +156,9 @@ func (t *Transport) Rekey(p *Peer, in, out *SA) error {
 // here, synchronously, so that a fake clock advanced right after Rekey
 // returns fires it deterministically.
 func (t *Transport) retire(spi uint32) {
+	if t.cfg.RekeyGrace < 0 {
+		return
+	}
 	tm := t.clock.NewTimer(t.cfg.RekeyGrace)
 	t.wg.Add(1)
 	go func() {

@@ -48,7 +48,8 @@ type TransportConfig struct {
 	KeepaliveInterval time.Duration
 	// RekeyGrace is how long an old inbound SA keeps decrypting after Rekey
 	// installed its successor (default 30 s), unless RemoveSA ends it
-	// earlier (on the peer's Delete).
+	// earlier (on the peer's Delete). Negative: never retire automatically;
+	// the composer calls RemoveSA (e.g. on ike.EventChildDown).
 	RekeyGrace time.Duration
 	// ReadQueue is the number of opened L2TP datagrams buffered for the
 	// PacketConn reader (default 512); beyond it packets are dropped and
@@ -144,7 +145,7 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.KeepaliveInterval == 0 {
 		cfg.KeepaliveInterval = 20 * time.Second
 	}
-	if cfg.RekeyGrace <= 0 {
+	if cfg.RekeyGrace == 0 {
 		cfg.RekeyGrace = 30 * time.Second
 	}
 	if cfg.SocketBuffer <= 0 {

@@ -470,3 +470,37 @@ func TestTransportRekeyUnderTraffic(t *testing.T) {
 		}
 	}
 }
+
+func TestTransportRekeyNoAutoRetire(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clock := linktest.NewClock()
+	tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", Clock: clock, RekeyGrace: -1,
+		IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	out1, in1 := newPair(t, gcm128, 1, Options{})
+	out2, in2 := newPair(t, gcm128, 2, Options{})
+	p, err := tr.AddSA(in1, out1, PeerConfig{Remote: netip.MustParseAddrPort("192.0.2.1:4500")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Rekey(p, in2, out2); err != nil {
+		t.Fatal(err)
+	}
+	if p.Outbound() != out2 {
+		t.Fatal("Rekey did not switch the outbound SA")
+	}
+	clock.Advance(time.Hour)
+	if n := len(*tr.sas.Load()); n != 2 {
+		t.Fatalf("%d inbound SAs after an hour with RekeyGrace < 0, want 2", n)
+	}
+	tr.RemoveSA(1)
+	if _, ok := (*tr.sas.Load())[1]; ok || len(*tr.sas.Load()) != 1 {
+		t.Fatal("RemoveSA(1) did not remove exactly the old SA")
+	}
+	if err := tr.Rekey(p, in2, out2); err == nil {
+		t.Fatal("Rekey with an installed SPI accepted")
+	}
+}
