@@ -1,0 +1,257 @@
+// Package mqttrelay connects each MQTT endpoint of the site broker
+// (downlink/mqtt) to the central MQTT broker with its own paho.mqtt.golang
+// session: client ID = endpoint name, TCP dialled FROM the endpoint's VPN
+// address (Config.Dial, normally the userspace IP stack), TLS wrapped
+// inside that dial, persistent session (clean session false) so commands
+// wait at the central broker while the bridge is away.
+//
+// Upstream (device -> central): Relay.Publish is the site broker's
+// Upstream. Every message goes to the spool first (QoS 1/2 durably, before
+// the device gets PUBACK/PUBREC), then the endpoint's session replays the
+// spool in order with the device's QoS and retain flag, mapped by
+// Config.Mapping, and deletes each message only when the central broker
+// acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2; QoS 0 once
+// written). While the uplink or the central broker is down, messages
+// accumulate in the spool; a restarted bridge resumes from it. QoS 2 keeps
+// exactly-once across reconnects and restarts: see sessionStore.
+//
+// Downstream (central -> device): each session subscribes to the mapped
+// command filters and hands what arrives to Config.Downlink (the site
+// broker's Deliver), which queues it in the device's persistent session.
+//
+// A device's last will is relayed like any message when the site broker
+// publishes it.
+package mqttrelay
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	mqtt "github.com/fleetgate/fleetgate/downlink/mqtt"
+
+	"github.com/fleetgate/fleetgate/bridge/spool"
+	"github.com/fleetgate/fleetgate/uplink/link"
+)
+
+// Dialer opens a TCP connection from local address src to dst. The bridge
+// passes the userspace IP stack's DialTCP; tests use a net.Dialer bound to
+// src (see NetDialer).
+type Dialer func(ctx context.Context, src netip.Addr, dst netip.AddrPort) (net.Conn, error)
+
+// NetDialer dials with the host's kernel stack, binding the source address.
+func NetDialer(ctx context.Context, src netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+	return d.DialContext(ctx, "tcp", dst.String())
+}
+
+// Downlink delivers a central command to a device (downlink/mqtt.Broker).
+type Downlink interface {
+	Deliver(endpoint, topic string, payload []byte, qos byte, retain bool) error
+}
+
+// Config configures a Relay.
+type Config struct {
+	// Site names this site in the topic mapping.
+	Site string
+	// Server is the central broker's address (inside the VPN).
+	Server netip.AddrPort
+	// TLS, if set, is used toward the central broker (ServerName should
+	// be set); nil means plain MQTT.
+	TLS *tls.Config
+	// Credentials returns the central broker login of an endpoint
+	// (optional; empty username means none).
+	Credentials func(endpoint string) (username, password string)
+	// Dial opens connections from an endpoint's address (NetDialer if nil).
+	Dial Dialer
+	// AddrOf returns an endpoint's VPN address (required).
+	AddrOf func(endpoint string) (netip.Addr, bool)
+	// Mapping is the topic mapping (defaults documented on Mapping).
+	Mapping Mapping
+	// Spool is the store-and-forward queue (required).
+	Spool *spool.Spool
+	// Downlink receives central commands (optional).
+	Downlink Downlink
+	// Window, KeepAlive, ConnectTimeout, BackoffMin, BackoffMax: see the
+	// Default constants.
+	Window         int
+	KeepAlive      time.Duration
+	ConnectTimeout time.Duration
+	BackoffMin     time.Duration
+	BackoffMax     time.Duration
+	// Clock drives reconnect backoff (link.System if nil).
+	Clock link.Clock
+	// Logger receives lifecycle lines (discarded if nil).
+	Logger *slog.Logger
+}
+
+// Relay runs one central session per MQTT endpoint.
+type Relay struct {
+	cfg   Config
+	log   *slog.Logger
+	stats Stats
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[string]*session
+}
+
+var _ mqtt.Upstream = (*Relay)(nil)
+
+// New validates cfg and creates a relay; sessions start on Start, on the
+// first message of an endpoint, or on AddEndpoint.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Spool == nil || cfg.AddrOf == nil || !cfg.Server.IsValid() {
+		return nil, fmt.Errorf("%w: Spool, AddrOf and Server are required", ErrConfig)
+	}
+	cfg.Mapping = cfg.Mapping.withDefaults()
+	if err := cfg.Mapping.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = NetDialer
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = link.System
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	return &Relay{cfg: cfg, log: lg.With("component", "mqttrelay"), sessions: make(map[string]*session)}, nil
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() *Stats { return &r.stats }
+
+// Start starts a session for every endpoint with a backlog in the spool
+// (messages accepted before a restart).
+func (r *Relay) Start() error {
+	for _, ep := range r.cfg.Spool.Endpoints() {
+		if err := r.AddEndpoint(ep); err != nil {
+			r.log.Warn("mqttrelay: backlog for unknown endpoint stays queued", "endpoint", ep, "err", err)
+		}
+	}
+	return nil
+}
+
+// AddEndpoint starts the endpoint's central session if it is not running,
+// so its commands are subscribed even before the device publishes.
+func (r *Relay) AddEndpoint(endpoint string) error {
+	_, err := r.session(endpoint)
+	return err
+}
+
+func (r *Relay) session(endpoint string) (*session, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if s, ok := r.sessions[endpoint]; ok {
+		return s, nil
+	}
+	src, ok := r.cfg.AddrOf(endpoint)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownEndpoint, endpoint)
+	}
+	s := newSession(r, endpoint, src)
+	r.sessions[endpoint] = s
+	go s.run()
+	return s, nil
+}
+
+// Publish implements mqtt.Upstream: the message is spooled (durably for
+// QoS 1/2) before it returns; the endpoint's session sends it on.
+func (r *Relay) Publish(endpoint string, m mqtt.Message) error {
+	_, err := r.cfg.Spool.Append(spool.Message{
+		Endpoint: endpoint, Topic: m.Topic, QoS: m.QoS, Retain: m.Retain,
+		Payload: append([]byte(nil), m.Payload...),
+	})
+	if err != nil {
+		r.stats.SpoolRefused.Add(1)
+		return err
+	}
+	r.stats.Spooled.Add(1)
+	if _, err := r.session(endpoint); err != nil {
+		r.log.Warn("mqttrelay: message queued, no session", "endpoint", endpoint, "err", err)
+	}
+	return nil
+}
+
+// EndpointStatus is one endpoint's relay state for `bridge status`.
+type EndpointStatus struct {
+	Endpoint  string
+	Source    netip.Addr
+	State     State
+	LastError string
+	Queued    int
+	Bytes     int64
+	Oldest    time.Time
+	InFlight  int
+}
+
+// Status lists every session, sorted by endpoint.
+func (r *Relay) Status() []EndpointStatus {
+	r.mu.Lock()
+	ss := make([]*session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		ss = append(ss, s)
+	}
+	r.mu.Unlock()
+	out := make([]EndpointStatus, 0, len(ss))
+	for _, s := range ss {
+		st := EndpointStatus{Endpoint: s.ep, Source: s.src, State: s.State(), InFlight: s.store.inflight()}
+		if e := s.lastErr.Load(); e != nil {
+			st.LastError = *e
+		}
+		st.Queued, st.Bytes, st.Oldest = r.cfg.Spool.Depth(s.ep)
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Endpoint < out[j].Endpoint })
+	return out
+}
+
+// Close stops every session at once, without waiting for in-flight
+// messages: they stay in the spool and are resent on the next start.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	ss := make([]*session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		ss = append(ss, s)
+	}
+	r.mu.Unlock()
+	for _, s := range ss {
+		close(s.stop)
+	}
+	for _, s := range ss {
+		<-s.done
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package mqttrelay
+
+import (
+	"sort"
+	"strconv"
+	"sync"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/fleetgate/fleetgate/bridge/spool"
+)
+
+// sessionStore is paho's persistence for one endpoint, backed by the spool:
+//
+//   - paho Puts an outbound PUBLISH under "o.<id>" synchronously inside
+//     Client.Publish; the session announces which spool message it is
+//     publishing (expect), so the store records a Bind (seq -> packet id,
+//     stage 1) in the spool, fsynced for QoS 2.
+//   - the connection sniffer reports PUBREC: Bind stage 2, fsynced.
+//   - paho Dels "o.<id>" on PUBACK / PUBCOMP: the spool message is acked.
+//   - after a restart the session preloads the store from the spool's bound
+//     messages (PUBLISH with DUP for stage 1, PUBREL for stage 2), so paho's
+//     resume sends the same packet identifiers on the persistent session
+//     and the central broker drops QoS 2 duplicates (MQTT 3.1.1 §4.3.3).
+//
+// Subscriptions and inbound QoS 2 state are kept in memory only.
+type sessionStore struct {
+	sp       *spool.Spool
+	endpoint string
+	onAck    func(seq uint64, qos byte)
+	onErr    func(err error)
+
+	mu     sync.Mutex
+	expect uint64 // spool seq of the PUBLISH being handed to paho now
+	out    map[string]storeEntry
+	in     map[string]packets.ControlPacket
+	freed  chan struct{} // signalled when an outbound message completes
+}
+
+type storeEntry struct {
+	seq uint64
+	qos byte
+	pkt packets.ControlPacket
+}
+
+var _ paho.Store = (*sessionStore)(nil)
+
+func newSessionStore(sp *spool.Spool, endpoint string) *sessionStore {
+	return &sessionStore{
+		sp: sp, endpoint: endpoint,
+		out:   make(map[string]storeEntry),
+		in:    make(map[string]packets.ControlPacket),
+		freed: make(chan struct{}, 1),
+		onAck: func(uint64, byte) {},
+		onErr: func(error) {},
+	}
+}
+
+func outKey(id uint16) string { return "o." + strconv.Itoa(int(id)) }
+
+// preload registers a spool message that was bound before a restart.
+func (s *sessionStore) preload(m spool.Message, pkt packets.ControlPacket) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.out[outKey(m.PacketID)] = storeEntry{seq: m.Seq, qos: m.QoS, pkt: pkt}
+}
+
+// setExpect announces the spool seq of the next PUBLISH (0 to clear).
+func (s *sessionStore) setExpect(seq uint64) {
+	s.mu.Lock()
+	s.expect = seq
+	s.mu.Unlock()
+}
+
+// holds reports whether spool message seq is in flight in this store.
+func (s *sessionStore) holds(seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.out {
+		if e.seq == seq {
+			return true
+		}
+	}
+	return false
+}
+
+// inflight counts outbound messages awaiting their acknowledgement.
+func (s *sessionStore) inflight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.out {
+		if e.seq != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Open implements paho.Store.
+func (s *sessionStore) Open() {}
+
+// Close implements paho.Store.
+func (s *sessionStore) Close() {}
+
+// Reset implements paho.Store (called only for clean sessions, which the
+// relay does not use).
+func (s *sessionStore) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.out = make(map[string]storeEntry)
+	s.in = make(map[string]packets.ControlPacket)
+}
+
+// Put implements paho.Store.
+func (s *sessionStore) Put(key string, m packets.ControlPacket) {
+	if len(key) < 2 || key[0] != 'o' {
+		s.mu.Lock()
+		s.in[key] = m
+		s.mu.Unlock()
+		return
+	}
+	pub, isPub := m.(*packets.PublishPacket)
+	s.mu.Lock()
+	if !isPub || s.expect == 0 {
+		s.out[key] = storeEntry{pkt: m}
+		s.mu.Unlock()
+		return
+	}
+	seq := s.expect
+	s.expect = 0
+	s.out[key] = storeEntry{seq: seq, qos: pub.Qos, pkt: m}
+	s.mu.Unlock()
+	// Still on the publishing goroutine, before paho writes the PUBLISH.
+	if err := s.sp.Bind(s.endpoint, seq, pub.MessageID, 1, pub.Qos == 2); err != nil {
+		s.onErr(err)
+	}
+}
+
+// pubrec records that the central broker holds QoS 2 message id.
+func (s *sessionStore) pubrec(id uint16) {
+	key := outKey(id)
+	s.mu.Lock()
+	e, ok := s.out[key]
+	if ok && e.seq != 0 && e.qos == 2 {
+		rel := packets.NewControlPacket(packets.Pubrel).(*packets.PubrelPacket)
+		rel.MessageID = id
+		e.pkt = rel
+		s.out[key] = e
+	}
+	s.mu.Unlock()
+	if ok && e.seq != 0 && e.qos == 2 {
+		if err := s.sp.Bind(s.endpoint, e.seq, id, 2, true); err != nil {
+			s.onErr(err)
+		}
+	}
+}
+
+// Get implements paho.Store.
+func (s *sessionStore) Get(key string) packets.ControlPacket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.out[key]; ok {
+		return e.pkt
+	}
+	return s.in[key]
+}
+
+// All implements paho.Store: outbound keys in spool order (so a resume
+// after reconnect keeps the per-endpoint order), then inbound keys.
+func (s *sessionStore) All() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.out)+len(s.in))
+	for k := range s.out {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return s.out[keys[i]].seq < s.out[keys[j]].seq })
+	for k := range s.in {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Del implements paho.Store: for an outbound message, the central broker
+// acknowledged it (PUBACK / PUBCOMP), so the spool copy is released.
+func (s *sessionStore) Del(key string) {
+	s.mu.Lock()
+	if len(key) < 2 || key[0] != 'o' {
+		delete(s.in, key)
+		s.mu.Unlock()
+		return
+	}
+	e, ok := s.out[key]
+	delete(s.out, key)
+	s.mu.Unlock()
+	if !ok || e.seq == 0 {
+		return
+	}
+	if err := s.sp.Ack(s.endpoint, e.seq); err != nil {
+		s.onErr(err)
+	}
+	s.onAck(e.seq, e.qos)
+	select {
+	case s.freed <- struct{}{}:
+	default:
+	}
+}
