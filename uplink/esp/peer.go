@@ -237,7 +237,7 @@ func (t *Transport) inputESP(b []byte, from netip.AddrPort) {
 		t.warn.log(t.log, "ESP for unknown SPI", "spi", spiHex(spi), "peer", from)
 		return
 	}
-	payload, nh, err := e.sa.Open(b)
+	payload, nh, newest, err := e.sa.open(b)
 	if err != nil {
 		t.stats.OpenFailures.Add(1)
 		t.warn.log(t.log, "ESP packet dropped", "spi", spiHex(spi), "peer", from, "reason", err)
@@ -266,8 +266,10 @@ func (t *Transport) inputESP(b []byte, from netip.AddrPort) {
 		t.warn.log(t.log, "bad inner UDP length", "spi", spiHex(spi), "len", ulen)
 		return
 	}
-	if cur := p.remote.Load(); *cur != from {
-		// Only authenticated, non-replayed packets get here.
+	if cur := p.remote.Load(); *cur != from && newest {
+		// Only authenticated packets that advanced the replay window move
+		// the peer: a delayed or replayed copy sent from elsewhere cannot
+		// redirect its traffic.
 		nf := from
 		p.remote.Store(&nf)
 		t.stats.Rebinds.Add(1)

@@ -366,17 +366,25 @@ func (sa *SA) seal(s *scratch, dst, payload []byte, nh byte, seq uint32, iv []by
 // window is checked before and updated after the integrity check. It never
 // allocates.
 func (sa *SA) Open(pkt []byte) (payload []byte, nextHeader byte, err error) {
+	payload, nextHeader, _, err = sa.open(pkt)
+	return payload, nextHeader, err
+}
+
+// open is Open that also reports whether the packet carried the highest
+// sequence number seen so far (the transport only follows a peer's address
+// change on such packets, so a delayed copy cannot redirect traffic).
+func (sa *SA) open(pkt []byte) (payload []byte, nextHeader byte, newest bool, err error) {
 	if sa.dir != Inbound {
-		return nil, 0, ErrDirection
+		return nil, 0, false, ErrDirection
 	}
 	if len(pkt) < HeaderLen+sa.ivLen+sa.align+sa.icvLen {
 		sa.stats.Malformed.Add(1)
-		return nil, 0, ErrShort
+		return nil, 0, false, ErrShort
 	}
 	h := Header(pkt)
 	if h.SPI() != sa.spi {
 		sa.stats.Malformed.Add(1)
-		return nil, 0, ErrSPI
+		return nil, 0, false, ErrSPI
 	}
 	seq := uint64(h.Seq())
 	sa.replayMu.Lock()
@@ -384,14 +392,14 @@ func (sa *SA) Open(pkt []byte) (payload []byte, nextHeader byte, err error) {
 	sa.replayMu.Unlock()
 	if !fresh {
 		sa.stats.ReplayDrops.Add(1)
-		return nil, 0, ErrReplay
+		return nil, 0, false, ErrReplay
 	}
 	bodyOff := HeaderLen + sa.ivLen
 	end := len(pkt) - sa.icvLen
 	body := pkt[bodyOff:end]
 	if len(body)%sa.align != 0 {
 		sa.stats.Malformed.Add(1)
-		return nil, 0, ErrMalformed
+		return nil, 0, false, ErrMalformed
 	}
 	s := sa.scratch.Get().(*scratch)
 	defer sa.scratch.Put(s)
@@ -400,7 +408,7 @@ func (sa *SA) Open(pkt []byte) (payload []byte, nextHeader byte, err error) {
 		copy(s.nonce[gcmSaltLen:], pkt[HeaderLen:bodyOff])
 		if _, err := sa.aead.Open(body[:0], s.nonce[:], pkt[bodyOff:], pkt[:HeaderLen]); err != nil {
 			sa.stats.AuthFailures.Add(1)
-			return nil, 0, ErrAuth
+			return nil, 0, false, ErrAuth
 		}
 	} else {
 		s.mac.Reset()
@@ -408,39 +416,40 @@ func (sa *SA) Open(pkt []byte) (payload []byte, nextHeader byte, err error) {
 		sum := s.mac.Sum(s.sum[:0])
 		if !hmac.Equal(sum[:sa.icvLen], pkt[end:]) {
 			sa.stats.AuthFailures.Add(1)
-			return nil, 0, ErrAuth
+			return nil, 0, false, ErrAuth
 		}
 		s.dec.SetIV(pkt[HeaderLen:bodyOff])
 		s.dec.CryptBlocks(body, body)
 	}
 	sa.replayMu.Lock()
+	newest = seq > sa.window.Last()
 	fresh = sa.window.Update(seq)
 	sa.replayMu.Unlock()
 	if !fresh { // a copy raced us through the integrity check
 		sa.stats.ReplayDrops.Add(1)
-		return nil, 0, ErrReplay
+		return nil, 0, false, ErrReplay
 	}
 	padLen := int(body[len(body)-2])
 	nh := body[len(body)-1]
 	if padLen+TrailerLen > len(body) {
 		sa.stats.BadPadding.Add(1)
-		return nil, 0, ErrPadding
+		return nil, 0, false, ErrPadding
 	}
 	plen := len(body) - TrailerLen - padLen
 	for i := 0; i < padLen; i++ {
 		if body[plen+i] != byte(i+1) {
 			sa.stats.BadPadding.Add(1)
-			return nil, 0, ErrPadding
+			return nil, 0, false, ErrPadding
 		}
 	}
 	if !sa.checkLimits(sa.packets.Add(1), plen) {
-		return nil, 0, ErrHardLimit
+		return nil, 0, false, ErrHardLimit
 	}
 	if nh == NextHeaderNone {
 		sa.stats.DummyDropped.Add(1)
-		return nil, 0, ErrDummy
+		return nil, 0, false, ErrDummy
 	}
 	sa.stats.PacketsIn.Add(1)
 	sa.stats.BytesIn.Add(uint64(plen))
-	return body[:plen], nh, nil
+	return body[:plen], nh, newest, nil
 }

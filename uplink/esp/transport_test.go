@@ -504,3 +504,27 @@ func TestTransportRekeyNoAutoRetire(t *testing.T) {
 		t.Fatal("Rekey with an installed SPI accepted")
 	}
 }
+
+// TestTransportRebindOnlyOnNewest: a packet that is authentic and unseen
+// but older than the newest one is delivered, yet does not move the peer.
+func TestTransportRebindOnlyOnNewest(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clock := linktest.NewClock()
+	a, b := newEnd(t, clock), newEnd(t, clock)
+	_, pB, aOut := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
+	inner := []byte{0x06, 0xa5, 0x06, 0xa5, 0, 9, 0, 0, 'x'}
+	older, _ := aOut.Seal(nil, inner, NextHeaderUDP)
+	newer, _ := aOut.Seal(nil, inner, NextHeaderUDP)
+	raw1, raw2 := rawSocket(t), rawSocket(t)
+	dst := net.UDPAddrFromAddrPort(b.tr.NATTAddr())
+	raw1.WriteToUDP(newer, dst)
+	read(t, b.tr.L2TP())
+	raw2.WriteToUDP(older, dst)
+	read(t, b.tr.L2TP())
+	if got, want := pB.Remote(), raw1.LocalAddr().(*net.UDPAddr).AddrPort(); got != want {
+		t.Fatalf("peer remote = %v, want %v (the sender of the newest packet)", got, want)
+	}
+	if got := b.tr.Stats().Rebinds.Load(); got != 1 {
+		t.Fatalf("Rebinds = %d, want 1", got)
+	}
+}
