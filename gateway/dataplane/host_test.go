@@ -122,4 +122,3 @@ func TestCheckIPForward(t *testing.T) {
 		t.Error("missing file: got nil")
 	}
 }
-

@@ -28,11 +28,11 @@ type UserspaceConfig struct {
 // central network lives inside the process, so the gateway runs without
 // root or TUN.
 type Userspace struct {
-	st      *ipstack.Stack
-	out     chan []byte
-	done    chan struct{}
-	once    sync.Once
-	mtu     int
+	st   *ipstack.Stack
+	out  chan []byte
+	done chan struct{}
+	once sync.Once
+	mtu  int
 	// Dropped counts packets from the stack lost to a full queue.
 	Dropped atomic.Uint64
 }
