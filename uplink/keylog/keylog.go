@@ -161,7 +161,11 @@ func Open(dir string) (*Writer, error) {
 	return &Writer{ike: ike, esp: espf, closers: []io.Closer{ike, espf}}, nil
 }
 
-// LogIKEv1 records an IKEv1 SA's initiator cookie and encryption key.
+// LogIKEv1 records an IKEv1 SA's initiator cookie and phase-1 encryption
+// key exactly as the cipher uses it: SKEYID_e, expanded per RFC 2409
+// Appendix B when shorter than the key, truncated to the cipher's key
+// length (Wireshark hands it to the cipher as is and derives the IVs itself
+// from the KE payloads in the capture).
 func (w *Writer) LogIKEv1(icookie [8]byte, encKey []byte) error {
 	if w == nil || w.ike == nil {
 		return nil
