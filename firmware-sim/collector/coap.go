@@ -59,7 +59,7 @@ func (c *Collector) CoAPHandler(source string) mux.Handler {
 // coapnet.NewListenUDP) until ctx ends. The bridge forwards device
 // telemetry this way from each endpoint's VPN address.
 func (c *Collector) ServeCoAP(ctx context.Context, conn *coapnet.UDPConn) error {
-	s := udpserver.New(options.WithMux(c.CoAPHandler("coap")), options.WithContext(ctx))
+	s := udpserver.New(options.WithMux(c.CoAPHandler("coap")), options.WithContext(ctx), options.WithErrors(c.coapError))
 	go func() {
 		<-ctx.Done()
 		s.Stop()
@@ -74,7 +74,7 @@ func (c *Collector) ServeCoAP(ctx context.Context, conn *coapnet.UDPConn) error 
 // ServeCoAPDTLS serves CoAP telemetry over DTLS on l until ctx ends; extra
 // options (e.g. options.WithOnNewConn) are passed to the go-coap server.
 func (c *Collector) ServeCoAPDTLS(ctx context.Context, l dtlsserver.Listener, extra ...dtlsserver.Option) error {
-	opts := append([]dtlsserver.Option{options.WithMux(c.CoAPHandler("coaps")), options.WithContext(ctx)}, extra...)
+	opts := append([]dtlsserver.Option{options.WithMux(c.CoAPHandler("coaps")), options.WithContext(ctx), options.WithErrors(c.coapError)}, extra...)
 	s := dtlsserver.New(opts...)
 	go func() {
 		<-ctx.Done()
@@ -85,6 +85,13 @@ func (c *Collector) ServeCoAPDTLS(ctx context.Context, l dtlsserver.Listener, ex
 		return nil
 	}
 	return err
+}
+
+// coapError receives go-coap's transport errors (failed handshakes, closed
+// connections): counted and logged at debug level, never printed.
+func (c *Collector) coapError(err error) {
+	c.Stats.TransportErrors.Add(1)
+	c.log.Debug("coap transport", "err", err)
 }
 
 // DTLSConfig describes a DTLS listener for devices.

@@ -40,6 +40,9 @@ type Stats struct {
 	Messages atomic.Uint64
 	// Malformed counts payloads that failed to decode or were rejected.
 	Malformed atomic.Uint64
+	// TransportErrors counts errors reported by the CoAP transport (failed
+	// DTLS handshakes, connection errors).
+	TransportErrors atomic.Uint64
 }
 
 // Sample is one accepted telemetry message, passed to Config.OnTelemetry.
