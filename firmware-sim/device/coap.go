@@ -27,7 +27,7 @@ const (
 	// PathHumidity is the humidity resource (GET, observe).
 	PathHumidity = "/sensors/humidity"
 	// PathCore is the RFC 6690 resource directory.
-	PathCore = "/.well-known/core"
+	PathCore  = "/.well-known/core"
 	coreLinks = `</sensors/temp>;rt="temperature-c";obs;ct=110,</sensors/humidity>;rt="humidity";obs;ct=110`
 )
 

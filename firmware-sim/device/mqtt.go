@@ -43,7 +43,7 @@ func (d *Device) dialMQTT(ctx context.Context) (session, error) {
 	s := &mqttSession{d: d, topic: strings.ReplaceAll(d.cfg.Topic, "{device}", d.cfg.Name), lost: make(chan struct{})}
 	user, pass := mqttPassword(d.cfg.Creds)
 	o := paho.NewClientOptions().
-		AddBroker("tls://"+d.cfg.Target).
+		AddBroker("tls://" + d.cfg.Target).
 		SetClientID(d.cfg.Name).
 		SetUsername(user).
 		SetTLSConfig(d.tlsConfig()).
