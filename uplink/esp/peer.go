@@ -292,6 +292,10 @@ func (t *Transport) keepaliveLoop(tm link.Timer) {
 			return
 		case <-tm.C():
 		}
+		// Re-arm before sending, so that the next period is counted from
+		// this expiry (and a test that saw the keepalive may advance the
+		// clock again at once).
+		tm.Reset(t.cfg.KeepaliveInterval)
 		targets = targets[:0]
 		t.mu.Lock()
 		for p := range t.peers {
@@ -307,7 +311,6 @@ func (t *Transport) keepaliveLoop(tm link.Timer) {
 			}
 			t.stats.KeepalivesOut.Add(1)
 		}
-		tm.Reset(t.cfg.KeepaliveInterval)
 	}
 }
 

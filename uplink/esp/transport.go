@@ -14,10 +14,11 @@ import (
 )
 
 // IKEHandler receives the IKE datagrams the transport reads. The IKE engine
-// implements it. b is only valid during the call (the transport reuses its
-// read buffer); natt reports whether it came on the NAT-T port, with the
-// non-ESP marker already stripped (RFC 3948 §2.2). Input must not block
-// for long: it runs on the socket's reader goroutine.
+// implements it. natt reports whether the datagram came on the NAT-T port,
+// with the non-ESP marker already stripped (RFC 3948 §2.2). Input is called
+// from one transport goroutine, never from the socket readers, so slow IKE
+// work (Diffie-Hellman under a flood) cannot stall ESP; b belongs to the
+// handler. When the IKE queue is full, datagrams are dropped and counted.
 type IKEHandler interface {
 	Input(b []byte, local, remote netip.AddrPort, natt bool)
 }
@@ -51,6 +52,9 @@ type TransportConfig struct {
 	// earlier (on the peer's Delete). Negative: never retire automatically;
 	// the composer calls RemoveSA (e.g. on ike.EventChildDown).
 	RekeyGrace time.Duration
+	// IKEQueue is the number of IKE datagrams buffered for the handler
+	// (default 256); beyond it they are dropped (IKE retransmits).
+	IKEQueue int
 	// ReadQueue is the number of opened L2TP datagrams buffered for the
 	// PacketConn reader (default 512); beyond it packets are dropped and
 	// counted.
@@ -69,6 +73,8 @@ type TransportConfig struct {
 type TransportStats struct {
 	// IKEIn and IKEOut count IKE datagrams received and sent.
 	IKEIn, IKEOut atomic.Uint64
+	// IKEDrops counts IKE datagrams dropped because the handler was behind.
+	IKEDrops atomic.Uint64
 	// KeepalivesIn and KeepalivesOut count NAT-keepalive datagrams.
 	KeepalivesIn, KeepalivesOut atomic.Uint64
 	// ESPIn counts ESP datagrams that opened and passed the selectors;
@@ -125,6 +131,7 @@ type Transport struct {
 	// SPI whose grace period ended.
 	retiredHook chan uint32
 
+	ikeQ    chan ikeDatagram
 	l2tp    *l2tpConn
 	bufPool sync.Pool // *[]byte of bufSize
 	done    chan struct{}
@@ -154,6 +161,9 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.ReadQueue <= 0 {
 		cfg.ReadQueue = 512
 	}
+	if cfg.IKEQueue <= 0 {
+		cfg.IKEQueue = 256
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -180,7 +190,9 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	_ = t.natt.SetReadBuffer(cfg.SocketBuffer)
 	_ = t.natt.SetWriteBuffer(cfg.SocketBuffer)
 	t.l2tp = &l2tpConn{t: t, ch: make(chan inbound, cfg.ReadQueue), closed: make(chan struct{}), kick: make(chan struct{}, 1)}
-	t.wg.Add(1)
+	t.ikeQ = make(chan ikeDatagram, cfg.IKEQueue)
+	t.wg.Add(2)
+	go t.ikeLoop()
 	go t.readLoop(t.natt, true)
 	if t.ike != nil {
 		t.wg.Add(1)
@@ -311,8 +323,7 @@ func (t *Transport) readLoop(c *net.UDPConn, natt bool) {
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		b := buf[:n]
 		if !natt {
-			t.stats.IKEIn.Add(1)
-			t.cfg.IKE.Input(b, local, from, false)
+			t.queueIKE(b, local, from, false)
 			continue
 		}
 		t.classify(b, local, from)
@@ -325,12 +336,42 @@ func (t *Transport) classify(b []byte, local, from netip.AddrPort) {
 	case len(b) == 1 && b[0] == NATKeepalive:
 		t.stats.KeepalivesIn.Add(1)
 	case len(b) >= NonESPMarkerLen && b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0:
-		t.stats.IKEIn.Add(1)
-		t.cfg.IKE.Input(b[NonESPMarkerLen:], local, from, true)
+		t.queueIKE(b[NonESPMarkerLen:], local, from, true)
 	case len(b) < HeaderLen:
 		t.stats.Malformed.Add(1)
 		t.warn.log(t.log, "short datagram on NAT-T port", "peer", from, "len", len(b))
 	default:
 		t.inputESP(b, from)
+	}
+}
+
+type ikeDatagram struct {
+	b             []byte
+	local, remote netip.AddrPort
+	natt          bool
+}
+
+// queueIKE copies an IKE datagram out of the read buffer and queues it for
+// the IKE goroutine. IKE is not the hot path; the copy allocates.
+func (t *Transport) queueIKE(b []byte, local, from netip.AddrPort, natt bool) {
+	t.stats.IKEIn.Add(1)
+	select {
+	case t.ikeQ <- ikeDatagram{b: append([]byte(nil), b...), local: local, remote: from, natt: natt}:
+	default:
+		t.stats.IKEDrops.Add(1)
+		t.warn.log(t.log, "IKE queue full, datagram dropped", "peer", from)
+	}
+}
+
+// ikeLoop hands queued IKE datagrams to the handler, one at a time.
+func (t *Transport) ikeLoop() {
+	defer t.wg.Done()
+	for {
+		select {
+		case <-t.done:
+			return
+		case d := <-t.ikeQ:
+			t.cfg.IKE.Input(d.b, d.local, d.remote, d.natt)
+		}
 	}
 }

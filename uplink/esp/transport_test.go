@@ -528,3 +528,49 @@ func TestTransportRebindOnlyOnNewest(t *testing.T) {
 		t.Fatalf("Rebinds = %d, want 1", got)
 	}
 }
+
+// TestTransportSlowIKEDoesNotStallESP blocks the IKE handler (as a
+// Diffie-Hellman computation under a flood would) and checks that ESP still
+// flows and that IKE beyond the queue is dropped and counted.
+func TestTransportSlowIKEDoesNotStallESP(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clock := linktest.NewClock()
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", Clock: clock, IKEQueue: 1,
+		IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {
+			entered <- struct{}{}
+			<-release
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	t.Cleanup(func() { close(release) }) // runs first: unblock the handler
+	aOut, bIn := newPair(t, gcm128, 7, Options{})
+	bOut, _ := newPair(t, gcm128, 8, Options{})
+	raw := rawSocket(t)
+	if _, err := tr.AddSA(bIn, bOut, PeerConfig{Remote: raw.LocalAddr().(*net.UDPAddr).AddrPort()}); err != nil {
+		t.Fatal(err)
+	}
+	dst := net.UDPAddrFromAddrPort(tr.NATTAddr())
+	ike := []byte{0, 0, 0, 0, 1, 2, 3, 4}
+	raw.WriteToUDP(ike, dst)
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("IKE handler not called")
+	}
+	raw.WriteToUDP(ike, dst) // queued
+	raw.WriteToUDP(ike, dst) // dropped
+	esp, _ := aOut.Seal(nil, []byte{0x06, 0xa5, 0x06, 0xa5, 0, 10, 0, 0, 'o', 'k'}, NextHeaderUDP)
+	raw.WriteToUDP(esp, dst)
+	if got, _ := read(t, tr.L2TP()); string(got) != "ok" {
+		t.Fatalf("got %q, want ok while IKE is blocked", got)
+	}
+	if got := tr.Stats().IKEDrops.Load(); got != 1 {
+		t.Fatalf("IKEDrops = %d, want 1", got)
+	}
+	if got := tr.Stats().IKEIn.Load(); got != 3 {
+		t.Fatalf("IKEIn = %d, want 3", got)
+	}
+}
