@@ -25,6 +25,7 @@ package mqttrelay
 
 import (
 	"context"
+	"errors"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -183,12 +184,24 @@ func (r *Relay) session(endpoint string) (*session, error) {
 }
 
 // Publish implements mqtt.Upstream: the message is spooled (durably for
-// QoS 1/2) before it returns; the endpoint's session sends it on.
+// QoS 1/2) before it returns; the endpoint's session sends it on. A QoS 2
+// retransmission (DUP) of a message already spooled under the same device
+// packet identifier is acknowledged without queueing it again: after a
+// bridge restart the site broker has forgotten the device's QoS 2 state,
+// the spool has not.
 func (r *Relay) Publish(endpoint string, m mqtt.Message) error {
-	_, err := r.cfg.Spool.Append(spool.Message{
+	sm := spool.Message{
 		Endpoint: endpoint, Topic: m.Topic, QoS: m.QoS, Retain: m.Retain,
-		Payload: append([]byte(nil), m.Payload...),
-	})
+		Payload: append([]byte(nil), m.Payload...), Dup: m.Dup,
+	}
+	if m.QoS == 2 {
+		sm.DevicePacketID = m.PacketID
+	}
+	_, err := r.cfg.Spool.Append(sm)
+	if errors.Is(err, spool.ErrDuplicate) {
+		r.stats.DuplicatesDropped.Add(1)
+		return nil
+	}
 	if err != nil {
 		r.stats.SpoolRefused.Add(1)
 		return err

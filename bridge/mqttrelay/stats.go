@@ -9,6 +9,9 @@ type Stats struct {
 	Spooled atomic.Uint64
 	// SpoolRefused counts device messages the spool refused (full, disk).
 	SpoolRefused atomic.Uint64
+	// DuplicatesDropped counts device QoS 2 retransmissions recognised by
+	// the spool after a restart and not relayed twice.
+	DuplicatesDropped atomic.Uint64
 	// Sent counts messages handed to a central session (first sends).
 	Sent atomic.Uint64
 	// Acked counts messages the central broker acknowledged (QoS 1/2) or

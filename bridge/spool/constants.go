@@ -17,7 +17,8 @@ package spool
 //	8   8  enqueue time, Unix nanoseconds
 //	16  1  QoS (0..2)
 //	17  1  flags (bit 0: retain)
-//	18  2  endpoint length E, then E bytes of endpoint name
+//	18  2  device packet identifier (QoS 2), else 0
+//	20  2  endpoint length E, then E bytes of endpoint name
 //	..  2  topic length T, then T bytes of topic
 //	..     payload (rest of the body)
 //
@@ -34,7 +35,8 @@ package spool
 const (
 	recordMagic      = 0xF5
 	recordHeaderLen  = 10
-	putFixedLen      = 8 + 8 + 1 + 1 + 2 + 2
+	putFixedLen      = 8 + 8 + 1 + 1 + 2 + 2 + 2
+	recentQoS2       = 64 // device QoS 2 packet ids remembered per endpoint
 	ackBodyLen       = 9
 	bindBodyLen      = 11
 	maxEndpointLen   = 255

@@ -21,6 +21,12 @@ var (
 	// ErrWrite means the record could not be written or synced (disk full,
 	// I/O error); nothing was queued.
 	ErrWrite = errors.New("spool: write failed")
+	// ErrDuplicate means a QoS 2 PUBLISH with the DUP flag repeats a
+	// message this endpoint already queued under the same device packet
+	// identifier, topic and payload (a device retransmitting after the
+	// bridge restarted and forgot the MQTT session): it is not queued again,
+	// and the broker acknowledges it as received (MQTT 3.1.1 §4.3.3).
+	ErrDuplicate = errors.New("spool: duplicate QoS 2 message")
 	// ErrClosed means the spool was closed.
 	ErrClosed = errors.New("spool: closed")
 	// ErrInvalid means a message cannot be stored (endpoint or topic too

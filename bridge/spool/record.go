@@ -53,6 +53,13 @@ type Message struct {
 	Enqueued time.Time
 	// Payload is the application payload.
 	Payload []byte
+	// DevicePacketID is the packet identifier the device used for a QoS 2
+	// PUBLISH (0 otherwise); with Dup it lets Append recognise the
+	// device's retransmission after a bridge restart (see ErrDuplicate).
+	DevicePacketID uint16
+	// Dup is the DUP flag of the device's PUBLISH (input to Append only,
+	// not stored).
+	Dup bool
 	// PacketID and Stage are the upstream binding (see RecordBind); zero
 	// when the message was not handed to the upstream session yet.
 	PacketID uint16
@@ -99,6 +106,7 @@ func AppendRecord(b []byte, r Record) ([]byte, error) {
 			flags |= 1
 		}
 		b = append(b, m.QoS, flags)
+		b = binary.BigEndian.AppendUint16(b, m.DevicePacketID)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(m.Endpoint)))
 		b = append(b, m.Endpoint...)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(m.Topic)))
@@ -169,7 +177,8 @@ func ParseRecord(b []byte, maxBody int) (Record, int, error) {
 			return Record{}, 0, fmt.Errorf("%w: qos %d flags %#x", ErrBadRecord, body[16], body[17])
 		}
 		m.Retain = body[17]&1 != 0
-		rest := body[18:]
+		m.DevicePacketID = binary.BigEndian.Uint16(body[18:20])
+		rest := body[20:]
 		el := int(binary.BigEndian.Uint16(rest))
 		rest = rest[2:]
 		if el == 0 || el > maxEndpointLen || el+2 > len(rest) {

@@ -45,6 +45,7 @@
 package spool
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,6 +113,7 @@ type Spool struct {
 	writeGen uint64
 	notify   map[string]chan struct{}
 	buf      []byte
+	recent   map[string]*recentIDs // device QoS 2 ids per endpoint
 
 	// write is the file write used for records; tests replace it to
 	// simulate a full disk.
@@ -148,6 +150,7 @@ func Open(cfg Config) (*Spool, error) {
 		queues: make(map[string][]*entry),
 		bySeq:  make(map[uint64]*entry),
 		notify: make(map[string]chan struct{}),
+		recent: make(map[string]*recentIDs),
 		write:  func(f *os.File, b []byte) (int, error) { return f.Write(b) },
 	}
 	if err := s.recover(); err != nil {
@@ -256,6 +259,7 @@ func (s *Spool) applyRecovered(sg *segment, r Record) {
 			return
 		}
 		rr := r
+		s.rememberLocked(&rr.Msg)
 		e := &entry{msg: rr.Msg, size: int64(rr.encodedLen()), seg: sg}
 		s.bySeq[r.Seq] = e
 		sg.live++
@@ -362,6 +366,11 @@ func (s *Spool) Append(m Message) (uint64, error) {
 		s.mu.Unlock()
 		return 0, ErrClosed
 	}
+	if m.QoS == 2 && m.Dup && m.DevicePacketID != 0 && s.seenLocked(&m) {
+		s.mu.Unlock()
+		s.stats.Duplicates.Add(1)
+		return 0, ErrDuplicate
+	}
 	for s.stats.Bytes.Load()+size > s.cfg.MaxBytes {
 		if !s.dropOldestQoS0Locked() {
 			break
@@ -383,6 +392,7 @@ func (s *Spool) Append(m Message) (uint64, error) {
 		return 0, err
 	}
 	s.nextSeq++
+	s.rememberLocked(&r.Msg)
 	e := &entry{msg: r.Msg, size: size, seg: s.activeSg}
 	e.seg.live++
 	s.bySeq[e.msg.Seq] = e
@@ -696,4 +706,49 @@ func (s *Spool) abandon() {
 		_ = s.active.Close()
 		s.active = nil
 	}
+}
+
+// recentIDs remembers the last recentQoS2 device QoS 2 messages of one
+// endpoint (packet id -> digest of topic and payload), in a ring.
+type recentIDs struct {
+	ids  [recentQoS2]uint16
+	sums [recentQoS2][sha256.Size]byte
+	next int
+}
+
+func digest(m *Message) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte(m.Topic))
+	h.Write([]byte{0})
+	h.Write(m.Payload)
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
+func (s *Spool) rememberLocked(m *Message) {
+	if m.QoS != 2 || m.DevicePacketID == 0 {
+		return
+	}
+	r := s.recent[m.Endpoint]
+	if r == nil {
+		r = &recentIDs{}
+		s.recent[m.Endpoint] = r
+	}
+	r.ids[r.next], r.sums[r.next] = m.DevicePacketID, digest(m)
+	r.next = (r.next + 1) % recentQoS2
+}
+
+func (s *Spool) seenLocked(m *Message) bool {
+	r := s.recent[m.Endpoint]
+	if r == nil {
+		return false
+	}
+	d := digest(m)
+	for i := range r.ids {
+		if r.ids[i] == m.DevicePacketID && r.sums[i] == d {
+			return true
+		}
+	}
+	return false
 }

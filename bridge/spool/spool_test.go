@@ -378,3 +378,38 @@ func TestBindSurvivesRestartAndCompaction(t *testing.T) {
 		t.Fatalf("after restart: got %+v, want one message bound to packet 77 stage 2", got)
 	}
 }
+
+func TestDuplicateQoS2AfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, Config{Dir: dir})
+	m := Message{Endpoint: "a", Topic: "telemetry/x", QoS: 2, Payload: []byte("v1"), DevicePacketID: 9}
+	seq, err := s.Append(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack("a", seq); err != nil { // already relayed upstream
+		t.Fatal(err)
+	}
+	s.abandon()
+	s2 := openT(t, Config{Dir: dir})
+	dup := m
+	dup.Dup = true
+	if _, err := s2.Append(dup); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("DUP retransmission after restart: got %v, want ErrDuplicate", err)
+	}
+	if got := s2.Stats().Duplicates.Load(); got != 1 {
+		t.Fatalf("Duplicates: got %d, want 1", got)
+	}
+	for _, tt := range []struct {
+		name string
+		m    Message
+	}{
+		{"same id, DUP unset (a new message)", Message{Endpoint: "a", Topic: "telemetry/x", QoS: 2, Payload: []byte("v1"), DevicePacketID: 9}},
+		{"same id, other payload", Message{Endpoint: "a", Topic: "telemetry/x", QoS: 2, Payload: []byte("v2"), DevicePacketID: 9, Dup: true}},
+		{"other endpoint", Message{Endpoint: "b", Topic: "telemetry/x", QoS: 2, Payload: []byte("v1"), DevicePacketID: 9, Dup: true}},
+	} {
+		if _, err := s2.Append(tt.m); err != nil {
+			t.Errorf("%s: got %v, want queued", tt.name, err)
+		}
+	}
+}

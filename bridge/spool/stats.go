@@ -21,6 +21,9 @@ type Stats struct {
 	DroppedOverflow atomic.Uint64
 	// RefusedFull counts QoS 1/2 messages refused with ErrFull.
 	RefusedFull atomic.Uint64
+	// Duplicates counts device QoS 2 retransmissions recognised by Append
+	// (ErrDuplicate) and not queued twice.
+	Duplicates atomic.Uint64
 	// WriteErrors counts failed writes or syncs (disk full, I/O errors).
 	WriteErrors atomic.Uint64
 	// Syncs counts fsync calls on segment files.

@@ -49,6 +49,10 @@ type Message struct {
 	Retain bool
 	// Will marks a last-will message published on the device's behalf.
 	Will bool
+	// PacketID and Dup are the device's packet identifier and DUP flag
+	// (QoS 1/2), so the Upstream can recognise a retransmission.
+	PacketID uint16
+	Dup      bool
 }
 
 // Upstream receives device messages. Publish is called on the device's

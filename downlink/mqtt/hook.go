@@ -192,7 +192,8 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		return pk, packets.ErrRejectPacket
 	}
 	if h.b.cfg.Upstream != nil {
-		m := Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain}
+		m := Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain,
+			PacketID: pk.PacketID, Dup: pk.FixedHeader.Dup}
 		if err := h.b.cfg.Upstream.Publish(ep, m); err != nil {
 			h.b.stats.UpstreamRefused.Add(1)
 			h.b.warn("mqtt publish refused by upstream", "endpoint", ep, "qos", m.QoS, "err", err)
