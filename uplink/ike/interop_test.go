@@ -1,0 +1,463 @@
+package ike
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
+)
+
+// Interop with strongSwan's charon (IKEv1). internal/realpeer had not
+// landed when this was written, so this file carries a small launcher: two
+// network namespaces joined by a veth pair, charon in one (with a private
+// /run so its pid file cannot clash), our engine's UDP sockets created in
+// the other. charon cannot install the SAs (no ESP in this kernel), so the
+// assertions are on the negotiation: our events and charon's log.
+
+const (
+	ourAddr    = "198.51.100.1"
+	charonAddr = "198.51.100.2"
+	interopPSK = "fleetgate interop psk 2026"
+)
+
+type netnsPair struct{ ours, peer string }
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newNetnsPair(t *testing.T) netnsPair {
+	t.Helper()
+	id := fmt.Sprintf("%d%d", os.Getpid()%10000, time.Now().UnixNano()%1000)
+	p := netnsPair{ours: "fgikeA" + id, peer: "fgikeC" + id}
+	run(t, "ip", "netns", "add", p.ours)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.ours).Run() })
+	run(t, "ip", "netns", "add", p.peer)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.peer).Run() })
+	run(t, "ip", "-n", p.ours, "link", "add", "fgva", "type", "veth", "peer", "name", "fgvc", "netns", p.peer)
+	run(t, "ip", "-n", p.ours, "addr", "add", ourAddr+"/24", "dev", "fgva")
+	run(t, "ip", "-n", p.peer, "addr", "add", charonAddr+"/24", "dev", "fgvc")
+	for _, ns := range []string{p.ours, p.peer} {
+		dev := "fgva"
+		if ns == p.peer {
+			dev = "fgvc"
+		}
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		run(t, "ip", "-n", ns, "link", "set", dev, "up")
+	}
+	return p
+}
+
+// listenUDPIn opens a UDP socket inside netns ns. The thread that entered
+// the namespace is never unlocked, so the runtime discards it.
+func listenUDPIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	type res struct {
+		c   *net.UDPConn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			ch <- res{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- res{err: err}
+			return
+		}
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		ch <- res{c, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("listen in %s on %v: %v", ns, addr, r.err)
+	}
+	return r.c
+}
+
+// udpTransport is a minimal IKE transport: UDP 500 and 4500 with the
+// non-ESP marker (RFC 3948 §2.2). ESP and keepalives are ignored.
+type udpTransport struct {
+	c500, c4500 *net.UDPConn
+	wg          sync.WaitGroup
+}
+
+func (u *udpTransport) SendIKE(b []byte, local, remote netip.AddrPort, natt bool) error {
+	if natt {
+		_, err := u.c4500.WriteToUDPAddrPort(append([]byte{0, 0, 0, 0}, b...), remote)
+		return err
+	}
+	_, err := u.c500.WriteToUDPAddrPort(b, remote)
+	return err
+}
+
+func (u *udpTransport) start(e *Engine) {
+	for _, c := range []*net.UDPConn{u.c500, u.c4500} {
+		c := c
+		natt := c == u.c4500
+		local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			buf := make([]byte, 65536)
+			for {
+				n, from, err := c.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				b := buf[:n]
+				if natt {
+					if n < 4 || !bytes.Equal(b[:4], []byte{0, 0, 0, 0}) {
+						continue // ESP or keepalive
+					}
+					b = b[4:]
+				}
+				e.Input(append([]byte{}, b...), local, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), natt)
+			}
+		}()
+	}
+}
+
+func (u *udpTransport) close() {
+	u.c500.Close()
+	u.c4500.Close()
+	u.wg.Wait()
+}
+
+// charon runs strongSwan's IKE daemon in ns with a private configuration.
+type charon struct {
+	dir, vici, log string
+	cmd            *exec.Cmd
+}
+
+func startCharon(t *testing.T, ns, swanctlConf string, files map[string][]byte) *charon {
+	t.Helper()
+	bin := testenv.RequireBinary(t, "charon")
+	swanctl := testenv.RequireBinary(t, "swanctl")
+	dir := plainTempDir(t)
+	c := &charon{dir: dir, vici: filepath.Join(dir, "charon.vici"), log: filepath.Join(dir, "charon.log")}
+	conf := fmt.Sprintf(`charon {
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey revocation constraints kernel-netlink socket-default vici
+  install_routes = no
+  retransmit_tries = 2
+  retransmit_timeout = 1
+  filelog {
+    fglog {
+      path = %s
+      default = 1
+      ike = 2
+      cfg = 2
+      enc = 1
+      flush_line = yes
+    }
+  }
+  syslog {
+    daemon {
+      default = -1
+    }
+  }
+  plugins {
+    vici {
+      socket = unix://%s
+    }
+  }
+}
+`, c.log, c.vici)
+	confPath := filepath.Join(dir, "strongswan.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command("ip", "netns", "exec", ns, "unshare", "-m", "sh", "-c", "mount -t tmpfs fgike /run && exec "+bin)
+	c.cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+confPath)
+	var out bytes.Buffer
+	c.cmd.Stdout, c.cmd.Stderr = &out, &out
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.cmd.Process.Pid
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill() // by PID
+		_ = c.cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(c.log)
+			t.Logf("charon (pid %d) output:\n%s\nlog:\n%s", pid, out.String(), b)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(c.vici); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("charon did not create its vici socket:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond) // waiting for an external process
+	}
+	for name, b := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swPath := filepath.Join(dir, "swanctl.conf")
+	if err := os.WriteFile(swPath, []byte(swanctlConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, swanctl, "--load-all", "--noprompt", "--file", swPath, "--uri", "unix://"+c.vici)
+	return c
+}
+
+// waitLog waits until charon's log contains every string in want.
+func (c *charon) waitLog(t *testing.T, want ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _ := os.ReadFile(c.log)
+		ok := true
+		for _, w := range want {
+			ok = ok && strings.Contains(string(b), w)
+		}
+		if ok {
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "selected proposal") || strings.Contains(l, "install") || strings.Contains(l, "established") || strings.Contains(l, "successful") {
+					t.Log("charon:", strings.TrimSpace(l))
+				}
+			}
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("charon's log lacks %q", want)
+		}
+		time.Sleep(100 * time.Millisecond) // polling an external process's log
+	}
+}
+
+type interopCase struct {
+	name        string
+	ike, esp    string // our proposal strings
+	charonIKE   string
+	charonESP   string
+	certs       bool
+	wantIKELine string // charon's "selected proposal" for IKE
+	wantESP     string // substring of charon's selected ESP proposal
+}
+
+var interopCases = []interopCase{
+	{"aes256-sha256-modp2048 + aes128gcm16", "aes256-sha256-modp2048", "aes128gcm16", "aes256-sha256-modp2048", "aes128gcm16",
+		false, "IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048", "ESP:AES_GCM_16_128"},
+	{"aes128-sha1-ecp256 + aes256-sha256", "aes128-sha1-ecp256", "aes256-sha256", "aes128-sha1-ecp256", "aes256-sha256",
+		false, "IKE:AES_CBC_128/HMAC_SHA1_96/PRF_HMAC_SHA1/ECP_256", "ESP:AES_CBC_256/HMAC_SHA2_256_128"},
+	{"aes256-sha384-ecp384 + aes128-sha1-modp2048 (PFS)", "aes256-sha384-ecp384", "aes128-sha1-modp2048", "aes256-sha384-ecp384", "aes128-sha1-modp2048",
+		false, "IKE:AES_CBC_256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_384", "ESP:AES_CBC_128/HMAC_SHA1_96/MODP_2048"},
+	{"ECDSA certificates, aes256-sha256-ecp256 + aes256gcm16", "aes256-sha256-ecp256", "aes256gcm16", "aes256-sha256-ecp256", "aes256gcm16",
+		true, "IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/ECP_256", "ESP:AES_GCM_16_256"},
+}
+
+// interopSetup writes credentials and the swanctl configuration for tc and
+// returns our engine config additions.
+func interopSetup(t *testing.T, tc interopCase, charonInitiates bool) (string, map[string][]byte, func(*Config)) {
+	files := map[string][]byte{}
+	start := "none"
+	if charonInitiates {
+		start = "start"
+	}
+	auth := "psk"
+	localID, remoteID := charonAddr, ourAddr
+	certLine := ""
+	secrets := fmt.Sprintf(`secrets { ike-fg { secret = "%s"
+    id-a = %s
+    id-b = %s } }`, interopPSK, ourAddr, charonAddr)
+	cfg := func(c *Config) {
+		c.PSK = func(netip.Addr) ([]byte, bool) { return []byte(interopPSK), true }
+	}
+	if tc.certs {
+		dir := plainTempDir(t)
+		ca := newTestCA(t, "fleetgate interop CA")
+		ours := ca.issue(t, "bridge.fleet.example", false)
+		theirs := ca.issue(t, "charon.fleet.example", false)
+		write := func(name, typ string, der []byte) string {
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		keyDER, err := x509.MarshalECPrivateKey(theirs.Key.(*ecdsa.PrivateKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		caPath := write("ca.pem", "CERTIFICATE", ca.cert.Raw)
+		certPath := write("charon.pem", "CERTIFICATE", theirs.Chain[0])
+		// swanctl loads private keys from the ecdsa/ directory next to
+		// its configuration file.
+		files["ecdsa/charon.key"] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+		auth = "pubkey"
+		localID, remoteID = `"O=fleetgate test, CN=charon.fleet.example"`, `"O=fleetgate test, CN=bridge.fleet.example"`
+		certLine = fmt.Sprintf("certs = %s", certPath)
+		secrets = fmt.Sprintf(`authorities { fg { cacert = %s } }`, caPath)
+		cfg = func(c *Config) { c.PSK = nil; c.Cert = ours; c.CAs = ca.pool }
+	}
+	conf := fmt.Sprintf(`connections {
+  fg {
+    version = 1
+    local_addrs = %s
+    remote_addrs = %s
+    proposals = %s
+    dpd_delay = 0
+    local { auth = %s
+      id = %s
+      %s }
+    remote { auth = %s
+      id = %s }
+    children {
+      l2tp {
+        mode = transport
+        local_ts = dynamic[udp/1701]
+        remote_ts = dynamic[udp/1701]
+        esp_proposals = %s
+        start_action = %s
+      }
+    }
+  }
+}
+%s
+`, charonAddr, ourAddr, tc.charonIKE, auth, localID, certLine, auth, remoteID, tc.charonESP, start, secrets)
+	return conf, files, func(c *Config) {
+		cfg(c)
+		c.IKEProposals = MustProposals(tc.ike)
+		c.ESPProposals = MustESPProposals(tc.esp)
+	}
+}
+
+func interopEngine(t *testing.T, ns string, set func(*Config)) (*Engine, chan Event) {
+	tr := &udpTransport{
+		c500:  listenUDPIn(t, ns, netip.MustParseAddrPort(ourAddr+":500")),
+		c4500: listenUDPIn(t, ns, netip.MustParseAddrPort(ourAddr+":4500")),
+	}
+	events := make(chan Event, 32)
+	cfg := Config{Sender: tr, OnEvent: func(ev Event) { events <- ev }, Logger: testLogger(t, "ours")}
+	set(&cfg)
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.start(e)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx, 200*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; e.Close(); tr.close() })
+	return e, events
+}
+
+func nextEvent(t *testing.T, ch chan Event, k EventKind) Event {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case ev := <-ch:
+			if ev.Kind == k {
+				return ev
+			}
+			if ev.Kind == EventIKEDown {
+				t.Fatalf("waiting for %v: IKE down: %v", k, ev.Err)
+			}
+		case <-timeout:
+			t.Fatalf("no %v event", k)
+		}
+	}
+}
+
+func TestInteropCharonResponder(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "charon")
+	for _, tc := range interopCases {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetnsPair(t)
+			conf, files, set := interopSetup(t, tc, false)
+			ch := startCharon(t, ns.peer, conf, files)
+			e, events := interopEngine(t, ns.ours, set)
+			if err := e.Dial(netip.MustParseAddrPort(ourAddr+":500"), netip.MustParseAddrPort(charonAddr+":500")); err != nil {
+				t.Fatal(err)
+			}
+			up := nextEvent(t, events, EventIKEUp)
+			child := nextEvent(t, events, EventChildUp).Child
+			if tc.certs && (up.Peer.Cert == nil || up.Peer.Cert.Subject.CommonName != "charon.fleet.example") {
+				t.Errorf("peer certificate: %+v", up.Peer)
+			}
+			if got := child.Suite.String() + pfsSuffix(child.PFS); got != tc.esp {
+				t.Errorf("child suite: got %s, want %s", got, tc.esp)
+			}
+			if !child.Encap || child.Remote.Port() != 4500 {
+				t.Errorf("child not UDP-encapsulated on 4500: encap %v remote %v", child.Encap, child.Remote)
+			}
+			log := ch.waitLog(t, "IKE_SA fg[1] established", "selected proposal: "+tc.wantIKELine, tc.wantESP)
+			// charon verified HASH(3) and derived keys; only the kernel
+			// install fails here.
+			if !strings.Contains(log, "unable to install") && !strings.Contains(log, "CHILD_SA fg{1} established") {
+				ch.waitLog(t, "unable to install")
+			}
+		})
+	}
+}
+
+func TestInteropCharonInitiator(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "charon")
+	for _, tc := range interopCases {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetnsPair(t)
+			conf, files, set := interopSetup(t, tc, true)
+			_, events := interopEngine(t, ns.ours, set)
+			ch := startCharon(t, ns.peer, conf, files)
+			up := nextEvent(t, events, EventIKEUp)
+			if !tc.certs && !bytes.Equal(up.Peer.ID.Data, netip.MustParseAddr(charonAddr).AsSlice()) {
+				t.Errorf("peer ID: %+v", up.Peer.ID)
+			}
+			ch.waitLog(t, "IKE_SA fg[1] established", "selected proposal: "+tc.wantIKELine, tc.wantESP)
+			// charon sends HASH(3) only after installing the SA, which
+			// fails without kernel ESP; its log shows it processed our
+			// HASH(2) and derived the keys.
+			ch.waitLog(t, "unable to install")
+		})
+	}
+}
+
+// plainTempDir is a temporary directory whose path has no commas (subtest
+// names do), since swanctl splits file lists on them.
+func plainTempDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "fgike")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
