@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // BenchmarkSealOpen measures one Seal plus one Open per iteration for each
@@ -99,4 +100,53 @@ func BenchmarkTransportL2TP(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkTransportStream measures one-way streaming: a goroutine writes
+// 1400-byte L2TP payloads through transport A while the benchmark reads
+// them from transport B (packets lost to a full socket buffer are not
+// retried; the loss rate is reported).
+func BenchmarkTransportStream(b *testing.B) {
+	mk := func() *Transport {
+		tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1, ReadQueue: 4096,
+			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { tr.Close() })
+		return tr
+	}
+	a, c := mk(), mk()
+	aOut, cIn := newPair(b, Suite{Cipher: CipherAESGCM16, KeyBits: 128}, 1, Options{})
+	cOut, aIn := newPair(b, Suite{Cipher: CipherAESGCM16, KeyBits: 128}, 2, Options{})
+	pa, err := a.AddSA(aIn, aOut, PeerConfig{Remote: c.NATTAddr()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.AddSA(cIn, cOut, PeerConfig{Remote: a.NATTAddr()}); err != nil {
+		b.Fatal(err)
+	}
+	payload := make([]byte, 1400)
+	to := pa.Addr(0)
+	b.SetBytes(1400)
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < b.N; i++ {
+			a.L2TP().WriteTo(payload, to)
+		}
+	}()
+	buf := make([]byte, 2048)
+	got := 0
+	for got < b.N {
+		c.L2TP().SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, _, err := c.L2TP().ReadFrom(buf); err != nil {
+			break // the rest was dropped
+		}
+		got++
+	}
+	<-done
+	b.ReportMetric(100*float64(b.N-got)/float64(b.N), "%lost")
 }

@@ -91,7 +91,13 @@ func (c *l2tpConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			if d <= 0 {
 				return 0, nil, c.opErr("read", os.ErrDeadlineExceeded)
 			}
-			tm = time.NewTimer(d)
+			// Timers are pooled: L2TP sets a deadline on every read.
+			if v := timerPool.Get(); v != nil {
+				tm = v.(*time.Timer)
+				tm.Reset(d)
+			} else {
+				tm = time.NewTimer(d)
+			}
 			timeout = tm.C
 		}
 		select {
@@ -106,6 +112,7 @@ func (c *l2tpConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			stopTimer(tm)
 			return 0, nil, c.opErr("read", net.ErrClosed)
 		case <-timeout:
+			timerPool.Put(tm) // fired and drained: reusable
 			return 0, nil, c.opErr("read", os.ErrDeadlineExceeded)
 		case <-c.kick:
 			// The deadline changed while we waited: look again.
@@ -114,9 +121,14 @@ func (c *l2tpConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
+// timerPool holds stopped read-deadline timers. Since Go 1.23 a stopped
+// or reset timer never delivers a stale value, so reuse is safe.
+var timerPool sync.Pool
+
 func stopTimer(t *time.Timer) {
 	if t != nil {
 		t.Stop()
+		timerPool.Put(t)
 	}
 }
 
