@@ -110,6 +110,14 @@ type Config struct {
 	Logger *slog.Logger
 	// OnError, if set, receives connection and send errors.
 	OnError func(error)
+	// OnResult, if set, is called once per telemetry message with its
+	// sequence number and whether it was acknowledged (from Run's
+	// goroutine).
+	OnResult func(seq uint64, acked bool)
+	// DrainTimeout lets an exchange in flight when Run's context ends
+	// finish for up to this long (so that its ack is counted); 0 abandons
+	// it at once.
+	DrainTimeout time.Duration
 }
 
 // Device is one simulated endpoint. Create with New, run with Run.
@@ -346,7 +354,17 @@ func (d *Device) Run(ctx context.Context) error {
 		}
 		d.Stats.Sent.Add(1)
 		d.Stats.LastSeq.Store(seq)
-		acked, fatal, err := sess.send(ctx, tel, payload)
+		// The exchange may outlive ctx by DrainTimeout, so that a message
+		// the peer got is not reported unacknowledged only because the
+		// run ended.
+		sctx, scancel := context.WithCancel(context.WithoutCancel(ctx))
+		stopDrain := context.AfterFunc(ctx, func() { time.AfterFunc(d.cfg.DrainTimeout, scancel) })
+		acked, fatal, err := sess.send(sctx, tel, payload)
+		stopDrain()
+		scancel()
+		if d.cfg.OnResult != nil {
+			d.cfg.OnResult(seq, acked)
+		}
 		switch {
 		case acked:
 			d.Stats.Acked.Add(1)
