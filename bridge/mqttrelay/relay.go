@@ -25,8 +25,8 @@ package mqttrelay
 
 import (
 	"context"
-	"errors"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
