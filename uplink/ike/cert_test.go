@@ -85,7 +85,10 @@ func TestCertificateHandshake(t *testing.T) {
 					c.PSK = nil
 					c.Cert = gw
 					c.CAs = ca.pool
-					c.AllowIdentity = func(id Identity) bool { seen = id; return id.Cert != nil && id.Cert.Subject.CommonName == "site-17.fleet.example" }
+					c.AllowIdentity = func(id Identity) bool {
+						seen = id
+						return id.Cert != nil && id.Cert.Subject.CommonName == "site-17.fleet.example"
+					}
 				},
 			})
 			p.dial(t)
@@ -126,7 +129,12 @@ func TestCertificateRejected(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPair(t, pairOpts{
 				cfgA: func(c *Config) { c.PSK = nil; c.Cert = tt.cert; c.CAs = ca.pool },
-				cfgB: func(c *Config) { c.PSK = nil; c.Cert = ca.issue(t, "gw", false); c.CAs = ca.pool; c.AllowIdentity = tt.allow },
+				cfgB: func(c *Config) {
+					c.PSK = nil
+					c.Cert = ca.issue(t, "gw", false)
+					c.CAs = ca.pool
+					c.AllowIdentity = tt.allow
+				},
 			})
 			p.dial(t)
 			ev := p.wait(t, p.a, EventIKEDown, 0)
