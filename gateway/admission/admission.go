@@ -23,9 +23,9 @@ type Decision uint8
 
 // Decisions.
 const (
-	Admit          Decision = iota // go ahead
-	RejectSource                   // this source exceeded its rate
-	RejectGlobal                   // the gateway as a whole is at its rate
+	Admit        Decision = iota // go ahead
+	RejectSource                 // this source exceeded its rate
+	RejectGlobal                 // the gateway as a whole is at its rate
 	numDecisions
 )
 
