@@ -1,0 +1,219 @@
+package ppp
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// FrameLink is the lower layer a Conn sends PPP frames on; l2tp.Session
+// implements it. WriteFrame2 sends head then body as one frame.
+type FrameLink interface {
+	WriteFrame2(head, body []byte) error
+}
+
+// Conn is one PPP link in either role. Control frames are handled by one
+// owner goroutine; IPv4 packets go straight between the lower layer and
+// the packet handler.
+type Conn struct {
+	cfg  Config
+	link FrameLink
+	m    *machine // owned by run
+
+	in      chan []byte
+	results chan func()
+	closeCh chan struct{}
+	lowerCh chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	authWG  sync.WaitGroup
+
+	// Data path state, published by the owner goroutine.
+	ipOpen  atomic.Bool
+	peerMRU atomic.Int32
+	handler atomic.Pointer[func([]byte)]
+	info    atomic.Pointer[Info]
+
+	upCh      chan struct{}
+	upOnce    sync.Once
+	done      chan struct{}
+	err       error
+	closeOnce sync.Once
+	lowerOnce sync.Once
+}
+
+// ipv4Header is the frame header of every IPv4 packet we send: FF 03 00 21.
+// Shared and never written, so WritePacket does not allocate.
+var ipv4Header = []byte{0xff, 0x03, 0x00, 0x21}
+
+// New starts PPP negotiation over link at once (the lower layer is up).
+// Feed received frames to Input; call LowerDown when the link goes away.
+func New(link FrameLink, cfg Config) *Conn {
+	cfg.setDefaults()
+	c := &Conn{
+		cfg: cfg, link: link,
+		in: make(chan []byte, inboxLen), results: make(chan func(), 4),
+		closeCh: make(chan struct{}), lowerCh: make(chan struct{}),
+		upCh: make(chan struct{}), done: make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.m = newMachine(&c.cfg, c.sendControl, cfg.Clock.Now())
+	c.m.onIP = func(open bool, mru int) {
+		c.peerMRU.Store(int32(mru))
+		c.ipOpen.Store(open)
+	}
+	c.m.onUp = func(i Info) {
+		c.info.Store(&i)
+		c.upOnce.Do(func() { close(c.upCh) })
+		if c.cfg.OnUp != nil {
+			c.cfg.OnUp(i)
+		}
+	}
+	c.m.startAuth = c.authAsync
+	go c.run()
+	return c
+}
+
+func (c *Conn) sendControl(frame []byte) {
+	if err := c.link.WriteFrame2(frame, nil); err != nil {
+		c.m.log.Debug("send failed", "err", err)
+	}
+}
+
+// authAsync runs the Authenticator off the owner goroutine; the verdict
+// is posted back to it.
+func (c *Conn) authAsync(req *AuthRequest) {
+	c.authWG.Add(1)
+	go func() {
+		defer c.authWG.Done()
+		res, asg, err := runAuth(c.ctx, &c.cfg, req)
+		select {
+		case c.results <- func() { c.m.authResult(res, asg, err) }:
+		case <-c.ctx.Done():
+		}
+	}()
+}
+
+func (c *Conn) run() {
+	clk := c.cfg.Clock
+	timer := clk.NewTimer(time.Hour)
+	defer timer.Stop()
+	c.m.Start(clk.Now())
+	closeCh := c.closeCh
+	for c.m.phase != phaseDead {
+		if d := c.m.NextDeadline(); !d.IsZero() {
+			timer.Reset(max(d.Sub(clk.Now()), 0))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case f := <-c.in:
+			c.m.Input(clk.Now(), f)
+		case fn := <-c.results:
+			fn()
+		case <-timer.C():
+			c.m.Tick(clk.Now())
+		case <-closeCh:
+			closeCh = nil // closed channels stay ready; handle once
+			c.m.now = clk.Now()
+			c.m.fail(ErrClosed)
+		case <-c.lowerCh:
+			c.m.LowerDown()
+		}
+	}
+	c.cancel()
+	c.authWG.Wait()
+	c.err = c.m.err
+	close(c.done)
+	if c.cfg.OnDown != nil {
+		c.cfg.OnDown(c.err)
+	}
+}
+
+// Input takes one received PPP frame (the slice is only read during the
+// call). IPv4 goes straight to the packet handler; control frames are
+// copied to the owner goroutine. Safe to call from the lower layer's
+// reader goroutine.
+func (c *Conn) Input(frame []byte) {
+	proto, info, err := ParseFrame(frame)
+	if err != nil {
+		c.cfg.Stats.MalformedDropped.Add(1)
+		return
+	}
+	if proto == ProtoIPv4 {
+		h := c.handler.Load()
+		if h == nil || !c.ipOpen.Load() {
+			c.cfg.Stats.PacketsDropped.Add(1)
+			return
+		}
+		c.cfg.Stats.PacketsIn.Add(1)
+		(*h)(info)
+		return
+	}
+	select {
+	case c.in <- append([]byte(nil), frame...):
+	default:
+		c.cfg.Stats.InboxOverflow.Add(1)
+	}
+}
+
+// SetPacketHandler sets the function receiving IPv4 packets. The slice is
+// valid only during the call; it runs on the lower layer's reader
+// goroutine and must not block.
+func (c *Conn) SetPacketHandler(fn func(pkt []byte)) { c.handler.Store(&fn) }
+
+// WritePacket sends one IPv4 packet. It does not allocate.
+func (c *Conn) WritePacket(pkt []byte) error {
+	if !c.ipOpen.Load() {
+		c.cfg.Stats.PacketsDropped.Add(1)
+		return ErrNotOpen
+	}
+	if len(pkt) > int(c.peerMRU.Load()) {
+		c.cfg.Stats.PacketsDropped.Add(1)
+		return ErrTooBig
+	}
+	if err := c.link.WriteFrame2(ipv4Header, pkt); err != nil {
+		return err
+	}
+	c.cfg.Stats.PacketsOut.Add(1)
+	return nil
+}
+
+// Up is closed when IPCP has opened.
+func (c *Conn) Up() <-chan struct{} { return c.upCh }
+
+// Done is closed when the link has ended; Err then says why.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns the reason the link ended (nil while it runs).
+func (c *Conn) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Info returns the negotiated parameters (zero before IPCP opened).
+func (c *Conn) Info() Info {
+	if i := c.info.Load(); i != nil {
+		return *i
+	}
+	return Info{}
+}
+
+// Close terminates the link with LCP Terminate-Request and waits until the
+// peer acknowledged it or the restart counter ran out (RFC 1661 §3.7).
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() { close(c.closeCh) })
+	<-c.done
+	return nil
+}
+
+// LowerDown tells the Conn the lower layer (the L2TP session) is gone; it
+// ends at once without waiting for the peer.
+func (c *Conn) LowerDown() {
+	c.lowerOnce.Do(func() { close(c.lowerCh) })
+}

@@ -1,0 +1,23 @@
+package ppp
+
+import "sync/atomic"
+
+// Stats counts PPP events; fields are atomic counters (published as
+// ppp_<noun>_<verb>_total).
+type Stats struct {
+	LinksUp            atomic.Uint64 // IPCP reached Opened
+	LinksDown          atomic.Uint64 // links that went down after coming up or failing
+	AuthSuccesses      atomic.Uint64 // authentications that succeeded
+	AuthFailures       atomic.Uint64 // authentications that failed
+	PAPAckNoMsgLen     atomic.Uint64 // PAP Authenticate-Ack without the Msg-Length byte (SoftEther), accepted
+	EchoRequestsSent   atomic.Uint64 // LCP Echo-Requests sent
+	EchoTimeouts       atomic.Uint64 // links closed for unanswered echoes
+	LoopbackDetected   atomic.Uint64 // own magic number seen in a peer request
+	ProtocolRejectSent atomic.Uint64 // Protocol-Rejects sent (IPV6CP, CCP, ECP, unknown)
+	CodeRejectSent     atomic.Uint64 // Code-Rejects sent
+	MalformedDropped   atomic.Uint64 // frames or packets that failed to parse
+	PacketsIn          atomic.Uint64 // IPv4 packets delivered to the handler
+	PacketsOut         atomic.Uint64 // IPv4 packets sent
+	PacketsDropped     atomic.Uint64 // IPv4 packets dropped (IPCP not open, no handler)
+	InboxOverflow      atomic.Uint64 // control frames dropped: queue full
+}
