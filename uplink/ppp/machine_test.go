@@ -178,7 +178,9 @@ func TestMachineBadAuthenticatorResponse(t *testing.T) {
 
 type authFunc func(*AuthRequest) AuthResult
 
-func (f authFunc) Authenticate(_ context.Context, r *AuthRequest) (AuthResult, error) { return f(r), nil }
+func (f authFunc) Authenticate(_ context.Context, r *AuthRequest) (AuthResult, error) {
+	return f(r), nil
+}
 
 func TestMachineLossy(t *testing.T) {
 	for seed := uint64(1); seed <= 30; seed++ {
