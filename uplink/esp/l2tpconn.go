@@ -174,7 +174,7 @@ func (c *l2tpConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if err != nil {
 		return 0, c.opErr("write", err)
 	}
-	if _, err := c.t.natt.WriteToUDPAddrPort(pkt, a.peer.Remote()); err != nil {
+	if _, err := c.t.natt.writeTo(pkt, a.peer.Remote()); err != nil {
 		c.t.stats.SendErrors.Add(1)
 		return 0, c.opErr("write", err)
 	}
@@ -190,7 +190,7 @@ func (c *l2tpConn) opErr(op string, err error) error {
 func (c *l2tpConn) Close() error { c.close(); return nil }
 
 // LocalAddr returns the NAT-T socket address.
-func (c *l2tpConn) LocalAddr() net.Addr { return c.t.natt.LocalAddr() }
+func (c *l2tpConn) LocalAddr() net.Addr { return c.t.natt.pc.LocalAddr() }
 
 // SetDeadline sets the read deadline (writes never block).
 func (c *l2tpConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }

@@ -305,7 +305,7 @@ func (t *Transport) keepaliveLoop(tm link.Timer) {
 		}
 		t.mu.Unlock()
 		for _, r := range targets {
-			if _, err := t.natt.WriteToUDPAddrPort(ka, r); err != nil {
+			if _, err := t.natt.writeTo(ka, r); err != nil {
 				t.stats.SendErrors.Add(1)
 				continue
 			}

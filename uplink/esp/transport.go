@@ -33,11 +33,13 @@ func (f IKEHandlerFunc) Input(b []byte, local, remote netip.AddrPort, natt bool)
 
 // TransportConfig configures a Transport.
 type TransportConfig struct {
-	// IKEConn and NATTConn are already-bound sockets; the transport owns
-	// them from now on and closes them in Close. When nil, IKEAddr and
-	// NATTAddr ("host:port") are bound instead. An empty IKEAddr with a nil
-	// IKEConn means no port-500 socket (a client that starts on 4500).
-	IKEConn, NATTConn *net.UDPConn
+	// IKEConn and NATTConn are already-bound sockets (a *net.UDPConn, or
+	// any net.PacketConn whose addresses are *net.UDPAddr or print as
+	// "ip:port", e.g. an in-memory pipe in tests); the transport owns them
+	// from now on and closes them in Close. When nil, IKEAddr and NATTAddr
+	// ("host:port") are bound instead. An empty IKEAddr with a nil IKEConn
+	// means no port-500 socket (a client that starts on 4500).
+	IKEConn, NATTConn net.PacketConn
 	IKEAddr, NATTAddr string
 	// IKE receives IKE datagrams from both sockets. Required.
 	IKE IKEHandler
@@ -113,8 +115,8 @@ type Transport struct {
 	cfg   TransportConfig
 	log   *slog.Logger
 	clock link.Clock
-	ike   *net.UDPConn
-	natt  *net.UDPConn
+	ike   *sock // nil when there is no port-500 socket
+	natt  *sock
 	stats TransportStats
 	warn  warnLimiter
 
@@ -168,27 +170,36 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Transport{cfg: cfg, log: log, clock: cfg.Clock, ike: cfg.IKEConn, natt: cfg.NATTConn,
-		peers: map[*Peer]struct{}{}, done: make(chan struct{})}
+	t := &Transport{cfg: cfg, log: log, clock: cfg.Clock, peers: map[*Peer]struct{}{}, done: make(chan struct{})}
 	t.warn.clock = cfg.Clock
 	t.bufPool.New = func() any { b := make([]byte, bufSize); return &b }
 	empty := map[uint32]inSA{}
 	t.sas.Store(&empty)
-	var err error
-	if t.natt == nil {
-		if t.natt, err = listen(cfg.NATTAddr); err != nil {
+	natt, ike := cfg.NATTConn, cfg.IKEConn
+	if natt == nil {
+		c, err := listen(cfg.NATTAddr)
+		if err != nil {
 			return nil, err
 		}
+		natt = c
 	}
-	if t.ike == nil && cfg.IKEAddr != "" {
-		if t.ike, err = listen(cfg.IKEAddr); err != nil {
-			t.natt.Close()
+	if ike == nil && cfg.IKEAddr != "" {
+		c, err := listen(cfg.IKEAddr)
+		if err != nil {
+			natt.Close()
 			return nil, err
 		}
+		ike = c
 	}
-	// Best effort: the kernel caps the size without failing.
-	_ = t.natt.SetReadBuffer(cfg.SocketBuffer)
-	_ = t.natt.SetWriteBuffer(cfg.SocketBuffer)
+	t.natt = newSock(natt)
+	if ike != nil {
+		t.ike = newSock(ike)
+	}
+	if t.natt.udp != nil {
+		// Best effort: the kernel caps the size without failing.
+		_ = t.natt.udp.SetReadBuffer(cfg.SocketBuffer)
+		_ = t.natt.udp.SetWriteBuffer(cfg.SocketBuffer)
+	}
 	t.l2tp = &l2tpConn{t: t, ch: make(chan inbound, cfg.ReadQueue), closed: make(chan struct{}), kick: make(chan struct{}, 1)}
 	t.ikeQ = make(chan ikeDatagram, cfg.IKEQueue)
 	t.wg.Add(2)
@@ -203,7 +214,7 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 		t.wg.Add(1)
 		go t.keepaliveLoop(ka)
 	}
-	log.Info("esp transport started", "natt", t.natt.LocalAddr().String(), "ike", addrString(t.ike))
+	log.Info("esp transport started", "natt", t.natt.pc.LocalAddr().String(), "ike", t.IKEAddr().String())
 	return t, nil
 }
 
@@ -219,22 +230,15 @@ func listen(addr string) (*net.UDPConn, error) {
 	return c, nil
 }
 
-func addrString(c *net.UDPConn) string {
-	if c == nil {
-		return ""
-	}
-	return c.LocalAddr().String()
-}
-
 // NATTAddr returns the bound NAT-T socket address.
-func (t *Transport) NATTAddr() netip.AddrPort { return t.natt.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (t *Transport) NATTAddr() netip.AddrPort { return t.natt.addrPort() }
 
 // IKEAddr returns the bound IKE socket address (zero if there is none).
 func (t *Transport) IKEAddr() netip.AddrPort {
 	if t.ike == nil {
 		return netip.AddrPort{}
 	}
-	return t.ike.LocalAddr().(*net.UDPAddr).AddrPort()
+	return t.ike.addrPort()
 }
 
 // Stats returns the transport's counters.
@@ -255,7 +259,7 @@ func (t *Transport) SendIKE(b []byte, local, remote netip.AddrPort, natt bool) e
 		if t.ike == nil {
 			return errors.New("esp: no IKE (port 500) socket")
 		}
-		if _, err := t.ike.WriteToUDPAddrPort(b, remote); err != nil {
+		if _, err := t.ike.writeTo(b, remote); err != nil {
 			t.stats.SendErrors.Add(1)
 			return fmt.Errorf("esp: send IKE: %w", err)
 		}
@@ -273,7 +277,7 @@ func (t *Transport) SendIKE(b []byte, local, remote netip.AddrPort, natt bool) e
 	}
 	clear(pkt[:NonESPMarkerLen])
 	copy(pkt[NonESPMarkerLen:], b)
-	if _, err := t.natt.WriteToUDPAddrPort(pkt, remote); err != nil {
+	if _, err := t.natt.writeTo(pkt, remote); err != nil {
 		t.stats.SendErrors.Add(1)
 		return fmt.Errorf("esp: send IKE: %w", err)
 	}
@@ -292,9 +296,9 @@ func (t *Transport) Close() error {
 	t.mu.Unlock()
 	close(t.done)
 	t.l2tp.close()
-	err := t.natt.Close()
+	err := t.natt.pc.Close()
 	if t.ike != nil {
-		t.ike.Close()
+		t.ike.pc.Close()
 	}
 	t.wg.Wait()
 	t.log.Info("esp transport closed")
@@ -302,15 +306,20 @@ func (t *Transport) Close() error {
 }
 
 // readLoop reads one socket until it is closed.
-func (t *Transport) readLoop(c *net.UDPConn, natt bool) {
+func (t *Transport) readLoop(c *sock, natt bool) {
 	defer t.wg.Done()
 	buf := make([]byte, 1<<16)
-	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	local := c.addrPort()
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
+		n, from, err := c.readFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
+			}
+			if errors.Is(err, errAddrType) {
+				t.stats.Malformed.Add(1)
+				t.warn.log(t.log, "datagram from a non-UDP address dropped")
+				continue
 			}
 			select {
 			case <-t.done:
@@ -320,7 +329,6 @@ func (t *Transport) readLoop(c *net.UDPConn, natt bool) {
 			t.warn.log(t.log, "read error", "err", err)
 			continue
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		b := buf[:n]
 		if !natt {
 			t.queueIKE(b, local, from, false)
