@@ -36,7 +36,11 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startMosquitto(t *testing.T) *mosquittoPeer {
+func startMosquitto(t *testing.T) *mosquittoPeer { return startMosquittoTLS(t, nil) }
+
+// startMosquittoTLS starts mosquitto with a TLS listener (server cert from
+// pki) when pki is not nil.
+func startMosquittoTLS(t *testing.T, pki *testPKI) *mosquittoPeer {
 	t.Helper()
 	bin := testenv.RequireBinary(t, "mosquitto")
 	dir := t.TempDir()
@@ -55,6 +59,10 @@ connection_messages true
 max_inflight_messages 0
 max_queued_messages 100000
 `, port, p.logFile)
+	if pki != nil {
+		cert, key := pki.issue(t, "central", true)
+		conf += fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\n", pki.caFile, cert, key)
+	}
 	cf := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

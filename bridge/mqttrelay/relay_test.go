@@ -3,6 +3,8 @@ package mqttrelay
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -189,3 +191,58 @@ func TestMosquittoDevicesThroughRelay(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestRelayTLSToCentral: the relay wraps TLS inside its own dial (paho does
+// no TLS with a custom open function) and verifies the central broker.
+func TestRelayTLSToCentral(t *testing.T) {
+	pki := newTestPKI(t)
+	central := startMosquittoTLS(t, pki)
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sp.Close() })
+	newRelay := func(roots *x509.CertPool) *Relay {
+		r, err := New(Config{
+			Site: "s1", Server: netip.MustParseAddrPort(central.addr), AddrOf: addrOf, Spool: sp,
+			TLS:        &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12},
+			BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	}
+	// A relay that does not trust the central CA never connects.
+	bad := newRelay(x509.NewCertPool())
+	if err := bad.AddEndpoint("sensor-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "failed TLS attempts", func() bool { return bad.Stats().ConnectFailures.Load() >= 2 })
+	if got := bad.Stats().Connects.Load(); got != 0 {
+		t.Fatalf("untrusted central accepted: %d connects", got)
+	}
+	if st := bad.Status(); len(st) != 1 || !strings.Contains(st[0].LastError, "certificate") {
+		t.Fatalf("status should show the certificate error: %+v", st)
+	}
+	_ = bad.Close()
+
+	r := newRelay(pki.pool)
+	host, port, _ := net.SplitHostPort(central.addr)
+	subOut := make(chan string, 1)
+	go func() {
+		out, _ := runTool(t, "mosquitto_sub", "-h", host, "-p", port, "--cafile", pki.caFile, "-t", "sites/s1/#", "-v", "-C", "1", "-W", "15")
+		subOut <- out
+	}()
+	waitFor(t, 10*time.Second, "central subscriber", func() bool { return strings.Contains(central.log(t), "sites/s1/#") })
+	if err := r.Publish("sensor-1", mqtt.Message{Topic: "telemetry/t", Payload: []byte("over-tls"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(<-subOut); got != "sites/s1/sensor-1/telemetry/t over-tls" {
+		t.Fatalf("central got %q", got)
+	}
+	if st := r.Status(); len(st) != 1 || st[0].State != StateConnected || st[0].Source.String() != "127.0.0.11" {
+		t.Fatalf("status: %+v", st)
+	}
+}
