@@ -1,0 +1,190 @@
+package clientconfig
+
+const xl2tpdPart = `
+# ---- /etc/xl2tpd/xl2tpd.conf ----
+[lac {{.Name}}]
+lns = {{.Gateway}}
+ppp debug = no
+pppoptfile = /etc/ppp/options.xl2tpd.{{.Name}}
+length bit = yes
+autodial = yes
+redial = yes
+redial timeout = 5
+
+# ---- /etc/ppp/options.xl2tpd.{{.Name}} ----
+ipcp-accept-local
+ipcp-accept-remote
+noccp
+noauth
+mtu 1400
+mru 1400
+nodefaultroute
+usepeerdns
+connect-delay 5000
+name {{.Identity.PPP.User}}
+password {{.Identity.PPP.Password}}
+{{.PPPAuthOptions}}
+
+# ---- routes to push after the link is up (e.g. /etc/ppp/ip-up.d/{{.Name}}) ----
+{{- range .Routes}}
+# ip route replace {{.}} dev "$PPP_IFACE"
+{{- end}}
+`
+
+const strongswanTmpl = `# fleetgate client configuration for identity {{.Identity.Name}}
+# strongSwan (swanctl) + xl2tpd, IKEv1 transport mode for L2TP (UDP/1701).
+#
+# ---- /etc/swanctl/conf.d/{{.Name}}.conf ----
+connections {
+  {{.Name}} {
+    version = 1
+    remote_addrs = {{.Gateway}}
+{{- if ne .IKEPort 500}}
+    remote_port = {{.IKEPort}}
+{{- end}}
+    proposals = {{.IKEList}}
+    encap = yes
+    dpd_delay = 30s
+    local {
+{{- if .Cert}}
+      auth = pubkey
+      certs = {{.Identity.Name}}.crt
+      id = {{.Identity.ID}}
+{{- else}}
+      auth = psk
+{{- if .Identity.ID}}
+      id = {{.Identity.ID}}
+{{- end}}
+{{- end}}
+    }
+    remote {
+{{- if .Cert}}
+      auth = pubkey
+      id = {{.GatewayID}}
+{{- else}}
+      auth = psk
+{{- end}}
+    }
+    children {
+      {{.Name}}-l2tp {
+        mode = transport
+        local_ts = dynamic[udp/1701]
+        remote_ts = dynamic[udp/1701]
+        esp_proposals = {{.ESPList}}
+        start_action = start
+        close_action = start
+        dpd_action = restart
+      }
+    }
+  }
+}
+{{- if not .Cert}}
+secrets {
+  ike-{{.Name}} {
+    secret = {{.YQ .PSK}}
+  }
+}
+{{- else}}
+# Install the certificate material from ` + "`gateway pki issue {{.Identity.Name}}`" + `:
+#   /etc/swanctl/x509ca/ca.crt  /etc/swanctl/x509/{{.Identity.Name}}.crt  /etc/swanctl/private/{{.Identity.Name}}.key
+{{- end}}
+` + xl2tpdPart
+
+const ipsecTmpl = `# fleetgate client configuration for identity {{.Identity.Name}}
+# strongSwan/libreswan (ipsec.conf) + xl2tpd, IKEv1 transport mode.
+#
+# ---- /etc/ipsec.conf ----
+conn {{.Name}}
+    keyexchange=ikev1
+    type=transport
+    authby={{if .Cert}}pubkey{{else}}secret{{end}}
+    right={{.Gateway}}
+    rightprotoport=17/1701
+    leftprotoport=17/1701
+    left=%defaultroute
+{{- if .Cert}}
+    leftcert={{.Identity.Name}}.crt
+    leftid={{.Identity.ID}}
+    rightid={{.GatewayID}}
+{{- else if .Identity.ID}}
+    leftid={{.Identity.ID}}
+{{- end}}
+    ike={{.LegacyIKE}}
+    esp={{.LegacyESP}}
+    forceencaps=yes
+    dpddelay=30
+    dpdaction=restart
+    auto=start
+
+# ---- /etc/ipsec.secrets ----
+{{- if .Cert}}
+: ECDSA {{.Identity.Name}}.key
+{{- else}}
+: PSK {{.YQ .PSK}}
+{{- end}}
+` + xl2tpdPart
+
+const windowsTmpl = `# fleetgate client configuration for identity {{.Identity.Name}} (Windows PowerShell, run as the user)
+{{- if .Cert}}
+# Certificate authentication: import {{.Identity.Name}}.p12 into the LOCAL MACHINE personal store
+# and ca.crt into Trusted Root; Windows then uses the machine certificate for IKE.
+Add-VpnConnection -Name {{.Q .Name}} -ServerAddress {{.Q .Gateway}} -TunnelType L2tp -AuthenticationMethod {{.WindowsAuth}} -EncryptionLevel Required -SplitTunneling -RememberCredential -Force
+{{- else}}
+Add-VpnConnection -Name {{.Q .Name}} -ServerAddress {{.Q .Gateway}} -TunnelType L2tp -L2tpPsk {{.Q .PSK}} -AuthenticationMethod {{.WindowsAuth}} -EncryptionLevel Required -SplitTunneling -RememberCredential -Force
+{{- end}}
+{{- range .Routes}}
+Add-VpnConnectionRoute -ConnectionName {{$.Q $.Name}} -DestinationPrefix {{$.Q .}}
+{{- end}}
+# Routes are also pushed by the gateway (DHCPINFORM options 121/249).
+# Connect once with the PPP credentials (user {{.Q .Identity.PPP.User}}):
+rasdial {{.Name}} {{.Identity.PPP.User}} {{.Q .Identity.PPP.Password}}
+# If this PC is behind NAT and the gateway is too, allow NAT-T once (then reboot):
+# Set-ItemProperty -Path 'HKLM:\SYSTEM\CurrentControlSet\Services\PolicyAgent' -Name AssumeUDPEncapsulationContextOnSendRule -Type DWord -Value 2
+`
+
+const mikrotikTmpl = `# fleetgate client configuration for identity {{.Identity.Name}} (MikroTik RouterOS 6.45+/7)
+/ip ipsec proposal set [find default=yes] enc-algorithms={{.MikroTikEnc}} auth-algorithms={{.MikroTikAuth}}
+{{- if .Cert}}
+# Certificate authentication: import ca.crt, {{.Identity.Name}}.crt and .key with /certificate import,
+# then point the dynamic IPsec peer created by use-ipsec=yes at it:
+/interface l2tp-client add name={{.Name}} connect-to={{.Gateway}} user="{{.Identity.PPP.User}}" password="{{.Identity.PPP.Password}}" allow={{.MikroTikAllow}} use-ipsec=yes add-default-route=no disabled=no
+/ip ipsec identity set [find peer~"l2tp-out"] auth-method=digital-signature certificate={{.Identity.Name}}
+{{- else}}
+/interface l2tp-client add name={{.Name}} connect-to={{.Gateway}} user="{{.Identity.PPP.User}}" password="{{.Identity.PPP.Password}}" allow={{.MikroTikAllow}} use-ipsec=yes ipsec-secret="{{.PSK}}" add-default-route=no disabled=no
+{{- end}}
+{{- range .Routes}}
+/ip route add dst-address={{.}} gateway={{$.Name}} comment="fleetgate push route"
+{{- end}}
+`
+
+const bridgeTmpl = `# fleetgate edge bridge: uplink section for identity {{.Identity.Name}}
+uplink:
+  gateways: [{{.YQ .Gateway}}]
+  ike_port: {{.IKEPort}}
+  natt_port: {{.NATTPort}}
+  proposals:
+    ike: [{{.IKEList}}]
+    esp: [{{.ESPList}}]
+{{- if .Cert}}
+  auth: cert
+  id: {{.YQ .Identity.ID}}
+  ca: /etc/fleetgate/ca.crt
+  cert: /etc/fleetgate/{{.Identity.Name}}.crt
+  key: /etc/fleetgate/{{.Identity.Name}}.key
+  gateway_id: {{.YQ .GatewayID}}
+{{- else}}
+  auth: psk
+{{- if .Identity.ID}}
+  id: {{.YQ .Identity.ID}}
+{{- end}}
+  psk: {{.YQ .PSK}}
+{{- end}}
+  ppp:
+    user: {{.YQ .Identity.PPP.User}}
+    password: {{.YQ .Identity.PPP.Password}}
+    methods: [{{range $i, $m := .Identity.PPP.Methods}}{{if $i}}, {{end}}{{$m}}{{end}}]
+{{- if .Identity.RoutePrefixes}}
+  site_prefixes: [{{range $i, $r := .Identity.RoutePrefixes}}{{if $i}}, {{end}}{{$r}}{{end}}]
+{{- end}}
+  routes: [{{range $i, $r := .Routes}}{{if $i}}, {{end}}{{$r}}{{end}}]
+`
