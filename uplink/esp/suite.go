@@ -1,5 +1,32 @@
 // Package esp implements IPsec ESP (RFC 4303) in transport mode, carried in
 // UDP (RFC 3948), in userspace.
+//
+// Three layers:
+//
+//   - Suite names a negotiated transform (IKEv1 DOI numbers) and the KEYMAT
+//     layout.
+//   - SA is one direction of an IPsec SA: Seal appends an ESP packet to a
+//     caller buffer, Open verifies and decrypts in place (anti-replay window
+//     from package replay, padding and Next Header checks, soft and hard
+//     lifetimes, sequence-number exhaustion). Keys never change after
+//     NewSA, so the data path takes no control-plane lock; zero allocations
+//     per packet.
+//   - Transport owns the IKE (500) and NAT-T (4500) sockets, classifies
+//     NAT-T datagrams (non-ESP marker → IKE, 0xFF → keepalive, else ESP by
+//     SPI from an atomically published table), sends keepalives, follows
+//     NAT rebinding, and hands L2TP a net.PacketConn (L2TP) whose addresses
+//     (*Addr) name the IPsec peer, stable across rekeys.
+//
+// A composer turns each Quick Mode result into NewSA(Inbound) +
+// NewSA(Outbound) and Transport.AddSA (first pair) or Transport.Rekey
+// (make-before-break), and calls RemoveSA on the peer's Delete.
+//
+// ESP is always UDP-encapsulated, even without NAT: raw IP protocol 50 needs
+// a raw socket (root) and this kernel has no ESP; stock clients accept it
+// and SoftEther forces it. Sent inner UDP headers carry checksum 0 (RFC 768
+// allows it for IPv4; RFC 3948 §3.1.2); received inner checksums are not
+// checked because NAT changed the addresses they cover and the ESP ICV
+// already protects the bytes.
 package esp
 
 import (
