@@ -213,6 +213,7 @@ type Engine struct {
 	evs     []Event
 	closed  bool
 	warnAt  time.Time
+	nHalf   int // responder SAs not yet established
 }
 
 type outPacket struct {
@@ -454,14 +455,32 @@ func (e *Engine) allow(src netip.Addr) bool {
 	return true
 }
 
-func (e *Engine) halfOpen() int {
-	n := 0
-	for _, sa := range e.allSAs() {
-		if sa.role == RoleResponder && sa.state < p1Established {
-			n++
+func (e *Engine) halfOpen() int { return e.nHalf }
+
+// NoteTraffic tells the engine that authenticated traffic (ESP) arrived
+// from remote, so dead peer detection stays quiet while data flows (RFC
+// 3706 §5.5: DPD is only needed when idle).
+func (e *Engine) NoteTraffic(remote netip.Addr) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.cfg.Clock.Now()
+	for _, sa := range e.sas {
+		if sa.state == p1Established && sa.remote.Addr() == remote {
+			sa.lastHeard = now
 		}
 	}
-	return n
+}
+
+// Hangup deletes every SA with remote (ISAKMP and IPsec, telling the peer)
+// and reports the children down.
+func (e *Engine) Hangup(remote netip.Addr) {
+	e.mu.Lock()
+	for _, sa := range e.allSAs() {
+		if sa.remote.Addr() == remote {
+			sa.teardown(errors.New("ike: hung up locally"), true)
+		}
+	}
+	e.unlockAndFlush()
 }
 
 func (e *Engine) random(n int) []byte {

@@ -350,6 +350,7 @@ func (e *Engine) respondMM1(m *Message, b []byte, local, remote netip.AddrPort, 
 	}
 	sa.vendorIDs(m)
 	sa.state = p1MM2Sent
+	e.nHalf++
 	e.sas[cookieKey(sa.ci, sa.cr)] = sa
 	e.pending[sa.ci] = sa
 	reply := SAPayload{DOI: DOIIPsec, Situation: SituationIdentOnly, Proposals: []Proposal{chosen}}
@@ -672,6 +673,9 @@ func (sa *ikeSA) hasInitialContact(m *Message) bool {
 func (sa *ikeSA) establish() {
 	e := sa.e
 	now := e.cfg.Clock.Now()
+	if sa.role == RoleResponder {
+		e.nHalf--
+	}
 	sa.state = p1Established
 	sa.established = now
 	sa.expires = now.Add(sa.life)
@@ -774,6 +778,9 @@ func (sa *ikeSA) teardown(err error, sendDelete bool) {
 		sa.children = nil
 	}
 	wasUp := sa.state == p1Established
+	if sa.role == RoleResponder && !wasUp {
+		e.nHalf--
+	}
 	sa.state = p1Dead
 	delete(e.sas, cookieKey(sa.ci, sa.cr))
 	if e.pending[sa.ci] == sa {

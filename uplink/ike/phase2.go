@@ -84,6 +84,12 @@ func midBytes(mid uint32) []byte { return binary.BigEndian.AppendUint32(nil, mid
 // startQuickMode negotiates an ESP SA pair for L2TP (RFC 3193 §5:
 // UDP/1701 both ends), or rekeys old.
 func (sa *ikeSA) startQuickMode(old *ChildSA) error {
+	return sa.startQuickModeWith(old,
+		AddrID(sa.local.Addr(), ipsecProtocolUDP, l2tpPort), AddrID(sa.remote.Addr(), ipsecProtocolUDP, l2tpPort))
+}
+
+// startQuickModeWith negotiates with explicit selectors IDci, IDcr.
+func (sa *ikeSA) startQuickModeWith(old *ChildSA, idci, idcr Identification) error {
 	e := sa.e
 	q := &quickMode{initiator: true, rekeyOf: old, rto: e.cfg.Retransmit}
 	for q.mid == 0 || sa.qms[q.mid] != nil {
@@ -120,8 +126,8 @@ func (sa *ikeSA) startQuickMode(old *ChildSA) error {
 		}
 		ps = append(ps, Payload{PayloadKE, q.dh.pub})
 	}
-	q.idci = AddrID(sa.local.Addr(), ipsecProtocolUDP, l2tpPort).Append(nil)
-	q.idcr = AddrID(sa.remote.Addr(), ipsecProtocolUDP, l2tpPort).Append(nil)
+	q.idci = idci.Append(nil)
+	q.idcr = idcr.Append(nil)
 	ps = append(ps, Payload{PayloadID, q.idci}, Payload{PayloadID, q.idcr})
 	ps = append(ps, sa.natoaPayloads(sa.local.Addr(), sa.remote.Addr())...)
 	rest := appendPayloads(nil, ps)
