@@ -232,13 +232,16 @@ func (e *Endpoint) readLoop() {
 			}
 			continue
 		}
-		e.input(buf[:n], addr)
+		e.Input(buf[:n], addr)
 	}
 }
 
-// input dispatches one datagram. Data goes straight to the session;
-// control is copied to the tunnel's owner goroutine.
-func (e *Endpoint) input(b []byte, addr net.Addr) {
+// Input dispatches one datagram received from addr, as the reader
+// goroutine does for datagrams read from the PacketConn; a transport that
+// pushes datagrams (the ESP layer) may call it directly. Data goes
+// straight to the session's frame handler without allocating; control is
+// copied to the tunnel's owner goroutine. b is not retained.
+func (e *Endpoint) Input(b []byte, addr net.Addr) {
 	h, err := ParseHeader(b)
 	if err != nil {
 		e.stats.MalformedDropped.Add(1)

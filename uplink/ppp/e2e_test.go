@@ -14,7 +14,7 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
-func drive(t *testing.T, clk *linktest.Clock, what string, cond func() bool) {
+func drive(t testing.TB, clk *linktest.Clock, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
