@@ -76,7 +76,12 @@ func BenchmarkDataPath(b *testing.B) {
 	client := ppp.New(sess.Load(), ppp.Config{Role: ppp.Client, Clock: clk, Username: "u", Password: "p"})
 	sess.Load().SetFrameHandler(client.Input)
 	drive(b, clk, "IPCP", func() bool { c := server.Load(); return c != nil && closed(c.Up())() && closed(client.Up())() })
-	b.Cleanup(func() { ca.discard.Store(false); cb.discard.Store(false); client.LowerDown(); server.Load().LowerDown() })
+	b.Cleanup(func() {
+		ca.discard.Store(false)
+		cb.discard.Store(false)
+		client.LowerDown()
+		server.Load().LowerDown()
+	})
 
 	pkt := ipPacket(netip.MustParseAddr("10.10.8.2"), netip.MustParseAddr("10.10.8.1"), 1, 1400)
 	b.Run("encap-l2tp-ppp-1400", func(b *testing.B) {
