@@ -574,3 +574,39 @@ func TestTransportSlowIKEDoesNotStallESP(t *testing.T) {
 		t.Fatalf("IKEIn = %d, want 3", got)
 	}
 }
+
+// TestTransportIPv6 runs the L2TP exchange over IPv6 loopback outer
+// addresses; the peer's address must compare equal (no rebinding).
+func TestTransportIPv6(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clock := linktest.NewClock()
+	mk := func(addr string) *Transport {
+		tr, err := NewTransport(TransportConfig{NATTAddr: addr, Clock: clock,
+			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
+		if err != nil {
+			t.Fatalf("listen %s: %v", addr, err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		return tr
+	}
+	a, b := mk("[::1]:0"), mk("[::1]:0")
+	aOut, bIn := newPair(t, gcm128, 0x61, Options{})
+	bOut, aIn := newPair(t, gcm128, 0x62, Options{})
+	pA, err := a.AddSA(aIn, aOut, PeerConfig{Remote: b.NATTAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pB, err := b.AddSA(bIn, bOut, PeerConfig{Remote: a.NATTAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.L2TP().WriteTo([]byte("v6"), pA.Addr(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, from := read(t, b.L2TP()); string(got) != "v6" || from.Peer() != pB {
+		t.Fatalf("got %q from %v", got, from)
+	}
+	if pB.Remote() != a.NATTAddr() || b.Stats().Rebinds.Load() != 0 {
+		t.Fatalf("peer remote %v (rebinds %d), want %v unchanged", pB.Remote(), b.Stats().Rebinds.Load(), a.NATTAddr())
+	}
+}
