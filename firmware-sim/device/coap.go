@@ -246,7 +246,11 @@ func (s *coapSession) notify(senml.Telemetry) {
 func (s *coapSession) send(ctx context.Context, _ senml.Telemetry, payload []byte) (bool, bool, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.d.maxTransmitWait()+s.d.cfg.AckTimeout)
 	defer cancel()
-	req, err := s.cc.NewPostRequest(rctx, s.d.cfg.Path, message.MediaType(s.d.cfg.Format.ContentFormat()), bytes.NewReader(payload))
+	newReq := s.cc.NewPostRequest
+	if s.d.cfg.PUT {
+		newReq = s.cc.NewPutRequest
+	}
+	req, err := newReq(rctx, s.d.cfg.Path, message.MediaType(s.d.cfg.Format.ContentFormat()), bytes.NewReader(payload))
 	if err != nil {
 		return false, false, err
 	}

@@ -64,8 +64,11 @@ type Config struct {
 	Protocol Protocol
 	// Target is the bridge address, host:port.
 	Target string
-	// Path is the CoAP telemetry resource (POST), e.g. "/telemetry".
+	// Path is the CoAP telemetry resource, e.g. "/telemetry".
 	Path string
+	// PUT sends telemetry with PUT instead of POST (for servers such as
+	// libcoap's example server that create resources on PUT).
+	PUT bool
 	// Topic is the MQTT telemetry topic.
 	Topic string
 	// Creds is the device's identity: KindPSK (identity + key), KindCert

@@ -49,6 +49,8 @@ type Target struct {
 	CoAP string `yaml:"coap"`
 	// CoAPPath is where telemetry is POSTed, default "/telemetry".
 	CoAPPath string `yaml:"coap_path"`
+	// CoAPMethod is "post" (default) or "put".
+	CoAPMethod string `yaml:"coap_method"`
 	// MQTT is the MQTT/TLS address, host:port (default port 8883).
 	MQTT string `yaml:"mqtt"`
 	// MQTTTopic is the telemetry topic; "{device}" is replaced by the
@@ -261,7 +263,7 @@ func groupLines(root *yaml.Node) []int {
 // stands for every group).
 var known = map[string][]string{
 	"":                 {"name", "duration", "seed", "target", "collector", "credentials", "report", "groups"},
-	"target":           {"coap", "coap_path", "mqtt", "mqtt_topic", "server_name", "ca_file", "insecure_skip_verify"},
+	"target":           {"coap", "coap_path", "coap_method", "mqtt", "mqtt_topic", "server_name", "ca_file", "insecure_skip_verify"},
 	"collector":        {"url"},
 	"credentials":      {"file", "seed"},
 	"report":           {"interval", "json"},

@@ -40,6 +40,13 @@ func (s *Scenario) validate(root *yaml.Node) error {
 	if s.Target.CoAPPath == "" {
 		s.Target.CoAPPath = DefaultCoAPPath
 	}
+	switch s.Target.CoAPMethod {
+	case "":
+		s.Target.CoAPMethod = "post"
+	case "post", "put":
+	default:
+		return bad(fmt.Sprintf("target.coap_method must be post or put, got %q", s.Target.CoAPMethod), "target", "coap_method")
+	}
 	if s.Target.MQTTTopic == "" {
 		s.Target.MQTTTopic = DefaultMQTTTopic
 	}

@@ -139,7 +139,7 @@ func NewFleet(sc *scenario.Scenario, opts Options) (*Fleet, error) {
 			}
 			cfg := device.Config{
 				Name: name, Group: g.Name, Index: idx, Protocol: device.Protocol(g.Protocol),
-				Path: sc.Target.CoAPPath, Topic: sc.Target.MQTTTopic, Creds: e,
+				Path: sc.Target.CoAPPath, PUT: sc.Target.CoAPMethod == "put", Topic: sc.Target.MQTTTopic, Creds: e,
 				Suite: g.Suite, CID: g.CID, Format: format, Interval: g.Interval,
 				Confirmable: g.IsConfirmable(), LossPercent: g.Faults.LossPercent,
 				RebindEvery: g.Faults.RebindEvery, BackoffMin: g.Reconnect.Min, BackoffMax: g.Reconnect.Max,
