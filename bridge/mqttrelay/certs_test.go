@@ -54,7 +54,7 @@ func newTestPKI(t *testing.T) *testPKI {
 }
 
 // issue signs a leaf for cn and returns the cert and key file paths.
-func (p *testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
+func (p *testPKI) issue(t testing.TB, cn string, server bool) (certFile, keyFile string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -77,7 +77,7 @@ func (p *testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile
 	return p.writePEM(t, cn+".crt", "CERTIFICATE", der), p.writePEM(t, cn+".key", "EC PRIVATE KEY", kder)
 }
 
-func (p *testPKI) writePEM(t *testing.T, name, typ string, der []byte) string {
+func (p *testPKI) writePEM(t testing.TB, name, typ string, der []byte) string {
 	t.Helper()
 	path := filepath.Join(p.dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {

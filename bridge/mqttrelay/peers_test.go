@@ -26,7 +26,7 @@ type mosquittoPeer struct {
 	exited  chan struct{}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,11 +36,11 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startMosquitto(t *testing.T) *mosquittoPeer { return startMosquittoTLS(t, nil) }
+func startMosquitto(t testing.TB) *mosquittoPeer { return startMosquittoTLS(t, nil) }
 
 // startMosquittoTLS starts mosquitto with a TLS listener (server cert from
 // pki) when pki is not nil.
-func startMosquittoTLS(t *testing.T, pki *testPKI) *mosquittoPeer {
+func startMosquittoTLS(t testing.TB, pki *testPKI) *mosquittoPeer {
 	t.Helper()
 	bin := testenv.RequireBinary(t, "mosquitto")
 	dir := t.TempDir()
@@ -98,7 +98,7 @@ max_queued_messages 100000
 }
 
 // log returns mosquitto's log so far.
-func (p *mosquittoPeer) log(t *testing.T) string {
+func (p *mosquittoPeer) log(t testing.TB) string {
 	t.Helper()
 	b, err := os.ReadFile(p.logFile)
 	if err != nil && !os.IsNotExist(err) {
@@ -109,7 +109,7 @@ func (p *mosquittoPeer) log(t *testing.T) string {
 
 // connectLines returns mosquitto's "New client connected from A:P as ID"
 // lines, as "ID from A".
-func (p *mosquittoPeer) connectLines(t *testing.T) []string {
+func (p *mosquittoPeer) connectLines(t testing.TB) []string {
 	var out []string
 	sc := bufio.NewScanner(strings.NewReader(p.log(t)))
 	for sc.Scan() {

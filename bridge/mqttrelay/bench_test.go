@@ -1,0 +1,169 @@
+package mqttrelay
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// benchDevices is the number of simulated devices (FLEETGATE_BENCH_DEVICES,
+// default 100; the figure is for 2000).
+func benchDevices() int {
+	if n, err := strconv.Atoi(os.Getenv("FLEETGATE_BENCH_DEVICES")); err == nil && n > 0 {
+		return n
+	}
+	return 100
+}
+
+// latencySink is a central subscriber that timestamps arrivals of payloads
+// "<unix nanos sent>".
+type latencySink struct {
+	mu   sync.Mutex
+	lat  []time.Duration
+	last time.Time
+	n    atomic.Int64
+}
+
+func startSink(b *testing.B, addr string, qos byte) (*latencySink, func()) {
+	s := &latencySink{}
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("bench-sink").SetOrderMatters(false)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("sink connect: %v", tok.Error())
+	}
+	tok := c.Subscribe("sites/s1/#", qos, func(_ paho.Client, m paho.Message) {
+		sent, err := strconv.ParseInt(string(m.Payload()), 10, 64)
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		s.mu.Lock()
+		s.lat = append(s.lat, now.Sub(time.Unix(0, sent)))
+		s.last = now
+		s.mu.Unlock()
+		s.n.Add(1)
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("sink subscribe: %v", tok.Error())
+	}
+	return s, func() { c.Disconnect(0) }
+}
+
+func (s *latencySink) percentile(p float64) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.lat) == 0 {
+		return 0
+	}
+	l := append([]time.Duration(nil), s.lat...)
+	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	return l[int(p*float64(len(l)-1))]
+}
+
+// BenchmarkRelay measures device -> central messages per second and
+// latency, through the bridge (site broker + spool + relay) and, as the
+// baseline, with the same devices publishing straight to the central
+// mosquitto. b.N messages are spread over the devices; each device
+// publishes its share back to back (QoS 1: waits for each PUBACK).
+//
+//	go test -run '^$' -bench BenchmarkRelay -benchtime 20000x ./bridge/mqttrelay
+func BenchmarkRelay(b *testing.B) {
+	for _, path := range []string{"direct", "bridge"} {
+		for _, qos := range []byte{0, 1} {
+			b.Run(fmt.Sprintf("%s/qos%d", path, qos), func(b *testing.B) { benchRelay(b, path == "bridge", qos) })
+		}
+	}
+}
+
+func benchRelay(b *testing.B, viaBridge bool, qos byte) {
+	central := startMosquitto(b)
+	sink, stopSink := startSink(b, central.addr, qos)
+	defer stopSink()
+	nDev := benchDevices()
+	target := central.addr
+	var st *site
+	if viaBridge {
+		port := freePort(b)
+		pw := map[string]string{}
+		for i := 1; i <= nDev; i++ {
+			pw[fmt.Sprintf("sensor-%d", i+200)] = "p"
+		}
+		st = startSite(b, siteConfig{spoolDir: b.TempDir(), central: central.addr,
+			plainAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), passwords: pw, spoolMax: 256 << 20})
+		defer st.kill()
+		target = st.broker.PlainAddr().String()
+	}
+	clients := make([]paho.Client, nDev)
+	var wg sync.WaitGroup
+	errs := make(chan error, nDev)
+	for i := range clients {
+		ep := fmt.Sprintf("sensor-%d", i+201)
+		o := paho.NewClientOptions().AddBroker("tcp://"+target).SetClientID(ep).SetUsername(ep).SetPassword("p").
+			SetCleanSession(true).SetAutoReconnect(false)
+		clients[i] = paho.NewClient(o)
+		wg.Add(1)
+		go func(c paho.Client) {
+			defer wg.Done()
+			if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+				errs <- fmt.Errorf("device connect: %v", tok.Error())
+			}
+		}(clients[i])
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	defer func() {
+		for _, c := range clients {
+			c.Disconnect(0)
+		}
+	}()
+	per := (b.N + nDev - 1) / nDev
+	total := per * nDev
+	b.ResetTimer()
+	start := time.Now()
+	for i, c := range clients {
+		wg.Add(1)
+		go func(i int, c paho.Client) {
+			defer wg.Done()
+			topic := "telemetry/bench"
+			if !viaBridge {
+				topic = fmt.Sprintf("sites/s1/sensor-%d/telemetry/bench", i+201)
+			}
+			for k := 0; k < per; k++ {
+				tok := c.Publish(topic, qos, false, strconv.FormatInt(time.Now().UnixNano(), 10))
+				if qos > 0 {
+					tok.Wait()
+				}
+			}
+		}(i, c)
+	}
+	wg.Wait()
+	deadline := time.Now().Add(60 * time.Second)
+	for sink.n.Load() < int64(total) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // waiting for the central subscriber
+	}
+	b.StopTimer()
+	sink.mu.Lock()
+	elapsed := sink.last.Sub(start)
+	sink.mu.Unlock()
+	got := sink.n.Load()
+	b.ReportMetric(float64(got)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(sink.percentile(0.5).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(sink.percentile(0.99).Microseconds()), "p99-µs")
+	b.ReportMetric(float64(total-int(got)), "lost")
+	b.ReportMetric(float64(nDev), "devices")
+	if qos > 0 && got < int64(total) {
+		b.Errorf("QoS %d: %d of %d messages arrived", qos, got, total)
+	}
+}
