@@ -106,7 +106,7 @@ func benchRelay(b *testing.B, viaBridge bool, qos byte) {
 	errs := make(chan error, nDev)
 	for i := range clients {
 		ep := fmt.Sprintf("sensor-%d", i+201)
-		o := paho.NewClientOptions().AddBroker("tcp://"+target).SetClientID(ep).SetUsername(ep).SetPassword("p").
+		o := paho.NewClientOptions().AddBroker("tcp://" + target).SetClientID(ep).SetUsername(ep).SetPassword("p").
 			SetCleanSession(true).SetAutoReconnect(false)
 		clients[i] = paho.NewClient(o)
 		wg.Add(1)
