@@ -204,6 +204,19 @@ func NewSA(suite Suite, spi uint32, keymat []byte, dir Direction, opt Options) (
 	return sa, nil
 }
 
+// NewSAPair makes both directions of a Quick Mode result: inbound on inSPI
+// (the SPI we chose, which the peer puts on packets to us) with inKey, and
+// outbound on outSPI with outKey. Both share opt.
+func NewSAPair(suite Suite, inSPI uint32, inKey []byte, outSPI uint32, outKey []byte, opt Options) (in, out *SA, err error) {
+	if in, err = NewSA(suite, inSPI, inKey, Inbound, opt); err != nil {
+		return nil, nil, err
+	}
+	if out, err = NewSA(suite, outSPI, outKey, Outbound, opt); err != nil {
+		return nil, nil, err
+	}
+	return in, out, nil
+}
+
 func (sa *SA) newScratch() any {
 	s := new(scratch)
 	if sa.newHash != nil {

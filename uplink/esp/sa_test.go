@@ -509,3 +509,30 @@ func TestCBCKnownAnswersRFC3602(t *testing.T) {
 		})
 	}
 }
+
+func TestNewSAPair(t *testing.T) {
+	s := allSuites[0]
+	kIn, kOut := testKeymat(s, 1), testKeymat(s, 2)
+	in, out, err := NewSAPair(s, 10, kIn, 20, kOut, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.SPI() != 10 || in.Direction() != Inbound || out.SPI() != 20 || out.Direction() != Outbound {
+		t.Fatalf("got in %d/%v out %d/%v", in.SPI(), in.Direction(), out.SPI(), out.Direction())
+	}
+	// The peer's outbound SA with kIn is what our inbound SA opens.
+	peerOut, err := NewSA(s, 10, kIn, Outbound, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := peerOut.Seal(nil, []byte("x"), 17)
+	if _, _, err := in.Open(p); err != nil {
+		t.Fatalf("inbound SA cannot open the peer's packet: %v", err)
+	}
+	if _, _, err := NewSAPair(s, 1, kIn[:3], 2, kOut, Options{}); err == nil {
+		t.Fatal("short inbound key accepted")
+	}
+	if _, _, err := NewSAPair(s, 1, kIn, 2, kOut[:3], Options{}); err == nil {
+		t.Fatal("short outbound key accepted")
+	}
+}

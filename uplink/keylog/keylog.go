@@ -191,6 +191,16 @@ func (w *Writer) LogESP(sa ESPSA) error {
 	return err
 }
 
+// LogESPPair records both directions of an SA pair between our outer
+// address local and the peer's remote: the inbound SA (remote → local) and
+// the outbound one (local → remote).
+func (w *Writer) LogESPPair(local, remote netip.Addr, suite esp.Suite, inSPI uint32, inKey []byte, outSPI uint32, outKey []byte) error {
+	if err := w.LogESP(ESPSA{Src: remote, Dst: local, SPI: inSPI, Suite: suite, Keymat: inKey}); err != nil {
+		return err
+	}
+	return w.LogESP(ESPSA{Src: local, Dst: remote, SPI: outSPI, Suite: suite, Keymat: outKey})
+}
+
 // Close closes the files Open created.
 func (w *Writer) Close() error {
 	if w == nil {

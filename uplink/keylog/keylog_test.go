@@ -158,3 +158,22 @@ func l2tpHello() []byte {
 		0x80, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x06, // M, len 8, Message Type = Hello
 	}
 }
+
+func TestLogESPPair(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(nil, &buf)
+	s := esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}
+	local, remote := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.2")
+	if err := w.LogESPPair(local, remote, s, 0x10, keymat(s), 0x20, keymat(s)); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 ||
+		!strings.HasPrefix(lines[0], `"IPv4","198.51.100.2","192.0.2.1","0x00000010"`) ||
+		!strings.HasPrefix(lines[1], `"IPv4","192.0.2.1","198.51.100.2","0x00000020"`) {
+		t.Fatalf("got:\n%s", buf.String())
+	}
+	if err := w.LogIKEv1([8]byte{}, nil); err != nil { // no IKE writer: ignored
+		t.Fatal(err)
+	}
+}
