@@ -27,6 +27,7 @@ const (
 	RoleResponder
 )
 
+// String names the role.
 func (r Role) String() string {
 	if r == RoleInitiator {
 		return "initiator"
@@ -98,6 +99,7 @@ const (
 	EventChildDown
 )
 
+// String names the event kind.
 func (k EventKind) String() string {
 	return [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down"}[k]
 }
@@ -469,6 +471,29 @@ func (e *Engine) NoteTraffic(remote netip.Addr) {
 			sa.lastHeard = now
 		}
 	}
+}
+
+// RekeyChild starts a Quick Mode replacing the child with inbound SPI
+// inSPI now, e.g. when ESP reaches the volume lifetime (LifeKB) or its
+// sequence number nears overflow (RFC 4303 §3.3.3). It reports whether the
+// child was found.
+func (e *Engine) RekeyChild(inSPI uint32) bool {
+	e.mu.Lock()
+	found := false
+	for _, sa := range e.allSAs() {
+		for _, c := range sa.children {
+			if c.InSPI == inSPI && sa.state == p1Established {
+				found = true
+				if !c.rekeyStarted {
+					if err := sa.startQuickMode(c); err != nil {
+						sa.log.Warn("phase 2 rekey not started", "err", err)
+					}
+				}
+			}
+		}
+	}
+	e.unlockAndFlush()
+	return found
 }
 
 // Hangup deletes every SA with remote (ISAKMP and IPsec, telling the peer)

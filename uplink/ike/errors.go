@@ -37,6 +37,7 @@ type ParseError struct {
 	Err    error  // one of the sentinels
 }
 
+// Error formats the error with its field and offset.
 func (e *ParseError) Error() string {
 	return fmt.Sprintf("%v: %s at offset %d", e.Err, e.Field, e.Offset)
 }
@@ -55,6 +56,7 @@ type NotifyError struct {
 	Err  error
 }
 
+// Error formats the error with its notify type.
 func (e *NotifyError) Error() string { return fmt.Sprintf("%v (notify %d)", e.Err, e.Type) }
 
 // Unwrap returns the underlying error.

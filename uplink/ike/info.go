@@ -140,7 +140,9 @@ func (sa *ikeSA) deleted(d Delete) {
 			}
 			spi := binary.BigEndian.Uint32(s)
 			for i, c := range sa.children {
-				if c.OutSPI == spi {
+				// Implementations differ on which SPI of the pair they
+				// name; both are random, so accept either.
+				if c.OutSPI == spi || c.InSPI == spi {
 					sa.children = append(sa.children[:i], sa.children[i+1:]...)
 					e.emit(Event{Kind: EventChildDown, Remote: sa.remote, Peer: sa.peer, Child: c, Err: fmt.Errorf("ike: peer deleted IPsec SA %08x", spi)})
 					break

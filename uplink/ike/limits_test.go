@@ -156,3 +156,30 @@ func FuzzEngineInput(f *testing.F) {
 		e.Tick()
 	})
 }
+
+func TestRekeyChildOnDemandKeepsSelectors(t *testing.T) {
+	p := newPair(t, pairOpts{})
+	p.dial(t)
+	p.wait(t, p.a, EventChildUp, 0)
+	p.wait(t, p.b, EventChildUp, 0)
+	any4 := Identification{Type: IDIPv4AddrSubnet, Data: make([]byte, 8)}
+	p.a.eng.mu.Lock()
+	for _, sa := range p.a.eng.sas {
+		if err := sa.startQuickModeWith(nil, any4, any4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.a.eng.unlockAndFlush()
+	whole := p.wait(t, p.a, EventChildUp, 0).Child
+	p.wait(t, p.b, EventChildUp, 0)
+	if !p.a.eng.RekeyChild(whole.InSPI) {
+		t.Fatal("RekeyChild did not find the child")
+	}
+	ev := p.wait(t, p.a, EventChildRekeyed, 0)
+	if ev.Old != whole || ev.Child.Selectors != whole.Selectors {
+		t.Errorf("rekeyed selectors %+v, want %+v", ev.Child.Selectors, whole.Selectors)
+	}
+	if p.a.eng.RekeyChild(12345) {
+		t.Errorf("RekeyChild found an unknown SPI")
+	}
+}

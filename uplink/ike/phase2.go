@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 )
@@ -84,8 +85,27 @@ func midBytes(mid uint32) []byte { return binary.BigEndian.AppendUint32(nil, mid
 // startQuickMode negotiates an ESP SA pair for L2TP (RFC 3193 §5:
 // UDP/1701 both ends), or rekeys old.
 func (sa *ikeSA) startQuickMode(old *ChildSA) error {
+	if old != nil && old.Selectors.Local.IsValid() {
+		// A rekey keeps the selectors of the SA it replaces.
+		s := old.Selectors
+		return sa.startQuickModeWith(old, selectorID(s.Local, s.Protocol, s.LocalPort), selectorID(s.Remote, s.Protocol, s.RemotePort))
+	}
 	return sa.startQuickModeWith(old,
 		AddrID(sa.local.Addr(), ipsecProtocolUDP, l2tpPort), AddrID(sa.remote.Addr(), ipsecProtocolUDP, l2tpPort))
+}
+
+// selectorID encodes a prefix as an address or subnet ID (RFC 2407 §4.6.2).
+func selectorID(p netip.Prefix, proto uint8, port uint16) Identification {
+	a := p.Addr().Unmap()
+	if p.Bits() == a.BitLen() {
+		return AddrID(a, proto, port)
+	}
+	mask := net.CIDRMask(p.Bits(), a.BitLen())
+	t := IDIPv4AddrSubnet
+	if a.Is6() {
+		t = IDIPv6AddrSubnet
+	}
+	return Identification{Type: t, Protocol: proto, Port: port, Data: append(a.AsSlice(), mask...)}
 }
 
 // startQuickModeWith negotiates with explicit selectors IDci, IDcr.
