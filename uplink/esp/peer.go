@@ -213,6 +213,22 @@ func (t *Transport) RemoveSA(spi uint32) {
 	t.log.Debug("esp inbound SA removed", "spi", spiHex(spi), "peer", e.peer.Remote())
 }
 
+// RemovePair removes an SA pair (ike.EventChildDown): the inbound SA inSPI
+// and, if it is still the peer's current outbound SA, the outbound SA
+// outSPI, after which writes to the peer fail with ErrNoSA until Rekey
+// installs a new pair. After a rekey the old pair's outbound SA is no
+// longer current, so removing the old pair leaves traffic alone.
+func (t *Transport) RemovePair(inSPI, outSPI uint32) {
+	e, ok := (*t.sas.Load())[inSPI]
+	t.RemoveSA(inSPI)
+	if !ok {
+		return
+	}
+	if out := e.peer.out.Load(); out != nil && out.SPI() == outSPI {
+		e.peer.out.CompareAndSwap(out, nil)
+	}
+}
+
 // RemovePeer removes all of the peer's SAs; writes to its address fail
 // with ErrNoSA afterwards.
 func (t *Transport) RemovePeer(p *Peer) {

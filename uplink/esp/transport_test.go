@@ -610,3 +610,30 @@ func TestTransportIPv6(t *testing.T) {
 		t.Fatalf("peer remote %v (rebinds %d), want %v unchanged", pB.Remote(), b.Stats().Rebinds.Load(), a.NATTAddr())
 	}
 }
+
+func TestTransportRemovePair(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clock := linktest.NewClock()
+	a := newEnd(t, clock)
+	out1, in1 := newPair(t, gcm128, 1, Options{})
+	out2, in2 := newPair(t, gcm128, 2, Options{})
+	p, err := a.tr.AddSA(in1, out1, PeerConfig{Remote: netip.MustParseAddrPort("192.0.2.1:4500")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.tr.Rekey(p, in2, out2); err != nil {
+		t.Fatal(err)
+	}
+	a.tr.RemovePair(1, 1) // the old pair: traffic stays on the new one
+	if p.Outbound() != out2 || len(*a.tr.sas.Load()) != 1 {
+		t.Fatalf("after removing the old pair: out %v, %d inbound SAs", p.Outbound(), len(*a.tr.sas.Load()))
+	}
+	a.tr.RemovePair(2, 2) // the current pair
+	if p.Outbound() != nil || len(*a.tr.sas.Load()) != 0 {
+		t.Fatal("current pair not removed")
+	}
+	if _, err := a.tr.L2TP().WriteTo([]byte("x"), p.Addr(0)); !errors.Is(err, ErrNoSA) {
+		t.Fatalf("write after RemovePair: err = %v, want ErrNoSA", err)
+	}
+	a.tr.RemovePair(99, 99) // unknown: no effect, no panic
+}
