@@ -101,7 +101,11 @@ const (
 
 // String names the event kind.
 func (k EventKind) String() string {
-	return [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down"}[k]
+	names := [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down"}
+	if int(k) < len(names) {
+		return names[k]
+	}
+	return fmt.Sprintf("event%d", uint8(k))
 }
 
 // Event reports an SA change to the composition (ESP install/remove).

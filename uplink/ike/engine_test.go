@@ -271,3 +271,28 @@ func TestRekeyIKE(t *testing.T) {
 	p.tick()
 	p.wait(t, p.a, EventChildRekeyed, 0)
 }
+
+// TestInitialContact: a rebooted initiator (new engine, same identity)
+// connects again; the responder drops the SAs it had with the old one.
+func TestInitialContact(t *testing.T) {
+	p := newPair(t, pairOpts{cfgB: func(c *Config) { c.DPDInterval = -1 }})
+	p.dial(t)
+	p.wait(t, p.a, EventChildUp, 0)
+	old := p.wait(t, p.b, EventChildUp, 0).Child
+	reborn, err := New(Config{Sender: p.a, Clock: p.clock, PSK: psk("correct horse battery staple"), OnEvent: func(ev Event) { p.a.events <- ev }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.a.mu.Lock()
+	p.a.eng = reborn
+	p.a.mu.Unlock()
+	p.dial(t)
+	down := p.wait(t, p.b, EventChildDown, 0)
+	if down.Child != old {
+		t.Errorf("child down: got %08x, want the old %08x", down.Child.InSPI, old.InSPI)
+	}
+	p.wait(t, p.b, EventChildUp, 0)
+	if got := p.b.eng.SACount(); got != 1 {
+		t.Errorf("responder SAs: got %d, want 1", got)
+	}
+}

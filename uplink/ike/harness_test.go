@@ -59,7 +59,7 @@ func (s *side) loop(done chan struct{}) {
 			return
 		}
 		s.mu.Lock()
-		drop := s.drop
+		drop, eng := s.drop, s.eng
 		s.mu.Unlock()
 		if drop || n < 13 {
 			continue
@@ -71,7 +71,7 @@ func (s *side) loop(done chan struct{}) {
 		if s.natted {
 			dst = netip.AddrPortFrom(s.self, dst.Port()-30000)
 		}
-		s.eng.Input(append([]byte{}, buf[13:n]...), dst, src, buf[0] == 1)
+		eng.Input(append([]byte{}, buf[13:n]...), dst, src, buf[0] == 1)
 	}
 }
 

@@ -806,9 +806,15 @@ func (e *Engine) heir(sa *ikeSA) *ikeSA {
 }
 
 // initialContact deletes older SAs of the same peer identity (RFC 2407
-// §4.6.3.3): the peer rebooted and has forgotten them.
+// §4.6.3.3): the peer rebooted and has forgotten them. Address identities
+// must also come from the same public address: two sites behind different
+// NATs often present the same private address as their ID.
 func (e *Engine) initialContact(sa *ikeSA) {
 	for _, o := range e.allSAs() {
+		sameAddr := o.remote.Addr() == sa.remote.Addr()
+		if _, isAddr := sa.peer.ID.Addr(); isAddr && !sameAddr {
+			continue
+		}
 		if o != sa && o.state == p1Established && o.peer.ID.Type == sa.peer.ID.Type && bytes.Equal(o.peer.ID.Data, sa.peer.ID.Data) {
 			o.log.Info("INITIAL-CONTACT from peer: removing old SA")
 			children := o.children
