@@ -148,6 +148,9 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.IKE == nil {
 		return nil, errors.New("esp: TransportConfig.IKE is required")
 	}
+	if cfg.NATTConn == nil && cfg.NATTAddr == "" {
+		return nil, errors.New("esp: TransportConfig needs NATTConn or NATTAddr")
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = link.System
 	}

@@ -456,3 +456,18 @@ func TestTransportIPv6(t *testing.T) {
 		t.Fatalf("peer remote %v (rebinds %d), want %v unchanged", pB.Remote(), b.Stats().Rebinds.Load(), a.NATTAddr())
 	}
 }
+
+func TestNewTransportErrors(t *testing.T) {
+	h := IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})
+	for name, cfg := range map[string]TransportConfig{
+		"no IKE handler":    {NATTAddr: "127.0.0.1:0"},
+		"no NAT-T socket":   {IKE: h},
+		"bad NAT-T address": {IKE: h, NATTAddr: "127.0.0.1:notaport"},
+		"bad IKE address":   {IKE: h, NATTAddr: "127.0.0.1:0", IKEAddr: "256.0.0.1:500"},
+	} {
+		if tr, err := NewTransport(cfg); err == nil {
+			tr.Close()
+			t.Errorf("%s: NewTransport succeeded, want an error", name)
+		}
+	}
+}
