@@ -1,0 +1,446 @@
+// Package server is the gateway daemon's core: it owns the configuration,
+// session table, address pool, data plane router and host (TUN or
+// userspace), Main Mode admission, RADIUS client, metrics and status
+// endpoints, and hands an Env to the session Engine (the IKE/L2TP/PPP
+// responder) that plugs into it. Reload applies a new configuration and
+// closes only the sessions it affects.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/admission"
+	"github.com/fleetgate/fleetgate/gateway/config"
+	"github.com/fleetgate/fleetgate/gateway/dataplane"
+	"github.com/fleetgate/fleetgate/gateway/dhcpinform"
+	"github.com/fleetgate/fleetgate/gateway/metrics"
+	"github.com/fleetgate/fleetgate/gateway/pki"
+	"github.com/fleetgate/fleetgate/gateway/policy"
+	"github.com/fleetgate/fleetgate/gateway/pool"
+	"github.com/fleetgate/fleetgate/gateway/radius"
+	"github.com/fleetgate/fleetgate/gateway/route"
+	"github.com/fleetgate/fleetgate/gateway/status"
+	"github.com/fleetgate/fleetgate/uplink/link"
+)
+
+// Options configure New.
+type Options struct {
+	// Engine is the session engine; nil runs everything else and reports
+	// engine "not linked" in status.
+	Engine Engine
+	// Host overrides the data plane host (tests); nil opens what the
+	// configuration says (TUN or userspace).
+	Host dataplane.Host
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Clock (default link.System).
+	Clock link.Clock
+}
+
+// Server is the gateway daemon.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	cfg      atomic.Pointer[config.Config]
+	verifier atomic.Pointer[pki.Verifier]
+	pool     atomic.Pointer[pool.Pool]
+	table    *route.Table
+	router   *dataplane.Router
+	adm      *admission.Limiter
+	gm       *metrics.Gateway
+	reg      metrics.Registry
+	rad      *radius.Client
+	env      *Env
+	host     dataplane.Host
+	started  time.Time
+	engine   atomic.Value // string: state of the engine
+	httpAddr atomic.Value // string: bound metrics/status address
+	seenIDs  seenSet
+
+	mu     sync.Mutex
+	states map[uint64]*sessionState
+}
+
+// New builds a server from a validated configuration.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Clock == nil {
+		opts.Clock = link.System
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts, log: log, table: route.NewTable(), gm: &metrics.Gateway{Now: opts.Clock.Now}, states: map[uint64]*sessionState{}}
+	s.cfg.Store(cfg)
+	p, err := newPool(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.pool.Store(p)
+	if err := s.loadVerifier(cfg); err != nil {
+		return nil, err
+	}
+	s.adm = admission.New(admission.Config{GlobalRate: cfg.Pacing.GlobalRate, GlobalBurst: cfg.Pacing.GlobalBurst,
+		PerSourceRate: cfg.Pacing.PerSourceRate, PerSourceBurst: cfg.Pacing.PerSourceBurst, Clock: opts.Clock})
+	if r := cfg.RADIUS; r != nil {
+		s.rad = radius.New(radius.Config{Auth: r.Auth, Acct: r.Acct, Secret: []byte(r.Secret), NASIdentifier: r.NASIdentifier, Timeout: r.TimeoutD, Logger: log})
+	}
+	s.router = dataplane.New(dataplane.Config{Sessions: s.table, Policies: policy.Compile(cfg), LocalAddr: cfg.Pool.GatewayAddr,
+		SessionToSession: cfg.DataPlane.SessionToSession, Local: s.local, Clock: opts.Clock, Logger: log})
+	s.env = &Env{Sessions: s.table, Router: s.router, Admission: s.adm, Metrics: s.gm, RADIUS: s.rad, Log: log, srv: s}
+	s.engine.Store("not linked")
+	s.setExpiries(cfg)
+	s.registerMetrics()
+	return s, nil
+}
+
+func newPool(cfg *config.Config) (*pool.Pool, error) {
+	p, err := pool.New(cfg.Pool.PrefixP, cfg.Pool.GatewayAddr)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range cfg.Identities {
+		if id.Addr.IsValid() {
+			p.Reserve(id.Addr)
+		}
+	}
+	return p, nil
+}
+
+func (s *Server) loadVerifier(cfg *config.Config) error {
+	if cfg.PKI.CA == "" {
+		return nil
+	}
+	if _, err := os.Stat(cfg.PKI.CA); err != nil {
+		s.log.Warn("no CA certificate: certificate identities cannot log in", "ca", cfg.PKI.CA)
+		return nil
+	}
+	crl := cfg.PKI.CRL
+	if crl != "" {
+		if _, err := os.Stat(crl); err != nil {
+			crl = ""
+		}
+	}
+	v, err := pki.LoadVerifier(cfg.PKI.CA, crl)
+	if err != nil {
+		return err
+	}
+	s.verifier.Store(v)
+	return nil
+}
+
+// Env returns the engine environment (tests and tools).
+func (s *Server) Env() *Env { return s.env }
+
+// Router returns the data plane router.
+func (s *Server) Router() *dataplane.Router { return s.router }
+
+// Metrics returns the metrics registry (served on /metrics).
+func (s *Server) Metrics() *metrics.Registry { return &s.reg }
+
+// HTTPAddr is the bound metrics/status address once Run listens ("" before).
+func (s *Server) HTTPAddr() string {
+	a, _ := s.httpAddr.Load().(string)
+	return a
+}
+
+// Host returns the data plane host once Run has opened it.
+func (s *Server) Host() dataplane.Host { return s.host }
+
+func (s *Server) now() time.Time { return s.opts.Clock.Now() }
+
+func (s *Server) seen(identity string) bool { return s.seenIDs.markSeen(identity) }
+
+// local answers packets from sessions addressed to the gateway itself:
+// DHCPINFORM gets the identity's push routes (options 121/249).
+func (s *Server) local(sess Session, pkt []byte) bool {
+	cfg := s.cfg.Load()
+	gw := cfg.Pool.GatewayAddr
+	var routes []dhcpinform.Route
+	for _, p := range s.env.PushRoutes(sess.Identity()) {
+		routes = append(routes, dhcpinform.Route{Prefix: p, Gateway: gw})
+	}
+	reply, ok, err := dhcpinform.Respond(pkt, dhcpinform.Reply{ServerID: gw, Routes: routes, DNS: cfg.DNSAddrs})
+	if err != nil || !ok {
+		return false
+	}
+	_ = sess.WritePacket(reply)
+	return true
+}
+
+// Run opens the data plane host, serves metrics and status, runs the
+// engine, and blocks until ctx is done; then it stops the engine (which
+// sends Delete/StopCCN to every peer), ends accounting and closes the host.
+func (s *Server) Run(ctx context.Context) error {
+	cfg := s.cfg.Load()
+	s.started = s.now()
+	host, err := s.openHost(cfg)
+	if err != nil {
+		return err
+	}
+	s.host = host
+	s.router.SetHost(host)
+	var wg sync.WaitGroup
+	hostCtx, stopHost := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := s.router.RunHost(hostCtx); err != nil {
+			s.log.Error("data plane host reader stopped", "err", err)
+		}
+	}()
+	var servers []*http.Server
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", &s.reg)
+	mux.Handle("/status", status.Handler(s.Report))
+	if l := cfg.Metrics.Listen; l != "" && l != "off" {
+		ln, err := net.Listen("tcp", l)
+		if err != nil {
+			stopHost()
+			host.Close()
+			wg.Wait()
+			return fmt.Errorf("server: metrics listener: %w", err)
+		}
+		servers = append(servers, s.serve(ln, mux, &wg))
+		s.httpAddr.Store(ln.Addr().String())
+		s.log.Info("metrics and status listening", "addr", ln.Addr().String())
+	}
+	if sock := cfg.Status.Socket; sock != "" {
+		_ = os.MkdirAll(filepath.Dir(sock), 0o750)
+		_ = os.Remove(sock)
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			s.log.Warn("status socket unavailable", "socket", sock, "err", err)
+		} else {
+			_ = os.Chmod(sock, 0o660)
+			servers = append(servers, s.serve(ln, mux, &wg))
+		}
+	}
+	engCtx, stopEngine := context.WithCancel(ctx)
+	engDone := make(chan error, 1)
+	if s.opts.Engine != nil {
+		s.engine.Store("running")
+		go func() { engDone <- s.opts.Engine.Run(engCtx, s.env) }()
+	} else {
+		s.log.Warn("no session engine linked: data plane, metrics and status only")
+		engDone = nil
+	}
+	interimStop := make(chan struct{})
+	wg.Add(1)
+	go func() { defer wg.Done(); s.interimLoop(interimStop) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-engDone:
+		runErr = err
+		engDone = nil
+		s.engine.Store("stopped")
+		if err != nil {
+			s.log.Error("session engine stopped", "err", err)
+		}
+	}
+	stopEngine()
+	if engDone != nil {
+		s.engine.Store("stopping")
+		if err := <-engDone; err != nil && !errors.Is(err, context.Canceled) {
+			runErr = err
+		}
+	}
+	// Sessions the engine did not unregister end here.
+	for _, sess := range s.table.Sessions() {
+		s.env.Unregister(sess, radius.CauseNASReboot)
+	}
+	close(interimStop)
+	for _, srv := range servers {
+		_ = srv.Close()
+	}
+	stopHost()
+	_ = host.Close()
+	wg.Wait()
+	if sock := cfg.Status.Socket; sock != "" {
+		_ = os.Remove(sock)
+	}
+	return runErr
+}
+
+func (s *Server) serve(ln net.Listener, h http.Handler, wg *sync.WaitGroup) *http.Server {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = srv.Serve(ln)
+	}()
+	return srv
+}
+
+func (s *Server) openHost(cfg *config.Config) (dataplane.Host, error) {
+	if s.opts.Host != nil {
+		return s.opts.Host, nil
+	}
+	switch cfg.DataPlane.Mode {
+	case config.ModeUserspace:
+		return dataplane.NewUserspace(dataplane.UserspaceConfig{Logger: s.log})
+	default:
+		if err := dataplane.CheckIPForward(""); err != nil {
+			s.log.Warn("ip forwarding", "err", err.Error())
+			fmt.Fprintln(os.Stderr, err)
+		}
+		routes := []netip.Prefix{cfg.Pool.PrefixP}
+		for _, id := range cfg.Identities {
+			routes = append(routes, id.RoutePrefixes...)
+		}
+		return dataplane.OpenTUN(dataplane.TUNConfig{Name: cfg.DataPlane.TUN, LocalAddr: cfg.Pool.GatewayAddr, Routes: routes})
+	}
+}
+
+// routeAdder is implemented by hosts that take routes at run time (TUN).
+type routeAdder interface {
+	AddRoute(netip.Prefix) error
+	DelRoute(netip.Prefix) error
+}
+
+// addRoutes installs a session's framed routes that the configuration did
+// not already route (e.g. from RADIUS) into a TUN host.
+func (s *Server) addRoutes(sess Session) {
+	ra, ok := s.host.(routeAdder)
+	if !ok {
+		return
+	}
+	cfg := s.cfg.Load()
+	for _, p := range sess.Routes() {
+		if cfg.Pool.PrefixP.Contains(p.Addr()) && p.Bits() >= cfg.Pool.PrefixP.Bits() {
+			continue
+		}
+		if err := ra.AddRoute(p); err != nil {
+			s.log.Error("cannot add route", "prefix", p, "err", err)
+		}
+	}
+	if !cfg.Pool.PrefixP.Contains(sess.Addr()) {
+		_ = ra.AddRoute(netip.PrefixFrom(sess.Addr(), 32))
+	}
+}
+
+func (s *Server) delRoutes(sess Session) {
+	ra, ok := s.host.(routeAdder)
+	if !ok {
+		return
+	}
+	cfg := s.cfg.Load()
+	configured := map[netip.Prefix]bool{}
+	for _, id := range cfg.Identities {
+		for _, p := range id.RoutePrefixes {
+			configured[p] = true
+		}
+	}
+	for _, p := range sess.Routes() {
+		if !configured[p] && !(cfg.Pool.PrefixP.Contains(p.Addr()) && p.Bits() >= cfg.Pool.PrefixP.Bits()) {
+			_ = ra.DelRoute(p)
+		}
+	}
+}
+
+// finish ends accounting for a session once.
+func (s *Server) finish(sess Session, cause int) {
+	s.mu.Lock()
+	st := s.states[sess.ID()]
+	delete(s.states, sess.ID())
+	s.mu.Unlock()
+	if st == nil {
+		return
+	}
+	s.log.Info("session closed", "session_id", sess.ID(), "identity", sess.Identity(), "duration", s.now().Sub(st.start).Truncate(time.Second), "cause", cause)
+	s.account(st, radius.AcctStop, cause)
+}
+
+// account sends an accounting record if RADIUS accounting is configured.
+// Per-session counters are the identity's router counters since Start.
+func (s *Server) account(st *sessionState, status radius.AcctStatus, cause int) {
+	cfg := s.cfg.Load()
+	if s.rad == nil || cfg.RADIUS == nil || cfg.RADIUS.Acct == "" {
+		return
+	}
+	c := s.router.Identity(st.sess.Identity())
+	rec := radius.AcctRecord{Status: status, SessionID: fmt.Sprintf("fg-%x-%d", s.started.Unix(), st.sess.ID()), User: st.user,
+		CallingID: st.outer, FramedIP: st.sess.Addr(), Class: st.class,
+		InputBytes: c.RxBytes.Load() - st.rx0, OutputBytes: c.TxBytes.Load() - st.tx0,
+		InputPackets: c.RxPackets.Load() - st.rxp0, OutputPackets: c.TxPackets.Load() - st.txp0,
+		SessionTime: s.now().Sub(st.start), TerminateCause: cause}
+	withTimeout(cfg.RADIUS.TimeoutD+time.Second, func(ctx context.Context) {
+		if err := s.rad.Account(ctx, rec); err != nil {
+			s.log.Warn("radius accounting failed", "session_id", st.sess.ID(), "status", int(status), "err", err)
+		}
+	})
+}
+
+// interimLoop sends Interim-Update for every session each interval.
+func (s *Server) interimLoop(stop <-chan struct{}) {
+	cfg := s.cfg.Load()
+	if cfg.RADIUS == nil || cfg.RADIUS.Acct == "" {
+		return
+	}
+	t := s.opts.Clock.NewTimer(cfg.RADIUS.InterimD)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C():
+			s.mu.Lock()
+			sts := make([]*sessionState, 0, len(s.states))
+			for _, st := range s.states {
+				sts = append(sts, st)
+			}
+			s.mu.Unlock()
+			for _, st := range sts {
+				s.account(st, radius.AcctInterim, 0)
+			}
+			t.Reset(s.cfg.Load().RADIUS.InterimD)
+		}
+	}
+}
+
+// Report builds the status report.
+func (s *Server) Report() status.Report {
+	r := status.Report{Now: s.now(), Started: s.started, Engine: s.engine.Load().(string), Drops: map[string]uint64{}}
+	for _, sess := range s.table.Sessions() {
+		e := status.Session{ID: sess.ID(), Identity: sess.Identity(), VPNAddr: sess.Addr().String(), MTU: sess.MTU()}
+		for _, p := range sess.Routes() {
+			e.Routes = append(e.Routes, p.String())
+		}
+		if d, ok := sess.(Describer); ok {
+			e.Outer, e.Suite, e.Since = d.OuterAddr().String(), d.Suite(), d.Established()
+		}
+		s.mu.Lock()
+		st := s.states[sess.ID()]
+		s.mu.Unlock()
+		c := s.router.Identity(sess.Identity())
+		if st != nil {
+			if e.Since.IsZero() {
+				e.Since = st.start
+			}
+			e.RxBytes, e.TxBytes = c.RxBytes.Load()-st.rx0, c.TxBytes.Load()-st.tx0
+			e.RxPackets, e.TxPackets = c.RxPackets.Load()-st.rxp0, c.TxPackets.Load()-st.txp0
+		}
+		r.Sessions = append(r.Sessions, e)
+	}
+	for _, reason := range dataplane.Reasons() {
+		if n := s.router.Stats.Drops(reason); n > 0 {
+			r.Drops[reason.String()] = n
+		}
+	}
+	sort.Slice(r.Sessions, func(i, j int) bool { return r.Sessions[i].Identity < r.Sessions[j].Identity })
+	return r
+}

@@ -1,0 +1,135 @@
+// Package status is the gateway's session report: the JSON the running
+// daemon serves on /status (metrics HTTP port and unix control socket),
+// the client `gateway status` uses to fetch it, and the table it prints.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Session is one row of the report.
+type Session struct {
+	ID        uint64    `json:"id"`
+	Identity  string    `json:"identity"`
+	Outer     string    `json:"outer,omitempty"` // peer's outer address:port
+	VPNAddr   string    `json:"vpn_addr"`
+	Routes    []string  `json:"routes,omitempty"`
+	Suite     string    `json:"suite,omitempty"`
+	MTU       int       `json:"mtu"`
+	RxBytes   uint64    `json:"rx_bytes"` // from the session (uplink)
+	TxBytes   uint64    `json:"tx_bytes"` // to the session
+	RxPackets uint64    `json:"rx_packets"`
+	TxPackets uint64    `json:"tx_packets"`
+	Since     time.Time `json:"since"`
+}
+
+// Report is what /status returns.
+type Report struct {
+	Now      time.Time         `json:"now"`
+	Started  time.Time         `json:"started"`
+	Engine   string            `json:"engine"` // session engine state
+	Sessions []Session         `json:"sessions"`
+	Drops    map[string]uint64 `json:"drops,omitempty"`
+}
+
+// Handler serves the report as JSON.
+func Handler(report func() Report) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(report())
+	})
+}
+
+// Fetch gets the report from a unix socket path or an http:// URL (of the
+// metrics listener; /status is appended when the URL has no path).
+func Fetch(ctx context.Context, target string) (Report, error) {
+	var r Report
+	client := &http.Client{Timeout: 5 * time.Second}
+	url := target
+	if !strings.HasPrefix(target, "http://") && !strings.HasPrefix(target, "https://") {
+		sock := target
+		client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}
+		url = "http://gateway/status"
+	} else if strings.Count(url, "/") == 2 {
+		url += "/status"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return r, fmt.Errorf("status: %w", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return r, fmt.Errorf("status: is the gateway running? %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return r, errors.New("status: " + resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return r, fmt.Errorf("status: bad reply: %w", err)
+	}
+	return r, nil
+}
+
+// WriteTable prints the report as a table.
+func WriteTable(w io.Writer, r Report) error {
+	fmt.Fprintf(w, "gateway up %s, engine %s, %d session(s)\n", fmtDur(r.Now.Sub(r.Started)), r.Engine, len(r.Sessions))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IDENTITY\tOUTER\tVPN ADDR\tROUTES\tSUITE\tMTU\tRX\tTX\tUPTIME")
+	for _, s := range r.Sessions {
+		routes := strings.Join(s.Routes, ",")
+		if routes == "" {
+			routes = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Identity, dash(s.Outer), s.VPNAddr, routes, dash(s.Suite), s.MTU,
+			fmtBytes(s.RxBytes), fmtBytes(s.TxBytes), fmtDur(r.Now.Sub(s.Since)))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func fmtBytes(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+func fmtDur(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	d = d.Truncate(time.Second)
+	days := d / (24 * time.Hour)
+	d -= days * 24 * time.Hour
+	if days > 0 {
+		return fmt.Sprintf("%dd%s", days, d)
+	}
+	return d.String()
+}

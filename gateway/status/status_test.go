@@ -1,0 +1,66 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sample() Report {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	return Report{Now: now, Started: now.Add(-26 * time.Hour), Engine: "running", Sessions: []Session{
+		{ID: 1, Identity: "site-hall7", Outer: "198.51.100.7:4500", VPNAddr: "10.10.0.7", Routes: []string{"10.10.8.0/24"}, Suite: "aes128gcm16", MTU: 1400,
+			RxBytes: 1536, TxBytes: 5 << 20, Since: now.Add(-90 * time.Minute)},
+		{ID: 2, Identity: "ops", VPNAddr: "10.10.0.2", MTU: 1398, Since: now.Add(-5 * time.Second)},
+	}}
+}
+
+func TestTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTable(&b, sample()); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"gateway up 1d2h0m0s, engine running, 2 session(s)", "IDENTITY", "site-hall7", "198.51.100.7:4500", "10.10.8.0/24", "aes128gcm16", "1.5 KiB", "5.0 MiB", "1h30m0s", "ops"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestFetchHTTPAndUnix(t *testing.T) {
+	h := Handler(sample)
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	r, err := Fetch(context.Background(), ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Sessions) != 2 || r.Sessions[0].Identity != "site-hall7" {
+		t.Errorf("http fetch: %+v", r)
+	}
+	sock := filepath.Join(t.TempDir(), "gw.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	r, err = Fetch(context.Background(), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sessions[1].MTU != 1398 {
+		t.Errorf("unix fetch: %+v", r)
+	}
+	if _, err := Fetch(context.Background(), filepath.Join(t.TempDir(), "none.sock")); err == nil {
+		t.Error("fetch from a missing socket: got nil error")
+	}
+}
