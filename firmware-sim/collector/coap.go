@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"time"
 
 	piondtls "github.com/pion/dtls/v3"
 	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
@@ -59,7 +60,7 @@ func (c *Collector) CoAPHandler(source string) mux.Handler {
 // coapnet.NewListenUDP) until ctx ends. The bridge forwards device
 // telemetry this way from each endpoint's VPN address.
 func (c *Collector) ServeCoAP(ctx context.Context, conn *coapnet.UDPConn) error {
-	s := udpserver.New(options.WithMux(c.CoAPHandler("coap")), options.WithContext(ctx), options.WithErrors(c.coapError))
+	s := udpserver.New(options.WithMux(c.CoAPHandler("coap")), options.WithContext(ctx), options.WithErrors(c.coapError), options.WithPeriodicRunner(fastRunner))
 	go func() {
 		<-ctx.Done()
 		s.Stop()
@@ -74,7 +75,7 @@ func (c *Collector) ServeCoAP(ctx context.Context, conn *coapnet.UDPConn) error 
 // ServeCoAPDTLS serves CoAP telemetry over DTLS on l until ctx ends; extra
 // options (e.g. options.WithOnNewConn) are passed to the go-coap server.
 func (c *Collector) ServeCoAPDTLS(ctx context.Context, l dtlsserver.Listener, extra ...dtlsserver.Option) error {
-	opts := append([]dtlsserver.Option{options.WithMux(c.CoAPHandler("coaps")), options.WithContext(ctx), options.WithErrors(c.coapError)}, extra...)
+	opts := append([]dtlsserver.Option{options.WithMux(c.CoAPHandler("coaps")), options.WithContext(ctx), options.WithErrors(c.coapError), options.WithPeriodicRunner(fastRunner)}, extra...)
 	s := dtlsserver.New(opts...)
 	go func() {
 		<-ctx.Done()
@@ -85,6 +86,17 @@ func (c *Collector) ServeCoAPDTLS(ctx context.Context, l dtlsserver.Listener, ex
 		return nil
 	}
 	return err
+}
+
+// fastRunner drives go-coap's expiry checks every 250 ms instead of its
+// default 4 s, so that sessions and caches are cleaned up (and the server
+// stops) promptly.
+func fastRunner(f func(time.Time) bool) {
+	go func() {
+		for f(time.Now()) {
+			time.Sleep(250 * time.Millisecond)
+		}
+	}()
 }
 
 // coapError receives go-coap's transport errors (failed handshakes, closed

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 )
 
 // TestNATRebinding moves the device to a new source port mid-session. With
@@ -24,6 +25,7 @@ func TestNATRebinding(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			linktest.CheckGoroutines(t)
 			name := "sensor-rebind"
 			set, _ := creds.Generate("seed", creds.KindPSK, []string{name})
 			e, _ := set.Get(name)
@@ -54,6 +56,7 @@ func TestNATRebinding(t *testing.T) {
 // device hears nothing (a central GET is lost and counted), while awake it
 // answers.
 func TestSleepyRadioDropsRequests(t *testing.T) {
+	linktest.CheckGoroutines(t)
 	name := "sensor-sleepy"
 	set, _ := creds.Generate("seed", creds.KindPSK, []string{name})
 	e, _ := set.Get(name)

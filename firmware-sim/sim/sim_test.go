@@ -9,6 +9,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 )
 
 type seqKey struct {
@@ -91,6 +92,7 @@ groups:
 // collector, and checks that the report's counts agree with what the
 // collector really received, sequence number by sequence number.
 func TestLossyCountsAreTrue(t *testing.T) {
+	linktest.CheckGoroutines(t)
 	sc, err := scenario.Parse(strings.NewReader(lossyScenario))
 	if err != nil {
 		t.Fatal(err)
