@@ -78,16 +78,26 @@ func (s *latencySink) percentile(p float64) time.Duration {
 func BenchmarkRelay(b *testing.B) {
 	for _, path := range []string{"direct", "bridge"} {
 		for _, qos := range []byte{0, 1} {
-			b.Run(fmt.Sprintf("%s/qos%d", path, qos), func(b *testing.B) { benchRelay(b, path == "bridge", qos) })
+			b.Run(fmt.Sprintf("%s/qos%d", path, qos), func(b *testing.B) { benchRelay(b, path == "bridge", qos, benchDevices()) })
 		}
 	}
 }
 
-func benchRelay(b *testing.B, viaBridge bool, qos byte) {
+// BenchmarkRelayLatency measures the latency one QoS 1 device sees when it
+// publishes one message at a time (no queueing): through the bridge versus
+// straight to the central broker; the difference is the added latency.
+//
+//	go test -run '^$' -bench BenchmarkRelayLatency -benchtime 2000x ./bridge/mqttrelay
+func BenchmarkRelayLatency(b *testing.B) {
+	for _, path := range []string{"direct", "bridge"} {
+		b.Run(path, func(b *testing.B) { benchRelay(b, path == "bridge", 1, 1) })
+	}
+}
+
+func benchRelay(b *testing.B, viaBridge bool, qos byte, nDev int) {
 	central := startMosquitto(b)
 	sink, stopSink := startSink(b, central.addr, qos)
 	defer stopSink()
-	nDev := benchDevices()
 	target := central.addr
 	var st *site
 	if viaBridge {

@@ -1,6 +1,7 @@
 package mqttrelay
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 )
@@ -79,15 +80,23 @@ func (s *pubrecScanner) feed(b []byte, onPubrec func(id uint16)) error {
 // first tells the session about each PUBREC, so that a QoS 2 message's
 // "central broker has it" stage is durable before paho answers with PUBREL
 // (paho itself does not persist that stage).
+//
+// Reads are buffered: paho reads a packet's header byte by byte, which
+// would otherwise cost one read(2) each.
 type sniffConn struct {
 	net.Conn
+	br       *bufio.Reader
 	scan     pubrecScanner
 	onPubrec func(id uint16)
 }
 
+func newSniffConn(c net.Conn, onPubrec func(id uint16)) *sniffConn {
+	return &sniffConn{Conn: c, br: bufio.NewReaderSize(c, 4096), onPubrec: onPubrec}
+}
+
 // Read implements net.Conn.
 func (c *sniffConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
+	n, err := c.br.Read(b)
 	if n > 0 {
 		if ferr := c.scan.feed(b[:n], c.onPubrec); ferr != nil {
 			_ = c.Conn.Close()

@@ -150,7 +150,7 @@ func (s *session) open(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 		}
 		c = tc
 	}
-	return &sniffConn{Conn: c, onPubrec: s.store.pubrec}, nil
+	return newSniffConn(c, s.store.pubrec), nil
 }
 
 func (s *session) setErr(err error) {
