@@ -42,7 +42,8 @@ var ErrUnsupported = errors.New("keylog: suite not supported by Wireshark's ESP 
 // ESPSA describes one ESP SA for the esp_sa table.
 type ESPSA struct {
 	// Src and Dst are the outer addresses of the packets the SA protects
-	// (sender to receiver).
+	// (sender to receiver), as the capture will show them. A zero or
+	// unspecified address becomes the wildcard "*".
 	Src, Dst netip.Addr
 	// SPI is the SA's Security Parameters Index.
 	SPI uint32
@@ -108,13 +109,21 @@ func ESPLine(sa ESPSA) (string, error) {
 	if src.Is6() || dst.Is6() {
 		proto = "IPv6"
 	}
+	// An unknown or unspecified address (a socket bound to 0.0.0.0) is
+	// written as Wireshark's wildcard.
+	addr := func(a netip.Addr) string {
+		if !a.IsValid() || a.IsUnspecified() {
+			return "*"
+		}
+		return a.String()
+	}
 	ek := sa.Keymat[:sa.Suite.EncKeyLen()]
 	ak := sa.Keymat[sa.Suite.EncKeyLen():]
 	authKey := ""
 	if len(ak) > 0 {
 		authKey = "0x" + hex.EncodeToString(ak)
 	}
-	return fmt.Sprintf("%q,%q,%q,%q,%q,%q,%q,%q", proto, src.String(), dst.String(),
+	return fmt.Sprintf("%q,%q,%q,%q,%q,%q,%q,%q", proto, addr(src), addr(dst),
 		fmt.Sprintf("0x%08x", sa.SPI), enc, "0x"+hex.EncodeToString(ek), auth, authKey), nil
 }
 

@@ -40,6 +40,10 @@ func TestESPLine(t *testing.T) {
 			t.Errorf("%s:\n got %s\nwant %s", tt.suite, got, tt.want)
 		}
 	}
+	got, err := ESPLine(ESPSA{Src: src, Dst: netip.IPv4Unspecified(), SPI: 1, Suite: tests[1].suite, Keymat: keymat(tests[1].suite)})
+	if err != nil || !strings.HasPrefix(got, `"IPv4","192.0.2.1","*","0x00000001"`) {
+		t.Errorf("unspecified destination: %s, %v; want the wildcard", got, err)
+	}
 	if _, err := ESPLine(ESPSA{Src: src, Dst: dst, Suite: tests[0].suite, Keymat: []byte{1}}); err == nil {
 		t.Error("short keymat accepted")
 	}
