@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, &out, &errb, nil, nil)
+	return code, out.String(), errb.String()
+}
+
+func TestCheckConfig(t *testing.T) {
+	code, out, _ := run(t, "--check-config", "../../configs/gateway.yaml")
+	if code != 0 || !strings.Contains(out, "OK: 3 identities (2 cert, 1 psk)") {
+		t.Errorf("good config: code %d, out %q", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("psk: {shared: x}\nlisten:\n  ike_port: 70000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := run(t, "check-config", bad)
+	if code != 1 || !strings.Contains(errs, bad+":3: listen.ike_port 70000 out of range") {
+		t.Errorf("bad config: code %d, stderr %q", code, errs)
+	}
+	if code, _, _ := run(t, "frobnicate"); code != 2 {
+		t.Errorf("unknown command: code %d, want 2", code)
+	}
+}
+
+func TestPKICommands(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	steps := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pki", "init", "--dir", dir, "--cn", "Test CA"}, `created CA "Test CA"`},
+		{[]string{"pki", "issue", "site-a", "--dir", dir, "--san", "site-a.example.net", "--san", "203.0.113.9"}, "SANs site-a.example.net,203.0.113.9"},
+		{[]string{"pki", "issue", "dev-1", "--dir", dir, "--kind", "device", "--days", "7", "--key", "rsa"}, `issued device certificate "dev-1"`},
+		{[]string{"pki", "list", "--dir", dir, "--expiring", "30d"}, "dev-1"},
+		{[]string{"pki", "revoke", "dev-1", "--dir", dir}, `revoked "dev-1"`},
+		{[]string{"pki", "crl", "--dir", dir}, "1 revoked"},
+	}
+	for _, s := range steps {
+		code, out, errs := run(t, s.args...)
+		if code != 0 || !strings.Contains(out, s.want) {
+			t.Fatalf("%v: code %d out %q err %q; want %q", s.args, code, out, errs, s.want)
+		}
+	}
+	_, out, _ := run(t, "pki", "list", "--dir", dir, "--expiring", "30d")
+	if strings.Contains(out, "dev-1") || strings.Contains(out, "site-a") {
+		t.Errorf("list after revoke: %q, want neither revoked dev-1 nor far-off site-a", out)
+	}
+	if code, _, errs := run(t, "pki", "issue", "site-a", "--dir", dir); code != 1 || !strings.Contains(errs, "exists") {
+		t.Errorf("duplicate issue: code %d err %q", code, errs)
+	}
+}
+
+func TestClientConfigCommand(t *testing.T) {
+	code, out, errs := run(t, "client-config", "ops-laptop", "--format", "windows", "--gateway", "vpn.example.net", "-c", "../../configs/gateway.yaml")
+	if code != 0 || !strings.Contains(out, "Add-VpnConnection -Name 'fleetgate' -ServerAddress 'vpn.example.net' -TunnelType L2tp") {
+		t.Errorf("code %d out %q err %q", code, out, errs)
+	}
+	if code, _, errs := run(t, "client-config", "nobody", "--gateway", "x", "-c", "../../configs/gateway.yaml"); code != 1 || !strings.Contains(errs, "no such identity") {
+		t.Errorf("unknown identity: code %d err %q", code, errs)
+	}
+}
+
+// TestRunAndStatus starts the daemon in userspace mode (no root), asks it
+// for its status over the unix socket, and stops it.
+func TestRunAndStatus(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "gw.sock")
+	cfgPath := filepath.Join(dir, "gw.yaml")
+	cfg := fmt.Sprintf("listen: {ike_port: 1500, natt_port: 14500}\npsk: {shared: x}\ndataplane: {mode: userspace}\nmetrics: {listen: \"127.0.0.1:0\"}\nstatus: {socket: %q}\nlog: {level: warn}\nidentities:\n  - {name: a, ppp: {password: p}}\n", sock)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	var logs bytes.Buffer
+	go func() { done <- Run(ctx, []string{"run", "-c", cfgPath}, &bytes.Buffer{}, &logs, nil, reload) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("status socket never appeared")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a file another goroutine creates; no channel to wait on
+	}
+	code, out, errs := run(t, "status", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "engine not linked, 0 session(s)") || !strings.Contains(out, "IDENTITY") {
+		t.Errorf("status: code %d out %q err %q", code, out, errs)
+	}
+	// A reload with a broken file is refused and the daemon keeps running.
+	if err := os.WriteFile(cfgPath, []byte("listen: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- os.Interrupt
+	code, _, _ = run(t, "status", "--socket", sock)
+	if code != 0 {
+		t.Error("daemon not answering after a refused reload")
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("run exit code %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Error("status socket left behind")
+	}
+}
