@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	mqtt "github.com/fleetgate/fleetgate/downlink/mqtt"
 )
 
 // TestSpoolBoundReached: with the WAN down the spool fills up; QoS 0 is
@@ -61,5 +63,52 @@ func TestSpoolBoundReached(t *testing.T) {
 	waitFor(t, 30*time.Second, "spool drained", func() bool { return sps.Queued.Load() == 0 })
 	if out, err := pub("1", "after"); err != nil || strings.Contains(strings.ToLower(out), "quota") {
 		t.Fatalf("publish after drain: %v %q", err, out)
+	}
+}
+
+// TestMetrics: the metrics walk reports the endpoint's queue and session
+// state (checked on a WAN-down site).
+func TestMetrics(t *testing.T) {
+	central := startMosquitto(t)
+	wan := newGate(t, central.addr)
+	wan.setOpen(false)
+	port := freePort(t)
+	st := startSite(t, siteConfig{spoolDir: t.TempDir(), central: wan.addr(),
+		plainAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), spoolMax: 1 << 20, passwords: map[string]string{"sensor-1": "p"}})
+	for i := 0; i < 3; i++ {
+		if err := st.relay.Publish("sensor-1", mqtt.Message{Topic: "telemetry/x", QoS: 1, Payload: []byte("m")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]float64{}
+	st.relay.Metrics(st.broker, func(s Sample) {
+		key := s.Name
+		for i := 0; i+1 < len(s.Labels); i += 2 {
+			key += "," + s.Labels[i] + "=" + s.Labels[i+1]
+		}
+		if _, dup := got[key]; dup {
+			t.Errorf("duplicate sample %s", key)
+		}
+		got[key] = s.Value
+	})
+	for key, want := range map[string]float64{
+		"spool_messages": 3,
+		"mqttrelay_endpoint_queued_messages,endpoint=sensor-1": 3,
+		"mqttrelay_events_total,event=spooled":                 3,
+		"spool_messages_dropped_total,reason=refused_full":     0,
+		"mqtt_events_total,event=connect":                      0,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s: got %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	stateKey := ""
+	for k := range got {
+		if strings.HasPrefix(k, "mqttrelay_endpoint_state,endpoint=sensor-1,source=127.0.0.11,") {
+			stateKey = k
+		}
+	}
+	if stateKey == "" || strings.HasSuffix(stateKey, "state=connected") {
+		t.Errorf("endpoint state with the WAN down: got %q", stateKey)
 	}
 }
