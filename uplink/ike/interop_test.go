@@ -363,9 +363,13 @@ func interopSetup(t *testing.T, tc interopCase, charonInitiates bool) (string, m
 }
 
 func interopEngine(t *testing.T, ns string, set func(*Config)) (*Engine, chan Event) {
+	return interopEngineAt(t, ns, ourAddr, set)
+}
+
+func interopEngineAt(t *testing.T, ns, addr string, set func(*Config)) (*Engine, chan Event) {
 	tr := &udpTransport{
-		c500:  listenUDPIn(t, ns, netip.MustParseAddrPort(ourAddr+":500")),
-		c4500: listenUDPIn(t, ns, netip.MustParseAddrPort(ourAddr+":4500")),
+		c500:  listenUDPIn(t, ns, netip.MustParseAddrPort(addr+":500")),
+		c4500: listenUDPIn(t, ns, netip.MustParseAddrPort(addr+":4500")),
 	}
 	events := make(chan Event, 32)
 	cfg := Config{Sender: tr, OnEvent: func(ev Event) { events <- ev }, Logger: testLogger(t, "ours")}

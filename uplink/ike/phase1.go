@@ -717,7 +717,7 @@ func (sa *ikeSA) fail(err error) {
 	}
 	if sa.state == p1Established {
 		// A failed Quick Mode or informational does not kill phase 1.
-		sa.log.Warn("exchange failed", "err", err)
+		e.warn("exchange failed", "peer", sa.remote, "err", err)
 		return
 	}
 	e.stats.Phase1Failed.Add(1)

@@ -435,8 +435,16 @@ func (sa *ikeSA) initRecvQM2(q *quickMode, m *Message, hash, rest []byte) error 
 	}
 	if ids := m.All(PayloadID); len(ids) == 2 {
 		if !bytes.Equal(ids[0].Body, q.idci) || !bytes.Equal(ids[1].Body, q.idcr) {
-			return fmt.Errorf("%w: responder changed the selectors", ErrInvalidID)
+			// strongSwan answers a transport-mode proposal from behind a
+			// NAT with the addresses it sees; accept any well-formed
+			// selectors and keep our own view of them.
+			if err := selectorsOK(ids[0].Body, ids[1].Body); err != nil {
+				return err
+			}
+			sa.log.Debug("responder returned different selectors", "mid", q.mid)
 		}
+	} else if len(ids) != 0 {
+		return fmt.Errorf("%w: %d ID payloads in Quick Mode answer", ErrInvalidID, len(ids))
 	}
 	oas := append(m.All(PayloadNATOA), m.All(PayloadNATOADraft)...)
 	if len(oas) >= 2 {
