@@ -179,6 +179,9 @@ func (c *l2tpConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, c.opErr("write", err)
 	}
 	c.t.stats.ESPOut.Add(1)
+	if !a.peer.sent.Load() { // avoid dirtying the cache line on every packet
+		a.peer.sent.Store(true)
+	}
 	return len(p), nil
 }
 

@@ -46,6 +46,7 @@ type Peer struct {
 
 	remote atomic.Pointer[netip.AddrPort]
 	out    atomic.Pointer[SA]
+	sent   atomic.Bool          // ESP sent since the last keepalive tick
 	addr   atomic.Pointer[Addr] // last Addr handed out (inner port cache)
 
 	// Guarded by t.mu.
@@ -315,7 +316,9 @@ func (t *Transport) keepaliveLoop(tm link.Timer) {
 		targets = targets[:0]
 		t.mu.Lock()
 		for p := range t.peers {
-			if p.keepalive {
+			// RFC 3948 §4: a keepalive is only needed when nothing else
+			// went to the peer during the interval.
+			if p.keepalive && !p.sent.Swap(false) {
 				targets = append(targets, p.Remote())
 			}
 		}
@@ -326,6 +329,9 @@ func (t *Transport) keepaliveLoop(tm link.Timer) {
 				continue
 			}
 			t.stats.KeepalivesOut.Add(1)
+		}
+		if t.tickHook != nil {
+			t.tickHook <- struct{}{}
 		}
 	}
 }

@@ -132,6 +132,9 @@ type Transport struct {
 	// retiredHook, when set (tests only, before any Rekey), receives each
 	// SPI whose grace period ended.
 	retiredHook chan uint32
+	// tickHook, when set (tests only), is signalled after each keepalive
+	// tick has been handled.
+	tickHook chan struct{}
 
 	ikeQ    chan ikeDatagram
 	l2tp    *l2tpConn

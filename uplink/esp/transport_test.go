@@ -268,23 +268,49 @@ func TestTransportSendsKeepalives(t *testing.T) {
 	linktest.CheckGoroutines(t)
 	clock := linktest.NewClock()
 	a := newEnd(t, clock)
+	// Set before the first tick (the loop reads it only after a tick).
+	a.tr.tickHook = make(chan struct{}, 8)
 	raw := rawSocket(t)
 	aOut, _ := newPair(t, gcm128, 1, Options{})
 	_, aIn := newPair(t, gcm128, 2, Options{})
-	if _, err := a.tr.AddSA(aIn, aOut, PeerConfig{Remote: raw.LocalAddr().(*net.UDPAddr).AddrPort(), Keepalive: true}); err != nil {
+	p, err := a.tr.AddSA(aIn, aOut, PeerConfig{Remote: raw.LocalAddr().(*net.UDPAddr).AddrPort(), Keepalive: true})
+	if err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 16)
-	for i := 0; i < 2; i++ {
-		clock.Advance(20 * time.Second)
+	buf := make([]byte, 128)
+	expect := func(what string, wantLen int) {
+		t.Helper()
 		raw.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, _, err := raw.ReadFromUDP(buf)
 		if err != nil {
-			t.Fatalf("keepalive %d: %v", i, err)
+			t.Fatalf("%s: %v", what, err)
 		}
-		if n != 1 || buf[0] != 0xFF {
-			t.Fatalf("keepalive %d = %x, want ff", i, buf[:n])
+		if n != wantLen || (wantLen == 1 && buf[0] != 0xFF) {
+			t.Fatalf("%s: got %x", what, buf[:n])
 		}
+	}
+	for i := 0; i < 2; i++ {
+		clock.Advance(20 * time.Second)
+		expect("keepalive", 1)
+	}
+	// Traffic in the interval replaces the keepalive (RFC 3948 §4).
+	if _, err := a.tr.L2TP().WriteTo([]byte("data"), p.Addr(0)); err != nil {
+		t.Fatal(err)
+	}
+	expect("ESP", len("data")+UDPHeaderLen+aOut.Overhead(len("data")+UDPHeaderLen))
+	clock.Advance(20 * time.Second) // skipped: ESP was sent
+	for tick := 1; tick <= 3; tick++ {
+		select {
+		case <-a.tr.tickHook:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("keepalive tick %d not handled", tick)
+		}
+	}
+	clock.Advance(20 * time.Second) // idle again: keepalive
+	expect("keepalive after idle interval", 1)
+	<-a.tr.tickHook // the fourth tick is done counting
+	if got := a.tr.Stats().KeepalivesOut.Load(); got != 3 {
+		t.Fatalf("KeepalivesOut = %d, want 3 (one interval skipped)", got)
 	}
 }
 
