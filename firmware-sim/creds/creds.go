@@ -16,7 +16,9 @@
 // name is the endpoint name (it also names the device in telemetry);
 // identity is the DTLS PSK identity or the MQTT username (for cert, the
 // expected certificate common name). Secrets carry an explicit encoding
-// prefix, "hex:" or "text:". Certificate and key paths are PEM files,
+// prefix, "hex:" or "text:"; keys provisioned by the bridge are 32
+// hexadecimal characters used as text ("text:3f0a…"), so that the same
+// string is the PSK for pion, libcoap's -k and firmware. Certificate and key paths are PEM files,
 // relative to the credentials file's directory. The file holds secrets:
 // keep it mode 0600. The bridge's `endpoint add` writes this format; the
 // simulator and the collector read it.
@@ -260,14 +262,14 @@ func DerivePSK(seed, name string) []byte {
 	return m.Sum(nil)[:16]
 }
 
-// Generate returns PSK or MQTT entries (MQTT passwords are the hex text) for names, keyed by DerivePSK.
+// Generate returns PSK or MQTT entries for names. Like the bridge's
+// provisioning, the secret is the 32-character hex TEXT of a 16-byte key
+// (creds.DerivePSK), used as text: the same string works as a DTLS PSK for
+// pion, as libcoap's -k, and as an MQTT password.
 func Generate(seed string, kind Kind, names []string) (*Set, error) {
 	s := NewSet()
 	for _, n := range names {
-		sec := DerivePSK(seed, n)
-		if kind == KindMQTT {
-			sec = []byte(hex.EncodeToString(sec))
-		}
+		sec := []byte(hex.EncodeToString(DerivePSK(seed, n)))
 		if err := s.Add(Entry{Name: n, Kind: kind, Identity: n, Secret: sec}); err != nil {
 			return nil, err
 		}

@@ -287,3 +287,21 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("after reset: got %v, want <= 100ms", got)
 	}
 }
+
+func TestMQTTPassword(t *testing.T) {
+	tests := []struct {
+		e        creds.Entry
+		user, pw string
+	}{
+		{creds.Entry{Kind: creds.KindMQTT, Identity: "u", Secret: []byte("pw")}, "u", "pw"},
+		{creds.Entry{Kind: creds.KindPSK, Identity: "s", Secret: []byte("3f0a")}, "s", "3f0a"},
+		{creds.Entry{Kind: creds.KindPSK, Identity: "s", Secret: []byte{0, 0xff}}, "s", "00ff"},
+		{creds.Entry{Kind: creds.KindCert, Identity: "c"}, "c", ""},
+	}
+	for _, tt := range tests {
+		u, p := mqttPassword(&tt.e)
+		if u != tt.user || p != tt.pw {
+			t.Errorf("%s %q: got %q/%q, want %q/%q", tt.e.Kind, tt.e.Secret, u, p, tt.user, tt.pw)
+		}
+	}
+}

@@ -28,13 +28,20 @@ type mqttSession struct {
 func (s *mqttSession) markLost() { s.once.Do(func() { close(s.lost) }) }
 
 // mqttPassword returns the MQTT username and password for the device's
-// credentials: KindMQTT as given; KindPSK uses the hex of the key.
+// credentials: KindMQTT as given; KindPSK uses the key as the password
+// (as text when it is printable, as the bridge provisions it, else its
+// hex); KindCert has no password.
 func mqttPassword(e *creds.Entry) (string, string) {
 	switch e.Kind {
 	case creds.KindMQTT:
 		return e.Identity, string(e.Secret)
 	case creds.KindPSK:
-		return e.Identity, hex.EncodeToString(e.Secret)
+		for _, c := range e.Secret {
+			if c < '!' || c > '~' {
+				return e.Identity, hex.EncodeToString(e.Secret)
+			}
+		}
+		return e.Identity, string(e.Secret)
 	}
 	return e.Identity, ""
 }
