@@ -48,10 +48,7 @@ func TestTsharkTransportDatagrams(t *testing.T) {
 	if err := tr.SendIKE(ike, netip.AddrPort{}, peer.Remote(), true); err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(20 * time.Second) // one keepalive
-	if _, err := tr.L2TP().WriteTo(l2tpHello(), peer.Addr(0)); err != nil {
-		t.Fatal(err)
-	}
+	clock.Advance(20 * time.Second) // one keepalive (nothing else sent yet)
 
 	// Outer addresses for the capture: TEST-NET, as if seen on the wire.
 	src, dst := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("203.0.113.1")
@@ -59,6 +56,12 @@ func TestTsharkTransportDatagrams(t *testing.T) {
 	kinds := map[string]bool{}
 	buf := make([]byte, 4096)
 	for i := 0; i < 3; i++ {
+		if i == 2 {
+			// Only now: ESP sent before the keepalive tick would replace it.
+			if _, err := tr.L2TP().WriteTo(l2tpHello(), peer.Addr(0)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		sink.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, _, err := sink.ReadFromUDP(buf)
 		if err != nil {
