@@ -2,6 +2,8 @@ package dataplane
 
 import (
 	"encoding/binary"
+
+	"github.com/fleetgate/fleetgate/gateway/config"
 	"net/netip"
 	"sync"
 	"testing"
@@ -123,4 +125,13 @@ func mssOf(b []byte) uint16 {
 		i += int(opts[i+1])
 	}
 	return 0
+}
+
+func mustConfig(t testing.TB, y string) *config.Config {
+	t.Helper()
+	c, err := config.Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

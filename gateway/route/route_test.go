@@ -2,7 +2,9 @@ package route
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 )
 
@@ -126,5 +128,35 @@ func BenchmarkLookup(b *testing.B) {
 		if tb.Lookup(dst) == nil {
 			b.Fatal("miss")
 		}
+	}
+}
+
+// BenchmarkTableMemory reports the table's heap cost per session (address
+// + one framed route) at 1k and 10k sessions.
+func BenchmarkTableMemory(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for it := 0; it < b.N; it++ {
+				sessions := make([]*fakeSession, n)
+				for i := range sessions {
+					a := netip.AddrFrom4([4]byte{10, byte(10 + i>>16), byte(i >> 8), byte(i)})
+					sessions[i] = &fakeSession{id: uint64(i + 1), ident: a.String(), addr: a,
+						routes: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)}), 32)}}
+				}
+				runtime.GC()
+				var m0, m1 runtime.MemStats
+				runtime.ReadMemStats(&m0)
+				tb := NewTable()
+				for _, s := range sessions {
+					if _, err := tb.Add(s, true); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&m1)
+				b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/float64(n), "B/session")
+				runtime.KeepAlive(tb)
+			}
+		})
 	}
 }
