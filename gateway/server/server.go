@@ -63,7 +63,7 @@ type Server struct {
 	reg      metrics.Registry
 	rad      *radius.Client
 	env      *Env
-	host     dataplane.Host
+	host     atomic.Pointer[hostRef]
 	started  time.Time
 	engine   atomic.Value // string: state of the engine
 	httpAddr atomic.Value // string: bound metrics/status address
@@ -101,6 +101,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		SessionToSession: cfg.DataPlane.SessionToSession, Local: s.local, Clock: opts.Clock, Logger: log})
 	s.env = &Env{Sessions: s.table, Router: s.router, Admission: s.adm, Metrics: s.gm, RADIUS: s.rad, Log: log, srv: s}
 	s.engine.Store("not linked")
+	s.started = opts.Clock.Now()
 	s.setExpiries(cfg)
 	s.registerMetrics()
 	return s, nil
@@ -156,8 +157,15 @@ func (s *Server) HTTPAddr() string {
 	return a
 }
 
-// Host returns the data plane host once Run has opened it.
-func (s *Server) Host() dataplane.Host { return s.host }
+type hostRef struct{ h dataplane.Host }
+
+// Host returns the data plane host once Run has opened it (nil before).
+func (s *Server) Host() dataplane.Host {
+	if r := s.host.Load(); r != nil {
+		return r.h
+	}
+	return nil
+}
 
 func (s *Server) now() time.Time { return s.opts.Clock.Now() }
 
@@ -185,12 +193,11 @@ func (s *Server) local(sess Session, pkt []byte) bool {
 // sends Delete/StopCCN to every peer), ends accounting and closes the host.
 func (s *Server) Run(ctx context.Context) error {
 	cfg := s.cfg.Load()
-	s.started = s.now()
 	host, err := s.openHost(cfg)
 	if err != nil {
 		return err
 	}
-	s.host = host
+	s.host.Store(&hostRef{host})
 	s.router.SetHost(host)
 	var wg sync.WaitGroup
 	hostCtx, stopHost := context.WithCancel(context.Background())
@@ -315,7 +322,7 @@ type routeAdder interface {
 // addRoutes installs a session's framed routes that the configuration did
 // not already route (e.g. from RADIUS) into a TUN host.
 func (s *Server) addRoutes(sess Session) {
-	ra, ok := s.host.(routeAdder)
+	ra, ok := s.Host().(routeAdder)
 	if !ok {
 		return
 	}
@@ -334,7 +341,7 @@ func (s *Server) addRoutes(sess Session) {
 }
 
 func (s *Server) delRoutes(sess Session) {
-	ra, ok := s.host.(routeAdder)
+	ra, ok := s.Host().(routeAdder)
 	if !ok {
 		return
 	}
