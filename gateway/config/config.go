@@ -156,6 +156,12 @@ type DataPlane struct {
 	// SessionToSession allows forwarding between two sessions at all; each
 	// packet still needs the sender's policy to allow the destination.
 	SessionToSession bool `yaml:"session_to_session"`
+	// Addresses are the central addresses the userspace stack holds (e.g.
+	// 10.20.0.10/32 for an in-process broker); userspace mode only.
+	Addresses []string `yaml:"addresses"`
+
+	// AddressPrefixes are the parsed Addresses.
+	AddressPrefixes []netip.Prefix `yaml:"-"`
 }
 
 // Sessions configures the session table.

@@ -98,6 +98,7 @@ func Diff(old, new *Config) Changes {
 	}{
 		{"listen", old.Listen, new.Listen},
 		{"dataplane", [2]string{old.DataPlane.Mode, old.DataPlane.TUN}, [2]string{new.DataPlane.Mode, new.DataPlane.TUN}},
+		{"dataplane.addresses", old.DataPlane.AddressPrefixes, new.DataPlane.AddressPrefixes},
 		{"metrics.listen", old.Metrics.Listen, new.Metrics.Listen},
 		{"status.socket", old.Status.Socket, new.Status.Socket},
 		{"log", old.Log, new.Log},

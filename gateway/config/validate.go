@@ -60,6 +60,17 @@ func (v *validator) run() {
 	default:
 		v.errf(p("dataplane", "mode"), "dataplane.mode %q: want tun or userspace", c.DataPlane.Mode)
 	}
+	for i, a := range c.DataPlane.Addresses {
+		pf, err := netip.ParsePrefix(a)
+		if err != nil || !pf.Addr().Is4() {
+			v.errf(p("dataplane", "addresses", i), "dataplane.addresses %q: want an IPv4 address with prefix length, e.g. 10.20.0.10/32", a)
+			continue
+		}
+		c.DataPlane.AddressPrefixes = append(c.DataPlane.AddressPrefixes, pf)
+	}
+	if len(c.DataPlane.Addresses) > 0 && c.DataPlane.Mode != ModeUserspace {
+		v.errf(p("dataplane", "addresses"), "dataplane.addresses is only used in userspace mode")
+	}
 	if c.DataPlane.TUN == "" {
 		c.DataPlane.TUN = "fg0"
 	}

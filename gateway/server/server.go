@@ -299,7 +299,7 @@ func (s *Server) openHost(cfg *config.Config) (dataplane.Host, error) {
 	}
 	switch cfg.DataPlane.Mode {
 	case config.ModeUserspace:
-		return dataplane.NewUserspace(dataplane.UserspaceConfig{Logger: s.log})
+		return dataplane.NewUserspace(dataplane.UserspaceConfig{Addrs: cfg.DataPlane.AddressPrefixes, Logger: s.log})
 	default:
 		if err := dataplane.CheckIPForward(""); err != nil {
 			s.log.Warn("ip forwarding", "err", err.Error())
