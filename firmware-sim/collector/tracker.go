@@ -81,7 +81,11 @@ type Collector struct {
 	devices map[string]*track
 	// lastWarn rate-limits malformed-input warnings to one per second.
 	lastWarn time.Time
+
+	mid atomic.Uint32 // Message IDs for NON responses
 }
+
+func (c *Collector) nextMID() uint16 { return uint16(c.mid.Add(1)) }
 
 type track struct {
 	seen   []uint64 // bitmap indexed by sequence number
