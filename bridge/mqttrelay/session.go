@@ -232,6 +232,9 @@ func (s *session) waitToken(t paho.Token) bool {
 // central broker has no session for the endpoint (a kept session keeps
 // them, and re-subscribing would resend retained commands).
 func (s *session) connect() error {
+	if n := s.store.carryOver(); n > 0 {
+		s.log.Debug("mqttrelay: resuming QoS 2 releases first", "pubrel", n)
+	}
 	t := s.client.Connect()
 	if !s.waitToken(t) {
 		return errors.New("stopped")
@@ -263,7 +266,7 @@ func (s *session) connect() error {
 func (s *session) pump() error {
 	for {
 		wake := s.r.cfg.Spool.Wait(s.ep)
-		if room := s.r.cfg.Window - s.store.inflight(); room > 0 {
+		if room := s.r.cfg.Window - s.store.inflight(); room > 0 && s.store.carriedPending() == 0 {
 			msgs := s.r.cfg.Spool.Pending(s.ep, s.cursor, room)
 			for _, m := range msgs {
 				if s.store.holds(m.Seq) { // resumed by paho from the store

@@ -35,7 +35,13 @@ type sessionStore struct {
 	expect uint64 // spool seq of the PUBLISH being handed to paho now
 	out    map[string]storeEntry
 	in     map[string]packets.ControlPacket
-	freed  chan struct{} // signalled when an outbound message completes
+	// carried holds the PUBREL keys present when the current connection
+	// started. paho's resume re-sends them without reserving their packet
+	// ids, so until their PUBCOMP arrives a new PUBLISH could get the same
+	// id (and its PUBCOMP would release the wrong message): the session
+	// publishes nothing new while any is pending.
+	carried map[string]bool
+	freed   chan struct{} // signalled when an outbound message completes
 }
 
 type storeEntry struct {
@@ -49,11 +55,12 @@ var _ paho.Store = (*sessionStore)(nil)
 func newSessionStore(sp *spool.Spool, endpoint string) *sessionStore {
 	return &sessionStore{
 		sp: sp, endpoint: endpoint,
-		out:   make(map[string]storeEntry),
-		in:    make(map[string]packets.ControlPacket),
-		freed: make(chan struct{}, 1),
-		onAck: func(uint64, byte) {},
-		onErr: func(error) {},
+		out:     make(map[string]storeEntry),
+		in:      make(map[string]packets.ControlPacket),
+		carried: make(map[string]bool),
+		freed:   make(chan struct{}, 1),
+		onAck:   func(uint64, byte) {},
+		onErr:   func(error) {},
 	}
 }
 
@@ -64,6 +71,27 @@ func (s *sessionStore) preload(m spool.Message, pkt packets.ControlPacket) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.out[outKey(m.PacketID)] = storeEntry{seq: m.Seq, qos: m.QoS, pkt: pkt}
+}
+
+// carryOver records the PUBREL entries a new connection will resume and
+// returns how many there are.
+func (s *sessionStore) carryOver() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.carried = make(map[string]bool)
+	for k, e := range s.out {
+		if _, rel := e.pkt.(*packets.PubrelPacket); rel && e.seq != 0 {
+			s.carried[k] = true
+		}
+	}
+	return len(s.carried)
+}
+
+// carriedPending counts carried-over PUBRELs still awaiting PUBCOMP.
+func (s *sessionStore) carriedPending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.carried)
 }
 
 // setExpect announces the spool seq of the next PUBLISH (0 to clear).
@@ -111,6 +139,7 @@ func (s *sessionStore) Reset() {
 	defer s.mu.Unlock()
 	s.out = make(map[string]storeEntry)
 	s.in = make(map[string]packets.ControlPacket)
+	s.carried = make(map[string]bool)
 }
 
 // Put implements paho.Store.
@@ -194,6 +223,7 @@ func (s *sessionStore) Del(key string) {
 	}
 	e, ok := s.out[key]
 	delete(s.out, key)
+	delete(s.carried, key)
 	s.mu.Unlock()
 	if !ok || e.seq == 0 {
 		return

@@ -1,0 +1,67 @@
+package mqttrelay
+
+import (
+	"testing"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/fleetgate/fleetgate/bridge/spool"
+)
+
+// TestStoreLifecycle drives the paho store as paho would: Put of a PUBLISH
+// binds the spool message announced by setExpect; PUBREC moves it to
+// stage 2; Del (PUBCOMP) acks it in the spool. A PUBREL carried over into
+// a new connection holds back new publishes until its PUBCOMP.
+func TestStoreLifecycle(t *testing.T) {
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sp.Close() })
+	seq, err := sp.Append(spool.Message{Endpoint: "e", Topic: "telemetry/t", QoS: 2, Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newSessionStore(sp, "e")
+	st.setExpect(seq)
+	pub := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	pub.Qos, pub.MessageID, pub.TopicName = 2, 7, "sites/s/e/telemetry/t"
+	st.Put("o.7", pub)
+	if m := sp.Pending("e", 0, 1); len(m) != 1 || m[0].PacketID != 7 || m[0].Stage != 1 {
+		t.Fatalf("after Put: %+v, want bound to 7 stage 1", m)
+	}
+	if !st.holds(seq) || st.inflight() != 1 {
+		t.Fatalf("store does not hold seq %d", seq)
+	}
+	st.pubrec(7)
+	if m := sp.Pending("e", 0, 1); len(m) != 1 || m[0].Stage != 2 {
+		t.Fatalf("after PUBREC: %+v, want stage 2", m)
+	}
+	if _, rel := st.Get("o.7").(*packets.PubrelPacket); !rel {
+		t.Fatalf("after PUBREC the store should resume a PUBREL, has %T", st.Get("o.7"))
+	}
+	// The connection drops here; the next one carries the PUBREL over.
+	if n := st.carryOver(); n != 1 {
+		t.Fatalf("carryOver: got %d, want 1", n)
+	}
+	if st.carriedPending() != 1 {
+		t.Fatal("carried PUBREL not pending")
+	}
+	st.Del("o.7") // PUBCOMP
+	if st.carriedPending() != 0 || st.inflight() != 0 {
+		t.Fatalf("after PUBCOMP: carried %d, inflight %d", st.carriedPending(), st.inflight())
+	}
+	if got := sp.Stats().Queued.Load(); got != 0 {
+		t.Fatalf("spool still holds %d after PUBCOMP", got)
+	}
+	// Subscribe packets and inbound state never touch the spool.
+	sub := packets.NewControlPacket(packets.Subscribe).(*packets.SubscribePacket)
+	sub.MessageID = 8
+	st.Put("o.8", sub)
+	st.Put("i.9", pub)
+	st.Del("o.8")
+	st.Del("i.9")
+	if got := sp.Stats().Delivered.Load(); got != 1 {
+		t.Fatalf("Delivered: got %d, want 1", got)
+	}
+}
