@@ -126,8 +126,11 @@ conn {{.Name}}
 
 const windowsTmpl = `# fleetgate client configuration for identity {{.Identity.Name}} (Windows PowerShell, run as the user)
 {{- if .Cert}}
-# Certificate authentication: import {{.Identity.Name}}.p12 into the LOCAL MACHINE personal store
-# and ca.crt into Trusted Root; Windows then uses the machine certificate for IKE.
+# Certificate authentication: bundle the key and certificate first (on any machine with openssl):
+#   openssl pkcs12 -export -in {{.Identity.Name}}.crt -inkey {{.Identity.Name}}.key -certfile ca.crt -out {{.Identity.Name}}.p12
+# then import {{.Identity.Name}}.p12 into the LOCAL MACHINE personal store and ca.crt into Trusted Root:
+#   Import-PfxCertificate -FilePath {{.Identity.Name}}.p12 -CertStoreLocation Cert:\LocalMachine\My
+#   Import-Certificate -FilePath ca.crt -CertStoreLocation Cert:\LocalMachine\Root
 Add-VpnConnection -Name {{.Q .Name}} -ServerAddress {{.Q .Gateway}} -TunnelType L2tp -AuthenticationMethod {{.WindowsAuth}} -EncryptionLevel Required -SplitTunneling -RememberCredential -Force
 {{- else}}
 Add-VpnConnection -Name {{.Q .Name}} -ServerAddress {{.Q .Gateway}} -TunnelType L2tp -L2tpPsk {{.Q .PSK}} -AuthenticationMethod {{.WindowsAuth}} -EncryptionLevel Required -SplitTunneling -RememberCredential -Force

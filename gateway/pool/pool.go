@@ -27,6 +27,8 @@ type Pool struct {
 
 	mu       sync.Mutex
 	used     []bool            // by offset from first: allocated or reserved
+	refs     []uint16          // holders of an allocated offset (relogin overlap)
+	owner    map[uint32]string // allocated offset -> identity
 	reserved map[uint32]bool   // static addresses
 	sticky   map[string]uint32 // identity -> last offset it had
 	next     uint32            // next-fit cursor
@@ -42,8 +44,9 @@ func New(prefix netip.Prefix, gateway netip.Addr) (*Pool, error) {
 	prefix = prefix.Masked()
 	base := u32(prefix.Addr())
 	total := uint32(1) << (32 - prefix.Bits())
-	p := &Pool{prefix: prefix, first: base + 1, size: total - 2, reserved: map[uint32]bool{}, sticky: map[string]uint32{}}
+	p := &Pool{prefix: prefix, first: base + 1, size: total - 2, reserved: map[uint32]bool{}, sticky: map[string]uint32{}, owner: map[uint32]string{}}
 	p.used = make([]bool, p.size)
+	p.refs = make([]uint16, p.size)
 	if gateway.IsValid() && prefix.Contains(gateway) {
 		if off, ok := p.offset(gateway); ok {
 			p.used[off] = true
@@ -88,12 +91,14 @@ func (p *Pool) Reserve(a netip.Addr) {
 	}
 }
 
-// Allocate returns an address for identity: its previous one if free,
-// otherwise the next free one.
+// Allocate returns an address for identity: its previous one if free or
+// still held by the same identity (a relogin overlapping the session it
+// replaces gets the same address), otherwise the next free one. Every
+// Allocate is matched by one Release.
 func (p *Pool) Allocate(identity string) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if off, ok := p.sticky[identity]; ok && !p.used[off] {
+	if off, ok := p.sticky[identity]; ok && (!p.used[off] || (p.refs[off] > 0 && p.owner[off] == identity)) {
 		return p.take(identity, off), nil
 	}
 	for i := uint32(0); i < p.size; i++ {
@@ -107,14 +112,19 @@ func (p *Pool) Allocate(identity string) (netip.Addr, error) {
 }
 
 func (p *Pool) take(identity string, off uint32) netip.Addr {
-	p.used[off] = true
-	p.inUse++
+	if p.refs[off] == 0 {
+		p.used[off] = true
+		p.inUse++
+		p.owner[off] = identity
+	}
+	p.refs[off]++
 	p.sticky[identity] = off
 	return addr(p.first + off)
 }
 
 // Claim marks a specific address (e.g. Framed-IP-Address from RADIUS) as
-// used; addresses outside the pool are accepted and not tracked.
+// used by identity; it fails with ErrInUse only when another identity holds
+// it. Addresses outside the pool are accepted and not tracked.
 func (p *Pool) Claim(identity string, a netip.Addr) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -122,11 +132,11 @@ func (p *Pool) Claim(identity string, a netip.Addr) error {
 	if !ok {
 		return nil
 	}
-	if p.used[off] && !p.reserved[off] {
-		return ErrInUse
-	}
 	if p.reserved[off] {
 		return nil // static address: tracked by its identity, not the pool
+	}
+	if p.used[off] && p.owner[off] != identity {
+		return ErrInUse
 	}
 	p.take(identity, off)
 	return nil
@@ -141,8 +151,12 @@ func (p *Pool) Release(a netip.Addr) {
 	if !ok || p.reserved[off] || !p.used[off] {
 		return
 	}
-	p.used[off] = false
-	p.inUse--
+	p.refs[off]--
+	if p.refs[off] == 0 {
+		p.used[off] = false
+		delete(p.owner, off)
+		p.inUse--
+	}
 }
 
 // InUse is the number of dynamically allocated addresses.

@@ -48,6 +48,39 @@ func TestAllocateStickyReserveExhaust(t *testing.T) {
 	}
 }
 
+// TestReloginOverlap: a relogin that overlaps the session it replaces gets
+// the same address; it is freed only when both have released it.
+func TestReloginOverlap(t *testing.T) {
+	p, _ := New(netip.MustParsePrefix("10.10.0.0/24"), netip.MustParseAddr("10.10.0.1"))
+	a1, _ := p.Allocate("hall7")
+	a2, _ := p.Allocate("hall7")
+	if a1 != a2 {
+		t.Fatalf("relogin got %v, want the same %v", a2, a1)
+	}
+	if b, _ := p.Allocate("pump2"); b == a1 {
+		t.Fatal("another identity got a held address")
+	}
+	p.Release(a1) // the replaced session ends
+	if c, _ := p.Allocate("other"); c == a1 {
+		t.Fatal("address freed while the new session still holds it")
+	}
+	p.Release(a2)
+	if got := p.InUse(); got != 2 {
+		t.Errorf("in use: got %d, want 2 (pump2, other)", got)
+	}
+	// Framed-IP claims follow the same rule.
+	f := netip.MustParseAddr("10.10.0.50")
+	if err := p.Claim("r", f); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Claim("r", f); err != nil {
+		t.Errorf("same identity re-claim: %v", err)
+	}
+	if err := p.Claim("s", f); !errors.Is(err, ErrInUse) {
+		t.Errorf("other identity claim: got %v, want ErrInUse", err)
+	}
+}
+
 func TestNewRejects(t *testing.T) {
 	for _, s := range []string{"10.0.0.0/31", "2001:db8::/64"} {
 		if _, err := New(netip.MustParsePrefix(s), netip.Addr{}); err == nil {

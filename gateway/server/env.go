@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/subtle"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,35 @@ func (e *Env) Config() *config.Config { return e.srv.cfg.Load() }
 // Verifier returns the current certificate verifier, or nil when no CA is
 // configured.
 func (e *Env) Verifier() *pki.Verifier { return e.srv.verifier.Load() }
+
+// ErrNoIdentity is returned by IdentityForCert when no cert identity
+// matches the certificate.
+var ErrNoIdentity = errors.New("server: no certificate identity matches")
+
+// IdentityForCert verifies a peer certificate (chain to the CA, CRL) and
+// returns the identity with auth cert whose IKE ID is one of the
+// certificate's names (CN, DNS/IP/email SANs). peerID, when not empty, is
+// the ID payload the peer sent; it must be one of those names too.
+func (e *Env) IdentityForCert(leaf *x509.Certificate, intermediates []*x509.Certificate, peerID string) (*config.Identity, error) {
+	v := e.Verifier()
+	if v == nil {
+		return nil, errors.New("server: no CA configured (pki.ca)")
+	}
+	names, err := v.Verify(leaf, intermediates, e.srv.now())
+	if err != nil {
+		return nil, err
+	}
+	if peerID != "" && !contains(names, peerID) {
+		return nil, fmt.Errorf("%w: ID payload %q is not a name of the certificate", ErrNoIdentity, peerID)
+	}
+	cfg := e.Config()
+	for _, n := range names {
+		if id := cfg.IdentityByIKEID(n); id != nil && id.Auth == config.AuthCert {
+			return id, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %v", ErrNoIdentity, names)
+}
 
 // ErrAuth is returned by CheckLocal for a wrong password or unknown user.
 var ErrAuth = errors.New("server: authentication failed")
