@@ -28,10 +28,6 @@ const (
 	maxOptions = 32
 )
 
-// ErrNotRequest reports a datagram that is not a CoAP request the sink
-// answers (e.g. a response, an empty message or a Reset).
-var ErrNotRequest = errors.New("collector: not a CoAP request")
-
 // DatagramSink answers CoAP telemetry datagrams without go-coap's socket
 // layer, so that it runs over any net.PacketConn — notably a gVisor
 // netstack gonet.UDPConn holding a central VPN address, which go-coap's UDP

@@ -6,7 +6,6 @@
 package collector
 
 import (
-	"errors"
 	"log/slog"
 	"sort"
 	"sync"
@@ -24,14 +23,6 @@ const (
 	// MaxSeq bounds accepted sequence numbers (the bitmap grows to the
 	// highest one: 2**24 bits = 2 MiB per device at most).
 	MaxSeq = 1 << 24
-)
-
-// Sentinel errors.
-var (
-	// ErrSeqRange reports a sequence number of 0 or above MaxSeq.
-	ErrSeqRange = errors.New("collector: sequence number out of range")
-	// ErrTooManyDevices reports more than MaxDevices names.
-	ErrTooManyDevices = errors.New("collector: too many devices")
 )
 
 // Stats are the collector's own counters.

@@ -51,16 +51,6 @@ const (
 	KindMQTT Kind = "mqtt"
 )
 
-// Sentinel errors.
-var (
-	// ErrSyntax reports a malformed credentials line.
-	ErrSyntax = errors.New("creds: syntax error")
-	// ErrDuplicate reports a name defined twice.
-	ErrDuplicate = errors.New("creds: duplicate endpoint")
-	// ErrNotFound reports a lookup of an unknown endpoint.
-	ErrNotFound = errors.New("creds: no credentials for endpoint")
-)
-
 // Entry is one endpoint's credentials.
 type Entry struct {
 	Name     string

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -35,21 +34,6 @@ const (
 	// MQTT is MQTT 3.1.1 over TLS.
 	MQTT Protocol = "mqtt"
 )
-
-// CoAP transmission defaults (RFC 7252 §4.8: ACK_TIMEOUT 2 s,
-// MAX_RETRANSMIT 4, ACK_RANDOM_FACTOR 1.5).
-const (
-	DefaultAckTimeout    = 2 * time.Second
-	DefaultMaxRetransmit = 4
-	ackRandomFactor      = 1.5
-	// failuresBeforeReconnect: consecutive unacknowledged exchanges after
-	// which the firmware drops the session and handshakes again.
-	failuresBeforeReconnect = 2
-	handshakeTimeout        = 20 * time.Second
-)
-
-// ErrConfig reports an unusable device configuration.
-var ErrConfig = errors.New("device: bad config")
 
 // Config describes one simulated device.
 type Config struct {

@@ -16,9 +16,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// ErrInvalid wraps every scenario validation error.
-var ErrInvalid = errors.New("scenario: invalid")
-
 // Scenario is a parsed, validated fleet description.
 type Scenario struct {
 	// Name labels the run in reports.
