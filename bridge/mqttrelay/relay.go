@@ -98,9 +98,35 @@ type Relay struct {
 	log   *slog.Logger
 	stats Stats
 
+	// warnMu guards the warning rate limit: during an uplink outage every
+	// session fails at once, and thousands of endpoints must not flood the
+	// log. One warning per second passes; the rest are counted and the
+	// count is attached to the next one.
+	warnMu     sync.Mutex
+	warnLast   time.Time
+	suppressed int
+
 	mu       sync.Mutex
 	closed   bool
 	sessions map[string]*session
+}
+
+// warn logs at Warn level, rate-limited (see warnMu).
+func (r *Relay) warn(lg *slog.Logger, msg string, args ...any) {
+	now := r.cfg.Clock.Now()
+	r.warnMu.Lock()
+	if now.Sub(r.warnLast) < time.Second {
+		r.suppressed++
+		r.warnMu.Unlock()
+		return
+	}
+	n := r.suppressed
+	r.warnLast, r.suppressed = now, 0
+	r.warnMu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	lg.Warn(msg, args...)
 }
 
 var _ mqtt.Upstream = (*Relay)(nil)
@@ -151,7 +177,7 @@ func (r *Relay) Stats() *Stats { return &r.stats }
 func (r *Relay) Start() error {
 	for _, ep := range r.cfg.Spool.Endpoints() {
 		if err := r.AddEndpoint(ep); err != nil {
-			r.log.Warn("mqttrelay: backlog for unknown endpoint stays queued", "endpoint", ep, "err", err)
+			r.warn(r.log, "mqttrelay: backlog for unknown endpoint stays queued", "endpoint", ep, "err", err)
 		}
 	}
 	return nil
@@ -208,7 +234,7 @@ func (r *Relay) Publish(endpoint string, m mqtt.Message) error {
 	}
 	r.stats.Spooled.Add(1)
 	if _, err := r.session(endpoint); err != nil {
-		r.log.Warn("mqttrelay: message queued, no session", "endpoint", endpoint, "err", err)
+		r.warn(r.log, "mqttrelay: message queued, no session", "endpoint", endpoint, "err", err)
 	}
 	return nil
 }

@@ -85,7 +85,7 @@ func newSession(r *Relay, ep string, src netip.Addr) *session {
 	s.store.onAck = func(uint64, byte) { r.stats.Acked.Add(1) }
 	s.store.onErr = func(err error) {
 		r.stats.SpoolErrors.Add(1)
-		s.log.Error("mqttrelay: spool write failed", "err", err)
+		s.r.warn(s.log, "mqttrelay: spool write failed", "err", err)
 	}
 	// Messages bound before a restart are resumed with their packet ids.
 	for _, m := range r.cfg.Spool.Pending(ep, 0, math.MaxInt) {
@@ -201,10 +201,10 @@ func (s *session) run() {
 			}
 			s.r.stats.ConnectionsLost.Add(1)
 			s.client.Disconnect(0)
-			s.log.Warn("mqttrelay: central session lost", "err", err)
+			s.r.warn(s.log, "mqttrelay: central session lost", "err", err)
 		} else {
 			s.r.stats.ConnectFailures.Add(1)
-			s.log.Warn("mqttrelay: central connect failed", "err", err, "retry_in_max", backoff)
+			s.r.warn(s.log, "mqttrelay: central connect failed", "err", err, "retry_in_max", backoff)
 		}
 		if err != nil {
 			s.setErr(err)
@@ -334,7 +334,7 @@ func (s *session) onCommand(_ paho.Client, msg paho.Message) {
 	}
 	if err := s.r.cfg.Downlink.Deliver(s.ep, topic, msg.Payload(), msg.Qos(), msg.Retained()); err != nil {
 		s.r.stats.CommandsDropped.Add(1)
-		s.log.Warn("mqttrelay: command not delivered", "topic", topic, "err", err)
+		s.r.warn(s.log, "mqttrelay: command not delivered", "topic", topic, "err", err)
 		return
 	}
 	s.r.stats.CommandsDelivered.Add(1)

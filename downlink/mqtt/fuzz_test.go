@@ -123,3 +123,36 @@ func TestRawConnectionPublishes(t *testing.T) {
 		t.Fatalf("TopicDenied: got %d, want 1", got)
 	}
 }
+
+// TestWillRelayedUpstream: a device that vanishes without DISCONNECT has
+// its last will published on its behalf; the broker hands it upstream,
+// marked as a will, with the device-side topic.
+func TestWillRelayedUpstream(t *testing.T) {
+	up := newRecorder()
+	b, err := New(Config{DisableTLS: true, Auth: StaticAuth{Passwords: map[string]string{"sensor-1": "pw1"}}, Upstream: up})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	var body []byte
+	body = append(body, str("MQTT")...)
+	body = append(body, 4, 0xC2|0x04|0x08|0x20, 0, 60) // user, password, clean, will flag, will QoS 1, will retain
+	for _, f := range []string{"sensor-1", "status/online", "offline", "sensor-1", "pw1"} {
+		body = append(body, str(f)...)
+	}
+	srv, cli := net.Pipe()
+	go func() {
+		_, _ = cli.Write(append([]byte{0x10, byte(len(body))}, body...))
+		connack := make([]byte, 4)
+		_, _ = io.ReadFull(cli, connack)
+		_ = cli.Close() // vanish after the session is up: no DISCONNECT
+	}()
+	_ = b.srv.EstablishConnection("raw", srv)
+	if got, want := strings.Join(up.all(), ","), "sensor-1|status/online|offline|1|true|true"; got != want {
+		t.Fatalf("upstream: got %q, want %q", got, want)
+	}
+}
