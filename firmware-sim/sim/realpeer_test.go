@@ -17,9 +17,16 @@ import (
 )
 
 // TestRealCoAPServerPSK runs DTLS-PSK devices (CCM_8 and GCM, with and
-// without a CID request) against libcoap's coap-server-openssl.
+// without a CID request) against libcoap's coap-server, OpenSSL and GnuTLS
+// builds.
 func TestRealCoAPServerPSK(t *testing.T) {
-	bin := testenv.RequireBinary(t, "coap-server-openssl")
+	for _, name := range []string{"coap-server-openssl", "coap-server-gnutls"} {
+		t.Run(name, func(t *testing.T) { testRealCoAPServer(t, name) })
+	}
+}
+
+func testRealCoAPServer(t *testing.T, name string) {
+	bin := testenv.RequireBinary(t, name)
 	port := freeUDPPair(t)
 	const key = "fleet-test-key"
 	startPeer(t, bin, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-k", key, "-d", "20", "-v", "4")
@@ -52,7 +59,7 @@ groups:
 			t.Errorf("%s (%s): acked %d unacked %d handshakes %d, want >= 3, 0, 1; errors %v", d.Name, d.Group, d.Acked, d.Unacked, d.Handshakes, rep.Errors)
 		}
 	}
-	t.Logf("libcoap: sent %d acked %d p50 %.2fms p99 %.2fms", rep.Totals.Sent, rep.Totals.Acked, rep.Totals.Latency.P50Ms, rep.Totals.Latency.P99Ms)
+	t.Logf("%s: sent %d acked %d p50 %.2fms p99 %.2fms", name, rep.Totals.Sent, rep.Totals.Acked, rep.Totals.Latency.P50Ms, rep.Totals.Latency.P99Ms)
 }
 
 // TestRealMosquittoTLS runs MQTT-over-TLS devices with passwords against
@@ -150,4 +157,66 @@ groups:
 		t.Errorf("lost %d (%s), want 0 from the collector", rep.Lost, rep.LossSource)
 	}
 	t.Logf("mosquitto: sent %d acked %d collector unique %d p50 %.2fms p99 %.2fms", rep.Totals.Sent, rep.Totals.Acked, rep.Collected.Unique, rep.Totals.Latency.P50Ms, rep.Totals.Latency.P99Ms)
+}
+
+// TestRealCoAPServerCert runs ECDSA P-256 certificate devices (CCM_8 and
+// GCM) against coap-server-openssl, which verifies their certificates
+// against the fleet CA.
+func TestRealCoAPServerCert(t *testing.T) {
+	bin := testenv.RequireBinary(t, "coap-server-openssl")
+	dir := t.TempDir()
+	port := freeUDPPair(t)
+	sc, err := scenario.Parse(strings.NewReader(fmt.Sprintf(`
+name: libcoap-cert
+duration: 3s
+target: {coap: "127.0.0.1:%d", coap_path: /telemetry, coap_method: put, server_name: coap.test}
+groups:
+  - {name: cert-ccm8, count: 2, protocol: coap, auth: cert, suite: ccm8, format: cbor, interval: 300ms}
+  - {name: cert-gcm, count: 1, protocol: coap, auth: cert, suite: gcm, format: json, interval: 300ms}
+`, port+1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewFleet(sc, Options{AckTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := f.CA().Issue("coap.test", "coap.test", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := creds.PEM(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cafile := writeFile(t, dir, "ca.pem", f.CA().CertPEM(), 0o600)
+	certfile := writeFile(t, dir, "server.pem", certPEM, 0o600)
+	keyfile := writeFile(t, dir, "server.key", keyPEM, 0o600)
+	startPeer(t, bin, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-c", certfile, "-j", keyfile, "-C", cafile, "-d", "20", "-v", "4")
+	rep, err := f.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range rep.PerDevice {
+		if d.Acked < 3 || d.Unacked != 0 || d.Handshakes != 1 {
+			t.Errorf("%s (%s): acked %d unacked %d handshakes %d, want >= 3, 0, 1; errors %v", d.Name, d.Group, d.Acked, d.Unacked, d.Handshakes, rep.Errors)
+		}
+	}
+	// A device whose certificate comes from another CA must be refused.
+	rogue, err := creds.NewCA("rogue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := creds.NewSet()
+	if err := rogue.IssueFleet(set, Names(sc)); err != nil {
+		t.Fatal(err)
+	}
+	sc.Duration = 1500 * time.Millisecond
+	rep, err = Run(context.Background(), sc, Options{Creds: set, RootCAs: f.CA().Pool, AckTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Totals.Acked != 0 || rep.Totals.Handshakes != 0 || rep.Totals.HandshakeFailures == 0 {
+		t.Errorf("rogue certificates: acked %d handshakes %d failures %d, want 0, 0, > 0", rep.Totals.Acked, rep.Totals.Handshakes, rep.Totals.HandshakeFailures)
+	}
 }
