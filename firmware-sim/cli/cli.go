@@ -131,8 +131,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "done: %d devices, %d sent, %d acknowledged, %d lost (%s), %d handshakes\n",
-		rep.Devices, rep.Totals.Sent, rep.Totals.Acked, rep.Lost, rep.LossSource, rep.Totals.Handshakes)
+	fmt.Fprintf(stdout, "done: %d/%d devices reporting, %d sent, %d acknowledged, %d lost (%s), %d handshakes\n",
+		rep.Reporting, rep.Devices, rep.Totals.Sent, rep.Totals.Acked, rep.Lost, rep.LossSource, rep.Totals.Handshakes)
 	if rep.Totals.Acked == 0 {
 		return errors.New("no telemetry was acknowledged")
 	}

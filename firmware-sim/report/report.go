@@ -101,6 +101,9 @@ type Report struct {
 	Ended    time.Time `json:"ended"`
 	Seconds  float64   `json:"seconds"`
 	Devices  int       `json:"devices"`
+	// Reporting counts devices with at least one message through: seen by
+	// the collector when one is configured, else acknowledged.
+	Reporting int `json:"reporting"`
 	// Totals sums every device.
 	Totals Counters `json:"totals"`
 	// LossSource is "collector" when Lost comes from the central

@@ -70,8 +70,8 @@ func TestDemoFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Devices != 50 {
-		t.Fatalf("devices: got %d, want 50", rep.Devices)
+	if rep.Devices != 50 || rep.Reporting != 50 {
+		t.Errorf("devices: got %d reporting of %d, want 50 of 50", rep.Reporting, rep.Devices)
 	}
 	for _, d := range rep.PerDevice {
 		if d.Collected == nil || d.Collected.Unique == 0 {

@@ -354,6 +354,9 @@ func (f *Fleet) Report() *report.Report {
 			r.Collected.Highest = max(r.Collected.Highest, c.Highest)
 		}
 		dr.Lost = report.Lost(dr.Sent, dr.Acked, dr.Collected)
+		if (dr.Collected != nil && dr.Collected.Unique > 0) || (dr.Collected == nil && dr.Acked > 0) {
+			r.Reporting++
+		}
 		r.Lost += dr.Lost
 		r.PerDevice = append(r.PerDevice, dr)
 	}
