@@ -165,7 +165,11 @@ func (r *Router) FromSession(s Session, pkt []byte) error {
 			r.Stats.LocalHandled.Add(1)
 			return nil
 		}
-		return r.drop(ReasonLocal)
+		if dst == broadcast {
+			return r.drop(ReasonLocal)
+		}
+		// Anything else for the gateway's own address belongs to the host
+		// (it holds that address on the TUN): route it there below.
 	}
 	if h.TTL() <= 1 {
 		r.sendICMP(s, AppendTimeExceeded(nil, r.cfg.LocalAddr, h), h)

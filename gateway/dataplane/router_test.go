@@ -247,3 +247,23 @@ func TestLocalDHCPInform(t *testing.T) {
 		t.Error("DHCPINFORM leaked to the host")
 	}
 }
+
+// TestReplyToGatewayAddressGoesToHost: the host holds the gateway's VPN
+// address (TUN); a session's reply to it must reach the host, not be
+// swallowed as "local".
+func TestReplyToGatewayAddressGoesToHost(t *testing.T) {
+	f := newFixture(t, false)
+	if err := f.r.FromHost(pkt(t, ipv4.ProtoICMP, "10.10.0.1", "10.10.0.7", 8, 99, 28, false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoICMP, "10.10.0.7", "10.10.0.1", 0, 99, 28, false)); err != nil {
+		t.Fatalf("echo reply to the gateway address: %v", err)
+	}
+	if got := f.host.packets(); len(got) != 1 || ipv4.Header(got[0]).Dst() != netip.MustParseAddr("10.10.0.1") {
+		t.Errorf("host got %d packets, want the echo reply", len(got))
+	}
+	// Broadcasts that are not DHCPINFORM stay local and are dropped.
+	if err := f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoUDP, "10.10.0.7", "255.255.255.255", 137, 137, 60, false)); err == nil || f.r.Stats.Drops(ReasonLocal) != 1 {
+		t.Errorf("broadcast: err %v, local drops %d", err, f.r.Stats.Drops(ReasonLocal))
+	}
+}
