@@ -16,9 +16,10 @@
 // the broker acknowledges them (see hook.OnPublish); the relay spools QoS 1/2
 // ones durably there. Messages for a device come in through Deliver and wait
 // in the device's persistent session (clean session false / session expiry)
-// while it sleeps. Sessions are kept in memory: a bridge restart loses
-// commands not yet delivered (the central broker's own persistent session
-// for the endpoint still holds those not yet acknowledged to the bridge).
+// while it sleeps. With Config.SessionDB the sessions (subscriptions, queued
+// commands, retained messages) live in a bbolt file and survive a bridge
+// restart; without it they are in memory only and a restart loses commands
+// the relay had already accepted from the central broker.
 package mqtt
 
 import (
@@ -31,7 +32,9 @@ import (
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"go.etcd.io/bbolt"
 
 	"github.com/fleetgate/fleetgate/uplink/link"
 )
@@ -89,6 +92,14 @@ type Config struct {
 	MaxPacketSize uint32
 	// Upstream receives device messages (may be nil: nothing is relayed).
 	Upstream Upstream
+	// SessionDB, if set, is a bbolt file where device sessions are kept
+	// (subscriptions, messages waiting for sleeping devices, retained
+	// messages), so commands survive a bridge restart. Empty keeps sessions
+	// in memory only.
+	SessionDB string
+	// SessionDBSync fsyncs every session update. Without it updates survive
+	// a crash of the process but not a power loss.
+	SessionDBSync bool
 	// Clock is used for log rate limiting (link.System if nil).
 	Clock link.Clock
 	// Logger receives lifecycle lines and rate-limited warnings.
@@ -158,6 +169,12 @@ func New(cfg Config) (*Broker, error) {
 	b.hook = &hook{b: b, connected: make(map[string]int)}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	if cfg.SessionDB != "" {
+		opts := &bolt.Options{Path: cfg.SessionDB, Options: &bbolt.Options{Timeout: time.Second, NoSync: !cfg.SessionDBSync}}
+		if err := b.srv.AddHook(sessionStore{new(bolt.Hook)}, opts); err != nil {
+			return nil, fmt.Errorf("mqtt: session store: %w", err)
+		}
 	}
 	return b, nil
 }

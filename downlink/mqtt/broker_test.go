@@ -294,3 +294,36 @@ func TestUpstreamRefusalNotAcked(t *testing.T) {
 		t.Errorf("UpstreamRefused: got %d, want 3", got)
 	}
 }
+
+// TestSleepyCommandSurvivesRestart: with a session store, a command queued
+// for a sleeping device is still delivered after the bridge restarted.
+func TestSleepyCommandSurvivesRestart(t *testing.T) {
+	db := t.TempDir() + "/sessions.db"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	mod := func(c *Config) { c.TLSAddr = addr; c.SessionDB = db }
+	tb := startBroker(t, mod)
+	sub := func(tb *testBroker, wait string) string {
+		out, _ := tb.mosq(t, "mosquitto_sub", "-c", "-q", "1", "-u", "sensor-1", "-P", "pw1", "-i", "sensor-1",
+			"-t", "cmd/#", "-v", "-C", "1", "-W", wait)
+		return strings.TrimSpace(out)
+	}
+	sub(tb, "1")
+	waitFor(t, "device asleep", func() bool { return !tb.Connected("sensor-1") })
+	if err := tb.Deliver("sensor-1", "cmd/ota", []byte("v2"), 1, false); err != nil {
+		t.Fatal(err)
+	}
+	_ = tb.Close()
+	// Restart on the same port and session store, with the same site PKI.
+	pki := tb.pki
+	tb2 := startBroker(t, func(c *Config) { mod(c); c.TLS = pki.serverTLS() })
+	tb2.pki = pki
+	if got := sub(tb2, "5"); got != "cmd/ota v2" {
+		t.Fatalf("after restart the device got %q, want %q", got, "cmd/ota v2")
+	}
+	waitFor(t, "Connected gauge back to 0", func() bool { return tb2.Stats().Connected.Load() == 0 })
+}

@@ -106,11 +106,16 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 		return
 	}
 	h.mu.Lock()
-	h.connected[ep]--
-	if h.connected[ep] <= 0 {
+	n, counted := h.connected[ep]
+	if n <= 1 {
 		delete(h.connected, ep)
+	} else {
+		h.connected[ep] = n - 1
 	}
 	h.mu.Unlock()
+	if !counted {
+		return // a session restored from the session store, never connected here
+	}
 	h.b.stats.Connected.Add(-1)
 	h.b.log.Info("mqtt device disconnected", "endpoint", ep, "reason", errString(err), "session_kept", !expire)
 }
