@@ -146,7 +146,7 @@ func collectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	coapsAddr := fs.String("coaps", "", "DTLS CoAP sink address (needs --creds)")
 	credsFile := fs.String("creds", "", "credentials file for --coaps PSKs")
 	mqttURL := fs.String("mqtt", "", "broker to subscribe to, e.g. tls://127.0.0.1:8883")
-	topic := fs.String("mqtt-topic", "fleet/+/telemetry", "subscription filter")
+	topic := fs.String("mqtt-topic", collector.DefaultTopic, "subscription filter")
 	mqttCA := fs.String("mqtt-ca", "", "PEM CA for the broker (default: system roots)")
 	mqttUser := fs.String("mqtt-user", "", "broker username")
 	mqttPass := fs.String("mqtt-password-file", "", "file holding the broker password")

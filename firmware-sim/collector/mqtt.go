@@ -12,11 +12,17 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
 )
 
+// DefaultTopic is the central filter for device telemetry: the bridge's MQTT
+// relay republishes a device's "telemetry/..." topic as
+// "sites/<site>/<endpoint>/telemetry/..." on the central broker. The
+// collector takes the device name from the SenML base name, not the topic.
+const DefaultTopic = "sites/+/+/telemetry/#"
+
 // MQTTConfig describes the central broker subscription.
 type MQTTConfig struct {
 	// Broker is a paho URL: tcp://host:1883, ssl://host:8883.
 	Broker string
-	// Topic is the subscription filter, default "fleet/+/telemetry".
+	// Topic is the subscription filter, default DefaultTopic.
 	Topic string
 	// ClientID defaults to "fleetgate-collector".
 	ClientID string
@@ -47,7 +53,7 @@ func DetectFormat(b []byte) senml.Format {
 // is active (or failed); the client disconnects when ctx ends.
 func (c *Collector) SubscribeMQTT(ctx context.Context, cfg MQTTConfig) error {
 	if cfg.Topic == "" {
-		cfg.Topic = "fleet/+/telemetry"
+		cfg.Topic = DefaultTopic
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID = "fleetgate-collector"

@@ -51,7 +51,9 @@ type Target struct {
 	// MQTT is the MQTT/TLS address, host:port (default port 8883).
 	MQTT string `yaml:"mqtt"`
 	// MQTTTopic is the telemetry topic; "{device}" is replaced by the
-	// device name. Default "fleet/{device}/telemetry".
+	// device name. Default "telemetry/senml": device-relative, as the
+	// bridge's broker mounts each endpoint's topics and allows devices to
+	// publish under telemetry/# and status/#.
 	MQTTTopic string `yaml:"mqtt_topic"`
 	// ServerName is the expected TLS/DTLS server name for certificates.
 	ServerName string `yaml:"server_name"`

@@ -20,7 +20,7 @@ const (
 // Defaults applied by Parse.
 const (
 	DefaultCoAPPath     = "/telemetry"
-	DefaultMQTTTopic    = "fleet/{device}/telemetry"
+	DefaultMQTTTopic    = "telemetry/senml"
 	DefaultPrefix       = "sensor"
 	DefaultInterval     = 5 * time.Second
 	DefaultReportEvery  = time.Second

@@ -57,7 +57,7 @@ func TestDemoFleet(t *testing.T) {
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := col.SubscribeMQTT(ctx, collector.MQTTConfig{Broker: fmt.Sprintf("tls://127.0.0.1:%d", port),
+	if err := col.SubscribeMQTT(ctx, collector.MQTTConfig{Topic: "telemetry/#", Broker: fmt.Sprintf("tls://127.0.0.1:%d", port),
 		TLS: &tls.Config{RootCAs: f.CA().Pool, ServerName: "bridge.local", MinVersion: tls.VersionTLS12}}); err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func TestMQTTInProcessBroker(t *testing.T) {
 	col := collector.New(collector.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := col.SubscribeMQTT(ctx, collector.MQTTConfig{
+	if err := col.SubscribeMQTT(ctx, collector.MQTTConfig{Topic: "telemetry/#",
 		Broker: fmt.Sprintf("tls://127.0.0.1:%d", port),
 		TLS:    &tls.Config{RootCAs: ca.Pool, ServerName: "broker.test", MinVersion: tls.VersionTLS12},
 	}); err != nil {
