@@ -29,6 +29,7 @@ const (
 	numDecisions
 )
 
+// String names the decision as used in metrics and logs.
 func (d Decision) String() string {
 	switch d {
 	case Admit:

@@ -16,6 +16,7 @@ type Error struct {
 	Msg  string // what is wrong
 }
 
+// Error formats "file:line: message".
 func (e *Error) Error() string {
 	if e.Line > 0 {
 		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
@@ -30,6 +31,7 @@ func (e *Error) Unwrap() error { return ErrInvalid }
 // once so an operator fixes a file in one pass.
 type Errors []*Error
 
+// Error joins all errors, one per line.
 func (es Errors) Error() string {
 	lines := make([]string, len(es))
 	for i, e := range es {

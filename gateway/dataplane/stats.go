@@ -26,6 +26,7 @@ const (
 
 var reasonNames = [numReasons]string{"malformed", "spoofed", "policy", "session_to_session", "no_route", "ttl", "too_big", "host_down", "session_write", "local", "not_ipv4"}
 
+// String names the reason as used in metrics.
 func (r Reason) String() string {
 	if r < numReasons {
 		return reasonNames[r]

@@ -15,6 +15,7 @@ type ParseError struct {
 	Msg  string
 }
 
+// Error formats the line and message.
 func (e *ParseError) Error() string { return fmt.Sprintf("secrets: line %d: %s", e.Line, e.Msg) }
 
 // Unwrap lets errors.Is(err, ErrSyntax) match.

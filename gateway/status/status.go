@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -98,7 +99,22 @@ func WriteTable(w io.Writer, r Report) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Identity, dash(s.Outer), s.VPNAddr, routes, dash(s.Suite), s.MTU,
 			fmtBytes(s.RxBytes), fmtBytes(s.TxBytes), fmtDur(r.Now.Sub(s.Since)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Drops) > 0 {
+		keys := make([]string, 0, len(r.Drops))
+		for k := range r.Drops {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = fmt.Sprintf("%s=%d", k, r.Drops[k])
+		}
+		fmt.Fprintf(w, "drops: %s\n", strings.Join(parts, " "))
+	}
+	return nil
 }
 
 func dash(s string) string {

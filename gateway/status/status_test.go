@@ -14,7 +14,7 @@ import (
 
 func sample() Report {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	return Report{Now: now, Started: now.Add(-26 * time.Hour), Engine: "running", Sessions: []Session{
+	return Report{Now: now, Started: now.Add(-26 * time.Hour), Engine: "running", Drops: map[string]uint64{"policy": 4, "malformed": 1}, Sessions: []Session{
 		{ID: 1, Identity: "site-hall7", Outer: "198.51.100.7:4500", VPNAddr: "10.10.0.7", Routes: []string{"10.10.8.0/24"}, Suite: "aes128gcm16", MTU: 1400,
 			RxBytes: 1536, TxBytes: 5 << 20, Since: now.Add(-90 * time.Minute)},
 		{ID: 2, Identity: "ops", VPNAddr: "10.10.0.2", MTU: 1398, Since: now.Add(-5 * time.Second)},
@@ -27,7 +27,7 @@ func TestTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"gateway up 1d2h0m0s, engine running, 2 session(s)", "IDENTITY", "site-hall7", "198.51.100.7:4500", "10.10.8.0/24", "aes128gcm16", "1.5 KiB", "5.0 MiB", "1h30m0s", "ops"} {
+	for _, want := range []string{"gateway up 1d2h0m0s, engine running, 2 session(s)", "IDENTITY", "site-hall7", "198.51.100.7:4500", "10.10.8.0/24", "aes128gcm16", "1.5 KiB", "5.0 MiB", "1h30m0s", "ops", "drops: malformed=1 policy=4"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
