@@ -1,9 +1,10 @@
 // Package mqttrelay connects each MQTT endpoint of the site broker
 // (downlink/mqtt) to the central MQTT broker with its own paho.mqtt.golang
 // session: client ID = endpoint name, TCP dialled FROM the endpoint's VPN
-// address (Config.Dial, normally the userspace IP stack), TLS wrapped
-// inside that dial, persistent session (clean session false) so commands
-// wait at the central broker while the bridge is away.
+// address (Config.Dial: the userspace IP stack's DialTCP in the bridge,
+// NetDialer in tests), TLS wrapped inside that dial (paho does no TLS when
+// a custom open function is set), persistent session (clean session false)
+// so commands wait at the central broker while the bridge is away.
 //
 // Upstream (device -> central): Relay.Publish is the site broker's
 // Upstream. Every message goes to the spool first (QoS 1/2 durably, before
@@ -12,15 +13,35 @@
 // Config.Mapping, and deletes each message only when the central broker
 // acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2; QoS 0 once
 // written). While the uplink or the central broker is down, messages
-// accumulate in the spool; a restarted bridge resumes from it. QoS 2 keeps
-// exactly-once across reconnects and restarts: see sessionStore.
+// accumulate in the spool (its overflow policy applies); a restarted bridge
+// resumes from it. Reconnects back off exponentially with full jitter.
+//
+// Delivery guarantees, as tested (TestOutageWithoutLoss,
+// TestResumeAfterRestart):
+//
+//   - nothing acknowledged to a device is lost across WAN outages, central
+//     broker outages and a kill of the bridge;
+//   - QoS 1 is at least once: messages in flight when a connection breaks
+//     are sent again;
+//   - QoS 2 is exactly once: the spool records each message's packet id
+//     and stage (sessionStore, the PUBREC sniffer), a restarted relay
+//     resumes the same ids on the persistent session, and a device's DUP
+//     retransmission after a bridge restart is recognised by the spool.
+//     This relies on the central broker keeping the endpoint's session
+//     (a central broker restarted without persistence forgets its half of
+//     in-flight QoS 2 exchanges).
 //
 // Downstream (central -> device): each session subscribes to the mapped
-// command filters and hands what arrives to Config.Downlink (the site
-// broker's Deliver), which queues it in the device's persistent session.
+// command filters (only when the central broker has no session, so retained
+// commands are not re-sent on every reconnect) and hands what arrives to
+// Config.Downlink (the site broker's Deliver), which queues it in the
+// device's persistent session; paho acknowledges to the central broker
+// after that. With the site broker's SessionDB the queued commands survive
+// a bridge restart.
 //
 // A device's last will is relayed like any message when the site broker
-// publishes it.
+// publishes it. Status and Metrics report per-endpoint state and queues for
+// `bridge status` and /metrics.
 package mqttrelay
 
 import (
