@@ -20,7 +20,7 @@ import (
 
 // inNetns runs fn on a thread switched into the named network namespace;
 // file descriptors fn opens (TUN, sockets) stay in that namespace.
-func inNetns(t *testing.T, name string, fn func()) {
+func inNetns(t testing.TB, name string, fn func()) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
