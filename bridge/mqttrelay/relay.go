@@ -98,7 +98,10 @@ type Config struct {
 	Mapping Mapping
 	// Spool is the store-and-forward queue (required).
 	Spool *spool.Spool
-	// Downlink receives central commands (optional).
+	// Downlink receives central commands (optional). The site broker takes
+	// the relay as its Upstream and the relay takes the broker as its
+	// Downlink: create the relay with a Downlink that forwards to the
+	// broker variable assigned right after (as startSite in the tests does).
 	Downlink Downlink
 	// Window, KeepAlive, ConnectTimeout, BackoffMin, BackoffMax: see the
 	// Default constants.

@@ -1,0 +1,39 @@
+package mqtt
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+
+	"github.com/fleetgate/fleetgate/downlink/device"
+)
+
+// RegistryAuth authenticates devices against the endpoint registry. An
+// MQTT endpoint logs in either with username = its PSK identity and
+// password = its PSK text (what provisioning prints for a PSK endpoint), or
+// with its site-CA certificate (CN = endpoint name). Endpoints of another
+// protocol (CoAP) are refused.
+type RegistryAuth struct {
+	Registry *device.Registry
+}
+
+// Password implements Authenticator (constant-time comparison).
+func (a RegistryAuth) Password(username string, password []byte) (string, bool) {
+	e, ok := a.Registry.ByPSKIdentity(username)
+	want := sha256.Sum256(e.PSK)
+	got := sha256.Sum256(password)
+	match := subtle.ConstantTimeCompare(want[:], got[:]) == 1
+	if !ok || !match || len(e.PSK) == 0 || e.Protocol != device.MQTT {
+		return "", false
+	}
+	return e.Name, true
+}
+
+// Certificate implements Authenticator.
+func (a RegistryAuth) Certificate(cert *x509.Certificate) (string, bool) {
+	e, ok := a.Registry.ByCN(cert.Subject.CommonName)
+	if !ok || e.Protocol != device.MQTT {
+		return "", false
+	}
+	return e.Name, true
+}
