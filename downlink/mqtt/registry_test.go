@@ -40,7 +40,7 @@ func TestRegistryAuth(t *testing.T) {
 		{"sensor-5", string(psk.Endpoint.PSK), "sensor-5"},
 		{"sensor-5", "wrong", ""},
 		{"sensor-7", string(coap.Endpoint.PSK), ""}, // a CoAP endpoint
-		{"sensor-6", "", ""},                       // certificate-only endpoint
+		{"sensor-6", "", ""},                        // certificate-only endpoint
 		{"nobody", "", ""},
 	}
 	for _, tt := range pw {
