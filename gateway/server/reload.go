@@ -18,6 +18,10 @@ import (
 func (s *Server) Reload(next *config.Config) (config.Changes, error) {
 	prev := s.cfg.Load()
 	ch := config.Diff(prev, next)
+	v, err := s.newVerifier(next)
+	if err != nil {
+		return ch, err
+	}
 	// Settings a reload cannot change keep their running values.
 	next.Listen, next.DataPlane.Mode, next.DataPlane.TUN = prev.Listen, prev.DataPlane.Mode, prev.DataPlane.TUN
 	next.Metrics, next.Status, next.Log = prev.Metrics, prev.Status, prev.Log
@@ -35,12 +39,7 @@ func (s *Server) Reload(next *config.Config) (config.Changes, error) {
 			}
 		}
 	}
-	if err := s.loadVerifier(next); err != nil {
-		return ch, err
-	}
-	if next.PKI.CA == "" {
-		s.verifier.Store((*pki.Verifier)(nil))
-	}
+	s.verifier.Store(v)
 	s.cfg.Store(next)
 	s.router.SetPolicies(policy.Compile(next))
 	s.router.SetSessionToSession(next.DataPlane.SessionToSession)

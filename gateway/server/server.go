@@ -89,9 +89,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.pool.Store(p)
-	if err := s.loadVerifier(cfg); err != nil {
+	v, err := s.newVerifier(cfg)
+	if err != nil {
 		return nil, err
 	}
+	s.verifier.Store(v)
 	s.adm = admission.New(admission.Config{GlobalRate: cfg.Pacing.GlobalRate, GlobalBurst: cfg.Pacing.GlobalBurst,
 		PerSourceRate: cfg.Pacing.PerSourceRate, PerSourceBurst: cfg.Pacing.PerSourceBurst, Clock: opts.Clock})
 	if r := cfg.RADIUS; r != nil {
@@ -120,13 +122,15 @@ func newPool(cfg *config.Config) (*pool.Pool, error) {
 	return p, nil
 }
 
-func (s *Server) loadVerifier(cfg *config.Config) error {
+// newVerifier loads the CA and CRL named by cfg; nil (and no error) when no
+// CA is configured or its file is absent (certificate logins then fail).
+func (s *Server) newVerifier(cfg *config.Config) (*pki.Verifier, error) {
 	if cfg.PKI.CA == "" {
-		return nil
+		return nil, nil
 	}
 	if _, err := os.Stat(cfg.PKI.CA); err != nil {
 		s.log.Warn("no CA certificate: certificate identities cannot log in", "ca", cfg.PKI.CA)
-		return nil
+		return nil, nil
 	}
 	crl := cfg.PKI.CRL
 	if crl != "" {
@@ -134,12 +138,7 @@ func (s *Server) loadVerifier(cfg *config.Config) error {
 			crl = ""
 		}
 	}
-	v, err := pki.LoadVerifier(cfg.PKI.CA, crl)
-	if err != nil {
-		return err
-	}
-	s.verifier.Store(v)
-	return nil
+	return pki.LoadVerifier(cfg.PKI.CA, crl)
 }
 
 // Env returns the engine environment (tests and tools).
