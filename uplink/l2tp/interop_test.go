@@ -97,7 +97,7 @@ length bit = yes
 	}
 	x.Stop(syscall.SIGTERM)
 	pcap := stopCap()
-	n := l2tptest.NoMalformed(t, pcap, "l2tp")
+	n := l2tptest.NoMalformed(t, pcap, "", "l2tp")
 	if n < 6 {
 		t.Errorf("capture holds %d L2TP packets, want at least SCCRQ..ICCN", n)
 	}

@@ -121,8 +121,8 @@ func (p *Proc) WaitOutput(s string, timeout time.Duration) bool {
 	return false
 }
 
-// Stop sends sig to the process (by PID) and waits up to 5 s for it to
-// exit, then kills it.
+// Stop sends sig to the process group Start created (by its ID) and waits
+// up to 5 s for the leader to exit, then kills the group.
 func (p *Proc) Stop(sig syscall.Signal) {
 	if p.Cmd.Process == nil {
 		return
@@ -132,13 +132,16 @@ func (p *Proc) Stop(sig syscall.Signal) {
 		return
 	default:
 	}
-	p.Cmd.Process.Signal(sig)
+	pgid := p.Cmd.Process.Pid // the group we created in Start
+	syscall.Kill(-pgid, sig)
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
-		p.Cmd.Process.Kill()
+		syscall.Kill(-pgid, syscall.SIGKILL)
 		<-p.done
 	}
+	// Children that outlived the leader get the same signal.
+	syscall.Kill(-pgid, sig)
 }
 
 // Start runs argv inside namespace ns (empty: this namespace) and stops it
@@ -150,6 +153,11 @@ func Start(t testing.TB, ns string, argv ...string) *Proc {
 	}
 	p := &Proc{Cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = p, p
+	// Own process group, so Stop reaches daemons' helper children too
+	// (SoftEther runs a watchdog parent and a worker child); WaitDelay
+	// keeps Wait from hanging on a pipe a stray child still holds.
+	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.Cmd.WaitDelay = 2 * time.Second
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", argv, err)
 	}
@@ -163,7 +171,8 @@ func Start(t testing.TB, ns string, argv ...string) *Proc {
 func Capture(t testing.TB, ns, iface, dir, filter string) (stop func() string) {
 	t.Helper()
 	path := filepath.Join(dir, "capture.pcap")
-	p := Start(t, ns, "tshark", "-q", "-i", iface, "-w", path, "-f", filter)
+	// The probes below go to the discard port and must pass the filter.
+	p := Start(t, ns, "tshark", "-q", "-i", iface, "-w", path, "-f", "("+filter+") or udp port 9")
 	if !p.WaitOutput("Capturing on", 10*time.Second) {
 		t.Fatalf("tshark did not start: %s", p.Output())
 	}
@@ -229,12 +238,17 @@ func Dissect(t testing.TB, pcap, filter string, extra ...string) []string {
 	return lines
 }
 
-// NoMalformed fails the test if Wireshark flags any packet in pcap as
-// malformed, and returns how many packets matched wantFilter (for the
-// caller to check that the capture saw the traffic at all).
-func NoMalformed(t testing.TB, pcap, wantFilter string) int {
+// NoMalformed fails the test if Wireshark flags any packet in pcap that
+// matches scope (a display filter; empty: every packet) as malformed, and
+// returns how many packets matched wantFilter (for the caller to check
+// that the capture saw the traffic at all).
+func NoMalformed(t testing.TB, pcap, scope, wantFilter string) int {
 	t.Helper()
-	if bad := Dissect(t, pcap, "_ws.malformed || _ws.expert.severity >= error"); len(bad) > 0 {
+	bad := "_ws.malformed || _ws.expert.severity >= error"
+	if scope != "" {
+		bad = "(" + scope + ") && (" + bad + ")"
+	}
+	if bad := Dissect(t, pcap, bad); len(bad) > 0 {
 		t.Errorf("tshark flags %d packet(s) as malformed or erroneous:\n%s", len(bad), strings.Join(bad, "\n"))
 	}
 	return len(Dissect(t, pcap, wantFilter))

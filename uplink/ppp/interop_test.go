@@ -1,0 +1,152 @@
+package ppp_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
+	"github.com/fleetgate/fleetgate/uplink/l2tp/l2tptest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+)
+
+func checksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+// icmpEcho builds an IPv4 ICMP Echo Request.
+func icmpEcho(src, dst netip.Addr, id, seq uint16) []byte {
+	b := make([]byte, 20+8+16)
+	b[0], b[8], b[9] = 0x45, 64, 1
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	binary.BigEndian.PutUint16(b[4:], seq)
+	s, d := src.As4(), dst.As4()
+	copy(b[12:], s[:])
+	copy(b[16:], d[:])
+	binary.BigEndian.PutUint16(b[10:], checksum(b[:20]))
+	ic := b[20:]
+	ic[0] = 8
+	binary.BigEndian.PutUint16(ic[4:], id)
+	binary.BigEndian.PutUint16(ic[6:], seq)
+	copy(ic[8:], "fleetgate-h2-ppp")
+	binary.BigEndian.PutUint16(ic[2:], checksum(ic))
+	return b
+}
+
+// TestInteropSoftEtherRawL2TP: our LAC + PPP client against SoftEther VPN
+// server 5.01 with raw L2TP and SecureNAT, with MS-CHAPv2 and with PAP:
+// IPCP address and DNS from SecureNAT, ICMP echo to its virtual gateway
+// answered, clean LCP/CDN/StopCCN teardown, and no malformed packet in a
+// tshark capture. A fresh server per case (SoftEther may shun an address
+// after failed sessions).
+func TestInteropSoftEtherRawL2TP(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "vpnserver")
+	testenv.RequireBinary(t, "tshark")
+	for _, method := range []ppp.AuthMethod{ppp.AuthMSCHAPv2, ppp.AuthPAP} {
+		t.Run(method.String(), func(t *testing.T) {
+			ns := l2tptest.Netns(t, "h2se")
+			se := l2tptest.StartSoftEther(t, ns)
+			se.Cmd("DEFAULT", "UserCreate", "site1", "/GROUP:none", "/REALNAME:none", "/NOTE:none")
+			se.Cmd("DEFAULT", "UserPasswordSet", "site1", "/PASSWORD:pw1")
+			se.Cmd("DEFAULT", "SecureNatEnable")
+			se.Cmd("", "IPsecEnable", "/L2TP:yes", "/L2TPRAW:yes", "/ETHERIP:no", "/PSK:fleetgate", "/DEFAULTHUB:DEFAULT")
+			stopCap := l2tptest.Capture(t, ns, "lo", t.TempDir(), "udp port 1701")
+
+			conn := l2tptest.ListenUDP(t, ns, "127.0.0.1:0")
+			var lst l2tp.Stats
+			var pst ppp.Stats
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			tun, err := l2tp.Dial(ctx, conn, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1701}, l2tp.Config{Stats: &lst, HostName: "fleetgate-site1"})
+			if err != nil {
+				t.Fatalf("tunnel: %v\n%s", err, se.Proc.Output())
+			}
+			sess, err := tun.OpenSession(ctx)
+			if err != nil {
+				t.Fatalf("session: %v", err)
+			}
+			c := ppp.New(sess, ppp.Config{Role: ppp.Client, Username: "site1", Password: "pw1", Methods: []ppp.AuthMethod{method}, Stats: &pst})
+			replies := make(chan []byte, 16)
+			c.SetPacketHandler(func(p []byte) { replies <- append([]byte(nil), p...) })
+			sess.SetFrameHandler(c.Input)
+			select {
+			case <-c.Up():
+			case <-c.Done():
+				t.Fatalf("PPP failed: %v", c.Err())
+			case <-ctx.Done():
+				t.Fatalf("PPP did not come up")
+			}
+			info := c.Info()
+			t.Logf("IPCP: %+v", info)
+			subnet := netip.MustParsePrefix("192.168.30.0/24")
+			gw := netip.MustParseAddr("192.168.30.1")
+			if info.Method != method || !subnet.Contains(info.Local) || info.DNS[0] != gw {
+				t.Fatalf("negotiated %+v, want %v, an address in %v and DNS %v", info, method, subnet, gw)
+			}
+			if method == ppp.AuthPAP {
+				t.Logf("PAP Acks without Msg-Length: %d", pst.PAPAckNoMsgLen.Load())
+			}
+			// ICMP echo to SecureNAT's virtual gateway.
+			got := false
+			for seq := uint16(1); seq <= 20 && !got; seq++ {
+				if err := c.WritePacket(icmpEcho(info.Local, gw, 0x4632, seq)); err != nil {
+					t.Fatal(err)
+				}
+				timeout := time.After(500 * time.Millisecond)
+			wait:
+				for {
+					select {
+					case p := <-replies:
+						if len(p) >= 28 && p[9] == 1 && p[20] == 0 && netip.AddrFrom4([4]byte(p[12:16])) == gw &&
+							binary.BigEndian.Uint16(p[24:]) == 0x4632 {
+							got = true
+							break wait
+						}
+					case <-timeout:
+						break wait
+					}
+				}
+			}
+			if !got {
+				t.Fatalf("no ICMP echo reply from %v (packets in %d)", gw, pst.PacketsIn.Load())
+			}
+			// Clean disconnect: LCP Terminate, CDN, StopCCN.
+			c.Close()
+			if c.Err() != ppp.ErrClosed {
+				t.Errorf("PPP close reason: %v", c.Err())
+			}
+			sess.Close()
+			tun.Close()
+			if lst.ControlRetransmits.Load() != 0 {
+				t.Logf("control retransmits: %d", lst.ControlRetransmits.Load())
+			}
+			pcap := stopCap()
+			// Judge our packets; SoftEther's own PAP Authenticate-Ack lacks
+			// the Msg-Length byte and is flagged, as known.
+			ours := fmt.Sprintf("udp.srcport == %d", conn.LocalAddr().(*net.UDPAddr).Port)
+			n := l2tptest.NoMalformed(t, pcap, ours, "ppp")
+			auth := l2tptest.Dissect(t, pcap, "chap || pap")
+			theirs := l2tptest.Dissect(t, pcap, "udp.srcport == 1701 && _ws.malformed")
+			t.Logf("tshark: %d PPP packets, %d auth packets, none of ours malformed; SoftEther's malformed: %q", n, len(auth), theirs)
+			if n < 10 || len(auth) < 2 {
+				t.Errorf("capture: %d PPP and %d auth packets, want the whole exchange", n, len(auth))
+			}
+		})
+	}
+}
