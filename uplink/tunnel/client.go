@@ -1,0 +1,559 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/esp"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+)
+
+// Tunnel is an established client uplink: IKE initiator, ESP transport, L2TP
+// LAC tunnel with one session, PPP client with IPCP opened. It carries IPv4
+// packets until it fails (Done, Err) or is closed.
+type Tunnel struct {
+	cfg ClientConfig
+	log *slog.Logger
+	gw  netip.AddrPort // configured IKE address
+
+	eng *ike.Engine
+	tr  *esp.Transport
+	// Set during Dial, read-only afterwards.
+	ep   *l2tp.Endpoint
+	ltun *l2tp.Tunnel
+	sess *l2tp.Session
+	ppp  *ppp.Conn
+
+	stats   Stats
+	esp     esp.Stats
+	l2tp    l2tp.Stats
+	pppSt   ppp.Stats
+	in, out byteCounter
+	handler atomic.Pointer[func([]byte)]
+	traffic atomic.Bool // ESP carried L2TP since the last tick
+	phase   atomic.Uint32
+
+	// mu guards the IPsec bookkeeping, written from IKE's event callback.
+	mu       sync.Mutex
+	peer     *esp.Peer
+	children map[uint32]*ike.ChildSA // by inbound SPI
+	current  *ike.ChildSA
+	ikeUp    bool
+	childUp  bool
+	failErr  *Error
+	since    time.Time
+
+	ikeUpCh, childUpCh chan struct{}
+	failCh             chan struct{} // closed on the first failure
+	closeReq           chan struct{}
+	stop               chan struct{} // ends the tick loop
+	done               chan struct{}
+	err                error
+	closeOnce          sync.Once
+	wg                 sync.WaitGroup
+}
+
+// Dial brings a client uplink up: IKE Main Mode and Quick Mode (UDP/1701
+// selectors, RFC 3193 §5) to cfg.Gateway, the ESP SA pair installed in a
+// userspace transport, an L2TP tunnel and session over it, and PPP until
+// IPCP opens. A failure is an *Error naming the phase; everything started
+// is torn down. Without a deadline on ctx the set-up is bounded by
+// DefaultSetupTimeout.
+func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	gw, err := resolveGateway(cfg.Gateway)
+	if err != nil {
+		return nil, &Error{PhaseTransport, err}
+	}
+	t := &Tunnel{
+		cfg: cfg, gw: gw,
+		log:       cfg.Logger.With("gateway", gw.String()),
+		children:  map[uint32]*ike.ChildSA{},
+		ikeUpCh:   make(chan struct{}),
+		childUpCh: make(chan struct{}),
+		failCh:    make(chan struct{}),
+		closeReq:  make(chan struct{}),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	t.stats = Stats{ESP: &t.esp, L2TP: &t.l2tp, PPP: &t.pppSt}
+	icfg := ike.Config{
+		Sender:   senderFunc(t.sendIKE),
+		Clock:    cfg.Clock,
+		Logger:   t.log.With("layer", "ike"),
+		NATTPort: cfg.NATTPort,
+		OnEvent:  t.onEvent,
+		Cert:     cfg.Cert, CAs: cfg.CAs, RemoteID: cfg.RemoteID,
+	}
+	if cfg.PSK != nil {
+		psk := cfg.PSK
+		icfg.PSK = func(netip.Addr) ([]byte, bool) { return psk, true }
+	}
+	if kl := cfg.KeyLog; kl != nil {
+		icfg.OnKeys = func(ic, _ [8]byte, key []byte) { _ = kl.LogIKEv1(ic, key) }
+	}
+	if err := cfg.IKEOptions.apply(&icfg); err != nil {
+		return nil, err
+	}
+	if t.eng, err = ike.New(icfg); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	t.stats.IKE = t.eng.Stats()
+	tcfg := esp.TransportConfig{
+		IKEConn: cfg.IKEConn, NATTConn: cfg.NATTConn, IKE: t.eng, Clock: cfg.Clock,
+		KeepaliveInterval: cfg.KeepaliveInterval, Logger: t.log.With("layer", "esp"),
+	}
+	if cfg.IKEConn == nil {
+		tcfg.IKEAddr = cfg.LocalIKE
+	}
+	if cfg.NATTConn == nil {
+		tcfg.NATTAddr = cfg.LocalNATT
+	}
+	if t.tr, err = esp.NewTransport(tcfg); err != nil {
+		return nil, &Error{PhaseTransport, err}
+	}
+	t.stats.Transport = t.tr.Stats()
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		tickLoop(cfg.Clock, t.eng, t.stop, t.noteTraffic)
+	}()
+
+	if err := t.setup(ctx); err != nil {
+		t.fail(t.Phase(), err)
+		t.teardown(false)
+		return nil, t.err
+	}
+	t.wg.Add(1)
+	go t.supervise()
+	return t, nil
+}
+
+// setup walks the phases; any error is attributed to the current phase
+// unless it already is an *Error.
+func (t *Tunnel) setup(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultSetupTimeout)
+		defer cancel()
+	}
+	// A lower-layer failure (IKE, ESP) cancels the upper layers' waits.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-t.failCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	wait := func(ch <-chan struct{}, timer <-chan time.Time) error {
+		select {
+		case <-ch:
+			return nil
+		case <-t.failCh:
+			return t.failErr
+		case <-timer:
+			return ErrSetupTimeout
+		case <-ctx.Done():
+			if cause := context.Cause(ctx); errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%w: %v", ErrSetupTimeout, cause)
+			}
+			return ctx.Err()
+		}
+	}
+
+	t.setPhase(PhaseIKE)
+	t.log.Debug("dialing", "local", t.tr.IKEAddr())
+	if err := t.eng.Dial(t.tr.IKEAddr(), t.gw); err != nil {
+		return err
+	}
+	if err := wait(t.ikeUpCh, nil); err != nil {
+		return err
+	}
+	t.setPhase(PhaseQuickMode)
+	qm := t.cfg.Clock.NewTimer(t.cfg.QuickModeTimeout)
+	err := wait(t.childUpCh, qm.C())
+	qm.Stop()
+	if err != nil {
+		return err
+	}
+
+	t.setPhase(PhaseL2TP)
+	t.ep = l2tp.NewEndpoint(&noteConn{PacketConn: t.tr.L2TP(), onRead: func(net.Addr) {
+		if !t.traffic.Load() {
+			t.traffic.Store(true)
+		}
+	}}, l2tp.Config{Role: l2tp.LAC, HostName: t.cfg.HostName, Clock: t.cfg.Clock, Logger: t.log.With("layer", "l2tp"), Stats: &t.l2tp})
+	t.mu.Lock()
+	addr := t.peer.Addr(L2TPPort)
+	t.mu.Unlock()
+	if t.ltun, err = t.ep.Dial(ctx, addr); err != nil {
+		return t.failOr(err)
+	}
+	if t.sess, err = t.ltun.OpenSession(ctx); err != nil {
+		return t.failOr(err)
+	}
+
+	t.setPhase(PhasePPP)
+	t.ppp = ppp.New(t.sess, ppp.Config{
+		Role: ppp.Client, MRU: t.cfg.MRU, Methods: t.cfg.AuthMethods,
+		Username: t.cfg.Username, Password: t.cfg.Password,
+		EchoInterval: t.cfg.EchoInterval, EchoFailures: t.cfg.EchoFailures,
+		Clock: t.cfg.Clock, Logger: t.log.With("layer", "ppp"), Stats: &t.pppSt,
+	})
+	t.ppp.SetPacketHandler(t.deliver)
+	t.sess.SetFrameHandler(t.ppp.Input)
+	t.wg.Add(1)
+	go func() { // the PPP link goes when its L2TP session goes
+		defer t.wg.Done()
+		select {
+		case <-t.sess.Done():
+			t.ppp.LowerDown()
+		case <-t.ppp.Done():
+		}
+	}()
+	select {
+	case <-t.ppp.Up():
+	case <-t.ppp.Done():
+		return &Error{t.pppPhase(t.ppp.Err()), t.ppp.Err()}
+	case <-t.failCh:
+		return t.failErr
+	case <-ctx.Done():
+		return t.failOr(fmt.Errorf("%w: %v", ErrSetupTimeout, ctx.Err()))
+	}
+	info := t.ppp.Info()
+	t.mu.Lock()
+	t.since = t.cfg.Clock.Now()
+	t.mu.Unlock()
+	t.setPhase(PhaseUp)
+	t.log.Info("tunnel established", "addr", info.Local, "peer", info.Peer, "suite", t.Status().Suite, "auth", info.Method)
+	return nil
+}
+
+// failOr prefers the lower-layer failure that caused err, if any.
+func (t *Tunnel) failOr(err error) error {
+	select {
+	case <-t.failCh:
+		return t.failErr
+	default:
+		return err
+	}
+}
+
+// pppPhase attributes a PPP failure to LCP, authentication or IPCP.
+func (t *Tunnel) pppPhase(err error) Phase {
+	switch {
+	case errors.Is(err, ppp.ErrAuthFailed), errors.Is(err, ppp.ErrAuthRejected),
+		errors.Is(err, ppp.ErrAuthTimeout), errors.Is(err, ppp.ErrBadServerAuth):
+		return PhasePPPAuth
+	case errors.Is(err, ppp.ErrLinkDown):
+		return PhaseL2TP
+	case t.Phase() == PhasePPP && t.pppSt.AuthSuccesses.Load() > 0:
+		return PhaseIPCP
+	}
+	return PhasePPP
+}
+
+func (t *Tunnel) setPhase(p Phase) { t.phase.Store(uint32(p)) }
+
+// Phase returns how far the tunnel got (PhaseUp once IPCP opened).
+func (t *Tunnel) Phase() Phase { return Phase(t.phase.Load()) }
+
+// fail records the first failure and wakes everything waiting on it.
+func (t *Tunnel) fail(p Phase, err error) {
+	var te *Error
+	if !errors.As(err, &te) {
+		te = &Error{p, err}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.failErr != nil {
+		return
+	}
+	t.failErr = te
+	close(t.failCh)
+}
+
+// supervise waits for a failure in any layer, or Close, and tears down.
+func (t *Tunnel) supervise() {
+	defer t.wg.Done()
+	graceful := false
+	select {
+	case <-t.failCh:
+	case <-t.ppp.Done():
+		if err := t.ppp.Err(); errors.Is(err, ppp.ErrLinkDown) {
+			t.fail(PhaseL2TP, t.sessErr())
+		} else {
+			t.fail(t.pppPhase(err), err)
+		}
+	case <-t.sess.Done():
+		t.fail(PhaseL2TP, t.sessErr())
+	case <-t.ltun.Done():
+		t.fail(PhaseL2TP, t.ltun.Err())
+	case <-t.closeReq:
+		graceful = true
+	}
+	go t.teardown(graceful)
+}
+
+func (t *Tunnel) sessErr() error {
+	select {
+	case <-t.sess.Done():
+		if err := t.sess.Err(); err != nil {
+			return err
+		}
+	default:
+	}
+	select {
+	case <-t.ltun.Done():
+		return t.ltun.Err()
+	default:
+	}
+	return ppp.ErrLinkDown
+}
+
+// teardown stops every layer, top down. Gracefully (Close): PPP
+// Terminate, CDN, StopCCN, each waiting for the peer's answer, then IKE
+// Delete. Otherwise (failure): no waiting, the peer gets StopCCN and
+// Delete if it still listens.
+func (t *Tunnel) teardown(graceful bool) {
+	if graceful {
+		t.log.Debug("closing")
+		t.fail(PhaseNone, ErrClosed) // lower layers going down now is no failure
+		_ = t.ppp.Close()
+		_ = t.sess.Close()
+		_ = t.ltun.Close()
+	} else if t.ppp != nil {
+		t.ppp.LowerDown()
+	}
+	if t.ep != nil {
+		_ = t.ep.Close()
+	}
+	t.eng.Close() // IKE Delete for the IPsec and ISAKMP SAs
+	close(t.stop)
+	_ = t.tr.Close()
+	t.wg.Wait()
+	t.mu.Lock()
+	t.err = t.failErr
+	since := t.since
+	t.mu.Unlock()
+	t.log.Info("tunnel closed", "duration", t.cfg.Clock.Now().Sub(since), "reason", t.err)
+	close(t.done)
+}
+
+// Close tears the tunnel down gracefully (PPP Terminate, L2TP CDN and
+// StopCCN, IKE Delete) and waits until it is gone. Err then reports
+// ErrClosed unless a failure came first.
+func (t *Tunnel) Close() error {
+	t.closeOnce.Do(func() { close(t.closeReq) })
+	<-t.done
+	return nil
+}
+
+// Done is closed when the tunnel has ended; Err says why.
+func (t *Tunnel) Done() <-chan struct{} { return t.done }
+
+// Err returns the reason the tunnel ended (an *Error with the failing
+// phase), or nil while it runs.
+func (t *Tunnel) Err() error {
+	select {
+	case <-t.done:
+		return t.err
+	default:
+		return nil
+	}
+}
+
+// WritePacket sends one IPv4 packet to the gateway.
+func (t *Tunnel) WritePacket(pkt []byte) error {
+	if err := t.ppp.WritePacket(pkt); err != nil {
+		if errors.Is(err, ppp.ErrNotOpen) || errors.Is(err, ppp.ErrClosed) {
+			return fmt.Errorf("%w: %v", ErrNotUp, err)
+		}
+		return err
+	}
+	t.out.add(len(pkt))
+	return nil
+}
+
+// SetPacketHandler sets the function receiving IPv4 packets from the
+// gateway. The slice is valid only during the call, which runs on the
+// receive path and must not block.
+func (t *Tunnel) SetPacketHandler(fn func(pkt []byte)) {
+	if fn == nil {
+		t.handler.Store(nil)
+		return
+	}
+	t.handler.Store(&fn)
+}
+
+func (t *Tunnel) deliver(pkt []byte) {
+	t.in.add(len(pkt))
+	if h := t.handler.Load(); h != nil {
+		(*h)(pkt)
+	}
+}
+
+// Info returns the negotiated PPP parameters: our address, the gateway's,
+// DNS servers, MRUs, the authentication method.
+func (t *Tunnel) Info() ppp.Info { return t.ppp.Info() }
+
+// LocalAddr returns our IPCP address.
+func (t *Tunnel) LocalAddr() netip.Addr { return t.ppp.Info().Local }
+
+// DNS returns the DNS servers IPCP gave us (RFC 1877); unset ones are zero.
+func (t *Tunnel) DNS() [2]netip.Addr { return t.ppp.Info().DNS }
+
+// MTU returns the largest IPv4 packet the gateway accepts (its MRU).
+func (t *Tunnel) MTU() int { return t.ppp.Info().PeerMRU }
+
+func (t *Tunnel) sendIKE(b []byte, local, remote netip.AddrPort, natt bool) error {
+	return t.tr.SendIKE(b, local, remote, natt)
+}
+
+// noteTraffic tells IKE that ESP carried data since the last tick.
+func (t *Tunnel) noteTraffic() {
+	if t.traffic.Swap(false) {
+		t.eng.NoteTraffic(t.gw.Addr())
+	}
+}
+
+// onEvent installs and removes ESP SAs as IKE reports them. It runs on
+// whichever goroutine drove the engine, after the engine's lock is gone.
+func (t *Tunnel) onEvent(ev ike.Event) {
+	switch ev.Kind {
+	case ike.EventIKEUp:
+		t.mu.Lock()
+		first := !t.ikeUp
+		t.ikeUp = true
+		t.mu.Unlock()
+		t.log.Info("IKE SA up", "peer_id", fmt.Sprintf("%v", ev.Peer.ID.Type), "remote", ev.Remote)
+		if first {
+			close(t.ikeUpCh)
+		}
+	case ike.EventIKEDown:
+		t.mu.Lock()
+		wasUp := t.ikeUp
+		t.mu.Unlock()
+		if !wasUp {
+			err := ev.Err
+			if err == nil {
+				err = ike.ErrTimeout
+			}
+			t.fail(PhaseIKE, err)
+			return
+		}
+		// IKEv1 IPsec SAs outlive their ISAKMP SA; losing the last child
+		// is what ends the tunnel.
+		t.log.Info("IKE SA down", "reason", ev.Err)
+	case ike.EventChildUp, ike.EventChildRekeyed:
+		t.install(ev.Child, ev.Kind == ike.EventChildRekeyed)
+	case ike.EventChildDown:
+		t.remove(ev.Child, ev.Err)
+	}
+}
+
+func (t *Tunnel) install(c *ike.ChildSA, rekey bool) {
+	in, out, err := newPair(c, t.eng, &t.esp)
+	if err != nil {
+		t.fail(PhaseQuickMode, err)
+		return
+	}
+	t.mu.Lock()
+	if t.peer == nil {
+		t.peer, err = t.tr.AddSA(in, out, esp.PeerConfig{
+			Remote: c.Remote, LocalPort: L2TPPort, Keepalive: t.cfg.KeepaliveInterval >= 0, Name: "gateway",
+		})
+	} else {
+		// A rekey, or a second Quick Mode the peer started itself
+		// (SoftEther does, with 0.0.0.0/0 selectors): newest pair sends.
+		err = t.tr.Rekey(t.peer, in, out)
+	}
+	if err == nil {
+		t.children[c.InSPI] = c
+		t.current = c
+	}
+	first := !t.childUp && err == nil
+	t.childUp = t.childUp || err == nil
+	t.mu.Unlock()
+	if err != nil {
+		t.fail(PhaseQuickMode, err)
+		return
+	}
+	logKeys(t.cfg.KeyLog, c)
+	t.log.Info("IPsec SA installed", "suite", c.Suite, "spi_in", fmt.Sprintf("%08x", c.InSPI), "spi_out", fmt.Sprintf("%08x", c.OutSPI), "rekey", rekey)
+	if first {
+		close(t.childUpCh)
+	}
+}
+
+func (t *Tunnel) remove(c *ike.ChildSA, why error) {
+	t.tr.RemovePair(c.InSPI, c.OutSPI)
+	t.mu.Lock()
+	delete(t.children, c.InSPI)
+	var heir *ike.ChildSA
+	for _, o := range t.children {
+		if heir == nil || o.Established.After(heir.Established) {
+			heir = o
+		}
+	}
+	noOut := t.peer != nil && t.peer.Outbound() == nil
+	if t.current == c {
+		t.current = heir
+	}
+	up := t.childUp
+	t.mu.Unlock()
+	t.log.Info("IPsec SA removed", "spi_in", fmt.Sprintf("%08x", c.InSPI), "reason", why)
+	switch {
+	case heir == nil && up:
+		if why == nil {
+			why = errors.New("removed")
+		}
+		t.fail(PhaseIPsec, fmt.Errorf("%w: %v", ErrIPsecLost, why))
+	case heir != nil && noOut:
+		// The pair that was sending went, an older one remains: ask for a
+		// fresh pair rather than reuse sequence numbers.
+		go t.eng.RekeyChild(heir.InSPI)
+	}
+}
+
+// Stats returns the layers' counters.
+func (t *Tunnel) Stats() *Stats { return &t.stats }
+
+// Status returns a snapshot of the tunnel's state.
+func (t *Tunnel) Status() Status {
+	s := Status{Phase: t.Phase(), Gateway: t.gw,
+		PacketsIn: t.in.Packets.Load(), BytesIn: t.in.Bytes.Load(),
+		PacketsOut: t.out.Packets.Load(), BytesOut: t.out.Bytes.Load(), Err: t.Err()}
+	t.mu.Lock()
+	if c := t.current; c != nil {
+		s.Suite, s.InSPI, s.OutSPI, s.Outer = c.Suite.String(), c.InSPI, c.OutSPI, c.Remote
+	}
+	if t.peer != nil {
+		s.Outer = t.peer.Remote()
+	}
+	s.Since = t.since
+	t.mu.Unlock()
+	if s.Phase == PhaseUp || s.Err != nil {
+		if t.ppp != nil {
+			info := t.ppp.Info()
+			s.Local, s.Peer, s.DNS, s.Username, s.Auth = info.Local, info.Peer, info.DNS, info.Username, info.Method.String()
+		}
+		if t.ltun != nil {
+			s.L2TPTunnel, s.L2TPSession = t.ltun.LocalID(), t.sess.LocalID()
+		}
+	}
+	return s
+}

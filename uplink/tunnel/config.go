@@ -1,0 +1,227 @@
+package tunnel
+
+import (
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/keylog"
+	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+)
+
+// IKEOptions are the IKE knobs both roles share. Zero values take the ike
+// package's defaults.
+type IKEOptions struct {
+	// IKEProposals and ESPProposals are comma-separated strongSwan-style
+	// proposal strings ("aes256-sha256-modp2048,aes128-sha1-modp2048",
+	// "aes128gcm16,aes256-sha1"). Empty: ike.DefaultIKEProposals and
+	// ike.DefaultESPProposals.
+	IKEProposals, ESPProposals string
+	// Lifetimes and rekeying (RFC 2407 §4.5); see ike.Config.
+	IKELifetime, IPsecLifetime, RekeyMargin time.Duration
+	IPsecLifeKB                             uint64
+	// DPDInterval and DPDTimeout drive dead peer detection (RFC 3706);
+	// DPDInterval < 0 disables it.
+	DPDInterval, DPDTimeout time.Duration
+	// Retransmit and Retries shape IKE retransmission.
+	Retransmit time.Duration
+	Retries    int
+	// KeepaliveInterval is the NAT-keepalive period (RFC 3948 §4; default
+	// 20 s, negative disables).
+	KeepaliveInterval time.Duration
+}
+
+func (o *IKEOptions) apply(c *ike.Config) error {
+	var err error
+	if c.IKEProposals, err = parseList(o.IKEProposals, ike.ParseIKEProposal); err != nil {
+		return err
+	}
+	if c.ESPProposals, err = parseList(o.ESPProposals, ike.ParseESPProposal); err != nil {
+		return err
+	}
+	c.IKELifetime, c.IPsecLifetime, c.RekeyMargin, c.IPsecLifeKB = o.IKELifetime, o.IPsecLifetime, o.RekeyMargin, o.IPsecLifeKB
+	c.DPDInterval, c.DPDTimeout = o.DPDInterval, o.DPDTimeout
+	c.Retransmit, c.Retries = o.Retransmit, o.Retries
+	return nil
+}
+
+// parseList parses a comma-separated proposal list; empty gives nil (the
+// defaults).
+func parseList[T any](s string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := parse(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: proposal %q: %v", ErrConfig, f, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ClientConfig configures Dial.
+type ClientConfig struct {
+	// Gateway is the gateway's IKE address, "host:port" or "host" (port
+	// 500). NATTPort is its NAT-T port (default 4500): the IKE engine floats
+	// to it and ESP goes there (RFC 3947 §4).
+	Gateway  string
+	NATTPort uint16
+	// LocalIKE and LocalNATT are the local bind addresses (default
+	// "0.0.0.0:0", ephemeral ports). IKEConn and NATTConn, when set, are
+	// already-bound sockets (e.g. in-memory pipes in tests) used instead.
+	LocalIKE, LocalNATT string
+	IKEConn, NATTConn   net.PacketConn
+
+	// PSK is the pre-shared key; or Cert and CAs for signatures
+	// (RemoteID, if set, is the identity the gateway must prove).
+	PSK      []byte
+	Cert     *ike.LocalCert
+	CAs      *x509.CertPool
+	RemoteID *ike.Identification
+	IKEOptions
+
+	// Username and Password are the PPP credentials (never logged);
+	// AuthMethods are the methods we accept (default: MS-CHAPv2, CHAP-MD5,
+	// PAP as ppp.Config documents).
+	Username, Password string
+	AuthMethods        []ppp.AuthMethod
+	// MRU, EchoInterval and EchoFailures tune PPP (LCP echo keepalive).
+	MRU          int
+	EchoInterval time.Duration
+	EchoFailures int
+	// HostName is sent in the L2TP Host Name AVP (default "fleetgate").
+	HostName string
+	// QuickModeTimeout bounds the wait for the first IPsec SA after phase
+	// 1 (default DefaultQuickModeTimeout).
+	QuickModeTimeout time.Duration
+
+	// Clock drives every timer (default link.System); Logger gets lifecycle
+	// lines (default discard); KeyLog, when set, records IKE and ESP keys
+	// for Wireshark (opt-in).
+	Clock  link.Clock
+	Logger *slog.Logger
+	KeyLog *keylog.Writer
+}
+
+func (c *ClientConfig) defaults() error {
+	if c.Gateway == "" {
+		return fmt.Errorf("%w: no gateway", ErrConfig)
+	}
+	if c.PSK == nil && c.Cert == nil {
+		return fmt.Errorf("%w: need a PSK or a certificate", ErrConfig)
+	}
+	if c.NATTPort == 0 {
+		c.NATTPort = DefaultNATTPort
+	}
+	if c.LocalIKE == "" {
+		c.LocalIKE = "0.0.0.0:0"
+	}
+	if c.LocalNATT == "" {
+		c.LocalNATT = "0.0.0.0:0"
+	}
+	if c.QuickModeTimeout == 0 {
+		c.QuickModeTimeout = DefaultQuickModeTimeout
+	}
+	if c.Clock == nil {
+		c.Clock = link.System
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// resolveGateway turns Gateway into an IPv4 address and port.
+func resolveGateway(s string) (netip.AddrPort, error) {
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		s = net.JoinHostPort(s, fmt.Sprint(DefaultIKEPort))
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	ua, err := net.ResolveUDPAddr("udp4", s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// ServerConfig configures NewServer.
+type ServerConfig struct {
+	// IKEAddr and NATTAddr are the listen addresses (default
+	// "0.0.0.0:500" and "0.0.0.0:4500"; unprivileged tests use e.g.
+	// 127.0.0.1:1500 and 127.0.0.1:14500). IKEConn and NATTConn, when set,
+	// are already-bound sockets used instead.
+	IKEAddr, NATTAddr string
+	IKEConn, NATTConn net.PacketConn
+
+	// PSK returns the pre-shared key for a peer address; or Cert + CAs
+	// (+ CheckCert) for signatures. AllowIdentity may refuse an
+	// authenticated IKE identity.
+	PSK           func(remote netip.Addr) ([]byte, bool)
+	Cert          *ike.LocalCert
+	CAs           *x509.CertPool
+	CheckCert     func(leaf *x509.Certificate, chain []*x509.Certificate) error
+	AllowIdentity func(ike.Identity) bool
+	IKEOptions
+	// MaxHalfOpen and HalfOpenTTL bound half-open IKE SAs; RatePerSource
+	// and BurstPerSource limit new phase 1 per source address.
+	MaxHalfOpen    int
+	HalfOpenTTL    time.Duration
+	RatePerSource  float64
+	BurstPerSource int
+
+	// Authenticator verifies PPP logins; AddressFunc assigns IPCP
+	// addresses; LocalAddr is our own IPCP address; AuthMethods are
+	// offered in order (default ppp's: MS-CHAPv2, CHAP-MD5).
+	Authenticator ppp.Authenticator
+	AddressFunc   ppp.AddressFunc
+	LocalAddr     netip.Addr
+	AuthMethods   []ppp.AuthMethod
+	// MRU, EchoInterval and EchoFailures tune PPP.
+	MRU          int
+	EchoInterval time.Duration
+	EchoFailures int
+	// HostName is our L2TP Host Name (default "fleetgate").
+	HostName string
+
+	// OnSession is called, on its own goroutine, for every session that
+	// reached IPCP Opened. The session's Done channel tells when it ends.
+	OnSession func(*ServerSession)
+
+	Clock  link.Clock
+	Logger *slog.Logger
+	KeyLog *keylog.Writer
+}
+
+func (c *ServerConfig) defaults() error {
+	if c.PSK == nil && c.Cert == nil {
+		return fmt.Errorf("%w: need a PSK lookup or a certificate", ErrConfig)
+	}
+	if c.Authenticator == nil || c.AddressFunc == nil {
+		return fmt.Errorf("%w: need a PPP Authenticator and AddressFunc", ErrConfig)
+	}
+	if c.IKEConn == nil && c.IKEAddr == "" {
+		c.IKEAddr = fmt.Sprintf("0.0.0.0:%d", DefaultIKEPort)
+	}
+	if c.NATTConn == nil && c.NATTAddr == "" {
+		c.NATTAddr = fmt.Sprintf("0.0.0.0:%d", DefaultNATTPort)
+	}
+	if c.Clock == nil {
+		c.Clock = link.System
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}

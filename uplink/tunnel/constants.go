@@ -1,0 +1,24 @@
+package tunnel
+
+import "time"
+
+const (
+	// L2TPPort is the UDP port L2TP runs on and IPsec protects
+	// (RFC 2661 §8.1, RFC 3193 §4).
+	L2TPPort = 1701
+	// DefaultIKEPort and DefaultNATTPort are the gateway's IKE and NAT-T
+	// ports (RFC 2408 §2.5.1, RFC 3948 §2.1).
+	DefaultIKEPort  = 500
+	DefaultNATTPort = 4500
+
+	// DefaultSetupTimeout bounds a whole client set-up (IKE, L2TP, PPP)
+	// when the caller's context has no deadline.
+	DefaultSetupTimeout = 90 * time.Second
+	// DefaultQuickModeTimeout is how long a client waits for its first IPsec
+	// SA after phase 1 (IKE's own retransmissions give up after about a
+	// minute with the defaults).
+	DefaultQuickModeTimeout = 60 * time.Second
+	// tickInterval drives IKE timers and the DPD traffic note (RFC 3706
+	// §5.5: DPD only when idle).
+	tickInterval = time.Second
+)

@@ -1,0 +1,541 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/esp"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+)
+
+// Server is the responder side of the uplink: one ESP transport (UDP 500 and
+// 4500), one IKE engine answering Main and Quick Modes, one L2TP LNS over
+// the transport's L2TP PacketConn, and one PPP server per accepted session.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+	eng atomic.Pointer[ike.Engine]
+	tr  *esp.Transport
+	ep  *l2tp.Endpoint
+
+	stats Stats
+	espSt esp.Stats
+	l2St  l2tp.Stats
+	pppSt ppp.Stats
+
+	byPeer sync.Map // *esp.Peer → *peerState, read on the data path
+
+	// mu guards the IPsec peers and the sessions.
+	mu       sync.Mutex
+	peers    map[*esp.Peer]*peerState
+	children map[uint32]*peerState // by inbound SPI
+	sessions map[*ServerSession]struct{}
+	closed   bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// peerState is one IPsec peer (one client, even when several share a NAT).
+type peerState struct {
+	peer     *esp.Peer
+	remote   netip.AddrPort
+	id       ike.Identity
+	name     string
+	children map[uint32]*ike.ChildSA
+	current  *ike.ChildSA
+	sessions map[*ServerSession]struct{}
+	traffic  atomic.Bool
+}
+
+// NewServer binds the sockets and starts answering.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger,
+		peers: map[*esp.Peer]*peerState{}, children: map[uint32]*peerState{},
+		sessions: map[*ServerSession]struct{}{}, stop: make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.stats = Stats{ESP: &s.espSt, L2TP: &s.l2St, PPP: &s.pppSt}
+	icfg := ike.Config{
+		Clock: cfg.Clock, Logger: s.log.With("layer", "ike"), OnEvent: s.onEvent,
+		PSK: cfg.PSK, Cert: cfg.Cert, CAs: cfg.CAs, CheckCert: cfg.CheckCert, AllowIdentity: cfg.AllowIdentity,
+		MaxHalfOpen: cfg.MaxHalfOpen, HalfOpenTTL: cfg.HalfOpenTTL,
+		RatePerSource: cfg.RatePerSource, BurstPerSource: cfg.BurstPerSource,
+	}
+	if kl := cfg.KeyLog; kl != nil {
+		icfg.OnKeys = func(ic, _ [8]byte, key []byte) { _ = kl.LogIKEv1(ic, key) }
+	}
+	if err := cfg.IKEOptions.apply(&icfg); err != nil {
+		return nil, err
+	}
+	// The transport comes first so that the engine learns the NAT-T port
+	// actually bound; datagrams before the engine exists are dropped.
+	tr, err := esp.NewTransport(esp.TransportConfig{
+		IKEConn: cfg.IKEConn, NATTConn: cfg.NATTConn, IKEAddr: cfg.IKEAddr, NATTAddr: cfg.NATTAddr,
+		Clock: cfg.Clock, KeepaliveInterval: cfg.KeepaliveInterval, Logger: s.log.With("layer", "esp"),
+		IKE: esp.IKEHandlerFunc(func(b []byte, local, remote netip.AddrPort, natt bool) {
+			if e := s.eng.Load(); e != nil {
+				e.Input(b, local, remote, natt)
+			}
+		}),
+	})
+	if err != nil {
+		return nil, &Error{PhaseTransport, err}
+	}
+	s.tr = tr
+	s.stats.Transport = tr.Stats()
+	icfg.NATTPort = tr.NATTAddr().Port()
+	icfg.Sender = tr
+	eng, err := ike.New(icfg)
+	if err != nil {
+		tr.Close()
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	s.stats.IKE = eng.Stats()
+	s.eng.Store(eng)
+	s.ep, err = l2tp.Listen(&noteConn{PacketConn: tr.L2TP(), onRead: s.noteRead},
+		l2tp.Config{HostName: cfg.HostName, Clock: cfg.Clock, Logger: s.log.With("layer", "l2tp"), Stats: &s.l2St})
+	if err != nil {
+		eng.Close()
+		tr.Close()
+		return nil, &Error{PhaseL2TP, err}
+	}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		tickLoop(cfg.Clock, eng, s.stop, s.noteTraffic)
+	}()
+	go s.acceptLoop()
+	s.log.Info("uplink server listening", "ike", tr.IKEAddr(), "natt", tr.NATTAddr())
+	return s, nil
+}
+
+// IKEAddr and NATTAddr return the bound socket addresses.
+func (s *Server) IKEAddr() netip.AddrPort { return s.tr.IKEAddr() }
+
+// NATTAddr returns the bound NAT-T socket address.
+func (s *Server) NATTAddr() netip.AddrPort { return s.tr.NATTAddr() }
+
+// Stats returns the layers' counters (all sessions together).
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Sessions returns the sessions that reached IPCP and have not ended.
+func (s *Server) Sessions() []*ServerSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*ServerSession, 0, len(s.sessions))
+	for ss := range s.sessions {
+		if ss.up.Load() {
+			out = append(out, ss)
+		}
+	}
+	return out
+}
+
+// PeerCount returns the IPsec peers with at least one SA pair installed.
+func (s *Server) PeerCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
+}
+
+// Close tells every peer to go (L2TP StopCCN, IKE Delete, without waiting
+// for answers), so they reconnect at once, then stops everything.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		var all []*ServerSession
+		for ss := range s.sessions {
+			all = append(all, ss)
+		}
+		s.mu.Unlock()
+		s.cancel()
+		for _, ss := range all {
+			ss.ppp.LowerDown()
+		}
+		_ = s.ep.Close() // StopCCN to every tunnel
+		s.eng.Load().Close()
+		close(s.stop)
+		_ = s.tr.Close()
+		s.wg.Wait()
+		s.log.Info("uplink server closed")
+	})
+	return nil
+}
+
+func (s *Server) noteRead(a net.Addr) {
+	if ea, ok := a.(*esp.Addr); ok {
+		if v, ok := s.byPeer.Load(ea.Peer()); ok {
+			if ps := v.(*peerState); !ps.traffic.Load() {
+				ps.traffic.Store(true)
+			}
+		}
+	}
+}
+
+// noteTraffic keeps DPD quiet towards peers whose ESP carried data.
+func (s *Server) noteTraffic() {
+	s.byPeer.Range(func(_, v any) bool {
+		if ps := v.(*peerState); ps.traffic.Swap(false) {
+			s.eng.Load().NoteTraffic(ps.peer.Remote().Addr())
+		}
+		return true
+	})
+}
+
+// onEvent keeps the transport's SA table in step with IKE.
+func (s *Server) onEvent(ev ike.Event) {
+	switch ev.Kind {
+	case ike.EventIKEUp:
+		s.log.Info("IKE SA up", "peer", ev.Remote, "peer_id", idString(ev.Peer))
+	case ike.EventIKEDown:
+		s.log.Debug("IKE SA down", "peer", ev.Remote, "reason", ev.Err)
+	case ike.EventChildUp, ike.EventChildRekeyed:
+		s.install(ev)
+	case ike.EventChildDown:
+		s.remove(ev.Child, ev.Err)
+	}
+}
+
+func (s *Server) install(ev ike.Event) {
+	c := ev.Child
+	in, out, err := newPair(c, s.eng.Load(), &s.espSt)
+	if err != nil {
+		s.log.Warn("cannot make ESP SAs", "peer", ev.Remote, "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	var ps *peerState
+	if ev.Old != nil {
+		ps = s.children[ev.Old.InSPI]
+	}
+	if ps == nil {
+		// A further Quick Mode from the same client (same outer address
+		// and identity) replaces its pair; anything else is a new peer.
+		for _, o := range s.peers {
+			if o.remote == c.Remote && idString(o.id) == idString(c.Peer) {
+				ps = o
+				break
+			}
+		}
+	}
+	if ps == nil {
+		name := idString(c.Peer)
+		p, err := s.tr.AddSA(in, out, esp.PeerConfig{Remote: c.Remote, LocalPort: L2TPPort, RemotePort: c.Selectors.RemotePort, Name: name})
+		if err != nil {
+			s.log.Warn("cannot install ESP SAs", "peer", c.Remote, "err", err)
+			return
+		}
+		ps = &peerState{peer: p, remote: c.Remote, id: c.Peer, name: name,
+			children: map[uint32]*ike.ChildSA{}, sessions: map[*ServerSession]struct{}{}}
+		s.peers[p] = ps
+		s.byPeer.Store(p, ps)
+	} else if err := s.tr.Rekey(ps.peer, in, out); err != nil {
+		s.log.Warn("cannot rekey ESP SAs", "peer", c.Remote, "err", err)
+		return
+	}
+	ps.children[c.InSPI] = c
+	ps.current = c
+	s.children[c.InSPI] = ps
+	logKeys(s.cfg.KeyLog, c)
+	s.log.Info("IPsec SA installed", "peer", c.Remote, "peer_id", ps.name, "suite", c.Suite,
+		"spi_in", fmt.Sprintf("%08x", c.InSPI), "spi_out", fmt.Sprintf("%08x", c.OutSPI), "rekey", ev.Old != nil)
+}
+
+// remove drops an SA pair; when a peer's last pair goes, its L2TP tunnels
+// and PPP sessions go too.
+func (s *Server) remove(c *ike.ChildSA, why error) {
+	s.tr.RemovePair(c.InSPI, c.OutSPI)
+	s.mu.Lock()
+	ps := s.children[c.InSPI]
+	delete(s.children, c.InSPI)
+	var gone []*ServerSession
+	last := false
+	if ps != nil {
+		delete(ps.children, c.InSPI)
+		if len(ps.children) == 0 {
+			last = true
+			delete(s.peers, ps.peer)
+			s.byPeer.Delete(ps.peer)
+			for ss := range ps.sessions {
+				gone = append(gone, ss)
+			}
+		} else if ps.current == c {
+			for _, o := range ps.children {
+				if ps.current == c || o.Established.After(ps.current.Established) {
+					ps.current = o
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	if ps == nil {
+		return
+	}
+	if !last {
+		if ps.peer.Outbound() == nil {
+			go s.eng.Load().RekeyChild(ps.current.InSPI)
+		}
+		return
+	}
+	s.log.Info("IPsec peer gone", "peer", ps.remote, "peer_id", ps.name, "reason", why, "sessions", len(gone))
+	reason := fmt.Errorf("%w: %v", ErrIPsecLost, why)
+	for _, ss := range gone {
+		ss.abort(&Error{PhaseIPsec, reason})
+	}
+	s.tr.RemovePeer(ps.peer)
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		sess, err := s.ep.Accept(s.ctx)
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go s.serve(sess)
+	}
+}
+
+// serve runs one PPP server over an accepted L2TP session until it ends.
+func (s *Server) serve(sess *l2tp.Session) {
+	defer s.wg.Done()
+	ea, _ := sess.Tunnel().PeerAddr().(*esp.Addr)
+	var ps *peerState
+	if ea != nil {
+		if v, ok := s.byPeer.Load(ea.Peer()); ok {
+			ps = v.(*peerState)
+		}
+	}
+	if ps == nil {
+		s.log.Warn("L2TP session without IPsec peer", "peer", sess.Tunnel().PeerAddr())
+		_ = sess.Close()
+		return
+	}
+	ss := &ServerSession{srv: s, ps: ps, sess: sess, done: make(chan struct{}), abortCh: make(chan struct{})}
+	log := s.log.With("peer", ps.remote, "peer_id", ps.name, "tunnel_id", sess.Tunnel().LocalID(), "session_id", sess.LocalID())
+	ss.ppp = ppp.New(sess, ppp.Config{
+		Role: ppp.Server, MRU: s.cfg.MRU, Methods: s.cfg.AuthMethods, Name: s.cfg.HostName,
+		Authenticator: s.cfg.Authenticator, AssignAddress: s.cfg.AddressFunc, LocalAddr: s.cfg.LocalAddr,
+		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures,
+		Clock: s.cfg.Clock, Logger: log.With("layer", "ppp"), Stats: &s.pppSt,
+	})
+	ss.ppp.SetPacketHandler(ss.deliver)
+	sess.SetFrameHandler(ss.ppp.Input)
+	s.mu.Lock()
+	if s.closed || s.peers[ps.peer] != ps {
+		s.mu.Unlock()
+		ss.ppp.LowerDown()
+		_ = sess.Close()
+		return
+	}
+	s.sessions[ss] = struct{}{}
+	ps.sessions[ss] = struct{}{}
+	s.mu.Unlock()
+
+	select {
+	case <-ss.ppp.Up():
+		ss.started = s.cfg.Clock.Now()
+		ss.up.Store(true)
+		info := ss.ppp.Info()
+		log.Info("session established", "user", info.Username, "addr", info.Peer, "auth", info.Method)
+		if s.cfg.OnSession != nil {
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); s.cfg.OnSession(ss) }()
+		}
+	case <-ss.ppp.Done():
+	case <-sess.Done():
+	case <-ss.abortCh:
+	}
+	select {
+	case <-ss.ppp.Done():
+	case <-sess.Done():
+	case <-ss.abortCh:
+	}
+	var err error
+	pppDone := false
+	select {
+	case <-ss.ppp.Done():
+		pppDone = !errors.Is(ss.ppp.Err(), ppp.ErrLinkDown)
+	default:
+	}
+	select {
+	case <-ss.abortCh:
+		ss.ppp.LowerDown()
+		err = ss.abortErr
+		// The SAs are gone: the tunnel cannot be told; let it go.
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); _ = sess.Tunnel().Close() }()
+	default:
+		if pppDone {
+			perr := ss.ppp.Err()
+			err = &Error{PhasePPP, perr}
+			if errors.Is(perr, ppp.ErrAuthFailed) || errors.Is(perr, ppp.ErrAuthRejected) || errors.Is(perr, ppp.ErrAuthTimeout) {
+				err = &Error{PhasePPPAuth, perr}
+			}
+			_ = sess.Close() // CDN
+		} else {
+			ss.ppp.LowerDown()
+			err = &Error{PhaseL2TP, sess.Err()}
+		}
+	}
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	delete(ps.sessions, ss)
+	s.mu.Unlock()
+	ss.err = err
+	log.Info("session closed", "duration", s.cfg.Clock.Now().Sub(ss.started), "reason", err,
+		"packets_in", ss.in.Packets.Load(), "packets_out", ss.out.Packets.Load())
+	close(ss.done)
+}
+
+// ServerSession is one client's PPP session on the server, up after IPCP.
+type ServerSession struct {
+	srv     *Server
+	ps      *peerState
+	sess    *l2tp.Session
+	ppp     *ppp.Conn
+	up      atomic.Bool
+	started time.Time
+	in, out byteCounter
+	handler atomic.Pointer[func([]byte)]
+
+	abortOnce sync.Once
+	abortCh   chan struct{}
+	abortErr  error
+	done      chan struct{}
+	err       error
+}
+
+func (ss *ServerSession) abort(err error) {
+	ss.abortOnce.Do(func() { ss.abortErr = err; close(ss.abortCh) })
+}
+
+// Identity returns what the client proved in IKE phase 1.
+func (ss *ServerSession) Identity() ike.Identity { return ss.ps.id }
+
+// IdentityString returns the IKE identity as text (address, FQDN, user
+// FQDN or certificate subject).
+func (ss *ServerSession) IdentityString() string { return ss.ps.name }
+
+// Username returns the PPP user the client authenticated as.
+func (ss *ServerSession) Username() string { return ss.ppp.Info().Username }
+
+// Outer returns the client's current outer address (NAT-T).
+func (ss *ServerSession) Outer() netip.AddrPort { return ss.ps.peer.Remote() }
+
+// Addr returns the IPCP address the client was assigned.
+func (ss *ServerSession) Addr() netip.Addr { return ss.ppp.Info().Peer }
+
+// Info returns the negotiated PPP parameters.
+func (ss *ServerSession) Info() ppp.Info { return ss.ppp.Info() }
+
+// Suite returns the ESP suite of the pair currently sending to the client.
+func (ss *ServerSession) Suite() esp.Suite {
+	if sa := ss.ps.peer.Outbound(); sa != nil {
+		return sa.Suite()
+	}
+	return esp.Suite{}
+}
+
+// L2TPIDs returns our tunnel and session IDs.
+func (ss *ServerSession) L2TPIDs() (tunnel, session uint16) {
+	return ss.sess.Tunnel().LocalID(), ss.sess.LocalID()
+}
+
+// Started returns when IPCP opened.
+func (ss *ServerSession) Started() time.Time { return ss.started }
+
+// WritePacket sends one IPv4 packet to the client.
+func (ss *ServerSession) WritePacket(pkt []byte) error {
+	if err := ss.ppp.WritePacket(pkt); err != nil {
+		return err
+	}
+	ss.out.add(len(pkt))
+	return nil
+}
+
+// SetPacketHandler sets the function receiving the client's IPv4 packets
+// (valid only during the call; must not block).
+func (ss *ServerSession) SetPacketHandler(fn func(pkt []byte)) {
+	if fn == nil {
+		ss.handler.Store(nil)
+		return
+	}
+	ss.handler.Store(&fn)
+}
+
+func (ss *ServerSession) deliver(pkt []byte) {
+	ss.in.add(len(pkt))
+	if h := ss.handler.Load(); h != nil {
+		(*h)(pkt)
+	}
+}
+
+// Counters returns the IPv4 packets and bytes received from and sent to
+// the client.
+func (ss *ServerSession) Counters() (packetsIn, bytesIn, packetsOut, bytesOut uint64) {
+	return ss.in.Packets.Load(), ss.in.Bytes.Load(), ss.out.Packets.Load(), ss.out.Bytes.Load()
+}
+
+// Done is closed when the session has ended; Err then says why.
+func (ss *ServerSession) Done() <-chan struct{} { return ss.done }
+
+// Err returns why the session ended (an *Error), nil while it runs.
+func (ss *ServerSession) Err() error {
+	select {
+	case <-ss.done:
+		return ss.err
+	default:
+		return nil
+	}
+}
+
+// Close ends the session from our side: PPP Terminate, CDN, and StopCCN
+// for its tunnel (the client's LAC holds one session per tunnel). It waits
+// until the session is gone.
+func (ss *ServerSession) Close() error {
+	_ = ss.ppp.Close()
+	_ = ss.sess.Close()
+	<-ss.done
+	_ = ss.sess.Tunnel().Close()
+	return nil
+}
+
+// idString renders an IKE identity for logs and matching.
+func idString(id ike.Identity) string {
+	if id.Cert != nil {
+		return id.Cert.Subject.String()
+	}
+	if a, ok := id.ID.Addr(); ok {
+		return a.String()
+	}
+	switch id.ID.Type {
+	case ike.IDFQDN, ike.IDUserFQDN, ike.IDKeyID:
+		return string(id.ID.Data)
+	}
+	return hex.EncodeToString(id.ID.Data)
+}
