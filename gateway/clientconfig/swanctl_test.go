@@ -1,0 +1,135 @@
+package clientconfig
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
+)
+
+const charonConf = `charon {
+  load_modular = no
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey revocation constraints kernel-netlink socket-default vici
+  install_routes = no
+  install_virtual_ip = no
+  plugins {
+    vici {
+      socket = unix://%s
+    }
+  }
+  filelog {
+    stdout {
+      path = /dev/stdout
+      default = 1
+    }
+  }
+}
+`
+
+// TestSwanctlLoadsOurConfig starts a private charon (own network namespace,
+// own mount namespace so its pid file under /run is private, own
+// strongswan.conf and vici socket) and loads the swanctl.conf we print with
+// the real swanctl.
+func TestSwanctlLoadsOurConfig(t *testing.T) {
+	testenv.RequireRoot(t)
+	charon := testenv.RequireBinary(t, "charon")
+	swanctl := testenv.RequireBinary(t, "swanctl")
+	ipBin := testenv.RequireBinary(t, "ip")
+	unshare := testenv.RequireBinary(t, "unshare")
+	c := load(t)
+	p, err := FromConfig(c, "ops-laptop", "192.0.2.10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(FormatStrongSwan, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := section(out, "/etc/swanctl/conf.d/fleetgate.conf")
+	if !strings.Contains(body, "connections {") {
+		t.Fatalf("no swanctl section in:\n%s", out)
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "charon.vici")
+	for name, content := range map[string]string{"strongswan.conf": fmt.Sprintf(charonConf, sock), "swanctl.conf": body} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := fmt.Sprintf("fgsw%d", os.Getpid()%100000)
+	if o, err := exec.Command(ipBin, "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, o)
+	}
+	t.Cleanup(func() { _ = exec.Command(ipBin, "netns", "del", ns).Run() })
+	_ = exec.Command(ipBin, "-n", ns, "link", "set", "lo", "up").Run()
+	cmd := exec.Command(ipBin, "netns", "exec", ns, unshare, "--mount", "--propagation", "private", "sh", "-c",
+		"mount -t tmpfs fgrun /run && exec "+charon)
+	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(dir, "strongswan.conf"))
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); pw.Close(); close(exited) }()
+	var log strings.Builder
+	logDone := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+		}
+		close(logDone)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		select {
+		case <-exited:
+			<-logDone
+			t.Fatalf("charon exited:\n%s", log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("charon's vici socket did not appear")
+		}
+		time.Sleep(50 * time.Millisecond) // waiting for another process to create its socket
+	}
+	res, err := exec.Command(swanctl, "--load-all", "--file", filepath.Join(dir, "swanctl.conf"), "--uri", "unix://"+sock).CombinedOutput()
+	if err != nil {
+		t.Fatalf("swanctl --load-all: %v\n%s", err, res)
+	}
+	for _, want := range []string{"loaded ike secret 'ike-fleetgate'", "loaded connection 'fleetgate'", "successfully loaded 1 connections, 0 unloaded"} {
+		if !strings.Contains(string(res), want) {
+			t.Errorf("swanctl output lacks %q:\n%s", want, res)
+		}
+	}
+	conns, err := exec.Command(swanctl, "--list-conns", "--uri", "unix://"+sock).CombinedOutput()
+	if err != nil {
+		t.Fatalf("swanctl --list-conns: %v\n%s", err, conns)
+	}
+	for _, want := range []string{"fleetgate: IKEv1", "remote: 192.0.2.10", "fleetgate-l2tp: TRANSPORT", "local:  dynamic[udp/l2f]", "remote: dynamic[udp/l2f]"} {
+		if !strings.Contains(string(conns), want) {
+			t.Errorf("--list-conns lacks %q:\n%s", want, conns)
+		}
+	}
+}
