@@ -97,11 +97,15 @@ const (
 	EventChildRekeyed
 	// EventChildDown: remove Child.
 	EventChildDown
+	// EventChildFailed: a Quick Mode we started failed (Err says why:
+	// timeout or the peer's notify); Child is nil. A rekey that fails
+	// leaves the old child in place until it expires.
+	EventChildFailed
 )
 
 // String names the event kind.
 func (k EventKind) String() string {
-	names := [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down"}
+	names := [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down", "child-failed"}
 	if int(k) < len(names) {
 		return names[k]
 	}

@@ -296,3 +296,23 @@ func TestInitialContact(t *testing.T) {
 		t.Errorf("responder SAs: got %d, want 1", got)
 	}
 }
+
+func TestQuickModeNoProposalChosen(t *testing.T) {
+	p := newPair(t, pairOpts{
+		cfgA: func(c *Config) { c.ESPProposals = MustESPProposals("aes128-sha1") },
+		cfgB: func(c *Config) { c.ESPProposals = MustESPProposals("aes256gcm16") },
+	})
+	p.dial(t)
+	p.wait(t, p.a, EventIKEUp, 0)
+	ev := p.wait(t, p.a, EventChildFailed, 0)
+	var ne *NotifyError
+	if !errors.As(ev.Err, &ne) || ne.Type != NotifyNoProposalChosen {
+		t.Fatalf("got %v, want NO-PROPOSAL-CHOSEN", ev.Err)
+	}
+	if got := p.b.eng.Stats().NoProposalChosen.Load(); got != 1 {
+		t.Errorf("responder NoProposalChosen: got %d, want 1", got)
+	}
+	if got := p.a.eng.SACount(); got != 1 {
+		t.Errorf("phase 1 must survive a failed Quick Mode: %d SAs", got)
+	}
+}

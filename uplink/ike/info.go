@@ -117,7 +117,16 @@ func (sa *ikeSA) notify(n Notification) {
 		}
 	case NotifyInitialContact, NotifyResponderLifetime, NotifyReplayStatus:
 	default:
-		sa.log.Warn("peer sent notify", "reason", n.Type)
+		sa.e.warn("peer sent notify", "peer", sa.remote, "reason", n.Type)
+		if n.Type < 8192 {
+			// An error (RFC 2408 §3.14.1) while we wait for a Quick Mode
+			// answer refers to that exchange.
+			for _, q := range sa.qms {
+				if q.initiator && q.state == qmSent1 {
+					sa.quickModeFailed(q, &NotifyError{Type: n.Type, Err: ErrPeerNotify})
+				}
+			}
+		}
 	}
 }
 

@@ -232,9 +232,8 @@ func (sa *ikeSA) quickModeInput(m *Message, b []byte, local, remote netip.AddrPo
 		sa.float(local, remote, natt)
 		q.iv = next
 		if err := sa.initRecvQM2(q, dm, hash, rest); err != nil {
-			delete(sa.qms, q.mid)
-			sa.e.stats.Phase2Failed.Add(1)
-			return err
+			sa.quickModeFailed(q, err)
+			return nil
 		}
 		q.lastRecv = sum
 	case !q.initiator && q.state == qmSent2:
@@ -291,7 +290,6 @@ func (sa *ikeSA) respondQuickMode(m *Message, iv []byte, sum [32]byte) error {
 		}
 	}
 	if chosen == nil {
-		e.stats.NoProposalChosen.Add(1)
 		sa.sendNotifyInfo(NotifyNoProposalChosen)
 		return fmt.Errorf("%w: no acceptable ESP transform", ErrNoProposalChosen)
 	}
@@ -557,12 +555,7 @@ func (q *quickMode) tick(sa *ikeSA, now time.Time) {
 		return
 	}
 	if q.retries >= e.cfg.Retries {
-		delete(sa.qms, q.mid)
-		e.stats.Phase2Failed.Add(1)
-		sa.log.Warn("quick mode timed out", "mid", q.mid)
-		if q.rekeyOf != nil {
-			q.rekeyOf.rekeyStarted = false
-		}
+		sa.quickModeFailed(q, ErrTimeout)
 		return
 	}
 	q.retries++
@@ -597,5 +590,20 @@ func (sa *ikeSA) tickChildren(now time.Time) {
 				sa.log.Warn("phase 2 rekey not started", "err", err)
 			}
 		}
+	}
+}
+
+// quickModeFailed ends an exchange; for one we started, the composition is
+// told so it can retry or reconnect.
+func (sa *ikeSA) quickModeFailed(q *quickMode, err error) {
+	e := sa.e
+	delete(sa.qms, q.mid)
+	e.stats.Phase2Failed.Add(1)
+	e.warn("quick mode failed", "peer", sa.remote, "mid", q.mid, "err", err)
+	if q.rekeyOf != nil {
+		q.rekeyOf.rekeyStarted = false
+	}
+	if q.initiator {
+		e.emit(Event{Kind: EventChildFailed, Remote: sa.remote, Peer: sa.peer, Old: q.rekeyOf, Err: err})
 	}
 }
