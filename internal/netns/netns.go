@@ -345,19 +345,31 @@ func (p *Proc) Err() error {
 	return p.err
 }
 
-// Stop sends SIGTERM by PID, waits up to two seconds, then SIGKILL.
+// Stop sends SIGTERM by PID, waits up to two seconds, then SIGKILL. When
+// the command was started with SysProcAttr.Setpgid (for daemons that fork
+// workers), the signals go to the process group whose ID is that PID.
 func (p *Proc) Stop() {
+	pid := p.PID
+	if a := p.Cmd.SysProcAttr; a != nil && a.Setpgid {
+		pid = -pid
+	}
 	select {
 	case <-p.done:
+		if pid < 0 {
+			_ = unix.Kill(pid, unix.SIGKILL) // workers that outlived the leader
+		}
 		return
 	default:
 	}
-	_ = p.Cmd.Process.Signal(unix.SIGTERM)
+	_ = unix.Kill(pid, unix.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(2 * time.Second):
-		_ = p.Cmd.Process.Kill()
+		_ = unix.Kill(pid, unix.SIGKILL)
 		<-p.done
+	}
+	if pid < 0 {
+		_ = unix.Kill(pid, unix.SIGKILL)
 	}
 }
 
