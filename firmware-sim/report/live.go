@@ -14,6 +14,16 @@ type Line struct {
 	Devices   int
 	Totals    Counters
 	Collected *SeqStats
+	// Groups breaks the totals down by scenario group (terminal view).
+	Groups []GroupLine
+}
+
+// GroupLine is one scenario group's share of a Line.
+type GroupLine struct {
+	Name     string
+	Protocol string
+	Devices  int
+	Totals   Counters
 }
 
 // Live prints the summary: in place (ANSI home + clear) when out is a
@@ -59,5 +69,11 @@ func (l *Live) Print(s Line) {
 	fmt.Fprintf(&b, "  latency             p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", t.Latency.P50Ms, t.Latency.P99Ms, t.Latency.MaxMs)
 	fmt.Fprintf(&b, "  device side         %d requests served, %d notifications\n", t.Served, t.Notifications)
 	fmt.Fprintf(&b, "  injected drops      %d out, %d in\n", t.DroppedOut, t.DroppedIn)
+	if len(s.Groups) > 0 {
+		fmt.Fprintf(&b, "\n  %-24s %-5s %9s %8s %8s %8s %9s\n", "group", "proto", "connected", "sent", "acked", "unacked", "p99 ms")
+		for _, g := range s.Groups {
+			fmt.Fprintf(&b, "  %-24s %-5s %4d/%-4d %8d %8d %8d %9.1f\n", g.Name, g.Protocol, g.Totals.Connected, g.Devices, g.Totals.Sent, g.Totals.Acked, g.Totals.Unacked, g.Totals.Latency.P99Ms)
+		}
+	}
 	io.WriteString(l.out, b.String())
 }

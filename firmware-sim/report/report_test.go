@@ -70,3 +70,16 @@ func TestLivePlain(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestLiveTerminal(t *testing.T) {
+	var buf bytes.Buffer
+	l := &Live{out: &buf, term: true}
+	l.Print(Line{Elapsed: 2 * time.Second, Devices: 3, Totals: Counters{Connected: 3, Sent: 6, Acked: 6},
+		Groups: []GroupLine{{Name: "coap-psk", Protocol: "coap", Devices: 3, Totals: Counters{Connected: 3, Sent: 6, Acked: 6}}}})
+	got := buf.String()
+	for _, want := range []string{"\x1b[H\x1b[2J", "devices connected   3 / 3", "6 sent, 6 acknowledged", "coap-psk", "   3/3   "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("terminal view lacks %q:\n%s", want, got)
+		}
+	}
+}

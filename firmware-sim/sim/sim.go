@@ -262,10 +262,22 @@ func (f *Fleet) noteErr(err error) {
 // Line returns the current live-summary snapshot.
 func (f *Fleet) Line() report.Line {
 	var tot report.Stats
+	var groups []report.GroupLine
+	var gstats []*report.Stats
 	for _, d := range f.devices {
 		tot.Add(&d.Stats)
+		cfg := d.Config()
+		if n := len(groups); n == 0 || groups[n-1].Name != cfg.Group {
+			groups = append(groups, report.GroupLine{Name: cfg.Group, Protocol: string(cfg.Protocol)})
+			gstats = append(gstats, &report.Stats{})
+		}
+		groups[len(groups)-1].Devices++
+		gstats[len(gstats)-1].Add(&d.Stats)
 	}
-	l := report.Line{Elapsed: time.Since(f.start), Devices: len(f.devices), Totals: report.CountersOf(&tot)}
+	for i := range groups {
+		groups[i].Totals = report.CountersOf(gstats[i])
+	}
+	l := report.Line{Elapsed: time.Since(f.start), Devices: len(f.devices), Totals: report.CountersOf(&tot), Groups: groups}
 	if f.source != nil {
 		var s report.SeqStats
 		for _, v := range f.source.Snapshot() {
