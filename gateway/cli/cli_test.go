@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -80,15 +81,15 @@ func TestRunAndStatus(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "gw.sock")
 	cfgPath := filepath.Join(dir, "gw.yaml")
-	cfg := fmt.Sprintf("listen: {ike_port: 1500, natt_port: 14500}\npsk: {shared: x}\ndataplane: {mode: userspace}\nmetrics: {listen: \"127.0.0.1:0\"}\nstatus: {socket: %q}\nlog: {level: warn}\nidentities:\n  - {name: a, ppp: {password: p}}\n", sock)
+	cfg := fmt.Sprintf("listen: {ike_port: 1500, natt_port: 14500}\npsk: {shared: x}\ndataplane: {mode: userspace}\nmetrics: {listen: \"127.0.0.1:0\"}\nstatus: {socket: %q}\nlog: {level: info}\nidentities:\n  - {name: a, ppp: {password: p}}\n", sock)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reload := make(chan os.Signal, 1)
 	done := make(chan int, 1)
-	var logs bytes.Buffer
-	go func() { done <- Run(ctx, []string{"run", "-c", cfgPath}, &bytes.Buffer{}, &logs, nil, reload) }()
+	logs := &lockedBuffer{}
+	go func() { done <- Run(ctx, []string{"run", "-c", cfgPath}, &bytes.Buffer{}, logs, nil, reload) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := os.Stat(sock); err == nil {
@@ -109,10 +110,17 @@ func TestRunAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	reload <- os.Interrupt
+	logs.waitFor(t, "reload refused")
 	code, _, _ = run(t, "status", "--socket", sock)
 	if code != 0 {
 		t.Error("daemon not answering after a refused reload")
 	}
+	// A good reload adds an identity.
+	if err := os.WriteFile(cfgPath, []byte(cfg+"  - {name: b, ppp: {password: q}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- os.Interrupt
+	logs.waitFor(t, `"added":["b"]`)
 	cancel()
 	select {
 	case code := <-done:
@@ -124,5 +132,36 @@ func TestRunAndStatus(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Error("status socket left behind")
+	}
+}
+
+// lockedBuffer is a log sink safe for the daemon's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitFor polls the daemon's log for s (the reload runs on its goroutine
+// and the log is what it produces).
+func (l *lockedBuffer) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(l.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never showed %q:\n%s", s, l.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
