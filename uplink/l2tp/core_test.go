@@ -307,3 +307,44 @@ func TestCoreMalformedAndStrayInput(t *testing.T) {
 		t.Fatalf("got %v %v", p.lac.state, p.lacEv.closed)
 	}
 }
+
+func (c *core) peerIDForTest() uint16 { return c.peerID }
+
+func TestCoreSLIWENAndOCRQ(t *testing.T) {
+	p := newPair(t, nil)
+	p.establish()
+	s, _ := p.lac.OpenSession(p.now)
+	p.flush()
+	lnsSess := p.lnsEv.up[0]
+	for _, typ := range []MessageType{MsgSLI, MsgWEN} {
+		m := &Message{Type: typ}
+		if typ == MsgSLI {
+			m.Add(AVPACCM, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+		} else {
+			m.Add(AVPCallErrors, make([]byte, 26))
+		}
+		p.lac.enqueue(s.PeerID(), m)
+	}
+	p.flush()
+	if p.lnsStats.SLIReceived.Load() != 1 || p.lnsStats.WENReceived.Load() != 1 || lnsSess.state != ssEstablished {
+		t.Fatalf("SLI %d WEN %d session %v", p.lnsStats.SLIReceived.Load(), p.lnsStats.WENReceived.Load(), lnsSess.state)
+	}
+	// Outgoing calls are refused with CDN; the tunnel stays up.
+	m := &Message{Type: MsgOCRQ}
+	m.AddUint16(AVPAssignedSessionID, 99)
+	p.lns.enqueue(0, m)
+	var cdn *Message
+	p.drop = func(toLNS bool, b []byte) bool {
+		if _, mm, _ := ParseControl(b, nil); toLNS && mm.Type == MsgCDN {
+			cdn = &mm
+		}
+		return false
+	}
+	p.flush()
+	if cdn == nil || p.lac.state != tsEstablished {
+		t.Fatalf("OCRQ: CDN %v, LAC state %v", cdn, p.lac.state)
+	}
+	if r, _, _, _ := cdn.ResultCode(); r != CDNPermResources {
+		t.Fatalf("CDN result %d, want %d", r, CDNPermResources)
+	}
+}

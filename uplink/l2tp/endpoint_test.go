@@ -148,3 +148,89 @@ func TestEndpointSCCRQStorm(t *testing.T) {
 		return len(lns.tunnels) == 0
 	})
 }
+
+// sccrq encodes an SCCRQ with assigned tunnel ptid.
+func sccrq(ptid uint16) []byte {
+	m := (&core{cfg: &Config{HostName: "peer", ReceiveWindow: 4}, localID: ptid}).sccMessage(MsgSCCRQ)
+	b, _ := AppendControl(nil, Header{}, m, nil, nil)
+	return b
+}
+
+// Several LACs behind one NAT share one transport address (all source
+// port 1701): tunnels are told apart by the peer's tunnel ID, and a
+// retransmitted SCCRQ does not create a second tunnel.
+func TestEndpointSameAddressDemux(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	pipe := linktest.NewPipe(linktest.PipeConfig{})
+	t.Cleanup(func() { pipe.A.Close() })
+	clk := linktest.NewClock()
+	var st Stats
+	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &st})
+	t.Cleanup(func() { lns.Close() })
+	nat := linktest.Addr("203.0.113.7:1701")
+	lns.Input(sccrq(1), nat)
+	lns.Input(sccrq(2), nat)
+	lns.Input(sccrq(1), nat) // retransmission
+	drive(t, clk, "SCCRPs", func() bool { return st.ControlReceived.Load() >= 2 })
+	lns.mu.RLock()
+	n := len(lns.tunnels)
+	peers := map[uint16]bool{}
+	for _, tt := range lns.tunnels {
+		peers[tt.c.peerIDForTest()] = true
+	}
+	lns.mu.RUnlock()
+	if n != 2 || !peers[1] || !peers[2] {
+		t.Fatalf("tunnels: got %d with peer IDs %v, want 2 (1 and 2)", n, peers)
+	}
+	// A datagram for one of them from another address is refused.
+	var id uint16
+	lns.mu.RLock()
+	for k := range lns.tunnels {
+		id = k
+	}
+	lns.mu.RUnlock()
+	zlb, _ := AppendControl(nil, Header{TunnelID: id}, &Message{}, nil, nil)
+	lns.Input(zlb, linktest.Addr("198.51.100.9:1701"))
+	if st.WrongPeer.Load() != 1 {
+		t.Fatalf("wrong peer: got %d, want 1", st.WrongPeer.Load())
+	}
+}
+
+// An SCCRQ storm from one address is capped and does not disturb an
+// established tunnel from another address.
+func TestEndpointStormSparesOtherTunnels(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	pipe := linktest.NewPipe(linktest.PipeConfig{})
+	clk := linktest.NewClock()
+	var st Stats
+	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &st, MaxHalfOpenPerPeer: 4})
+	t.Cleanup(func() { lns.Close() })
+	var tun atomic.Pointer[Tunnel]
+	go func() {
+		tt, err := Dial(context.Background(), pipe.A, linktest.Addr("b"), Config{Clock: clk})
+		if err != nil {
+			t.Errorf("dial: %v", err)
+			return
+		}
+		tun.Store(tt)
+	}()
+	drive(t, clk, "tunnel", func() bool { return tun.Load() != nil })
+	tt := tun.Load()
+	t.Cleanup(func() { tt.Close() })
+	for i := 1; i <= 1000; i++ {
+		lns.Input(sccrq(uint16(i)), linktest.Addr("storm"))
+	}
+	if got := st.SCCRQRefused.Load(); got < 990 {
+		t.Fatalf("refused: got %d of 1000, want all but the half-open cap", got)
+	}
+	var sess atomic.Pointer[Session]
+	go func() {
+		s, err := tt.OpenSession(context.Background())
+		if err != nil {
+			t.Errorf("session after storm: %v", err)
+			return
+		}
+		sess.Store(s)
+	}()
+	drive(t, clk, "session after the storm", func() bool { return sess.Load() != nil })
+}

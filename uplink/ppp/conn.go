@@ -49,7 +49,39 @@ var ipv4Header = []byte{0xff, 0x03, 0x00, 0x21}
 
 // New starts PPP negotiation over link at once (the lower layer is up).
 // Feed received frames to Input; call LowerDown when the link goes away.
+// Attach does both for an L2TP session.
 func New(link FrameLink, cfg Config) *Conn {
+	c := newConn(link, cfg)
+	go c.run()
+	return c
+}
+
+// Session is the lower layer Attach wires a Conn to; l2tp.Session
+// implements it.
+type Session interface {
+	FrameLink
+	SetFrameHandler(func(frame []byte))
+	Done() <-chan struct{}
+}
+
+// Attach runs PPP over an established session: received frames go to the
+// Conn (installed before the first frame is sent), and the Conn goes down
+// when the session ends.
+func Attach(s Session, cfg Config) *Conn {
+	c := newConn(s, cfg)
+	s.SetFrameHandler(c.Input)
+	go c.run()
+	go func() {
+		select {
+		case <-s.Done():
+			c.LowerDown()
+		case <-c.done:
+		}
+	}()
+	return c
+}
+
+func newConn(link FrameLink, cfg Config) *Conn {
 	cfg.setDefaults()
 	c := &Conn{
 		cfg: cfg, link: link,
@@ -71,7 +103,6 @@ func New(link FrameLink, cfg Config) *Conn {
 		}
 	}
 	c.m.startAuth = c.authAsync
-	go c.run()
 	return c
 }
 

@@ -73,7 +73,7 @@ func TestLACAndPPPClientAgainstLNSAndPPPServer(t *testing.T) {
 		if err != nil {
 			return
 		}
-		c := ppp.New(s, ppp.Config{
+		c := ppp.Attach(s, ppp.Config{
 			Role: ppp.Server, Clock: clk, Stats: &srvStats,
 			Authenticator: ppp.LocalUsers{"site1": "pw1"},
 			AssignAddress: func(context.Context, string) (ppp.Assignment, error) {
@@ -82,15 +82,7 @@ func TestLACAndPPPClientAgainstLNSAndPPPServer(t *testing.T) {
 			LocalAddr: netip.MustParseAddr("10.10.0.1"),
 		})
 		c.SetPacketHandler(func(p []byte) { serverGot <- append([]byte(nil), p...) })
-		s.SetFrameHandler(c.Input)
 		server.Store(c)
-		go func() {
-			select {
-			case <-s.Done():
-				c.LowerDown()
-			case <-c.Done():
-			}
-		}()
 	}()
 
 	var tun atomic.Pointer[l2tp.Tunnel]
