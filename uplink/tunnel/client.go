@@ -227,7 +227,13 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	select {
 	case <-t.ppp.Up():
 	case <-t.ppp.Done():
-		return &Error{t.pppPhase(t.ppp.Err()), t.ppp.Err()}
+		err := t.ppp.Err()
+		if errors.Is(err, ppp.ErrLinkDown) {
+			// The LNS dropped the call during PPP negotiation (a server
+			// whose PPP failed sends CDN): still a PPP-phase failure.
+			return &Error{PhasePPP, fmt.Errorf("%w: %w", err, t.sessErr())}
+		}
+		return &Error{t.pppPhase(err), err}
 	case <-t.failCh:
 		return t.failErr
 	case <-ctx.Done():
@@ -521,7 +527,7 @@ func (t *Tunnel) remove(c *ike.ChildSA, why error) {
 		if why == nil {
 			why = errors.New("removed")
 		}
-		t.fail(PhaseIPsec, fmt.Errorf("%w: %v", ErrIPsecLost, why))
+		t.fail(PhaseIPsec, fmt.Errorf("%w: %w", ErrIPsecLost, why))
 	case heir != nil && noOut:
 		// The pair that was sending went, an older one remains: ask for a
 		// fresh pair rather than reuse sequence numbers.

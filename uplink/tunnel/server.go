@@ -301,7 +301,7 @@ func (s *Server) remove(c *ike.ChildSA, why error) {
 		return
 	}
 	s.log.Info("IPsec peer gone", "peer", ps.remote, "peer_id", ps.name, "reason", why, "sessions", len(gone))
-	reason := fmt.Errorf("%w: %v", ErrIPsecLost, why)
+	reason := fmt.Errorf("%w: %w", ErrIPsecLost, why)
 	for _, ss := range gone {
 		ss.abort(&Error{PhaseIPsec, reason})
 	}

@@ -1,0 +1,138 @@
+package tunnel_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/tunnel/tunneltest"
+)
+
+// TestDialFailurePhases: a wrong PSK fails in IKE phase 1, a wrong PPP
+// password in PPP authentication, an ESP proposal the server refuses in
+// Quick Mode; the server counts each.
+func TestDialFailurePhases(t *testing.T) {
+	tests := []struct {
+		name    string
+		client  func(*tunnel.ClientConfig)
+		phase   tunnel.Phase
+		wantErr error
+		alt     tunnel.Phase // also acceptable
+	}{
+		{"wrong PSK", func(c *tunnel.ClientConfig) { c.PSK = []byte("not-the-psk") }, tunnel.PhaseIKE, nil, 0},
+		{"wrong password", func(c *tunnel.ClientConfig) { c.Password = "wrong" }, tunnel.PhasePPPAuth, ppp.ErrAuthFailed, 0},
+		// The server does not offer PAP: LCP cannot agree on a method. The
+		// client sees either its own refusal or the server's CDN.
+		{"PAP only, server refuses PAP", func(c *tunnel.ClientConfig) { c.AuthMethods = []ppp.AuthMethod{ppp.AuthPAP} }, tunnel.PhasePPPAuth, nil, tunnel.PhasePPP},
+		{"no common ESP proposal", func(c *tunnel.ClientConfig) {
+			c.ESPProposals = "aes128-sha1"
+			c.QuickModeTimeout = 20 * time.Second
+		}, tunnel.PhaseQuickMode, tunnel.ErrSetupTimeout, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			linktest.CheckGoroutines(t)
+			p, err := tunneltest.Start(t, tunneltest.Options{
+				Client: tt.client,
+				Server: func(c *tunnel.ServerConfig) { c.ESPProposals = "aes128gcm16,aes256-sha256" },
+			})
+			if err == nil {
+				t.Fatalf("Dial succeeded, want a failure in %v", tt.phase)
+			}
+			if got := tunnel.PhaseOf(err); got != tt.phase && (tt.alt == tunnel.PhaseNone || got != tt.alt) {
+				t.Fatalf("failed in phase %v (%v), want %v", got, err, tt.phase)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			t.Logf("%s: %v", tt.name, err)
+			st := p.Server.Stats()
+			switch tt.phase {
+			case tunnel.PhaseIKE:
+				tunneltest.Drive(t, p.Clock, 100*time.Millisecond, 10*time.Second, "server counts the auth failure",
+					func() bool { return st.IKE.AuthFailures.Load() > 0 })
+			case tunnel.PhasePPPAuth:
+				tunneltest.Drive(t, p.Clock, 100*time.Millisecond, 10*time.Second, "server counts the PPP failure",
+					func() bool { return st.PPP.AuthFailures.Load() > 0 || st.PPP.LinksDown.Load() > 0 })
+			}
+		})
+	}
+}
+
+// TestDeadPeerDetected: with the link cut, DPD (RFC 3706) or LCP echo
+// ends the client's tunnel with the layer that noticed, and the server
+// drops its session as well.
+func TestDeadPeerDetected(t *testing.T) {
+	tests := []struct {
+		name   string
+		client func(*tunnel.ClientConfig)
+		phase  tunnel.Phase
+		want   error
+	}{
+		{"DPD", func(c *tunnel.ClientConfig) {
+			c.DPDInterval, c.DPDTimeout = 10*time.Second, 30*time.Second
+			c.EchoInterval = time.Hour
+		}, tunnel.PhaseIPsec, ike.ErrDeadPeer},
+		{"LCP echo", func(c *tunnel.ClientConfig) {
+			c.DPDInterval = -1
+			c.EchoInterval, c.EchoFailures = 5*time.Second, 3
+		}, tunnel.PhasePPP, ppp.ErrEchoTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			linktest.CheckGoroutines(t)
+			p := tunneltest.NewPair(t, tunneltest.Options{
+				Client: tt.client,
+				Server: func(c *tunnel.ServerConfig) { c.EchoInterval, c.EchoFailures = 10*time.Second, 3 },
+			})
+			exchange(t, p, 0, 10)
+			p.Link.SetDown(true)
+			tunneltest.Drive(t, p.Clock, 500*time.Millisecond, 20*time.Second, "client notices", func() bool {
+				select {
+				case <-p.Client.Done():
+					return true
+				default:
+					return false
+				}
+			})
+			err := p.Client.Err()
+			if tunnel.PhaseOf(err) != tt.phase || !errors.Is(err, tt.want) {
+				t.Fatalf("client ended with %v, want phase %v and %v", err, tt.phase, tt.want)
+			}
+			tunneltest.Drive(t, p.Clock, 500*time.Millisecond, 20*time.Second, "server session ends", func() bool {
+				select {
+				case <-p.Session.Done():
+					return true
+				default:
+					return false
+				}
+			})
+			t.Logf("client: %v; server session: %v", err, p.Session.Err())
+		})
+	}
+}
+
+// TestServerCloseTellsClient: Server.Close sends StopCCN and IKE Delete,
+// so the client ends at once (no timeout) and can reconnect.
+func TestServerCloseTellsClient(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	p := tunneltest.NewPair(t, tunneltest.Options{})
+	exchange(t, p, 0, 10)
+	p.Server.Close()
+	select {
+	case <-p.Client.Done():
+	case <-time.After(10 * time.Second): // real time; the fake clock stands still
+		t.Fatal("client did not notice the server's close without timers")
+	}
+	err := p.Client.Err()
+	if !errors.Is(err, l2tp.ErrPeerStop) && !errors.Is(err, tunnel.ErrIPsecLost) && !errors.Is(err, ppp.ErrPeerTerminated) {
+		t.Fatalf("client ended with %v, want StopCCN or IPsec Delete", err)
+	}
+	t.Logf("client: %v", err)
+	<-p.Session.Done()
+}
