@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -271,19 +272,22 @@ type interopCase struct {
 	charonIKE   string
 	charonESP   string
 	certs       bool
+	rsa         bool // RSA-2048 certificates instead of ECDSA P-256
 	wantIKELine string // charon's "selected proposal" for IKE
 	wantESP     string // substring of charon's selected ESP proposal
 }
 
 var interopCases = []interopCase{
 	{"aes256-sha256-modp2048 + aes128gcm16", "aes256-sha256-modp2048", "aes128gcm16", "aes256-sha256-modp2048", "aes128gcm16",
-		false, "IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048", "ESP:AES_GCM_16_128"},
+		false, false, "IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048", "ESP:AES_GCM_16_128"},
 	{"aes128-sha1-ecp256 + aes256-sha256", "aes128-sha1-ecp256", "aes256-sha256", "aes128-sha1-ecp256", "aes256-sha256",
-		false, "IKE:AES_CBC_128/HMAC_SHA1_96/PRF_HMAC_SHA1/ECP_256", "ESP:AES_CBC_256/HMAC_SHA2_256_128"},
+		false, false, "IKE:AES_CBC_128/HMAC_SHA1_96/PRF_HMAC_SHA1/ECP_256", "ESP:AES_CBC_256/HMAC_SHA2_256_128"},
 	{"aes256-sha384-ecp384 + aes128-sha1-modp2048 (PFS)", "aes256-sha384-ecp384", "aes128-sha1-modp2048", "aes256-sha384-ecp384", "aes128-sha1-modp2048",
-		false, "IKE:AES_CBC_256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_384", "ESP:AES_CBC_128/HMAC_SHA1_96/MODP_2048"},
+		false, false, "IKE:AES_CBC_256/HMAC_SHA2_384_192/PRF_HMAC_SHA2_384/ECP_384", "ESP:AES_CBC_128/HMAC_SHA1_96/MODP_2048"},
 	{"ECDSA certificates, aes256-sha256-ecp256 + aes256gcm16", "aes256-sha256-ecp256", "aes256gcm16", "aes256-sha256-ecp256", "aes256gcm16",
-		true, "IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/ECP_256", "ESP:AES_GCM_16_256"},
+		true, false, "IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/ECP_256", "ESP:AES_GCM_16_256"},
+	{"RSA certificates, aes128-sha256-modp3072 + aes128-sha256", "aes128-sha256-modp3072", "aes128-sha256", "aes128-sha256-modp3072", "aes128-sha256",
+		true, true, "IKE:AES_CBC_128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_3072", "ESP:AES_CBC_128/HMAC_SHA2_256_128"},
 }
 
 // interopSetup writes credentials and the swanctl configuration for tc and
@@ -306,8 +310,8 @@ func interopSetup(t *testing.T, tc interopCase, charonInitiates bool) (string, m
 	if tc.certs {
 		dir := plainTempDir(t)
 		ca := newTestCA(t, "fleetgate interop CA")
-		ours := ca.issue(t, "bridge.fleet.example", false)
-		theirs := ca.issue(t, "charon.fleet.example", false)
+		ours := ca.issue(t, "bridge.fleet.example", tc.rsa)
+		theirs := ca.issue(t, "charon.fleet.example", tc.rsa)
 		write := func(name, typ string, der []byte) string {
 			p := filepath.Join(dir, name)
 			if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
@@ -315,15 +319,19 @@ func interopSetup(t *testing.T, tc interopCase, charonInitiates bool) (string, m
 			}
 			return p
 		}
-		keyDER, err := x509.MarshalECPrivateKey(theirs.Key.(*ecdsa.PrivateKey))
-		if err != nil {
-			t.Fatal(err)
+		// swanctl loads private keys from the ecdsa/ or rsa/ directory
+		// next to its configuration file.
+		if k, ok := theirs.Key.(*rsa.PrivateKey); ok {
+			files["rsa/charon.key"] = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+		} else {
+			keyDER, err := x509.MarshalECPrivateKey(theirs.Key.(*ecdsa.PrivateKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files["ecdsa/charon.key"] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 		}
 		caPath := write("ca.pem", "CERTIFICATE", ca.cert.Raw)
 		certPath := write("charon.pem", "CERTIFICATE", theirs.Chain[0])
-		// swanctl loads private keys from the ecdsa/ directory next to
-		// its configuration file.
-		files["ecdsa/charon.key"] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 		auth = "pubkey"
 		localID, remoteID = `"O=fleetgate test, CN=charon.fleet.example"`, `"O=fleetgate test, CN=bridge.fleet.example"`
 		certLine = fmt.Sprintf("certs = %s", certPath)
