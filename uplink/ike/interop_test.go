@@ -272,7 +272,7 @@ type interopCase struct {
 	charonIKE   string
 	charonESP   string
 	certs       bool
-	rsa         bool // RSA-2048 certificates instead of ECDSA P-256
+	rsa         bool   // RSA-2048 certificates instead of ECDSA P-256
 	wantIKELine string // charon's "selected proposal" for IKE
 	wantESP     string // substring of charon's selected ESP proposal
 }
