@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/gateway/config"
+	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -44,25 +46,10 @@ func TestSwanctlLoadsOurConfig(t *testing.T) {
 	swanctl := testenv.RequireBinary(t, "swanctl")
 	ipBin := testenv.RequireBinary(t, "ip")
 	unshare := testenv.RequireBinary(t, "unshare")
-	c := load(t)
-	p, err := FromConfig(c, "ops-laptop", "192.0.2.10")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Render(FormatStrongSwan, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := section(out, "/etc/swanctl/conf.d/fleetgate.conf")
-	if !strings.Contains(body, "connections {") {
-		t.Fatalf("no swanctl section in:\n%s", out)
-	}
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "charon.vici")
-	for name, content := range map[string]string{"strongswan.conf": fmt.Sprintf(charonConf, sock), "swanctl.conf": body} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(dir, "strongswan.conf"), []byte(fmt.Sprintf(charonConf, sock)), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	ns := fmt.Sprintf("fgsw%d", os.Getpid()%100000)
 	if o, err := exec.Command(ipBin, "netns", "add", ns).CombinedOutput(); err != nil {
@@ -114,22 +101,79 @@ func TestSwanctlLoadsOurConfig(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) // waiting for another process to create its socket
 	}
-	res, err := exec.Command(swanctl, "--load-all", "--file", filepath.Join(dir, "swanctl.conf"), "--uri", "unix://"+sock).CombinedOutput()
-	if err != nil {
-		t.Fatalf("swanctl --load-all: %v\n%s", err, res)
+	c := load(t)
+	st := &pki.Store{Dir: filepath.Join(dir, "pki")}
+	if _, err := st.CreateCA(pki.CAOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{"loaded ike secret 'ike-fleetgate'", "loaded connection 'fleetgate'", "successfully loaded 1 connections, 0 unloaded"} {
-		if !strings.Contains(string(res), want) {
-			t.Errorf("swanctl output lacks %q:\n%s", want, res)
+	if _, err := st.Issue(pki.IssueOptions{Name: "site-hall7", SANs: []string{"site-hall7.sites.example.net"}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		identity string
+		want     []string
+	}{
+		{"ops-laptop", []string{"loaded ike secret 'ike-fleetgate'", "loaded connection 'fleetgate'", "successfully loaded 1 connections, 0 unloaded"}},
+		{"site-hall7", []string{"loaded certificate from", "site-hall7.crt", "loaded ECDSA key from", "loaded connection 'fleetgate'", "successfully loaded 1 connections"}},
+	}
+	for _, tt := range tests {
+		p, err := FromConfig(c, tt.identity, "192.0.2.10")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	conns, err := exec.Command(swanctl, "--list-conns", "--uri", "unix://"+sock).CombinedOutput()
-	if err != nil {
-		t.Fatalf("swanctl --list-conns: %v\n%s", err, conns)
-	}
-	for _, want := range []string{"fleetgate: IKEv1", "remote: 192.0.2.10", "fleetgate-l2tp: TRANSPORT", "local:  dynamic[udp/l2f]", "remote: dynamic[udp/l2f]"} {
-		if !strings.Contains(string(conns), want) {
-			t.Errorf("--list-conns lacks %q:\n%s", want, conns)
+		out, err := Render(FormatStrongSwan, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := section(out, "/etc/swanctl/conf.d/fleetgate.conf")
+		if !strings.Contains(body, "connections {") {
+			t.Fatalf("no swanctl section in:\n%s", out)
+		}
+		swdir := filepath.Join(dir, "swanctl-"+tt.identity)
+		files := map[string]string{"swanctl.conf": body}
+		if p.Identity.Auth == config.AuthCert {
+			files["x509ca/ca.crt"] = filepath.Join(st.Dir, "ca.crt")
+			files["x509/site-hall7.crt"] = filepath.Join(st.Dir, "certs", "site-hall7.crt")
+			files["private/site-hall7.key"] = filepath.Join(st.Dir, "certs", "site-hall7.key")
+		}
+		for name, content := range files {
+			if name != "swanctl.conf" {
+				b, err := os.ReadFile(content)
+				if err != nil {
+					t.Fatal(err)
+				}
+				content = string(b)
+			}
+			path := filepath.Join(swdir, name)
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command(swanctl, "--load-all", "--uri", "unix://"+sock)
+		cmd.Env = append(os.Environ(), "SWANCTL_DIR="+swdir)
+		res, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: swanctl --load-all: %v\n%s", tt.identity, err, res)
+		}
+		for _, want := range tt.want {
+			if !strings.Contains(string(res), want) {
+				t.Errorf("%s: swanctl output lacks %q:\n%s", tt.identity, want, res)
+			}
+		}
+		conns, err := exec.Command(swanctl, "--list-conns", "--uri", "unix://"+sock).CombinedOutput()
+		if err != nil {
+			t.Fatalf("swanctl --list-conns: %v\n%s", err, conns)
+		}
+		for _, want := range []string{"fleetgate: IKEv1", "remote: 192.0.2.10", "fleetgate-l2tp: TRANSPORT", "local:  dynamic[udp/l2f]", "remote: dynamic[udp/l2f]"} {
+			if !strings.Contains(string(conns), want) {
+				t.Errorf("%s: --list-conns lacks %q:\n%s", tt.identity, want, conns)
+			}
+		}
+		if p.Identity.Auth == config.AuthCert && !strings.Contains(string(conns), "id: site-hall7.sites.example.net") {
+			t.Errorf("cert identity not used as local id:\n%s", conns)
 		}
 	}
 }
