@@ -106,7 +106,7 @@ func (d *Device) dialCoAP(ctx context.Context) (session, error) {
 		fc.Close()
 		return nil, fmt.Errorf("dtls: %w", err)
 	}
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, d.cfg.HandshakeTimeout)
 	defer cancel()
 	if err := dc.HandshakeContext(hctx); err != nil {
 		dc.Close()

@@ -11,5 +11,5 @@ const (
 	// failuresBeforeReconnect: consecutive unacknowledged exchanges after
 	// which the firmware drops the session and handshakes again.
 	failuresBeforeReconnect = 2
-	handshakeTimeout        = 20 * time.Second
+	defaultHandshakeTimeout = 20 * time.Second
 )

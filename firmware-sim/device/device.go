@@ -78,6 +78,9 @@ type Config struct {
 	RebindEvery time.Duration
 	// BackoffMin and BackoffMax bound reconnection backoff.
 	BackoffMin, BackoffMax time.Duration
+	// HandshakeTimeout bounds one DTLS handshake or MQTT connect (default
+	// 20 s: several doubled flights on a lossy link, RFC 6347 §4.2.4.1).
+	HandshakeTimeout time.Duration
 	// AckTimeout and MaxRetransmit are the CoAP transmission parameters
 	// (defaults from RFC 7252 §4.8).
 	AckTimeout    time.Duration
@@ -143,6 +146,9 @@ func New(cfg Config) (*Device, error) {
 	}
 	if cfg.AckTimeout == 0 {
 		cfg.AckTimeout = DefaultAckTimeout
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = defaultHandshakeTimeout
 	}
 	if cfg.MaxRetransmit == 0 {
 		cfg.MaxRetransmit = DefaultMaxRetransmit

@@ -57,7 +57,7 @@ func (d *Device) dialMQTT(ctx context.Context) (session, error) {
 		SetCleanSession(true).
 		SetAutoReconnect(false). // the firmware loop reconnects with backoff
 		SetConnectRetry(false).
-		SetConnectTimeout(mqttTimeout).
+		SetConnectTimeout(d.cfg.HandshakeTimeout).
 		SetKeepAlive(30 * time.Second).
 		SetConnectionLostHandler(func(paho.Client, error) { s.markLost() })
 	if pass != "" {

@@ -1,11 +1,14 @@
 package device
 
 import (
+	"context"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 
+	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
@@ -88,5 +91,47 @@ func TestSleepyRadioDropsRequests(t *testing.T) {
 	}
 	if d.Stats.Unacked.Load() != 0 {
 		t.Errorf("unacked %d, want 0: telemetry must be sent awake", d.Stats.Unacked.Load())
+	}
+}
+
+// TestReconnectBackoffUntilServerUp starts the device before its server:
+// handshakes time out and are retried with backoff until the server comes
+// up, then the device connects once and delivers.
+func TestReconnectBackoffUntilServerUp(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	name := "sensor-early"
+	set, _ := creds.Generate("seed", creds.KindPSK, []string{name})
+	e, _ := set.Get(name)
+	// Reserve a port, then free it for the server started later.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	d := runDevice(t, Config{
+		Name: name, Protocol: CoAP, Target: addr, Path: "/telemetry", Creds: e, CID: true,
+		Format: senml.FormatJSON, Interval: 50 * time.Millisecond, Confirmable: true,
+		HandshakeTimeout: 200 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	})
+	waitFor(t, "2 failed handshakes", func() bool { return d.Stats.HandshakeFailures.Load() >= 2 })
+	if d.Stats.Sent.Load() != 0 || d.Stats.Connected.Load() != 0 {
+		t.Fatalf("sent %d connected %d before the server exists", d.Stats.Sent.Load(), d.Stats.Connected.Load())
+	}
+	l, err := collector.ListenDTLS(collector.DTLSConfig{Addr: addr, Creds: set, CID: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := collector.New(collector.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = col.ServeCoAPDTLS(ctx, l) }()
+	t.Cleanup(func() { cancel(); _ = l.Close(); <-done })
+	waitFor(t, "3 acks", func() bool { return d.Stats.Acked.Load() >= 3 })
+	if d.Stats.Handshakes.Load() != 1 || d.Stats.Reconnects.Load() != 0 {
+		t.Errorf("handshakes %d reconnects %d, want 1 and 0", d.Stats.Handshakes.Load(), d.Stats.Reconnects.Load())
+	}
+	if st, _ := col.Device(name); st.Highest != st.Unique || st.Unique < 3 {
+		t.Errorf("collector: got %+v, want seq 1.. without gaps", st)
 	}
 }
