@@ -281,6 +281,10 @@ func (e *Endpoint) Input(b []byte, addr net.Addr) {
 			e.stats.UnknownSession.Add(1)
 			return
 		}
+		if h.HasSeq && !s.seq.Load() {
+			// The peer sequences its data: do the same (RFC 2661 §5.4).
+			s.seq.Store(true)
+		}
 		s.deliverFrame(b[h.PayloadOffset:end])
 		return
 	}

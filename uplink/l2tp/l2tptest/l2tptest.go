@@ -92,6 +92,7 @@ type Proc struct {
 	done chan struct{}
 }
 
+// Write collects output (Proc is the command's stdout and stderr).
 func (p *Proc) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
