@@ -12,7 +12,6 @@ import (
 // PAP (RFC 1334 §2), CHAP with MD5 (RFC 1994 §4) and MS-CHAPv2 (RFC 2759)
 // in both roles.
 
-
 func (m *machine) authRetransmit() {
 	m.authTries++
 	if m.authTries >= m.cfg.MaxConfigure {
