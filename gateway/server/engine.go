@@ -20,7 +20,9 @@ import (
 //   - authenticate PPP with env.LocalSecret or env.RADIUS,
 //   - get the address with env.AssignAddress, then env.Register the
 //     session (which installs routes, starts accounting, counts set-up) and
-//     feed decapsulated IP packets to env.Router.FromSession,
+//     feed decapsulated IP packets to env.Router.FromSession; if Register
+//     fails (address or route conflict, relogin refused), call
+//     env.ReleaseAddress and tear the session down,
 //   - call env.Unregister when a session ends,
 //   - on ctx cancellation send Delete / StopCCN to every peer so they
 //     reconnect at once, then return.
