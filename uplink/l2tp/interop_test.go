@@ -3,6 +3,7 @@ package l2tp_test
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -102,4 +103,58 @@ length bit = yes
 		t.Errorf("capture holds %d L2TP packets, want at least SCCRQ..ICCN", n)
 	}
 	t.Logf("tshark: %d L2TP packets, none malformed; first ones:\n%s", n, strings.Join(l2tptest.Dissect(t, pcap, "l2tp")[:min(n, 8)], "\n"))
+}
+
+// TestInteropOurLACToXL2TPDLNS (bonus): our LAC dials xl2tpd as LNS; the
+// tunnel and the session reach established, then xl2tpd drops the call
+// because pppd cannot run here.
+func TestInteropOurLACToXL2TPDLNS(t *testing.T) {
+	testenv.RequireRoot(t)
+	xl2tpd := testenv.RequireBinary(t, "xl2tpd")
+	dir := t.TempDir()
+	ns := l2tptest.Netns(t, "h2l")
+	conf := filepath.Join(dir, "xl2tpd.conf")
+	os.WriteFile(conf, []byte(`[global]
+port = 1701
+listen-addr = 127.0.0.1
+access control = no
+debug tunnel = yes
+[lns default]
+ip range = 10.99.0.10-10.99.0.20
+local ip = 10.99.0.1
+require authentication = no
+length bit = yes
+`), 0o600)
+	x := l2tptest.Start(t, ns, xl2tpd, "-D", "-c", conf, "-p", filepath.Join(dir, "pid"), "-C", filepath.Join(dir, "control"))
+	if !x.WaitOutput("Listening on IP address", 10*time.Second) {
+		t.Fatalf("xl2tpd did not start:\n%s", x.Output())
+	}
+	conn := l2tptest.ListenUDP(t, ns, "127.0.0.1:0")
+	var st l2tp.Stats
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	tun, err := l2tp.Dial(ctx, conn, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1701}, l2tp.Config{Stats: &st, HostName: "fleetgate-lac"})
+	if err != nil {
+		t.Fatalf("dial: %v\n%s", err, x.Output())
+	}
+	s, err := tun.OpenSession(ctx)
+	if err != nil {
+		t.Fatalf("session: %v\n%s", err, x.Output())
+	}
+	if st.TunnelsEstablished.Load() != 1 || st.SessionsEstablished.Load() != 1 {
+		t.Fatalf("counters: tunnels %d sessions %d", st.TunnelsEstablished.Load(), st.SessionsEstablished.Load())
+	}
+	if !x.WaitOutput("Call established with 127.0.0.1", 5*time.Second) {
+		t.Fatalf("xl2tpd did not log the call:\n%s", x.Output())
+	}
+	select {
+	case <-s.Done():
+		t.Logf("session closed by xl2tpd: %v", s.Err())
+	case <-time.After(5 * time.Second):
+		s.Close()
+	}
+	tun.Close()
+	if !errors.Is(tun.Err(), l2tp.ErrClosed) {
+		t.Errorf("tunnel close reason: %v", tun.Err())
+	}
 }
