@@ -1,9 +1,3 @@
-// Package ike implements IKEv1 (RFC 2407, 2408, 2409) in pure Go: the ISAKMP
-// codec, Main Mode with pre-shared keys or X.509 signatures, Quick Mode for
-// transport-mode ESP, NAT traversal (RFC 3947), dead peer detection (RFC
-// 3706) and informational exchanges. Both roles share one Engine
-// (RoleInitiator, RoleResponder); the package owns no sockets: it sends
-// through a Sender and is fed datagrams through Engine.Input.
 package ike
 
 import "time"
