@@ -166,6 +166,7 @@ func (e *Endpoint) newTunnel(peer net.Addr) (*Tunnel, error) {
 		sessionUp:      t.onSessionUp,
 		sessionRequest: nil,
 	}, e.cfg.Clock.Now())
+	t.c.tunnel = t
 	t.c.log = t.c.log.With("peer", peer.String())
 	e.tunnels[id] = t
 	e.halfOpen[t.peerKey]++
@@ -443,7 +444,6 @@ func (t *Tunnel) onClosed(err error) {
 }
 
 func (t *Tunnel) onSessionUp(s *Session) {
-	s.t = t
 	if t.e.cfg.Role != LNS {
 		return
 	}
@@ -490,9 +490,6 @@ func (t *Tunnel) OpenSession(ctx context.Context) (*Session, error) {
 	var err error
 	if !t.do(func(c *core) {
 		s, err = c.OpenSession(t.e.cfg.Clock.Now())
-		if s != nil {
-			s.t = t
-		}
 	}) {
 		return nil, t.err
 	}

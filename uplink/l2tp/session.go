@@ -52,7 +52,7 @@ type Session struct {
 }
 
 func newSession(c *core, id uint16) *Session {
-	return &Session{c: c, localID: id, stats: c.stats, upCh: make(chan struct{}), done: make(chan struct{})}
+	return &Session{t: c.tunnel, c: c, localID: id, stats: c.stats, upCh: make(chan struct{}), done: make(chan struct{})}
 }
 
 // LocalID returns our session ID.

@@ -64,6 +64,8 @@ type core struct {
 	stats *Stats
 	send  func([]byte) error
 	ev    coreEvents
+	// tunnel is the runtime wrapper (nil when a test drives the core).
+	tunnel *Tunnel
 
 	// Owned by the owner goroutine.
 	now           time.Time
