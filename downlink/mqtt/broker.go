@@ -90,6 +90,11 @@ type Config struct {
 	SubscribeFilters []string
 	// MaxPacketSize bounds one packet from a device (DefaultMaxPacketSize).
 	MaxPacketSize uint32
+	// ConnectTimeout bounds the time from accepting a connection to a
+	// complete CONNECT (TLS handshake included), DefaultConnectTimeout if
+	// zero. mochi sets no deadline before CONNECT, so without it an idle
+	// connection would be held forever.
+	ConnectTimeout time.Duration
 	// Upstream receives device messages (may be nil: nothing is relayed).
 	Upstream Upstream
 	// SessionDB, if set, is a bbolt file where device sessions are kept
@@ -145,6 +150,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.MaxPacketSize == 0 {
 		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = link.System
@@ -292,6 +300,9 @@ type countingListener struct {
 // Serve implements listeners.Listener.
 func (l *countingListener) Serve(establish listeners.EstablishFn) {
 	l.Net.Serve(func(id string, c net.Conn) error {
+		// mochi replaces this deadline with the keep-alive one after
+		// CONNECT (or clears it for keep alive 0).
+		_ = c.SetDeadline(time.Now().Add(l.h.b.cfg.ConnectTimeout))
 		// establish returns the error that ended the connection, before or
 		// after the session was set up; count malformed and oversized ones.
 		err := establish(id, c)

@@ -327,3 +327,20 @@ func TestSleepyCommandSurvivesRestart(t *testing.T) {
 	}
 	waitFor(t, "Connected gauge back to 0", func() bool { return tb2.Stats().Connected.Load() == 0 })
 }
+
+func TestIdleConnectionClosed(t *testing.T) {
+	tb := startBroker(t, func(c *Config) { c.ConnectTimeout = 200 * time.Millisecond })
+	conn, err := net.Dial("tcp", tb.TLSAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// Send nothing (not even a TLS ClientHello): the broker must hang up.
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read returned data, want the broker to close the connection")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the broker kept the idle connection open for 10s")
+	}
+	waitFor(t, "Timeouts counted", func() bool { return tb.Stats().Timeouts.Load() == 1 })
+}

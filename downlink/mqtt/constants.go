@@ -1,5 +1,7 @@
 package mqtt
 
+import "time"
+
 // Defaults for Config fields left zero.
 const (
 	// DefaultTLSAddr is the MQTT over TLS port (IANA "secure-mqtt", MQTT
@@ -9,6 +11,9 @@ const (
 	// Bigger PUBLISHes are refused (MQTT 5 §3.1.2.11.4: the server may
 	// disconnect with 0x95 Packet too large) and counted.
 	DefaultMaxPacketSize = 256 << 10
+	// DefaultConnectTimeout bounds TLS handshake + CONNECT of a new
+	// connection.
+	DefaultConnectTimeout = 10 * time.Second
 	// mountPrefix is the broker-internal namespace of one endpoint: device
 	// topic "T" lives at "ep/<endpoint>/T" inside the broker, so endpoints
 	// can never see each other's topics (like mosquitto's mount_point).

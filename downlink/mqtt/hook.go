@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"net"
 	"sync"
 	"time"
 
@@ -130,6 +131,11 @@ func errString(err error) string {
 // classify counts malformed and oversized packets that ended a connection.
 func (h *hook) classify(err error) {
 	var code packets.Code
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		h.b.stats.Timeouts.Add(1)
+		return
+	}
 	if err == nil || !errors.As(err, &code) {
 		return
 	}

@@ -19,6 +19,9 @@ type Stats struct {
 	Oversized atomic.Uint64
 	// Malformed counts connections dropped for a malformed packet.
 	Malformed atomic.Uint64
+	// Timeouts counts connections closed for silence: no complete CONNECT
+	// within Config.ConnectTimeout, or keep alive expired.
+	Timeouts atomic.Uint64
 	// Upstream counts device messages handed to the Upstream.
 	Upstream atomic.Uint64
 	// UpstreamRefused counts device messages the Upstream refused (queue
