@@ -87,7 +87,7 @@ func (r *Relay) Metrics(b *mqtt.Broker, fn func(Sample)) {
 		v    uint64
 	}{
 		{"connect", bs.Connects.Load()}, {"auth_failed", bs.AuthFailures.Load()}, {"topic_denied", bs.TopicDenied.Load()},
-		{"oversized", bs.Oversized.Load()}, {"malformed", bs.Malformed.Load()}, {"timeout", bs.Timeouts.Load()}, {"upstream", bs.Upstream.Load()},
+		{"oversized", bs.Oversized.Load()}, {"malformed", bs.Malformed.Load()}, {"timeout", bs.Timeouts.Load()}, {"rate_limited", bs.RateLimited.Load()}, {"upstream", bs.Upstream.Load()},
 		{"upstream_refused", bs.UpstreamRefused.Load()}, {"delivered", bs.Delivered.Load()},
 	} {
 		counter("mqtt_events_total", bevents, e.v, "event", e.name)

@@ -35,6 +35,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
 
 	"github.com/fleetgate/fleetgate/uplink/link"
 )
@@ -90,6 +91,13 @@ type Config struct {
 	SubscribeFilters []string
 	// MaxPacketSize bounds one packet from a device (DefaultMaxPacketSize).
 	MaxPacketSize uint32
+	// PublishRate limits each endpoint's publishes per second (burst
+	// PublishBurst, default 10x the rate); 0 means unlimited. A device over
+	// the limit is refused like a full queue (MQTT 5 QoS 1: PUBACK 0x97;
+	// otherwise no acknowledgement and a disconnect; QoS 0 dropped) and
+	// counted in Stats.RateLimited.
+	PublishRate  float64
+	PublishBurst int
 	// ConnectTimeout bounds the time from accepting a connection to a
 	// complete CONNECT (TLS handshake included), DefaultConnectTimeout if
 	// zero. mochi sets no deadline before CONNECT, so without it an idle
@@ -154,6 +162,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
+	if cfg.PublishRate > 0 && cfg.PublishBurst <= 0 {
+		cfg.PublishBurst = int(10*cfg.PublishRate) + 1
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = link.System
 	}
@@ -174,7 +185,7 @@ func New(cfg Config) (*Broker, error) {
 	// Mochi's library logs go to our logger at warn and above only.
 	mlog := slog.New(&levelFilter{h: b.log.Handler(), min: slog.LevelWarn})
 	b.srv = mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: mlog})
-	b.hook = &hook{b: b, connected: make(map[string]int)}
+	b.hook = &hook{b: b, connected: make(map[string]int), limits: make(map[string]*rate.Limiter)}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}

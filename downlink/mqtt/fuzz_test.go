@@ -5,6 +5,9 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 )
 
 // FuzzTopicACL checks the filter logic against brute force: if filter f is
@@ -154,5 +157,46 @@ func TestWillRelayedUpstream(t *testing.T) {
 	_ = b.srv.EstablishConnection("raw", srv)
 	if got, want := strings.Join(up.all(), ","), "sensor-1|status/online|offline|1|true|true"; got != want {
 		t.Fatalf("upstream: got %q, want %q", got, want)
+	}
+}
+
+// TestPublishRateLimit: a flooding device is held to its rate (fake
+// clock), the excess refused and counted.
+func TestPublishRateLimit(t *testing.T) {
+	clk := linktest.NewClock()
+	up := newRecorder()
+	b, err := New(Config{DisableTLS: true, Auth: StaticAuth{Passwords: map[string]string{"sensor-1": "pw1"}}, Upstream: up,
+		PublishRate: 1, PublishBurst: 2, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	session := func(n int) {
+		srv, cli := net.Pipe()
+		go func() { _, _ = io.Copy(io.Discard, cli) }()
+		go func() {
+			_, _ = cli.Write(mqttConnect("sensor-1", "pw1"))
+			for i := 0; i < n; i++ {
+				_, _ = cli.Write(mqttPublish("telemetry/t", "m", 0))
+			}
+			_, _ = cli.Write([]byte{0xe0, 0x00})
+			_ = cli.Close()
+		}()
+		_ = b.srv.EstablishConnection("raw", srv)
+	}
+	session(5)
+	if got := len(up.all()); got != 2 {
+		t.Fatalf("after a burst of 5: upstream got %d, want 2 (the burst)", got)
+	}
+	if got := b.Stats().RateLimited.Load(); got != 3 {
+		t.Fatalf("RateLimited: got %d, want 3", got)
+	}
+	clk.Advance(time.Second)
+	session(2)
+	if got := len(up.all()); got != 3 {
+		t.Fatalf("one second later: upstream got %d, want 3", got)
 	}
 }

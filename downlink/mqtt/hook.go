@@ -10,6 +10,7 @@ import (
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 )
 
 // hook is the broker's single mochi hook: authentication, per-endpoint
@@ -19,7 +20,8 @@ type hook struct {
 	b *Broker
 
 	mu        sync.Mutex
-	connected map[string]int // endpoint -> connected sessions
+	connected map[string]int           // endpoint -> connected sessions
+	limits    map[string]*rate.Limiter // endpoint -> publish rate limit
 }
 
 // ID implements mochi.Hook.
@@ -202,25 +204,54 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if !ok {
 		return pk, packets.ErrRejectPacket
 	}
+	if !h.allow(ep) {
+		h.b.stats.RateLimited.Add(1)
+		h.b.warn("mqtt publish rate limit", "endpoint", ep)
+		return pk, h.refuse(cl, pk)
+	}
 	if h.b.cfg.Upstream != nil {
 		m := Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain,
 			PacketID: pk.PacketID, Dup: pk.FixedHeader.Dup}
 		if err := h.b.cfg.Upstream.Publish(ep, m); err != nil {
 			h.b.stats.UpstreamRefused.Add(1)
 			h.b.warn("mqtt publish refused by upstream", "endpoint", ep, "qos", m.QoS, "err", err)
-			if pk.FixedHeader.Qos == 0 {
-				return pk, packets.ErrRejectPacket
-			}
-			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
-				return pk, packets.ErrQuotaExceeded
-			}
-			cl.Stop(packets.ErrQuotaExceeded)
-			return pk, packets.ErrRejectPacket
+			return pk, h.refuse(cl, pk)
 		}
 		h.b.stats.Upstream.Add(1)
 	}
 	pk.TopicName = mount(ep, pk.TopicName)
 	return pk, nil
+}
+
+// refuse picks how a publish the bridge cannot take is refused: QoS 0 is
+// dropped; an MQTT 5 QoS 1 gets PUBACK 0x97 (quota exceeded); otherwise
+// (MQTT 3.1.1, or QoS 2, where mochi would answer with the wrong packet
+// type) the device gets no acknowledgement and is disconnected, so it keeps
+// the message and resends it after reconnecting.
+func (h *hook) refuse(cl *mochi.Client, pk packets.Packet) error {
+	if pk.FixedHeader.Qos == 0 {
+		return packets.ErrRejectPacket
+	}
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
+		return packets.ErrQuotaExceeded
+	}
+	cl.Stop(packets.ErrQuotaExceeded)
+	return packets.ErrRejectPacket
+}
+
+// allow applies the endpoint's publish rate limit.
+func (h *hook) allow(ep string) bool {
+	if h.b.cfg.PublishRate <= 0 {
+		return true
+	}
+	h.mu.Lock()
+	l, ok := h.limits[ep]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(h.b.cfg.PublishRate), h.b.cfg.PublishBurst)
+		h.limits[ep] = l
+	}
+	h.mu.Unlock()
+	return l.AllowN(h.b.cfg.Clock.Now(), 1)
 }
 
 // OnPacketEncode shows a device its own topics without the mount prefix.

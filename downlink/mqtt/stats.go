@@ -22,6 +22,8 @@ type Stats struct {
 	// Timeouts counts connections closed for silence: no complete CONNECT
 	// within Config.ConnectTimeout, or keep alive expired.
 	Timeouts atomic.Uint64
+	// RateLimited counts publishes refused by the per-endpoint rate limit.
+	RateLimited atomic.Uint64
 	// Upstream counts device messages handed to the Upstream.
 	Upstream atomic.Uint64
 	// UpstreamRefused counts device messages the Upstream refused (queue
