@@ -64,11 +64,28 @@ func (v *Verifier) Verify(leaf *x509.Certificate, intermediates []*x509.Certific
 	if v.revoked[leaf.SerialNumber.Text(16)] {
 		return nil, ErrRevoked
 	}
-	ids := []string{leaf.Subject.CommonName}
-	ids = append(ids, leaf.DNSNames...)
-	for _, ip := range leaf.IPAddresses {
+	return Names(leaf), nil
+}
+
+// Pool returns a pool holding the CA (for libraries that verify chains
+// themselves, e.g. ike.Config.CAs).
+func (v *Verifier) Pool() *x509.CertPool { return v.roots }
+
+// CheckRevoked returns ErrRevoked if leaf is on the CRL.
+func (v *Verifier) CheckRevoked(leaf *x509.Certificate) error {
+	if v.revoked[leaf.SerialNumber.Text(16)] {
+		return ErrRevoked
+	}
+	return nil
+}
+
+// Names returns the identities a certificate may be matched by: its CN and
+// DNS, IP and email SANs.
+func Names(c *x509.Certificate) []string {
+	ids := []string{c.Subject.CommonName}
+	ids = append(ids, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
 		ids = append(ids, ip.String())
 	}
-	ids = append(ids, leaf.EmailAddresses...)
-	return ids, nil
+	return append(ids, c.EmailAddresses...)
 }
