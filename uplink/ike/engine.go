@@ -101,11 +101,17 @@ const (
 	// timeout or the peer's notify); Child is nil. A rekey that fails
 	// leaves the old child in place until it expires.
 	EventChildFailed
+	// EventChildInbound (Quick Mode responder only): HASH(2) is on its way,
+	// so the initiator may start sending on Child.InSPI before its HASH(3)
+	// arrives. Install the inbound SA now to lose nothing; the same *ChildSA
+	// then comes with EventChildUp or EventChildRekeyed (use it outbound
+	// from then on), or with EventChildDown if the exchange fails.
+	EventChildInbound
 )
 
 // String names the event kind.
 func (k EventKind) String() string {
-	names := [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down", "child-failed"}
+	names := [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down", "child-failed", "child-inbound"}
 	if int(k) < len(names) {
 		return names[k]
 	}

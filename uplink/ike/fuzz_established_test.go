@@ -12,6 +12,9 @@ import (
 type syncPair struct {
 	q      []queued
 	ea, eb *Engine
+	clk    *linktest.Clock
+	evA    []Event
+	evB    []Event
 }
 
 func (p *syncPair) drain() {
@@ -23,17 +26,16 @@ func (p *syncPair) drain() {
 }
 
 func newSyncPair(tb testing.TB) *syncPair {
-	p := &syncPair{}
-	clk := linktest.NewClock()
-	cfg := func(s queueSender) Config {
-		return Config{Sender: s, Clock: clk, PSK: psk("fuzz"), IKEProposals: MustProposals("aes128-sha256-ecp256"),
-			ESPProposals: MustESPProposals("aes128gcm16,aes128gcm16-ecp256")}
+	p := &syncPair{clk: linktest.NewClock()}
+	cfg := func(s queueSender, evs *[]Event) Config {
+		return Config{Sender: s, Clock: p.clk, PSK: psk("fuzz"), IKEProposals: MustProposals("aes128-sha256-ecp256"),
+			ESPProposals: MustESPProposals("aes128gcm16,aes128gcm16-ecp256"), OnEvent: func(ev Event) { *evs = append(*evs, ev) }}
 	}
 	var err error
-	if p.ea, err = New(cfg(queueSender{q: &p.q, peer: &p.eb})); err != nil {
+	if p.ea, err = New(cfg(queueSender{q: &p.q, peer: &p.eb}, &p.evA)); err != nil {
 		tb.Fatal(err)
 	}
-	if p.eb, err = New(cfg(queueSender{q: &p.q, peer: &p.ea})); err != nil {
+	if p.eb, err = New(cfg(queueSender{q: &p.q, peer: &p.ea}, &p.evB)); err != nil {
 		tb.Fatal(err)
 	}
 	if err := p.ea.Dial(netip.MustParseAddrPort("10.0.0.2:500"), netip.MustParseAddrPort("192.0.2.1:500")); err != nil {

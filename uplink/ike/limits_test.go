@@ -2,6 +2,7 @@ package ike
 
 import (
 	"bytes"
+	"fmt"
 	"crypto/rand"
 	"net/netip"
 	"sync"
@@ -181,5 +182,52 @@ func TestRekeyChildOnDemandKeepsSelectors(t *testing.T) {
 	}
 	if p.a.eng.RekeyChild(12345) {
 		t.Errorf("RekeyChild found an unknown SPI")
+	}
+}
+
+func kinds(evs []Event) []EventKind {
+	var out []EventKind
+	for _, ev := range evs {
+		out = append(out, ev.Kind)
+	}
+	return out
+}
+
+// TestChildInbound: the Quick Mode responder offers the inbound SA when it
+// sends HASH(2), then reports the same SA up on HASH(3); if HASH(3) never
+// comes, it withdraws it.
+func TestChildInbound(t *testing.T) {
+	p := newSyncPair(t)
+	got := kinds(p.evB)
+	want := []EventKind{EventIKEUp, EventChildInbound, EventChildUp}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("responder events: got %v, want %v", got, want)
+	}
+	if p.evB[1].Child != p.evB[2].Child || p.evB[1].Child.InSPI != p.evA[1].Child.OutSPI {
+		t.Errorf("inbound offer and child-up differ")
+	}
+	// A second Quick Mode whose HASH(2) is lost for good.
+	p.evB = nil
+	p.ea.mu.Lock()
+	for _, sa := range p.ea.sas {
+		if err := sa.startQuickMode(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.ea.unlockAndFlush()
+	qm1 := p.q[0]
+	p.q = nil
+	qm1.to.Input(qm1.b, qm1.local, qm1.remote, qm1.natt)
+	p.q = nil // HASH(2) lost
+	for i := 0; i < 20 && len(p.evB) < 2; i++ {
+		p.clk.Advance(10 * time.Second)
+		p.eb.Tick()
+		p.q = nil // and every retransmission of it
+	}
+	if got := kinds(p.evB); fmt.Sprint(got) != fmt.Sprint([]EventKind{EventChildInbound, EventChildDown}) {
+		t.Fatalf("responder events: got %v, want [child-inbound child-down]", got)
+	}
+	if p.evB[0].Child != p.evB[1].Child {
+		t.Errorf("withdrawn child is not the offered one")
 	}
 }

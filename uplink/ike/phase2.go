@@ -42,6 +42,7 @@ type quickMode struct {
 	natoaI    netip.Addr
 	natoaR    netip.Addr
 	rekeyOf   *ChildSA
+	child     *ChildSA // responder: built when HASH(2) is sent
 	lastSent  []byte
 	lastRecv  [32]byte
 	retryAt   time.Time
@@ -341,6 +342,10 @@ func (sa *ikeSA) respondQuickMode(m *Message, iv []byte, sum [32]byte) error {
 	q.state = qmSent2
 	q.retryAt = e.cfg.Clock.Now().Add(q.rto)
 	sa.qms[q.mid] = q
+	// The initiator may send on the new SA as soon as it has our HASH(2),
+	// before its HASH(3) reaches us: offer the inbound SA now.
+	q.child = sa.buildChild(q)
+	e.emit(Event{Kind: EventChildInbound, Remote: sa.remote, Peer: sa.peer, Child: q.child})
 	e.send(q.lastSent, sa.local, sa.remote, sa.natt)
 	return nil
 }
@@ -459,8 +464,8 @@ func (sa *ikeSA) initRecvQM2(q *quickMode, m *Message, hash, rest []byte) error 
 	return nil
 }
 
-// childUp derives KEYMAT (RFC 2409 §5.5) and reports the SA pair.
-func (sa *ikeSA) childUp(q *quickMode) {
+// buildChild derives KEYMAT (RFC 2409 §5.5) and assembles the SA pair.
+func (sa *ikeSA) buildChild(q *quickMode) *ChildSA {
 	e := sa.e
 	suite := q.chosen.prop.Suite
 	n := suite.KeymatLen()
@@ -489,6 +494,19 @@ func (sa *ikeSA) childUp(q *quickMode) {
 		c.NATOALocal, c.NATOARemote = q.natoaR, q.natoaI
 	}
 	c.Selectors = selectorsFrom(q, sa)
+	return c
+}
+
+// childUp reports the SA pair of a finished Quick Mode.
+func (sa *ikeSA) childUp(q *quickMode) {
+	e := sa.e
+	c := q.child
+	if c == nil {
+		c = sa.buildChild(q)
+	}
+	now := e.cfg.Clock.Now()
+	c.Established, c.expires = now, now.Add(c.Lifetime)
+	suite := c.Suite
 	old := q.rekeyOf
 	if old == nil {
 		// A peer-initiated Quick Mode with the same selectors is a rekey
@@ -605,5 +623,8 @@ func (sa *ikeSA) quickModeFailed(q *quickMode, err error) {
 	}
 	if q.initiator {
 		e.emit(Event{Kind: EventChildFailed, Remote: sa.remote, Peer: sa.peer, Old: q.rekeyOf, Err: err})
+	} else if q.child != nil {
+		// Withdraw the inbound SA offered with HASH(2).
+		e.emit(Event{Kind: EventChildDown, Remote: sa.remote, Peer: sa.peer, Child: q.child, Err: err})
 	}
 }
