@@ -2,8 +2,8 @@ package ike
 
 import (
 	"bytes"
-	"fmt"
 	"crypto/rand"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
