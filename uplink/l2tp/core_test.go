@@ -348,3 +348,11 @@ func TestCoreSLIWENAndOCRQ(t *testing.T) {
 		t.Fatalf("CDN result %d, want %d", r, CDNPermResources)
 	}
 }
+
+func TestCoreLNSPlacesNoCalls(t *testing.T) {
+	p := newPair(t, nil)
+	p.establish()
+	if _, err := p.lns.OpenSession(p.now); !errors.Is(err, ErrFSM) {
+		t.Fatalf("LNS OpenSession: got %v, want ErrFSM", err)
+	}
+}

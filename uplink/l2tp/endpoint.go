@@ -111,6 +111,9 @@ func (e *Endpoint) Close() error {
 
 // Dial establishes a new tunnel (LAC) to peer over this endpoint.
 func (e *Endpoint) Dial(ctx context.Context, peer net.Addr) (*Tunnel, error) {
+	if e.cfg.Role != LAC {
+		return nil, ErrFSM
+	}
 	t, err := e.newTunnel(peer)
 	if err != nil {
 		return nil, err

@@ -140,6 +140,9 @@ func (c *core) lookupSession(id uint16) *Session {
 // returns the session, which comes up when ICRP arrives and ICCN is sent.
 func (c *core) OpenSession(now time.Time) (*Session, error) {
 	c.now = now
+	if c.role != LAC {
+		return nil, ErrFSM // an LNS takes incoming calls, it does not place them
+	}
 	if c.state != tsEstablished {
 		return nil, ErrNotEstablished
 	}
