@@ -184,6 +184,11 @@ func (r *Router) FromSession(s Session, pkt []byte) error {
 			return r.drop(ReasonPolicy)
 		}
 		decTTL(h)
+		// Clamp to both ends' MTU: the sender's here, the receiver's in
+		// toSession.
+		if ClampMSS(h, s.MTU()) {
+			r.Stats.MSSClamped.Add(1)
+		}
 		return r.toSession(peer, h, s)
 	}
 	if !pol.Match(h) && !r.flows.reply(h, r.cfg.Clock.Now()) {
