@@ -81,3 +81,25 @@ func TestPipeImpairment(t *testing.T) {
 		t.Fatalf("delivered %d, want %d (or one less)", got, want)
 	}
 }
+
+func TestPipeDeadlineWakesBlockedRead(t *testing.T) {
+	CheckGoroutines(t)
+	p := NewPipe(PipeConfig{})
+	defer p.A.Close()
+	defer p.B.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := p.B.ReadFrom(make([]byte, 8))
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let the reader block without a deadline
+	p.B.SetReadDeadline(time.Now().Add(-time.Second))
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("read returned no error after a past deadline was set")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("blocked read did not wake when the deadline was set")
+	}
+}

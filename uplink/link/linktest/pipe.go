@@ -80,30 +80,48 @@ type PipeConn struct {
 
 	deadlineMu sync.Mutex
 	deadline   time.Time
+	dlChanged  chan struct{} // closed and replaced when the deadline changes
 }
 
 // ReadFrom reads the next datagram.
+// A blocked ReadFrom wakes up when SetReadDeadline moves the deadline.
 func (c *PipeConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	c.deadlineMu.Lock()
-	dl := c.deadline
-	c.deadlineMu.Unlock()
-	var timeout <-chan time.Time
-	if !dl.IsZero() {
-		d := time.Until(dl)
-		if d <= 0 {
-			return 0, nil, os.ErrDeadlineExceeded
+	for {
+		c.deadlineMu.Lock()
+		dl := c.deadline
+		if c.dlChanged == nil {
+			c.dlChanged = make(chan struct{})
 		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		timeout = t.C
+		changed := c.dlChanged
+		c.deadlineMu.Unlock()
+		var timeout <-chan time.Time
+		var t *time.Timer
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			t = time.NewTimer(d)
+			timeout = t.C
+		}
+		select {
+		case p := <-c.in:
+			stopTimer(t)
+			return copy(b, p), Addr(c.peer.name), nil
+		case <-c.done:
+			stopTimer(t)
+			return 0, nil, net.ErrClosed
+		case <-timeout:
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-changed:
+			stopTimer(t)
+		}
 	}
-	select {
-	case p := <-c.in:
-		return copy(b, p), Addr(c.peer.name), nil
-	case <-c.done:
-		return 0, nil, net.ErrClosed
-	case <-timeout:
-		return 0, nil, os.ErrDeadlineExceeded
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
 	}
 }
 
@@ -175,6 +193,10 @@ func (c *PipeConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) 
 func (c *PipeConn) SetReadDeadline(t time.Time) error {
 	c.deadlineMu.Lock()
 	c.deadline = t
+	if c.dlChanged != nil {
+		close(c.dlChanged)
+	}
+	c.dlChanged = make(chan struct{})
 	c.deadlineMu.Unlock()
 	return nil
 }
