@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"crypto/rand"
 	"net/netip"
 	"testing"
 
@@ -61,6 +62,25 @@ func BenchmarkHandshake(b *testing.B) {
 				}
 				if up != 2 {
 					b.Fatalf("handshake did not complete: %d child-up events", up)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDH is one side's DH work (key generation + shared secret), for
+// comparison with BenchmarkHandshake, which does it twice per handshake.
+func BenchmarkDH(b *testing.B) {
+	for _, g := range []Group{GroupECP256, GroupMODP2048} {
+		b.Run(g.String(), func(b *testing.B) {
+			peer, _ := newDH(g, rand.Reader)
+			for i := 0; i < b.N; i++ {
+				k, err := newDH(g, rand.Reader)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := k.shared(peer.pub); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})
