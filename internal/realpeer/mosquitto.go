@@ -184,4 +184,3 @@ func (s *Sub) Wait(t testing.TB, n int, timeout time.Duration) []string {
 	}
 	return msgs
 }
-
