@@ -316,3 +316,22 @@ func TestQuickModeNoProposalChosen(t *testing.T) {
 		t.Errorf("phase 1 must survive a failed Quick Mode: %d SAs", got)
 	}
 }
+
+// TestResponderLifetime: the gateway's shorter IPsec lifetime reaches the
+// initiator in a RESPONDER-LIFETIME notify, so both ends expire (and the
+// initiator rekeys) on the same schedule.
+func TestResponderLifetime(t *testing.T) {
+	p := newPair(t, pairOpts{
+		cfgA: func(c *Config) { c.IPsecLifetime = 8 * time.Hour },
+		cfgB: func(c *Config) { c.IPsecLifetime = time.Hour; c.IPsecLifeKB = 500000 },
+	})
+	p.dial(t)
+	ca := p.wait(t, p.a, EventChildUp, 0).Child
+	cb := p.wait(t, p.b, EventChildUp, 0).Child
+	if ca.Lifetime != time.Hour || cb.Lifetime != time.Hour {
+		t.Errorf("lifetimes: initiator %v, responder %v, want 1h both", ca.Lifetime, cb.Lifetime)
+	}
+	if ca.LifeKB != 500000 || cb.LifeKB != 500000 {
+		t.Errorf("volume lifetimes: initiator %d, responder %d, want 500000 KB both", ca.LifeKB, cb.LifeKB)
+	}
+}

@@ -249,7 +249,7 @@ func (c *charon) waitLog(t *testing.T, want ...string) string {
 		}
 		if ok {
 			for _, l := range strings.Split(string(b), "\n") {
-				if strings.Contains(l, "selected proposal") || strings.Contains(l, "install") || strings.Contains(l, "established") || strings.Contains(l, "successful") {
+				if strings.Contains(l, "selected proposal") || strings.Contains(l, "QUICK_MODE response") || strings.Contains(l, "lifetime") || strings.Contains(l, "install") || strings.Contains(l, "established") || strings.Contains(l, "successful") {
 					t.Log("charon:", strings.TrimSpace(l))
 				}
 			}

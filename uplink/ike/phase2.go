@@ -336,6 +336,9 @@ func (sa *ikeSA) respondQuickMode(m *Message, iv []byte, sum [32]byte) error {
 	if len(oas) > 0 {
 		ps = append(ps, sa.natoaPayloads(sa.remote.Addr(), sa.local.Addr())...)
 	}
+	if n, ok := sa.responderLifetime(q); ok {
+		ps = append(ps, Payload{PayloadNotify, n.Append(nil)})
+	}
 	rest := appendPayloads(nil, ps)
 	h := prf(sa.prop.Hash, sa.keys.a, midBytes(q.mid), q.ni, rest)
 	q.lastSent = sa.phase2Encrypt(ExchangeQuickMode, q.mid, &q.iv, append([]Payload{{PayloadHash, h}}, ps...))
@@ -427,6 +430,11 @@ func (sa *ikeSA) initRecvQM2(q *quickMode, m *Message, hash, rest []byte) error 
 	}
 	q.chosen = a
 	q.outSPI = binary.BigEndian.Uint32(sar.Proposals[0].SPI)
+	for _, np := range m.All(PayloadNotify) {
+		if n, err := ParseNotify(np.Body); err == nil && n.Type == NotifyResponderLifetime {
+			applyResponderLifetime(&q.chosen, n.Data)
+		}
+	}
 	if q.dh != nil {
 		kp, ok := m.Find(PayloadKE)
 		if !ok {
@@ -626,5 +634,52 @@ func (sa *ikeSA) quickModeFailed(q *quickMode, err error) {
 	} else if q.child != nil {
 		// Withdraw the inbound SA offered with HASH(2).
 		e.emit(Event{Kind: EventChildDown, Remote: sa.remote, Peer: sa.peer, Child: q.child, Err: err})
+	}
+}
+
+// responderLifetime builds a RESPONDER-LIFETIME notify (RFC 2407 §4.6.3.1)
+// when our policy is shorter than what the initiator proposed, so that it
+// rekeys in time instead of relying on a lifetime we will not honour.
+func (sa *ikeSA) responderLifetime(q *quickMode) (Notification, bool) {
+	e := sa.e
+	var attrs []byte
+	if q.chosen.life == 0 || q.chosen.life > e.cfg.IPsecLifetime {
+		attrs = basic(attr2LifeType, lifeSeconds).append(attrs)
+		attrs = lifeAttr(attr2LifeDur, uint64(e.cfg.IPsecLifetime/time.Second)).append(attrs)
+	}
+	if kb := e.cfg.IPsecLifeKB; kb > 0 && (q.chosen.lifeKB == 0 || q.chosen.lifeKB > kb) {
+		attrs = basic(attr2LifeType, lifeKilobytes).append(attrs)
+		attrs = lifeAttr(attr2LifeDur, kb).append(attrs)
+	}
+	if attrs == nil {
+		return Notification{}, false
+	}
+	return Notification{DOI: DOIIPsec, Protocol: ProtoESP, Type: NotifyResponderLifetime,
+		SPI: binary.BigEndian.AppendUint32(nil, q.outSPI), Data: attrs}, true
+}
+
+// applyResponderLifetime lowers the chosen lifetimes to the responder's.
+func applyResponderLifetime(a *phase2Attrs, data []byte) {
+	attrs, err := parseAttributes(data, 0)
+	if err != nil {
+		return
+	}
+	var lifeType uint64
+	for _, at := range attrs {
+		switch at.Type {
+		case attr2LifeType:
+			lifeType = at.Value
+		case attr2LifeDur:
+			switch lifeType {
+			case uint64(lifeSeconds):
+				if d := time.Duration(at.Value) * time.Second; at.Value < 1<<31 && (a.life == 0 || d < a.life) {
+					a.life = d
+				}
+			case uint64(lifeKilobytes):
+				if a.lifeKB == 0 || at.Value < a.lifeKB {
+					a.lifeKB = at.Value
+				}
+			}
+		}
 	}
 }
