@@ -230,6 +230,8 @@ type Engine struct {
 	closed  bool
 	warnAt  time.Time
 	nHalf   int // responder SAs not yet established
+
+	initiatorVIDs [][]byte // tests: vendor IDs our Main Mode announces
 }
 
 type outPacket struct {

@@ -335,3 +335,25 @@ func TestResponderLifetime(t *testing.T) {
 		t.Errorf("volume lifetimes: initiator %d, responder %d, want 500000 KB both", ca.LifeKB, cb.LifeKB)
 	}
 }
+
+// TestNATTDraftPeer: a peer that announces only draft-ietf-ipsec-nat-t-ike-02
+// gets the draft payload numbers (NAT-D 130, NAT-OA 131) and encapsulation
+// mode 61444, and still ends up UDP-encapsulated behind a NAT.
+func TestNATTDraftPeer(t *testing.T) {
+	p := newPair(t, pairOpts{nat: true})
+	p.a.eng.initiatorVIDs = [][]byte{VIDNATTDraft02, VIDDPD}
+	p.dial(t)
+	ca := p.wait(t, p.a, EventChildUp, 0).Child
+	cb := p.wait(t, p.b, EventChildUp, 0).Child
+	checkPair(t, ca, cb)
+	if !ca.Encap || !cb.Encap || cb.NATOARemote != addrA {
+		t.Errorf("encap %v/%v, NAT-OA %v", ca.Encap, cb.Encap, cb.NATOARemote)
+	}
+	p.b.eng.mu.Lock()
+	defer p.b.eng.mu.Unlock()
+	for _, sa := range p.b.eng.sas {
+		if sa.nat != natDraft {
+			t.Errorf("responder NAT-T flavour: got %d, want draft", sa.nat)
+		}
+	}
+}

@@ -59,7 +59,11 @@ func (e *Engine) startMainMode(local, remote netip.AddrPort, replaces *ikeSA) (*
 	sap := SAPayload{DOI: DOIIPsec, Situation: SituationIdentOnly, Proposals: []Proposal{{Num: 1, Protocol: ProtoISAKMP, Transforms: ts}}}
 	sa.saBody = sap.Append(nil)
 	ps := []Payload{{PayloadSA, sa.saBody}}
-	for _, v := range [][]byte{VIDRFC3947, VIDNATTDraft03, VIDNATTDraft02, VIDNATTDraft02b, VIDDPD} {
+	vids := e.initiatorVIDs
+	if vids == nil {
+		vids = [][]byte{VIDRFC3947, VIDNATTDraft03, VIDNATTDraft02, VIDNATTDraft02b, VIDDPD}
+	}
+	for _, v := range vids {
 		ps = append(ps, Payload{PayloadVendorID, v})
 	}
 	sa.state = p1MM1Sent
