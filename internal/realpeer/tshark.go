@@ -1,0 +1,145 @@
+package realpeer
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/testenv"
+)
+
+// Capture is a running dumpcap writing a pcapng file.
+type Capture struct {
+	// Path is the capture file.
+	Path string
+	// Proc is the dumpcap process.
+	Proc *netns.Proc
+}
+
+// StartCapture captures on interface iface of host h (nil: root
+// namespace, e.g. "lo") into a file in t.TempDir, with an optional capture
+// filter (BPF syntax, e.g. "udp port 500 or udp port 4500"). It returns once
+// dumpcap reports capturing. If the test fails, a decoded summary is
+// logged at cleanup.
+func StartCapture(t testing.TB, h *netns.Host, iface string, filter string) *Capture {
+	t.Helper()
+	testenv.RequireRoot(t)
+	bin := testenv.RequireBinary(t, "dumpcap")
+	testenv.RequireBinary(t, "tshark")
+	c := &Capture{Path: filepath.Join(t.TempDir(), iface+".pcapng")}
+	args := []string{"-i", iface, "-w", c.Path}
+	if filter != "" {
+		args = append(args, "-f", filter)
+	}
+	c.Proc = netns.Start(t, h.Command(bin, args...))
+	if !poll(10*time.Second, func() bool { return strings.Contains(c.Proc.Output(), "Capturing on") }) {
+		t.Fatalf("%v: dumpcap did not start:\n%s", ErrNotReady, c.Proc.Output())
+	}
+	t.Cleanup(func() {
+		c.Proc.Stop()
+		if t.Failed() {
+			if s, err := summary(c.Path); err == nil {
+				t.Logf("capture %s:\n%s", c.Path, s)
+			}
+		}
+	})
+	return c
+}
+
+// captureDrain is how long Stop lets dumpcap run before stopping it:
+// libpcap's TPACKET_V3 ring hands packets over in blocks retired by a
+// timeout, and a block not yet retired when dumpcap stops is lost.
+const captureDrain = 1200 * time.Millisecond
+
+// Stop ends the capture, after letting in-flight packets reach the file
+// (about a second: see captureDrain), and returns the file's path.
+func (c *Capture) Stop() string {
+	select {
+	case <-c.Proc.Done():
+	default:
+		time.Sleep(captureDrain) // no event tells when libpcap's block is retired
+		c.Proc.Stop()
+	}
+	return c.Path
+}
+
+func tshark(args ...string) (string, error) {
+	cmd := exec.Command("tshark", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("realpeer: tshark %s: %w: %s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return string(out), nil
+}
+
+func summary(pcap string, opts ...string) (string, error) {
+	return tshark(append([]string{"-n", "-r", pcap}, opts...)...)
+}
+
+// Summary returns tshark's one-line-per-packet summary of pcap; opts are
+// extra tshark flags, e.g. "-o", "isakmp.ikev1_decryption_table:..." or
+// "-d", "udp.port==14500,isakmp" to decode non-standard ports.
+func Summary(t testing.TB, pcap string, opts ...string) string {
+	t.Helper()
+	testenv.RequireBinary(t, "tshark")
+	s, err := summary(pcap, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Decode returns tshark's full decode (-V) of the packets matching the
+// display filter (all when empty), with extra opts as for Summary.
+func Decode(t testing.TB, pcap, filter string, opts ...string) string {
+	t.Helper()
+	testenv.RequireBinary(t, "tshark")
+	args := append([]string{"-V"}, opts...)
+	if filter != "" {
+		args = append(args, "-Y", filter)
+	}
+	s, err := summary(pcap, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// malformedFilter selects packets Wireshark flags as malformed or with an
+// expert-info item of severity Error (0x00800000).
+const malformedFilter = "_ws.malformed || _ws.expert.severity >= 0x00800000"
+
+// Malformed lists (as summary lines) the packets in pcap that Wireshark
+// flags malformed or with an expert error; opts as for Summary. When it
+// finds any, it also logs tshark's "-z expert" report.
+func Malformed(t testing.TB, pcap string, opts ...string) []string {
+	t.Helper()
+	testenv.RequireBinary(t, "tshark")
+	if _, err := os.Stat(pcap); err != nil {
+		t.Fatalf("realpeer: %v", err)
+	}
+	out, err := summary(pcap, append(opts, "-Y", malformedFilter)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) != "" {
+			bad = append(bad, strings.TrimSpace(l))
+		}
+	}
+	if len(bad) > 0 {
+		if rep, err := summary(pcap, append(opts, "-q", "-z", "expert")...); err == nil {
+			t.Logf("tshark -z expert for %s:\n%s", pcap, rep)
+		}
+	}
+	return bad
+}
