@@ -94,7 +94,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
 		Logger:   t.log.With("layer", "ike"),
 		NATTPort: cfg.NATTPort,
 		OnEvent:  t.onEvent,
-		Cert:     cfg.Cert, CAs: cfg.CAs, RemoteID: cfg.RemoteID,
+		Cert:     cfg.Cert, CAs: cfg.CAs, RemoteID: cfg.RemoteID, LocalID: cfg.LocalID,
 	}
 	if cfg.PSK != nil {
 		psk := cfg.PSK
@@ -113,6 +113,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
 	tcfg := esp.TransportConfig{
 		IKEConn: cfg.IKEConn, NATTConn: cfg.NATTConn, IKE: t.eng, Clock: cfg.Clock,
 		KeepaliveInterval: cfg.KeepaliveInterval, Logger: t.log.With("layer", "esp"),
+		RekeyGrace: -1, // IKE's ChildDown for the old pair retires it (see switchOutbound)
 	}
 	if cfg.IKEConn == nil {
 		tcfg.IKEAddr = cfg.LocalIKE
@@ -207,23 +208,15 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	}
 
 	t.setPhase(PhasePPP)
-	t.ppp = ppp.New(t.sess, ppp.Config{
+	// Attach installs the frame handler before PPP's first frame and
+	// takes the link down when the L2TP session ends.
+	t.ppp = ppp.Attach(t.sess, ppp.Config{
 		Role: ppp.Client, MRU: t.cfg.MRU, Methods: t.cfg.AuthMethods,
 		Username: t.cfg.Username, Password: t.cfg.Password,
 		EchoInterval: t.cfg.EchoInterval, EchoFailures: t.cfg.EchoFailures,
 		Clock: t.cfg.Clock, Logger: t.log.With("layer", "ppp"), Stats: &t.pppSt,
 	})
 	t.ppp.SetPacketHandler(t.deliver)
-	t.sess.SetFrameHandler(t.ppp.Input)
-	t.wg.Add(1)
-	go func() { // the PPP link goes when its L2TP session goes
-		defer t.wg.Done()
-		select {
-		case <-t.sess.Done():
-			t.ppp.LowerDown()
-		case <-t.ppp.Done():
-		}
-	}()
 	select {
 	case <-t.ppp.Up():
 	case <-t.ppp.Done():
@@ -482,14 +475,23 @@ func (t *Tunnel) install(c *ike.ChildSA, rekey bool) {
 		t.peer, err = t.tr.AddSA(in, out, esp.PeerConfig{
 			Remote: c.Remote, LocalPort: L2TPPort, Keepalive: t.cfg.KeepaliveInterval >= 0, Name: "gateway",
 		})
+	} else if cur := t.peer.Outbound(); c.Role == ike.RoleInitiator && cur != nil {
+		// We sent the third message: keep sending on the old SA until the
+		// peer has surely installed the new one (outboundSwitchDelay).
+		if err = t.tr.Rekey(t.peer, in, cur); err == nil {
+			t.switchLater(c, out)
+		}
 	} else {
-		// A rekey, or a second Quick Mode the peer started itself
-		// (SoftEther does, with 0.0.0.0/0 selectors): newest pair sends.
+		// A rekey the peer started, or a second Quick Mode it started
+		// itself (SoftEther does, with 0.0.0.0/0 selectors): the peer has
+		// the keys already, the newest pair sends at once.
 		err = t.tr.Rekey(t.peer, in, out)
 	}
 	if err == nil {
 		t.children[c.InSPI] = c
-		t.current = c
+		if t.peer.Outbound() == out {
+			t.current = c
+		}
 	}
 	first := !t.childUp && err == nil
 	t.childUp = t.childUp || err == nil
@@ -503,6 +505,32 @@ func (t *Tunnel) install(c *ike.ChildSA, rekey bool) {
 	if first {
 		close(t.childUpCh)
 	}
+}
+
+// switchLater makes out the sending SA after outboundSwitchDelay, if its
+// child is still installed by then.
+func (t *Tunnel) switchLater(c *ike.ChildSA, out *esp.SA) {
+	tm := t.cfg.Clock.NewTimer(outboundSwitchDelay)
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		select {
+		case <-tm.C():
+		case <-t.stop:
+			tm.Stop()
+			return
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.children[c.InSPI] != c || t.peer == nil {
+			return
+		}
+		if err := switchOutbound(t.tr, t.peer, out); err != nil {
+			t.log.Warn("cannot switch to the new outbound SA", "spi_out", fmt.Sprintf("%08x", c.OutSPI), "err", err)
+			return
+		}
+		t.current = c
+	}()
 }
 
 func (t *Tunnel) remove(c *ike.ChildSA, why error) {

@@ -87,6 +87,11 @@ type ClientConfig struct {
 	Cert     *ike.LocalCert
 	CAs      *x509.CertPool
 	RemoteID *ike.Identification
+	// LocalID is our phase 1 identity (default: our address with a PSK,
+	// the certificate subject with signatures). Sites behind one NAT
+	// should each have their own (e.g. an FQDN), since INITIAL-CONTACT
+	// clears SAs of the same identity from the same public address.
+	LocalID *ike.Identification
 	IKEOptions
 
 	// Username and Password are the PPP credentials (never logged);

@@ -18,6 +18,13 @@ const (
 	// SA after phase 1 (IKE's own retransmissions give up after about a
 	// minute with the defaults).
 	DefaultQuickModeTimeout = 60 * time.Second
+	// outboundSwitchDelay is how long the initiator of a rekeying Quick
+	// Mode keeps sending on the old SA after installing the new inbound
+	// one. The responder installs the new pair only when it has processed
+	// the third message (RFC 2409 §5.5); ESP on the new SPI sent at once
+	// overtakes that message inside the responder (IKE is queued, ESP is
+	// opened inline) and is dropped as an unknown SPI.
+	outboundSwitchDelay = time.Second
 	// tickInterval drives IKE timers and the DPD traffic note (RFC 3706
 	// §5.5: DPD only when idle).
 	tickInterval = time.Second

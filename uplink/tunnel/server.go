@@ -90,6 +90,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	tr, err := esp.NewTransport(esp.TransportConfig{
 		IKEConn: cfg.IKEConn, NATTConn: cfg.NATTConn, IKEAddr: cfg.IKEAddr, NATTAddr: cfg.NATTAddr,
 		Clock: cfg.Clock, KeepaliveInterval: cfg.KeepaliveInterval, Logger: s.log.With("layer", "esp"),
+		RekeyGrace: -1, // IKE's ChildDown for the old pair retires it (see switchOutbound)
 		IKE: esp.IKEHandlerFunc(func(b []byte, local, remote netip.AddrPort, natt bool) {
 			if e := s.eng.Load(); e != nil {
 				e.Input(b, local, remote, natt)
@@ -252,16 +253,52 @@ func (s *Server) install(ev ike.Event) {
 			children: map[uint32]*ike.ChildSA{}, sessions: map[*ServerSession]struct{}{}}
 		s.peers[p] = ps
 		s.byPeer.Store(p, ps)
+	} else if cur := ps.peer.Outbound(); c.Role == ike.RoleInitiator && cur != nil {
+		// We sent the third message: old SA sends until the client has
+		// surely installed the new pair (outboundSwitchDelay).
+		if err := s.tr.Rekey(ps.peer, in, cur); err != nil {
+			s.log.Warn("cannot rekey ESP SAs", "peer", c.Remote, "err", err)
+			return
+		}
+		s.switchLater(ps, c, out)
 	} else if err := s.tr.Rekey(ps.peer, in, out); err != nil {
 		s.log.Warn("cannot rekey ESP SAs", "peer", c.Remote, "err", err)
 		return
 	}
 	ps.children[c.InSPI] = c
-	ps.current = c
+	if ps.peer.Outbound() == out {
+		ps.current = c
+	}
 	s.children[c.InSPI] = ps
 	logKeys(s.cfg.KeyLog, c)
 	s.log.Info("IPsec SA installed", "peer", c.Remote, "peer_id", ps.name, "suite", c.Suite,
 		"spi_in", fmt.Sprintf("%08x", c.InSPI), "spi_out", fmt.Sprintf("%08x", c.OutSPI), "rekey", ev.Old != nil)
+}
+
+// switchLater makes out the peer's sending SA after outboundSwitchDelay,
+// if its child is still installed by then.
+func (s *Server) switchLater(ps *peerState, c *ike.ChildSA, out *esp.SA) {
+	tm := s.cfg.Clock.NewTimer(outboundSwitchDelay)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-tm.C():
+		case <-s.stop:
+			tm.Stop()
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if ps.children[c.InSPI] != c || s.peers[ps.peer] != ps {
+			return
+		}
+		if err := switchOutbound(s.tr, ps.peer, out); err != nil {
+			s.log.Warn("cannot switch to the new outbound SA", "peer", ps.remote, "err", err)
+			return
+		}
+		ps.current = c
+	}()
 }
 
 // remove drops an SA pair; when a peer's last pair goes, its L2TP tunnels
@@ -337,14 +374,13 @@ func (s *Server) serve(sess *l2tp.Session) {
 	}
 	ss := &ServerSession{srv: s, ps: ps, sess: sess, done: make(chan struct{}), abortCh: make(chan struct{})}
 	log := s.log.With("peer", ps.remote, "peer_id", ps.name, "tunnel_id", sess.Tunnel().LocalID(), "session_id", sess.LocalID())
-	ss.ppp = ppp.New(sess, ppp.Config{
+	ss.ppp = ppp.Attach(sess, ppp.Config{
 		Role: ppp.Server, MRU: s.cfg.MRU, Methods: s.cfg.AuthMethods, Name: s.cfg.HostName,
 		Authenticator: s.cfg.Authenticator, AssignAddress: s.cfg.AddressFunc, LocalAddr: s.cfg.LocalAddr,
 		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures,
 		Clock: s.cfg.Clock, Logger: log.With("layer", "ppp"), Stats: &s.pppSt,
 	})
 	ss.ppp.SetPacketHandler(ss.deliver)
-	sess.SetFrameHandler(ss.ppp.Input)
 	s.mu.Lock()
 	if s.closed || s.peers[ps.peer] != ps {
 		s.mu.Unlock()
