@@ -88,7 +88,9 @@ type EventKind uint8
 const (
 	// EventIKEUp: phase 1 established.
 	EventIKEUp EventKind = iota + 1
-	// EventIKEDown: phase 1 deleted, expired, failed or peer dead.
+	// EventIKEDown: phase 1 deleted, expired, failed or peer dead. Err is
+	// nil when the SA was replaced by a phase 1 rekey (its children moved
+	// to the new SA and stay installed).
 	EventIKEDown
 	// EventChildUp: install Child (both directions).
 	EventChildUp
