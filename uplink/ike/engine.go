@@ -88,9 +88,10 @@ type EventKind uint8
 const (
 	// EventIKEUp: phase 1 established.
 	EventIKEUp EventKind = iota + 1
-	// EventIKEDown: phase 1 deleted, expired, failed or peer dead. Err is
-	// nil when the SA was replaced by a phase 1 rekey (its children moved
-	// to the new SA and stay installed).
+	// EventIKEDown: phase 1 deleted, expired, failed or peer dead. After a
+	// phase 1 rekey the old SA goes down too (Err nil on the side that
+	// rekeyed, the peer's Delete on the other); its children have moved to
+	// the new SA and stay installed: no EventChildDown is sent for them.
 	EventIKEDown
 	// EventChildUp: install Child (both directions).
 	EventChildUp
