@@ -1,0 +1,166 @@
+package uplink
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/tunnel/tunneltest"
+)
+
+// TestFullJitter: delays stay in [1ns, min(max, base·2^n)] and a fleet's
+// first reconnects spread over the window rather than coinciding.
+func TestFullJitter(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	base, maxDelay := time.Second, time.Minute
+	for n := 0; n < 40; n++ {
+		ceil := maxDelay
+		if n < 6 {
+			ceil = base << n
+		}
+		for range 200 {
+			d := fullJitter(r, base, maxDelay, n)
+			if d <= 0 || d > ceil {
+				t.Fatalf("n=%d: delay %v outside (0, %v]", n, d, ceil)
+			}
+		}
+	}
+	// 1000 sites dropped at once, third attempt (window 8 s): how many
+	// land in the same 100 ms slot at most?
+	slots := map[int64]int{}
+	worst := 0
+	for range 1000 {
+		s := int64(fullJitter(r, base, maxDelay, 3) / (100 * time.Millisecond))
+		slots[s]++
+		worst = max(worst, slots[s])
+	}
+	if len(slots) < 70 || worst > 40 {
+		t.Fatalf("1000 reconnects used %d of 80 slots, busiest %d: not spread", len(slots), worst)
+	}
+}
+
+func ipPacket(src, dst netip.Addr, tag uint32) []byte {
+	b := make([]byte, 64)
+	b[0], b[8], b[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(b[2:], 64)
+	s, d := src.As4(), dst.As4()
+	copy(b[12:], s[:])
+	copy(b[16:], d[:])
+	binary.BigEndian.PutUint32(b[28:], tag)
+	return b
+}
+
+// TestFailoverReconnectStableInterface: the first gateway fails (IKE),
+// the client fails over to the second, packets flow through the one
+// handler; when that gateway shuts down the client reconnects by itself and
+// the same handler and WritePacket carry on over the new tunnel.
+func TestFailoverReconnectStableInterface(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	pairs := make(chan *tunneltest.Pair, 8)
+	var mu sync.Mutex
+	var states []State
+	dial := func(ctx context.Context, cfg tunnel.ClientConfig) (*tunnel.Tunnel, error) {
+		if cfg.Gateway == "gw-a.example" {
+			return nil, &tunnel.Error{Phase: tunnel.PhaseIKE, Err: ike.ErrTimeout}
+		}
+		p, err := tunneltest.Start(t, tunneltest.Options{Server: func(sc *tunnel.ServerConfig) {
+			sc.OnSession = func(s *tunnel.ServerSession) {} // sessions found via Sessions()
+		}})
+		if err != nil {
+			return nil, err
+		}
+		pairs <- p
+		return p.Client, nil
+	}
+	c, err := New(Config{
+		Gateways: []Gateway{{Addr: "gw-a.example"}, {Addr: "gw-b.example"}},
+		Dial:     dial, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		OnState: func(s Status) { mu.Lock(); states = append(states, s.State); mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan uint32, 64)
+	c.SetPacketHandler(func(p []byte) { got <- binary.BigEndian.Uint32(p[28:]) })
+	if err := c.WritePacket(make([]byte, 64)); !errors.Is(err, ErrDown) {
+		t.Fatalf("write before start: %v, want ErrDown", err)
+	}
+	c.Start()
+	t.Cleanup(func() { c.Close() })
+
+	waitUp := func() (*tunneltest.Pair, *tunnel.ServerSession) {
+		t.Helper()
+		var p *tunneltest.Pair
+		select {
+		case p = <-pairs:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no tunnel; status %+v", c.Status())
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for c.Status().State != StateUp || len(p.Server.Sessions()) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("not up: %+v", c.Status())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return p, p.Server.Sessions()[0]
+	}
+	exchange := func(ss *tunnel.ServerSession, tag uint32) {
+		t.Helper()
+		var up = make(chan uint32, 4)
+		ss.SetPacketHandler(func(p []byte) { up <- binary.BigEndian.Uint32(p[28:]) })
+		if err := c.WritePacket(ipPacket(c.LocalAddr(), tunneltest.ServerAddr, tag)); err != nil {
+			t.Fatal(err)
+		}
+		if err := ss.WritePacket(ipPacket(tunneltest.ServerAddr, c.LocalAddr(), tag)); err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range []chan uint32{up, got} {
+			select {
+			case v := <-ch:
+				if v != tag {
+					t.Fatalf("got packet %d, want %d", v, tag)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("packet %d lost", tag)
+			}
+		}
+	}
+
+	p1, ss1 := waitUp()
+	st := c.Status()
+	if st.Gateway != "gw-b.example" || st.LastPhase != tunnel.PhaseIKE || st.Failures != 1 || st.Addr != tunneltest.ClientAddr {
+		t.Fatalf("after fail-over: %+v", st)
+	}
+	exchange(ss1, 1)
+
+	p1.Server.Close() // gateway restart: StopCCN + Delete
+	_, ss2 := waitUp()
+	st = c.Status()
+	if st.Connects != 2 || st.LastErr == nil || st.Gateway != "gw-b.example" {
+		t.Fatalf("after reconnect: %+v", st)
+	}
+	t.Logf("reconnected after %v; last failure: %v", st.LastPhase, st.LastErr)
+	exchange(ss2, 2)
+
+	c.Close()
+	if c.Status().State != StateStopped {
+		t.Fatalf("state after Close: %v", c.Status().State)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []State{StateConnecting, StateBackoff, StateConnecting, StateUp}
+	for i, s := range want {
+		if i >= len(states) || states[i] != s {
+			t.Fatalf("state sequence %v, want it to start with %v", states, want)
+		}
+	}
+}

@@ -1,0 +1,13 @@
+package uplink
+
+import "time"
+
+// Reconnection defaults. Exponential backoff with full jitter: a fleet of
+// sites disconnected at once by a gateway restart spreads its reconnects
+// over the whole window instead of arriving in lock-step.
+const (
+	DefaultMinBackoff  = time.Second
+	DefaultMaxBackoff  = 2 * time.Minute
+	DefaultStableAfter = time.Minute
+	DefaultCooldown    = time.Minute
+)
