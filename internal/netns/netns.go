@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +59,34 @@ type Topology struct {
 }
 
 var seq atomic.Uint32
+
+// staleName matches namespaces made by this package: fg<pid>x<n>-<host>.
+var staleName = regexp.MustCompile(`^fg(\d+)x\d+-[a-z0-9]+$`)
+
+var reapOnce sync.Once
+
+// reapStale deletes, once per process, namespaces this package made in
+// processes that no longer exist (a test binary killed before its
+// cleanups ran).
+func reapStale() { reapOnce.Do(reapStaleNow) }
+
+func reapStaleNow() {
+	ents, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		m := staleName.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid == os.Getpid() || unix.Kill(pid, 0) != unix.ESRCH {
+			continue
+		}
+		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
+}
 
 // link describes one veth between hosts a and b.
 type link struct {
@@ -142,6 +172,7 @@ func build(t testing.TB, names []string, links []link, routes, addr map[string]s
 		// A namespace of this name can only be left over from a
 		// killed process that had our PID: it is stale.
 		_ = exec.Command("ip", "netns", "del", h.NS).Run()
+		reapStale()
 		if out, err := exec.Command("ip", "netns", "add", h.NS).CombinedOutput(); err != nil {
 			t.Fatalf("netns: ip netns add %s: %v: %s", h.NS, err, out)
 		}
@@ -312,11 +343,30 @@ func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 		// A forked child holding the output pipe must not block Wait.
 		cmd.WaitDelay = time.Second
 	}
-	if err := cmd.Start(); err != nil {
+	// If the test binary dies without running cleanups (killed, or its
+	// output pipe closed), the kernel kills the process: Pdeathsig. It
+	// fires when the forking OS thread exits, so the fork happens on a
+	// locked thread that lives until the process has been reaped.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &unix.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = unix.SIGKILL
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
 		t.Fatalf("netns: start %v: %v", cmd.Args, err)
 	}
 	p.PID = cmd.Process.Pid
-	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {

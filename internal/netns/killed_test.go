@@ -1,0 +1,75 @@
+package netns
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
+)
+
+// TestHelperKilledProcess is not a test by itself: TestKilledTestBinary
+// runs it in a child test binary, which it then kills with SIGKILL.
+func TestHelperKilledProcess(t *testing.T) {
+	if os.Getenv("FG_NETNS_HELPER") != "1" {
+		t.Skip("helper for TestKilledTestBinary")
+	}
+	p := Pair(t)
+	proc := p.Host("b").Start(t, "sleep", "600")
+	fmt.Printf("READY %d %s %s\n", proc.PID, p.Host("a").NS, p.Host("b").NS)
+	time.Sleep(time.Minute) // killed by the parent long before
+}
+
+// TestKilledTestBinary: a test binary killed before its cleanups run
+// leaves no process behind (Pdeathsig), and its namespaces are removed by
+// the next topology built in any process (reapStale).
+func TestKilledTestBinary(t *testing.T) {
+	testenv.RequireRoot(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperKilledProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "FG_NETNS_HELPER=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var pid int
+	var nsA, nsB string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if _, err := fmt.Sscanf(sc.Text(), "READY %d %s %s", &pid, &nsA, &nsB); err == nil {
+			break
+		}
+	}
+	if pid == 0 {
+		t.Fatal("helper never became ready")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for unix.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			t.Fatalf("process %d outlived the killed test binary", pid)
+		}
+		time.Sleep(20 * time.Millisecond) // waiting for the kernel to reap it
+	}
+	list := func() string { b, _ := exec.Command("ip", "netns", "list").Output(); return string(b) }
+	if !strings.Contains(list(), nsA) {
+		t.Fatalf("namespace %s already gone; the test proves nothing", nsA)
+	}
+	reapStaleNow()
+	if l := list(); strings.Contains(l, nsA) || strings.Contains(l, nsB) {
+		t.Errorf("stale namespaces %s %s not reaped:\n%s", nsA, nsB, l)
+	}
+}
