@@ -357,3 +357,36 @@ func TestNATTDraftPeer(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyOffByDefault: a peer offering only 3DES/SHA1/MODP1024 is
+// refused by the default policy and accepted when the legacy proposal is
+// configured explicitly.
+func TestLegacyOffByDefault(t *testing.T) {
+	legacy := func(c *Config) {
+		c.IKEProposals = MustProposals("3des-sha1-modp1024")
+		c.ESPProposals = MustESPProposals("3des-sha1")
+	}
+	p := newPair(t, pairOpts{cfgA: legacy})
+	p.dial(t)
+	ev := p.wait(t, p.a, EventIKEDown, 0)
+	var ne *NotifyError
+	if !errors.As(ev.Err, &ne) || ne.Type != NotifyNoProposalChosen {
+		t.Fatalf("default policy: got %v, want NO-PROPOSAL-CHOSEN", ev.Err)
+	}
+	for _, pr := range DefaultIKEProposals() {
+		if pr.Legacy() {
+			t.Errorf("default IKE proposal %v is legacy", pr)
+		}
+	}
+	for _, pr := range DefaultESPProposals() {
+		if pr.Suite.Legacy() || pr.PFS == GroupMODP1024 {
+			t.Errorf("default ESP proposal %v is legacy", pr)
+		}
+	}
+	q := newPair(t, pairOpts{cfgA: legacy, cfgB: legacy})
+	q.dial(t)
+	c := q.wait(t, q.b, EventChildUp, 0).Child
+	if c.Suite.String() != "3des-sha1" || len(c.InKey) != 24+20 {
+		t.Errorf("legacy child: %v with %d bytes of KEYMAT", c.Suite, len(c.InKey))
+	}
+}
