@@ -179,3 +179,38 @@ func TestDoNilHost(t *testing.T) {
 		t.Fatalf("nil host Do: ran=%v err=%v", ran, err)
 	}
 }
+
+// TestSocketHelpers: a TCP listener in gw, a dial from edge through the
+// NAT; the accepted connection shows the NAT's public address.
+func TestSocketHelpers(t *testing.T) {
+	topo := New(t, Options{NAT: true})
+	l, err := topo.Host("gw").Listen("tcp4", "0.0.0.0:8443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	c, err := topo.Host("edge").DialContext(t.Context(), "tcp4", netip.AddrPortFrom(topo.Host("gw").Addr, 8443).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := s.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	if want := topo.Host("nat").Addr; got != want {
+		t.Errorf("gw sees %v, want the NAT's %v", got, want)
+	}
+	pc, err := topo.Host("central").ListenPacket("udp4", "10.200.0.2:5683")
+	if err != nil {
+		t.Fatalf("ListenPacket on central's address: %v", err)
+	}
+	pc.Close()
+	// The same address does not exist in the root namespace.
+	if pc, err := (*Host)(nil).ListenPacket("udp4", "10.200.0.2:5683"); err == nil {
+		pc.Close()
+		t.Error("bound central's address in the root namespace, want an error")
+	}
+}
