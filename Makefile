@@ -11,3 +11,8 @@ build:
 
 bench:
 	go test -run='^$$' -bench=. -benchmem ./uplink/...
+
+# Static release binaries (linux amd64, arm64, armv7) + SHA256SUMS in dist/.
+.PHONY: dist
+dist:
+	bash deploy/dist.sh
