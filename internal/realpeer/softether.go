@@ -112,7 +112,12 @@ func StartSoftEther(t testing.TB, h *netns.Host, cfg SoftEtherConfig) *SoftEther
 	if err := os.Chmod(filepath.Join(s.Dir, "wrapper.sh"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cmd := s.command(softetherServer, "execsvc")
+	// The server forks a worker, which would outlive a killed test binary
+	// (Pdeathsig reaches only our direct child). In its own PID namespace
+	// the worker dies with the namespace's init, which --kill-child ties
+	// to unshare, which netns.Start ties to the test binary.
+	cmd := exec.Command("unshare", "-m", "-p", "--fork", "--kill-child", "--propagation", "private",
+		filepath.Join(s.Dir, "wrapper.sh"), s.Dir, s.ns, softetherServer, "execsvc")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	s.Proc = netns.Start(t, cmd)
 	t.Cleanup(func() {
