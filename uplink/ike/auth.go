@@ -32,11 +32,17 @@ func certAuthMethod(key any) (AuthMethod, bool) {
 	return 0, false
 }
 
-// certReqs asks for certificates issued by our CA (RFC 2408 §3.10); an
-// empty request means any CA, which is what we send when the pool has no
-// subjects to offer.
+// certReqs asks for certificates issued by the configured CAs (RFC 2408
+// §3.10); an empty request means any CA.
 func (sa *ikeSA) certReqs() []Payload {
-	return []Payload{{PayloadCertReq, CertPayload{Encoding: certEncodingX509Sig}.Append(nil)}}
+	if len(sa.e.cfg.CertReqSubjects) == 0 {
+		return []Payload{{PayloadCertReq, CertPayload{Encoding: certEncodingX509Sig}.Append(nil)}}
+	}
+	var ps []Payload
+	for _, s := range sa.e.cfg.CertReqSubjects {
+		ps = append(ps, Payload{PayloadCertReq, CertPayload{Encoding: certEncodingX509Sig, Data: s}.Append(nil)})
+	}
+	return ps
 }
 
 // localID is our phase 1 identity.

@@ -175,6 +175,11 @@ type Config struct {
 	Cert *LocalCert
 	// CAs verifies peer certificates; required for signature mode.
 	CAs *x509.CertPool
+	// CertReqSubjects are the DER subjects of the CAs our CERTREQ payloads
+	// name (RFC 2408 §3.10), so that a peer with several certificates (a
+	// Windows machine store) picks one we trust; empty sends one CERTREQ
+	// without a name ("any CA").
+	CertReqSubjects [][]byte
 	// CheckCert is an extra check on a verified peer certificate (CRL, OCSP).
 	CheckCert func(leaf *x509.Certificate, chain []*x509.Certificate) error
 	// AllowIdentity decides whether an authenticated identity may connect

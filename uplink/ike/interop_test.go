@@ -336,7 +336,12 @@ func interopSetup(t *testing.T, tc interopCase, charonInitiates bool) (string, m
 		localID, remoteID = `"O=fleetgate test, CN=charon.fleet.example"`, `"O=fleetgate test, CN=bridge.fleet.example"`
 		certLine = fmt.Sprintf("certs = %s", certPath)
 		secrets = fmt.Sprintf(`authorities { fg { cacert = %s } }`, caPath)
-		cfg = func(c *Config) { c.PSK = nil; c.Cert = ours; c.CAs = ca.pool }
+		cfg = func(c *Config) {
+			c.PSK = nil
+			c.Cert = ours
+			c.CAs = ca.pool
+			c.CertReqSubjects = [][]byte{ca.cert.RawSubject}
+		}
 	}
 	conf := fmt.Sprintf(`connections {
   fg {
@@ -436,6 +441,9 @@ func TestInteropCharonResponder(t *testing.T) {
 				t.Errorf("child not UDP-encapsulated on 4500: encap %v remote %v", child.Encap, child.Remote)
 			}
 			log := ch.waitLog(t, "IKE_SA fg[1] established", "selected proposal: "+tc.wantIKELine, tc.wantESP)
+			if tc.certs && !strings.Contains(log, "received cert request for 'O=fleetgate test, CN=fleetgate interop CA'") {
+				t.Errorf("charon did not log our CERTREQ naming the CA")
+			}
 			// charon verified HASH(3) and derived keys; only the kernel
 			// install fails here.
 			if !strings.Contains(log, "unable to install") && !strings.Contains(log, "CHILD_SA fg{1} established") {
