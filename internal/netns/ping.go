@@ -54,9 +54,10 @@ func (h *Host) Ping(dst netip.Addr, count int, wait time.Duration) (int, error) 
 	return len(seen), nil
 }
 
-// Reach reports whether one echo to dst is answered within a second.
+// Reach reports whether one echo to dst is answered within three seconds
+// (generous: the machine may be loaded).
 func (h *Host) Reach(dst netip.Addr) bool {
-	n, err := h.Ping(dst, 1, time.Second)
+	n, err := h.Ping(dst, 1, 3*time.Second)
 	return err == nil && n == 1
 }
 
