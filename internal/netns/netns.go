@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,13 +213,9 @@ func (topo *Topology) Host(name string) *Host {
 	return h
 }
 
-// Hosts returns the host names of the topology.
+// Hosts returns the host names of the topology, sorted.
 func (topo *Topology) Hosts() []string {
-	var s []string
-	for n := range topo.hosts {
-		s = append(s, n)
-	}
-	return s
+	return slices.Sorted(maps.Keys(topo.hosts))
 }
 
 func (topo *Topology) mustRun(host string, name string, args ...string) string {
