@@ -14,12 +14,9 @@ import (
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
-// TestHelperKilledProcess is not a test by itself: TestKilledTestBinary
-// runs it in a child test binary, which it then kills with SIGKILL.
-func TestHelperKilledProcess(t *testing.T) {
-	if os.Getenv("FG_NETNS_HELPER") != "1" {
-		t.Skip("helper for TestKilledTestBinary")
-	}
+// killedHelper runs in the child test binary that TestKilledTestBinary
+// kills with SIGKILL.
+func killedHelper(t *testing.T) {
 	p := Pair(t)
 	proc := p.Host("b").Start(t, "sleep", "600")
 	fmt.Printf("READY %d %s %s\n", proc.PID, p.Host("a").NS, p.Host("b").NS)
@@ -31,7 +28,11 @@ func TestHelperKilledProcess(t *testing.T) {
 // the next topology built in any process (reapStale).
 func TestKilledTestBinary(t *testing.T) {
 	testenv.RequireRoot(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperKilledProcess$", "-test.v")
+	if os.Getenv("FG_NETNS_HELPER") == "1" {
+		killedHelper(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledTestBinary$", "-test.v")
 	cmd.Env = append(os.Environ(), "FG_NETNS_HELPER=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
