@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 func listenUDP(t *testing.T, h *Host, addr string) *net.UDPConn {
@@ -147,6 +149,7 @@ func TestLossAndCut(t *testing.T) {
 }
 
 func TestPairCleanup(t *testing.T) {
+	testenv.RequireRoot(t)
 	var names []string
 	var pid int
 	t.Run("inner", func(t *testing.T) {
