@@ -1,0 +1,22 @@
+package engine
+
+import "time"
+
+const (
+	// isakmpHeaderLen is the fixed ISAKMP header (RFC 2408 §3.1).
+	isakmpHeaderLen = 28
+	// exchIdentityProtection and exchAggressive are the phase 1 exchange
+	// types (RFC 2408 §4.4, §4.7) whose first message starts DH work.
+	exchIdentityProtection = 2
+	exchAggressive         = 4
+	// nonESPMarkerLen is the four zero bytes in front of IKE on the NAT-T
+	// port (RFC 3948 §2.2).
+	nonESPMarkerLen = 4
+
+	// admittedMax bounds the table of initiator cookies already admitted,
+	// so a retransmitted first message is not charged twice.
+	admittedMax = 4096
+	// statsInterval is how often IKE counters are turned into gateway
+	// metrics (set-up failures by phase, rekeys).
+	statsInterval = time.Second
+)

@@ -1,0 +1,294 @@
+// Package engine is the gateway's session engine: it runs the uplink's
+// responder stack (uplink/tunnel: IKEv1 responder, ESP transport, L2TP LNS,
+// one PPP server per session) on the configured listen addresses and plugs
+// every session into the gateway through server.Env: Main Mode pacing,
+// PSK/certificate checks, PPP authentication and addressing, the session
+// table and router, metrics, and Delete/StopCCN to every peer on shutdown.
+//
+//	peer --UDP 500/4500--> admitConn (pacing) --> tunnel.Server
+//	      (IKE → ESP → L2TP → PPP) --OnSession--> Session --Register--> route table
+//	      packets: Session handler --> Router.FromSession; Router --> Session.WritePacket
+//
+// An optional raw L2TP listener (no IPsec, off by default) serves peers that
+// bring their own IPsec, and lets xl2tpd be tested as a LAC.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/admission"
+	"github.com/fleetgate/fleetgate/gateway/dataplane"
+	"github.com/fleetgate/fleetgate/gateway/metrics"
+	"github.com/fleetgate/fleetgate/gateway/pki"
+	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+// Config holds the engine's own knobs; everything else comes from the
+// gateway configuration through server.Env.
+type Config struct {
+	// IKE tunes lifetimes, dead peer detection and retransmission (zero
+	// values: package ike defaults). Proposals are taken from the gateway
+	// configuration and override IKE.IKEProposals / ESPProposals.
+	IKE tunnel.IKEOptions
+	// MaxHalfOpen, HalfOpenTTL, RatePerSource, BurstPerSource bound
+	// half-open IKE SAs inside the IKE engine (zero: its defaults).
+	MaxHalfOpen    int
+	HalfOpenTTL    time.Duration
+	RatePerSource  float64
+	BurstPerSource int
+	// EchoInterval and EchoFailures drive the PPP LCP echo keepalive.
+	EchoInterval time.Duration
+	EchoFailures int
+	// IKEConn and NATTConn, when set, are used instead of binding the
+	// configured listen addresses (tests).
+	IKEConn, NATTConn net.PacketConn
+	// RawL2TP enables the raw L2TP listener (no IPsec) on the configured
+	// l2tp_port; RawL2TPConn, when set, is used instead of binding it.
+	RawL2TP     bool
+	RawL2TPConn net.PacketConn
+	// Clock drives every timer (default link.System).
+	Clock link.Clock
+	// Logger gets lifecycle lines (default: the Env's logger).
+	Logger *slog.Logger
+}
+
+// Engine implements server.Engine.
+type Engine struct {
+	cfg   Config
+	stats Stats
+	seen  ikeSeen
+
+	mu  sync.Mutex
+	srv *tunnel.Server
+	raw *rawListener
+	up  chan struct{}
+}
+
+// New returns an engine; Run starts it.
+func New(cfg Config) *Engine {
+	if cfg.Clock == nil {
+		cfg.Clock = link.System
+	}
+	return &Engine{cfg: cfg, up: make(chan struct{})}
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() *Stats { return &e.stats }
+
+// Ready is closed once Run has bound its sockets.
+func (e *Engine) Ready() <-chan struct{} { return e.up }
+
+// Tunnel returns the running tunnel server (nil before Ready).
+func (e *Engine) Tunnel() *tunnel.Server {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.srv
+}
+
+// RawL2TPAddr returns the raw L2TP listener's address (invalid when off).
+func (e *Engine) RawL2TPAddr() netip.AddrPort {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.raw == nil {
+		return netip.AddrPort{}
+	}
+	return e.raw.addr()
+}
+
+// Run binds the listen addresses, answers peers until ctx is cancelled,
+// then tells every peer to go (IKE Delete, L2TP StopCCN) and returns once
+// every session is unregistered.
+func (e *Engine) Run(ctx context.Context, env *server.Env) error {
+	log := e.cfg.Logger
+	if log == nil {
+		log = env.Log
+	}
+	log = log.With("component", "engine")
+	gc := env.Config()
+	var ic ike.Config
+	if err := env.FillIKEConfig(&ic); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	sc := tunnel.ServerConfig{
+		PSK: ic.PSK, CAs: ic.CAs, CheckCert: ic.CheckCert, AllowIdentity: ic.AllowIdentity,
+		IKEOptions:  e.cfg.IKE,
+		MaxHalfOpen: e.cfg.MaxHalfOpen, HalfOpenTTL: e.cfg.HalfOpenTTL,
+		RatePerSource: e.cfg.RatePerSource, BurstPerSource: e.cfg.BurstPerSource,
+		LocalAddr: gc.Pool.GatewayAddr, MRU: gc.MTU,
+		EchoInterval: e.cfg.EchoInterval, EchoFailures: e.cfg.EchoFailures,
+		Clock: e.cfg.Clock, Logger: log,
+	}
+	if len(gc.Proposals.IKE) > 0 {
+		sc.IKEProposals = strings.Join(gc.Proposals.IKE, ",")
+	}
+	if len(gc.Proposals.ESP) > 0 {
+		sc.ESPProposals = strings.Join(gc.Proposals.ESP, ",")
+	}
+	if cert, err := loadCert(gc.PKI.Cert, gc.PKI.Key); err != nil {
+		return err
+	} else if cert != nil {
+		sc.Cert = cert
+	}
+	if sc.PSK == nil && sc.Cert == nil {
+		return fmt.Errorf("%w: neither a PSK nor a gateway certificate is configured", ErrConfig)
+	}
+	ikeConn, nattConn, err := e.bind(gc.Listen.IKEAddr(), gc.Listen.NATTAddr())
+	if err != nil {
+		return err
+	}
+	allow := func(src netip.Addr) bool { return env.Admission.Allow(src) == admission.Admit }
+	refuse := func(src netip.Addr) {
+		e.stats.AdmissionRefused.Add(1)
+		env.Metrics.SetupFailed(metrics.PhaseAdmission, "paced")
+	}
+	sc.IKEConn = newAdmitConn(ikeConn, false, allow, refuse)
+	sc.NATTConn = newAdmitConn(nattConn, true, allow, refuse)
+
+	mux := newAuthMux(env, &e.stats)
+	sc.Authenticator, sc.AddressFunc = mux, mux.Assign
+	var wg sync.WaitGroup
+	var shutdown sync.Once
+	stopping := make(chan struct{})
+	sc.OnSession = func(ss *tunnel.ServerSession) {
+		p := mux.claim(ss.Addr())
+		if p == nil {
+			log.Warn("session without a pending login", "addr", ss.Addr(), "peer", ss.Outer())
+			_ = ss.Close()
+			return
+		}
+		s := &Session{
+			id: p.id, identity: p.auth.Identity(), routes: p.auth.Routes(),
+			mtu:   dataplane.EffectiveMTU(ss.Suite(), 0, gc.MTU),
+			suite: suiteName(ss.Suite()), outer: ss.Outer, started: ss.Started(),
+			user: p.auth.PPPUser(), class: p.auth.Class(), link: ss,
+		}
+		e.serve(env, log, s, stopping)
+	}
+	srv, err := tunnel.NewServer(sc)
+	if err != nil {
+		_ = ikeConn.Close()
+		_ = nattConn.Close()
+		return fmt.Errorf("engine: start: %w", err)
+	}
+	e.mu.Lock()
+	e.srv = srv
+	e.mu.Unlock()
+	if e.cfg.RawL2TP || e.cfg.RawL2TPConn != nil {
+		raw, err := e.startRaw(env, log, netip.AddrPortFrom(gc.Listen.Addr, uint16(gc.Listen.L2TPPort)), mux, stopping, &wg)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		e.mu.Lock()
+		e.raw = raw
+		e.mu.Unlock()
+	}
+	close(e.up)
+	log.Info("session engine running", "ike", srv.IKEAddr(), "natt", srv.NATTAddr(), "raw_l2tp", e.RawL2TPAddr())
+
+	wg.Add(1)
+	go func() { defer wg.Done(); e.metricsLoop(ctx, env, srv) }()
+	<-ctx.Done()
+	shutdown.Do(func() { close(stopping) })
+	log.Info("session engine stopping: Delete and StopCCN to every peer", "sessions", len(srv.Sessions()))
+	e.mu.Lock()
+	raw := e.raw
+	e.mu.Unlock()
+	if raw != nil {
+		raw.close()
+	}
+	err = srv.Close() // waits for OnSession goroutines, i.e. every Unregister
+	wg.Wait()
+	e.syncMetrics(env, srv)
+	return err
+}
+
+// serve runs one registered session until it ends (called on the tunnel
+// server's OnSession goroutine, which it may hold).
+func (e *Engine) serve(env *server.Env, log *slog.Logger, s *Session, stopping <-chan struct{}) {
+	slog := log.With("session_id", s.id, "identity", s.identity, "vpn_addr", s.Addr())
+	if s.identity == "" {
+		slog.Warn("authenticated link without identity")
+		_ = s.link.Close()
+		return
+	}
+	s.link.SetPacketHandler(func(pkt []byte) { _ = env.Router.FromSession(s, pkt) })
+	if err := env.Register(s); err != nil {
+		e.stats.RegisterFailed.Add(1)
+		slog.Warn("session refused by the session table", "err", err)
+		s.link.SetPacketHandler(nil)
+		env.ReleaseAddress(s.Addr())
+		_ = s.link.Close()
+		return
+	}
+	e.stats.SessionsUp.Add(1)
+	<-s.link.Done()
+	s.link.SetPacketHandler(nil)
+	shutdown := false
+	select {
+	case <-stopping:
+		shutdown = true
+	default:
+	}
+	cause, dpd, echo := s.endCause(shutdown)
+	if dpd {
+		env.Metrics.DPDFailure(s.identity)
+	}
+	if echo {
+		env.Metrics.LCPEchoFailure(s.identity)
+	}
+	env.Unregister(s, cause)
+	e.stats.SessionsDown.Add(1)
+	slog.Info("session ended", "reason", s.link.Err(), "cause", cause)
+}
+
+// bind opens the IKE and NAT-T sockets (or takes the configured ones).
+func (e *Engine) bind(ikeAddr, nattAddr netip.AddrPort) (net.PacketConn, net.PacketConn, error) {
+	if e.cfg.IKEConn != nil && e.cfg.NATTConn != nil {
+		return e.cfg.IKEConn, e.cfg.NATTConn, nil
+	}
+	ic, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ikeAddr))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: IKE %v: %w", ErrListen, ikeAddr, err)
+	}
+	nc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(nattAddr))
+	if err != nil {
+		_ = ic.Close()
+		return nil, nil, fmt.Errorf("%w: NAT-T %v: %w", ErrListen, nattAddr, err)
+	}
+	return ic, nc, nil
+}
+
+// loadCert reads the gateway's certificate and key (none configured: nil).
+func loadCert(certPath, keyPath string) (*ike.LocalCert, error) {
+	if certPath == "" || keyPath == "" {
+		return nil, nil
+	}
+	c, err := pki.ReadCert(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: gateway certificate: %w", ErrConfig, err)
+	}
+	k, err := pki.ReadKey(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: gateway key: %w", ErrConfig, err)
+	}
+	return &ike.LocalCert{Chain: [][]byte{c.Raw}, Key: k}, nil
+}
+
+// suiteName names an ESP suite for status ("none" without IPsec).
+func suiteName(s interface{ String() string }) string {
+	if n := s.String(); n != "" {
+		return n
+	}
+	return "none"
+}

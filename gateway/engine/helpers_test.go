@@ -1,0 +1,197 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/config"
+	"github.com/fleetgate/fleetgate/gateway/engine"
+	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+const testPSK = "loopback-psk"
+
+// gwYAML is a userspace-mode gateway with one in-process central service
+// (10.20.0.10) that sensors may reach by UDP 7 and ICMP; 10.20.0.11 is
+// denied by policy.
+const gwYAML = `
+psk: {shared: %s}
+pool: {prefix: 10.10.0.0/24}
+metrics: {listen: "off"}
+dataplane: {mode: userspace, addresses: [10.20.0.10/32, 10.20.0.11/32]}
+policies:
+  sensors:
+    allow:
+      - {dst: 10.20.0.10/32, proto: udp, ports: [7]}
+      - {dst: 10.20.0.10/32, proto: icmp}
+identities:
+  - {name: hall7, ppp: {password: pw7}, routes: [10.10.8.0/24], policy: sensors}
+%s`
+
+func parseConfig(t testing.TB, extra string) *config.Config {
+	t.Helper()
+	c, err := config.Parse("gw.yaml", fmt.Appendf(nil, gwYAML, testPSK, extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// gateway is a running server.Server with the engine on loopback sockets.
+type gateway struct {
+	srv    *server.Server
+	eng    *engine.Engine
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func udpConn(t testing.TB) net.PacketConn {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// startGateway runs the daemon core with the engine on ephemeral loopback
+// ports; ecfg's sockets are filled in unless set.
+func startGateway(t testing.TB, cfg *config.Config, ecfg engine.Config) *gateway {
+	t.Helper()
+	if ecfg.IKEConn == nil {
+		ecfg.IKEConn, ecfg.NATTConn = udpConn(t), udpConn(t)
+	}
+	eng := engine.New(ecfg)
+	srv, err := server.New(cfg, server.Options{Engine: eng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &gateway{srv: srv, eng: eng, cancel: cancel, done: make(chan error, 1)}
+	go func() { g.done <- srv.Run(ctx) }()
+	t.Cleanup(g.stop)
+	select {
+	case <-eng.Ready():
+	case err := <-g.done:
+		t.Fatalf("gateway stopped before the engine was ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("engine not ready after 10s")
+	}
+	return g
+}
+
+// stop cancels the daemon (SIGTERM) and waits for Run to return.
+func (g *gateway) stop() {
+	g.cancel()
+	select {
+	case <-g.done:
+	case <-time.After(20 * time.Second):
+		panic("gateway did not stop within 20s")
+	}
+	g.done <- nil // later stops return at once
+}
+
+func (g *gateway) clientConfig(user, pw string) tunnel.ClientConfig {
+	ts := g.eng.Tunnel()
+	return tunnel.ClientConfig{
+		Gateway: ts.IKEAddr().String(), NATTPort: ts.NATTAddr().Port(),
+		LocalIKE: "127.0.0.1:0", LocalNATT: "127.0.0.1:0",
+		PSK:      []byte(testPSK),
+		LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: []byte(user + ".sites.example")},
+		Username: user, Password: pw,
+		IKEOptions: tunnel.IKEOptions{ESPProposals: "aes128gcm16"},
+	}
+}
+
+func dial(t testing.TB, cc tunnel.ClientConfig) (*tunnel.Tunnel, chan []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tn, err := tunnel.Dial(ctx, cc)
+	if err != nil {
+		t.Fatalf("dial as %s: %v (phase %v)", cc.Username, err, tunnel.PhaseOf(err))
+	}
+	t.Cleanup(func() { _ = tn.Close() })
+	got := make(chan []byte, 64)
+	tn.SetPacketHandler(func(p []byte) {
+		select {
+		case got <- append([]byte(nil), p...):
+		default:
+		}
+	})
+	return tn, got
+}
+
+// udpPacket builds an IPv4/UDP packet (UDP checksum 0: none, RFC 768).
+func udpPacket(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	n := 28 + len(payload)
+	b := make([]byte, n)
+	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: uint16(n), TTL: 64, Protocol: ipv4.ProtoUDP, Src: src, Dst: dst})
+	binary.BigEndian.PutUint16(b[20:], sport)
+	binary.BigEndian.PutUint16(b[22:], dport)
+	binary.BigEndian.PutUint16(b[24:], uint16(8+len(payload)))
+	copy(b[28:], payload)
+	return b
+}
+
+// icmpEcho builds an ICMP echo request (RFC 792).
+func icmpEcho(src, dst netip.Addr, id, seq uint16) []byte {
+	b := make([]byte, 28+8)
+	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: uint16(len(b)), TTL: 64, Protocol: ipv4.ProtoICMP, Src: src, Dst: dst})
+	m := b[20:]
+	m[0] = 8
+	binary.BigEndian.PutUint16(m[4:], id)
+	binary.BigEndian.PutUint16(m[6:], seq)
+	copy(m[8:], "pingpong")
+	binary.BigEndian.PutUint16(m[2:], ipv4.Checksum(m, 0))
+	return b
+}
+
+// await returns the first packet from got that match accepts.
+func await(t testing.TB, got <-chan []byte, what string, match func(ipv4.Header) bool) ipv4.Header {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case p := <-got:
+			if h := ipv4.Header(p); h.Validate() == nil && match(h) {
+				return h
+			}
+		case <-deadline:
+			t.Fatalf("no %s within 10s", what)
+		}
+	}
+}
+
+// waitFor polls cond (state owned by other goroutines of the daemon, e.g.
+// the session table after a teardown) until it holds or 10s pass.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var errTimeout = errors.New("timeout")
+
+func doneWithin(ch <-chan struct{}, d time.Duration) error {
+	select {
+	case <-ch:
+		return nil
+	case <-time.After(d):
+		return errTimeout
+	}
+}

@@ -1,0 +1,136 @@
+package engine_test
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/dataplane"
+	"github.com/fleetgate/fleetgate/gateway/engine"
+	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+var (
+	central = netip.MustParseAddr("10.20.0.10")
+	denied  = netip.MustParseAddr("10.20.0.11")
+	pool    = netip.MustParsePrefix("10.10.0.0/24")
+)
+
+// TestLoopbackEndToEnd runs the daemon core with the engine in userspace
+// data-plane mode on loopback sockets: the uplink client dials, gets a
+// pool address, reaches an in-process central service by UDP and ICMP; a
+// policy-denied destination is dropped and counted; a reload adds an
+// identity without dropping the session; shutdown reaches the client as a
+// Delete/StopCCN and the session is unregistered.
+func TestLoopbackEndToEnd(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	g := startGateway(t, parseConfig(t, ""), engine.Config{})
+	us, ok := g.srv.Host().(*dataplane.Userspace)
+	if !ok {
+		t.Fatalf("host is %T, want *dataplane.Userspace", g.srv.Host())
+	}
+	echo, err := us.Stack().ListenUDP(netip.AddrPortFrom(central, 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = echo.WriteTo(buf[:n], from)
+		}
+	}()
+
+	tn, got := dial(t, g.clientConfig("hall7", "pw7"))
+	me := tn.LocalAddr()
+	if !pool.Contains(me) || me == pool.Addr().Next() {
+		t.Fatalf("client address %v, want one from the pool %v (not the gateway's)", me, pool)
+	}
+	env := g.srv.Env()
+	// OnSession runs on its own goroutine once IPCP opened: the client may
+	// be up a moment before the gateway registered it.
+	waitFor(t, "hall7 registered", func() bool { s := env.Sessions.Lookup(me); return s != nil && s.Identity() == "hall7" })
+
+	// UDP to the in-process service and back.
+	payload := []byte("hello central")
+	if err := tn.WritePacket(udpPacket(me, central, 40000, 7, payload)); err != nil {
+		t.Fatal(err)
+	}
+	h := await(t, got, "UDP echo", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoUDP })
+	if h.Src() != central || h.Dst() != me || !bytes.Equal(h.Payload()[8:], payload) {
+		t.Fatalf("echo: got %v -> %v %q, want %v -> %v %q", h.Src(), h.Dst(), h.Payload()[8:], central, me, payload)
+	}
+	// ICMP echo.
+	if err := tn.WritePacket(icmpEcho(me, central, 7, 1)); err != nil {
+		t.Fatal(err)
+	}
+	h = await(t, got, "ICMP echo reply", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoICMP })
+	if h.Src() != central || h.Payload()[0] != 0 {
+		t.Fatalf("ICMP: got type %d from %v, want echo reply (0) from %v", h.Payload()[0], h.Src(), central)
+	}
+
+	// Policy: 10.20.0.11 is not in hall7's allow-list.
+	before := g.srv.Router().Stats.Drops(dataplane.ReasonPolicy)
+	if err := tn.WritePacket(udpPacket(me, denied, 40000, 7, payload)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "policy drop counted", func() bool { return g.srv.Router().Stats.Drops(dataplane.ReasonPolicy) == before+1 })
+
+	// Reload adds pump2; hall7's session stays.
+	changes, err := g.srv.Reload(parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n"))
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	t.Logf("reload: %+v", changes)
+	tn2, got2 := dial(t, g.clientConfig("pump2", "pw2"))
+	waitFor(t, "pump2 registered", func() bool { return env.Sessions.Len() == 2 })
+	if tn2.LocalAddr() == me {
+		t.Fatalf("pump2 got hall7's address %v", me)
+	}
+	select {
+	case <-tn.Done():
+		t.Fatalf("hall7's tunnel ended on reload: %v", tn.Err())
+	default:
+	}
+	for i, c := range []struct {
+		tn  *tunnel.Tunnel
+		got chan []byte
+	}{{tn, got}, {tn2, got2}} {
+		if err := c.tn.WritePacket(udpPacket(c.tn.LocalAddr(), central, 40001, 7, payload)); err != nil {
+			t.Fatal(err)
+		}
+		if h := await(t, c.got, "UDP echo after reload", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoUDP }); h.Dst() != c.tn.LocalAddr() {
+			t.Fatalf("client %d: echo to %v, want %v", i, h.Dst(), c.tn.LocalAddr())
+		}
+	}
+	if n := env.Sessions.Len(); n != 2 {
+		t.Fatalf("sessions: got %d, want 2", n)
+	}
+
+	// SIGTERM: both clients hear Delete/StopCCN at once (well before DPD
+	// or LCP echo could notice), and the sessions are unregistered.
+	g.stop()
+	for _, c := range []*tunnel.Tunnel{tn, tn2} {
+		if err := doneWithin(c.Done(), 5*time.Second); err != nil {
+			t.Fatalf("client %v not told of the shutdown within 5s", c.LocalAddr())
+		}
+		if err := c.Err(); err == nil || errors.Is(err, tunnel.ErrClosed) {
+			t.Fatalf("client end reason: got %v, want a peer-initiated teardown", err)
+		}
+		t.Logf("client %v ended: %v (phase %v)", c.LocalAddr(), c.Err(), tunnel.PhaseOf(c.Err()))
+	}
+	if n := env.Sessions.Len(); n != 0 {
+		t.Fatalf("sessions after shutdown: got %d, want 0", n)
+	}
+	if up, down := g.eng.Stats().SessionsUp.Load(), g.eng.Stats().SessionsDown.Load(); up != 2 || down != 2 {
+		t.Fatalf("engine sessions up/down: got %d/%d, want 2/2", up, down)
+	}
+}

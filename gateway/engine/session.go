@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/radius"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+// sessionLink is what a gateway session runs over: an L2TP/IPsec session from
+// uplink/tunnel, or a raw L2TP session (no IPsec).
+type sessionLink interface {
+	Addr() netip.Addr
+	WritePacket(pkt []byte) error
+	SetPacketHandler(fn func(pkt []byte))
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+}
+
+// Session is one established uplink as the gateway sees it. It implements
+// route.Session, server.Terminator, server.Describer and
+// server.AccountingInfo.
+type Session struct {
+	id       uint64
+	identity string
+	routes   []netip.Prefix
+	mtu      int
+	suite    string
+	outer    func() netip.AddrPort
+	started  time.Time
+	user     string
+	class    []byte
+	link     sessionLink
+
+	termOnce sync.Once
+	// terminated is set by Terminate (reload, relogin replacement, shutdown)
+	// before the link goes, so Unregister reports an administrative cause.
+	mu         sync.Mutex
+	terminated bool
+}
+
+// ID is the process-unique session ID.
+func (s *Session) ID() uint64 { return s.id }
+
+// Identity is the configured identity name the PPP login matched.
+func (s *Session) Identity() string { return s.identity }
+
+// Addr is the session's VPN address (IPCP).
+func (s *Session) Addr() netip.Addr { return s.link.Addr() }
+
+// Routes are the session's framed routes (configured plus RADIUS).
+func (s *Session) Routes() []netip.Prefix { return s.routes }
+
+// MTU is the effective inner MTU for the negotiated ESP suite.
+func (s *Session) MTU() int { return s.mtu }
+
+// WritePacket sends one IPv4 packet down the session.
+func (s *Session) WritePacket(pkt []byte) error { return s.link.WritePacket(pkt) }
+
+// Terminate starts the teardown without blocking (PPP Terminate, CDN,
+// StopCCN); the engine unregisters the session when it has ended.
+func (s *Session) Terminate(reason string) {
+	s.termOnce.Do(func() {
+		s.mu.Lock()
+		s.terminated = true
+		s.mu.Unlock()
+		go func() { _ = s.link.Close() }()
+	})
+}
+
+// OuterAddr is the peer's current outer (NAT-T) address.
+func (s *Session) OuterAddr() netip.AddrPort { return s.outer() }
+
+// Suite names the ESP suite ("none" on the raw L2TP listener).
+func (s *Session) Suite() string { return s.suite }
+
+// Established is when IPCP opened.
+func (s *Session) Established() time.Time { return s.started }
+
+// PPPUser is the PPP user name the session authenticated as.
+func (s *Session) PPPUser() string { return s.user }
+
+// Class is the RADIUS Class from the Access-Accept (nil for local users).
+func (s *Session) Class() []byte { return s.class }
+
+// Done is closed when the underlying link has ended.
+func (s *Session) Done() <-chan struct{} { return s.link.Done() }
+
+// endCause maps why a session ended to a RADIUS Acct-Terminate-Cause and
+// tells whether dead peer detection or LCP echo declared the peer gone.
+func (s *Session) endCause(shutdown bool) (cause int, dpd, echo bool) {
+	s.mu.Lock()
+	term := s.terminated
+	s.mu.Unlock()
+	err := s.link.Err()
+	switch {
+	case shutdown:
+		return radius.CauseNASReboot, false, false
+	case errors.Is(err, ike.ErrDeadPeer):
+		return radius.CauseLostCarrier, true, false
+	case errors.Is(err, ppp.ErrEchoTimeout):
+		return radius.CauseLostCarrier, false, true
+	case term:
+		return radius.CauseAdminReset, false, false
+	case errors.Is(err, tunnel.ErrIPsecLost):
+		return radius.CauseLostCarrier, false, false
+	}
+	return radius.CauseUserRequest, false, false
+}

@@ -1,0 +1,15 @@
+package engine
+
+import "sync/atomic"
+
+// Stats are the engine's own counters (the protocol layers' counters are in
+// tunnel.Server.Stats).
+type Stats struct {
+	AdmissionRefused  atomic.Uint64 // first Main Mode messages refused by pacing
+	AdmissionAdmitted atomic.Uint64 // first Main Mode messages admitted
+	SessionsUp        atomic.Uint64 // sessions registered with the gateway
+	RegisterFailed    atomic.Uint64 // sessions refused by the session table
+	SessionsDown      atomic.Uint64 // sessions unregistered
+	RawL2TPSessions   atomic.Uint64 // sessions accepted on the raw L2TP listener
+	OrphanAuth        atomic.Uint64 // authenticated links that ended before IPCP (address released)
+}
