@@ -16,7 +16,7 @@ import (
 
 // loopbackServer starts a server on 127.0.0.1 with ephemeral IKE and
 // NAT-T ports (real sockets, real clock), assigning 10.10.8.<n> per user.
-func loopbackServer(t *testing.T, sessions chan *tunnel.ServerSession) *tunnel.Server {
+func loopbackServer(t testing.TB, sessions chan *tunnel.ServerSession) *tunnel.Server {
 	t.Helper()
 	users := ppp.LocalUsers{"site1": "pw1", "site2": "pw2"}
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{
