@@ -1,0 +1,46 @@
+package coap
+
+import (
+	"time"
+
+	"github.com/pion/dtls/v3"
+)
+
+// DefaultPort is the CoAP over DTLS port (RFC 7252 section 12.7, "coaps").
+const DefaultPort = 5684
+
+// DefaultSuites are offered in this order; pion picks in the client's
+// order among those allowed. CCM_8 are RFC 7252 section 9.1.3's mandatory
+// suites (all tinydtls devices offer); GCM is what libcoap and mbedTLS
+// prefer.
+var DefaultSuites = []dtls.CipherSuiteID{
+	dtls.TLS_PSK_WITH_AES_128_CCM_8,
+	dtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+	dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+}
+
+const (
+	// cidLen is the length of the Connection IDs the server asks peers to
+	// send (RFC 9146 section 3); 8 bytes is pion's RandomCIDGenerator size
+	// used in its examples and enough against collisions for 10k endpoints.
+	cidLen = 8
+	// DefaultFlightInterval is the initial handshake retransmission timer.
+	// RFC 6347 section 4.2.4.1 recommends 1 s doubling up to 60 s; radio
+	// links with duty cycles need the full doubling, which pion does.
+	DefaultFlightInterval = time.Second
+	// DefaultHandshakeTimeout bounds a whole handshake (lossy radio: several
+	// doubled flights).
+	DefaultHandshakeTimeout = 45 * time.Second
+	// DefaultIdleTimeout closes sessions not heard from for this long. CID
+	// (RFC 9146) makes long idle sessions useful for sleepy devices.
+	DefaultIdleTimeout = 30 * time.Minute
+	// DefaultMaxMessageSize bounds CoAP messages (after block-wise
+	// reassembly the transfer may be larger); 1152 is RFC 7252 section 4.6's
+	// recommended upper bound for a message in one datagram, doubled for
+	// headroom.
+	DefaultMaxMessageSize = 2304
+	// DefaultRate and DefaultBurst are the per-endpoint request limits.
+	DefaultRate  = 20.0
+	DefaultBurst = 40
+)

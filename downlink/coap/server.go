@@ -1,0 +1,382 @@
+// Package coap terminates CoAP over DTLS 1.2 (RFC 7252 section 9) for the
+// edge bridge's endpoints: pion/dtls v3 with PSK (identity → endpoint) and
+// ECDSA P-256 certificates (CN → endpoint, verified against the site CA),
+// Connection ID (RFC 9146) for devices whose NAT mapping changes, and
+// go-coap v3 for CoAP (observe, block-wise). Each authenticated DTLS
+// connection is a Session bound to one registered endpoint; requests from
+// it reach Config.Handler, and the bridge sends requests to the device with
+// Session.Do.
+package coap
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
+	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	"github.com/plgd-dev/go-coap/v3/options"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"golang.org/x/time/rate"
+
+	"github.com/fleetgate/fleetgate/downlink/device"
+)
+
+// Handler serves one CoAP request from an authenticated endpoint. It runs
+// on the session's receive path: long waits delay that device's other
+// messages.
+type Handler func(s *Session, w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message)
+
+// Config configures a Server.
+type Config struct {
+	// ListenAddr is the UDP address for DTLS, e.g. "0.0.0.0:5684".
+	ListenAddr string
+	// Registry resolves PSK identities and certificate CNs to endpoints.
+	Registry *device.Registry
+	// ClientCAs verifies endpoint certificates (the site CA); nil disables
+	// certificate authentication.
+	ClientCAs *x509.CertPool
+	// Certificate is the bridge's server certificate for the ECDHE_ECDSA
+	// suites; nil offers PSK suites only.
+	Certificate *tls.Certificate
+	// CipherSuites allowed; DefaultSuites when nil (ECDSA ones are dropped
+	// without a Certificate).
+	CipherSuites []dtls.CipherSuiteID
+	// Handler serves requests from devices; nil answers 4.04.
+	Handler Handler
+	// OnSession is called when an endpoint's session comes up (up=true)
+	// and when it ends.
+	OnSession func(s *Session, up bool)
+	// FlightInterval, HandshakeTimeout, IdleTimeout, MaxMessageSize: zero
+	// means the Default… constant.
+	FlightInterval, HandshakeTimeout, IdleTimeout time.Duration
+	MaxMessageSize                                uint32
+	// Rate (requests/s) and Burst limit each endpoint; zero means
+	// DefaultRate/DefaultBurst, negative Rate disables the limit.
+	Rate  float64
+	Burst int
+	// Logger receives JSON-able structured lines; nil discards.
+	Logger *slog.Logger
+}
+
+// Stats are the server's counters (safe for concurrent use).
+type Stats struct {
+	// HandshakesOK counts authenticated sessions.
+	HandshakesOK atomic.Uint64
+	// HandshakeFailures counts failed handshakes (wrong PSK, bad
+	// certificate, garbage, timeout).
+	HandshakeFailures atomic.Uint64
+	// UnknownIdentity counts PSK identities or CNs matching no endpoint.
+	UnknownIdentity atomic.Uint64
+	// Rebinds counts sessions whose peer address changed while the DTLS
+	// session continued (Connection ID, RFC 9146): NAT rebinding without a
+	// new handshake.
+	Rebinds atomic.Uint64
+	// Requests counts CoAP requests from devices; RateLimited those answered
+	// 4.29 (RFC 8516) by the per-endpoint limit.
+	Requests, RateLimited atomic.Uint64
+	// CoAPErrors counts errors go-coap reported (malformed or oversized
+	// messages, failed writes).
+	CoAPErrors atomic.Uint64
+}
+
+// Server is the DTLS/CoAP listener.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	warn *rate.Limiter // rate-limits Warn lines about peer misbehaviour
+	ln   net.Listener
+	srv  *dtlsserver.Server
+	done chan struct{}
+
+	mu       sync.Mutex
+	sessions map[string]*Session      // guarded by mu; by endpoint name
+	limits   map[string]*rate.Limiter // guarded by mu; survive reconnects
+
+	// Stats holds the counters.
+	Stats Stats
+}
+
+// New creates the server and binds its UDP socket; call Serve.
+func New(cfg Config) (*Server, error) {
+	if cfg.Registry == nil {
+		return nil, ErrNoCredentials
+	}
+	if cfg.FlightInterval == 0 {
+		cfg.FlightInterval = DefaultFlightInterval
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "coap"),
+		warn:     rate.NewLimiter(2, 20),
+		done:     make(chan struct{}),
+		sessions: map[string]*Session{},
+		limits:   map[string]*rate.Limiter{},
+	}
+	suites := cfg.CipherSuites
+	if suites == nil {
+		suites = DefaultSuites
+	}
+	if cfg.Certificate == nil {
+		var psk []dtls.CipherSuiteID
+		for _, id := range suites {
+			if id == dtls.TLS_PSK_WITH_AES_128_CCM_8 || id == dtls.TLS_PSK_WITH_AES_128_GCM_SHA256 || id == dtls.TLS_PSK_WITH_AES_128_CCM || id == dtls.TLS_PSK_WITH_AES_128_CBC_SHA256 {
+				psk = append(psk, id)
+			}
+		}
+		suites = psk
+	}
+	opts := []dtls.ServerOption{
+		dtls.WithCipherSuites(suites...),
+		dtls.WithPSK(s.pskFor),
+		dtls.WithPSKIdentityHint(nil),
+		dtls.WithConnectionIDGenerator(dtls.RandomCIDGenerator(cidLen)),
+		dtls.WithFlightInterval(cfg.FlightInterval),
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+	}
+	if cfg.Certificate != nil {
+		opts = append(opts, dtls.WithCertificates(*cfg.Certificate))
+	}
+	if cfg.ClientCAs != nil {
+		opts = append(opts, dtls.WithClientCAs(cfg.ClientCAs), dtls.WithClientAuth(dtls.VerifyClientCertIfGiven))
+	}
+	laddr, err := net.ResolveUDPAddr("udp", cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("coap: listen address: %w", err)
+	}
+	ln, err := dtls.ListenWithOptions("udp", laddr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("coap: listen %s: %w", cfg.ListenAddr, err)
+	}
+	s.ln = ln
+	s.srv = coapdtls.NewServer(
+		options.WithHandlerFunc(udpclient.HandlerFunc(s.handle)),
+		options.WithOnNewConn(s.onNewConn),
+		options.WithErrors(s.onError),
+		options.WithMaxMessageSize(cfg.MaxMessageSize),
+		options.WithBlockwise(true, blockwise.SZX1024, time.Minute),
+		options.WithDTLSHandshakeTimeout(cfg.HandshakeTimeout),
+		options.WithInactivityMonitor(cfg.IdleTimeout, func(cc *udpclient.Conn) { _ = cc.Close() }),
+	)
+	return s, nil
+}
+
+// Addr returns the bound UDP address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve accepts sessions until Close. It returns nil after Close.
+func (s *Server) Serve() error {
+	defer close(s.done)
+	return s.srv.Serve(&listener{ln: s.ln, s: s})
+}
+
+// Close stops accepting, closes every session and waits for Serve to return
+// (if it was started).
+func (s *Server) Close() {
+	s.srv.Stop()
+	s.mu.Lock()
+	ss := make([]*Session, 0, len(s.sessions))
+	for _, x := range s.sessions {
+		ss = append(ss, x)
+	}
+	s.mu.Unlock()
+	for _, x := range ss {
+		_ = x.Conn.Close()
+	}
+}
+
+// Wait blocks until Serve has returned.
+func (s *Server) Wait() { <-s.done }
+
+// Session returns the live session of an endpoint, or nil.
+func (s *Server) Session(name string) *Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[name]
+}
+
+// Sessions returns the live sessions.
+func (s *Server) Sessions() []*Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Session, 0, len(s.sessions))
+	for _, x := range s.sessions {
+		out = append(out, x)
+	}
+	return out
+}
+
+// pskFor is pion's PSK callback: on the server, hint is the identity the
+// client sent in its ClientKeyExchange (RFC 4279 section 2).
+func (s *Server) pskFor(identity []byte) ([]byte, error) {
+	key, ok := s.cfg.Registry.PSK(string(identity))
+	if !ok {
+		s.Stats.UnknownIdentity.Add(1)
+		s.warnf("unknown PSK identity", "identity", truncate(string(identity)))
+		return nil, ErrUnknownIdentity
+	}
+	return key, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func (s *Server) warnf(msg string, args ...any) {
+	if s.warn.Allow() {
+		s.log.Warn(msg, args...)
+	}
+}
+
+func (s *Server) onError(err error) {
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
+		return
+	}
+	s.Stats.CoAPErrors.Add(1)
+	s.warnf("coap error", "err", err.Error())
+}
+
+// authenticate maps a completed handshake to its endpoint.
+func (s *Server) authenticate(st dtls.State) (device.Endpoint, error) {
+	var (
+		ep device.Endpoint
+		ok bool
+	)
+	switch {
+	case len(st.IdentityHint) > 0:
+		ep, ok = s.cfg.Registry.ByPSKIdentity(string(st.IdentityHint))
+		if !ok {
+			return ep, ErrUnknownIdentity
+		}
+	case len(st.PeerCertificates) > 0 && s.cfg.ClientCAs != nil:
+		// pion verified the chain against ClientCAs (VerifyClientCertIfGiven).
+		c, err := x509.ParseCertificate(st.PeerCertificates[0])
+		if err != nil {
+			return ep, fmt.Errorf("coap: client certificate: %w", err)
+		}
+		ep, ok = s.cfg.Registry.ByCN(c.Subject.CommonName)
+		if !ok {
+			return ep, fmt.Errorf("%w: %q", ErrUnknownCN, truncate(c.Subject.CommonName))
+		}
+	default:
+		return ep, errors.New("coap: client sent neither PSK identity nor certificate")
+	}
+	if ep.Protocol != device.CoAP {
+		return ep, ErrWrongProtocol
+	}
+	return ep, nil
+}
+
+func (s *Server) onNewConn(cc *udpclient.Conn) {
+	c, ok := cc.NetConn().(*conn)
+	if !ok {
+		_ = cc.Close()
+		return
+	}
+	sess := &Session{Endpoint: c.ep, Conn: cc, Suite: c.suite, srv: s, started: time.Now()}
+	sess.lastSeen.Store(time.Now().UnixNano())
+	sess.remote.Store(cc.RemoteAddr().String())
+	s.mu.Lock()
+	old := s.sessions[c.ep.Name]
+	s.sessions[c.ep.Name] = sess
+	s.mu.Unlock()
+	if old != nil {
+		_ = old.Conn.Close()
+	}
+	s.log.Info("session established", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String(), "suite", c.suite.String(), "addr", c.ep.Addr.String())
+	cc.AddOnClose(func() {
+		s.mu.Lock()
+		if s.sessions[c.ep.Name] == sess {
+			delete(s.sessions, c.ep.Name)
+		}
+		s.mu.Unlock()
+		s.log.Info("session closed", "endpoint", c.ep.Name, "duration", time.Since(sess.started).Round(time.Millisecond).String())
+		if s.cfg.OnSession != nil {
+			s.cfg.OnSession(sess, false)
+		}
+	})
+	if s.cfg.OnSession != nil {
+		s.cfg.OnSession(sess, true)
+	}
+}
+
+func (s *Server) limiter(name string) *rate.Limiter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.limits[name]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
+		s.limits[name] = l
+	}
+	return l
+}
+
+func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+	c, ok := w.Conn().NetConn().(*conn)
+	if !ok {
+		return
+	}
+	sess := s.Session(c.ep.Name)
+	if sess == nil || sess.Conn != w.Conn() {
+		return
+	}
+	sess.touch()
+	s.Stats.Requests.Add(1)
+	sess.BytesIn.Add(uint64(len(r.Token()) + bodyLen(r) + 4))
+	if s.cfg.Rate > 0 && !s.limiter(c.ep.Name).Allow() {
+		s.Stats.RateLimited.Add(1)
+		s.warnf("endpoint rate limited", "endpoint", c.ep.Name)
+		_ = w.SetResponse(codes.Code(157), 0, nil) // 4.29 Too Many Requests, RFC 8516
+		return
+	}
+	if s.cfg.Handler == nil {
+		_ = w.SetResponse(codes.NotFound, 0, nil)
+		return
+	}
+	s.cfg.Handler(sess, w, r)
+}
+
+func bodyLen(r *pool.Message) int {
+	if r.Body() == nil {
+		return 0
+	}
+	n, err := r.BodySize()
+	if err != nil {
+		return 0
+	}
+	return int(n)
+}

@@ -1,0 +1,273 @@
+package coap_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/fleetgate/fleetgate/downlink/coap"
+	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
+	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+)
+
+type fixture struct {
+	srv  *coap.Server
+	reg  *device.Registry
+	ca   *device.CA
+	cert tls.Certificate // sensor-9's
+	key  []byte          // sensor-17's PSK
+}
+
+func newFixture(t *testing.T, mod func(*coap.Config)) *fixture {
+	t.Helper()
+	reg, err := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := device.LoadOrCreateCA(t.TempDir(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := device.Provision(reg, nil, device.Request{Name: "sensor-17"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := device.Provision(reg, nil, device.Request{Name: "mq-1", Protocol: device.MQTT}); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := device.Provision(reg, ca, device.Request{Name: "sensor-9", Cert: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	devCert, err := tls.X509KeyPair(pc.CertPEM, pc.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := ca.IssueTLS("bridge", 1, "bridge", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := coap.Config{
+		ListenAddr:  "127.0.0.1:0",
+		Registry:    reg,
+		ClientCAs:   ca.Pool,
+		Certificate: &srvCert,
+		Handler: func(s *coap.Session, w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+			_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte("hello "+s.Endpoint.Name)))
+		},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := coap.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve() }()
+	t.Cleanup(func() { srv.Close(); srv.Wait() })
+	return &fixture{srv: srv, reg: reg, ca: ca, cert: devCert, key: p.Endpoint.PSK}
+}
+
+func get(t *testing.T, d *coaptest.Device, path string) (codes.Code, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := d.Conn.Get(ctx, path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer d.Conn.ReleaseMessage(resp)
+	var body []byte
+	if resp.Body() != nil {
+		body, _ = resp.ReadBody()
+	}
+	return resp.Code(), string(body)
+}
+
+func TestHandshakes(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	f := newFixture(t, nil)
+	addr := f.srv.Addr().String()
+	tests := []struct {
+		name      string
+		opts      coaptest.Options
+		wantName  string
+		wantSuite dtls.CipherSuiteID
+	}{
+		{"psk ccm8 only", coaptest.Options{Identity: "sensor-17", Key: f.key, Suites: []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_CCM_8}}, "sensor-17", dtls.TLS_PSK_WITH_AES_128_CCM_8},
+		{"psk gcm first", coaptest.Options{Identity: "sensor-17", Key: f.key, Suites: []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_GCM_SHA256, dtls.TLS_PSK_WITH_AES_128_CCM_8}}, "sensor-17", dtls.TLS_PSK_WITH_AES_128_GCM_SHA256},
+		{"ecdsa ccm8 only", coaptest.Options{Cert: &f.cert, RootCAs: f.ca.Pool, Suites: []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8}}, "sensor-9", dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
+		{"ecdsa gcm", coaptest.Options{Cert: &f.cert, RootCAs: f.ca.Pool, Suites: []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, "sensor-9", dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := coaptest.Dial(t, addr, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, body := get(t, d, "/a")
+			if code != codes.Content || body != "hello "+tt.wantName {
+				t.Fatalf("got %v %q, want 2.05 %q", code, body, "hello "+tt.wantName)
+			}
+			s := f.srv.Session(tt.wantName)
+			if s == nil {
+				t.Fatalf("no session for %s", tt.wantName)
+			}
+			if s.Suite != tt.wantSuite {
+				t.Fatalf("got suite %v, want %v", s.Suite, tt.wantSuite)
+			}
+		})
+	}
+}
+
+func TestRejects(t *testing.T) {
+	// A wrong PSK shows on the server only as undecryptable Finished
+	// records, which DTLS drops silently (RFC 6347 section 4.1.2.7): the
+	// handshake then times out.
+	f := newFixture(t, func(c *coap.Config) { c.HandshakeTimeout = 2 * time.Second })
+	addr := f.srv.Addr().String()
+	other, err := device.LoadOrCreateCA(t.TempDir(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.IssueTLS("sensor-9", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		opts        coaptest.Options
+		wantUnknown uint64
+	}{
+		{"wrong psk", coaptest.Options{Identity: "sensor-17", Key: []byte("not the key")}, 0},
+		{"unknown identity", coaptest.Options{Identity: "nobody", Key: []byte("x")}, 1},
+		{"mqtt endpoint", coaptest.Options{Identity: "mq-1", Key: func() []byte { e, _ := f.reg.ByName("mq-1"); return e.PSK }()}, 1},
+		{"cert from other CA", coaptest.Options{Cert: &foreign, RootCAs: f.ca.Pool}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fails := f.srv.Stats.HandshakeFailures.Load()
+			unknown := f.srv.Stats.UnknownIdentity.Load()
+			d, err := coaptest.Dial(t, addr, tt.opts)
+			if err == nil {
+				// The client may finish before the server rejects: a request must fail.
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				if resp, gerr := d.Conn.Get(ctx, "/a"); gerr == nil {
+					d.Conn.ReleaseMessage(resp)
+					t.Fatal("request over a rejected session succeeded")
+				}
+			}
+			waitFor(t, func() bool { return f.srv.Stats.HandshakeFailures.Load() > fails })
+			if got := f.srv.Stats.UnknownIdentity.Load() - unknown; got < tt.wantUnknown {
+				t.Fatalf("got UnknownIdentity +%d, want +%d", got, tt.wantUnknown)
+			}
+		})
+	}
+}
+
+// waitFor polls a condition that another goroutine makes true; the server
+// has no event to wait on for a failed handshake.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestGarbageThenValid(t *testing.T) {
+	f := newFixture(t, nil)
+	c, err := net.Dial("udp", f.srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	garbage := [][]byte{
+		{},
+		{0x16},
+		{0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff},                               // handshake record, length beyond datagram
+		{0x17, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4},                         // app data, epoch 1, no session
+		bytes.Repeat([]byte{0x16, 0xfe, 0xfd}, 400),                                          // truncated headers
+		append([]byte{0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12}, make([]byte, 12)...), // zero ClientHello
+	}
+	for i := 0; i < 50; i++ {
+		for _, g := range garbage {
+			_, _ = c.Write(g)
+		}
+	}
+	d, err := coaptest.Dial(t, f.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: f.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, d, "/x"); code != codes.Content || body != "hello sensor-17" {
+		t.Fatalf("after garbage: got %v %q, want 2.05 hello sensor-17", code, body)
+	}
+}
+
+func TestConnectionIDSurvivesRebinding(t *testing.T) {
+	f := newFixture(t, nil)
+	d, err := coaptest.Dial(t, f.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: f.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, d, "/1"); code != codes.Content {
+		t.Fatalf("got %v, want 2.05", code)
+	}
+	before := d.Sock.LocalAddr().String()
+	if err := d.Sock.Rebind(); err != nil {
+		t.Fatal(err)
+	}
+	if d.Sock.LocalAddr().String() == before {
+		t.Fatal("rebind kept the port")
+	}
+	if code, body := get(t, d, "/2"); code != codes.Content || body != "hello sensor-17" {
+		t.Fatalf("after rebind: got %v %q, want 2.05", code, body)
+	}
+	if got := f.srv.Stats.HandshakesOK.Load(); got != 1 {
+		t.Fatalf("got %d handshakes, want 1 (session kept by CID)", got)
+	}
+	if got := f.srv.Stats.Rebinds.Load(); got != 1 {
+		t.Fatalf("got Rebinds=%d, want 1", got)
+	}
+	if s := f.srv.Session("sensor-17"); s == nil || s.Remote() != d.Sock.LocalAddr().String() {
+		t.Fatalf("session remote not updated to %s", d.Sock.LocalAddr())
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	f := newFixture(t, func(c *coap.Config) { c.Rate = 0.001; c.Burst = 3 })
+	d, err := coaptest.Dial(t, f.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: f.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []codes.Code
+	for i := 0; i < 5; i++ {
+		c, _ := get(t, d, "/r")
+		got = append(got, c)
+	}
+	want := []codes.Code{codes.Content, codes.Content, codes.Content, codes.Code(157), codes.Code(157)}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got codes %v, want %v", got, want)
+		}
+	}
+	if n := f.srv.Stats.RateLimited.Load(); n != 2 {
+		t.Fatalf("got RateLimited=%d, want 2", n)
+	}
+}

@@ -1,0 +1,125 @@
+package coap
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/fleetgate/fleetgate/downlink/device"
+)
+
+// Session is one authenticated DTLS session of an endpoint.
+type Session struct {
+	// Endpoint is the registered endpoint behind this session.
+	Endpoint device.Endpoint
+	// Conn is the go-coap connection: send requests to the device with
+	// Conn.Do / Conn.Get / Conn.Observe.
+	Conn *udpclient.Conn
+	// Suite is the negotiated cipher suite.
+	Suite dtls.CipherSuiteID
+	// BytesIn and BytesOut approximate CoAP bytes from and to the device.
+	BytesIn, BytesOut atomic.Uint64
+
+	srv      *Server
+	started  time.Time
+	lastSeen atomic.Int64  // unix nanoseconds
+	remote   atomic.Value  // string: last peer address
+	rebinds  atomic.Uint64 // peer address changes within this session
+}
+
+// LastSeen is when the device last sent a request.
+func (s *Session) LastSeen() time.Time { return time.Unix(0, s.lastSeen.Load()) }
+
+// Remote is the device's current address (it changes on NAT rebinding).
+func (s *Session) Remote() string { return s.Conn.RemoteAddr().String() }
+
+// Rebinds counts address changes seen within this session.
+func (s *Session) Rebinds() uint64 { return s.rebinds.Load() }
+
+func (s *Session) touch() {
+	s.lastSeen.Store(time.Now().UnixNano())
+	now := s.Conn.RemoteAddr().String()
+	if prev, _ := s.remote.Swap(now).(string); prev != "" && prev != now {
+		s.rebinds.Add(1)
+		s.srv.Stats.Rebinds.Add(1)
+		s.srv.log.Info("endpoint address changed, session kept (connection ID)", "endpoint", s.Endpoint.Name, "from", prev, "to", now)
+	}
+}
+
+// Do sends req to the device and waits for the response (which the caller
+// must release with Conn.ReleaseMessage).
+func (s *Session) Do(req *pool.Message) (*pool.Message, error) {
+	s.BytesOut.Add(uint64(bodyLen(req) + 4))
+	resp, err := s.Conn.Do(req)
+	if err == nil {
+		s.BytesIn.Add(uint64(bodyLen(resp) + 4))
+	}
+	return resp, err
+}
+
+// listener adapts pion's DTLS listener for go-coap and wraps each conn so
+// that the handshake authenticates the endpoint.
+type listener struct {
+	ln net.Listener
+	s  *Server
+}
+
+func (l *listener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c, err := l.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	dc, ok := c.(*dtls.Conn)
+	if !ok {
+		_ = c.Close()
+		return nil, nil
+	}
+	return &conn{Conn: dc, s: l.s}, nil
+}
+
+func (l *listener) Close() error { return l.ln.Close() }
+
+// conn is a DTLS conn whose HandshakeContext (called by go-coap's server
+// before serving) also maps the peer to its endpoint.
+type conn struct {
+	*dtls.Conn
+	s     *Server
+	mu    sync.Mutex      // serialises HandshakeContext (go-coap calls it before every read and write)
+	done  bool            // guarded by mu: authenticated
+	ep    device.Endpoint // set once by HandshakeContext
+	suite dtls.CipherSuiteID
+}
+
+// HandshakeContext runs the DTLS handshake and authenticates the endpoint.
+func (c *conn) HandshakeContext(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return nil
+	}
+	if err := c.Conn.HandshakeContext(ctx); err != nil {
+		c.s.Stats.HandshakeFailures.Add(1)
+		c.s.warnf("dtls handshake failed", "peer", c.RemoteAddr().String(), "err", err.Error())
+		return err
+	}
+	st, _ := c.ConnectionState()
+	ep, err := c.s.authenticate(st)
+	if err != nil {
+		c.s.Stats.UnknownIdentity.Add(1)
+		c.s.Stats.HandshakeFailures.Add(1)
+		c.s.warnf("dtls peer rejected", "peer", c.RemoteAddr().String(), "reason", err.Error())
+		return err
+	}
+	c.ep, c.suite, c.done = ep, st.CipherSuiteID, true
+	c.s.Stats.HandshakesOK.Add(1)
+	return nil
+}
