@@ -11,94 +11,47 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
-// Interop with strongSwan's charon (IKEv1). internal/realpeer had not
-// landed when this was written, so this file carries a small launcher: two
-// network namespaces joined by a veth pair, charon in one (with a private
-// /run so its pid file cannot clash), our engine's UDP sockets created in
-// the other. charon cannot install the SAs (no ESP in this kernel), so the
-// assertions are on the negotiation: our events and charon's log.
+// Interop with strongSwan's charon (IKEv1), launched by internal/realpeer
+// in one namespace of an internal/netns pair; our engine's UDP sockets are
+// created in the other. charon cannot install the SAs (no ESP in this
+// kernel), so the assertions are on the negotiation: our events and
+// charon's log.
 
 const (
-	ourAddr    = "198.51.100.1"
-	charonAddr = "198.51.100.2"
+	ourAddr    = "192.0.2.1"
+	charonAddr = "192.0.2.2"
 	interopPSK = "fleetgate interop psk 2026"
 )
 
-type netnsPair struct{ ours, peer string }
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+// netnsPair is netns.Pair: "a" (ours, 192.0.2.1) and "b" (the peer,
+// 192.0.2.2); in "b" the interface toward us is named "a".
+type netnsPair struct{ ours, peer *netns.Host }
 
 func newNetnsPair(t *testing.T) netnsPair {
 	t.Helper()
-	id := fmt.Sprintf("%d%d", os.Getpid()%10000, time.Now().UnixNano()%1000)
-	p := netnsPair{ours: "fgikeA" + id, peer: "fgikeC" + id}
-	run(t, "ip", "netns", "add", p.ours)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.ours).Run() })
-	run(t, "ip", "netns", "add", p.peer)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.peer).Run() })
-	run(t, "ip", "-n", p.ours, "link", "add", "fgva", "type", "veth", "peer", "name", "fgvc", "netns", p.peer)
-	run(t, "ip", "-n", p.ours, "addr", "add", ourAddr+"/24", "dev", "fgva")
-	run(t, "ip", "-n", p.peer, "addr", "add", charonAddr+"/24", "dev", "fgvc")
-	for _, ns := range []string{p.ours, p.peer} {
-		dev := "fgva"
-		if ns == p.peer {
-			dev = "fgvc"
-		}
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		run(t, "ip", "-n", ns, "link", "set", dev, "up")
-	}
-	return p
+	topo := netns.Pair(t)
+	return netnsPair{ours: topo.Host("a"), peer: topo.Host("b")}
 }
 
-// listenUDPIn opens a UDP socket inside netns ns. The thread that entered
-// the namespace is never unlocked, so the runtime discards it.
-func listenUDPIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+// listenUDPIn opens a UDP socket inside host h.
+func listenUDPIn(t *testing.T, h *netns.Host, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
-	type res struct {
-		c   *net.UDPConn
-		err error
+	c, err := h.ListenPacket("udp4", addr.String())
+	if err != nil {
+		t.Fatalf("listen in %s on %v: %v", h.Name, addr, err)
 	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			ch <- res{err: err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- res{err: err}
-			return
-		}
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
-		ch <- res{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen in %s on %v: %v", ns, addr, r.err)
-	}
-	return r.c
+	return c.(*net.UDPConn)
 }
 
 // udpTransport is a minimal IKE transport: UDP 500 and 4500 with the
@@ -150,116 +103,27 @@ func (u *udpTransport) close() {
 	u.wg.Wait()
 }
 
-// charon runs strongSwan's IKE daemon in ns with a private configuration.
-type charon struct {
-	dir, vici, log string
-	cmd            *exec.Cmd
-}
+// charon is internal/realpeer's strongSwan launcher with the log checks
+// these tests use.
+type charon struct{ *realpeer.Charon }
 
-func startCharon(t *testing.T, ns, swanctlConf string, files map[string][]byte) *charon {
+func startCharon(t *testing.T, h *netns.Host, swanctlConf string, files map[string][]byte) *charon {
 	t.Helper()
-	bin := testenv.RequireBinary(t, "charon")
-	swanctl := testenv.RequireBinary(t, "swanctl")
-	dir := plainTempDir(t)
-	c := &charon{dir: dir, vici: filepath.Join(dir, "charon.vici"), log: filepath.Join(dir, "charon.log")}
-	conf := fmt.Sprintf(`charon {
-  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey revocation constraints kernel-netlink socket-default vici
-  install_routes = no
-  retransmit_tries = 2
-  retransmit_timeout = 1
-  filelog {
-    fglog {
-      path = %s
-      default = 1
-      ike = %d
-      cfg = 2
-      enc = 1
-      chd = %d
-      flush_line = yes
-    }
-  }
-  syslog {
-    daemon {
-      default = -1
-    }
-  }
-  plugins {
-    vici {
-      socket = unix://%s
-    }
-  }
-}
-`, c.log, charonLogLevel, charonLogLevel, c.vici)
-	confPath := filepath.Join(dir, "strongswan.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c.cmd = exec.Command("ip", "netns", "exec", ns, "unshare", "-m", "sh", "-c", "mount -t tmpfs fgike /run && exec "+bin)
-	c.cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+confPath)
-	var out bytes.Buffer
-	c.cmd.Stdout, c.cmd.Stderr = &out, &out
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := c.cmd.Process.Pid
-	t.Cleanup(func() {
-		_ = c.cmd.Process.Kill() // by PID
-		_ = c.cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(c.log)
-			t.Logf("charon (pid %d) output:\n%s\nlog:\n%s", pid, out.String(), b)
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(c.vici); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("charon did not create its vici socket:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond) // waiting for an external process
-	}
-	for name, b := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	swPath := filepath.Join(dir, "swanctl.conf")
-	if err := os.WriteFile(swPath, []byte(swanctlConf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run(t, swanctl, "--load-all", "--noprompt", "--file", swPath, "--uri", "unix://"+c.vici)
-	return c
+	return &charon{realpeer.StartCharon(t, h, realpeer.CharonConfig{Swanctl: swanctlConf, Files: files, LogLevel: charonLogLevel})}
 }
 
-// waitLog waits until charon's log contains every string in want.
+// waitLog waits until charon's log contains every string in want, logs
+// the interesting lines, and returns the log.
 func (c *charon) waitLog(t *testing.T, want ...string) string {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		b, _ := os.ReadFile(c.log)
-		ok := true
-		for _, w := range want {
-			ok = ok && strings.Contains(string(b), w)
+	log := c.WaitLog(t, 15*time.Second, want...)
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "selected proposal") || strings.Contains(l, "QUICK_MODE response") || strings.Contains(l, "lifetime") ||
+			strings.Contains(l, "install") || strings.Contains(l, "established") || strings.Contains(l, "successful") {
+			t.Log("charon:", strings.TrimSpace(l))
 		}
-		if ok {
-			for _, l := range strings.Split(string(b), "\n") {
-				if strings.Contains(l, "selected proposal") || strings.Contains(l, "QUICK_MODE response") || strings.Contains(l, "lifetime") || strings.Contains(l, "install") || strings.Contains(l, "established") || strings.Contains(l, "successful") {
-					t.Log("charon:", strings.TrimSpace(l))
-				}
-			}
-			return string(b)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("charon's log lacks %q", want)
-		}
-		time.Sleep(100 * time.Millisecond) // polling an external process's log
 	}
+	return log
 }
 
 // charonLogLevel is charon's ike/chd log level; 4 logs key material, which
@@ -375,14 +239,14 @@ func interopSetup(t *testing.T, tc interopCase, charonInitiates bool) (string, m
 	}
 }
 
-func interopEngine(t *testing.T, ns string, set func(*Config)) (*Engine, chan Event) {
-	return interopEngineAt(t, ns, ourAddr, set)
+func interopEngine(t *testing.T, h *netns.Host, set func(*Config)) (*Engine, chan Event) {
+	return interopEngineAt(t, h, ourAddr, set)
 }
 
-func interopEngineAt(t *testing.T, ns, addr string, set func(*Config)) (*Engine, chan Event) {
+func interopEngineAt(t *testing.T, h *netns.Host, addr string, set func(*Config)) (*Engine, chan Event) {
 	tr := &udpTransport{
-		c500:  listenUDPIn(t, ns, netip.MustParseAddrPort(addr+":500")),
-		c4500: listenUDPIn(t, ns, netip.MustParseAddrPort(addr+":4500")),
+		c500:  listenUDPIn(t, h, netip.MustParseAddrPort(addr+":500")),
+		c4500: listenUDPIn(t, h, netip.MustParseAddrPort(addr+":4500")),
 	}
 	events := make(chan Event, 32)
 	cfg := Config{Sender: tr, OnEvent: func(ev Event) { events <- ev }, Logger: testLogger(t, "ours")}

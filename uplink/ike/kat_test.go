@@ -123,11 +123,16 @@ func dumpAfter(log, marker string) []byte {
 	var b []byte
 	lines := strings.Split(log[i:], "\n")
 	for _, l := range lines[1:] {
+		// "[hh:mm:ss] 06[IKE]   16: 74 4E ..." — find the offset field.
 		f := strings.Fields(l)
-		if len(f) < 3 || !strings.HasSuffix(f[1], ":") {
+		j := 0
+		for j < len(f) && !(strings.HasSuffix(f[j], ":") && isDecimal(strings.TrimSuffix(f[j], ":"))) {
+			j++
+		}
+		if j >= len(f)-1 || j > 2 {
 			break
 		}
-		for _, h := range f[2:] {
+		for _, h := range f[j+1:] {
 			v, err := hex.DecodeString(h)
 			if len(h) != 2 || err != nil {
 				break
@@ -136,4 +141,16 @@ func dumpAfter(log, marker string) []byte {
 		}
 	}
 	return b
+}
+
+func isDecimal(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -3,60 +3,30 @@ package ike
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
-	"time"
 
+	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
-// natTopology: the inner host behind a NAPT router, the outer host on the
-// "internet" (TEST-NET-2):
-//
-//	inner 10.0.0.2 --fgni/fgnr-- router 10.0.0.1 | 198.51.100.254 --fgno/fgnx-- outer 198.51.100.2
-//	                              (nft masquerade out of fgno)
-type natTopology struct{ inner, router, outer string }
+// natTopology is internal/netns's site topology with NAT: "edge"
+// (192.168.1.2) behind the "nat" host's nftables masquerade (public
+// 198.51.100.2), and "wan" (198.51.100.1) on the internet side.
+type natTopology struct{ inner, outer *netns.Host }
 
 const (
-	innerAddr = "10.0.0.2"
-	outerAddr = "198.51.100.2"
-	natPublic = "198.51.100.254"
+	innerAddr = "192.168.1.2"
+	outerAddr = "198.51.100.1"
+	natPublic = "198.51.100.2"
 	natPSK    = "fleetgate nat psk"
 )
 
 func newNATTopology(t *testing.T) natTopology {
 	t.Helper()
-	testenv.RequireBinary(t, "nft")
-	id := fmt.Sprintf("%d%d", os.Getpid()%10000, time.Now().UnixNano()%1000)
-	n := natTopology{inner: "fgikeI" + id, router: "fgikeR" + id, outer: "fgikeO" + id}
-	for _, ns := range []string{n.inner, n.router, n.outer} {
-		ns := ns
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	run(t, "ip", "-n", n.inner, "link", "add", "fgni", "type", "veth", "peer", "name", "fgnr", "netns", n.router)
-	run(t, "ip", "-n", n.router, "link", "add", "fgno", "type", "veth", "peer", "name", "fgnx", "netns", n.outer)
-	run(t, "ip", "-n", n.inner, "addr", "add", innerAddr+"/24", "dev", "fgni")
-	run(t, "ip", "-n", n.router, "addr", "add", "10.0.0.1/24", "dev", "fgnr")
-	run(t, "ip", "-n", n.router, "addr", "add", natPublic+"/24", "dev", "fgno")
-	run(t, "ip", "-n", n.outer, "addr", "add", outerAddr+"/24", "dev", "fgnx")
-	for ns, dev := range map[string]string{n.inner: "fgni", n.outer: "fgnx"} {
-		run(t, "ip", "-n", ns, "link", "set", dev, "up")
-	}
-	run(t, "ip", "-n", n.router, "link", "set", "fgnr", "up")
-	run(t, "ip", "-n", n.router, "link", "set", "fgno", "up")
-	run(t, "ip", "-n", n.inner, "route", "add", "default", "via", "10.0.0.1")
-	run(t, "ip", "netns", "exec", n.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	rules := `table ip fgnat {
-  chain post { type nat hook postrouting priority 100; oifname "fgno" masquerade random; }
-}`
-	cmd := exec.Command("ip", "netns", "exec", n.router, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v\n%s", err, out)
+	topo := netns.New(t, netns.Options{NAT: true})
+	n := natTopology{inner: topo.Host("edge"), outer: topo.Host("wan")}
+	if n.inner.Addr != netip.MustParseAddr(innerAddr) || n.outer.Addr != netip.MustParseAddr(outerAddr) {
+		t.Fatalf("netns topology changed: edge %v, wan %v", n.inner.Addr, n.outer.Addr)
 	}
 	return n
 }

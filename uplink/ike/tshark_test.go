@@ -104,7 +104,7 @@ func TestInteropCaptureWellFormed(t *testing.T) {
 	ns := newNetnsPair(t)
 	conf, files, set := interopSetup(t, tc, false)
 	ch := startCharon(t, ns.peer, conf, files)
-	cp := startCapture(t, ns.peer, "fgvc")
+	cp := startCapture(t, ns.peer.NS, "a")
 	var mu sync.Mutex
 	var uat string
 	e, events := interopEngine(t, ns.ours, func(c *Config) {
@@ -137,7 +137,7 @@ func TestInteropCaptureWellFormed(t *testing.T) {
 		t.Fatalf("tshark saw %d ID payloads without keys: the exchange was not encrypted", n)
 	}
 	ids := cp.fields(t, opt, "isakmp.exchangetype == 2 && isakmp.id.type", "frame.number")
-	qm := cp.fields(t, opt, "isakmp.exchangetype == 32 && isakmp.id.data.ipv4_addr == 198.51.100.1", "frame.number")
+	qm := cp.fields(t, opt, "isakmp.exchangetype == 32 && isakmp.id.data.ipv4_addr == "+ourAddr, "frame.number")
 	if len(ids) < 2 || len(qm) < 2 {
 		t.Errorf("with our keys tshark decrypted %d Main Mode ID and %d Quick Mode nonce packets, want >= 2 each", len(ids), len(qm))
 	}
