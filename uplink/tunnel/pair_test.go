@@ -117,3 +117,77 @@ func TestPairUpPacketsTeardown(t *testing.T) {
 	}
 	tunneltest.Drive(t, p.Clock, 100*time.Millisecond, 10*time.Second, "server forgets the peer", func() bool { return p.Server.PeerCount() == 0 })
 }
+
+// TestServerSessionClose: the server ends one session (PPP Terminate, CDN,
+// StopCCN); the client's tunnel ends with the PPP or L2TP reason at once,
+// not by a timeout.
+func TestServerSessionClose(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	p := tunneltest.NewPair(t, tunneltest.Options{})
+	exchange(t, p, 0, 5)
+	tunneltest.CloseDriven(p.Clock, p.Session.Close)
+	select {
+	case <-p.Client.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("client did not notice the server closing its session")
+	}
+	err := p.Client.Err()
+	if ph := tunnel.PhaseOf(err); ph != tunnel.PhasePPP && ph != tunnel.PhaseL2TP {
+		t.Fatalf("client ended with %v, want a PPP or L2TP phase", err)
+	}
+	if !errors.Is(err, ppp.ErrPeerTerminated) && !errors.Is(err, l2tp.ErrPeerCDN) && !errors.Is(err, l2tp.ErrPeerStop) {
+		t.Fatalf("client ended with %v, want the server's Terminate, CDN or StopCCN", err)
+	}
+	t.Logf("client: %v", err)
+}
+
+// TestPairOverLossyPipe: 5% loss, duplication and reordering on every
+// pipe; retransmissions in IKE, L2TP and PPP still bring the tunnel up and
+// most packets through.
+func TestPairOverLossyPipe(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	imp := linktest.Impairment{LossPercent: 5, DupPercent: 5, ReorderPercent: 5}
+	p := tunneltest.NewPair(t, tunneltest.Options{Impairment: imp, Seed: 7})
+	cli, srv := make(collector, 1024), make(collector, 1024)
+	p.Client.SetPacketHandler(cli.handle)
+	p.Session.SetPacketHandler(srv.handle)
+	const n = 200
+	// A duplicated Configure-Request reopens IPCP (RFC 1661 §4.1: RCR in
+	// Opened), so a write may find the link renegotiating: let time pass
+	// and retry.
+	write := func(w func([]byte) error, pkt []byte) {
+		for try := 0; ; try++ {
+			err := w(pkt)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, tunnel.ErrNotUp) && !errors.Is(err, ppp.ErrNotOpen) || try > 100 {
+				t.Fatalf("write: %v", err)
+			}
+			p.Clock.Advance(100 * time.Millisecond)
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := 0; i < n; i++ {
+		write(p.Client.WritePacket, ipPacket(tunneltest.ClientAddr, tunneltest.ServerAddr, uint32(i), 600))
+		write(p.Session.WritePacket, ipPacket(tunneltest.ServerAddr, tunneltest.ClientAddr, uint32(i), 600))
+	}
+	count := func(c collector) int {
+		seen := map[uint32]bool{}
+		for len(seen) < n {
+			select {
+			case v := <-c:
+				seen[v] = true
+			case <-time.After(500 * time.Millisecond): // nothing more in flight
+				return len(seen)
+			}
+		}
+		return len(seen)
+	}
+	up, down := count(srv), count(cli)
+	if up < n*85/100 || down < n*85/100 {
+		t.Fatalf("over 5%% loss: %d/%d up, %d/%d down, want at least 85%%", up, n, down, n)
+	}
+	t.Logf("over 5%% loss: %d/%d up, %d/%d down; IKE retransmits %d/%d", up, n, down, n,
+		p.Client.Stats().IKE.Retransmits.Load(), p.Server.Stats().IKE.Retransmits.Load())
+}
