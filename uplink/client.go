@@ -328,6 +328,7 @@ func (c *Client) run() {
 		c.mu.Unlock()
 		tcfg := c.cfg.Tunnel
 		tcfg.Gateway, tcfg.NATTPort = gw.Addr, gw.NATTPort
+		tcfg.PacketHandler = c.deliver
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AttemptTimeout)
 		t, err := c.cfg.Dial(ctx, tcfg)
 		cancel()
@@ -345,7 +346,6 @@ func (c *Client) run() {
 			c.wait(gw.Addr, err)
 			continue
 		}
-		t.SetPacketHandler(c.deliver)
 		c.cur.Store(t)
 		up := c.cfg.Clock.Now()
 		c.mu.Lock()

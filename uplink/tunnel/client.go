@@ -89,6 +89,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
 		done:      make(chan struct{}),
 	}
 	t.stats = Stats{ESP: &t.esp, L2TP: &t.l2tp, PPP: &t.pppSt}
+	t.SetPacketHandler(cfg.PacketHandler)
 	icfg := ike.Config{
 		Sender:   senderFunc(t.sendIKE),
 		Clock:    cfg.Clock,

@@ -105,6 +105,9 @@ type ClientConfig struct {
 	EchoFailures int
 	// HostName is sent in the L2TP Host Name AVP (default "fleetgate").
 	HostName string
+	// PacketHandler, if set, receives IPv4 packets from the moment IPCP
+	// opens (SetPacketHandler can only be called after Dial returned).
+	PacketHandler func(pkt []byte)
 	// QuickModeTimeout bounds the wait for the first IPsec SA after phase
 	// 1 (default DefaultQuickModeTimeout).
 	QuickModeTimeout time.Duration
