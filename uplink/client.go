@@ -346,6 +346,7 @@ func (c *Client) run() {
 			c.wait(gw.Addr, err)
 			continue
 		}
+		t.SetPacketHandler(c.deliver) // also for a Dial that ignored tcfg.PacketHandler
 		c.cur.Store(t)
 		up := c.cfg.Clock.Now()
 		c.mu.Lock()

@@ -71,7 +71,7 @@ func TestFailoverReconnectStableInterface(t *testing.T) {
 		if cfg.Gateway == "gw-a.example" {
 			return nil, &tunnel.Error{Phase: tunnel.PhaseIKE, Err: ike.ErrTimeout}
 		}
-		p, err := tunneltest.Start(t, tunneltest.Options{Server: func(sc *tunnel.ServerConfig) {
+		p, err := tunneltest.Start(t, tunneltest.Options{Client: func(cc *tunnel.ClientConfig) { cc.PacketHandler = cfg.PacketHandler }, Server: func(sc *tunnel.ServerConfig) {
 			sc.OnSession = func(s *tunnel.ServerSession) {} // sessions found via Sessions()
 		}})
 		if err != nil {
