@@ -53,7 +53,7 @@ func (ca *testCA) issue(t *testing.T, cn string, serial int64) *ike.LocalCert {
 		SerialNumber: big.NewInt(serial), Subject: pkix.Name{Organization: []string{"fleetgate test"}, CommonName: cn},
 		DNSNames:  []string{cn},
 		NotBefore: notBefore, NotAfter: notAfter,
-		KeyUsage:  x509.KeyUsageDigitalSignature,
+		KeyUsage: x509.KeyUsageDigitalSignature,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -73,7 +73,9 @@ func TestPairCertificates(t *testing.T) {
 			Client: func(c *tunnel.ClientConfig) { c.PSK, c.Cert, c.CAs = nil, siteCert, ca.pool },
 			Server: func(c *tunnel.ServerConfig) {
 				c.PSK, c.Cert, c.CAs = nil, gwCert, ca.pool
-				c.AllowIdentity = func(id ike.Identity) bool { return allow && id.Cert != nil && id.Cert.Subject.CommonName == "site1.example" }
+				c.AllowIdentity = func(id ike.Identity) bool {
+					return allow && id.Cert != nil && id.Cert.Subject.CommonName == "site1.example"
+				}
 			},
 		}
 	}
