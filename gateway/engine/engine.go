@@ -29,6 +29,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/link"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
@@ -67,6 +68,7 @@ type Engine struct {
 	cfg   Config
 	stats Stats
 	seen  ikeSeen
+	raw2  l2tp.Stats // raw L2TP listener
 
 	mu  sync.Mutex
 	srv *tunnel.Server
@@ -84,6 +86,9 @@ func New(cfg Config) *Engine {
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() *Stats { return &e.stats }
+
+// RawL2TPStats returns the raw L2TP listener's counters.
+func (e *Engine) RawL2TPStats() *l2tp.Stats { return &e.raw2 }
 
 // Ready is closed once Run has bound its sockets.
 func (e *Engine) Ready() <-chan struct{} { return e.up }

@@ -114,13 +114,20 @@ func (g *gateway) clientConfig(user, pw string) tunnel.ClientConfig {
 
 func dial(t testing.TB, cc tunnel.ClientConfig) (*tunnel.Tunnel, chan []byte) {
 	t.Helper()
+	tn, got := dialNoClose(t, cc)
+	t.Cleanup(func() { _ = tn.Close() })
+	return tn, got
+}
+
+// dialNoClose dials without registering a graceful Close.
+func dialNoClose(t testing.TB, cc tunnel.ClientConfig) (*tunnel.Tunnel, chan []byte) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	tn, err := tunnel.Dial(ctx, cc)
 	if err != nil {
 		t.Fatalf("dial as %s: %v (phase %v)", cc.Username, err, tunnel.PhaseOf(err))
 	}
-	t.Cleanup(func() { _ = tn.Close() })
 	got := make(chan []byte, 64)
 	tn.SetPacketHandler(func(p []byte) {
 		select {

@@ -46,7 +46,7 @@ func (e *Engine) startRaw(env *server.Env, log *slog.Logger, at netip.AddrPort, 
 		conn = c
 	}
 	log = log.With("listener", "raw_l2tp")
-	ep, err := l2tp.Listen(conn, l2tp.Config{HostName: "fleetgate", Clock: e.cfg.Clock, Logger: log})
+	ep, err := l2tp.Listen(conn, l2tp.Config{HostName: "fleetgate", Clock: e.cfg.Clock, Logger: log, Stats: &e.raw2})
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("engine: raw L2TP: %w", err)

@@ -1,0 +1,220 @@
+package engine_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/engine"
+	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+// send fires n datagrams made by mk from a socket bound to src.
+func send(t *testing.T, src string, to netip.AddrPort, n int, mk func(i int) []byte) {
+	t.Helper()
+	c, err := net.ListenPacket("udp", src+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range n {
+		if _, err := c.WriteTo(mk(i), net.UDPAddrFromAddrPort(to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// firstMainMode is an ISAKMP header opening a Main Mode (responder cookie
+// zero, exchange 2) with a fresh initiator cookie and an empty SA payload.
+func firstMainMode(i int) []byte {
+	b := make([]byte, 28+8)
+	binary.BigEndian.PutUint64(b, uint64(i+1)<<8|0x5a)
+	b[16], b[17], b[18] = 1, 0x10, 2 // next payload SA, version 1.0, identity protection
+	binary.BigEndian.PutUint32(b[24:], uint32(len(b)))
+	binary.BigEndian.PutUint16(b[30:], 8)
+	return b
+}
+
+// TestBadInput: garbage on the IKE, NAT-T and raw L2TP ports and a
+// half-open Main Mode flood from one source are dropped and counted, with
+// no panic, while an established session keeps working and a new client
+// from another address still gets in.
+func TestBadInput(t *testing.T) {
+	cfg := parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n"+
+		"pacing: {per_source_rate: 1, per_source_burst: 5, global_rate: 1000, global_burst: 1000}\n")
+	raw := udpConn(t)
+	g := startGateway(t, cfg, engine.Config{RawL2TPConn: raw})
+	tn, got := dial(t, g.clientConfig("hall7", "pw7"))
+	env := g.srv.Env()
+	waitFor(t, "hall7 registered", func() bool { return env.Sessions.Len() == 1 })
+	ts := g.eng.Tunnel()
+	st := ts.Stats()
+	rng := rand.New(rand.NewPCG(1, 2))
+	garbage := func(int) []byte {
+		b := make([]byte, 1+rng.IntN(600))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	natMarker := func(i int) []byte { return append([]byte{0, 0, 0, 0}, garbage(i)...) }
+	fakeESP := func(i int) []byte { b := garbage(i); return append([]byte{0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1}, b...) }
+	l2tpCtl := func(i int) []byte { b := garbage(i); b[0], b[1] = 0xc8, 0x02; return b }
+	send(t, "127.0.0.3", ts.IKEAddr(), 500, garbage)
+	send(t, "127.0.0.3", ts.NATTAddr(), 300, natMarker)
+	send(t, "127.0.0.3", ts.NATTAddr(), 300, fakeESP)
+	send(t, "127.0.0.3", g.eng.RawL2TPAddr(), 300, garbage)
+	send(t, "127.0.0.3", g.eng.RawL2TPAddr(), 300, l2tpCtl)
+	// Half-open flood: 200 first Main Mode messages from one source.
+	send(t, "127.0.0.2", ts.IKEAddr(), 200, firstMainMode)
+
+	waitFor(t, "garbage counted", func() bool {
+		return st.IKE.Malformed.Load() > 0 && st.Transport.UnknownSPI.Load()+st.Transport.Malformed.Load() > 0 &&
+			g.eng.RawL2TPStats().MalformedDropped.Load() > 0
+	})
+	waitFor(t, "flood paced", func() bool { return g.eng.Stats().AdmissionRefused.Load() >= 150 })
+	t.Logf("ike malformed %d, unknown SPI %d, transport malformed %d, raw l2tp malformed %d, admission refused %d, IKE datagrams received %d",
+		st.IKE.Malformed.Load(), st.Transport.UnknownSPI.Load(), st.Transport.Malformed.Load(),
+		g.eng.RawL2TPStats().MalformedDropped.Load(), g.eng.Stats().AdmissionRefused.Load(), st.IKE.Received.Load())
+	if n := g.eng.Stats().AdmissionRefused.Load(); n > 200-5 {
+		t.Fatalf("admission refused %d of 200, want at most 195 (burst 5 admitted)", n)
+	}
+
+	// The established session is unaffected.
+	me := tn.LocalAddr()
+	if err := tn.WritePacket(icmpEcho(me, central, 9, 9)); err != nil {
+		t.Fatal(err)
+	}
+	await(t, got, "ICMP echo reply after the garbage", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoICMP && h.Src() == central })
+	// A new client from another source address still gets in.
+	cc := g.clientConfig("pump2", "pw2")
+	cc.LocalIKE, cc.LocalNATT = "127.0.0.4:0", "127.0.0.4:0"
+	dial(t, cc)
+	waitFor(t, "pump2 registered", func() bool { return env.Sessions.Len() == 2 })
+	var sb strings.Builder
+	if _, err := g.srv.Metrics().WriteTo(&sb); err != nil {
+		t.Fatal(err)
+	}
+	if m := grepLines(sb.String(), `phase="admission",reason="paced"`); m == "" {
+		t.Fatalf("no admission set-up failures in the metrics:\n%s", grepLines(sb.String(), "setup_failures"))
+	} else {
+		t.Log(m)
+	}
+}
+
+// cutConn is a client socket that can be cut: the peer then vanishes
+// without Delete or StopCCN.
+type cutConn struct {
+	net.PacketConn
+	cut atomic.Bool
+}
+
+func (c *cutConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if c.cut.Load() {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, a)
+}
+
+func (c *cutConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := c.PacketConn.ReadFrom(b)
+		if err != nil || !c.cut.Load() {
+			return n, a, err
+		}
+	}
+}
+
+// TestVanishedPeerDPD: a client that disappears without Delete is found
+// dead by DPD (short timers), unregistered and counted, while another
+// session stays up.
+func TestVanishedPeerDPD(t *testing.T) {
+	cfg := parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n")
+	g := startGateway(t, cfg, engine.Config{
+		IKE: tunnel.IKEOptions{DPDInterval: 500 * time.Millisecond, DPDTimeout: 2 * time.Second, Retransmit: 300 * time.Millisecond, Retries: 2},
+	})
+	env := g.srv.Env()
+	ike, natt := &cutConn{PacketConn: udpConn(t)}, &cutConn{PacketConn: udpConn(t)}
+	cc := g.clientConfig("hall7", "pw7")
+	cc.IKEConn, cc.NATTConn = ike, natt
+	cc.DPDInterval = -1
+	cc.KeepaliveInterval = -1
+	dialNoClose(t, cc)
+	// The vanished client is not closed gracefully (its Close would wait
+	// for a gateway that forgot it): its sockets go, its timers end it.
+	t.Cleanup(func() { ike.PacketConn.Close(); natt.PacketConn.Close() })
+	stay, stayGot := dial(t, g.clientConfig("pump2", "pw2"))
+	waitFor(t, "both registered", func() bool { return env.Sessions.Len() == 2 })
+
+	cutAt := time.Now()
+	ike.cut.Store(true)
+	natt.cut.Store(true)
+	waitFor(t, "dead peer unregistered", func() bool { return env.Sessions.Len() == 1 && env.Sessions.ByIdentity("hall7") == nil })
+	t.Logf("dead peer unregistered after %v", time.Since(cutAt))
+	if n := g.eng.Tunnel().Stats().IKE.DeadPeers.Load(); n != 1 {
+		t.Fatalf("IKE dead peers: got %d, want 1", n)
+	}
+	var sb strings.Builder
+	if _, err := g.srv.Metrics().WriteTo(&sb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sb.String(), `fleetgate_dpd_failures_total{identity="hall7"} 1`) {
+		t.Fatalf("metrics lack the DPD failure for hall7:\n%s", grepLines(sb.String(), "dpd"))
+	}
+	if err := stay.WritePacket(icmpEcho(stay.LocalAddr(), central, 3, 3)); err != nil {
+		t.Fatal(err)
+	}
+	await(t, stayGot, "ICMP echo reply on the surviving session", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoICMP })
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestConfigErrors: what the engine cannot run with is refused with a
+// clear error instead of a half-started daemon.
+func TestConfigErrors(t *testing.T) {
+	busy := udpConn(t)
+	t.Cleanup(func() { busy.Close() })
+	port := netip.MustParseAddrPort(busy.LocalAddr().String()).Port()
+	tests := []struct {
+		name    string
+		yaml    string
+		want    error
+		wantMsg string
+	}{
+		{"IKE port in use", "listen: {address: 127.0.0.1, ike_port: " + itoa(port) + ", natt_port: 14599}\n", engine.ErrListen, "IKE 127.0.0.1:" + itoa(port)},
+		{"missing gateway certificate", "pki: {cert: /nonexistent/gw.pem, key: /nonexistent/gw.key}\nlisten: {address: 127.0.0.1, ike_port: 0, natt_port: 0}\n", engine.ErrConfig, "gateway certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := parseConfig(t, tt.yaml)
+			eng := engine.New(engine.Config{})
+			srv, err := server.New(cfg, server.Options{Engine: eng})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = eng.Run(t.Context(), srv.Env())
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Fatalf("got %v, want %v mentioning %q", err, tt.want, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func itoa(n uint16) string { return strconv.Itoa(int(n)) }
