@@ -16,10 +16,10 @@ import (
 
 // loopbackServer starts a server on 127.0.0.1 with ephemeral IKE and
 // NAT-T ports (real sockets, real clock), assigning 10.10.8.<n> per user.
-func loopbackServer(t testing.TB, sessions chan *tunnel.ServerSession) *tunnel.Server {
+func loopbackServer(t testing.TB, sessions chan *tunnel.ServerSession, edit ...func(*tunnel.ServerConfig)) *tunnel.Server {
 	t.Helper()
 	users := ppp.LocalUsers{"site1": "pw1", "site2": "pw2"}
-	srv, err := tunnel.NewServer(tunnel.ServerConfig{
+	cfg := tunnel.ServerConfig{
 		IKEAddr: "127.0.0.1:0", NATTAddr: "127.0.0.1:0",
 		PSK:           func(netip.Addr) ([]byte, bool) { return []byte("loopback-psk"), true },
 		IKEOptions:    tunnel.IKEOptions{ESPProposals: "aes128gcm16,aes128-sha1"},
@@ -33,7 +33,11 @@ func loopbackServer(t testing.TB, sessions chan *tunnel.ServerSession) *tunnel.S
 		},
 		LocalAddr: netip.MustParseAddr("10.10.0.1"),
 		OnSession: func(s *tunnel.ServerSession) { sessions <- s },
-	})
+	}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	srv, err := tunnel.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,5 +169,50 @@ func TestLoopbackTwoClientsBehindOneAddress(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("client 2 lost its session when client 1 left")
+	}
+}
+
+// TestLoopbackRekeyUnderTraffic: real sockets and the real clock, 3-second
+// IPsec SAs (rekeyed at half-life) and a 6-second IKE SA, a packet each way
+// every 5 ms for 8 seconds: every packet arrives.
+func TestLoopbackRekeyUnderTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("8 s of real time")
+	}
+	linktest.CheckGoroutines(t)
+	sessions := make(chan *tunnel.ServerSession, 2)
+	short := tunnel.IKEOptions{IPsecLifetime: 3 * time.Second, IKELifetime: 6 * time.Second, RekeyMargin: 1500 * time.Millisecond}
+	srv := loopbackServer(t, sessions, func(c *tunnel.ServerConfig) { c.IKEOptions = short })
+	cfg := loopbackClient(srv, "site1", "pw1")
+	cfg.IKEOptions = short
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := tunnel.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ss := <-sessions
+	first := c.Status()
+	down, up := make(collector, 4096), make(collector, 4096)
+	c.SetPacketHandler(down.handle)
+	ss.SetPacketHandler(up.handle)
+	n := 0
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); n++ {
+		if err := c.WritePacket(ipPacket(c.LocalAddr(), netip.MustParseAddr("10.10.0.1"), uint32(n), 1000)); err != nil {
+			t.Fatalf("client write %d: %v", n, err)
+		}
+		if err := ss.WritePacket(ipPacket(netip.MustParseAddr("10.10.0.1"), c.LocalAddr(), uint32(n), 300)); err != nil {
+			t.Fatalf("server write %d: %v", n, err)
+		}
+		time.Sleep(5 * time.Millisecond) // paced traffic, as a site sends it
+	}
+	up.expect(t, "server", n)
+	down.expect(t, "client", n)
+	last := c.Status()
+	cs := c.Stats()
+	t.Logf("%d packets each way; client rekeys %d, phase 1 %d, SPI %08x -> %08x", n, cs.IKE.Rekeys.Load(), cs.IKE.Phase1Established.Load(), first.InSPI, last.InSPI)
+	if last.InSPI == first.InSPI || cs.IKE.Phase1Established.Load()+srv.Stats().IKE.Phase1Established.Load() < 3 {
+		t.Fatalf("no rekey of both kinds in 8 s: %+v", last)
 	}
 }
