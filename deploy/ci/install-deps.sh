@@ -14,6 +14,8 @@ PKGS=(
   freeradius freeradius-utils
   tshark
   nftables iproute2
+  systemd       # systemd-analyze verify/security for deploy/systemd units (not booted)
+  prometheus    # promtool checks deploy/monitoring rules (the server is not started)
 )
 STATICCHECK_VERSION=v0.8.2   # honnef.co/go/tools
 
@@ -36,7 +38,7 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # Debian starts some of these as services when systemd runs; the tests
     # start their own private instances, so stop any system copies.
-    for s in mosquitto freeradius xl2tpd strongswan-starter softether-vpnserver ipsec; do
+    for s in mosquitto freeradius xl2tpd strongswan-starter softether-vpnserver ipsec prometheus prometheus-node-exporter; do
       if command -v systemctl >/dev/null && systemctl is-active --quiet "$s" 2>/dev/null; then
         systemctl stop "$s" || true
         systemctl disable --quiet "$s" 2>/dev/null || true

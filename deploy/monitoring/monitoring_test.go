@@ -2,6 +2,7 @@ package monitoring
 
 import (
 	"encoding/json"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -243,13 +244,10 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 }
 
 // TestPromtool runs `promtool check rules` and the rule unit tests in
-// alerts_test.yaml. promtool comes with Debian's prometheus package; it is
-// not a peer the project's CI installs, so the test skips without it.
+// alerts_test.yaml. promtool comes with Debian's prometheus package, which
+// deploy/ci/install-deps.sh installs (no server is started).
 func TestPromtool(t *testing.T) {
-	pt, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("SKIP: promtool not installed (apt-get install prometheus): alert rules not checked by promtool")
-	}
+	pt := testenv.RequireBinary(t, "promtool")
 	for _, args := range [][]string{{"check", "rules", "alerts.yaml"}, {"test", "rules", "alerts_test.yaml"}} {
 		out, err := exec.Command(pt, args...).CombinedOutput()
 		if err != nil {
