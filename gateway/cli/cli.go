@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/version"
 )
 
 // DefaultConfig is the configuration path when -c is not given.
@@ -52,7 +53,7 @@ func Main(args []string, stdout, stderr io.Writer, newEngine EngineFactory) int 
 
 // Run is Main with an explicit context and reload channel (tests).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, newEngine EngineFactory, reload <-chan os.Signal) int {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "--check-config" && args[0] != "-check-config" && args[0] != "-h" && args[0] != "--help" {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "--check-config" && args[0] != "-check-config" && args[0] != "-h" && args[0] != "--help" && args[0] != "--version" && args[0] != "-version" {
 		args = append([]string{"run"}, args...)
 	}
 	var err error
@@ -67,6 +68,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, newEngine
 		err = cmdClientConfig(args[1:], stdout)
 	case "status":
 		err = cmdStatus(ctx, args[1:], stdout)
+	case "--version", "-version", "version":
+		fmt.Fprintln(stdout, "gateway", version.String())
+		return 0
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -114,7 +118,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, newEngine Engi
 	if err != nil {
 		return err
 	}
-	log.Info("gateway starting", "config", *path, "ike", cfg.Listen.IKEAddr().String(), "natt", cfg.Listen.NATTAddr().String(),
+	log.Info("gateway starting", "version", version.String(), "config", *path, "ike", cfg.Listen.IKEAddr().String(), "natt", cfg.Listen.NATTAddr().String(),
 		"dataplane", cfg.DataPlane.Mode, "identities", len(cfg.Identities))
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -124,14 +128,17 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, newEngine Engi
 			log.Info("gateway stopped")
 			return err
 		case <-reload:
+			srv.NotifyReloading()
 			next, err := config.Load(*path)
 			if err != nil {
 				log.Error("reload refused: configuration has errors; keeping the running one", "err", err.Error())
+				srv.NotifyReady()
 				continue
 			}
 			if _, err := srv.Reload(next); err != nil {
 				log.Error("reload failed", "err", err)
 			}
+			srv.NotifyReady()
 		}
 	}
 }

@@ -44,6 +44,11 @@ type Env struct {
 	srv *Server
 }
 
+// Ready tells the service manager (systemd Type=notify) that the gateway
+// serves: the engine calls it once its IKE and NAT-T sockets are bound.
+// Calls after the first do nothing.
+func (e *Env) Ready() { e.srv.ready() }
+
 // Config returns the current configuration (it changes on reload).
 func (e *Env) Config() *config.Config { return e.srv.cfg.Load() }
 

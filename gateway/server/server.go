@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fleetgate/fleetgate/deploy/sdnotify"
 	"github.com/fleetgate/fleetgate/gateway/admission"
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
@@ -51,23 +52,24 @@ type Options struct {
 
 // Server is the gateway daemon.
 type Server struct {
-	opts     Options
-	log      *slog.Logger
-	cfg      atomic.Pointer[config.Config]
-	verifier atomic.Pointer[pki.Verifier]
-	pool     atomic.Pointer[pool.Pool]
-	table    *route.Table
-	router   *dataplane.Router
-	adm      *admission.Limiter
-	gm       *metrics.Gateway
-	reg      metrics.Registry
-	rad      *radius.Client
-	env      *Env
-	host     atomic.Pointer[hostRef]
-	started  time.Time
-	engine   atomic.Value // string: state of the engine
-	httpAddr atomic.Value // string: bound metrics/status address
-	seenIDs  seenSet
+	opts      Options
+	log       *slog.Logger
+	readyOnce sync.Once // READY=1 is sent once per process
+	cfg       atomic.Pointer[config.Config]
+	verifier  atomic.Pointer[pki.Verifier]
+	pool      atomic.Pointer[pool.Pool]
+	table     *route.Table
+	router    *dataplane.Router
+	adm       *admission.Limiter
+	gm        *metrics.Gateway
+	reg       metrics.Registry
+	rad       *radius.Client
+	env       *Env
+	host      atomic.Pointer[hostRef]
+	started   time.Time
+	engine    atomic.Value // string: state of the engine
+	httpAddr  atomic.Value // string: bound metrics/status address
+	seenIDs   seenSet
 
 	mu     sync.Mutex
 	states map[uint64]*sessionState
@@ -242,6 +244,7 @@ func (s *Server) Run(ctx context.Context) error {
 	} else {
 		s.log.Warn("no session engine linked: data plane, metrics and status only")
 		engDone = nil
+		s.ready()
 	}
 	interimStop := make(chan struct{})
 	wg.Add(1)
@@ -258,6 +261,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Error("session engine stopped", "err", err)
 		}
 	}
+	notify(s.log, sdnotify.Stopping)
 	stopEngine()
 	if engDone != nil {
 		s.engine.Store("stopping")
@@ -450,3 +454,25 @@ func (s *Server) Report() status.Report {
 	sort.Slice(r.Sessions, func(i, j int) bool { return r.Sessions[i].Identity < r.Sessions[j].Identity })
 	return r
 }
+
+// ready sends READY=1 to the service manager once per Run.
+func (s *Server) ready() {
+	s.readyOnce.Do(func() {
+		notify(s.log, sdnotify.Ready)
+		s.log.Info("gateway ready")
+	})
+}
+
+// notify sends one sd_notify state; outside systemd it does nothing.
+func notify(log *slog.Logger, fn func() (bool, error)) {
+	if _, err := fn(); err != nil {
+		log.Warn("sd_notify failed", "err", err)
+	}
+}
+
+// NotifyReloading and NotifyReady bracket a configuration reload for the
+// service manager (systemd Type=notify, ExecReload=kill -HUP).
+func (s *Server) NotifyReloading() { notify(s.log, sdnotify.Reloading) }
+
+// NotifyReady says the reload is over (applied or refused).
+func (s *Server) NotifyReady() { notify(s.log, sdnotify.Ready) }
