@@ -374,9 +374,25 @@ func (t *Tunnel) teardown(graceful bool) {
 	if graceful {
 		t.log.Debug("closing")
 		t.fail(PhaseNone, ErrClosed) // lower layers going down now is no failure
-		_ = t.ppp.Close()
-		_ = t.sess.Close()
-		_ = t.ltun.Close()
+		polite := make(chan struct{})
+		go func() {
+			_ = t.ppp.Close()
+			_ = t.sess.Close()
+			_ = t.ltun.Close()
+			close(polite)
+		}()
+		// A dead peer would keep PPP and L2TP retransmitting for half a
+		// minute; past CloseTimeout we stop asking.
+		tm := t.cfg.Clock.NewTimer(CloseTimeout)
+		select {
+		case <-polite:
+		case <-tm.C():
+			t.log.Info("peer did not answer the close in time", "timeout", CloseTimeout)
+			t.ppp.LowerDown()
+			_ = t.ep.Close()
+			<-polite
+		}
+		tm.Stop()
 	} else if t.ppp != nil {
 		t.ppp.LowerDown()
 	}

@@ -18,6 +18,11 @@ const (
 	// SA after phase 1 (IKE's own retransmissions give up after about a
 	// minute with the defaults).
 	DefaultQuickModeTimeout = 60 * time.Second
+	// CloseTimeout bounds a graceful client Close: PPP Terminate
+	// (RFC 1661 §4.6: 2 × 3 s with the defaults) and the StopCCN
+	// acknowledgement (RFC 2661 §5.7: up to ~30 s of retransmissions) are
+	// not waited for longer when the peer has gone quiet.
+	CloseTimeout = 5 * time.Second
 	// outboundSwitchDelay is how long the initiator of a rekeying Quick
 	// Mode keeps sending on the old SA after installing the new inbound
 	// one. The responder installs the new pair only when it has processed

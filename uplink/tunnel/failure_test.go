@@ -136,3 +136,20 @@ func TestServerCloseTellsClient(t *testing.T) {
 	t.Logf("client: %v", err)
 	<-p.Session.Done()
 }
+
+// TestCloseDeadPeerBounded: Close with the peer gone quiet does not wait
+// out PPP's and L2TP's retransmissions (about half a minute) but gives up
+// after CloseTimeout.
+func TestCloseDeadPeerBounded(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	p := tunneltest.NewPair(t, tunneltest.Options{})
+	p.Link.SetDown(true)
+	start := p.Clock.Now()
+	tunneltest.CloseDriven(p.Clock, p.Client.Close)
+	if took := p.Clock.Now().Sub(start); took > 8*time.Second {
+		t.Fatalf("Close took %v of clock time with a dead peer, want about %v", took, tunnel.CloseTimeout)
+	}
+	if !errors.Is(p.Client.Err(), tunnel.ErrClosed) {
+		t.Fatalf("Err after Close: %v", p.Client.Err())
+	}
+}
