@@ -153,3 +153,20 @@ func TestCloseDeadPeerBounded(t *testing.T) {
 		t.Fatalf("Err after Close: %v", p.Client.Err())
 	}
 }
+
+// TestServerSessionCloseDeadClientBounded: the gateway kicking a session
+// whose client went quiet returns after about CloseTimeout.
+func TestServerSessionCloseDeadClientBounded(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	p := tunneltest.NewPair(t, tunneltest.Options{})
+	p.Link.SetDown(true)
+	start := p.Clock.Now()
+	tunneltest.CloseDriven(p.Clock, p.Session.Close)
+	if took := p.Clock.Now().Sub(start); took > 8*time.Second {
+		t.Fatalf("ServerSession.Close took %v of clock time with a dead client", took)
+	}
+	if p.Session.Err() == nil {
+		t.Fatal("session has no end reason")
+	}
+	p.Link.SetDown(false)
+}

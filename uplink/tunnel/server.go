@@ -555,12 +555,28 @@ func (ss *ServerSession) Err() error {
 
 // Close ends the session from our side: PPP Terminate, CDN, and StopCCN
 // for its tunnel (the client's LAC holds one session per tunnel). It waits
-// until the session is gone.
+// until the session is gone, at most about CloseTimeout when the client
+// has gone quiet.
 func (ss *ServerSession) Close() error {
-	_ = ss.ppp.Close()
-	_ = ss.sess.Close()
-	<-ss.done
-	_ = ss.sess.Tunnel().Close()
+	s := ss.srv
+	polite := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = ss.ppp.Close()
+		_ = ss.sess.Close()
+		<-ss.done
+		close(polite)
+		_ = ss.sess.Tunnel().Close() // StopCCN; its ack may never come
+	}()
+	tm := s.cfg.Clock.NewTimer(CloseTimeout)
+	defer tm.Stop()
+	select {
+	case <-polite:
+	case <-tm.C():
+		ss.abort(&Error{PhaseNone, ErrClosed})
+		<-ss.done
+	}
 	return nil
 }
 
