@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/keylog"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
@@ -34,13 +39,23 @@ func listenIn(t *testing.T, h *netns.Host, addr netip.AddrPort) net.PacketConn {
 // masquerade dial our server on the standard ports 500/4500 in the gw
 // namespace. The server sees both from the NAT's one public address, keeps
 // them apart by SA pair (each has its own session, address and packets),
-// and one leaving does not disturb the other.
+// and one leaving does not disturb the other. tshark finds nothing
+// malformed and, with the server's key log, decrypts ESP to L2TP and PPP.
 func TestNetnsTwoSitesBehindOneNAT(t *testing.T) {
 	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "tshark")
 	topo := netns.New(t, netns.Options{SecondSite: true})
 	gw := topo.Host("gw")
+	capture := realpeer.StartCapture(t, gw, "any", "udp port 500 or udp port 4500")
+	kdir := t.TempDir()
+	kl, err := keylog.Open(kdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kl.Close() })
 	sessions := make(chan *tunnel.ServerSession, 4)
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{
+		KeyLog:        kl,
 		IKEConn:       listenIn(t, gw, netip.AddrPortFrom(gw.Addr, 500)),
 		NATTConn:      listenIn(t, gw, netip.AddrPortFrom(gw.Addr, 4500)),
 		PSK:           func(netip.Addr) ([]byte, bool) { return []byte("netns-psk"), true },
@@ -122,4 +137,33 @@ func TestNetnsTwoSitesBehindOneNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	got.expect(t, "site 2 after site 1 left", 1)
+	clients[1].Close()
+
+	// tshark judges what our client and server sent through the NAT and,
+	// with the server's key log, decrypts ESP down to PPP.
+	pcap := capture.Stop()
+	if bad := realpeer.Malformed(t, pcap); len(bad) > 0 {
+		t.Errorf("tshark flags %d packets:\n%s", len(bad), strings.Join(bad, "\n"))
+	}
+	opts := []string{"-o", "esp.enable_encryption_decode:TRUE"}
+	for _, f := range []string{keylog.IKEv1File, keylog.ESPFile} {
+		b, err := os.ReadFile(filepath.Join(kdir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l != "" {
+				opts = append(opts, "-o", "uat:"+f+":"+l)
+			}
+		}
+	}
+	sum := realpeer.Summary(t, pcap, opts...)
+	for _, want := range []string{"L2TP", "LCP", "CHAP", "IPCP"} {
+		if !strings.Contains(sum, want) {
+			t.Errorf("decrypted capture lacks %s:\n%s", want, sum)
+		}
+	}
+	if bad := realpeer.Malformed(t, pcap, opts...); len(bad) > 0 {
+		t.Errorf("decrypted, tshark flags %d packets:\n%s", len(bad), strings.Join(bad, "\n"))
+	}
 }

@@ -22,6 +22,9 @@ func ipPacket(src, dst netip.Addr, n uint32, size int) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(b[12:], s[:])
 	copy(b[16:], d[:])
+	binary.BigEndian.PutUint16(b[20:], 49999) // UDP: ports, length, no checksum
+	binary.BigEndian.PutUint16(b[22:], 49999)
+	binary.BigEndian.PutUint16(b[24:], uint16(size-20))
 	binary.BigEndian.PutUint32(b[28:], n)
 	return b
 }
