@@ -141,4 +141,3 @@ func (t *Tunnel) remove(c *ike.ChildSA, why error) {
 		go t.eng.RekeyChild(heir.InSPI)
 	}
 }
-
