@@ -19,4 +19,8 @@ const (
 	// statsInterval is how often IKE counters are turned into gateway
 	// metrics (set-up failures by phase, rekeys).
 	statsInterval = time.Second
+	// socketBuffer is asked for on the NAT-T socket (as esp.Transport does
+	// for sockets it can see): bursts of ESP must not overflow the kernel
+	// queue while the reader catches up.
+	socketBuffer = 4 << 20
 )

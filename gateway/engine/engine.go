@@ -156,6 +156,12 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		e.stats.AdmissionRefused.Add(1)
 		env.Metrics.SetupFailed(metrics.PhaseAdmission, "paced")
 	}
+	// The wrapper hides the *net.UDPConn from the ESP transport, which
+	// would size the NAT-T socket's buffers itself: do it here.
+	if u, ok := nattConn.(*net.UDPConn); ok {
+		_ = u.SetReadBuffer(socketBuffer)
+		_ = u.SetWriteBuffer(socketBuffer)
+	}
 	sc.IKEConn = newAdmitConn(ikeConn, false, allow, refuse)
 	sc.NATTConn = newAdmitConn(nattConn, true, allow, refuse)
 

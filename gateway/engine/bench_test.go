@@ -1,0 +1,194 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/dataplane"
+	"github.com/fleetgate/fleetgate/gateway/engine"
+	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+// countHost is a data plane host that counts what the router hands it.
+type countHost struct {
+	n, bytes atomic.Uint64
+	credits  chan struct{} // one per delivered packet, for flow control
+	done     chan struct{}
+	once     sync.Once
+}
+
+func newCountHost() *countHost {
+	return &countHost{done: make(chan struct{}), credits: make(chan struct{}, 256)}
+}
+
+func (h *countHost) WritePacket(p []byte) error {
+	h.n.Add(1)
+	h.bytes.Add(uint64(len(p)))
+	select {
+	case h.credits <- struct{}{}:
+	default:
+	}
+	return nil
+}
+func (h *countHost) ReadPacket([]byte) (int, error) { <-h.done; return 0, io.EOF }
+func (h *countHost) MTU() int                       { return 1500 }
+func (h *countHost) Close() error                   { h.once.Do(func() { close(h.done) }); return nil }
+
+const benchPacing = "pacing: {per_source_rate: 100000, per_source_burst: 100000, global_rate: 100000, global_burst: 100000}\n" +
+	"policy: {default: allow}\n"
+
+// startBenchGateway runs the daemon core with the engine and a counting
+// host (no netstack in the measurement).
+func startBenchGateway(b *testing.B, extra string) (*gateway, *countHost) {
+	b.Helper()
+	host := newCountHost()
+	cfg := parseConfig(b, extra+benchPacing)
+	eng := engine.New(engine.Config{IKEConn: udpConn(b), NATTConn: udpConn(b), RatePerSource: 100000, BurstPerSource: 100000, MaxHalfOpen: 4096})
+	srv, err := server.New(cfg, server.Options{Engine: eng, Host: host})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &gateway{srv: srv, eng: eng, cancel: cancel, done: make(chan error, 1)}
+	go func() { g.done <- srv.Run(ctx) }()
+	b.Cleanup(g.stop)
+	<-eng.Ready()
+	return g, host
+}
+
+// BenchmarkForward1400 sends 1400-byte UDP packets through the whole
+// session: client PPP → L2TP → ESP (aes128gcm16) → UDP loopback → gateway
+// ESP → L2TP → PPP → router (policy, counters) → host.
+func BenchmarkForward1400(b *testing.B) {
+	g, host := startBenchGateway(b, "")
+	tn, _ := dial(b, g.clientConfig("hall7", "pw7"))
+	waitFor(b, "registered", func() bool { return g.srv.Env().Sessions.Len() == 1 })
+	pkt := udpPacket(tn.LocalAddr(), central, 40000, 7, make([]byte, 1400-28))
+	b.SetBytes(int64(len(pkt)))
+	// At most 256 packets in flight: the host hands credits back, a lost
+	// packet's credit comes back after 50ms (as uplink/tunnel's pump).
+	for range 256 {
+		host.credits <- struct{}{}
+	}
+	b.ResetTimer()
+	start := host.n.Load()
+	t0 := time.Now()
+	for range b.N {
+		select {
+		case <-host.credits:
+		case <-time.After(50 * time.Millisecond):
+		}
+		if err := tn.WritePacket(pkt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Let the tail drain before counting deliveries.
+	deadline := time.Now().Add(2 * time.Second)
+	for host.n.Load()-start < uint64(b.N) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	el := time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(float64(host.n.Load()-start)/el.Seconds(), "pkts/s")
+	b.ReportMetric(float64(host.n.Load()-start)/float64(b.N)*100, "%delivered")
+	st := g.eng.Tunnel().Stats()
+	var drops []string
+	for r := dataplane.Reason(0); r.String() != ""; r++ {
+		if n := g.srv.Router().Stats.Drops(r); n > 0 {
+			drops = append(drops, fmt.Sprintf("%v=%d", r, n))
+		}
+		if r > 20 {
+			break
+		}
+	}
+	b.Logf("router drops %v; esp in %d, queue drops %d, open failures %d; l2tp data dropped %d", drops,
+		st.Transport.ESPIn.Load(), st.Transport.QueueDrops.Load(), st.Transport.OpenFailures.Load(), st.L2TP.DataDropped.Load())
+}
+
+// BenchmarkSetup measures complete session set-ups (Main Mode with
+// modp2048, Quick Mode, L2TP, PPP MS-CHAPv2, IPCP, Register) one after
+// another, each closed after it came up.
+func BenchmarkSetup(b *testing.B) {
+	g, _ := startBenchGateway(b, "")
+	cc := g.clientConfig("hall7", "pw7")
+	b.ResetTimer()
+	for range b.N {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		tn, err := tunnel.Dial(ctx, cc)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = tn.Close()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "setups/s")
+}
+
+// BenchmarkIdleSessionMemory brings up BENCH_SESSIONS (default 1000)
+// sessions and reports the heap growth per session. Both ends live in this
+// process, so the figure is an upper bound for the gateway side: it
+// includes the client's stack too.
+func BenchmarkIdleSessionMemory(b *testing.B) {
+	n := 1000
+	if testing.Short() {
+		n = 100
+	}
+	ids := ""
+	for i := range n {
+		ids += fmt.Sprintf("  - {name: s%d, ppp: {password: pw}}\n", i)
+	}
+	g, _ := startBenchGateway(b, ids+"pool: {prefix: 10.10.0.0/20}\n")
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	tns := make([]*tunnel.Tunnel, n)
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cc := g.clientConfig(fmt.Sprintf("s%d", i), "pw")
+			cc.DPDInterval, cc.KeepaliveInterval = -1, -1
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			tn, err := tunnel.Dial(ctx, cc)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			tns[i] = tn
+		}()
+	}
+	wg.Wait()
+	b.Cleanup(func() {
+		for _, tn := range tns {
+			if tn != nil {
+				_ = tn.Close()
+			}
+		}
+	})
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("%d of %d set-ups failed", f, n)
+	}
+	waitFor(b, "all registered", func() bool { return g.srv.Env().Sessions.Len() == n })
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapInuse-before.HeapInuse) / float64(n)
+	b.ReportMetric(per/1024, "KB/session-pair")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/float64(n), "goroutines/session-pair")
+	for range b.N {
+	}
+}
