@@ -46,10 +46,10 @@ const benchPacing = "pacing: {per_source_rate: 100000, per_source_burst: 100000,
 
 // startBenchGateway runs the daemon core with the engine and a counting
 // host (no netstack in the measurement).
-func startBenchGateway(b *testing.B, extra string) (*gateway, *countHost) {
+func startBenchGateway(b *testing.B, pool, extra string) (*gateway, *countHost) {
 	b.Helper()
 	host := newCountHost()
-	cfg := parseConfig(b, extra+benchPacing)
+	cfg := parseConfigPool(b, pool, extra+benchPacing)
 	eng := engine.New(engine.Config{IKEConn: udpConn(b), NATTConn: udpConn(b), RatePerSource: 100000, BurstPerSource: 100000, MaxHalfOpen: 4096})
 	srv, err := server.New(cfg, server.Options{Engine: eng, Host: host})
 	if err != nil {
@@ -67,7 +67,7 @@ func startBenchGateway(b *testing.B, extra string) (*gateway, *countHost) {
 // session: client PPP → L2TP → ESP (aes128gcm16) → UDP loopback → gateway
 // ESP → L2TP → PPP → router (policy, counters) → host.
 func BenchmarkForward1400(b *testing.B) {
-	g, host := startBenchGateway(b, "")
+	g, host := startBenchGateway(b, "10.10.0.0/24", "")
 	tn, _ := dial(b, g.clientConfig("hall7", "pw7"))
 	waitFor(b, "registered", func() bool { return g.srv.Env().Sessions.Len() == 1 })
 	pkt := udpPacket(tn.LocalAddr(), central, 40000, 7, make([]byte, 1400-28))
@@ -116,7 +116,7 @@ func BenchmarkForward1400(b *testing.B) {
 // modp2048, Quick Mode, L2TP, PPP MS-CHAPv2, IPCP, Register) one after
 // another, each closed after it came up.
 func BenchmarkSetup(b *testing.B) {
-	g, _ := startBenchGateway(b, "")
+	g, _ := startBenchGateway(b, "10.10.0.0/24", "")
 	cc := g.clientConfig("hall7", "pw7")
 	b.ResetTimer()
 	for range b.N {
@@ -145,7 +145,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	for i := range n {
 		ids += fmt.Sprintf("  - {name: s%d, ppp: {password: pw}}\n", i)
 	}
-	g, _ := startBenchGateway(b, ids+"pool: {prefix: 10.10.0.0/20}\n")
+	g, _ := startBenchGateway(b, "10.10.0.0/20", ids)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)

@@ -25,7 +25,7 @@ const testPSK = "loopback-psk"
 // denied by policy.
 const gwYAML = `
 psk: {shared: %s}
-pool: {prefix: 10.10.0.0/24}
+pool: {prefix: %s}
 metrics: {listen: "off"}
 dataplane: {mode: userspace, addresses: [10.20.0.10/32, 10.20.0.11/32]}
 policies:
@@ -39,7 +39,12 @@ identities:
 
 func parseConfig(t testing.TB, extra string) *config.Config {
 	t.Helper()
-	c, err := config.Parse("gw.yaml", fmt.Appendf(nil, gwYAML, testPSK, extra))
+	return parseConfigPool(t, "10.10.0.0/24", extra)
+}
+
+func parseConfigPool(t testing.TB, pool, extra string) *config.Config {
+	t.Helper()
+	c, err := config.Parse("gw.yaml", fmt.Appendf(nil, gwYAML, testPSK, pool, extra))
 	if err != nil {
 		t.Fatal(err)
 	}
