@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"strconv"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
@@ -132,10 +136,11 @@ func BenchmarkSetup(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "setups/s")
 }
 
-// BenchmarkIdleSessionMemory brings up BENCH_SESSIONS (default 1000)
-// sessions and reports the heap growth per session. Both ends live in this
-// process, so the figure is an upper bound for the gateway side: it
-// includes the client's stack too.
+// BenchmarkIdleSessionMemory brings up 1000 idle sessions (100 with
+// -short) and reports the gateway's heap growth per session. The clients
+// run in a child process (this test binary, TestHelperClients), so the
+// figure is the gateway side alone: IKE SA, ESP SA pair, L2TP tunnel and
+// session, PPP, session table, router counters.
 func BenchmarkIdleSessionMemory(b *testing.B) {
 	n := 1000
 	if testing.Short() {
@@ -145,12 +150,49 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	for i := range n {
 		ids += fmt.Sprintf("  - {name: s%d, ppp: {password: pw}}\n", i)
 	}
-	g, _ := startBenchGateway(b, "10.10.0.0/20", ids)
+	g, _ := startBenchGateway(b, "10.12.0.0/20", ids)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	g0 := runtime.NumGoroutine()
-	tns := make([]*tunnel.Tunnel, n)
+	ts := g.eng.Tunnel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperClients$", "-test.timeout=10m")
+	cmd.Env = append(os.Environ(), "H11_CLIENTS="+strconv.Itoa(n), "H11_IKE="+ts.IKEAddr().String(),
+		"H11_NATT="+strconv.Itoa(int(ts.NATTAddr().Port())))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	deadline := time.Now().Add(8 * time.Minute)
+	for g.srv.Env().Sessions.Len() < n {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d sessions registered", g.srv.Env().Sessions.Len(), n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / float64(n)
+	b.ReportMetric(per/1024, "KB/session")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/float64(n), "goroutines/session")
+	for range b.N {
+	}
+}
+
+// TestHelperClients is the client side of BenchmarkIdleSessionMemory (it
+// does nothing unless H11_CLIENTS is set): it dials the sessions, keeps
+// them idle and exits when its stdin closes.
+func TestHelperClients(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("H11_CLIENTS"))
+	if n == 0 {
+		return
+	}
+	natt, _ := strconv.Atoi(os.Getenv("H11_NATT"))
 	sem := make(chan struct{}, 4)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -160,35 +202,24 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cc := g.clientConfig(fmt.Sprintf("s%d", i), "pw")
-			cc.DPDInterval, cc.KeepaliveInterval = -1, -1
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			tn, err := tunnel.Dial(ctx, cc)
-			if err != nil {
-				failed.Add(1)
-				return
+			cc := tunnel.ClientConfig{
+				Gateway: os.Getenv("H11_IKE"), NATTPort: uint16(natt),
+				LocalIKE: "127.0.0.1:0", LocalNATT: "127.0.0.1:0", PSK: []byte(testPSK),
+				LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "s%d.sites.example", i)},
+				Username: fmt.Sprintf("s%d", i), Password: "pw",
+				IKEOptions: tunnel.IKEOptions{ESPProposals: "aes128gcm16", DPDInterval: -1, KeepaliveInterval: -1},
 			}
-			tns[i] = tn
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			if _, err := tunnel.Dial(ctx, cc); err != nil {
+				failed.Add(1)
+				t.Logf("client %d: %v", i, err)
+			}
 		}()
 	}
 	wg.Wait()
-	b.Cleanup(func() {
-		for _, tn := range tns {
-			if tn != nil {
-				_ = tn.Close()
-			}
-		}
-	})
 	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d of %d set-ups failed", f, n)
+		t.Errorf("%d of %d set-ups failed", f, n)
 	}
-	waitFor(b, "all registered", func() bool { return g.srv.Env().Sessions.Len() == n })
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := float64(after.HeapInuse-before.HeapInuse) / float64(n)
-	b.ReportMetric(per/1024, "KB/session-pair")
-	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/float64(n), "goroutines/session-pair")
-	for range b.N {
-	}
+	_, _ = io.Copy(io.Discard, os.Stdin)
 }
