@@ -10,6 +10,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
@@ -132,5 +133,50 @@ func TestLoopbackEndToEnd(t *testing.T) {
 	}
 	if up, down := g.eng.Stats().SessionsUp.Load(), g.eng.Stats().SessionsDown.Load(); up != 2 || down != 2 {
 		t.Fatalf("engine sessions up/down: got %d/%d, want 2/2", up, down)
+	}
+}
+
+// TestReloginAndReload: a second login of the same identity replaces the
+// first session (the old client is told and its Done fires), and a reload
+// that changes an identity's settings ends that identity's session only.
+func TestReloginAndReload(t *testing.T) {
+	g := startGateway(t, parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n"), engine.Config{})
+	env := g.srv.Env()
+	old, _ := dial(t, g.clientConfig("hall7", "pw7"))
+	other, _ := dial(t, g.clientConfig("pump2", "pw2"))
+	waitFor(t, "two sessions", func() bool { return env.Sessions.Len() == 2 })
+	first := env.Sessions.ByIdentity("hall7").ID()
+
+	// The same PPP login from another box (another IKE identity, so IKE's
+	// INITIAL-CONTACT does not already clear the old SAs): the session
+	// table replaces the old session and the engine tears it down.
+	cc := g.clientConfig("hall7", "pw7")
+	cc.LocalIKE, cc.LocalNATT = "127.0.0.5:0", "127.0.0.5:0"
+	cc.LocalID = &ike.Identification{Type: ike.IDFQDN, Data: []byte("hall7-spare.sites.example")}
+	renewed, _ := dial(t, cc)
+	if err := doneWithin(old.Done(), 10*time.Second); err != nil {
+		t.Fatal("the replaced client was not told within 10s")
+	}
+	t.Logf("replaced client ended: %v", old.Err())
+	waitFor(t, "hall7 re-registered", func() bool {
+		s := env.Sessions.ByIdentity("hall7")
+		return s != nil && s.ID() != first && s.Addr() == renewed.LocalAddr()
+	})
+
+	// Reload with pump2's password changed: pump2 goes, hall7 stays.
+	if _, err := g.srv.Reload(parseConfig(t, "  - {name: pump2, ppp: {password: changed}, policy: sensors}\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := doneWithin(other.Done(), 10*time.Second); err != nil {
+		t.Fatal("pump2 was not terminated by the reload within 10s")
+	}
+	waitFor(t, "pump2 unregistered", func() bool { return env.Sessions.ByIdentity("pump2") == nil })
+	select {
+	case <-renewed.Done():
+		t.Fatalf("hall7 ended on a reload that did not change it: %v", renewed.Err())
+	default:
+	}
+	if env.Sessions.ByIdentity("hall7") == nil {
+		t.Fatal("hall7 unregistered by an unrelated reload")
 	}
 }
