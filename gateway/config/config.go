@@ -90,6 +90,10 @@ type Listen struct {
 	IKEPort  int    `yaml:"ike_port"`
 	NATTPort int    `yaml:"natt_port"`
 	L2TPPort int    `yaml:"l2tp_port"`
+	// RawL2TP enables a plain L2TP listener (no IPsec) on L2TPPort, for
+	// peers that bring their own IPsec and for testing stock LACs. Off by
+	// default: without IPsec, PPP credentials are the only protection.
+	RawL2TP bool `yaml:"raw_l2tp"`
 
 	// Addr is the parsed Address.
 	Addr netip.Addr `yaml:"-"`

@@ -218,3 +218,19 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func itoa(n uint16) string { return strconv.Itoa(int(n)) }
+
+// TestRawL2TPFromConfig: listen.raw_l2tp turns the raw L2TP listener on at
+// the configured address and port; it is off by default.
+func TestRawL2TPFromConfig(t *testing.T) {
+	g := startGateway(t, parseConfig(t, ""), engine.Config{})
+	if a := g.eng.RawL2TPAddr(); a.IsValid() {
+		t.Fatalf("raw L2TP listener on %v by default, want off", a)
+	}
+	c := udpConn(t)
+	port := netip.MustParseAddrPort(c.LocalAddr().String()).Port()
+	c.Close()
+	g2 := startGateway(t, parseConfig(t, "listen: {address: 127.0.0.1, l2tp_port: "+itoa(port)+", raw_l2tp: true}\n"), engine.Config{})
+	if got, want := g2.eng.RawL2TPAddr(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port); got != want {
+		t.Fatalf("raw L2TP listener on %v, want %v", got, want)
+	}
+}

@@ -54,7 +54,8 @@ type Config struct {
 	// configured listen addresses (tests).
 	IKEConn, NATTConn net.PacketConn
 	// RawL2TP enables the raw L2TP listener (no IPsec) on the configured
-	// l2tp_port; RawL2TPConn, when set, is used instead of binding it.
+	// l2tp_port (as listen.raw_l2tp does); RawL2TPConn, when set, is used
+	// instead of binding it.
 	RawL2TP     bool
 	RawL2TPConn net.PacketConn
 	// Clock drives every timer (default link.System).
@@ -194,7 +195,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	e.mu.Lock()
 	e.srv = srv
 	e.mu.Unlock()
-	if e.cfg.RawL2TP || e.cfg.RawL2TPConn != nil {
+	if e.cfg.RawL2TP || e.cfg.RawL2TPConn != nil || gc.Listen.RawL2TP {
 		raw, err := e.startRaw(env, log, netip.AddrPortFrom(gc.Listen.Addr, uint16(gc.Listen.L2TPPort)), mux, stopping, &wg)
 		if err != nil {
 			_ = srv.Close()
