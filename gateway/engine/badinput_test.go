@@ -134,46 +134,59 @@ func (c *cutConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// TestVanishedPeerDPD: a client that disappears without Delete is found
-// dead by DPD (short timers), unregistered and counted, while another
-// session stays up.
-func TestVanishedPeerDPD(t *testing.T) {
-	cfg := parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n")
-	g := startGateway(t, cfg, engine.Config{
-		IKE: tunnel.IKEOptions{DPDInterval: 500 * time.Millisecond, DPDTimeout: 2 * time.Second, Retransmit: 300 * time.Millisecond, Retries: 2},
-	})
-	env := g.srv.Env()
-	ike, natt := &cutConn{PacketConn: udpConn(t)}, &cutConn{PacketConn: udpConn(t)}
-	cc := g.clientConfig("hall7", "pw7")
-	cc.IKEConn, cc.NATTConn = ike, natt
-	cc.DPDInterval = -1
-	cc.KeepaliveInterval = -1
-	dialNoClose(t, cc)
-	// The vanished client is not closed gracefully (its Close would wait
-	// for a gateway that forgot it): its sockets go, its timers end it.
-	t.Cleanup(func() { ike.PacketConn.Close(); natt.PacketConn.Close() })
-	stay, stayGot := dial(t, g.clientConfig("pump2", "pw2"))
-	waitFor(t, "both registered", func() bool { return env.Sessions.Len() == 2 })
+// TestVanishedPeer: a client that disappears without Delete is found dead
+// by DPD or by LCP echo (short timers), unregistered and counted under the
+// right metric, while another session stays up.
+func TestVanishedPeer(t *testing.T) {
+	tests := []struct {
+		name   string
+		ecfg   engine.Config
+		metric string
+		check  func(*gateway) uint64
+	}{
+		{"dpd", engine.Config{IKE: tunnel.IKEOptions{DPDInterval: 500 * time.Millisecond, DPDTimeout: 2 * time.Second, Retransmit: 300 * time.Millisecond, Retries: 2}},
+			`fleetgate_dpd_failures_total{identity="hall7"} 1`, func(g *gateway) uint64 { return g.eng.Tunnel().Stats().IKE.DeadPeers.Load() }},
+		{"lcp echo", engine.Config{EchoInterval: 300 * time.Millisecond, EchoFailures: 3},
+			`fleetgate_lcp_echo_failures_total{identity="hall7"} 1`, func(g *gateway) uint64 { return g.eng.Tunnel().Stats().PPP.EchoTimeouts.Load() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n")
+			g := startGateway(t, cfg, tt.ecfg)
+			env := g.srv.Env()
+			ike, natt := &cutConn{PacketConn: udpConn(t)}, &cutConn{PacketConn: udpConn(t)}
+			cc := g.clientConfig("hall7", "pw7")
+			cc.IKEConn, cc.NATTConn = ike, natt
+			cc.DPDInterval = -1
+			cc.KeepaliveInterval = -1
+			dialNoClose(t, cc)
+			// The vanished client is not closed gracefully (its Close would wait
+			// for a gateway that forgot it): its sockets go, its timers end it.
+			t.Cleanup(func() { ike.PacketConn.Close(); natt.PacketConn.Close() })
+			stay, stayGot := dial(t, g.clientConfig("pump2", "pw2"))
+			waitFor(t, "both registered", func() bool { return env.Sessions.Len() == 2 })
 
-	cutAt := time.Now()
-	ike.cut.Store(true)
-	natt.cut.Store(true)
-	waitFor(t, "dead peer unregistered", func() bool { return env.Sessions.Len() == 1 && env.Sessions.ByIdentity("hall7") == nil })
-	t.Logf("dead peer unregistered after %v", time.Since(cutAt))
-	if n := g.eng.Tunnel().Stats().IKE.DeadPeers.Load(); n != 1 {
-		t.Fatalf("IKE dead peers: got %d, want 1", n)
+			cutAt := time.Now()
+			ike.cut.Store(true)
+			natt.cut.Store(true)
+			waitFor(t, "dead peer unregistered", func() bool { return env.Sessions.Len() == 1 && env.Sessions.ByIdentity("hall7") == nil })
+			t.Logf("dead peer unregistered after %v", time.Since(cutAt))
+			if n := tt.check(g); n != 1 {
+				t.Fatalf("detector count: got %d, want 1", n)
+			}
+			var sb strings.Builder
+			if _, err := g.srv.Metrics().WriteTo(&sb); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(sb.String(), tt.metric) {
+				t.Fatalf("metrics lack %s:\n%s", tt.metric, grepLines(sb.String(), "failures"))
+			}
+			if err := stay.WritePacket(icmpEcho(stay.LocalAddr(), central, 3, 3)); err != nil {
+				t.Fatal(err)
+			}
+			await(t, stayGot, "ICMP echo reply on the surviving session", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoICMP })
+		})
 	}
-	var sb strings.Builder
-	if _, err := g.srv.Metrics().WriteTo(&sb); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(sb.String(), `fleetgate_dpd_failures_total{identity="hall7"} 1`) {
-		t.Fatalf("metrics lack the DPD failure for hall7:\n%s", grepLines(sb.String(), "dpd"))
-	}
-	if err := stay.WritePacket(icmpEcho(stay.LocalAddr(), central, 3, 3)); err != nil {
-		t.Fatal(err)
-	}
-	await(t, stayGot, "ICMP echo reply on the surviving session", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoICMP })
 }
 
 func grepLines(s, sub string) string {
