@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
@@ -245,5 +246,36 @@ func TestRawL2TPFromConfig(t *testing.T) {
 	g2 := startGateway(t, parseConfig(t, "listen: {address: 127.0.0.1, l2tp_port: "+itoa(port)+", raw_l2tp: true}\n"), engine.Config{})
 	if got, want := g2.eng.RawL2TPAddr(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port); got != want {
 		t.Fatalf("raw L2TP listener on %v, want %v", got, want)
+	}
+}
+
+// TestSetupFailureMetrics: a wrong PSK and a wrong PPP password fail the
+// set-up in the right phase, and the gateway's metrics say so.
+func TestSetupFailureMetrics(t *testing.T) {
+	g := startGateway(t, parseConfig(t, ""), engine.Config{})
+	for _, c := range []struct {
+		psk, pw string
+		phase   tunnel.Phase
+	}{{"wrong-psk", "pw7", tunnel.PhaseIKE}, {testPSK, "wrong", tunnel.PhasePPPAuth}} {
+		cc := g.clientConfig("hall7", c.pw)
+		cc.PSK = []byte(c.psk)
+		cc.Retries = 1
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		tn, err := tunnel.Dial(ctx, cc)
+		cancel()
+		if err == nil {
+			tn.Close()
+			t.Fatalf("dial with psk %q password %q succeeded", c.psk, c.pw)
+		}
+		if p := tunnel.PhaseOf(err); p != c.phase {
+			t.Errorf("client failed in phase %v (%v), want %v", p, err, c.phase)
+		}
+	}
+	for _, want := range []string{`phase="ike_main",reason="auth_failed"`, `phase="ppp_auth",reason="bad_credentials"`} {
+		waitFor(t, want, func() bool {
+			var sb strings.Builder
+			_, _ = g.srv.Metrics().WriteTo(&sb)
+			return strings.Contains(sb.String(), want)
+		})
 	}
 }
