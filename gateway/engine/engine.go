@@ -113,7 +113,7 @@ func (e *Engine) RawL2TPAddr() netip.AddrPort {
 
 // Run binds the listen addresses, answers peers until ctx is cancelled,
 // then tells every peer to go (IKE Delete, L2TP StopCCN) and returns once
-// every session is unregistered.
+// every session is unregistered. An Engine runs once.
 func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	log := e.cfg.Logger
 	if log == nil {
