@@ -119,27 +119,52 @@ const malformedFilter = "_ws.malformed || _ws.expert.severity >= 0x00800000"
 
 // Malformed lists (as summary lines) the packets in pcap that Wireshark
 // flags malformed or with an expert error; opts as for Summary. When it
-// finds any, it also logs tshark's "-z expert" report.
+// finds any, it also logs tshark's "-z expert" report. pcap may be any
+// capture file, also one a test wrote itself (no live capture needed).
 func Malformed(t testing.TB, pcap string, opts ...string) []string {
 	t.Helper()
-	testenv.RequireBinary(t, "tshark")
-	if _, err := os.Stat(pcap); err != nil {
-		t.Fatalf("realpeer: %v", err)
+	return MalformedWhere(t, pcap, "", opts...)
+}
+
+// MalformedWhere is Malformed limited to the packets matching the display
+// filter scope (all when empty), e.g. "udp.srcport == 40000" to judge only
+// our side of an exchange with a peer known to send flagged packets.
+func MalformedWhere(t testing.TB, pcap, scope string, opts ...string) []string {
+	t.Helper()
+	filter := malformedFilter
+	if scope != "" {
+		filter = "(" + scope + ") && (" + malformedFilter + ")"
 	}
-	out, err := summary(pcap, append(opts, "-Y", malformedFilter)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bad []string
-	for _, l := range strings.Split(out, "\n") {
-		if strings.TrimSpace(l) != "" {
-			bad = append(bad, strings.TrimSpace(l))
-		}
-	}
+	bad := Lines(t, pcap, filter, opts...)
 	if len(bad) > 0 {
 		if rep, err := summary(pcap, append(opts, "-q", "-z", "expert")...); err == nil {
 			t.Logf("tshark -z expert for %s:\n%s", pcap, rep)
 		}
 	}
 	return bad
+}
+
+// Lines returns tshark's one-line summaries of the packets in pcap that
+// match the display filter (all when empty), without empty lines; opts as
+// for Summary. len(Lines(...)) counts packets of a kind.
+func Lines(t testing.TB, pcap, filter string, opts ...string) []string {
+	t.Helper()
+	testenv.RequireBinary(t, "tshark")
+	if _, err := os.Stat(pcap); err != nil {
+		t.Fatalf("realpeer: %v", err)
+	}
+	if filter != "" {
+		opts = append(opts[:len(opts):len(opts)], "-Y", filter)
+	}
+	out, err := summary(pcap, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) != "" {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	return lines
 }

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/uplink/l2tp/l2tptest"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
@@ -48,8 +50,8 @@ func icmpEcho(src, dst netip.Addr, id, seq uint16) []byte {
 	return b
 }
 
-// TestInteropSoftEtherRawL2TP: our LAC + PPP client against SoftEther VPN
-// server 5.01 with raw L2TP and SecureNAT, with MS-CHAPv2 and with PAP:
+// TestInteropSoftEtherRawL2TP: our LAC + PPP client (host a of a
+// namespace pair) against SoftEther VPN server 5.01 (host b) with raw L2TP and SecureNAT, with MS-CHAPv2 and with PAP:
 // IPCP address and DNS from SecureNAT, ICMP echo to its virtual gateway
 // answered, clean LCP/CDN/StopCCN teardown, and no malformed packet in a
 // tshark capture. A fresh server per case (SoftEther may shun an address
@@ -60,20 +62,21 @@ func TestInteropSoftEtherRawL2TP(t *testing.T) {
 	testenv.RequireBinary(t, "tshark")
 	for _, method := range []ppp.AuthMethod{ppp.AuthMSCHAPv2, ppp.AuthPAP} {
 		t.Run(method.String(), func(t *testing.T) {
-			ns := l2tptest.Netns(t, "h2se")
-			se := l2tptest.StartSoftEther(t, ns)
-			se.Cmd("DEFAULT", "UserCreate", "site1", "/GROUP:none", "/REALNAME:none", "/NOTE:none")
-			se.Cmd("DEFAULT", "UserPasswordSet", "site1", "/PASSWORD:pw1")
-			se.Cmd("DEFAULT", "SecureNatEnable")
-			se.Cmd("", "IPsecEnable", "/L2TP:yes", "/L2TPRAW:yes", "/ETHERIP:no", "/PSK:fleetgate", "/DEFAULTHUB:DEFAULT")
-			stopCap := l2tptest.Capture(t, ns, "lo", t.TempDir(), "udp port 1701")
+			topo := netns.Pair(t)
+			a, b := topo.Host("a"), topo.Host("b")
+			// Hub DEFAULT, SecureNAT, raw L2TP and L2TP/IPsec, user site1/pw1.
+			se := realpeer.StartSoftEther(t, b, realpeer.SoftEtherConfig{Users: map[string]string{"site1": "pw1"}})
+			capture := realpeer.StartCapture(t, a, "b", "udp port 1701")
 
-			conn := l2tptest.ListenUDP(t, ns, "127.0.0.1:0")
+			conn, err := a.ListenPacket("udp4", a.Addr.String()+":0")
+			if err != nil {
+				t.Fatal(err)
+			}
 			var lst l2tp.Stats
 			var pst ppp.Stats
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			tun, err := l2tp.Dial(ctx, conn, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1701}, l2tp.Config{Stats: &lst, HostName: "fleetgate-site1"})
+			tun, err := l2tp.Dial(ctx, conn, net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.Addr, 1701)), l2tp.Config{Stats: &lst, HostName: "fleetgate-site1"})
 			if err != nil {
 				t.Fatalf("tunnel: %v\n%s", err, se.Proc.Output())
 			}
@@ -136,13 +139,16 @@ func TestInteropSoftEtherRawL2TP(t *testing.T) {
 			if lst.ControlRetransmits.Load() != 0 {
 				t.Logf("control retransmits: %d", lst.ControlRetransmits.Load())
 			}
-			pcap := stopCap()
+			pcap := capture.Stop()
 			// Judge our packets; SoftEther's own PAP Authenticate-Ack lacks
 			// the Msg-Length byte and is flagged, as known.
 			ours := fmt.Sprintf("udp.srcport == %d", conn.LocalAddr().(*net.UDPAddr).Port)
-			n := l2tptest.NoMalformed(t, pcap, ours, "ppp")
-			auth := l2tptest.Dissect(t, pcap, "chap || pap")
-			theirs := l2tptest.Dissect(t, pcap, "udp.srcport == 1701 && _ws.malformed")
+			if bad := realpeer.MalformedWhere(t, pcap, ours); len(bad) > 0 {
+				t.Errorf("tshark flags %d of our packet(s) as malformed or erroneous:\n%s", len(bad), strings.Join(bad, "\n"))
+			}
+			n := len(realpeer.Lines(t, pcap, "ppp"))
+			auth := realpeer.Lines(t, pcap, "chap || pap")
+			theirs := realpeer.Lines(t, pcap, "udp.srcport == 1701 && _ws.malformed")
 			t.Logf("tshark: %d PPP packets, %d auth packets, none of ours malformed; SoftEther's malformed: %q", n, len(auth), theirs)
 			if n < 10 || len(auth) < 2 {
 				t.Errorf("capture: %d PPP and %d auth packets, want the whole exchange", n, len(auth))
