@@ -2,6 +2,7 @@ package realpeer
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -167,4 +168,29 @@ func Lines(t testing.TB, pcap, filter string, opts ...string) []string {
 		}
 	}
 	return lines
+}
+
+// WritePcap writes raw IPv4 packets (LINKTYPE_RAW, 101) as a classic pcap
+// file in t.TempDir and returns its path, for judging packets a test made
+// itself with Malformed, Decode or Lines (no live capture needed).
+func WritePcap(t testing.TB, pkts ...[]byte) string {
+	t.Helper()
+	b := make([]byte, 24)
+	binary.LittleEndian.PutUint32(b[0:], 0xa1b2c3d4) // magic, microsecond timestamps
+	binary.LittleEndian.PutUint16(b[4:], 2)          // version 2.4
+	binary.LittleEndian.PutUint16(b[6:], 4)
+	binary.LittleEndian.PutUint32(b[16:], 65535) // snaplen
+	binary.LittleEndian.PutUint32(b[20:], 101)   // LINKTYPE_RAW
+	for i, p := range pkts {
+		rec := make([]byte, 16)
+		binary.LittleEndian.PutUint32(rec[0:], uint32(1700000000+i))
+		binary.LittleEndian.PutUint32(rec[8:], uint32(len(p)))
+		binary.LittleEndian.PutUint32(rec[12:], uint32(len(p)))
+		b = append(append(b, rec...), p...)
+	}
+	path := filepath.Join(t.TempDir(), "packets.pcap")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -1,6 +1,7 @@
 package realpeer
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"strings"
@@ -44,5 +45,53 @@ func TestCaptureMalformed(t *testing.T) {
 	}
 	if bad := Malformed(t, capture.Stop()); len(bad) != 1 {
 		t.Errorf("truncated L2TP: %d flagged packets %q, want 1", len(bad), bad)
+	}
+}
+
+// udp4 builds an IPv4/UDP packet from 192.0.2.1:40000 to 192.0.2.2:dport
+// with correct header checksum (UDP checksum 0: none).
+func udp4(dport uint16, payload []byte) []byte {
+	b := make([]byte, 28+len(payload))
+	b[0], b[8], b[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	copy(b[12:], []byte{192, 0, 2, 1, 192, 0, 2, 2})
+	var s uint32
+	for i := 0; i < 20; i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	binary.BigEndian.PutUint16(b[10:], ^uint16(s))
+	binary.BigEndian.PutUint16(b[20:], 40000)
+	binary.BigEndian.PutUint16(b[22:], dport)
+	binary.BigEndian.PutUint16(b[24:], uint16(8+len(payload)))
+	copy(b[28:], payload)
+	return b
+}
+
+// TestWritePcapJudged: packets a test made itself are judged without a
+// live capture: a well-formed L2TP Hello passes, a truncated L2TP header
+// is flagged, and MalformedWhere and Lines select by display filter.
+func TestWritePcapJudged(t *testing.T) {
+	hello := []byte{0xc8, 0x02, 0x00, 0x14, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+		0x80, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x06} // Message Type AVP: HELLO (6)
+	truncated := []byte{0xc8, 0x02, 0x00, 0xc8, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00}
+	good := WritePcap(t, udp4(1701, hello))
+	if bad := Malformed(t, good); len(bad) != 0 {
+		t.Errorf("Hello: %d flagged packets %q, want none", len(bad), bad)
+	}
+	if l := Lines(t, good, "l2tp"); len(l) != 1 || !strings.Contains(l[0], "Hello") {
+		t.Errorf("Lines(l2tp) = %q, want one Hello", l)
+	}
+	mixed := WritePcap(t, udp4(1701, hello), udp4(1701, truncated))
+	if bad := Malformed(t, mixed); len(bad) != 1 {
+		t.Errorf("Hello+truncated: %d flagged packets %q, want 1", len(bad), bad)
+	}
+	if bad := MalformedWhere(t, mixed, "frame.number == 1"); len(bad) != 0 {
+		t.Errorf("scope frame 1: %d flagged packets %q, want none", len(bad), bad)
+	}
+	if n := len(Lines(t, mixed, "")); n != 2 {
+		t.Errorf("Lines(all) = %d packets, want 2", n)
 	}
 }
