@@ -2,48 +2,16 @@ package dataplane
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
-
-// inNetns runs fn on a thread switched into the named network namespace;
-// file descriptors fn opens (TUN, sockets) stay in that namespace.
-func inNetns(t testing.TB, name string, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := os.Open("/var/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			panic(err) // the thread is unusable; never return it to the scheduler
-		}
-	}()
-	fn()
-}
 
 // TestTUNRoundTrip puts the router's TUN in a fresh namespace with a
 // "central" service on 10.20.0.10 and moves UDP both ways between it and a
@@ -51,33 +19,28 @@ func inNetns(t testing.TB, name string, fn func()) {
 func TestTUNRoundTrip(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "ip")
-	ns := fmt.Sprintf("fgdp%d", os.Getpid()%100000)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	for _, args := range [][]string{{"link", "set", "lo", "up"}, {"addr", "add", "10.20.0.10/32", "dev", "lo"}} {
-		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v %s", args, err, out)
-		}
+	h := netns.One(t)
+	ns := h.NS
+	if out, err := h.Run(context.Background(), "ip", "addr", "add", "10.20.0.10/32", "dev", "lo"); err != nil {
+		t.Fatalf("ip addr add: %v %s", err, out)
 	}
 	sess := &notifySession{fakeSession: &fakeSession{id: 1, ident: "hall7", addr: netip.MustParseAddr("10.10.0.7"),
 		routes: []netip.Prefix{netip.MustParsePrefix("10.10.8.0/24")}, mtu: 1400}, ch: make(chan []byte, 8)}
 	r := newRouterFor(t, sess)
 	var tun *TUN
 	var svc *net.UDPConn
-	inNetns(t, ns, func() {
-		var err error
+	err := h.Do(func() (err error) {
 		tun, err = OpenTUN(TUNConfig{Name: "fg0", LocalAddr: netip.MustParseAddr("10.10.0.1"), NetNS: ns,
 			Routes: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/24"), netip.MustParsePrefix("10.10.8.0/24")}})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		svc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.20.0.10:9000")))
-		if err != nil {
-			t.Fatal(err)
-		}
+		return err
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.SetHost(tun)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -1,14 +1,13 @@
 package dataplane
 
 import (
-	"fmt"
+	"context"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"testing"
 
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -19,13 +18,11 @@ import (
 // kernel, not us).
 func BenchmarkTUNFromSession1400(b *testing.B) {
 	testenv.RequireRoot(b)
-	ns := fmt.Sprintf("fgbn%d", os.Getpid()%100000)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		b.Fatalf("ip netns add: %v %s", err, out)
+	h := netns.One(b)
+	ns := h.NS
+	if out, err := h.Run(context.Background(), "ip", "addr", "add", "10.20.0.10/32", "dev", "lo"); err != nil {
+		b.Fatalf("ip addr add: %v %s", err, out)
 	}
-	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	_ = exec.Command("ip", "-n", ns, "link", "set", "lo", "up").Run()
-	_ = exec.Command("ip", "-n", ns, "addr", "add", "10.20.0.10/32", "dev", "lo").Run()
 	sess := &discardSession{fakeSession{id: 1, ident: "hall7", addr: netip.MustParseAddr("10.10.0.7"), mtu: 1400}}
 	r, _ := benchRouter(b, 0)
 	if _, err := r.cfg.Sessions.Add(sess, true); err != nil {
@@ -33,17 +30,17 @@ func BenchmarkTUNFromSession1400(b *testing.B) {
 	}
 	var tun *TUN
 	var sink *net.UDPConn
-	inNetns(b, ns, func() {
-		var err error
+	err := h.Do(func() (err error) {
 		tun, err = OpenTUN(TUNConfig{Name: "fg0", LocalAddr: netip.MustParseAddr("10.10.0.1"), NetNS: ns, Routes: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/24")}})
 		if err != nil {
-			b.Fatal(err)
+			return err
 		}
 		sink, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.20.0.10:9000")))
-		if err != nil {
-			b.Fatal(err)
-		}
+		return err
 	})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { sink.Close(); tun.Close() })
 	r.SetHost(tun)
 	p := pkt(b, ipv4.ProtoUDP, "10.10.0.7", "10.20.0.10", 5683, 9000, 1400, false)

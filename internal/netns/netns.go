@@ -165,6 +165,15 @@ func Pair(t testing.TB) *Topology {
 		map[string]string{"a": "192.0.2.1", "b": "192.0.2.2"})
 }
 
+// One builds a single host "a" with only loopback (up; Addr 127.0.0.1),
+// for tests that need a private network stack (a TUN device, routes,
+// addresses on lo) rather than a topology. It needs root.
+func One(t testing.TB) *Host {
+	t.Helper()
+	testenv.RequireRoot(t)
+	return build(t, []string{"a"}, nil, nil, map[string]string{"a": "127.0.0.1"}).Host("a")
+}
+
 func build(t testing.TB, names []string, links []link, routes, addr map[string]string) *Topology {
 	t.Helper()
 	prefix := fmt.Sprintf("fg%dx%d-", os.Getpid(), seq.Add(1))

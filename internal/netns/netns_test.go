@@ -1,9 +1,11 @@
 package netns
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -222,5 +224,23 @@ func TestSocketHelpers(t *testing.T) {
 	if pc, err := (*Host)(nil).ListenPacket("udp4", "10.200.0.2:5683"); err == nil {
 		pc.Close()
 		t.Error("bound central's address in the root namespace, want an error")
+	}
+}
+
+// TestOne: a single host has loopback up, its namespace exists, and an
+// address added on its lo answers pings from inside.
+func TestOne(t *testing.T) {
+	h := One(t)
+	if h.Name != "a" || h.Addr != netip.MustParseAddr("127.0.0.1") || len(h.Ifaces) != 0 {
+		t.Fatalf("One: %+v, want host a on loopback only", h)
+	}
+	if out, err := h.Run(context.Background(), "ip", "addr", "add", "10.20.0.10/32", "dev", "lo"); err != nil {
+		t.Fatal(err, out)
+	}
+	if n, err := h.Ping(netip.MustParseAddr("10.20.0.10"), 1, 3*time.Second); err != nil || n != 1 {
+		t.Fatalf("ping 10.20.0.10 inside: %d replies, %v; want 1", n, err)
+	}
+	if _, err := os.Stat("/run/netns/" + h.NS); err != nil {
+		t.Fatalf("namespace %s: %v", h.NS, err)
 	}
 }
