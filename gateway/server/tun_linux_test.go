@@ -3,21 +3,15 @@ package server
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
-	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -48,31 +42,6 @@ func (e *echoSession) WritePacket(p []byte) error {
 	return nil
 }
 
-func netnsDo(t *testing.T, name string, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := os.Open("/var/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			panic(err)
-		}
-	}()
-	fn()
-}
-
 // TestTUNPingAndDynamicRoutes runs the server on a TUN in a fresh
 // namespace ("central"): the kernel there pings a site's VPN address and an
 // endpoint inside its framed route (answered by the fake site), and a
@@ -81,21 +50,19 @@ func netnsDo(t *testing.T, name string, fn func()) {
 func TestTUNPingAndDynamicRoutes(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "ip")
-	ns := fmt.Sprintf("fgsv%d", os.Getpid()%100000)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	_ = exec.Command("ip", "-n", ns, "link", "set", "lo", "up").Run()
+	h := netns.One(t)
+	ns := h.NS
+	ctx := context.Background()
 	cfg, err := config.Parse("gw.yaml", []byte("psk: {shared: x}\nmetrics: {listen: \"off\"}\npolicy: {default: deny}\n"+
 		"identities:\n  - {name: hall7, ppp: {password: p}, address: 10.10.0.7, routes: [10.10.8.0/24]}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var tun *dataplane.TUN
-	netnsDo(t, ns, func() {
+	err = h.Do(func() (err error) {
 		tun, err = dataplane.OpenTUN(dataplane.TUNConfig{Name: "fg0", LocalAddr: cfg.Pool.GatewayAddr, NetNS: ns,
 			Routes: []netip.Prefix{cfg.Pool.PrefixP, netip.MustParsePrefix("10.10.8.0/24")}})
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +76,7 @@ func TestTUNPingAndDynamicRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
@@ -121,21 +88,13 @@ func TestTUNPingAndDynamicRoutes(t *testing.T) {
 	if err := env.Register(sess); err != nil {
 		t.Fatal(err)
 	}
-	routes, _ := exec.Command("ip", "-n", ns, "route", "show", "dev", "fg0").CombinedOutput()
-	if !strings.Contains(string(routes), "10.77.0.0/24") {
+	routes, _ := h.Run(ctx, "ip", "route", "show", "dev", "fg0")
+	if !strings.Contains(routes, "10.77.0.0/24") {
 		t.Errorf("dynamic framed route not installed:\n%s", routes)
 	}
-	var icmpConn net.PacketConn
-	netnsDo(t, ns, func() {
-		icmpConn, err = net.ListenPacket("ip4:icmp", "0.0.0.0")
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { icmpConn.Close() })
-	for i, dst := range []string{"10.10.0.7", "10.10.8.17", "10.77.0.5"} {
-		if err := pingOnce(icmpConn, netip.MustParseAddr(dst), uint16(0x4600+i)); err != nil {
-			t.Errorf("ping %s from the central namespace: %v", dst, err)
+	for _, dst := range []string{"10.10.0.7", "10.10.8.17", "10.77.0.5"} {
+		if n, err := h.Ping(netip.MustParseAddr(dst), 3, 3*time.Second); err != nil || n != 3 {
+			t.Errorf("ping %s from the central namespace: %d of 3 replies, %v", dst, n, err)
 		}
 	}
 	// Default-deny policy: the site itself may not open anything, yet the
@@ -144,35 +103,8 @@ func TestTUNPingAndDynamicRoutes(t *testing.T) {
 		t.Errorf("policy drops: got %d, want 0", got)
 	}
 	env.Unregister(sess, 0)
-	routes, _ = exec.Command("ip", "-n", ns, "route", "show", "dev", "fg0").CombinedOutput()
-	if strings.Contains(string(routes), "10.77.0.0/24") || !strings.Contains(string(routes), "10.10.8.0/24") {
+	routes, _ = h.Run(ctx, "ip", "route", "show", "dev", "fg0")
+	if strings.Contains(routes, "10.77.0.0/24") || !strings.Contains(routes, "10.10.8.0/24") {
 		t.Errorf("after Unregister: want 10.77.0.0/24 gone and configured 10.10.8.0/24 kept:\n%s", routes)
-	}
-}
-
-// pingOnce sends one ICMP echo request (RFC 792) on a raw socket and waits
-// for the matching reply.
-func pingOnce(c net.PacketConn, dst netip.Addr, id uint16) error {
-	msg := make([]byte, 16)
-	msg[0] = 8
-	binary.BigEndian.PutUint16(msg[4:], id)
-	binary.BigEndian.PutUint16(msg[6:], 1)
-	copy(msg[8:], "fleetgat")
-	binary.BigEndian.PutUint16(msg[2:], ipv4.Checksum(msg, 0))
-	if _, err := c.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-		return err
-	}
-	if err := c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
-		return err
-	}
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return err
-		}
-		if n >= 8 && buf[0] == 0 && binary.BigEndian.Uint16(buf[4:]) == id && from.(*net.IPAddr).IP.Equal(dst.AsSlice()) {
-			return nil
-		}
 	}
 }
