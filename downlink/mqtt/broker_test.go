@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -46,18 +47,18 @@ func (r *recorder) all() []string {
 
 type testBroker struct {
 	*Broker
-	pki  *testPKI
+	pki  *realpeer.TLSCA
 	up   *recorder
 	port string
 }
 
 func startBroker(t *testing.T, mod func(*Config)) *testBroker {
 	t.Helper()
-	pki := newTestPKI(t)
+	pki := realpeer.NewTLSCA(t, "fleetgate test site CA")
 	up := newRecorder()
 	cfg := Config{
 		TLSAddr:  "127.0.0.1:0",
-		TLS:      pki.serverTLS(),
+		TLS:      pki.ServerTLS(t, "127.0.0.1", "localhost"),
 		Auth:     StaticAuth{Passwords: map[string]string{"sensor-1": "pw1", "sensor-2": "pw2"}, CertEndpoints: map[string]bool{"sensor-3": true}},
 		Upstream: up,
 	}
@@ -85,7 +86,7 @@ func (tb *testBroker) mosq(t *testing.T, prog string, args ...string) (string, e
 	bin := testenv.RequireBinary(t, prog)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	full := append([]string{"-h", "127.0.0.1", "-p", tb.port, "--cafile", tb.pki.caFile}, args...)
+	full := append([]string{"-h", "127.0.0.1", "-p", tb.port, "--cafile", tb.pki.CAFile}, args...)
 	cmd := exec.CommandContext(ctx, bin, full...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -105,7 +106,7 @@ func TestMosquittoPublishTLS(t *testing.T) {
 		}
 	}
 	// Certificate login: CN sensor-3, no username.
-	cf, kf := tb.pki.issue(t, "sensor-3", false)
+	cf, kf := tb.pki.IssueFiles(t, "sensor-3")
 	if out, err := tb.mosq(t, "mosquitto_pub", "--cert", cf, "--key", kf, "-i", "sensor-3",
 		"-t", "status/online", "-m", "yes", "-q", "1", "-r"); err != nil {
 		t.Fatalf("cert login: %v\n%s", err, out)
@@ -129,7 +130,7 @@ func TestMosquittoPublishTLS(t *testing.T) {
 
 func TestMosquittoBadCredentials(t *testing.T) {
 	tb := startBroker(t, nil)
-	other, otherKey := newTestPKI(t).issue(t, "sensor-3", false) // right CN, wrong CA
+	other, otherKey := realpeer.NewTLSCA(t, "other site CA").IssueFiles(t, "sensor-3") // right CN, wrong CA
 	cases := []struct {
 		name string
 		args []string
@@ -320,7 +321,7 @@ func TestSleepyCommandSurvivesRestart(t *testing.T) {
 	_ = tb.Close()
 	// Restart on the same port and session store, with the same site PKI.
 	pki := tb.pki
-	tb2 := startBroker(t, func(c *Config) { mod(c); c.TLS = pki.serverTLS() })
+	tb2 := startBroker(t, func(c *Config) { mod(c); c.TLS = pki.ServerTLS(t, "127.0.0.1", "localhost") })
 	tb2.pki = pki
 	if got := sub(tb2, "5"); got != "cmd/ota v2" {
 		t.Fatalf("after restart the device got %q, want %q", got, "cmd/ota v2")

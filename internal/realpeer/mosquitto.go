@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,9 @@ type MosquittoConfig struct {
 	// TLS serves MQTT over TLS with a certificate from a generated CA
 	// (Mosquitto.CA), for Listen's address and "localhost".
 	TLS bool
+	// CA, when set with TLS, signs the server certificate instead of a
+	// generated CA (e.g. a test's site CA whose pool the client trusts).
+	CA *TLSCA
 	// Users, when set, turns off anonymous access and creates these
 	// users (name → password) with mosquitto_passwd.
 	Users map[string]string
@@ -46,9 +50,13 @@ type Mosquitto struct {
 }
 
 // StartMosquitto starts mosquitto in h (nil: root namespace, loopback).
+// Only a host needs root; on loopback in the root namespace any user can
+// run the broker.
 func StartMosquitto(t testing.TB, h *netns.Host, cfg MosquittoConfig) *Mosquitto {
 	t.Helper()
-	testenv.RequireRoot(t)
+	if h != nil {
+		testenv.RequireRoot(t)
+	}
 	bin := testenv.RequireBinary(t, "mosquitto")
 	m := &Mosquitto{Dir: privateDir(t, "mosq"), Addr: cfg.Listen, host: h}
 	if !m.Addr.IsValid() {
@@ -61,10 +69,19 @@ func StartMosquitto(t testing.TB, h *netns.Host, cfg MosquittoConfig) *Mosquitto
 			m.Addr = netip.MustParseAddrPort("0.0.0.0:1883")
 		}
 	}
-	conf := fmt.Sprintf("user root\npersistence false\nlog_dest stderr\nlog_type all\nlog_timestamp_format %%H:%%M:%%S\n"+
+	conf := ""
+	if os.Geteuid() == 0 {
+		// Else mosquitto drops to user "mosquitto", which cannot read
+		// the private directory.
+		conf = "user root\n"
+	}
+	conf += fmt.Sprintf("persistence false\nlog_dest stderr\nlog_type all\nlog_timestamp_format %%H:%%M:%%S\n"+
 		"pid_file %s\nlistener %d %s\n", filepath.Join(m.Dir, "pid"), m.Addr.Port(), m.Addr.Addr())
 	if cfg.TLS {
-		m.CA = NewTLSCA(t, "mosquitto test CA")
+		m.CA = cfg.CA
+		if m.CA == nil {
+			m.CA = NewTLSCA(t, "mosquitto test CA")
+		}
 		hosts := []string{"localhost", "127.0.0.1"}
 		if h != nil {
 			hosts = append(hosts, h.Addr.String())
@@ -73,8 +90,7 @@ func StartMosquitto(t testing.TB, h *netns.Host, cfg MosquittoConfig) *Mosquitto
 			hosts = append(hosts, a.String())
 		}
 		cert, key := m.CA.Issue(t, "mosquitto", hosts...).WriteFiles(t, m.Dir, "server")
-		m.CAFile = filepath.Join(m.Dir, "ca.pem")
-		writeFile(t, m.CAFile, m.CA.CertPEM)
+		m.CAFile = m.CA.CAFile
 		conf += fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\n", m.CAFile, cert, key)
 	}
 	if len(cfg.Users) > 0 {

@@ -4,11 +4,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -18,13 +20,18 @@ import (
 type TLSCA struct {
 	// CertPEM is the CA certificate.
 	CertPEM []byte
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
+	// CAFile is CertPEM written to a file (for --cafile, cafile, -R) in a
+	// directory that lives as long as the test that made the CA.
+	CAFile string
+	dir    string
+	cert   *x509.Certificate
+	key    *ecdsa.PrivateKey
 }
 
-// NewTLSCA creates a CA valid for a day.
+// NewTLSCA creates a CA valid for a day and writes it to CAFile.
 func NewTLSCA(t testing.TB, name string) *TLSCA {
 	t.Helper()
+	dir := t.TempDir()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +50,10 @@ func NewTLSCA(t testing.TB, name string) *TLSCA {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	return &TLSCA{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert: cert, key: key}
+	ca := &TLSCA{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert: cert, key: key,
+		CAFile: filepath.Join(dir, "ca.pem"), dir: dir}
+	writeFile(t, ca.CAFile, ca.CertPEM)
+	return ca
 }
 
 // Issue makes a certificate for cn, valid for server and client auth, with
@@ -82,5 +92,43 @@ func (ca *TLSCA) Issue(t testing.TB, cn string, hosts ...string) Cert {
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}),
 		DN:      "O=fleetgate test, CN=" + cn,
+	}
+}
+
+// Pool returns a certificate pool holding only this CA, for a client's
+// RootCAs or a server's ClientCAs.
+func (ca *TLSCA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+// TLS returns the certificate and key as a tls.Certificate.
+func (c Cert) TLS(t testing.TB) tls.Certificate {
+	t.Helper()
+	tc, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tc
+}
+
+// IssueFiles is Issue writing the certificate and key as cn.pem and cn.key
+// next to CAFile; it returns their paths (for mosquitto_pub --cert/--key).
+func (ca *TLSCA) IssueFiles(t testing.TB, cn string, hosts ...string) (certFile, keyFile string) {
+	t.Helper()
+	return ca.Issue(t, cn, hosts...).WriteFiles(t, ca.dir, cn)
+}
+
+// ServerTLS returns a server configuration with a fresh certificate for
+// hosts that accepts, and verifies, client certificates from this CA
+// (tls.VerifyClientCertIfGiven), TLS 1.2 at least.
+func (ca *TLSCA) ServerTLS(t testing.TB, hosts ...string) *tls.Config {
+	t.Helper()
+	return &tls.Config{
+		Certificates: []tls.Certificate{ca.Issue(t, "server", hosts...).TLS(t)},
+		ClientCAs:    ca.Pool(),
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		MinVersion:   tls.VersionTLS12,
 	}
 }
