@@ -15,6 +15,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/fleetgate/fleetgate/bridge/spool"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
 // benchDevices is the number of simulated devices (FLEETGATE_BENCH_DEVICES,
@@ -104,7 +105,7 @@ func benchRelay(b *testing.B, viaBridge bool, qos byte, nDev int) {
 	target := central.addr
 	var st *site
 	if viaBridge {
-		port := freePort(b)
+		port := realpeer.FreePort(b)
 		pw := map[string]string{}
 		for i := 1; i <= nDev; i++ {
 			pw[fmt.Sprintf("sensor-%d", i+200)] = "p"

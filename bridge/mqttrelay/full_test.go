@@ -8,6 +8,7 @@ import (
 	"time"
 
 	mqtt "github.com/fleetgate/fleetgate/downlink/mqtt"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
 // TestSpoolBoundReached: with the WAN down the spool fills up; QoS 0 is
@@ -18,7 +19,7 @@ func TestSpoolBoundReached(t *testing.T) {
 	central := startMosquitto(t)
 	wan := newGate(t, central.addr)
 	wan.setOpen(false)
-	port := freePort(t)
+	port := realpeer.FreePort(t)
 	cfg := siteConfig{
 		spoolDir: t.TempDir(), central: wan.addr(), plainAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		spoolMax: 8 << 10, passwords: map[string]string{"sensor-1": "p"},
@@ -72,7 +73,7 @@ func TestMetrics(t *testing.T) {
 	central := startMosquitto(t)
 	wan := newGate(t, central.addr)
 	wan.setOpen(false)
-	port := freePort(t)
+	port := realpeer.FreePort(t)
 	st := startSite(t, siteConfig{spoolDir: t.TempDir(), central: wan.addr(),
 		plainAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), spoolMax: 1 << 20, passwords: map[string]string{"sensor-1": "p"}})
 	for i := 0; i < 3; i++ {

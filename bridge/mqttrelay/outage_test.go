@@ -11,6 +11,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
 // simDevice publishes numbered messages one after another, each only after
@@ -121,7 +123,7 @@ func TestOutageWithoutLoss(t *testing.T) {
 	central := startMosquitto(t)
 	wan := newGate(t, central.addr)
 	col := startCollector(t, central.addr)
-	sitePort := freePort(t)
+	sitePort := realpeer.FreePort(t)
 	cfg := siteConfig{
 		spoolDir: t.TempDir(), central: wan.addr(), plainAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(sitePort)),
 		passwords: map[string]string{"sensor-1": "p", "sensor-2": "p", "sensor-3": "p", "sensor-4": "p"},

@@ -2,110 +2,37 @@ package mqttrelay
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
-	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
-// mosquittoPeer is a real mosquitto broker on a private config and a free
-// loopback port, standing in for the central broker. Stopped by PID.
+// mosquittoPeer is the central broker: realpeer's mosquitto on a free
+// loopback port with the relay tests' limits (no inflight limit, deep
+// queues) and connection messages in its log.
 type mosquittoPeer struct {
-	addr    string
-	logFile string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	*realpeer.Mosquitto
+	addr string
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+const mosquittoExtra = "connection_messages true\nmax_inflight_messages 0\nmax_queued_messages 100000\n"
 
 func startMosquitto(t testing.TB) *mosquittoPeer { return startMosquittoTLS(t, nil) }
 
-// startMosquittoTLS starts mosquitto with a TLS listener (server cert from
-// pki) when pki is not nil.
-func startMosquittoTLS(t testing.TB, pki *testPKI) *mosquittoPeer {
+// startMosquittoTLS starts mosquitto with a TLS listener (server
+// certificate from ca) when ca is not nil.
+func startMosquittoTLS(t testing.TB, ca *realpeer.TLSCA) *mosquittoPeer {
 	t.Helper()
-	bin := testenv.RequireBinary(t, "mosquitto")
-	dir := t.TempDir()
-	port := freePort(t)
-	p := &mosquittoPeer{addr: fmt.Sprintf("127.0.0.1:%d", port), logFile: filepath.Join(dir, "mosquitto.log"), exited: make(chan struct{})}
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root\n" // else mosquitto drops to "mosquitto" and cannot write the private log
-	}
-	conf := user + fmt.Sprintf(`listener %d 127.0.0.1
-allow_anonymous true
-persistence false
-log_dest file %s
-log_type all
-connection_messages true
-max_inflight_messages 0
-max_queued_messages 100000
-`, port, p.logFile)
-	if pki != nil {
-		cert, key := pki.issue(t, "central", true)
-		conf += fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\n", pki.caFile, cert, key)
-	}
-	cf := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "-c", cf)
-	p.cmd.Stdout, p.cmd.Stderr = io.Discard, io.Discard
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start mosquitto: %v", err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(5 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", p.addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not listen on %s", p.addr)
-		}
-		time.Sleep(20 * time.Millisecond) // waiting for an external process
-	}
-	return p
+	m := realpeer.StartMosquitto(t, nil, realpeer.MosquittoConfig{TLS: ca != nil, CA: ca, Extra: mosquittoExtra})
+	return &mosquittoPeer{Mosquitto: m, addr: m.Addr.String()}
 }
 
 // log returns mosquitto's log so far.
-func (p *mosquittoPeer) log(t testing.TB) string {
-	t.Helper()
-	b, err := os.ReadFile(p.logFile)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+func (p *mosquittoPeer) log(testing.TB) string { return p.Proc.Output() }
 
 // connectLines returns mosquitto's "New client connected from A:P as ID"
 // lines, as "ID from A".

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/bridge/spool"
 	mqtt "github.com/fleetgate/fleetgate/downlink/mqtt"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -30,7 +31,7 @@ type site struct {
 type siteConfig struct {
 	spoolDir  string
 	central   string // central broker (or gate) address
-	pki       *testPKI
+	pki       *realpeer.TLSCA
 	tlsAddr   string
 	plainAddr string
 	spoolMax  int64
@@ -75,7 +76,7 @@ func startSite(t testing.TB, c siteConfig) *site {
 	s.relay = r
 	bc := mqtt.Config{Auth: mqtt.StaticAuth{Passwords: c.passwords}, Upstream: r, PlainAddr: c.plainAddr}
 	if c.pki != nil {
-		bc.TLS, bc.TLSAddr = c.pki.serverTLS(), c.tlsAddr
+		bc.TLS, bc.TLSAddr = c.pki.ServerTLS(t, "127.0.0.1", "localhost"), c.tlsAddr
 	} else {
 		bc.DisableTLS = true
 	}
@@ -138,8 +139,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // device.
 func TestMosquittoDevicesThroughRelay(t *testing.T) {
 	central := startMosquitto(t)
-	pki := newTestPKI(t)
-	tlsPort := freePort(t)
+	pki := realpeer.NewTLSCA(t, "fleetgate test site CA")
+	tlsPort := realpeer.FreePort(t)
 	st := startSite(t, siteConfig{
 		spoolDir: t.TempDir(), central: central.addr, pki: pki, tlsAddr: net.JoinHostPort("127.0.0.1", itoa(tlsPort)),
 		passwords: map[string]string{"sensor-1": "pw1", "sensor-2": "pw2"},
@@ -153,7 +154,7 @@ func TestMosquittoDevicesThroughRelay(t *testing.T) {
 	}()
 	waitFor(t, 10*time.Second, "central subscriber", func() bool { return strings.Contains(central.log(t), "sites/s1/+/telemetry/#") })
 	dev := func(ep, pw string, args ...string) (string, error) {
-		base := []string{"-h", "127.0.0.1", "-p", itoa(tlsPort), "--cafile", pki.caFile, "-u", ep, "-P", pw, "-i", ep}
+		base := []string{"-h", "127.0.0.1", "-p", itoa(tlsPort), "--cafile", pki.CAFile, "-u", ep, "-P", pw, "-i", ep}
 		return runTool(t, "mosquitto_pub", append(base, args...)...)
 	}
 	if out, err := dev("sensor-1", "pw1", "-t", "telemetry/temp", "-m", "21.5", "-q", "1"); err != nil {
@@ -176,7 +177,7 @@ func TestMosquittoDevicesThroughRelay(t *testing.T) {
 	}
 	// Command from central down to sensor-1 (persistent device session).
 	devSub := func(wait string) string {
-		out, _ := runTool(t, "mosquitto_sub", "-h", "127.0.0.1", "-p", itoa(tlsPort), "--cafile", pki.caFile,
+		out, _ := runTool(t, "mosquitto_sub", "-h", "127.0.0.1", "-p", itoa(tlsPort), "--cafile", pki.CAFile,
 			"-u", "sensor-1", "-P", "pw1", "-i", "sensor-1", "-c", "-q", "1", "-t", "cmd/#", "-v", "-C", "1", "-W", wait)
 		return strings.TrimSpace(out)
 	}
@@ -198,7 +199,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // TestRelayTLSToCentral: the relay wraps TLS inside its own dial (paho does
 // no TLS with a custom open function) and verifies the central broker.
 func TestRelayTLSToCentral(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := realpeer.NewTLSCA(t, "fleetgate test site CA")
 	central := startMosquittoTLS(t, pki)
 	sp, err := spool.Open(spool.Config{Dir: t.TempDir()})
 	if err != nil {
@@ -231,11 +232,11 @@ func TestRelayTLSToCentral(t *testing.T) {
 	}
 	_ = bad.Close()
 
-	r := newRelay(pki.pool)
+	r := newRelay(pki.Pool())
 	host, port, _ := net.SplitHostPort(central.addr)
 	subOut := make(chan string, 1)
 	go func() {
-		out, _ := runTool(t, "mosquitto_sub", "-h", host, "-p", port, "--cafile", pki.caFile, "-t", "sites/s1/#", "-v", "-C", "1", "-W", "15")
+		out, _ := runTool(t, "mosquitto_sub", "-h", host, "-p", port, "--cafile", pki.CAFile, "-t", "sites/s1/#", "-v", "-C", "1", "-W", "15")
 		subOut <- out
 	}()
 	waitFor(t, 10*time.Second, "central subscriber", func() bool { return strings.Contains(central.log(t), "sites/s1/#") })
