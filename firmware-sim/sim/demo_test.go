@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
 // TestDemoFleet runs the shipped 50-device demo scenario for 12 s against
@@ -43,7 +44,7 @@ func TestDemoFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freeTCPPort(t)
+	port := realpeer.FreePort(t)
 	b := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
 	_ = b.AddHook(new(auth.AllowHook), nil)
 	if err := b.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: fmt.Sprintf("127.0.0.1:%d", port),

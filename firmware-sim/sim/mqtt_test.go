@@ -17,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
 // TestMQTTInProcessBroker runs password and certificate MQTT devices over
@@ -31,7 +32,7 @@ func TestMQTTInProcessBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freeTCPPort(t)
+	port := realpeer.FreePort(t)
 	b := mochi.New(&mochi.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
 	if err := b.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)

@@ -4,8 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"os/exec"
-	"path/filepath"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -13,23 +12,22 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
-	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
 // TestRealCoAPServerPSK runs DTLS-PSK devices (CCM_8 and GCM, with and
 // without a CID request) against libcoap's coap-server, OpenSSL and GnuTLS
 // builds.
 func TestRealCoAPServerPSK(t *testing.T) {
-	for _, name := range []string{"coap-server-openssl", "coap-server-gnutls"} {
-		t.Run(name, func(t *testing.T) { testRealCoAPServer(t, name) })
+	for _, backend := range []string{"openssl", "gnutls"} {
+		t.Run("coap-server-"+backend, func(t *testing.T) { testRealCoAPServer(t, backend) })
 	}
 }
 
-func testRealCoAPServer(t *testing.T, name string) {
-	bin := testenv.RequireBinary(t, name)
-	port := freeUDPPair(t)
+func testRealCoAPServer(t *testing.T, backend string) {
 	const key = "fleet-test-key"
-	startPeer(t, bin, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-k", key, "-d", "20", "-v", "4")
+	srv := realpeer.StartCoAPServer(t, nil, realpeer.CoAPServerConfig{Backend: backend, PSK: key, Extra: []string{"-d", "20"}})
+	port := int(srv.Addr.Port())
 	sc, err := scenario.Parse(strings.NewReader(fmt.Sprintf(`
 name: libcoap
 duration: 3s
@@ -48,8 +46,8 @@ groups:
 			t.Fatal(err)
 		}
 	}
-	// coap-server binds asynchronously: the devices' backoff covers a
-	// late start, and a handshake failure shows in the counters below.
+	// StartCoAPServer returned once the DTLS port was open; a handshake
+	// failure shows in the counters below.
 	rep, err := Run(context.Background(), sc, Options{Creds: set, AckTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -59,14 +57,12 @@ groups:
 			t.Errorf("%s (%s): acked %d unacked %d handshakes %d, want >= 3, 0, 1; errors %v", d.Name, d.Group, d.Acked, d.Unacked, d.Handshakes, rep.Errors)
 		}
 	}
-	t.Logf("%s: sent %d acked %d p50 %.2fms p99 %.2fms", name, rep.Totals.Sent, rep.Totals.Acked, rep.Totals.Latency.P50Ms, rep.Totals.Latency.P99Ms)
+	t.Logf("coap-server-%s: sent %d acked %d p50 %.2fms p99 %.2fms", backend, rep.Totals.Sent, rep.Totals.Acked, rep.Totals.Latency.P50Ms, rep.Totals.Latency.P99Ms)
 }
 
 // TestRealMosquittoTLS runs MQTT-over-TLS devices with passwords against
 // mosquitto, with the collector subscribed to the same broker over TLS.
 func TestRealMosquittoTLS(t *testing.T) {
-	bin := testenv.RequireBinary(t, "mosquitto")
-	pw := testenv.RequireBinary(t, "mosquitto_passwd")
 	dir := t.TempDir()
 	ca, err := creds.NewCA("mqtt-test-ca")
 	if err != nil {
@@ -84,7 +80,7 @@ func TestRealMosquittoTLS(t *testing.T) {
 	certfile := writeFile(t, dir, "server.pem", certPEM, 0o600)
 	keyfile := writeFile(t, dir, "server.key", keyPEM, 0o600)
 
-	port := freeTCPPort(t)
+	port := realpeer.FreePort(t)
 	sc, err := scenario.Parse(strings.NewReader(fmt.Sprintf(`
 name: mosquitto
 duration: 3s
@@ -100,26 +96,17 @@ groups:
 	if err != nil {
 		t.Fatal(err)
 	}
-	pwfile := filepath.Join(dir, "passwd")
 	users := map[string]string{"collector": "collector-pw"}
 	for _, n := range f.Creds().Names() {
 		e, _ := f.Creds().Get(n)
 		users[e.Identity] = string(e.Secret)
 	}
-	first := true
-	for u, p := range users {
-		args := []string{"-b", pwfile, u, p}
-		if first {
-			args = []string{"-c", "-b", pwfile, u, p}
-			first = false
-		}
-		if out, err := exec.Command(pw, args...).CombinedOutput(); err != nil {
-			t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-		}
-	}
-	conf := writeFile(t, dir, "mosquitto.conf", []byte(mosquittoConf(port, dir, cafile, certfile, keyfile, pwfile)), 0o600)
-	startPeer(t, bin, "-c", conf)
-	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
+	// TLS with the fleet CA's certificate for broker.test, passwords only.
+	realpeer.StartMosquitto(t, nil, realpeer.MosquittoConfig{
+		Listen: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)),
+		Users:  users,
+		Extra:  fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate false\n", cafile, certfile, keyfile),
+	})
 
 	col := collector.New(collector.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -163,9 +150,8 @@ groups:
 // GCM) against coap-server-openssl, which verifies their certificates
 // against the fleet CA.
 func TestRealCoAPServerCert(t *testing.T) {
-	bin := testenv.RequireBinary(t, "coap-server-openssl")
 	dir := t.TempDir()
-	port := freeUDPPair(t)
+	port := realpeer.FreePort(t) // coap-server's DTLS port is port + 1
 	sc, err := scenario.Parse(strings.NewReader(fmt.Sprintf(`
 name: libcoap-cert
 duration: 3s
@@ -192,7 +178,8 @@ groups:
 	cafile := writeFile(t, dir, "ca.pem", f.CA().CertPEM(), 0o600)
 	certfile := writeFile(t, dir, "server.pem", certPEM, 0o600)
 	keyfile := writeFile(t, dir, "server.key", keyPEM, 0o600)
-	startPeer(t, bin, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-c", certfile, "-j", keyfile, "-C", cafile, "-d", "20", "-v", "4")
+	realpeer.StartCoAPServer(t, nil, realpeer.CoAPServerConfig{Port: port,
+		Extra: []string{"-c", certfile, "-j", keyfile, "-C", cafile, "-d", "20"}})
 	rep, err := f.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
