@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/gateway/radius/radiustest"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
 func unhex(s string) []byte {
@@ -71,10 +71,10 @@ func TestNoServer(t *testing.T) {
 // TestFreeRADIUS runs PAP, CHAP and MS-CHAPv2 and accounting against a real
 // FreeRADIUS.
 func TestFreeRADIUS(t *testing.T) {
-	srv := radiustest.Start(t, []radiustest.User{
+	srv := realpeer.StartFreeRADIUS(t, nil, realpeer.FreeRADIUSConfig{Users: []realpeer.RADIUSUser{
 		{Name: "site-hall7", Password: "hall7-pw", Reply: []string{"Framed-IP-Address = 10.10.0.77", `Framed-Route = "10.10.12.0/24 0.0.0.0 1"`, `Framed-Route = "10.10.13.0/24 0.0.0.0 1"`, `Class = "tenant-a"`}},
 		{Name: "ops", Password: "ops-pw"},
-	})
+	}})
 	c := New(Config{Auth: srv.Auth, Acct: srv.Acct, Secret: []byte(srv.Secret), NASIdentifier: "gw-test"})
 	ctx := context.Background()
 

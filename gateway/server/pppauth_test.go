@@ -7,13 +7,13 @@ import (
 	"testing"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/radius/radiustest"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 func TestPPPAuthLocalAndRADIUS(t *testing.T) {
-	fr := radiustest.Start(t, []radiustest.User{{Name: "remote-site", Password: "rpw",
-		Reply: []string{"Framed-IP-Address = 10.10.0.60", `Framed-Route = "10.10.60.0/24 0.0.0.0 1"`}}})
+	fr := realpeer.StartFreeRADIUS(t, nil, realpeer.FreeRADIUSConfig{Users: []realpeer.RADIUSUser{{Name: "remote-site", Password: "rpw",
+		Reply: []string{"Framed-IP-Address = 10.10.0.60", `Framed-Route = "10.10.60.0/24 0.0.0.0 1"`}}}})
 	y := fmt.Sprintf("psk: {shared: x}\nmetrics: {listen: \"off\"}\ndns: [10.20.0.53]\nradius: {auth: %q, secret: %q}\n"+
 		"identities:\n  - {name: hall7, ppp: {user: hall7, password: hpw, methods: [mschapv2]}, routes: [10.10.8.0/24]}\n"+
 		"  - {name: pump2, ppp: {user: pump2, password: ppw, methods: [pap, chap]}}\n", fr.Auth, fr.Secret)
