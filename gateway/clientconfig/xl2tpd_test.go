@@ -1,18 +1,15 @@
 package clientconfig
 
 import (
-	"bufio"
-	"fmt"
-	"io"
+	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
 // section extracts the body of "# ---- NAME ----" up to the next marker.
@@ -32,9 +29,6 @@ func section(out, name string) string {
 // namespace, so no port clashes) on the xl2tpd.conf we print and checks it
 // parses the file and starts dialling the LNS (pppd itself cannot run here).
 func TestXl2tpdAcceptsOurConfig(t *testing.T) {
-	testenv.RequireRoot(t)
-	bin := testenv.RequireBinary(t, "xl2tpd")
-	ipBin := testenv.RequireBinary(t, "ip")
 	c := load(t)
 	p, err := FromConfig(c, "ops-laptop", "192.0.2.10")
 	if err != nil {
@@ -48,67 +42,46 @@ func TestXl2tpdAcceptsOurConfig(t *testing.T) {
 	if !strings.Contains(conf, "[lac fleetgate]") {
 		t.Fatalf("no xl2tpd.conf section in:\n%s", out)
 	}
-	dir := t.TempDir()
-	opts := filepath.Join(dir, "options.xl2tpd")
+	opts := filepath.Join(t.TempDir(), "options.xl2tpd")
 	conf = strings.Replace(conf, "/etc/ppp/options.xl2tpd.fleetgate", opts, 1)
-	if err := os.WriteFile(filepath.Join(dir, "xl2tpd.conf"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.WriteFile(opts, []byte(section(out, "/etc/ppp/options.xl2tpd.fleetgate")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ns := fmt.Sprintf("fgxl%d", os.Getpid()%100000)
-	if o, err := exec.Command(ipBin, "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, o)
+	h := netns.One(t)
+	if o, err := h.Run(context.Background(), "ip", "addr", "add", "192.0.2.10/32", "dev", "lo"); err != nil {
+		t.Fatalf("ip addr add: %v %s", err, o)
 	}
-	t.Cleanup(func() { _ = exec.Command(ipBin, "netns", "del", ns).Run() })
-	_ = exec.Command(ipBin, "-n", ns, "link", "set", "lo", "up").Run()
-	_ = exec.Command(ipBin, "-n", ns, "addr", "add", "192.0.2.10/32", "dev", "lo").Run()
-	cmd := exec.Command(ipBin, "netns", "exec", ns, bin, "-D", "-c", filepath.Join(dir, "xl2tpd.conf"),
-		"-p", filepath.Join(dir, "xl2tpd.pid"), "-C", filepath.Join(dir, "l2tp-control"), "-s", filepath.Join(dir, "l2tp-secrets"))
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); pw.Close(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+	x := realpeer.StartXL2TPD(t, h, realpeer.XL2TPDConfig{Conf: conf})
+	var log string
+	// autodial: it opens a tunnel to the LNS from the [lac] section.
+	ok := poll(10*time.Second, func() bool {
+		log = x.Proc.Output()
 		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
+		case <-x.Proc.Done():
+			return true
+		default:
 		}
+		return strings.Contains(log, "Connecting to host 192.0.2.10")
 	})
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	var log strings.Builder
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("xl2tpd exited:\n%s", log.String())
-			}
-			log.WriteString(l + "\n")
-			if strings.Contains(l, "parse error") || strings.Contains(l, "Unknown field") || strings.Contains(strings.ToLower(l), "error on line") {
-				t.Fatalf("xl2tpd rejects our config: %s\n%s", l, log.String())
-			}
-			// autodial: it opens a tunnel to the LNS from the [lac] section.
-			if strings.Contains(l, "Connecting to host 192.0.2.10") {
-				t.Logf("xl2tpd:\n%s", log.String())
-				return
-			}
-		case <-timeout:
-			t.Fatalf("xl2tpd did not start dialling within 10s:\n%s", log.String())
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "parse error") || strings.Contains(l, "Unknown field") || strings.Contains(strings.ToLower(l), "error on line") {
+			t.Fatalf("xl2tpd rejects our config: %s\n%s", l, log)
 		}
 	}
+	if !ok || !strings.Contains(log, "Connecting to host 192.0.2.10") {
+		t.Fatalf("xl2tpd did not start dialling within 10s:\n%s", log)
+	}
+	t.Logf("xl2tpd:\n%s", log)
+}
+
+// poll calls cond every 50 ms until it holds or timeout passes.
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond) // watching another process's output
+	}
+	return true
 }

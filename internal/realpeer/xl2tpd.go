@@ -27,6 +27,10 @@ type XL2TPDConfig struct {
 	IPRange, LocalIP string
 	// Extra is appended to the LAC or LNS section verbatim.
 	Extra string
+	// Conf, when set, is the whole xl2tpd.conf instead of one built from
+	// the fields above (to test a configuration we generate); Listen is
+	// then only informational.
+	Conf string
 }
 
 // XL2TPD is a running xl2tpd (foreground, -D) with a private config,
@@ -69,9 +73,14 @@ func StartXL2TPD(t testing.TB, h *netns.Host, cfg XL2TPDConfig) *XL2TPD {
 		conf += fmt.Sprintf("[lns default]\nip range = %s\nlocal ip = %s\nrequire authentication = no\nlength bit = yes\npppoptfile = %s\n%s\n",
 			cfg.IPRange, cfg.LocalIP, pppOpts, cfg.Extra)
 	}
+	if cfg.Conf != "" {
+		conf = cfg.Conf
+	}
 	writeFile(t, filepath.Join(dir, "xl2tpd.conf"), []byte(conf))
+	// A private (empty) secrets file: never read the system's.
+	writeFile(t, filepath.Join(dir, "l2tp-secrets"), nil)
 	x.Proc = netns.Start(t, h.Command(bin, "-D", "-c", filepath.Join(dir, "xl2tpd.conf"),
-		"-p", filepath.Join(dir, "xl2tpd.pid"), "-C", x.Control))
+		"-p", filepath.Join(dir, "xl2tpd.pid"), "-C", x.Control, "-s", filepath.Join(dir, "l2tp-secrets")))
 	if !poll(5*time.Second, func() bool { _, err := os.Stat(x.Control); return err == nil }) {
 		t.Fatalf("%v: xl2tpd made no control pipe:\n%s", ErrNotReady, x.Proc.Output())
 	}
