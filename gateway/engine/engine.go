@@ -206,6 +206,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		e.mu.Unlock()
 	}
 	close(e.up)
+	env.Ready() // sockets are bound: tell systemd (Type=notify)
 	log.Info("session engine running", "ike", srv.IKEAddr(), "natt", srv.NATTAddr(), "raw_l2tp", e.RawL2TPAddr())
 
 	wg.Add(1)
