@@ -1,0 +1,70 @@
+package chain
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestUplinkCarriesEndpointTraffic: the bridge's uplink comes up over real
+// IKE/ESP/L2TP/PPP on loopback and a datagram from an endpoint address
+// (10.10.8.5) reaches a central service in the gateway's stack, which
+// answers it back to that address.
+func TestUplinkCarriesEndpointTraffic(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.DiscardHandler)
+	g, err := startGateway(ctx, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := g.wait(20 * time.Second); err != nil {
+			t.Errorf("gateway: %v", err)
+		}
+	})
+	b, err := startBridge(ctx, g, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.close)
+	ep := netip.MustParseAddr("10.10.8.5")
+	if err := b.addEndpoint(ep); err != nil {
+		t.Fatal(err)
+	}
+	srvAddr := netip.AddrPortFrom(netip.MustParseAddr(centralAddr), 7)
+	pc, err := g.stack.ListenUDP(srvAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+	c, err := b.stack.DialUDP(netip.AddrPortFrom(ep, 40000), srvAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no echo from central: %v", err)
+	}
+	if got, want := string(buf[:n]), "echo:hello"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
