@@ -1,0 +1,255 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/fleetgate/fleetgate/downlink/device"
+)
+
+// endpointState is one endpoint's address-side state: the UDP listener on
+// <addr>:5683 in ipstack, upstream clients by destination, and the queue of
+// central → device requests waiting for the device to wake.
+type endpointState struct {
+	ep device.Endpoint
+	pc net.PacketConn
+
+	mu    sync.Mutex
+	up    map[netip.AddrPort]*udpclient.Conn // guarded by mu
+	queue []queued                           // guarded by mu
+}
+
+// queued is a central → device request waiting for the device.
+type queued struct {
+	msg      *pool.Message
+	from     net.Addr
+	deadline time.Time
+}
+
+func (e *endpointState) close() {
+	_ = e.pc.Close()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.up {
+		_ = c.Close()
+	}
+}
+
+// AddEndpoint adds the endpoint's address to the stack and listens for
+// central → device CoAP on it.
+func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
+	if ep.Protocol != device.CoAP {
+		return p.cfg.Stack.AddAddress(netip.PrefixFrom(ep.Addr, 32))
+	}
+	if err := p.cfg.Stack.AddAddress(netip.PrefixFrom(ep.Addr, 32)); err != nil {
+		return err
+	}
+	pc, err := p.cfg.Stack.ListenUDP(netip.AddrPortFrom(ep.Addr, coapPort))
+	if err != nil {
+		return err
+	}
+	e := &endpointState{ep: ep, pc: pc, up: map[netip.AddrPort]*udpclient.Conn{}}
+	p.mu.Lock()
+	old := p.eps[ep.Name]
+	p.eps[ep.Name] = e
+	p.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	p.wg.Add(1)
+	go p.serveDown(e)
+	return nil
+}
+
+// upstream returns (dialling once) the client for ep → dst, sourced from
+// the endpoint's address.
+func (p *Proxy) upstream(ep device.Endpoint, dst netip.AddrPort) (*udpclient.Conn, error) {
+	p.mu.Lock()
+	e := p.eps[ep.Name]
+	p.mu.Unlock()
+	if e == nil {
+		return nil, errors.New("proxy: endpoint not added")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c := e.up[dst]; c != nil {
+		select {
+		case <-c.Done():
+		default:
+			return c, nil
+		}
+	}
+	nc, err := p.cfg.Stack.DialUDP(netip.AddrPortFrom(ep.Addr, 0), dst)
+	if err != nil {
+		return nil, err
+	}
+	c := newCoAPClient(p.ctx, nc, func(err error) { p.warnf("upstream coap", "endpoint", ep.Name, "err", err.Error()) })
+	e.up[dst] = c
+	return c, nil
+}
+
+// serveDown reads central → device datagrams for one endpoint.
+func (p *Proxy) serveDown(e *endpointState) {
+	defer p.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := e.pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		msg := pool.NewMessage(p.ctx)
+		if _, err := msg.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil || !isRequest(msg.Code()) {
+			if err != nil {
+				p.Stats.Malformed.Add(1)
+				p.warnf("malformed coap to endpoint address", "endpoint", e.ep.Name, "peer", from.String())
+			}
+			continue
+		}
+		if s := p.session(e.ep.Name); s != nil {
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); p.relay(e, msg, from) }()
+			continue
+		}
+		e.mu.Lock()
+		full := len(e.queue) >= p.cfg.QueueLen
+		if !full {
+			e.queue = append(e.queue, queued{msg: msg, from: from, deadline: time.Now().Add(p.cfg.QueueTTL)})
+		}
+		e.mu.Unlock()
+		if full {
+			p.Stats.QueueFull.Add(1)
+			p.reply(e, msg, from, codes.ServiceUnavailable, nil)
+			continue
+		}
+		p.Stats.Queued.Add(1)
+		if msg.Type() == message.Confirmable { // empty ACK: separate response follows (RFC 7252 section 5.2.2)
+			ack := pool.NewMessage(p.ctx)
+			ack.SetType(message.Acknowledgement)
+			ack.SetMessageID(msg.MessageID())
+			if b, err := ack.MarshalWithEncoder(coder.DefaultCoder); err == nil {
+				_, _ = e.pc.WriteTo(b, from)
+			}
+		}
+	}
+}
+
+// relay sends one central request over the device's DTLS session and the
+// answer back to the central requester.
+func (p *Proxy) relay(e *endpointState, msg *pool.Message, from net.Addr) {
+	s := p.session(e.ep.Name)
+	if s == nil {
+		p.reply(e, msg, from, codes.GatewayTimeout, nil)
+		return
+	}
+	p.Stats.Downstream.Add(1)
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.RequestTimeout)
+	defer cancel()
+	req := s.Conn.AcquireMessage(ctx)
+	defer s.Conn.ReleaseMessage(req)
+	path, _ := msg.Path()
+	copyRequest(req, msg, path, nil)
+	tok, err := message.GetToken()
+	if err == nil {
+		req.SetToken(tok)
+	}
+	resp, err := s.Do(req)
+	if err != nil {
+		p.warnf("device request failed", "endpoint", e.ep.Name, "err", err.Error())
+		p.reply(e, msg, from, codes.GatewayTimeout, nil)
+		return
+	}
+	defer s.Conn.ReleaseMessage(resp)
+	p.reply(e, msg, from, resp.Code(), resp)
+}
+
+// reply answers a central request: piggybacked in the ACK for a CON still
+// unacknowledged, else as a NON with the request's token.
+func (p *Proxy) reply(e *endpointState, req *pool.Message, to net.Addr, code codes.Code, resp *pool.Message) {
+	m := pool.NewMessage(p.ctx)
+	m.SetCode(code)
+	m.SetToken(req.Token())
+	if req.Type() == message.Confirmable {
+		m.SetType(message.Acknowledgement)
+		m.SetMessageID(req.MessageID())
+	} else {
+		m.SetType(message.NonConfirmable)
+		m.SetMessageID(message.GetMID())
+	}
+	if resp != nil {
+		opts := responseOpts(resp)
+		if cf, err := resp.ContentFormat(); err == nil {
+			m.SetContentFormat(cf)
+		}
+		for _, o := range opts {
+			m.AddOptionBytes(o.ID, o.Value)
+		}
+		if b := readBody(resp); b != nil {
+			m.SetBody(bytes.NewReader(b))
+		}
+	}
+	if b, err := m.MarshalWithEncoder(coder.DefaultCoder); err == nil {
+		_, _ = e.pc.WriteTo(b, to)
+	}
+}
+
+// flush delivers an endpoint's queued requests (the device is awake).
+func (p *Proxy) flush(name string) {
+	p.mu.Lock()
+	e := p.eps[name]
+	p.mu.Unlock()
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	q := e.queue
+	e.queue = nil
+	e.mu.Unlock()
+	for _, it := range q {
+		it.msg.SetType(message.NonConfirmable) // the empty ACK was sent already
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.relay(e, it.msg, it.from) }()
+	}
+}
+
+// Tick answers queued requests older than QueueTTL with 5.04 Gateway
+// Timeout. The daemon calls it every second; tests pass their own time.
+func (p *Proxy) Tick(now time.Time) {
+	p.mu.Lock()
+	eps := make([]*endpointState, 0, len(p.eps))
+	for _, e := range p.eps {
+		eps = append(eps, e)
+	}
+	p.mu.Unlock()
+	for _, e := range eps {
+		e.mu.Lock()
+		var keep, expired []queued
+		for _, it := range e.queue {
+			if now.After(it.deadline) {
+				expired = append(expired, it)
+			} else {
+				keep = append(keep, it)
+			}
+		}
+		e.queue = keep
+		e.mu.Unlock()
+		for _, it := range expired {
+			p.Stats.Expired.Add(1)
+			it.msg.SetType(message.NonConfirmable)
+			p.reply(e, it.msg, it.from, codes.GatewayTimeout, nil)
+		}
+	}
+}
+
+// isRequest reports a request code (class 0, not Empty; RFC 7252 section 12.1.1).
+func isRequest(c codes.Code) bool { return c != codes.Empty && c>>5 == 0 }

@@ -1,0 +1,296 @@
+// Package proxy is the edge bridge's CoAP proxy between DTLS endpoints and
+// the VPN, both ways, each endpoint on its own VPN address:
+//
+//   - device → central: a request from an endpoint's DTLS session is sent
+//     to the central CoAP service (or, with Proxy-Uri, to a destination the
+//     endpoint's allow-list permits) from the endpoint's address in ipstack;
+//     the response (and observe notifications) go back to the device.
+//   - central → device: plain CoAP to <endpoint address>:5683 in ipstack is
+//     relayed over the endpoint's DTLS session. A sleeping endpoint's
+//     requests wait in a bounded queue until it next talks (queue mode);
+//     expired ones are answered 5.04 Gateway Timeout (RFC 7252 section
+//     5.9.3.5).
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"golang.org/x/time/rate"
+
+	"github.com/fleetgate/fleetgate/downlink/coap"
+	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/ipstack"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultQueueLen       = 8
+	DefaultQueueTTL       = 60 * time.Second
+	DefaultRequestTimeout = 20 * time.Second
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Stack holds the endpoint addresses.
+	Stack *ipstack.Stack
+	// Registry lists the endpoints.
+	Registry *device.Registry
+	// Central is the central CoAP service device requests go to.
+	Central netip.AddrPort
+	// Hosts names Proxy-Uri hosts that are not IPv4 literals.
+	Hosts map[string]netip.Addr
+	// QueueLen bounds each sleeping endpoint's queue; QueueTTL is how long a
+	// queued request waits before 5.04. RequestTimeout bounds one exchange.
+	QueueLen                 int
+	QueueTTL, RequestTimeout time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Stats are the proxy's counters.
+type Stats struct {
+	// Upstream counts device → central requests forwarded; UpstreamErrors
+	// those that failed (answered 5.02/5.04); Denied Proxy-Uri requests
+	// refused by the allow-list (4.03) or unparsable (4.02/5.05).
+	Upstream, UpstreamErrors, Denied atomic.Uint64
+	// Downstream counts central → device requests relayed; Queued those
+	// that waited for a sleeping device; Expired those answered 5.04;
+	// QueueFull those refused 5.03 because the queue was full.
+	Downstream, Queued, Expired, QueueFull atomic.Uint64
+	// Malformed counts undecodable datagrams sent to endpoint addresses.
+	Malformed atomic.Uint64
+	// Notifications counts observe notifications relayed to devices.
+	Notifications atomic.Uint64
+}
+
+// Proxy relays CoAP between DTLS sessions and ipstack.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	warn    *rate.Limiter
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	session func(name string) *coap.Session
+
+	mu  sync.Mutex
+	eps map[string]*endpointState // guarded by mu; by endpoint name
+
+	// Stats holds the counters.
+	Stats Stats
+}
+
+// New creates a Proxy. Call SetSessions before traffic flows, and
+// AddEndpoint for every endpoint (Start does it for the whole registry).
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Stack == nil || cfg.Registry == nil {
+		return nil, ErrConfig
+	}
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = DefaultQueueLen
+	}
+	if cfg.QueueTTL == 0 {
+		cfg.QueueTTL = DefaultQueueTTL
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Proxy{
+		cfg: cfg, log: cfg.Logger.With("component", "proxy"), warn: rate.NewLimiter(2, 20),
+		ctx: ctx, cancel: cancel, eps: map[string]*endpointState{},
+		session: func(string) *coap.Session { return nil },
+	}, nil
+}
+
+// SetSessions tells the proxy how to find an endpoint's live DTLS session
+// (coap.Server.Session).
+func (p *Proxy) SetSessions(f func(name string) *coap.Session) { p.session = f }
+
+// Start adds every registered endpoint.
+func (p *Proxy) Start() error {
+	for _, ep := range p.cfg.Registry.List() {
+		if err := p.AddEndpoint(ep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops all listeners and upstream clients.
+func (p *Proxy) Close() {
+	p.cancel()
+	p.mu.Lock()
+	eps := p.eps
+	p.eps = map[string]*endpointState{}
+	p.mu.Unlock()
+	for _, e := range eps {
+		e.close()
+	}
+	p.wg.Wait()
+}
+
+func (p *Proxy) warnf(msg string, args ...any) {
+	if p.warn.Allow() {
+		p.log.Warn(msg, args...)
+	}
+}
+
+// Queued returns how many central → device requests wait for an endpoint.
+func (p *Proxy) Queued(name string) int {
+	p.mu.Lock()
+	e := p.eps[name]
+	p.mu.Unlock()
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.queue)
+}
+
+// OnSession is coap.Config.OnSession: a device that comes up gets its
+// queued requests.
+func (p *Proxy) OnSession(s *coap.Session, up bool) {
+	if up {
+		p.flush(s.Endpoint.Name)
+	}
+}
+
+// HandleDevice is coap.Config.Handler: device → central.
+func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+	p.flush(s.Endpoint.Name) // the device is awake: deliver what waited
+	dst := p.cfg.Central
+	path, err := r.Path()
+	if err != nil {
+		path = "/"
+	}
+	var query []string
+	if puri, err := r.Options().GetString(message.ProxyURI); err == nil {
+		t, err := ParseProxyURI(puri, p.cfg.Hosts)
+		if err != nil {
+			p.Stats.Denied.Add(1)
+			p.warnf("bad Proxy-Uri", "endpoint", s.Endpoint.Name, "err", err.Error())
+			code := codes.BadOption
+			if errors.Is(err, ErrUnknownHost) {
+				code = codes.ProxyingNotSupported
+			}
+			_ = w.SetResponse(code, message.TextPlain, nil)
+			return
+		}
+		if !s.Endpoint.Allows(t.Host, t.Addr) {
+			p.Stats.Denied.Add(1)
+			p.warnf("Proxy-Uri destination not allowed", "endpoint", s.Endpoint.Name, "dst", t.Addr.String())
+			_ = w.SetResponse(codes.Forbidden, message.TextPlain, nil)
+			return
+		}
+		dst, path = t.Addr, t.Path
+		if t.Query != "" {
+			query = append(query, t.Query)
+		}
+	} else if !dst.IsValid() {
+		_ = w.SetResponse(codes.ServiceUnavailable, message.TextPlain, nil)
+		return
+	}
+	uc, err := p.upstream(s.Endpoint, dst)
+	if err != nil {
+		p.Stats.UpstreamErrors.Add(1)
+		p.warnf("upstream dial failed", "endpoint", s.Endpoint.Name, "err", err.Error())
+		_ = w.SetResponse(codes.BadGateway, message.TextPlain, nil)
+		return
+	}
+	p.Stats.Upstream.Add(1)
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.RequestTimeout)
+	defer cancel()
+	req := uc.AcquireMessage(ctx)
+	defer uc.ReleaseMessage(req)
+	copyRequest(req, r, path, query)
+	resp, err := uc.Do(req)
+	if err != nil {
+		p.Stats.UpstreamErrors.Add(1)
+		p.warnf("upstream request failed", "endpoint", s.Endpoint.Name, "dst", dst.String(), "err", err.Error())
+		_ = w.SetResponse(codes.GatewayTimeout, message.TextPlain, nil)
+		return
+	}
+	defer uc.ReleaseMessage(resp)
+	writeResponse(w, resp)
+}
+
+// skipOpts are options a proxy must not copy hop to hop (RFC 7252 section
+// 5.7.2, RFC 7959 section 2.10, RFC 7641 section 2).
+var skipOpts = map[message.OptionID]bool{
+	message.ProxyURI: true, message.ProxyScheme: true, message.URIHost: true, message.URIPort: true,
+	message.Block1: true, message.Block2: true, message.Size1: true, message.Size2: true, message.Observe: true,
+}
+
+// copyRequest makes req a copy of r for the next hop.
+func copyRequest(req, r *pool.Message, path string, query []string) {
+	req.SetCode(r.Code())
+	var opts message.Options
+	for _, o := range r.Options() {
+		if skipOpts[o.ID] || o.ID == message.URIPath || (len(query) > 0 && o.ID == message.URIQuery) {
+			continue
+		}
+		opts = append(opts, o)
+	}
+	req.ResetOptionsTo(opts)
+	_ = req.SetPath(path)
+	for _, q := range query {
+		req.AddQuery(q)
+	}
+	if b := readBody(r); b != nil {
+		req.SetBody(bytes.NewReader(b))
+	}
+}
+
+func readBody(m *pool.Message) []byte {
+	if m.Body() == nil {
+		return nil
+	}
+	b, err := m.ReadBody()
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// responseOpts returns resp's end-to-end options (without Content-Format,
+// which SetResponse takes separately).
+func responseOpts(resp *pool.Message) message.Options {
+	var opts message.Options
+	for _, o := range resp.Options() {
+		if skipOpts[o.ID] || o.ID == message.ContentFormat {
+			continue
+		}
+		opts = append(opts, o)
+	}
+	return opts
+}
+
+func writeResponse(w *responsewriter.ResponseWriter[*udpclient.Conn], resp *pool.Message) {
+	cf, err := resp.ContentFormat()
+	if err != nil {
+		cf = message.TextPlain
+	}
+	var body io.ReadSeeker
+	if b := readBody(resp); b != nil {
+		body = bytes.NewReader(b)
+	}
+	_ = w.SetResponse(resp.Code(), cf, body, responseOpts(resp)...)
+}
