@@ -1,0 +1,54 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"testing"
+)
+
+func TestReferenceConfigParses(t *testing.T) {
+	b, err := os.ReadFile("../../configs/bridge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Prefix.String(), "10.10.8.0/24"; got != want {
+		t.Fatalf("got prefix %s, want %s", got, want)
+	}
+	if got, want := c.Downlink.QueueTTL.String(), "1m0s"; got != want {
+		t.Fatalf("got queue_ttl %s, want %s", got, want)
+	}
+	if c.Hosts["tsdb"].String() != "10.20.0.5" {
+		t.Fatalf("got hosts %v, want tsdb=10.20.0.5", c.Hosts)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, in := range []string{
+		"prefix: 10.10.8.0/24\nunknown_key: 1\n",
+		"prefix: fd00::/64\n",
+		"prefix: 10.10.8.0/31\n",
+		"prefix: 10.10.8.0/24\nbridge_address: 10.10.9.1\n",
+		"prefix: 10.10.8.0/24\nuplink: {mode: pptp}\n",
+		"{",
+	} {
+		if _, err := Parse([]byte(in)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%q): got %v, want ErrInvalid", in, err)
+		}
+	}
+}
+
+// FuzzParse: bad YAML never panics.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("prefix: 10.10.8.0/24\ncentral_coap: 10.20.0.1:5683\n"))
+	f.Add([]byte("prefix: 10.10.8.0/24\nhosts: {a: 1.2.3.4}\ndownlink: {queue_ttl: 5s}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil && !c.Prefix.Addr().Is4() {
+			t.Fatalf("accepted non-IPv4 prefix %v", c.Prefix)
+		}
+	})
+}
