@@ -165,7 +165,8 @@ func New(cfg Config) (*Server, error) {
 		dtls.WithFlightInterval(cfg.FlightInterval),
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
 	}
-	if cfg.Certificate != nil {
+	if cfg.Certificate != nil && hasECDSA(suites) {
+		// pion refuses a certificate without a certificate suite.
 		opts = append(opts, dtls.WithCertificates(*cfg.Certificate))
 	}
 	if cfg.ClientCAs != nil {
@@ -379,4 +380,13 @@ func bodyLen(r *pool.Message) int {
 		return 0
 	}
 	return int(n)
+}
+
+func hasECDSA(suites []dtls.CipherSuiteID) bool {
+	for _, id := range suites {
+		if id == dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 || id == dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 {
+			return true
+		}
+	}
+	return false
 }
