@@ -1,0 +1,369 @@
+package chain
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fleetgate/fleetgate/bridge/proxy"
+	dlcoap "github.com/fleetgate/fleetgate/downlink/coap"
+	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/firmware-sim/collector"
+	"github.com/fleetgate/fleetgate/firmware-sim/report"
+	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
+	"github.com/fleetgate/fleetgate/firmware-sim/sim"
+	"github.com/fleetgate/fleetgate/uplink"
+)
+
+// DefaultScenario is the embedded 50-sensor mixed fleet (a copy of
+// configs/fleet-demo.yaml).
+//
+//go:embed fleet-demo.yaml
+var DefaultScenario []byte
+
+// centralCoAPPort is the central telemetry sink's CoAP port (RFC 7252 §6.1).
+const centralCoAPPort = 5683
+
+// Options configure Run.
+type Options struct {
+	// Duration stops the run by itself (0: until ctx ends).
+	Duration time.Duration
+	// Scenario is the fleet YAML (default DefaultScenario).
+	Scenario []byte
+	// StateDir holds the endpoint registry and spool (default: a temp dir,
+	// removed at the end).
+	StateDir string
+	// Logger receives component logs (nil discards).
+	Logger *slog.Logger
+	// OnUpdate, if set, is called about once a second and at the end with
+	// the current view.
+	OnUpdate func(View)
+}
+
+// Endpoint is one endpoint's line in the view.
+type Endpoint struct {
+	Name     string `json:"name"`
+	Protocol string `json:"protocol"`
+	Addr     string `json:"addr"`
+	// Messages counts telemetry messages seen centrally; From is the
+	// source address they arrived from (CoAP: the sink's peer; MQTT: the
+	// relay connection's remote address).
+	Messages uint64 `json:"messages"`
+	From     string `json:"from,omitempty"`
+	// FromOwnAddr is true when every message came from Addr.
+	FromOwnAddr bool `json:"from_own_addr"`
+}
+
+// RoundTrip is the central → device CoAP GET result.
+type RoundTrip struct {
+	Target string        `json:"target"`
+	OK     bool          `json:"ok"`
+	RTT    time.Duration `json:"rtt_ns"`
+	Result string        `json:"result"`
+}
+
+// View is what the demo shows, and its final report.
+type View struct {
+	Elapsed    time.Duration `json:"elapsed_ns"`
+	Uplink     []string      `json:"uplink_phases"`
+	UplinkUp   bool          `json:"uplink_up"`
+	LocalAddr  string        `json:"ppp_addr,omitempty"`
+	GatewaySes int           `json:"gateway_sessions"`
+	Endpoints  []Endpoint    `json:"endpoints"`
+	RoundTrip  RoundTrip     `json:"round_trip"`
+	Reporting  int           `json:"endpoints_reporting"`
+	Success    bool          `json:"success"`
+	Failures   []string      `json:"failures,omitempty"`
+}
+
+// state is the shared view, guarded by mu.
+type state struct {
+	mu     sync.Mutex
+	start  time.Time
+	phases []string
+	up     bool
+	local  string
+	eps    map[string]*Endpoint
+	rt     RoundTrip
+	gw     *gateway
+}
+
+func (s *state) onUplink(st uplink.Status) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	line := fmt.Sprintf("%6.2fs %s", time.Since(s.start).Seconds(), st.State)
+	if st.State == uplink.StateUp {
+		line += fmt.Sprintf(" addr %s via %s (IKE MM+QM, ESP, L2TP, PPP)", st.Addr, st.Gateway)
+		s.local = st.Addr.String()
+	} else if st.LastErr != nil && st.State == uplink.StateBackoff {
+		line += fmt.Sprintf(" (%v: %v)", st.LastPhase, st.LastErr)
+	}
+	s.up = st.State == uplink.StateUp
+	s.phases = append(s.phases, line)
+}
+
+func (s *state) onSample(name, from string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.eps[name]
+	if !ok {
+		return
+	}
+	if e.Messages == 0 {
+		e.FromOwnAddr = true
+	}
+	e.Messages++
+	e.From = from
+	if from != e.Addr {
+		e.FromOwnAddr = false
+	}
+}
+
+func (s *state) view() View {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := View{Elapsed: time.Since(s.start), Uplink: append([]string(nil), s.phases...), UplinkUp: s.up, LocalAddr: s.local, RoundTrip: s.rt}
+	if s.gw != nil {
+		v.GatewaySes = len(s.gw.srv.Report().Sessions)
+	}
+	for _, e := range s.eps {
+		v.Endpoints = append(v.Endpoints, *e)
+		if e.Messages > 0 && e.FromOwnAddr {
+			v.Reporting++
+		}
+	}
+	sort.Slice(v.Endpoints, func(i, j int) bool {
+		return netip.MustParseAddr(v.Endpoints[i].Addr).Less(netip.MustParseAddr(v.Endpoints[j].Addr))
+	})
+	return v
+}
+
+// finish judges the run: every endpoint's telemetry seen centrally from
+// its own address, and the round trip succeeded.
+func (v *View) finish() {
+	v.Failures = nil
+	if !v.UplinkUp {
+		v.Failures = append(v.Failures, "uplink not up at the end")
+	}
+	for _, e := range v.Endpoints {
+		switch {
+		case e.Messages == 0:
+			v.Failures = append(v.Failures, fmt.Sprintf("%s (%s): no telemetry at central", e.Name, e.Addr))
+		case !e.FromOwnAddr:
+			v.Failures = append(v.Failures, fmt.Sprintf("%s: telemetry from %s, want %s", e.Name, e.From, e.Addr))
+		}
+	}
+	if !v.RoundTrip.OK {
+		v.Failures = append(v.Failures, "central → device round trip: "+v.RoundTrip.Result)
+	}
+	v.Success = len(v.Failures) == 0 && len(v.Endpoints) > 0
+}
+
+// Run runs the chain until ctx ends or opts.Duration passes and returns the
+// final view; err is set only when the chain could not be built.
+func Run(ctx context.Context, opts Options) (View, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
+		defer cancel()
+	}
+	dir := opts.StateDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "fleetgate-demo-")
+		if err != nil {
+			return View{}, fmt.Errorf("demo: state dir: %w", err)
+		}
+		defer func() { _ = os.RemoveAll(d) }()
+		dir = d
+	}
+	scYAML := opts.Scenario
+	if scYAML == nil {
+		scYAML = DefaultScenario
+	}
+	sc, err := scenario.Parse(bytes.NewReader(scYAML))
+	if err != nil {
+		return View{}, fmt.Errorf("demo: scenario: %w", err)
+	}
+	sc.Duration = 0 // the chain's context bounds the fleet
+	st := &state{start: time.Now(), eps: map[string]*Endpoint{}}
+
+	// Central gateway and its services.
+	gctx, gcancel := context.WithCancel(context.Background())
+	g, err := startGateway(gctx, log)
+	if err != nil {
+		gcancel()
+		return View{}, err
+	}
+	defer func() {
+		gcancel()
+		if err := g.wait(20 * time.Second); err != nil {
+			log.Warn("demo: gateway stop", "err", err)
+		}
+	}()
+	st.gw = g
+	col := collector.New(collector.Config{
+		Logger: log.With("component", "collector"),
+		OnTelemetry: func(s collector.Sample) {
+			if s.Source == "coap" {
+				if ap, err := netip.ParseAddrPort(s.From); err == nil {
+					st.onSample(s.Telemetry.Device, ap.Addr().String())
+					return
+				}
+			}
+			st.onSample(s.Telemetry.Device, s.From)
+		},
+	})
+	central := netip.MustParseAddr(centralAddr)
+	sinkConn, err := g.stack.ListenUDP(netip.AddrPortFrom(central, centralCoAPPort))
+	if err != nil {
+		return View{}, fmt.Errorf("demo: central CoAP sink: %w", err)
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	sinkDone := make(chan struct{})
+	go func() { defer close(sinkDone); _ = col.NewDatagramSink().Serve(sctx, sinkConn) }()
+	defer func() { scancel(); <-sinkDone }()
+
+	// Edge bridge: uplink + stack.
+	b, err := startBridge(ctx, g, log, st.onUplink)
+	if err != nil {
+		return st.view(), err
+	}
+	defer b.close()
+
+	// Fleet credentials → endpoint registry.
+	fleet, err := sim.NewFleet(sc, sim.Options{})
+	if err != nil {
+		return st.view(), fmt.Errorf("demo: fleet: %w", err)
+	}
+	reg, err := device.Open(filepath.Join(dir, "endpoints.json"), netip.MustParsePrefix(sitePrefix))
+	if err != nil {
+		return st.view(), fmt.Errorf("demo: registry: %w", err)
+	}
+	protoOf := map[string]string{}
+	for _, d := range fleet.Devices() {
+		c := d.Config()
+		protoOf[c.Name] = string(c.Protocol)
+	}
+	for _, n := range fleet.Creds().Names() {
+		e, _ := fleet.Creds().Get(n)
+		var ep device.Endpoint
+		switch {
+		case protoOf[n] == "mqtt":
+			ep = device.Endpoint{Name: n, Protocol: device.MQTT}
+		case e.Cert != nil:
+			ep = device.Endpoint{Name: n, Protocol: device.CoAP, CertCN: e.Identity}
+		default:
+			ep = device.Endpoint{Name: n, Protocol: device.CoAP, PSKIdentity: e.Identity, PSK: e.Secret}
+		}
+		added, err := reg.Add(ep)
+		if err != nil {
+			return st.view(), fmt.Errorf("demo: register %s: %w", n, err)
+		}
+		st.mu.Lock()
+		st.eps[n] = &Endpoint{Name: n, Protocol: protoOf[n], Addr: added.Addr.String()}
+		st.mu.Unlock()
+	}
+
+	// Downlink CoAP/DTLS + proxy.
+	px, err := proxy.New(proxy.Config{
+		Stack: b.stack, Registry: reg, Central: netip.AddrPortFrom(central, centralCoAPPort),
+		Logger: log.With("component", "proxy"),
+	})
+	if err != nil {
+		return st.view(), fmt.Errorf("demo: proxy: %w", err)
+	}
+	defer px.Close()
+	srvCert, err := fleet.CA().Issue("bridge.local", "bridge.local")
+	if err != nil {
+		return st.view(), fmt.Errorf("demo: bridge certificate: %w", err)
+	}
+	dsrv, err := dlcoap.New(dlcoap.Config{
+		ListenAddr: "127.0.0.1:0", Registry: reg, ClientCAs: fleet.CA().Pool, Certificate: srvCert,
+		Handler: px.HandleDevice, OnSession: px.OnSession, Rate: -1,
+		Logger: log.With("component", "downlink-coap"),
+	})
+	if err != nil {
+		return st.view(), fmt.Errorf("demo: downlink CoAP: %w", err)
+	}
+	px.SetSessions(dsrv.Session)
+	if err := px.Start(); err != nil {
+		return st.view(), fmt.Errorf("demo: proxy start: %w", err)
+	}
+	go func() { _ = dsrv.Serve() }()
+	defer func() { dsrv.Close(); dsrv.Wait() }()
+
+	// The fleet, pointed at the bridge.
+	fleet, err = sim.NewFleet(sc, sim.Options{
+		Creds: fleet.Creds(), CA: fleet.CA(), Collector: col,
+		CoAPTarget: dsrv.Addr().String(), Drain: time.Second,
+		Logger: log.With("component", "fleet"),
+	})
+	if err != nil {
+		return st.view(), fmt.Errorf("demo: fleet: %w", err)
+	}
+	fctx, fcancel := context.WithCancel(ctx)
+	fleetDone := make(chan *report.Report, 1)
+	go func() {
+		rep, err := fleet.Run(fctx)
+		if err != nil {
+			log.Warn("demo: fleet", "err", err)
+		}
+		fleetDone <- rep
+	}()
+	defer func() { fcancel(); <-fleetDone }()
+
+	// Central → device round trip once the target's telemetry has arrived.
+	rtTarget := firstCoAPPSK(reg)
+	rtDone := make(chan struct{})
+	go func() {
+		defer close(rtDone)
+		roundTripLoop(ctx, g, st, rtTarget)
+	}()
+	defer func() { <-rtDone }()
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			v := st.view()
+			v.finish()
+			if opts.OnUpdate != nil {
+				opts.OnUpdate(v)
+			}
+			return v, nil
+		case <-tick.C:
+			px.Tick(time.Now())
+			if opts.OnUpdate != nil {
+				opts.OnUpdate(st.view())
+			}
+		}
+	}
+}
+
+// firstCoAPPSK picks the round-trip target: the first always-awake PSK
+// CoAP endpoint.
+func firstCoAPPSK(reg *device.Registry) device.Endpoint {
+	var best device.Endpoint
+	for _, e := range reg.List() {
+		if e.Protocol != device.CoAP || e.PSKIdentity == "" {
+			continue
+		}
+		if !best.Addr.IsValid() || e.Addr.Less(best.Addr) {
+			best = e
+		}
+	}
+	return best
+}

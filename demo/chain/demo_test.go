@@ -1,0 +1,48 @@
+package chain
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testScenario is a small mixed fleet for CI time.
+const testScenario = `
+name: demo-test
+seed: 7
+target: {coap: "127.0.0.1:1", coap_path: /telemetry, mqtt: "127.0.0.1:1", mqtt_topic: telemetry/senml, server_name: bridge.local, insecure_skip_verify: true}
+credentials: {seed: fleetgate-demo-test}
+groups:
+  - {name: ccm8-cid, count: 4, protocol: coap, auth: psk, suite: ccm8, cid: true, format: cbor, interval: 2s}
+  - {name: gcm, count: 3, protocol: coap, auth: psk, suite: gcm, format: json, interval: 2s}
+  - {name: cert, count: 2, protocol: coap, auth: cert, suite: ccm8, cid: true, format: cbor, interval: 2s}
+%s`
+
+// TestDemo runs the whole chain (gateway, real uplink, bridge, fleet) and
+// asserts the demo's success conditions with the real numbers.
+func TestDemo(t *testing.T) {
+	sc := strings.Replace(testScenario, "%s", "", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	v, err := Run(ctx, Options{Duration: 15 * time.Second, Scenario: []byte(sc), StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Endpoints) != 9 {
+		t.Errorf("got %d endpoints, want 9", len(v.Endpoints))
+	}
+	for _, e := range v.Endpoints {
+		if e.Messages == 0 || !e.FromOwnAddr || !strings.HasPrefix(e.Addr, "10.10.8.") {
+			t.Errorf("%s (%s, %s): %d messages at central, last from %q", e.Name, e.Protocol, e.Addr, e.Messages, e.From)
+		}
+	}
+	if !v.RoundTrip.OK {
+		t.Errorf("round trip to %s failed: %s", v.RoundTrip.Target, v.RoundTrip.Result)
+	}
+	if !v.Success {
+		t.Errorf("demo failed: %v", v.Failures)
+	}
+	t.Logf("uplink: %v", v.Uplink)
+	t.Logf("round trip: %+v; %d/%d endpoints reporting", v.RoundTrip, v.Reporting, len(v.Endpoints))
+}
