@@ -1,0 +1,12 @@
+// Command bench runs fleetgate's side-by-side benchmarks (issue 9): each
+// pair alternates A/B in the same run, reports medians, prints a table
+// and writes docs/BENCHMARKS.md plus docs/benchmarks.png.
+package main
+
+import (
+	"os"
+
+	"github.com/fleetgate/fleetgate/bench/run"
+)
+
+func main() { os.Exit(run.Main(os.Args[1:])) }

@@ -1,0 +1,421 @@
+package run
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/config"
+	"github.com/fleetgate/fleetgate/gateway/dataplane"
+	"github.com/fleetgate/fleetgate/gateway/engine"
+	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
+	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+// benchPSK is the PSK of both servers (SoftEther: at most 9 characters).
+const benchPSK = "fgbench26"
+
+// central is the address of the UDP sink in our gateway's userspace stack.
+var central = netip.MustParseAddr("10.20.0.10")
+
+const gwYAML = `
+psk: {shared: %s}
+pool: {prefix: 10.10.0.0/20}
+metrics: {listen: "off"}
+dataplane: {mode: userspace, addresses: [10.20.0.10/32]}
+pacing: {per_source_rate: 100000, per_source_burst: 100000, global_rate: 100000, global_burst: 100000}
+policy: {default: allow}
+identities:
+%s`
+
+// sink counts UDP datagrams and signals each one (for the sender's window).
+type sink struct {
+	n     atomic.Uint64
+	bytes atomic.Uint64
+	sig   chan struct{}
+}
+
+func newSink() *sink { return &sink{sig: make(chan struct{}, 1)} }
+
+func (s *sink) serve(c net.PacketConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		s.n.Add(1)
+		s.bytes.Add(uint64(n))
+		select {
+		case s.sig <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ourGateway is gateway/server + gateway/engine with the userspace data
+// plane; its UDP sink listens on central:9 inside the netstack.
+type ourGateway struct {
+	srv  *server.Server
+	eng  *engine.Engine
+	sink *sink
+}
+
+// startOurGateway starts our gateway with identities s0..s(n-1) (password
+// "pw"), its sockets bound in h (nil: loopback of this namespace).
+func startOurGateway(t testing.TB, h *netns.Host, n int) *ourGateway {
+	ids := ""
+	for i := range n {
+		ids += fmt.Sprintf("  - {name: s%d, ppp: {password: pw}}\n", i)
+	}
+	cfg, err := config.Parse("bench.yaml", fmt.Appendf(nil, gwYAML, benchPSK, ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := func() net.PacketConn {
+		var c net.PacketConn
+		var err error
+		if h == nil {
+			c, err = net.ListenPacket("udp4", "127.0.0.1:0")
+		} else {
+			c, err = h.ListenPacket("udp4", netip.AddrPortFrom(h.Addr, 0).String())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	us, err := dataplane.NewUserspace(dataplane.UserspaceConfig{Addrs: []netip.Prefix{netip.PrefixFrom(central, 32)}, Queue: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := engine.New(engine.Config{IKEConn: listen(), NATTConn: listen(), RatePerSource: 100000, BurstPerSource: 100000, MaxHalfOpen: 20000, Logger: quietLog})
+	srv, err := server.New(cfg, server.Options{Engine: eng, Host: us, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+		}
+	})
+	select {
+	case <-eng.Ready():
+	case err := <-done:
+		t.Fatalf("gateway stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway not ready after 10s")
+	}
+	g := &ourGateway{srv: srv, eng: eng, sink: newSink()}
+	pc, err := us.Stack().ListenUDP(netip.AddrPortFrom(central, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	go g.sink.serve(pc)
+	return g
+}
+
+// clientConfig dials g as identity i from h (nil: loopback).
+func (g *ourGateway) clientConfig(t testing.TB, h *netns.Host, i int, ikeProp, espProp string) tunnel.ClientConfig {
+	ts := g.eng.Tunnel()
+	cc := tunnel.ClientConfig{
+		Gateway: ts.IKEAddr().String(), NATTPort: ts.NATTAddr().Port(),
+		PSK:      []byte(benchPSK),
+		LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "s%d.sites.example", i)},
+		Username: fmt.Sprintf("s%d", i), Password: "pw",
+		IKEOptions: tunnel.IKEOptions{IKEProposals: ikeProp, ESPProposals: espProp, DPDInterval: -1, KeepaliveInterval: -1},
+	}
+	if h == nil {
+		cc.LocalIKE, cc.LocalNATT = "127.0.0.1:0", "127.0.0.1:0"
+	} else {
+		cc.IKEConn, cc.NATTConn = listenIn(t, h), listenIn(t, h)
+	}
+	return cc
+}
+
+func listenIn(t testing.TB, h *netns.Host) net.PacketConn {
+	c, err := h.ListenPacket("udp4", netip.AddrPortFrom(h.Addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func dialTunnel(cc tunnel.ClientConfig) (*tunnel.Tunnel, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tn, err := tunnel.Dial(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w (phase %v)", err, tunnel.PhaseOf(err))
+	}
+	return tn, nil
+}
+
+// udpPacket builds an IPv4/UDP packet of total size n (UDP checksum 0).
+func udpPacket(src, dst netip.Addr, dport uint16, n int) []byte {
+	b := make([]byte, n)
+	b[0], b[8], b[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(b[2:], uint16(n))
+	s, d := src.As4(), dst.As4()
+	copy(b[12:], s[:])
+	copy(b[16:], d[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(b[10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(b[20:], 40000)
+	binary.BigEndian.PutUint16(b[22:], dport)
+	binary.BigEndian.PutUint16(b[24:], uint16(n-20))
+	return b
+}
+
+// window is the sender's in-flight limit; a stalled window is written off
+// after stall (lost packets).
+const (
+	window = 256
+	stall  = 20 * time.Millisecond
+)
+
+// load sends pkt with write for d, at most window packets ahead of what
+// the sink counted, and returns one sample (packets delivered to the sink).
+func load(d time.Duration, size int, s *sink, write func() error, extraCPU func() time.Duration) (Sample, error) {
+	startN := s.n.Load()
+	var sent, writtenOff uint64
+	cpu0, x0 := cpuTime(), extraCPU()
+	t0 := time.Now()
+	for time.Since(t0) < d {
+		if sent-(s.n.Load()-startN)-writtenOff >= window {
+			select {
+			case <-s.sig:
+			case <-time.After(stall):
+				writtenOff = sent - (s.n.Load() - startN)
+			}
+			continue
+		}
+		if err := write(); err != nil {
+			return Sample{}, err
+		}
+		sent++
+	}
+	// Let the tail drain (at most one stall).
+	deadline := time.Now().Add(stall * 5)
+	for s.n.Load()-startN < sent && time.Now().Before(deadline) {
+		select {
+		case <-s.sig:
+		case <-time.After(stall):
+		}
+	}
+	el := time.Since(t0)
+	got := s.n.Load() - startN
+	cpu := cpuTime() - cpu0 + extraCPU() - x0
+	if got == 0 {
+		return Sample{}, fmt.Errorf("nothing arrived (%d sent)", sent)
+	}
+	return Sample{
+		Rate:     float64(got) / el.Seconds(),
+		Mbps:     float64(got) * float64(size) * 8 / el.Seconds() / 1e6,
+		CPUPerOp: cpu / time.Duration(got),
+		Loss:     1 - float64(got)/float64(sent),
+	}, nil
+}
+
+// ceiling is the raw loop: AES-128-GCM seal of the same packet, UDP send
+// on loopback, receive, open; the same window as load.
+func ceiling(t testing.TB, size int, rxh, txh *netns.Host) func(d time.Duration) (Sample, error) {
+	var rx net.PacketConn
+	var tx net.Conn
+	var err error
+	if rxh == nil {
+		rx, err = net.ListenPacket("udp4", "127.0.0.1:0")
+	} else {
+		rx, err = rxh.ListenPacket("udp4", netip.AddrPortFrom(rxh.Addr, 0).String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if txh == nil {
+		tx, err = net.Dial("udp4", rx.LocalAddr().String())
+	} else {
+		tx, err = txh.DialContext(context.Background(), "udp4", rx.LocalAddr().String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rx.Close(); tx.Close() })
+	key := make([]byte, 16)
+	blk, _ := aes.NewCipher(key)
+	aead, _ := cipher.NewGCM(blk)
+	s := newSink()
+	var bad atomic.Uint64
+	go func() {
+		buf := make([]byte, 65536)
+		out := make([]byte, 0, 65536)
+		for {
+			n, _, err := rx.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if n < 12 {
+				bad.Add(1)
+				continue
+			}
+			if _, err := aead.Open(out[:0], buf[:12], buf[12:n], nil); err != nil {
+				bad.Add(1)
+				continue
+			}
+			s.n.Add(1)
+			select {
+			case s.sig <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	pkt := udpPacket(netip.MustParseAddr("10.10.0.2"), central, 9, size)
+	wire := make([]byte, 12, 12+size+16)
+	var seq uint64
+	return func(d time.Duration) (Sample, error) {
+		return load(d, size, s, func() error {
+			seq++
+			binary.BigEndian.PutUint64(wire[4:12], seq)
+			w := aead.Seal(wire[:12], wire[:12], pkt, nil)
+			_, err := tx.Write(w)
+			return err
+		}, zeroCPU)
+	}
+}
+
+func zeroCPU() time.Duration { return 0 }
+
+const ceilingName = "raw ceiling (UDP + AES-128-GCM seal/open)"
+
+// benchForwarding is measurement 1: our client through our gateway
+// (aes128-sha1 and aes128gcm16) and through SoftEther (aes128-sha1), the
+// raw ceiling, all over the same veth pair (edge "a" → gateway "b").
+func benchForwarding(o *Options, rep *Report) {
+	sizes := []int{1400, 200}
+	type side struct {
+		name string
+		run  map[int]func(time.Duration) (Sample, error)
+	}
+	_, msg, err := runScoped("forwarding", func(t testing.TB) {
+		var sides []*side
+		var edge, gwh *netns.Host
+		rootOK := true
+		if reason := skipReason(func(t testing.TB) { testenv.RequireRoot(t) }); reason != "" {
+			rootOK = false
+			rep.note("forwarding: veth namespaces and SoftEther skipped: %s; ours runs on loopback", reason)
+		} else {
+			topo := netns.Pair(t)
+			edge, gwh = topo.Host("a"), topo.Host("b")
+		}
+		// The ceiling crosses the same path as the sessions (the veth
+		// pair when root, else loopback).
+		c := &side{name: ceilingName, run: map[int]func(time.Duration) (Sample, error){}}
+		for _, sz := range sizes {
+			c.run[sz] = ceiling(t, sz, gwh, edge)
+		}
+		sides = append(sides, c)
+		g := startOurGateway(t, gwh, 4)
+		for i, esp := range []string{"aes128-sha1", "aes128gcm16"} {
+			tn, err := dialTunnel(g.clientConfig(t, edge, i, "aes128-sha1-modp2048", esp))
+			if err != nil {
+				t.Fatalf("ours %s: %v", esp, err)
+			}
+			t.Cleanup(func() { _ = tn.Close() })
+			sd := &side{name: "ours " + esp, run: map[int]func(time.Duration) (Sample, error){}}
+			for _, sz := range sizes {
+				pkt := udpPacket(tn.LocalAddr(), central, 9, sz)
+				sd.run[sz] = func(d time.Duration) (Sample, error) {
+					return load(d, sz, g.sink, func() error { return tn.WritePacket(pkt) }, zeroCPU)
+				}
+			}
+			sides = append(sides, sd)
+		}
+		if rootOK {
+			if sd := softetherForwarding(t, rep, edge, gwh, sizes); sd != nil {
+				sides = append(sides, &side{name: "SoftEther aes128-sha1", run: sd})
+			}
+		}
+		for _, sz := range sizes {
+			group := fmt.Sprintf("Uplink forwarding, %d-byte IP packets", sz)
+			names := make([]string, len(sides))
+			runs := make([]func() (Sample, error), len(sides))
+			for i, sd := range sides {
+				names[i] = sd.name
+				f := sd.run[sz]
+				runs[i] = func() (Sample, error) { return f(o.Dur) }
+			}
+			rows := alternate(o.Reps, names, runs)
+			rep.add(group, "pkts/s", rows)
+			rep.ratio(group, "ours aes128-sha1 / SoftEther aes128-sha1", rows, "ours aes128-sha1", "SoftEther aes128-sha1", 2)
+			rep.ratio(group, "ours aes128gcm16 / raw ceiling", rows, "ours aes128gcm16", ceilingName, 0.8)
+			rep.ratio(group, "ours aes128-sha1 / raw ceiling", rows, "ours aes128-sha1", ceilingName, 0.8)
+		}
+	})
+	if err != nil {
+		rep.note("forwarding failed: %v", err)
+	} else if msg != "" {
+		rep.note("forwarding: %s", msg)
+	}
+}
+
+// softetherForwarding starts SoftEther in gwh, dials it from edge and
+// returns the load functions; a UDP sink in edge is reached through
+// SecureNAT (SoftEther's user-mode NAT sends from gwh to edge.Addr).
+func softetherForwarding(t testing.TB, rep *Report, edge, gwh *netns.Host, sizes []int) map[int]func(time.Duration) (Sample, error) {
+	if reason := skipReason(func(t testing.TB) { testenv.RequireBinary(t, "vpnserver") }); reason != "" {
+		rep.note("SoftEther skipped: %s", reason)
+		return nil
+	}
+	se := realpeer.StartSoftEther(t, gwh, realpeer.SoftEtherConfig{PSK: benchPSK, Users: map[string]string{"site1": "pw1"}})
+	tn, err := dialTunnel(tunnel.ClientConfig{
+		Gateway: netip.AddrPortFrom(gwh.Addr, 500).String(),
+		IKEConn: listenIn(t, edge), NATTConn: listenIn(t, edge),
+		PSK:        []byte(benchPSK),
+		IKEOptions: tunnel.IKEOptions{IKEProposals: "aes128-sha1-modp2048", ESPProposals: "aes128-sha1", DPDInterval: -1},
+		Username:   "site1", Password: "pw1",
+	})
+	if err != nil {
+		rep.note("SoftEther forwarding skipped: %v", err)
+		return nil
+	}
+	t.Cleanup(func() { _ = tn.Close() })
+	pc, err := edge.ListenPacket("udp4", netip.AddrPortFrom(edge.Addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	s := newSink()
+	go s.serve(pc)
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	seCPU := func() time.Duration { return treeCPU(se.Proc.PID) }
+	out := map[int]func(time.Duration) (Sample, error){}
+	for _, sz := range sizes {
+		pkt := udpPacket(tn.LocalAddr(), edge.Addr, port, sz)
+		out[sz] = func(d time.Duration) (Sample, error) {
+			return load(d, sz, s, func() error { return tn.WritePacket(pkt) }, seCPU)
+		}
+	}
+	return out
+}
