@@ -30,7 +30,7 @@ type fixture struct {
 	key  []byte          // sensor-17's PSK
 }
 
-func newFixture(t *testing.T, mod func(*coap.Config)) *fixture {
+func newFixture(t testing.TB, mod func(*coap.Config)) *fixture {
 	t.Helper()
 	reg, err := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
 	if err != nil {
