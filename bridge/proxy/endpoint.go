@@ -121,6 +121,9 @@ func (p *Proxy) serveDown(e *endpointState) {
 			go func() { defer p.wg.Done(); p.relay(e, msg, from) }()
 			continue
 		}
+		// Read what the empty ACK needs before the message is shared with
+		// flush/Tick through the queue.
+		con, mid := msg.Type() == message.Confirmable, msg.MessageID()
 		e.mu.Lock()
 		full := len(e.queue) >= p.cfg.QueueLen
 		if !full {
@@ -133,10 +136,10 @@ func (p *Proxy) serveDown(e *endpointState) {
 			continue
 		}
 		p.Stats.Queued.Add(1)
-		if msg.Type() == message.Confirmable { // empty ACK: separate response follows (RFC 7252 section 5.2.2)
+		if con { // empty ACK: separate response follows (RFC 7252 section 5.2.2)
 			ack := pool.NewMessage(p.ctx)
 			ack.SetType(message.Acknowledgement)
-			ack.SetMessageID(msg.MessageID())
+			ack.SetMessageID(mid)
 			if b, err := ack.MarshalWithEncoder(coder.DefaultCoder); err == nil {
 				_, _ = e.pc.WriteTo(b, from)
 			}
