@@ -309,6 +309,7 @@ func Main(args []string) int {
 		fn   func(*Options, *Report)
 	}{
 		{"forwarding", benchForwarding},
+		{"setup", benchSetup},
 	}
 	for _, s := range steps {
 		if want(s.name) {

@@ -36,6 +36,9 @@ metrics: {listen: "off"}
 dataplane: {mode: userspace, addresses: [10.20.0.10/32]}
 pacing: {per_source_rate: 100000, per_source_burst: 100000, global_rate: 100000, global_burst: 100000}
 policy: {default: allow}
+proposals:
+  ike: [aes128-sha1-modp2048, aes128-sha256-ecp256, aes256-sha256-modp2048]
+  esp: [aes128gcm16, aes128-sha1]
 identities:
 %s`
 
