@@ -291,8 +291,14 @@ func Main(args []string) int {
 	sessions := fs.String("sessions", "1000", "idle session counts for memory (comma-separated, e.g. 1000,10000)")
 	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls")
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
+	hc := fs.Int("helper-clients", 0, "internal: run as the client process of the memory measurement")
+	hIKE := fs.String("helper-ike", "", "internal: gateway IKE address for -helper-clients")
+	hNATT := fs.Int("helper-natt", 0, "internal: gateway NAT-T port for -helper-clients")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *hc > 0 {
+		return helperClients(*hc, *hIKE, *hNATT)
 	}
 	for _, s := range strings.Split(*sessions, ",") {
 		var n int
@@ -310,6 +316,7 @@ func Main(args []string) int {
 	}{
 		{"forwarding", benchForwarding},
 		{"setup", benchSetup},
+		{"memory", benchMemory},
 	}
 	for _, s := range steps {
 		if want(s.name) {
