@@ -6,6 +6,9 @@
 test:
 	bash deploy/ci/test.sh
 
+demo:
+	go run ./demo
+
 build:
 	go build ./...
 

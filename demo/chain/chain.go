@@ -3,6 +3,7 @@ package chain
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,8 @@ type Endpoint struct {
 	From     string `json:"from,omitempty"`
 	// FromOwnAddr is true when every message came from Addr.
 	FromOwnAddr bool `json:"from_own_addr"`
+	// OtherFrom is the last source seen that was not Addr.
+	OtherFrom string `json:"other_from,omitempty"`
 }
 
 // RoundTrip is the central → device CoAP GET result.
@@ -124,6 +127,7 @@ func (s *state) onSample(name, from string) {
 	e.From = from
 	if from != e.Addr {
 		e.FromOwnAddr = false
+		e.OtherFrom = from
 	}
 }
 
@@ -158,7 +162,7 @@ func (v *View) finish() {
 		case e.Messages == 0:
 			v.Failures = append(v.Failures, fmt.Sprintf("%s (%s): no telemetry at central", e.Name, e.Addr))
 		case !e.FromOwnAddr:
-			v.Failures = append(v.Failures, fmt.Sprintf("%s: telemetry from %s, want %s", e.Name, e.From, e.Addr))
+			v.Failures = append(v.Failures, fmt.Sprintf("%s: telemetry from %q, want %s", e.Name, e.OtherFrom, e.Addr))
 		}
 	}
 	if !v.RoundTrip.OK {
@@ -216,6 +220,9 @@ func Run(ctx context.Context, opts Options) (View, error) {
 	col := collector.New(collector.Config{
 		Logger: log.With("component", "collector"),
 		OnTelemetry: func(s collector.Sample) {
+			if s.Source == "mqtt" {
+				return // the central broker's hook records the connection's address
+			}
 			if s.Source == "coap" {
 				if ap, err := netip.ParseAddrPort(s.From); err == nil {
 					st.onSample(s.Telemetry.Device, ap.Addr().String())
@@ -261,7 +268,9 @@ func Run(ctx context.Context, opts Options) (View, error) {
 		var ep device.Endpoint
 		switch {
 		case protoOf[n] == "mqtt":
-			ep = device.Endpoint{Name: n, Protocol: device.MQTT}
+			// The site broker's RegistryAuth takes the endpoint name as
+			// username and the PSK as password.
+			ep = device.Endpoint{Name: n, Protocol: device.MQTT, PSKIdentity: n, PSK: e.Secret}
 		case e.Cert != nil:
 			ep = device.Endpoint{Name: n, Protocol: device.CoAP, CertCN: e.Identity}
 		default:
@@ -304,10 +313,33 @@ func Run(ctx context.Context, opts Options) (View, error) {
 	go func() { _ = dsrv.Serve() }()
 	defer func() { dsrv.Close(); dsrv.Wait() }()
 
+	// MQTT: central broker in the gateway's stack, site broker + relay.
+	cb, err := startCentralBroker(g, col, st.onSample, log.With("component", "central-mqtt"))
+	if err != nil {
+		return st.view(), err
+	}
+	defer func() { _ = cb.Close() }()
+	have := map[netip.Addr]bool{}
+	for _, p := range b.stack.Addresses() {
+		have[p.Addr()] = true
+	}
+	for _, e := range reg.List() {
+		if !have[e.Addr] {
+			if err := b.addEndpoint(e.Addr); err != nil {
+				return st.view(), fmt.Errorf("demo: endpoint address %s: %w", e.Addr, err)
+			}
+		}
+	}
+	site, err := startSiteMQTT(b, reg, dir, &tls.Config{Certificates: []tls.Certificate{*srvCert}, MinVersion: tls.VersionTLS12}, log)
+	if err != nil {
+		return st.view(), err
+	}
+	defer site.close()
+
 	// The fleet, pointed at the bridge.
 	fleet, err = sim.NewFleet(sc, sim.Options{
 		Creds: fleet.Creds(), CA: fleet.CA(), Collector: col,
-		CoAPTarget: dsrv.Addr().String(), Drain: time.Second,
+		CoAPTarget: dsrv.Addr().String(), MQTTTarget: site.addr.String(), Drain: time.Second,
 		Logger: log.With("component", "fleet"),
 	})
 	if err != nil {

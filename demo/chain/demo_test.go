@@ -22,15 +22,15 @@ groups:
 // TestDemo runs the whole chain (gateway, real uplink, bridge, fleet) and
 // asserts the demo's success conditions with the real numbers.
 func TestDemo(t *testing.T) {
-	sc := strings.Replace(testScenario, "%s", "", 1)
+	sc := strings.Replace(testScenario, "%s", "  - {name: mqtt, count: 4, protocol: mqtt, format: json, interval: 2s}\n", 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	v, err := Run(ctx, Options{Duration: 15 * time.Second, Scenario: []byte(sc), StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(v.Endpoints) != 9 {
-		t.Errorf("got %d endpoints, want 9", len(v.Endpoints))
+	if len(v.Endpoints) != 13 {
+		t.Errorf("got %d endpoints, want 13", len(v.Endpoints))
 	}
 	for _, e := range v.Endpoints {
 		if e.Messages == 0 || !e.FromOwnAddr || !strings.HasPrefix(e.Addr, "10.10.8.") {
