@@ -12,8 +12,11 @@ demo:
 build:
 	go build ./...
 
+# Side-by-side benchmarks (issue 9): table on stdout, docs/BENCHMARKS.md and
+# docs/benchmarks.png; needs root for SoftEther and namespaces. BENCHFLAGS for
+# longer runs, e.g. BENCHFLAGS='-reps 9 -sessions 1000,10000'.
 bench:
-	go test -run='^$$' -bench=. -benchmem ./uplink/...
+	go run ./bench $(BENCHFLAGS)
 
 # Static release binaries (linux amd64, arm64, armv7) + SHA256SUMS in dist/.
 .PHONY: dist

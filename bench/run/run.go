@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -25,6 +26,8 @@ type Options struct {
 	Dur time.Duration
 	// Setups is how many sessions one set-up sample brings up.
 	Setups int
+	// Handshakes is how many DTLS handshakes one sample runs.
+	Handshakes int
 	// Sessions lists the idle-session counts for the memory measurement.
 	Sessions []int
 	// Only runs just the named measurements (comma-separated).
@@ -288,9 +291,11 @@ func Main(args []string) int {
 	fs.IntVar(&o.Reps, "reps", 5, "A/B rounds per pair (medians over them)")
 	fs.DurationVar(&o.Dur, "dur", 2*time.Second, "length of one forwarding sample")
 	fs.IntVar(&o.Setups, "setups", 10, "sessions per set-up sample")
+	fs.IntVar(&o.Handshakes, "handshakes", 200, "DTLS handshakes per sample")
 	sessions := fs.String("sessions", "1000", "idle session counts for memory (comma-separated, e.g. 1000,10000)")
 	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls")
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
+	prof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	hc := fs.Int("helper-clients", 0, "internal: run as the client process of the memory measurement")
 	hIKE := fs.String("helper-ike", "", "internal: gateway IKE address for -helper-clients")
 	hNATT := fs.Int("helper-natt", 0, "internal: gateway NAT-T port for -helper-clients")
@@ -299,6 +304,18 @@ func Main(args []string) int {
 	}
 	if *hc > 0 {
 		return helperClients(*hc, *hIKE, *hNATT)
+	}
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	for _, s := range strings.Split(*sessions, ",") {
 		var n int
@@ -317,6 +334,7 @@ func Main(args []string) int {
 		{"forwarding", benchForwarding},
 		{"setup", benchSetup},
 		{"memory", benchMemory},
+		{"dtls", benchDTLS},
 	}
 	for _, s := range steps {
 		if want(s.name) {
