@@ -225,6 +225,11 @@ const (
 	DefaultMaxHalfOpenPerPeer = 8
 	// DefaultMaxSessions bounds the sessions in one tunnel.
 	DefaultMaxSessions = 1024
+	// MaxEarlyFrames bounds the data messages a session holds while no
+	// frame handler is set yet (an LNS attaches PPP after Accept; the LAC
+	// may already have sent its first LCP Configure-Request, RFC 1661
+	// §4.6, whose loss would cost a 3 s restart).
+	MaxEarlyFrames = 8
 	// MaxDatagram is the largest datagram read.
 	MaxDatagram = 65535
 )

@@ -308,7 +308,7 @@ func TestCoreMalformedAndStrayInput(t *testing.T) {
 	}
 }
 
-func (c *core) peerIDForTest() uint16 { return c.peerID }
+func (c *core) peerIDForTest() uint16 { return uint16(c.pubPeerID.Load()) }
 
 func TestCoreSLIWENAndOCRQ(t *testing.T) {
 	p := newPair(t, nil)

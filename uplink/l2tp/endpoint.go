@@ -554,7 +554,7 @@ func (s *Session) WriteFrame2(head, body []byte) error {
 	if seq {
 		ns = uint16(s.dataNs.Add(1) - 1)
 	}
-	hl := putDataHeader(b, uint16(s.t.c.peerID), s.PeerID(), seq, ns)
+	hl := putDataHeader(b, uint16(s.t.c.pubPeerID.Load()), s.PeerID(), seq, ns)
 	copy(b[hl:], head)
 	copy(b[hl+len(head):], body)
 	_, err := s.t.e.conn.WriteTo(b[:hl+n], s.t.peerAddr())

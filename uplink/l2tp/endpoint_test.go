@@ -234,3 +234,58 @@ func TestEndpointStormSparesOtherTunnels(t *testing.T) {
 	}()
 	drive(t, clk, "session after the storm", func() bool { return sess.Load() != nil })
 }
+
+// TestEndpointEarlyFramesQueued: frames that reach the LNS before its
+// handler is set (PPP attaches after Accept) are held, bounded by
+// MaxEarlyFrames, and delivered in order once the handler is set.
+func TestEndpointEarlyFramesQueued(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	pipe := linktest.NewPipe(linktest.PipeConfig{Seed: 1})
+	clk := linktest.NewClock()
+	var lnsStats Stats
+	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &lnsStats})
+	t.Cleanup(func() { lns.Close() })
+	var tun atomic.Pointer[Tunnel]
+	go func() {
+		tt, err := Dial(context.Background(), pipe.A, linktest.Addr("b"), Config{Clock: clk})
+		if err != nil {
+			t.Errorf("dial: %v", err)
+			return
+		}
+		tun.Store(tt)
+	}()
+	drive(t, clk, "tunnel", func() bool { return tun.Load() != nil })
+	tt := tun.Load()
+	t.Cleanup(func() { tt.Close() })
+	var sess atomic.Pointer[Session]
+	go func() {
+		s, err := tt.OpenSession(context.Background())
+		if err != nil {
+			t.Errorf("open session: %v", err)
+			return
+		}
+		sess.Store(s)
+	}()
+	drive(t, clk, "session", func() bool { return sess.Load() != nil })
+	s := sess.Load()
+	const sent = MaxEarlyFrames + 3
+	for i := range sent {
+		if err := s.WriteFrame([]byte{0xff, 0x03, 0xc0, 0x21, byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drive(t, clk, "frames queued", func() bool { return lnsStats.DataQueued.Load()+lnsStats.DataDropped.Load() >= sent })
+	ls, err := lns.Accept(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	ls.SetFrameHandler(func(f []byte) { got = append(got, f[4]) })
+	want := []byte{0, 1, 2, 3, 4, 5, 6, 7}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+	if q, d, r := lnsStats.DataQueued.Load(), lnsStats.DataDropped.Load(), lnsStats.DataReceived.Load(); q != MaxEarlyFrames || d != 3 || r != MaxEarlyFrames {
+		t.Fatalf("queued %d dropped %d received %d, want %d %d %d", q, d, r, MaxEarlyFrames, 3, MaxEarlyFrames)
+	}
+}

@@ -40,6 +40,14 @@ type Session struct {
 	handler atomic.Pointer[func([]byte)]
 	stats   *Stats
 
+	// Frames that arrived before a handler was set (an LNS attaches PPP
+	// only after Accept returns, while the LAC's first Configure-Request
+	// may already be on its way): at most MaxEarlyFrames, delivered in
+	// order by SetFrameHandler. earlyMu also orders that flush before any
+	// later frame.
+	earlyMu sync.Mutex
+	early   [][]byte
+
 	// Owned by the owner goroutine.
 	state    sessionState
 	deadline time.Time
@@ -66,8 +74,24 @@ func (s *Session) Tunnel() *Tunnel { return s.t }
 
 // SetFrameHandler sets the function receiving PPP frames. The slice is
 // valid only during the call. It runs on the endpoint's reader goroutine
-// and must not block.
-func (s *Session) SetFrameHandler(fn func(frame []byte)) { s.handler.Store(&fn) }
+// and must not block. Frames received before the first handler was set
+// (up to MaxEarlyFrames, see Stats.DataQueued) are passed to fn first, on
+// the caller's goroutine, before SetFrameHandler returns.
+func (s *Session) SetFrameHandler(fn func(frame []byte)) {
+	s.earlyMu.Lock()
+	defer s.earlyMu.Unlock()
+	q := s.early
+	s.early = nil
+	for _, p := range q {
+		if !s.up.Load() {
+			s.stats.DataDropped.Add(1)
+			continue
+		}
+		s.stats.DataReceived.Add(1)
+		fn(p)
+	}
+	s.handler.Store(&fn)
+}
 
 // Done is closed when the session has ended; Err then says why.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -85,12 +109,38 @@ func (s *Session) Err() error {
 // deliverFrame passes a received data payload to the handler.
 func (s *Session) deliverFrame(p []byte) {
 	h := s.handler.Load()
-	if h == nil || !s.up.Load() {
+	if h == nil {
+		s.earlyMu.Lock()
+		if h = s.handler.Load(); h == nil {
+			s.queueEarly(p)
+			s.earlyMu.Unlock()
+			return
+		}
+		s.earlyMu.Unlock()
+	}
+	if !s.up.Load() {
 		s.stats.DataDropped.Add(1)
 		return
 	}
 	s.stats.DataReceived.Add(1)
 	(*h)(p)
+}
+
+// queueEarly keeps a copy of a frame that came before any handler; the
+// caller holds earlyMu.
+func (s *Session) queueEarly(p []byte) {
+	select {
+	case <-s.done:
+		s.stats.DataDropped.Add(1)
+		return
+	default:
+	}
+	if len(s.early) >= MaxEarlyFrames {
+		s.stats.DataDropped.Add(1)
+		return
+	}
+	s.early = append(s.early, append([]byte(nil), p...))
+	s.stats.DataQueued.Add(1)
 }
 
 func (s *Session) closed(err error) {

@@ -34,7 +34,8 @@ type Stats struct {
 	InboxOverflow       atomic.Uint64 // control datagrams dropped: tunnel queue full
 	DataSent            atomic.Uint64 // data messages sent
 	DataReceived        atomic.Uint64 // data messages delivered to a frame handler
-	DataDropped         atomic.Uint64 // data messages dropped (session not up, no handler)
+	DataDropped         atomic.Uint64 // data messages dropped (session not up, early queue full)
+	DataQueued          atomic.Uint64 // data messages held until the frame handler was set
 	WENReceived         atomic.Uint64 // WAN-Error-Notify messages accepted
 	SLIReceived         atomic.Uint64 // Set-Link-Info messages accepted
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,6 +67,10 @@ type core struct {
 	ev    coreEvents
 	// tunnel is the runtime wrapper (nil when a test drives the core).
 	tunnel *Tunnel
+
+	// pubPeerID publishes peerID to the data path (Session.WriteFrame2)
+	// and other goroutines; peerID itself is the owner's.
+	pubPeerID atomic.Uint32
 
 	// Owned by the owner goroutine.
 	now           time.Time
@@ -208,6 +213,7 @@ func (c *core) recvSCCRQ(m *Message) {
 		return
 	}
 	c.peerID = ptid
+	c.pubPeerID.Store(uint32(ptid))
 	c.noteHost(m)
 	if a := m.Find(AVPProtocolVersion); a == nil || !bytes.Equal(a.Value, []byte{1, 0}) {
 		c.fail(StopBadVersion, ErrCodeNone, "", &ResultError{Err: ErrBadVersion, Result: StopBadVersion})
@@ -267,6 +273,7 @@ func (c *core) recvSCCRP(m *Message) {
 		return
 	}
 	c.peerID = ptid
+	c.pubPeerID.Store(uint32(ptid))
 	c.noteHost(m)
 	if !c.checkResponse(m, MsgSCCRP) {
 		return

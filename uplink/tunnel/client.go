@@ -14,7 +14,6 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/esp"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/uplink/link"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
@@ -213,9 +212,10 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	}
 
 	t.setPhase(PhasePPP)
-	// Attach installs the frame handler before PPP's first frame and
-	// takes the link down when the L2TP session ends.
-	t.ppp = ppp.Attach(&settleLink{Session: t.sess, clock: t.cfg.Clock, until: t.cfg.Clock.Now().Add(settleDelay)}, ppp.Config{
+	// Attach installs the frame handler before PPP's first frame (frames
+	// the LNS sent earlier were held by the session) and takes the link
+	// down when the L2TP session ends.
+	t.ppp = ppp.Attach(t.sess, ppp.Config{
 		Role: ppp.Client, MRU: t.cfg.MRU, Methods: t.cfg.AuthMethods,
 		Username: t.cfg.Username, Password: t.cfg.Password,
 		EchoInterval: t.cfg.EchoInterval, EchoFailures: t.cfg.EchoFailures,
@@ -258,30 +258,6 @@ func (t *Tunnel) settle(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// settleLink holds PPP's first frames until settleDelay has passed (see
-// settleDelay); frames received meanwhile are queued by the Conn as usual.
-type settleLink struct {
-	*l2tp.Session
-	clock   link.Clock
-	until   time.Time
-	settled atomic.Bool
-}
-
-func (l *settleLink) WriteFrame2(head, body []byte) error {
-	if !l.settled.Load() {
-		if d := l.until.Sub(l.clock.Now()); d > 0 {
-			tm := l.clock.NewTimer(d)
-			select {
-			case <-tm.C():
-			case <-l.Done():
-			}
-			tm.Stop()
-		}
-		l.settled.Store(true)
-	}
-	return l.Session.WriteFrame2(head, body)
 }
 
 // failOr prefers the lower-layer failure that caused err, if any.

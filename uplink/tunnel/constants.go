@@ -33,10 +33,8 @@ const (
 	// settleDelay is how long the client lets the gateway catch up before
 	// its first ESP packet (after Quick Mode: the responder installs the SA
 	// only once it has processed the third message, while ESP overtakes
-	// IKE inside it) and before its first PPP frame (an LNS attaches PPP
-	// only after it has accepted the session, so an early Configure-Request
-	// is dropped and costs a 3 s restart timer, RFC 1661 §4.6). The server
-	// holds its first PPP frames as long, for the mirror-image race.
+	// IKE inside it). Early PPP frames need no delay: l2tp sessions hold
+	// them until PPP attaches (l2tp.MaxEarlyFrames).
 	settleDelay = 50 * time.Millisecond
 	// tickInterval drives IKE timers and the DPD traffic note (RFC 3706
 	// §5.5: DPD only when idle).

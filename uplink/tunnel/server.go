@@ -374,10 +374,10 @@ func (s *Server) serve(sess *l2tp.Session) {
 	}
 	ss := &ServerSession{srv: s, ps: ps, sess: sess, done: make(chan struct{}), abortCh: make(chan struct{})}
 	log := s.log.With("peer", ps.remote, "peer_id", ps.name, "tunnel_id", sess.Tunnel().LocalID(), "session_id", sess.LocalID())
-	// Hold our first frames briefly (settleLink): a LAC attaches its PPP
-	// only after its OpenSession returned, and over a fast path our
-	// Configure-Request could beat it and cost a 3 s restart timer.
-	ss.ppp = ppp.Attach(&settleLink{Session: sess, clock: s.cfg.Clock, until: s.cfg.Clock.Now().Add(settleDelay)}, ppp.Config{
+	// Frames the LAC sent before Attach set the handler were held by the
+	// session (l2tp.MaxEarlyFrames) and reach PPP first; the LAC likewise
+	// holds ours until its own PPP attaches.
+	ss.ppp = ppp.Attach(sess, ppp.Config{
 		Role: ppp.Server, MRU: s.cfg.MRU, Methods: s.cfg.AuthMethods, Name: s.cfg.HostName,
 		Authenticator: s.cfg.Authenticator, AssignAddress: s.cfg.AddressFunc, LocalAddr: s.cfg.LocalAddr,
 		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures,
