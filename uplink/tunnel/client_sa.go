@@ -40,6 +40,22 @@ func (t *Tunnel) onEvent(ev ike.Event) {
 		t.install(ev.Child, ev.Kind == ike.EventChildRekeyed)
 	case ike.EventChildDown:
 		t.remove(ev.Child, ev.Err)
+	case ike.EventChildFailed:
+		t.mu.Lock()
+		up := t.childUp
+		t.mu.Unlock()
+		if !up {
+			// Our first Quick Mode failed (the gateway's notify or IKE's
+			// retransmissions gave up): no point waiting QuickModeTimeout.
+			err := ev.Err
+			if err == nil {
+				err = ErrSetupTimeout
+			}
+			t.fail(PhaseQuickMode, err)
+			return
+		}
+		// A failed rekey leaves the old pair until it expires (IKE retries).
+		t.log.Warn("IPsec rekey failed", "reason", ev.Err)
 	}
 }
 

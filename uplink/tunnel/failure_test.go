@@ -22,17 +22,19 @@ func TestDialFailurePhases(t *testing.T) {
 		client  func(*tunnel.ClientConfig)
 		phase   tunnel.Phase
 		wantErr error
-		alt     tunnel.Phase // also acceptable
+		alt     tunnel.Phase   // also acceptable
+		notify  ike.NotifyType // the peer's notify the error must carry, if set
 	}{
-		{"wrong PSK", func(c *tunnel.ClientConfig) { c.PSK = []byte("not-the-psk") }, tunnel.PhaseIKE, nil, 0},
-		{"wrong password", func(c *tunnel.ClientConfig) { c.Password = "wrong" }, tunnel.PhasePPPAuth, ppp.ErrAuthFailed, 0},
+		{"wrong PSK", func(c *tunnel.ClientConfig) { c.PSK = []byte("not-the-psk") }, tunnel.PhaseIKE, nil, 0, 0},
+		{"wrong password", func(c *tunnel.ClientConfig) { c.Password = "wrong" }, tunnel.PhasePPPAuth, ppp.ErrAuthFailed, 0, 0},
 		// The server does not offer PAP: LCP cannot agree on a method. The
 		// client sees either its own refusal or the server's CDN.
-		{"PAP only, server refuses PAP", func(c *tunnel.ClientConfig) { c.AuthMethods = []ppp.AuthMethod{ppp.AuthPAP} }, tunnel.PhasePPPAuth, nil, tunnel.PhasePPP},
+		{"PAP only, server refuses PAP", func(c *tunnel.ClientConfig) { c.AuthMethods = []ppp.AuthMethod{ppp.AuthPAP} }, tunnel.PhasePPPAuth, nil, tunnel.PhasePPP, 0},
+		// The gateway's NO-PROPOSAL-CHOSEN ends the set-up at once (IKE's
+		// EventChildFailed), long before the default QuickModeTimeout.
 		{"no common ESP proposal", func(c *tunnel.ClientConfig) {
 			c.ESPProposals = "aes128-sha1"
-			c.QuickModeTimeout = 20 * time.Second
-		}, tunnel.PhaseQuickMode, tunnel.ErrSetupTimeout, 0},
+		}, tunnel.PhaseQuickMode, nil, 0, ike.NotifyNoProposalChosen},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,6 +51,9 @@ func TestDialFailurePhases(t *testing.T) {
 			}
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			if ne := (*ike.NotifyError)(nil); tt.notify != 0 && (!errors.As(err, &ne) || ne.Type != tt.notify) {
+				t.Fatalf("error %v, want the peer's notify %d", err, tt.notify)
 			}
 			t.Logf("%s: %v", tt.name, err)
 			st := p.Server.Stats()
