@@ -53,14 +53,34 @@ type Downlink struct {
 type Uplink struct {
 	// Mode is "none" (local testing: packets to the VPN are dropped and
 	// counted) or "l2tp-ipsec".
-	Mode        string   `yaml:"mode"`
-	Gateways    []string `yaml:"gateways"`
-	PSK         string   `yaml:"psk"`
-	Cert        string   `yaml:"cert"`
-	Key         string   `yaml:"key"`
-	PPPUser     string   `yaml:"ppp_user"`
-	PPPPassword string   `yaml:"ppp_password"`
-	MTU         int      `yaml:"mtu"`
+	Mode string `yaml:"mode"`
+	// Gateways are IKE addresses ("host:port" or "host", port 500) in
+	// order of preference; NATTPort is their NAT-T port (RFC 3947, 4500).
+	Gateways []string `yaml:"gateways"`
+	NATTPort uint16   `yaml:"nat_t_port"`
+	// PSK, or Cert/Key (PEM files) with CA (PEM file) for signatures.
+	PSK  string `yaml:"psk"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
+	// LocalID is our IKE identity as an FQDN (sites behind one NAT each
+	// need their own); empty: our address.
+	LocalID     string `yaml:"local_id"`
+	PPPUser     string `yaml:"ppp_user"`
+	PPPPassword string `yaml:"ppp_password"`
+	MTU         int    `yaml:"mtu"`
+	// IKEProposals and ESPProposals are strongSwan-style proposal lists;
+	// empty takes the uplink's defaults.
+	IKEProposals string `yaml:"ike_proposals"`
+	ESPProposals string `yaml:"esp_proposals"`
+	// DPDInterval (RFC 3706; negative disables) and LCPEchoInterval (PPP
+	// keepalive) with LCPEchoFailures missed echoes before the link is down.
+	DPDInterval     time.Duration `yaml:"dpd_interval"`
+	LCPEchoInterval time.Duration `yaml:"lcp_echo_interval"`
+	LCPEchoFailures int           `yaml:"lcp_echo_failures"`
+	// MinBackoff and MaxBackoff bound the full-jitter reconnect delay.
+	MinBackoff time.Duration `yaml:"min_backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff"`
 }
 
 // Load reads and validates a config file, filling defaults.
@@ -69,7 +89,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(b)
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
 }
 
 // Parse decodes and validates YAML (unknown keys are errors).
@@ -94,6 +118,21 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if c.Uplink.Mode != "none" && c.Uplink.Mode != "l2tp-ipsec" {
 		return nil, fmt.Errorf("%w: uplink.mode must be none or l2tp-ipsec", ErrInvalid)
+	}
+	if c.Uplink.Mode == "l2tp-ipsec" {
+		u := c.Uplink
+		switch {
+		case len(u.Gateways) == 0:
+			return nil, fmt.Errorf("%w: uplink.gateways is empty", ErrInvalid)
+		case u.PSK == "" && (u.Cert == "" || u.Key == ""):
+			return nil, fmt.Errorf("%w: uplink needs psk or cert and key", ErrInvalid)
+		case u.PSK != "" && u.Cert != "":
+			return nil, fmt.Errorf("%w: uplink: psk and cert are exclusive", ErrInvalid)
+		case u.PPPUser == "":
+			return nil, fmt.Errorf("%w: uplink.ppp_user is empty", ErrInvalid)
+		case u.MinBackoff < 0 || u.MaxBackoff < 0 || (u.MaxBackoff > 0 && u.MaxBackoff < u.MinBackoff):
+			return nil, fmt.Errorf("%w: uplink: bad min_backoff/max_backoff", ErrInvalid)
+		}
 	}
 	if c.Site == "" {
 		c.Site = "site"

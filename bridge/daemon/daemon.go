@@ -6,7 +6,6 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,18 +19,26 @@ import (
 
 	"github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/proxy"
+	"github.com/fleetgate/fleetgate/deploy/sdnotify"
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/device"
 	"github.com/fleetgate/fleetgate/ipstack"
 )
 
-// NewUplink returns the uplink for cfg. Only "none" exists until the
-// L2TP/IPsec client is wired here.
-func NewUplink(cfg *config.Config) (Uplink, error) {
-	if cfg.Uplink.Mode == "none" {
+// NewUplink returns the uplink for cfg: "none" drops everything,
+// "l2tp-ipsec" is the uplink package's client (not yet started).
+func NewUplink(cfg *config.Config, log *slog.Logger) (Uplink, error) {
+	switch cfg.Uplink.Mode {
+	case "none":
 		return noneUplink{}, nil
+	case "l2tp-ipsec":
+		uc, err := ClientConfig(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		return newClientUplink(uc)
 	}
-	return nil, errors.New("daemon: uplink mode l2tp-ipsec is not wired yet")
+	return nil, fmt.Errorf("daemon: unknown uplink mode %q", cfg.Uplink.Mode)
 }
 
 // OpenRegistry opens the endpoint registry and site CA of cfg.
@@ -75,18 +82,29 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	up, err := NewUplink(cfg)
+	up, err := NewUplink(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer up.Close()
+	defer func() {
+		_, _ = sdnotify.Stopping()
+		_ = up.Close() // tears down PPP, L2TP and IKE gracefully
+	}()
 	st, err := ipstack.New(ipstack.Config{MTU: cfg.Uplink.MTU, Output: up.WritePacket, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	up.SetInbound(func(pkt []byte) { _ = st.InjectInbound(pkt) })
-	up.SetStateHandler(func(u bool, reason string) { log.Info("uplink state", "up", u, "reason", reason) })
+	up.SetStateHandler(func(u bool, reason string) {
+		log.Info("uplink state", "up", u, "state", reason)
+		if a, err := netip.ParseAddr(up.LocalAddr()); u && err == nil {
+			// The PPP (IPCP) address, so the bridge itself is reachable.
+			if err := st.AddAddress(netip.PrefixFrom(a, 32)); err != nil {
+				log.Warn("uplink address", "addr", a, "err", err)
+			}
+		}
+	})
 	if cfg.BridgeAddr.IsValid() {
 		if err := st.AddAddress(netip.PrefixFrom(cfg.BridgeAddr, 32)); err != nil {
 			return err
@@ -142,6 +160,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	counter("proxy_downstream_total", "Central to device requests.", px.Stats.Downstream.Load)
 	counter("proxy_queued_total", "Central requests queued for sleeping devices.", px.Stats.Queued.Load)
 	counter("proxy_expired_total", "Queued requests answered 5.04.", px.Stats.Expired.Load)
+	if cu, ok := up.(*clientUplink); ok {
+		registerUplink(preg, cu)
+	}
 	counter("ipstack_packets_out_total", "IP packets to the uplink.", st.Stats.PacketsOut.Load)
 	counter("ipstack_packets_in_total", "IP packets from the uplink.", st.Stats.PacketsIn.Load)
 	mux := http.NewServeMux()
@@ -157,6 +178,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()
+	up.Start()
+	_, _ = sdnotify.Ready()
 	log.Info("bridge started", "coap", srv.Addr().String(), "http", ln.Addr().String(), "endpoints", reg.Len(), "uplink", up.State())
 
 	tick := time.NewTicker(time.Second)

@@ -13,6 +13,8 @@ type Uplink interface {
 	SetStateHandler(func(up bool, reason string))
 	// State describes the uplink for status ("up", "connecting: …").
 	State() string
+	// Start begins connecting in the background.
+	Start()
 	// Close tears the uplink down.
 	Close() error
 }
@@ -26,3 +28,4 @@ func (noneUplink) LocalAddr() string                  { return "" }
 func (noneUplink) SetStateHandler(func(bool, string)) {}
 func (noneUplink) State() string                      { return "none (uplink disabled)" }
 func (noneUplink) Close() error                       { return nil }
+func (noneUplink) Start()                             {}

@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetgate/fleetgate/bridge/config"
+	"github.com/fleetgate/fleetgate/uplink"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+// ClientConfig builds the uplink.Config for cfg's l2tp-ipsec uplink
+// (credentials are read from the files cfg names).
+func ClientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
+	u := cfg.Uplink
+	tc := tunnel.ClientConfig{
+		Username:     u.PPPUser,
+		Password:     u.PPPPassword,
+		MRU:          u.MTU,
+		EchoInterval: u.LCPEchoInterval,
+		EchoFailures: u.LCPEchoFailures,
+		HostName:     cfg.Site,
+		Logger:       log,
+	}
+	tc.IKEProposals, tc.ESPProposals = u.IKEProposals, u.ESPProposals
+	tc.DPDInterval = u.DPDInterval
+	if u.PSK != "" {
+		tc.PSK = []byte(u.PSK)
+	} else {
+		pair, err := tls.LoadX509KeyPair(u.Cert, u.Key)
+		if err != nil {
+			return uplink.Config{}, fmt.Errorf("daemon: uplink cert: %w", err)
+		}
+		tc.Cert = &ike.LocalCert{Chain: pair.Certificate, Key: pair.PrivateKey}
+		if u.CA != "" {
+			pem, err := os.ReadFile(u.CA)
+			if err != nil {
+				return uplink.Config{}, fmt.Errorf("daemon: uplink ca: %w", err)
+			}
+			tc.CAs = x509.NewCertPool()
+			if !tc.CAs.AppendCertsFromPEM(pem) {
+				return uplink.Config{}, fmt.Errorf("daemon: uplink ca %s: no certificate", u.CA)
+			}
+		}
+	}
+	if u.LocalID != "" {
+		tc.LocalID = &ike.Identification{Type: ike.IDFQDN, Data: []byte(u.LocalID)}
+	}
+	uc := uplink.Config{Tunnel: tc, MinBackoff: u.MinBackoff, MaxBackoff: u.MaxBackoff, Logger: log}
+	for _, g := range u.Gateways {
+		uc.Gateways = append(uc.Gateways, uplink.Gateway{Addr: g, NATTPort: u.NATTPort})
+	}
+	return uc, nil
+}
+
+// clientUplink adapts uplink.Client to Uplink.
+type clientUplink struct {
+	c  *uplink.Client
+	mu sync.Mutex
+	fn func(up bool, reason string)
+}
+
+// newClientUplink makes the L2TP/IPsec uplink; Start begins dialling.
+func newClientUplink(uc uplink.Config) (*clientUplink, error) {
+	cu := &clientUplink{}
+	uc.OnState = cu.onState
+	c, err := uplink.New(uc)
+	if err != nil {
+		return nil, err
+	}
+	cu.c = c
+	return cu, nil
+}
+
+func (cu *clientUplink) onState(s uplink.Status) {
+	cu.mu.Lock()
+	fn := cu.fn
+	cu.mu.Unlock()
+	if fn != nil {
+		fn(s.State == uplink.StateUp, describe(s))
+	}
+}
+
+func describe(s uplink.Status) string {
+	d := s.State.String()
+	if s.Gateway != "" {
+		d += " gateway=" + s.Gateway
+	}
+	if s.Addr.IsValid() {
+		d += " addr=" + s.Addr.String()
+	}
+	if s.LastErr != nil {
+		d += fmt.Sprintf(" last_failure_phase=%v last_failure=%q", s.LastPhase, s.LastErr.Error())
+	}
+	return d
+}
+
+func (cu *clientUplink) Start() { cu.c.Start() }
+
+func (cu *clientUplink) WritePacket(pkt []byte) error {
+	err := cu.c.WritePacket(pkt)
+	if errors.Is(err, uplink.ErrDown) {
+		return nil // dropped while down; TCP retransmits, CoAP/MQTT retry
+	}
+	return err
+}
+
+func (cu *clientUplink) SetInbound(fn func(pkt []byte)) { cu.c.SetPacketHandler(fn) }
+
+func (cu *clientUplink) LocalAddr() string {
+	if a := cu.c.LocalAddr(); a.IsValid() {
+		return a.String()
+	}
+	return ""
+}
+
+func (cu *clientUplink) SetStateHandler(fn func(up bool, reason string)) {
+	cu.mu.Lock()
+	cu.fn = fn
+	cu.mu.Unlock()
+}
+
+func (cu *clientUplink) State() string { return describe(cu.c.Status()) }
+
+// Status is the client's full snapshot (counters, tunnel details).
+func (cu *clientUplink) Status() uplink.Status { return cu.c.Status() }
+
+func (cu *clientUplink) Close() error { return cu.c.Close() }
+
+// registerUplink exports the client's state and counters.
+func registerUplink(reg *prometheus.Registry, cu *clientUplink) {
+	gauge := func(name, help string, f func(uplink.Status) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return f(cu.Status()) }))
+	}
+	counter := func(name, help string, f func(uplink.Status) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(cu.Status())) }))
+	}
+	gauge("uplink_up", "1 while the L2TP/IPsec tunnel is up.", func(s uplink.Status) float64 {
+		if s.State == uplink.StateUp {
+			return 1
+		}
+		return 0
+	})
+	gauge("uplink_state", "Client state (0 idle, 1 connecting, 2 up, 3 backoff, 4 stopped).",
+		func(s uplink.Status) float64 { return float64(s.State) })
+	counter("uplink_attempts_total", "Tunnel dial attempts.", func(s uplink.Status) uint64 { return s.Attempts })
+	counter("uplink_connects_total", "Tunnels established.", func(s uplink.Status) uint64 { return s.Connects })
+	counter("uplink_failures_total", "Failed dial attempts.", func(s uplink.Status) uint64 { return s.Failures })
+	counter("uplink_tunnel_bytes_in_total", "IPv4 bytes received through the current tunnel.",
+		func(s uplink.Status) uint64 { return s.Tunnel.BytesIn })
+	counter("uplink_tunnel_bytes_out_total", "IPv4 bytes sent through the current tunnel.",
+		func(s uplink.Status) uint64 { return s.Tunnel.BytesOut })
+}
