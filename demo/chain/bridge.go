@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/fleetgate/fleetgate/ipstack"
@@ -25,13 +26,14 @@ type bridge struct {
 // sees every state change.
 func startBridge(ctx context.Context, g *gateway, log *slog.Logger, onState func(uplink.Status)) (*bridge, error) {
 	b := &bridge{up: make(chan struct{})}
-	var client *uplink.Client
+	var out atomic.Pointer[uplink.Client]
 	st, err := ipstack.New(ipstack.Config{
 		Output: func(pkt []byte) error {
-			if client == nil {
+			c := out.Load()
+			if c == nil {
 				return uplink.ErrDown
 			}
-			return client.WritePacket(pkt)
+			return c.WritePacket(pkt)
 		},
 		Logger: log.With("component", "bridge-stack"),
 	})
@@ -41,7 +43,7 @@ func startBridge(ctx context.Context, g *gateway, log *slog.Logger, onState func
 	b.stack = st
 	ts := g.eng.Tunnel()
 	upOnce := false
-	client, err = uplink.New(uplink.Config{
+	client, err := uplink.New(uplink.Config{
 		Gateways: []uplink.Gateway{{Addr: ts.IKEAddr().String(), NATTPort: ts.NATTAddr().Port()}},
 		Tunnel: tunnel.ClientConfig{
 			LocalIKE: "127.0.0.1:0", LocalNATT: "127.0.0.1:0",
@@ -67,6 +69,7 @@ func startBridge(ctx context.Context, g *gateway, log *slog.Logger, onState func
 		return nil, fmt.Errorf("demo: uplink: %w", err)
 	}
 	b.client = client
+	out.Store(client)
 	client.SetPacketHandler(func(pkt []byte) { _ = st.InjectInbound(pkt) })
 	client.Start()
 	select {

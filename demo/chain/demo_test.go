@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 )
 
 // testScenario is a small mixed fleet for CI time.
@@ -22,6 +24,7 @@ groups:
 // TestDemo runs the whole chain (gateway, real uplink, bridge, fleet) and
 // asserts the demo's success conditions with the real numbers.
 func TestDemo(t *testing.T) {
+	linktest.CheckGoroutines(t)
 	sc := strings.Replace(testScenario, "%s", "  - {name: mqtt, count: 4, protocol: mqtt, format: json, interval: 2s}\n", 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
