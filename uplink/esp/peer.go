@@ -89,9 +89,11 @@ type inSA struct {
 }
 
 // AddSA installs a new pair of SAs for a new peer and returns it. in must
-// be Inbound, out Outbound.
+// be Inbound, out Outbound or nil: a Quick Mode responder installs the
+// inbound SA when it sends HASH(2) (RFC 2409 §5.5), before it may send, and
+// Activate adds the outbound SA later; until then writes fail with ErrNoSA.
 func (t *Transport) AddSA(in, out *SA, pc PeerConfig) (*Peer, error) {
-	if in == nil || out == nil || in.Direction() != Inbound || out.Direction() != Outbound {
+	if in == nil || in.Direction() != Inbound || (out != nil && out.Direction() != Outbound) {
 		return nil, fmt.Errorf("esp: AddSA needs an inbound and an outbound SA")
 	}
 	if !pc.Remote.IsValid() {
@@ -117,11 +119,81 @@ func (t *Transport) AddSA(in, out *SA, pc PeerConfig) (*Peer, error) {
 		localPort: pc.LocalPort, remotePort: pc.RemotePort, keepalive: pc.Keepalive}
 	remote := netip.AddrPortFrom(pc.Remote.Addr().Unmap(), pc.Remote.Port())
 	p.remote.Store(&remote)
-	p.out.Store(out)
+	if out != nil {
+		p.out.Store(out)
+	}
 	t.peers[p] = struct{}{}
 	t.addInboundLocked(in, p)
-	t.log.Info("esp SA pair installed", "peer", remote, "spi_in", spiHex(in.SPI()), "spi_out", spiHex(out.SPI()), "suite", in.Suite().String())
+	t.log.Info("esp SA pair installed", "peer", remote, "spi_in", spiHex(in.SPI()), "spi_out", spiHex(spiOf(out)), "suite", in.Suite().String())
 	return p, nil
+}
+
+// AddInbound installs one more inbound SA for an existing peer and leaves
+// its outbound SA and its other inbound SAs alone. A Quick Mode responder
+// calls it when it sends HASH(2): the initiator may send on the new SPI as
+// soon as it has sent HASH(3), and that ESP can overtake HASH(3) (RFC 2409
+// §5.5). Activate later makes the pair current.
+func (t *Transport) AddInbound(p *Peer, in *SA) error {
+	if in == nil || in.Direction() != Inbound {
+		return fmt.Errorf("esp: AddInbound needs an inbound SA")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	if p.removed {
+		return fmt.Errorf("esp: AddInbound for a removed peer")
+	}
+	if _, dup := (*t.sas.Load())[in.SPI()]; dup {
+		return fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
+	}
+	t.addInboundLocked(in, p)
+	t.log.Debug("esp inbound SA added", "peer", p.Remote(), "spi_in", spiHex(in.SPI()))
+	return nil
+}
+
+// Activate makes (in, out) the peer's current pair: in is installed if
+// AddInbound has not done so already, out becomes the sending SA at once,
+// and the peer's other inbound SAs keep decrypting for RekeyGrace (or until
+// RemoveSA), as with Rekey.
+func (t *Transport) Activate(p *Peer, in, out *SA) error {
+	if in == nil || out == nil || in.Direction() != Inbound || out.Direction() != Outbound {
+		return fmt.Errorf("esp: Activate needs an inbound and an outbound SA")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	if p.removed {
+		return fmt.Errorf("esp: Activate of a removed peer")
+	}
+	if e, ok := (*t.sas.Load())[in.SPI()]; ok && (e.peer != p || e.sa != in) {
+		return fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
+	} else if !ok {
+		t.addInboundLocked(in, p)
+	}
+	var old []uint32
+	for _, spi := range p.in {
+		if spi != in.SPI() {
+			old = append(old, spi)
+		}
+	}
+	p.out.Store(out)
+	for _, spi := range old {
+		t.retire(spi)
+	}
+	t.log.Info("esp SA pair activated", "peer", p.Remote(), "spi_in", spiHex(in.SPI()), "spi_out", spiHex(out.SPI()), "old_in", len(old))
+	return nil
+}
+
+// spiOf returns sa's SPI, 0 for nil.
+func spiOf(sa *SA) uint32 {
+	if sa == nil {
+		return 0
+	}
+	return sa.SPI()
 }
 
 // Rekey installs a new pair for an existing peer, make-before-break: the

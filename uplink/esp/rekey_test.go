@@ -190,3 +190,76 @@ func TestTransportRemovePair(t *testing.T) {
 	}
 	a.tr.RemovePair(99, 99) // unknown: no effect, no panic
 }
+
+// TestTransportAddInboundThenActivate: a Quick Mode responder installs the
+// inbound SA alone (a new peer without outbound SA, then a rekey's SA next
+// to the current pair); packets on it open at once while the outbound SA is
+// unchanged; Activate then switches outbound and retires the older inbound
+// SA after the grace period.
+func TestTransportAddInboundThenActivate(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clock := linktest.NewClock()
+	tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", Clock: clock, RekeyGrace: 10 * time.Second,
+		IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	tr.retiredHook = make(chan uint32, 4)
+	out1, in1 := newPair(t, gcm128, 1, Options{})
+	out2, in2 := newPair(t, gcm128, 2, Options{})
+	p, err := tr.AddSA(in1, nil, PeerConfig{Remote: netip.MustParseAddrPort("192.0.2.1:4500")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.L2TP().WriteTo([]byte("x"), p.Addr(0)); !errors.Is(err, ErrNoSA) {
+		t.Fatalf("write before Activate: err = %v, want ErrNoSA", err)
+	}
+	if err := tr.Activate(p, in1, out1); err != nil {
+		t.Fatal(err)
+	}
+	if p.Outbound() != out1 || len(*tr.sas.Load()) != 1 {
+		t.Fatalf("after Activate: out %v, %d inbound SAs, want out1 and 1", p.Outbound(), len(*tr.sas.Load()))
+	}
+	if err := tr.AddInbound(p, in2); err != nil {
+		t.Fatal(err)
+	}
+	if p.Outbound() != out1 {
+		t.Fatal("AddInbound switched the outbound SA")
+	}
+	if e, ok := (*tr.sas.Load())[2]; !ok || e.sa != in2 || e.peer != p {
+		t.Fatal("AddInbound did not install SPI 2 for the peer")
+	}
+	clock.Advance(time.Hour) // AddInbound retires nothing
+	if n := len(*tr.sas.Load()); n != 2 {
+		t.Fatalf("%d inbound SAs after AddInbound and an hour, want 2", n)
+	}
+	if err := tr.AddInbound(p, in2); err == nil {
+		t.Fatal("AddInbound of an installed SPI accepted")
+	}
+	if err := tr.Activate(p, in2, out2); err != nil {
+		t.Fatal(err)
+	}
+	if p.Outbound() != out2 {
+		t.Fatal("Activate did not switch the outbound SA")
+	}
+	clock.Advance(10 * time.Second)
+	select {
+	case spi := <-tr.retiredHook:
+		if spi != 1 {
+			t.Fatalf("retired SPI %d, want 1", spi)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("old inbound SA not retired after the grace period")
+	}
+	if _, ok := (*tr.sas.Load())[2]; !ok || len(*tr.sas.Load()) != 1 {
+		t.Fatal("after the grace period want exactly SPI 2 installed")
+	}
+	other, err := tr.AddSA(in1, out1, PeerConfig{Remote: netip.MustParseAddrPort("192.0.2.2:4500")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Activate(other, in2, out2); err == nil {
+		t.Fatal("Activate with another peer's inbound SPI accepted")
+	}
+}
