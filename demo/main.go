@@ -92,6 +92,9 @@ func draw(w io.Writer, v chain.View, tty bool) {
 	for _, p := range ph {
 		fmt.Fprintf(&b, "  %s\n", p)
 	}
+	for _, gl := range v.Gateway {
+		fmt.Fprintf(&b, "  gateway: %s\n", gl)
+	}
 	fmt.Fprintf(&b, "\nENDPOINTS → central telemetry (collector), %d/%d reporting from their own address\n", v.Reporting, len(v.Endpoints))
 	const cols = 3
 	for i, e := range v.Endpoints {
@@ -104,7 +107,7 @@ func draw(w io.Writer, v chain.View, tty bool) {
 			b.WriteString("\n")
 		}
 	}
-	fmt.Fprintf(&b, "\nCENTRAL → DEVICE  GET coap://%s/sensors/temp: %s\n", v.RoundTrip.Target, rtLine(v.RoundTrip))
+	fmt.Fprintf(&b, "\nCENTRAL → DEVICE  CoAP GET /sensors/temp from the central stack to %s: %s\n", v.RoundTrip.Target, rtLine(v.RoundTrip))
 	out := b.String()
 	if lastLines > 0 {
 		fmt.Fprintf(w, "\x1b[%dA\x1b[J", lastLines)

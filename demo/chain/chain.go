@@ -80,6 +80,8 @@ type View struct {
 	UplinkUp   bool          `json:"uplink_up"`
 	LocalAddr  string        `json:"ppp_addr,omitempty"`
 	GatewaySes int           `json:"gateway_sessions"`
+	// Gateway describes the gateway's sessions (from its status report).
+	Gateway []string `json:"gateway,omitempty"`
 	Endpoints  []Endpoint    `json:"endpoints"`
 	RoundTrip  RoundTrip     `json:"round_trip"`
 	Reporting  int           `json:"endpoints_reporting"`
@@ -136,7 +138,12 @@ func (s *state) view() View {
 	defer s.mu.Unlock()
 	v := View{Elapsed: time.Since(s.start), Uplink: append([]string(nil), s.phases...), UplinkUp: s.up, LocalAddr: s.local, RoundTrip: s.rt}
 	if s.gw != nil {
-		v.GatewaySes = len(s.gw.srv.Report().Sessions)
+		r := s.gw.srv.Report()
+		v.GatewaySes = len(r.Sessions)
+		for _, x := range r.Sessions {
+			v.Gateway = append(v.Gateway, fmt.Sprintf("session %s from %s: PPP %s, routes %v, ESP %s, rx %d / tx %d packets",
+				x.Identity, x.Outer, x.VPNAddr, x.Routes, x.Suite, x.RxPackets, x.TxPackets))
+		}
 	}
 	for _, e := range s.eps {
 		v.Endpoints = append(v.Endpoints, *e)
