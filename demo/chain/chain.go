@@ -81,12 +81,12 @@ type View struct {
 	LocalAddr  string        `json:"ppp_addr,omitempty"`
 	GatewaySes int           `json:"gateway_sessions"`
 	// Gateway describes the gateway's sessions (from its status report).
-	Gateway []string `json:"gateway,omitempty"`
-	Endpoints  []Endpoint    `json:"endpoints"`
-	RoundTrip  RoundTrip     `json:"round_trip"`
-	Reporting  int           `json:"endpoints_reporting"`
-	Success    bool          `json:"success"`
-	Failures   []string      `json:"failures,omitempty"`
+	Gateway   []string   `json:"gateway,omitempty"`
+	Endpoints []Endpoint `json:"endpoints"`
+	RoundTrip RoundTrip  `json:"round_trip"`
+	Reporting int        `json:"endpoints_reporting"`
+	Success   bool       `json:"success"`
+	Failures  []string   `json:"failures,omitempty"`
 }
 
 // state is the shared view, guarded by mu.
