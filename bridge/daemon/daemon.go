@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -78,6 +79,13 @@ type Status struct {
 
 // Run runs the bridge until ctx ends.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return RunReload(ctx, cfg, log, nil)
+}
+
+// RunReload is Run that also re-reads the endpoint registry's file on every
+// receive from reload (SIGHUP): endpoints added by `bridge endpoint add`
+// since the start are served without a restart.
+func RunReload(ctx context.Context, cfg *config.Config, log *slog.Logger, reload <-chan os.Signal) error {
 	reg, ca, err := OpenRegistry(cfg)
 	if err != nil {
 		return err
@@ -191,6 +199,43 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return nil
 		case now := <-tick.C:
 			px.Tick(now)
+		case <-reload:
+			_, _ = sdnotify.Reloading()
+			n, err := reloadEndpoints(cfg, reg, px)
+			if err != nil {
+				log.Warn("reload refused", "err", err)
+			} else {
+				log.Info("endpoints reloaded", "added", n, "endpoints", reg.Len())
+			}
+			_, _ = sdnotify.Ready()
 		}
 	}
+}
+
+// reloadEndpoints adds the endpoints the registry file gained since reg was
+// opened (removals need a restart: the proxy keeps their addresses).
+func reloadEndpoints(cfg *config.Config, reg *device.Registry, px *proxy.Proxy) (int, error) {
+	var reserved []netip.Addr
+	if cfg.BridgeAddr.IsValid() {
+		reserved = append(reserved, cfg.BridgeAddr)
+	}
+	fresh, err := device.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ep := range fresh.List() {
+		if _, ok := reg.ByName(ep.Name); ok {
+			continue
+		}
+		ep, err := reg.Add(ep)
+		if err != nil {
+			return n, err
+		}
+		if err := px.AddEndpoint(ep); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

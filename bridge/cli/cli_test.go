@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fleetgate/fleetgate/version"
+)
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI(t, "--version")
+	if code != 0 || strings.TrimSpace(out) != version.String() {
+		t.Fatalf("got %d %q, want 0 %q", code, out, version.String())
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	code, out, errs := runCLI(t, "--check-config", "../../configs/bridge.yaml")
+	if code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("reference config: got %d %q %q, want 0 ok", code, out, errs)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("site: x\nprefix: 10.10.8.0/24\nbogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runCLI(t, "--check-config", bad)
+	if code != 1 || !strings.Contains(errs, bad) || !strings.Contains(errs, "line 3") {
+		t.Fatalf("bad config: got %d %q, want 1 naming %s and line 3", code, errs, bad)
+	}
+}
+
+func writeConfig(t *testing.T, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bridge.yaml")
+	y := "site: t\nprefix: 10.10.8.0/24\nbridge_address: 10.10.8.1\nstate_dir: " + filepath.Join(dir, "state") +
+		"\ndownlink: {coap_listen: 127.0.0.1:0, advertised_host: 192.0.2.10}\ncentral_coap: 10.20.0.1:5683\n" + extra
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEndpointAddList(t *testing.T) {
+	cfg := writeConfig(t, "")
+	code, out, errs := runCLI(t, "-c", cfg, "endpoint", "add", "sensor-17")
+	if code != 0 || !strings.Contains(out, "192.0.2.10") || !strings.Contains(errs, "10.10.8.17") {
+		t.Fatalf("add: got %d stdout %q stderr %q, want snippet with 192.0.2.10 and address 10.10.8.17", code, out, errs)
+	}
+	code, _, errs = runCLI(t, "-c", cfg, "endpoint", "add", "pump-4", "--protocol", "mqtt")
+	if code != 0 || !strings.Contains(errs, "10.10.8.4") {
+		t.Fatalf("add mqtt: got %d %q, want address 10.10.8.4", code, errs)
+	}
+	if code, _, _ = runCLI(t, "-c", cfg, "endpoint", "add", "x-9", "--protocol", "http"); code != 1 {
+		t.Fatalf("add --protocol http: got %d, want 1", code)
+	}
+	code, out, _ = runCLI(t, "-c", cfg, "endpoint", "list")
+	for _, want := range []string{"sensor-17  10.10.8.17  coap", "pump-4     10.10.8.4   mqtt"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("list: got %d %q, want a row %q", code, out, want)
+		}
+	}
+	if strings.Contains(out, "x-9") {
+		t.Fatalf("list: got %q, refused endpoint x-9 listed", out)
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	cfg := writeConfig(t, "")
+	if code, _, errs := runCLI(t, "-c", cfg, "frobnicate"); code != 1 || !strings.Contains(errs, "frobnicate") {
+		t.Fatalf("got %d %q, want 1 naming the command", code, errs)
+	}
+}
