@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -91,6 +94,10 @@ func Load(path string) (*Config, error) {
 	}
 	c, err := Parse(b)
 	if err != nil {
+		var ce *Error
+		if errors.As(err, &ce) && ce.Line > 0 {
+			return nil, fmt.Errorf("%s:%w", path, err) // file:line: what
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
@@ -107,35 +114,118 @@ func Parse(b []byte) (*Config, error) {
 	}
 	dec := yaml.NewDecoder(bytesReader(b))
 	dec.KnownFields(true)
+	var root yaml.Node
 	if err := dec.Decode(c); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		e := yamlError(err)
+		if e.Line == 0 && yaml.Unmarshal(b, &root) == nil {
+			// A TextUnmarshaler's error (netip, ...) carries no line:
+			// find the value it quotes.
+			e.Line = lineOfValue(&root, e.Msg)
+		}
+		return nil, e
+	}
+	_ = yaml.Unmarshal(b, &root) // decoded above, so it parses
+	fail := func(key, msg string) error {
+		return &Error{Line: lineOf(&root, key), Msg: msg}
 	}
 	if !c.Prefix.IsValid() || !c.Prefix.Addr().Is4() || c.Prefix.Bits() > 30 {
-		return nil, fmt.Errorf("%w: prefix must be an IPv4 prefix of /30 or larger", ErrInvalid)
+		return nil, fail("prefix", "prefix must be an IPv4 prefix of /30 or larger")
 	}
 	if c.BridgeAddr.IsValid() && !c.Prefix.Contains(c.BridgeAddr) {
-		return nil, fmt.Errorf("%w: bridge_address outside prefix", ErrInvalid)
+		return nil, fail("bridge_address", "bridge_address outside prefix")
 	}
 	if c.Uplink.Mode != "none" && c.Uplink.Mode != "l2tp-ipsec" {
-		return nil, fmt.Errorf("%w: uplink.mode must be none or l2tp-ipsec", ErrInvalid)
+		return nil, fail("uplink.mode", "uplink.mode must be none or l2tp-ipsec")
 	}
 	if c.Uplink.Mode == "l2tp-ipsec" {
 		u := c.Uplink
 		switch {
 		case len(u.Gateways) == 0:
-			return nil, fmt.Errorf("%w: uplink.gateways is empty", ErrInvalid)
+			return nil, fail("uplink.gateways", "uplink.gateways is empty")
 		case u.PSK == "" && (u.Cert == "" || u.Key == ""):
-			return nil, fmt.Errorf("%w: uplink needs psk or cert and key", ErrInvalid)
+			return nil, fail("uplink.psk", "uplink needs psk or cert and key")
 		case u.PSK != "" && u.Cert != "":
-			return nil, fmt.Errorf("%w: uplink: psk and cert are exclusive", ErrInvalid)
+			return nil, fail("uplink.cert", "uplink: psk and cert are exclusive")
 		case u.PPPUser == "":
-			return nil, fmt.Errorf("%w: uplink.ppp_user is empty", ErrInvalid)
+			return nil, fail("uplink.ppp_user", "uplink.ppp_user is empty")
 		case u.MinBackoff < 0 || u.MaxBackoff < 0 || (u.MaxBackoff > 0 && u.MaxBackoff < u.MinBackoff):
-			return nil, fmt.Errorf("%w: uplink: bad min_backoff/max_backoff", ErrInvalid)
+			return nil, fail("uplink.max_backoff", "uplink: bad min_backoff/max_backoff")
 		}
 	}
 	if c.Site == "" {
 		c.Site = "site"
 	}
 	return c, nil
+}
+
+// Error is a configuration error at a line of the file (0: unknown).
+type Error struct {
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%d: %s", e.Line, e.Msg)
+	}
+	return e.Msg
+}
+
+// Unwrap makes every Error match ErrInvalid.
+func (e *Error) Unwrap() error { return ErrInvalid }
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// yamlError turns yaml.v3's "yaml: line N: what" (one per line in a
+// TypeError) into an Error at the first line.
+func yamlError(err error) *Error {
+	msg := err.Error()
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	if m := yamlLine.FindStringSubmatch(strings.TrimSpace(msg)); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return &Error{Line: n, Msg: m[2]}
+	}
+	return &Error{Msg: strings.TrimPrefix(msg, "yaml: ")}
+}
+
+// lineOf returns the line of a dotted key ("uplink.mode"), or of its
+// deepest present parent, or 0.
+func lineOf(root *yaml.Node, key string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, k := range strings.Split(key, ".") {
+		if n.Kind != yaml.MappingNode {
+			return line
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				line, n, found = n.Content[i].Line, n.Content[i+1], true
+				break
+			}
+		}
+		if !found {
+			return line
+		}
+	}
+	return line
+}
+
+// lineOfValue returns the line of the first scalar value that msg quotes.
+func lineOfValue(n *yaml.Node, msg string) int {
+	if n.Kind == yaml.ScalarNode && n.Value != "" && strings.Contains(msg, strconv.Quote(n.Value)) {
+		return n.Line
+	}
+	for _, c := range n.Content {
+		if l := lineOfValue(c, msg); l > 0 {
+			return l
+		}
+	}
+	return 0
 }

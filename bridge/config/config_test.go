@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -51,4 +53,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted non-IPv4 prefix %v", c.Prefix)
 		}
 	})
+}
+
+func TestLoadErrorLines(t *testing.T) {
+	base := "site: s\nprefix: 10.10.8.0/24\n"
+	for _, tc := range []struct{ in, want string }{
+		{base + "bogus: 1\n", ":3: field bogus not found"},
+		{base + "bridge_address: 10.10.9.1\n", ":3: bridge_address outside prefix"},
+		{base + "uplink:\n  mode: pptp\n", ":4: uplink.mode must be none or l2tp-ipsec"},
+		{base + "uplink:\n  mode: l2tp-ipsec\n  gateways: [192.0.2.1]\n  psk: x\n", ":3: uplink.ppp_user is empty"},
+		{base + "downlink:\n  queue_ttl: soon\n", ":4: cannot unmarshal"},
+		{"site: s\nprefix: 10.10.8.0/33\n", ":2: "},
+	} {
+		p := filepath.Join(t.TempDir(), "bridge.yaml")
+		if err := os.WriteFile(p, []byte(tc.in), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(p)
+		if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), p+tc.want[:strings.Index(tc.want[1:], ":")+2]) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Load(%q): got %v, want %s%s… (ErrInvalid)", tc.in, err, p, tc.want)
+		}
+	}
 }
