@@ -41,6 +41,8 @@ func writeDocs(o *Options, rep *Report, args []string) error {
 	fmt.Fprintf(&b, "- Go: %s\n", runtime.Version())
 	fmt.Fprintf(&b, "- Shared, noisy machine: read ratios, not absolute figures.\n\n")
 	b.WriteString("![ratios](benchmarks.png)\n\n")
+	b.WriteString("Chart: one bar per ratio below that ran, top to bottom in the order listed; bar length = ratio ")
+	b.WriteString("(grid every 0.5, darker line at 1.0), black tick = the issue's goal, green = met, red = missed.\n\n")
 	for _, g := range rep.groups {
 		fmt.Fprintf(&b, "## %s\n\n", g.title)
 		fmt.Fprintf(&b, "| side | median %s | Mbit/s | CPU per op | loss | samples |\n|---|---:|---:|---:|---:|---:|\n", g.unit)
