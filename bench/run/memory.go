@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func benchMemory(o *Options, rep *Report) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
-			deadline := time.Now().Add(10 * time.Minute)
+			deadline := time.Now().Add(5 * time.Minute)
 			for g.srv.Env().Sessions.Len() < n {
 				if time.Now().After(deadline) {
 					t.Fatalf("%d of %d sessions registered", g.srv.Env().Sessions.Len(), n)
@@ -94,6 +95,19 @@ func benchMemory(o *Options, rep *Report) {
 // helperClients is the child side of benchMemory: it dials n idle
 // sessions (4 in flight), then waits for stdin to close.
 func helperClients(n int, ikeAddr string, natt int) int {
+	// Two sockets per session: 10k sessions need more descriptors than
+	// the usual hard limit; root may raise it (best effort).
+	want := uint64(2*n + 256)
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < want {
+		rl.Cur = want
+		if rl.Max < want {
+			rl.Max = want
+		}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			logf("helper: cannot raise the descriptor limit to %d: %v", want, err)
+		}
+	}
 	sem := make(chan struct{}, 4)
 	var wg sync.WaitGroup
 	var failed atomic.Int64

@@ -31,7 +31,7 @@ var central = netip.MustParseAddr("10.20.0.10")
 
 const gwYAML = `
 psk: {shared: %s}
-pool: {prefix: 10.10.0.0/20}
+pool: {prefix: 10.10.0.0/16}
 metrics: {listen: "off"}
 dataplane: {mode: userspace, addresses: [10.20.0.10/32]}
 pacing: {per_source_rate: 100000, per_source_burst: 100000, global_rate: 100000, global_burst: 100000}
