@@ -45,7 +45,8 @@ type Tunnel struct {
 	// mu guards the IPsec bookkeeping, written from IKE's event callback.
 	mu       sync.Mutex
 	peer     *esp.Peer
-	children map[uint32]*ike.ChildSA // by inbound SPI
+	children map[uint32]*ike.ChildSA  // by inbound SPI
+	pending  map[*ike.ChildSA]espPair // inbound installed at HASH(2), not yet up
 	current  *ike.ChildSA
 	ikeUp    bool
 	childUp  bool
@@ -80,6 +81,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
 		cfg: cfg, gw: gw,
 		log:       cfg.Logger.With("gateway", gw.String()),
 		children:  map[uint32]*ike.ChildSA{},
+		pending:   map[*ike.ChildSA]espPair{},
 		ikeUpCh:   make(chan struct{}),
 		childUpCh: make(chan struct{}),
 		failCh:    make(chan struct{}),
@@ -114,7 +116,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
 	tcfg := esp.TransportConfig{
 		IKEConn: cfg.IKEConn, NATTConn: cfg.NATTConn, IKE: t.eng, Clock: cfg.Clock,
 		KeepaliveInterval: cfg.KeepaliveInterval, Logger: t.log.With("layer", "esp"),
-		RekeyGrace: -1, // IKE's ChildDown for the old pair retires it (see switchOutbound)
+		RekeyGrace: rekeyGrace,
 	}
 	if cfg.IKEConn == nil {
 		tcfg.IKEAddr = cfg.LocalIKE
@@ -192,10 +194,9 @@ func (t *Tunnel) setup(ctx context.Context) error {
 		return err
 	}
 
+	// The gateway installed its inbound SA before it sent HASH(2), so the
+	// first SCCRQ may follow HASH(3) at once.
 	t.setPhase(PhaseL2TP)
-	if err := t.settle(ctx); err != nil {
-		return err
-	}
 	t.ep = l2tp.NewEndpoint(&noteConn{PacketConn: t.tr.L2TP(), onRead: func(net.Addr) {
 		if !t.traffic.Load() {
 			t.traffic.Store(true)
@@ -244,20 +245,6 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	t.setPhase(PhaseUp)
 	t.log.Info("tunnel established", "addr", info.Local, "peer", info.Peer, "suite", t.Status().Suite, "auth", info.Method)
 	return nil
-}
-
-// settle waits settleDelay on the tunnel's clock.
-func (t *Tunnel) settle(ctx context.Context) error {
-	tm := t.cfg.Clock.NewTimer(settleDelay)
-	defer tm.Stop()
-	select {
-	case <-tm.C():
-		return nil
-	case <-t.failCh:
-		return t.failErr
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // failOr prefers the lower-layer failure that caused err, if any.

@@ -36,6 +36,8 @@ func (t *Tunnel) onEvent(ev ike.Event) {
 		// IKEv1 IPsec SAs outlive their ISAKMP SA; losing the last child
 		// is what ends the tunnel.
 		t.log.Info("IKE SA down", "reason", ev.Err)
+	case ike.EventChildInbound:
+		t.installInbound(ev.Child)
 	case ike.EventChildUp, ike.EventChildRekeyed:
 		t.install(ev.Child, ev.Kind == ike.EventChildRekeyed)
 	case ike.EventChildDown:
@@ -59,34 +61,62 @@ func (t *Tunnel) onEvent(ev ike.Event) {
 	}
 }
 
-func (t *Tunnel) install(c *ike.ChildSA, rekey bool) {
+// installInbound installs the inbound SA of a Quick Mode we answer (the
+// gateway rekeys, or SoftEther starts its own) as HASH(2) leaves: the
+// gateway may send on it right after its HASH(3), which can overtake that
+// message here (RFC 2409 §5.5). The pair becomes current on ChildUp or
+// ChildRekeyed.
+func (t *Tunnel) installInbound(c *ike.ChildSA) {
 	in, out, err := newPair(c, t.eng, &t.esp)
 	if err != nil {
-		t.fail(PhaseQuickMode, err)
+		t.log.Warn("cannot make ESP SAs", "spi_in", fmt.Sprintf("%08x", c.InSPI), "err", err)
 		return
 	}
 	t.mu.Lock()
 	if t.peer == nil {
-		t.peer, err = t.tr.AddSA(in, out, esp.PeerConfig{
-			Remote: c.Remote, LocalPort: L2TPPort, Keepalive: t.cfg.KeepaliveInterval >= 0, Name: "gateway",
-		})
-	} else if cur := t.peer.Outbound(); c.Role == ike.RoleInitiator && cur != nil {
-		// We sent the third message: keep sending on the old SA until the
-		// peer has surely installed the new one (outboundSwitchDelay).
-		if err = t.tr.Rekey(t.peer, in, cur); err == nil {
-			t.switchLater(c, out)
-		}
+		t.peer, err = t.tr.AddSA(in, nil, t.peerConfig(c))
 	} else {
-		// A rekey the peer started, or a second Quick Mode it started
-		// itself (SoftEther does, with 0.0.0.0/0 selectors): the peer has
-		// the keys already, the newest pair sends at once.
-		err = t.tr.Rekey(t.peer, in, out)
+		err = t.tr.AddInbound(t.peer, in)
+	}
+	if err == nil {
+		t.pending[c] = espPair{in, out}
+	}
+	t.mu.Unlock()
+	if err != nil {
+		t.log.Warn("cannot install inbound ESP SA", "spi_in", fmt.Sprintf("%08x", c.InSPI), "err", err)
+	}
+}
+
+func (t *Tunnel) peerConfig(c *ike.ChildSA) esp.PeerConfig {
+	return esp.PeerConfig{Remote: c.Remote, LocalPort: L2TPPort, Keepalive: t.cfg.KeepaliveInterval >= 0, Name: "gateway"}
+}
+
+// install makes a child's pair current: its inbound SA (installed already
+// if we answered the Quick Mode) and, at once, its outbound SA. When we
+// sent HASH(3) the gateway had installed its inbound SA before its HASH(2),
+// so nothing we send on the new SPI is lost; the older inbound SAs keep
+// decrypting for the grace period, until IKE's ChildDown for them.
+func (t *Tunnel) install(c *ike.ChildSA, rekey bool) {
+	t.mu.Lock()
+	pair, ok := t.pending[c]
+	delete(t.pending, c)
+	t.mu.Unlock()
+	var err error
+	if !ok {
+		if pair.in, pair.out, err = newPair(c, t.eng, &t.esp); err != nil {
+			t.fail(PhaseQuickMode, err)
+			return
+		}
+	}
+	t.mu.Lock()
+	if t.peer == nil {
+		t.peer, err = t.tr.AddSA(pair.in, pair.out, t.peerConfig(c))
+	} else {
+		err = t.tr.Activate(t.peer, pair.in, pair.out)
 	}
 	if err == nil {
 		t.children[c.InSPI] = c
-		if t.peer.Outbound() == out {
-			t.current = c
-		}
+		t.current = c
 	}
 	first := !t.childUp && err == nil
 	t.childUp = t.childUp || err == nil
@@ -102,35 +132,10 @@ func (t *Tunnel) install(c *ike.ChildSA, rekey bool) {
 	}
 }
 
-// switchLater makes out the sending SA after outboundSwitchDelay, if its
-// child is still installed by then.
-func (t *Tunnel) switchLater(c *ike.ChildSA, out *esp.SA) {
-	tm := t.cfg.Clock.NewTimer(outboundSwitchDelay)
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		select {
-		case <-tm.C():
-		case <-t.stop:
-			tm.Stop()
-			return
-		}
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if t.children[c.InSPI] != c || t.peer == nil {
-			return
-		}
-		if err := switchOutbound(t.tr, t.peer, out); err != nil {
-			t.log.Warn("cannot switch to the new outbound SA", "spi_out", fmt.Sprintf("%08x", c.OutSPI), "err", err)
-			return
-		}
-		t.current = c
-	}()
-}
-
 func (t *Tunnel) remove(c *ike.ChildSA, why error) {
 	t.tr.RemovePair(c.InSPI, c.OutSPI)
 	t.mu.Lock()
+	delete(t.pending, c)
 	delete(t.children, c.InSPI)
 	var heir *ike.ChildSA
 	for _, o := range t.children {

@@ -23,19 +23,10 @@ const (
 	// acknowledgement (RFC 2661 §5.7: up to ~30 s of retransmissions) are
 	// not waited for longer when the peer has gone quiet.
 	CloseTimeout = 5 * time.Second
-	// outboundSwitchDelay is how long the initiator of a rekeying Quick
-	// Mode keeps sending on the old SA after installing the new inbound
-	// one. The responder installs the new pair only when it has processed
-	// the third message (RFC 2409 §5.5); ESP on the new SPI sent at once
-	// overtakes that message inside the responder (IKE is queued, ESP is
-	// opened inline) and is dropped as an unknown SPI.
-	outboundSwitchDelay = time.Second
-	// settleDelay is how long the client lets the gateway catch up before
-	// its first ESP packet (after Quick Mode: the responder installs the SA
-	// only once it has processed the third message, while ESP overtakes
-	// IKE inside it). Early PPP frames need no delay: l2tp sessions hold
-	// them until PPP attaches (l2tp.MaxEarlyFrames).
-	settleDelay = 50 * time.Millisecond
+	// rekeyGrace is how long the transport keeps an older inbound SA once
+	// a newer pair is active (make-before-break); the same as IKE's
+	// default grace, whose ChildDown for the old pair usually comes first.
+	rekeyGrace = 30 * time.Second
 	// tickInterval drives IKE timers and the DPD traffic note (RFC 3706
 	// §5.5: DPD only when idle).
 	tickInterval = time.Second

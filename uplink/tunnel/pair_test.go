@@ -95,6 +95,20 @@ func TestPairUpPacketsTeardown(t *testing.T) {
 	if ss.Outer().Addr() != tunneltest.ClientOuter || ss.Suite().String() != st.Suite {
 		t.Fatalf("server session outer %v suite %v, client suite %v", ss.Outer(), ss.Suite(), st.Suite)
 	}
+	// The gateway installed its inbound SA with HASH(2): the first SCCRQ,
+	// sent right after HASH(3), is not dropped (no unknown SPI, no L2TP
+	// retransmission), and no PPP frame was lost before PPP attached (no
+	// LCP restart).
+	cst, sst := p.Client.Stats(), p.Server.Stats()
+	if c, s := cst.Transport.UnknownSPI.Load(), sst.Transport.UnknownSPI.Load(); c != 0 || s != 0 {
+		t.Fatalf("unknown SPI drops at set-up: client %d server %d, want 0", c, s)
+	}
+	if r := cst.L2TP.ControlRetransmits.Load(); r != 0 {
+		t.Fatalf("client L2TP control retransmits at set-up %d, want 0", r)
+	}
+	if d := cst.L2TP.DataDropped.Load() + sst.L2TP.DataDropped.Load(); d != 0 {
+		t.Fatalf("L2TP data frames dropped at set-up %d, want 0", d)
+	}
 	exchange(t, p, 0, 200)
 	if pin, _, pout, _ := ss.Counters(); pin != 200 || pout != 200 {
 		t.Fatalf("server counters in %d out %d, want 200/200", pin, pout)

@@ -1,8 +1,6 @@
 package tunnel
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -77,6 +75,9 @@ func tickLoop(clock link.Clock, eng *ike.Engine, stop <-chan struct{}, each func
 	}
 }
 
+// espPair is a child's SAs between EventChildInbound and EventChildUp.
+type espPair struct{ in, out *esp.SA }
+
 // byteCounter counts packets and bytes of one direction.
 type byteCounter struct {
 	Packets, Bytes atomic.Uint64
@@ -85,35 +86,4 @@ type byteCounter struct {
 func (b *byteCounter) add(n int) {
 	b.Packets.Add(1)
 	b.Bytes.Add(uint64(n))
-}
-
-// switchOutbound makes out the peer's sending SA without touching its
-// inbound SAs. esp.Transport only switches outbound together with a new
-// inbound SA (Rekey), so a throwaway inbound SA with a random SPI and key
-// is installed with it and removed at once; nothing is ever sealed for it.
-// It needs the transport's automatic retirement off (RekeyGrace < 0): IKE's
-// ChildDown for the old pair removes it instead.
-func switchOutbound(tr *esp.Transport, p *esp.Peer, out *esp.SA) error {
-	suite := out.Suite()
-	key := make([]byte, suite.KeymatLen())
-	var err error
-	for range 4 {
-		var b [4]byte
-		if _, err = rand.Read(b[:]); err != nil {
-			return err
-		}
-		if _, err = rand.Read(key); err != nil {
-			return err
-		}
-		spi := binary.BigEndian.Uint32(b[:]) | 0x100 // 1-255 are reserved (RFC 4303 §2.1)
-		var dummy *esp.SA
-		if dummy, err = esp.NewSA(suite, spi, key, esp.Inbound, esp.Options{AllowLegacy: suite.Legacy()}); err != nil {
-			return err
-		}
-		if err = tr.Rekey(p, dummy, out); err == nil {
-			tr.RemoveSA(spi)
-			return nil
-		}
-	}
-	return err
 }

@@ -38,7 +38,8 @@ type Server struct {
 	// mu guards the IPsec peers and the sessions.
 	mu       sync.Mutex
 	peers    map[*esp.Peer]*peerState
-	children map[uint32]*peerState // by inbound SPI
+	children map[uint32]*peerState    // by inbound SPI
+	pending  map[*ike.ChildSA]espPair // inbound installed at HASH(2), not yet up
 	sessions map[*ServerSession]struct{}
 	closed   bool
 
@@ -68,7 +69,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
-		peers: map[*esp.Peer]*peerState{}, children: map[uint32]*peerState{},
+		peers: map[*esp.Peer]*peerState{}, children: map[uint32]*peerState{}, pending: map[*ike.ChildSA]espPair{},
 		sessions: map[*ServerSession]struct{}{}, stop: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -90,7 +91,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	tr, err := esp.NewTransport(esp.TransportConfig{
 		IKEConn: cfg.IKEConn, NATTConn: cfg.NATTConn, IKEAddr: cfg.IKEAddr, NATTAddr: cfg.NATTAddr,
 		Clock: cfg.Clock, KeepaliveInterval: cfg.KeepaliveInterval, Logger: s.log.With("layer", "esp"),
-		RekeyGrace: -1, // IKE's ChildDown for the old pair retires it (see switchOutbound)
+		RekeyGrace: rekeyGrace,
 		IKE: esp.IKEHandlerFunc(func(b []byte, local, remote netip.AddrPort, natt bool) {
 			if e := s.eng.Load(); e != nil {
 				e.Input(b, local, remote, natt)
@@ -209,6 +210,8 @@ func (s *Server) onEvent(ev ike.Event) {
 		s.log.Info("IKE SA up", "peer", ev.Remote, "peer_id", idString(ev.Peer))
 	case ike.EventIKEDown:
 		s.log.Debug("IKE SA down", "peer", ev.Remote, "reason", ev.Err)
+	case ike.EventChildInbound:
+		s.installInbound(ev)
 	case ike.EventChildUp, ike.EventChildRekeyed:
 		s.install(ev)
 	case ike.EventChildDown:
@@ -216,7 +219,46 @@ func (s *Server) onEvent(ev ike.Event) {
 	}
 }
 
-func (s *Server) install(ev ike.Event) {
+// peerFor finds the peer a child belongs to: the rekeyed child's, or the
+// one with the same outer address and identity (a further Quick Mode from
+// the same client replaces its pair); nil means a new peer. s.mu is held.
+func (s *Server) peerFor(ev ike.Event) *peerState {
+	c := ev.Child
+	if ps := s.children[c.InSPI]; ps != nil {
+		return ps
+	}
+	if ev.Old != nil {
+		if ps := s.children[ev.Old.InSPI]; ps != nil {
+			return ps
+		}
+	}
+	for _, o := range s.peers {
+		if o.remote == c.Remote && idString(o.id) == idString(c.Peer) {
+			return o
+		}
+	}
+	return nil
+}
+
+// addPeer installs a new peer with in and (if not nil) out. s.mu is held.
+func (s *Server) addPeer(c *ike.ChildSA, in, out *esp.SA) (*peerState, error) {
+	name := idString(c.Peer)
+	p, err := s.tr.AddSA(in, out, esp.PeerConfig{Remote: c.Remote, LocalPort: L2TPPort, RemotePort: c.Selectors.RemotePort, Name: name})
+	if err != nil {
+		return nil, err
+	}
+	ps := &peerState{peer: p, remote: c.Remote, id: c.Peer, name: name,
+		children: map[uint32]*ike.ChildSA{}, sessions: map[*ServerSession]struct{}{}}
+	s.peers[p] = ps
+	s.byPeer.Store(p, ps)
+	return ps, nil
+}
+
+// installInbound installs the inbound SA of a Quick Mode we answer as
+// HASH(2) leaves: the client sends on it right after its HASH(3), and that
+// ESP can overtake HASH(3) in the transport (RFC 2409 §5.5). The pair
+// becomes current on ChildUp or ChildRekeyed.
+func (s *Server) installInbound(ev ike.Event) {
 	c := ev.Child
 	in, out, err := newPair(c, s.eng.Load(), &s.espSt)
 	if err != nil {
@@ -228,77 +270,58 @@ func (s *Server) install(ev ike.Event) {
 	if s.closed {
 		return
 	}
-	var ps *peerState
-	if ev.Old != nil {
-		ps = s.children[ev.Old.InSPI]
-	}
+	ps := s.peerFor(ev)
 	if ps == nil {
-		// A further Quick Mode from the same client (same outer address
-		// and identity) replaces its pair; anything else is a new peer.
-		for _, o := range s.peers {
-			if o.remote == c.Remote && idString(o.id) == idString(c.Peer) {
-				ps = o
-				break
-			}
-		}
+		ps, err = s.addPeer(c, in, nil)
+	} else {
+		err = s.tr.AddInbound(ps.peer, in)
 	}
-	if ps == nil {
-		name := idString(c.Peer)
-		p, err := s.tr.AddSA(in, out, esp.PeerConfig{Remote: c.Remote, LocalPort: L2TPPort, RemotePort: c.Selectors.RemotePort, Name: name})
-		if err != nil {
-			s.log.Warn("cannot install ESP SAs", "peer", c.Remote, "err", err)
+	if err != nil {
+		s.log.Warn("cannot install inbound ESP SA", "peer", c.Remote, "err", err)
+		return
+	}
+	s.pending[c] = espPair{in, out}
+	s.children[c.InSPI] = ps
+}
+
+// install makes a child's pair current, its outbound SA at once: when we
+// answered, our inbound SA was installed with HASH(2); when we sent
+// HASH(3), the client installed its inbound SA before its HASH(2).
+func (s *Server) install(ev ike.Event) {
+	c := ev.Child
+	s.mu.Lock()
+	pair, ok := s.pending[c]
+	delete(s.pending, c)
+	s.mu.Unlock()
+	if !ok {
+		var err error
+		if pair.in, pair.out, err = newPair(c, s.eng.Load(), &s.espSt); err != nil {
+			s.log.Warn("cannot make ESP SAs", "peer", ev.Remote, "err", err)
 			return
 		}
-		ps = &peerState{peer: p, remote: c.Remote, id: c.Peer, name: name,
-			children: map[uint32]*ike.ChildSA{}, sessions: map[*ServerSession]struct{}{}}
-		s.peers[p] = ps
-		s.byPeer.Store(p, ps)
-	} else if cur := ps.peer.Outbound(); c.Role == ike.RoleInitiator && cur != nil {
-		// We sent the third message: old SA sends until the client has
-		// surely installed the new pair (outboundSwitchDelay).
-		if err := s.tr.Rekey(ps.peer, in, cur); err != nil {
-			s.log.Warn("cannot rekey ESP SAs", "peer", c.Remote, "err", err)
-			return
-		}
-		s.switchLater(ps, c, out)
-	} else if err := s.tr.Rekey(ps.peer, in, out); err != nil {
-		s.log.Warn("cannot rekey ESP SAs", "peer", c.Remote, "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	ps := s.peerFor(ev)
+	var err error
+	if ps == nil {
+		ps, err = s.addPeer(c, pair.in, pair.out)
+	} else {
+		err = s.tr.Activate(ps.peer, pair.in, pair.out)
+	}
+	if err != nil {
+		s.log.Warn("cannot install ESP SAs", "peer", c.Remote, "err", err)
 		return
 	}
 	ps.children[c.InSPI] = c
-	if ps.peer.Outbound() == out {
-		ps.current = c
-	}
+	ps.current = c
 	s.children[c.InSPI] = ps
 	logKeys(s.cfg.KeyLog, c)
 	s.log.Info("IPsec SA installed", "peer", c.Remote, "peer_id", ps.name, "suite", c.Suite,
 		"spi_in", fmt.Sprintf("%08x", c.InSPI), "spi_out", fmt.Sprintf("%08x", c.OutSPI), "rekey", ev.Old != nil)
-}
-
-// switchLater makes out the peer's sending SA after outboundSwitchDelay,
-// if its child is still installed by then.
-func (s *Server) switchLater(ps *peerState, c *ike.ChildSA, out *esp.SA) {
-	tm := s.cfg.Clock.NewTimer(outboundSwitchDelay)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-tm.C():
-		case <-s.stop:
-			tm.Stop()
-			return
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if ps.children[c.InSPI] != c || s.peers[ps.peer] != ps {
-			return
-		}
-		if err := switchOutbound(s.tr, ps.peer, out); err != nil {
-			s.log.Warn("cannot switch to the new outbound SA", "peer", ps.remote, "err", err)
-			return
-		}
-		ps.current = c
-	}()
 }
 
 // remove drops an SA pair; when a peer's last pair goes, its L2TP tunnels
@@ -306,6 +329,7 @@ func (s *Server) switchLater(ps *peerState, c *ike.ChildSA, out *esp.SA) {
 func (s *Server) remove(c *ike.ChildSA, why error) {
 	s.tr.RemovePair(c.InSPI, c.OutSPI)
 	s.mu.Lock()
+	delete(s.pending, c)
 	ps := s.children[c.InSPI]
 	delete(s.children, c.InSPI)
 	var gone []*ServerSession
