@@ -42,7 +42,7 @@ func writeDocs(o *Options, rep *Report, args []string) error {
 	fmt.Fprintf(&b, "- Shared, noisy machine: read ratios, not absolute figures.\n\n")
 	b.WriteString("![ratios](benchmarks.png)\n\n")
 	b.WriteString("Chart: one bar per ratio below that ran, top to bottom in the order listed; bar length = ratio ")
-	b.WriteString("(grid every 0.5, darker line at 1.0), black tick = the issue's goal, green = met, red = missed.\n\n")
+	b.WriteString("(grid every 0.5, darker line at 1.0), black tick = the issue's goal, green = met, red = missed; bars past 4.0 are clipped (two white notches).\n\n")
 	for _, g := range rep.groups {
 		fmt.Fprintf(&b, "## %s\n\n", g.title)
 		fmt.Fprintf(&b, "| side | median %s | Mbit/s | CPU per op | loss | samples |\n|---|---:|---:|---:|---:|---:|\n", g.unit)
@@ -103,9 +103,11 @@ func writeChart(path string, rep *Report) error {
 		}
 	}
 	fill(0, 0, w, h, color.White)
+	// Ratios past chartMax are clipped (white notches at the bar's end).
+	const chartMax = 4.0
 	maxV := 2.5
 	for _, r := range rs {
-		maxV = max(maxV, r.value*1.05, r.goal*1.05)
+		maxV = min(chartMax, max(maxV, r.value*1.05, r.goal*1.05))
 	}
 	scale := float64(w-2*left) / maxV
 	for i := 0.0; i <= maxV; i += 0.5 { // grid every 0.5
@@ -120,7 +122,13 @@ func writeChart(path string, rep *Report) error {
 		if r.ok {
 			c = color.RGBA{60, 160, 80, 255}
 		}
-		fill(left, y, left+int(r.value*scale), y+barH, c)
+		end := left + int(min(r.value, maxV)*scale)
+		fill(left, y, end, y+barH, c)
+		if r.value > maxV {
+			for k := 1; k <= 2; k++ {
+				fill(end-8*k, y, end-8*k+3, y+barH, color.White)
+			}
+		}
 		gx := left + int(r.goal*scale)
 		fill(gx-1, y-3, gx+2, y+barH+3, color.Black)
 	}
