@@ -119,7 +119,7 @@ func runDaemon(cfg *config.Config, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	return daemon.RunReload(ctx, cfg, log, hup)
+	return daemon.RunWith(ctx, cfg, log, daemon.Options{Reload: hup})
 }
 
 type multi []string

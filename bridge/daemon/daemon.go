@@ -79,13 +79,26 @@ type Status struct {
 
 // Run runs the bridge until ctx ends.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return RunReload(ctx, cfg, log, nil)
+	return RunWith(ctx, cfg, log, Options{})
 }
 
-// RunReload is Run that also re-reads the endpoint registry's file on every
-// receive from reload (SIGHUP): endpoints added by `bridge endpoint add`
-// since the start are served without a restart.
-func RunReload(ctx context.Context, cfg *config.Config, log *slog.Logger, reload <-chan os.Signal) error {
+// Options are Run's optional hooks.
+type Options struct {
+	// Reload (SIGHUP): on every receive the endpoint registry's file is
+	// re-read, and endpoints added by `bridge endpoint add` since the
+	// start are served without a restart.
+	Reload <-chan os.Signal
+	// Ready, if set, is called once the listeners are bound and the
+	// uplink started, with the CoAP and HTTP addresses.
+	Ready func(coap, http net.Addr)
+	// Reloaded, if set, is called after each reload with the number of
+	// endpoints added.
+	Reloaded func(added int, err error)
+}
+
+// RunWith is Run with Options.
+func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) error {
+	reload := opts.Reload
 	reg, ca, err := OpenRegistry(cfg)
 	if err != nil {
 		return err
@@ -188,6 +201,9 @@ func RunReload(ctx context.Context, cfg *config.Config, log *slog.Logger, reload
 	defer hs.Close()
 	up.Start()
 	_, _ = sdnotify.Ready()
+	if opts.Ready != nil {
+		opts.Ready(srv.Addr(), ln.Addr())
+	}
 	log.Info("bridge started", "coap", srv.Addr().String(), "http", ln.Addr().String(), "endpoints", reg.Len(), "uplink", up.State())
 
 	tick := time.NewTicker(time.Second)
@@ -206,6 +222,9 @@ func RunReload(ctx context.Context, cfg *config.Config, log *slog.Logger, reload
 				log.Warn("reload refused", "err", err)
 			} else {
 				log.Info("endpoints reloaded", "added", n, "endpoints", reg.Len())
+			}
+			if opts.Reloaded != nil {
+				opts.Reloaded(n, err)
 			}
 			_, _ = sdnotify.Ready()
 		}
