@@ -34,8 +34,8 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errs = runCLI(t, "--check-config", bad)
-	if code != 1 || !strings.Contains(errs, bad) || !strings.Contains(errs, "line 3") {
-		t.Fatalf("bad config: got %d %q, want 1 naming %s and line 3", code, errs, bad)
+	if code != 1 || !strings.Contains(errs, bad+":3: field bogus") {
+		t.Fatalf("bad config: got %d %q, want 1 naming %s:3: field bogus", code, errs, bad)
 	}
 }
 

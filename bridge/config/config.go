@@ -35,6 +35,8 @@ type Config struct {
 	Hosts map[string]netip.Addr `yaml:"hosts"`
 	// Uplink selects and configures the VPN uplink.
 	Uplink Uplink `yaml:"uplink"`
+	// MQTT is the site broker and its relay to the central broker.
+	MQTT MQTT `yaml:"mqtt"`
 	// Listen is the HTTP address for /metrics and /status.
 	Listen string `yaml:"http_listen"`
 	// LogLevel is debug, info, warn or error.
@@ -50,6 +52,36 @@ type Downlink struct {
 	QueueLen    int           `yaml:"queue_len"`
 	QueueTTL    time.Duration `yaml:"queue_ttl"`
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// MQTT configures the site broker (downlink/mqtt), the per-endpoint relay
+// to the central broker (bridge/mqttrelay) and its spool (bridge/spool).
+type MQTT struct {
+	// Enabled turns the broker and relay on.
+	Enabled bool `yaml:"enabled"`
+	// TLSListen is the TLS listener (site certificate, client
+	// certificates of the site CA accepted); PlainListen enables plain
+	// MQTT (off when empty, the default).
+	TLSListen   string `yaml:"tls_listen"`
+	PlainListen string `yaml:"plain_listen"`
+	// Central is the central broker (inside the VPN); CentralTLS turns TLS
+	// on toward it, verified with CentralCA (PEM file) and CentralName.
+	Central     netip.AddrPort `yaml:"central"`
+	CentralTLS  bool           `yaml:"central_tls"`
+	CentralCA   string         `yaml:"central_ca"`
+	CentralName string         `yaml:"central_server_name"`
+	// TopicPrefix maps device topics to central ones ("{site}" and
+	// "{endpoint}" are replaced); Commands are the device-side filters
+	// subscribed centrally.
+	TopicPrefix string   `yaml:"topic_prefix"`
+	Commands    []string `yaml:"commands"`
+	// SpoolMaxBytes bounds the store-and-forward queue (overflow: QoS 0
+	// dropped oldest first, then new QoS 1/2 refused; see bridge/spool).
+	SpoolMaxBytes int64 `yaml:"spool_max_bytes"`
+	// SessionSync fsyncs every device session update (power-loss safe).
+	SessionSync bool `yaml:"session_sync"`
+	// PublishRate limits each device's publishes per second (0: none).
+	PublishRate float64 `yaml:"publish_rate"`
 }
 
 // Uplink configures the L2TP/IPsec client (wired by the uplink package).
@@ -109,6 +141,7 @@ func Parse(b []byte) (*Config, error) {
 		StateDir: "/var/lib/fleetgate-bridge",
 		Downlink: Downlink{CoAPListen: "0.0.0.0:5684"},
 		Uplink:   Uplink{Mode: "none"},
+		MQTT:     MQTT{TLSListen: "0.0.0.0:8883"},
 		Listen:   "127.0.0.1:9184",
 		LogLevel: "info",
 	}
@@ -151,6 +184,9 @@ func Parse(b []byte) (*Config, error) {
 		case u.MinBackoff < 0 || u.MaxBackoff < 0 || (u.MaxBackoff > 0 && u.MaxBackoff < u.MinBackoff):
 			return nil, fail("uplink.max_backoff", "uplink: bad min_backoff/max_backoff")
 		}
+	}
+	if c.MQTT.Enabled && !c.MQTT.Central.IsValid() {
+		return nil, fail("mqtt.central", "mqtt.central (the central broker's address:port) is required")
 	}
 	if c.Site == "" {
 		c.Site = "site"

@@ -67,13 +67,19 @@ type EndpointStatus struct {
 	Online   bool      `json:"online"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Queued   int       `json:"queued"`
-	BytesIn  uint64    `json:"bytes_in"`
-	BytesOut uint64    `json:"bytes_out"`
+	// Relay is the MQTT relay session's state and BytesQueued its spool
+	// bytes (MQTT endpoints).
+	Relay       string `json:"relay,omitempty"`
+	BytesQueued int64  `json:"bytes_queued,omitempty"`
+	BytesIn     uint64 `json:"bytes_in"`
+	BytesOut    uint64 `json:"bytes_out"`
 }
 
 // Status is the /status document.
 type Status struct {
-	Uplink    string           `json:"uplink"`
+	Uplink string `json:"uplink"`
+	// SpoolAge is the age of the oldest spooled MQTT message.
+	SpoolAge  time.Duration    `json:"spool_oldest_age,omitempty"`
 	Endpoints []EndpointStatus `json:"endpoints"`
 }
 
@@ -89,11 +95,16 @@ type Options struct {
 	// start are served without a restart.
 	Reload <-chan os.Signal
 	// Ready, if set, is called once the listeners are bound and the
-	// uplink started, with the CoAP and HTTP addresses.
-	Ready func(coap, http net.Addr)
+	// uplink started, with their addresses.
+	Ready func(Addrs)
 	// Reloaded, if set, is called after each reload with the number of
 	// endpoints added.
 	Reloaded func(added int, err error)
+}
+
+// Addrs are the bound listener addresses (MQTT ones nil when off).
+type Addrs struct {
+	CoAP, HTTP, MQTTTLS, MQTTPlain net.Addr
 }
 
 // RunWith is Run with Options.
@@ -144,6 +155,13 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Opt
 	if err != nil {
 		return err
 	}
+	var ms *mqttSide
+	if cfg.MQTT.Enabled {
+		if ms, err = startMQTT(cfg, reg, ca, srvCert, st, log); err != nil {
+			return err
+		}
+		defer ms.close()
+	}
 	srv, err := coap.New(coap.Config{ListenAddr: cfg.Downlink.CoAPListen, Registry: reg, ClientCAs: ca.Pool,
 		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, Rate: cfg.Downlink.Rate,
 		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log})
@@ -156,8 +174,19 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Opt
 
 	status := func() Status {
 		s := Status{Uplink: up.State()}
+		if ms != nil {
+			s.SpoolAge = ms.spool.OldestAge()
+		}
 		for _, ep := range reg.List() {
 			es := EndpointStatus{Name: ep.Name, Addr: ep.Addr.String(), Protocol: string(ep.Protocol), Queued: px.Queued(ep.Name)}
+			if ep.Protocol == device.MQTT && ms != nil {
+				es.Online = ms.broker.Connected(ep.Name)
+				for _, rs := range ms.relay.Status() {
+					if rs.Endpoint == ep.Name {
+						es.Relay, es.Queued, es.BytesQueued = rs.State.String(), rs.Queued, rs.Bytes
+					}
+				}
+			}
 			if sess := srv.Session(ep.Name); sess != nil {
 				es.Online, es.LastSeen = true, sess.LastSeen()
 				es.BytesIn, es.BytesOut = sess.BytesIn.Load(), sess.BytesOut.Load()
@@ -186,6 +215,9 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Opt
 	}
 	counter("ipstack_packets_out_total", "IP packets to the uplink.", st.Stats.PacketsOut.Load)
 	counter("ipstack_packets_in_total", "IP packets from the uplink.", st.Stats.PacketsIn.Load)
+	if ms != nil {
+		preg.MustRegister(relayCollector{ms})
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(preg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
@@ -202,7 +234,11 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Opt
 	up.Start()
 	_, _ = sdnotify.Ready()
 	if opts.Ready != nil {
-		opts.Ready(srv.Addr(), ln.Addr())
+		a := Addrs{CoAP: srv.Addr(), HTTP: ln.Addr()}
+		if ms != nil {
+			a.MQTTTLS, a.MQTTPlain = ms.broker.TLSAddr(), ms.broker.PlainAddr()
+		}
+		opts.Ready(a)
 	}
 	log.Info("bridge started", "coap", srv.Addr().String(), "http", ln.Addr().String(), "endpoints", reg.Len(), "uplink", up.State())
 

@@ -211,8 +211,7 @@ uplink:
 		t.Fatal(err)
 	}
 
-	type addrs struct{ coap, http net.Addr }
-	ready := make(chan addrs, 1)
+	ready := make(chan daemon.Addrs, 1)
 	reload := make(chan struct{ n int }, 1)
 	hup := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -220,7 +219,7 @@ uplink:
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	go func() {
 		done <- daemon.RunWith(ctx, cfg, log, daemon.Options{Reload: hup,
-			Ready:    func(c, h net.Addr) { ready <- addrs{c, h} },
+			Ready:    func(a daemon.Addrs) { ready <- a },
 			Reloaded: func(n int, err error) { reload <- struct{ n int }{n} }})
 	}()
 	t.Cleanup(func() {
@@ -229,7 +228,7 @@ uplink:
 			t.Errorf("bridge Run: %v", err)
 		}
 	})
-	var a addrs
+	var a daemon.Addrs
 	select {
 	case a = <-ready:
 	case err := <-done:
@@ -239,7 +238,7 @@ uplink:
 	}
 	status := func() daemon.Status {
 		var st daemon.Status
-		resp, err := http.Get("http://" + a.http.String() + "/status")
+		resp, err := http.Get("http://" + a.HTTP.String() + "/status")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +251,7 @@ uplink:
 	waitFor(t, "uplink up", func() bool { return strings.HasPrefix(status().Uplink, "up") })
 
 	// Device → central, sourced from the endpoint's address.
-	d, err := coaptest.Dial(t, a.coap.String(), coaptest.Options{Identity: "sensor-17", Key: prov.Endpoint.PSK,
+	d, err := coaptest.Dial(t, a.CoAP.String(), coaptest.Options{Identity: "sensor-17", Key: prov.Endpoint.PSK,
 		Handler: func(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
 			p, _ := r.Path()
 			_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte("device"+p)))
@@ -286,7 +285,7 @@ uplink:
 	if len(st.Endpoints) != 1 || st.Endpoints[0].Addr != "10.10.8.17" || !st.Endpoints[0].Online || st.Endpoints[0].BytesIn == 0 {
 		t.Fatalf("status endpoints: got %+v, want sensor-17 10.10.8.17 online with bytes", st.Endpoints)
 	}
-	mresp, err := http.Get("http://" + a.http.String() + "/metrics")
+	mresp, err := http.Get("http://" + a.HTTP.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +310,7 @@ uplink:
 	if r := <-reload; r.n != 1 {
 		t.Fatalf("reload added %d endpoints, want 1", r.n)
 	}
-	d2, err := coaptest.Dial(t, a.coap.String(), coaptest.Options{Identity: "sensor-18", Key: prov2.Endpoint.PSK})
+	d2, err := coaptest.Dial(t, a.CoAP.String(), coaptest.Options{Identity: "sensor-18", Key: prov2.Endpoint.PSK})
 	if err != nil {
 		t.Fatalf("reloaded endpoint: %v", err)
 	}
