@@ -16,6 +16,11 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mqttserver "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
@@ -186,6 +191,7 @@ state_dir: %s
 downlink: {coap_listen: "127.0.0.1:0", queue_ttl: 30s}
 central_coap: 10.20.0.1:5683
 http_listen: "127.0.0.1:0"
+mqtt: {enabled: true, tls_listen: "127.0.0.1:0", plain_listen: "127.0.0.1:0", central: "10.20.0.1:1883"}
 uplink:
   mode: l2tp-ipsec
   gateways: [%q]
@@ -210,6 +216,11 @@ uplink:
 	if err != nil {
 		t.Fatal(err)
 	}
+	mprov, err := device.Provision(reg, ca, device.Request{Name: "pump-4", Protocol: device.MQTT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := centralBroker(t, central)
 
 	ready := make(chan daemon.Addrs, 1)
 	reload := make(chan struct{ n int }, 1)
@@ -281,9 +292,45 @@ uplink:
 		t.Fatalf("central → device: got %v %q, want 2.05 device/temp", code, body)
 	}
 
+	// MQTT device → site broker → relay from 10.10.8.4 → central broker.
+	opts := paho.NewClientOptions().AddBroker("tcp://" + a.MQTTPlain.String()).SetClientID("pump-4").
+		SetUsername(mprov.Endpoint.PSKIdentity).SetPassword(string(mprov.Endpoint.PSK))
+	dev := paho.NewClient(opts)
+	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("MQTT device connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { dev.Disconnect(100) })
+	if tok := dev.Publish("telemetry/flow", 1, false, "7.5"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("MQTT device publish: %v", tok.Error())
+	}
+	select {
+	case p := <-got:
+		if p.topic != "sites/plant-a/pump-4/telemetry/flow" || p.payload != "7.5" || !strings.HasPrefix(p.remote, "10.10.8.4:") {
+			t.Fatalf("central broker: got %+v, want sites/plant-a/pump-4/telemetry/flow 7.5 from 10.10.8.4", p)
+		}
+		t.Logf("central broker: %+v", p)
+	case <-time.After(30 * time.Second):
+		t.Fatal("central broker: no publish within 30s")
+	}
+
 	st := status()
-	if len(st.Endpoints) != 1 || st.Endpoints[0].Addr != "10.10.8.17" || !st.Endpoints[0].Online || st.Endpoints[0].BytesIn == 0 {
-		t.Fatalf("status endpoints: got %+v, want sensor-17 10.10.8.17 online with bytes", st.Endpoints)
+	var seen int
+	for _, e := range st.Endpoints {
+		switch e.Name {
+		case "sensor-17":
+			if e.Addr != "10.10.8.17" || !e.Online || e.BytesIn == 0 {
+				t.Errorf("status: got %+v, want sensor-17 10.10.8.17 online with bytes", e)
+			}
+			seen++
+		case "pump-4":
+			if e.Addr != "10.10.8.4" || !e.Online || e.Protocol != "mqtt" || e.Relay == "" {
+				t.Errorf("status: got %+v, want pump-4 10.10.8.4 mqtt online with a relay state", e)
+			}
+			seen++
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("status endpoints: got %+v, want sensor-17 and pump-4", st.Endpoints)
 	}
 	mresp, err := http.Get("http://" + a.HTTP.String() + "/metrics")
 	if err != nil {
@@ -291,8 +338,8 @@ uplink:
 	}
 	mb, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
-	for _, want := range []string{"uplink_up 1", "uplink_connects_total 1", "coap_handshakes_ok_total 1", "proxy_upstream_total 1", "proxy_downstream_total 1"} {
-		if !strings.Contains(string(mb), want+"\n") {
+	for _, want := range []string{"uplink_up 1", "uplink_connects_total 1", "coap_handshakes_ok_total 1", "proxy_upstream_total 1", "proxy_downstream_total 1", "mqttrelay_"} {
+		if !strings.Contains(string(mb), want) {
 			t.Errorf("/metrics: no line %q", want)
 		}
 	}
@@ -322,4 +369,51 @@ uplink:
 	if want := "src=10.10.8.18:"; !strings.HasPrefix(string(body), want) {
 		t.Fatalf("sensor-18 → central: got %v %q, want %q…", resp.Code(), body, want)
 	}
+}
+
+type centralPublish struct{ remote, topic, payload string }
+
+// recorder is a mochi hook recording every publish with its client's
+// remote address.
+type recorder struct {
+	mqttserver.HookBase
+	got chan centralPublish
+}
+
+func (r *recorder) ID() string { return "recorder" }
+
+func (r *recorder) Provides(b byte) bool { return b == mqttserver.OnPublish }
+
+func (r *recorder) OnPublish(cl *mqttserver.Client, pk packets.Packet) (packets.Packet, error) {
+	select {
+	case r.got <- centralPublish{cl.Net.Remote, pk.TopicName, string(pk.Payload)}:
+	default:
+	}
+	return pk, nil
+}
+
+// centralBroker runs a mochi broker on 10.20.0.1:1883 in the central
+// stack (the gateway's userspace data plane).
+func centralBroker(t *testing.T, central *ipstack.Stack) chan centralPublish {
+	t.Helper()
+	ln, err := central.ListenTCP(netip.MustParseAddrPort("10.20.0.1:1883"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := mqttserver.New(&mqttserver.Options{InlineClient: false, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{got: make(chan centralPublish, 16)}
+	if err := srv.AddHook(rec, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddListener(listeners.NewNet("central", ln)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return rec.got
 }
