@@ -142,7 +142,7 @@ func Parse(b []byte) (*Config, error) {
 		Downlink: Downlink{CoAPListen: "0.0.0.0:5684"},
 		Uplink:   Uplink{Mode: "none"},
 		MQTT:     MQTT{TLSListen: "0.0.0.0:8883"},
-		Listen:   "127.0.0.1:9184",
+		Listen:   "127.0.0.1:9420",
 		LogLevel: "info",
 	}
 	dec := yaml.NewDecoder(bytesReader(b))

@@ -66,11 +66,17 @@ type clientUplink struct {
 	c  *uplink.Client
 	mu sync.Mutex
 	fn func(up bool, reason string)
+	// failures counts failed attempts by phase; lastFailures is the
+	// Status.Failures already counted (guarded by mu).
+	failures     *prometheus.CounterVec
+	lastFailures uint64
 }
 
 // newClientUplink makes the L2TP/IPsec uplink; Start begins dialling.
 func newClientUplink(uc uplink.Config) (*clientUplink, error) {
-	cu := &clientUplink{}
+	cu := &clientUplink{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "uplink_failures_by_phase_total", Help: "Failed tunnel attempts by the phase they failed in (IKE, ESP, L2TP, PPP...).",
+	}, []string{"phase"})}
 	uc.OnState = cu.onState
 	c, err := uplink.New(uc)
 	if err != nil {
@@ -83,6 +89,10 @@ func newClientUplink(uc uplink.Config) (*clientUplink, error) {
 func (cu *clientUplink) onState(s uplink.Status) {
 	cu.mu.Lock()
 	fn := cu.fn
+	if s.Failures > cu.lastFailures {
+		cu.failures.WithLabelValues(fmt.Sprint(s.LastPhase)).Add(float64(s.Failures - cu.lastFailures))
+		cu.lastFailures = s.Failures
+	}
 	cu.mu.Unlock()
 	if fn != nil {
 		fn(s.State == uplink.StateUp, describe(s))
@@ -145,6 +155,7 @@ func registerUplink(reg *prometheus.Registry, cu *clientUplink) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(f(cu.Status())) }))
 	}
+	reg.MustRegister(cu.failures)
 	gauge("uplink_up", "1 while the L2TP/IPsec tunnel is up.", func(s uplink.Status) float64 {
 		if s.State == uplink.StateUp {
 			return 1

@@ -215,6 +215,7 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Opt
 	}
 	counter("ipstack_packets_out_total", "IP packets to the uplink.", st.Stats.PacketsOut.Load)
 	counter("ipstack_packets_in_total", "IP packets from the uplink.", st.Stats.PacketsIn.Load)
+	preg.MustRegister(endpointCollector{reg: reg, srv: srv, px: px})
 	if ms != nil {
 		preg.MustRegister(relayCollector{ms})
 	}

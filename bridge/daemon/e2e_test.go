@@ -338,7 +338,7 @@ uplink:
 	}
 	mb, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
-	for _, want := range []string{"uplink_up 1", "uplink_connects_total 1", "coap_handshakes_ok_total 1", "proxy_upstream_total 1", "proxy_downstream_total 1", "mqttrelay_"} {
+	for _, want := range []string{"uplink_up 1", "uplink_connects_total 1", "coap_handshakes_ok_total 1", "proxy_upstream_total 1", "proxy_downstream_total 1", "mqttrelay_", `bridge_endpoint_online{endpoint="sensor-17"} 1`, `bridge_endpoint_bytes_total{direction="in",endpoint="sensor-17"}`} {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("/metrics: no line %q", want)
 		}
