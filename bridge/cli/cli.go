@@ -112,7 +112,11 @@ func runDaemon(cfg *config.Config, stderr io.Writer) error {
 	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return fmt.Errorf("log_level: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	var h slog.Handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl})
+	if cfg.LogFormat == "text" {
+		h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})
+	}
+	log := slog.New(h)
 	log.Info("fleetgate bridge", "version", version.String(), "site", cfg.Site)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -182,14 +186,21 @@ func status(cfg *config.Config, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "uplink: %s\n", st.Uplink)
+	if st.SpoolAge > 0 {
+		fmt.Fprintf(stdout, "spool: oldest message %s old\n", st.SpoolAge.Round(time.Second))
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADDRESS\tPROTO\tONLINE\tLAST SEEN\tQUEUED\tBYTES IN\tBYTES OUT")
+	fmt.Fprintln(tw, "NAME\tADDRESS\tPROTO\tONLINE\tLAST SEEN\tQUEUED\tBYTES IN\tBYTES OUT\tRELAY\tSPOOLED BYTES")
 	for _, e := range st.Endpoints {
 		seen := "-"
 		if !e.LastSeen.IsZero() {
 			seen = e.LastSeen.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\n", e.Name, e.Addr, e.Protocol, e.Online, seen, e.Queued, e.BytesIn, e.BytesOut)
+		relay := e.Relay
+		if relay == "" {
+			relay = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%d\n", e.Name, e.Addr, e.Protocol, e.Online, seen, e.Queued, e.BytesIn, e.BytesOut, relay, e.BytesQueued)
 	}
 	return tw.Flush()
 }

@@ -2,11 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/fleetgate/fleetgate/bridge/config"
+	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/version"
 )
 
@@ -79,5 +84,39 @@ func TestUnknownCommand(t *testing.T) {
 	cfg := writeConfig(t, "")
 	if code, _, errs := runCLI(t, "-c", cfg, "frobnicate"); code != 1 || !strings.Contains(errs, "frobnicate") {
 		t.Fatalf("got %d %q, want 1 naming the command", code, errs)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	cfgPath := writeConfig(t, "http_listen: 127.0.0.1:0\n")
+	if code, _, errs := runCLI(t, "-c", cfgPath, "endpoint", "add", "sensor-17"); code != 0 {
+		t.Fatalf("add: %s", errs)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan daemon.Addrs, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- daemon.RunWith(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemon.Options{Ready: func(a daemon.Addrs) { ready <- a }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	a := <-ready
+	// status reads http_listen from the file: point it at the bound port.
+	y, _ := os.ReadFile(cfgPath)
+	y = bytes.Replace(y, []byte("127.0.0.1:0\n"), []byte(a.HTTP.String()+"\n"), 1)
+	if err := os.WriteFile(cfgPath, y, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI(t, "-c", cfgPath, "status")
+	if code != 0 || !strings.Contains(out, "uplink: none") || !strings.Contains(out, "sensor-17  10.10.8.17  coap   false") {
+		t.Fatalf("status: got %d %q %q, want uplink none and an offline sensor-17 row", code, out, errs)
 	}
 }

@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"regexp"
@@ -39,8 +40,10 @@ type Config struct {
 	MQTT MQTT `yaml:"mqtt"`
 	// Listen is the HTTP address for /metrics and /status.
 	Listen string `yaml:"http_listen"`
-	// LogLevel is debug, info, warn or error.
-	LogLevel string `yaml:"log_level"`
+	// LogLevel is debug, info, warn or error; LogFormat json (default) or
+	// text.
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
 }
 
 // Downlink configures the DTLS/CoAP side.
@@ -187,6 +190,13 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if c.MQTT.Enabled && !c.MQTT.Central.IsValid() {
 		return nil, fail("mqtt.central", "mqtt.central (the central broker's address:port) is required")
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fail("log_level", "log_level must be debug, info, warn or error")
+	}
+	if c.LogFormat != "" && c.LogFormat != "json" && c.LogFormat != "text" {
+		return nil, fail("log_format", "log_format must be json or text")
 	}
 	if c.Site == "" {
 		c.Site = "site"
