@@ -84,8 +84,9 @@ func (p *Peer) Addr(port uint16) *Addr {
 }
 
 type inSA struct {
-	sa   *SA
-	peer *Peer
+	sa       *SA
+	peer     *Peer
+	activate *SA // outbound SA to switch to on the first packet (AddInbound)
 }
 
 // AddSA installs a new pair of SAs for a new peer and returns it. in must
@@ -110,6 +111,33 @@ func (t *Transport) AddSA(in, out *SA, pc PeerConfig) (*Peer, error) {
 	if _, dup := (*t.sas.Load())[in.SPI()]; dup {
 		return nil, fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
 	}
+	p := t.newPeerLocked(pc)
+	if out != nil {
+		p.out.Store(out)
+	}
+	t.addInboundLocked(in, p, nil)
+	t.log.Info("esp SA pair installed", "peer", p.Remote(), "spi_in", spiHex(in.SPI()), "spi_out", spiHex(spiOf(out)), "suite", in.Suite().String())
+	return p, nil
+}
+
+// NewPeer adds a peer without SAs (AddInbound then gives it its first
+// pair); writes to it fail with ErrNoSA until it has an outbound SA.
+func (t *Transport) NewPeer(pc PeerConfig) (*Peer, error) {
+	if !pc.Remote.IsValid() {
+		return nil, fmt.Errorf("esp: NewPeer: invalid remote address")
+	}
+	if pc.LocalPort == 0 {
+		pc.LocalPort = L2TPPort
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, ErrClosed
+	}
+	return t.newPeerLocked(pc), nil
+}
+
+func (t *Transport) newPeerLocked(pc PeerConfig) *Peer {
 	t.nextID++
 	name := pc.Name
 	if name == "" {
@@ -119,23 +147,21 @@ func (t *Transport) AddSA(in, out *SA, pc PeerConfig) (*Peer, error) {
 		localPort: pc.LocalPort, remotePort: pc.RemotePort, keepalive: pc.Keepalive}
 	remote := netip.AddrPortFrom(pc.Remote.Addr().Unmap(), pc.Remote.Port())
 	p.remote.Store(&remote)
-	if out != nil {
-		p.out.Store(out)
-	}
 	t.peers[p] = struct{}{}
-	t.addInboundLocked(in, p)
-	t.log.Info("esp SA pair installed", "peer", remote, "spi_in", spiHex(in.SPI()), "spi_out", spiHex(spiOf(out)), "suite", in.Suite().String())
-	return p, nil
+	return p
 }
 
 // AddInbound installs one more inbound SA for an existing peer and leaves
 // its outbound SA and its other inbound SAs alone. A Quick Mode responder
 // calls it when it sends HASH(2): the initiator may send on the new SPI as
 // soon as it has sent HASH(3), and that ESP can overtake HASH(3) (RFC 2409
-// §5.5). Activate later makes the pair current.
-func (t *Transport) AddInbound(p *Peer, in *SA) error {
-	if in == nil || in.Direction() != Inbound {
-		return fmt.Errorf("esp: AddInbound needs an inbound SA")
+// §5.5). out (optional) is the pair's outbound SA: the first packet that
+// opens on in proves that the initiator has the pair, so out becomes the
+// sending SA then (as with Activate), and replies to that packet are not
+// held back until HASH(3) is processed. Activate does it otherwise.
+func (t *Transport) AddInbound(p *Peer, in, out *SA) error {
+	if in == nil || in.Direction() != Inbound || (out != nil && out.Direction() != Outbound) {
+		return fmt.Errorf("esp: AddInbound needs an inbound SA (and an outbound one or nil)")
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -148,7 +174,7 @@ func (t *Transport) AddInbound(p *Peer, in *SA) error {
 	if _, dup := (*t.sas.Load())[in.SPI()]; dup {
 		return fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
 	}
-	t.addInboundLocked(in, p)
+	t.addInboundLocked(in, p, out)
 	t.log.Debug("esp inbound SA added", "peer", p.Remote(), "spi_in", spiHex(in.SPI()))
 	return nil
 }
@@ -172,8 +198,17 @@ func (t *Transport) Activate(p *Peer, in, out *SA) error {
 	if e, ok := (*t.sas.Load())[in.SPI()]; ok && (e.peer != p || e.sa != in) {
 		return fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
 	} else if !ok {
-		t.addInboundLocked(in, p)
+		t.addInboundLocked(in, p, nil)
+	} else if e.activate != nil {
+		t.clearActivateLocked(in.SPI())
 	}
+	t.activateLocked(p, in, out)
+	return nil
+}
+
+// activateLocked switches p to out and retires its inbound SAs other than
+// in; t.mu is held.
+func (t *Transport) activateLocked(p *Peer, in, out *SA) {
 	var old []uint32
 	for _, spi := range p.in {
 		if spi != in.SPI() {
@@ -185,7 +220,35 @@ func (t *Transport) Activate(p *Peer, in, out *SA) error {
 		t.retire(spi)
 	}
 	t.log.Info("esp SA pair activated", "peer", p.Remote(), "spi_in", spiHex(in.SPI()), "spi_out", spiHex(out.SPI()), "old_in", len(old))
-	return nil
+}
+
+// clearActivateLocked forgets the pending outbound SA of inbound SA spi;
+// t.mu is held.
+func (t *Transport) clearActivateLocked(spi uint32) {
+	cur := *t.sas.Load()
+	next := make(map[uint32]inSA, len(cur))
+	for k, v := range cur {
+		next[k] = v
+	}
+	e := next[spi]
+	e.activate = nil
+	next[spi] = e
+	t.sas.Store(&next)
+}
+
+// activateOnFirst makes the outbound SA given to AddInbound current once a
+// packet opened on its inbound SA (off the fast path: only the first
+// packet of such a pair gets here).
+func (t *Transport) activateOnFirst(spi uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := (*t.sas.Load())[spi]
+	if !ok || e.activate == nil || e.peer.removed || t.closed {
+		return
+	}
+	t.clearActivateLocked(spi)
+	t.stats.EarlyActivations.Add(1)
+	t.activateLocked(e.peer, e.sa, e.activate)
 }
 
 // spiOf returns sa's SPI, 0 for nil.
@@ -216,7 +279,7 @@ func (t *Transport) Rekey(p *Peer, in, out *SA) error {
 		return fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
 	}
 	old := append([]uint32(nil), p.in...)
-	t.addInboundLocked(in, p)
+	t.addInboundLocked(in, p, nil)
 	p.out.Store(out)
 	for _, spi := range old {
 		t.retire(spi)
@@ -248,13 +311,13 @@ func (t *Transport) retire(spi uint32) {
 	}()
 }
 
-func (t *Transport) addInboundLocked(in *SA, p *Peer) {
+func (t *Transport) addInboundLocked(in *SA, p *Peer, activate *SA) {
 	cur := *t.sas.Load()
 	next := make(map[uint32]inSA, len(cur)+1)
 	for k, v := range cur {
 		next[k] = v
 	}
-	next[in.SPI()] = inSA{sa: in, peer: p}
+	next[in.SPI()] = inSA{sa: in, peer: p, activate: activate}
 	t.sas.Store(&next)
 	p.in = append(p.in, in.SPI())
 }
@@ -333,6 +396,9 @@ func (t *Transport) inputESP(b []byte, from netip.AddrPort) {
 		return
 	}
 	p := e.peer
+	if e.activate != nil {
+		t.activateOnFirst(spi)
+	}
 	// Transport mode carrying L2TP: a UDP header to our L2TP port
 	// (RFC 3193 §4). The UDP checksum is not verified: it covers the
 	// peer's original addresses, which NAT changed, and the ESP ICV

@@ -221,7 +221,7 @@ func TestTransportAddInboundThenActivate(t *testing.T) {
 	if p.Outbound() != out1 || len(*tr.sas.Load()) != 1 {
 		t.Fatalf("after Activate: out %v, %d inbound SAs, want out1 and 1", p.Outbound(), len(*tr.sas.Load()))
 	}
-	if err := tr.AddInbound(p, in2); err != nil {
+	if err := tr.AddInbound(p, in2, nil); err != nil {
 		t.Fatal(err)
 	}
 	if p.Outbound() != out1 {
@@ -234,7 +234,7 @@ func TestTransportAddInboundThenActivate(t *testing.T) {
 	if n := len(*tr.sas.Load()); n != 2 {
 		t.Fatalf("%d inbound SAs after AddInbound and an hour, want 2", n)
 	}
-	if err := tr.AddInbound(p, in2); err == nil {
+	if err := tr.AddInbound(p, in2, nil); err == nil {
 		t.Fatal("AddInbound of an installed SPI accepted")
 	}
 	if err := tr.Activate(p, in2, out2); err != nil {
@@ -261,5 +261,47 @@ func TestTransportAddInboundThenActivate(t *testing.T) {
 	}
 	if err := tr.Activate(other, in2, out2); err == nil {
 		t.Fatal("Activate with another peer's inbound SPI accepted")
+	}
+}
+
+// TestTransportActivateOnFirstPacket: a responder's pair given to
+// AddInbound with its outbound SA becomes current as soon as a packet
+// opens on the new inbound SA (the initiator has the pair), so the reply
+// already uses the new SA without waiting for Activate.
+func TestTransportActivateOnFirstPacket(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clock := linktest.NewClock()
+	a, b := newEnd(t, clock), newEnd(t, clock)
+	pA, pB, _ := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
+	aOut2, bIn2 := newPair(t, gcm128, 0x1002, Options{})
+	bOut2, aIn2 := newPair(t, gcm128, 0x2002, Options{})
+	if err := b.tr.AddInbound(pB, bIn2, bOut2); err != nil {
+		t.Fatal(err)
+	}
+	if pB.Outbound().SPI() != 0x2001 {
+		t.Fatalf("AddInbound switched outbound to %#x before any packet", pB.Outbound().SPI())
+	}
+	if err := a.tr.Rekey(pA, aIn2, aOut2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.tr.L2TP().WriteTo([]byte("first"), pA.Addr(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := read(t, b.tr.L2TP()); string(got) != "first" {
+		t.Fatalf("got %q, want first", got)
+	}
+	if pB.Outbound() != bOut2 || b.tr.Stats().EarlyActivations.Load() != 1 {
+		t.Fatalf("after the first packet: outbound %#x, early activations %d; want %#x, 1",
+			pB.Outbound().SPI(), b.tr.Stats().EarlyActivations.Load(), bOut2.SPI())
+	}
+	if _, err := b.tr.L2TP().WriteTo([]byte("reply"), pB.Addr(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := read(t, a.tr.L2TP()); string(got) != "reply" || aIn2.Stats().PacketsIn.Load() != 1 {
+		t.Fatalf("reply %q opened by the new SA %d times, want once", got, aIn2.Stats().PacketsIn.Load())
+	}
+	// A later Activate (HASH(3) processed) changes nothing and is accepted.
+	if err := b.tr.Activate(pB, bIn2, bOut2); err != nil || pB.Outbound() != bOut2 {
+		t.Fatalf("Activate after early activation: %v, outbound %#x", err, pB.Outbound().SPI())
 	}
 }

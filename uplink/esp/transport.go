@@ -97,6 +97,9 @@ type TransportStats struct {
 	QueueDrops atomic.Uint64
 	// Rebinds counts peers whose outer address changed (NAT rebinding).
 	Rebinds atomic.Uint64
+	// EarlyActivations counts pairs made current by their first inbound
+	// packet (AddInbound with an outbound SA) rather than by Activate.
+	EarlyActivations atomic.Uint64
 	// SendErrors counts failed socket writes.
 	SendErrors atomic.Uint64
 }

@@ -74,9 +74,11 @@ func (t *Tunnel) installInbound(c *ike.ChildSA) {
 	}
 	t.mu.Lock()
 	if t.peer == nil {
-		t.peer, err = t.tr.AddSA(in, nil, t.peerConfig(c))
-	} else {
-		err = t.tr.AddInbound(t.peer, in)
+		t.peer, err = t.tr.NewPeer(t.peerConfig(c))
+	}
+	if err == nil {
+		// out sends from the gateway's first packet on in, or from ChildUp.
+		err = t.tr.AddInbound(t.peer, in, out)
 	}
 	if err == nil {
 		t.pending[c] = espPair{in, out}

@@ -208,3 +208,27 @@ func TestPairOverLossyPipe(t *testing.T) {
 	t.Logf("over 5%% loss: %d/%d up, %d/%d down; IKE retransmits %d/%d", up, n, down, n,
 		p.Client.Stats().IKE.Retransmits.Load(), p.Server.Stats().IKE.Retransmits.Load())
 }
+
+// TestSetupNoRetransmit: on a real clock, set-ups complete without any L2TP
+// retransmission (the first SCCRQ is not dropped by the gateway, whose
+// inbound SA is installed with HASH(2); its SCCRP is not refused for lack
+// of an outbound SA, which the client's first packet activates) and with
+// no early PPP frame lost.
+func TestSetupNoRetransmit(t *testing.T) {
+	for i := range 5 {
+		p, err := tunneltest.Start(t, tunneltest.Options{RealClock: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, ss := p.Client.Stats(), p.Server.Stats()
+		if c, s := cs.L2TP.ControlRetransmits.Load(), ss.L2TP.ControlRetransmits.Load(); c != 0 || s != 0 {
+			t.Fatalf("set-up %d: L2TP retransmits client %d server %d, want 0", i, c, s)
+		}
+		if c, s := cs.Transport.UnknownSPI.Load(), ss.Transport.UnknownSPI.Load(); c != 0 || s != 0 {
+			t.Fatalf("set-up %d: unknown SPI drops client %d server %d, want 0", i, c, s)
+		}
+		if d := cs.L2TP.DataDropped.Load() + ss.L2TP.DataDropped.Load(); d != 0 {
+			t.Fatalf("set-up %d: L2TP data frames dropped %d, want 0", i, d)
+		}
+	}
+}

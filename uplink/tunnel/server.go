@@ -240,10 +240,10 @@ func (s *Server) peerFor(ev ike.Event) *peerState {
 	return nil
 }
 
-// addPeer installs a new peer with in and (if not nil) out. s.mu is held.
-func (s *Server) addPeer(c *ike.ChildSA, in, out *esp.SA) (*peerState, error) {
+// addPeer adds a new peer, without SAs yet. s.mu is held.
+func (s *Server) addPeer(c *ike.ChildSA) (*peerState, error) {
 	name := idString(c.Peer)
-	p, err := s.tr.AddSA(in, out, esp.PeerConfig{Remote: c.Remote, LocalPort: L2TPPort, RemotePort: c.Selectors.RemotePort, Name: name})
+	p, err := s.tr.NewPeer(esp.PeerConfig{Remote: c.Remote, LocalPort: L2TPPort, RemotePort: c.Selectors.RemotePort, Name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -252,6 +252,13 @@ func (s *Server) addPeer(c *ike.ChildSA, in, out *esp.SA) (*peerState, error) {
 	s.peers[p] = ps
 	s.byPeer.Store(p, ps)
 	return ps, nil
+}
+
+// dropPeerLocked forgets a peer that never got a pair. s.mu is held.
+func (s *Server) dropPeerLocked(ps *peerState) {
+	delete(s.peers, ps.peer)
+	s.byPeer.Delete(ps.peer)
+	s.tr.RemovePeer(ps.peer)
 }
 
 // installInbound installs the inbound SA of a Quick Mode we answer as
@@ -272,12 +279,18 @@ func (s *Server) installInbound(ev ike.Event) {
 	}
 	ps := s.peerFor(ev)
 	if ps == nil {
-		ps, err = s.addPeer(c, in, nil)
-	} else {
-		err = s.tr.AddInbound(ps.peer, in)
+		if ps, err = s.addPeer(c); err != nil {
+			s.log.Warn("cannot add ESP peer", "peer", c.Remote, "err", err)
+			return
+		}
 	}
-	if err != nil {
+	// out sends from the client's first packet on in (it has the pair,
+	// so our replies need not wait for HASH(3)), or from ChildUp.
+	if err = s.tr.AddInbound(ps.peer, in, out); err != nil {
 		s.log.Warn("cannot install inbound ESP SA", "peer", c.Remote, "err", err)
+		if len(ps.children) == 0 {
+			s.dropPeerLocked(ps)
+		}
 		return
 	}
 	s.pending[c] = espPair{in, out}
@@ -308,12 +321,16 @@ func (s *Server) install(ev ike.Event) {
 	ps := s.peerFor(ev)
 	var err error
 	if ps == nil {
-		ps, err = s.addPeer(c, pair.in, pair.out)
-	} else {
-		err = s.tr.Activate(ps.peer, pair.in, pair.out)
+		if ps, err = s.addPeer(c); err != nil {
+			s.log.Warn("cannot add ESP peer", "peer", c.Remote, "err", err)
+			return
+		}
 	}
-	if err != nil {
+	if err = s.tr.Activate(ps.peer, pair.in, pair.out); err != nil {
 		s.log.Warn("cannot install ESP SAs", "peer", c.Remote, "err", err)
+		if len(ps.children) == 0 {
+			s.dropPeerLocked(ps)
+		}
 		return
 	}
 	ps.children[c.InSPI] = c
