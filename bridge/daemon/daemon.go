@@ -1,4 +1,5 @@
-// Package daemon composes the edge bridge: endpoint registry, site CA,
+// Package daemon composes the edge bridge (Site: New, Start, Status, Close;
+// Run for the command): endpoint registry, site CA,
 // userspace IP stack fed by the uplink, DTLS/CoAP downlink, CoAP proxy,
 // and the HTTP /metrics and /status endpoints.
 package daemon
@@ -13,6 +14,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,26 +110,86 @@ type Addrs struct {
 	CoAP, HTTP, MQTTTLS, MQTTPlain net.Addr
 }
 
-// RunWith is Run with Options.
+// RunWith is Run with Options: New, Start, then reloads until ctx ends,
+// then Close.
 func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) error {
-	reload := opts.Reload
+	s, err := New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	s.Start()
+	if opts.Ready != nil {
+		opts.Ready(s.Addrs())
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("bridge stopping")
+			return nil
+		case <-opts.Reload:
+			_, _ = sdnotify.Reloading()
+			n, err := s.Reload()
+			if opts.Reloaded != nil {
+				opts.Reloaded(n, err)
+			}
+			_, _ = sdnotify.Ready()
+		}
+	}
+}
+
+// Site is the composed edge bridge: endpoint registry and site CA, the
+// uplink client feeding a userspace IP stack that holds the PPP address and
+// every endpoint address, the DTLS/CoAP server with the CoAP proxy, the MQTT
+// broker with its relay and spool, and the HTTP /metrics and /status
+// server. New binds every listener; Start starts the uplink; Close stops
+// everything (the uplink's Close tears down PPP, L2TP and IKE).
+type Site struct {
+	cfg *config.Config
+	log *slog.Logger
+	reg *device.Registry
+	up  Uplink
+	st  *ipstack.Stack
+	px  *proxy.Proxy
+	srv *coap.Server
+	ms  *mqttSide
+	ln  net.Listener
+
+	closers []func() // run in reverse by Close
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	started atomic.Bool
+}
+
+// New composes the site for cfg and binds its listeners.
+func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Site{cfg: cfg, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
 	reg, ca, err := OpenRegistry(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	s.reg = reg
 	up, err := NewUplink(cfg, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() {
-		_, _ = sdnotify.Stopping()
-		_ = up.Close() // tears down PPP, L2TP and IKE gracefully
-	}()
+	s.up = up
+	s.closers = append(s.closers, func() { _ = up.Close() }) // PPP, L2TP, IKE torn down gracefully, last
 	st, err := ipstack.New(ipstack.Config{MTU: cfg.Uplink.MTU, Output: up.WritePacket, Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer st.Close()
+	s.st = st
+	s.closers = append(s.closers, st.Close)
 	up.SetInbound(func(pkt []byte) { _ = st.InjectInbound(pkt) })
 	up.SetStateHandler(func(u bool, reason string) {
 		log.Info("uplink state", "up", u, "state", reason)
@@ -139,66 +202,170 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Opt
 	})
 	if cfg.BridgeAddr.IsValid() {
 		if err := st.AddAddress(netip.PrefixFrom(cfg.BridgeAddr, 32)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	px, err := proxy.New(proxy.Config{Stack: st, Registry: reg, Central: cfg.Central, Hosts: cfg.Hosts,
 		QueueLen: cfg.Downlink.QueueLen, QueueTTL: cfg.Downlink.QueueTTL, Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := px.Start(); err != nil {
-		return err
+		return nil, err
 	}
-	defer px.Close()
+	s.px = px
+	s.closers = append(s.closers, px.Close)
 	srvCert, err := ca.IssueTLS("bridge."+cfg.Site, 1)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var ms *mqttSide
 	if cfg.MQTT.Enabled {
-		if ms, err = startMQTT(cfg, reg, ca, srvCert, st, log); err != nil {
-			return err
+		if s.ms, err = startMQTT(cfg, reg, ca, srvCert, st, log); err != nil {
+			return nil, err
 		}
-		defer ms.close()
+		s.closers = append(s.closers, s.ms.close)
 	}
 	srv, err := coap.New(coap.Config{ListenAddr: cfg.Downlink.CoAPListen, Registry: reg, ClientCAs: ca.Pool,
 		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, Rate: cfg.Downlink.Rate,
 		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	s.srv = srv
 	px.SetSessions(srv.Session)
 	go func() { _ = srv.Serve() }()
-	defer func() { srv.Close(); srv.Wait() }()
+	s.closers = append(s.closers, func() { srv.Close(); srv.Wait() })
 
-	status := func() Status {
-		s := Status{Uplink: up.State()}
-		if ms != nil {
-			s.SpoolAge = ms.spool.OldestAge()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.Status())
+	})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: http listen: %w", err)
+	}
+	s.ln = ln
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	s.closers = append(s.closers, func() { _ = hs.Close() })
+	return s, nil
+}
+
+// Start starts the uplink client and the proxy's queue-expiry ticker, and
+// tells systemd READY (the downlink listeners are bound by New).
+func (s *Site) Start() {
+	if s.started.Swap(true) {
+		return
+	}
+	s.up.Start()
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case now := <-tick.C:
+				s.px.Tick(now)
+			}
 		}
-		for _, ep := range reg.List() {
-			es := EndpointStatus{Name: ep.Name, Addr: ep.Addr.String(), Protocol: string(ep.Protocol), Queued: px.Queued(ep.Name)}
-			if ep.Protocol == device.MQTT && ms != nil {
-				es.Online = ms.broker.Connected(ep.Name)
-				for _, rs := range ms.relay.Status() {
-					if rs.Endpoint == ep.Name {
-						es.Relay, es.Queued, es.BytesQueued = rs.State.String(), rs.Queued, rs.Bytes
-					}
+	}()
+	_, _ = sdnotify.Ready()
+	a := s.Addrs()
+	s.log.Info("bridge started", "coap", a.CoAP.String(), "http", a.HTTP.String(), "endpoints", s.reg.Len(), "uplink", s.up.State())
+}
+
+// Close stops everything: listeners, MQTT and proxy first, the uplink (PPP,
+// L2TP and IKE torn down gracefully) last.
+// It may be called more than once.
+func (s *Site) Close() error {
+	s.once.Do(func() {
+		_, _ = sdnotify.Stopping()
+		close(s.stop)
+		if s.started.Load() {
+			<-s.done
+		}
+		s.closeAll()
+	})
+	return nil
+}
+
+func (s *Site) closeAll() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// Addrs returns the bound listener addresses.
+func (s *Site) Addrs() Addrs {
+	a := Addrs{CoAP: s.srv.Addr(), HTTP: s.ln.Addr()}
+	if s.ms != nil {
+		a.MQTTTLS, a.MQTTPlain = s.ms.broker.TLSAddr(), s.ms.broker.PlainAddr()
+	}
+	return a
+}
+
+// Stack returns the site's userspace IP stack.
+func (s *Site) Stack() *ipstack.Stack { return s.st }
+
+// Registry returns the site's endpoint registry.
+func (s *Site) Registry() *device.Registry { return s.reg }
+
+// Reload adds the endpoints provisioned into the registry file since the
+// start (SIGHUP) and returns how many.
+func (s *Site) Reload() (int, error) {
+	n, err := reloadEndpoints(s.cfg, s.reg, s.px)
+	if err != nil {
+		s.log.Warn("reload refused", "err", err)
+	} else {
+		s.log.Info("endpoints reloaded", "added", n, "endpoints", s.reg.Len())
+	}
+	if s.ms != nil {
+		for _, ep := range s.reg.List() {
+			if ep.Protocol == device.MQTT {
+				_ = s.ms.relay.AddEndpoint(ep.Name)
+			}
+		}
+	}
+	return n, err
+}
+
+// Status returns the uplink state and every endpoint's row.
+func (s *Site) Status() Status {
+	st := Status{Uplink: s.up.State()}
+	if s.ms != nil {
+		st.SpoolAge = s.ms.spool.OldestAge()
+	}
+	for _, ep := range s.reg.List() {
+		es := EndpointStatus{Name: ep.Name, Addr: ep.Addr.String(), Protocol: string(ep.Protocol), Queued: s.px.Queued(ep.Name)}
+		if ep.Protocol == device.MQTT && s.ms != nil {
+			es.Online = s.ms.broker.Connected(ep.Name)
+			for _, rs := range s.ms.relay.Status() {
+				if rs.Endpoint == ep.Name {
+					es.Relay, es.Queued, es.BytesQueued = rs.State.String(), rs.Queued, rs.Bytes
 				}
 			}
-			if sess := srv.Session(ep.Name); sess != nil {
-				es.Online, es.LastSeen = true, sess.LastSeen()
-				es.BytesIn, es.BytesOut = sess.BytesIn.Load(), sess.BytesOut.Load()
-			}
-			s.Endpoints = append(s.Endpoints, es)
 		}
-		return s
+		if sess := s.srv.Session(ep.Name); sess != nil {
+			es.Online, es.LastSeen = true, sess.LastSeen()
+			es.BytesIn, es.BytesOut = sess.BytesIn.Load(), sess.BytesOut.Load()
+		}
+		st.Endpoints = append(st.Endpoints, es)
 	}
+	return st
+}
+
+// metrics builds the private Prometheus registry.
+func (s *Site) metrics() *prometheus.Registry {
 	preg := prometheus.NewRegistry()
 	counter := func(name, help string, f func() uint64) {
 		preg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) }))
 	}
+	srv, px, st := s.srv, s.px, s.st
 	counter("coap_handshakes_ok_total", "DTLS sessions authenticated.", srv.Stats.HandshakesOK.Load)
 	counter("coap_handshake_failures_total", "DTLS handshakes failed.", srv.Stats.HandshakeFailures.Load)
 	counter("coap_unknown_identity_total", "Unknown PSK identities or CNs.", srv.Stats.UnknownIdentity.Load)
@@ -210,62 +377,16 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Opt
 	counter("proxy_downstream_total", "Central to device requests.", px.Stats.Downstream.Load)
 	counter("proxy_queued_total", "Central requests queued for sleeping devices.", px.Stats.Queued.Load)
 	counter("proxy_expired_total", "Queued requests answered 5.04.", px.Stats.Expired.Load)
-	if cu, ok := up.(*clientUplink); ok {
+	if cu, ok := s.up.(*clientUplink); ok {
 		registerUplink(preg, cu)
 	}
 	counter("ipstack_packets_out_total", "IP packets to the uplink.", st.Stats.PacketsOut.Load)
 	counter("ipstack_packets_in_total", "IP packets from the uplink.", st.Stats.PacketsIn.Load)
-	preg.MustRegister(endpointCollector{reg: reg, srv: srv, px: px})
-	if ms != nil {
-		preg.MustRegister(relayCollector{ms})
+	preg.MustRegister(endpointCollector{reg: s.reg, srv: srv, px: px})
+	if s.ms != nil {
+		preg.MustRegister(relayCollector{s.ms})
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(preg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(status())
-	})
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("daemon: http listen: %w", err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	up.Start()
-	_, _ = sdnotify.Ready()
-	if opts.Ready != nil {
-		a := Addrs{CoAP: srv.Addr(), HTTP: ln.Addr()}
-		if ms != nil {
-			a.MQTTTLS, a.MQTTPlain = ms.broker.TLSAddr(), ms.broker.PlainAddr()
-		}
-		opts.Ready(a)
-	}
-	log.Info("bridge started", "coap", srv.Addr().String(), "http", ln.Addr().String(), "endpoints", reg.Len(), "uplink", up.State())
-
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("bridge stopping")
-			return nil
-		case now := <-tick.C:
-			px.Tick(now)
-		case <-reload:
-			_, _ = sdnotify.Reloading()
-			n, err := reloadEndpoints(cfg, reg, px)
-			if err != nil {
-				log.Warn("reload refused", "err", err)
-			} else {
-				log.Info("endpoints reloaded", "added", n, "endpoints", reg.Len())
-			}
-			if opts.Reloaded != nil {
-				opts.Reloaded(n, err)
-			}
-			_, _ = sdnotify.Ready()
-		}
-	}
+	return preg
 }
 
 // reloadEndpoints adds the endpoints the registry file gained since reg was

@@ -59,7 +59,7 @@ identities:
 // startGateway runs the real gateway (server + engine, userspace data
 // plane) on ephemeral loopback ports; it returns the engine and the
 // central stack.
-func startGateway(t *testing.T) (*engine.Engine, *ipstack.Stack) {
+func startGateway(t *testing.T) (*server.Server, *engine.Engine, *ipstack.Stack) {
 	t.Helper()
 	cfg, err := gconfig.Parse("gw.yaml", []byte(gwYAML))
 	if err != nil {
@@ -93,7 +93,7 @@ func startGateway(t *testing.T) (*engine.Engine, *ipstack.Stack) {
 	if !ok {
 		t.Fatalf("gateway host is %T, want *dataplane.Userspace", srv.Host())
 	}
-	return eng, us.Stack()
+	return srv, eng, us.Stack()
 }
 
 // coapSink answers every CON request on pc with 2.05 "src=<source>".
@@ -174,7 +174,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // GET to 10.10.8.17:5683 is answered by the device, /status and /metrics
 // report it, and SIGHUP-style reload serves a newly provisioned endpoint.
 func TestLoopbackEndToEnd(t *testing.T) {
-	eng, central := startGateway(t)
+	gw, eng, central := startGateway(t)
 	sink, err := central.ListenUDP(netip.MustParseAddrPort("10.20.0.1:5683"))
 	if err != nil {
 		t.Fatal(err)
@@ -233,12 +233,17 @@ uplink:
 			Ready:    func(a daemon.Addrs) { ready <- a },
 			Reloaded: func(n int, err error) { reload <- struct{ n int }{n} }})
 	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("bridge Run: %v", err)
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("bridge Run: %v", err)
+			}
 		}
-	})
+	}
+	t.Cleanup(stop)
 	var a daemon.Addrs
 	select {
 	case a = <-ready:
@@ -369,6 +374,13 @@ uplink:
 	if want := "src=10.10.8.18:"; !strings.HasPrefix(string(body), want) {
 		t.Fatalf("sensor-18 → central: got %v %q, want %q…", resp.Code(), body, want)
 	}
+
+	// SIGTERM: Close tears the uplink down; the gateway sees the session go.
+	if n := gw.Env().Sessions.Len(); n != 1 {
+		t.Fatalf("gateway sessions before stop: got %d, want 1", n)
+	}
+	stop()
+	waitFor(t, "gateway session removed", func() bool { return gw.Env().Sessions.Len() == 0 })
 }
 
 type centralPublish struct{ remote, topic, payload string }
