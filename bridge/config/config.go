@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fleetgate/fleetgate/uplink/ike"
 )
 
 // ErrInvalid wraps every validation failure.
@@ -184,6 +186,10 @@ func Parse(b []byte) (*Config, error) {
 			return nil, fail("uplink.cert", "uplink: psk and cert are exclusive")
 		case u.PPPUser == "":
 			return nil, fail("uplink.ppp_user", "uplink.ppp_user is empty")
+		case badList(u.IKEProposals, func(p string) error { _, err := ike.ParseIKEProposal(p); return err }):
+			return nil, fail("uplink.ike_proposals", "uplink.ike_proposals: want cipher-hash-group, ... (e.g. aes256-sha256-modp2048)")
+		case badList(u.ESPProposals, func(p string) error { _, err := ike.ParseESPProposal(p); return err }):
+			return nil, fail("uplink.esp_proposals", "uplink.esp_proposals: want aes128gcm16 or cipher-integ, ... (e.g. aes256-sha1)")
 		case u.MinBackoff < 0 || u.MaxBackoff < 0 || (u.MaxBackoff > 0 && u.MaxBackoff < u.MinBackoff):
 			return nil, fail("uplink.max_backoff", "uplink: bad min_backoff/max_backoff")
 		}
@@ -274,4 +280,17 @@ func lineOfValue(n *yaml.Node, msg string) int {
 		}
 	}
 	return 0
+}
+
+// badList reports whether a comma-separated list has an entry parse rejects.
+func badList(list string, parse func(string) error) bool {
+	if list == "" {
+		return false
+	}
+	for _, p := range strings.Split(list, ",") {
+		if parse(p) != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,6 +13,10 @@ func TestReferenceConfigParses(t *testing.T) {
 	b, err := os.ReadFile("../../configs/bridge.yaml")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Its uplink section is complete: it validates as l2tp-ipsec too.
+	if _, err := Parse(bytes.Replace(b, []byte("mode: none"), []byte("mode: l2tp-ipsec"), 1)); err != nil {
+		t.Fatalf("reference config as l2tp-ipsec: %v", err)
 	}
 	c, err := Parse(b)
 	if err != nil {
@@ -64,6 +69,7 @@ func TestLoadErrorLines(t *testing.T) {
 		{base + "uplink:\n  mode: l2tp-ipsec\n  gateways: [192.0.2.1]\n  psk: x\n", ":3: uplink.ppp_user is empty"},
 		{base + "downlink:\n  queue_ttl: soon\n", ":4: cannot unmarshal"},
 		{"site: s\nprefix: 10.10.8.0/33\n", ":2: "},
+		{base + "uplink:\n  mode: l2tp-ipsec\n  gateways: [192.0.2.1]\n  psk: x\n  ppp_user: u\n  esp_proposals: aes128gcm16,rot13-md5\n", ":8: uplink.esp_proposals"},
 	} {
 		p := filepath.Join(t.TempDir(), "bridge.yaml")
 		if err := os.WriteFile(p, []byte(tc.in), 0o600); err != nil {
