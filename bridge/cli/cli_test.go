@@ -120,3 +120,16 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("status: got %d %q %q, want uplink none and an offline sensor-17 row", code, out, errs)
 	}
 }
+
+// TestRunBadConfig: the systemd form "run -c FILE" reads FILE (and fails
+// at once, naming it, when it is invalid).
+func TestRunBadConfig(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bridge.yaml")
+	if err := os.WriteFile(bad, []byte("site: x\nprefix: 10.10.8.0/24\nlog_level: loud\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCLI(t, "run", "-c", bad)
+	if code != 1 || !strings.Contains(errs, bad+":3: log_level") {
+		t.Fatalf("run -c bad: got %d %q, want 1 naming %s:3: log_level", code, errs, bad)
+	}
+}

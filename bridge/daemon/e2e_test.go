@@ -37,6 +37,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/ipstack"
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 )
 
 const gwPSK = "bridge-e2e-psk"
@@ -174,6 +175,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // GET to 10.10.8.17:5683 is answered by the device, /status and /metrics
 // report it, and SIGHUP-style reload serves a newly provisioned endpoint.
 func TestLoopbackEndToEnd(t *testing.T) {
+	linktest.CheckGoroutines(t)
 	gw, eng, central := startGateway(t)
 	sink, err := central.ListenUDP(netip.MustParseAddrPort("10.20.0.1:5683"))
 	if err != nil {
