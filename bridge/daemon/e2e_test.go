@@ -431,3 +431,51 @@ func centralBroker(t *testing.T, central *ipstack.Stack) chan centralPublish {
 	t.Cleanup(func() { _ = srv.Close() })
 	return rec.got
 }
+
+// TestUplinkFailureReported: a wrong PSK makes every attempt fail; status
+// names the failed phase and /metrics counts failures by phase.
+func TestUplinkFailureReported(t *testing.T) {
+	_, eng, _ := startGateway(t)
+	ts := eng.Tunnel()
+	y := fmt.Sprintf(`site: plant-a
+prefix: 10.10.8.0/24
+state_dir: %s
+downlink: {coap_listen: "127.0.0.1:0"}
+http_listen: "127.0.0.1:0"
+uplink:
+  mode: l2tp-ipsec
+  gateways: [%q]
+  nat_t_port: %d
+  psk: wrong-psk
+  local_id: plant-a.sites.example
+  ppp_user: plant-a
+  ppp_password: pw-a
+  min_backoff: 50ms
+  max_backoff: 200ms
+`, t.TempDir(), ts.IKEAddr().String(), ts.NATTAddr().Port())
+	cfg, err := bconfig.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := daemon.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	s.Start()
+	waitFor(t, "a failed attempt in status", func() bool { return strings.Contains(s.Status().Uplink, "last_failure_phase=") })
+	st := s.Status().Uplink
+	if strings.HasPrefix(st, "up") {
+		t.Fatalf("uplink with a wrong PSK: got %q, want not up", st)
+	}
+	t.Logf("status: %s", st)
+	resp, err := http.Get("http://" + s.Addrs().HTTP.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "uplink_failures_by_phase_total{phase=") || !strings.Contains(string(b), "uplink_up 0") {
+		t.Fatalf("/metrics: no uplink_failures_by_phase_total{phase=...} or uplink_up 0 in\n%s", b)
+	}
+}
