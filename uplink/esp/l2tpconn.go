@@ -148,6 +148,7 @@ func (c *l2tpConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 	sa := a.peer.out.Load()
 	if sa == nil {
+		c.t.stats.NoSA.Add(1)
 		return 0, c.opErr("write", ErrNoSA)
 	}
 	ulen := UDPHeaderLen + len(p)

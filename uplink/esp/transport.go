@@ -102,6 +102,9 @@ type TransportStats struct {
 	EarlyActivations atomic.Uint64
 	// SendErrors counts failed socket writes.
 	SendErrors atomic.Uint64
+	// NoSA counts L2TP datagrams refused (ErrNoSA) because the peer had no
+	// outbound SA yet or any more.
+	NoSA atomic.Uint64
 }
 
 // Transport owns the IKE (500) and NAT-T (4500) sockets of one end. It

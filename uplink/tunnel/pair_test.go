@@ -209,11 +209,14 @@ func TestPairOverLossyPipe(t *testing.T) {
 		p.Client.Stats().IKE.Retransmits.Load(), p.Server.Stats().IKE.Retransmits.Load())
 }
 
-// TestSetupNoRetransmit: on a real clock, set-ups complete without any L2TP
-// retransmission (the first SCCRQ is not dropped by the gateway, whose
-// inbound SA is installed with HASH(2); its SCCRP is not refused for lack
-// of an outbound SA, which the client's first packet activates) and with
-// no early PPP frame lost.
+// TestSetupNoRetransmit: on a real clock, set-ups complete without losing
+// a packet to the SA hand-over (the first SCCRQ is not dropped by the
+// gateway, whose inbound SA is installed with HASH(2); its SCCRP is not
+// refused for lack of an outbound SA, which the client's first packet
+// activates) and with no early PPP frame lost. L2TP retransmissions are
+// logged but not asserted: on a loaded machine a set-up can legitimately
+// take longer than the 1 s retransmission timer, which says nothing about
+// the hand-over; the drop counters below are what the hand-over decides.
 func TestSetupNoRetransmit(t *testing.T) {
 	for i := range 5 {
 		p, err := tunneltest.Start(t, tunneltest.Options{RealClock: true})
@@ -222,7 +225,10 @@ func TestSetupNoRetransmit(t *testing.T) {
 		}
 		cs, ss := p.Client.Stats(), p.Server.Stats()
 		if c, s := cs.L2TP.ControlRetransmits.Load(), ss.L2TP.ControlRetransmits.Load(); c != 0 || s != 0 {
-			t.Fatalf("set-up %d: L2TP retransmits client %d server %d, want 0", i, c, s)
+			t.Logf("set-up %d: L2TP retransmits client %d server %d (timer-driven; machine load)", i, c, s)
+		}
+		if c, s := cs.Transport.NoSA.Load(), ss.Transport.NoSA.Load(); c != 0 || s != 0 {
+			t.Fatalf("set-up %d: L2TP writes refused for lack of an outbound SA: client %d server %d, want 0", i, c, s)
 		}
 		if c, s := cs.Transport.UnknownSPI.Load(), ss.Transport.UnknownSPI.Load(); c != 0 || s != 0 {
 			t.Fatalf("set-up %d: unknown SPI drops client %d server %d, want 0", i, c, s)
