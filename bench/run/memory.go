@@ -45,11 +45,23 @@ func benchMemory(o *Options, rep *Report) {
 				t.Fatal(err)
 			}
 			cmd.Stderr = os.Stderr
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			t0 := time.Now()
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+			t.Cleanup(func() {
+				stdin.Close()
+				// A child still dialling does not read stdin yet.
+				waited := make(chan struct{})
+				go func() { _ = cmd.Wait(); close(waited) }()
+				select {
+				case <-waited:
+				case <-time.After(5 * time.Second):
+					_ = cmd.Process.Kill()
+					<-waited
+				}
+			})
 			deadline := time.Now().Add(5 * time.Minute)
 			for g.srv.Env().Sessions.Len() < n {
 				if time.Now().After(deadline) {
