@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -62,10 +61,7 @@ func charonConn(local, remote, ikeProp, auth, localID, remoteID, extra string) s
 func TestCharonInitiator(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "charon")
-	auths := []string{"psk", "pubkey"}
-	if os.Getenv("FLEETGATE_SHOW_KNOWN_BUGS") == "1" {
-		auths = append(auths, "pubkey-sha1")
-	}
+	auths := []string{"psk", "pubkey", "pubkey-sha1"}
 	for _, auth := range auths {
 		t.Run(auth, func(t *testing.T) {
 			sha1 := auth == "pubkey-sha1"
@@ -74,10 +70,9 @@ func TestCharonInitiator(t *testing.T) {
 			}
 			p := netns.Pair(t)
 			gw, peer := p.Host("a"), p.Host("b")
-			// KNOWN BUG (uplink/ike, reported): ECDSA P-256 with a SHA-1 PRF
-			// fails against charon ("signature does not verify"); the
-			// certificate case uses SHA-256 unless FLEETGATE_SHOW_KNOWN_BUGS=1
-			// adds the failing "pubkey-sha1" case.
+			// "pubkey" negotiates a SHA-256 prf, "pubkey-sha1" a SHA-1 prf:
+			// with ECDSA P-256 both sides compute HASH_I/HASH_R with
+			// HMAC-SHA-256 anyway (RFC 4754 §7).
 			ikeProp := "aes128-sha1-modp2048"
 			if auth == "pubkey" && !sha1 {
 				ikeProp = "aes128-sha256-modp2048"

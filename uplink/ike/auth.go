@@ -65,11 +65,29 @@ func (sa *ikeSA) localID() (Identification, error) {
 //
 //	HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b)
 //	HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b)
+//
+// For ECDSA (RFC 4754 §7) the prf is HMAC with the hash of the curve's
+// group (SHA-256 for P-256, SHA-384 for P-384), not the negotiated hash:
+// strongSwan and Windows sign a SHA-256 HASH_I under a SHA-1 proposal.
 func (sa *ikeSA) authHash(forInitiator bool, idBody []byte) []byte {
+	h := authPRFHash(sa.auth, sa.prop.Hash)
 	if forInitiator {
-		return prf(sa.prop.Hash, sa.keys.skeyid, sa.gxi, sa.gxr, sa.ci[:], sa.cr[:], sa.saBody, idBody)
+		return prf(h, sa.keys.skeyid, sa.gxi, sa.gxr, sa.ci[:], sa.cr[:], sa.saBody, idBody)
 	}
-	return prf(sa.prop.Hash, sa.keys.skeyid, sa.gxr, sa.gxi, sa.cr[:], sa.ci[:], sa.saBody, idBody)
+	return prf(h, sa.keys.skeyid, sa.gxr, sa.gxi, sa.cr[:], sa.ci[:], sa.saBody, idBody)
+}
+
+// authPRFHash is the hash of the prf computing HASH_I/HASH_R: the
+// negotiated one, except for the ECDSA methods whose curve fixes it
+// (RFC 4754 §7).
+func authPRFHash(auth AuthMethod, negotiated HashAlg) HashAlg {
+	switch auth {
+	case AuthECDSA256:
+		return HashSHA256
+	case AuthECDSA384:
+		return HashSHA384
+	}
+	return negotiated
 }
 
 // authPayloads builds MM5 (initiator) or MM6: ID, then HASH for PSK or

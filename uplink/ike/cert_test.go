@@ -1,15 +1,22 @@
 package ike
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"hash"
 	"math/big"
+	"slices"
 	"testing"
 	"time"
 )
@@ -146,5 +153,43 @@ func TestCertificateRejected(t *testing.T) {
 				t.Errorf("AuthFailures: got %d, want 1", got)
 			}
 		})
+	}
+}
+
+// TestAuthHashECDSAUsesCurveHash: with ECDSA the HASH_I/HASH_R prf is
+// HMAC with the curve's hash (RFC 4754 §7), whatever the negotiated hash;
+// strongSwan's SHA-1 proposals with P-256 certificates only verify this
+// way. RSA and PSK keep the negotiated prf (RFC 2409 §5).
+func TestAuthHashECDSAUsesCurveHash(t *testing.T) {
+	sa := &ikeSA{
+		prop:   IKEProposal{Hash: HashSHA1},
+		saBody: []byte("SAi_b"), gxi: []byte("g^xi"), gxr: []byte("g^xr"),
+		keys: phase1Keys{skeyid: []byte("SKEYID for the test")},
+		ci:   [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, cr: [8]byte{9, 10, 11, 12, 13, 14, 15, 16},
+	}
+	idBody := []byte("IDii_b")
+	want := func(h func() hash.Hash, initiator bool) []byte {
+		m := hmac.New(h, sa.keys.skeyid)
+		if initiator {
+			m.Write(slices.Concat(sa.gxi, sa.gxr, sa.ci[:], sa.cr[:]))
+		} else {
+			m.Write(slices.Concat(sa.gxr, sa.gxi, sa.cr[:], sa.ci[:]))
+		}
+		m.Write(slices.Concat(sa.saBody, idBody))
+		return m.Sum(nil)
+	}
+	for _, tt := range []struct {
+		auth AuthMethod
+		h    func() hash.Hash
+	}{
+		{AuthECDSA256, sha256.New}, {AuthECDSA384, sha512.New384},
+		{AuthRSASig, sha1.New}, {AuthPSK, sha1.New},
+	} {
+		sa.auth = tt.auth
+		for _, initiator := range []bool{true, false} {
+			if got, w := sa.authHash(initiator, idBody), want(tt.h, initiator); !bytes.Equal(got, w) {
+				t.Errorf("auth %d initiator=%v: HASH %x (%d bytes), want %x (%d bytes)", tt.auth, initiator, got, len(got), w, len(w))
+			}
+		}
 	}
 }
