@@ -35,10 +35,15 @@ func TestRekeyUnderTraffic(t *testing.T) {
 			t.Fatalf("server write at %ds: %v", i, err)
 		}
 		// Fake time must not outrun the stacks: a second in ten steps,
-		// each giving the goroutines a moment (rekey exchanges) to run.
+		// each giving the goroutines a moment (rekey exchanges, SA
+		// switches) to run. With 300 µs per step a loaded CI machine let
+		// the 30 s rekey grace expire in fake time before the client's
+		// event goroutine had switched to the new outbound SA (one
+		// unknown-SPI drop in one run of four); 1 ms per step keeps real
+		// time ahead of the stacks' scheduling delays.
 		for range 10 {
 			p.Clock.Advance(100 * time.Millisecond)
-			time.Sleep(300 * time.Microsecond)
+			time.Sleep(time.Millisecond)
 		}
 	}
 	cs, ss := p.Client.Stats(), p.Server.Stats()
