@@ -418,6 +418,18 @@ func (e *Engine) unlockAndFlush() {
 	e.flushMu.Lock()
 	e.mu.Unlock()
 	defer e.flushMu.Unlock()
+	// EventChildInbound is delivered before the packets go out: it offers
+	// the inbound SA for a Quick Mode whose HASH(2) is in this batch, and
+	// the initiator may send ESP on that SA the moment HASH(2) reaches it.
+	// Delivered after the send, the first ESP packet could beat the
+	// install and be dropped as unknown SPI.
+	if e.cfg.OnEvent != nil {
+		for _, ev := range evs {
+			if ev.Kind == EventChildInbound {
+				e.cfg.OnEvent(ev)
+			}
+		}
+	}
 	for _, p := range out {
 		if err := e.cfg.Sender.SendIKE(p.b, p.local, p.remote, p.natt); err != nil {
 			e.log.Debug("send failed", "peer", p.remote, "err", err)
@@ -425,7 +437,9 @@ func (e *Engine) unlockAndFlush() {
 	}
 	if e.cfg.OnEvent != nil {
 		for _, ev := range evs {
-			e.cfg.OnEvent(ev)
+			if ev.Kind != EventChildInbound {
+				e.cfg.OnEvent(ev)
+			}
 		}
 	}
 }
