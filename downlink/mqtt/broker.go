@@ -190,8 +190,12 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 	if cfg.SessionDB != "" {
-		opts := &bolt.Options{Path: cfg.SessionDB, Options: &bbolt.Options{Timeout: time.Second, NoSync: !cfg.SessionDBSync}}
-		if err := b.srv.AddHook(sessionStore{new(bolt.Hook)}, opts); err != nil {
+		store, err := newSessionStore(cfg.SessionDB)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: session store: %w", err)
+		}
+		opts := &bolt.Options{Path: cfg.SessionDB, Bucket: sessionBucket, Options: &bbolt.Options{Timeout: time.Second, NoSync: !cfg.SessionDBSync}}
+		if err := b.srv.AddHook(store, opts); err != nil {
 			return nil, fmt.Errorf("mqtt: session store: %w", err)
 		}
 	}
