@@ -120,3 +120,36 @@ func (ca *CA) IssueFleet(s *Set, names []string) error {
 	}
 	return nil
 }
+
+// ParseCA returns a CA from a PEM certificate and its PEM ECDSA key (PKCS#8
+// or SEC 1), e.g. the bridge's site CA, so that a simulated fleet's
+// certificates chain to the CA the bridge trusts.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, fmt.Errorf("%w: CA: no PEM block", ErrSyntax)
+	}
+	c, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("creds: CA certificate: %w", err)
+	}
+	if !c.IsCA {
+		return nil, fmt.Errorf("%w: CA: %q is not a CA certificate", ErrSyntax, c.Subject.CommonName)
+	}
+	var key *ecdsa.PrivateKey
+	if k, err := x509.ParsePKCS8PrivateKey(kb.Bytes); err == nil {
+		var ok bool
+		if key, ok = k.(*ecdsa.PrivateKey); !ok {
+			return nil, fmt.Errorf("%w: CA key is not ECDSA", ErrSyntax)
+		}
+	} else if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
+		return nil, fmt.Errorf("creds: CA key: %w", err)
+	}
+	if !key.PublicKey.Equal(c.PublicKey) {
+		return nil, fmt.Errorf("%w: CA key does not match the certificate", ErrSyntax)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return &CA{Cert: c, key: key, Pool: pool}, nil
+}
