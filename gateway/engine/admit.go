@@ -18,13 +18,15 @@ type admitConn struct {
 	natt   bool
 	allow  func(src netip.Addr) bool
 	refuse func(src netip.Addr)
+	// first is told about every newly admitted first message.
+	first func(src netip.Addr)
 
 	mu       sync.Mutex
 	admitted map[[8]byte]struct{}
 }
 
-func newAdmitConn(pc net.PacketConn, natt bool, allow func(netip.Addr) bool, refuse func(netip.Addr)) *admitConn {
-	c := &admitConn{PacketConn: pc, natt: natt, allow: allow, refuse: refuse, admitted: map[[8]byte]struct{}{}}
+func newAdmitConn(pc net.PacketConn, natt bool, allow func(netip.Addr) bool, refuse, first func(netip.Addr)) *admitConn {
+	c := &admitConn{PacketConn: pc, natt: natt, allow: allow, refuse: refuse, first: first, admitted: map[[8]byte]struct{}{}}
 	c.udp, _ = pc.(*net.UDPConn)
 	return c
 }
@@ -80,6 +82,9 @@ func (c *admitConn) admit(ic [8]byte, src netip.Addr) bool {
 	}
 	c.admitted[ic] = struct{}{}
 	c.mu.Unlock()
+	if c.first != nil {
+		c.first(src)
+	}
 	return true
 }
 

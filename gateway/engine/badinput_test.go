@@ -101,12 +101,9 @@ func TestBadInput(t *testing.T) {
 	cc.LocalIKE, cc.LocalNATT = "127.0.0.4:0", "127.0.0.4:0"
 	dial(t, cc)
 	waitFor(t, "pump2 registered", func() bool { return env.Sessions.Len() == 2 })
-	var sb strings.Builder
-	if _, err := g.srv.Metrics().WriteTo(&sb); err != nil {
-		t.Fatal(err)
-	}
-	if m := grepLines(sb.String(), `phase="admission",reason="paced"`); m == "" {
-		t.Fatalf("no admission set-up failures in the metrics:\n%s", grepLines(sb.String(), "setup_failures"))
+	expo := g.scrape(t)
+	if m := grepLines(expo, `phase="admission",reason="paced"`); m == "" {
+		t.Fatalf("no admission set-up failures in the metrics:\n%s", grepLines(expo, "setup_failures"))
 	} else {
 		t.Log(m)
 	}
@@ -175,12 +172,8 @@ func TestVanishedPeer(t *testing.T) {
 			if n := tt.check(g); n != 1 {
 				t.Fatalf("detector count: got %d, want 1", n)
 			}
-			var sb strings.Builder
-			if _, err := g.srv.Metrics().WriteTo(&sb); err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(sb.String(), tt.metric) {
-				t.Fatalf("metrics lack %s:\n%s", tt.metric, grepLines(sb.String(), "failures"))
+			if expo := g.scrape(t); !strings.Contains(expo, tt.metric) {
+				t.Fatalf("metrics lack %s:\n%s", tt.metric, grepLines(expo, "failures"))
 			}
 			if err := stay.WritePacket(icmpEcho(stay.LocalAddr(), central, 3, 3)); err != nil {
 				t.Fatal(err)
@@ -273,9 +266,7 @@ func TestSetupFailureMetrics(t *testing.T) {
 	}
 	for _, want := range []string{`phase="ike_main",reason="auth_failed"`, `phase="ppp_auth",reason="bad_credentials"`} {
 		waitFor(t, want, func() bool {
-			var sb strings.Builder
-			_, _ = g.srv.Metrics().WriteTo(&sb)
-			return strings.Contains(sb.String(), want)
+			return strings.Contains(g.scrape(t), want)
 		})
 	}
 }

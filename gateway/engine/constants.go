@@ -23,4 +23,8 @@ const (
 	// for sockets it can see): bursts of ESP must not overflow the kernel
 	// queue while the reader catches up.
 	socketBuffer = 4 << 20
+	// setupWindow is how long a first Main Mode message waits to be
+	// matched with a session reaching IPCP, for the set-up time histogram;
+	// older ones (a phase 1 rekey, an abandoned attempt) are forgotten.
+	setupWindow = 2 * time.Minute
 )

@@ -69,7 +69,9 @@ type Engine struct {
 	cfg   Config
 	stats Stats
 	seen  ikeSeen
-	raw2  l2tp.Stats // raw L2TP listener
+	// setups pairs first Main Mode messages with sessions reaching IPCP.
+	setups setupClock
+	raw2   l2tp.Stats // raw L2TP listener
 
 	mu  sync.Mutex
 	srv *tunnel.Server
@@ -163,8 +165,9 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		_ = u.SetReadBuffer(socketBuffer)
 		_ = u.SetWriteBuffer(socketBuffer)
 	}
-	sc.IKEConn = newAdmitConn(ikeConn, false, allow, refuse)
-	sc.NATTConn = newAdmitConn(nattConn, true, allow, refuse)
+	first := func(src netip.Addr) { e.setups.note(src, e.cfg.Clock.Now()) }
+	sc.IKEConn = newAdmitConn(ikeConn, false, allow, refuse, first)
+	sc.NATTConn = newAdmitConn(nattConn, true, allow, refuse, first)
 
 	mux := newAuthMux(env, &e.stats)
 	sc.Authenticator, sc.AddressFunc = mux, mux.Assign
@@ -183,6 +186,9 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 			mtu:   dataplane.EffectiveMTU(ss.Suite(), 0, gc.MTU),
 			suite: suiteName(ss.Suite()), outer: ss.Outer, started: ss.Started(),
 			user: p.auth.PPPUser(), class: p.auth.Class(), link: ss,
+		}
+		if t0, ok := e.setups.take(ss.Outer().Addr(), s.started); ok {
+			env.Metrics.SetupDuration(s.started.Sub(t0))
 		}
 		e.serve(env, log, s, stopping)
 	}

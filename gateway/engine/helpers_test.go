@@ -6,14 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
@@ -49,6 +56,27 @@ func parseConfigPool(t testing.TB, pool, extra string) *config.Config {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// scrape returns the gateway's /metrics exposition.
+func (g *gateway) scrape(t testing.TB) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(g.srv.Metrics(), promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("scrape: HTTP %d: %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
+// promtoolCheck runs `promtool check metrics` on an exposition.
+func promtoolCheck(t testing.TB, expo string) {
+	t.Helper()
+	cmd := exec.Command(testenv.RequireBinary(t, "promtool"), "check", "metrics")
+	cmd.Stdin = strings.NewReader(expo)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }
 
 // gateway is a running server.Server with the engine on loopback sockets.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,13 @@ func TestLoopbackEndToEnd(t *testing.T) {
 	if tn2.LocalAddr() == me {
 		t.Fatalf("pump2 got hall7's address %v", me)
 	}
+	// Both set-ups timed from their first Main Mode message to IPCP up,
+	// and the whole exposition passes promtool.
+	expo := g.scrape(t)
+	if !strings.Contains(expo, "fleetgate_session_setup_duration_seconds_count 2\n") {
+		t.Errorf("set-up histogram:\n%s", grepLines(expo, "setup_duration"))
+	}
+	promtoolCheck(t, expo)
 	select {
 	case <-tn.Done():
 		t.Fatalf("hall7's tunnel ended on reload: %v", tn.Err())

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/server"
@@ -11,8 +13,9 @@ import (
 
 // ikeSeen remembers the IKE counters already turned into gateway metrics.
 type ikeSeen struct {
-	mu                                                  sync.Mutex
-	auth, noProp, p1, p2, rekeys, rateLimited, halfOpen uint64
+	mu                                          sync.Mutex
+	auth, noProp, p1, p2, rateLimited, halfOpen uint64
+	ikeRekeys, childRekeys                      uint64
 }
 
 // metricsLoop turns the IKE engine's counters into the gateway's set-up
@@ -58,6 +61,88 @@ func (e *Engine) syncMetrics(env *server.Env, srv *tunnel.Server) {
 		report(&s.p1, p1-known, func() { env.Metrics.SetupFailed(metrics.PhaseIKEMain, "other") })
 	}
 	report(&s.p2, st.Phase2Failed.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseIKEQuick, "failed") })
-	// IKE and IPsec SA rekeys are one counter in ike.Stats.
-	report(&s.rekeys, st.Rekeys.Load(), func() { env.Metrics.Rekey("sa") })
+	// ike.Stats counts every rekey in Rekeys and the IPsec SA ones also in
+	// ChildRekeys. Rekeys is read first: an IPsec rekey in flight between
+	// the two reads then makes the IKE figure low for one round (caught up
+	// later), never high for good.
+	all := st.Rekeys.Load()
+	child := st.ChildRekeys.Load()
+	report(&s.childRekeys, child, func() { env.Metrics.Rekey(metrics.RekeyIPsec) })
+	if all > child {
+		report(&s.ikeRekeys, all-child, func() { env.Metrics.Rekey(metrics.RekeyIKE) })
+	}
+}
+
+// setupClock remembers when first Main Mode messages were admitted, by
+// source address, so the session that reaches IPCP from that address can
+// report its set-up time. The first message carries only the initiator
+// cookie, which the tunnel server does not expose with a session, so the
+// match is by outer IP address: the oldest unclaimed first message from
+// that address within setupWindow. Peers behind one NAT that set up at the
+// same moment may swap their figures; the histogram stays right.
+type setupClock struct {
+	mu   sync.Mutex
+	byIP map[netip.Addr][]time.Time
+	n    int
+}
+
+func (c *setupClock) note(src netip.Addr, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byIP == nil {
+		c.byIP = map[netip.Addr][]time.Time{}
+	}
+	if c.n >= admittedMax { // a flood of Main Modes that never finish
+		for ip, ts := range c.byIP {
+			kept := pruneBefore(ts, now.Add(-setupWindow))
+			c.n -= len(ts) - len(kept)
+			if len(kept) == 0 {
+				delete(c.byIP, ip)
+			} else {
+				c.byIP[ip] = kept
+			}
+		}
+		if c.n >= admittedMax {
+			clear(c.byIP)
+			c.n = 0
+		}
+	}
+	ts := c.byIP[src]
+	kept := pruneBefore(ts, now.Add(-setupWindow))
+	c.n += 1 - (len(ts) - len(kept))
+	c.byIP[src] = append(kept, now)
+}
+
+// take returns and forgets the oldest first-message time from ip within
+// setupWindow before up.
+func (c *setupClock) take(ip netip.Addr, up time.Time) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.byIP[ip]
+	kept := pruneBefore(ts, up.Add(-setupWindow))
+	c.n -= len(ts) - len(kept)
+	if len(kept) == 0 || kept[0].After(up) {
+		if len(kept) == 0 {
+			delete(c.byIP, ip)
+		} else {
+			c.byIP[ip] = kept
+		}
+		return time.Time{}, false
+	}
+	t0 := kept[0]
+	c.n--
+	if len(kept) == 1 {
+		delete(c.byIP, ip)
+	} else {
+		c.byIP[ip] = kept[1:]
+	}
+	return t0, true
+}
+
+func pruneBefore(ts []time.Time, cut time.Time) []time.Time {
+	i := 0
+	for i < len(ts) && ts[i].Before(cut) {
+		i++
+	}
+	return ts[i:]
 }

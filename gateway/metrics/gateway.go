@@ -1,3 +1,9 @@
+// Package metrics holds the gateway's own session-level counters (Gateway)
+// and publishes them as a prometheus.Collector. Per-identity and
+// per-reason series are const metrics built at scrape time from plain
+// atomic counters, so the session engine's paths never touch Prometheus
+// types and the protocol packages keep plain Stats structs with no
+// Prometheus dependency (STYLE §7).
 package metrics
 
 import (
@@ -6,6 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Set-up phases, for SetupFailed.
@@ -19,6 +28,17 @@ const (
 	PhaseIPCP      = "ppp_ipcp"
 	PhaseSession   = "session" // session table refused it (address/route conflict, relogin)
 )
+
+// Rekey kinds, for Rekey.
+const (
+	RekeyIKE   = "ike"   // IKE (ISAKMP) SA replaced by a new Main Mode
+	RekeyIPsec = "ipsec" // IPsec SA pair replaced by a new Quick Mode
+)
+
+// SetupBuckets are the upper bounds (seconds) of the set-up latency
+// histogram: a loopback set-up takes a few milliseconds, a real one over a
+// mobile link up to seconds, a paced fleet reconnect longer.
+var SetupBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
 // labeled is a set of counters keyed by a label tuple.
 type labeled struct {
@@ -40,39 +60,53 @@ func (l *labeled) inc(key string) {
 	c.Add(1)
 }
 
+// each calls fn for every key in sorted order.
 func (l *labeled) each(fn func(key string, v uint64)) {
 	l.mu.Lock()
 	keys := make([]string, 0, len(l.m))
+	vals := make([]*atomic.Uint64, 0, len(l.m))
 	for k := range l.m {
 		keys = append(keys, k)
 	}
-	l.mu.Unlock()
 	sort.Strings(keys)
 	for _, k := range keys {
-		l.mu.Lock()
-		v := l.m[k].Load()
-		l.mu.Unlock()
-		fn(k, v)
+		vals = append(vals, l.m[k])
+	}
+	l.mu.Unlock()
+	for i, k := range keys {
+		fn(k, vals[i].Load())
 	}
 }
 
 // Gateway holds the session-level counters the session engine reports
-// through its methods. Safe for concurrent use.
+// through its methods, and exports them as a prometheus.Collector. Make
+// it with NewGateway. Safe for concurrent use.
 type Gateway struct {
 	// Now is the clock for the reconnect window (default time.Now).
 	Now func() time.Time
 
 	setupsOK     labeled // identity
 	setupsFailed labeled // phase \x00 reason
-	rekeys       labeled // kind (ike, esp)
+	rekeys       labeled // kind (ike, ipsec)
 	dpdFail      labeled // identity
 	lcpFail      labeled // identity
 	reconnects   labeled // identity (total)
+	setupTime    prometheus.Histogram
 
 	mu      sync.Mutex
 	recent  map[string][]time.Time // identity -> reconnect times within the last hour
 	expiry  []Expiry
 	extraMu sync.Mutex
+}
+
+// NewGateway returns the counters; now is the clock for the reconnect
+// window (nil: time.Now).
+func NewGateway(now func() time.Time) *Gateway {
+	return &Gateway{Now: now, setupTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "fleetgate_session_setup_duration_seconds",
+		Help:    "Session set-up time from the first Main Mode message to IPCP up.",
+		Buckets: SetupBuckets,
+	})}
 }
 
 // Expiry is a credential end date exported as a gauge.
@@ -95,7 +129,16 @@ func (g *Gateway) SetupOK(identity string) { g.setupsOK.inc(identity) }
 // ("no_proposal_chosen", "auth_failed", "timeout", ...).
 func (g *Gateway) SetupFailed(phase, reason string) { g.setupsFailed.inc(phase + "\x00" + reason) }
 
-// Rekey counts a completed rekey of kind "ike" or "esp".
+// SetupDuration records how long a session took from its first Main Mode
+// message to IPCP up. Negative durations (clock confusion) are not
+// recorded.
+func (g *Gateway) SetupDuration(d time.Duration) {
+	if d >= 0 && g.setupTime != nil {
+		g.setupTime.Observe(d.Seconds())
+	}
+}
+
+// Rekey counts a completed rekey of kind RekeyIKE or RekeyIPsec.
 func (g *Gateway) Rekey(kind string) { g.rekeys.inc(kind) }
 
 // DPDFailure counts a peer declared dead by DPD (RFC 3706).
@@ -142,32 +185,73 @@ func (g *Gateway) SetExpiries(e []Expiry) {
 	g.expiry = append([]Expiry(nil), e...)
 }
 
-// Collect exports the gateway counters.
-func (g *Gateway) Collect(w *Writer) {
-	g.setupsOK.each(func(k string, v uint64) {
-		w.Add("fleetgate_session_setups_total", Counter, "Sessions established, by identity.", float64(v), "identity", k)
-	})
+var (
+	descSetups = prometheus.NewDesc("fleetgate_session_setups_total",
+		"Sessions established, by identity.", []string{"identity"}, nil)
+	descSetupFailures = prometheus.NewDesc("fleetgate_session_setup_failures_total",
+		"Failed session set-ups, by phase and reason.", []string{"phase", "reason"}, nil)
+	descRekeys = prometheus.NewDesc("fleetgate_rekeys_total",
+		"Completed rekeys, by kind (ike: IKE SA, ipsec: IPsec SA).", []string{"kind"}, nil)
+	descDPD = prometheus.NewDesc("fleetgate_dpd_failures_total",
+		"Peers declared dead by IKE DPD, by identity.", []string{"identity"}, nil)
+	descLCP = prometheus.NewDesc("fleetgate_lcp_echo_failures_total",
+		"PPP links declared dead by LCP echo, by identity.", []string{"identity"}, nil)
+	descReconnects = prometheus.NewDesc("fleetgate_reconnects_total",
+		"Sessions established by an identity that had one before.", []string{"identity"}, nil)
+	descReconnectsHour = prometheus.NewDesc("fleetgate_reconnects_last_hour",
+		"Reconnects per identity within the last hour.", []string{"identity"}, nil)
+	descExpiry = prometheus.NewDesc("fleetgate_credential_expiry_timestamp_seconds",
+		"When a certificate or PSK expires (Unix time).", []string{"name", "type"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSetups, descSetupFailures, descRekeys, descDPD, descLCP, descReconnects, descReconnectsHour, descExpiry} {
+		ch <- d
+	}
+	if g.setupTime != nil {
+		g.setupTime.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector: the counters as they are now.
+func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
+	one := func(d *prometheus.Desc, l *labeled) {
+		l.each(func(k string, v uint64) { Emit(ch, d, prometheus.CounterValue, float64(v), k) })
+	}
+	one(descSetups, &g.setupsOK)
 	g.setupsFailed.each(func(k string, v uint64) {
 		phase, reason, _ := strings.Cut(k, "\x00")
-		w.Add("fleetgate_session_setup_failures_total", Counter, "Failed session set-ups, by phase and reason.", float64(v), "phase", phase, "reason", reason)
+		Emit(ch, descSetupFailures, prometheus.CounterValue, float64(v), phase, reason)
 	})
-	g.rekeys.each(func(k string, v uint64) {
-		w.Add("fleetgate_rekeys_total", Counter, "Completed rekeys, by kind (ike, esp).", float64(v), "kind", k)
-	})
-	g.dpdFail.each(func(k string, v uint64) {
-		w.Add("fleetgate_dpd_failures_total", Counter, "Peers declared dead by IKE DPD, by identity.", float64(v), "identity", k)
-	})
-	g.lcpFail.each(func(k string, v uint64) {
-		w.Add("fleetgate_lcp_echo_failures_total", Counter, "PPP links declared dead by LCP echo, by identity.", float64(v), "identity", k)
-	})
+	one(descRekeys, &g.rekeys)
+	one(descDPD, &g.dpdFail)
+	one(descLCP, &g.lcpFail)
 	g.reconnects.each(func(k string, v uint64) {
-		w.Add("fleetgate_reconnects_total", Counter, "Sessions established by an identity that had one before.", float64(v), "identity", k)
-		w.Add("fleetgate_reconnects_last_hour", Gauge, "Reconnects per identity within the last hour.", float64(g.ReconnectsLastHour(k)), "identity", k)
+		Emit(ch, descReconnects, prometheus.CounterValue, float64(v), k)
+		Emit(ch, descReconnectsHour, prometheus.GaugeValue, float64(g.ReconnectsLastHour(k)), k)
 	})
 	g.extraMu.Lock()
 	exp := append([]Expiry(nil), g.expiry...)
 	g.extraMu.Unlock()
 	for _, e := range exp {
-		w.Add("fleetgate_credential_expiry_timestamp_seconds", Gauge, "When a certificate or PSK expires (Unix time).", float64(e.NotAfter.Unix()), "name", e.Name, "type", e.Type)
+		Emit(ch, descExpiry, prometheus.GaugeValue, float64(e.NotAfter.Unix()), e.Name, e.Type)
+	}
+	if g.setupTime != nil {
+		g.setupTime.Collect(ch)
+	}
+}
+
+// Emit sends one const metric. Label values come from peers (a RADIUS
+// user name is an identity) and must be valid UTF-8 for Prometheus:
+// invalid bytes become U+FFFD instead of failing the scrape.
+func Emit(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+	for i, l := range labels {
+		if !utf8.ValidString(l) {
+			labels[i] = strings.ToValidUTF8(l, "\uFFFD")
+		}
+	}
+	if m, err := prometheus.NewConstMetric(d, t, v, labels...); err == nil {
+		ch <- m
 	}
 }

@@ -21,6 +21,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/fleetgate/fleetgate/deploy/sdnotify"
 	"github.com/fleetgate/fleetgate/gateway/admission"
 	"github.com/fleetgate/fleetgate/gateway/config"
@@ -62,7 +65,7 @@ type Server struct {
 	router    *dataplane.Router
 	adm       *admission.Limiter
 	gm        *metrics.Gateway
-	reg       metrics.Registry
+	reg       *prometheus.Registry
 	rad       *radius.Client
 	env       *Env
 	host      atomic.Pointer[hostRef]
@@ -84,7 +87,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: log, table: route.NewTable(), gm: &metrics.Gateway{Now: opts.Clock.Now}, states: map[uint64]*sessionState{}}
+	s := &Server{opts: opts, log: log, table: route.NewTable(), gm: metrics.NewGateway(opts.Clock.Now), states: map[uint64]*sessionState{}}
 	s.cfg.Store(cfg)
 	p, err := newPool(cfg)
 	if err != nil {
@@ -107,7 +110,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.engine.Store("not linked")
 	s.started = opts.Clock.Now()
 	s.setExpiries(cfg)
-	s.registerMetrics()
+	s.reg = s.newRegistry()
 	return s, nil
 }
 
@@ -149,8 +152,8 @@ func (s *Server) Env() *Env { return s.env }
 // Router returns the data plane router.
 func (s *Server) Router() *dataplane.Router { return s.router }
 
-// Metrics returns the metrics registry (served on /metrics).
-func (s *Server) Metrics() *metrics.Registry { return &s.reg }
+// Metrics returns the server's metrics registry (served on /metrics).
+func (s *Server) Metrics() *prometheus.Registry { return s.reg }
 
 // HTTPAddr is the bound metrics/status address once Run listens ("" before).
 func (s *Server) HTTPAddr() string {
@@ -211,7 +214,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	var servers []*http.Server
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", &s.reg)
+	// ContinueOnError: a collector error (say two identities whose names
+	// sanitise to the same label) must not hide every other series.
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slogPrinter{s.log}}))
 	mux.Handle("/status", status.Handler(s.Report))
 	if l := cfg.Metrics.Listen; l != "" && l != "off" {
 		ln, err := net.Listen("tcp", l)
@@ -476,3 +481,9 @@ func (s *Server) NotifyReloading() { notify(s.log, sdnotify.Reloading) }
 
 // NotifyReady says the reload is over (applied or refused).
 func (s *Server) NotifyReady() { notify(s.log, sdnotify.Ready) }
+
+// slogPrinter logs promhttp's scrape errors.
+type slogPrinter struct{ log *slog.Logger }
+
+// Println implements promhttp.Logger.
+func (p slogPrinter) Println(v ...any) { p.log.Warn("metrics scrape", "err", fmt.Sprint(v...)) }

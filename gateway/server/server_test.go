@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/gateway/status"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 )
 
@@ -216,10 +218,19 @@ func TestServerLifecycle(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{"fleetgate_sessions_active 2", `fleetgate_dataplane_drops_total{reason="policy"} 1`,
-		`fleetgate_identity_rx_packets_total{identity="hall7"} 3`, `fleetgate_session_setups_total{identity="pump2"} 1`, "fleetgate_dhcpinform_answered_total 1"} {
+		`fleetgate_identity_rx_packets_total{identity="hall7"} 3`, `fleetgate_session_setups_total{identity="pump2"} 1`, "fleetgate_dhcpinform_answered_total 1",
+		`fleetgate_admission_rejected_total{limit="global"} 0`, "# TYPE go_goroutines gauge", "# TYPE process_resident_memory_bytes gauge",
+		"# TYPE fleetgate_session_setup_duration_seconds histogram"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	// The exposition passes Prometheus' own linter.
+	pt := testenv.RequireBinary(t, "promtool")
+	check := exec.Command(pt, "check", "metrics")
+	check.Stdin = strings.NewReader(string(body))
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 	// Status over the unix socket.
 	rep, err := status.Fetch(context.Background(), sock)

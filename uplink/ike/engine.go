@@ -147,6 +147,7 @@ type Stats struct {
 	Phase1Failed      atomic.Uint64
 	Phase2Failed      atomic.Uint64
 	Rekeys            atomic.Uint64 // child and IKE SA rekeys completed
+	ChildRekeys       atomic.Uint64 // of Rekeys, those of IPsec SAs (Quick Mode); the rest are IKE SAs
 	DPDSent           atomic.Uint64
 	DeadPeers         atomic.Uint64
 	NotifiesSent      atomic.Uint64

@@ -533,6 +533,7 @@ func (sa *ikeSA) childUp(q *quickMode) {
 		"suite", suite.String(), "encap", c.Encap, "pfs", c.PFS)
 	if old != nil {
 		e.stats.Rekeys.Add(1)
+		e.stats.ChildRekeys.Add(1)
 		// Make-before-break: the old pair keeps decrypting for the grace
 		// period, then is deleted.
 		old.expires = now.Add(e.cfg.RekeyGrace)
