@@ -215,7 +215,13 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	}
 	s.px = px
 	s.closers = append(s.closers, px.Close)
-	srvCert, err := ca.IssueTLS("bridge."+cfg.Site, 1)
+	// Devices verify the site certificate against the site CA: it names the
+	// address they dial (advertised_host) and carries server use.
+	certHosts := []string{"bridge." + cfg.Site}
+	if h := cfg.Downlink.AdvertHost; h != "" {
+		certHosts = append(certHosts, h)
+	}
+	srvCert, err := ca.IssueTLS("bridge."+cfg.Site, 1, certHosts...)
 	if err != nil {
 		return nil, err
 	}
