@@ -60,6 +60,10 @@ type Config struct {
 	Sessions Sessions `yaml:"sessions"`
 	// Pacing limits how fast new Main Modes are admitted.
 	Pacing Pacing `yaml:"pacing"`
+	// DPD is IKE dead peer detection (RFC 3706).
+	DPD DPD `yaml:"dpd"`
+	// LCPEcho is the PPP LCP echo keepalive (RFC 1661 §5.8).
+	LCPEcho LCPEcho `yaml:"lcp_echo"`
 	// Metrics configures the HTTP /metrics and /status listener.
 	Metrics Metrics `yaml:"metrics"`
 	// Status configures the unix control socket.
@@ -184,6 +188,43 @@ type Pacing struct {
 	GlobalBurst    int     `yaml:"global_burst"`
 	PerSourceRate  float64 `yaml:"per_source_rate"`
 	PerSourceBurst int     `yaml:"per_source_burst"`
+}
+
+// Defaults of the liveness checks, as strongSwan's dpddelay/dpdtimeout and
+// pppd's lcp-echo-interval/lcp-echo-failure usually run them.
+const (
+	DefaultDPDInterval     = 30 * time.Second
+	DefaultDPDTimeout      = 150 * time.Second
+	DefaultLCPEchoInterval = 20 * time.Second
+	DefaultLCPEchoFailures = 3
+	// maxLiveness bounds every liveness duration: longer ones are typos.
+	maxLiveness = 24 * time.Hour
+	// maxEchoFailures bounds lcp_echo.failures.
+	maxEchoFailures = 100
+)
+
+// DPD configures IKE dead peer detection (RFC 3706): an R-U-THERE after
+// Interval without traffic from the peer, the peer declared dead (its SAs
+// and sessions closed) after Timeout without an answer.
+type DPD struct {
+	// Interval is a duration ("30s"), or "off" to answer DPD without
+	// ever asking.
+	Interval string `yaml:"interval"`
+	Timeout  string `yaml:"timeout"`
+
+	// IntervalD and TimeoutD are the parsed values; IntervalD < 0 when off.
+	IntervalD time.Duration `yaml:"-"`
+	TimeoutD  time.Duration `yaml:"-"`
+}
+
+// LCPEcho configures the PPP keepalive: an LCP Echo-Request every
+// Interval, the link declared dead after Failures unanswered in a row.
+type LCPEcho struct {
+	Interval string `yaml:"interval"`
+	Failures int    `yaml:"failures"`
+
+	// IntervalD is the parsed Interval.
+	IntervalD time.Duration `yaml:"-"`
 }
 
 // Metrics configures the HTTP listener for /metrics and /status.

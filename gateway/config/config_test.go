@@ -5,8 +5,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fleetgate/fleetgate/uplink/esp"
 )
@@ -51,6 +53,29 @@ func TestExampleConfigLoads(t *testing.T) {
 	if got, want := c.PKI.CA, filepath.Join("../../configs/pki", "ca.crt"); got != want {
 		t.Errorf("pki ca path: got %q, want %q", got, want)
 	}
+	if c.DPD.IntervalD != 30*time.Second || c.DPD.TimeoutD != 150*time.Second || c.LCPEcho.IntervalD != 20*time.Second || c.LCPEcho.Failures != 3 {
+		t.Errorf("liveness: dpd %v/%v, lcp echo %v x%d", c.DPD.IntervalD, c.DPD.TimeoutD, c.LCPEcho.IntervalD, c.LCPEcho.Failures)
+	}
+}
+
+func TestLiveness(t *testing.T) {
+	c, err := Parse("f.yaml", []byte("dpd: {interval: \"off\"}\nlcp_echo: {interval: 500ms, failures: 5}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DPD.IntervalD >= 0 || c.DPD.TimeoutD != DefaultDPDTimeout || c.LCPEcho.IntervalD != 500*time.Millisecond || c.LCPEcho.Failures != 5 {
+		t.Errorf("got dpd %v/%v, lcp echo %v x%d", c.DPD.IntervalD, c.DPD.TimeoutD, c.LCPEcho.IntervalD, c.LCPEcho.Failures)
+	}
+	d, err := Parse("f.yaml", []byte("{}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.DPD.IntervalD != DefaultDPDInterval || d.LCPEcho.Failures != DefaultLCPEchoFailures {
+		t.Errorf("defaults: dpd %v, lcp echo failures %d", d.DPD.IntervalD, d.LCPEcho.Failures)
+	}
+	if ch := Diff(d, c); !slices.Contains(ch.RestartNeeded, "dpd") || !slices.Contains(ch.RestartNeeded, "lcp_echo") || len(ch.AllSessions) != 0 {
+		t.Errorf("diff: %+v", ch)
+	}
 }
 
 func TestParseErrorsCarryLines(t *testing.T) {
@@ -69,6 +94,9 @@ func TestParseErrorsCarryLines(t *testing.T) {
 		{"psk missing", "identities:\n  - name: a\n    ppp: {password: p}\n", []string{"f.yaml:2: identity a: auth psk but neither"}},
 		{"route overlaps pool", "psk: {shared: x}\nidentities:\n  - name: a\n    ppp: {password: p}\n    routes:\n      - 10.10.0.128/25\n", []string{"f.yaml:6: identity a: framed route 10.10.0.128/25 overlaps the pool"}},
 		{"ports without proto", "policies:\n  p:\n    allow:\n      - dst: 10.0.0.0/8\n        ports: [80]\n", []string{"f.yaml:5: policy p: ports need proto tcp or udp"}},
+		{"dpd timeout before interval", "psk: {shared: x}\ndpd:\n  interval: 60s\n  timeout: 10s\n", []string{"f.yaml:4: dpd.timeout 10s is shorter than dpd.interval 1m0s"}},
+		{"bad dpd interval", "dpd: {interval: soon}\n", []string{`f.yaml:1: dpd.interval "soon": want a duration like 30s, or "off"`}},
+		{"bad lcp echo", "lcp_echo:\n  interval: -1s\n  failures: 1000\n", []string{`f.yaml:2: lcp_echo.interval "-1s": want a duration`, "f.yaml:3: lcp_echo.failures 1000 out of range 1..100"}},
 		{"empty", "", []string{"f.yaml: empty configuration"}},
 	}
 	for _, tt := range tests {

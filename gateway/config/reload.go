@@ -102,6 +102,9 @@ func Diff(old, new *Config) Changes {
 		{"metrics.listen", old.Metrics.Listen, new.Metrics.Listen},
 		{"status.socket", old.Status.Socket, new.Status.Socket},
 		{"log", old.Log, new.Log},
+		// The tunnel server takes them when the engine starts.
+		{"dpd", old.DPD, new.DPD},
+		{"lcp_echo", old.LCPEcho, new.LCPEcho},
 	}
 	for _, x := range restart {
 		if !reflect.DeepEqual(x.a, x.b) {

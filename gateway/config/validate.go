@@ -28,6 +28,7 @@ func (v *validator) run() {
 	c := v.c
 	v.listen()
 	v.proposals()
+	v.liveness()
 	if c.PSK.SharedFile != "" {
 		b, err := os.ReadFile(v.rel(c.PSK.SharedFile))
 		if err != nil {
@@ -437,6 +438,42 @@ func (v *validator) radius() {
 	}
 	r.TimeoutD = v.duration(r.Timeout, 3*time.Second, "radius", "timeout")
 	r.InterimD = v.duration(r.InterimInterval, 5*time.Minute, "radius", "interim_interval")
+}
+
+// liveness validates dpd and lcp_echo.
+func (v *validator) liveness() {
+	d := &v.c.DPD
+	if d.Interval == "off" {
+		d.IntervalD = -1
+	} else {
+		d.IntervalD = v.boundedDuration(d.Interval, DefaultDPDInterval, `a duration like 30s, or "off"`, "dpd", "interval")
+	}
+	d.TimeoutD = v.boundedDuration(d.Timeout, DefaultDPDTimeout, "a duration like 150s", "dpd", "timeout")
+	if d.IntervalD > 0 && d.TimeoutD < d.IntervalD {
+		v.errf(p("dpd", "timeout"), "dpd.timeout %v is shorter than dpd.interval %v: the peer would be dead before it is asked", d.TimeoutD, d.IntervalD)
+	}
+	e := &v.c.LCPEcho
+	e.IntervalD = v.boundedDuration(e.Interval, DefaultLCPEchoInterval, "a duration like 20s", "lcp_echo", "interval")
+	switch {
+	case e.Failures == 0:
+		e.Failures = DefaultLCPEchoFailures
+	case e.Failures < 0 || e.Failures > maxEchoFailures:
+		v.errf(p("lcp_echo", "failures"), "lcp_echo.failures %d out of range 1..%d", e.Failures, maxEchoFailures)
+		e.Failures = DefaultLCPEchoFailures
+	}
+}
+
+// boundedDuration parses a liveness duration: positive, at most maxLiveness.
+func (v *validator) boundedDuration(s string, def time.Duration, want string, path ...any) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 || d > maxLiveness {
+		v.errf(path, "%s %q: want %s (at most %v)", strings.Join(strPath(path), "."), s, want, maxLiveness)
+		return def
+	}
+	return d
 }
 
 func (v *validator) duration(s string, def time.Duration, path ...any) time.Duration {

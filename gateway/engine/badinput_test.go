@@ -136,20 +136,23 @@ func (c *cutConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // by DPD or by LCP echo (short timers), unregistered and counted under the
 // right metric, while another session stays up.
 func TestVanishedPeer(t *testing.T) {
+	// The short timers come from the YAML (dpd, lcp_echo), as an operator
+	// would set them; only IKE retransmission is tuned in the engine.
 	tests := []struct {
 		name   string
+		yaml   string
 		ecfg   engine.Config
 		metric string
 		check  func(*gateway) uint64
 	}{
-		{"dpd", engine.Config{IKE: tunnel.IKEOptions{DPDInterval: 500 * time.Millisecond, DPDTimeout: 2 * time.Second, Retransmit: 300 * time.Millisecond, Retries: 2}},
+		{"dpd", "dpd: {interval: 500ms, timeout: 2s}\n", engine.Config{IKE: tunnel.IKEOptions{Retransmit: 300 * time.Millisecond, Retries: 2}},
 			`fleetgate_dpd_failures_total{identity="hall7"} 1`, func(g *gateway) uint64 { return g.eng.Tunnel().Stats().IKE.DeadPeers.Load() }},
-		{"lcp echo", engine.Config{EchoInterval: 300 * time.Millisecond, EchoFailures: 3},
+		{"lcp echo", "lcp_echo: {interval: 300ms, failures: 3}\n", engine.Config{},
 			`fleetgate_lcp_echo_failures_total{identity="hall7"} 1`, func(g *gateway) uint64 { return g.eng.Tunnel().Stats().PPP.EchoTimeouts.Load() }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n")
+			cfg := parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n"+tt.yaml)
 			g := startGateway(t, cfg, tt.ecfg)
 			env := g.srv.Env()
 			ike, natt := &cutConn{PacketConn: udpConn(t)}, &cutConn{PacketConn: udpConn(t)}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/admission"
+	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/pki"
@@ -47,7 +48,9 @@ type Config struct {
 	HalfOpenTTL    time.Duration
 	RatePerSource  float64
 	BurstPerSource int
-	// EchoInterval and EchoFailures drive the PPP LCP echo keepalive.
+	// EchoInterval and EchoFailures drive the PPP LCP echo keepalive
+	// (zero: the configuration's lcp_echo). IKE.DPDInterval and
+	// IKE.DPDTimeout likewise default to the configuration's dpd.
 	EchoInterval time.Duration
 	EchoFailures int
 	// IKEConn and NATTConn, when set, are used instead of binding the
@@ -127,13 +130,23 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	if err := env.FillIKEConfig(&ic); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	// Liveness from the configuration (dpd, lcp_echo) unless the engine's
+	// own Config sets it.
+	ikeOpts := e.cfg.IKE
+	if ikeOpts.DPDInterval == 0 {
+		ikeOpts.DPDInterval = gc.DPD.IntervalD
+	}
+	if ikeOpts.DPDTimeout == 0 {
+		ikeOpts.DPDTimeout = gc.DPD.TimeoutD
+	}
+	echoInterval, echoFailures := e.echo(gc)
 	sc := tunnel.ServerConfig{
 		PSK: ic.PSK, CAs: ic.CAs, CheckCert: ic.CheckCert, AllowIdentity: ic.AllowIdentity,
-		IKEOptions:  e.cfg.IKE,
+		IKEOptions:  ikeOpts,
 		MaxHalfOpen: e.cfg.MaxHalfOpen, HalfOpenTTL: e.cfg.HalfOpenTTL,
 		RatePerSource: e.cfg.RatePerSource, BurstPerSource: e.cfg.BurstPerSource,
 		LocalAddr: gc.Pool.GatewayAddr, MRU: gc.MTU,
-		EchoInterval: e.cfg.EchoInterval, EchoFailures: e.cfg.EchoFailures,
+		EchoInterval: echoInterval, EchoFailures: echoFailures,
 		Clock: e.cfg.Clock, Logger: log,
 	}
 	if len(gc.Proposals.IKE) > 0 {
@@ -269,6 +282,19 @@ func (e *Engine) serve(env *server.Env, log *slog.Logger, s *Session, stopping <
 	env.Unregister(s, cause)
 	e.stats.SessionsDown.Add(1)
 	slog.Info("session ended", "reason", s.link.Err(), "cause", cause)
+}
+
+// echo returns the LCP echo interval and failures: the engine's Config
+// where set, else the configuration's lcp_echo.
+func (e *Engine) echo(gc *config.Config) (time.Duration, int) {
+	iv, n := e.cfg.EchoInterval, e.cfg.EchoFailures
+	if iv == 0 {
+		iv = gc.LCPEcho.IntervalD
+	}
+	if n == 0 {
+		n = gc.LCPEcho.Failures
+	}
+	return iv, n
 }
 
 // bind opens the IKE and NAT-T sockets (or takes the configured ones).

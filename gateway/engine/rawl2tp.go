@@ -57,6 +57,7 @@ func (e *Engine) startRaw(env *server.Env, log *slog.Logger, at netip.AddrPort, 
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
+		echoInterval, echoFailures := e.echo(gc)
 		for {
 			sess, err := ep.Accept(ctx)
 			if err != nil {
@@ -68,7 +69,7 @@ func (e *Engine) startRaw(env *server.Env, log *slog.Logger, at netip.AddrPort, 
 			pc := ppp.Attach(sess, ppp.Config{
 				Role: ppp.Server, MRU: gc.MTU, Name: "fleetgate",
 				Authenticator: mux, AssignAddress: mux.Assign, LocalAddr: gc.Pool.GatewayAddr,
-				EchoInterval: e.cfg.EchoInterval, EchoFailures: e.cfg.EchoFailures,
+				EchoInterval: echoInterval, EchoFailures: echoFailures,
 				Clock: e.cfg.Clock, Logger: log.With("layer", "ppp"),
 			})
 			rl := &rawLink{sess: sess, ppp: pc, peer: peer}
