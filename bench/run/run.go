@@ -32,6 +32,10 @@ type Options struct {
 	Sessions []int
 	// Only runs just the named measurements (comma-separated).
 	Only string
+	// Devices is how many simulated devices the CoAP relay runs.
+	Devices int
+	// InFlight bounds the CoAP relay's requests in flight fleet-wide.
+	InFlight int
 	// Docs is where BENCHMARKS.md and benchmarks.png go ("" = don't write).
 	Docs string
 }
@@ -293,7 +297,9 @@ func Main(args []string) int {
 	fs.IntVar(&o.Setups, "setups", 10, "sessions per set-up sample")
 	fs.IntVar(&o.Handshakes, "handshakes", 200, "DTLS handshakes per sample")
 	sessions := fs.String("sessions", "1000", "idle session counts for memory (comma-separated, e.g. 1000,10000)")
-	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls")
+	fs.IntVar(&o.Devices, "devices", 2000, "simulated devices for the CoAP relay (coap)")
+	fs.IntVar(&o.InFlight, "coap-inflight", 64, "CoAP relay: requests in flight across the fleet")
+	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls,coap")
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	hc := fs.Int("helper-clients", 0, "internal: run as the client process of the memory measurement")
@@ -335,6 +341,7 @@ func Main(args []string) int {
 		{"setup", benchSetup},
 		{"memory", benchMemory},
 		{"dtls", benchDTLS},
+		{"coap", benchCoAPRelay},
 	}
 	for _, s := range steps {
 		if want(s.name) {
