@@ -68,12 +68,16 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-var lastLines int
+var lastLines, phasesShown int
 
 // draw shows the view: redrawn in place on a terminal, plain lines
 // otherwise (one status line per update).
 func draw(w io.Writer, v chain.View, tty bool) {
 	if !tty {
+		for _, p := range v.Uplink[min(phasesShown, len(v.Uplink)):] {
+			fmt.Fprintf(w, "uplink: %s\n", p)
+		}
+		phasesShown = len(v.Uplink)
 		up := "down"
 		if v.UplinkUp {
 			up = "up " + v.LocalAddr

@@ -3,19 +3,17 @@ package chain
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	_ "embed"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/fleetgate/fleetgate/bridge/proxy"
-	dlcoap "github.com/fleetgate/fleetgate/downlink/coap"
+	bconfig "github.com/fleetgate/fleetgate/bridge/config"
+	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/downlink/device"
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/report"
@@ -105,10 +103,15 @@ func (s *state) onUplink(st uplink.Status) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	line := fmt.Sprintf("%6.2fs %s", time.Since(s.start).Seconds(), st.State)
-	if st.State == uplink.StateUp {
-		line += fmt.Sprintf(" addr %s via %s (IKE MM+QM, ESP, L2TP, PPP)", st.Addr, st.Gateway)
+	switch {
+	case st.State == uplink.StateUp:
+		t := st.Tunnel
+		line += fmt.Sprintf(" addr %s via %s: IKEv1 Main+Quick Mode, ESP %s (SPI in %08x out %08x), L2TP tunnel %d session %d, PPP %s peer %s",
+			st.Addr, st.Gateway, t.Suite, t.InSPI, t.OutSPI, t.L2TPTunnel, t.L2TPSession, t.Auth, t.Peer)
 		s.local = st.Addr.String()
-	} else if st.LastErr != nil && st.State == uplink.StateBackoff {
+	case st.State == uplink.StateConnecting:
+		line += fmt.Sprintf(" attempt %d to %s", st.Attempts, st.Gateway)
+	case st.LastErr != nil && st.State == uplink.StateBackoff:
 		line += fmt.Sprintf(" (%v: %v)", st.LastPhase, st.LastErr)
 	}
 	s.up = st.State == uplink.StateUp
@@ -249,104 +252,56 @@ func Run(ctx context.Context, opts Options) (View, error) {
 	go func() { defer close(sinkDone); _ = col.NewDatagramSink().Serve(sctx, sinkConn) }()
 	defer func() { scancel(); <-sinkDone }()
 
-	// Edge bridge: uplink + stack.
-	b, err := startBridge(ctx, g, log, st.onUplink)
-	if err != nil {
-		return st.view(), err
-	}
-	defer b.close()
-
-	// Fleet credentials → endpoint registry.
-	fleet, err := sim.NewFleet(sc, sim.Options{})
-	if err != nil {
-		return st.view(), fmt.Errorf("demo: fleet: %w", err)
-	}
-	reg, err := device.Open(filepath.Join(dir, "endpoints.json"), netip.MustParsePrefix(sitePrefix))
-	if err != nil {
-		return st.view(), fmt.Errorf("demo: registry: %w", err)
-	}
-	protoOf := map[string]string{}
-	for _, d := range fleet.Devices() {
-		c := d.Config()
-		protoOf[c.Name] = string(c.Protocol)
-	}
-	for _, n := range fleet.Creds().Names() {
-		e, _ := fleet.Creds().Get(n)
-		var ep device.Endpoint
-		switch {
-		case protoOf[n] == "mqtt":
-			// The site broker's RegistryAuth takes the endpoint name as
-			// username and the PSK as password.
-			ep = device.Endpoint{Name: n, Protocol: device.MQTT, PSKIdentity: n, PSK: e.Secret}
-		case e.Cert != nil:
-			ep = device.Endpoint{Name: n, Protocol: device.CoAP, CertCN: e.Identity}
-		default:
-			ep = device.Endpoint{Name: n, Protocol: device.CoAP, PSKIdentity: e.Identity, PSK: e.Secret}
-		}
-		added, err := reg.Add(ep)
-		if err != nil {
-			return st.view(), fmt.Errorf("demo: register %s: %w", n, err)
-		}
-		st.mu.Lock()
-		st.eps[n] = &Endpoint{Name: n, Protocol: protoOf[n], Addr: added.Addr.String()}
-		st.mu.Unlock()
-	}
-
-	// Downlink CoAP/DTLS + proxy.
-	px, err := proxy.New(proxy.Config{
-		Stack: b.stack, Registry: reg, Central: netip.AddrPortFrom(central, centralCoAPPort),
-		Logger: log.With("component", "proxy"),
-	})
-	if err != nil {
-		return st.view(), fmt.Errorf("demo: proxy: %w", err)
-	}
-	defer px.Close()
-	srvCert, err := fleet.CA().Issue("bridge.local", "bridge.local")
-	if err != nil {
-		return st.view(), fmt.Errorf("demo: bridge certificate: %w", err)
-	}
-	dsrv, err := dlcoap.New(dlcoap.Config{
-		ListenAddr: "127.0.0.1:0", Registry: reg, ClientCAs: fleet.CA().Pool, Certificate: srvCert,
-		Handler: px.HandleDevice, OnSession: px.OnSession, Rate: -1,
-		Logger: log.With("component", "downlink-coap"),
-	})
-	if err != nil {
-		return st.view(), fmt.Errorf("demo: downlink CoAP: %w", err)
-	}
-	px.SetSessions(dsrv.Session)
-	if err := px.Start(); err != nil {
-		return st.view(), fmt.Errorf("demo: proxy start: %w", err)
-	}
-	go func() { _ = dsrv.Serve() }()
-	defer func() { dsrv.Close(); dsrv.Wait() }()
-
-	// MQTT: central broker in the gateway's stack, site broker + relay.
+	// MQTT: the central broker in the gateway's stack (before the bridge,
+	// so its relay connects at once).
 	cb, err := startCentralBroker(g, col, st.onSample, log.With("component", "central-mqtt"))
 	if err != nil {
-		return st.view(), err
+		return View{}, err
 	}
 	defer func() { _ = cb.Close() }()
-	have := map[netip.Addr]bool{}
-	for _, p := range b.stack.Addresses() {
-		have[p.Addr()] = true
-	}
-	for _, e := range reg.List() {
-		if !have[e.Addr] {
-			if err := b.addEndpoint(e.Addr); err != nil {
-				return st.view(), fmt.Errorf("demo: endpoint address %s: %w", e.Addr, err)
-			}
-		}
-	}
-	site, err := startSiteMQTT(b, reg, dir, &tls.Config{Certificates: []tls.Certificate{*srvCert}, MinVersion: tls.VersionTLS12}, log)
+
+	// Edge bridge: the bridge daemon's own composition (bridge/daemon.Site)
+	// with the endpoints of the fleet provisioned into its registry.
+	cfg, err := siteConfig(g, dir)
 	if err != nil {
+		return View{}, err
+	}
+	ca, err := siteCA(cfg)
+	if err != nil {
+		return View{}, err
+	}
+	fleet, err := sim.NewFleet(sc, sim.Options{CA: ca})
+	if err != nil {
+		return View{}, fmt.Errorf("demo: fleet: %w", err)
+	}
+	if err := provision(cfg, fleet, st); err != nil {
 		return st.view(), err
 	}
-	defer site.close()
+	site, err := daemon.New(cfg, log.With("component", "bridge"))
+	if err != nil {
+		return st.view(), fmt.Errorf("demo: bridge: %w", err)
+	}
+	defer func() { _ = site.Close() }() // uplink (PPP, L2TP, IKE) torn down last
+	wctx, wcancel := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); watchUplink(wctx, site, st) }()
+	defer func() { wcancel(); <-watchDone }()
+	site.Start()
+	if err := waitUp(ctx, site); err != nil {
+		if ctx.Err() != nil {
+			v := st.view()
+			v.finish()
+			return v, nil // stopped (Ctrl-C) before the uplink came up
+		}
+		return st.view(), err
+	}
+	reg := site.Registry()
+	addrs := site.Addrs()
 
 	// The fleet, pointed at the bridge.
 	fleet, err = sim.NewFleet(sc, sim.Options{
-		Creds: fleet.Creds(), CA: fleet.CA(), Collector: col,
-		CoAPTarget: dsrv.Addr().String(), MQTTTarget: site.addr.String(), Drain: time.Second,
+		Creds: fleet.Creds(), CA: ca, RootCAs: ca.Pool, Collector: col,
+		CoAPTarget: addrs.CoAP.String(), MQTTTarget: addrs.MQTTTLS.String(), Drain: time.Second,
 		Logger: log.With("component", "fleet"),
 	})
 	if err != nil {
@@ -384,12 +339,47 @@ func Run(ctx context.Context, opts Options) (View, error) {
 			}
 			return v, nil
 		case <-tick.C:
-			px.Tick(time.Now())
 			if opts.OnUpdate != nil {
 				opts.OnUpdate(st.view())
 			}
 		}
 	}
+}
+
+// provision adds every simulated device to the bridge's endpoint registry
+// (state_dir/endpoints.json, as `bridge endpoint add` does): CoAP devices
+// by PSK identity or certificate CN, MQTT devices with their password as
+// the registry PSK (the site broker's RegistryAuth).
+func provision(cfg *bconfig.Config, fleet *sim.Fleet, st *state) error {
+	reg, _, err := daemon.OpenRegistry(cfg)
+	if err != nil {
+		return fmt.Errorf("demo: registry: %w", err)
+	}
+	protoOf := map[string]string{}
+	for _, d := range fleet.Devices() {
+		c := d.Config()
+		protoOf[c.Name] = string(c.Protocol)
+	}
+	for _, n := range fleet.Creds().Names() {
+		e, _ := fleet.Creds().Get(n)
+		var ep device.Endpoint
+		switch {
+		case protoOf[n] == "mqtt":
+			ep = device.Endpoint{Name: n, Protocol: device.MQTT, PSKIdentity: e.Identity, PSK: e.Secret}
+		case e.Cert != nil:
+			ep = device.Endpoint{Name: n, Protocol: device.CoAP, CertCN: e.Identity}
+		default:
+			ep = device.Endpoint{Name: n, Protocol: device.CoAP, PSKIdentity: e.Identity, PSK: e.Secret}
+		}
+		added, err := reg.Add(ep)
+		if err != nil {
+			return fmt.Errorf("demo: register %s: %w", n, err)
+		}
+		st.mu.Lock()
+		st.eps[n] = &Endpoint{Name: n, Protocol: protoOf[n], Addr: added.Addr.String()}
+		st.mu.Unlock()
+	}
+	return nil
 }
 
 // firstCoAPPSK picks the round-trip target: the first always-awake PSK

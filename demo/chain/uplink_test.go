@@ -4,11 +4,15 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/bridge/daemon"
 )
 
-// TestUplinkCarriesEndpointTraffic: the bridge's uplink comes up over real
+// TestUplinkCarriesEndpointTraffic: the demo's bridge (bridge/daemon.Site
+// with the demo's configuration) brings its uplink up over real
 // IKE/ESP/L2TP/PPP on loopback and a datagram from an endpoint address
 // (10.10.8.5) reaches a central service in the gateway's stack, which
 // answers it back to that address.
@@ -25,13 +29,24 @@ func TestUplinkCarriesEndpointTraffic(t *testing.T) {
 			t.Errorf("gateway: %v", err)
 		}
 	})
-	b, err := startBridge(ctx, g, log, nil)
+	cfg, err := siteConfig(g, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.close)
+	site, err := daemon.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = site.Close() })
+	site.Start()
+	if err := waitUp(ctx, site); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(site.Status().Uplink, "up") {
+		t.Fatalf("status: got %q, want up", site.Status().Uplink)
+	}
 	ep := netip.MustParseAddr("10.10.8.5")
-	if err := b.addEndpoint(ep); err != nil {
+	if err := site.Stack().AddAddress(netip.PrefixFrom(ep, 32)); err != nil {
 		t.Fatal(err)
 	}
 	srvAddr := netip.AddrPortFrom(netip.MustParseAddr(centralAddr), 7)
@@ -50,7 +65,7 @@ func TestUplinkCarriesEndpointTraffic(t *testing.T) {
 			_, _ = pc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
 		}
 	}()
-	c, err := b.stack.DialUDP(netip.AddrPortFrom(ep, 40000), srvAddr)
+	c, err := site.Stack().DialUDP(netip.AddrPortFrom(ep, 40000), srvAddr)
 	if err != nil {
 		t.Fatal(err)
 	}

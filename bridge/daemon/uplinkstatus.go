@@ -1,0 +1,15 @@
+package daemon
+
+import "github.com/fleetgate/fleetgate/uplink"
+
+// UplinkStatus returns the L2TP/IPsec client's full snapshot (state,
+// attempt counters, the current tunnel's suite, L2TP IDs and PPP results)
+// for callers that show more than Status().Uplink, such as the demo; ok is
+// false when the uplink mode is "none".
+func (s *Site) UplinkStatus() (st uplink.Status, ok bool) {
+	cu, ok := s.up.(*clientUplink)
+	if !ok {
+		return uplink.Status{}, false
+	}
+	return cu.Status(), true
+}

@@ -1,0 +1,110 @@
+package chain
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bconfig "github.com/fleetgate/fleetgate/bridge/config"
+	"github.com/fleetgate/fleetgate/bridge/daemon"
+	"github.com/fleetgate/fleetgate/firmware-sim/creds"
+	"github.com/fleetgate/fleetgate/uplink"
+)
+
+// siteYAML is the edge bridge's configuration: the same file format and
+// composition (bridge/daemon.Site) as the `bridge` daemon, with every
+// listener on an ephemeral loopback port and the uplink dialling the
+// demo gateway over loopback UDP.
+const siteYAML = `site: %s
+prefix: %s
+state_dir: %s
+downlink: {coap_listen: "127.0.0.1:0"}
+central_coap: %s:%d
+http_listen: "127.0.0.1:0"
+mqtt: {enabled: true, tls_listen: "127.0.0.1:0", central: "%s:%d"}
+uplink:
+  mode: l2tp-ipsec
+  gateways: [%q]
+  nat_t_port: %d
+  psk: %s
+  local_id: %s.sites.example
+  ppp_user: %s
+  ppp_password: %s
+  min_backoff: 200ms
+  max_backoff: 5s
+`
+
+// siteConfig returns the bridge configuration for the demo gateway g.
+func siteConfig(g *gateway, dir string) (*bconfig.Config, error) {
+	ts := g.eng.Tunnel()
+	cfg, err := bconfig.Parse(fmt.Appendf(nil, siteYAML, demoSite, sitePrefix, dir,
+		centralAddr, centralCoAPPort, centralAddr, centralMQTTPort,
+		ts.IKEAddr().String(), ts.NATTAddr().Port(), demoPSK, demoSite, demoSite, demoPassword))
+	if err != nil {
+		return nil, fmt.Errorf("demo: bridge config: %w", err)
+	}
+	return cfg, nil
+}
+
+// siteCA opens the bridge's site CA (created in the state directory on
+// first use, as `bridge endpoint add` does) as a CA the simulated fleet
+// can issue its device certificates from.
+func siteCA(cfg *bconfig.Config) (*creds.CA, error) {
+	_, ca, err := daemon.OpenRegistry(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("demo: site CA: %w", err)
+	}
+	key, err := os.ReadFile(filepath.Join(cfg.StateDir, "ca", "ca.key"))
+	if err != nil {
+		return nil, fmt.Errorf("demo: site CA: %w", err)
+	}
+	return creds.ParseCA(ca.CertPEM, key)
+}
+
+// watchUplink records the uplink client's state changes (polled: the Site
+// owns the client's state callback) until ctx ends.
+func watchUplink(ctx context.Context, s *daemon.Site, st *state) {
+	var last uplink.Status
+	first := true
+	for {
+		cur, ok := s.UplinkStatus()
+		if !ok {
+			return
+		}
+		if cur.State != uplink.StateIdle && (first || cur.State != last.State || cur.Attempts != last.Attempts || cur.Failures != last.Failures || cur.Connects != last.Connects) {
+			st.onUplink(cur)
+			last, first = cur, false
+		}
+		// Fine-grained while the tunnel is being set up (≈0.1 s), coarse
+		// once it is up.
+		every := 5 * time.Millisecond
+		if cur.State == uplink.StateUp {
+			every = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// waitUp waits until the uplink is up, ctx ends or 30 s pass.
+func waitUp(ctx context.Context, s *daemon.Site) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cur, ok := s.UplinkStatus()
+		if ok && cur.State == uplink.StateUp && cur.Addr.IsValid() {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: uplink not up after 30s (phase %v: %v)", cur.LastPhase, cur.LastErr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
