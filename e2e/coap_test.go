@@ -1,0 +1,491 @@
+package e2e
+
+// CoAP end to end (issue 6) with the real daemons in namespaces: devices in
+// sensors speak DTLS/CoAP to the bridge on 172.16.1.1:5684; the bridge
+// forwards their requests through the L2TP/IPsec uplink, from each
+// endpoint's own 10.10.8.N address, to a CoAP service in central
+// (10.200.0.2:5683), and relays plain CoAP from central to the devices.
+//
+// The central service is a small CoAP responder on a real UDP socket in
+// central that records each request's source address (libcoap's
+// coap-server does not report it); the devices are libcoap's
+// coap-client-openssl/-gnutls and a pion DTLS + go-coap device (which can
+// be limited to CCM_8 suites, serve central → device requests and keep its
+// socket across a NAT rebinding).
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	"github.com/plgd-dev/go-coap/v3/options"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/fleetgate/fleetgate/internal/realpeer"
+)
+
+// bridgeURI is the bridge's coaps:// base as devices see it.
+var bridgeURI = fmt.Sprintf("coaps://%s:%d", BridgeLAN, CoAPSPort)
+
+// coapReq is one request the central service received.
+type coapReq struct {
+	From    netip.AddrPort
+	Method  codes.Code
+	Path    string
+	Payload string
+}
+
+// coapSink is the central CoAP service: it answers every request with
+// 2.05 "src=<source> <path> <payload>" and records it.
+type coapSink struct {
+	pc   net.PacketConn
+	mu   sync.Mutex
+	reqs []coapReq
+}
+
+func startCoapSink(t *testing.T, env *Env) *coapSink {
+	t.Helper()
+	pc, err := env.Central.ListenPacket("udp4", netip.AddrPortFrom(CentralAddr, 5683).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &coapSink{pc: pc}
+	done := make(chan struct{})
+	go func() { defer close(done); s.serve() }()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return s
+}
+
+func (s *coapSink) serve() {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := s.pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		m := pool.NewMessage(context.Background())
+		if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil || m.Code() < codes.GET || m.Code() > codes.DELETE {
+			continue
+		}
+		path, _ := m.Path()
+		body, _ := m.ReadBody()
+		src := from.(*net.UDPAddr).AddrPort()
+		s.mu.Lock()
+		s.reqs = append(s.reqs, coapReq{From: netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), Method: m.Code(), Path: path, Payload: string(body)})
+		s.mu.Unlock()
+		r := pool.NewMessage(context.Background())
+		r.SetType(message.Acknowledgement)
+		if m.Type() == message.NonConfirmable {
+			r.SetType(message.NonConfirmable)
+		}
+		r.SetMessageID(m.MessageID())
+		r.SetToken(m.Token())
+		r.SetCode(codes.Content)
+		r.SetContentFormat(message.TextPlain)
+		r.SetBody(bytes.NewReader(fmt.Appendf(nil, "src=%s %s %s", from, path, body)))
+		if b, err := r.MarshalWithEncoder(coder.DefaultCoder); err == nil {
+			_, _ = s.pc.WriteTo(b, from)
+		}
+	}
+}
+
+// find returns the first recorded request for path.
+func (s *coapSink) find(path string) (coapReq, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.reqs {
+		if r.Path == path {
+			return r, true
+		}
+	}
+	return coapReq{}, false
+}
+
+// dtlsDevice is a pion DTLS + go-coap device with its UDP socket in sensors.
+type dtlsDevice struct {
+	Conn *udpclient.Conn
+	DTLS *dtls.Conn
+}
+
+// dialDevice connects a simulated device for ep to the bridge (Connection
+// ID on, suites as given or CCM_8 + GCM); handler serves central → device
+// requests.
+func dialDevice(t *testing.T, env *Env, ep *Endpoint, suites []dtls.CipherSuiteID, handler udpclient.HandlerFunc) *dtlsDevice {
+	t.Helper()
+	pc, err := env.Sensors.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []dtls.ClientOption{
+		dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()),
+		dtls.WithFlightInterval(300 * time.Millisecond),
+	}
+	if ep.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(ep.CertFile, ep.KeyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caPEM, err := os.ReadFile(ep.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(caPEM) {
+			t.Fatalf("no CA in %s", ep.CAFile)
+		}
+		if suites == nil {
+			suites = []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}
+		}
+		// The site certificate names bridge.<site> and the advertised
+		// address; the device verifies it against the site CA.
+		opts = append(opts, dtls.WithCertificates(cert), dtls.WithRootCAs(roots),
+			dtls.WithServerName("bridge."+siteName), dtls.WithCipherSuites(suites...))
+	} else {
+		if suites == nil {
+			suites = []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256}
+		}
+		key := []byte(ep.PSK)
+		opts = append(opts, dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
+			dtls.WithPSKIdentityHint([]byte(ep.Identity)), dtls.WithCipherSuites(suites...))
+	}
+	dc, err := dtls.ClientWithOptions(pc, net.UDPAddrFromAddrPort(netip.AddrPortFrom(BridgeLAN, CoAPSPort)), opts...)
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := dc.HandshakeContext(ctx); err != nil {
+		dc.Close()
+		pc.Close()
+		t.Fatalf("device %s: DTLS handshake with the bridge: %v", ep.Name, err)
+	}
+	var cc *udpclient.Conn
+	if handler != nil {
+		cc = coapdtls.Client(dc, options.WithHandlerFunc(handler))
+	} else {
+		cc = coapdtls.Client(dc)
+	}
+	t.Cleanup(func() {
+		_ = cc.Close()
+		pc.Close()
+		<-cc.Done()
+	})
+	return &dtlsDevice{Conn: cc, DTLS: dc}
+}
+
+// post sends a CON POST and returns the response code and body.
+func (d *dtlsDevice) post(t *testing.T, path, payload string) (codes.Code, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := d.Conn.Post(ctx, path, message.TextPlain, strings.NewReader(payload))
+	if err != nil {
+		t.Fatalf("device POST %s: %v", path, err)
+	}
+	body, _ := resp.ReadBody()
+	return resp.Code(), string(body)
+}
+
+// answer is a device handler replying 2.05 "<name> <path>".
+func coapAnswer(name string) udpclient.HandlerFunc {
+	return func(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
+		p, _ := r.Path()
+		_ = w.SetResponse(codes.Content, message.TextPlain, strings.NewReader(name+" "+p))
+	}
+}
+
+// centralGet runs libcoap's coap-client-notls in central: a plain CoAP GET
+// to coap://addr/path.
+func centralCoapGet(t *testing.T, env *Env, addr netip.Addr, path string) (string, error) {
+	t.Helper()
+	return realpeer.CoAPClient(t.Context(), env.Central, realpeer.CoAPRequest{
+		Backend: "notls", URI: fmt.Sprintf("coap://%s%s", addr, path), Timeout: 15 * time.Second})
+}
+
+// counters reads the bridge's CoAP counters.
+func coapCounters(t *testing.T, env *Env) (handshakes, failures, rebinds float64) {
+	t.Helper()
+	m := env.Metrics()
+	get := func(s string) float64 {
+		v, ok := MetricValue(m, s)
+		if !ok {
+			t.Fatalf("bridge /metrics: no %s", s)
+		}
+		return v
+	}
+	return get("coap_handshakes_ok_total"), get("coap_handshake_failures_total"), get("coap_rebinds_total")
+}
+
+// TestCoapRealDevices: libcoap coap-client-openssl and -gnutls in sensors,
+// with a PSK and with a certificate, GET and POST through the bridge; the
+// central service sees each request arrive from the endpoint's own
+// 10.10.8.N address. A device restricted to the CCM_8 suites (PSK and
+// ECDHE-ECDSA, as tinydtls offers) gets through and lands on CCM_8.
+func TestCoapRealDevices(t *testing.T) {
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
+	sink := startCoapSink(t, env)
+	psk, cert := env.Endpoint("sensor-17"), env.Endpoint("sensor-20")
+	runs := 0
+	for _, backend := range []string{"openssl", "gnutls"} {
+		for _, ep := range []*Endpoint{psk, cert} {
+			kind := "psk"
+			if ep.CertFile != "" {
+				kind = "cert"
+			}
+			for _, method := range []string{"get", "post"} {
+				path := fmt.Sprintf("/data/%s-%s-%s", backend, kind, method)
+				req := realpeer.CoAPRequest{Backend: backend, Method: method, URI: bridgeURI + path, Timeout: 15 * time.Second}
+				if kind == "psk" {
+					req.Identity, req.PSK = ep.Identity, ep.PSK
+				} else {
+					req.Extra = []string{"-c", ep.CertFile, "-j", ep.KeyFile, "-C", ep.CAFile}
+				}
+				if method == "post" {
+					req.Payload = "t=21.5"
+				}
+				out, err := realpeer.CoAPClient(t.Context(), env.Sensors, req)
+				runs++
+				if err != nil {
+					t.Errorf("%s %s %s: %v", backend, kind, method, err)
+					continue
+				}
+				wantSrc := "src=" + ep.Addr.String() + ":"
+				if !strings.Contains(out, wantSrc) {
+					t.Errorf("%s %s %s: response %q, want the central answer %q…", backend, kind, method, out, wantSrc)
+				}
+				got, ok := sink.find(path)
+				if !ok {
+					t.Errorf("%s %s %s: central saw no request for %s", backend, kind, method, path)
+					continue
+				}
+				wantPayload := req.Payload
+				if got.From.Addr() != ep.Addr || got.Method.String() != strings.ToUpper(method) || got.Payload != wantPayload {
+					t.Errorf("%s %s %s: central saw %+v, want %s from %s payload %q", backend, kind, method, got, strings.ToUpper(method), ep.Addr, wantPayload)
+				}
+				t.Logf("%s %s %s: central saw %s from %s", backend, kind, method, got.Method, got.From)
+			}
+		}
+	}
+	hs, fails, _ := coapCounters(t, env)
+	if hs != float64(runs) || fails != 0 {
+		t.Errorf("bridge counters: handshakes %v failures %v, want %d and 0 (one session per coap-client run)", hs, fails, runs)
+	}
+
+	// Devices offering only CCM_8 (PSK, then ECDHE-ECDSA).
+	for _, c := range []struct {
+		ep    *Endpoint
+		suite dtls.CipherSuiteID
+	}{{psk, dtls.TLS_PSK_WITH_AES_128_CCM_8}, {cert, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8}} {
+		d := dialDevice(t, env, c.ep, []dtls.CipherSuiteID{c.suite}, nil)
+		path := "/ccm8/" + c.ep.Name
+		code, body := d.post(t, path, "ccm8")
+		st, _ := d.DTLS.ConnectionState()
+		if code != codes.Content || !strings.HasPrefix(body, "src="+c.ep.Addr.String()+":") || st.CipherSuiteID != c.suite {
+			t.Errorf("CCM_8-only %s: got %v %q over suite %v, want 2.05 from %s over %v", c.ep.Name, code, body, st.CipherSuiteID, c.ep.Addr, c.suite)
+		}
+		if got, ok := sink.find(path); !ok || got.From.Addr() != c.ep.Addr {
+			t.Errorf("CCM_8-only %s: central saw %+v (found %v), want source %s", c.ep.Name, got, ok, c.ep.Addr)
+		}
+		t.Logf("CCM_8-only %s: %v %q over %v", c.ep.Name, code, body, st.CipherSuiteID)
+	}
+}
+
+// TestCoapCentralToDevice: a plain CoAP GET from central (libcoap's
+// coap-client-notls) to an endpoint's VPN address is relayed over the
+// device's DTLS session and answered by the device, for a PSK and a
+// certificate device.
+func TestCoapCentralToDevice(t *testing.T) {
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
+	sink := startCoapSink(t, env)
+	for _, name := range []string{"sensor-17", "sensor-20"} {
+		ep := env.Endpoint(name)
+		d := dialDevice(t, env, ep, nil, coapAnswer(name))
+		// The device talks first (as firmware does on boot), so the
+		// bridge knows its session.
+		if code, body := d.post(t, "/hello/"+name, "boot"); code != codes.Content || !strings.HasPrefix(body, "src="+ep.Addr.String()+":") {
+			t.Fatalf("%s → central: %v %q", name, code, body)
+		}
+		out, err := centralCoapGet(t, env, ep.Addr, "/temp")
+		if err != nil {
+			t.Fatalf("central → %s: %v", name, err)
+		}
+		if want := name + " /temp"; !strings.Contains(out, want) {
+			t.Fatalf("central → %s (%s): got %q, want %q", name, ep.Addr, out, want)
+		}
+		t.Logf("central GET coap://%s/temp → %q", ep.Addr, strings.TrimSpace(out))
+	}
+	if _, ok := sink.find("/hello/sensor-20"); !ok {
+		t.Fatal("central saw no /hello/sensor-20")
+	}
+	if v := env.Metric("proxy_downstream_total"); v < 2 {
+		t.Fatalf("proxy_downstream_total = %v, want ≥ 2", v)
+	}
+}
+
+// natSensors makes sensors masquerade its DTLS traffic to the bridge into
+// port block base..base+999 (a home router in front of the device).
+func natSensorsDTLS(t *testing.T, env *Env, base int) {
+	t.Helper()
+	_, _ = env.Sensors.Run(t.Context(), "nft", "delete", "table", "ip", "fgdevnat")
+	cmd := env.Sensors.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table ip fgdevnat {
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "edge" udp dport %d masquerade to :%d-%d
+	}
+}
+`, CoAPSPort, base, base+999))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in sensors: %v: %s", err, out)
+	}
+}
+
+// TestCoapNATRebinding: the device's NAT mapping changes mid-session (the
+// masquerade port block in sensors moves and its connection tracking is
+// flushed); the DTLS session continues via Connection ID without a new
+// handshake: the bridge counts one rebind and no handshake, and the device's
+// next request still arrives centrally from its own address.
+func TestCoapNATRebinding(t *testing.T) {
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}}})
+	sink := startCoapSink(t, env)
+	ep := env.Endpoint("sensor-17")
+	natSensorsDTLS(t, env, 41000)
+	d := dialDevice(t, env, ep, nil, coapAnswer("sensor-17"))
+	if code, body := d.post(t, "/before", "1"); code != codes.Content || !strings.HasPrefix(body, "src="+ep.Addr.String()+":") {
+		t.Fatalf("before rebinding: %v %q", code, body)
+	}
+	hs0, _, rb0 := coapCounters(t, env)
+
+	// The NAT reboots: new port block, mappings forgotten (removing the
+	// address drops masqueraded connection-tracking entries through it).
+	natSensorsDTLS(t, env, 42000)
+	addr := env.Sensors.Ifaces["edge"].String()
+	env.mustRun(env.Sensors, "ip", "addr", "del", addr, "dev", "edge")
+	env.mustRun(env.Sensors, "ip", "addr", "add", addr, "dev", "edge")
+	env.mustRun(env.Sensors, "ip", "route", "replace", "default", "via", BridgeLAN.String())
+
+	if code, body := d.post(t, "/after", "2"); code != codes.Content || !strings.HasPrefix(body, "src="+ep.Addr.String()+":") {
+		t.Fatalf("after rebinding: %v %q", code, body)
+	}
+	got, ok := sink.find("/after")
+	if !ok || got.From.Addr() != ep.Addr {
+		t.Fatalf("after rebinding: central saw %+v (found %v), want source %s", got, ok, ep.Addr)
+	}
+	// Central → device also follows the new mapping.
+	if out, err := centralCoapGet(t, env, ep.Addr, "/temp"); err != nil || !strings.Contains(out, "sensor-17 /temp") {
+		t.Fatalf("central → device after rebinding: %q, %v", out, err)
+	}
+	hs1, _, rb1 := coapCounters(t, env)
+	if hs1 != hs0 || rb1 != rb0+1 {
+		t.Fatalf("bridge counters: handshakes %v → %v, rebinds %v → %v; want handshakes unchanged, rebinds +1", hs0, hs1, rb0, rb1)
+	}
+	// The bridge saw the device from the new port block.
+	conns, _ := env.Edge.Run(t.Context(), "ss", "-Hun")
+	t.Logf("handshakes %v, rebinds %v → %v; edge sockets: %s", hs1, rb0, rb1, strings.TrimSpace(conns))
+}
+
+// uplinkLogLine is one "uplink …" line of the bridge's JSON log.
+type uplinkLogLine struct {
+	Time  time.Time `json:"time"`
+	Msg   string    `json:"msg"`
+	Phase string    `json:"phase"`
+}
+
+// TestCoapUplinkRecovery: the WAN is dropped for 60 s and the gateway
+// daemon restarted meanwhile; the bridge notices (DPD / LCP echo), keeps
+// retrying with backoff, reconnects once the WAN is back, endpoints keep
+// their addresses, the device's DTLS session survives and central → device
+// and device → central work again.
+func TestCoapUplinkRecovery(t *testing.T) {
+	env := Setup(t, Options{
+		Endpoints:  []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}},
+		UplinkYAML: "  dpd_interval: 3s\n  lcp_echo_interval: 2s\n  lcp_echo_failures: 3\n",
+	})
+	sink := startCoapSink(t, env)
+	ep := env.Endpoint("sensor-17")
+	d := dialDevice(t, env, ep, nil, coapAnswer("sensor-17"))
+	if code, _ := d.post(t, "/before", "1"); code != codes.Content {
+		t.Fatalf("before outage: %v", code)
+	}
+	if out, err := centralCoapGet(t, env, ep.Addr, "/temp"); err != nil || !strings.Contains(out, "sensor-17 /temp") {
+		t.Fatalf("central → device before outage: %q, %v", out, err)
+	}
+	addrs := func() map[string]string {
+		m := map[string]string{}
+		for _, e := range env.Status().Endpoints {
+			m[e.Name] = e.Addr
+		}
+		return m
+	}
+	before := addrs()
+	att0 := env.Metric("uplink_attempts_total")
+
+	cut := time.Now()
+	env.Topo.CutWAN(t)
+	if !Poll(30*time.Second, func() bool { return !strings.HasPrefix(env.Status().Uplink, "up") }) {
+		t.Fatalf("uplink still up 30 s into the outage: %s", env.Status().Uplink)
+	}
+	t.Logf("uplink down after %v: %s", time.Since(cut).Round(time.Second), env.Status().Uplink)
+	env.RestartGateway()
+	time.Sleep(time.Until(cut.Add(60 * time.Second)))
+	env.Topo.RestoreWAN(t)
+	restored := time.Now()
+	st := env.WaitUplinkUp(45 * time.Second)
+	t.Logf("uplink up %v after the WAN came back: %s", time.Since(restored).Round(100*time.Millisecond), st.Uplink)
+
+	att1 := env.Metric("uplink_attempts_total")
+	if c := env.Metric("uplink_connects_total"); c != 2 || att1-att0 < 2 {
+		t.Errorf("uplink: connects %v (want 2), attempts %v → %v (want ≥ 2 more: retries during the outage)", c, att0, att1)
+	}
+	var gaps []string
+	var last time.Time
+	for _, l := range strings.Split(env.Log("bridge", 1), "\n") {
+		var u uplinkLogLine
+		if json.Unmarshal([]byte(l), &u) != nil || !strings.HasPrefix(u.Msg, "uplink ") {
+			continue
+		}
+		if u.Msg == "uplink attempt failed" || u.Msg == "uplink down" {
+			if !last.IsZero() {
+				gaps = append(gaps, u.Time.Sub(last).Round(10*time.Millisecond).String())
+			}
+			last = u.Time
+		}
+	}
+	t.Logf("bridge: %v more attempts; times between failed attempts: %v", att1-att0, gaps)
+	if after := addrs(); after["sensor-17"] != before["sensor-17"] || after["sensor-20"] != before["sensor-20"] || after["sensor-17"] != ep.Addr.String() {
+		t.Errorf("endpoint addresses: before %v, after %v", before, after)
+	}
+	// The device's DTLS session to the bridge survived; both directions
+	// work again through the new uplink and the restarted gateway.
+	if code, body := d.post(t, "/after", "2"); code != codes.Content || !strings.HasPrefix(body, "src="+ep.Addr.String()+":") {
+		t.Fatalf("device → central after recovery: %v %q", code, body)
+	}
+	if got, ok := sink.find("/after"); !ok || got.From.Addr() != ep.Addr {
+		t.Fatalf("after recovery: central saw %+v (found %v)", got, ok)
+	}
+	out, err := centralCoapGet(t, env, ep.Addr, "/temp")
+	if err != nil || !strings.Contains(out, "sensor-17 /temp") {
+		t.Fatalf("central → device after recovery: %q, %v", out, err)
+	}
+	if hs, _, _ := coapCounters(t, env); hs != 1 {
+		t.Errorf("coap_handshakes_ok_total = %v, want 1 (the device kept its session)", hs)
+	}
+}
