@@ -5,9 +5,20 @@ import (
 	"crypto/cipher"
 	"fmt"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 )
+
+// cpuTime is the process's user+system CPU time: on a shared machine CPU
+// per packet is steadier than wall time per packet.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // BenchmarkSealOpen measures one Seal plus one Open per iteration for each
 // suite and size, next to BenchmarkBareGCM (the AES-GCM primitive alone)
@@ -67,8 +78,21 @@ func BenchmarkBareGCM(b *testing.B) {
 // (UDP header, Seal, sendmsg, recvmsg, classify, SPI lookup, Open,
 // selectors, queue, copy to the reader).
 func BenchmarkTransportL2TP(b *testing.B) {
+	for _, single := range []bool{false, true} {
+		b.Run(ioName(single), func(b *testing.B) { benchTransportL2TP(b, single) })
+	}
+}
+
+func ioName(single bool) string {
+	if single {
+		return "single"
+	}
+	return "batch"
+}
+
+func benchTransportL2TP(b *testing.B, single bool) {
 	mk := func() *Transport {
-		tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1,
+		tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1, SingleIO: single,
 			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
 		if err != nil {
 			b.Fatal(err)
@@ -92,6 +116,7 @@ func BenchmarkTransportL2TP(b *testing.B) {
 	b.SetBytes(1400)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for i := 0; i < b.N; i++ {
 		if _, err := a.L2TP().WriteTo(payload, to); err != nil {
 			b.Fatal(err)
@@ -100,6 +125,8 @@ func BenchmarkTransportL2TP(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(a.Stats().SendBatches.Load())/float64(b.N), "batches/op")
 }
 
 // BenchmarkTransportStream measures one-way streaming: a goroutine writes
@@ -107,8 +134,14 @@ func BenchmarkTransportL2TP(b *testing.B) {
 // them from transport B (packets lost to a full socket buffer are not
 // retried; the loss rate is reported).
 func BenchmarkTransportStream(b *testing.B) {
+	for _, single := range []bool{false, true} {
+		b.Run(ioName(single), func(b *testing.B) { benchTransportStream(b, single) })
+	}
+}
+
+func benchTransportStream(b *testing.B, single bool) {
 	mk := func() *Transport {
-		tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1, ReadQueue: 4096,
+		tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1, ReadQueue: 4096, SingleIO: single,
 			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
 		if err != nil {
 			b.Fatal(err)
@@ -131,6 +164,7 @@ func BenchmarkTransportStream(b *testing.B) {
 	b.SetBytes(1400)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -149,4 +183,13 @@ func BenchmarkTransportStream(b *testing.B) {
 	}
 	<-done
 	b.ReportMetric(100*float64(b.N-got)/float64(b.N), "%lost")
+	if got > 0 {
+		b.ReportMetric(float64(cpuTime()-cpu0)/float64(got), "cpu-ns/pkt")
+	}
+	if n := a.Stats().SendBatches.Load(); n > 0 {
+		b.ReportMetric(float64(a.Stats().ESPOut.Load())/float64(n), "sent/batch")
+	}
+	if n := c.Stats().Batches.Load(); n > 0 {
+		b.ReportMetric(float64(c.Stats().ESPIn.Load())/float64(n), "pkts/batch")
+	}
 }

@@ -158,9 +158,9 @@ func (c *l2tpConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	off := sa.PayloadOffset()
 	need := off + ulen + sa.Overhead(ulen)
 	var buf []byte
+	var bp *[]byte
 	if need <= bufSize {
-		bp := c.t.bufPool.Get().(*[]byte)
-		defer c.t.bufPool.Put(bp)
+		bp = c.t.bufPool.Get().(*[]byte)
 		buf = *bp
 	} else {
 		buf = make([]byte, need)
@@ -173,9 +173,22 @@ func (c *l2tpConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	copy(u[UDPHeaderLen:], p)
 	pkt, err := sa.Seal(buf[:0], u, NextHeaderUDP)
 	if err != nil {
+		if bp != nil {
+			c.t.bufPool.Put(bp)
+		}
 		return 0, c.opErr("write", err)
 	}
-	if _, err := c.t.natt.writeTo(pkt, a.peer.Remote()); err != nil {
+	if out := c.t.natt.out; out != nil && bp != nil {
+		// Batched: the sender owns bp from here and counts failures of
+		// queued datagrams in SendErrors.
+		err = out.send(outPkt{buf: bp, n: len(pkt), to: a.peer.Remote()})
+	} else {
+		_, err = c.t.natt.writeTo(pkt, a.peer.Remote())
+		if bp != nil {
+			c.t.bufPool.Put(bp)
+		}
+	}
+	if err != nil {
 		c.t.stats.SendErrors.Add(1)
 		return 0, c.opErr("write", err)
 	}

@@ -10,18 +10,40 @@ import (
 // address:port.
 var errAddrType = errors.New("esp: datagram source is not a UDP address")
 
+// FilteredUDPConn is a net.PacketConn that wraps a *net.UDPConn and drops
+// some datagrams on the way in (a gateway's admission check on first IKE
+// messages). The transport reads the UDP socket itself, in batches, and
+// asks Admit about each datagram instead of calling ReadFrom; Close is
+// still called on the wrapper.
+type FilteredUDPConn interface {
+	net.PacketConn
+	// UDPConn returns the wrapped socket.
+	UDPConn() *net.UDPConn
+	// Admit reports whether datagram b from from is passed on; it must
+	// not keep b.
+	Admit(b []byte, from netip.AddrPort) bool
+}
+
 // sock is one of the transport's datagram sockets. A *net.UDPConn is used
-// through its allocation-free AddrPort methods; any other net.PacketConn
-// (an in-memory pipe in tests) through ReadFrom/WriteTo, as long as its
-// addresses are *net.UDPAddr or print as "ip:port".
+// through its allocation-free AddrPort methods, on Linux with recvmmsg and
+// sendmmsg (batch); any other net.PacketConn (an in-memory pipe in tests)
+// through ReadFrom/WriteTo, as long as its addresses are *net.UDPAddr or
+// print as "ip:port".
 type sock struct {
-	pc  net.PacketConn
-	udp *net.UDPConn
+	pc    net.PacketConn
+	udp   *net.UDPConn
+	admit func(b []byte, from netip.AddrPort) bool // FilteredUDPConn
+	batch *batchConn                               // nil: one datagram per call
+	out   *sender                                  // with batch: coalesces ESP writes
 }
 
 func newSock(pc net.PacketConn) *sock {
 	s := &sock{pc: pc}
-	s.udp, _ = pc.(*net.UDPConn)
+	if f, ok := pc.(FilteredUDPConn); ok && f.UDPConn() != nil {
+		s.udp, s.admit = f.UDPConn(), f.Admit
+	} else {
+		s.udp, _ = pc.(*net.UDPConn)
+	}
 	return s
 }
 
