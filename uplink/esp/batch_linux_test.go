@@ -221,7 +221,7 @@ type admitFilter struct {
 	refused int
 }
 
-func (f *admitFilter) ReadFrom(b []byte) (int, net.Addr, error) { return f.c.ReadFrom(b) }
+func (f *admitFilter) ReadFrom(b []byte) (int, net.Addr, error)  { return f.c.ReadFrom(b) }
 func (f *admitFilter) WriteTo(b []byte, a net.Addr) (int, error) { return f.c.WriteTo(b, a) }
 func (f *admitFilter) Close() error                              { return f.c.Close() }
 func (f *admitFilter) LocalAddr() net.Addr                       { return f.c.LocalAddr() }
