@@ -9,6 +9,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
 // authMux gives every PPP link its own server.PPPAuth although
@@ -49,10 +50,21 @@ func linkKey(ctx context.Context, user string) any {
 	return ctx
 }
 
-// Authenticate implements ppp.Authenticator.
+// Authenticate implements ppp.Authenticator for links of the tunnel
+// server, which puts the peer's outer address in ctx.
 func (m *authMux) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.AuthResult, error) {
+	calling := ""
+	if outer, ok := tunnel.PeerOuter(ctx); ok {
+		calling = outer.String()
+	}
+	return m.authenticate(ctx, req, calling)
+}
+
+// authenticate checks a login; calling is the peer's outer IP:port, sent
+// as RADIUS Calling-Station-Id as xl2tpd and accel-ppp do.
+func (m *authMux) authenticate(ctx context.Context, req *ppp.AuthRequest, calling string) (ppp.AuthResult, error) {
 	id := server.NewSessionID()
-	a := m.env.NewPPPAuth(strconv.FormatUint(id, 16), "")
+	a := m.env.NewPPPAuth(strconv.FormatUint(id, 16), calling)
 	res, err := a.Authenticate(ctx, req)
 	if err != nil || !res.Accept {
 		return res, err
@@ -125,4 +137,16 @@ func (m *authMux) drop(p *pending) {
 		m.env.ReleaseAddress(p.addr)
 		m.stats.OrphanAuth.Add(1)
 	}
+}
+
+// rawAuth is the Authenticator of one raw L2TP link, whose peer address
+// the listener knows.
+type rawAuth struct {
+	m       *authMux
+	calling string
+}
+
+// Authenticate implements ppp.Authenticator.
+func (r rawAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.AuthResult, error) {
+	return r.m.authenticate(ctx, req, r.calling)
 }

@@ -68,7 +68,7 @@ func (e *Engine) startRaw(env *server.Env, log *slog.Logger, at netip.AddrPort, 
 			log.Info("raw L2TP session established", "peer", peer, "tunnel_id", sess.Tunnel().LocalID(), "session_id", sess.LocalID())
 			pc := ppp.Attach(sess, ppp.Config{
 				Role: ppp.Server, MRU: gc.MTU, Name: "fleetgate",
-				Authenticator: mux, AssignAddress: mux.Assign, LocalAddr: gc.Pool.GatewayAddr,
+				Authenticator: rawAuth{mux, peer.String()}, AssignAddress: mux.Assign, LocalAddr: gc.Pool.GatewayAddr,
 				EchoInterval: echoInterval, EchoFailures: echoFailures,
 				Clock: e.cfg.Clock, Logger: log.With("layer", "ppp"),
 			})

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,4 +133,46 @@ func TestXL2TPDRawL2TP(t *testing.T) {
 	if n := g.eng.RawL2TPStats().SessionsEstablished.Load(); n != 1 {
 		t.Fatalf("raw L2TP sessions established: got %d, want 1", n)
 	}
+}
+
+// TestRADIUSCallingStationID: a client logs in through the whole stack
+// (IKE, ESP, L2TP, PPP) as a user only a real FreeRADIUS knows; the
+// Access-Request FreeRADIUS received (its -X log) carries the client's
+// outer IP:port as Calling-Station-Id and NAS-Port-Type Virtual, and the
+// accounting Start in its detail file carries the same Calling-Station-Id.
+func TestRADIUSCallingStationID(t *testing.T) {
+	fr := realpeer.StartFreeRADIUS(t, nil, realpeer.FreeRADIUSConfig{Users: []realpeer.RADIUSUser{{Name: "site-r", Password: "rpw"}}})
+	cfg := parseConfig(t, fmt.Sprintf("radius: {auth: %q, acct: %q, secret: %q}\n", fr.Auth, fr.Acct, fr.Secret))
+	g := startGateway(t, cfg, engine.Config{})
+	tn, _ := dial(t, g.clientConfig("site-r", "rpw"))
+	env := g.srv.Env()
+	waitFor(t, "site-r registered", func() bool { return env.Sessions.ByIdentity("site-r") != nil })
+	sess, ok := env.Sessions.ByIdentity("site-r").(interface{ OuterAddr() netip.AddrPort })
+	if !ok {
+		t.Fatal("session does not describe its outer address")
+	}
+	outer := sess.OuterAddr()
+	if !outer.IsValid() || outer.Port() == 0 {
+		t.Fatalf("outer address %v", outer)
+	}
+	want := fmt.Sprintf("Calling-Station-Id = %q", outer.String())
+	log := fr.Log()
+	at := strings.Index(log, "Received Access-Request")
+	if at < 0 {
+		t.Fatalf("FreeRADIUS received no Access-Request:\n%s", log)
+	}
+	req := log[at:]
+	if i := strings.Index(req, "Sent Access-Accept"); i > 0 {
+		req = req[:i]
+	}
+	for _, w := range []string{want, "NAS-Port-Type = Virtual", `User-Name = "site-r"`} {
+		if !strings.Contains(req, w) {
+			t.Errorf("Access-Request lacks %s:\n%s", w, req)
+		}
+	}
+	waitFor(t, "accounting Start", func() bool { return strings.Contains(fr.Detail(), "Acct-Status-Type = Start") })
+	if d := fr.Detail(); !strings.Contains(d, want) {
+		t.Errorf("accounting lacks %s:\n%s", want, d)
+	}
+	t.Logf("client %v (VPN %v): %s", outer, tn.LocalAddr(), want)
 }

@@ -222,7 +222,7 @@ func (e *Env) Register(s Session) error {
 		st.user, st.class = ai.PPPUser(), ai.Class()
 	}
 	if d, ok := s.(Describer); ok {
-		st.outer = d.OuterAddr().Addr().String()
+		st.outer = d.OuterAddr().String() // IP:port, as in Access-Request
 	}
 	s2.mu.Lock()
 	s2.states[s.ID()] = st

@@ -72,7 +72,7 @@ func TestAccountingThroughServer(t *testing.T) {
 	d := fr.Detail()
 	for _, want := range []string{`User-Name = "site-r"`, "Framed-IP-Address = 10.10.0.50", "Acct-Status-Type = Stop",
 		"Acct-Input-Octets = 96", "Acct-Input-Packets = 3", "Acct-Output-Octets = 32", "Acct-Output-Packets = 1",
-		"Acct-Terminate-Cause = Lost-Carrier", `Calling-Station-Id = "198.51.100.7"`, "Class = 0x74656e616e742d61"} {
+		"Acct-Terminate-Cause = Lost-Carrier", `Calling-Station-Id = "198.51.100.7:4500"`, "Class = 0x74656e616e742d61"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("detail lacks %q:\n%s", want, d)
 		}

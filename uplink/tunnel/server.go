@@ -418,9 +418,10 @@ func (s *Server) serve(sess *l2tp.Session) {
 	// Frames the LAC sent before Attach set the handler were held by the
 	// session (l2tp.MaxEarlyFrames) and reach PPP first; the LAC likewise
 	// holds ours until its own PPP attaches.
+	la := &linkAuth{auth: s.cfg.Authenticator, assign: s.cfg.AddressFunc, outer: ps.peer.Remote}
 	ss.ppp = ppp.Attach(sess, ppp.Config{
 		Role: ppp.Server, MRU: s.cfg.MRU, Methods: s.cfg.AuthMethods, Name: s.cfg.HostName,
-		Authenticator: s.cfg.Authenticator, AssignAddress: s.cfg.AddressFunc, LocalAddr: s.cfg.LocalAddr,
+		Authenticator: la, AssignAddress: la.Assign, LocalAddr: s.cfg.LocalAddr,
 		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures,
 		Clock: s.cfg.Clock, Logger: log.With("layer", "ppp"), Stats: &s.pppSt,
 	})
@@ -634,4 +635,51 @@ func idString(id ike.Identity) string {
 		return string(id.ID.Data)
 	}
 	return hex.EncodeToString(id.ID.Data)
+}
+
+// outerKey is the context key of PeerOuter.
+type outerKey struct{}
+
+// PeerOuter returns the outer address (IP:port, after the NAT-T float) of
+// the client whose PPP link a ServerConfig.Authenticator or AddressFunc
+// call is for, e.g. for RADIUS Calling-Station-Id.
+func PeerOuter(ctx context.Context) (netip.AddrPort, bool) {
+	f, ok := ctx.Value(outerKey{}).(func() netip.AddrPort)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	return f(), true
+}
+
+// linkAuth is one PPP link's view of the configured Authenticator and
+// AddressFunc: their context carries the client's outer address
+// (PeerOuter). ppp.Conn passes its own per-link context to both calls; the
+// derived context is made once per parent, so the two calls of a link see
+// one context value (callers may key per-link state by it).
+type linkAuth struct {
+	auth   ppp.Authenticator
+	assign ppp.AddressFunc
+	outer  func() netip.AddrPort
+
+	mu          sync.Mutex
+	parent, ctx context.Context
+}
+
+func (l *linkAuth) with(ctx context.Context) context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.parent != ctx {
+		l.parent, l.ctx = ctx, context.WithValue(ctx, outerKey{}, l.outer)
+	}
+	return l.ctx
+}
+
+// Authenticate implements ppp.Authenticator.
+func (l *linkAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.AuthResult, error) {
+	return l.auth.Authenticate(l.with(ctx), req)
+}
+
+// Assign is the link's ppp.AddressFunc.
+func (l *linkAuth) Assign(ctx context.Context, user string) (ppp.Assignment, error) {
+	return l.assign(l.with(ctx), user)
 }
