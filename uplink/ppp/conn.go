@@ -31,6 +31,7 @@ type Conn struct {
 
 	// Data path state, published by the owner goroutine.
 	ipOpen  atomic.Bool
+	early   atomic.Int32 // IPv4 frames queued behind control frames
 	peerMRU atomic.Int32
 	handler atomic.Pointer[func([]byte)]
 	info    atomic.Pointer[Info]
@@ -95,6 +96,7 @@ func newConn(link FrameLink, cfg Config) *Conn {
 		c.peerMRU.Store(int32(mru))
 		c.ipOpen.Store(open)
 	}
+	c.m.onIPv4 = c.inputQueuedIPv4
 	c.m.onUp = func(i Info) {
 		c.info.Store(&i)
 		c.upOnce.Do(func() { close(c.upCh) })
@@ -166,6 +168,14 @@ func (c *Conn) run() {
 // call). IPv4 goes straight to the packet handler; control frames are
 // copied to the owner goroutine. Safe to call from the lower layer's
 // reader goroutine.
+//
+// An IPv4 frame that arrives while IPCP is not open yet is queued behind
+// the control frames instead of dropped: the peer opens IPCP when it
+// sends its last Configure-Ack and may send data at once, so its first
+// packet can reach us before the owner goroutine has processed that Ack.
+// Once one is queued, later IPv4 frames follow it through the queue until
+// it drains, so order is kept and the handler never runs on two
+// goroutines at once. At most maxEarlyIPv4 wait; more are dropped.
 func (c *Conn) Input(frame []byte) {
 	proto, info, err := ParseFrame(frame)
 	if err != nil {
@@ -174,12 +184,27 @@ func (c *Conn) Input(frame []byte) {
 	}
 	if proto == ProtoIPv4 {
 		h := c.handler.Load()
-		if h == nil || !c.ipOpen.Load() {
+		if h == nil {
 			c.cfg.Stats.PacketsDropped.Add(1)
 			return
 		}
-		c.cfg.Stats.PacketsIn.Add(1)
-		(*h)(info)
+		if c.ipOpen.Load() && c.early.Load() == 0 {
+			c.cfg.Stats.PacketsIn.Add(1)
+			(*h)(info)
+			return
+		}
+		if c.early.Add(1) > maxEarlyIPv4 {
+			c.early.Add(-1)
+			c.cfg.Stats.PacketsDropped.Add(1)
+			return
+		}
+		select {
+		case c.in <- append([]byte(nil), frame...):
+			c.cfg.Stats.EarlyIPv4Queued.Add(1)
+		default:
+			c.early.Add(-1)
+			c.cfg.Stats.InboxOverflow.Add(1)
+		}
 		return
 	}
 	select {
@@ -187,6 +212,19 @@ func (c *Conn) Input(frame []byte) {
 	default:
 		c.cfg.Stats.InboxOverflow.Add(1)
 	}
+}
+
+// inputQueuedIPv4 runs on the owner goroutine for an IPv4 frame queued by
+// Input, after every control frame received before it.
+func (c *Conn) inputQueuedIPv4(info []byte, open bool) {
+	defer c.early.Add(-1) // after delivery: the fast path waits for us
+	h := c.handler.Load()
+	if !open || h == nil {
+		c.cfg.Stats.PacketsDropped.Add(1)
+		return
+	}
+	c.cfg.Stats.PacketsIn.Add(1)
+	(*h)(info)
 }
 
 // SetPacketHandler sets the function receiving IPv4 packets. The slice is

@@ -98,4 +98,7 @@ const (
 	DefaultAuthTimeout  = 30 * time.Second
 	// inboxLen is the control frame queue depth of a Conn.
 	inboxLen = 64
+	// maxEarlyIPv4 bounds the IPv4 frames a Conn holds behind its control
+	// frames while IPCP is opening (Conn.Input).
+	maxEarlyIPv4 = 16
 )

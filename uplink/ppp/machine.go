@@ -58,6 +58,7 @@ type machine struct {
 	onUp   func(Info)
 	onDown func(error)
 	onIP   func(open bool, peerMRU int)
+	onIPv4 func(info []byte, ipOpen bool)
 }
 
 func newMachine(cfg *Config, send func([]byte), now time.Time) *machine {
@@ -127,8 +128,13 @@ func (m *machine) Input(now time.Time, frame []byte) {
 			m.chapInput(p)
 		}
 	case ProtoIPv4:
-		// Delivered by the Conn's fast path; here only before IPCP opened.
-		m.stats.PacketsDropped.Add(1)
+		// Delivered by the Conn's fast path once IPCP is open; here when
+		// it was queued behind control frames (Conn.Input).
+		if m.onIPv4 != nil {
+			m.onIPv4(info, m.ipOpen)
+		} else {
+			m.stats.PacketsDropped.Add(1)
+		}
 	default:
 		// IPV6CP, CCP, ECP, IPv6 and anything else (RFC 1661 §5.7).
 		if m.lcpF.state == StateOpened {

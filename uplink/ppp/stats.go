@@ -20,4 +20,5 @@ type Stats struct {
 	PacketsOut         atomic.Uint64 // IPv4 packets sent
 	PacketsDropped     atomic.Uint64 // IPv4 packets dropped (IPCP not open, no handler)
 	InboxOverflow      atomic.Uint64 // control frames dropped: queue full
+	EarlyIPv4Queued    atomic.Uint64 // IPv4 packets that arrived before IPCP opened here, held behind the control frames
 }
