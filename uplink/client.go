@@ -55,6 +55,16 @@ type Config struct {
 	// it must not block for long.
 	OnState func(Status)
 
+	// RequestRoutes asks the gateway for the routes it pushes to this
+	// identity after every connect, with a DHCPINFORM over the PPP link as
+	// Windows does (options 121/249 of the ACK; see routes.go).
+	// Status.Routes holds the answer and OnRoutes is called with it; a
+	// gateway that does not answer leaves Status.RoutesKnown false.
+	RequestRoutes bool
+	// OnRoutes is called with the pushed routes of each new tunnel (an
+	// empty list: the gateway pushes none), from a client goroutine.
+	OnRoutes func(routes []netip.Prefix)
+
 	Clock  link.Clock
 	Logger *slog.Logger
 	// Rand seeds the jitter (default: random).
@@ -101,6 +111,12 @@ type Status struct {
 	Attempts, Failures, Connects uint64
 	// Tunnel is the current tunnel's status (zero while down).
 	Tunnel tunnel.Status
+	// Routes are the routes the gateway pushed for the current tunnel
+	// (Config.RequestRoutes); RoutesKnown is false until it answered.
+	// RouteErrors counts malformed DHCP replies.
+	Routes      []netip.Prefix
+	RoutesKnown bool
+	RouteErrors uint64
 }
 
 // Client keeps an uplink up. Its methods are safe for concurrent use.
@@ -110,6 +126,7 @@ type Client struct {
 
 	cur     atomic.Pointer[tunnel.Tunnel]
 	handler atomic.Pointer[func([]byte)]
+	inform  atomic.Pointer[informWait]
 
 	mu       sync.Mutex
 	st       Status
@@ -232,6 +249,9 @@ func (c *Client) SetPacketHandler(fn func(pkt []byte)) {
 }
 
 func (c *Client) deliver(pkt []byte) {
+	if c.deliverDHCP(pkt) {
+		return
+	}
 	if h := c.handler.Load(); h != nil {
 		(*h)(pkt)
 	}
@@ -355,12 +375,23 @@ func (c *Client) run() {
 		c.mu.Unlock()
 		c.log.Info("uplink up", "gateway", gw.Addr, "addr", t.LocalAddr())
 		c.setState(StateUp, gw.Addr, nil)
+		routesDone := make(chan struct{})
+		if c.cfg.RequestRoutes {
+			go func() {
+				defer close(routesDone)
+				c.requestRoutes(t, gw.Addr)
+			}()
+		} else {
+			close(routesDone)
+		}
 		select {
 		case <-t.Done():
 		case <-c.ctx.Done():
 			_ = t.Close()
 		}
+		<-routesDone // ends with the tunnel
 		c.cur.Store(nil)
+		c.clearRoutes()
 		if c.ctx.Err() != nil {
 			return
 		}
