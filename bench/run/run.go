@@ -36,6 +36,11 @@ type Options struct {
 	Devices int
 	// InFlight bounds the CoAP relay's requests in flight fleet-wide.
 	InFlight int
+	// Endpoints lists the idle-endpoint counts for the bridge memory.
+	Endpoints []int
+	// HeapProfile, if set, is where the endpoint measurement writes a heap
+	// profile (suffixed with the endpoint count) with every session up.
+	HeapProfile string
 	// Docs is where BENCHMARKS.md and benchmarks.png go ("" = don't write).
 	Docs string
 }
@@ -299,14 +304,20 @@ func Main(args []string) int {
 	sessions := fs.String("sessions", "1000", "idle session counts for memory (comma-separated, e.g. 1000,10000)")
 	fs.IntVar(&o.Devices, "devices", 2000, "simulated devices for the CoAP relay (coap)")
 	fs.IntVar(&o.InFlight, "coap-inflight", 64, "CoAP relay: requests in flight across the fleet")
-	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls,coap")
+	endpoints := fs.String("endpoints", "10000", "idle endpoint counts for the bridge memory (comma-separated, e.g. 10000,100000)")
+	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls,coap,endpoints")
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	hc := fs.Int("helper-clients", 0, "internal: run as the client process of the memory measurement")
 	hIKE := fs.String("helper-ike", "", "internal: gateway IKE address for -helper-clients")
 	hNATT := fs.Int("helper-natt", 0, "internal: gateway NAT-T port for -helper-clients")
+	fs.StringVar(&o.HeapProfile, "heapprofile", "", "endpoints: write a heap profile with all sessions up to this path (+ .count)")
+	hd := fs.String("helper-devices", "", "internal: run as a device process of the bridge memory and storm measurements")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *hd != "" {
+		return helperDevices(*hd)
 	}
 	if *hc > 0 {
 		return helperClients(*hc, *hIKE, *hNATT)
@@ -329,6 +340,12 @@ func Main(args []string) int {
 			o.Sessions = append(o.Sessions, n)
 		}
 	}
+	for _, s := range strings.Split(*endpoints, ",") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(s), "%d", &n); err == nil && n > 0 {
+			o.Endpoints = append(o.Endpoints, n)
+		}
+	}
 	want := func(name string) bool {
 		return o.Only == "" || slices.Contains(strings.Split(o.Only, ","), name)
 	}
@@ -342,6 +359,7 @@ func Main(args []string) int {
 		{"memory", benchMemory},
 		{"dtls", benchDTLS},
 		{"coap", benchCoAPRelay},
+		{"endpoints", benchEndpoints},
 	}
 	for _, s := range steps {
 		if want(s.name) {

@@ -1,0 +1,283 @@
+package run
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/downlink/device"
+	fsdevice "github.com/fleetgate/fleetgate/firmware-sim/device"
+)
+
+// perChild is how many device sockets one client process holds: the hard
+// descriptor limit here is 20000 per process, so 100k endpoints need
+// several processes (each on its own loopback source address, so the
+// ephemeral ports do not run out either).
+const perChild = 15000
+
+// deviceChildren starts client processes (this command with
+// -helper-devices) that together connect devs[0:n] to dst, handshake only,
+// par handshakes in flight per process, and keep the sessions idle until
+// the returned stop is called. reconnect makes them re-dial (with the
+// firmware-sim backoff) whenever a session ends.
+func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, reconnect bool) (stop func()) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []*exec.Cmd
+	var stdins []io.WriteCloser
+	for k := 0; k*perChild < n; k++ {
+		start, cnt := k*perChild, min(perChild, n-k*perChild)
+		spec := fmt.Sprintf("%s:%d:%d:127.1.%d.1:%s:%d:%t", stateFile, start, cnt, k, dst, par, reconnect)
+		cmd := exec.Command(exe, "-helper-devices", spec)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds, stdins = append(cmds, cmd), append(stdins, in)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			for _, in := range stdins {
+				in.Close()
+			}
+			for _, cmd := range cmds {
+				waited := make(chan struct{})
+				go func() { _ = cmd.Wait(); close(waited) }()
+				select {
+				case <-waited:
+				case <-time.After(20 * time.Second):
+					_ = cmd.Process.Kill()
+					<-waited
+				}
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// helperDevices is the child side: spec is
+// state-file:start:count:source-ip:dst-host:dst-port:par:reconnect.
+func helperDevices(spec string) int {
+	f := strings.Split(spec, ":")
+	if len(f) != 8 {
+		logf("helper-devices: bad spec %q", spec)
+		return 2
+	}
+	b, err := os.ReadFile(f[0])
+	if err != nil {
+		logf("helper-devices: %v", err)
+		return 1
+	}
+	st, err := device.ParseState(b)
+	if err != nil {
+		logf("helper-devices: %v", err)
+		return 1
+	}
+	start, _ := strconv.Atoi(f[1])
+	cnt, _ := strconv.Atoi(f[2])
+	src := net.ParseIP(f[3])
+	dst, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(f[4], f[5]))
+	if err != nil || src == nil || start < 0 || start+cnt > len(st.Endpoints) {
+		logf("helper-devices: bad spec %q", spec)
+		return 2
+	}
+	par, _ := strconv.Atoi(f[6])
+	reconnect := f[7] == "true"
+	devs := make([]fleetDev, cnt)
+	for i := range devs {
+		e := st.Endpoints[start+i]
+		devs[i] = fleetDev{Name: e.Name, Key: string(e.PSK), Addr: e.Addr}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var failed, redials atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, par)
+	for _, d := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keepDevice(ctx, src, dst, d, sem, reconnect, &failed, &redials)
+		}()
+	}
+	_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+	cancel()
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		logf("helper-devices %s: %d handshakes failed, %d re-dials", spec, f, redials.Load())
+	}
+	return 0
+}
+
+// keepDevice dials d (holding a slot of sem during the handshake) and, if
+// reconnect, dials again after its session ends, waiting 50 ms–5 s of
+// equal-jitter backoff between attempts (firmware-sim's device policy,
+// with a short minimum). It returns when ctx ends.
+func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, sem chan struct{}, reconnect bool, failed, redials *atomic.Int64) {
+	bo := fsdevice.NewBackoff(50*time.Millisecond, 5*time.Second, rand.New(rand.NewPCG(rand.Uint64(), 1)))
+	first := true
+	for ctx.Err() == nil {
+		if !first {
+			redials.Add(1)
+		}
+		first = false
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		c, err := dialDev(hctx, src, dst, d, false)
+		cancel()
+		<-sem
+		if err != nil {
+			failed.Add(1)
+			if !reconnect || !sleepCtx(ctx, bo.Next()) {
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		if !reconnect {
+			<-ctx.Done()
+			c.close()
+			return
+		}
+		// A session ends when the bridge closes it (close_notify) or
+		// goes silent; the device notices the former at once.
+		closed := make(chan struct{})
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				if _, err := c.dc.Read(buf); err != nil {
+					close(closed)
+					return
+				}
+			}
+		}()
+		select {
+		case <-ctx.Done():
+			c.close()
+			<-closed
+			return
+		case <-closed:
+			c.close()
+			if !sleepCtx(ctx, bo.Next()) {
+				return
+			}
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// memStat is heap in use plus goroutine stacks.
+func memStat() (uint64, int) {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse, runtime.NumGoroutine()
+}
+
+// benchEndpoints is measurement 6: bridge memory per idle endpoint. The
+// bridge (downlink/coap + proxy + ipstack, as in the relay measurement)
+// holds every endpoint registered (its address and CoAP listener in the
+// stack) and one idle DTLS session per endpoint; the devices live in
+// child processes so only the bridge's memory is counted.
+func benchEndpoints(o *Options, rep *Report) {
+	const title = "Bridge memory per idle endpoint (registered + idle DTLS PSK session; heap + stacks)"
+	var rows []Row
+	for _, n := range o.Endpoints {
+		row := Row{Name: fmt.Sprintf("%d endpoints", n)}
+		_, msg, err := runScoped("endpoints", func(t testing.TB) {
+			devs := makeFleet(n)
+			dir := t.TempDir()
+			mem0, g0 := memStat()
+			reg, path, err := fleetRegistry(dir, devs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			memReg, _ := memStat()
+			b, err := newBridgeSide(reg, "127.0.0.1:0", centralCoAP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(b.close)
+			mem1, g1 := memStat()
+			t0 := time.Now()
+			stop := deviceChildren(t, path, n, b.srv.Addr().String(), 8, false)
+			deadline := time.Now().Add(10 * time.Minute)
+			for len(b.srv.Sessions()) < n {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d sessions up after 10 min (%d handshake failures)", len(b.srv.Sessions()), n, b.srv.Stats.HandshakeFailures.Load())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			up := time.Since(t0)
+			time.Sleep(time.Second) // let handshake buffers go
+			mem2, g2 := memStat()
+			if o.HeapProfile != "" {
+				if f, err := os.Create(fmt.Sprintf("%s.%d", o.HeapProfile, n)); err == nil {
+					_ = pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+				}
+			}
+			per := float64(int64(mem2)-int64(mem0)) / float64(n)
+			row.Samples = []Sample{{Rate: per / 1024}}
+			row.Median = row.Samples[0]
+			rep.note("endpoints: %d: %.1f KB per endpoint = registry %.1f KB + proxy address/listener %.1f KB + idle DTLS session %.1f KB; %.1f goroutines per endpoint (%.1f proxy, %.1f session); %d sessions up in %v (%d client processes, 8 handshakes in flight each)",
+				n, per/1024, float64(int64(memReg)-int64(mem0))/float64(n)/1024, float64(int64(mem1)-int64(memReg))/float64(n)/1024,
+				float64(int64(mem2)-int64(mem1))/float64(n)/1024, float64(g2-g0)/float64(n), float64(g1-g0)/float64(n), float64(g2-g1)/float64(n),
+				n, up.Round(100*time.Millisecond), (n+perChild-1)/perChild)
+			stop()
+		})
+		if err != nil {
+			row.Err = err.Error()
+		} else if msg != "" {
+			row.Err = "skipped: " + msg
+		}
+		rows = append(rows, row)
+	}
+	rep.add(title, "KB/endpoint", rows)
+	g := rep.find(title)
+	for _, r := range rows {
+		if r.Err == "" {
+			g.ratios = append(g.ratios, ratio{label: "25 KB goal / measured KB per idle endpoint at " + r.Name,
+				value: 25 / r.Median.Rate, goal: 1, ok: r.Median.Rate <= 25})
+			fmt.Printf("  %s: %.1f KB/endpoint (goal <= 25: %s)\n", r.Name, r.Median.Rate, okWord(r.Median.Rate <= 25))
+		}
+	}
+	rep.note("endpoints: devices are pion/dtls v3 PSK CCM_8 clients in child processes (%d sockets each, own 127.1.x.1 source) over loopback UDP; the bridge side is one UDP socket, so no in-memory transport was needed", perChild)
+}
