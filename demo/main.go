@@ -1,6 +1,12 @@
 // Command demo runs the whole fleetgate chain in one process (`make demo`):
 // a central gateway, an edge bridge with a real L2TP/IPsec uplink over
 // loopback UDP, and a simulated sensor fleet. See package demo/chain.
+//
+// It runs until --duration passes or Ctrl-C (SIGINT) / SIGTERM, then stops
+// every component and prints the SUCCESS/FAILURE summary. Exit status: 0
+// on SUCCESS, 1 on FAILURE or when the chain could not be built, 2 for a
+// bad command line or scenario file. A second Ctrl-C while it shuts down
+// kills it at once.
 package main
 
 import (
@@ -44,8 +50,12 @@ func main() {
 	if !*jsonOut {
 		opts.OnUpdate = func(v chain.View) { draw(os.Stdout, v, tty) }
 	}
+	// The first Ctrl-C (or SIGTERM) stops the chain cleanly and prints the
+	// summary; once it arrived the default handling is restored, so a
+	// second Ctrl-C kills the process at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() { <-ctx.Done(); stop() }()
 	v, err := chain.Run(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

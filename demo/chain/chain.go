@@ -176,7 +176,11 @@ func (v *View) finish() {
 		}
 	}
 	if !v.RoundTrip.OK {
-		v.Failures = append(v.Failures, "central → device round trip: "+v.RoundTrip.Result)
+		r := v.RoundTrip.Result
+		if r == "" {
+			r = "not attempted (stopped before the uplink came up)"
+		}
+		v.Failures = append(v.Failures, "central → device round trip: "+r)
 	}
 	v.Success = len(v.Failures) == 0 && len(v.Endpoints) > 0
 }
