@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,7 +55,9 @@ func ClientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 	if u.LocalID != "" {
 		tc.LocalID = &ike.Identification{Type: ike.IDFQDN, Data: []byte(u.LocalID)}
 	}
-	uc := uplink.Config{Tunnel: tc, MinBackoff: u.MinBackoff, MaxBackoff: u.MaxBackoff, Logger: log}
+	// RequestRoutes: the gateway's pushed routes (split tunnelling set
+	// centrally) are asked for after every connect and shown in status.
+	uc := uplink.Config{Tunnel: tc, MinBackoff: u.MinBackoff, MaxBackoff: u.MaxBackoff, Logger: log, RequestRoutes: true}
 	for _, g := range u.Gateways {
 		uc.Gateways = append(uc.Gateways, uplink.Gateway{Addr: g, NATTPort: u.NATTPort})
 	}
@@ -106,6 +109,13 @@ func describe(s uplink.Status) string {
 	}
 	if s.Addr.IsValid() {
 		d += " addr=" + s.Addr.String()
+	}
+	if s.RoutesKnown {
+		rs := make([]string, len(s.Routes))
+		for i, r := range s.Routes {
+			rs[i] = r.String()
+		}
+		d += " routes=" + strings.Join(rs, ",")
 	}
 	if s.LastErr != nil {
 		d += fmt.Sprintf(" last_failure_phase=%v last_failure=%q", s.LastPhase, s.LastErr.Error())
@@ -164,6 +174,15 @@ func registerUplink(reg *prometheus.Registry, cu *clientUplink) {
 	})
 	gauge("uplink_state", "Client state (0 idle, 1 connecting, 2 up, 3 backoff, 4 stopped).",
 		func(s uplink.Status) float64 { return float64(s.State) })
+	gauge("uplink_pushed_routes", "Routes the gateway pushed for the current tunnel (DHCPINFORM); -1 while unknown.",
+		func(s uplink.Status) float64 {
+			if !s.RoutesKnown {
+				return -1
+			}
+			return float64(len(s.Routes))
+		})
+	counter("uplink_route_reply_errors_total", "Malformed DHCP replies from the gateway.",
+		func(s uplink.Status) uint64 { return s.RouteErrors })
 	counter("uplink_attempts_total", "Tunnel dial attempts.", func(s uplink.Status) uint64 { return s.Attempts })
 	counter("uplink_connects_total", "Tunnels established.", func(s uplink.Status) uint64 { return s.Connects })
 	counter("uplink_failures_total", "Failed dial attempts.", func(s uplink.Status) uint64 { return s.Failures })

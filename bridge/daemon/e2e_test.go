@@ -47,6 +47,7 @@ const gwPSK = "bridge-e2e-psk"
 const gwYAML = `
 psk: {shared: ` + gwPSK + `}
 pool: {prefix: 10.10.0.0/24}
+push_routes: [10.20.0.0/16]
 metrics: {listen: "off"}
 dataplane: {mode: userspace, addresses: [10.20.0.1/32]}
 policies:
@@ -267,6 +268,8 @@ uplink:
 		return st
 	}
 	waitFor(t, "uplink up", func() bool { return strings.HasPrefix(status().Uplink, "up") })
+	// The gateway's pushed routes (DHCPINFORM over PPP) reach the status.
+	waitFor(t, "pushed routes", func() bool { return strings.Contains(status().Uplink, " routes=10.20.0.0/16") })
 
 	// Device → central, sourced from the endpoint's address.
 	d, err := coaptest.Dial(t, a.CoAP.String(), coaptest.Options{Identity: "sensor-17", Key: prov.Endpoint.PSK,
