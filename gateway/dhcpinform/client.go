@@ -98,36 +98,15 @@ func IsReply(pkt []byte) bool {
 // ParseAck validates and parses an IPv4/UDP DHCPACK. Slices in the result
 // are copies: nothing aliases pkt.
 func ParseAck(pkt []byte) (*Ack, error) {
-	h := ipv4.Header(pkt)
-	if err := h.Validate(); err != nil {
-		return nil, ErrNotReply
-	}
-	if h.Protocol() != ipv4.ProtoUDP || h.Fragment() {
-		return nil, ErrNotReply
-	}
-	udp := h.Payload()
-	if len(udp) < 8 || binary.BigEndian.Uint16(udp[0:]) != ServerPort || binary.BigEndian.Uint16(udp[2:]) != ClientPort {
-		return nil, ErrNotReply
-	}
-	ulen := int(binary.BigEndian.Uint16(udp[4:]))
-	if ulen < 8 || ulen > len(udp) {
-		return nil, ErrShort
-	}
-	m := udp[8:ulen]
-	if len(m) < bootpLen+4 {
-		return nil, ErrShort
-	}
-	if m[0] != opReply {
-		return nil, ErrNotReply
-	}
-	if binary.BigEndian.Uint32(m[bootpLen:]) != magicCookie {
-		return nil, ErrMagic
+	h, m, err := bootp(pkt, ServerPort, ClientPort, opReply, ErrNotReply)
+	if err != nil {
+		return nil, err
 	}
 	a := &Ack{Src: h.Src(), Dst: h.Dst(), XID: binary.BigEndian.Uint32(m[4:])}
 	msgType := -1
 	var r121, r249 []byte
 	var have121, have249 bool
-	err := walkOptions(m[bootpLen+4:], func(code byte, val []byte) error {
+	err = walkOptions(m[bootpLen+4:], func(code byte, val []byte) error {
 		switch code {
 		case optMessageType:
 			if len(val) != 1 {

@@ -83,32 +83,45 @@ type Reply struct {
 	Domain string
 }
 
-// Parse validates and parses an IPv4/UDP DHCPINFORM.
-func Parse(pkt []byte) (*Inform, error) {
+// bootp checks pkt is an unfragmented IPv4/UDP datagram from port sport
+// to port dport carrying a BOOTP message with operation op and the DHCP
+// magic cookie; it returns the IP header and the BOOTP message. notOurs is
+// the error for a packet that is not such a datagram at all.
+func bootp(pkt []byte, sport, dport uint16, op byte, notOurs error) (ipv4.Header, []byte, error) {
 	h := ipv4.Header(pkt)
 	if err := h.Validate(); err != nil {
-		return nil, ErrNotDHCP
+		return nil, nil, notOurs
 	}
 	if h.Protocol() != ipv4.ProtoUDP || h.Fragment() {
-		return nil, ErrNotDHCP
+		return nil, nil, notOurs
 	}
 	udp := h.Payload()
-	if len(udp) < 8 || binary.BigEndian.Uint16(udp[2:]) != ServerPort {
-		return nil, ErrNotDHCP
+	if len(udp) < 8 || binary.BigEndian.Uint16(udp[2:]) != dport || (sport != 0 && binary.BigEndian.Uint16(udp[0:]) != sport) {
+		return nil, nil, notOurs
 	}
 	ulen := int(binary.BigEndian.Uint16(udp[4:]))
 	if ulen < 8 || ulen > len(udp) {
-		return nil, ErrShort
+		return nil, nil, ErrShort
 	}
 	m := udp[8:ulen]
 	if len(m) < bootpLen+4 {
-		return nil, ErrShort
+		return nil, nil, ErrShort
 	}
-	if m[0] != opRequest {
-		return nil, ErrNotDHCP
+	if m[0] != op {
+		return nil, nil, notOurs
 	}
 	if binary.BigEndian.Uint32(m[bootpLen:]) != magicCookie {
-		return nil, ErrMagic
+		return nil, nil, ErrMagic
+	}
+	return h, m, nil
+}
+
+// Parse validates and parses an IPv4/UDP DHCPINFORM (any source port:
+// relays and some stacks do not use 68).
+func Parse(pkt []byte) (*Inform, error) {
+	h, m, err := bootp(pkt, 0, ServerPort, opRequest, ErrNotDHCP)
+	if err != nil {
+		return nil, err
 	}
 	in := &Inform{
 		Src: h.Src(), Dst: h.Dst(),
@@ -119,7 +132,7 @@ func Parse(pkt []byte) (*Inform, error) {
 		CHAddr: m[28:44],
 	}
 	msgType := -1
-	err := walkOptions(m[bootpLen+4:], func(code byte, val []byte) error {
+	err = walkOptions(m[bootpLen+4:], func(code byte, val []byte) error {
 		switch code {
 		case optMessageType:
 			if len(val) != 1 {
