@@ -41,6 +41,11 @@ type Options struct {
 	// HeapProfile, if set, is where the endpoint measurement writes a heap
 	// profile (suffixed with the endpoint count) with every session up.
 	HeapProfile string
+	// StormSensors and StormUplinks size the reconnect storms; StormPar
+	// is the handshakes in flight per device process.
+	StormSensors, StormUplinks, StormPar int
+	// StormIKE is the uplink storm's IKE proposal.
+	StormIKE string
 	// Docs is where BENCHMARKS.md and benchmarks.png go ("" = don't write).
 	Docs string
 }
@@ -305,7 +310,11 @@ func Main(args []string) int {
 	fs.IntVar(&o.Devices, "devices", 2000, "simulated devices for the CoAP relay (coap)")
 	fs.IntVar(&o.InFlight, "coap-inflight", 64, "CoAP relay: requests in flight across the fleet")
 	endpoints := fs.String("endpoints", "10000", "idle endpoint counts for the bridge memory (comma-separated, e.g. 10000,100000)")
-	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls,coap,endpoints")
+	fs.IntVar(&o.StormSensors, "storm-sensors", 10000, "storm: sensors re-connecting after a bridge restart")
+	fs.IntVar(&o.StormUplinks, "storm-uplinks", 1000, "storm: edge uplinks re-connecting after a gateway restart")
+	fs.StringVar(&o.StormIKE, "storm-ike", "aes128-sha1-modp2048", "storm: the edge uplinks' IKE proposal")
+	fs.IntVar(&o.StormPar, "storm-par", 64, "storm: handshakes in flight per device process")
+	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls,coap,endpoints,storm")
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	hc := fs.Int("helper-clients", 0, "internal: run as the client process of the memory measurement")
@@ -360,6 +369,7 @@ func Main(args []string) int {
 		{"dtls", benchDTLS},
 		{"coap", benchCoAPRelay},
 		{"endpoints", benchEndpoints},
+		{"storm", benchStorm},
 	}
 	for _, s := range steps {
 		if want(s.name) {
