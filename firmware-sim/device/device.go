@@ -55,6 +55,11 @@ type Config struct {
 	PUT bool
 	// Topic is the MQTT telemetry topic.
 	Topic string
+	// CommandTopic is the MQTT filter the device subscribes to for
+	// commands (empty: none); every command is counted (Stats.Commands)
+	// and answered with a QoS 1 publish on ReplyPrefix + its topic
+	// (Stats.CommandReplies counts the acknowledged replies).
+	CommandTopic, ReplyPrefix string
 	// Creds is the device's identity: KindPSK (identity + key), KindCert
 	// (Cert), or KindMQTT (username + password; KindPSK also works for
 	// MQTT, its secret hex-encoded as password).

@@ -67,7 +67,7 @@ func (l *Live) Print(s Line) {
 	fmt.Fprintf(&b, "  telemetry           %d sent, %d acknowledged, %d unacked\n", t.Sent, t.Acked, t.Unacked)
 	fmt.Fprintf(&b, "  lost                %s\n", lost)
 	fmt.Fprintf(&b, "  latency             p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", t.Latency.P50Ms, t.Latency.P99Ms, t.Latency.MaxMs)
-	fmt.Fprintf(&b, "  device side         %d requests served, %d notifications\n", t.Served, t.Notifications)
+	fmt.Fprintf(&b, "  device side         %d requests served, %d notifications, %d MQTT commands (%d replies acked)\n", t.Served, t.Notifications, t.Commands, t.CommandReplies)
 	fmt.Fprintf(&b, "  injected drops      %d out, %d in\n", t.DroppedOut, t.DroppedIn)
 	if len(s.Groups) > 0 {
 		fmt.Fprintf(&b, "\n  %-24s %-5s %9s %8s %8s %8s %9s\n", "group", "proto", "connected", "sent", "acked", "unacked", "p99 ms")

@@ -55,6 +55,8 @@ type Counters struct {
 	Unacked           uint64  `json:"unacked"`
 	Served            uint64  `json:"served"`
 	Notifications     uint64  `json:"notifications"`
+	Commands          uint64  `json:"commands_received"`
+	CommandReplies    uint64  `json:"command_replies"`
 	DroppedOut        uint64  `json:"injected_drops_out"`
 	DroppedIn         uint64  `json:"injected_drops_in"`
 	LastSeq           uint64  `json:"last_seq,omitempty"`
@@ -74,6 +76,8 @@ func CountersOf(s *Stats) Counters {
 		Unacked:           s.Unacked.Load(),
 		Served:            s.Served.Load(),
 		Notifications:     s.Notifications.Load(),
+		Commands:          s.Commands.Load(),
+		CommandReplies:    s.CommandReplies.Load(),
 		DroppedOut:        s.DroppedOut.Load(),
 		DroppedIn:         s.DroppedIn.Load(),
 		LastSeq:           s.LastSeq.Load(),

@@ -34,6 +34,9 @@ type Stats struct {
 	Served atomic.Uint64
 	// Notifications counts observe notifications the device sent.
 	Notifications atomic.Uint64
+	// Commands counts MQTT commands received on the device's command
+	// topic; CommandReplies the replies the broker acknowledged (PUBACK).
+	Commands, CommandReplies atomic.Uint64
 	// DroppedOut and DroppedIn count datagrams dropped by injected loss or
 	// by the radio being off (sleep).
 	DroppedOut, DroppedIn atomic.Uint64
@@ -55,6 +58,8 @@ func (s *Stats) Add(o *Stats) {
 	s.Unacked.Add(o.Unacked.Load())
 	s.Served.Add(o.Served.Load())
 	s.Notifications.Add(o.Notifications.Load())
+	s.Commands.Add(o.Commands.Load())
+	s.CommandReplies.Add(o.CommandReplies.Load())
 	s.DroppedOut.Add(o.DroppedOut.Load())
 	s.DroppedIn.Add(o.DroppedIn.Load())
 	s.Latency.Merge(&o.Latency)

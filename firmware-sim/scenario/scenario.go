@@ -55,6 +55,16 @@ type Target struct {
 	// bridge's broker mounts each endpoint's topics and allows devices to
 	// publish under telemetry/# and status/#.
 	MQTTTopic string `yaml:"mqtt_topic"`
+	// MQTTCommands is the filter MQTT devices subscribe to for commands
+	// from central ("{device}" is replaced). Default "cmd/#":
+	// device-relative, the bridge's subscribe ACL, fed by the relay from
+	// sites/<site>/<endpoint>/cmd/... centrally. "off" subscribes to
+	// nothing.
+	MQTTCommands string `yaml:"mqtt_commands"`
+	// MQTTReplyPrefix is put in front of a command's topic for the
+	// device's reply (default "status/": "cmd/ping" is answered on
+	// "status/cmd/ping", which the bridge relays to central).
+	MQTTReplyPrefix string `yaml:"mqtt_reply_prefix"`
 	// ServerName is the expected TLS/DTLS server name for certificates.
 	ServerName string `yaml:"server_name"`
 	// CAFile is a PEM trust anchor for the server's certificate.

@@ -48,7 +48,7 @@ func TestParseGood(t *testing.T) {
 	if h.Name != "group-2" || h.Auth != "psk" || h.Format != "json" || h.Interval != DefaultInterval || h.IsConfirmable() {
 		t.Errorf("group 1 defaults: got %+v", h)
 	}
-	if s.Target.CoAPPath != DefaultCoAPPath || s.Report.Interval != time.Second {
+	if s.Target.CoAPPath != DefaultCoAPPath || s.Report.Interval != time.Second || s.Target.MQTTCommands != "cmd/#" || s.Target.MQTTReplyPrefix != "status/" {
 		t.Errorf("defaults: got %+v %+v", s.Target, s.Report)
 	}
 }
@@ -69,6 +69,8 @@ func TestParseErrorsCarryLines(t *testing.T) {
 		{"cid on mqtt", "    confirmable: false", "    cid: true", "line 18:"},
 		{"bad target", "  coap: 127.0.0.1:5684", "  coap: nowhere", "line 4:"},
 		{"bad suite", "suite: gcm", "suite: cbc", "line 10:"},
+		{"bad command filter", "  coap: 127.0.0.1:5684", "  coap: 127.0.0.1:5684\n  mqtt_commands: cmd/#/x", "line 5:"},
+		{"wildcard reply prefix", "  coap: 127.0.0.1:5684", "  coap: 127.0.0.1:5684\n  mqtt_reply_prefix: st+/", "line 5:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

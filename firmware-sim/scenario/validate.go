@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -21,6 +22,8 @@ const (
 const (
 	DefaultCoAPPath     = "/telemetry"
 	DefaultMQTTTopic    = "telemetry/senml"
+	DefaultMQTTCommands = "cmd/#"
+	DefaultReplyPrefix  = "status/"
 	DefaultPrefix       = "sensor"
 	DefaultInterval     = 5 * time.Second
 	DefaultReportEvery  = time.Second
@@ -49,6 +52,19 @@ func (s *Scenario) validate(root *yaml.Node) error {
 	}
 	if s.Target.MQTTTopic == "" {
 		s.Target.MQTTTopic = DefaultMQTTTopic
+	}
+	switch c := s.Target.MQTTCommands; {
+	case c == "":
+		s.Target.MQTTCommands = DefaultMQTTCommands
+	case c == "off":
+	case !validFilter(c):
+		return bad(fmt.Sprintf("target.mqtt_commands %q is not an MQTT topic filter ('#' only as the last level, '+' alone in a level)", c), "target", "mqtt_commands")
+	}
+	if s.Target.MQTTReplyPrefix == "" {
+		s.Target.MQTTReplyPrefix = DefaultReplyPrefix
+	}
+	if strings.ContainsAny(s.Target.MQTTReplyPrefix, "+#") || strings.HasPrefix(s.Target.MQTTReplyPrefix, "$") {
+		return bad("target.mqtt_reply_prefix must not contain wildcards or start with $", "target", "mqtt_reply_prefix")
 	}
 	if s.Report.Interval == 0 {
 		s.Report.Interval = DefaultReportEvery
@@ -165,4 +181,22 @@ func checkAddr(a string) error {
 		return fmt.Errorf("bad port %q", port)
 	}
 	return nil
+}
+
+// validFilter checks an MQTT 3.1.1 topic filter (§4.7.1): '#' only as the
+// whole last level, '+' only as a whole level, no empty filter.
+func validFilter(f string) bool {
+	if f == "" {
+		return false
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case strings.Contains(l, "#") && (l != "#" || i != len(levels)-1):
+			return false
+		case strings.Contains(l, "+") && l != "+":
+			return false
+		}
+	}
+	return true
 }

@@ -140,7 +140,8 @@ func NewFleet(sc *scenario.Scenario, opts Options) (*Fleet, error) {
 			cfg := device.Config{
 				Name: name, Group: g.Name, Index: idx, Protocol: device.Protocol(g.Protocol),
 				Path: sc.Target.CoAPPath, PUT: sc.Target.CoAPMethod == "put", Topic: sc.Target.MQTTTopic, Creds: e,
-				Suite: g.Suite, CID: g.CID, Format: format, Interval: g.Interval,
+				ReplyPrefix: sc.Target.MQTTReplyPrefix,
+				Suite:       g.Suite, CID: g.CID, Format: format, Interval: g.Interval,
 				Confirmable: g.IsConfirmable(), LossPercent: g.Faults.LossPercent,
 				RebindEvery: g.Faults.RebindEvery, BackoffMin: g.Reconnect.Min, BackoffMax: g.Reconnect.Max,
 				AckTimeout: opts.AckTimeout, MaxRetransmit: opts.MaxRetransmit,
@@ -151,6 +152,9 @@ func NewFleet(sc *scenario.Scenario, opts Options) (*Fleet, error) {
 			}
 			if g.Sleep != nil {
 				cfg.Awake = g.Sleep.Awake
+			}
+			if sc.Target.MQTTCommands != "off" {
+				cfg.CommandTopic = sc.Target.MQTTCommands
 			}
 			if cfg.Protocol == device.CoAP {
 				cfg.Target = coapT
