@@ -232,7 +232,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 		s.closers = append(s.closers, s.ms.close)
 	}
 	srv, err := coap.New(coap.Config{ListenAddr: cfg.Downlink.CoAPListen, Registry: reg, ClientCAs: ca.Pool,
-		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, Rate: cfg.Downlink.Rate,
+		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, OnReset: px.OnReset, Rate: cfg.Downlink.Rate,
 		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log})
 	if err != nil {
 		return nil, err

@@ -20,7 +20,19 @@ import (
 // its DTLS session type only needs a datagram-preserving net.Conn, which
 // a netstack UDP conn is. Block-wise transfers (RFC 7959) are on.
 func newCoAPClient(ctx context.Context, nc net.Conn, errs func(error)) *udpclient.Conn {
+	return newCoAPConn(ctx, nc, errs, nil)
+}
+
+// newCoAPConn is newCoAPClient with a handler for requests from the peer
+// (nil: go-coap's default, 4.04).
+func newCoAPConn(ctx context.Context, nc net.Conn, errs func(error), h udpclient.HandlerFunc) *udpclient.Conn {
 	cfg := coapdtls.DefaultConfig
+	if errs == nil {
+		errs = func(error) {}
+	}
+	if h != nil {
+		cfg.Handler = h
+	}
 	cfg.Ctx = ctx
 	cfg.Errors = errs
 	cfg.BlockwiseEnable = true

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -25,9 +24,28 @@ type endpointState struct {
 	ep device.Endpoint
 	pc net.PacketConn
 
-	mu    sync.Mutex
-	up    map[netip.AddrPort]*udpclient.Conn // guarded by mu
-	queue []queued                           // guarded by mu
+	mu      sync.Mutex
+	up      map[netip.AddrPort]*udpclient.Conn // guarded by mu
+	queue   []queued                           // guarded by mu
+	down    map[string]*downObs                // guarded by mu: central observers by peer|token
+	downMID map[int32]*downObs                 // guarded by mu: unacknowledged CON notifications
+	upObs   map[string]*upObs                  // guarded by mu: device observations by token
+	upMID   map[int32]*upObs                   // guarded by mu: last NON notification to the device
+	uploads map[string]*upload                 // guarded by mu: Block1 reassembly
+	bodies  map[string]cachedBody              // guarded by mu: Block2 bodies for follow-ups
+}
+
+func newEndpointState(ep device.Endpoint, pc net.PacketConn) *endpointState {
+	return &endpointState{ep: ep, pc: pc, up: map[netip.AddrPort]*udpclient.Conn{},
+		down: map[string]*downObs{}, downMID: map[int32]*downObs{}, upObs: map[string]*upObs{},
+		upMID: map[int32]*upObs{}, uploads: map[string]*upload{}, bodies: map[string]cachedBody{}}
+}
+
+// endpoint returns an endpoint's state, or nil.
+func (p *Proxy) endpoint(name string) *endpointState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.eps[name]
 }
 
 // queued is a central → device request waiting for the device.
@@ -59,12 +77,13 @@ func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
 	if err != nil {
 		return err
 	}
-	e := &endpointState{ep: ep, pc: pc, up: map[netip.AddrPort]*udpclient.Conn{}}
+	e := newEndpointState(ep, pc)
 	p.mu.Lock()
 	old := p.eps[ep.Name]
 	p.eps[ep.Name] = e
 	p.mu.Unlock()
 	if old != nil {
+		p.endObservations(old, true)
 		old.close()
 	}
 	p.wg.Add(1)
@@ -109,12 +128,26 @@ func (p *Proxy) serveDown(e *endpointState) {
 			return
 		}
 		msg := pool.NewMessage(p.ctx)
-		if _, err := msg.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil || !isRequest(msg.Code()) {
-			if err != nil {
-				p.Stats.Malformed.Add(1)
-				p.warnf("malformed coap to endpoint address", "endpoint", e.ep.Name, "peer", from.String())
+		if _, err := msg.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
+			p.Stats.Malformed.Add(1)
+			p.warnf("malformed coap to endpoint address", "endpoint", e.ep.Name, "peer", from.String())
+			continue
+		}
+		if msg.Code() == codes.Empty {
+			// ACK or RST of a notification we sent (RFC 7641 section 3.6).
+			if t := msg.Type(); t == message.Acknowledgement || t == message.Reset {
+				p.downAck(e, msg.MessageID(), t == message.Reset)
 			}
 			continue
+		}
+		if !isRequest(msg.Code()) {
+			continue
+		}
+		if p.blockIn(e, msg, from) || p.blockCached(e, msg, from) {
+			continue
+		}
+		if v, err := msg.Observe(); err == nil && v == 1 && !hasBlock2Follow(msg) {
+			p.cancelDown(e, from, msg.Token())
 		}
 		if s := p.session(e.ep.Name); s != nil {
 			p.wg.Add(1)
@@ -150,6 +183,10 @@ func (p *Proxy) serveDown(e *endpointState) {
 // relay sends one central request over the device's DTLS session and the
 // answer back to the central requester.
 func (p *Proxy) relay(e *endpointState, msg *pool.Message, from net.Addr) {
+	if v, err := msg.Observe(); err == nil && v == 0 && msg.Code() == codes.GET && !hasBlock2Follow(msg) {
+		p.observeDown(e, msg, from)
+		return
+	}
 	s := p.session(e.ep.Name)
 	if s == nil {
 		p.reply(e, msg, from, codes.GatewayTimeout, nil)
@@ -176,34 +213,42 @@ func (p *Proxy) relay(e *endpointState, msg *pool.Message, from net.Addr) {
 	p.reply(e, msg, from, resp.Code(), resp)
 }
 
-// reply answers a central request: piggybacked in the ACK for a CON still
-// unacknowledged, else as a NON with the request's token.
+// reply answers a central request with code and, if resp is not nil, its
+// options and body.
 func (p *Proxy) reply(e *endpointState, req *pool.Message, to net.Addr, code codes.Code, resp *pool.Message) {
-	m := pool.NewMessage(p.ctx)
-	m.SetCode(code)
-	m.SetToken(req.Token())
-	if req.Type() == message.Confirmable {
-		m.SetType(message.Acknowledgement)
-		m.SetMessageID(req.MessageID())
-	} else {
-		m.SetType(message.NonConfirmable)
-		m.SetMessageID(message.GetMID())
-	}
+	c := content{code: code}
 	if resp != nil {
-		opts := responseOpts(resp)
-		if cf, err := resp.ContentFormat(); err == nil {
-			m.SetContentFormat(cf)
-		}
-		for _, o := range opts {
-			m.AddOptionBytes(o.ID, o.Value)
-		}
-		if b := readBody(resp); b != nil {
-			m.SetBody(bytes.NewReader(b))
-		}
+		c = contentOf(resp)
+		c.code = code
 	}
-	if b, err := m.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-		_, _ = e.pc.WriteTo(b, to)
+	p.respond(e, req, to, c, nil)
+}
+
+// respond answers a central request: piggybacked in the ACK for a CON still
+// unacknowledged, else as a NON with the request's token; Observe set when
+// obs is not nil; Block1 echoed and Block2 applied (RFC 7959).
+func (p *Proxy) respond(e *endpointState, req *pool.Message, to net.Addr, c content, obs *uint32) {
+	m := centralMsg{typ: message.NonConfirmable, mid: message.GetMID(), token: req.Token(), c: c}
+	if req.Type() == message.Confirmable {
+		m.typ, m.mid = message.Acknowledgement, req.MessageID()
 	}
+	if obs != nil {
+		m.observe, m.hasObs = *obs, true
+	}
+	if v, err := req.GetOptionUint32(message.Block1); err == nil {
+		m.block1, m.hasBlock1 = v, true
+	}
+	v2, err := req.GetOptionUint32(message.Block2)
+	if b := p.encodeBlocked(e, m, v2, err == nil, resourceKey(to, req)); b != nil {
+		e.write(b, to)
+	}
+}
+
+// hasBlock2Follow reports a Block2 request for a block after the first
+// (a follow-up, never an observe registration; RFC 7959 section 2.6).
+func hasBlock2Follow(m *pool.Message) bool {
+	v, err := m.GetOptionUint32(message.Block2)
+	return err == nil && v>>4 > 0
 }
 
 // flush delivers an endpoint's queued requests (the device is awake).
@@ -246,6 +291,7 @@ func (p *Proxy) Tick(now time.Time) {
 		}
 		e.queue = keep
 		e.mu.Unlock()
+		e.expireBlocks(now)
 		for _, it := range expired {
 			p.Stats.Expired.Add(1)
 			it.msg.SetType(message.NonConfirmable)

@@ -26,6 +26,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"golang.org/x/time/rate"
@@ -56,6 +57,17 @@ type Config struct {
 	// queued request waits before 5.04. RequestTimeout bounds one exchange.
 	QueueLen                 int
 	QueueTTL, RequestTimeout time.Duration
+	// MaxObservations bounds each endpoint's observations per direction;
+	// ObserveAckTimeout is the first retransmission timeout of CON
+	// notifications to central observers (doubling, MAX_RETRANSMIT 4).
+	MaxObservations   int
+	ObserveAckTimeout time.Duration
+	// BlockSZX is the block size towards central peers (RFC 7959; 0..6 =
+	// 16..1024 bytes); MaxBody bounds a reassembled Block1 upload;
+	// BlockTimeout how long a partial transfer is kept.
+	BlockSZX     blockwise.SZX
+	MaxBody      int
+	BlockTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -72,8 +84,21 @@ type Stats struct {
 	Downstream, Queued, Expired, QueueFull atomic.Uint64
 	// Malformed counts undecodable datagrams sent to endpoint addresses.
 	Malformed atomic.Uint64
-	// Notifications counts observe notifications relayed to devices.
-	Notifications atomic.Uint64
+	// Notifications counts observe notifications relayed to devices;
+	// NotificationsDown those relayed to central observers.
+	Notifications, NotificationsDown atomic.Uint64
+	// ObservationsDown and ObservationsUp count observations registered
+	// central → device and device → central; ObserveRefused those over
+	// MaxObservations (answered once); ObserveCancelled those ended by
+	// Observe:1 or RST; ObserveTimeouts central observers dropped for not
+	// acknowledging notifications.
+	ObservationsDown, ObservationsUp, ObserveRefused, ObserveCancelled, ObserveTimeouts atomic.Uint64
+	// BlockUploads counts Block1 uploads reassembled from central peers;
+	// BlockDownloads bodies sent as Block2; BlockErrors transfers refused
+	// (out of order, too large, bad option).
+	BlockUploads, BlockDownloads, BlockErrors atomic.Uint64
+	// Removed counts endpoints removed by reload.
+	Removed atomic.Uint64
 }
 
 // Proxy relays CoAP between DTLS sessions and ipstack.
@@ -108,6 +133,21 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
+	if cfg.MaxObservations == 0 {
+		cfg.MaxObservations = DefaultMaxObservations
+	}
+	if cfg.ObserveAckTimeout == 0 {
+		cfg.ObserveAckTimeout = DefaultObserveAckTimeout
+	}
+	if cfg.BlockSZX == 0 || cfg.BlockSZX > blockwise.SZX1024 {
+		cfg.BlockSZX = DefaultBlockSZX
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.BlockTimeout == 0 {
+		cfg.BlockTimeout = DefaultBlockTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -141,6 +181,7 @@ func (p *Proxy) Close() {
 	p.eps = map[string]*endpointState{}
 	p.mu.Unlock()
 	for _, e := range eps {
+		p.endObservations(e, true)
 		e.close()
 	}
 	p.wg.Wait()
@@ -166,11 +207,13 @@ func (p *Proxy) Queued(name string) int {
 }
 
 // OnSession is coap.Config.OnSession: a device that comes up gets its
-// queued requests.
+// queued requests; when its session ends, its observations end.
 func (p *Proxy) OnSession(s *coap.Session, up bool) {
 	if up {
 		p.flush(s.Endpoint.Name)
+		return
 	}
+	p.sessionDown(s)
 }
 
 // HandleDevice is coap.Config.Handler: device → central.
@@ -214,6 +257,16 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 		p.warnf("upstream dial failed", "endpoint", s.Endpoint.Name, "err", err.Error())
 		_ = w.SetResponse(codes.BadGateway, message.TextPlain, nil)
 		return
+	}
+	if v, err := r.Observe(); err == nil && r.Code() == codes.GET {
+		switch v {
+		case 0:
+			if p.observeUp(s, w, r, uc, path, query) {
+				return
+			}
+		case 1:
+			p.cancelUp(s, r.Token())
+		}
 	}
 	p.Stats.Upstream.Add(1)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.RequestTimeout)
@@ -281,6 +334,19 @@ func responseOpts(resp *pool.Message) message.Options {
 		opts = append(opts, o)
 	}
 	return opts
+}
+
+// writeContent answers a device request with c.
+func writeContent(w *responsewriter.ResponseWriter[*udpclient.Conn], c content) {
+	cf := message.TextPlain
+	if c.hasCF {
+		cf = c.cf
+	}
+	var body io.ReadSeeker
+	if c.body != nil {
+		body = bytes.NewReader(c.body)
+	}
+	_ = w.SetResponse(c.code, cf, body, c.opts...)
 }
 
 func writeResponse(w *responsewriter.ResponseWriter[*udpclient.Conn], resp *pool.Message) {

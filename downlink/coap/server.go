@@ -24,6 +24,7 @@ import (
 	"github.com/pion/dtls/v3"
 	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
 	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
@@ -60,6 +61,10 @@ type Config struct {
 	// OnSession is called when an endpoint's session comes up (up=true)
 	// and when it ends.
 	OnSession func(s *Session, up bool)
+	// OnReset is called with the message ID of an RST a device sent for a
+	// message that awaited no acknowledgement (a NON observe notification,
+	// RFC 7641 section 3.6); nil ignores them.
+	OnReset func(s *Session, mid int32)
 	// FlightInterval, HandshakeTimeout, IdleTimeout, MaxMessageSize: zero
 	// means the Default… constant.
 	FlightInterval, HandshakeTimeout, IdleTimeout time.Duration
@@ -356,6 +361,17 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 		return
 	}
 	sess.touch()
+	if r.Type() == message.Reset {
+		if s.cfg.OnReset != nil {
+			s.cfg.OnReset(sess, r.MessageID())
+		}
+		return
+	}
+	if c := r.Code(); c == codes.Empty || c>>5 != 0 {
+		// A response no exchange waits for (e.g. a notification for an
+		// observation already cancelled): not a request to serve.
+		return
+	}
 	s.Stats.Requests.Add(1)
 	sess.BytesIn.Add(uint64(len(r.Token()) + bodyLen(r) + 4))
 	if s.cfg.Rate > 0 && !s.limiter(c.ep.Name).Allow() {
