@@ -241,6 +241,7 @@ func coapCounters(t *testing.T, env *Env) (handshakes, failures, rebinds float64
 // 10.10.8.N address. A device restricted to the CCM_8 suites (PSK and
 // ECDHE-ECDSA, as tinydtls offers) gets through and lands on CCM_8.
 func TestCoapRealDevices(t *testing.T) {
+	t.Parallel() // own namespaces; the outage test mostly waits
 	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
 	sink := startCoapSink(t, env)
 	psk, cert := env.Endpoint("sensor-17"), env.Endpoint("sensor-20")
@@ -314,6 +315,7 @@ func TestCoapRealDevices(t *testing.T) {
 // device's DTLS session and answered by the device, for a PSK and a
 // certificate device.
 func TestCoapCentralToDevice(t *testing.T) {
+	t.Parallel() // own namespaces; the outage test mostly waits
 	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
 	sink := startCoapSink(t, env)
 	for _, name := range []string{"sensor-17", "sensor-20"} {
@@ -371,6 +373,7 @@ func natSensorsDTLS(t *testing.T, env *Env, base int) {
 // handshake: the bridge counts one rebind and no handshake, and the device's
 // next request still arrives centrally from its own address.
 func TestCoapNATRebinding(t *testing.T) {
+	t.Parallel() // own namespaces; the outage test mostly waits
 	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}}})
 	sink := startCoapSink(t, env)
 	ep := env.Endpoint("sensor-17")
@@ -445,6 +448,7 @@ type uplinkLogLine struct {
 // their addresses, the device's DTLS session survives and central → device
 // and device → central work again.
 func TestCoapUplinkRecovery(t *testing.T) {
+	t.Parallel() // own namespaces; the outage test mostly waits
 	env := Setup(t, Options{
 		Endpoints:  []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}},
 		UplinkYAML: "  dpd_interval: 3s\n  lcp_echo_interval: 2s\n  lcp_echo_failures: 3\n",
@@ -481,25 +485,22 @@ func TestCoapUplinkRecovery(t *testing.T) {
 	st := env.WaitUplinkUp(45 * time.Second)
 	t.Logf("uplink up %v after the WAN came back: %s", time.Since(restored).Round(100*time.Millisecond), st.Uplink)
 
+	// One attempt may span the whole outage (an attempt is bounded by
+	// the tunnel's 90 s set-up timeout and IKE retransmits inside it), so
+	// at least one more attempt and exactly one more connect.
 	att1 := env.Metric("uplink_attempts_total")
-	if c := env.Metric("uplink_connects_total"); c != 2 || att1-att0 < 2 {
-		t.Errorf("uplink: connects %v (want 2), attempts %v → %v (want ≥ 2 more: retries during the outage)", c, att0, att1)
+	if c := env.Metric("uplink_connects_total"); c != 2 || att1-att0 < 1 {
+		t.Errorf("uplink: connects %v (want 2), attempts %v → %v (want more)", c, att0, att1)
 	}
-	var gaps []string
-	var last time.Time
+	var events []string
 	for _, l := range strings.Split(env.Log("bridge", 1), "\n") {
 		var u uplinkLogLine
-		if json.Unmarshal([]byte(l), &u) != nil || !strings.HasPrefix(u.Msg, "uplink ") {
+		if json.Unmarshal([]byte(l), &u) != nil || !strings.HasPrefix(u.Msg, "uplink ") || u.Time.Before(cut) {
 			continue
 		}
-		if u.Msg == "uplink attempt failed" || u.Msg == "uplink down" {
-			if !last.IsZero() {
-				gaps = append(gaps, u.Time.Sub(last).Round(10*time.Millisecond).String())
-			}
-			last = u.Time
-		}
+		events = append(events, fmt.Sprintf("+%v %s %s", u.Time.Sub(cut).Round(100*time.Millisecond), u.Msg, u.Phase))
 	}
-	t.Logf("bridge: %v more attempts; times between failed attempts: %v", att1-att0, gaps)
+	t.Logf("bridge: attempts %v → %v; uplink events since the cut: %v", att0, att1, events)
 	if after := addrs(); after["sensor-17"] != before["sensor-17"] || after["sensor-20"] != before["sensor-20"] || after["sensor-17"] != ep.Addr.String() {
 		t.Errorf("endpoint addresses: before %v, after %v", before, after)
 	}

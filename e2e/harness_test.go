@@ -737,6 +737,7 @@ func (e *Env) Context(d time.Duration) context.Context {
 // gateway through the NAT, the provisioned endpoints are listed with their
 // stable addresses, and the gateway routes the site prefix into its TUN.
 func TestHarness(t *testing.T) {
+	t.Parallel() // own namespaces; the outage test mostly waits
 	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
 	st := env.Status()
 	got := map[string]string{}
