@@ -34,7 +34,10 @@ type rig struct {
 	srv  *coap.Server
 }
 
-func newRig(t *testing.T, mod func(*Config)) *rig {
+func newRig(t *testing.T, mod func(*Config)) *rig { return newRigWith(t, mod, nil) }
+
+// newRigWith is newRig with a hook on the DTLS server's config.
+func newRigWith(t *testing.T, mod func(*Config), coapMod func(*coap.Config)) *rig {
 	t.Helper()
 	pair := ipstacktest.NewPair(t, 0)
 	if err := pair.B.AddAddress(netip.MustParsePrefix("10.20.0.1/32")); err != nil {
@@ -56,8 +59,12 @@ func newRig(t *testing.T, mod func(*Config)) *rig {
 	if err := px.Start(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := coap.New(coap.Config{ListenAddr: "127.0.0.1:0", Registry: reg, Handler: px.HandleDevice,
-		OnSession: px.OnSession, OnReset: px.OnReset, Rate: -1})
+	ccfg := coap.Config{ListenAddr: "127.0.0.1:0", Registry: reg, Handler: px.HandleDevice,
+		OnSession: px.OnSession, OnReset: px.OnReset, Rate: -1}
+	if coapMod != nil {
+		coapMod(&ccfg)
+	}
+	srv, err := coap.New(ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
