@@ -278,3 +278,50 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("got RateLimited=%d, want 2", n)
 	}
 }
+
+// TestHandshakesCountedPerSession: go-coap calls HandshakeContext before
+// every read and write; HandshakesOK must still count sessions, not calls
+// (firmware-sim once saw 112 for 5 sessions).
+func TestHandshakesCountedPerSession(t *testing.T) {
+	f := newFixture(t, func(c *coap.Config) { c.Rate = -1 })
+	for i := 0; i < 5; i++ {
+		opts := coaptest.Options{Identity: "sensor-17", Key: f.key}
+		if i%2 == 1 {
+			opts = coaptest.Options{Cert: &f.cert, RootCAs: f.ca.Pool}
+		}
+		d, err := coaptest.Dial(t, f.srv.Addr().String(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < 10; j++ {
+			if code, _ := get(t, d, "/n"); code != codes.Content {
+				t.Fatalf("device %d request %d: %v", i, j, code)
+			}
+		}
+	}
+	// Writes from the bridge side (central → device) go through
+	// HandshakeContext too.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for j := 0; j < 10; j++ {
+		s := f.srv.Session("sensor-9")
+		if s == nil {
+			t.Fatal("no sensor-9 session")
+		}
+		req, err := s.Conn.NewGetRequest(ctx, "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := s.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Conn.ReleaseMessage(resp)
+	}
+	if got := f.srv.Stats.HandshakesOK.Load(); got != 5 {
+		t.Fatalf("HandshakesOK = %d after 5 sessions and 60 requests, want 5", got)
+	}
+	if got := f.srv.Stats.HandshakeFailures.Load(); got != 0 {
+		t.Fatalf("HandshakeFailures = %d, want 0", got)
+	}
+}
