@@ -71,8 +71,12 @@ func setupMQTT(t *testing.T, names []string, extra string) *mqttEnv {
 	if _, err := os.Stat(m.siteCA); err != nil {
 		t.Fatalf("site CA after endpoint add: %v", err)
 	}
+	// Default inflight limits (what the relay's window must respect); a
+	// deep outgoing queue so the central application, not the bridge, is
+	// never what drops a replayed backlog (default 1000 per subscriber).
 	m.central = realpeer.StartMosquitto(t, env.Central, realpeer.MosquittoConfig{
-		Listen: netip.AddrPortFrom(netip.IPv4Unspecified(), centralMQTT.Port()), TLS: true, CA: ca})
+		Listen: netip.AddrPortFrom(netip.IPv4Unspecified(), centralMQTT.Port()), TLS: true, CA: ca,
+		Extra: "max_queued_messages 100000\n"})
 	env.StartGateway()
 	env.StartBridge()
 	env.WaitUplinkUp(60 * time.Second)
@@ -201,6 +205,12 @@ type simDevice struct {
 }
 
 func (m *mqttEnv) startDevice(t *testing.T, ep *Endpoint, qos byte, every time.Duration) *simDevice {
+	return m.startDevicePad(t, ep, qos, every, 0)
+}
+
+// startDevicePad is startDevice with pad bytes of filler after the
+// sequence number in every payload.
+func (m *mqttEnv) startDevicePad(t *testing.T, ep *Endpoint, qos byte, every time.Duration, pad int) *simDevice {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pem, err := os.ReadFile(m.siteCA)
@@ -210,7 +220,7 @@ func (m *mqttEnv) startDevice(t *testing.T, ep *Endpoint, qos byte, every time.D
 	tc := &tls.Config{RootCAs: pool, ServerName: BridgeLAN.String(), MinVersion: tls.VersionTLS12}
 	d := &simDevice{ep: ep, qos: qos, stop: make(chan struct{}), done: make(chan struct{})}
 	addr := netip.AddrPortFrom(BridgeLAN, MQTTSPort).String()
-	o := paho.NewClientOptions().AddBroker("tls://"+addr).SetClientID(ep.Name).
+	o := paho.NewClientOptions().AddBroker("tls://" + addr).SetClientID(ep.Name).
 		SetUsername(ep.Identity).SetPassword(ep.PSK).
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(500 * time.Millisecond).
@@ -243,7 +253,11 @@ func (m *mqttEnv) startDevice(t *testing.T, ep *Endpoint, qos byte, every time.D
 				return
 			case <-tick.C:
 			}
-			tok := d.c.Publish("telemetry/seq", qos, false, fmt.Sprintf("%s %d", ep.Name, seq))
+			payload := fmt.Sprintf("%s %d", ep.Name, seq)
+			if pad > 0 {
+				payload += " " + strings.Repeat("x", pad)
+			}
+			tok := d.c.Publish("telemetry/seq", qos, false, payload)
 			select {
 			case <-tok.Done():
 			case <-d.stop:
@@ -285,7 +299,7 @@ func (m *mqttEnv) startCollector(t *testing.T) *collector {
 	c := &collector{got: make(map[string][]int64)}
 	tc := &tls.Config{RootCAs: m.central.CA.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), centralMQTT.Port()).String()
-	o := paho.NewClientOptions().AddBroker("tls://"+addr).SetClientID("central-app").SetOrderMatters(true).
+	o := paho.NewClientOptions().AddBroker("tls://" + addr).SetClientID("central-app").SetOrderMatters(true).
 		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -307,7 +321,7 @@ func (m *mqttEnv) startCollector(t *testing.T) *collector {
 	t.Cleanup(func() { cl.Disconnect(0) })
 	tok := cl.Subscribe("sites/plant-a/+/telemetry/#", 2, func(_ paho.Client, msg paho.Message) {
 		f := strings.Fields(string(msg.Payload()))
-		if len(f) != 2 {
+		if len(f) < 2 {
 			return
 		}
 		seq, err := strconv.ParseInt(f[1], 10, 64)
@@ -441,11 +455,12 @@ func TestMqttOutageWithoutLoss(t *testing.T) {
 			count[s]++
 		}
 		var missing, dups, devDups int
-		var dupSeqs []int64
+		var dupSeqs, missSeqs []int64
 		for s := int64(1); s <= acked; s++ {
 			switch {
 			case count[s] == 0:
 				missing++
+				missSeqs = append(missSeqs, s)
 			case count[s] > 1:
 				if _, ok := d.retried.Load(s); ok {
 					devDups += count[s] - 1 // the device sent it twice
@@ -461,6 +476,9 @@ func TestMqttOutageWithoutLoss(t *testing.T) {
 		if len(dupSeqs) > 0 {
 			t.Logf("%s duplicated seqs %v", d.ep.Name, dupSeqs)
 		}
+		if len(missSeqs) > 0 {
+			t.Logf("%s missing seqs %v", d.ep.Name, missSeqs)
+		}
 		if missing > 0 {
 			t.Errorf("%s: %d acknowledged messages lost", d.ep.Name, missing)
 		}
@@ -475,4 +493,94 @@ func TestMqttOutageWithoutLoss(t *testing.T) {
 		}
 	}
 	t.Logf("total %.1fs", time.Since(start).Seconds())
+}
+
+// TestMqttSpoolBound: the queue bound in the e2e setting. With a 64 KiB
+// spool (mqtt.spool_max_bytes) and the WAN dropped, a QoS 0 device
+// overflows it: the oldest QoS 0 messages are dropped
+// (spool_messages_dropped_total{reason="overflow_qos0"}). A QoS 1 device
+// then fills it with messages that may not be dropped, and its next one is
+// refused, not acknowledged (reason="refused_full"). spool_bytes stays
+// within the bound and the bridge keeps running; after the WAN is back the
+// spool drains and every acknowledged QoS 1 message reaches the central
+// application, in order.
+func TestMqttSpoolBound(t *testing.T) {
+	const bound = 64 << 10
+	m := setupMQTT(t, []string{"tank-1", "tank-2"}, fmt.Sprintf("  spool_max_bytes: %d\n", bound))
+	eps := []*Endpoint{m.Endpoint("tank-1"), m.Endpoint("tank-2")}
+	m.waitCentralSessions(t, eps, 30*time.Second)
+	col := m.startCollector(t)
+	const (
+		overflow = `spool_messages_dropped_total{reason="overflow_qos0"}`
+		refused  = `spool_messages_dropped_total{reason="refused_full"}`
+	)
+	m.Topo.CutWAN(t)
+	q0 := m.startDevicePad(t, eps[0], 0, 2*time.Millisecond, 1000)
+	if !Poll(30*time.Second, func() bool { return m.metricOr(overflow) > 0 }) {
+		t.Fatalf("no QoS 0 overflow within 30s: %s %v, spool_bytes %v", overflow, m.metricOr(overflow), m.metricOr("spool_bytes"))
+	}
+	q0.halt()
+	q1 := m.startDevicePad(t, eps[1], 1, 5*time.Millisecond, 1000)
+	if !Poll(30*time.Second, func() bool { return m.metricOr(refused) > 0 }) {
+		t.Fatalf("no QoS 1 refusal within 30s: %s %v, spool_bytes %v", refused, m.metricOr(refused), m.metricOr("spool_bytes"))
+	}
+	q1.halt()
+	q1.c.Disconnect(0) // it would resend the refused message forever
+	text := m.Metrics()
+	val := func(series string) float64 {
+		v, ok := MetricValue(text, series)
+		if !ok {
+			t.Fatalf("bridge /metrics has no %s", series)
+		}
+		return v
+	}
+	t.Logf("WAN down: QoS 0 device sent %d, QoS 1 device acked %d; %s %v, %s %v, spool_messages %v, spool_bytes %v (bound %d), mqtt upstream_refused %v",
+		q0.acked.Load(), q1.acked.Load(), overflow, val(overflow), refused, val(refused), val("spool_messages"), val("spool_bytes"), bound,
+		val(`mqtt_events_total{event="upstream_refused"}`))
+	if b := val("spool_bytes"); b > bound || b < bound/2 {
+		t.Errorf("spool_bytes %v, want near the bound %d", b, bound)
+	}
+	if val(`mqtt_events_total{event="upstream_refused"}`) == 0 {
+		t.Errorf("the site broker counted no refused upstream message")
+	}
+	if q1.acked.Load() == 0 {
+		t.Fatalf("the QoS 1 device got nothing acknowledged")
+	}
+	if p := m.BridgeProc(); p == nil {
+		t.Fatal("bridge not running")
+	} else {
+		select {
+		case <-p.Done():
+			t.Fatalf("bridge exited: %v", p.Err())
+		default:
+		}
+	}
+	m.Topo.RestoreWAN(t)
+	m.WaitUplinkUp(60 * time.Second)
+	if !Poll(60*time.Second, func() bool { return m.metricOr("spool_messages") == 0 }) {
+		t.Fatalf("spool not drained within 60s after the WAN came back: spool_messages %v", m.metricOr("spool_messages"))
+	}
+	acked := q1.acked.Load()
+	if !Poll(30*time.Second, func() bool {
+		s := col.seqs("tank-2")
+		return len(s) > 0 && slices.Max(s) >= acked
+	}) {
+		t.Fatalf("central got tank-2 %v, want up to %d", col.seqs("tank-2"), acked)
+	}
+	got := col.seqs("tank-2")
+	seen := map[int64]bool{}
+	for _, s := range got {
+		seen[s] = true
+	}
+	missing := 0
+	for s := int64(1); s <= acked; s++ {
+		if !seen[s] {
+			missing++
+		}
+	}
+	t.Logf("after the WAN came back: central got %d QoS 0 messages of tank-1 (the rest dropped by policy), %d QoS 1 of tank-2 (acked %d, missing %d, in order %v)",
+		len(col.seqs("tank-1")), len(got), acked, missing, firstArrivalsIncreasing(got))
+	if missing > 0 || !firstArrivalsIncreasing(got) {
+		t.Errorf("tank-2: %d acknowledged messages missing or out of order: %v", missing, got)
+	}
 }
