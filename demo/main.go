@@ -92,8 +92,8 @@ func draw(w io.Writer, v chain.View, tty bool) {
 		if v.UplinkUp {
 			up = "up " + v.LocalAddr
 		}
-		fmt.Fprintf(w, "%5.1fs uplink %s | endpoints reporting %d/%d | round trip: %s\n",
-			v.Elapsed.Seconds(), up, v.Reporting, len(v.Endpoints), rtLine(v.RoundTrip))
+		fmt.Fprintf(w, "%5.1fs uplink %s | endpoints reporting %d/%d | round trip: %s | mqtt command: %s\n",
+			v.Elapsed.Seconds(), up, v.Reporting, len(v.Endpoints), rtLine(v.RoundTrip), cmdLine(v.Command))
 		return
 	}
 	var b strings.Builder
@@ -122,6 +122,9 @@ func draw(w io.Writer, v chain.View, tty bool) {
 		}
 	}
 	fmt.Fprintf(&b, "\nCENTRAL → DEVICE  CoAP GET /sensors/temp from the central stack to %s: %s\n", v.RoundTrip.Target, rtLine(v.RoundTrip))
+	if v.Command.Topic != "" {
+		fmt.Fprintf(&b, "CENTRAL → DEVICE  MQTT %s to %s: %s\n", v.Command.Topic, v.Command.Target, cmdLine(v.Command))
+	}
 	out := b.String()
 	if lastLines > 0 {
 		fmt.Fprintf(w, "\x1b[%dA\x1b[J", lastLines)
@@ -137,11 +140,21 @@ func rtLine(r chain.RoundTrip) string {
 	return r.Result
 }
 
+func cmdLine(c chain.MQTTCommand) string {
+	if c.OK {
+		return fmt.Sprintf("OK in %v (sent %d×): %s, from %s", c.RTT.Round(10*time.Microsecond), c.Sent, c.Reply, c.From)
+	}
+	return c.Reply
+}
+
 func summary(w io.Writer, v chain.View) {
 	fmt.Fprintln(w)
 	if v.Success {
 		fmt.Fprintf(w, "SUCCESS: telemetry from all %d endpoints reached the collector from their own 10.10.8.x address; round trip %s\n",
 			len(v.Endpoints), rtLine(v.RoundTrip))
+		if v.Command.OK {
+			fmt.Fprintf(w, "         MQTT command %s → %s\n", v.Command.Topic, cmdLine(v.Command))
+		}
 		return
 	}
 	fmt.Fprintf(w, "FAILURE (%d/%d endpoints reporting):\n", v.Reporting, len(v.Endpoints))

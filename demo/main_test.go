@@ -61,10 +61,10 @@ func TestMain(m *testing.M) {
 }
 
 // runUntil starts the built demo on the small fleet, waits for a line
-// containing want (at most 60 s; on stdout, or with -v on stderr where the
+// containing every string of want (at most 60 s; on stdout, or with -v on stderr where the
 // components log), sends sig and returns the whole stdout, the exit code
 // and how long the process took to exit after sig.
-func runUntil(t *testing.T, want string, onStderr bool, sig syscall.Signal) (string, int, time.Duration) {
+func runUntil(t *testing.T, want []string, onStderr bool, sig syscall.Signal) (string, int, time.Duration) {
 	t.Helper()
 	sc := filepath.Join(t.TempDir(), "fleet.yaml")
 	if err := os.WriteFile(sc, []byte(signalScenario), 0o644); err != nil {
@@ -116,7 +116,11 @@ func runUntil(t *testing.T, want string, onStderr bool, sig syscall.Signal) (str
 		}
 		for s.Scan() {
 			dst.WriteString(s.Text() + "\n")
-			if strings.Contains(s.Text(), want) {
+			all := true
+			for _, w := range want {
+				all = all && strings.Contains(s.Text(), w)
+			}
+			if all {
 				once.Do(func() { close(seen) })
 			}
 		}
@@ -162,10 +166,10 @@ func runUntil(t *testing.T, want string, onStderr bool, sig syscall.Signal) (str
 }
 
 // TestCtrlCAfterSuccess: SIGINT (Ctrl-C) once every endpoint reported and
-// the round trip succeeded: the demo stops every component, prints SUCCESS
+// the CoAP round trip and the MQTT command succeeded: the demo stops every component, prints SUCCESS
 // and exits 0.
 func TestCtrlCAfterSuccess(t *testing.T) {
-	out, code, took := runUntil(t, "endpoints reporting 5/5 | round trip: OK", false, syscall.SIGINT)
+	out, code, took := runUntil(t, []string{"endpoints reporting 5/5 |", "| round trip: OK", "| mqtt command: OK"}, false, syscall.SIGINT)
 	if code != 0 || !strings.Contains(out, "\nSUCCESS: telemetry from all 5 endpoints") {
 		t.Fatalf("after Ctrl-C: exit %d, want 0 with a SUCCESS summary:\n%s", code, out)
 	}
@@ -178,7 +182,7 @@ func TestCtrlCAfterSuccess(t *testing.T) {
 // should every device have made it in time, SUCCESS and 0: the exit code
 // always matches the summary).
 func TestSIGTERMDuringStart(t *testing.T) {
-	out, code, took := runUntil(t, "bridge started", true, syscall.SIGTERM)
+	out, code, took := runUntil(t, []string{"bridge started"}, true, syscall.SIGTERM)
 	switch {
 	case strings.Contains(out, "\nFAILURE ("):
 		if code != 1 {

@@ -82,9 +82,12 @@ type View struct {
 	Gateway   []string   `json:"gateway,omitempty"`
 	Endpoints []Endpoint `json:"endpoints"`
 	RoundTrip RoundTrip  `json:"round_trip"`
-	Reporting int        `json:"endpoints_reporting"`
-	Success   bool       `json:"success"`
-	Failures  []string   `json:"failures,omitempty"`
+	// Command is the central → device MQTT command (fleets with MQTT
+	// endpoints).
+	Command   MQTTCommand `json:"mqtt_command"`
+	Reporting int         `json:"endpoints_reporting"`
+	Success   bool        `json:"success"`
+	Failures  []string    `json:"failures,omitempty"`
 }
 
 // state is the shared view, guarded by mu.
@@ -96,6 +99,7 @@ type state struct {
 	local  string
 	eps    map[string]*Endpoint
 	rt     RoundTrip
+	cmd    MQTTCommand
 	gw     *gateway
 }
 
@@ -139,7 +143,7 @@ func (s *state) onSample(name, from string) {
 func (s *state) view() View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := View{Elapsed: time.Since(s.start), Uplink: append([]string(nil), s.phases...), UplinkUp: s.up, LocalAddr: s.local, RoundTrip: s.rt}
+	v := View{Elapsed: time.Since(s.start), Uplink: append([]string(nil), s.phases...), UplinkUp: s.up, LocalAddr: s.local, RoundTrip: s.rt, Command: s.cmd}
 	if s.gw != nil {
 		r := s.gw.srv.Report()
 		v.GatewaySes = len(r.Sessions)
@@ -181,6 +185,17 @@ func (v *View) finish() {
 			r = "not attempted (stopped before the uplink came up)"
 		}
 		v.Failures = append(v.Failures, "central → device round trip: "+r)
+	}
+	hasMQTT := false
+	for _, e := range v.Endpoints {
+		hasMQTT = hasMQTT || e.Protocol == "mqtt"
+	}
+	if hasMQTT && !v.Command.OK {
+		r := v.Command.Reply
+		if r == "" {
+			r = "not attempted (stopped before the uplink came up)"
+		}
+		v.Failures = append(v.Failures, "central → device MQTT command: "+r)
 	}
 	v.Success = len(v.Failures) == 0 && len(v.Endpoints) > 0
 }
@@ -258,7 +273,8 @@ func Run(ctx context.Context, opts Options) (View, error) {
 
 	// MQTT: the central broker in the gateway's stack (before the bridge,
 	// so its relay connects at once).
-	cb, err := startCentralBroker(g, col, st.onSample, log.With("component", "central-mqtt"))
+	replies := make(chan commandReply, 8)
+	cb, err := startCentralBroker(g, col, st.onSample, replies, log.With("component", "central-mqtt"))
 	if err != nil {
 		return View{}, err
 	}
@@ -330,6 +346,12 @@ func Run(ctx context.Context, opts Options) (View, error) {
 		roundTripLoop(ctx, g, st, rtTarget)
 	}()
 	defer func() { <-rtDone }()
+	cmdDone := make(chan struct{})
+	go func() {
+		defer close(cmdDone)
+		commandLoop(ctx, cb, st, firstMQTT(reg), replies)
+	}()
+	defer func() { <-cmdDone }()
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -384,6 +406,18 @@ func provision(cfg *bconfig.Config, fleet *sim.Fleet, st *state) error {
 		st.mu.Unlock()
 	}
 	return nil
+}
+
+// firstMQTT picks the MQTT command target: the MQTT endpoint with the
+// lowest address.
+func firstMQTT(reg *device.Registry) device.Endpoint {
+	var best device.Endpoint
+	for _, e := range reg.List() {
+		if e.Protocol == device.MQTT && (!best.Addr.IsValid() || e.Addr.Less(best.Addr)) {
+			best = e
+		}
+	}
+	return best
 }
 
 // firstCoAPPSK picks the round-trip target: the first always-awake PSK

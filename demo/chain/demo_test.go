@@ -43,9 +43,12 @@ func TestDemo(t *testing.T) {
 	if !v.RoundTrip.OK {
 		t.Errorf("round trip to %s failed: %s", v.RoundTrip.Target, v.RoundTrip.Result)
 	}
+	if !v.Command.OK || !strings.HasPrefix(v.Command.Target, "sensor-10 (10.10.8.10)") || v.Command.From != "10.10.8.10" {
+		t.Errorf("MQTT command: got %+v, want a reply from sensor-10 at 10.10.8.10", v.Command)
+	}
 	if !v.Success {
 		t.Errorf("demo failed: %v", v.Failures)
 	}
 	t.Logf("uplink: %v", v.Uplink)
-	t.Logf("round trip: %+v; %d/%d endpoints reporting", v.RoundTrip, v.Reporting, len(v.Endpoints))
+	t.Logf("round trip: %+v; MQTT command: %+v; %d/%d endpoints reporting", v.RoundTrip, v.Command, v.Reporting, len(v.Endpoints))
 }
