@@ -520,3 +520,98 @@ func TestCoapUplinkRecovery(t *testing.T) {
 		t.Errorf("coap_handshakes_ok_total = %v, want 1 (the device kept its session)", hs)
 	}
 }
+
+// TestCoapLibcoapCentral: the central service is libcoap's own
+// coap-server; its debug log shows each request's session from the
+// endpoint's VPN address (PSK and certificate devices, libcoap clients).
+func TestCoapLibcoapCentral(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
+	// (-k only because the launcher waits for the DTLS port; the bridge
+	// speaks plain CoAP to it.)
+	srv := realpeer.StartCoAPServer(t, env.Central, realpeer.CoAPServerConfig{Listen: CentralAddr, Port: 5683, PSK: "unused", Extra: []string{"-v", "7"}})
+	psk, cert := env.Endpoint("sensor-17"), env.Endpoint("sensor-20")
+	for _, c := range []struct {
+		ep      *Endpoint
+		backend string
+		req     realpeer.CoAPRequest
+	}{
+		{psk, "openssl", realpeer.CoAPRequest{Identity: psk.Identity, PSK: psk.PSK}},
+		{cert, "gnutls", realpeer.CoAPRequest{Extra: []string{"-c", cert.CertFile, "-j", cert.KeyFile, "-C", cert.CAFile}}},
+	} {
+		req := c.req
+		req.Backend, req.URI, req.Timeout = c.backend, bridgeURI+"/time", 15*time.Second
+		out, err := realpeer.CoAPClient(t.Context(), env.Sensors, req)
+		if err != nil {
+			t.Fatalf("%s GET /time: %v", c.ep.Name, err)
+		}
+		// libcoap's /time answers the current time ("Nov 23 23:52:37").
+		if now := time.Now().UTC().Format("Jan"); !strings.Contains(out, now) {
+			t.Errorf("%s GET /time: got %q, want libcoap's time of day", c.ep.Name, out)
+		}
+		want := "<-> " + c.ep.Addr.String() + ":"
+		if !Poll(5*time.Second, func() bool { return strings.Contains(srv.Proc.Output(), want) }) {
+			t.Errorf("%s: coap-server log has no session %q…", c.ep.Name, want)
+		}
+		t.Logf("%s via %s: %q; coap-server saw a session from %s", c.ep.Name, c.backend, strings.TrimSpace(out), c.ep.Addr)
+	}
+}
+
+// TestCoapBadCredentials: a wrong PSK, an unknown identity and garbage
+// datagrams are refused and counted; a valid device still gets through
+// afterwards and no secret appears in the bridge's log.
+func TestCoapBadCredentials(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}}})
+	sink := startCoapSink(t, env)
+	ep := env.Endpoint("sensor-17")
+	_, fail0, _ := coapCounters(t, env)
+	unknown0 := env.Metric("coap_unknown_identity_total")
+	for _, c := range []struct{ what, id, key string }{
+		{"wrong PSK", ep.Identity, "not-the-right-key-0123456789"},
+		{"unknown identity", "nobody-at-all", ep.PSK},
+	} {
+		out, err := realpeer.CoAPClient(t.Context(), env.Sensors, realpeer.CoAPRequest{
+			Backend: "openssl", URI: bridgeURI + "/bad", Identity: c.id, PSK: c.key, Timeout: 6 * time.Second})
+		if err == nil || strings.Contains(out, "src=") {
+			t.Errorf("%s: coap-client got through: %q", c.what, out)
+		}
+	}
+	// Garbage: random bytes and a truncated DTLS record header.
+	pc, err := env.Sensors.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(BridgeLAN, CoAPSPort))
+	for _, b := range [][]byte{[]byte("garbage, not DTLS"), {22, 0xfe, 0xfd, 0, 0}, bytes.Repeat([]byte{0x17}, 1400)} {
+		if _, err := pc.WriteTo(b, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc.Close()
+	out, err := realpeer.CoAPClient(t.Context(), env.Sensors, realpeer.CoAPRequest{
+		Backend: "gnutls", URI: bridgeURI + "/good", Identity: ep.Identity, PSK: ep.PSK, Timeout: 10 * time.Second})
+	if err != nil || !strings.Contains(out, "src="+ep.Addr.String()+":") {
+		t.Fatalf("valid device after bad input: %q, %v", out, err)
+	}
+	if _, ok := sink.find("/bad"); ok {
+		t.Error("central saw a request from a refused device")
+	}
+	// A wrong PSK shows only as undecryptable Finished records, which
+	// DTLS discards silently: the bridge counts the failure when its
+	// handshake timeout (45 s) expires.
+	var fail1, unknown1 float64
+	Poll(60*time.Second, func() bool {
+		_, fail1, _ = coapCounters(t, env)
+		unknown1 = env.Metric("coap_unknown_identity_total")
+		return fail1-fail0 >= 2 && unknown1-unknown0 >= 1
+	})
+	if fail1-fail0 < 2 || unknown1-unknown0 < 1 {
+		t.Errorf("counters: handshake failures %v → %v (want +2), unknown identities %v → %v (want +1)", fail0, fail1, unknown0, unknown1)
+	}
+	log := env.Log("bridge", 1)
+	if strings.Contains(log, ep.PSK) || strings.Contains(log, "not-the-right-key") {
+		t.Error("bridge log contains a PSK")
+	}
+	t.Logf("handshake failures %v → %v, unknown identities %v → %v", fail0, fail1, unknown0, unknown1)
+}
