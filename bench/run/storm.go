@@ -3,7 +3,9 @@ package run
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -130,7 +132,7 @@ uplink: {mode: none}
 		if m[2] == 0 {
 			t.Fatalf("initial connect: %d of %d sessions", last, n)
 		}
-		rep.note("storm: initial connect of %d sensors: %s", n, fmtMarks(m))
+		rep.note("storm: initial connect of %d sensors: %s; first bridge counted %s", n, fmtMarks(m), siteHandshakes(s1))
 		t0 = time.Now()
 		_ = s1.Close()
 		closed = true
@@ -144,6 +146,7 @@ uplink: {mode: none}
 		tUp := time.Since(t0)
 		m, last = stormTimes(t0, n, 5*time.Minute, online(s2))
 		*rows = append(*rows, stormRow(name, n, m, last))
+		rep.note("storm: restarted bridge counted %s", siteHandshakes(s2))
 		rep.note("storm: bridge restart with %d sensors (from Close; Close took %v, New+Start done at %v): %s; devices re-dial with 50 ms–5 s equal-jitter backoff, %d handshakes in flight per client process of %d devices",
 			n, tClose.Round(time.Millisecond), tUp.Round(time.Millisecond), fmtMarks(m), o.StormPar, perChild)
 	})
@@ -321,6 +324,16 @@ func benchUplinkStorm(o *Options, rep *Report, rows *[]Row) {
 		tUp := time.Since(t0)
 		m, last = stormTimes(t0, n, 5*time.Minute, func() int { return g2.srv.Env().Sessions.Len() })
 		*rows = append(*rows, stormRow(name, n, m, last))
+		var attempts, failures uint64
+		phases := map[string]int{}
+		for _, c := range clients {
+			st := c.Status()
+			attempts, failures = attempts+st.Attempts, failures+st.Failures
+			if st.Failures > 0 {
+				phases[st.LastPhase.String()]++
+			}
+		}
+		rep.note("storm: uplinks over both storms: %d attempts, %d failed (last failed phase per client: %v)", attempts, failures, phases)
 		rep.note("storm: gateway restart with %d uplinks (%s, uplink default backoff: full jitter 1 s … 2 min; sessions counted at the new gateway; from stop; stop took %v, %d clients had noticed by then, new gateway ready at %v): %s",
 			n, o.StormIKE, tStop.Round(time.Millisecond), down, tUp.Round(time.Millisecond), fmtMarks(m))
 	})
@@ -329,4 +342,22 @@ func benchUplinkStorm(o *Options, rep *Report, rows *[]Row) {
 	} else if msg != "" {
 		*rows = append(*rows, Row{Name: name, Err: "skipped: " + msg})
 	}
+}
+
+// siteHandshakes reads the site's DTLS handshake counters from its
+// /metrics endpoint.
+func siteHandshakes(s *daemon.Site) string {
+	resp, err := http.Get("http://" + s.Addrs().HTTP.String() + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "coap_handshakes_ok_total ") || strings.HasPrefix(line, "coap_handshake_failures_total ") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, ", ")
 }
