@@ -5,11 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
-	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
@@ -45,17 +45,6 @@ func TestFullJitter(t *testing.T) {
 	if len(slots) < 70 || worst > 40 {
 		t.Fatalf("1000 reconnects used %d of 80 slots, busiest %d: not spread", len(slots), worst)
 	}
-}
-
-func ipPacket(src, dst netip.Addr, tag uint32) []byte {
-	b := make([]byte, 64)
-	b[0], b[8], b[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(b[2:], 64)
-	s, d := src.As4(), dst.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint32(b[28:], tag)
-	return b
 }
 
 // TestFailoverReconnectStableInterface: the first gateway fails (IKE),
@@ -117,10 +106,10 @@ func TestFailoverReconnectStableInterface(t *testing.T) {
 		t.Helper()
 		var up = make(chan uint32, 4)
 		ss.SetPacketHandler(func(p []byte) { up <- binary.BigEndian.Uint32(p[28:]) })
-		if err := c.WritePacket(ipPacket(c.LocalAddr(), tunneltest.ServerAddr, tag)); err != nil {
+		if err := c.WritePacket(pkttest.Tagged(c.LocalAddr(), tunneltest.ServerAddr, tag, 64)); err != nil {
 			t.Fatal(err)
 		}
-		if err := ss.WritePacket(ipPacket(tunneltest.ServerAddr, c.LocalAddr(), tag)); err != nil {
+		if err := ss.WritePacket(pkttest.Tagged(tunneltest.ServerAddr, c.LocalAddr(), tag, 64)); err != nil {
 			t.Fatal(err)
 		}
 		for _, ch := range []chan uint32{up, got} {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/dhcpinform"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/link"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
@@ -104,7 +105,7 @@ func TestPushedRoutes(t *testing.T) {
 	if err := ss.WritePacket(bad); err != nil {
 		t.Fatal(err)
 	}
-	if err := ss.WritePacket(ipPacket(gw, netip.MustParseAddr("10.10.8.1"), 1)); err != nil {
+	if err := ss.WritePacket(pkttest.Tagged(gw, netip.MustParseAddr("10.10.8.1"), 1, 64)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)

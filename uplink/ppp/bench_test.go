@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
@@ -83,7 +84,7 @@ func BenchmarkDataPath(b *testing.B) {
 		server.Load().LowerDown()
 	})
 
-	pkt := ipPacket(netip.MustParseAddr("10.10.8.2"), netip.MustParseAddr("10.10.8.1"), 1, 1400)
+	pkt := pkttest.Tagged(netip.MustParseAddr("10.10.8.2"), netip.MustParseAddr("10.10.8.1"), 1, 1400)
 	b.Run("encap-l2tp-ppp-1400", func(b *testing.B) {
 		ca.discard.Store(true)
 		b.ReportAllocs()

@@ -2,13 +2,13 @@ package ppp_test
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
@@ -35,19 +35,6 @@ func closed(ch <-chan struct{}) func() bool {
 			return false
 		}
 	}
-}
-
-// ipPacket builds a minimal IPv4 header + payload tagged with n.
-func ipPacket(src, dst netip.Addr, n int, size int) []byte {
-	b := make([]byte, size)
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], uint16(size))
-	b[9] = 17
-	s, d := src.As4(), dst.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint32(b[20:], uint32(n))
-	return b
 }
 
 // TestLACAndPPPClientAgainstLNSAndPPPServer runs the whole inner uplink
@@ -125,10 +112,10 @@ func TestLACAndPPPClientAgainstLNSAndPPPServer(t *testing.T) {
 
 	const n = 100
 	for i := 0; i < n; i++ {
-		if err := client.WritePacket(ipPacket(ci.Local, ci.Peer, i, 1400)); err != nil {
+		if err := client.WritePacket(pkttest.Tagged(ci.Local, ci.Peer, uint32(i), 1400)); err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.WritePacket(ipPacket(ci.Peer, ci.Local, i, 200)); err != nil {
+		if err := srv.WritePacket(pkttest.Tagged(ci.Peer, ci.Local, uint32(i), 200)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -11,44 +11,12 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
-
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
-}
-
-// icmpEcho builds an IPv4 ICMP Echo Request.
-func icmpEcho(src, dst netip.Addr, id, seq uint16) []byte {
-	b := make([]byte, 20+8+16)
-	b[0], b[8], b[9] = 0x45, 64, 1
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	binary.BigEndian.PutUint16(b[4:], seq)
-	s, d := src.As4(), dst.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[10:], checksum(b[:20]))
-	ic := b[20:]
-	ic[0] = 8
-	binary.BigEndian.PutUint16(ic[4:], id)
-	binary.BigEndian.PutUint16(ic[6:], seq)
-	copy(ic[8:], "fleetgate-h2-ppp")
-	binary.BigEndian.PutUint16(ic[2:], checksum(ic))
-	return b
-}
 
 // TestInteropSoftEtherRawL2TP: our LAC + PPP client (host a of a
 // namespace pair) against SoftEther VPN server 5.01 (host b) with raw L2TP and SecureNAT, with MS-CHAPv2 and with PAP:
@@ -108,7 +76,7 @@ func TestInteropSoftEtherRawL2TP(t *testing.T) {
 			// ICMP echo to SecureNAT's virtual gateway.
 			got := false
 			for seq := uint16(1); seq <= 20 && !got; seq++ {
-				if err := c.WritePacket(icmpEcho(info.Local, gw, 0x4632, seq)); err != nil {
+				if err := c.WritePacket(pkttest.ICMPEcho(info.Local, gw, 0x4632, seq, "fleetgate-h2-ppp")); err != nil {
 					t.Fatal(err)
 				}
 				timeout := time.After(500 * time.Millisecond)

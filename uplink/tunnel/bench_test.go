@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 	"github.com/fleetgate/fleetgate/uplink/tunnel/tunneltest"
@@ -29,7 +30,7 @@ func pump(b *testing.B, size int, write func([]byte) error, setHandler func(func
 		default:
 		}
 	})
-	pkt := ipPacket(tunneltest.ClientAddr, tunneltest.ServerAddr, 0, size)
+	pkt := pkttest.Tagged(tunneltest.ClientAddr, tunneltest.ServerAddr, 0, size)
 	b.SetBytes(int64(size))
 	b.ResetTimer()
 	start := time.Now()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
@@ -120,10 +121,10 @@ func TestLoopbackTwoClientsBehindOneAddress(t *testing.T) {
 	const n = 100
 	for k := 0; k < n; k++ {
 		for i, s := range []*tunnel.ServerSession{s1, s2} {
-			if err := s.WritePacket(ipPacket(netip.MustParseAddr("10.10.0.1"), clients[i].LocalAddr(), uint32(i*1000+k), 1400)); err != nil {
+			if err := s.WritePacket(pkttest.Tagged(netip.MustParseAddr("10.10.0.1"), clients[i].LocalAddr(), uint32(i*1000+k), 1400)); err != nil {
 				t.Fatal(err)
 			}
-			if err := clients[i].WritePacket(ipPacket(clients[i].LocalAddr(), netip.MustParseAddr("10.10.0.1"), uint32(i*1000+k), 200)); err != nil {
+			if err := clients[i].WritePacket(pkttest.Tagged(clients[i].LocalAddr(), netip.MustParseAddr("10.10.0.1"), uint32(i*1000+k), 200)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -159,7 +160,7 @@ func TestLoopbackTwoClientsBehindOneAddress(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("server session 1 did not end")
 	}
-	if err := s2.WritePacket(ipPacket(netip.MustParseAddr("10.10.0.1"), clients[1].LocalAddr(), 1999, 100)); err != nil {
+	if err := s2.WritePacket(pkttest.Tagged(netip.MustParseAddr("10.10.0.1"), clients[1].LocalAddr(), 1999, 100)); err != nil {
 		t.Fatalf("session 2 after client 1 left: %v", err)
 	}
 	select {
@@ -199,10 +200,10 @@ func TestLoopbackRekeyUnderTraffic(t *testing.T) {
 	ss.SetPacketHandler(up.handle)
 	n := 0
 	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); n++ {
-		if err := c.WritePacket(ipPacket(c.LocalAddr(), netip.MustParseAddr("10.10.0.1"), uint32(n), 1000)); err != nil {
+		if err := c.WritePacket(pkttest.Tagged(c.LocalAddr(), netip.MustParseAddr("10.10.0.1"), uint32(n), 1000)); err != nil {
 			t.Fatalf("client write %d: %v", n, err)
 		}
-		if err := ss.WritePacket(ipPacket(netip.MustParseAddr("10.10.0.1"), c.LocalAddr(), uint32(n), 300)); err != nil {
+		if err := ss.WritePacket(pkttest.Tagged(netip.MustParseAddr("10.10.0.1"), c.LocalAddr(), uint32(n), 300)); err != nil {
 			t.Fatalf("server write %d: %v", n, err)
 		}
 		time.Sleep(5 * time.Millisecond) // paced traffic, as a site sends it

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
@@ -120,7 +121,7 @@ func TestNetnsTwoSitesBehindOneNAT(t *testing.T) {
 		other := make(collector, 64)
 		clients[1-i].SetPacketHandler(other.handle)
 		for k := 0; k < 20; k++ {
-			if err := ss.WritePacket(ipPacket(netip.MustParseAddr("10.10.0.1"), ss.Addr(), uint32(k), 500)); err != nil {
+			if err := ss.WritePacket(pkttest.Tagged(netip.MustParseAddr("10.10.0.1"), ss.Addr(), uint32(k), 500)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -133,7 +134,7 @@ func TestNetnsTwoSitesBehindOneNAT(t *testing.T) {
 	<-s1.Done()
 	got := make(collector, 4)
 	clients[1].SetPacketHandler(got.handle)
-	if err := s2.WritePacket(ipPacket(netip.MustParseAddr("10.10.0.1"), s2.Addr(), 7, 100)); err != nil {
+	if err := s2.WritePacket(pkttest.Tagged(netip.MustParseAddr("10.10.0.1"), s2.Addr(), 7, 100)); err != nil {
 		t.Fatal(err)
 	}
 	got.expect(t, "site 2 after site 1 left", 1)

@@ -1,12 +1,11 @@
 package tunnel_test
 
 import (
-	"encoding/binary"
 	"errors"
-	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
@@ -14,30 +13,13 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/tunnel/tunneltest"
 )
 
-// ipPacket builds a minimal IPv4/UDP packet of size bytes tagged with n.
-func ipPacket(src, dst netip.Addr, n uint32, size int) []byte {
-	b := make([]byte, size)
-	b[0], b[8], b[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(b[2:], uint16(size))
-	s, d := src.As4(), dst.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[20:], 49999) // UDP: ports, length, no checksum
-	binary.BigEndian.PutUint16(b[22:], 49999)
-	binary.BigEndian.PutUint16(b[24:], uint16(size-20))
-	binary.BigEndian.PutUint32(b[28:], n)
-	return b
-}
-
-func tag(p []byte) uint32 { return binary.BigEndian.Uint32(p[28:]) }
-
 // collector gathers packet tags from a handler.
 type collector chan uint32
 
 func (c collector) handle(p []byte) {
 	if len(p) >= 32 {
 		select {
-		case c <- tag(p):
+		case c <- pkttest.Tag(p):
 		default:
 		}
 	}
@@ -64,10 +46,10 @@ func exchange(t *testing.T, p *tunneltest.Pair, base uint32, n int) {
 	p.Client.SetPacketHandler(cli.handle)
 	p.Session.SetPacketHandler(srv.handle)
 	for i := 0; i < n; i++ {
-		if err := p.Client.WritePacket(ipPacket(tunneltest.ClientAddr, tunneltest.ServerAddr, base+uint32(i), 1400)); err != nil {
+		if err := p.Client.WritePacket(pkttest.Tagged(tunneltest.ClientAddr, tunneltest.ServerAddr, base+uint32(i), 1400)); err != nil {
 			t.Fatalf("client write %d: %v", i, err)
 		}
-		if err := p.Session.WritePacket(ipPacket(tunneltest.ServerAddr, tunneltest.ClientAddr, base+uint32(i), 200)); err != nil {
+		if err := p.Session.WritePacket(pkttest.Tagged(tunneltest.ServerAddr, tunneltest.ClientAddr, base+uint32(i), 200)); err != nil {
 			t.Fatalf("server write %d: %v", i, err)
 		}
 	}
@@ -129,7 +111,7 @@ func TestPairUpPacketsTeardown(t *testing.T) {
 	if !errors.Is(ss.Err(), ppp.ErrPeerTerminated) && !errors.Is(ss.Err(), l2tp.ErrPeerCDN) {
 		t.Errorf("server session end: %v, want peer terminated or peer CDN", ss.Err())
 	}
-	if err := p.Client.WritePacket(ipPacket(tunneltest.ClientAddr, tunneltest.ServerAddr, 0, 100)); !errors.Is(err, tunnel.ErrNotUp) {
+	if err := p.Client.WritePacket(pkttest.Tagged(tunneltest.ClientAddr, tunneltest.ServerAddr, 0, 100)); !errors.Is(err, tunnel.ErrNotUp) {
 		t.Errorf("write after close: %v, want ErrNotUp", err)
 	}
 	tunneltest.Drive(t, p.Clock, 100*time.Millisecond, 10*time.Second, "server forgets the peer", func() bool { return p.Server.PeerCount() == 0 })
@@ -186,8 +168,8 @@ func TestPairOverLossyPipe(t *testing.T) {
 		}
 	}
 	for i := 0; i < n; i++ {
-		write(p.Client.WritePacket, ipPacket(tunneltest.ClientAddr, tunneltest.ServerAddr, uint32(i), 600))
-		write(p.Session.WritePacket, ipPacket(tunneltest.ServerAddr, tunneltest.ClientAddr, uint32(i), 600))
+		write(p.Client.WritePacket, pkttest.Tagged(tunneltest.ClientAddr, tunneltest.ServerAddr, uint32(i), 600))
+		write(p.Session.WritePacket, pkttest.Tagged(tunneltest.ServerAddr, tunneltest.ClientAddr, uint32(i), 600))
 	}
 	count := func(c collector) int {
 		seen := map[uint32]bool{}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 	"github.com/fleetgate/fleetgate/uplink/tunnel/tunneltest"
@@ -28,10 +29,10 @@ func TestRekeyUnderTraffic(t *testing.T) {
 	p.Session.SetPacketHandler(srv.handle)
 	const n = 10 * 60 // 10 minutes, one packet per second each way
 	for i := 0; i < n; i++ {
-		if err := p.Client.WritePacket(ipPacket(tunneltest.ClientAddr, tunneltest.ServerAddr, uint32(i), 1000)); err != nil {
+		if err := p.Client.WritePacket(pkttest.Tagged(tunneltest.ClientAddr, tunneltest.ServerAddr, uint32(i), 1000)); err != nil {
 			t.Fatalf("client write at %ds: %v", i, err)
 		}
-		if err := p.Session.WritePacket(ipPacket(tunneltest.ServerAddr, tunneltest.ClientAddr, uint32(i), 300)); err != nil {
+		if err := p.Session.WritePacket(pkttest.Tagged(tunneltest.ServerAddr, tunneltest.ClientAddr, uint32(i), 300)); err != nil {
 			t.Fatalf("server write at %ds: %v", i, err)
 		}
 		// Fake time must not outrun the stacks: a second in ten steps,

@@ -13,45 +13,13 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/keylog"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
-
-func csum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
-}
-
-// icmpEcho builds an IPv4 ICMP Echo Request (RFC 792).
-func icmpEcho(src, dst netip.Addr, id, seq uint16) []byte {
-	b := make([]byte, 20+8+16)
-	b[0], b[8], b[9] = 0x45, 64, 1
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	binary.BigEndian.PutUint16(b[4:], seq)
-	s, d := src.As4(), dst.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[10:], csum(b[:20]))
-	ic := b[20:]
-	ic[0] = 8
-	binary.BigEndian.PutUint16(ic[4:], id)
-	binary.BigEndian.PutUint16(ic[6:], seq)
-	copy(ic[8:], "fleetgate-tunnel")
-	binary.BigEndian.PutUint16(ic[2:], csum(ic))
-	return b
-}
 
 // TestRealPeerSoftEther: our complete client (IKEv1 + ESP/NAT-T + L2TP +
 // PPP) against SoftEther VPN server 5.01's L2TP/IPsec with SecureNAT, with
@@ -136,7 +104,7 @@ func TestRealPeerSoftEther(t *testing.T) {
 			})
 			answered := false
 			for seq := uint16(1); seq <= 10 && !answered; seq++ {
-				if err := tun.WritePacket(icmpEcho(info.Local, vgw, 0x4639, seq)); err != nil {
+				if err := tun.WritePacket(pkttest.ICMPEcho(info.Local, vgw, 0x4639, seq, "fleetgate-tunnel")); err != nil {
 					t.Fatal(err)
 				}
 				select {
