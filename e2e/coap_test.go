@@ -615,3 +615,63 @@ func TestCoapBadCredentials(t *testing.T) {
 	}
 	t.Logf("handshake failures %v → %v, unknown identities %v → %v", fail0, fail1, unknown0, unknown1)
 }
+
+// TestCoapSleepingDevice: queue mode through the real daemons. Central's
+// GET to a device with no session waits in the bridge's queue; it is
+// delivered when the device next talks, and one for a device that never
+// wakes is answered 5.04 Gateway Timeout after queue_ttl (20 s here).
+func TestCoapSleepingDevice(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-18"}}})
+	startCoapSink(t, env)
+	type result struct {
+		out string
+		err error
+	}
+	get := func(ep *Endpoint) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			out, err := realpeer.CoAPClient(t.Context(), env.Central, realpeer.CoAPRequest{
+				Backend: "notls", URI: fmt.Sprintf("coap://%s/temp", ep.Addr), Timeout: 40 * time.Second})
+			ch <- result{out, err}
+		}()
+		return ch
+	}
+	wake, sleeper := env.Endpoint("sensor-17"), env.Endpoint("sensor-18")
+	wakeRes, sleepRes := get(wake), get(sleeper)
+	queued := func(name string) int {
+		st, ok := env.EndpointStatus(name)
+		if !ok {
+			return -1
+		}
+		return st.Queued
+	}
+	if !Poll(20*time.Second, func() bool { return queued("sensor-17") == 1 && queued("sensor-18") == 1 }) {
+		t.Fatalf("queued: sensor-17 %d, sensor-18 %d; want 1 each", queued("sensor-17"), queued("sensor-18"))
+	}
+	d := dialDevice(t, env, wake, nil, coapAnswer("sensor-17"))
+	if code, _ := d.post(t, "/wake", "1"); code != codes.Content {
+		t.Fatalf("wake POST: %v", code)
+	}
+	select {
+	case r := <-wakeRes:
+		if r.err != nil || !strings.Contains(r.out, "sensor-17 /temp") {
+			t.Fatalf("queued GET to the woken device: %q, %v; want sensor-17 /temp", r.out, r.err)
+		}
+		t.Logf("queued GET delivered on wake: %q", strings.TrimSpace(r.out))
+	case <-time.After(30 * time.Second):
+		t.Fatal("queued GET to the woken device: no answer within 30 s")
+	}
+	select {
+	case r := <-sleepRes:
+		if !strings.Contains(r.out, "5.04") {
+			t.Fatalf("GET to a device that never woke: %q, %v; want 5.04", r.out, r.err)
+		}
+		t.Logf("GET to the sleeper: %q", strings.TrimSpace(r.out))
+	case <-time.After(45 * time.Second):
+		t.Fatal("GET to the sleeper: no answer within 45 s")
+	}
+	if v := env.Metric("proxy_expired_total"); v != 1 {
+		t.Errorf("proxy_expired_total = %v, want 1", v)
+	}
+}
