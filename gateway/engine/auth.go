@@ -35,6 +35,9 @@ type pending struct {
 	key     any
 	addr    netip.Addr
 	claimed bool
+	// hold is the link's packet handler from address assignment until the
+	// session is registered (tunnel links; raw links get theirs at attach).
+	hold *inbox
 }
 
 func newAuthMux(env *server.Env, st *Stats) *authMux {
@@ -102,6 +105,13 @@ func (m *authMux) Assign(ctx context.Context, user string) (ppp.Assignment, erro
 	}
 	p.addr = asg.Addr
 	m.byAddr[asg.Addr] = p
+	// From here our IPCP can Configure-Ack this address, and the client
+	// may send the moment it has that Ack: hold its packets until the
+	// session is registered.
+	if ss, ok := tunnel.PeerSession(ctx); ok && p.hold == nil {
+		p.hold = newInbox(m.stats)
+		ss.SetPacketHandler(p.hold.deliver)
+	}
 	return asg, nil
 }
 
@@ -136,6 +146,9 @@ func (m *authMux) drop(p *pending) {
 		delete(m.byAddr, p.addr)
 		m.env.ReleaseAddress(p.addr)
 		m.stats.OrphanAuth.Add(1)
+	}
+	if p.hold != nil {
+		p.hold.close()
 	}
 }
 

@@ -27,4 +27,8 @@ const (
 	// matched with a session reaching IPCP, for the set-up time histogram;
 	// older ones (a phase 1 rekey, an abandoned attempt) are forgotten.
 	setupWindow = 2 * time.Minute
+	// inboxMax bounds the packets held per session between the client's
+	// IPCP opening and the gateway registering it (normally one or two:
+	// the window is a goroutine switch wide).
+	inboxMax = 32
 )

@@ -198,7 +198,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 			id: p.id, identity: p.auth.Identity(), routes: p.auth.Routes(),
 			mtu:   dataplane.EffectiveMTU(ss.Suite(), 0, gc.MTU),
 			suite: suiteName(ss.Suite()), outer: ss.Outer, started: ss.Started(),
-			user: p.auth.PPPUser(), class: p.auth.Class(), link: ss,
+			user: p.auth.PPPUser(), class: p.auth.Class(), link: ss, hold: p.hold,
 		}
 		if t0, ok := e.setups.take(ss.Outer().Addr(), s.started); ok {
 			env.Metrics.SetupDuration(s.started.Sub(t0))
@@ -254,15 +254,25 @@ func (e *Engine) serve(env *server.Env, log *slog.Logger, s *Session, stopping <
 		_ = s.link.Close()
 		return
 	}
-	s.link.SetPacketHandler(func(pkt []byte) { _ = env.Router.FromSession(s, pkt) })
+	// Register first (routes, policy, accounting), then let packets in:
+	// the ones the client sent since its IPCP opened were held and go
+	// first, so nothing is lost and answers find the route.
 	if err := env.Register(s); err != nil {
 		e.stats.RegisterFailed.Add(1)
 		slog.Warn("session refused by the session table", "err", err)
 		s.link.SetPacketHandler(nil)
+		if s.hold != nil {
+			s.hold.close()
+		}
 		env.ReleaseAddress(s.Addr())
 		_ = s.link.Close()
 		return
 	}
+	fromSession := func(pkt []byte) { _ = env.Router.FromSession(s, pkt) }
+	if s.hold != nil {
+		s.hold.open(fromSession)
+	}
+	s.link.SetPacketHandler(fromSession)
 	e.stats.SessionsUp.Add(1)
 	<-s.link.Done()
 	s.link.SetPacketHandler(nil)

@@ -72,6 +72,9 @@ func (e *Engine) startRaw(env *server.Env, log *slog.Logger, at netip.AddrPort, 
 				EchoInterval: echoInterval, EchoFailures: echoFailures,
 				Clock: e.cfg.Clock, Logger: log.With("layer", "ppp"),
 			})
+			// Hold what the LAC sends from IPCP up until registration.
+			hold := newInbox(&e.stats)
+			pc.SetPacketHandler(hold.deliver)
 			rl := &rawLink{sess: sess, ppp: pc, peer: peer}
 			l.wg.Add(1)
 			go func() {
@@ -79,21 +82,24 @@ func (e *Engine) startRaw(env *server.Env, log *slog.Logger, at netip.AddrPort, 
 				select {
 				case <-pc.Up():
 				case <-pc.Done():
+					hold.close()
 					_ = sess.Close()
 					return
 				case <-sess.Done():
+					hold.close()
 					pc.LowerDown()
 					return
 				}
 				p := mux.claim(pc.Info().Peer)
 				if p == nil {
+					hold.close()
 					_ = rl.Close()
 					return
 				}
 				s := &Session{
 					id: p.id, identity: p.auth.Identity(), routes: p.auth.Routes(),
 					mtu: gc.MTU, suite: "none", outer: func() netip.AddrPort { return peer },
-					started: e.cfg.Clock.Now(), user: p.auth.PPPUser(), class: p.auth.Class(), link: rl,
+					started: e.cfg.Clock.Now(), user: p.auth.PPPUser(), class: p.auth.Class(), link: rl, hold: hold,
 				}
 				e.serve(env, log, s, stopping)
 			}()

@@ -37,6 +37,9 @@ type Session struct {
 	user     string
 	class    []byte
 	link     sessionLink
+	// hold has the packets the client sent before registration (nil:
+	// none held, the link had no early handler).
+	hold *inbox
 
 	termOnce sync.Once
 	// terminated is set by Terminate (reload, relogin replacement, shutdown)

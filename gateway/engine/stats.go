@@ -12,4 +12,6 @@ type Stats struct {
 	SessionsDown      atomic.Uint64 // sessions unregistered
 	RawL2TPSessions   atomic.Uint64 // sessions accepted on the raw L2TP listener
 	OrphanAuth        atomic.Uint64 // authenticated links that ended before IPCP (address released)
+	HeldPackets       atomic.Uint64 // packets a client sent at IPCP up, held until its session was registered
+	HeldDropped       atomic.Uint64 // early packets dropped: too many, or the session was refused
 }

@@ -418,7 +418,7 @@ func (s *Server) serve(sess *l2tp.Session) {
 	// Frames the LAC sent before Attach set the handler were held by the
 	// session (l2tp.MaxEarlyFrames) and reach PPP first; the LAC likewise
 	// holds ours until its own PPP attaches.
-	la := &linkAuth{auth: s.cfg.Authenticator, assign: s.cfg.AddressFunc, outer: ps.peer.Remote}
+	la := &linkAuth{auth: s.cfg.Authenticator, assign: s.cfg.AddressFunc, outer: ps.peer.Remote, ss: ss}
 	ss.ppp = ppp.Attach(sess, ppp.Config{
 		Role: ppp.Server, MRU: s.cfg.MRU, Methods: s.cfg.AuthMethods, Name: s.cfg.HostName,
 		Authenticator: la, AssignAddress: la.Assign, LocalAddr: s.cfg.LocalAddr,
@@ -637,29 +637,44 @@ func idString(id ike.Identity) string {
 	return hex.EncodeToString(id.ID.Data)
 }
 
-// outerKey is the context key of PeerOuter.
-type outerKey struct{}
+// linkKey is the context key of the per-link auth values.
+type linkKey struct{}
 
 // PeerOuter returns the outer address (IP:port, after the NAT-T float) of
 // the client whose PPP link a ServerConfig.Authenticator or AddressFunc
 // call is for, e.g. for RADIUS Calling-Station-Id.
 func PeerOuter(ctx context.Context) (netip.AddrPort, bool) {
-	f, ok := ctx.Value(outerKey{}).(func() netip.AddrPort)
+	l, ok := ctx.Value(linkKey{}).(*linkAuth)
 	if !ok {
 		return netip.AddrPort{}, false
 	}
-	return f(), true
+	return l.outer(), true
+}
+
+// PeerSession returns the session whose PPP link a ServerConfig
+// Authenticator or AddressFunc call is for. Until OnSession hands it over,
+// only SetPacketHandler may be used: a handler set while the link
+// authenticates gets the client's packets from the moment IPCP opens
+// (the client may send before OnSession has run; without a handler those
+// packets are dropped).
+func PeerSession(ctx context.Context) (*ServerSession, bool) {
+	l, ok := ctx.Value(linkKey{}).(*linkAuth)
+	if !ok {
+		return nil, false
+	}
+	return l.ss, true
 }
 
 // linkAuth is one PPP link's view of the configured Authenticator and
-// AddressFunc: their context carries the client's outer address
-// (PeerOuter). ppp.Conn passes its own per-link context to both calls; the
-// derived context is made once per parent, so the two calls of a link see
-// one context value (callers may key per-link state by it).
+// AddressFunc: their context carries the link (PeerOuter, PeerSession).
+// ppp.Conn passes its own per-link context to both calls; the derived
+// context is made once per parent, so the two calls of a link see one
+// context value (callers may key per-link state by it).
 type linkAuth struct {
 	auth   ppp.Authenticator
 	assign ppp.AddressFunc
 	outer  func() netip.AddrPort
+	ss     *ServerSession
 
 	mu          sync.Mutex
 	parent, ctx context.Context
@@ -669,7 +684,7 @@ func (l *linkAuth) with(ctx context.Context) context.Context {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.parent != ctx {
-		l.parent, l.ctx = ctx, context.WithValue(ctx, outerKey{}, l.outer)
+		l.parent, l.ctx = ctx, context.WithValue(ctx, linkKey{}, l)
 	}
 	return l.ctx
 }
