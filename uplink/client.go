@@ -37,6 +37,10 @@ type Config struct {
 	Tunnel tunnel.ClientConfig
 	// Dial makes one attempt (default tunnel.Dial); tests replace it.
 	Dial func(ctx context.Context, cfg tunnel.ClientConfig) (*tunnel.Tunnel, error)
+	// Resolve looks up a gateway given by name (default: the system
+	// resolver, IPv4). Every address of a name is a gateway of its own:
+	// see resolve.go.
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// MinBackoff and MaxBackoff bound the reconnect delay: attempt n waits
 	// a uniformly random time in [0, min(MaxBackoff, MinBackoff·2^n))
@@ -97,6 +101,8 @@ func (s State) String() string {
 type Status struct {
 	State   State
 	Gateway string // gateway of the current or last attempt
+	// Target is the address that attempt dialled (Gateway resolved).
+	Target string
 	// Addr is our IPCP address while up.
 	Addr netip.Addr
 	// LastErr is the last failure (an *tunnel.Error naming the phase) and
@@ -133,6 +139,7 @@ type Client struct {
 	health   []gwHealth
 	attempts int // consecutive failures, for the backoff exponent
 	rnd      *rand.Rand
+	offset   int // this client's start in a DNS name's address list
 
 	started   bool
 	ctx       context.Context
@@ -153,6 +160,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = tunnel.Dial
+	}
+	if cfg.Resolve == nil {
+		cfg.Resolve = defaultResolve
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = DefaultMinBackoff
@@ -190,6 +200,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger.With("component", "uplink"), health: make([]gwHealth, len(cfg.Gateways)),
 		rnd: rnd, done: make(chan struct{})}
+	c.offset = rnd.IntN(1 << 20)
 	c.st.Since = cfg.Clock.Now()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
@@ -347,11 +358,19 @@ func (c *Client) run() {
 		c.st.Attempts++
 		c.mu.Unlock()
 		tcfg := c.cfg.Tunnel
-		tcfg.Gateway, tcfg.NATTPort = gw.Addr, gw.NATTPort
+		tcfg.NATTPort = gw.NATTPort
 		tcfg.PacketHandler = c.deliver
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AttemptTimeout)
-		t, err := c.cfg.Dial(ctx, tcfg)
-		cancel()
+		var t *tunnel.Tunnel
+		target, err := c.target(i)
+		if err == nil {
+			tcfg.Gateway = target
+			c.mu.Lock()
+			c.st.Target = target
+			c.mu.Unlock()
+			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AttemptTimeout)
+			t, err = c.cfg.Dial(ctx, tcfg)
+			cancel()
+		}
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return
@@ -362,7 +381,7 @@ func (c *Client) run() {
 			c.health[i].failures++
 			c.health[i].downUntil = c.cfg.Clock.Now().Add(c.cfg.Cooldown)
 			c.mu.Unlock()
-			c.log.Warn("uplink attempt failed", "gateway", gw.Addr, "phase", tunnel.PhaseOf(err).String(), "err", err)
+			c.log.Warn("uplink attempt failed", "gateway", gw.Addr, "target", target, "phase", tunnel.PhaseOf(err).String(), "err", err)
 			c.wait(gw.Addr, err)
 			continue
 		}
@@ -373,7 +392,7 @@ func (c *Client) run() {
 		c.st.Connects++
 		c.health[i] = gwHealth{}
 		c.mu.Unlock()
-		c.log.Info("uplink up", "gateway", gw.Addr, "addr", t.LocalAddr())
+		c.log.Info("uplink up", "gateway", gw.Addr, "target", target, "addr", t.LocalAddr())
 		c.setState(StateUp, gw.Addr, nil)
 		routesDone := make(chan struct{})
 		if c.cfg.RequestRoutes {
