@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestFailoverReconnectStableInterface(t *testing.T) {
 	var mu sync.Mutex
 	var states []State
 	dial := func(ctx context.Context, cfg tunnel.ClientConfig) (*tunnel.Tunnel, error) {
-		if cfg.Gateway == "gw-a.example" {
+		if cfg.Gateway == "192.0.2.1:500" { // gw-a.example, resolved by the client
 			return nil, &tunnel.Error{Phase: tunnel.PhaseIKE, Err: ike.ErrTimeout}
 		}
 		p, err := tunneltest.Start(t, tunneltest.Options{Client: func(cc *tunnel.ClientConfig) { cc.PacketHandler = cfg.PacketHandler }, Server: func(sc *tunnel.ServerConfig) {
@@ -72,6 +73,9 @@ func TestFailoverReconnectStableInterface(t *testing.T) {
 	c, err := New(Config{
 		Gateways: []Gateway{{Addr: "gw-a.example"}, {Addr: "gw-b.example"}},
 		Dial:     dial, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		Resolve: func(_ context.Context, host string) ([]netip.Addr, error) {
+			return map[string][]netip.Addr{"gw-a.example": {netip.MustParseAddr("192.0.2.1")}, "gw-b.example": {netip.MustParseAddr("192.0.2.2")}}[host], nil
+		},
 		OnState: func(s Status) { mu.Lock(); states = append(states, s.State); mu.Unlock() },
 	})
 	if err != nil {
