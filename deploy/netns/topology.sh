@@ -31,7 +31,9 @@ NAT=${NAT:-1}
 SITE2=${SITE2:-0}
 [ "$SITE2" = 1 ] && NAT=1
 
-case "$PREFIX" in fg*) ;; *) echo "PREFIX must start with fg (CI checks for leftovers by that prefix)" >&2; exit 2 ;; esac
+# fg*: CI checks for leftovers by that prefix; fleetgate*: the daemons'
+# topology of fleetgate-netns.sh, kept apart from the tests' fg<pid>x<n>-*.
+case "$PREFIX" in fg*|fleetgate*) ;; *) echo "PREFIX must start with fg or fleetgate" >&2; exit 2 ;; esac
 
 ns() { echo "$PREFIX-$1"; }
 in_ns() { h=$1; shift; ip netns exec "$(ns "$h")" "$@"; }
