@@ -37,15 +37,37 @@ type batchConn struct {
 	lastSpill int
 	readFn    func(fd uintptr) bool
 
-	// Send half.
+	// Send half. Consecutive datagrams to one destination with one size
+	// (the last may be shorter) go out as one message with UDP_SEGMENT
+	// (UDP GSO, Linux 4.18): the kernel walks its stack once for the run
+	// and splits it at the device (or the receiving socket across a veth).
+	// msgs[k] is the first datagram and count of message k.
 	shdrs   [batchLen]unix.Mmsghdr
 	siovs   [batchLen]unix.Iovec
 	snames  [batchLen]unix.RawSockaddrInet6
+	scmsgs  [batchLen][gsoCmsgSpace]byte
+	msgs    [batchLen]struct{ first, count int }
 	scount  int
 	sdone   int
 	sfailed int
+	skipped int   // datagrams left out of the last layout (address family)
+	skipAt  []int // message index each skipped datagram preceded
+	gsoErr  syscall.Errno
+	resplit bool // the message at sdone failed as GSO: send its datagrams singly
+	noGSO   bool // the kernel or device refused GSO (EIO): never again
 	writeFn func(fd uintptr) bool
 }
+
+// gsoCmsgSpace is CMSG_SPACE(sizeof(uint16)) on 64-bit Linux; checked in
+// newBatchConn.
+const gsoCmsgSpace = 24
+
+// udpMaxSegments is the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.9).
+const udpMaxSegments = 64
+
+// gsoMaxBytes bounds a GSO message (an IPv4 UDP datagram's payload is
+// at most 65507 bytes).
+const gsoMaxBytes = 65000
 
 // batchLen is the number of datagrams per recvmmsg/sendmmsg call.
 const batchLen = 32
@@ -57,7 +79,10 @@ func newBatchConn(c *net.UDPConn) *batchConn {
 	if err != nil {
 		return nil
 	}
-	b := &batchConn{rc: rc, over: make([]byte, 1<<16), lastSpill: -1}
+	b := &batchConn{rc: rc, over: make([]byte, 1<<16), lastSpill: -1, skipAt: make([]int, 0, batchLen)}
+	if unix.CmsgSpace(2) != gsoCmsgSpace {
+		b.noGSO = true
+	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		var sa unix.Sockaddr
@@ -78,10 +103,12 @@ func newBatchConn(c *net.UDPConn) *batchConn {
 		h.SetIovlen(2)
 	}
 	for i := range b.shdrs {
-		h := &b.shdrs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&b.snames[i]))
-		h.Iov = &b.siovs[i]
-		h.SetIovlen(1)
+		b.shdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.snames[i]))
+		if !b.noGSO {
+			c := (*unix.Cmsghdr)(unsafe.Pointer(&b.scmsgs[i][0]))
+			c.Level, c.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+			c.SetLen(unix.CmsgLen(2))
+		}
 	}
 	b.readFn = b.doRead
 	b.writeFn = b.doWrite
@@ -179,43 +206,166 @@ func htons(v uint16) uint16 {
 // kernel allows. A datagram the kernel refuses (or whose address does not
 // fit the socket's family) is skipped; failed counts them.
 func (b *batchConn) write(pkts []outPkt) (failed int, err error) {
-	n := 0
-	for _, p := range pkts {
-		sa := &b.snames[n]
-		addr := p.to.Addr()
-		if b.v6 {
-			sa.Family = unix.AF_INET6
-			sa.Port = htons(p.to.Port())
-			sa.Flowinfo = 0
-			sa.Addr = addr.As16()
-			sa.Scope_id = 0
-			b.shdrs[n].Hdr.Namelen = unix.SizeofSockaddrInet6
-		} else {
-			if !addr.Is4() && !addr.Is4In6() {
-				failed++
-				continue
-			}
-			in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-			in4.Family = unix.AF_INET
-			in4.Port = htons(p.to.Port())
-			in4.Addr = addr.Unmap().As4()
-			in4.Zero = [8]uint8{}
-			b.shdrs[n].Hdr.Namelen = unix.SizeofSockaddrInet4
+	n := len(pkts)
+	// The iovecs are per datagram, in order: siovs[i] is pkts[i].
+	for i := range pkts {
+		b.siovs[i].Base = &(*pkts[i].buf)[0]
+		b.siovs[i].SetLen(pkts[i].n)
+	}
+	for start := 0; start < n; {
+		gso := !b.noGSO
+		m := b.build(pkts, start, gso)
+		b.scount, b.sdone, b.sfailed, b.resplit = m, 0, 0, false
+		if m == 0 { // nothing addressable left
+			failed += n - start
+			break
 		}
-		b.siovs[n].Base = &(*p.buf)[0]
-		b.siovs[n].SetLen(p.n)
-		n++
+		werr := b.rc.Write(b.writeFn)
+		failed += b.sfailed
+		if werr != nil {
+			// Closed socket: everything from the unsent message on failed.
+			rest := n - start
+			for k := range b.sdone {
+				rest -= b.msgs[k].count
+			}
+			failed += rest
+			err = werr
+			break
+		}
+		if !b.resplit {
+			failed += b.skipped // build laid out all of pkts[start:]
+			break
+		}
+		// Message sdone was refused as GSO: everything before it went
+		// out; send its datagrams (and the rest) again, singly for it.
+		failed += b.skippedBefore(b.sdone)
+		k := b.sdone
+		first, count := b.msgs[k].first, b.msgs[k].count
+		b.noGSO = b.noGSO || b.gsoErr == unix.EIO
+		m = b.buildSingle(pkts, first, count)
+		b.scount, b.sdone, b.sfailed = m, 0, 0
+		if m > 0 {
+			if werr := b.rc.Write(b.writeFn); werr != nil {
+				failed += count - b.sdone
+				err = werr
+				break
+			}
+		}
+		failed += b.sfailed + b.skipped
+		start = first + count
 	}
-	if n == 0 {
-		return failed, nil
-	}
-	b.scount, b.sdone, b.sfailed = n, 0, 0
-	err = b.rc.Write(b.writeFn)
 	// The kernel is done with the buffers: drop the references.
 	for i := range n {
 		b.siovs[i].Base = nil
 	}
-	return failed + b.sfailed, err
+	return failed, err
+}
+
+// setName writes to's sockaddr into message slot k; false if the address
+// does not fit the socket's family.
+func (b *batchConn) setName(k int, to netip.AddrPort) bool {
+	sa := &b.snames[k]
+	addr := to.Addr()
+	if b.v6 {
+		sa.Family = unix.AF_INET6
+		sa.Port = htons(to.Port())
+		sa.Flowinfo = 0
+		sa.Addr = addr.As16()
+		sa.Scope_id = 0
+		b.shdrs[k].Hdr.Namelen = unix.SizeofSockaddrInet6
+		return true
+	}
+	if !addr.Is4() && !addr.Is4In6() {
+		return false
+	}
+	in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+	in4.Family = unix.AF_INET
+	in4.Port = htons(to.Port())
+	in4.Addr = addr.Unmap().As4()
+	in4.Zero = [8]uint8{}
+	b.shdrs[k].Hdr.Namelen = unix.SizeofSockaddrInet4
+	return true
+}
+
+// build lays out messages for pkts[start:]: runs of one destination and
+// size as single GSO messages when gso, else one message per datagram.
+// It returns the number of messages; b.skipped counts datagrams left out
+// because of their address, and b.skipAt where.
+func (b *batchConn) build(pkts []outPkt, start int, gso bool) int {
+	m := 0
+	b.skipped = 0
+	b.skipAt = b.skipAt[:0]
+	for i := start; i < len(pkts); {
+		p := pkts[i]
+		if !b.setName(m, p.to) {
+			b.skipped++
+			b.skipAt = append(b.skipAt, m)
+			i++
+			continue
+		}
+		count, total := 1, p.n
+		if gso {
+			for j := i + 1; j < len(pkts) && count < udpMaxSegments; j++ {
+				q := pkts[j]
+				if q.to != p.to || q.n > p.n || total+q.n > gsoMaxBytes {
+					break
+				}
+				count++
+				total += q.n
+				if q.n < p.n { // a shorter datagram ends the run
+					break
+				}
+			}
+		}
+		b.setMsg(m, i, count, p.n)
+		m++
+		i += count
+	}
+	return m
+}
+
+// buildSingle lays out pkts[first:first+count] one message each.
+func (b *batchConn) buildSingle(pkts []outPkt, first, count int) int {
+	m := 0
+	b.skipped = 0
+	b.skipAt = b.skipAt[:0]
+	for i := first; i < first+count; i++ {
+		if !b.setName(m, pkts[i].to) {
+			b.skipped++
+			continue
+		}
+		b.setMsg(m, i, 1, pkts[i].n)
+		m++
+	}
+	return m
+}
+
+// setMsg points message k at count datagrams from first; more than one
+// makes it a GSO message of segment size seg.
+func (b *batchConn) setMsg(k, first, count, seg int) {
+	h := &b.shdrs[k].Hdr
+	h.Iov = &b.siovs[first]
+	h.SetIovlen(count)
+	if count > 1 {
+		*(*uint16)(unsafe.Pointer(&b.scmsgs[k][unix.CmsgLen(0)])) = uint16(seg)
+		h.Control = &b.scmsgs[k][0]
+		h.SetControllen(gsoCmsgSpace)
+	} else {
+		h.Control = nil
+		h.SetControllen(0)
+	}
+	b.msgs[k].first, b.msgs[k].count = first, count
+}
+
+// skippedBefore counts address-skipped datagrams laid out before message k.
+func (b *batchConn) skippedBefore(k int) int {
+	n := 0
+	for _, at := range b.skipAt {
+		if at <= k {
+			n++
+		}
+	}
+	return n
 }
 
 func (b *batchConn) doWrite(fd uintptr) bool {
@@ -228,10 +378,18 @@ func (b *batchConn) doWrite(fd uintptr) bool {
 		case unix.EAGAIN:
 			return false // wait until writable
 		default:
+			k := b.sdone
+			if b.msgs[k].count > 1 && (e == unix.EIO || e == unix.EINVAL || e == unix.EOPNOTSUPP) {
+				// GSO refused (no checksum offload: EIO; a segment
+				// larger than the path MTU: EINVAL): the caller resends
+				// this run one datagram at a time.
+				b.resplit, b.gsoErr = true, e
+				return true
+			}
 			// The first remaining datagram failed (EMSGSIZE, EPERM from
 			// a firewall, ...): skip it and send the rest.
 			b.sdone++
-			b.sfailed++
+			b.sfailed += b.msgs[k].count
 		}
 	}
 	return true

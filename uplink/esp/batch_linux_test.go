@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"golang.org/x/sys/unix"
 )
 
 func listenUDP(t *testing.T, addr string) *net.UDPConn {
@@ -274,6 +275,82 @@ func TestSenderCloseReleasesWriters(t *testing.T) {
 	for range 4 {
 		if err := <-errs; err != ErrClosed {
 			t.Fatalf("waiting writer got %v, want ErrClosed", err)
+		}
+	}
+}
+
+// TestBatchConnGSO: five equal datagrams to one destination leave as one
+// UDP_SEGMENT message and arrive as five datagrams; a shorter one ends
+// the run, a datagram to another destination starts a new message.
+func TestBatchConnGSO(t *testing.T) {
+	rx, rx2, tx := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
+	rb, rb2, tb := newBatchConn(rx), newBatchConn(rx2), newBatchConn(tx)
+	if tb.noGSO {
+		t.Skip("no UDP GSO layout on this architecture")
+	}
+	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+	to2 := rx2.LocalAddr().(*net.UDPAddr).AddrPort()
+	var pkts []outPkt
+	for i := range 5 {
+		pkts = append(pkts, pkt(1000, byte(i), to))
+	}
+	pkts = append(pkts, pkt(300, 5, to), pkt(1000, 6, to2))
+	failed, err := tb.write(pkts)
+	if err != nil || failed != 0 {
+		t.Fatalf("write: failed %d, %v", failed, err)
+	}
+	if tb.noGSO || tb.scount != 2 || tb.msgs[0].count != 6 || tb.msgs[1].count != 1 {
+		t.Fatalf("layout: %d messages, counts %d, %d (noGSO %v); want 2 messages of 6 and 1", tb.scount, tb.msgs[0].count, tb.msgs[1].count, tb.noGSO)
+	}
+	n, err := rb.read()
+	if err != nil || n != 6 {
+		t.Fatalf("read %d, %v; want the 6 segments as datagrams", n, err)
+	}
+	for i := range n {
+		p, _, ok, _ := rb.msg(i)
+		if !ok || !bytes.Equal(p, (*pkts[i].buf)[:pkts[i].n]) {
+			t.Fatalf("segment %d: %d bytes, want %d, equal %v", i, len(p), pkts[i].n, bytes.Equal(p, (*pkts[i].buf)[:pkts[i].n]))
+		}
+	}
+	if n, err := rb2.read(); err != nil || n != 1 {
+		t.Fatalf("second destination: %d, %v", n, err)
+	}
+}
+
+// TestBatchConnGSOFallback: a socket on which the kernel refuses GSO
+// (SO_NO_CHECK: no UDP checksum, so no segmentation offload; EINVAL)
+// still sends every datagram, one message each.
+func TestBatchConnGSOFallback(t *testing.T) {
+	rx, tx := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
+	rb, tb := newBatchConn(rx), newBatchConn(tx)
+	if tb.noGSO {
+		t.Skip("no UDP GSO layout on this architecture")
+	}
+	rc, _ := tx.SyscallConn()
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+	var pkts []outPkt
+	for i := range 4 {
+		pkts = append(pkts, pkt(500, byte(i), to))
+	}
+	failed, err := tb.write(pkts)
+	if err != nil || failed != 0 {
+		t.Fatalf("write: failed %d, %v", failed, err)
+	}
+	if tb.gsoErr != unix.EINVAL || tb.scount != 4 {
+		t.Fatalf("GSO error %v, last layout %d messages; want EINVAL then 4 single messages", tb.gsoErr, tb.scount)
+	}
+	n, err := rb.read()
+	if err != nil || n != 4 {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	for i := range n {
+		if p, _, ok, _ := rb.msg(i); !ok || !bytes.Equal(p, (*pkts[i].buf)[:500]) {
+			t.Fatalf("datagram %d differs", i)
 		}
 	}
 }
