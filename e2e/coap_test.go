@@ -235,6 +235,154 @@ func coapCounters(t *testing.T, env *Env) (handshakes, failures, rebinds float64
 	return get("coap_handshakes_ok_total"), get("coap_handshake_failures_total"), get("coap_rebinds_total")
 }
 
+// The two longest tests come first, so that with -parallel 2 they overlap
+// each other and the rest.
+
+// uplinkLogLine is one "uplink …" line of the bridge's JSON log.
+type uplinkLogLine struct {
+	Time  time.Time `json:"time"`
+	Msg   string    `json:"msg"`
+	Phase string    `json:"phase"`
+}
+
+// TestCoapUplinkRecovery: the WAN is dropped for 60 s and the gateway
+// daemon restarted meanwhile; the bridge notices (DPD / LCP echo), keeps
+// retrying with backoff, reconnects once the WAN is back, endpoints keep
+// their addresses, the device's DTLS session survives and central → device
+// and device → central work again.
+func TestCoapUplinkRecovery(t *testing.T) {
+	t.Parallel() // own namespaces; the outage test mostly waits
+	env := Setup(t, Options{
+		Endpoints:  []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}},
+		UplinkYAML: "  dpd_interval: 3s\n  lcp_echo_interval: 2s\n  lcp_echo_failures: 3\n",
+	})
+	sink := startCoapSink(t, env)
+	ep := env.Endpoint("sensor-17")
+	d := dialDevice(t, env, ep, nil, coapAnswer("sensor-17"))
+	if code, _ := d.post(t, "/before", "1"); code != codes.Content {
+		t.Fatalf("before outage: %v", code)
+	}
+	if out, err := centralCoapGet(t, env, ep.Addr, "/temp"); err != nil || !strings.Contains(out, "sensor-17 /temp") {
+		t.Fatalf("central → device before outage: %q, %v", out, err)
+	}
+	addrs := func() map[string]string {
+		m := map[string]string{}
+		for _, e := range env.Status().Endpoints {
+			m[e.Name] = e.Addr
+		}
+		return m
+	}
+	before := addrs()
+	att0 := env.Metric("uplink_attempts_total")
+
+	cut := time.Now()
+	env.Topo.CutWAN(t)
+	if !Poll(30*time.Second, func() bool { return !strings.HasPrefix(env.Status().Uplink, "up") }) {
+		t.Fatalf("uplink still up 30 s into the outage: %s", env.Status().Uplink)
+	}
+	t.Logf("uplink down after %v: %s", time.Since(cut).Round(time.Second), env.Status().Uplink)
+	env.RestartGateway()
+	time.Sleep(time.Until(cut.Add(60 * time.Second)))
+	env.Topo.RestoreWAN(t)
+	restored := time.Now()
+	st := env.WaitUplinkUp(45 * time.Second)
+	t.Logf("uplink up %v after the WAN came back: %s", time.Since(restored).Round(100*time.Millisecond), st.Uplink)
+
+	// One attempt may span the whole outage (an attempt is bounded by
+	// the tunnel's 90 s set-up timeout and IKE retransmits inside it), so
+	// at least one more attempt and exactly one more connect.
+	att1 := env.Metric("uplink_attempts_total")
+	if c := env.Metric("uplink_connects_total"); c != 2 || att1-att0 < 1 {
+		t.Errorf("uplink: connects %v (want 2), attempts %v → %v (want more)", c, att0, att1)
+	}
+	var events []string
+	for _, l := range strings.Split(env.Log("bridge", 1), "\n") {
+		var u uplinkLogLine
+		if json.Unmarshal([]byte(l), &u) != nil || !strings.HasPrefix(u.Msg, "uplink ") || u.Time.Before(cut) {
+			continue
+		}
+		events = append(events, fmt.Sprintf("+%v %s %s", u.Time.Sub(cut).Round(100*time.Millisecond), u.Msg, u.Phase))
+	}
+	t.Logf("bridge: attempts %v → %v; uplink events since the cut: %v", att0, att1, events)
+	if after := addrs(); after["sensor-17"] != before["sensor-17"] || after["sensor-20"] != before["sensor-20"] || after["sensor-17"] != ep.Addr.String() {
+		t.Errorf("endpoint addresses: before %v, after %v", before, after)
+	}
+	// The device's DTLS session to the bridge survived; both directions
+	// work again through the new uplink and the restarted gateway.
+	if code, body := d.post(t, "/after", "2"); code != codes.Content || !strings.HasPrefix(body, "src="+ep.Addr.String()+":") {
+		t.Fatalf("device → central after recovery: %v %q", code, body)
+	}
+	if got, ok := sink.find("/after"); !ok || got.From.Addr() != ep.Addr {
+		t.Fatalf("after recovery: central saw %+v (found %v)", got, ok)
+	}
+	out, err := centralCoapGet(t, env, ep.Addr, "/temp")
+	if err != nil || !strings.Contains(out, "sensor-17 /temp") {
+		t.Fatalf("central → device after recovery: %q, %v", out, err)
+	}
+	if hs, _, _ := coapCounters(t, env); hs != 1 {
+		t.Errorf("coap_handshakes_ok_total = %v, want 1 (the device kept its session)", hs)
+	}
+}
+
+// TestCoapBadCredentials: a wrong PSK, an unknown identity and garbage
+// datagrams are refused and counted; a valid device still gets through
+// afterwards and no secret appears in the bridge's log.
+func TestCoapBadCredentials(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}}})
+	sink := startCoapSink(t, env)
+	ep := env.Endpoint("sensor-17")
+	_, fail0, _ := coapCounters(t, env)
+	unknown0 := env.Metric("coap_unknown_identity_total")
+	for _, c := range []struct{ what, id, key string }{
+		{"wrong PSK", ep.Identity, "not-the-right-key-0123456789"},
+		{"unknown identity", "nobody-at-all", ep.PSK},
+	} {
+		out, err := realpeer.CoAPClient(t.Context(), env.Sensors, realpeer.CoAPRequest{
+			Backend: "openssl", URI: bridgeURI + "/bad", Identity: c.id, PSK: c.key, Timeout: 6 * time.Second})
+		if err == nil || strings.Contains(out, "src=") {
+			t.Errorf("%s: coap-client got through: %q", c.what, out)
+		}
+	}
+	// Garbage: random bytes and a truncated DTLS record header.
+	pc, err := env.Sensors.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(BridgeLAN, CoAPSPort))
+	for _, b := range [][]byte{[]byte("garbage, not DTLS"), {22, 0xfe, 0xfd, 0, 0}, bytes.Repeat([]byte{0x17}, 1400)} {
+		if _, err := pc.WriteTo(b, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc.Close()
+	out, err := realpeer.CoAPClient(t.Context(), env.Sensors, realpeer.CoAPRequest{
+		Backend: "gnutls", URI: bridgeURI + "/good", Identity: ep.Identity, PSK: ep.PSK, Timeout: 10 * time.Second})
+	if err != nil || !strings.Contains(out, "src="+ep.Addr.String()+":") {
+		t.Fatalf("valid device after bad input: %q, %v", out, err)
+	}
+	if _, ok := sink.find("/bad"); ok {
+		t.Error("central saw a request from a refused device")
+	}
+	// A wrong PSK shows only as undecryptable Finished records, which
+	// DTLS discards silently: the bridge counts the failure when its
+	// handshake timeout (45 s) expires.
+	var fail1, unknown1 float64
+	Poll(60*time.Second, func() bool {
+		_, fail1, _ = coapCounters(t, env)
+		unknown1 = env.Metric("coap_unknown_identity_total")
+		return fail1-fail0 >= 2 && unknown1-unknown0 >= 1
+	})
+	if fail1-fail0 < 2 || unknown1-unknown0 < 1 {
+		t.Errorf("counters: handshake failures %v → %v (want +2), unknown identities %v → %v (want +1)", fail0, fail1, unknown0, unknown1)
+	}
+	log := env.Log("bridge", 1)
+	if strings.Contains(log, ep.PSK) || strings.Contains(log, "not-the-right-key") {
+		t.Error("bridge log contains a PSK")
+	}
+	t.Logf("handshake failures %v → %v, unknown identities %v → %v", fail0, fail1, unknown0, unknown1)
+}
+
 // TestCoapRealDevices: libcoap coap-client-openssl and -gnutls in sensors,
 // with a PSK and with a certificate, GET and POST through the bridge; the
 // central service sees each request arrive from the endpoint's own
@@ -435,92 +583,6 @@ func TestCoapNATRebinding(t *testing.T) {
 	t.Logf("handshakes %v, rebinds %v → %v; source ports seen by the bridge: %s", hs1, rb0, rb1, ports1)
 }
 
-// uplinkLogLine is one "uplink …" line of the bridge's JSON log.
-type uplinkLogLine struct {
-	Time  time.Time `json:"time"`
-	Msg   string    `json:"msg"`
-	Phase string    `json:"phase"`
-}
-
-// TestCoapUplinkRecovery: the WAN is dropped for 60 s and the gateway
-// daemon restarted meanwhile; the bridge notices (DPD / LCP echo), keeps
-// retrying with backoff, reconnects once the WAN is back, endpoints keep
-// their addresses, the device's DTLS session survives and central → device
-// and device → central work again.
-func TestCoapUplinkRecovery(t *testing.T) {
-	t.Parallel() // own namespaces; the outage test mostly waits
-	env := Setup(t, Options{
-		Endpoints:  []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}},
-		UplinkYAML: "  dpd_interval: 3s\n  lcp_echo_interval: 2s\n  lcp_echo_failures: 3\n",
-	})
-	sink := startCoapSink(t, env)
-	ep := env.Endpoint("sensor-17")
-	d := dialDevice(t, env, ep, nil, coapAnswer("sensor-17"))
-	if code, _ := d.post(t, "/before", "1"); code != codes.Content {
-		t.Fatalf("before outage: %v", code)
-	}
-	if out, err := centralCoapGet(t, env, ep.Addr, "/temp"); err != nil || !strings.Contains(out, "sensor-17 /temp") {
-		t.Fatalf("central → device before outage: %q, %v", out, err)
-	}
-	addrs := func() map[string]string {
-		m := map[string]string{}
-		for _, e := range env.Status().Endpoints {
-			m[e.Name] = e.Addr
-		}
-		return m
-	}
-	before := addrs()
-	att0 := env.Metric("uplink_attempts_total")
-
-	cut := time.Now()
-	env.Topo.CutWAN(t)
-	if !Poll(30*time.Second, func() bool { return !strings.HasPrefix(env.Status().Uplink, "up") }) {
-		t.Fatalf("uplink still up 30 s into the outage: %s", env.Status().Uplink)
-	}
-	t.Logf("uplink down after %v: %s", time.Since(cut).Round(time.Second), env.Status().Uplink)
-	env.RestartGateway()
-	time.Sleep(time.Until(cut.Add(60 * time.Second)))
-	env.Topo.RestoreWAN(t)
-	restored := time.Now()
-	st := env.WaitUplinkUp(45 * time.Second)
-	t.Logf("uplink up %v after the WAN came back: %s", time.Since(restored).Round(100*time.Millisecond), st.Uplink)
-
-	// One attempt may span the whole outage (an attempt is bounded by
-	// the tunnel's 90 s set-up timeout and IKE retransmits inside it), so
-	// at least one more attempt and exactly one more connect.
-	att1 := env.Metric("uplink_attempts_total")
-	if c := env.Metric("uplink_connects_total"); c != 2 || att1-att0 < 1 {
-		t.Errorf("uplink: connects %v (want 2), attempts %v → %v (want more)", c, att0, att1)
-	}
-	var events []string
-	for _, l := range strings.Split(env.Log("bridge", 1), "\n") {
-		var u uplinkLogLine
-		if json.Unmarshal([]byte(l), &u) != nil || !strings.HasPrefix(u.Msg, "uplink ") || u.Time.Before(cut) {
-			continue
-		}
-		events = append(events, fmt.Sprintf("+%v %s %s", u.Time.Sub(cut).Round(100*time.Millisecond), u.Msg, u.Phase))
-	}
-	t.Logf("bridge: attempts %v → %v; uplink events since the cut: %v", att0, att1, events)
-	if after := addrs(); after["sensor-17"] != before["sensor-17"] || after["sensor-20"] != before["sensor-20"] || after["sensor-17"] != ep.Addr.String() {
-		t.Errorf("endpoint addresses: before %v, after %v", before, after)
-	}
-	// The device's DTLS session to the bridge survived; both directions
-	// work again through the new uplink and the restarted gateway.
-	if code, body := d.post(t, "/after", "2"); code != codes.Content || !strings.HasPrefix(body, "src="+ep.Addr.String()+":") {
-		t.Fatalf("device → central after recovery: %v %q", code, body)
-	}
-	if got, ok := sink.find("/after"); !ok || got.From.Addr() != ep.Addr {
-		t.Fatalf("after recovery: central saw %+v (found %v)", got, ok)
-	}
-	out, err := centralCoapGet(t, env, ep.Addr, "/temp")
-	if err != nil || !strings.Contains(out, "sensor-17 /temp") {
-		t.Fatalf("central → device after recovery: %q, %v", out, err)
-	}
-	if hs, _, _ := coapCounters(t, env); hs != 1 {
-		t.Errorf("coap_handshakes_ok_total = %v, want 1 (the device kept its session)", hs)
-	}
-}
-
 // TestCoapLibcoapCentral: the central service is libcoap's own
 // coap-server; its debug log shows each request's session from the
 // endpoint's VPN address (PSK and certificate devices, libcoap clients).
@@ -555,65 +617,6 @@ func TestCoapLibcoapCentral(t *testing.T) {
 		}
 		t.Logf("%s via %s: %q; coap-server saw a session from %s", c.ep.Name, c.backend, strings.TrimSpace(out), c.ep.Addr)
 	}
-}
-
-// TestCoapBadCredentials: a wrong PSK, an unknown identity and garbage
-// datagrams are refused and counted; a valid device still gets through
-// afterwards and no secret appears in the bridge's log.
-func TestCoapBadCredentials(t *testing.T) {
-	t.Parallel()
-	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}}})
-	sink := startCoapSink(t, env)
-	ep := env.Endpoint("sensor-17")
-	_, fail0, _ := coapCounters(t, env)
-	unknown0 := env.Metric("coap_unknown_identity_total")
-	for _, c := range []struct{ what, id, key string }{
-		{"wrong PSK", ep.Identity, "not-the-right-key-0123456789"},
-		{"unknown identity", "nobody-at-all", ep.PSK},
-	} {
-		out, err := realpeer.CoAPClient(t.Context(), env.Sensors, realpeer.CoAPRequest{
-			Backend: "openssl", URI: bridgeURI + "/bad", Identity: c.id, PSK: c.key, Timeout: 6 * time.Second})
-		if err == nil || strings.Contains(out, "src=") {
-			t.Errorf("%s: coap-client got through: %q", c.what, out)
-		}
-	}
-	// Garbage: random bytes and a truncated DTLS record header.
-	pc, err := env.Sensors.ListenPacket("udp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(BridgeLAN, CoAPSPort))
-	for _, b := range [][]byte{[]byte("garbage, not DTLS"), {22, 0xfe, 0xfd, 0, 0}, bytes.Repeat([]byte{0x17}, 1400)} {
-		if _, err := pc.WriteTo(b, dst); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pc.Close()
-	out, err := realpeer.CoAPClient(t.Context(), env.Sensors, realpeer.CoAPRequest{
-		Backend: "gnutls", URI: bridgeURI + "/good", Identity: ep.Identity, PSK: ep.PSK, Timeout: 10 * time.Second})
-	if err != nil || !strings.Contains(out, "src="+ep.Addr.String()+":") {
-		t.Fatalf("valid device after bad input: %q, %v", out, err)
-	}
-	if _, ok := sink.find("/bad"); ok {
-		t.Error("central saw a request from a refused device")
-	}
-	// A wrong PSK shows only as undecryptable Finished records, which
-	// DTLS discards silently: the bridge counts the failure when its
-	// handshake timeout (45 s) expires.
-	var fail1, unknown1 float64
-	Poll(60*time.Second, func() bool {
-		_, fail1, _ = coapCounters(t, env)
-		unknown1 = env.Metric("coap_unknown_identity_total")
-		return fail1-fail0 >= 2 && unknown1-unknown0 >= 1
-	})
-	if fail1-fail0 < 2 || unknown1-unknown0 < 1 {
-		t.Errorf("counters: handshake failures %v → %v (want +2), unknown identities %v → %v (want +1)", fail0, fail1, unknown0, unknown1)
-	}
-	log := env.Log("bridge", 1)
-	if strings.Contains(log, ep.PSK) || strings.Contains(log, "not-the-right-key") {
-		t.Error("bridge log contains a PSK")
-	}
-	t.Logf("handshake failures %v → %v, unknown identities %v → %v", fail0, fail1, unknown0, unknown1)
 }
 
 // TestCoapSleepingDevice: queue mode through the real daemons. Central's

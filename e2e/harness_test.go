@@ -168,9 +168,9 @@ type Env struct {
 }
 
 var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
+	binMu  sync.Mutex
+	binDir string
+	built  = map[string]error{}
 )
 
 func TestMain(m *testing.M) {
@@ -182,22 +182,40 @@ func TestMain(m *testing.M) {
 }
 
 // Bin returns the path of one of the module's commands ("gateway",
-// "bridge", "firmware-sim"), built once per test binary.
+// "bridge", "firmware-sim", ...), built once per test binary (gateway and
+// bridge together on first use).
 func Bin(t testing.TB, name string) string {
 	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "fg-e2e-bin-")
-		if binErr != nil {
-			return
+	binMu.Lock()
+	defer binMu.Unlock()
+	if binDir == "" {
+		d, err := os.MkdirTemp("", "fg-e2e-bin-")
+		if err != nil {
+			t.Fatal(err)
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./gateway", "./bridge", "./firmware-sim")
+		binDir = d
+	}
+	err, ok := built[name]
+	if !ok {
+		names := []string{name}
+		if name == "gateway" || name == "bridge" {
+			names = []string{"gateway", "bridge"}
+		}
+		args := []string{"build", "-o", binDir + "/"}
+		for _, n := range names {
+			args = append(args, "./"+n)
+		}
+		cmd := exec.Command("go", args...)
 		cmd.Dir = ".." // module root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v: %s", err, out)
+		if out, cerr := cmd.CombinedOutput(); cerr != nil {
+			err = fmt.Errorf("go %s: %v: %s", strings.Join(args, " "), cerr, out)
 		}
-	})
-	if binErr != nil {
-		t.Fatalf("e2e: building binaries: %v", binErr)
+		for _, n := range names {
+			built[n] = err
+		}
+	}
+	if err != nil {
+		t.Fatalf("e2e: building %s: %v", name, err)
 	}
 	return filepath.Join(binDir, name)
 }
