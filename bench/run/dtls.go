@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,19 +26,19 @@ const dtlsWorkers = 4
 
 // handshakes runs n client handshakes against addr (dtlsWorkers at a
 // time), each on a fresh socket, and returns one sample.
-func handshakes(n int, addr *net.UDPAddr, opts func() []dtls.ClientOption) (Sample, error) {
+func handshakes(n int, addr *net.UDPAddr, opts func(worker int) []dtls.ClientOption) (Sample, error) {
 	var next atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	cpu0 := cpuTime()
 	t0 := time.Now()
-	for range dtlsWorkers {
+	for w := range dtlsWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
-				if err := oneHandshake(addr, opts()); err != nil {
+				if err := oneHandshake(addr, opts(w)); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -53,8 +57,17 @@ func handshakes(n int, addr *net.UDPAddr, opts func() []dtls.ClientOption) (Samp
 	return Sample{Rate: float64(n) / el.Seconds(), CPUPerOp: (cpuTime() - cpu0) / time.Duration(n)}, nil
 }
 
+// srcSeq numbers client handshakes: each binds its own loopback source
+// address, so no 4-tuple is reused while the server still holds the
+// previous session on it (a reused ephemeral port sent the new
+// ClientHello into the old session about once in a few hundred
+// handshakes and failed the sample).
+var srcSeq atomic.Uint32
+
 func oneHandshake(addr *net.UDPAddr, opts []dtls.ClientOption) error {
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	k := srcSeq.Add(1)
+	src := net.IPv4(127, 3, byte(k/250%250), byte(k%250+1))
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: src})
 	if err != nil {
 		return err
 	}
@@ -83,51 +96,84 @@ func benchDTLS(o *Options, rep *Report) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pp, err := device.Provision(reg, nil, device.Request{Name: "sensor-1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := device.Provision(reg, ca, device.Request{Name: "sensor-2", Cert: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		devCert, err := tls.X509KeyPair(pc.CertPEM, pc.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
+		// One endpoint per client worker: the bridge keeps one session per
+		// endpoint and closes the previous one when a new one comes up, so
+		// workers sharing an identity cut each other's handshakes short.
+		var psks []device.Endpoint
+		var devCerts []tls.Certificate
+		for w := range dtlsWorkers {
+			pp, err := device.Provision(reg, nil, device.Request{Name: fmt.Sprintf("sensor-%d", 1+w)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			psks = append(psks, pp.Endpoint)
+			pc, err := device.Provision(reg, ca, device.Request{Name: fmt.Sprintf("sensor-%d", 11+w), Cert: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			devCert, err := tls.X509KeyPair(pc.CertPEM, pc.KeyPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			devCerts = append(devCerts, devCert)
 		}
 		srvCert, err := ca.IssueTLS("bridge", 1, "bridge", "127.0.0.1")
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := coap.New(coap.Config{ListenAddr: "127.0.0.1:0", Registry: reg, ClientCAs: ca.Pool, Certificate: &srvCert, Rate: -1, Logger: quietLog})
+		// pprof labels side=bridge / side=bare (inherited by every
+		// goroutine the servers start) and client=… let a -cpuprofile of
+		// this pair be split per side: go tool pprof -tagfocus side=bridge.
+		var srv *coap.Server
+		pprof.Do(context.Background(), pprof.Labels("side", "bridge"), func(context.Context) {
+			srv, err = coap.New(coap.Config{ListenAddr: "127.0.0.1:0", Registry: reg, ClientCAs: ca.Pool, Certificate: &srvCert, Rate: -1, Logger: quietLog})
+			if err == nil {
+				go func() { _ = srv.Serve() }()
+			}
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		go func() { _ = srv.Serve() }()
 		t.Cleanup(srv.Close)
-		psk, ident := pp.Endpoint.PSK, pp.Endpoint.PSKIdentity
-		bare := bareDTLS(t, psk, &srvCert, ca.Pool)
+		var bare *net.UDPAddr
+		pprof.Do(context.Background(), pprof.Labels("side", "bare"), func(context.Context) {
+			bare = bareDTLS(t, reg, &srvCert, ca.Pool)
+		})
 		cases := []struct {
 			name  string
 			suite dtls.CipherSuiteID
-			opts  func() []dtls.ClientOption
+			opts  func(w int) []dtls.ClientOption
 		}{
-			{"PSK (TLS_PSK_WITH_AES_128_CCM_8)", dtls.TLS_PSK_WITH_AES_128_CCM_8, func() []dtls.ClientOption {
+			{"PSK (TLS_PSK_WITH_AES_128_CCM_8)", dtls.TLS_PSK_WITH_AES_128_CCM_8, func(w int) []dtls.ClientOption {
+				psk := psks[w].PSK
 				return []dtls.ClientOption{dtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
-					dtls.WithPSKIdentityHint([]byte(ident)), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8),
+					dtls.WithPSKIdentityHint([]byte(psks[w].PSKIdentity)), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8),
 					dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret)}
 			}},
-			{"ECDHE-ECDSA P-256 (TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8)", dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, func() []dtls.ClientOption {
-				return []dtls.ClientOption{dtls.WithCertificates(devCert), dtls.WithRootCAs(ca.Pool), dtls.WithServerName("bridge"),
+			{"ECDHE-ECDSA P-256 (TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8)", dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, func(w int) []dtls.ClientOption {
+				return []dtls.ClientOption{dtls.WithCertificates(devCerts[w]), dtls.WithRootCAs(ca.Pool), dtls.WithServerName("bridge"),
 					dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8), dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret)}
 			}},
 		}
-		for _, c := range cases {
+		for i, c := range cases {
+			if !strings.Contains(o.DTLSCases, []string{"psk", "ecdsa"}[i]) {
+				continue
+			}
 			title := "Bridge DTLS handshakes, " + c.name
 			n := o.Handshakes
 			rows := alternate(o.Reps, []string{"bridge (downlink/coap)", "bare pion/dtls v3"}, []func() (Sample, error){
-				func() (Sample, error) { return handshakes(n, srv.Addr().(*net.UDPAddr), c.opts) },
-				func() (Sample, error) { return handshakes(n, bare, c.opts) },
+				func() (s Sample, err error) {
+					pprof.Do(context.Background(), pprof.Labels("client", "bridge"), func(context.Context) {
+						s, err = handshakes(n, srv.Addr().(*net.UDPAddr), c.opts)
+					})
+					return s, err
+				},
+				func() (s Sample, err error) {
+					pprof.Do(context.Background(), pprof.Labels("client", "bare"), func(context.Context) {
+						s, err = handshakes(n, bare, c.opts)
+					})
+					return s, err
+				},
 			})
 			rep.add(title, "handshakes/s", rows)
 			rep.ratio(title, "bridge / bare pion ("+c.name+")", rows, "bridge (downlink/coap)", "bare pion/dtls v3", 0.9)
@@ -142,11 +188,17 @@ func benchDTLS(o *Options, rep *Report) {
 	}
 }
 
-// bareDTLS is a bare pion listener with the bridge's suites, PSK and
-// certificate: it completes each handshake and closes.
-func bareDTLS(t testing.TB, psk []byte, cert *tls.Certificate, cas *x509.CertPool) *net.UDPAddr {
+// bareDTLS is a bare pion listener with the bridge's suites, PSKs (looked
+// up by identity in the same registry) and certificate: it completes each handshake and holds the session until
+// the client closes it.
+func bareDTLS(t testing.TB, reg *device.Registry, cert *tls.Certificate, cas *x509.CertPool) *net.UDPAddr {
 	ln, err := dtls.ListenWithOptions("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)},
-		dtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
+		dtls.WithPSK(func(id []byte) ([]byte, error) {
+			if k, ok := reg.PSK(string(id)); ok {
+				return k, nil
+			}
+			return nil, errors.New("unknown identity")
+		}),
 		dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
 		dtls.WithCertificates(*cert), dtls.WithClientCAs(cas), dtls.WithClientAuth(dtls.VerifyClientCertIfGiven),
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret))
@@ -163,7 +215,17 @@ func bareDTLS(t testing.TB, psk []byte, cert *tls.Certificate, cas *x509.CertPoo
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				_ = c.(*dtls.Conn).HandshakeContext(ctx)
+				if c.(*dtls.Conn).HandshakeContext(ctx) == nil {
+					// Hold the session until the client closes it, as the
+					// bridge does (closing at once raced the client's end
+					// of the handshake: it saw close_notify first).
+					buf := make([]byte, 1500)
+					for {
+						if _, err := c.Read(buf); err != nil {
+							break
+						}
+					}
+				}
 				_ = c.Close()
 			}()
 		}

@@ -46,6 +46,8 @@ type Options struct {
 	StormSensors, StormUplinks, StormPar int
 	// StormIKE is the uplink storm's IKE proposal.
 	StormIKE string
+	// DTLSCases selects the DTLS pairs: "psk", "ecdsa" or both.
+	DTLSCases string
 	// Docs is where BENCHMARKS.md and benchmarks.png go ("" = don't write).
 	Docs string
 }
@@ -314,6 +316,7 @@ func Main(args []string) int {
 	fs.IntVar(&o.StormUplinks, "storm-uplinks", 200, "storm: edge uplinks re-connecting after a gateway restart")
 	fs.StringVar(&o.StormIKE, "storm-ike", "aes128-sha1-modp2048", "storm: the edge uplinks' IKE proposal")
 	fs.IntVar(&o.StormPar, "storm-par", 64, "storm: handshakes in flight per device process")
+	fs.StringVar(&o.DTLSCases, "dtls-cases", "psk,ecdsa", "dtls: which handshake pairs (psk, ecdsa)")
 	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls,coap,endpoints,storm")
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
