@@ -321,15 +321,17 @@ func (s *Site) Stack() *ipstack.Stack { return s.st }
 // Registry returns the site's endpoint registry.
 func (s *Site) Registry() *device.Registry { return s.reg }
 
-// Reload adds the endpoints provisioned into the registry file since the
-// start (SIGHUP) and returns how many.
+// Reload (SIGHUP) re-reads the registry file and applies it: endpoints
+// added, removed, or with changed credentials or allow-lists (see
+// reloadEndpoints). It returns how many endpoints were added.
 func (s *Site) Reload() (int, error) {
-	n, err := reloadEndpoints(s.cfg, s.reg, s.px)
+	res, err := reloadEndpoints(s.cfg, s.px, s.srv)
 	if err != nil {
-		s.log.Warn("reload refused", "err", err)
-	} else {
-		s.log.Info("endpoints reloaded", "added", n, "endpoints", s.reg.Len())
+		s.log.Warn("reload incomplete", "err", err)
 	}
+	s.log.Info("endpoints reloaded", "added", res.Added, "removed", res.Removed, "rekeyed", res.Rekeyed,
+		"reallowed", res.Reallowed, "endpoints", s.reg.Len())
+	n := len(res.Added)
 	if s.ms != nil {
 		for _, ep := range s.reg.List() {
 			if ep.Protocol == device.MQTT {
@@ -395,30 +397,19 @@ func (s *Site) metrics() *prometheus.Registry {
 	return preg
 }
 
-// reloadEndpoints adds the endpoints the registry file gained since reg was
-// opened (removals need a restart: the proxy keeps their addresses).
-func reloadEndpoints(cfg *config.Config, reg *device.Registry, px *proxy.Proxy) (int, error) {
+// reloadEndpoints re-reads the registry file and makes the running bridge
+// match it (proxy.Reconcile): new endpoints served, removed ones dropped
+// with their DTLS session, observations, queued requests and address,
+// changed credentials applied by closing only that endpoint's session,
+// allow-list changes applied at once.
+func reloadEndpoints(cfg *config.Config, px *proxy.Proxy, srv *coap.Server) (proxy.ReloadResult, error) {
 	var reserved []netip.Addr
 	if cfg.BridgeAddr.IsValid() {
 		reserved = append(reserved, cfg.BridgeAddr)
 	}
 	fresh, err := device.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
 	if err != nil {
-		return 0, err
+		return proxy.ReloadResult{}, err
 	}
-	n := 0
-	for _, ep := range fresh.List() {
-		if _, ok := reg.ByName(ep.Name); ok {
-			continue
-		}
-		ep, err := reg.Add(ep)
-		if err != nil {
-			return n, err
-		}
-		if err := px.AddEndpoint(ep); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
+	return px.Reconcile(fresh.List(), srv.CloseSession)
 }

@@ -196,6 +196,7 @@ func TestObserveCentralToDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, func() bool { return r.srv.Session("sensor-17") != nil })
 	cc := r.centralClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -316,6 +317,7 @@ func TestObserveCentralResetAndSilence(t *testing.T) {
 	if _, err := coaptest.Dial(t, r.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: r.key, Handler: dev.handle}); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, func() bool { return r.srv.Session("sensor-17") != nil })
 	rc := r.rawCentral(t)
 	rc.send(t, message.Confirmable, codes.GET, 100, "tok1", 0)
 	if m := rc.recv(t); m.Type() != message.Acknowledgement || m.MessageID() != 100 || !m.HasOption(message.Observe) {
@@ -498,6 +500,7 @@ func TestBlockwise(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, func() bool { return r.srv.Session("sensor-17") != nil })
 	cc := r.centralClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -237,7 +237,9 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 			_ = w.SetResponse(code, message.TextPlain, nil)
 			return
 		}
-		if !s.Endpoint.Allows(t.Host, t.Addr) {
+		// The allow-list as reloaded, not as it was at the handshake.
+		ep, ok := p.cfg.Registry.ByName(s.Endpoint.Name)
+		if !ok || !ep.Allows(t.Host, t.Addr) {
 			p.Stats.Denied.Add(1)
 			p.warnf("Proxy-Uri destination not allowed", "endpoint", s.Endpoint.Name, "dst", t.Addr.String())
 			_ = w.SetResponse(codes.Forbidden, message.TextPlain, nil)

@@ -232,6 +232,19 @@ func (s *Server) Session(name string) *Session {
 	return s.sessions[name]
 }
 
+// CloseSession ends the endpoint's DTLS session, if any (endpoint removed
+// or its credentials changed); it reports whether there was one.
+func (s *Server) CloseSession(name string) bool {
+	s.mu.Lock()
+	sess := s.sessions[name]
+	s.mu.Unlock()
+	if sess == nil {
+		return false
+	}
+	_ = sess.Conn.Close()
+	return true
+}
+
 // Sessions returns the live sessions.
 func (s *Server) Sessions() []*Session {
 	s.mu.Lock()

@@ -159,6 +159,48 @@ func (r *Registry) Remove(name string) error {
 	return nil
 }
 
+// Replace swaps the stored endpoint called e.Name for e (new credentials,
+// protocol or allow-list; the address must stay) and rewrites the state
+// file. It returns the stored endpoint.
+func (r *Registry) Replace(e Endpoint) (Endpoint, error) {
+	if err := e.validate(); err != nil {
+		return Endpoint{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.byName[e.Name]
+	if old == nil {
+		return Endpoint{}, fmt.Errorf("%w: %q", ErrNotFound, e.Name)
+	}
+	if !e.Addr.IsValid() {
+		e.Addr = old.Addr
+	}
+	if e.Addr != old.Addr {
+		return Endpoint{}, fmt.Errorf("device: %q: address change %s → %s needs remove and add", e.Name, old.Addr, e.Addr)
+	}
+	if o := r.byID[e.PSKIdentity]; e.PSKIdentity != "" && o != nil && o != old {
+		return Endpoint{}, fmt.Errorf("%w: PSK identity of %q", ErrExists, e.Name)
+	}
+	if o := r.byCN[e.CertCN]; e.CertCN != "" && o != nil && o != old {
+		return Endpoint{}, fmt.Errorf("%w: certificate CN of %q", ErrExists, e.Name)
+	}
+	stored := e.clone()
+	r.unindex(old)
+	r.index(&stored)
+	if err := r.saveLocked(); err != nil {
+		r.unindex(&stored)
+		r.index(old)
+		return Endpoint{}, err
+	}
+	return stored.clone(), nil
+}
+
+// SameCredentials reports whether a and b authenticate the same way (PSK
+// identity and key, certificate CN, protocol).
+func SameCredentials(a, b Endpoint) bool {
+	return a.Protocol == b.Protocol && a.PSKIdentity == b.PSKIdentity && string(a.PSK) == string(b.PSK) && a.CertCN == b.CertCN
+}
+
 func (e *Endpoint) clone() Endpoint {
 	c := *e
 	c.Allow = append([]string(nil), e.Allow...)

@@ -214,3 +214,50 @@ func TestProvisionCertAndSnippet(t *testing.T) {
 		t.Fatalf("PSK snippet lacks the defines:\n%s", s)
 	}
 }
+
+func TestReplace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "endpoints.json")
+	r, err := Open(path, sitePrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := r.Add(pskEP("sensor-17"))
+	if _, err := r.Add(pskEP("sensor-18")); err != nil {
+		t.Fatal(err)
+	}
+	// New key, identity and allow-list; the address stays.
+	n := a
+	n.PSKIdentity, n.PSK, n.Allow = "s17-v2", []byte("another key 0123"), []string{"10.20.0.0/16"}
+	got, err := r.Replace(n)
+	if err != nil || got.Addr != a.Addr || got.Allow[0] != "10.20.0.0/16" {
+		t.Fatalf("Replace: %+v, %v", got, err)
+	}
+	if _, ok := r.PSK("sensor-17"); ok {
+		t.Fatal("old identity still resolves")
+	}
+	if k, ok := r.PSK("s17-v2"); !ok || string(k) != "another key 0123" {
+		t.Fatal("new identity does not resolve to the new key")
+	}
+	if SameCredentials(a, got) || !SameCredentials(got, got) {
+		t.Fatal("SameCredentials")
+	}
+	// Persisted.
+	r2, err := Open(path, sitePrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := r2.ByName("sensor-17"); e.PSKIdentity != "s17-v2" || e.Addr != a.Addr {
+		t.Fatalf("reopened: %+v", e)
+	}
+	// Refused: unknown name, address change, identity owned by another.
+	bad := []Endpoint{pskEP("nobody"), func() Endpoint { e := got; e.Addr = netip.MustParseAddr("10.10.8.99"); return e }(),
+		func() Endpoint { e := got; e.PSKIdentity = "sensor-18"; return e }()}
+	for _, e := range bad {
+		if _, err := r.Replace(e); err == nil {
+			t.Errorf("Replace(%+v) accepted", e)
+		}
+	}
+	if e, _ := r.ByName("sensor-17"); e.PSKIdentity != "s17-v2" {
+		t.Fatalf("a refused Replace changed the endpoint: %+v", e)
+	}
+}
