@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -677,4 +678,49 @@ func TestCoapSleepingDevice(t *testing.T) {
 	if v := env.Metric("proxy_expired_total"); v != 1 {
 		t.Errorf("proxy_expired_total = %v, want 1", v)
 	}
+}
+
+var reTimeOfDay = regexp.MustCompile(`[A-Z][a-z]{2} +\d+ \d\d:\d\d:\d\d`)
+
+// TestCoapObserveBlockwise: libcoap devices through the real daemons to
+// libcoap's coap-server in central — observe (-s) of the server's /time
+// relayed notification by notification, and block-wise (-b 64) PUT and GET
+// of a 3000-byte resource.
+func TestCoapObserveBlockwise(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}}})
+	realpeer.StartCoAPServer(t, env.Central, realpeer.CoAPServerConfig{Listen: CentralAddr, Port: 5683, PSK: "unused"})
+	ep := env.Endpoint("sensor-17")
+	req := func(backend, method, path, payload string, extra ...string) (string, error) {
+		return realpeer.CoAPClient(t.Context(), env.Sensors, realpeer.CoAPRequest{Backend: backend, Method: method,
+			URI: bridgeURI + path, Identity: ep.Identity, PSK: ep.PSK, Payload: payload, Extra: extra, Timeout: 20 * time.Second})
+	}
+	// Observe /time for 5 s: libcoap's server notifies every second.
+	out, err := req("openssl", "get", "/time", "", "-s", "5")
+	if err != nil {
+		t.Fatalf("observe /time: %v", err)
+	}
+	// libcoap prints the payloads back to back: "Nov 24 00:04:20Nov 24 …".
+	seen := map[string]bool{}
+	for _, m := range reTimeOfDay.FindAllString(out, -1) {
+		seen[m] = true
+	}
+	if len(seen) < 3 {
+		t.Fatalf("observe /time for 5 s: %d distinct notifications %q, want ≥ 3", len(seen), out)
+	}
+	t.Logf("observe: %d distinct notifications relayed", len(seen))
+
+	// Block-wise both ways with 64-byte blocks.
+	payload := strings.Repeat("0123456789abcdef", 3000/16) + "0123456789ab"
+	if _, err := req("gnutls", "put", "/example_data", payload, "-b", "64"); err != nil {
+		t.Fatalf("block-wise PUT: %v", err)
+	}
+	got, err := req("openssl", "get", "/example_data", "", "-b", "64")
+	if err != nil {
+		t.Fatalf("block-wise GET: %v", err)
+	}
+	if strings.TrimSpace(got) != payload {
+		t.Fatalf("block-wise GET: got %d bytes %.80q…, want the %d bytes put", len(strings.TrimSpace(got)), got, len(payload))
+	}
+	t.Logf("block-wise: PUT and GET of %d bytes in 64-byte blocks", len(payload))
 }
