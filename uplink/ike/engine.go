@@ -146,7 +146,7 @@ type Stats struct {
 	Phase2Established atomic.Uint64
 	Phase1Failed      atomic.Uint64
 	Phase2Failed      atomic.Uint64
-	Rekeys            atomic.Uint64 // child and IKE SA rekeys completed
+	Rekeys            atomic.Uint64 // child and IKE SA rekeys completed (IKE SA: ours, or the peer's new Main Mode without INITIAL-CONTACT)
 	ChildRekeys       atomic.Uint64 // of Rekeys, those of IPsec SAs (Quick Mode); the rest are IKE SAs
 	DPDSent           atomic.Uint64
 	DeadPeers         atomic.Uint64

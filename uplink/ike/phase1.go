@@ -435,6 +435,10 @@ func (sa *ikeSA) respRecvMM5(m *Message) error {
 	}
 	if sa.hasInitialContact(dm) {
 		sa.e.initialContact(sa)
+	} else if sa.e.samePeerSA(sa) != nil {
+		// A new phase 1 without INITIAL-CONTACT from a peer whose SA we
+		// still hold: the peer is rekeying it (it deletes the old one).
+		sa.e.stats.Rekeys.Add(1)
 	}
 	out, err := sa.authPayloads(false, false)
 	if err != nil {

@@ -369,6 +369,18 @@ func (e *Engine) initialContact(sa *ikeSA) {
 	}
 }
 
+// samePeerSA returns another established SA of sa's peer (same identity
+// and public address), or nil.
+func (e *Engine) samePeerSA(sa *ikeSA) *ikeSA {
+	for _, o := range e.allSAs() {
+		if o != sa && o.state == p1Established && o.remote.Addr() == sa.remote.Addr() &&
+			o.peer.ID.Type == sa.peer.ID.Type && bytes.Equal(o.peer.ID.Data, sa.peer.ID.Data) {
+			return o
+		}
+	}
+	return nil
+}
+
 // tick runs the SA's timers.
 func (sa *ikeSA) tick(now time.Time) {
 	e := sa.e
