@@ -77,9 +77,9 @@ func (e *Engine) syncMetrics(env *server.Env, srv *tunnel.Server) {
 // source address, so the session that reaches IPCP from that address can
 // report its set-up time. The first message carries only the initiator
 // cookie, which the tunnel server does not expose with a session, so the
-// match is by outer IP address: the oldest unclaimed first message from
+// match is by outer IP address: the newest unclaimed first message from
 // that address within setupWindow. Peers behind one NAT that set up at the
-// same moment may swap their figures; the histogram stays right.
+// same moment may swap their figures; the histogram barely changes.
 type setupClock struct {
 	mu   sync.Mutex
 	byIP map[netip.Addr][]time.Time
@@ -113,15 +113,21 @@ func (c *setupClock) note(src netip.Addr, now time.Time) {
 	c.byIP[src] = append(kept, now)
 }
 
-// take returns and forgets the oldest first-message time from ip within
-// setupWindow before up.
+// take returns and forgets the newest first-message time from ip within
+// setupWindow before up. The newest, not the oldest: a phase 1 rekey also
+// starts with a first Main Mode and never reaches IPCP, and must not be
+// taken for the start of a later set-up from the same address.
 func (c *setupClock) take(ip netip.Addr, up time.Time) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ts := c.byIP[ip]
 	kept := pruneBefore(ts, up.Add(-setupWindow))
 	c.n -= len(ts) - len(kept)
-	if len(kept) == 0 || kept[0].After(up) {
+	i := len(kept) - 1
+	for i >= 0 && kept[i].After(up) {
+		i--
+	}
+	if i < 0 {
 		if len(kept) == 0 {
 			delete(c.byIP, ip)
 		} else {
@@ -129,12 +135,13 @@ func (c *setupClock) take(ip netip.Addr, up time.Time) (time.Time, bool) {
 		}
 		return time.Time{}, false
 	}
-	t0 := kept[0]
+	t0 := kept[i]
+	kept = append(kept[:i], kept[i+1:]...)
 	c.n--
-	if len(kept) == 1 {
+	if len(kept) == 0 {
 		delete(c.byIP, ip)
 	} else {
-		c.byIP[ip] = kept[1:]
+		c.byIP[ip] = kept
 	}
 	return t0, true
 }
