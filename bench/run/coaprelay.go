@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -180,18 +181,28 @@ func benchCoAPRelay(o *Options, rep *Report) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := newBridgeSide(reg, "127.0.0.1:0", centralCoAP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.close)
+		// pprof label side=bridge on everything the bridge and the central
+		// sink run (goroutines inherit it), so a -cpuprofile splits the
+		// relay's own cost from the devices'.
+		var b *bridgeSide
 		var sinkN, sinkBad atomic.Uint64
-		pc, err := b.cen.ListenUDP(centralCoAP)
+		var pc net.PacketConn
+		pprof.Do(context.Background(), pprof.Labels("side", "bridge"), func(context.Context) {
+			if b, err = newBridgeSide(reg, "127.0.0.1:0", centralCoAP); err != nil {
+				return
+			}
+			if pc, err = b.cen.ListenUDP(centralCoAP); err != nil {
+				return
+			}
+			go serveSink(pc, &sinkN, &sinkBad)
+		})
+		if b != nil {
+			t.Cleanup(b.close)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = pc.Close() })
-		go serveSink(pc, &sinkN, &sinkBad)
 
 		// libcoap: per-identity keys ("hint,identity,key" lines; the
 		// server's default hint is "CoAP").
