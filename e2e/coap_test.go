@@ -724,3 +724,35 @@ func TestCoapObserveBlockwise(t *testing.T) {
 	}
 	t.Logf("block-wise: PUT and GET of %d bytes in 64-byte blocks", len(payload))
 }
+
+// TestCoapFlood: a device flooding requests is answered 4.29 beyond its
+// rate (20/s, burst 40 by default) and counted, while another device on
+// the same bridge is still served.
+func TestCoapFlood(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-18"}}})
+	startCoapSink(t, env)
+	flooder := dialDevice(t, env, env.Endpoint("sensor-17"), nil, nil)
+	other := dialDevice(t, env, env.Endpoint("sensor-18"), nil, nil)
+	rl0 := env.Metric("coap_rate_limited_total")
+	var ok, limited int
+	for i := range 120 {
+		code, _ := flooder.post(t, fmt.Sprintf("/flood/%d", i), "x")
+		switch code {
+		case codes.Content:
+			ok++
+		case codes.TooManyRequests:
+			limited++
+		default:
+			t.Fatalf("flood request %d: %v", i, code)
+		}
+	}
+	rl1 := env.Metric("coap_rate_limited_total")
+	if limited == 0 || ok < 40 || rl1-rl0 != float64(limited) {
+		t.Fatalf("flood of 120: %d answered, %d got 4.29, coap_rate_limited_total %v → %v; want ≥ 40 answered, some 4.29, all counted", ok, limited, rl0, rl1)
+	}
+	if code, body := other.post(t, "/calm", "1"); code != codes.Content || !strings.HasPrefix(body, "src=10.10.8.18:") {
+		t.Fatalf("other device during the flood: %v %q", code, body)
+	}
+	t.Logf("flood of 120: %d answered, %d answered 4.29 (counted %v)", ok, limited, rl1-rl0)
+}
