@@ -12,14 +12,16 @@ import (
 )
 
 // mosquittoPeer is the central broker: realpeer's mosquitto on a free
-// loopback port with the relay tests' limits (no inflight limit, deep
-// queues) and connection messages in its log.
+// loopback port with its default inflight limit (max_inflight_messages 20,
+// which also bounds a client's unreleased incoming QoS 2 messages: the
+// relay's window must respect it, see DefaultWindow), deep queues for the
+// collecting subscribers, and connection messages in its log.
 type mosquittoPeer struct {
 	*realpeer.Mosquitto
 	addr string
 }
 
-const mosquittoExtra = "connection_messages true\nmax_inflight_messages 0\nmax_queued_messages 100000\n"
+const mosquittoExtra = "connection_messages true\nmax_queued_messages 100000\n"
 
 func startMosquitto(t testing.TB) *mosquittoPeer { return startMosquittoTLS(t, nil) }
 
