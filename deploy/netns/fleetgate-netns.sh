@@ -68,7 +68,8 @@ PPP_FILE=$STATE_DIR/secrets/ppp.password
 
 ns() { echo "$PREFIX-$1"; }
 in_ns() { local h=$1; shift; ip netns exec "$(ns "$h")" "$@"; }
-log() { echo "fleetgate-netns: $*"; }
+T0=${EPOCHREALTIME/,/.}
+log() { echo "fleetgate-netns: [$(awk -v a="$T0" -v b="${EPOCHREALTIME/,/.}" 'BEGIN {printf "%5.1fs", b - a}')] $*"; }
 die() { echo "fleetgate-netns: $*" >&2; exit 1; }
 
 # Processes, in start order; each has $STATE_DIR/run/NAME.pid and
@@ -78,7 +79,15 @@ PROCS=(mosquitto collector gateway bridge fleet)
 namespaces() { ip netns list | awk '{print $1}' | grep -E "^$PREFIX-(sensors|edge|nat|wan|gw|central)\$" || true; }
 
 pid_of() { [ -s "$STATE_DIR/run/$1.pid" ] && cat "$STATE_DIR/run/$1.pid"; }
-alive() { local p; p=$(pid_of "$1") && kill -0 "$p" 2>/dev/null; }
+# pid_alive PID: the process exists and is not a zombie waiting for init.
+pid_alive() {
+	local stat
+	kill -0 "$1" 2>/dev/null || return 1
+	read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+	stat=${stat##*) }
+	[ "${stat%% *}" != Z ]
+}
+alive() { local p; p=$(pid_of "$1") && pid_alive "$p"; }
 
 # start NAME HOST CMD...: run CMD in HOST's namespace in the background,
 # output to the log, PID to the PID file (ip netns exec execs CMD, so $! is
@@ -299,10 +308,10 @@ status() {
 stop() {
 	local p
 	p=$(pid_of "$1") || return 0
-	if kill -0 "$p" 2>/dev/null; then
+	if pid_alive "$p"; then
 		kill -TERM "$p" 2>/dev/null || true
-		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$p" 2>/dev/null; then
+		for _ in $(seq 100); do pid_alive "$p" || break; sleep 0.05; done
+		if pid_alive "$p"; then
 			log "$1 (pid $p) ignored SIGTERM for 5 s, killing"
 			kill -KILL "$p" 2>/dev/null || true
 		fi

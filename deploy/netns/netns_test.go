@@ -66,7 +66,8 @@ func running(pid int) bool {
 // (TUN), the bridge and firmware-sim in their namespaces; telemetry from an
 // MQTT device reaches the central mosquitto over the relay connection of
 // its own 10.10.8.N address and CoAP telemetry reaches the central
-// collector; `status` shows the gateway session and the uplink; a second
+// collector; an MQTT command published centrally is answered by the
+// device; `status` shows the gateway session and the uplink; a second
 // `up` refuses; `down` leaves no namespace and no process.
 func TestUpStatusDown(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -75,7 +76,7 @@ func TestUpStatusDown(t *testing.T) {
 	}
 	bin := t.TempDir()
 	t0 := time.Now()
-	build := exec.Command("go", "build", "-o", bin+"/", "./gateway", "./bridge", "./firmware-sim")
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin+"/", "./gateway", "./bridge", "./firmware-sim")
 	build.Dir = "../.."
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -164,6 +165,39 @@ func TestUpStatusDown(t *testing.T) {
 	}
 	t.Logf("status:\n%s", st)
 
+	// MQTT command central → device with the real mosquitto: published on
+	// sites/hall7/sensor-4/cmd/ping, relayed by the bridge into sensor-4's
+	// cmd/# subscription, answered by firmware-sim on status/cmd/ping and
+	// relayed back. Published once a second until the reply is seen (the
+	// subscriber may not be subscribed yet when the first one goes out).
+	reply := exec.CommandContext(ctx, "ip", "netns", "exec", prefix+"-central", "mosquitto_sub",
+		"-h", "10.200.0.2", "-t", "sites/hall7/sensor-4/status/#", "-v", "-C", "1", "-W", "25")
+	var replyOut bytes.Buffer
+	reply.Stdout = &replyOut
+	if err := reply.Start(); err != nil {
+		t.Fatal(err)
+	}
+	replyDone := make(chan error, 1)
+	go func() { replyDone <- reply.Wait() }()
+	var replyErr error
+pub:
+	for i := 1; ; i++ {
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "exec", prefix+"-central", "mosquitto_pub",
+			"-h", "10.200.0.2", "-q", "1", "-t", "sites/hall7/sensor-4/cmd/ping", "-m", fmt.Sprintf("ping %d", i)).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+		}
+		select {
+		case replyErr = <-replyDone:
+			break pub
+		case <-time.After(time.Second):
+		}
+	}
+	if replyErr != nil || !strings.HasPrefix(replyOut.String(), "sites/hall7/sensor-4/status/cmd/ping ") || !strings.Contains(replyOut.String(), `"device":"sensor-4","command":"cmd/ping","payload":"ping `) {
+		dumpLogs()
+		t.Fatalf("command reply at central: %v %q, want sensor-4's reply on sites/hall7/sensor-4/status/cmd/ping", replyErr, replyOut.String())
+	}
+	t.Logf("MQTT command reply at central: %s", bytes.TrimSpace(replyOut.Bytes()))
+
 	// up again refuses.
 	if out, err := script(ctx, env, "up"); err == nil || !strings.Contains(out, "already up") {
 		t.Errorf("second up: err %v, want a failure saying already up:\n%s", err, out)
@@ -203,5 +237,9 @@ func TestUpStatusDown(t *testing.T) {
 	rep, err := os.ReadFile(filepath.Join(state, "fleet-report.json"))
 	if err != nil || !bytes.Contains(rep, []byte(`"devices": 4`)) {
 		t.Errorf("fleet report: %v\n%s", err, rep)
+	}
+	// ...counting the command(s) sensor-4 received and answered.
+	if m := regexp.MustCompile(`"commands_received": ([1-9][0-9]*)`).FindSubmatch(rep); m == nil {
+		t.Errorf("fleet report: no commands_received > 0 in totals:\n%s", rep)
 	}
 }
