@@ -41,6 +41,7 @@ func (r *Relay) Metrics(b *mqtt.Broker, fn func(Sample)) {
 	const dropped = "Messages dropped or refused, by reason."
 	counter("spool_messages_dropped_total", dropped, s.DroppedOverflow.Load(), "reason", "overflow_qos0")
 	counter("spool_messages_dropped_total", dropped, s.RefusedFull.Load(), "reason", "refused_full")
+	counter("spool_messages_dropped_total", dropped, s.RefusedDisk.Load(), "reason", "refused_disk")
 	counter("spool_messages_dropped_total", dropped, s.Duplicates.Load(), "reason", "duplicate_qos2")
 	counter("spool_write_errors_total", "Failed spool writes or fsyncs (disk full, I/O error).", s.WriteErrors.Load())
 	counter("spool_fsyncs_total", "fsync calls on spool segments.", s.Syncs.Load())

@@ -58,3 +58,13 @@ const (
 	// recovery allocate gigabytes).
 	DefaultMaxRecordBody = 1<<20 + 64<<10
 )
+
+// Disk space kept free by Append (see the package comment).
+const (
+	// resolveReserve covers what one queued message may still write: two
+	// Bind records (QoS 2: PUBLISH sent, PUBREL sent) and its Ack.
+	resolveReserve = 2*(recordHeaderLen+bindBodyLen) + recordHeaderLen + ackBodyLen
+	// spaceSlack covers filesystem block rounding (a record may start a
+	// new block) for those writes.
+	spaceSlack = 16 << 10
+)

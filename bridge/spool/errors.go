@@ -21,6 +21,10 @@ var (
 	// ErrWrite means the record could not be written or synced (disk full,
 	// I/O error); nothing was queued.
 	ErrWrite = errors.New("spool: write failed")
+	// ErrDiskFull (wrapped with ErrWrite) means the filesystem lacks room
+	// for a new message plus the acknowledgements of everything queued; the
+	// message was refused before anything was written.
+	ErrDiskFull = errors.New("spool: disk full")
 	// ErrDuplicate means a QoS 2 PUBLISH with the DUP flag repeats a
 	// message this endpoint already queued under the same device packet
 	// identifier, topic and payload (a device retransmitting after the

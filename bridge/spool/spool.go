@@ -38,6 +38,15 @@
 // ErrWrite, the partial record is truncated away and Stats.WriteErrors
 // counts it; the spool keeps running.
 //
+// A full disk must not stop the spool from recording deliveries: every
+// queued message still needs its Bind and Ack records, and without room
+// for them nothing could ever be removed and no space freed. Append
+// therefore refuses a message (ErrWrite wrapping ErrDiskFull,
+// Stats.RefusedDisk) unless the filesystem keeps room for the new record,
+// resolveReserve bytes for each queued message and spaceSlack. When the
+// room is short, a new segment is started first so that the old one is
+// deleted as soon as all its messages are resolved (at once if they are).
+//
 // Disk use is bounded too: segments whose messages are all resolved are
 // deleted from the head of the log; when the files hold more than twice
 // MaxBytes, the oldest segment's live messages are copied to the active
@@ -56,6 +65,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/fleetgate/fleetgate/uplink/link"
 )
@@ -117,6 +128,9 @@ type Spool struct {
 	// write is the file write used for records; tests replace it to
 	// simulate a full disk.
 	write func(f *os.File, b []byte) (int, error)
+	// freeSpace returns the bytes available to us on dir's filesystem.
+	freeSpace func(dir string) (int64, error)
+	lowSpace  bool // last Append was refused for disk space (log once)
 }
 
 // Open opens (or creates) the spool in cfg.Dir and recovers its contents.
@@ -151,6 +165,13 @@ func Open(cfg Config) (*Spool, error) {
 		notify: make(map[string]chan struct{}),
 		recent: make(map[string]*recentIDs),
 		write:  func(f *os.File, b []byte) (int, error) { return f.Write(b) },
+		freeSpace: func(dir string) (int64, error) {
+			var st unix.Statfs_t
+			if err := unix.Statfs(dir, &st); err != nil {
+				return 0, err
+			}
+			return int64(st.Bavail) * int64(st.Bsize), nil
+		},
 	}
 	if err := s.recover(); err != nil {
 		return nil, err
@@ -297,6 +318,10 @@ func (s *Spool) Append(m Message) (uint64, error) {
 			s.stats.RefusedFull.Add(1)
 		}
 		return 0, ErrFull
+	}
+	if err := s.ensureSpaceLocked(size); err != nil {
+		s.mu.Unlock()
+		return 0, err
 	}
 	r.Msg.Seq = s.nextSeq
 	r.Msg.Enqueued = s.cfg.Clock.Now()
@@ -448,6 +473,41 @@ func (s *Spool) resolveLocked(e *entry, why AckReason) error {
 	s.stats.Bytes.Add(-e.size)
 	s.dropDeadHeadLocked()
 	return nil
+}
+
+// ensureSpaceLocked checks that the filesystem keeps room for a record of
+// size bytes plus the records every queued message still needs (see the
+// package comment). When it does not, it starts a new segment (unless the
+// active one is empty) so that the old one can be deleted as soon as its
+// messages are resolved, at once if they all are, and checks again. s.mu
+// must be held.
+func (s *Spool) ensureSpaceLocked(size int64) error {
+	need := size + (s.stats.Queued.Load()+1)*resolveReserve + spaceSlack
+	free, err := s.freeSpace(s.cfg.Dir)
+	if err != nil {
+		return nil // cannot tell: the write itself decides
+	}
+	if free < need && s.activeSg != nil && s.activeSg.size > 0 {
+		if err := s.newSegmentLocked(); err == nil {
+			s.dropDeadHeadLocked()
+			if f, err := s.freeSpace(s.cfg.Dir); err == nil {
+				free = f
+			}
+		}
+	}
+	if free >= need {
+		if s.lowSpace {
+			s.lowSpace = false
+			s.log.Info("spool: disk space available again", "free_bytes", free)
+		}
+		return nil
+	}
+	s.stats.RefusedDisk.Add(1)
+	if !s.lowSpace {
+		s.lowSpace = true
+		s.log.Error("spool: disk full, refusing new messages", "free_bytes", free, "needed_bytes", need, "queued", s.stats.Queued.Load())
+	}
+	return fmt.Errorf("%w: %w: %d bytes free, %d needed", ErrWrite, ErrDiskFull, free, need)
 }
 
 // dropDeadHeadLocked deletes segments at the head of the log whose messages

@@ -24,6 +24,9 @@ type Stats struct {
 	// Duplicates counts device QoS 2 retransmissions recognised by Append
 	// (ErrDuplicate) and not queued twice.
 	Duplicates atomic.Uint64
+	// RefusedDisk counts messages refused because the filesystem lacks room
+	// for them and the acknowledgements of everything queued (ErrDiskFull).
+	RefusedDisk atomic.Uint64
 	// WriteErrors counts failed writes or syncs (disk full, I/O errors).
 	WriteErrors atomic.Uint64
 	// Syncs counts fsync calls on segment files.
