@@ -756,3 +756,45 @@ func TestCoapFlood(t *testing.T) {
 	}
 	t.Logf("flood of 120: %d answered, %d answered 4.29 (counted %v)", ok, limited, rl1-rl0)
 }
+
+// TestCoapBridgeRestart: the bridge is killed (SIGKILL, no goodbye to the
+// gateway) and started again: its new login replaces the stale session at
+// the gateway, endpoints keep their addresses (persisted registry), the
+// device handshakes again and both directions work.
+func TestCoapBridgeRestart(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
+	sink := startCoapSink(t, env)
+	ep := env.Endpoint("sensor-20")
+	d := dialDevice(t, env, ep, nil, coapAnswer("sensor-20"))
+	if code, _ := d.post(t, "/before", "1"); code != codes.Content {
+		t.Fatalf("before restart: %v", code)
+	}
+	env.KillBridge()
+	restart := time.Now()
+	env.StartBridge()
+	st := env.WaitUplinkUp(60 * time.Second)
+	t.Logf("uplink up %v after the restart", time.Since(restart).Round(100*time.Millisecond))
+	addrs := map[string]string{}
+	for _, e := range st.Endpoints {
+		addrs[e.Name] = e.Addr
+	}
+	if addrs["sensor-17"] != "10.10.8.17" || addrs["sensor-20"] != "10.10.8.20" {
+		t.Fatalf("endpoint addresses after restart: %v", addrs)
+	}
+	// The old DTLS session died with the process: the device dials again.
+	d2 := dialDevice(t, env, ep, nil, coapAnswer("sensor-20"))
+	if code, body := d2.post(t, "/after", "2"); code != codes.Content || !strings.HasPrefix(body, "src=10.10.8.20:") {
+		t.Fatalf("device → central after restart: %v %q", code, body)
+	}
+	if got, ok := sink.find("/after"); !ok || got.From.Addr() != ep.Addr {
+		t.Fatalf("after restart: central saw %+v (found %v)", got, ok)
+	}
+	if out, err := centralCoapGet(t, env, ep.Addr, "/temp"); err != nil || !strings.Contains(out, "sensor-20 /temp") {
+		t.Fatalf("central → device after restart: %q, %v", out, err)
+	}
+	if v := env.Metric("coap_handshakes_ok_total"); v != 1 {
+		t.Errorf("new bridge: coap_handshakes_ok_total = %v, want 1", v)
+	}
+	t.Logf("after SIGKILL and restart: %s; addresses %v", st.Uplink, addrs)
+}

@@ -25,7 +25,7 @@ package e2e
 //	// Setup returns with the gateway and bridge running and the uplink up.
 //	ep := env.Endpoint("sensor-17")   // ep.Addr, ep.Identity, ep.PSK, ep.CertFile...
 //	env.Sensors.Command(...)          // run a device; env.Central for services
-//	env.Metric(`bridge_uplink_up`)    // a /metrics series (exact name{labels})
+//	env.Metric(`uplink_up`)           // a /metrics series (exact name{labels})
 //	env.RestartGateway(); env.KillBridge(); env.StartBridge(); env.WaitUplinkUp(30*time.Second)
 //	env.Topo.CutWAN(t); env.Topo.RestoreWAN(t)
 //
