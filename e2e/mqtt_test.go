@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -50,6 +51,13 @@ type mqttEnv struct {
 // bridge's mqtt: section (two-space indented lines).
 func setupMQTT(t *testing.T, names []string, extra string) *mqttEnv {
 	t.Helper()
+	return setupMQTTWith(t, names, extra, nil)
+}
+
+// setupMQTTWith is setupMQTT calling before (if not nil) once the
+// endpoints are provisioned and mosquitto runs, before the daemons start.
+func setupMQTTWith(t *testing.T, names []string, extra string, before func(*mqttEnv)) *mqttEnv {
+	t.Helper()
 	for _, b := range []string{"mosquitto", "mosquitto_pub", "mosquitto_sub", "stdbuf"} {
 		testenv.RequireBinary(t, b)
 	}
@@ -77,6 +85,9 @@ func setupMQTT(t *testing.T, names []string, extra string) *mqttEnv {
 	m.central = realpeer.StartMosquitto(t, env.Central, realpeer.MosquittoConfig{
 		Listen: netip.AddrPortFrom(netip.IPv4Unspecified(), centralMQTT.Port()), TLS: true, CA: ca,
 		Extra: "max_queued_messages 100000\n"})
+	if before != nil {
+		before(m)
+	}
 	env.StartGateway()
 	env.StartBridge()
 	env.WaitUplinkUp(60 * time.Second)
@@ -624,4 +635,104 @@ func TestMqttSpoolBound(t *testing.T) {
 	if missing > 0 || !firstArrivalsIncreasing(got) {
 		t.Errorf("tank-2: %d acknowledged messages missing or out of order: %v", missing, got)
 	}
+}
+
+// TestMqttDiskFull: the bridge's spool directory is a 256 KiB tmpfs and the
+// WAN is dropped; a QoS 1 device fills the disk. The bridge refuses further
+// messages for lack of space while keeping room to record the deliveries
+// (spool_messages_dropped_total{reason="refused_disk"}), keeps running, and
+// after the WAN is back drains the spool: every acknowledged message reaches
+// the central application in order, and the space is reclaimed, so a device
+// can publish again.
+func TestMqttDiskFull(t *testing.T) {
+	testenv.RequireBinary(t, "mount")
+	var spoolDir string
+	m := setupMQTTWith(t, []string{"disk-1", "disk-2"}, "", func(m *mqttEnv) {
+		spoolDir = filepath.Join(m.Dir, "bridge-state", "spool")
+		if err := os.MkdirAll(spoolDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "fgspool", spoolDir).CombinedOutput(); err != nil {
+			t.Fatalf("mount tmpfs: %v: %s", err, out)
+		}
+		// Registered before the bridge starts: runs after it was stopped.
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", spoolDir).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v: %s", spoolDir, err, out)
+			}
+		})
+	})
+	eps := []*Endpoint{m.Endpoint("disk-1"), m.Endpoint("disk-2")}
+	m.waitCentralSessions(t, eps, 30*time.Second)
+	col := m.startCollector(t)
+	const refusedDisk = `spool_messages_dropped_total{reason="refused_disk"}`
+	m.Topo.CutWAN(t)
+	d := m.startDevicePad(t, eps[0], 1, 5*time.Millisecond, 1000)
+	if !Poll(60*time.Second, func() bool { return m.metricOr(refusedDisk) > 0 }) {
+		t.Fatalf("no refusal for disk space within 60s: %s %v, spool_bytes %v, spool_disk_bytes %v",
+			refusedDisk, m.metricOr(refusedDisk), m.metricOr("spool_bytes"), m.metricOr("spool_disk_bytes"))
+	}
+	d.halt()
+	d.c.Disconnect(0) // it would resend the refused message forever
+	text := m.Metrics()
+	val := func(series string) float64 {
+		v, ok := MetricValue(text, series)
+		if !ok {
+			t.Fatalf("bridge /metrics has no %s", series)
+		}
+		return v
+	}
+	t.Logf("WAN down, 256 KiB disk: device acked %d (%d unconfirmed); %s %v, spool_messages %v, spool_disk_bytes %v, spool_write_errors_total %v, mqtt upstream_refused %v",
+		d.acked.Load(), d.nUnconfirmed.Load(), refusedDisk, val(refusedDisk), val("spool_messages"), val("spool_disk_bytes"),
+		val("spool_write_errors_total"), val(`mqtt_events_total{event="upstream_refused"}`))
+	if p := m.BridgeProc(); p == nil {
+		t.Fatal("bridge not running")
+	} else {
+		select {
+		case <-p.Done():
+			t.Fatalf("bridge exited: %v", p.Err())
+		default:
+		}
+	}
+	m.Topo.RestoreWAN(t)
+	m.WaitUplinkUp(60 * time.Second)
+	if !Poll(60*time.Second, func() bool { return m.metricOr("spool_messages") == 0 }) {
+		t.Fatalf("spool not drained within 60s after the WAN came back: spool_messages %v", m.metricOr("spool_messages"))
+	}
+	acked := d.lastConfirmed()
+	if !Poll(30*time.Second, func() bool {
+		s := col.seqs("disk-1")
+		return len(s) > 0 && slices.Max(s) >= acked
+	}) {
+		t.Fatalf("central got disk-1 %v, want up to %d", col.seqs("disk-1"), acked)
+	}
+	got := col.seqs("disk-1")
+	seen := map[int64]bool{}
+	for _, s := range got {
+		seen[s] = true
+	}
+	missing := 0
+	for s := int64(1); s <= acked; s++ {
+		if !seen[s] && d.confirmed(s) {
+			missing++
+		}
+	}
+	t.Logf("after the WAN came back: central got %d of disk-1 (acked %d, missing %d, in order %v); spool_disk_bytes %v",
+		len(got), acked, missing, firstArrivalsIncreasing(got), m.metricOr("spool_disk_bytes"))
+	if missing > 0 || !firstArrivalsIncreasing(got) {
+		t.Errorf("disk-1: %d acknowledged messages missing or out of order: %v", missing, got)
+	}
+	// The space came back: another device's messages are taken and relayed.
+	d2 := m.startDevicePad(t, eps[1], 1, 10*time.Millisecond, 1000)
+	if !Poll(30*time.Second, func() bool { return d2.lastConfirmed() >= 50 }) {
+		t.Fatalf("after the drain a device got %d messages acknowledged, want 50; %s %v", d2.lastConfirmed(), refusedDisk, m.metricOr(refusedDisk))
+	}
+	d2.halt()
+	if !Poll(30*time.Second, func() bool {
+		s := col.seqs("disk-2")
+		return len(s) > 0 && slices.Max(s) >= d2.lastConfirmed()
+	}) {
+		t.Fatalf("central got disk-2 %v, want up to %d", col.seqs("disk-2"), d2.lastConfirmed())
+	}
+	t.Logf("after the drain disk-2 got %d acknowledged and relayed", d2.lastConfirmed())
 }
