@@ -230,6 +230,7 @@ func Setup(t testing.TB, opts Options) *Env {
 		testenv.RequireBinary(t, b)
 	}
 	Bin(t, "bridge")
+	t0 := time.Now()
 	topo := netns.New(t, netns.Options{NAT: true})
 	e := &Env{
 		T: t, Topo: topo,
@@ -248,10 +249,14 @@ func Setup(t testing.TB, opts Options) *Env {
 	for _, s := range opts.Endpoints {
 		e.provision(s)
 	}
+	t1 := time.Now()
 	if !opts.NoStart {
 		e.StartGateway()
+		t2 := time.Now()
 		e.StartBridge()
 		e.WaitUplinkUp(60 * time.Second)
+		t.Logf("e2e setup: topology+configs+%d endpoints %v, gateway %v, bridge+uplink %v",
+			len(opts.Endpoints), t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond))
 	}
 	return e
 }
