@@ -380,6 +380,7 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("coap_rebinds_total", "Peer address changes kept by Connection ID.", srv.Stats.Rebinds.Load)
 	counter("coap_requests_total", "CoAP requests from devices.", srv.Stats.Requests.Load)
 	counter("coap_rate_limited_total", "Requests answered 4.29.", srv.Stats.RateLimited.Load)
+	counter("coap_garbage_datagrams_total", "Datagrams dropped before DTLS by the record sanity check.", srv.Stats.Garbage.Load)
 	counter("proxy_upstream_total", "Device to central requests.", px.Stats.Upstream.Load)
 	counter("proxy_upstream_errors_total", "Failed device to central requests.", px.Stats.UpstreamErrors.Load)
 	counter("proxy_downstream_total", "Central to device requests.", px.Stats.Downstream.Load)

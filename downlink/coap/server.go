@@ -96,6 +96,13 @@ type Stats struct {
 	// CoAPErrors counts errors go-coap reported (malformed or oversized
 	// messages, failed writes).
 	CoAPErrors atomic.Uint64
+	// Garbage counts datagrams dropped before pion by the record sanity
+	// check (see guard.go for what it covers), GarbageByReason by
+	// GarbageReason; Backlog new peers dropped because the accept queue
+	// was full.
+	Garbage         atomic.Uint64
+	GarbageByReason [numGarbageReasons]atomic.Uint64
+	Backlog         atomic.Uint64
 }
 
 // Server is the DTLS/CoAP listener.
@@ -181,8 +188,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coap: listen address: %w", err)
 	}
-	ln, err := dtls.ListenWithOptions("udp", laddr, opts...)
+	pc, err := net.ListenUDP("udp", laddr)
 	if err != nil {
+		return nil, fmt.Errorf("coap: listen %s: %w", cfg.ListenAddr, err)
+	}
+	guard := newGuardListener(pc, s, cidLen)
+	ln, err := dtls.NewListenerWithOptions(guard, opts...)
+	if err != nil {
+		_ = guard.Close()
 		return nil, fmt.Errorf("coap: listen %s: %w", cfg.ListenAddr, err)
 	}
 	s.ln = ln
@@ -279,6 +292,15 @@ func (s *Server) warnf(msg string, args ...any) {
 	if s.warn.Allow() {
 		s.log.Warn(msg, args...)
 	}
+}
+
+// garbage counts and logs (rate-limited) a datagram the guard dropped.
+func (s *Server) garbage(r GarbageReason, from net.Addr, n int) {
+	s.Stats.Garbage.Add(1)
+	if r > 0 && r < numGarbageReasons {
+		s.Stats.GarbageByReason[r].Add(1)
+	}
+	s.warnf("garbage DTLS datagram dropped", "peer", from.String(), "reason", r.String(), "bytes", n)
 }
 
 func (s *Server) onError(err error) {
