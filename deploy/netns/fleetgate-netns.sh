@@ -299,7 +299,8 @@ status() {
 	fi
 	if alive collector; then
 		echo "== central collector (telemetry per device, from sequence numbers)"
-		in_ns central curl -fsS "http://$COLLECT_HTTP/stats" 2>/dev/null | head -c 2000 | sed 's/^/  /' || true
+		# HTTP/1.0 over bash's /dev/tcp (no curl needed), body only.
+		in_ns central timeout 5 bash -c 'exec 3<>"/dev/tcp/${1%:*}/${1#*:}" && printf "GET /stats HTTP/1.0\r\nHost: %s\r\n\r\n" "$1" >&3 && sed "1,/^\r\{0,1\}$/d" <&3' _ "$COLLECT_HTTP" 2>/dev/null | head -c 2000 | sed 's/^/  /' || true
 		echo
 	fi
 }

@@ -71,7 +71,7 @@ func running(pid int) bool {
 // `up` refuses; `down` leaves no namespace and no process.
 func TestUpStatusDown(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, b := range []string{"ip", "nft", "ss", "mosquitto", "mosquitto_sub", "curl"} {
+	for _, b := range []string{"ip", "nft", "ss", "mosquitto", "mosquitto_sub", "mosquitto_pub"} {
 		testenv.RequireBinary(t, b)
 	}
 	bin := t.TempDir()
