@@ -294,7 +294,7 @@ func (c *guardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 
 func (c *guardConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	c.mu.Lock()
-	if c.cid == "" && c.l.cidLen > 0 {
+	if c.cid == "" && c.l.cidLen > 0 && startsHandshake(b) { // ServerHello: handshake, epoch 0
 		if cid, ok := serverHelloCID(b); ok {
 			c.cid = cid
 			c.l.mu.Lock()
