@@ -238,14 +238,31 @@ func benchEndpoints(o *Options, rep *Report) {
 			mem1, g1 := memStat()
 			t0 := time.Now()
 			stop := deviceChildren(t, path, n, b.srv.Addr().String(), 8, false)
-			deadline := time.Now().Add(10 * time.Minute)
-			for len(b.srv.Sessions()) < n {
-				if time.Now().After(deadline) {
-					t.Fatalf("%d of %d sessions up after 10 min (%d handshake failures)", len(b.srv.Sessions()), n, b.srv.Stats.HandshakeFailures.Load())
+			// Wait for every session, or until the count has not moved
+			// for 20 s (a handshake the client finished but the server
+			// gave up on leaves a device without a session).
+			last, lastChange := 0, time.Now()
+			for {
+				k := len(b.srv.Sessions())
+				if k >= n {
+					break
+				}
+				if k != last {
+					last, lastChange = k, time.Now()
+				}
+				if time.Since(lastChange) > 20*time.Second {
+					if k < n*99/100 {
+						t.Fatalf("%d of %d sessions up, stuck for 20 s (%d handshake failures)", k, n, b.srv.Stats.HandshakeFailures.Load())
+					}
+					break
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
 			up := time.Since(t0)
+			k := len(b.srv.Sessions())
+			if k < n {
+				rep.note("endpoints: %d: only %d sessions came up (bridge counted %d handshake failures); the session share is divided by %d", n, k, b.srv.Stats.HandshakeFailures.Load(), k)
+			}
 			time.Sleep(time.Second) // let handshake buffers go
 			mem2, g2 := memStat()
 			if o.HeapProfile != "" {
@@ -254,12 +271,14 @@ func benchEndpoints(o *Options, rep *Report) {
 					f.Close()
 				}
 			}
-			per := float64(int64(mem2)-int64(mem0)) / float64(n)
+			// Registered cost per registered endpoint, session cost per
+			// session up.
+			per := float64(int64(mem1)-int64(mem0))/float64(n) + float64(int64(mem2)-int64(mem1))/float64(k)
 			row.Samples = []Sample{{Rate: per / 1024}}
 			row.Median = row.Samples[0]
 			rep.note("endpoints: %d: %.1f KB per endpoint = registry %.1f KB + proxy address/listener %.1f KB + idle DTLS session %.1f KB; %.1f goroutines per endpoint (%.1f proxy, %.1f session); %d sessions up in %v (%d client processes, 8 handshakes in flight each)",
 				n, per/1024, float64(int64(memReg)-int64(mem0))/float64(n)/1024, float64(int64(mem1)-int64(memReg))/float64(n)/1024,
-				float64(int64(mem2)-int64(mem1))/float64(n)/1024, float64(g2-g0)/float64(n), float64(g1-g0)/float64(n), float64(g2-g1)/float64(n),
+				float64(int64(mem2)-int64(mem1))/float64(k)/1024, float64(g2-g0)/float64(n), float64(g1-g0)/float64(n), float64(g2-g1)/float64(k),
 				n, up.Round(100*time.Millisecond), (n+perChild-1)/perChild)
 			stop()
 		})
