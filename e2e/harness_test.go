@@ -48,6 +48,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,12 +174,48 @@ var (
 	built  = map[string]error{}
 )
 
+// TestMain builds nothing up front (Bin builds on first use), removes the
+// binaries afterwards and fails the run if goroutines started by the tests
+// (devices, sinks, clients) are still running 5 s after the last test:
+// with parallel tests a per-test check would see its neighbours'.
 func TestMain(m *testing.M) {
+	before := goroutines()
 	code := m.Run()
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
 	}
+	var leaked []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		leaked = leaked[:0]
+		for id, stack := range goroutines() {
+			if _, ok := before[id]; !ok {
+				leaked = append(leaked, stack)
+			}
+		}
+		if len(leaked) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(leaked) > 0 && code == 0 {
+		fmt.Fprintf(os.Stderr, "e2e: %d goroutine(s) leaked by the tests:\n%s\n", len(leaked), strings.Join(leaked, "\n\n"))
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// goroutines maps "goroutine N" to its stack, except this one's.
+func goroutines() map[string]string {
+	buf := make([]byte, 4<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	m := map[string]string{}
+	for i, g := range strings.Split(string(buf), "\n\n") {
+		if i == 0 { // the caller
+			continue
+		}
+		head, _, _ := strings.Cut(g, " [")
+		m[head] = g
+	}
+	return m
 }
 
 // Bin returns the path of one of the module's commands ("gateway",
