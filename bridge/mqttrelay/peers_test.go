@@ -12,16 +12,20 @@ import (
 )
 
 // mosquittoPeer is the central broker: realpeer's mosquitto on a free
-// loopback port with its default inflight limit (max_inflight_messages 20,
-// which also bounds a client's unreleased incoming QoS 2 messages: the
-// relay's window must respect it, see DefaultWindow), deep queues for the
-// collecting subscribers, and connection messages in its log.
+// loopback port with connection messages in its log, deep queues and no
+// inflight limit. With a limit mosquitto queues what a subscriber cannot
+// take yet and may send a newer message before the queued ones (its
+// documentation promises in-order delivery only for a limit of 1), so the
+// collectors' order checks would test mosquitto, not the relay. The limit
+// also bounds a client's unreleased incoming QoS 2 messages, which the
+// relay's window must respect: TestQoS2ReplayWithinBrokerQuota runs
+// mosquitto with its default limit for that.
 type mosquittoPeer struct {
 	*realpeer.Mosquitto
 	addr string
 }
 
-const mosquittoExtra = "connection_messages true\nmax_queued_messages 100000\n"
+const mosquittoExtra = "connection_messages true\nmax_inflight_messages 0\nmax_queued_messages 100000\n"
 
 func startMosquitto(t testing.TB) *mosquittoPeer { return startMosquittoTLS(t, nil) }
 
