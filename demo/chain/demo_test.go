@@ -40,6 +40,9 @@ func TestDemo(t *testing.T) {
 			t.Errorf("%s (%s, %s): %d messages at central, last from %q", e.Name, e.Protocol, e.Addr, e.Messages, e.From)
 		}
 	}
+	if ph := strings.Join(v.Uplink, "\n"); !strings.Contains(ph, "connecting attempt 1 to 127.0.0.1:") || !strings.Contains(ph, " up addr 10.10.0.") || !strings.Contains(ph, "ESP aes") {
+		t.Errorf("uplink phases: got %q, want connecting attempt 1, then up with a pool address and the ESP suite", v.Uplink)
+	}
 	if !v.RoundTrip.OK {
 		t.Errorf("round trip to %s failed: %s", v.RoundTrip.Target, v.RoundTrip.Result)
 	}

@@ -73,7 +73,9 @@ func watchUplink(ctx context.Context, s *daemon.Site, st *state) {
 		if !ok {
 			return
 		}
-		if cur.State != uplink.StateIdle && (first || cur.State != last.State || cur.Attempts != last.Attempts || cur.Failures != last.Failures || cur.Connects != last.Connects) {
+		// (Connecting is set just before the attempt is counted.)
+		settled := cur.State != uplink.StateIdle && (cur.State != uplink.StateConnecting || cur.Attempts > 0)
+		if settled && (first || cur.State != last.State || cur.Attempts != last.Attempts || cur.Failures != last.Failures || cur.Connects != last.Connects) {
 			st.onUplink(cur)
 			last, first = cur, false
 		}
