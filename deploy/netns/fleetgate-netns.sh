@@ -36,6 +36,11 @@
 # INTERVAL (telemetry period, default 2s).
 #
 # Run anything inside with: sudo ip netns exec fleetgate-central mosquitto_sub -h 10.200.0.2 -t 'sites/#' -v
+# A command to an MQTT device (its reply shows up on .../status/cmd/ping):
+#   sudo ip netns exec fleetgate-central mosquitto_pub -h 10.200.0.2 -q 1 -t sites/hall7/sensor-5/cmd/ping -m hello
+# A CoAP GET to a device's VPN address from central, through gw's TUN
+# (libcoap; the device answers SenML in CBOR):
+#   sudo ip netns exec fleetgate-central coap-client-openssl coap://10.10.8.1/sensors/temp
 set -euo pipefail
 
 PREFIX=${PREFIX:-fleetgate}
