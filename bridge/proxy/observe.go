@@ -472,7 +472,15 @@ func (p *Proxy) notifyDevice(o *upObs, c content, seq uint32, final bool) {
 	e.mu.Unlock()
 	p.Stats.Notifications.Add(1)
 	o.sess.BytesOut.Add(uint64(len(c.body) + 4))
-	if err := cc.WriteMessage(m); err != nil {
+	// Small notifications go straight to the session so that the MID a
+	// device's RST names is the one recorded above; larger ones need
+	// go-coap's block-wise layer, which assigns its own MIDs (an RST to
+	// those is not matched; Observe:1 and the session's end still are).
+	write := cc.WriteMessage
+	if len(c.body) <= 1024 {
+		write = cc.Session().WriteMessage
+	}
+	if err := write(m); err != nil {
 		p.warnf("notification to device failed", "endpoint", e.ep.Name, "err", err.Error())
 		p.endUp(o, true)
 	}

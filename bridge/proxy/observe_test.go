@@ -93,12 +93,13 @@ type note struct {
 	seq    uint32
 	hasObs bool
 	body   []byte
+	mid    int32
 }
 
 func noteOf(n *pool.Message) note {
 	seq, err := n.Observe()
 	b, _ := n.ReadBody()
-	return note{code: n.Code(), seq: seq, hasObs: err == nil, body: b}
+	return note{code: n.Code(), seq: seq, hasObs: err == nil, body: b, mid: n.MessageID()}
 }
 
 func next(t *testing.T, ch chan note) note {
@@ -474,17 +475,45 @@ func TestObserveDeviceToCentral(t *testing.T) {
 	waitFor(t, func() bool { _, dr, _ := cen.counts(); return dr == 1 })
 	waitFor(t, func() bool { _, up := r.px.Observations("sensor-17"); return up == 0 })
 
+	// A device RST on a notification cancels upstream.
+	notes2 := make(chan note, 4)
+	if _, err := d.Conn.Observe(ctx, "/obs", func(n *pool.Message) { notes2 <- noteOf(n) }); err != nil {
+		t.Fatal(err)
+	}
+	next(t, notes2)
+	waitFor(t, func() bool { return r.px.Stats.ObservationsUp.Load() == 2 })
+	cen.notify(t, 8, []byte("v3"))
+	n3 := next(t, notes2)
+	// go-coap's client does not send a token-less RST through WriteMessage:
+	// write the datagram on the DTLS session directly.
+	rst := pool.NewMessage(ctx)
+	rst.SetType(message.Reset)
+	rst.SetCode(codes.Empty)
+	rst.SetMessageID(n3.mid)
+	b, err := rst.MarshalWithEncoder(coder.DefaultCoder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DTLS.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, dr, _ := cen.counts(); return dr == 2 })
+	waitFor(t, func() bool { _, up := r.px.Observations("sensor-17"); return up == 0 })
+
 	// Session end cancels upstream.
 	if _, err := d.Conn.Observe(ctx, "/obs", func(*pool.Message) {}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { _, up := r.px.Observations("sensor-17"); return up == 1 })
+	waitFor(t, func() bool { return r.px.Stats.ObservationsUp.Load() == 3 })
 	_ = d.DTLS.Close()
 	waitFor(t, func() bool { return r.srv.Session("sensor-17") == nil })
-	waitFor(t, func() bool { _, dr, _ := cen.counts(); return dr == 2 })
+	waitFor(t, func() bool { _, dr, _ := cen.counts(); return dr == 3 })
 	waitFor(t, func() bool { _, up := r.px.Observations("sensor-17"); return up == 0 })
-	if got := r.px.Stats.Notifications.Load(); got != 2 {
-		t.Fatalf("Notifications = %d, want 2", got)
+	if got := r.px.Stats.Notifications.Load(); got != 3 {
+		t.Fatalf("Notifications = %d, want 3", got)
+	}
+	if got := r.px.Stats.ObserveCancelled.Load(); got != 2 { // Observe:1 and RST
+		t.Fatalf("ObserveCancelled = %d, want 2", got)
 	}
 }
 

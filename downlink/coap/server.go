@@ -207,6 +207,7 @@ func New(cfg Config) (*Server, error) {
 		options.WithBlockwise(true, blockwise.SZX1024, time.Minute),
 		options.WithDTLSHandshakeTimeout(cfg.HandshakeTimeout),
 		options.WithInactivityMonitor(cfg.IdleTimeout, func(cc *udpclient.Conn) { _ = cc.Close() }),
+		options.WithRequestMonitor(udpclient.RequestMonitorFunc(s.monitor)),
 	)
 	return s, nil
 }
@@ -292,6 +293,23 @@ func (s *Server) warnf(msg string, args ...any) {
 	if s.warn.Allow() {
 		s.log.Warn(msg, args...)
 	}
+}
+
+// monitor sees every message before go-coap routes it: a token-less RST
+// for a NON the bridge sent (an observe notification) would otherwise end
+// in go-coap's block-wise layer unseen. Nothing is dropped here.
+func (s *Server) monitor(cc *udpclient.Conn, r *pool.Message) (bool, error) {
+	if r.Type() != message.Reset || s.cfg.OnReset == nil {
+		return false, nil
+	}
+	c, ok := cc.NetConn().(*conn)
+	if !ok {
+		return false, nil
+	}
+	if sess := s.Session(c.ep.Name); sess != nil && sess.Conn == cc {
+		s.cfg.OnReset(sess, r.MessageID())
+	}
+	return false, nil
 }
 
 // garbage counts and logs (rate-limited) a datagram the guard dropped.
@@ -396,10 +414,7 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 		return
 	}
 	sess.touch()
-	if r.Type() == message.Reset {
-		if s.cfg.OnReset != nil {
-			s.cfg.OnReset(sess, r.MessageID())
-		}
+	if r.Type() == message.Reset { // seen by monitor
 		return
 	}
 	if c := r.Code(); c == codes.Empty || c>>5 != 0 {
