@@ -66,12 +66,12 @@ func running(pid int) bool {
 // (TUN), the bridge and firmware-sim in their namespaces; telemetry from an
 // MQTT device reaches the central mosquitto over the relay connection of
 // its own 10.10.8.N address and CoAP telemetry reaches the central
-// collector; an MQTT command published centrally is answered by the
-// device; `status` shows the gateway session and the uplink; a second
+// collector; an MQTT command published centrally (mosquitto_pub) and a
+// CoAP GET from central (libcoap's coap-client) are answered by devices; `status` shows the gateway session and the uplink; a second
 // `up` refuses; `down` leaves no namespace and no process.
 func TestUpStatusDown(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, b := range []string{"ip", "nft", "ss", "mosquitto", "mosquitto_sub", "mosquitto_pub"} {
+	for _, b := range []string{"ip", "nft", "ss", "mosquitto", "mosquitto_sub", "mosquitto_pub", "coap-client-openssl"} {
 		testenv.RequireBinary(t, b)
 	}
 	bin := t.TempDir()
@@ -197,6 +197,17 @@ pub:
 		t.Fatalf("command reply at central: %v %q, want sensor-4's reply on sites/hall7/sensor-4/status/cmd/ping", replyErr, replyOut.String())
 	}
 	t.Logf("MQTT command reply at central: %s", bytes.TrimSpace(replyOut.Bytes()))
+
+	// CoAP central → device with libcoap from central: routed by gw's
+	// kernel into the TUN, over the uplink to the bridge's proxy at
+	// 10.10.8.1:5683 and on over sensor-1's DTLS session.
+	coapOut, err := exec.CommandContext(ctx, "ip", "netns", "exec", prefix+"-central",
+		"coap-client-openssl", "-B", "15", "coap://10.10.8.1/sensors/temp").Output()
+	if err != nil || !bytes.Contains(coapOut, []byte("sensor-1/")) || !bytes.Contains(coapOut, []byte("Cel")) {
+		dumpLogs()
+		t.Fatalf("coap-client GET coap://10.10.8.1/sensors/temp from central: %v %q, want sensor-1's SenML reading", err, coapOut)
+	}
+	t.Logf("central → sensor-1 CoAP GET: %d bytes of SenML (CBOR) naming sensor-1/ in Cel", len(coapOut))
 
 	// up again refuses.
 	if out, err := script(ctx, env, "up"); err == nil || !strings.Contains(out, "already up") {
