@@ -84,23 +84,30 @@ func TestLibcoapThroughBridge(t *testing.T) {
 			waitFor(t, func() bool { _, up := r.px.Observations("sensor-9"); return up == 0 })
 			waitFor(t, func() bool { _, dr, _ := cen.counts(); return dr == 1 })
 
-			// Block-wise with 64-byte blocks.
+			// Block-wise with 64-byte blocks; libcoap's debug log (-v 7)
+			// shows the blocks on the wire: 5000 bytes end at block 78.
 			out, err := realpeer.CoAPClient(ctx, nil, realpeer.CoAPRequest{Backend: backend, URI: base + "/big",
-				Extra: append([]string{"-b", "64"}, certArgs...)})
+				Extra: append([]string{"-b", "64", "-v", "7", "-o", filepath.Join(dir, "get.out")}, certArgs...)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(out, string(bigBody)) {
-				t.Fatalf("block-wise GET: got %d bytes of output, want the %d-byte body", len(out), len(bigBody))
+			if got, _ := os.ReadFile(filepath.Join(dir, "get.out")); !bytes.Equal(got, bigBody) {
+				t.Fatalf("block-wise GET: got %d bytes, want the %d-byte body", len(got), len(bigBody))
+			}
+			if !strings.Contains(out, "Block2:78/_/64") {
+				t.Fatalf("block-wise GET: no 64-byte block 78 in libcoap's log:\n%s", out)
 			}
 			upload := bytes.Repeat([]byte("0123456789"), 600)
 			out, err = realpeer.CoAPClient(ctx, nil, realpeer.CoAPRequest{Backend: backend, Method: "post", URI: base + "/big",
-				Extra: append([]string{"-b", "64", "-f", write("up.bin", upload)}, certArgs...)})
+				Extra: append([]string{"-b", "64", "-v", "7", "-f", write("up.bin", upload), "-o", filepath.Join(dir, "post.out")}, certArgs...)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(out, string(upload)) {
-				t.Fatalf("block-wise POST: got %d bytes of output, want the %d-byte echo", len(out), len(upload))
+			if got, _ := os.ReadFile(filepath.Join(dir, "post.out")); !bytes.Equal(got, upload) {
+				t.Fatalf("block-wise POST: got %d bytes back, want the %d-byte echo", len(got), len(upload))
+			}
+			if !strings.Contains(out, "Block1:93/_/64") { // 6000 bytes: last 64-byte block
+				t.Fatalf("block-wise POST: no 64-byte Block1 93 in libcoap's log")
 			}
 			if s := r.srv.Session("sensor-9"); s != nil && s.Endpoint.Name != "sensor-9" {
 				t.Fatalf("session bound to %q", s.Endpoint.Name)
