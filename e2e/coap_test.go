@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -821,4 +822,86 @@ func TestCoapBridgeRestart(t *testing.T) {
 		t.Errorf("new bridge: coap_handshakes_ok_total = %v, want 1", v)
 	}
 	t.Logf("after SIGKILL and restart: %s; addresses %v", st.Uplink, addrs)
+}
+
+// gnutlsCCM8Only is a GnuTLS system configuration whose overrides disable
+// every cipher but AES-128-CCM-8, for all priority strings (libcoap's
+// "NORMAL:+ECDHE-PSK:+PSK:..." included): a real libcoap client that
+// offers only the CCM_8 suites, as tinydtls devices do.
+const gnutlsCCM8Only = `[overrides]
+tls-disabled-cipher = AES-128-GCM
+tls-disabled-cipher = AES-256-GCM
+tls-disabled-cipher = AES-128-CBC
+tls-disabled-cipher = AES-256-CBC
+tls-disabled-cipher = AES-128-CCM
+tls-disabled-cipher = AES-256-CCM
+tls-disabled-cipher = CHACHA20-POLY1305
+tls-disabled-cipher = CAMELLIA-128-CBC
+tls-disabled-cipher = CAMELLIA-256-CBC
+tls-disabled-cipher = 3DES-CBC
+`
+
+// sessionSuites returns endpoint → suites of the bridge's "session
+// established" log lines, in order.
+func sessionSuites(log string) map[string][]string {
+	m := map[string][]string{}
+	for _, l := range strings.Split(log, "\n") {
+		var x struct{ Msg, Endpoint, Suite string }
+		if json.Unmarshal([]byte(l), &x) == nil && x.Msg == "session established" && x.Endpoint != "" {
+			m[x.Endpoint] = append(m[x.Endpoint], x.Suite)
+		}
+	}
+	return m
+}
+
+// TestCoapLibcoapCCM8: coap-client-gnutls restricted to the CCM_8 suites
+// (GnuTLS system overrides) gets through with a PSK and with a certificate
+// and the bridge logs the CCM_8 suite for those sessions; unrestricted, the
+// same client lands on another suite (so the restriction is what decided).
+func TestCoapLibcoapCCM8(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
+	startCoapSink(t, env)
+	cfg := filepath.Join(env.Dir, "gnutls-ccm8.cfg")
+	if err := os.WriteFile(cfg, []byte(gnutlsCCM8Only), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	psk, cert := env.Endpoint("sensor-17"), env.Endpoint("sensor-20")
+	run := func(ep *Endpoint, restricted bool) {
+		t.Helper()
+		args := []string{"-m", "get", "-B", "10"}
+		if ep.CertFile != "" {
+			args = append(args, "-c", ep.CertFile, "-j", ep.KeyFile, "-C", ep.CAFile)
+		} else {
+			args = append(args, "-u", ep.Identity, "-k", ep.PSK)
+		}
+		args = append(args, bridgeURI+"/ccm8")
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		cmd := env.Sensors.CommandContext(ctx, "coap-client-gnutls", args...)
+		if restricted {
+			cmd.Env = append(os.Environ(), "GNUTLS_SYSTEM_PRIORITY_FILE="+cfg)
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "src="+ep.Addr.String()+":") {
+			t.Fatalf("%s (CCM_8 only: %v): %q, %v", ep.Name, restricted, out, err)
+		}
+	}
+	want := map[string]string{"sensor-17": "TLS_PSK_WITH_AES_128_CCM_8", "sensor-20": "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8"}
+	for _, ep := range []*Endpoint{psk, cert} {
+		run(ep, false)
+		run(ep, true)
+	}
+	var suites map[string][]string
+	Poll(5*time.Second, func() bool {
+		suites = sessionSuites(env.Log("bridge", 1))
+		return len(suites["sensor-17"]) == 2 && len(suites["sensor-20"]) == 2
+	})
+	for name, w := range want {
+		s := suites[name]
+		if len(s) != 2 || s[0] == w || s[1] != w {
+			t.Errorf("%s: bridge sessions with suites %v, want [<not CCM_8> %s] (unrestricted, then CCM_8 only)", name, s, w)
+		}
+	}
+	t.Logf("suites per session (unrestricted, CCM_8 only): %v", suites)
 }
