@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -374,6 +375,8 @@ func benchForwarding(o *Options, rep *Report) {
 			rep.ratio(group, "ours aes128-sha1 / SoftEther aes128-sha1", rows, "ours aes128-sha1", "SoftEther aes128-sha1", 2)
 			rep.ratio(group, "ours aes128gcm16 / raw ceiling", rows, "ours aes128gcm16", ceilingName, 0.8)
 			rep.ratio(group, "ours aes128-sha1 / raw ceiling", rows, "ours aes128-sha1", ceilingName, 0.8)
+			cpuNote(rep, sz, rows, "ours aes128gcm16", ceilingName)
+			cpuNote(rep, sz, rows, "ours aes128-sha1", "SoftEther aes128-sha1")
 		}
 	})
 	if err != nil {
@@ -381,6 +384,41 @@ func benchForwarding(o *Options, rep *Report) {
 	} else if msg != "" {
 		rep.note("forwarding: %s", msg)
 	}
+}
+
+// cpuNote adds two load-resistant views of a/b to the notes: CPU per
+// packet (b's over a's: how many of a's packets b's CPU would forward) and
+// the median of the per-round rate ratios (a and b ran in the same round,
+// close in time). On a shared machine the ratio of median rates moves with
+// whatever else runs; these move less.
+func cpuNote(rep *Report, size int, rows []Row, a, b string) {
+	var ra, rb *Row
+	for i := range rows {
+		switch {
+		case rows[i].Err != "":
+		case rows[i].Name == a:
+			ra = &rows[i]
+		case rows[i].Name == b:
+			rb = &rows[i]
+		}
+	}
+	if ra == nil || rb == nil || ra.Median.CPUPerOp == 0 || len(ra.Samples) != len(rb.Samples) {
+		return
+	}
+	var per []float64
+	for i := range ra.Samples {
+		if rb.Samples[i].Rate > 0 {
+			per = append(per, ra.Samples[i].Rate/rb.Samples[i].Rate)
+		}
+	}
+	sort.Float64s(per)
+	med := 0.0
+	if len(per) > 0 {
+		med = per[len(per)/2]
+	}
+	rep.note("%d B, %s vs %s: CPU/packet %v vs %v (efficiency %.2f); same-round rate ratios %.2f (median %.2f)",
+		size, a, b, ra.Median.CPUPerOp, rb.Median.CPUPerOp,
+		float64(rb.Median.CPUPerOp)/float64(ra.Median.CPUPerOp), per, med)
 }
 
 // softetherForwarding starts SoftEther in gwh, dials it from edge and
