@@ -15,7 +15,12 @@
 //     NAT-T datagrams (non-ESP marker → IKE, 0xFF → keepalive, else ESP by
 //     SPI from an atomically published table), sends keepalives, follows
 //     NAT rebinding, and hands L2TP a net.PacketConn (L2TP) whose addresses
-//     (*Addr) name the IPsec peer, stable across rekeys.
+//     (*Addr) name the IPsec peer, stable across rekeys. On Linux the NAT-T
+//     socket is read with recvmmsg (up to 32 datagrams per call) and ESP
+//     written back to back is queued for one sender goroutine that writes
+//     it with sendmmsg, runs of equal-size datagrams to one peer as a single
+//     UDP GSO message; a lone datagram is written by its caller at once.
+//     TransportConfig.SingleIO turns batching off.
 //
 // A composer turns each Quick Mode result into NewSA(Inbound) +
 // NewSA(Outbound) and Transport.AddSA (first pair) or Transport.Rekey
