@@ -354,3 +354,41 @@ func TestBatchConnGSOFallback(t *testing.T) {
 		}
 	}
 }
+
+// TestSenderLonePacketsInline: datagrams that come after a pause are
+// written by the caller (no hand-off to the sender goroutine, no batch);
+// the pause is a precondition, not a synchronisation.
+func TestSenderLonePacketsInline(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	mk := func() *Transport {
+		tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1,
+			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		return tr
+	}
+	a, c := mk(), mk()
+	aOut, cIn := newPair(t, gcm128, 0x81, Options{})
+	cOut, aIn := newPair(t, gcm128, 0x82, Options{})
+	pa, err := a.AddSA(aIn, aOut, PeerConfig{Remote: c.NATTAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddSA(cIn, cOut, PeerConfig{Remote: a.NATTAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		time.Sleep(10 * inlineGap)
+		if _, err := a.L2TP().WriteTo(l2tpPayload(100, byte(i)), pa.Addr(0)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := read(t, c.L2TP()); !bytes.Equal(got, l2tpPayload(100, byte(i))) {
+			t.Fatalf("datagram %d differs", i)
+		}
+	}
+	if n := a.Stats().SendBatches.Load(); n != 0 || a.Stats().ESPOut.Load() != 5 {
+		t.Fatalf("SendBatches %d (want 0: every datagram inline), ESPOut %d", n, a.Stats().ESPOut.Load())
+	}
+}
