@@ -6,12 +6,18 @@ package e2e
 // endpoint's own 10.10.8.N address, to a CoAP service in central
 // (10.200.0.2:5683), and relays plain CoAP from central to the devices.
 //
-// The central service is a small CoAP responder on a real UDP socket in
-// central that records each request's source address (libcoap's
-// coap-server does not report it); the devices are libcoap's
-// coap-client-openssl/-gnutls and a pion DTLS + go-coap device (which can
-// be limited to CCM_8 suites, serve central → device requests and keep its
-// socket across a NAT rebinding).
+// The central service is either a small CoAP responder on a real UDP
+// socket in central that records each request's source address, or
+// libcoap's coap-server (whose debug log shows the source). The devices are
+// libcoap's coap-client-openssl/-gnutls (PSK and certificates, GnuTLS
+// restricted to CCM_8 via its system overrides) and a pion DTLS + go-coap
+// device in sensors (CCM_8-only suites, serving central → device requests,
+// keeping its socket across a NAT rebinding). Central → device requests
+// come from libcoap's coap-client-notls in central.
+//
+// Every test builds its own topology and runs in parallel with the others;
+// the two longest (the 60 s WAN outage, and the wrong-PSK failure that the
+// bridge counts only at its 45 s handshake timeout) come first.
 
 import (
 	"bytes"
