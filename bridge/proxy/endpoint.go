@@ -127,55 +127,60 @@ func (p *Proxy) serveDown(e *endpointState) {
 		if err != nil {
 			return
 		}
-		msg := pool.NewMessage(p.ctx)
-		if _, err := msg.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
-			p.Stats.Malformed.Add(1)
-			p.warnf("malformed coap to endpoint address", "endpoint", e.ep.Name, "peer", from.String())
-			continue
+		p.handleDown(e, buf[:n], from)
+	}
+}
+
+// handleDown handles one datagram from central to an endpoint address.
+func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
+	msg := pool.NewMessage(p.ctx)
+	if _, err := msg.UnmarshalWithDecoder(coder.DefaultCoder, b); err != nil {
+		p.Stats.Malformed.Add(1)
+		p.warnf("malformed coap to endpoint address", "endpoint", e.ep.Name, "peer", from.String())
+		return
+	}
+	if msg.Code() == codes.Empty {
+		// ACK or RST of a notification we sent (RFC 7641 section 3.6).
+		if t := msg.Type(); t == message.Acknowledgement || t == message.Reset {
+			p.downAck(e, msg.MessageID(), t == message.Reset)
 		}
-		if msg.Code() == codes.Empty {
-			// ACK or RST of a notification we sent (RFC 7641 section 3.6).
-			if t := msg.Type(); t == message.Acknowledgement || t == message.Reset {
-				p.downAck(e, msg.MessageID(), t == message.Reset)
-			}
-			continue
-		}
-		if !isRequest(msg.Code()) {
-			continue
-		}
-		if p.blockIn(e, msg, from) || p.blockCached(e, msg, from) {
-			continue
-		}
-		if v, err := msg.Observe(); err == nil && v == 1 && !hasBlock2Follow(msg) {
-			p.cancelDown(e, from, msg.Token())
-		}
-		if s := p.session(e.ep.Name); s != nil {
-			p.wg.Add(1)
-			go func() { defer p.wg.Done(); p.relay(e, msg, from) }()
-			continue
-		}
-		// Read what the empty ACK needs before the message is shared with
-		// flush/Tick through the queue.
-		con, mid := msg.Type() == message.Confirmable, msg.MessageID()
-		e.mu.Lock()
-		full := len(e.queue) >= p.cfg.QueueLen
-		if !full {
-			e.queue = append(e.queue, queued{msg: msg, from: from, deadline: time.Now().Add(p.cfg.QueueTTL)})
-		}
-		e.mu.Unlock()
-		if full {
-			p.Stats.QueueFull.Add(1)
-			p.reply(e, msg, from, codes.ServiceUnavailable, nil)
-			continue
-		}
-		p.Stats.Queued.Add(1)
-		if con { // empty ACK: separate response follows (RFC 7252 section 5.2.2)
-			ack := pool.NewMessage(p.ctx)
-			ack.SetType(message.Acknowledgement)
-			ack.SetMessageID(mid)
-			if b, err := ack.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-				_, _ = e.pc.WriteTo(b, from)
-			}
+		return
+	}
+	if !isRequest(msg.Code()) {
+		return
+	}
+	if p.blockIn(e, msg, from) || p.blockCached(e, msg, from) {
+		return
+	}
+	if v, err := msg.Observe(); err == nil && v == 1 && !hasBlock2Follow(msg) {
+		p.cancelDown(e, from, msg.Token())
+	}
+	if s := p.session(e.ep.Name); s != nil {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.relay(e, msg, from) }()
+		return
+	}
+	// Read what the empty ACK needs before the message is shared with
+	// flush/Tick through the queue.
+	con, mid := msg.Type() == message.Confirmable, msg.MessageID()
+	e.mu.Lock()
+	full := len(e.queue) >= p.cfg.QueueLen
+	if !full {
+		e.queue = append(e.queue, queued{msg: msg, from: from, deadline: time.Now().Add(p.cfg.QueueTTL)})
+	}
+	e.mu.Unlock()
+	if full {
+		p.Stats.QueueFull.Add(1)
+		p.reply(e, msg, from, codes.ServiceUnavailable, nil)
+		return
+	}
+	p.Stats.Queued.Add(1)
+	if con { // empty ACK: separate response follows (RFC 7252 section 5.2.2)
+		ack := pool.NewMessage(p.ctx)
+		ack.SetType(message.Acknowledgement)
+		ack.SetMessageID(mid)
+		if b, err := ack.MarshalWithEncoder(coder.DefaultCoder); err == nil {
+			_, _ = e.pc.WriteTo(b, from)
 		}
 	}
 }

@@ -34,10 +34,10 @@ type rig struct {
 	srv  *coap.Server
 }
 
-func newRig(t *testing.T, mod func(*Config)) *rig { return newRigWith(t, mod, nil) }
+func newRig(t testing.TB, mod func(*Config)) *rig { return newRigWith(t, mod, nil) }
 
 // newRigWith is newRig with a hook on the DTLS server's config.
-func newRigWith(t *testing.T, mod func(*Config), coapMod func(*coap.Config)) *rig {
+func newRigWith(t testing.TB, mod func(*Config), coapMod func(*coap.Config)) *rig {
 	t.Helper()
 	pair := ipstacktest.NewPair(t, 0)
 	if err := pair.B.AddAddress(netip.MustParsePrefix("10.20.0.1/32")); err != nil {
