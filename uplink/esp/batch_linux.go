@@ -160,8 +160,19 @@ func (b *batchConn) read() (int, error) {
 
 // msg returns datagram i of the last read and its source. ok is false for
 // a datagram whose spilled tail was overwritten by a later one in the same
-// batch, or (err) whose source is not an IP address.
+// batch; err is set when its source is not an IP address.
 func (b *batchConn) msg(i int) (p []byte, from netip.AddrPort, ok bool, err error) {
+	sa := &b.rnames[i]
+	port := htons(sa.Port) // network order in memory
+	switch sa.Family {
+	case unix.AF_INET:
+		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		from = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), port)
+	case unix.AF_INET6:
+		from = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
+	default:
+		return nil, from, false, errAddrType
+	}
 	n := int(b.rhdrs[i].Len)
 	if b.rhdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
 		return nil, from, false, nil
@@ -178,16 +189,7 @@ func (b *batchConn) msg(i int) (p []byte, from netip.AddrPort, ok bool, err erro
 		copy(b.big[bufSize:], b.over[:n-bufSize])
 		p = b.big[:n]
 	}
-	sa := &b.rnames[i]
-	port := htons(sa.Port) // network order in memory
-	switch sa.Family {
-	case unix.AF_INET:
-		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return p, netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), port), true, nil
-	case unix.AF_INET6:
-		return p, netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port), true, nil
-	}
-	return p, from, false, errAddrType
+	return p, from, true, nil
 }
 
 // littleEndian is the byte order of this machine (sockaddr ports are in
