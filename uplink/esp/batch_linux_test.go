@@ -104,6 +104,19 @@ func TestBatchConnFamilies(t *testing.T) {
 	if _, from, ok, _ := b4.msg(0); !ok || from.Port() != v6port || !from.Addr().Is4() {
 		t.Fatalf("v4 side saw %v ok=%v", from, ok)
 	}
+	// A GSO run from the dual-stack socket to the v4-mapped peer.
+	run := []outPkt{pkt(700, 10, to4), pkt(700, 11, to4), pkt(700, 12, to4)}
+	if failed, err := b6.write(run); err != nil || failed != 0 {
+		t.Fatalf("v6 socket GSO to v4 peer: failed %d, %v", failed, err)
+	}
+	if n, err := b4.read(); err != nil || n != 3 {
+		t.Fatalf("read %d, %v; want the 3 segments", n, err)
+	}
+	for i := range 3 {
+		if p, _, ok, _ := b4.msg(i); !ok || !bytes.Equal(p, (*run[i].buf)[:700]) {
+			t.Fatalf("segment %d differs", i)
+		}
+	}
 	to6 := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), v6port)
 	bad := netip.MustParseAddrPort("[2001:db8::1]:4500")
 	failed, err := b4.write([]outPkt{pkt(10, 2, bad), pkt(30, 3, to6)})
