@@ -55,7 +55,7 @@ const (
 	maxRecordLen    = 1<<14 + 2048 // RFC 6347 section 4.1 / RFC 5246 section 6.2.3
 	ctCID           = 25           // tls12_cid, RFC 9146
 	guardBacklog    = 128
-	guardQueue      = 128
+	guardQueue      = 32
 	guardMTU        = 8192
 )
 
