@@ -13,7 +13,7 @@ import (
 const testScenario = `
 name: demo-test
 seed: 7
-target: {coap: "127.0.0.1:1", coap_path: /telemetry, mqtt: "127.0.0.1:1", mqtt_topic: telemetry/senml, server_name: bridge.local, insecure_skip_verify: true}
+target: {coap: "127.0.0.1:1", coap_path: /telemetry, mqtt: "127.0.0.1:1", mqtt_topic: telemetry/senml, server_name: bridge.hall7}
 credentials: {seed: fleetgate-demo-test}
 groups:
   - {name: ccm8-cid, count: 4, protocol: coap, auth: psk, suite: ccm8, cid: true, format: cbor, interval: 2s}
