@@ -87,6 +87,7 @@ const (
 	pppUser  = "plant-a"
 	pppPass  = "e2e-ppp-pw-plant-a"
 	siteName = "plant-a"
+	siteID   = "plant-a.sites.example" // the bridge's IKE identity
 )
 
 // Status is the bridge's /status document (the fields of
@@ -125,6 +126,10 @@ type Options struct {
 	UplinkYAML string
 	// NoStart leaves the gateway and the bridge stopped.
 	NoStart bool
+	// UplinkCert authenticates the uplink with certificates from
+	// `gateway pki` (CA, gateway and site certificates in Dir/pki)
+	// instead of the shared PSK.
+	UplinkCert bool
 }
 
 // EndpointSpec is one `bridge endpoint add NAME [--protocol P] [--cert]
@@ -279,7 +284,10 @@ func Setup(t testing.TB, opts Options) *Env {
 	}
 	e.GatewayConfig = filepath.Join(e.Dir, "gateway.yaml")
 	e.BridgeConfig = filepath.Join(e.Dir, "bridge.yaml")
-	e.write(e.GatewayConfig, gatewayConfig())
+	if opts.UplinkCert {
+		e.makePKI()
+	}
+	e.write(e.GatewayConfig, gatewayConfig(e.Dir, opts))
 	e.write(e.BridgeConfig, bridgeConfig(e.Dir, opts))
 	e.mustRun(nil, Bin(t, "gateway"), "--check-config", e.GatewayConfig)
 	e.mustRun(nil, Bin(t, "bridge"), "--check-config", e.BridgeConfig)
@@ -298,7 +306,24 @@ func Setup(t testing.TB, opts Options) *Env {
 	return e
 }
 
-func gatewayConfig() string {
+// makePKI creates the central CA with `gateway pki` in Dir/pki: the
+// gateway's certificate (gw1, SAN GatewayPublic) and the site's (plant-a,
+// SAN siteID), and an empty CRL.
+func (e *Env) makePKI() {
+	e.T.Helper()
+	gw, dir := Bin(e.T, "gateway"), filepath.Join(e.Dir, "pki")
+	e.mustRun(nil, gw, "pki", "init", "--dir", dir)
+	e.mustRun(nil, gw, "pki", "issue", "gw1", "--dir", dir, "--kind", "gateway", "--san", GatewayPublic.String())
+	e.mustRun(nil, gw, "pki", "issue", siteName, "--dir", dir, "--kind", "site", "--san", siteID)
+	e.mustRun(nil, gw, "pki", "crl", "--dir", dir)
+}
+
+func gatewayConfig(dir string, opts Options) string {
+	auth, pkiSection := "psk", ""
+	if opts.UplinkCert {
+		auth = "cert\n    id: " + siteID
+		pkiSection = fmt.Sprintf("pki: {dir: %q, ca: ca.crt, cert: certs/gw1.crt, key: certs/gw1.key, crl: crl.pem}\n", filepath.Join(dir, "pki"))
+	}
 	return fmt.Sprintf(`# e2e gateway (written by e2e/harness_test.go)
 listen: {address: 0.0.0.0, ike_port: 500, natt_port: 4500, l2tp_port: 1701}
 psk: {shared: %q}
@@ -314,16 +339,22 @@ policies:
       - {dst: 10.200.0.0/24}
 identities:
   - name: %s
-    auth: psk
+    auth: %s
     ppp: {user: %s, password: %q, methods: [mschapv2, chap]}
     routes: [%s]
     policy: central
 metrics: {listen: %q}
 log: {level: debug, format: json}
-`, sitePSK, PoolPrefix, siteName, pppUser, pppPass, SitePrefix, gatewayHTTP)
+%s`, sitePSK, PoolPrefix, siteName, auth, pppUser, pppPass, SitePrefix, gatewayHTTP, pkiSection)
 }
 
 func bridgeConfig(dir string, opts Options) string {
+	cred := fmt.Sprintf("psk: %q", sitePSK)
+	if opts.UplinkCert {
+		p := filepath.Join(dir, "pki")
+		cred = fmt.Sprintf("cert: %q\n  key: %q\n  ca: %q", filepath.Join(p, "certs", siteName+".crt"),
+			filepath.Join(p, "certs", siteName+".key"), filepath.Join(p, "ca.crt"))
+	}
 	return fmt.Sprintf(`# e2e bridge (written by e2e/harness_test.go)
 site: %s
 prefix: %s
@@ -341,15 +372,15 @@ uplink:
   mode: l2tp-ipsec
   gateways: ["%s:500"]
   nat_t_port: 4500
-  psk: %q
-  local_id: plant-a.sites.example
+  %s
+  local_id: %s
   ppp_user: %s
   ppp_password: %q
   esp_proposals: aes128gcm16
   min_backoff: 500ms
   max_backoff: 4s
 %s%s`, siteName, SitePrefix, filepath.Join(dir, "bridge-state"), BridgeLAN, CoAPSPort, BridgeLAN,
-		CentralAddr, bridgeHTTP, GatewayPublic, sitePSK, pppUser, pppPass, opts.UplinkYAML, opts.BridgeYAML)
+		CentralAddr, bridgeHTTP, GatewayPublic, cred, siteID, pppUser, pppPass, opts.UplinkYAML, opts.BridgeYAML)
 }
 
 func (e *Env) write(path, s string) {
@@ -794,11 +825,11 @@ func (e *Env) Context(d time.Duration) context.Context {
 }
 
 // TestHarness: the topology comes up, the real bridge dials the real
-// gateway through the NAT, the provisioned endpoints are listed with their
+// gateway through the NAT (IKE with certificates from `gateway pki`), the provisioned endpoints are listed with their
 // stable addresses, and the gateway routes the site prefix into its TUN.
 func TestHarness(t *testing.T) {
 	t.Parallel() // own namespaces; the outage test mostly waits
-	env := Setup(t, Options{Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
+	env := Setup(t, Options{UplinkCert: true, Endpoints: []EndpointSpec{{Name: "sensor-17"}, {Name: "sensor-20", Cert: true}}})
 	st := env.Status()
 	got := map[string]string{}
 	for _, x := range st.Endpoints {
@@ -814,5 +845,30 @@ func TestHarness(t *testing.T) {
 	if !strings.Contains(routes, SitePrefix.String()) {
 		t.Fatalf("gw routes on fg0: %q, want %s", routes, SitePrefix)
 	}
-	t.Logf("uplink: %s; gw fg0 routes: %s", st.Uplink, strings.TrimSpace(routes))
+	// The gateway's phase 1 used ECDSA-256 signatures (RFC 4754 auth
+	// method 9), not the PSK (1), and the PPP session is the site's cert.
+	var p1Auth int
+	var peerID string
+	for _, l := range strings.Split(env.Log("gateway", 1), "\n") {
+		var x struct {
+			Msg    string `json:"msg"`
+			Auth   int    `json:"auth"`
+			PeerID string `json:"peer_id"`
+		}
+		if json.Unmarshal([]byte(l), &x) != nil {
+			continue
+		}
+		switch x.Msg {
+		case "phase 1 established":
+			p1Auth = x.Auth
+		case "session established":
+			if x.PeerID != "" {
+				peerID = x.PeerID
+			}
+		}
+	}
+	if p1Auth != 9 || !strings.Contains(peerID, "CN="+siteName) {
+		t.Fatalf("gateway log: phase 1 auth %d, session peer_id %q; want 9 (ECDSA-256) and CN=%s", p1Auth, peerID, siteName)
+	}
+	t.Logf("uplink: %s (IKE auth %d, peer %s); gw fg0 routes: %s", st.Uplink, p1Auth, peerID, strings.TrimSpace(routes))
 }
