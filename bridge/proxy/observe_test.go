@@ -556,3 +556,42 @@ func TestBlockwise(t *testing.T) {
 		t.Fatalf("BlockUploads=%d BlockDownloads=%d BlockErrors=%d, want 1 2 0", r.px.Stats.BlockUploads.Load(), r.px.Stats.BlockDownloads.Load(), r.px.Stats.BlockErrors.Load())
 	}
 }
+
+// TestObserveProxyURI: a device observes a destination named by Proxy-Uri
+// (allowed by its allow-list); notifications come back down.
+func TestObserveProxyURI(t *testing.T) {
+	r := newRig(t, nil)
+	ep, _ := r.reg.ByName("sensor-17")
+	ep.Allow = []string{"10.20.0.1:5683"}
+	if _, err := r.reg.Replace(ep); err != nil {
+		t.Fatal(err)
+	}
+	cen := &observable{}
+	r.goCentral(t, cen.handle)
+	d, err := coaptest.Dial(t, r.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: r.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := d.Conn.NewObserveRequest(ctx, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetOptionString(message.ProxyURI, "coap://10.20.0.1:5683/obs")
+	notes := make(chan note, 4)
+	if _, err := d.Conn.DoObserve(req, func(n *pool.Message) { notes <- noteOf(n) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, notes); string(n.body) != "v0" || !n.hasObs {
+		t.Fatalf("first response: %+v", n)
+	}
+	waitFor(t, func() bool { return r.px.Stats.ObservationsUp.Load() == 1 })
+	cen.notify(t, 6, []byte("v1"))
+	if n := next(t, notes); string(n.body) != "v1" || !n.hasObs {
+		t.Fatalf("notification: %+v", n)
+	}
+	if regs, _, _ := cen.counts(); regs != 1 {
+		t.Fatalf("central saw %d registrations, want 1", regs)
+	}
+}
