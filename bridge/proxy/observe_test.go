@@ -595,3 +595,33 @@ func TestObserveProxyURI(t *testing.T) {
 		t.Fatalf("central saw %d registrations, want 1", regs)
 	}
 }
+
+// TestObserveQueuedForSleepingDevice: a registration sent while the device
+// sleeps waits in the queue and is registered on the device when it wakes.
+func TestObserveQueuedForSleepingDevice(t *testing.T) {
+	r := newRig(t, nil)
+	cc := r.centralClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	notes := make(chan note, 4)
+	registered := make(chan error, 1)
+	go func() {
+		_, err := cc.Observe(ctx, "/obs", func(n *pool.Message) { notes <- noteOf(n) })
+		registered <- err
+	}()
+	waitFor(t, func() bool { return r.px.Queued("sensor-17") == 1 })
+	dev := &observable{}
+	if _, err := coaptest.Dial(t, r.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: r.key, Handler: dev.handle}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-registered; err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, notes); string(n.body) != "v0" || !n.hasObs {
+		t.Fatalf("first response: %+v", n)
+	}
+	dev.notify(t, 6, []byte("v1"))
+	if n := next(t, notes); string(n.body) != "v1" {
+		t.Fatalf("notification: %+v", n)
+	}
+}
