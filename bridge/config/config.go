@@ -87,6 +87,12 @@ type MQTT struct {
 	SessionSync bool `yaml:"session_sync"`
 	// PublishRate limits each device's publishes per second (0: none).
 	PublishRate float64 `yaml:"publish_rate"`
+	// CentralInflight is how many QoS 1/2 messages one endpoint may have
+	// unacknowledged toward the central broker (default 20). It must not
+	// exceed the broker's per-client limit on unreleased QoS 2 messages
+	// (mosquitto's max_inflight_messages, 20 by default): above it an MQTT
+	// 3.1.1 broker may drop the message after a normal-looking PUBREC.
+	CentralInflight int `yaml:"central_inflight"`
 }
 
 // Uplink configures the L2TP/IPsec client (wired by the uplink package).
@@ -196,6 +202,9 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if c.MQTT.Enabled && !c.MQTT.Central.IsValid() {
 		return nil, fail("mqtt.central", "mqtt.central (the central broker's address:port) is required")
+	}
+	if c.MQTT.CentralInflight < 0 || c.MQTT.CentralInflight > 65535 {
+		return nil, fail("mqtt.central_inflight", "mqtt.central_inflight must be 1..65535 (0: default 20)")
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {

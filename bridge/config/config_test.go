@@ -28,6 +28,9 @@ func TestReferenceConfigParses(t *testing.T) {
 	if got, want := c.Downlink.QueueTTL.String(), "1m0s"; got != want {
 		t.Fatalf("got queue_ttl %s, want %s", got, want)
 	}
+	if c.MQTT.CentralInflight != 20 {
+		t.Fatalf("got mqtt.central_inflight %d, want 20", c.MQTT.CentralInflight)
+	}
 	if c.Hosts["tsdb"].String() != "10.20.0.5" {
 		t.Fatalf("got hosts %v, want tsdb=10.20.0.5", c.Hosts)
 	}
@@ -40,6 +43,7 @@ func TestParseRejects(t *testing.T) {
 		"prefix: 10.10.8.0/31\n",
 		"prefix: 10.10.8.0/24\nbridge_address: 10.10.9.1\n",
 		"prefix: 10.10.8.0/24\nuplink: {mode: pptp}\n",
+		"prefix: 10.10.8.0/24\nmqtt: {central_inflight: -1}\n",
 		"{",
 	} {
 		if _, err := Parse([]byte(in)); !errors.Is(err, ErrInvalid) {

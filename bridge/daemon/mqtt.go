@@ -60,7 +60,7 @@ func startMQTT(cfg *config.Config, reg *device.Registry, ca *device.CA, srvCert 
 	ms.relay, err = mqttrelay.New(mqttrelay.Config{
 		Site: cfg.Site, Server: m.Central, TLS: central, Dial: st.DialTCP, AddrOf: addrOf, Spool: sp,
 		Mapping:  mqttrelay.Mapping{Prefix: m.TopicPrefix, Commands: m.Commands},
-		Downlink: brokerDownlink{ms}, Logger: log,
+		Downlink: brokerDownlink{ms}, Logger: log, Window: m.CentralInflight,
 	})
 	if err != nil {
 		ms.close()
