@@ -122,6 +122,7 @@ type observable struct {
 	regs   int
 	deregs int
 	plain  int
+	last   []byte // the representation last notified
 }
 
 var bigBody = func() []byte {
@@ -150,7 +151,13 @@ func (o *observable) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r
 			_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte("dereg")))
 		default:
 			o.plain++
-			_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte("plain")))
+			body := []byte("plain")
+			if o.last != nil {
+				// The current representation: also what the Block2
+				// follow-ups of a large notification fetch.
+				body = o.last
+			}
+			_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader(body))
 		}
 	case "/big":
 		if r.Code() == codes.POST {
@@ -175,6 +182,7 @@ func (o *observable) notify(t *testing.T, seq uint32, body []byte) {
 	t.Helper()
 	o.mu.Lock()
 	cc, tok := o.cc, o.token
+	o.last = body
 	o.mu.Unlock()
 	m := cc.AcquireMessage(context.Background())
 	defer cc.ReleaseMessage(m)
@@ -215,6 +223,12 @@ func TestObserveCentralToDevice(t *testing.T) {
 	if string(n1.body) != "v1" || !n1.hasObs || n1.seq <= n0.seq {
 		t.Fatalf("notification 1: %+v after seq %d", n1, n0.seq)
 	}
+	// A notification larger than a block: Block2 from the device,
+	// reassembled by the bridge, Block2 again towards central.
+	dev.notify(t, 7, bigBody)
+	if n2 := next(t, notes); !bytes.Equal(n2.body, bigBody) || n2.seq <= n1.seq {
+		t.Fatalf("big notification: %d bytes seq %d, want %d bytes after %d", len(n2.body), n2.seq, len(bigBody), n1.seq)
+	}
 	if down, _ := r.px.Observations("sensor-17"); down != 1 {
 		t.Fatalf("got %d central observations, want 1", down)
 	}
@@ -241,8 +255,8 @@ func TestObserveCentralToDevice(t *testing.T) {
 	if regs, _, _ := dev.counts(); regs != 2 {
 		t.Fatalf("device saw %d registrations, want 2", regs)
 	}
-	if got := r.px.Stats.NotificationsDown.Load(); got != 2 { // v1, 5.03
-		t.Fatalf("NotificationsDown = %d, want 2", got)
+	if got := r.px.Stats.NotificationsDown.Load(); got != 3 { // v1, big, 5.03
+		t.Fatalf("NotificationsDown = %d, want 3", got)
 	}
 }
 
@@ -462,9 +476,9 @@ func TestObserveDeviceToCentral(t *testing.T) {
 	if string(n1.body) != "v1" || n1.seq <= n0.seq {
 		t.Fatalf("notification: %+v after seq %d", n1, n0.seq)
 	}
-	cen.notify(t, 7, []byte("v2"))
-	if n2 := next(t, notes); string(n2.body) != "v2" || n2.seq <= n1.seq {
-		t.Fatalf("notification 2: %+v after seq %d", n2, n1.seq)
+	cen.notify(t, 7, bigBody) // Block2 on both legs
+	if n2 := next(t, notes); !bytes.Equal(n2.body, bigBody) || n2.seq <= n1.seq {
+		t.Fatalf("big notification: %d bytes seq %d, want %d after %d", len(n2.body), n2.seq, len(bigBody), n1.seq)
 	}
 	if _, up := r.px.Observations("sensor-17"); up != 1 {
 		t.Fatalf("got %d device observations, want 1", up)
