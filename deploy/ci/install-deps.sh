@@ -7,6 +7,7 @@ set -euo pipefail
 
 PKGS=(
   strongswan strongswan-charon strongswan-swanctl strongswan-pki
+  libstrongswan-standard-plugins   # openssl plugin: charon loads it (MODP/ECP, AES-GCM, SHA1 via openssl)
   xl2tpd
   softether-vpnserver softether-vpncmd
   libcoap3-bin
