@@ -12,8 +12,10 @@ package clientconfig
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"text/template"
 
@@ -39,6 +41,7 @@ var (
 	ErrUnknownFormat   = errors.New("clientconfig: unknown format")
 	ErrUnknownIdentity = errors.New("clientconfig: no such identity")
 	ErrNoGateway       = errors.New("clientconfig: gateway address is required (--gateway)")
+	ErrNoSitePrefix    = errors.New("clientconfig: no site prefix for a bridge")
 )
 
 // Params are what a client needs to know.
@@ -86,6 +89,9 @@ func Render(format string, p Params) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("%w %q (want %s)", ErrUnknownFormat, format, strings.Join(Formats(), ", "))
 	}
+	if format == FormatBridge && len(p.Identity.RoutePrefixes) == 0 {
+		return "", fmt.Errorf("%w: identity %q has no routes: [...] in the gateway config", ErrNoSitePrefix, p.Identity.Name)
+	}
 	var b strings.Builder
 	if err := t.Execute(&b, view{p}); err != nil {
 		return "", fmt.Errorf("clientconfig: %w", err)
@@ -97,6 +103,20 @@ func Render(format string, p Params) (string, error) {
 type view struct{ Params }
 
 func (v view) Cert() bool { return v.Identity.Auth == config.AuthCert }
+
+// SitePrefix is the first framed route of the identity: the prefix an
+// edge bridge hands out to its endpoints (Render refuses the bridge
+// format for an identity without one).
+func (v view) SitePrefix() string { return v.Identity.RoutePrefixes[0].String() }
+
+// GatewayAddr is the gateway as the bridge's uplink.gateways wants it:
+// "host:port" when IKE is not on port 500.
+func (v view) GatewayAddr() string {
+	if v.IKEPort != 0 && v.IKEPort != 500 {
+		return net.JoinHostPort(v.Gateway, strconv.Itoa(v.IKEPort))
+	}
+	return v.Gateway
+}
 
 func (v view) IKEList() string { return strings.Join(v.IKE, ",") }
 

@@ -5,8 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
+	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/gateway/config"
 )
 
@@ -61,41 +60,45 @@ func TestRender(t *testing.T) {
 	}
 }
 
-// TestBridgeYAMLParses checks the bridge section is valid YAML with the
-// identity's values.
+// TestBridgeYAMLParses: the bridge section goes through the bridge's own
+// config parser and carries the identity's values; an identity without a
+// framed route is refused.
 func TestBridgeYAMLParses(t *testing.T) {
 	c := load(t)
-	p, err := FromConfig(c, "site-hall7", "203.0.113.10")
-	if err != nil {
-		t.Fatal(err)
+	for _, tt := range []struct {
+		identity string
+		cert     bool
+	}{{"site-hall7", true}, {"pump-station-2", false}} {
+		p, err := FromConfig(c, tt.identity, "203.0.113.10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := Render(FormatBridge, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bc, err := bconfig.Parse([]byte(out))
+		if err != nil {
+			t.Fatalf("%s: the bridge rejects its section: %v\n%s", tt.identity, err, out)
+		}
+		u := bc.Uplink
+		id := c.Identity(tt.identity)
+		if bc.Site != tt.identity || bc.Prefix != id.RoutePrefixes[0] || u.Mode != "l2tp-ipsec" || len(u.Gateways) != 1 || u.Gateways[0] != "203.0.113.10" ||
+			u.NATTPort != 4500 || u.PPPUser != id.PPP.User || u.PPPPassword != id.PPP.Password || u.LocalID != id.ID ||
+			u.ESPProposals != strings.Join(c.Proposals.ESP, ",") || u.IKEProposals != strings.Join(c.Proposals.IKE, ",") {
+			t.Errorf("%s: bridge config %+v", tt.identity, bc)
+		}
+		if tt.cert != (u.Cert != "" && u.PSK == "") {
+			t.Errorf("%s: cert %q psk %q", tt.identity, u.Cert, u.PSK)
+		}
 	}
-	out, err := Render(FormatBridge, p)
-	if err != nil {
-		t.Fatal(err)
+	p, _ := FromConfig(c, "ops-laptop", "gw")
+	if _, err := Render(FormatBridge, p); !errors.Is(err, ErrNoSitePrefix) {
+		t.Errorf("identity without routes: %v", err)
 	}
-	var doc struct {
-		Uplink struct {
-			Gateways     []string `yaml:"gateways"`
-			Auth         string   `yaml:"auth"`
-			ID           string   `yaml:"id"`
-			IKEPort      int      `yaml:"ike_port"`
-			SitePrefixes []string `yaml:"site_prefixes"`
-			Routes       []string `yaml:"routes"`
-			PPP          struct {
-				User, Password string
-				Methods        []string
-			} `yaml:"ppp"`
-			Proposals struct{ IKE, ESP []string } `yaml:"proposals"`
-		} `yaml:"uplink"`
-	}
-	if err := yaml.Unmarshal([]byte(out), &doc); err != nil {
-		t.Fatalf("bridge YAML: %v\n%s", err, out)
-	}
-	u := doc.Uplink
-	if len(u.Gateways) != 1 || u.Gateways[0] != "203.0.113.10" || u.Auth != "cert" || u.ID != "site-hall7.sites.example.net" || u.IKEPort != 500 ||
-		len(u.SitePrefixes) != 1 || u.SitePrefixes[0] != "10.10.8.0/24" || len(u.Routes) != 1 || u.PPP.User != "site-hall7" || u.PPP.Password != "change-me-hall7" ||
-		len(u.Proposals.ESP) != 3 {
-		t.Errorf("bridge section: %+v", u)
+	p.IKEPort = 1500
+	if v := (view{p}); v.GatewayAddr() != "gw:1500" {
+		t.Errorf("GatewayAddr with port 1500: %s", v.GatewayAddr())
 	}
 }
 

@@ -160,34 +160,35 @@ const mikrotikTmpl = `# fleetgate client configuration for identity {{.Identity.
 {{- end}}
 `
 
-const bridgeTmpl = `# fleetgate edge bridge: uplink section for identity {{.Identity.Name}}
+const bridgeTmpl = `# fleetgate edge bridge: configuration for identity {{.Identity.Name}}.
+# Merge into the bridge's YAML (reference: configs/bridge.yaml), then
+# ` + "`bridge --check-config`" + `.
+site: {{.YQ .Identity.Name}}
+# The site prefix the gateway routes to this session (framed route): every
+# endpoint gets its own address in it.
+prefix: {{.SitePrefix}}
 uplink:
-  gateways: [{{.YQ .Gateway}}]
-  ike_port: {{.IKEPort}}
-  natt_port: {{.NATTPort}}
-  proposals:
-    ike: [{{.IKEList}}]
-    esp: [{{.ESPList}}]
+  mode: l2tp-ipsec
+  gateways: [{{.YQ .GatewayAddr}}]
+  nat_t_port: {{.NATTPort}}
+  ike_proposals: {{.YQ .IKEList}}
+  esp_proposals: {{.YQ .ESPList}}
 {{- if .Cert}}
-  auth: cert
-  id: {{.YQ .Identity.ID}}
-  ca: /etc/fleetgate/ca.crt
+  # Certificate and key issued with ` + "`gateway pki issue`" + `; ca verifies the gateway.
   cert: /etc/fleetgate/{{.Identity.Name}}.crt
   key: /etc/fleetgate/{{.Identity.Name}}.key
-  gateway_id: {{.YQ .GatewayID}}
+  ca: /etc/fleetgate/ca.crt
 {{- else}}
-  auth: psk
-{{- if .Identity.ID}}
-  id: {{.YQ .Identity.ID}}
-{{- end}}
   psk: {{.YQ .PSK}}
 {{- end}}
-  ppp:
-    user: {{.YQ .Identity.PPP.User}}
-    password: {{.YQ .Identity.PPP.Password}}
-    methods: [{{range $i, $m := .Identity.PPP.Methods}}{{if $i}}, {{end}}{{$m}}{{end}}]
-{{- if .Identity.RoutePrefixes}}
-  site_prefixes: [{{range $i, $r := .Identity.RoutePrefixes}}{{if $i}}, {{end}}{{$r}}{{end}}]
+{{- if .Identity.ID}}
+  local_id: {{.YQ .Identity.ID}}
 {{- end}}
-  routes: [{{range $i, $r := .Routes}}{{if $i}}, {{end}}{{$r}}{{end}}]
+  ppp_user: {{.YQ .Identity.PPP.User}}
+  ppp_password: {{.YQ .Identity.PPP.Password}}
+{{- if .Routes}}
+# The gateway pushes these central routes to this identity; the bridge asks
+# for them after every connect (DHCPINFORM) and shows them in its status:
+#   {{range $i, $r := .Routes}}{{if $i}}, {{end}}{{$r}}{{end}}
+{{- end}}
 `
