@@ -73,6 +73,9 @@ func TestBridgeYAMLParses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if !tt.cert { // the reference config's sites all use certificates
+			p.Identity.Auth, p.PSK = config.AuthPSK, "site-psk"
+		}
 		out, err := Render(FormatBridge, p)
 		if err != nil {
 			t.Fatal(err)
@@ -88,7 +91,7 @@ func TestBridgeYAMLParses(t *testing.T) {
 			u.ESPProposals != strings.Join(c.Proposals.ESP, ",") || u.IKEProposals != strings.Join(c.Proposals.IKE, ",") {
 			t.Errorf("%s: bridge config %+v", tt.identity, bc)
 		}
-		if tt.cert != (u.Cert != "" && u.PSK == "") {
+		if tt.cert != (u.Cert != "" && u.PSK == "") || (!tt.cert && u.PSK != "site-psk") {
 			t.Errorf("%s: cert %q psk %q", tt.identity, u.Cert, u.PSK)
 		}
 	}
