@@ -33,8 +33,8 @@ const perChild = 15000
 // -helper-devices) that together connect devs[0:n] to dst, handshake only,
 // par handshakes in flight per process, and keep the sessions idle until
 // the returned stop is called. reconnect makes them re-dial (with the
-// firmware-sim backoff) whenever a session ends.
-func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, reconnect bool) (stop func()) {
+// firmware-sim backoff) whenever a session ends or redial is called.
+func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, reconnect bool) (stop, redial func()) {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +75,12 @@ func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, 
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	redial = func() {
+		for _, in := range stdins {
+			_, _ = io.WriteString(in, "redial\n")
+		}
+	}
+	return stop, redial
 }
 
 // helperDevices is the child side: spec is
@@ -122,7 +127,15 @@ func helperDevices(spec string) int {
 			keepDevice(ctx, src, dst, d, sem, reconnect, &failed, &redials)
 		}()
 	}
-	_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+	// Each "redial" line makes every device drop its session and dial
+	// again (a bridge restart the devices have noticed); EOF ends.
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if sc.Text() == "redial" {
+			old := redialCh.Swap(newSignal())
+			close(*old)
+		}
+	}
 	cancel()
 	wg.Wait()
 	if f := failed.Load(); f > 0 {
@@ -130,6 +143,14 @@ func helperDevices(spec string) int {
 	}
 	return 0
 }
+
+// redialCh is closed (and replaced) when the parent asks every device to
+// dial again.
+var redialCh atomic.Pointer[chan struct{}]
+
+func newSignal() *chan struct{} { c := make(chan struct{}); return &c }
+
+func init() { redialCh.Store(newSignal()) }
 
 // keepDevice dials d (holding a slot of sem during the handshake) and, if
 // reconnect, dials again after its session ends, waiting 50 ms–5 s of
@@ -165,8 +186,10 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 			c.close()
 			return
 		}
-		// A session ends when the bridge closes it (close_notify) or
-		// goes silent; the device notices the former at once.
+		// A session ends when the bridge closes it (close_notify: the
+		// device notices at once) or when the parent says the bridge
+		// restarted (a device notices that at its next request).
+		redial := *redialCh.Load()
 		closed := make(chan struct{})
 		go func() {
 			buf := make([]byte, 1500)
@@ -187,6 +210,12 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 			if !sleepCtx(ctx, bo.Next()) {
 				return
 			}
+		case <-redial:
+			c.close()
+			<-closed
+			if !sleepCtx(ctx, bo.Next()) {
+				return
+			}
 		}
 	}
 }
@@ -200,6 +229,23 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// settle waits (up to 30 s) until the goroutines and heap left by an
+// earlier measurement have gone: the goroutine count unchanged and the
+// heap within 1 % over half a second, so they do not distort a baseline.
+func settle() {
+	deadline := time.Now().Add(30 * time.Second)
+	m0, g0 := memStat()
+	for time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+		m1, g1 := memStat()
+		if g1 == g0 && (m1 > m0 && m1-m0 < m0/100 || m1 <= m0 && m0-m1 < m0/100) {
+			return
+		}
+		m0, g0 = m1, g1
+	}
+	logf("settle: heap and goroutines still moving after 30 s")
 }
 
 // memStat is heap in use plus goroutine stacks.
@@ -224,6 +270,7 @@ func benchEndpoints(o *Options, rep *Report) {
 		_, msg, err := runScoped("endpoints", func(t testing.TB) {
 			devs := makeFleet(n)
 			dir := t.TempDir()
+			settle()
 			mem0, g0 := memStat()
 			reg, path, err := fleetRegistry(dir, devs)
 			if err != nil {
@@ -237,7 +284,7 @@ func benchEndpoints(o *Options, rep *Report) {
 			t.Cleanup(b.close)
 			mem1, g1 := memStat()
 			t0 := time.Now()
-			stop := deviceChildren(t, path, n, b.srv.Addr().String(), 8, false)
+			stop, _ := deviceChildren(t, path, n, b.srv.Addr().String(), 8, false)
 			// Wait for every session, or until the count has not moved
 			// for 20 s (a handshake the client finished but the server
 			// gave up on leaves a device without a session).
