@@ -138,6 +138,7 @@ func (m *mqttEnv) waitCentralSessions(t *testing.T, eps []*Endpoint, timeout tim
 // messages under sites/plant-a/<endpoint>/...; a command published
 // centrally under .../cmd/... reaches the device's mosquitto_sub.
 func TestMqttMosquittoDevices(t *testing.T) {
+	t.Parallel() // own namespaces and daemons
 	m := setupMQTT(t, []string{"meter-1", "meter-2"}, "")
 	eps := []*Endpoint{m.Endpoint("meter-1"), m.Endpoint("meter-2")}
 	for _, l := range m.waitCentralSessions(t, eps, 30*time.Second) {
@@ -438,6 +439,7 @@ func (m *mqttEnv) metricOr(series string) float64 {
 // reached the central application exactly once (QoS 2) or at least once
 // (QoS 1), in order per device.
 func TestMqttOutageWithoutLoss(t *testing.T) {
+	t.Parallel() // own namespaces and daemons
 	start := time.Now()
 	names := []string{"flow-1", "flow-2", "flow-3", "flow-4"}
 	m := setupMQTT(t, names, "")
@@ -562,6 +564,7 @@ func TestMqttOutageWithoutLoss(t *testing.T) {
 // spool drains and every acknowledged QoS 1 message reaches the central
 // application, in order.
 func TestMqttSpoolBound(t *testing.T) {
+	t.Parallel() // own namespaces and daemons
 	const bound = 64 << 10
 	m := setupMQTT(t, []string{"tank-1", "tank-2"}, fmt.Sprintf("  spool_max_bytes: %d\n", bound))
 	eps := []*Endpoint{m.Endpoint("tank-1"), m.Endpoint("tank-2")}
@@ -650,6 +653,7 @@ func TestMqttSpoolBound(t *testing.T) {
 // the central application in order, and the space is reclaimed, so a device
 // can publish again.
 func TestMqttDiskFull(t *testing.T) {
+	t.Parallel() // own namespaces and daemons
 	testenv.RequireBinary(t, "mount")
 	var spoolDir string
 	m := setupMQTTWith(t, []string{"disk-1", "disk-2"}, "", func(m *mqttEnv) {
