@@ -380,6 +380,30 @@ uplink:
 		t.Fatalf("sensor-18 → central: got %v %q, want %q…", resp.Code(), body, want)
 	}
 
+	// Reload: an endpoint removed while running loses its session and its
+	// status row; the others keep theirs.
+	if err := reg2.Remove("sensor-18"); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	if r := <-reload; r.n != 0 {
+		t.Fatalf("reload after a removal added %d endpoints, want 0", r.n)
+	}
+	for _, e := range status().Endpoints {
+		if e.Name == "sensor-18" {
+			t.Fatalf("removed endpoint still in status: %+v", e)
+		}
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer rcancel()
+	if resp, err := d2.Conn.Post(rctx, "/data", message.TextPlain, bytes.NewReader([]byte("2"))); err == nil {
+		t.Fatalf("removed endpoint's session still relays: %v", resp.Code())
+	}
+	resp, err = d.Conn.Post(pctx, "/data", message.TextPlain, bytes.NewReader([]byte("21.6")))
+	if err != nil || resp.Code() != codes.Content {
+		t.Fatalf("sensor-17 after another endpoint's removal: %v", err)
+	}
+
 	// SIGTERM: Close tears the uplink down; the gateway sees the session go.
 	if n := gw.Env().Sessions.Len(); n != 1 {
 		t.Fatalf("gateway sessions before stop: got %d, want 1", n)
