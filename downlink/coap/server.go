@@ -221,10 +221,11 @@ func (s *Server) Serve() error {
 	return s.srv.Serve(&listener{ln: s.ln, s: s})
 }
 
-// Close stops accepting, closes every session and waits for Serve to return
-// (if it was started).
+// Close closes every session, then stops accepting and closes the socket.
+// Sessions go first so each device gets its DTLS close_notify while the
+// socket is still open: an idle device learns of a bridge restart at once
+// (TestCloseNotifiesDevices) instead of at its next exchange.
 func (s *Server) Close() {
-	s.srv.Stop()
 	s.mu.Lock()
 	ss := make([]*Session, 0, len(s.sessions))
 	for _, x := range s.sessions {
@@ -233,7 +234,11 @@ func (s *Server) Close() {
 	s.mu.Unlock()
 	for _, x := range ss {
 		_ = x.Conn.Close()
+		if nc := x.Conn.NetConn(); nc != nil {
+			_ = nc.Close() // the DTLS conn: sends close_notify now, not when go-coap's goroutine gets to it
+		}
 	}
+	s.srv.Stop()
 }
 
 // Wait blocks until Serve has returned.

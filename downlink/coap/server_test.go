@@ -325,3 +325,35 @@ func TestHandshakesCountedPerSession(t *testing.T) {
 		t.Fatalf("HandshakeFailures = %d, want 0", got)
 	}
 }
+
+// TestCloseNotifiesDevices: closing the server sends every device a DTLS
+// close_notify (RFC 6347 §4.1.2 via TLS 1.2 §7.2.1), so idle devices learn
+// of a bridge restart at once and re-handshake instead of waiting for
+// their next exchange to time out.
+func TestCloseNotifiesDevices(t *testing.T) {
+	f := newFixture(t, nil)
+	var devs []*coaptest.Device
+	for i := 0; i < 3; i++ {
+		d, err := coaptest.Dial(t, f.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: f.key})
+		if i == 1 {
+			d, err = coaptest.Dial(t, f.srv.Addr().String(), coaptest.Options{Cert: &f.cert, RootCAs: f.ca.Pool})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _ := get(t, d, "/x"); code != codes.Content {
+			t.Fatalf("device %d: %v", i, code)
+		}
+		devs = append(devs, d)
+	}
+	// sensor-17's second session replaced its first (one session per
+	// endpoint): the first device has already been told.
+	f.srv.Close()
+	for i, d := range devs {
+		select {
+		case <-d.Conn.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("device %d not told of the close within 5 s", i)
+		}
+	}
+}
