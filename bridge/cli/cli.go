@@ -5,6 +5,7 @@
 //	bridge --check-config FILE         validate FILE and exit
 //	bridge -c FILE endpoint add NAME [--protocol coap|mqtt] [--cert] [--allow DST]…
 //	bridge -c FILE endpoint list
+//	bridge -c FILE endpoint remove NAME
 //	bridge -c FILE status
 //	bridge --version
 package cli
@@ -39,6 +40,7 @@ const usage = `usage:
   bridge --check-config FILE
   bridge [-c FILE] endpoint add NAME [--protocol coap|mqtt] [--cert] [--allow DST]...
   bridge [-c FILE] endpoint list
+  bridge [-c FILE] endpoint remove NAME   (then SIGHUP the running bridge)
   bridge [-c FILE] status
   bridge --version
 `
@@ -100,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return endpointAdd(cfg, rest[1], rest[2:], stdout, stderr)
 	case cmd == "endpoint" && len(rest) == 1 && rest[0] == "list":
 		return endpointList(cfg, stdout)
+	case cmd == "endpoint" && len(rest) == 2 && rest[0] == "remove":
+		return endpointRemove(cfg, rest[1], stderr)
 	case cmd == "status":
 		return status(cfg, stdout)
 	}
@@ -158,6 +162,24 @@ func endpointAdd(cfg *config.Config, name string, rest []string, stdout, stderr 
 	}
 	fmt.Fprint(stdout, device.Snippet(p, device.SnippetParams{BridgeHost: host, CoAPPort: 5684, MQTTPort: 8883}))
 	fmt.Fprintf(stderr, "endpoint %s added with address %s (send the bridge SIGHUP to serve it)\n", name, p.Endpoint.Addr)
+	return nil
+}
+
+// endpointRemove deletes an endpoint from the registry; the running
+// bridge drops its session, observations, queue and address on SIGHUP.
+func endpointRemove(cfg *config.Config, name string, stderr io.Writer) error {
+	reg, _, err := daemon.OpenRegistry(cfg)
+	if err != nil {
+		return err
+	}
+	ep, ok := reg.ByName(name)
+	if !ok {
+		return fmt.Errorf("no endpoint %q", name)
+	}
+	if err := reg.Remove(name); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "endpoint %s removed, address %s freed (send the bridge SIGHUP to apply)\n", name, ep.Addr)
 	return nil
 }
 

@@ -78,6 +78,16 @@ func TestEndpointAddList(t *testing.T) {
 	if strings.Contains(out, "x-9") {
 		t.Fatalf("list: got %q, refused endpoint x-9 listed", out)
 	}
+	code, _, errs = runCLI(t, "-c", cfg, "endpoint", "remove", "pump-4")
+	if code != 0 || !strings.Contains(errs, "10.10.8.4") {
+		t.Fatalf("remove: got %d %q, want 0 naming the freed address", code, errs)
+	}
+	if code, _, errs = runCLI(t, "-c", cfg, "endpoint", "remove", "pump-4"); code != 1 || !strings.Contains(errs, "pump-4") {
+		t.Fatalf("remove twice: got %d %q, want 1 naming the endpoint", code, errs)
+	}
+	if code, out, _ = runCLI(t, "-c", cfg, "endpoint", "list"); code != 0 || strings.Contains(out, "pump-4") || !strings.Contains(out, "sensor-17") {
+		t.Fatalf("list after remove: got %d %q", code, out)
+	}
 }
 
 func TestUnknownCommand(t *testing.T) {
