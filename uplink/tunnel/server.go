@@ -62,6 +62,12 @@ type peerState struct {
 	traffic  atomic.Bool
 }
 
+// serverMaxTunnels bounds the server's L2TP tunnels: every client brings
+// its own tunnel, so l2tp's default (4096) would cap the sessions of a
+// gateway; tunnel IDs are 16 bits (RFC 2661 §3.1). Half-open tunnels stay
+// bounded per peer by l2tp.
+const serverMaxTunnels = 1<<16 - 1
+
 // NewServer binds the sockets and starts answering.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := cfg.defaults(); err != nil {
@@ -113,7 +119,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.stats.IKE = eng.Stats()
 	s.eng.Store(eng)
 	s.ep, err = l2tp.Listen(&noteConn{PacketConn: tr.L2TP(), onRead: s.noteRead},
-		l2tp.Config{HostName: cfg.HostName, Clock: cfg.Clock, Logger: s.log.With("layer", "l2tp"), Stats: &s.l2St})
+		l2tp.Config{HostName: cfg.HostName, Clock: cfg.Clock, Logger: s.log.With("layer", "l2tp"), Stats: &s.l2St,
+			MaxTunnels: serverMaxTunnels})
 	if err != nil {
 		eng.Close()
 		tr.Close()
