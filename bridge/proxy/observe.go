@@ -86,17 +86,8 @@ func (p *Proxy) observeDown(e *endpointState, msg *pool.Message, from net.Addr) 
 	}
 	key := from.String() + "|" + string(msg.Token())
 	o := &downObs{e: e, key: key, req: msg, from: from, sess: s, answered: make(chan struct{}), pendMID: -1}
-	e.mu.Lock()
-	old := e.down[key]
-	if old != nil {
-		delete(e.down, key)
-	}
-	full := len(e.down) >= p.cfg.MaxObservations
-	if !full {
-		e.down[key] = o
-	}
-	e.mu.Unlock()
-	if old != nil {
+	old, replaced, full := admitObservation(e, e.down, key, o, p.cfg.MaxObservations)
+	if replaced {
 		p.endDown(old, true)
 	}
 	if full {
@@ -341,17 +332,8 @@ func (p *Proxy) observeUp(s *coap.Session, w *responsewriter.ResponseWriter[*udp
 	}
 	key := string(r.Token())
 	o := &upObs{e: e, key: key, sess: s, token: append(message.Token(nil), r.Token()...), mid: -1}
-	e.mu.Lock()
-	old := e.upObs[key]
-	if old != nil {
-		delete(e.upObs, key)
-	}
-	full := len(e.upObs) >= p.cfg.MaxObservations
-	if !full {
-		e.upObs[key] = o
-	}
-	e.mu.Unlock()
-	if old != nil {
+	old, replaced, full := admitObservation(e, e.upObs, key, o, p.cfg.MaxObservations)
+	if replaced {
 		p.endUp(old, true)
 	}
 	if full {
@@ -609,4 +591,20 @@ func (p *Proxy) endObservations(e *endpointState, tell bool) {
 	for _, o := range ups {
 		p.endUp(o, true)
 	}
+}
+
+// admitObservation files o under key in m, an observation table of e
+// (guarded by e.mu): an older observation under the same key is taken out
+// and returned (replaced) for the caller to end; a table already holding
+// limit observations refuses o (full).
+func admitObservation[T any](e *endpointState, m map[string]T, key string, o T, limit int) (old T, replaced, full bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old, replaced = m[key]; replaced {
+		delete(m, key)
+	}
+	if full = len(m) >= limit; !full {
+		m[key] = o
+	}
+	return old, replaced, full
 }
