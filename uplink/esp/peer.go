@@ -165,14 +165,8 @@ func (t *Transport) AddInbound(p *Peer, in, out *SA) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
-		return ErrClosed
-	}
-	if p.removed {
-		return fmt.Errorf("esp: AddInbound for a removed peer")
-	}
-	if _, dup := (*t.sas.Load())[in.SPI()]; dup {
-		return fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
+	if err := t.checkNewInboundLocked("AddInbound", p, in); err != nil {
+		return err
 	}
 	t.addInboundLocked(in, p, out)
 	t.log.Debug("esp inbound SA added", "peer", p.Remote(), "spi_in", spiHex(in.SPI()))
@@ -259,6 +253,22 @@ func spiOf(sa *SA) uint32 {
 	return sa.SPI()
 }
 
+// checkNewInboundLocked refuses to install in for p (operation op) when
+// the transport is closed, p was removed, or in's SPI is already in use.
+// t.mu is held.
+func (t *Transport) checkNewInboundLocked(op string, p *Peer, in *SA) error {
+	if t.closed {
+		return ErrClosed
+	}
+	if p.removed {
+		return fmt.Errorf("esp: %s for a removed peer", op)
+	}
+	if _, dup := (*t.sas.Load())[in.SPI()]; dup {
+		return fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
+	}
+	return nil
+}
+
 // Rekey installs a new pair for an existing peer, make-before-break: the
 // new outbound SA is used at once, the new inbound SA is live at once, and
 // the previous inbound SAs keep decrypting for RekeyGrace (or until
@@ -269,14 +279,8 @@ func (t *Transport) Rekey(p *Peer, in, out *SA) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
-		return ErrClosed
-	}
-	if p.removed {
-		return fmt.Errorf("esp: Rekey of a removed peer")
-	}
-	if _, dup := (*t.sas.Load())[in.SPI()]; dup {
-		return fmt.Errorf("esp: inbound SPI %#08x already installed", in.SPI())
+	if err := t.checkNewInboundLocked("Rekey", p, in); err != nil {
+		return err
 	}
 	old := append([]uint32(nil), p.in...)
 	t.addInboundLocked(in, p, nil)
