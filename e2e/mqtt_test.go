@@ -419,6 +419,47 @@ func firstArrivalsIncreasing(s []int64) bool {
 
 // metricOr returns a bridge /metrics series, or -1 when the bridge does not
 // answer (killed, starting).
+// recoverWAN checks the bridge survived the outage, restores the WAN, waits
+// for the uplink and for the spool to drain, then for central to have dev's
+// messages (named name) up to the last one acknowledged. It returns what
+// central got, that last acknowledged sequence number, and how many
+// confirmed messages up to it are missing.
+func (m *mqttEnv) recoverWAN(t *testing.T, col *collector, dev *simDevice, name string) (got []int64, acked int64, missing int) {
+	t.Helper()
+	if p := m.BridgeProc(); p == nil {
+		t.Fatal("bridge not running")
+	} else {
+		select {
+		case <-p.Done():
+			t.Fatalf("bridge exited: %v", p.Err())
+		default:
+		}
+	}
+	m.Topo.RestoreWAN(t)
+	m.WaitUplinkUp(60 * time.Second)
+	if !Poll(60*time.Second, func() bool { return m.metricOr("spool_messages") == 0 }) {
+		t.Fatalf("spool not drained within 60s after the WAN came back: spool_messages %v", m.metricOr("spool_messages"))
+	}
+	acked = dev.lastConfirmed()
+	if !Poll(30*time.Second, func() bool {
+		s := col.seqs(name)
+		return len(s) > 0 && slices.Max(s) >= acked
+	}) {
+		t.Fatalf("central got %s %v, want up to %d", name, col.seqs(name), acked)
+	}
+	got = col.seqs(name)
+	seen := map[int64]bool{}
+	for _, s := range got {
+		seen[s] = true
+	}
+	for s := int64(1); s <= acked; s++ {
+		if !seen[s] && dev.confirmed(s) {
+			missing++
+		}
+	}
+	return got, acked, missing
+}
+
 func (m *mqttEnv) metricOr(series string) float64 {
 	b := m.get(m.Edge, bridgeHTTP, "/metrics")
 	if b == nil {
@@ -606,38 +647,7 @@ func TestMqttSpoolBound(t *testing.T) {
 	if q1.acked.Load() == 0 {
 		t.Fatalf("the QoS 1 device got nothing acknowledged")
 	}
-	if p := m.BridgeProc(); p == nil {
-		t.Fatal("bridge not running")
-	} else {
-		select {
-		case <-p.Done():
-			t.Fatalf("bridge exited: %v", p.Err())
-		default:
-		}
-	}
-	m.Topo.RestoreWAN(t)
-	m.WaitUplinkUp(60 * time.Second)
-	if !Poll(60*time.Second, func() bool { return m.metricOr("spool_messages") == 0 }) {
-		t.Fatalf("spool not drained within 60s after the WAN came back: spool_messages %v", m.metricOr("spool_messages"))
-	}
-	acked := q1.lastConfirmed()
-	if !Poll(30*time.Second, func() bool {
-		s := col.seqs("tank-2")
-		return len(s) > 0 && slices.Max(s) >= acked
-	}) {
-		t.Fatalf("central got tank-2 %v, want up to %d", col.seqs("tank-2"), acked)
-	}
-	got := col.seqs("tank-2")
-	seen := map[int64]bool{}
-	for _, s := range got {
-		seen[s] = true
-	}
-	missing := 0
-	for s := int64(1); s <= acked; s++ {
-		if !seen[s] && q1.confirmed(s) {
-			missing++
-		}
-	}
+	got, acked, missing := m.recoverWAN(t, col, q1, "tank-2")
 	t.Logf("after the WAN came back: central got %d QoS 0 messages of tank-1 (at most once: the rest dropped by the overflow policy or lost in the cut), %d QoS 1 of tank-2 (acked %d, %d unconfirmed after the refusal's disconnect, missing %d, in order %v)",
 		len(col.seqs("tank-1")), len(got), acked, q1.nUnconfirmed.Load(), missing, firstArrivalsIncreasing(got))
 	if missing > 0 || !firstArrivalsIncreasing(got) {
@@ -694,38 +704,7 @@ func TestMqttDiskFull(t *testing.T) {
 	t.Logf("WAN down, 256 KiB disk: device acked %d (%d unconfirmed); %s %v, spool_messages %v, spool_disk_bytes %v, spool_write_errors_total %v, mqtt upstream_refused %v",
 		d.acked.Load(), d.nUnconfirmed.Load(), refusedDisk, val(refusedDisk), val("spool_messages"), val("spool_disk_bytes"),
 		val("spool_write_errors_total"), val(`mqtt_events_total{event="upstream_refused"}`))
-	if p := m.BridgeProc(); p == nil {
-		t.Fatal("bridge not running")
-	} else {
-		select {
-		case <-p.Done():
-			t.Fatalf("bridge exited: %v", p.Err())
-		default:
-		}
-	}
-	m.Topo.RestoreWAN(t)
-	m.WaitUplinkUp(60 * time.Second)
-	if !Poll(60*time.Second, func() bool { return m.metricOr("spool_messages") == 0 }) {
-		t.Fatalf("spool not drained within 60s after the WAN came back: spool_messages %v", m.metricOr("spool_messages"))
-	}
-	acked := d.lastConfirmed()
-	if !Poll(30*time.Second, func() bool {
-		s := col.seqs("disk-1")
-		return len(s) > 0 && slices.Max(s) >= acked
-	}) {
-		t.Fatalf("central got disk-1 %v, want up to %d", col.seqs("disk-1"), acked)
-	}
-	got := col.seqs("disk-1")
-	seen := map[int64]bool{}
-	for _, s := range got {
-		seen[s] = true
-	}
-	missing := 0
-	for s := int64(1); s <= acked; s++ {
-		if !seen[s] && d.confirmed(s) {
-			missing++
-		}
-	}
+	got, acked, missing := m.recoverWAN(t, col, d, "disk-1")
 	t.Logf("after the WAN came back: central got %d of disk-1 (acked %d, missing %d, in order %v); spool_disk_bytes %v",
 		len(got), acked, missing, firstArrivalsIncreasing(got), m.metricOr("spool_disk_bytes"))
 	if missing > 0 || !firstArrivalsIncreasing(got) {
