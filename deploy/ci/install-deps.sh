@@ -15,6 +15,7 @@ PKGS=(
   freeradius freeradius-utils
   tshark
   nftables iproute2
+  ethtool       # captures judged by tshark turn segmentation offload off on the captured veths
   systemd       # systemd-analyze verify/security for deploy/systemd units (not booted)
   prometheus    # promtool checks deploy/monitoring rules (the server is not started)
 )

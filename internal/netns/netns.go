@@ -48,6 +48,8 @@ type Host struct {
 	// Ifaces maps each interface (named after the neighbour it leads to)
 	// to its address and prefix.
 	Ifaces map[string]netip.Prefix
+
+	topo *Topology // for WireSized to find the far end of a veth
 }
 
 // Topology is a set of hosts built by New or Pair.
@@ -179,7 +181,7 @@ func build(t testing.TB, names []string, links []link, routes, addr map[string]s
 	prefix := fmt.Sprintf("fg%dx%d-", os.Getpid(), seq.Add(1))
 	topo := &Topology{t: t, hosts: map[string]*Host{}}
 	for _, n := range names {
-		h := &Host{Name: n, NS: prefix + n, Addr: netip.MustParseAddr(addr[n]), Ifaces: map[string]netip.Prefix{}}
+		h := &Host{Name: n, NS: prefix + n, Addr: netip.MustParseAddr(addr[n]), Ifaces: map[string]netip.Prefix{}, topo: topo}
 		// A namespace of this name can only be left over from a
 		// killed process that had our PID: it is stale.
 		_ = exec.Command("ip", "netns", "del", h.NS).Run()

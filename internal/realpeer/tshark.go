@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,13 @@ type Capture struct {
 	Path string
 	// Proc is the dumpcap process.
 	Proc *netns.Proc
+	// MTU is the largest IP packet the captured link can carry (the
+	// largest veth MTU for "any"; 0: not checked, the root namespace's
+	// "any"). Stop fails the test if a captured packet is larger.
+	MTU int
+
+	t       testing.TB
+	checked sync.Once
 }
 
 // StartCapture captures on interface iface of host h (nil: root
@@ -28,12 +36,29 @@ type Capture struct {
 // filter (BPF syntax, e.g. "udp port 500 or udp port 4500"). It returns once
 // dumpcap reports capturing. If the test fails, a decoded summary is
 // logged at cleanup.
+//
+// The capture sees wire-sized packets: before it starts, segmentation and
+// receive offloads are turned off on the captured interface(s) and their
+// veth peers (netns.Host.WireSized), since the product sends with UDP GSO
+// and a super-frame of up to 64 KB would otherwise be captured (and
+// dissected by tshark) as one packet. Stop checks that no captured IP
+// packet exceeds the link MTU.
 func StartCapture(t testing.TB, h *netns.Host, iface string, filter string) *Capture {
+	t.Helper()
+	return startCapture(t, h, iface, filter, true)
+}
+
+func startCapture(t testing.TB, h *netns.Host, iface string, filter string, wireSized bool) *Capture {
 	t.Helper()
 	testenv.RequireRoot(t)
 	bin := testenv.RequireBinary(t, "dumpcap")
 	testenv.RequireBinary(t, "tshark")
-	c := &Capture{Path: filepath.Join(t.TempDir(), iface+".pcapng")}
+	c := &Capture{Path: filepath.Join(t.TempDir(), iface+".pcapng"), t: t}
+	if wireSized {
+		c.MTU = h.WireSized(t, iface)
+	} else {
+		c.MTU = h.MTU(t, iface)
+	}
 	args := []string{"-i", iface, "-w", c.Path}
 	if filter != "" {
 		args = append(args, "-f", filter)
@@ -59,7 +84,8 @@ func StartCapture(t testing.TB, h *netns.Host, iface string, filter string) *Cap
 const captureDrain = 1200 * time.Millisecond
 
 // Stop ends the capture, after letting in-flight packets reach the file
-// (about a second: see captureDrain), and returns the file's path.
+// (about a second: see captureDrain), and returns the file's path. The
+// first Stop fails the test if a captured packet exceeds the link MTU.
 func (c *Capture) Stop() string {
 	select {
 	case <-c.Proc.Done():
@@ -67,7 +93,23 @@ func (c *Capture) Stop() string {
 		time.Sleep(captureDrain) // no event tells when libpcap's block is retired
 		c.Proc.Stop()
 	}
+	c.checked.Do(func() {
+		if c.MTU <= 0 {
+			return
+		}
+		if big := OverMTU(c.t, c.Path, c.MTU); len(big) > 0 {
+			c.t.Errorf("capture %s: %d IP packets larger than the link MTU %d (a segmentation offload super-frame: tshark judges it as one packet):\n%s",
+				c.Path, len(big), c.MTU, strings.Join(big, "\n"))
+		}
+	})
 	return c.Path
+}
+
+// OverMTU lists (as summary lines) the IPv4 and IPv6 packets in pcap whose
+// IP length exceeds mtu: packets no link of that MTU can carry.
+func OverMTU(t testing.TB, pcap string, mtu int) []string {
+	t.Helper()
+	return Lines(t, pcap, fmt.Sprintf("ip.len > %d || ipv6.plen > %d", mtu, mtu-40))
 }
 
 func tshark(args ...string) (string, error) {

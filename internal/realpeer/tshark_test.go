@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fleetgate/fleetgate/internal/netns"
 )
 
@@ -93,5 +95,66 @@ func TestWritePcapJudged(t *testing.T) {
 	}
 	if n := len(Lines(t, mixed, "")); n != 2 {
 		t.Errorf("Lines(all) = %d packets, want 2", n)
+	}
+}
+
+// sendGSO sends one UDP_SEGMENT write of n bytes cut into seg-byte
+// datagrams from host a to b:9999 (what the product's ESP path does).
+func sendGSO(t *testing.T, a *netns.Host, to netip.Addr, n, seg int) {
+	t.Helper()
+	err := a.Do(func() error {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: to.AsSlice(), Port: 9999})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, seg)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return serr
+		}
+		_, err = c.Write(make([]byte, n))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCaptureWireSized: a UDP GSO write of 10,000 bytes in 1,400-byte
+// segments crosses a veth as one 10,028-byte super-frame while the veth's
+// offloads are on (OverMTU finds it: the check can fail), and as 8
+// datagrams none larger than the MTU once StartCapture has made the link
+// wire-sized.
+func TestCaptureWireSized(t *testing.T) {
+	p := netns.Pair(t)
+	a, b := p.Host("a"), p.Host("b")
+
+	raw := startCapture(t, b, "a", "udp port 9999", false)
+	sendGSO(t, a, b.Addr, 10000, 1400)
+	raw.checked.Do(func() {}) // this capture is meant to hold a super-frame
+	if big := OverMTU(t, raw.Stop(), raw.MTU); len(big) != 1 {
+		t.Errorf("offloads on: %d packets over MTU %d, want the one super-frame: %q", len(big), raw.MTU, big)
+	}
+
+	capture := StartCapture(t, b, "a", "udp port 9999")
+	if capture.MTU != 1500 {
+		t.Errorf("capture MTU %d, want the veth's 1500", capture.MTU)
+	}
+	sendGSO(t, a, b.Addr, 10000, 1400)
+	path := capture.Stop()
+	if n := len(Lines(t, path, "udp.dstport == 9999")); n != 8 {
+		t.Errorf("wire-sized: %d datagrams captured, want 8 (10000 B in 1400 B segments)", n)
+	}
+	if big := OverMTU(t, path, capture.MTU); len(big) != 0 {
+		t.Errorf("wire-sized: %d packets over MTU: %q", len(big), big)
 	}
 }

@@ -1,75 +1,33 @@
 package ike
 
 import (
-	"bufio"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
-// capture runs tshark on dev inside ns until stop is called.
+// capture is a realpeer capture (wire-sized: segmentation offloads off,
+// no packet over the link MTU) of IKE on dev in host h.
 type capture struct {
-	cmd  *exec.Cmd
+	rc   *realpeer.Capture
 	file string
 }
 
-func startCapture(t *testing.T, ns, dev string) *capture {
+func startCapture(t *testing.T, h *netns.Host, dev string) *capture {
 	t.Helper()
-	bin := testenv.RequireBinary(t, "tshark")
-	c := &capture{file: filepath.Join(plainTempDir(t), "ike.pcap")}
-	c.cmd = exec.Command("ip", "netns", "exec", ns, bin, "-i", dev, "-f", "udp port 500 or udp port 4500", "-w", c.file)
-	stderr, err := c.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.stop)
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "Capture started") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(15 * time.Second):
-		t.Fatal("tshark did not start capturing")
-	}
-	return c
+	rc := realpeer.StartCapture(t, h, dev, "udp port 500 or udp port 4500")
+	return &capture{rc: rc, file: rc.Path}
 }
 
-func (c *capture) stop() {
-	if c.cmd.ProcessState != nil {
-		return
-	}
-	// dumpcap hands packets over in batches; give the last ones time to
-	// reach the file before asking tshark to stop.
-	time.Sleep(2 * time.Second)
-	_ = c.cmd.Process.Signal(syscall.SIGINT) // by PID; tshark flushes on SIGINT
-	done := make(chan struct{})
-	go func() { _ = c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-done
-	}
-}
+func (c *capture) stop() { c.rc.Stop() }
 
 // fields runs tshark over the capture and returns one line per packet.
 func (c *capture) fields(t *testing.T, opts []string, filter string, fields ...string) []string {
@@ -104,7 +62,7 @@ func TestInteropCaptureWellFormed(t *testing.T) {
 	ns := newNetnsPair(t)
 	conf, files, set := interopSetup(t, tc, false)
 	ch := startCharon(t, ns.peer, conf, files)
-	cp := startCapture(t, ns.peer.NS, "a")
+	cp := startCapture(t, ns.peer, "a")
 	var mu sync.Mutex
 	var uat string
 	e, events := interopEngine(t, ns.ours, func(c *Config) {
