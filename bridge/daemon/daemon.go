@@ -383,6 +383,7 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("coap_garbage_datagrams_total", "Datagrams dropped before DTLS by the record sanity check.", srv.Stats.Garbage.Load)
 	counter("proxy_upstream_total", "Device to central requests.", px.Stats.Upstream.Load)
 	counter("proxy_upstream_errors_total", "Failed device to central requests.", px.Stats.UpstreamErrors.Load)
+	counter("proxy_upstream_replaced_total", "Upstream CoAP clients dropped and re-dialled (closed underneath or unusable).", px.Stats.UpstreamReplaced.Load)
 	counter("proxy_downstream_total", "Central to device requests.", px.Stats.Downstream.Load)
 	counter("proxy_queued_total", "Central requests queued for sleeping devices.", px.Stats.Queued.Load)
 	counter("proxy_expired_total", "Queued requests answered 5.04.", px.Stats.Expired.Load)

@@ -25,18 +25,18 @@ type endpointState struct {
 	pc net.PacketConn
 
 	mu      sync.Mutex
-	up      map[netip.AddrPort]*udpclient.Conn // guarded by mu
-	queue   []queued                           // guarded by mu
-	down    map[string]*downObs                // guarded by mu: central observers by peer|token
-	downMID map[int32]*downObs                 // guarded by mu: unacknowledged CON notifications
-	upObs   map[string]*upObs                  // guarded by mu: device observations by token
-	upMID   map[int32]*upObs                   // guarded by mu: last NON notification to the device
-	uploads map[string]*upload                 // guarded by mu: Block1 reassembly
-	bodies  map[string]cachedBody              // guarded by mu: Block2 bodies for follow-ups
+	up      *upstreams            // its own lock
+	queue   []queued              // guarded by mu
+	down    map[string]*downObs   // guarded by mu: central observers by peer|token
+	downMID map[int32]*downObs    // guarded by mu: unacknowledged CON notifications
+	upObs   map[string]*upObs     // guarded by mu: device observations by token
+	upMID   map[int32]*upObs      // guarded by mu: last NON notification to the device
+	uploads map[string]*upload    // guarded by mu: Block1 reassembly
+	bodies  map[string]cachedBody // guarded by mu: Block2 bodies for follow-ups
 }
 
-func newEndpointState(ep device.Endpoint, pc net.PacketConn) *endpointState {
-	return &endpointState{ep: ep, pc: pc, up: map[netip.AddrPort]*udpclient.Conn{},
+func newEndpointState(ep device.Endpoint, pc net.PacketConn, up *upstreams) *endpointState {
+	return &endpointState{ep: ep, pc: pc, up: up,
 		down: map[string]*downObs{}, downMID: map[int32]*downObs{}, upObs: map[string]*upObs{},
 		upMID: map[int32]*upObs{}, uploads: map[string]*upload{}, bodies: map[string]cachedBody{}}
 }
@@ -57,11 +57,7 @@ type queued struct {
 
 func (e *endpointState) close() {
 	_ = e.pc.Close()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, c := range e.up {
-		_ = c.Close()
-	}
+	e.up.close()
 }
 
 // AddEndpoint adds the endpoint's address to the stack and listens for
@@ -77,7 +73,7 @@ func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
 	if err != nil {
 		return err
 	}
-	e := newEndpointState(ep, pc)
+	e := newEndpointState(ep, pc, p.newUpstreams(ep))
 	p.mu.Lock()
 	old := p.eps[ep.Name]
 	p.eps[ep.Name] = e
@@ -91,31 +87,28 @@ func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
 	return nil
 }
 
-// upstream returns (dialling once) the client for ep → dst, sourced from
-// the endpoint's address.
-func (p *Proxy) upstream(ep device.Endpoint, dst netip.AddrPort) (*udpclient.Conn, error) {
+// newUpstreams returns ep's upstream clients: dialled in ipstack from the
+// endpoint's address, replaced when they fail (upstream.go).
+func (p *Proxy) newUpstreams(ep device.Endpoint) *upstreams {
+	dial := func(dst netip.AddrPort) (net.Conn, error) {
+		return p.cfg.Stack.DialUDP(netip.AddrPortFrom(ep.Addr, 0), dst)
+	}
+	newConn := func(nc net.Conn) *udpclient.Conn {
+		return newCoAPClient(p.ctx, nc, func(err error) { p.warnf("upstream coap", "endpoint", ep.Name, "err", err.Error()) })
+	}
+	return newUpstreams(dial, newConn, &p.Stats.UpstreamReplaced)
+}
+
+// upstream returns the live client for ep → dst (upstream.go).
+func (p *Proxy) upstream(ep device.Endpoint, dst netip.AddrPort) (*upstreams, *udpclient.Conn, error) {
 	p.mu.Lock()
 	e := p.eps[ep.Name]
 	p.mu.Unlock()
 	if e == nil {
-		return nil, errors.New("proxy: endpoint not added")
+		return nil, nil, errors.New("proxy: endpoint not added")
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if c := e.up[dst]; c != nil {
-		select {
-		case <-c.Done():
-		default:
-			return c, nil
-		}
-	}
-	nc, err := p.cfg.Stack.DialUDP(netip.AddrPortFrom(ep.Addr, 0), dst)
-	if err != nil {
-		return nil, err
-	}
-	c := newCoAPClient(p.ctx, nc, func(err error) { p.warnf("upstream coap", "endpoint", ep.Name, "err", err.Error()) })
-	e.up[dst] = c
-	return c, nil
+	c, err := e.up.get(dst)
+	return e.up, c, err
 }
 
 // serveDown reads central → device datagrams for one endpoint.

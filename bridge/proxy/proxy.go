@@ -97,6 +97,9 @@ type Stats struct {
 	// BlockDownloads bodies sent as Block2; BlockErrors transfers refused
 	// (out of order, too large, bad option).
 	BlockUploads, BlockDownloads, BlockErrors atomic.Uint64
+	// UpstreamReplaced counts upstream clients dropped and re-dialled
+	// (closed underneath or left unusable by go-coap).
+	UpstreamReplaced atomic.Uint64
 	// Removed counts endpoints removed by reload.
 	Removed atomic.Uint64
 }
@@ -253,7 +256,7 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 		_ = w.SetResponse(codes.ServiceUnavailable, message.TextPlain, nil)
 		return
 	}
-	uc, err := p.upstream(s.Endpoint, dst)
+	up, uc, err := p.upstream(s.Endpoint, dst)
 	if err != nil {
 		p.Stats.UpstreamErrors.Add(1)
 		p.warnf("upstream dial failed", "endpoint", s.Endpoint.Name, "err", err.Error())
@@ -273,18 +276,14 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 	p.Stats.Upstream.Add(1)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.RequestTimeout)
 	defer cancel()
-	req := uc.AcquireMessage(ctx)
-	defer uc.ReleaseMessage(req)
-	copyRequest(req, r, path, query)
-	resp, err := uc.Do(req)
+	c, err := up.exchange(ctx, dst, r, path, query)
 	if err != nil {
 		p.Stats.UpstreamErrors.Add(1)
 		p.warnf("upstream request failed", "endpoint", s.Endpoint.Name, "dst", dst.String(), "err", err.Error())
 		_ = w.SetResponse(codes.GatewayTimeout, message.TextPlain, nil)
 		return
 	}
-	defer uc.ReleaseMessage(resp)
-	writeResponse(w, resp)
+	writeContent(w, c)
 }
 
 // skipOpts are options a proxy must not copy hop to hop (RFC 7252 section
@@ -325,19 +324,6 @@ func readBody(m *pool.Message) []byte {
 	return b
 }
 
-// responseOpts returns resp's end-to-end options (without Content-Format,
-// which SetResponse takes separately).
-func responseOpts(resp *pool.Message) message.Options {
-	var opts message.Options
-	for _, o := range resp.Options() {
-		if skipOpts[o.ID] || o.ID == message.ContentFormat {
-			continue
-		}
-		opts = append(opts, o)
-	}
-	return opts
-}
-
 // writeContent answers a device request with c.
 func writeContent(w *responsewriter.ResponseWriter[*udpclient.Conn], c content) {
 	cf := message.TextPlain
@@ -349,16 +335,4 @@ func writeContent(w *responsewriter.ResponseWriter[*udpclient.Conn], c content) 
 		body = bytes.NewReader(c.body)
 	}
 	_ = w.SetResponse(c.code, cf, body, c.opts...)
-}
-
-func writeResponse(w *responsewriter.ResponseWriter[*udpclient.Conn], resp *pool.Message) {
-	cf, err := resp.ContentFormat()
-	if err != nil {
-		cf = message.TextPlain
-	}
-	var body io.ReadSeeker
-	if b := readBody(resp); b != nil {
-		body = bytes.NewReader(b)
-	}
-	_ = w.SetResponse(resp.Code(), cf, body, responseOpts(resp)...)
 }
