@@ -18,8 +18,5 @@ func (c *admitConn) UDPConn() *net.UDPConn { return c.udp }
 
 // Admit applies the same check as ReadFrom to a datagram read elsewhere.
 func (c *admitConn) Admit(b []byte, from netip.AddrPort) bool {
-	if ic, ok := firstPhase1(b, c.natt); ok && !c.admit(ic, from.Addr()) {
-		return false
-	}
-	return true
+	return c.check(b, from.Addr())
 }

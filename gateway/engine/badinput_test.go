@@ -16,6 +16,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
@@ -34,14 +35,29 @@ func send(t *testing.T, src string, to netip.AddrPort, n int, mk func(i int) []b
 	}
 }
 
-// firstMainMode is an ISAKMP header opening a Main Mode (responder cookie
-// zero, exchange 2) with a fresh initiator cookie and an empty SA payload.
+// firstMainMode is a well-formed first Main Mode message (responder
+// cookie zero, exchange 2, RFC 2409 §5: HDR, SA) with a fresh initiator
+// cookie, offering AES-128/SHA-256/PSK/MODP-2048.
 func firstMainMode(i int) []byte {
-	b := make([]byte, 28+8)
-	binary.BigEndian.PutUint64(b, uint64(i+1)<<8|0x5a)
-	b[16], b[17], b[18] = 1, 0x10, 2 // next payload SA, version 1.0, identity protection
-	binary.BigEndian.PutUint32(b[24:], uint32(len(b)))
-	binary.BigEndian.PutUint16(b[30:], 8)
+	attr := func(t, v uint16) ike.Attribute { return ike.Attribute{Type: t, Basic: true, Value: uint64(v)} }
+	sa := ike.SAPayload{DOI: ike.DOIIPsec, Situation: ike.SituationIdentOnly, Proposals: []ike.Proposal{{
+		Num: 1, Protocol: ike.ProtoISAKMP, Transforms: []ike.Transform{{Num: 1, ID: ike.TransformKeyIKE,
+			Attrs: []ike.Attribute{attr(1, 7), attr(14, 128), attr(2, 4), attr(3, 1), attr(4, 14)}}},
+	}}}
+	var h ike.Header
+	binary.BigEndian.PutUint64(h.ICookie[:], uint64(i+1)<<8|0x5a)
+	h.Exchange = ike.ExchangeIdentityProtection
+	return ike.AppendMessage(nil, h, []ike.Payload{{Type: ike.PayloadSA, Body: sa.Append(nil)}})
+}
+
+// junkFirstMainMode is 28 bytes that look like the header of a first Main
+// Mode (responder cookie zero, exchange 2) and carry nothing: issue 18's
+// finding 5.
+func junkFirstMainMode(i int) []byte {
+	b := make([]byte, 28)
+	binary.BigEndian.PutUint64(b, uint64(i+1)<<8|0xa5)
+	b[17], b[18] = 0x10, 2
+	binary.BigEndian.PutUint32(b[24:], 28)
 	return b
 }
 

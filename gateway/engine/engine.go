@@ -179,8 +179,17 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		_ = u.SetWriteBuffer(socketBuffer)
 	}
 	first := func(src netip.Addr) { e.setups.note(src, e.cfg.Clock.Now()) }
-	sc.IKEConn = newAdmitConn(ikeConn, false, allow, refuse, first)
-	sc.NATTConn = newAdmitConn(nattConn, true, allow, refuse, first)
+	malformed := func(netip.Addr) {
+		e.stats.AdmissionMalformed.Add(1)
+		env.Metrics.SetupFailed(metrics.PhaseAdmission, "malformed")
+	}
+	admitOn := func(pc net.PacketConn, natt bool) *admitConn {
+		ac := newAdmitConn(pc, natt, allow, refuse, first)
+		ac.malformed, ac.log, ac.now = malformed, log, e.cfg.Clock.Now
+		return ac
+	}
+	sc.IKEConn = admitOn(ikeConn, false)
+	sc.NATTConn = admitOn(nattConn, true)
 
 	mux := newAuthMux(env, &e.stats)
 	sc.Authenticator, sc.AddressFunc = mux, mux.Assign
