@@ -50,6 +50,44 @@ type Options struct {
 	DTLSCases string
 	// Docs is where BENCHMARKS.md and benchmarks.png go ("" = don't write).
 	Docs string
+	// Quick runs every suite once at the smallest sizes that still
+	// exercise it (make test): a run with a failed suite, a failed side
+	// or a ceiling bug exits non-zero.
+	Quick bool
+}
+
+// suite is one measurement of the command; -only selects by name.
+type suite struct {
+	name string
+	run  func(*Options, *Report)
+}
+
+// suites are the measurements in run order. Adding one is a line here
+// (its run function records groups and ratios in the Report); -quick runs
+// it too, with the Options quickOptions sets.
+var suites = []suite{
+	{"forwarding", benchForwarding},
+	{"setup", benchSetup},
+	{"memory", benchMemory},
+	{"dtls", benchDTLS},
+	{"coap", benchCoAPRelay},
+	{"endpoints", benchEndpoints},
+	{"storm", benchStorm},
+}
+
+// quickOptions shrinks o for -quick: one round, short samples, small
+// fleets; every suite still runs every side once.
+func quickOptions(o *Options) {
+	o.Reps = 1
+	o.Dur = 300 * time.Millisecond
+	o.Setups = 2
+	o.Handshakes = 20
+	o.Sessions = []int{50}
+	o.Devices = 100
+	o.InFlight = 16
+	o.Endpoints = []int{200}
+	o.StormSensors, o.StormUplinks = 100, 5
+	o.Docs = ""
 }
 
 // Sample is one repetition of one side.
@@ -78,10 +116,19 @@ type group struct {
 	ratios      []ratio
 }
 
+// ratio is one side-by-side comparison a/b of a group.
 type ratio struct {
-	label      string
-	value      float64
-	goal       float64
+	label string
+	// value is the rate ratio: median rate of a / median rate of b.
+	value float64
+	// cpu is the CPU-per-operation ratio the other way round: b's CPU per
+	// op / a's (higher is better for a, as value); 0 when a side has no
+	// CPU figure.
+	cpu float64
+	// goal is the goal for value (0: none).
+	goal float64
+	// ceiling marks b as a ceiling for a: value > 1 is a bench bug.
+	ceiling    bool
 	ok, absent bool
 }
 
@@ -89,7 +136,17 @@ type ratio struct {
 type Report struct {
 	groups []*group
 	notes  []string
-	start  time.Time
+	// bugs are ratios above 1.0 against a ceiling: the run fails.
+	bugs  []string
+	start time.Time
+	out   io.Writer // the table (os.Stdout when nil)
+}
+
+func (r *Report) w() io.Writer {
+	if r.out == nil {
+		return os.Stdout
+	}
+	return r.out
 }
 
 func (r *Report) note(f string, args ...any) {
@@ -100,7 +157,7 @@ func (r *Report) note(f string, args ...any) {
 
 func (r *Report) add(title, unit string, rows []Row) {
 	r.groups = append(r.groups, &group{title: title, unit: unit, rows: rows})
-	printGroup(os.Stdout, r.groups[len(r.groups)-1])
+	printGroup(r.w(), r.groups[len(r.groups)-1])
 }
 
 func (r *Report) find(title string) *group {
@@ -112,34 +169,81 @@ func (r *Report) find(title string) *group {
 	return nil
 }
 
-// ratio records median(a)/median(b) of a group, with the goal.
+// ratio records median(a)/median(b) of a group, with the goal
+// (0: none), and the CPU-per-operation ratio of the same two sides.
 func (r *Report) ratio(title, label string, rows []Row, a, b string, goal float64) {
+	r.addRatio(title, computeRatio(label, rows, a, b, goal, false))
+}
+
+// ceilingRatio is ratio where b is a ceiling of a (the same work minus the
+// product's layers): a ratio above 1.0 is a bug in the bench, and the run
+// fails loudly instead of reporting it.
+func (r *Report) ceilingRatio(title, label string, rows []Row, a, b string, goal float64) {
+	r.addRatio(title, computeRatio(label, rows, a, b, goal, true))
+}
+
+func (r *Report) addRatio(title string, rt ratio) {
 	g := r.find(title)
-	var va, vb float64
-	for _, row := range rows {
-		if row.Err != "" {
-			continue
-		}
-		if row.Name == a {
-			va = row.Median.Rate
-		}
-		if row.Name == b {
-			vb = row.Median.Rate
-		}
-	}
-	rt := ratio{label: label, goal: goal}
-	if va == 0 || vb == 0 {
-		rt.absent = true
-	} else {
-		rt.value = va / vb
-		rt.ok = rt.value >= goal
-	}
 	g.ratios = append(g.ratios, rt)
-	if rt.absent {
-		fmt.Printf("  ratio %s: n/a (a side did not run)\n", label)
-	} else {
-		fmt.Printf("  ratio %s: %.2f (goal >= %.2f: %s)\n", label, rt.value, goal, okWord(rt.ok))
+	fmt.Fprintf(r.w(), "  ratio %s\n", rt.describe())
+	if rt.ceiling && !rt.absent && rt.value > 1 {
+		bug := fmt.Sprintf("BENCH BUG: %s: %s = %.2f > 1.0 against a ceiling: the ceiling is not a ceiling (fix the bench, do not report this figure)", title, rt.label, rt.value)
+		r.bugs = append(r.bugs, bug)
+		fmt.Fprintln(r.w(), "  "+bug)
+		logf("%s", bug)
 	}
+}
+
+// computeRatio compares sides a and b of rows (medians; a failed side
+// makes the ratio absent).
+func computeRatio(label string, rows []Row, a, b string, goal float64, ceiling bool) ratio {
+	var ra, rb *Row
+	for i := range rows {
+		switch {
+		case rows[i].Err != "":
+		case rows[i].Name == a:
+			ra = &rows[i]
+		case rows[i].Name == b:
+			rb = &rows[i]
+		}
+	}
+	rt := ratio{label: label, goal: goal, ceiling: ceiling}
+	if ra == nil || rb == nil || ra.Median.Rate == 0 || rb.Median.Rate == 0 {
+		rt.absent = true
+		return rt
+	}
+	rt.value = ra.Median.Rate / rb.Median.Rate
+	rt.ok = rt.value >= goal
+	if ra.Median.CPUPerOp > 0 && rb.Median.CPUPerOp > 0 {
+		rt.cpu = float64(rb.Median.CPUPerOp) / float64(ra.Median.CPUPerOp)
+	}
+	return rt
+}
+
+// describe is the ratio's line in the table; md: in BENCHMARKS.md.
+func (rt ratio) describe(md ...bool) string {
+	if rt.absent {
+		return rt.label + ": n/a (a side did not run)"
+	}
+	val, ge := "%.2f", ">="
+	if len(md) > 0 && md[0] {
+		val, ge = "**%.2f**", "≥"
+	}
+	s := fmt.Sprintf("%s: "+val, rt.label, rt.value)
+	if rt.goal > 0 {
+		s += fmt.Sprintf(" (goal %s %.2f: %s)", ge, rt.goal, okWord(rt.ok))
+	} else {
+		s += " (no goal)"
+	}
+	if rt.ceiling {
+		s += "; ceiling: must be <= 1.00"
+	}
+	if rt.cpu > 0 {
+		s += fmt.Sprintf("; CPU per op, right side ÷ left side: %.2f", rt.cpu)
+	} else {
+		s += "; CPU per op: not measured"
+	}
+	return s
 }
 
 func okWord(ok bool) string {
@@ -204,13 +308,13 @@ func median(ss []Sample) Sample {
 
 func printGroup(w io.Writer, g *group) {
 	fmt.Fprintf(w, "\n%s\n", g.title)
-	fmt.Fprintf(w, "  %-44s %12s %10s %12s %7s %s\n", "side", "median "+g.unit, "Mbit/s", "CPU/op", "loss", "samples")
+	fmt.Fprintf(w, "  %-50s %12s %10s %12s %7s %s\n", "side", "median "+g.unit, "Mbit/s", "CPU/op", "loss", "samples")
 	for _, r := range g.rows {
 		if r.Err != "" {
-			fmt.Fprintf(w, "  %-44s FAILED: %s\n", r.Name, r.Err)
+			fmt.Fprintf(w, "  %-50s FAILED: %s\n", r.Name, r.Err)
 			continue
 		}
-		fmt.Fprintf(w, "  %-44s %12.1f %10s %12v %6.1f%% %d\n", r.Name, r.Median.Rate, mbps(r.Median.Mbps),
+		fmt.Fprintf(w, "  %-50s %12.1f %10s %12v %6.1f%% %d\n", r.Name, r.Median.Rate, mbps(r.Median.Mbps),
 			r.Median.CPUPerOp.Round(100*time.Nanosecond), r.Median.Loss*100, len(r.Samples))
 	}
 }
@@ -267,10 +371,13 @@ func treeCPU(pid int) time.Duration {
 		fmt.Sscanf(f[12], "%d", &stt)
 		procs[p] = st{ppid, ut + stt}
 	}
-	var sum uint64
+	var sum time.Duration
 	var walk func(int)
 	walk = func(p int) {
-		sum += procs[p].tick
+		// utime+stime counts in 10 ms ticks (USER_HZ = 100), including
+		// threads that have exited; the live threads' schedstat counts
+		// nanoseconds. The larger is the better figure.
+		sum += max(time.Duration(procs[p].tick)*10*time.Millisecond, threadsCPU(p))
 		for c, s := range procs {
 			if s.ppid == p {
 				walk(c)
@@ -278,7 +385,28 @@ func treeCPU(pid int) time.Duration {
 		}
 	}
 	walk(pid)
-	return time.Duration(sum) * 10 * time.Millisecond // USER_HZ = 100
+	return sum
+}
+
+// threadsCPU sums the on-CPU time (schedstat, ns) of pid's live threads.
+func threadsCPU(pid int) time.Duration {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		var ns int64
+		if _, err := fmt.Sscanf(string(b), "%d", &ns); err == nil {
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
 }
 
 // skipReason runs a testenv check and returns why it would skip ("" if
@@ -317,19 +445,25 @@ func Main(args []string) int {
 	fs.StringVar(&o.StormIKE, "storm-ike", "aes128-sha1-modp2048", "storm: the edge uplinks' IKE proposal")
 	fs.IntVar(&o.StormPar, "storm-par", 64, "storm: handshakes in flight per device process")
 	fs.StringVar(&o.DTLSCases, "dtls-cases", "psk,ecdsa", "dtls: which handshake pairs (psk, ecdsa)")
-	fs.StringVar(&o.Only, "only", "", "run only these measurements: forwarding,setup,memory,dtls,coap,endpoints,storm")
+	fs.StringVar(&o.Only, "only", "", "run only these measurements (comma-separated): "+suiteNames())
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
+	fs.BoolVar(&o.Quick, "quick", false, "run every suite once, small and short (make test); writes no docs, fails on any failure")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	hc := fs.Int("helper-clients", 0, "internal: run as the client process of the memory measurement")
 	hIKE := fs.String("helper-ike", "", "internal: gateway IKE address for -helper-clients")
 	hNATT := fs.Int("helper-natt", 0, "internal: gateway NAT-T port for -helper-clients")
 	fs.StringVar(&o.HeapProfile, "heapprofile", "", "endpoints: write a heap profile with all sessions up to this path (+ .count)")
 	hd := fs.String("helper-devices", "", "internal: run as a device process of the bridge memory and storm measurements")
+	hg := fs.Int("helper-gateway", 0, "internal: run our gateway with this many identities as the set-up measurement's server process")
+	hBind := fs.String("helper-bind", "127.0.0.1", "internal: address for -helper-gateway")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *hd != "" {
 		return helperDevices(*hd)
+	}
+	if *hg > 0 {
+		return helperGateway(*hg, *hBind)
 	}
 	if *hc > 0 {
 		return helperClients(*hc, *hIKE, *hNATT)
@@ -358,27 +492,31 @@ func Main(args []string) int {
 			o.Endpoints = append(o.Endpoints, n)
 		}
 	}
+	if o.Quick {
+		quickOptions(o)
+	}
 	want := func(name string) bool {
 		return o.Only == "" || slices.Contains(strings.Split(o.Only, ","), name)
 	}
 	rep := &Report{start: time.Now()}
-	steps := []struct {
-		name string
-		fn   func(*Options, *Report)
-	}{
-		{"forwarding", benchForwarding},
-		{"setup", benchSetup},
-		{"memory", benchMemory},
-		{"dtls", benchDTLS},
-		{"coap", benchCoAPRelay},
-		{"endpoints", benchEndpoints},
-		{"storm", benchStorm},
-	}
-	for _, s := range steps {
+	for _, s := range suites {
 		if want(s.name) {
+			t0 := time.Now()
 			logf("== %s", s.name)
-			s.fn(o, rep)
+			s.run(o, rep)
+			logf("== %s took %v", s.name, time.Since(t0).Round(100*time.Millisecond))
 		}
+	}
+	if len(rep.bugs) > 0 {
+		fmt.Fprintf(os.Stderr, "bench: FAILED: %d ratio(s) above their ceiling; nothing written:\n  %s\n", len(rep.bugs), strings.Join(rep.bugs, "\n  "))
+		return 1
+	}
+	if o.Quick {
+		if f := rep.failures(); len(f) > 0 {
+			fmt.Fprintf(os.Stderr, "bench -quick: FAILED:\n  %s\n", strings.Join(f, "\n  "))
+			return 1
+		}
+		logf("bench -quick: every suite ran (%v)", time.Since(rep.start).Round(time.Second))
 	}
 	if o.Docs != "" {
 		if err := writeDocs(o, rep, args); err != nil {
@@ -387,4 +525,26 @@ func Main(args []string) int {
 		}
 	}
 	return 0
+}
+
+func suiteNames() string {
+	var n []string
+	for _, s := range suites {
+		n = append(n, s.name)
+	}
+	return strings.Join(n, ",")
+}
+
+// failures lists what makes a -quick run fail: measurements that failed
+// (runScoped), and sides that failed for another reason than a skip.
+func (r *Report) failures() []string {
+	f := scopeFailures()
+	for _, g := range r.groups {
+		for _, row := range g.rows {
+			if row.Err != "" && !strings.HasPrefix(row.Err, "skipped") {
+				f = append(f, fmt.Sprintf("%s: %s: %s", g.title, row.Name, row.Err))
+			}
+		}
+	}
+	return f
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -49,9 +50,23 @@ func runScoped(name string, fn func(t testing.TB)) (skipped bool, msg string, er
 		_ = os.RemoveAll(d)
 	}
 	if s.failed {
+		failedMu.Lock()
+		failed = append(failed, fmt.Sprintf("%s: %s", name, s.msg))
+		failedMu.Unlock()
 		return false, s.msg, fmt.Errorf("%s: %s", name, s.msg)
 	}
 	return s.skipped, s.msg, nil
+}
+
+var (
+	failedMu sync.Mutex
+	failed   []string // every runScoped that failed, for -quick
+)
+
+func scopeFailures() []string {
+	failedMu.Lock()
+	defer failedMu.Unlock()
+	return slices.Clone(failed)
 }
 
 func (s *scope) runCleanups() {

@@ -6,6 +6,9 @@
 #   3. unit and in-memory tests (-race on the protocol packages)
 #   4. a short smoke run of every fuzz target
 #   5. namespace end-to-end and real-peer interop tests (root)
+#   6. the benchmark command in -quick mode: every suite once, small and
+#      short (~30 s); fails on a failed suite or side, or a ratio above
+#      its ceiling (a bench bug)
 #
 # As root, FLEETGATE_REQUIRE_ROOT_TESTS=1 is exported so a test that would
 # skip for lack of root or of a peer binary fails instead: in CI nothing
@@ -67,6 +70,9 @@ for pkg in $(go list ./...); do
 done
 rm -f /tmp/fuzz.$$.log
 echo "fuzz targets run: $nfuzz"
+
+step "bench -quick (every suite once)"
+go run ./bench -quick || status=1
 
 step "leftovers"
 left=$(ip netns list 2>/dev/null | grep -c '^fg' || true)
