@@ -13,6 +13,7 @@ PKGS=(
   libcoap3-bin
   mosquitto mosquitto-clients
   freeradius freeradius-utils
+  bird2         # central BGP router of the gateway fleet tests (gateway/bgp)
   tshark
   nftables iproute2
   ethtool       # captures judged by tshark turn segmentation offload off on the captured veths
@@ -40,7 +41,7 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # Debian starts some of these as services when systemd runs; the tests
     # start their own private instances, so stop any system copies.
-    for s in mosquitto freeradius xl2tpd strongswan-starter softether-vpnserver ipsec prometheus prometheus-node-exporter; do
+    for s in mosquitto freeradius xl2tpd strongswan-starter softether-vpnserver ipsec bird prometheus prometheus-node-exporter; do
       if command -v systemctl >/dev/null && systemctl is-active --quiet "$s" 2>/dev/null; then
         systemctl stop "$s" || true
         systemctl disable --quiet "$s" 2>/dev/null || true

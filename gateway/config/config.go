@@ -70,6 +70,8 @@ type Config struct {
 	Status Status `yaml:"status"`
 	// RADIUS, when set, authenticates PPP users and receives accounting.
 	RADIUS *RADIUS `yaml:"radius"`
+	// BGP, when set, announces session prefixes to central routers.
+	BGP *BGP `yaml:"bgp"`
 	// Import names classic strongSwan/pppd secrets files to merge in.
 	Import Import `yaml:"import"`
 	// PKI locates the CA, the gateway's certificate and the CRL.

@@ -105,6 +105,8 @@ func Diff(old, new *Config) Changes {
 		// The tunnel server takes them when the engine starts.
 		{"dpd", old.DPD, new.DPD},
 		{"lcp_echo", old.LCPEcho, new.LCPEcho},
+		// The speaker's neighbours are set up when the server starts.
+		{"bgp", old.BGP, new.BGP},
 	}
 	for _, x := range restart {
 		if !reflect.DeepEqual(x.a, x.b) {

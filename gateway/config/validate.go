@@ -107,6 +107,7 @@ func (v *validator) run() {
 		}
 	}
 	v.radius()
+	v.bgp()
 	if c.PKI.Dir == "" {
 		c.PKI.Dir = "/var/lib/fleetgate/pki"
 	}

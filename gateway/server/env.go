@@ -216,6 +216,7 @@ func (e *Env) Register(s Session) error {
 		e.Metrics.Reconnect(s.Identity())
 	}
 	s2.addRoutes(s)
+	s2.announce(s)
 	c := e.Router.Identity(s.Identity())
 	st := &sessionState{sess: s, start: s2.now(), rx0: c.RxBytes.Load(), tx0: c.TxBytes.Load(), rxp0: c.RxPackets.Load(), txp0: c.TxPackets.Load(), user: s.Identity()}
 	if ai, ok := s.(AccountingInfo); ok {
@@ -252,6 +253,7 @@ func (e *Env) Unregister(s Session, cause int) {
 	if e.Sessions.Remove(s) {
 		e.srv.delRoutes(s)
 	}
+	e.srv.withdraw(s)
 	e.srv.finish(s, cause)
 	e.ReleaseAddress(s.Addr())
 }

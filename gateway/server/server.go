@@ -26,6 +26,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/deploy/sdnotify"
 	"github.com/fleetgate/fleetgate/gateway/admission"
+	"github.com/fleetgate/fleetgate/gateway/bgp"
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/dhcpinform"
@@ -67,6 +68,7 @@ type Server struct {
 	gm        *metrics.Gateway
 	reg       *prometheus.Registry
 	rad       *radius.Client
+	bgp       *bgp.Speaker // nil without a bgp section; see bgp.go
 	env       *Env
 	host      atomic.Pointer[hostRef]
 	started   time.Time
@@ -99,6 +101,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.verifier.Store(v)
+	if s.bgp, err = s.newSpeaker(cfg); err != nil {
+		return nil, err
+	}
 	s.adm = admission.New(admission.Config{GlobalRate: cfg.Pacing.GlobalRate, GlobalBurst: cfg.Pacing.GlobalBurst,
 		PerSourceRate: cfg.Pacing.PerSourceRate, PerSourceBurst: cfg.Pacing.PerSourceBurst, Clock: opts.Clock})
 	if r := cfg.RADIUS; r != nil {
@@ -241,6 +246,7 @@ func (s *Server) Run(ctx context.Context) error {
 			servers = append(servers, s.serve(ln, mux, &wg))
 		}
 	}
+	s.startBGP(ctx)
 	engCtx, stopEngine := context.WithCancel(ctx)
 	engDone := make(chan error, 1)
 	if s.opts.Engine != nil {
@@ -278,6 +284,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, sess := range s.table.Sessions() {
 		s.env.Unregister(sess, radius.CauseNASReboot)
 	}
+	s.stopBGP()
 	close(interimStop)
 	for _, srv := range servers {
 		_ = srv.Close()
@@ -457,6 +464,7 @@ func (s *Server) Report() status.Report {
 		}
 	}
 	sort.Slice(r.Sessions, func(i, j int) bool { return r.Sessions[i].Identity < r.Sessions[j].Identity })
+	r.BGP = s.bgpReport()
 	return r
 }
 

@@ -40,6 +40,24 @@ type Report struct {
 	Engine   string            `json:"engine"` // session engine state
 	Sessions []Session         `json:"sessions"`
 	Drops    map[string]uint64 `json:"drops,omitempty"`
+	// BGP is the speaker's state; nil when bgp is not configured.
+	BGP *BGP `json:"bgp,omitempty"`
+}
+
+// BGP is the BGP speaker's part of the report.
+type BGP struct {
+	LocalAS uint32 `json:"local_as"`
+	// Announced is how many prefixes are announced now.
+	Announced int           `json:"announced"`
+	Neighbors []BGPNeighbor `json:"neighbors"`
+}
+
+// BGPNeighbor is one neighbour's session state.
+type BGPNeighbor struct {
+	Addr  string    `json:"addr"`
+	AS    uint32    `json:"as"`
+	State string    `json:"state"` // idle, connect, active, opensent, openconfirm, established
+	Since time.Time `json:"since"`
 }
 
 // Handler serves the report as JSON.
@@ -113,6 +131,25 @@ func WriteTable(w io.Writer, r Report) error {
 			parts[i] = fmt.Sprintf("%s=%d", k, r.Drops[k])
 		}
 		fmt.Fprintf(w, "drops: %s\n", strings.Join(parts, " "))
+	}
+	if b := r.BGP; b != nil {
+		up := 0
+		for _, n := range b.Neighbors {
+			if n.State == "established" {
+				up++
+			}
+		}
+		fmt.Fprintf(w, "bgp: AS %d, %d prefix(es) announced, %d of %d neighbor(s) established\n", b.LocalAS, b.Announced, up, len(b.Neighbors))
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NEIGHBOR\tAS\tSTATE\tFOR")
+		for _, n := range b.Neighbors {
+			since := "-"
+			if !n.Since.IsZero() {
+				since = fmtDur(r.Now.Sub(n.Since))
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", n.Addr, n.AS, n.State, since)
+		}
+		return tw.Flush()
 	}
 	return nil
 }

@@ -64,3 +64,20 @@ func TestFetchHTTPAndUnix(t *testing.T) {
 		t.Error("fetch from a missing socket: got nil error")
 	}
 }
+
+func TestTableBGP(t *testing.T) {
+	r := sample()
+	r.BGP = &BGP{LocalAS: 65010, Announced: 3, Neighbors: []BGPNeighbor{
+		{Addr: "198.51.100.1", AS: 65000, State: "established", Since: r.Now.Add(-5 * time.Minute)},
+		{Addr: "198.51.100.2", AS: 65000, State: "active"}}}
+	var b bytes.Buffer
+	if err := WriteTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"bgp: AS 65010, 3 prefix(es) announced, 1 of 2 neighbor(s) established", "198.51.100.1", "established", "5m0s", "198.51.100.2", "active"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 // Package realpeer starts real third-party programs for interop tests:
 // strongSwan charon, xl2tpd, SoftEther vpnserver, mosquitto, libcoap's
-// coap-server and coap-client, and tshark/dumpcap captures.
+// coap-server and coap-client, FreeRADIUS, bird2 (BGP) and tshark/dumpcap
+// captures.
 //
 // Every launcher starts ONE program inside a network namespace (a
 // *netns.Host) or, when the host is nil, in the root namespace on loopback
