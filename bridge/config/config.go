@@ -109,6 +109,18 @@ type Uplink struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
 	CA   string `yaml:"ca"`
+	// GatewayID is the gateway's name, which must be a subjectAltName
+	// (DNS, IP or e-mail) of a gateway certificate (extended key usage
+	// serverAuth, as `gateway pki issue --kind gateway` makes) of CA;
+	// required with certificates. CRL (PEM or DER file, optional) lists
+	// revoked certificates of CA; it is re-read on SIGHUP.
+	GatewayID string `yaml:"gateway_id"`
+	CRL       string `yaml:"crl"`
+	// PPPMethods are the PPP authentication methods we accept (default
+	// [mschapv2]); chap and pap are an explicit opt-in: whoever plays the
+	// gateway would get the password in clear (pap) or an offline-
+	// crackable exchange (chap).
+	PPPMethods []string `yaml:"ppp_methods"`
 	// LocalID is our IKE identity as an FQDN (sites behind one NAT each
 	// need their own); empty: our address.
 	LocalID     string `yaml:"local_id"`
@@ -190,6 +202,14 @@ func Parse(b []byte) (*Config, error) {
 			return nil, fail("uplink.psk", "uplink needs psk or cert and key")
 		case u.PSK != "" && u.Cert != "":
 			return nil, fail("uplink.cert", "uplink: psk and cert are exclusive")
+		case u.Cert != "" && u.CA == "":
+			return nil, fail("uplink.cert", "uplink: certificate mode needs uplink.ca (the CA that issued the gateway's certificate), else any certificate would do")
+		case u.Cert != "" && u.GatewayID == "":
+			return nil, fail("uplink.cert", "uplink: certificate mode needs uplink.gateway_id (a subjectAltName of the gateway's certificate, e.g. gw1.example.net), else any certificate of the CA would pass as the gateway")
+		case u.PSK != "" && (u.GatewayID != "" || u.CRL != ""):
+			return nil, fail("uplink.gateway_id", "uplink.gateway_id and uplink.crl apply to certificate mode only (remove them, or use cert/key/ca)")
+		case badMethods(u.PPPMethods):
+			return nil, fail("uplink.ppp_methods", "uplink.ppp_methods: want a list of mschapv2, chap, pap (default [mschapv2])")
 		case u.PPPUser == "":
 			return nil, fail("uplink.ppp_user", "uplink.ppp_user is empty")
 		case badList(u.IKEProposals, func(p string) error { _, err := ike.ParseIKEProposal(p); return err }):
@@ -289,6 +309,22 @@ func lineOfValue(n *yaml.Node, msg string) int {
 		}
 	}
 	return 0
+}
+
+// PPP method names in uplink.ppp_methods.
+const (
+	MethodMSCHAPv2 = "mschapv2"
+	MethodCHAP     = "chap"
+	MethodPAP      = "pap"
+)
+
+func badMethods(ms []string) bool {
+	for _, m := range ms {
+		if m != MethodMSCHAPv2 && m != MethodCHAP && m != MethodPAP {
+			return true
+		}
+	}
+	return false
 }
 
 // badList reports whether a comma-separated list has an entry parse rejects.

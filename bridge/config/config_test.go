@@ -44,6 +44,12 @@ func TestParseRejects(t *testing.T) {
 		"prefix: 10.10.8.0/24\nbridge_address: 10.10.9.1\n",
 		"prefix: 10.10.8.0/24\nuplink: {mode: pptp}\n",
 		"prefix: 10.10.8.0/24\nmqtt: {central_inflight: -1}\n",
+		// certificate mode without a CA or a gateway ID would take any
+		// certificate as the gateway
+		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], cert: c, key: k, gateway_id: gw1, ppp_user: u}\n",
+		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], cert: c, key: k, ca: a, ppp_user: u}\n",
+		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], psk: p, crl: x, ppp_user: u}\n",
+		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], psk: p, ppp_user: u, ppp_methods: [eap]}\n",
 		"{",
 	} {
 		if _, err := Parse([]byte(in)); !errors.Is(err, ErrInvalid) {

@@ -21,6 +21,14 @@ import (
 // ClientConfig builds the uplink.Config for cfg's l2tp-ipsec uplink
 // (credentials are read from the files cfg names).
 func ClientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
+	uc, _, err := clientConfig(cfg, log)
+	return uc, err
+}
+
+// clientConfig is ClientConfig with the uplink.crl holder (nil without
+// one), which Reload re-reads.
+func clientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, *gatewayCRL, error) {
+	var crl *gatewayCRL
 	u := cfg.Uplink
 	tc := tunnel.ClientConfig{
 		Username:     u.PPPUser,
@@ -30,6 +38,7 @@ func ClientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 		EchoFailures: u.LCPEchoFailures,
 		HostName:     cfg.Site,
 		Logger:       log,
+		AuthMethods:  pppMethods(u.PPPMethods),
 	}
 	tc.IKEProposals, tc.ESPProposals = u.IKEProposals, u.ESPProposals
 	tc.DPDInterval = u.DPDInterval
@@ -38,18 +47,35 @@ func ClientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 	} else {
 		pair, err := tls.LoadX509KeyPair(u.Cert, u.Key)
 		if err != nil {
-			return uplink.Config{}, fmt.Errorf("daemon: uplink cert: %w", err)
+			return uplink.Config{}, nil, fmt.Errorf("daemon: uplink cert: %w", err)
 		}
 		tc.Cert = &ike.LocalCert{Chain: pair.Certificate, Key: pair.PrivateKey}
-		if u.CA != "" {
-			pem, err := os.ReadFile(u.CA)
+		if u.CA == "" || u.GatewayID == "" {
+			// config.Parse refuses this; a Config built in code must not
+			// accept any certificate as the gateway either.
+			return uplink.Config{}, nil, fmt.Errorf("daemon: uplink: certificate mode needs ca and gateway_id")
+		}
+		pem, err := os.ReadFile(u.CA)
+		if err != nil {
+			return uplink.Config{}, nil, fmt.Errorf("daemon: uplink ca: %w", err)
+		}
+		tc.CAs = x509.NewCertPool()
+		if !tc.CAs.AppendCertsFromPEM(pem) {
+			return uplink.Config{}, nil, fmt.Errorf("daemon: uplink ca %s: no certificate", u.CA)
+		}
+		// The gateway must be named by gateway_id and carry serverAuth
+		// (ike.GatewayPolicy), and not be on uplink.crl.
+		tc.GatewayPolicy = &ike.GatewayPolicy{ID: u.GatewayID}
+		if u.CRL != "" {
+			ca, err := firstCert(pem)
 			if err != nil {
-				return uplink.Config{}, fmt.Errorf("daemon: uplink ca: %w", err)
+				return uplink.Config{}, nil, fmt.Errorf("daemon: uplink ca %s: %w", u.CA, err)
 			}
-			tc.CAs = x509.NewCertPool()
-			if !tc.CAs.AppendCertsFromPEM(pem) {
-				return uplink.Config{}, fmt.Errorf("daemon: uplink ca %s: no certificate", u.CA)
+			crl = &gatewayCRL{path: u.CRL, ca: ca}
+			if err := crl.load(); err != nil {
+				return uplink.Config{}, nil, err
 			}
+			tc.GatewayPolicy.CRL = crl.get
 		}
 	}
 	if u.LocalID != "" {
@@ -61,7 +87,7 @@ func ClientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 	for _, g := range u.Gateways {
 		uc.Gateways = append(uc.Gateways, uplink.Gateway{Addr: g, NATTPort: u.NATTPort})
 	}
-	return uc, nil
+	return uc, crl, nil
 }
 
 // clientUplink adapts uplink.Client to Uplink.
@@ -73,13 +99,26 @@ type clientUplink struct {
 	// Status.Failures already counted (guarded by mu).
 	failures     *prometheus.CounterVec
 	lastFailures uint64
+	// refused counts attempts refused on security grounds (the peer is
+	// not the configured gateway, or asked for a PPP method we do not
+	// allow); crl is uplink.crl (nil without one); log gets the refusals.
+	refused *prometheus.CounterVec
+	crl     *gatewayCRL
+	log     *slog.Logger
 }
 
 // newClientUplink makes the L2TP/IPsec uplink; Start begins dialling.
-func newClientUplink(uc uplink.Config) (*clientUplink, error) {
+func newClientUplink(uc uplink.Config, crl *gatewayCRL) (*clientUplink, error) {
 	cu := &clientUplink{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "uplink_failures_by_phase_total", Help: "Failed tunnel attempts by the phase they failed in (IKE, ESP, L2TP, PPP...).",
-	}, []string{"phase"})}
+	}, []string{"phase"}), refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "uplink_refused_total", Help: "Tunnel attempts we refused: reason not_gateway (the peer's certificate is not the configured gateway's: name, key usage, CRL) or ppp_method (the server asked for a PPP method we do not allow; no password sent).",
+	}, []string{"reason"}), crl: crl, log: uc.Logger}
+	if cu.log == nil {
+		cu.log = slog.New(slog.DiscardHandler)
+	}
+	cu.refused.WithLabelValues("not_gateway")
+	cu.refused.WithLabelValues("ppp_method")
 	uc.OnState = cu.onState
 	c, err := uplink.New(uc)
 	if err != nil {
@@ -92,11 +131,22 @@ func newClientUplink(uc uplink.Config) (*clientUplink, error) {
 func (cu *clientUplink) onState(s uplink.Status) {
 	cu.mu.Lock()
 	fn := cu.fn
+	var why string
 	if s.Failures > cu.lastFailures {
 		cu.failures.WithLabelValues(fmt.Sprint(s.LastPhase)).Add(float64(s.Failures - cu.lastFailures))
 		cu.lastFailures = s.Failures
+		if why = refusal(s.LastErr); why != "" {
+			cu.refused.WithLabelValues(why).Inc()
+		}
 	}
 	cu.mu.Unlock()
+	switch why {
+	case "not_gateway":
+		cu.log.Warn("uplink refused: the peer is not the configured gateway", "gateway", s.Gateway, "reason", why, "err", s.LastErr)
+	case "ppp_method":
+		cu.log.Warn("uplink refused: the server asked for a PPP authentication method we do not allow; no password sent",
+			"gateway", s.Gateway, "reason", why, "err", s.LastErr)
+	}
 	if fn != nil {
 		fn(s.State == uplink.StateUp, describe(s))
 	}
@@ -124,6 +174,14 @@ func describe(s uplink.Status) string {
 }
 
 func (cu *clientUplink) Start() { cu.c.Start() }
+
+// reloadCRL re-reads uplink.crl (SIGHUP); a bad file keeps the old CRL.
+func (cu *clientUplink) reloadCRL() error {
+	if cu.crl == nil {
+		return nil
+	}
+	return cu.crl.load()
+}
 
 func (cu *clientUplink) WritePacket(pkt []byte) error {
 	err := cu.c.WritePacket(pkt)
@@ -165,7 +223,7 @@ func registerUplink(reg *prometheus.Registry, cu *clientUplink) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(f(cu.Status())) }))
 	}
-	reg.MustRegister(cu.failures)
+	reg.MustRegister(cu.failures, cu.refused)
 	gauge("uplink_up", "1 while the L2TP/IPsec tunnel is up.", func(s uplink.Status) float64 {
 		if s.State == uplink.StateUp {
 			return 1

@@ -36,11 +36,11 @@ func NewUplink(cfg *config.Config, log *slog.Logger) (Uplink, error) {
 	case "none":
 		return noneUplink{}, nil
 	case "l2tp-ipsec":
-		uc, err := ClientConfig(cfg, log)
+		uc, crl, err := clientConfig(cfg, log)
 		if err != nil {
 			return nil, err
 		}
-		return newClientUplink(uc)
+		return newClientUplink(uc, crl)
 	}
 	return nil, fmt.Errorf("daemon: unknown uplink mode %q", cfg.Uplink.Mode)
 }
@@ -328,6 +328,11 @@ func (s *Site) Reload() (int, error) {
 	res, err := reloadEndpoints(s.cfg, s.px, s.srv)
 	if err != nil {
 		s.log.Warn("reload incomplete", "err", err)
+	}
+	if cu, ok := s.up.(*clientUplink); ok {
+		if err := cu.reloadCRL(); err != nil {
+			s.log.Warn("uplink.crl not reloaded; the previous CRL stays", "err", err)
+		}
 	}
 	s.log.Info("endpoints reloaded", "added", res.Added, "removed", res.Removed, "rekeyed", res.Rekeyed,
 		"reallowed", res.Reallowed, "endpoints", s.reg.Len())

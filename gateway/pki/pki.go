@@ -38,11 +38,14 @@ const (
 	KeyRSA   = "rsa"   // RSA-2048, for peers without ECDSA support
 )
 
-// Certificate kinds; they select the extended key usages.
+// Certificate kinds; they select the extended key usages. serverAuth is
+// the mark of a gateway: the bridge (ike.GatewayPolicy) dials only a
+// certificate that has it, so site and device certificates never get it,
+// and one compromised site box cannot pose as the gateway.
 const (
 	KindGateway = "gateway" // serverAuth + IKE intermediate (Windows wants both)
-	KindSite    = "site"    // an edge bridge or stock client: clientAuth
-	KindDevice  = "device"  // an MCU for DTLS: clientAuth
+	KindSite    = "site"    // an edge bridge or stock client: clientAuth only
+	KindDevice  = "device"  // an MCU for DTLS: clientAuth only
 )
 
 // oidIKEIntermediate is id-kp-ipsecIKE-intermediate (1.3.6.1.5.5.8.2.2),

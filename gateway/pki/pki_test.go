@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/uplink/ike"
 )
 
 func newStore(t *testing.T, keyType string) *Store {
@@ -194,5 +196,34 @@ func TestStrongSwanPKIReadsOurCerts(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(s.Dir, "certs", "site-hall7.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode: got %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+}
+
+// TestOnlyGatewayCertsAreGateways: the bridge's ike.GatewayPolicy (SAN =
+// gateway_id, serverAuth) accepts a gateway certificate and refuses site
+// and device certificates even when they carry the gateway's name: only
+// --kind gateway gets serverAuth.
+func TestOnlyGatewayCertsAreGateways(t *testing.T) {
+	s := newStore(t, KeyECDSA)
+	ca, _, err := s.CA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := &ike.GatewayPolicy{ID: "gw1.example.net"}
+	for _, tt := range []struct {
+		kind string
+		ok   bool
+	}{{KindGateway, true}, {KindSite, false}, {KindDevice, false}} {
+		c, err := s.Issue(IssueOptions{Name: "x-" + tt.kind, Kind: tt.kind, SANs: []string{"gw1.example.net"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if has := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth); has != tt.ok {
+			t.Errorf("%s certificate: serverAuth %v, want %v", tt.kind, has, tt.ok)
+		}
+		err = policy.Check(c, []*x509.Certificate{c, ca}, time.Now())
+		if (err == nil) != tt.ok {
+			t.Errorf("%s certificate as the gateway: %v, want accepted=%v", tt.kind, err, tt.ok)
+		}
 	}
 }

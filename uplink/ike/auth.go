@@ -231,6 +231,9 @@ func (sa *ikeSA) verifyCerts(m *Message) (*x509.Certificate, error) {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidCert, err)
 		}
 	}
+	if err := sa.checkGateway(certs[0], chains[0]); err != nil {
+		return nil, err
+	}
 	return certs[0], nil
 }
 

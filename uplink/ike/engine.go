@@ -191,6 +191,10 @@ type Config struct {
 	LocalID *Identification
 	// RemoteID, when set, is the identity the peer must present (initiator).
 	RemoteID *Identification
+	// Gateway, when set, is what the initiator demands of the responder's
+	// certificate (its name, a gateway key usage, not revoked); see
+	// GatewayPolicy.
+	Gateway *GatewayPolicy
 
 	IKEProposals   []IKEProposal // default DefaultIKEProposals
 	ESPProposals   []ESPProposal // default DefaultESPProposals

@@ -17,6 +17,7 @@ var (
 	ErrAuthFailed        = errors.New("ike: authentication failed")
 	ErrInvalidID         = errors.New("ike: identity not acceptable")
 	ErrInvalidCert       = errors.New("ike: certificate not acceptable")
+	ErrNotGateway        = errors.New("ike: peer certificate is not the configured gateway's")
 	ErrHashMismatch      = errors.New("ike: hash payload does not verify")
 	ErrBadKE             = errors.New("ike: bad key exchange data")
 	ErrUnexpected        = errors.New("ike: message not expected in this state")

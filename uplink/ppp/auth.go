@@ -3,6 +3,7 @@ package ppp
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"net/netip"
 )
 
@@ -57,6 +58,15 @@ func parseAuthOption(d []byte) (AuthMethod, bool) {
 		return AuthMSCHAPv2, true
 	}
 	return AuthNone, false
+}
+
+// describeAuthOption names the method an LCP Authentication-Protocol
+// option asks for (hex when it is none we implement, e.g. EAP).
+func describeAuthOption(d []byte) string {
+	if m, ok := parseAuthOption(d); ok {
+		return m.String()
+	}
+	return fmt.Sprintf("%x", d)
 }
 
 // AuthRequest is the raw exchange handed to an Authenticator, so a RADIUS

@@ -23,7 +23,11 @@ var (
 	ErrNegotiation    = errors.New("ppp: negotiation failed")
 	ErrPeerTerminated = errors.New("ppp: peer terminated the link")
 	ErrLinkDown       = errors.New("ppp: lower layer went down")
-	ErrBadServerAuth  = errors.New("ppp: MS-CHAPv2 authenticator response does not verify")
+	// ErrAuthMethodRefused: the peer asked for an authentication method
+	// we do not allow (e.g. PAP from a client configured for MS-CHAPv2
+	// only); no credentials were sent.
+	ErrAuthMethodRefused = errors.New("ppp: peer asked for an authentication method we do not allow")
+	ErrBadServerAuth     = errors.New("ppp: MS-CHAPv2 authenticator response does not verify")
 )
 
 // ParseError says where a codec found a problem.

@@ -21,6 +21,9 @@ type lcp struct {
 	peerMRU    int
 	peerMagic  uint32
 	clientNaks int
+	// refusedAuth: client: the peer asked for a method not in
+	// cfg.Methods (counted and logged once per link).
+	refusedAuth bool
 }
 
 func (l *lcp) init() {
@@ -83,6 +86,14 @@ func (l *lcp) recvReq(opts []byte) (byte, []byte) {
 				return nil
 			}
 			l.clientNaks++
+			if !l.refusedAuth {
+				// Once per link: the Nak names the method we allow, no
+				// credentials leave until the peer agrees to it.
+				l.refusedAuth = true
+				l.m.stats.AuthMethodRefused.Add(1)
+				l.m.log.Warn("peer asked for an authentication method we do not allow; refused, no credentials sent",
+					"asked", describeAuthOption(o.Data), "allowed", l.m.cfg.Methods)
+			}
 			nak = AppendOption(nak, lcpOptAuth, l.m.cfg.Methods[0].authOption())
 			return nil
 		case lcpOptMagic:

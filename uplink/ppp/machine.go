@@ -2,6 +2,7 @@ package ppp
 
 import (
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -225,6 +226,9 @@ func (m *machine) fail(err error) {
 func (m *machine) LowerDown() {
 	if m.err == nil {
 		m.err = ErrLinkDown
+		if m.lcpH.refusedAuth && m.phase == phaseEstablish {
+			m.err = fmt.Errorf("%w: %w", ErrLinkDown, ErrAuthMethodRefused)
+		}
 	}
 	m.lcpF.Down()
 	m.lcpFinished()
@@ -274,6 +278,9 @@ func (m *machine) lcpFinished() {
 		m.err = m.lcpF.lastError
 		if m.err == nil {
 			m.err = ErrNegotiation
+		}
+		if m.lcpH.refusedAuth && m.phase == phaseEstablish {
+			m.err = fmt.Errorf("%w: %w", m.err, ErrAuthMethodRefused)
 		}
 	}
 	m.stats.LinksDown.Add(1)

@@ -9,6 +9,7 @@ type Stats struct {
 	LinksDown          atomic.Uint64 // links that went down after coming up or failing
 	AuthSuccesses      atomic.Uint64 // authentications that succeeded
 	AuthFailures       atomic.Uint64 // authentications that failed
+	AuthMethodRefused  atomic.Uint64 // client: links where the peer asked for a method we do not allow (no credentials sent)
 	PAPAckNoMsgLen     atomic.Uint64 // PAP Authenticate-Ack without the Msg-Length byte (SoftEther), accepted
 	EchoRequestsSent   atomic.Uint64 // LCP Echo-Requests sent
 	EchoTimeouts       atomic.Uint64 // links closed for unanswered echoes

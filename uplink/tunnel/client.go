@@ -97,7 +97,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
 		Logger:   t.log.With("layer", "ike"),
 		NATTPort: cfg.NATTPort,
 		OnEvent:  t.onEvent,
-		Cert:     cfg.Cert, CAs: cfg.CAs, RemoteID: cfg.RemoteID, LocalID: cfg.LocalID,
+		Cert:     cfg.Cert, CAs: cfg.CAs, RemoteID: cfg.RemoteID, LocalID: cfg.LocalID, Gateway: cfg.GatewayPolicy,
 	}
 	if cfg.PSK != nil {
 		psk := cfg.PSK

@@ -82,11 +82,13 @@ type ClientConfig struct {
 	IKEConn, NATTConn   net.PacketConn
 
 	// PSK is the pre-shared key; or Cert and CAs for signatures
-	// (RemoteID, if set, is the identity the gateway must prove).
-	PSK      []byte
-	Cert     *ike.LocalCert
-	CAs      *x509.CertPool
-	RemoteID *ike.Identification
+	// (RemoteID, if set, is the identity the gateway must prove;
+	// GatewayPolicy, if set, what its certificate must be).
+	PSK           []byte
+	Cert          *ike.LocalCert
+	CAs           *x509.CertPool
+	RemoteID      *ike.Identification
+	GatewayPolicy *ike.GatewayPolicy
 	// LocalID is our phase 1 identity (default: our address with a PSK,
 	// the certificate subject with signatures). Sites behind one NAT
 	// should each have their own (e.g. an FQDN), since INITIAL-CONTACT
@@ -95,8 +97,10 @@ type ClientConfig struct {
 	IKEOptions
 
 	// Username and Password are the PPP credentials (never logged);
-	// AuthMethods are the methods we accept (default: MS-CHAPv2, CHAP-MD5,
-	// PAP as ppp.Config documents).
+	// AuthMethods are the methods we accept (default: MS-CHAPv2 only:
+	// whoever plays the gateway must not get the password in clear with
+	// PAP, or an offline-crackable CHAP-MD5 exchange; weaker methods are
+	// an explicit opt-in).
 	Username, Password string
 	AuthMethods        []ppp.AuthMethod
 	// MRU, EchoInterval and EchoFailures tune PPP (LCP echo keepalive).
@@ -129,6 +133,9 @@ func (c *ClientConfig) defaults() error {
 	}
 	if c.NATTPort == 0 {
 		c.NATTPort = DefaultNATTPort
+	}
+	if len(c.AuthMethods) == 0 {
+		c.AuthMethods = []ppp.AuthMethod{ppp.AuthMSCHAPv2}
 	}
 	if c.LocalIKE == "" {
 		c.LocalIKE = "0.0.0.0:0"

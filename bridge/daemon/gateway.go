@@ -1,0 +1,92 @@
+package daemon
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"github.com/fleetgate/fleetgate/bridge/config"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+)
+
+// gatewayCRL is uplink.crl: the CRL of the CA that issues gateway
+// certificates, published atomically so that the IKE engine reads it
+// under its lock without I/O, and re-read on SIGHUP.
+type gatewayCRL struct {
+	path string
+	ca   *x509.Certificate // uplink.ca's first certificate
+	cur  atomic.Pointer[x509.RevocationList]
+}
+
+// load reads the file (PEM "X509 CRL" or DER), checks that uplink.ca
+// signed it and publishes it; on error the previous CRL stays.
+func (g *gatewayCRL) load() error {
+	b, err := os.ReadFile(g.path)
+	if err != nil {
+		return fmt.Errorf("daemon: uplink.crl: %w", err)
+	}
+	if p, _ := pem.Decode(b); p != nil {
+		b = p.Bytes
+	}
+	rl, err := x509.ParseRevocationList(b)
+	if err != nil {
+		return fmt.Errorf("daemon: uplink.crl %s: %w", g.path, err)
+	}
+	if err := rl.CheckSignatureFrom(g.ca); err != nil {
+		return fmt.Errorf("daemon: uplink.crl %s is not signed by uplink.ca (%s): %w", g.path, g.ca.Subject.CommonName, err)
+	}
+	g.cur.Store(rl)
+	return nil
+}
+
+func (g *gatewayCRL) get() *x509.RevocationList { return g.cur.Load() }
+
+// firstCert parses the first certificate of a PEM file.
+func firstCert(pemBytes []byte) (*x509.Certificate, error) {
+	for {
+		var p *pem.Block
+		p, pemBytes = pem.Decode(pemBytes)
+		if p == nil {
+			return nil, errors.New("no certificate")
+		}
+		if p.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(p.Bytes)
+		}
+	}
+}
+
+// pppMethods maps uplink.ppp_methods (validated by config) to ppp's;
+// empty keeps the tunnel's default, MS-CHAPv2 only.
+func pppMethods(names []string) []ppp.AuthMethod {
+	var ms []ppp.AuthMethod
+	for _, n := range names {
+		switch n {
+		case config.MethodMSCHAPv2:
+			ms = append(ms, ppp.AuthMSCHAPv2)
+		case config.MethodCHAP:
+			ms = append(ms, ppp.AuthCHAPMD5)
+		case config.MethodPAP:
+			ms = append(ms, ppp.AuthPAP)
+		}
+	}
+	return ms
+}
+
+// refusal names why an uplink attempt was refused on security grounds
+// ("" for other failures): the peer is not the configured gateway, or it
+// asked for a PPP method we do not allow.
+func refusal(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ike.ErrNotGateway):
+		return "not_gateway"
+	case errors.Is(err, ppp.ErrAuthMethodRefused):
+		return "ppp_method"
+	}
+	return ""
+}
