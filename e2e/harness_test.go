@@ -307,8 +307,9 @@ func Setup(t testing.TB, opts Options) *Env {
 }
 
 // makePKI creates the central CA with `gateway pki` in Dir/pki: the
-// gateway's certificate (gw1, SAN GatewayPublic) and the site's (plant-a,
-// SAN siteID), and an empty CRL.
+// gateway's certificate (gw1, SAN GatewayPublic, which the bridge's
+// uplink.gateway_id names) and the site's (plant-a, SAN siteID), and an
+// empty CRL (the bridge's uplink.crl).
 func (e *Env) makePKI() {
 	e.T.Helper()
 	gw, dir := Bin(e.T, "gateway"), filepath.Join(e.Dir, "pki")
@@ -352,8 +353,8 @@ func bridgeConfig(dir string, opts Options) string {
 	cred := fmt.Sprintf("psk: %q", sitePSK)
 	if opts.UplinkCert {
 		p := filepath.Join(dir, "pki")
-		cred = fmt.Sprintf("cert: %q\n  key: %q\n  ca: %q", filepath.Join(p, "certs", siteName+".crt"),
-			filepath.Join(p, "certs", siteName+".key"), filepath.Join(p, "ca.crt"))
+		cred = fmt.Sprintf("cert: %q\n  key: %q\n  ca: %q\n  gateway_id: %s\n  crl: %q", filepath.Join(p, "certs", siteName+".crt"),
+			filepath.Join(p, "certs", siteName+".key"), filepath.Join(p, "ca.crt"), GatewayPublic, filepath.Join(p, "crl.pem"))
 	}
 	return fmt.Sprintf(`# e2e bridge (written by e2e/harness_test.go)
 site: %s

@@ -1,0 +1,142 @@
+package e2e
+
+// Issue 17, uplink side, with the real bridge binary in the namespace
+// topology: it dials only the real gateway (a rogue holding a site
+// certificate or a revoked gateway certificate of the same CA is refused
+// in IKE phase 1, before PPP), and its PPP client sends no password to a
+// server asking for PAP.
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+// waitRefused waits until the bridge counts n refusals for reason and
+// returns its log so far.
+func (e *Env) waitRefused(reason string, n float64) string {
+	e.T.Helper()
+	series := `uplink_refused_total{reason="` + reason + `"}`
+	e.waitFor(series, 60*time.Second, e.BridgeProc(), func() bool {
+		v, _ := MetricValue(e.Metrics(), series)
+		return v >= n
+	})
+	return e.Log("bridge", 1)
+}
+
+// TestUplinkRefusesRogueGateway: the gateway binary configured with (1) a
+// site certificate of the fleet CA naming the gateway's address and (2) a
+// gateway certificate that was revoked is refused by the bridge
+// (uplink_refused_total{reason="not_gateway"}, log "uplink refused"), the
+// rogue never gets as far as PPP, and the real gateway's certificate
+// (gw1) is accepted afterwards by the same running bridge.
+func TestUplinkRefusesRogueGateway(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{UplinkCert: true, NoStart: true})
+	gwBin, dir := Bin(t, "gateway"), filepath.Join(env.Dir, "pki")
+	// A second site whose certificate names the gateway's address, and a
+	// gateway certificate taken out of service.
+	env.mustRun(nil, gwBin, "pki", "issue", "plant-b", "--dir", dir, "--kind", "site", "--san", GatewayPublic.String())
+	env.mustRun(nil, gwBin, "pki", "issue", "gw-old", "--dir", dir, "--kind", "gateway", "--san", GatewayPublic.String())
+	env.mustRun(nil, gwBin, "pki", "revoke", "gw-old", "--dir", dir)
+	real, err := os.ReadFile(env.GatewayConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := func(cert string) {
+		t.Helper()
+		env.StopGateway()
+		env.write(env.GatewayConfig, strings.ReplaceAll(string(real), "certs/gw1.", "certs/"+cert+"."))
+		env.StartGateway()
+	}
+
+	rogue("plant-b")
+	env.StartBridge()
+	log := env.waitRefused("not_gateway", 1)
+	if !strings.Contains(log, "uplink refused: the peer is not the configured gateway") || !strings.Contains(log, "plant-b") {
+		t.Fatalf("bridge log has no refusal naming plant-b:\n%s", tail(filepath.Join(env.Dir, "bridge-1.log"), 20))
+	}
+
+	rogue("gw-old")
+	before, _ := MetricValue(env.Metrics(), `uplink_refused_total{reason="not_gateway"}`)
+	log = env.waitRefused("not_gateway", before+1)
+	if !strings.Contains(log, "is revoked") {
+		t.Fatalf("bridge log has no revocation refusal:\n%s", tail(filepath.Join(env.Dir, "bridge-1.log"), 20))
+	}
+	if v := env.Metric("uplink_up"); v != 0 {
+		t.Fatalf("uplink_up = %v with a rogue gateway", v)
+	}
+	// Neither rogue got to PPP: no session, no PPP authentication.
+	for i := 1; i <= 2; i++ {
+		if l := env.Log("gateway", i); strings.Contains(l, "session established") || strings.Contains(l, `"phase":"ppp_auth"`) {
+			t.Fatalf("rogue gateway %d reached PPP:\n%s", i, l)
+		}
+	}
+
+	// The real gateway: the same bridge (still backing off) connects.
+	env.StopGateway()
+	env.write(env.GatewayConfig, string(real))
+	env.StartGateway()
+	st := env.WaitUplinkUp(60 * time.Second)
+	refused, _ := MetricValue(env.Metrics(), `uplink_refused_total{reason="not_gateway"}`)
+	t.Logf("refused %v rogue attempts; then %s", refused, st.Uplink)
+}
+
+// TestUplinkNoPasswordForPAP: a server that asks for PAP (our
+// uplink/tunnel server in gw, PPP methods [PAP]; the gateway daemon only
+// offers MS-CHAPv2 and CHAP) gets a Nak for MS-CHAPv2 from the bridge and
+// no password: its authenticator is never called, the bridge counts
+// uplink_refused_total{reason="ppp_method"} and logs the refusal.
+func TestUplinkNoPasswordForPAP(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{NoStart: true})
+	var requests, passwords atomic.Int64
+	auth := authFunc(func(_ context.Context, req *ppp.AuthRequest) (ppp.AuthResult, error) {
+		requests.Add(1)
+		if len(req.Password) > 0 {
+			passwords.Add(1)
+		}
+		return ppp.AuthResult{Message: "no"}, nil
+	})
+	var srv *tunnel.Server
+	if err := env.GW.Do(func() error {
+		var err error
+		srv, err = tunnel.NewServer(tunnel.ServerConfig{
+			IKEAddr: netip.AddrPortFrom(GatewayPublic, 500).String(), NATTAddr: netip.AddrPortFrom(GatewayPublic, 4500).String(),
+			PSK:           func(netip.Addr) ([]byte, bool) { return []byte(sitePSK), true },
+			Authenticator: auth, AuthMethods: []ppp.AuthMethod{ppp.AuthPAP},
+			AddressFunc: func(context.Context, string) (ppp.Assignment, error) { return ppp.Assignment{Addr: netip.MustParseAddr("10.10.0.9")}, nil },
+			LocalAddr:   netip.MustParseAddr("10.10.0.1"),
+			Logger:      slog.New(slog.DiscardHandler),
+		})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	env.StartBridge()
+	log := env.waitRefused("ppp_method", 2)
+	if !strings.Contains(log, "uplink refused: the server asked for a PPP authentication method we do not allow") ||
+		!strings.Contains(log, `"asked":"PAP"`) {
+		t.Fatalf("bridge log has no PAP refusal:\n%s", tail(filepath.Join(env.Dir, "bridge-1.log"), 30))
+	}
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("the PAP server received %d authentication requests (%d with a password), want none", n, passwords.Load())
+	}
+	t.Logf("2 attempts refused in PPP, 0 authentication requests reached the server (PPP links down: %d)", srv.Stats().PPP.LinksDown.Load())
+}
+
+type authFunc func(context.Context, *ppp.AuthRequest) (ppp.AuthResult, error)
+
+func (f authFunc) Authenticate(ctx context.Context, r *ppp.AuthRequest) (ppp.AuthResult, error) {
+	return f(ctx, r)
+}
