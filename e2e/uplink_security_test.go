@@ -114,9 +114,11 @@ func TestUplinkNoPasswordForPAP(t *testing.T) {
 			IKEAddr: netip.AddrPortFrom(GatewayPublic, 500).String(), NATTAddr: netip.AddrPortFrom(GatewayPublic, 4500).String(),
 			PSK:           func(netip.Addr) ([]byte, bool) { return []byte(sitePSK), true },
 			Authenticator: auth, AuthMethods: []ppp.AuthMethod{ppp.AuthPAP},
-			AddressFunc: func(context.Context, string) (ppp.Assignment, error) { return ppp.Assignment{Addr: netip.MustParseAddr("10.10.0.9")}, nil },
-			LocalAddr:   netip.MustParseAddr("10.10.0.1"),
-			Logger:      slog.New(slog.DiscardHandler),
+			AddressFunc: func(context.Context, string) (ppp.Assignment, error) {
+				return ppp.Assignment{Addr: netip.MustParseAddr("10.10.0.9")}, nil
+			},
+			LocalAddr: netip.MustParseAddr("10.10.0.1"),
+			Logger:    slog.New(slog.DiscardHandler),
 		})
 		return err
 	}); err != nil {
