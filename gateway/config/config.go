@@ -163,6 +163,10 @@ type DataPlane struct {
 	Mode string `yaml:"mode"`
 	// TUN is the TUN device name (default fg0).
 	TUN string `yaml:"tun"`
+	// TUNDriver is "vnet" (default: IFF_VNET_HDR with GSO/GRO offloads and
+	// batched I/O) or "water" (one packet per system call, for kernels
+	// that refuse vnet-hdr offloads); tun mode only.
+	TUNDriver string `yaml:"tun_driver"`
 	// SessionToSession allows forwarding between two sessions at all; each
 	// packet still needs the sender's policy to allow the destination.
 	SessionToSession bool `yaml:"session_to_session"`

@@ -97,6 +97,7 @@ func TestParseErrorsCarryLines(t *testing.T) {
 		{"dpd timeout before interval", "psk: {shared: x}\ndpd:\n  interval: 60s\n  timeout: 10s\n", []string{"f.yaml:4: dpd.timeout 10s is shorter than dpd.interval 1m0s"}},
 		{"bad dpd interval", "dpd: {interval: soon}\n", []string{`f.yaml:1: dpd.interval "soon": want a duration like 30s, or "off"`}},
 		{"bad lcp echo", "lcp_echo:\n  interval: -1s\n  failures: 1000\n", []string{`f.yaml:2: lcp_echo.interval "-1s": want a duration`, "f.yaml:3: lcp_echo.failures 1000 out of range 1..100"}},
+		{"bad tun driver", "psk: {shared: x}\ndataplane:\n  tun_driver: tap\n", []string{`f.yaml:3: dataplane.tun_driver "tap": want vnet (default, batched with offloads) or water`}},
 		{"empty", "", []string{"f.yaml: empty configuration"}},
 	}
 	for _, tt := range tests {

@@ -97,7 +97,7 @@ func Diff(old, new *Config) Changes {
 		a, b any
 	}{
 		{"listen", old.Listen, new.Listen},
-		{"dataplane", [2]string{old.DataPlane.Mode, old.DataPlane.TUN}, [2]string{new.DataPlane.Mode, new.DataPlane.TUN}},
+		{"dataplane", [3]string{old.DataPlane.Mode, old.DataPlane.TUN, old.DataPlane.TUNDriver}, [3]string{new.DataPlane.Mode, new.DataPlane.TUN, new.DataPlane.TUNDriver}},
 		{"dataplane.addresses", old.DataPlane.AddressPrefixes, new.DataPlane.AddressPrefixes},
 		{"metrics.listen", old.Metrics.Listen, new.Metrics.Listen},
 		{"status.socket", old.Status.Socket, new.Status.Socket},

@@ -75,6 +75,13 @@ func (v *validator) run() {
 	if c.DataPlane.TUN == "" {
 		c.DataPlane.TUN = "fg0"
 	}
+	switch c.DataPlane.TUNDriver {
+	case "":
+		c.DataPlane.TUNDriver = "vnet"
+	case "vnet", "water":
+	default:
+		v.errf(p("dataplane", "tun_driver"), "dataplane.tun_driver %q: want vnet (default, batched with offloads) or water (one packet per system call, for old kernels)", c.DataPlane.TUNDriver)
+	}
 	switch c.Policy.Default {
 	case "":
 		c.Policy.Default = Deny

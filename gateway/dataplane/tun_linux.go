@@ -3,13 +3,27 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 
 	"github.com/songgao/water"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+)
+
+// TUN drivers (TUNConfig.Driver, config key dataplane.tun_driver).
+const (
+	// TUNDriverVnet opens the device with IFF_VNET_HDR and the kernel's
+	// offloads (checksum, TSO4/6, USO where the kernel has it): a read
+	// may return a TCP/UDP super-packet that is split into MTU-sized
+	// packets in userspace, and packets written together are coalesced
+	// (GRO) before they reach the kernel (golang.zx2c4.com/wireguard/tun).
+	TUNDriverVnet = "vnet"
+	// TUNDriverWater is the old one-packet-per-system-call driver
+	// (songgao/water), for kernels without IFF_VNET_HDR offloads.
+	TUNDriverWater = "water"
 )
 
 // TUNConfig configures OpenTUN.
@@ -24,19 +38,39 @@ type TUNConfig struct {
 	// Routes are prefixes routed into the device: the pool and every
 	// framed route (AddRoute adds more at run time, e.g. from RADIUS).
 	Routes []netip.Prefix
-	// NetNS, if set, runs the ip commands in that named network namespace
-	// (tests); the device must then be opened from inside it.
+	// NetNS, if set, configures the device (netlink) in that named network
+	// namespace (tests); the device must then be opened from inside it.
+	// Without it, the namespace OpenTUN runs in.
 	NetNS string
+	// Driver is TUNDriverVnet (default) or TUNDriverWater.
+	Driver string
 }
 
-// TUN is a Host backed by a Linux TUN device (songgao/water). The kernel
-// routes and NATs what the router writes to it. Reads and writes are one
-// packet per system call: water offers no batching (no IFF_MULTI_QUEUE
-// queues or GSO here), which bounds throughput at roughly one syscall per
-// packet.
+// ErrNoVnetHdr is returned (wrapped, with the cause) by OpenTUN when the
+// kernel refuses IFF_VNET_HDR or its offloads.
+var ErrNoVnetHdr = errors.New("the kernel refused IFF_VNET_HDR with TSO offloads (kernel older than 2.6.x or a restricted TUN driver); " +
+	"set dataplane.tun_driver: water in the gateway config to use the one-packet-per-system-call driver")
+
+// tunDevice is the packet I/O of one TUN driver.
+type tunDevice interface {
+	readPacket(buf []byte) (int, error)
+	writePacket(pkt []byte) error
+	close() error
+}
+
+// TUN is a Host backed by a Linux TUN device. The kernel routes and NATs
+// what the router writes to it. The device, its address, MTU and routes
+// are managed over netlink (no ip binary). With the vnet driver (default)
+// reads and writes go through IFF_VNET_HDR with GSO/GRO offloads: one
+// read(2) can carry a 64 KB TCP super-packet the kernel did not segment,
+// and packets written back to back by concurrent sessions are coalesced
+// into one write per flow; with the water driver each packet is one system
+// call.
 type TUN struct {
-	ifc *water.Interface
-	cfg TUNConfig
+	dev  tunDevice
+	nl   *netlink.Handle
+	link netlink.Link
+	cfg  TUNConfig
 }
 
 // OpenTUN creates and configures the device: address, MTU, up, routes.
@@ -45,39 +79,67 @@ func OpenTUN(cfg TUNConfig) (*TUN, error) {
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
 	}
-	ifc, err := water.New(water.Config{DeviceType: water.TUN, PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name}})
-	if err != nil {
-		return nil, fmt.Errorf("dataplane: open TUN %q: %w", cfg.Name, err)
-	}
-	t := &TUN{ifc: ifc, cfg: cfg}
-	t.cfg.Name = ifc.Name()
-	cmds := [][]string{
-		{"link", "set", "dev", t.cfg.Name, "mtu", strconv.Itoa(cfg.MTU)},
-		{"addr", "add", cfg.LocalAddr.String() + "/32", "dev", t.cfg.Name},
-		{"link", "set", "dev", t.cfg.Name, "up"},
-	}
-	for _, c := range cmds {
-		if err := t.ip(c...); err != nil {
-			ifc.Close()
+	t := &TUN{cfg: cfg}
+	switch cfg.Driver {
+	case "", TUNDriverVnet:
+		t.cfg.Driver = TUNDriverVnet
+		d, name, err := openVnet(cfg.Name, cfg.MTU)
+		if err != nil {
 			return nil, err
 		}
-	}
-	for _, p := range cfg.Routes {
-		if err := t.AddRoute(p); err != nil {
-			ifc.Close()
-			return nil, err
+		t.dev, t.cfg.Name = d, name
+	case TUNDriverWater:
+		ifc, err := water.New(water.Config{DeviceType: water.TUN, PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name}})
+		if err != nil {
+			return nil, fmt.Errorf("dataplane: open TUN %q (driver water): %w (needs CAP_NET_ADMIN and /dev/net/tun)", cfg.Name, err)
 		}
+		t.dev, t.cfg.Name = waterDevice{ifc}, ifc.Name()
+	default:
+		return nil, fmt.Errorf("dataplane: TUN driver %q: want %s or %s (config key dataplane.tun_driver)", cfg.Driver, TUNDriverVnet, TUNDriverWater)
+	}
+	if err := t.configure(); err != nil {
+		t.dev.close()
+		if t.nl != nil {
+			t.nl.Close()
+		}
+		return nil, err
 	}
 	return t, nil
 }
 
-func (t *TUN) ip(args ...string) error {
+// configure sets MTU, address, up and routes over netlink.
+func (t *TUN) configure() error {
+	var err error
 	if t.cfg.NetNS != "" {
-		args = append([]string{"-n", t.cfg.NetNS}, args...)
+		ns, nerr := vnetns.GetFromName(t.cfg.NetNS)
+		if nerr != nil {
+			return fmt.Errorf("dataplane: TUN %s: network namespace %q: %w", t.cfg.Name, t.cfg.NetNS, nerr)
+		}
+		defer ns.Close()
+		t.nl, err = netlink.NewHandleAt(ns)
+	} else {
+		t.nl, err = netlink.NewHandle()
 	}
-	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("dataplane: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("dataplane: TUN %s: netlink: %w", t.cfg.Name, err)
+	}
+	if t.link, err = t.nl.LinkByName(t.cfg.Name); err != nil {
+		return fmt.Errorf("dataplane: TUN %s: find device: %w", t.cfg.Name, err)
+	}
+	if err := t.nl.LinkSetMTU(t.link, t.cfg.MTU); err != nil {
+		return fmt.Errorf("dataplane: TUN %s: set MTU %d: %w", t.cfg.Name, t.cfg.MTU, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: t.cfg.LocalAddr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if err := t.nl.AddrReplace(t.link, addr); err != nil {
+		return fmt.Errorf("dataplane: TUN %s: add address %s/32: %w", t.cfg.Name, t.cfg.LocalAddr, err)
+	}
+	if err := t.nl.LinkSetUp(t.link); err != nil {
+		return fmt.Errorf("dataplane: TUN %s: set up: %w", t.cfg.Name, err)
+	}
+	for _, p := range t.cfg.Routes {
+		if err := t.AddRoute(p); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -85,30 +147,62 @@ func (t *TUN) ip(args ...string) error {
 // Name is the device name.
 func (t *TUN) Name() string { return t.cfg.Name }
 
+// Driver is the TUN driver in use (TUNDriverVnet or TUNDriverWater).
+func (t *TUN) Driver() string { return t.cfg.Driver }
+
+func (t *TUN) route(p netip.Prefix) *netlink.Route {
+	p = p.Masked()
+	return &netlink.Route{
+		LinkIndex: t.link.Attrs().Index,
+		Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+		Src:       t.cfg.LocalAddr.AsSlice(),
+		Scope:     netlink.SCOPE_LINK,
+	}
+}
+
 // AddRoute routes p into the device (replacing an existing route).
 func (t *TUN) AddRoute(p netip.Prefix) error {
-	return t.ip("route", "replace", p.String(), "dev", t.cfg.Name, "src", t.cfg.LocalAddr.String())
+	if err := t.nl.RouteReplace(t.route(p)); err != nil {
+		return fmt.Errorf("dataplane: route %s dev %s src %s: %w", p, t.cfg.Name, t.cfg.LocalAddr, err)
+	}
+	return nil
 }
 
 // DelRoute removes a route added with AddRoute.
 func (t *TUN) DelRoute(p netip.Prefix) error {
-	return t.ip("route", "del", p.String(), "dev", t.cfg.Name)
+	if err := t.nl.RouteDel(t.route(p)); err != nil {
+		return fmt.Errorf("dataplane: delete route %s dev %s: %w", p, t.cfg.Name, err)
+	}
+	return nil
 }
 
 // WritePacket writes one IPv4 packet to the kernel.
-func (t *TUN) WritePacket(pkt []byte) error {
-	_, err := t.ifc.Write(pkt)
-	return err
-}
+func (t *TUN) WritePacket(pkt []byte) error { return t.dev.writePacket(pkt) }
 
 // ReadPacket reads one packet from the kernel.
-func (t *TUN) ReadPacket(buf []byte) (int, error) { return t.ifc.Read(buf) }
+func (t *TUN) ReadPacket(buf []byte) (int, error) { return t.dev.readPacket(buf) }
 
 // MTU is the device MTU.
 func (t *TUN) MTU() int { return t.cfg.MTU }
 
 // Close removes the device; a blocked ReadPacket returns an error.
-func (t *TUN) Close() error { return t.ifc.Close() }
+func (t *TUN) Close() error {
+	err := t.dev.close()
+	if t.nl != nil {
+		t.nl.Close()
+	}
+	return err
+}
+
+// waterDevice is the one-packet-per-system-call driver.
+type waterDevice struct{ ifc *water.Interface }
+
+func (w waterDevice) readPacket(buf []byte) (int, error) { return w.ifc.Read(buf) }
+func (w waterDevice) writePacket(pkt []byte) error {
+	_, err := w.ifc.Write(pkt)
+	return err
+}
+func (w waterDevice) close() error { return w.ifc.Close() }
 
 // ErrForwardingOff is returned by CheckIPForward when the kernel does not
 // forward IPv4.

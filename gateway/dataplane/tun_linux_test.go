@@ -2,11 +2,16 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/internal/netns"
@@ -15,8 +20,14 @@ import (
 
 // TestTUNRoundTrip puts the router's TUN in a fresh namespace with a
 // "central" service on 10.20.0.10 and moves UDP both ways between it and a
-// session whose framed route is 10.10.8.0/24.
+// session whose framed route is 10.10.8.0/24, with each driver.
 func TestTUNRoundTrip(t *testing.T) {
+	for _, d := range []string{TUNDriverVnet, TUNDriverWater} {
+		t.Run(d, func(t *testing.T) { testTUNRoundTrip(t, d) })
+	}
+}
+
+func testTUNRoundTrip(t *testing.T, driver string) {
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "ip")
 	h := netns.One(t)
@@ -30,7 +41,7 @@ func TestTUNRoundTrip(t *testing.T) {
 	var tun *TUN
 	var svc *net.UDPConn
 	err := h.Do(func() (err error) {
-		tun, err = OpenTUN(TUNConfig{Name: "fg0", LocalAddr: netip.MustParseAddr("10.10.0.1"), NetNS: ns,
+		tun, err = OpenTUN(TUNConfig{Name: "fg0", LocalAddr: netip.MustParseAddr("10.10.0.1"), NetNS: ns, Driver: driver,
 			Routes: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/24"), netip.MustParsePrefix("10.10.8.0/24")}})
 		if err != nil {
 			return err
@@ -84,5 +95,56 @@ func TestTUNRoundTrip(t *testing.T) {
 	}
 	if got := r.Stats.ToHostPackets.Load(); got != 1 {
 		t.Errorf("ToHostPackets: got %d, want 1", got)
+	}
+}
+
+// TestTUNOpenErrors: a TUN that cannot be opened, or whose kernel refuses
+// IFF_VNET_HDR offloads, gives one error naming the device, the cause and
+// (for the offloads) the config key that selects the fallback driver; a
+// route netlink refuses names the route and the device.
+func TestTUNOpenErrors(t *testing.T) {
+	testenv.RequireRoot(t)
+	h := netns.One(t)
+	open := func(cfg TUNConfig) (tun *TUN, err error) {
+		err = h.Do(func() error {
+			var e error
+			tun, e = OpenTUN(cfg)
+			return e
+		})
+		return tun, err
+	}
+	cfg := TUNConfig{Name: "fg9", LocalAddr: netip.MustParseAddr("10.10.0.1")}
+
+	old := tunClonePath
+	tunClonePath = "/nonexistent/tun"
+	_, err := open(cfg)
+	tunClonePath = old
+	if err == nil || !strings.Contains(err.Error(), `TUN "fg9"`) || !strings.Contains(err.Error(), "/nonexistent/tun") || !strings.Contains(err.Error(), "CAP_NET_ADMIN") {
+		t.Errorf("no clone device: %v, want the device, the path and CAP_NET_ADMIN named", err)
+	}
+
+	oldCreate := createVnet
+	createVnet = func(int) (wgtun.Device, string, error) { return nil, "", unix.EINVAL }
+	_, err = open(cfg)
+	createVnet = oldCreate
+	if !errors.Is(err, ErrNoVnetHdr) || !strings.Contains(err.Error(), "dataplane.tun_driver: water") || !strings.Contains(err.Error(), `TUN "fg9"`) {
+		t.Errorf("offloads refused: %v, want ErrNoVnetHdr naming fg9 and dataplane.tun_driver: water", err)
+	}
+
+	if _, err := open(TUNConfig{Name: "fg9", Driver: "tap"}); err == nil || !strings.Contains(err.Error(), "dataplane.tun_driver") {
+		t.Errorf("unknown driver: %v, want the config key named", err)
+	}
+
+	tun, err := open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	if tun.Driver() != TUNDriverVnet {
+		t.Errorf("default driver %q, want %q", tun.Driver(), TUNDriverVnet)
+	}
+	err = tun.DelRoute(netip.MustParsePrefix("10.99.0.0/16"))
+	if err == nil || !strings.Contains(err.Error(), "10.99.0.0/16") || !strings.Contains(err.Error(), "fg9") {
+		t.Errorf("deleting a missing route: %v, want the route and the device named", err)
 	}
 }

@@ -324,7 +324,7 @@ func (s *Server) openHost(cfg *config.Config) (dataplane.Host, error) {
 		for _, id := range cfg.Identities {
 			routes = append(routes, id.RoutePrefixes...)
 		}
-		return dataplane.OpenTUN(dataplane.TUNConfig{Name: cfg.DataPlane.TUN, LocalAddr: cfg.Pool.GatewayAddr, Routes: routes})
+		return dataplane.OpenTUN(dataplane.TUNConfig{Name: cfg.DataPlane.TUN, Driver: cfg.DataPlane.TUNDriver, LocalAddr: cfg.Pool.GatewayAddr, Routes: routes})
 	}
 }
 
