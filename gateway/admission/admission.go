@@ -1,6 +1,7 @@
 // Package admission paces new IKE Main Modes: a global token bucket and
 // one per outer source address. The IKE responder calls Allow with the
-// source of a first Main Mode message before doing any Diffie-Hellman work,
+// source of a Main Mode once its third message has proven that address
+// (stateless cookie, RFC 2408 §2.5.3) and before any Diffie-Hellman work,
 // so a fleet reconnecting after a gateway restart (or a flood from one
 // source) is spread out instead of melting the CPU; established SAs are not
 // affected. Refused initiators simply retransmit (RFC 2409 §5 leaves the

@@ -10,45 +10,40 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/ike"
 )
 
-// admitConn wraps the IKE or NAT-T socket and asks the gateway's admission
-// limiter about every well-formed first Main Mode message (responder cookie
-// zero, RFC 2408 §3.1) before the IKE engine sees it, so a refused
-// initiator costs no Diffie-Hellman work. uplink/tunnel has no admission
-// hook, so the check sits below it, on the socket. Retransmissions of an
-// admitted first message are not charged again.
-//
-// Only a message the IKE responder would act on is charged (a parseable
-// Main Mode with an IPsec SA payload): junk with a victim's source address
-// (issue 18, finding 5) is dropped and counted without spending the
-// victim's tokens. Refusals and junk are logged, at most once a second.
+// admitConn wraps the IKE or NAT-T socket and looks at every datagram that
+// claims to open a Main Mode (responder cookie zero, RFC 2408 §3.1) before
+// the IKE engine sees it. Junk (issue 18, finding 5: 28 bytes with a
+// victim's source address) is dropped, counted and logged at most once a
+// second; a well-formed first message is passed on and noted for the
+// set-up time histogram. Nobody is charged here: pacing applies when the
+// third message proves the peer's address (ike.Config.Admit, engine.go),
+// so neither junk nor well-formed spoofed first messages can spend a
+// victim's tokens.
 type admitConn struct {
 	net.PacketConn
-	udp    *net.UDPConn
-	natt   bool
-	allow  func(src netip.Addr) bool
-	refuse func(src netip.Addr)
-	// first is told about every newly admitted first message.
+	udp  *net.UDPConn
+	natt bool
+	// first is told about every new well-formed first message.
 	first func(src netip.Addr)
 	// malformed is told about every first message dropped as junk.
 	malformed func(src netip.Addr)
 	log       *slog.Logger
 	now       func() time.Time
 
-	mu       sync.Mutex
-	admitted map[[8]byte]struct{}
-	logAt    time.Time
-	muted    int // log lines suppressed since logAt
+	mu   sync.Mutex
+	seen map[[8]byte]struct{} // initiator cookies already noted
+	logs logLimiter
 }
 
-func newAdmitConn(pc net.PacketConn, natt bool, allow func(netip.Addr) bool, refuse, first func(netip.Addr)) *admitConn {
-	c := &admitConn{PacketConn: pc, natt: natt, allow: allow, refuse: refuse, first: first, admitted: map[[8]byte]struct{}{},
+func newAdmitConn(pc net.PacketConn, natt bool, first, malformed func(netip.Addr)) *admitConn {
+	c := &admitConn{PacketConn: pc, natt: natt, first: first, malformed: malformed, seen: map[[8]byte]struct{}{},
 		log: slog.New(slog.DiscardHandler), now: time.Now}
 	c.udp, _ = pc.(*net.UDPConn)
 	return c
 }
 
-// ReadFrom returns the next datagram that is not a refused or malformed
-// first phase 1 message.
+// ReadFrom returns the next datagram that is not a malformed first phase 1
+// message.
 func (c *admitConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		var (
@@ -71,7 +66,7 @@ func (c *admitConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, a, err
 		}
-		if !c.Admit(b[:n], src) {
+		if !c.check(b[:n], src.Addr()) {
 			continue
 		}
 		if a == nil {
@@ -81,8 +76,7 @@ func (c *admitConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// check classifies one datagram and charges the limiter for a well-formed
-// first Main Mode message; false means drop it.
+// check classifies one datagram; false means drop it.
 func (c *admitConn) check(b []byte, src netip.Addr) bool {
 	ic, kind := firstPhase1(b, c.natt)
 	switch kind {
@@ -92,53 +86,51 @@ func (c *admitConn) check(b []byte, src netip.Addr) bool {
 		if c.malformed != nil {
 			c.malformed(src)
 		}
-		c.warn("first Main Mode message malformed: dropped, source not charged", src)
+		c.logs.warn(c.log, c.now(), "first Main Mode message malformed: dropped", "peer", src)
 		return false
 	}
 	c.mu.Lock()
-	_, seen := c.admitted[ic]
+	_, seen := c.seen[ic]
+	if !seen {
+		if len(c.seen) >= admittedMax {
+			clear(c.seen)
+		}
+		c.seen[ic] = struct{}{}
+	}
 	c.mu.Unlock()
-	if seen {
-		return true
-	}
-	if !c.allow(src) {
-		c.refuse(src)
-		c.warn("new Main Mode refused by pacing", src)
-		return false
-	}
-	c.mu.Lock()
-	if len(c.admitted) >= admittedMax {
-		clear(c.admitted)
-	}
-	c.admitted[ic] = struct{}{}
-	c.mu.Unlock()
-	if c.first != nil {
+	if !seen && c.first != nil {
 		c.first(src)
 	}
 	return true
 }
 
-// warn logs at most one line a second, saying how many were suppressed.
-func (c *admitConn) warn(msg string, src netip.Addr) {
-	now := c.now()
-	c.mu.Lock()
-	if now.Sub(c.logAt) < time.Second {
-		c.muted++
-		c.mu.Unlock()
+// logLimiter lets one warning a second through and says how many were
+// held back (STYLE §6: peer misbehaviour is logged rate-limited).
+type logLimiter struct {
+	mu    sync.Mutex
+	at    time.Time
+	muted int
+}
+
+func (l *logLimiter) warn(log *slog.Logger, now time.Time, msg string, args ...any) {
+	l.mu.Lock()
+	if now.Sub(l.at) < time.Second {
+		l.muted++
+		l.mu.Unlock()
 		return
 	}
-	muted := c.muted
-	c.logAt, c.muted = now, 0
-	c.mu.Unlock()
-	c.log.Warn(msg, "peer", src, "suppressed", muted)
+	muted := l.muted
+	l.at, l.muted = now, 0
+	l.mu.Unlock()
+	log.Warn(msg, append(args, "suppressed", muted)...)
 }
 
 // firstKind is what firstPhase1 found.
 type firstKind uint8
 
 const (
-	notFirst  firstKind = iota // not a first phase 1 message: pass it on uncharged
-	firstMM                    // a well-formed first Main Mode message: charge it
+	notFirst  firstKind = iota // not a first Main Mode message: pass it on
+	firstMM                    // a well-formed first Main Mode message
 	junkFirst                  // claims to open a Main Mode but would be dropped by the responder
 )
 
@@ -147,7 +139,7 @@ const (
 // initiator cookie, or junk that claims to be one, or anything else. On the
 // NAT-T port IKE follows a non-ESP marker; anything else there (ESP,
 // keepalives) is not inspected. Aggressive Mode, which the responder never
-// accepts, is passed on uncharged (the responder counts and drops it).
+// accepts, is passed on (the responder counts and drops it).
 func firstPhase1(b []byte, natt bool) ([8]byte, firstKind) {
 	var ic [8]byte
 	if natt {

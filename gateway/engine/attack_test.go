@@ -1,7 +1,9 @@
 package engine_test
 
 import (
+	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -66,5 +68,105 @@ func TestJunkDoesNotChargeVictim(t *testing.T) {
 	}
 	if m := grepLines(g.scrape(t), `phase="admission",reason="malformed"`); !strings.Contains(m, "malformed") {
 		t.Errorf("no admission/malformed set-up failures in the metrics")
+	}
+}
+
+// floodAt sends mk(i) to "to" at rate datagrams a second, round-robin over
+// conns, until stop is closed; it returns how many it sent.
+func floodAt(conns []net.PacketConn, to net.Addr, rate int, stop <-chan struct{}, mk func(i int) []byte) int {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	start := time.Now()
+	sent := 0
+	for {
+		select {
+		case <-stop:
+			return sent
+		case <-t.C:
+		}
+		for due := int(time.Since(start).Seconds() * float64(rate)); sent < due; sent++ {
+			_, _ = conns[sent%len(conns)].WriteTo(mk(sent), to)
+		}
+	}
+}
+
+// Spoofed Main Mode flood (issue 18, finding 1).
+const (
+	floodRate     = 1000            // well-formed first Main Mode messages a second
+	floodSources  = 512             // distinct source addresses (127.1.0.0/16)
+	floodHalfOpen = 1024            // the gateway's half-open table: full after ~1 s of flood
+	floodSites    = 3               // real sites that set up during the flood
+	phase1Bound   = 2 * time.Second // each must be up within this (the initiator's first retransmission)
+)
+
+// TestSpoofedMainModeFlood: 1,000 well-formed first Main Mode messages a
+// second from 512 changing source addresses, answered by nobody, with the
+// half-open table cut to 1,024 so that it is full and evicting throughout.
+// Bounds held: each of three real sites that dials during the flood has
+// its whole tunnel (phase 1, Quick Mode, L2TP, PPP) up within 2 s with no
+// IKE retransmission; no spoofed source reached pacing (admitted = the
+// three sites, refused 0); no real peer lost its half-open state; the
+// table never held more than its bound (evictions counted instead).
+// (Before issue 18: a 256-entry table that refused newcomers and global
+// pacing charged per first message; a site waited for the flood to end.)
+func TestSpoofedMainModeFlood(t *testing.T) {
+	var ids strings.Builder
+	for i := range floodSites {
+		fmt.Fprintf(&ids, "  - {name: site%d, ppp: {password: pw}, policy: sensors}\n", i)
+	}
+	g := startGateway(t, parseConfig(t, ids.String()), engine.Config{MaxHalfOpen: floodHalfOpen})
+	var conns []net.PacketConn
+	for i := range floodSources {
+		c, err := net.ListenPacket("udp", netip.AddrFrom4([4]byte{127, 1, byte(i >> 8), byte(i)}).String()+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	ist := g.eng.Tunnel().Stats().IKE
+	es := g.eng.Stats()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var sent int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sent = floodAt(conns, net.UDPAddrFromAddrPort(g.eng.Tunnel().IKEAddr()), floodRate, stop, firstMainMode)
+	}()
+	var once sync.Once
+	end := func() { once.Do(func() { close(stop); wg.Wait() }) }
+	defer end()
+	// The table is full and evicting before the first site dials.
+	waitFor(t, "half-open table full", func() bool { return ist.HalfOpenEvicted.Load() > 0 })
+	for i := range floodSites {
+		time.Sleep(500 * time.Millisecond) // spread the sites over the flood; the table turns over meanwhile
+		cc := g.clientConfig(fmt.Sprintf("site%d", i), "pw")
+		cc.LocalIKE = fmt.Sprintf("127.0.0.%d:0", 10+i)
+		cc.LocalNATT = cc.LocalIKE
+		start := time.Now()
+		tn, _ := dial(t, cc)
+		took := time.Since(start)
+		rtx := tn.Stats().IKE.Retransmits.Load()
+		t.Logf("site%d up in %v (IKE retransmissions %d) during the flood; half-open evicted so far %d",
+			i, took.Round(time.Millisecond), rtx, ist.HalfOpenEvicted.Load())
+		if took > phase1Bound || rtx != 0 {
+			t.Errorf("site%d: set-up took %v with %d IKE retransmissions, want < %v and none", i, took, rtx, phase1Bound)
+		}
+	}
+	end()
+	t.Logf("flood: %d first messages from %d sources; IKE received %d, half-open evicted %d, lost %d; admission admitted %d, refused %d",
+		sent, floodSources, ist.Received.Load(), ist.HalfOpenEvicted.Load(), ist.HalfOpenLost.Load(), es.AdmissionAdmitted.Load(), es.AdmissionRefused.Load())
+	if n := es.AdmissionAdmitted.Load(); n != floodSites {
+		t.Errorf("admission admitted %d Main Modes, want %d (the sites): spoofed sources reached pacing", n, floodSites)
+	}
+	if n := es.AdmissionRefused.Load(); n != 0 {
+		t.Errorf("admission refused %d", n)
+	}
+	if n := ist.HalfOpenLost.Load(); n != 0 {
+		t.Errorf("%d real peers lost their half-open state", n)
+	}
+	if n := ist.HalfOpenEvicted.Load(); n < uint64(sent-floodHalfOpen)/2 {
+		t.Errorf("only %d evictions for %d first messages: did the flood reach the table?", n, sent)
 	}
 }

@@ -5,7 +5,7 @@
 // PSK/certificate checks, PPP authentication and addressing, the session
 // table and router, metrics, and Delete/StopCCN to every peer on shutdown.
 //
-//	peer --UDP 500/4500--> admitConn (pacing) --> tunnel.Server
+//	peer --UDP 500/4500--> admitConn (junk filter) --> tunnel.Server (pacing at MM3: Admit)
 //	      (IKE → ESP → L2TP → PPP) --OnSession--> Session --Register--> route table
 //	      packets: Session handler --> Router.FromSession; Router --> Session.WritePacket
 //
@@ -42,9 +42,11 @@ type Config struct {
 	// values: package ike defaults). Proposals are taken from the gateway
 	// configuration and override IKE.IKEProposals / ESPProposals.
 	IKE tunnel.IKEOptions
-	// MaxHalfOpen, HalfOpenTTL, RatePerSource, BurstPerSource bound
-	// half-open IKE SAs inside the IKE engine (zero: its defaults).
+	// MaxHalfOpen, MaxNegotiating, HalfOpenTTL, RatePerSource,
+	// BurstPerSource bound half-open IKE SAs inside the IKE engine (zero:
+	// its defaults).
 	MaxHalfOpen    int
+	MaxNegotiating int
 	HalfOpenTTL    time.Duration
 	RatePerSource  float64
 	BurstPerSource int
@@ -167,11 +169,21 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	if err != nil {
 		return err
 	}
-	allow := func(src netip.Addr) bool { return env.Admission.Allow(src) == admission.Admit }
-	refuse := func(src netip.Addr) {
-		e.stats.AdmissionRefused.Add(1)
-		env.Metrics.SetupFailed(metrics.PhaseAdmission, "paced")
+	// Pacing (global and per source) is charged when a Main Mode's third
+	// message proves the peer's address, before any Diffie-Hellman work
+	// (ike.Config.Admit): spoofed first messages spend nobody's tokens.
+	var refusals logLimiter
+	sc.Admit = func(src netip.Addr) bool {
+		if d := env.Admission.Allow(src); d != admission.Admit {
+			e.stats.AdmissionRefused.Add(1)
+			env.Metrics.SetupFailed(metrics.PhaseAdmission, "paced")
+			refusals.warn(log, e.cfg.Clock.Now(), "new Main Mode refused by pacing", "peer", src, "reason", d.String())
+			return false
+		}
+		e.stats.AdmissionAdmitted.Add(1)
+		return true
 	}
+	sc.MaxNegotiating = e.cfg.MaxNegotiating
 	// The wrapper hides the *net.UDPConn from the ESP transport, which
 	// would size the NAT-T socket's buffers itself: do it here.
 	if u, ok := nattConn.(*net.UDPConn); ok {
@@ -184,8 +196,8 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		env.Metrics.SetupFailed(metrics.PhaseAdmission, "malformed")
 	}
 	admitOn := func(pc net.PacketConn, natt bool) *admitConn {
-		ac := newAdmitConn(pc, natt, allow, refuse, first)
-		ac.malformed, ac.log, ac.now = malformed, log, e.cfg.Clock.Now
+		ac := newAdmitConn(pc, natt, first, malformed)
+		ac.log, ac.now = log, e.cfg.Clock.Now
 		return ac
 	}
 	sc.IKEConn = admitOn(ikeConn, false)

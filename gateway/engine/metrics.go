@@ -13,9 +13,9 @@ import (
 
 // ikeSeen remembers the IKE counters already turned into gateway metrics.
 type ikeSeen struct {
-	mu                                          sync.Mutex
-	auth, noProp, p1, p2, rateLimited, halfOpen uint64
-	ikeRekeys, childRekeys                      uint64
+	mu                                                    sync.Mutex
+	auth, noProp, p1, p2, rateLimited, halfOpen, halfLost uint64
+	ikeRekeys, childRekeys                                uint64
 }
 
 // metricsLoop turns the IKE engine's counters into the gateway's set-up
@@ -55,6 +55,9 @@ func (e *Engine) syncMetrics(env *server.Env, srv *tunnel.Server) {
 	report(&s.noProp, noProp, func() { env.Metrics.SetupFailed(metrics.PhaseIKEMain, "no_proposal_chosen") })
 	report(&s.rateLimited, st.RateLimited.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseAdmission, "rate_limited_per_source") })
 	report(&s.halfOpen, st.HalfOpenDropped.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseAdmission, "half_open_limit") })
+	// A peer answered MM2 after a flood had evicted its half-open state
+	// (ike.Config.MaxHalfOpen too small for the flood), or after HalfOpenTTL.
+	report(&s.halfLost, st.HalfOpenLost.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseAdmission, "half_open_lost") })
 	// Phase 1 failures other than the two classified above (Phase1Failed
 	// includes them).
 	if p1, known := st.Phase1Failed.Load(), auth+noProp; p1 > known {

@@ -5,8 +5,8 @@ import "sync/atomic"
 // Stats are the engine's own counters (the protocol layers' counters are in
 // tunnel.Server.Stats).
 type Stats struct {
-	AdmissionRefused  atomic.Uint64 // first Main Mode messages refused by pacing
-	AdmissionAdmitted atomic.Uint64 // first Main Mode messages admitted
+	AdmissionRefused  atomic.Uint64 // Main Modes refused by pacing when MM3 proved the address
+	AdmissionAdmitted atomic.Uint64 // Main Modes admitted at MM3
 	// AdmissionMalformed counts datagrams that claimed to open a Main Mode
 	// (responder cookie zero) but would not parse as one: dropped, nobody
 	// charged.

@@ -14,8 +14,9 @@ import (
 // Run must:
 //   - bind the listen addresses of env.Config().Listen,
 //   - call env.Admission.Allow(src) before Diffie-Hellman work on a new
-//     Main Mode, and env.Metrics.SetupFailed(metrics.PhaseAdmission, ...) if
-//     refused,
+//     Main Mode, once the peer has proven src (its third message carries
+//     our cookie: spoofed sources must not spend anyone's tokens), and
+//     env.Metrics.SetupFailed(metrics.PhaseAdmission, ...) if refused,
 //   - verify certificates with env.Verifier() and PSKs with env.Config().PSKFor,
 //   - authenticate PPP with env.LocalSecret or env.RADIUS,
 //   - get the address with env.AssignAddress, then env.Register the

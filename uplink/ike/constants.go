@@ -223,8 +223,18 @@ const (
 	DefaultRekeyMargin = 9 * time.Minute
 	// DefaultHalfOpenTimeout removes a half-open responder SA.
 	DefaultHalfOpenTimeout = 30 * time.Second
-	// DefaultMaxHalfOpen bounds half-open responder SAs.
-	DefaultMaxHalfOpen = 256
+	// DefaultMaxHalfOpen bounds responder Main Modes waiting for MM3 (see
+	// halfopen.go): sized for a flood, not for normal load. At ≈ 430 bytes
+	// each (measured with a two-transform SA payload) it is ≈ 7 MB full; under a spoofed flood of R first messages a
+	// second an entry lives DefaultMaxHalfOpen/R seconds (16 s at 1,000/s),
+	// far longer than a real peer takes to answer.
+	DefaultMaxHalfOpen = 16384
+	// DefaultMaxNegotiating bounds responder Main Modes past MM3 (address
+	// proven, admitted, Diffie-Hellman done) and not yet established.
+	DefaultMaxNegotiating = 256
+	// cookieRotate is how often the responder cookie secret changes (RFC
+	// 2408 §2.5.3); the previous one still verifies.
+	cookieRotate = 10 * time.Minute
 	// nonceLen is our nonce size (RFC 2409 §5: 8..256 bytes).
 	nonceLen    = 32
 	minNonceLen = 8

@@ -52,8 +52,13 @@
 //
 // # Limits
 //
-// New Main Modes pass a per-source token bucket and a global half-open cap
-// before any state is kept, and the bucket is consulted again before the
-// responder's Diffie-Hellman work. Aggressive Mode, IKEv2, tunnel mode and
+// Cheap until the peer proves its address (halfopen.go): a first Main Mode
+// message gets a stateless responder cookie (an HMAC of the initiator's
+// address, port and cookie, RFC 2408 §2.5.3) and a small half-open entry in
+// a table that evicts its oldest entry when full; no DH, timer or
+// retransmission. The third message, carrying the cookie, proves the
+// address: only then are the per-source token bucket and Config.Admit
+// asked, and the responder's Diffie-Hellman work done, with MaxNegotiating
+// bounding exchanges past that point. Aggressive Mode, IKEv2, tunnel mode and
 // XAUTH/Mode Config are not implemented.
 package ike

@@ -139,7 +139,10 @@ type Stats struct {
 	Duplicates        atomic.Uint64 // retransmissions from the peer (answered with ours)
 	Retransmits       atomic.Uint64 // our retransmissions on timeout
 	RateLimited       atomic.Uint64 // dropped before DH work by the per-source limit
-	HalfOpenDropped   atomic.Uint64 // dropped by the half-open limit
+	HalfOpenDropped   atomic.Uint64 // proven MM3 dropped by the MaxNegotiating limit
+	HalfOpenEvicted   atomic.Uint64 // oldest half-open Main Mode evicted for a new one (table full)
+	HalfOpenExpired   atomic.Uint64 // half-open Main Modes never answered within HalfOpenTTL
+	HalfOpenLost      atomic.Uint64 // MM3 with a valid cookie whose half-open state was already evicted or expired
 	AuthFailures      atomic.Uint64 // wrong PSK / signature / certificate / identity
 	NoProposalChosen  atomic.Uint64 // proposals outside policy
 	Phase1Established atomic.Uint64
@@ -196,22 +199,35 @@ type Config struct {
 	// GatewayPolicy.
 	Gateway *GatewayPolicy
 
-	IKEProposals   []IKEProposal // default DefaultIKEProposals
-	ESPProposals   []ESPProposal // default DefaultESPProposals
-	IKELifetime    time.Duration // default DefaultIKELifetime
-	IPsecLifetime  time.Duration // default DefaultIPsecLifetime
-	IPsecLifeKB    uint64        // 0 = no volume limit
-	RekeyMargin    time.Duration // default DefaultRekeyMargin (capped at lifetime/2)
-	RekeyGrace     time.Duration // old inbound SA kept after rekey; default 30s
-	DPDInterval    time.Duration // default DefaultDPDInterval; <0 disables
-	DPDTimeout     time.Duration // default DefaultDPDTimeout
-	Retransmit     time.Duration // default DefaultRetransmit
-	Retries        int           // default DefaultRetries
-	HalfOpenTTL    time.Duration // default DefaultHalfOpenTimeout
-	MaxHalfOpen    int           // default DefaultMaxHalfOpen
-	RatePerSource  float64       // new phase 1 per second per source address; default 5
-	BurstPerSource int           // default 10
-	NATTPort       uint16        // default 4500 (the ESP transport's NAT-T port)
+	IKEProposals  []IKEProposal // default DefaultIKEProposals
+	ESPProposals  []ESPProposal // default DefaultESPProposals
+	IKELifetime   time.Duration // default DefaultIKELifetime
+	IPsecLifetime time.Duration // default DefaultIPsecLifetime
+	IPsecLifeKB   uint64        // 0 = no volume limit
+	RekeyMargin   time.Duration // default DefaultRekeyMargin (capped at lifetime/2)
+	RekeyGrace    time.Duration // old inbound SA kept after rekey; default 30s
+	DPDInterval   time.Duration // default DefaultDPDInterval; <0 disables
+	DPDTimeout    time.Duration // default DefaultDPDTimeout
+	Retransmit    time.Duration // default DefaultRetransmit
+	Retries       int           // default DefaultRetries
+	HalfOpenTTL   time.Duration // default DefaultHalfOpenTimeout
+	// MaxHalfOpen bounds responder Main Modes between MM2 and MM3 (address
+	// not yet proven; a few hundred bytes each, see halfopen.go); when
+	// full, the oldest is evicted. Default DefaultMaxHalfOpen.
+	MaxHalfOpen int
+	// MaxNegotiating bounds responder Main Modes past MM3 (address proven,
+	// Diffie-Hellman done) and not yet established; beyond it a new MM3 is
+	// dropped (its initiator retransmits). Default DefaultMaxNegotiating.
+	MaxNegotiating int
+	// Admit, when set, is asked once per responder Main Mode, when its
+	// third message proves the peer's address and before any
+	// Diffie-Hellman work; false drops that message (the initiator
+	// retransmits it and is asked again). Spoofed first messages never
+	// reach it.
+	Admit          func(remote netip.Addr) bool
+	RatePerSource  float64 // new phase 1 per second per source address; default 5
+	BurstPerSource int     // default 10
+	NATTPort       uint16  // default 4500 (the ESP transport's NAT-T port)
 	// AllowRawESP, when false (the default), makes us claim a NAT with a
 	// fake NAT-D hash so both sides use UDP-encapsulated ESP on the NAT-T
 	// port, as strongSwan's encap=yes does: our ESP runs in userspace.
@@ -242,7 +258,9 @@ type Engine struct {
 	evs     []Event
 	closed  bool
 	warnAt  time.Time
-	nHalf   int // responder SAs not yet established
+	nHalf   int // responder SAs past MM3, not yet established
+	half    halfOpenTable
+	secret  cookieSecret
 
 	initiatorVIDs [][]byte // tests: vendor IDs our Main Mode announces
 }
@@ -303,6 +321,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxHalfOpen == 0 {
 		cfg.MaxHalfOpen = DefaultMaxHalfOpen
 	}
+	if cfg.MaxNegotiating == 0 {
+		cfg.MaxNegotiating = DefaultMaxNegotiating
+	}
 	if cfg.RatePerSource == 0 {
 		cfg.RatePerSource = 5
 	}
@@ -339,6 +360,7 @@ func (e *Engine) Tick() {
 	e.mu.Lock()
 	if !e.closed {
 		now := e.cfg.Clock.Now()
+		e.tickHalfOpen(now)
 		for _, sa := range e.allSAs() {
 			sa.tick(now)
 		}
@@ -395,7 +417,16 @@ func (e *Engine) Close() {
 func (e *Engine) SACount() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return len(e.allSAs())
+	return len(e.allSAs()) + e.half.len()
+}
+
+// HalfOpen reports responder Main Modes waiting for their third message
+// (bounded by MaxHalfOpen) and those past it, not yet established
+// (bounded by MaxNegotiating).
+func (e *Engine) HalfOpen() (waiting, negotiating int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.half.len(), e.nHalf
 }
 
 func (e *Engine) allSAs() []*ikeSA {
@@ -499,8 +530,6 @@ func (e *Engine) allow(src netip.Addr) bool {
 	b.tokens--
 	return true
 }
-
-func (e *Engine) halfOpen() int { return e.nHalf }
 
 // NoteTraffic tells the engine that authenticated traffic (ESP) arrived
 // from remote, so dead peer detection stays quiet while data flows (RFC

@@ -37,7 +37,23 @@ func freshMM1() []byte {
 	return b
 }
 
-func TestHalfOpenLimit(t *testing.T) {
+// mm3For answers the responder's MM2 reply with a third message carrying
+// its cookie (KE and nonce of the right shape; the DH value is junk).
+func mm3For(t *testing.T, mm2 []byte) []byte {
+	t.Helper()
+	m, err := ParseMessage(mm2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := m.Header
+	return AppendMessage(nil, Header{ICookie: h.ICookie, RCookie: h.RCookie, Exchange: ExchangeIdentityProtection},
+		[]Payload{{PayloadKE, bytes.Repeat([]byte{7}, 256)}, {PayloadNonce, bytes.Repeat([]byte{9}, 32)}})
+}
+
+// TestHalfOpenEvictsOldest: a full half-open table evicts its oldest entry
+// for a new first message instead of refusing the newcomer, every first
+// message gets its reply, and entries expire after HalfOpenTTL.
+func TestHalfOpenEvictsOldest(t *testing.T) {
 	clk := linktest.NewClock()
 	cs := &captureSender{}
 	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), MaxHalfOpen: 5, HalfOpenTTL: 10 * time.Second})
@@ -52,26 +68,78 @@ func TestHalfOpenLimit(t *testing.T) {
 	if got := e.SACount(); got != 5 {
 		t.Errorf("half-open SAs: got %d, want 5", got)
 	}
-	if got := e.Stats().HalfOpenDropped.Load(); got != 5 {
-		t.Errorf("HalfOpenDropped: got %d, want 5", got)
+	if got := e.Stats().HalfOpenEvicted.Load(); got != 5 {
+		t.Errorf("HalfOpenEvicted: got %d, want 5", got)
 	}
-	if got := cs.count(); got != 5 {
-		t.Errorf("replies: got %d, want 5", got)
+	if got := cs.count(); got != 10 {
+		t.Errorf("replies: got %d, want 10 (nobody refused)", got)
+	}
+	// The oldest (first five) were evicted: an MM3 for the first finds its
+	// cookie valid but no state; one for the newest is taken.
+	e.Input(mm3For(t, cs.out[0]), local, netip.MustParseAddrPort("203.0.113.1:500"), false)
+	if got := e.Stats().HalfOpenLost.Load(); got != 1 {
+		t.Errorf("HalfOpenLost: got %d, want 1", got)
 	}
 	clk.Advance(11 * time.Second)
 	e.Tick()
 	if got := e.SACount(); got != 0 {
 		t.Errorf("after the half-open timeout: %d SAs, want 0", got)
 	}
-	e.Input(freshMM1(), local, netip.MustParseAddrPort("203.0.113.200:500"), false)
-	if got := e.SACount(); got != 1 {
-		t.Errorf("after expiry a new Main Mode must be accepted: %d SAs", got)
+	if got := e.Stats().HalfOpenExpired.Load(); got != 5 {
+		t.Errorf("HalfOpenExpired: got %d, want 5", got)
 	}
 }
 
-func TestPerSourceRateLimit(t *testing.T) {
+// TestStatelessCookie: the responder cookie is a function of the
+// initiator's address, port and cookie (RFC 2408 §2.5.3), a retransmitted
+// MM1 gets the same reply, and an MM3 with a cookie we did not give is
+// unmatched.
+func TestStatelessCookie(t *testing.T) {
+	cs := &captureSender{}
+	e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort("192.0.2.1:500")
+	mm1b := freshMM1()
+	e.Input(mm1b, local, netip.MustParseAddrPort("203.0.113.1:500"), false)
+	e.Input(mm1b, local, netip.MustParseAddrPort("203.0.113.1:500"), false)
+	e.Input(mm1b, local, netip.MustParseAddrPort("203.0.113.1:501"), false)
+	e.Input(mm1b, local, netip.MustParseAddrPort("203.0.113.2:500"), false)
+	if cs.count() != 4 {
+		t.Fatalf("%d replies, want 4", cs.count())
+	}
+	rc := func(i int) string { return fmt.Sprintf("%x", cs.out[i][8:16]) }
+	if !bytes.Equal(cs.out[0], cs.out[1]) {
+		t.Errorf("retransmitted MM1 got a different reply")
+	}
+	if rc(0) == rc(2) || rc(0) == rc(3) || rc(2) == rc(3) {
+		t.Errorf("responder cookies for different ports/addresses collide: %s %s %s", rc(0), rc(2), rc(3))
+	}
+	if got := e.Stats().Duplicates.Load(); got != 1 {
+		t.Errorf("Duplicates: got %d, want 1", got)
+	}
+	forged := mm3For(t, cs.out[0])
+	forged[15] ^= 1
+	e.Input(forged, local, netip.MustParseAddrPort("203.0.113.1:500"), false)
+	if got := e.Stats().Unmatched.Load(); got != 1 {
+		t.Errorf("Unmatched after a forged cookie: got %d, want 1", got)
+	}
+	if w, n := e.HalfOpen(); w != 3 || n != 0 {
+		t.Errorf("HalfOpen() = %d waiting, %d negotiating; want 3, 0", w, n)
+	}
+}
+
+// TestAdmissionAtMM3: the per-source bucket and Config.Admit are charged
+// when MM3 proves the address, never by first messages: ten MM1 from one
+// source all get replies, then its MM3s are paced (burst 4), and spoofed
+// MM1s never reach Admit.
+func TestAdmissionAtMM3(t *testing.T) {
 	clk := linktest.NewClock()
-	e, err := New(Config{Sender: &captureSender{}, Clock: clk, PSK: psk("k"), RatePerSource: 1, BurstPerSource: 4})
+	cs := &captureSender{}
+	var asked []netip.Addr
+	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), RatePerSource: 1, BurstPerSource: 4,
+		Admit: func(a netip.Addr) bool { asked = append(asked, a); return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,16 +148,105 @@ func TestPerSourceRateLimit(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		e.Input(freshMM1(), local, src, false)
 	}
+	for i := 0; i < 1000; i++ {
+		e.Input(freshMM1(), local, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}), 500), false)
+	}
+	if got := cs.count(); got != 1010 {
+		t.Fatalf("replies: got %d, want 1010", got)
+	}
+	if len(asked) != 0 || e.Stats().RateLimited.Load() != 0 {
+		t.Fatalf("first messages charged: Admit asked %d times, RateLimited %d", len(asked), e.Stats().RateLimited.Load())
+	}
+	replies := append([][]byte{}, cs.out[:10]...)
+	for _, r := range replies {
+		e.Input(mm3For(t, r), local, src, false)
+	}
 	if got := e.Stats().RateLimited.Load(); got != 6 {
 		t.Errorf("RateLimited: got %d, want 6", got)
 	}
-	// Another source is not affected; the first recovers with time.
-	e.Input(freshMM1(), local, netip.MustParseAddrPort("203.0.113.10:500"), false)
-	clk.Advance(2 * time.Second)
-	e.Input(freshMM1(), local, src, false)
-	if got := e.SACount(); got != 6 {
-		t.Errorf("SAs: got %d, want 6", got)
+	if len(asked) != 4 || asked[0] != src.Addr() {
+		t.Errorf("Admit asked %v, want 4 times for %v", asked, src.Addr())
 	}
+	// A refused MM3 keeps its half-open state: retransmitted later, it is admitted.
+	clk.Advance(2 * time.Second)
+	e.Input(mm3For(t, replies[9]), local, src, false)
+	if len(asked) != 5 {
+		t.Errorf("retransmitted MM3 after the refill: Admit asked %d times, want 5", len(asked))
+	}
+}
+
+// TestFloodDoesNotStarveRealPeer: a real initiator's Main Mode completes
+// while spoofed first messages, a quarter of the half-open table, arrive
+// between each of its messages (its round trip, MM2 out to MM3 in, sees
+// half a table: it answers within table/flood rate) and several tables'
+// worth (over two) in all. Bound held: phase 1 established, the flood
+// cost no DH (Admit never asked for a spoofed source) and the table never
+// exceeded MaxHalfOpen.
+func TestFloodDoesNotStarveRealPeer(t *testing.T) {
+	clk := linktest.NewClock()
+	var q []queued
+	var ea, eb *Engine
+	initiator := netip.MustParseAddrPort("10.0.0.2:500")
+	gw := netip.MustParseAddrPort("192.0.2.1:500")
+	var up []Event
+	var admitted []netip.Addr
+	const table = 1000
+	ea, err := New(Config{Sender: queueSender{q: &q, peer: &eb}, Clock: clk, PSK: psk("flood")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb, err = New(Config{Sender: dropOthers{queueSender{q: &q, peer: &ea}, initiator}, Clock: clk, PSK: psk("flood"), MaxHalfOpen: table,
+		Admit:   func(a netip.Addr) bool { admitted = append(admitted, a); return true },
+		OnEvent: func(ev Event) { up = append(up, ev) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoof := 0
+	flood := func() {
+		for range table / 4 {
+			spoof++
+			src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(spoof >> 8), byte(spoof)}), 500)
+			eb.Input(freshMM1(), gw, src, false)
+		}
+		if w, _ := eb.HalfOpen(); w > table {
+			t.Fatalf("half-open table holds %d, bound %d", w, table)
+		}
+	}
+	if err := ea.Dial(initiator, gw); err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; len(q) > 0 && n < 100; n++ {
+		flood()
+		m := q[0]
+		q = q[1:]
+		m.to.Input(m.b, m.local, m.remote, m.natt)
+	}
+	if len(up) == 0 || up[0].Kind != EventIKEUp {
+		t.Fatalf("responder events %v, want ike-up first; eb stats unmatched %d malformed %d lost %d ratelimited %d p1failed %d auth %d; ea p1failed %d", kinds(up), eb.Stats().Unmatched.Load(), eb.Stats().Malformed.Load(), eb.Stats().HalfOpenLost.Load(), eb.Stats().RateLimited.Load(), eb.Stats().Phase1Failed.Load(), eb.Stats().AuthFailures.Load(), ea.Stats().Phase1Failed.Load())
+	}
+	if spoof < 2*table {
+		t.Fatalf("only %d spoofed first messages", spoof)
+	}
+	for _, a := range admitted {
+		if a != initiator.Addr() {
+			t.Fatalf("Admit asked for spoofed source %v", a)
+		}
+	}
+	t.Logf("%d spoofed first messages, evicted %d; real peer up; Admit asked %d times", spoof, eb.Stats().HalfOpenEvicted.Load(), len(admitted))
+}
+
+// dropOthers passes only what is sent to keep; the rest (replies to
+// spoofed sources) vanish.
+type dropOthers struct {
+	queueSender
+	keep netip.AddrPort
+}
+
+func (d dropOthers) SendIKE(b []byte, local, remote netip.AddrPort, natt bool) error {
+	if remote.Addr() != d.keep.Addr() {
+		return nil
+	}
+	return d.queueSender.SendIKE(b, local, remote, natt)
 }
 
 func TestMalformedInputCounted(t *testing.T) {

@@ -2,7 +2,6 @@ package ike
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -16,11 +15,7 @@ func (sa *ikeSA) mainMode(m *Message, sum [32]byte, local, remote netip.AddrPort
 	case sa.role == RoleInitiator && sa.state == p1MM1Sent && m.Encrypted == nil:
 		err = sa.initRecvMM2(m)
 	case sa.role == RoleResponder && sa.state == p1MM2Sent && m.Encrypted == nil:
-		if !sa.e.allow(remote.Addr()) {
-			// Before any DH work (RFC 2522-style protection is out of scope).
-			sa.e.stats.RateLimited.Add(1)
-			return nil
-		}
+		// Admitted by respondMM3 (halfopen.go) before any DH work.
 		err = sa.respRecvMM3(m)
 	case sa.role == RoleInitiator && sa.state == p1MM3Sent && m.Encrypted == nil:
 		err = sa.initRecvMM4(m)
@@ -111,53 +106,6 @@ func (sa *ikeSA) ourVIDs() []Payload {
 		ps = append(ps, Payload{PayloadVendorID, VIDNATTDraft02b})
 	}
 	return append(ps, Payload{PayloadVendorID, VIDDPD})
-}
-
-// respondMM1 answers a new Main Mode (responder side). The per-source limit
-// and the half-open limit apply before any state is kept.
-func (e *Engine) respondMM1(m *Message, b []byte, local, remote netip.AddrPort, natt bool) {
-	if e.halfOpen() >= e.cfg.MaxHalfOpen {
-		e.stats.HalfOpenDropped.Add(1)
-		e.warn("half-open limit reached, dropping Main Mode", "peer", remote)
-		return
-	}
-	if !e.allow(remote.Addr()) {
-		e.stats.RateLimited.Add(1)
-		e.warn("rate limit, dropping Main Mode", "peer", remote)
-		return
-	}
-	sap, ok := m.Find(PayloadSA)
-	if !ok {
-		e.stats.Malformed.Add(1)
-		return
-	}
-	sai, err := ParseSA(sap.Body)
-	if err != nil {
-		e.stats.Malformed.Add(1)
-		e.warn("malformed SA payload", "peer", remote, "err", err)
-		return
-	}
-	sa := e.newSA(RoleResponder, local, remote, natt)
-	sa.ci = m.Header.ICookie
-	copy(sa.cr[:], e.random(8))
-	sa.setLog()
-	sa.saBody = append([]byte{}, sap.Body...)
-	sa.lastRecv = sha256.Sum256(b[:m.Header.Length])
-	chosen, err := e.choosePhase1(sa, sai)
-	if err != nil {
-		e.stats.NoProposalChosen.Add(1)
-		sa.log.Info("phase 1 rejected", "reason", err)
-		sa.sendPlainNotify(NotifyNoProposalChosen)
-		return
-	}
-	sa.vendorIDs(m)
-	sa.state = p1MM2Sent
-	e.nHalf++
-	e.sas[cookieKey(sa.ci, sa.cr)] = sa
-	e.pending[sa.ci] = sa
-	reply := SAPayload{DOI: DOIIPsec, Situation: SituationIdentOnly, Proposals: []Proposal{chosen}}
-	ps := append([]Payload{{PayloadSA, reply.Append(nil)}}, sa.ourVIDs()...)
-	sa.transmit(AppendMessage(nil, sa.header(ExchangeIdentityProtection, 0, 0), ps))
 }
 
 // choosePhase1 picks the first of the initiator's transforms that our

@@ -127,11 +127,20 @@ func (e *Engine) input(b []byte, local, remote netip.AddrPort, natt bool) {
 	if sa == nil {
 		switch {
 		case h.RCookie == zero && h.Exchange == ExchangeIdentityProtection && m.Encrypted == nil:
-			if old := e.pending[h.ICookie]; old != nil && old.role == RoleResponder {
-				old.receive(m, b, local, remote, natt)
-				return
-			}
 			e.respondMM1(m, b, local, remote, natt)
+			return
+		case h.Exchange == ExchangeIdentityProtection && m.Encrypted == nil && e.half.get(h.ICookie, h.RCookie) != nil:
+			if ho := e.half.get(h.ICookie, h.RCookie); remote.Addr() == ho.remote.Addr() {
+				e.respondMM3(ho, m, b, local, remote, natt)
+			} else {
+				e.stats.Unmatched.Add(1)
+			}
+			return
+		case h.Exchange == ExchangeIdentityProtection && e.pending[h.ICookie] == nil && e.cookieValid(remote, h.ICookie, h.RCookie):
+			// Our cookie, but the half-open state is gone: evicted by a
+			// flood or expired. The initiator will time out and start over.
+			e.stats.HalfOpenLost.Add(1)
+			e.warn("Main Mode with a valid cookie but no half-open state (evicted or expired)", "peer", remote)
 			return
 		case e.pending[h.ICookie] != nil && e.pending[h.ICookie].role == RoleInitiator &&
 			e.pending[h.ICookie].cr == zero && h.RCookie != zero && m.Encrypted == nil:

@@ -189,12 +189,17 @@ type ServerConfig struct {
 	CheckCert     func(leaf *x509.Certificate, chain []*x509.Certificate) error
 	AllowIdentity func(ike.Identity) bool
 	IKEOptions
-	// MaxHalfOpen and HalfOpenTTL bound half-open IKE SAs; RatePerSource
-	// and BurstPerSource limit new phase 1 per source address.
+	// MaxHalfOpen and HalfOpenTTL bound half-open IKE SAs (waiting for
+	// MM3, oldest evicted when full), MaxNegotiating those past MM3;
+	// RatePerSource and BurstPerSource limit new phase 1 per source
+	// address, and Admit (ike.Config.Admit) may refuse one, both when MM3
+	// proves the peer's address.
 	MaxHalfOpen    int
+	MaxNegotiating int
 	HalfOpenTTL    time.Duration
 	RatePerSource  float64
 	BurstPerSource int
+	Admit          func(remote netip.Addr) bool
 
 	// Authenticator verifies PPP logins; AddressFunc assigns IPCP
 	// addresses; LocalAddr is our own IPCP address; AuthMethods are

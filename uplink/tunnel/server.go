@@ -85,6 +85,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		PSK: cfg.PSK, Cert: cfg.Cert, CAs: cfg.CAs, CheckCert: cfg.CheckCert, AllowIdentity: cfg.AllowIdentity,
 		MaxHalfOpen: cfg.MaxHalfOpen, HalfOpenTTL: cfg.HalfOpenTTL,
 		RatePerSource: cfg.RatePerSource, BurstPerSource: cfg.BurstPerSource,
+		MaxNegotiating: cfg.MaxNegotiating, Admit: cfg.Admit,
 	}
 	if kl := cfg.KeyLog; kl != nil {
 		icfg.OnKeys = func(ic, _ [8]byte, key []byte) { _ = kl.LogIKEv1(ic, key) }
