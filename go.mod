@@ -66,3 +66,5 @@ require (
 	google.golang.org/grpc v1.82.1 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/pion/dtls/v3 => ./third_party/pion-dtls
