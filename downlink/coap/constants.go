@@ -40,6 +40,18 @@ const (
 	// recommended upper bound for a message in one datagram, doubled for
 	// headroom.
 	DefaultMaxMessageSize = 2304
+	// DefaultMaxPendingHandshakes caps handshakes in progress after a valid
+	// cookie: enough for a whole site's fleet reconnecting at once (the
+	// accept backlog admits 128 at a time), small next to memory (≈ 50 KB
+	// each with ECDSA).
+	DefaultMaxPendingHandshakes = 512
+	// DefaultMaxPendingPerSource caps them per source IP: a few devices
+	// behind one NAT may handshake at once; one address cannot take the
+	// table.
+	DefaultMaxPendingPerSource = 8
+	// DefaultPendingTimeout closes a handshake not authenticated by then:
+	// four lost flights at 1 s doubling (1+2+4+8 s) still fit.
+	DefaultPendingTimeout = 20 * time.Second
 	// DefaultRate and DefaultBurst are the per-endpoint request limits.
 	DefaultRate  = 20.0
 	DefaultBurst = 40

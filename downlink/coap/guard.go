@@ -1,8 +1,10 @@
 package coap
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -17,6 +19,13 @@ import (
 // cheap sanity check to every datagram before pion sees it, counts and
 // logs (rate-limited) what fails, and routes the rest to per-peer conns by
 // Connection ID (RFC 9146) or remote address, as pion's own listener does.
+//
+// New peers are cheap until they prove their address: a ClientHello
+// without a valid cookie is answered with a stateless HelloVerifyRequest
+// (cookie.go) and forgotten; only a ClientHello echoing a valid cookie gets
+// a conn and a pion server (which then skips its own cookie exchange).
+// Those handshakes are pending until the endpoint is authenticated; they
+// are capped per source IP and in total and closed after PendingTimeout.
 //
 // What it covers: datagrams that are not a sequence of well-formed DTLS
 // 1.0/1.2 record headers (unknown content type, wrong version, a length
@@ -38,10 +47,11 @@ const (
 	GarbageVersion                   // record version not DTLS 1.0 or 1.2
 	GarbageLength                    // record length zero, past the datagram or over 2^14+2048
 	GarbageNoSession                 // from an unknown peer and not a handshake in epoch 0
+	GarbageHello                     // a new peer's handshake that is not an unfragmented ClientHello
 	numGarbageReasons
 )
 
-var garbageNames = [...]string{"ok", "short", "content_type", "version", "length", "no_session"}
+var garbageNames = [...]string{"ok", "short", "content_type", "version", "length", "no_session", "hello"}
 
 func (r GarbageReason) String() string {
 	if r < 0 || int(r) >= len(garbageNames) {
@@ -119,6 +129,44 @@ func recordCID(b []byte, cidLen int) (string, bool) {
 	return "", false
 }
 
+// hasEpoch0 reports whether b holds a record in epoch 0 (handshake,
+// change_cipher_spec or alert before the keys change).
+func hasEpoch0(b []byte) bool {
+	for p := b; len(p) >= recordHeaderLen && p[0] != ctCID; {
+		if p[3] == 0 && p[4] == 0 {
+			return true
+		}
+		n := recordHeaderLen + (int(p[11])<<8 | int(p[12]))
+		if n > len(p) {
+			return false
+		}
+		p = p[n:]
+	}
+	return false
+}
+
+// shiftEpoch0 adds base to the sequence number of every epoch-0 record in
+// b (records are plaintext in epoch 0; the number is not in the handshake
+// transcript).
+func shiftEpoch0(b []byte, base uint64) []byte {
+	for p := b; len(p) >= recordHeaderLen && p[0] != ctCID; {
+		if p[3] == 0 && p[4] == 0 {
+			seq := uint64(p[5])<<40 | uint64(p[6])<<32 | uint64(p[7])<<24 | uint64(p[8])<<16 | uint64(p[9])<<8 | uint64(p[10])
+			seq += base
+			for i := 10; i >= 5; i-- {
+				p[i] = byte(seq)
+				seq >>= 8
+			}
+		}
+		n := recordHeaderLen + (int(p[11])<<8 | int(p[12]))
+		if n > len(p) {
+			break
+		}
+		p = p[n:]
+	}
+	return b
+}
+
 // serverHelloCID returns the Connection ID the server announced in an
 // outgoing ServerHello (the one the peer will put in its records).
 func serverHelloCID(b []byte) (string, bool) {
@@ -147,23 +195,33 @@ func serverHelloCID(b []byte) (string, bool) {
 	return "", false
 }
 
-// guardListener is a pion dtlsnet.PacketListener over one UDP socket.
-type guardListener struct {
-	pc     *net.UDPConn
-	s      *Server
-	cidLen int
-	accept chan *guardConn
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[string]*guardConn // guarded by mu: by remote address and by "cid:"+CID
+// guardLimits bound the handshakes of peers that proved their address.
+type guardLimits struct {
+	maxPending, maxPendingPerSource int
+	pendingTimeout                  time.Duration
 }
 
-func newGuardListener(pc *net.UDPConn, s *Server, cidLen int) *guardListener {
-	l := &guardListener{pc: pc, s: s, cidLen: cidLen, accept: make(chan *guardConn, guardBacklog),
-		done: make(chan struct{}), conns: map[string]*guardConn{}}
+// guardListener is a pion dtlsnet.PacketListener over one UDP socket.
+type guardListener struct {
+	pc      *net.UDPConn
+	s       *Server
+	cidLen  int
+	lim     guardLimits
+	cookies *cookieJar
+	accept  chan *guardConn
+	done    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+
+	mu        sync.Mutex
+	conns     map[string]*guardConn // guarded by mu: by remote address and by "cid:"+CID
+	pending   int                   // guarded by mu: conns not yet authenticated
+	pendingBy map[netip.Addr]int    // guarded by mu: pending per source IP
+}
+
+func newGuardListener(pc *net.UDPConn, s *Server, cidLen int, lim guardLimits, cookies *cookieJar) *guardListener {
+	l := &guardListener{pc: pc, s: s, cidLen: cidLen, lim: lim, cookies: cookies, accept: make(chan *guardConn, guardBacklog),
+		done: make(chan struct{}), conns: map[string]*guardConn{}, pendingBy: map[netip.Addr]int{}}
 	l.wg.Add(1)
 	go l.readLoop()
 	return l
@@ -214,7 +272,15 @@ func (l *guardListener) readLoop() {
 			l.s.garbage(r, raddr, n)
 			continue
 		}
-		c := l.route(raddr, b)
+		c, reply, stale := l.route(raddr, b)
+		if stale != nil {
+			_ = stale.Close()
+		}
+		if reply != nil {
+			if _, err := l.pc.WriteTo(reply, raddr); err == nil {
+				l.s.Stats.HelloVerifySent.Add(1)
+			}
+		}
 		if c == nil {
 			continue
 		}
@@ -226,39 +292,131 @@ func (l *guardListener) readLoop() {
 }
 
 // route finds the conn for a datagram, creating one for a new peer's
-// handshake; nil means drop (counted).
-func (l *guardListener) route(raddr net.Addr, b []byte) *guardConn {
+// ClientHello with a valid cookie. Without a conn it may return a
+// HelloVerifyRequest to send back; nil, nil means drop (counted).
+func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []byte, stale *guardConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cidLen > 0 {
 		if cid, ok := recordCID(b, l.cidLen); ok {
 			if c := l.conns["cid:"+cid]; c != nil {
-				return c
+				return c, nil, nil
 			}
 		}
 	}
-	if c := l.conns[raddr.String()]; c != nil {
-		return c
+	old := l.conns[raddr.String()]
+	if old != nil && (!old.pending || !startsHandshake(b)) {
+		return old, nil, nil
 	}
-	if !startsHandshake(b) {
+	if old == nil && !startsHandshake(b) {
 		l.s.garbage(GarbageNoSession, raddr, len(b))
-		return nil
+		return nil, nil, nil
 	}
+	ch, err := ParseClientHello(b)
+	switch {
+	case old != nil && (err != nil || bytes.Equal(old.random, ch.Random)):
+		// The pending handshake's next flight (epoch 0) or its own
+		// ClientHello again (retransmission).
+		return old, nil, nil
+	case err != nil:
+		l.s.garbage(GarbageHello, raddr, len(b))
+		return nil, nil, nil
+	}
+	from := addrPort(raddr)
+	if !l.cookies.valid(from, &ch) {
+		if len(ch.Cookie) > 0 {
+			l.s.Stats.CookieInvalid.Add(1)
+		}
+		hvr, err := helloVerifyRequest(&ch, l.cookies.make(from, &ch))
+		if err != nil {
+			return nil, nil, stale
+		}
+		return nil, hvr, nil
+	}
+	// The peer proved it receives at this address.
 	select {
 	case <-l.done:
-		return nil
+		return nil, nil, stale
 	default:
 	}
-	c := &guardConn{l: l, raddr: raddr, in: make(chan packet, guardQueue), done: make(chan struct{}),
-		rdl: deadline.New(), wdl: deadline.New()}
+	if old != nil { // a pending handshake restarted by the peer: replace it
+		l.forgetLocked(old)
+		stale = old
+	}
+	src := from.Addr()
+	if l.pending >= l.lim.maxPending {
+		l.s.Stats.PendingRefused.Add(1)
+		l.s.warnf("dtls handshake refused: too many pending", "peer", raddr.String(), "pending", l.pending)
+		return nil, nil, stale
+	}
+	if l.pendingBy[src] >= l.lim.maxPendingPerSource {
+		l.s.Stats.PendingRefusedSource.Add(1)
+		l.s.warnf("dtls handshake refused: too many pending from this source", "peer", raddr.String(), "pending", l.pendingBy[src])
+		return nil, nil, stale
+	}
+	c = &guardConn{l: l, raddr: raddr, src: src, random: append([]byte(nil), ch.Random...), seqBase: ch.RecordSeq, pending: true,
+		in: make(chan packet, guardQueue), done: make(chan struct{}), rdl: deadline.New(), wdl: deadline.New()}
 	select {
 	case l.accept <- c:
 		l.conns[raddr.String()] = c
-		return c
+		l.pending++
+		l.pendingBy[src]++
+		c.timer = time.AfterFunc(l.lim.pendingTimeout, c.expire)
+		return c, nil, stale
 	default:
 		l.s.Stats.Backlog.Add(1)
-		return nil
+		return nil, nil, stale
 	}
+}
+
+// forgetLocked removes c from the routing maps and the pending counts.
+func (l *guardListener) forgetLocked(c *guardConn) {
+	if c.cid != "" && l.conns["cid:"+c.cid] == c {
+		delete(l.conns, "cid:"+c.cid)
+	}
+	if l.conns[c.raddr.String()] == c {
+		delete(l.conns, c.raddr.String())
+	}
+	l.unpendLocked(c)
+}
+
+func (l *guardListener) unpendLocked(c *guardConn) {
+	if !c.pending {
+		return
+	}
+	c.pending = false
+	l.pending--
+	if l.pendingBy[c.src]--; l.pendingBy[c.src] <= 0 {
+		delete(l.pendingBy, c.src)
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+}
+
+// established marks the conn of a peer whose endpoint was authenticated:
+// no longer pending, no pending timeout.
+func (l *guardListener) established(raddr net.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c := l.conns[raddr.String()]; c != nil {
+		l.unpendLocked(c)
+	}
+}
+
+// Pending returns the handshakes in progress (after a valid cookie).
+func (l *guardListener) Pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pending
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
 }
 
 type packet struct {
@@ -268,17 +426,38 @@ type packet struct {
 
 // guardConn is one peer's net.PacketConn for pion.
 type guardConn struct {
-	l     *guardListener
-	raddr net.Addr
-	in    chan packet
-	done  chan struct{}
-	once  sync.Once
-	rdl   *deadline.Deadline
-	wdl   *deadline.Deadline
+	l      *guardListener
+	raddr  net.Addr
+	src    netip.Addr
+	random []byte // the ClientHello's random (spots retransmissions)
+	// seqBase is added to the record sequence numbers of pion's epoch-0
+	// records: the peer already got our HelloVerifyRequest with its
+	// ClientHello's number (RFC 6347 section 4.2.1), and clients drop a
+	// ServerHello numbered at or below it as a replay (libcoap's OpenSSL
+	// and GnuTLS clients did, retransmitting a second later).
+	seqBase uint64
+	timer   *time.Timer // pending timeout; set under l.mu
+	in      chan packet
+	done    chan struct{}
+	once    sync.Once
+	rdl     *deadline.Deadline
+	wdl     *deadline.Deadline
 
-	mu         sync.Mutex
-	cid        string // guarded by mu
-	raddrFreed bool   // guarded by mu
+	pending    bool   // guarded by l.mu
+	cid        string // guarded by l.mu
+	raddrFreed bool   // guarded by l.mu
+}
+
+// expire closes a handshake still pending after the pending timeout.
+func (c *guardConn) expire() {
+	c.l.mu.Lock()
+	p := c.pending
+	c.l.mu.Unlock()
+	if p {
+		c.l.s.Stats.PendingExpired.Add(1)
+		c.l.s.warnf("dtls handshake timed out", "peer", c.raddr.String())
+		_ = c.Close()
+	}
 }
 
 func (c *guardConn) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -293,26 +472,26 @@ func (c *guardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 func (c *guardConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	c.mu.Lock()
-	if c.cid == "" && c.l.cidLen > 0 && startsHandshake(b) { // ServerHello: handshake, epoch 0
+	l := c.l
+	l.mu.Lock()
+	if c.cid == "" && l.cidLen > 0 && startsHandshake(b) { // ServerHello: handshake, epoch 0
 		if cid, ok := serverHelloCID(b); ok {
 			c.cid = cid
-			c.l.mu.Lock()
-			c.l.conns["cid:"+cid] = c
-			c.l.mu.Unlock()
+			l.conns["cid:"+cid] = c
 		}
 	}
 	// Once the peer moved (NAT rebinding, routed by CID), free the old
 	// address for another peer, as pion's listener does.
 	if c.cid != "" && !c.raddrFreed && addr.String() != c.raddr.String() {
-		c.l.mu.Lock()
-		if c.l.conns[c.raddr.String()] == c {
-			delete(c.l.conns, c.raddr.String())
+		if l.conns[c.raddr.String()] == c {
+			delete(l.conns, c.raddr.String())
 		}
-		c.l.mu.Unlock()
 		c.raddrFreed = true
 	}
-	c.mu.Unlock()
+	l.mu.Unlock()
+	if c.seqBase > 0 && hasEpoch0(b) {
+		b = shiftEpoch0(append([]byte(nil), b...), c.seqBase)
+	}
 	select {
 	case <-c.wdl.Done():
 		return 0, context.DeadlineExceeded
@@ -324,16 +503,8 @@ func (c *guardConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 func (c *guardConn) Close() error {
 	c.once.Do(func() {
 		close(c.done)
-		c.mu.Lock()
-		cid := c.cid
-		c.mu.Unlock()
 		c.l.mu.Lock()
-		if cid != "" && c.l.conns["cid:"+cid] == c {
-			delete(c.l.conns, "cid:"+cid)
-		}
-		if c.l.conns[c.raddr.String()] == c {
-			delete(c.l.conns, c.raddr.String())
-		}
+		c.l.forgetLocked(c)
 		c.l.mu.Unlock()
 	})
 	return nil

@@ -69,6 +69,15 @@ type Config struct {
 	// means the Default… constant.
 	FlightInterval, HandshakeTimeout, IdleTimeout time.Duration
 	MaxMessageSize                                uint32
+	// MaxPendingHandshakes and MaxPendingPerSource cap handshakes in
+	// progress (after a valid cookie, before the endpoint is
+	// authenticated) in total and per source IP; PendingTimeout closes one
+	// still pending after that long. Zero means the Default… constant.
+	MaxPendingHandshakes, MaxPendingPerSource int
+	PendingTimeout                            time.Duration
+	// CookieRotation is how often the HelloVerifyRequest cookie secret
+	// changes; zero means DefaultCookieRotation.
+	CookieRotation time.Duration
 	// Rate (requests/s) and Burst limit each endpoint; zero means
 	// DefaultRate/DefaultBurst, negative Rate disables the limit.
 	Rate  float64
@@ -103,16 +112,25 @@ type Stats struct {
 	Garbage         atomic.Uint64
 	GarbageByReason [numGarbageReasons]atomic.Uint64
 	Backlog         atomic.Uint64
+	// HelloVerifySent counts stateless HelloVerifyRequests (ClientHellos
+	// without a valid cookie), CookieInvalid ClientHellos whose cookie was
+	// wrong or expired.
+	HelloVerifySent, CookieInvalid atomic.Uint64
+	// PendingRefused and PendingRefusedSource count cookie-verified
+	// handshakes refused by MaxPendingHandshakes and MaxPendingPerSource;
+	// PendingExpired those closed by PendingTimeout.
+	PendingRefused, PendingRefusedSource, PendingExpired atomic.Uint64
 }
 
 // Server is the DTLS/CoAP listener.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	warn *rate.Limiter // rate-limits Warn lines about peer misbehaviour
-	ln   net.Listener
-	srv  *dtlsserver.Server
-	done chan struct{}
+	cfg   Config
+	log   *slog.Logger
+	warn  *rate.Limiter // rate-limits Warn lines about peer misbehaviour
+	ln    net.Listener
+	guard *guardListener
+	srv   *dtlsserver.Server
+	done  chan struct{}
 
 	mu       sync.Mutex
 	sessions map[string]*Session      // guarded by mu; by endpoint name
@@ -141,6 +159,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Rate == 0 {
 		cfg.Rate = DefaultRate
+	}
+	if cfg.MaxPendingHandshakes == 0 {
+		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
+	if cfg.MaxPendingPerSource == 0 {
+		cfg.MaxPendingPerSource = DefaultMaxPendingPerSource
+	}
+	if cfg.PendingTimeout == 0 {
+		cfg.PendingTimeout = DefaultPendingTimeout
+	}
+	if cfg.CookieRotation == 0 {
+		cfg.CookieRotation = DefaultCookieRotation
 	}
 	if cfg.Burst == 0 {
 		cfg.Burst = DefaultBurst
@@ -176,6 +206,10 @@ func New(cfg Config) (*Server, error) {
 		dtls.WithConnectionIDGenerator(dtls.RandomCIDGenerator(cidLen)),
 		dtls.WithFlightInterval(cfg.FlightInterval),
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+		// The guard did the cookie exchange statelessly (cookie.go); pion
+		// takes the cookie ClientHello as the first message (the patch in
+		// third_party/pion-dtls).
+		dtls.WithInsecureSkipVerifyHello(true),
 	}
 	if cfg.Certificate != nil && hasECDSA(suites) {
 		// pion refuses a certificate without a certificate suite.
@@ -192,7 +226,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coap: listen %s: %w", cfg.ListenAddr, err)
 	}
-	guard := newGuardListener(pc, s, cidLen)
+	guard := newGuardListener(pc, s, cidLen, guardLimits{maxPending: cfg.MaxPendingHandshakes,
+		maxPendingPerSource: cfg.MaxPendingPerSource, pendingTimeout: cfg.PendingTimeout},
+		newCookieJar(cfg.CookieRotation, time.Now))
+	s.guard = guard
 	ln, err := dtls.NewListenerWithOptions(guard, opts...)
 	if err != nil {
 		_ = guard.Close()
@@ -211,6 +248,10 @@ func New(cfg Config) (*Server, error) {
 	)
 	return s, nil
 }
+
+// PendingHandshakes returns the handshakes in progress after a valid
+// cookie (bounded by MaxPendingHandshakes).
+func (s *Server) PendingHandshakes() int { return s.guard.Pending() }
 
 // Addr returns the bound UDP address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }

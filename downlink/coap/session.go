@@ -120,6 +120,7 @@ func (c *conn) HandshakeContext(ctx context.Context) error {
 		return err
 	}
 	c.ep, c.suite, c.done = ep, st.CipherSuiteID, true
+	c.s.guard.established(c.RemoteAddr())
 	c.s.Stats.HandshakesOK.Add(1)
 	return nil
 }
