@@ -57,6 +57,12 @@ type Downlink struct {
 	QueueLen    int           `yaml:"queue_len"`
 	QueueTTL    time.Duration `yaml:"queue_ttl"`
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxPendingHandshakes, MaxPendingPerSource and PendingTimeout bound
+	// DTLS handshakes after the stateless cookie exchange, before the
+	// endpoint is authenticated (0: downlink/coap defaults 512, 8, 20s).
+	MaxPendingHandshakes int           `yaml:"max_pending_handshakes"`
+	MaxPendingPerSource  int           `yaml:"max_pending_per_source"`
+	PendingTimeout       time.Duration `yaml:"pending_timeout"`
 }
 
 // MQTT configures the site broker (downlink/mqtt), the per-endpoint relay
@@ -219,6 +225,14 @@ func Parse(b []byte) (*Config, error) {
 		case u.MinBackoff < 0 || u.MaxBackoff < 0 || (u.MaxBackoff > 0 && u.MaxBackoff < u.MinBackoff):
 			return nil, fail("uplink.max_backoff", "uplink: bad min_backoff/max_backoff")
 		}
+	}
+	switch d := c.Downlink; {
+	case d.MaxPendingHandshakes < 0:
+		return nil, fail("downlink.max_pending_handshakes", "downlink.max_pending_handshakes must be positive (0: default 512)")
+	case d.MaxPendingPerSource < 0:
+		return nil, fail("downlink.max_pending_per_source", "downlink.max_pending_per_source must be positive (0: default 8)")
+	case d.PendingTimeout < 0:
+		return nil, fail("downlink.pending_timeout", "downlink.pending_timeout must be a positive duration such as 20s (0: default)")
 	}
 	if c.MQTT.Enabled && !c.MQTT.Central.IsValid() {
 		return nil, fail("mqtt.central", "mqtt.central (the central broker's address:port) is required")

@@ -233,7 +233,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	}
 	srv, err := coap.New(coap.Config{ListenAddr: cfg.Downlink.CoAPListen, Registry: reg, ClientCAs: ca.Pool,
 		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, OnReset: px.OnReset, Rate: cfg.Downlink.Rate,
-		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log})
+		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log,
+		MaxPendingHandshakes: cfg.Downlink.MaxPendingHandshakes, MaxPendingPerSource: cfg.Downlink.MaxPendingPerSource,
+		PendingTimeout: cfg.Downlink.PendingTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -386,6 +388,12 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("coap_requests_total", "CoAP requests from devices.", srv.Stats.Requests.Load)
 	counter("coap_rate_limited_total", "Requests answered 4.29.", srv.Stats.RateLimited.Load)
 	counter("coap_garbage_datagrams_total", "Datagrams dropped before DTLS by the record sanity check.", srv.Stats.Garbage.Load)
+	counter("coap_hello_verify_sent_total", "Stateless HelloVerifyRequests sent (ClientHellos without a valid cookie).", srv.Stats.HelloVerifySent.Load)
+	counter("coap_cookie_invalid_total", "ClientHellos with a wrong or expired cookie.", srv.Stats.CookieInvalid.Load)
+	counter("coap_pending_refused_total", "Cookie-verified handshakes refused: downlink.max_pending_handshakes reached.", srv.Stats.PendingRefused.Load)
+	counter("coap_pending_refused_source_total", "Cookie-verified handshakes refused: downlink.max_pending_per_source reached.", srv.Stats.PendingRefusedSource.Load)
+	counter("coap_pending_expired_total", "Handshakes closed by downlink.pending_timeout.", srv.Stats.PendingExpired.Load)
+	preg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coap_pending_handshakes", Help: "DTLS handshakes in progress after a valid cookie."}, func() float64 { return float64(srv.PendingHandshakes()) }))
 	counter("proxy_upstream_total", "Device to central requests.", px.Stats.Upstream.Load)
 	counter("proxy_upstream_errors_total", "Failed device to central requests.", px.Stats.UpstreamErrors.Load)
 	counter("proxy_upstream_replaced_total", "Upstream CoAP clients dropped and re-dialled (closed underneath or unusable).", px.Stats.UpstreamReplaced.Load)

@@ -43,6 +43,12 @@ func TestLibcoapClients(t *testing.T) {
 				if got := out.String(); !strings.Contains(got, "hello sensor-17") {
 					t.Fatalf("%s output: got %q, want it to contain %q", bin, got, "hello sensor-17")
 				}
+				// The handshake went through the stateless cookie exchange
+				// (the guard's HelloVerifyRequest, then pion from the cookie
+				// ClientHello on).
+				if n := f.srv.Stats.HelloVerifySent.Load(); n == 0 {
+					t.Fatalf("no HelloVerifyRequest sent")
+				}
 				s := f.srv.Session("sensor-17")
 				if ccm8 && s != nil && s.Suite != dtls.TLS_PSK_WITH_AES_128_CCM_8 {
 					t.Fatalf("got suite %v, want CCM_8", s.Suite)

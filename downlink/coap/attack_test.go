@@ -1,0 +1,368 @@
+package coap_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/pion/dtls/v3/pkg/protocol/extension"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"golang.org/x/sys/unix"
+
+	"github.com/fleetgate/fleetgate/downlink/coap"
+	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
+)
+
+// Issue 18's DTLS flood: 40,000 well-formed ClientHellos, each from its own
+// spoofed source address, at 4,000/s. Before the stateless cookie the
+// bridge grew from 19.5 MB to 1.35 GB (a conn and a pion server per hello,
+// held for the 45 s handshake timeout).
+const (
+	floodHellos = 40000
+	floodRate   = 4000     // per second
+	floodRSSMax = 64 << 20 // bytes of RSS growth allowed
+	floodChild  = "FG_COAP_FLOOD_CHILD"
+	floodTick   = 10 * time.Millisecond
+)
+
+// TestAttackClientHelloFlood runs the DTLS server in a child process (this
+// test binary, TestAttackFloodServerChild) and measures the child's RSS
+// (VmRSS in /proc) while this process floods it on loopback with
+// ClientHellos from 40,000 distinct 127.x.y.z source addresses (IP_PKTINFO
+// picks the source per datagram; all of 127/8 is local), and a real device
+// completes its handshake and a GET in the middle of the flood.
+func TestAttackClientHelloFlood(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAttackFloodServerChild$", "-test.v")
+	cmd.Env = append(os.Environ(), floodChild+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	kv := func(prefix string) map[string]string {
+		for lines.Scan() {
+			if l := lines.Text(); strings.HasPrefix(l, prefix) {
+				m := map[string]string{}
+				for _, f := range strings.Fields(l)[1:] {
+					k, v, _ := strings.Cut(f, "=")
+					m[k] = v
+				}
+				return m
+			}
+		}
+		t.Fatalf("child ended before %s", prefix)
+		return nil
+	}
+	ready := kv("READY")
+	addr := ready["addr"]
+	key, err := hex.DecodeString(ready["key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+
+	// Warm up: one handshake, so the baseline includes pion and go-coap.
+	d, err := coaptest.Dial(t, addr, coaptest.Options{Identity: "sensor-17", Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, d, "/warm"); code != codes.Content {
+		t.Fatalf("warm-up GET: %v", code)
+	}
+	_ = d.Conn.Close()
+	time.Sleep(200 * time.Millisecond)
+	base := vmRSS(t, pid)
+
+	var peak atomic.Int64
+	peak.Store(base)
+	stopSample := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopSample:
+				return
+			case <-tk.C:
+				if r := vmRSSOr(pid, 0); r > peak.Load() {
+					peak.Store(r)
+				}
+			}
+		}
+	}()
+
+	raddr, _ := net.ResolveUDPAddr("udp", addr)
+	sent := make(chan int, 1)
+	half := make(chan struct{})
+	go func() { sent <- flood(t, raddr, half) }()
+
+	// A legitimate device handshakes while the flood runs.
+	<-half
+	start := time.Now()
+	d, err = coaptest.Dial(t, addr, coaptest.Options{Identity: "sensor-17", Key: key})
+	if err != nil {
+		t.Fatalf("legitimate handshake during the flood: %v", err)
+	}
+	if code, body := get(t, d, "/during"); code != codes.Content || body != "hello sensor-17" {
+		t.Fatalf("GET during the flood: %v %q", code, body)
+	}
+	t.Logf("legitimate handshake + GET during the flood: %v", time.Since(start).Round(time.Millisecond))
+	n := <-sent
+	time.Sleep(500 * time.Millisecond)
+	close(stopSample)
+	wg.Wait()
+	after := vmRSS(t, pid)
+
+	_ = stdin.Close()
+	st := kv("STATS")
+	hvr, _ := strconv.Atoi(st["hello_verify"])
+	pending, _ := strconv.Atoi(st["pending_max"])
+	ok, _ := strconv.Atoi(st["handshakes_ok"])
+	growth := peak.Load() - base
+	t.Logf("flood: %d ClientHellos sent, %d HelloVerifyRequests answered; child RSS %.1f MB before, peak %.1f MB (+%.1f MB), %.1f MB after; pending handshakes max %d; handshakes ok %d",
+		n, hvr, mb(base), mb(peak.Load()), mb(growth), mb(after), pending, ok)
+	if n != floodHellos {
+		t.Fatalf("sent %d ClientHellos, want %d", n, floodHellos)
+	}
+	// The flood must have reached the server (else the bound proves
+	// nothing): loopback drops only when the socket buffer overflows.
+	if hvr < floodHellos*9/10 {
+		t.Fatalf("server answered %d of %d spoofed ClientHellos: the flood did not reach it", hvr, floodHellos)
+	}
+	if growth >= floodRSSMax {
+		t.Fatalf("RSS grew by %.1f MB during the flood, bound %d MB", mb(growth), floodRSSMax>>20)
+	}
+	if pending > 1 {
+		t.Fatalf("%d handshakes pending at once: spoofed hellos got past the cookie", pending)
+	}
+	if ok != 2 {
+		t.Fatalf("handshakes ok = %d, want 2 (warm-up and the one during the flood)", ok)
+	}
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// flood sends floodHellos ClientHellos at floodRate, each from its own
+// source address in 127.16.0.0/12 (closes half when half are sent).
+func flood(t *testing.T, to *net.UDPAddr, half chan struct{}) int {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
+	if err != nil {
+		t.Error(err)
+		close(half)
+		return 0
+	}
+	defer c.Close()
+	hello := clientHello(t)
+	per := floodRate * int(floodTick) / int(time.Second)
+	tk := time.NewTicker(floodTick)
+	defer tk.Stop()
+	n := 0
+	for n < floodHellos {
+		<-tk.C
+		for i := 0; i < per && n < floodHellos; i++ {
+			src := [4]byte{127, 16 + byte(n>>16), byte(n >> 8), byte(n)}
+			if src[3] == 0 || src[3] == 255 {
+				src[3] = 1
+			}
+			oob := unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: src})
+			if _, _, err := c.WriteMsgUDP(hello, oob, to); err != nil {
+				t.Errorf("flood datagram %d from %v: %v", n, src, err)
+				close(half)
+				return n
+			}
+			n++
+			if n == floodHellos/2 {
+				close(half)
+			}
+		}
+	}
+	return n
+}
+
+// clientHello is a well-formed DTLS 1.2 ClientHello (no cookie) as a
+// device's first flight: PSK suites, extended master secret, CID.
+func clientHello(t *testing.T) []byte {
+	var r handshake.Random
+	if err := r.Populate(); err != nil {
+		t.Fatal(err)
+	}
+	return clientHelloWith(t, r, nil, 0)
+}
+
+func clientHelloWith(t *testing.T, r handshake.Random, cookie []byte, seq uint16) []byte {
+	rec := recordlayer.RecordLayer{
+		Header: recordlayer.Header{Version: protocol.Version1_2, SequenceNumber: uint64(seq)},
+		Content: &handshake.Handshake{Header: handshake.Header{MessageSequence: seq}, Message: &handshake.MessageClientHello{
+			Version:            protocol.Version1_2,
+			Random:             r,
+			Cookie:             cookie,
+			CipherSuiteIDs:     []uint16{0xc0a8, 0x00a8},
+			CompressionMethods: []*protocol.CompressionMethod{{ID: 0}}, // null,
+			Extensions: []extension.Extension{
+				&extension.UseExtendedMasterSecret{Supported: true},
+				&extension.ConnectionID{CID: []byte{}},
+			},
+		}},
+	}
+	b, err := rec.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestPendingHandshakeCaps: a peer that answers the cookie gets a pending
+// handshake, bounded per source IP and in total, closed after
+// PendingTimeout if it goes no further.
+func TestPendingHandshakeCaps(t *testing.T) {
+	f := newFixture(t, func(c *coap.Config) {
+		c.MaxPendingPerSource, c.MaxPendingHandshakes, c.PendingTimeout = 2, 3, 3*time.Second
+	})
+	srv, _ := net.ResolveUDPAddr("udp", f.srv.Addr().String())
+	// open proves the address of a new socket on ip and leaves its
+	// handshake pending (the ServerHello flight is never answered).
+	open := func(ip string) {
+		t.Helper()
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		var r handshake.Random
+		_ = r.Populate()
+		if _, err := c.WriteTo(clientHelloWith(t, r, nil, 0), srv); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1500)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no HelloVerifyRequest: %v", err)
+		}
+		var rl recordlayer.RecordLayer
+		if err := rl.Unmarshal(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		hvr, ok := rl.Content.(*handshake.Handshake).Message.(*handshake.MessageHelloVerifyRequest)
+		if !ok {
+			t.Fatalf("got %T, want HelloVerifyRequest", rl.Content.(*handshake.Handshake).Message)
+		}
+		if _, err := c.WriteTo(clientHelloWith(t, r, hvr.Cookie, 1), srv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (pending %d)", what, f.srv.PendingHandshakes())
+			}
+		}
+	}
+	open("127.0.0.2")
+	open("127.0.0.2")
+	waitFor("2 pending", func() bool { return f.srv.PendingHandshakes() == 2 })
+	open("127.0.0.2") // third from the same source
+	waitFor("per-source refusal", func() bool { return f.srv.Stats.PendingRefusedSource.Load() == 1 })
+	open("127.0.0.3")
+	waitFor("3 pending", func() bool { return f.srv.PendingHandshakes() == 3 })
+	open("127.0.0.4") // over the total
+	waitFor("total refusal", func() bool { return f.srv.Stats.PendingRefused.Load() == 1 })
+	if p := f.srv.PendingHandshakes(); p != 3 {
+		t.Fatalf("pending %d, want 3", p)
+	}
+	waitFor("pending timeout", func() bool { return f.srv.PendingHandshakes() == 0 })
+	if n := f.srv.Stats.PendingExpired.Load(); n != 3 {
+		t.Fatalf("PendingExpired = %d, want 3", n)
+	}
+	// Room again: a real device completes.
+	d, err := coaptest.Dial(t, f.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: f.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, d, "/after"); code != codes.Content {
+		t.Fatalf("GET after: %v", code)
+	}
+	if f.srv.PendingHandshakes() != 0 {
+		t.Fatalf("authenticated session still counted pending")
+	}
+}
+
+func vmRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	r := vmRSSOr(pid, -1)
+	if r < 0 {
+		t.Fatalf("no VmRSS for pid %d", pid)
+	}
+	return r
+}
+
+// vmRSSOr returns the process's resident set size in bytes.
+func vmRSSOr(pid int, def int64) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return def
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return def
+			}
+			return kb << 10
+		}
+	}
+	return def
+}
+
+// TestAttackFloodServerChild is the server side of
+// TestAttackClientHelloFlood, run only in its child process: it prints
+// READY with the address and sensor-17's PSK, serves until stdin closes,
+// then prints STATS.
+func TestAttackFloodServerChild(t *testing.T) {
+	if os.Getenv(floodChild) != "1" {
+		t.Skip("child process of TestAttackClientHelloFlood")
+	}
+	f := newFixture(t, nil)
+	fmt.Printf("READY addr=%s key=%s\n", f.srv.Addr(), hex.EncodeToString(f.key))
+	var pendingMax atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if p := int64(f.srv.PendingHandshakes()); p > pendingMax.Load() {
+				pendingMax.Store(p)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until EOF
+	fmt.Printf("STATS hello_verify=%d pending_max=%d handshakes_ok=%d garbage=%d backlog=%d\n",
+		f.srv.Stats.HelloVerifySent.Load(), pendingMax.Load(), f.srv.Stats.HandshakesOK.Load(),
+		f.srv.Stats.Garbage.Load(), f.srv.Stats.Backlog.Load())
+}
