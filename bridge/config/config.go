@@ -40,6 +40,8 @@ type Config struct {
 	Uplink Uplink `yaml:"uplink"`
 	// MQTT is the site broker and its relay to the central broker.
 	MQTT MQTT `yaml:"mqtt"`
+	// CoAPSpool is store-and-forward for device → central CoAP.
+	CoAPSpool CoAPSpool `yaml:"coap_spool"`
 	// Listen is the HTTP address for /metrics and /status.
 	Listen string `yaml:"http_listen"`
 	// LogLevel is debug, info, warn or error; LogFormat json (default) or
@@ -89,6 +91,9 @@ type MQTT struct {
 	// SpoolMaxBytes bounds the store-and-forward queue (overflow: QoS 0
 	// dropped oldest first, then new QoS 1/2 refused; see bridge/spool).
 	SpoolMaxBytes int64 `yaml:"spool_max_bytes"`
+	// SpoolEndpointMaxBytes is one endpoint's share of the spool (0:
+	// spool_max_bytes / 8, at least 1 MiB).
+	SpoolEndpointMaxBytes int64 `yaml:"spool_endpoint_max_bytes"`
 	// SessionSync fsyncs every device session update (power-loss safe).
 	SessionSync bool `yaml:"session_sync"`
 	// PublishRate limits each device's publishes per second (0: none).
@@ -99,6 +104,23 @@ type MQTT struct {
 	// (mosquitto's max_inflight_messages, 20 by default): above it an MQTT
 	// 3.1.1 broker may drop the message after a normal-looking PUBREC.
 	CentralInflight int `yaml:"central_inflight"`
+}
+
+// CoAPSpool configures store-and-forward for device → central CoAP
+// requests (bridge/proxy coapspool.go, bridge/spool in state_dir/coap-spool).
+type CoAPSpool struct {
+	// Paths maps a request path (exact, or a prefix ending in "*") to
+	// "spool" or "passthrough"; POST/PUT to a spool path are stored and
+	// answered 2.04 at once, everything else is passthrough (5.03 with
+	// Max-Age = retry_after while the uplink is down). Default:
+	// {"/telemetry": spool}; an empty map spools nothing.
+	Paths map[string]string `yaml:"paths"`
+	// MaxBytes bounds the spool (default 64 MiB); EndpointMaxBytes is one
+	// endpoint's share (0: max_bytes / 8, at least 1 MiB).
+	MaxBytes         int64 `yaml:"max_bytes"`
+	EndpointMaxBytes int64 `yaml:"endpoint_max_bytes"`
+	// RetryAfter is the Max-Age of a 5.03 (default 30s).
+	RetryAfter time.Duration `yaml:"retry_after"`
 }
 
 // Uplink configures the L2TP/IPsec client (wired by the uplink package).
@@ -236,6 +258,26 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if c.MQTT.Enabled && !c.MQTT.Central.IsValid() {
 		return nil, fail("mqtt.central", "mqtt.central (the central broker's address:port) is required")
+	}
+	if c.MQTT.SpoolMaxBytes < 0 || c.MQTT.SpoolEndpointMaxBytes < 0 {
+		return nil, fail("mqtt.spool_endpoint_max_bytes", "mqtt.spool_max_bytes and spool_endpoint_max_bytes must not be negative")
+	}
+	cs := &c.CoAPSpool
+	if cs.Paths == nil {
+		cs.Paths = map[string]string{"/telemetry": "spool"}
+	}
+	for path, mode := range cs.Paths {
+		if !strings.HasPrefix(path, "/") || (mode != "spool" && mode != "passthrough") {
+			return nil, fail("coap_spool.paths", fmt.Sprintf("coap_spool.paths: %q: %q: want a path starting with / (a trailing * matches a prefix) and spool or passthrough", path, mode))
+		}
+	}
+	switch {
+	case cs.MaxBytes < 0 || cs.EndpointMaxBytes < 0:
+		return nil, fail("coap_spool.max_bytes", "coap_spool.max_bytes and endpoint_max_bytes must not be negative (0: default)")
+	case cs.EndpointMaxBytes > 0 && cs.MaxBytes > 0 && cs.EndpointMaxBytes > cs.MaxBytes:
+		return nil, fail("coap_spool.endpoint_max_bytes", "coap_spool.endpoint_max_bytes must not exceed max_bytes")
+	case cs.RetryAfter < 0 || cs.RetryAfter > 0 && cs.RetryAfter < time.Second:
+		return nil, fail("coap_spool.retry_after", "coap_spool.retry_after must be at least 1s (Max-Age is in seconds)")
 	}
 	if c.MQTT.CentralInflight < 0 || c.MQTT.CentralInflight > 65535 {
 		return nil, fail("mqtt.central_inflight", "mqtt.central_inflight must be 1..65535 (0: default 20)")

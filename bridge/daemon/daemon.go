@@ -23,6 +23,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/proxy"
+	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/deploy/sdnotify"
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/device"
@@ -74,8 +75,12 @@ type EndpointStatus struct {
 	// bytes (MQTT endpoints).
 	Relay       string `json:"relay,omitempty"`
 	BytesQueued int64  `json:"bytes_queued,omitempty"`
-	BytesIn     uint64 `json:"bytes_in"`
-	BytesOut    uint64 `json:"bytes_out"`
+	// Spooled and SpoolBytes are the CoAP spool depth (CoAP endpoints):
+	// telemetry answered 2.04 and not yet confirmed by central.
+	Spooled    int    `json:"spooled"`
+	SpoolBytes int64  `json:"spool_bytes"`
+	BytesIn    uint64 `json:"bytes_in"`
+	BytesOut   uint64 `json:"bytes_out"`
 }
 
 // Status is the /status document.
@@ -151,11 +156,13 @@ type Site struct {
 	up  Uplink
 	st  *ipstack.Stack
 	px  *proxy.Proxy
+	csp *spool.Spool // CoAP store-and-forward
 	srv *coap.Server
 	ms  *mqttSide
 	ln  net.Listener
 
-	closers []func() // run in reverse by Close
+	pxMu    sync.Mutex // guards px for the uplink state handler
+	closers []func()   // run in reverse by Close
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -191,8 +198,13 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	s.st = st
 	s.closers = append(s.closers, st.Close)
 	up.SetInbound(func(pkt []byte) { _ = st.InjectInbound(pkt) })
+	var uplinkUp atomic.Bool
 	up.SetStateHandler(func(u bool, reason string) {
 		log.Info("uplink state", "up", u, "state", reason)
+		uplinkUp.Store(u)
+		if px := s.proxy(); px != nil {
+			px.UplinkChanged(u)
+		}
 		if a, err := netip.ParseAddr(up.LocalAddr()); u && err == nil {
 			// The PPP (IPCP) address, so the bridge itself is reachable.
 			if err := st.AddAddress(netip.PrefixFrom(a, 32)); err != nil {
@@ -205,15 +217,36 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 			return nil, err
 		}
 	}
+	cs := cfg.CoAPSpool
+	csp, err := spool.Open(spool.Config{Dir: filepath.Join(cfg.StateDir, "coap-spool"), MaxBytes: cs.MaxBytes,
+		EndpointMaxBytes: cs.EndpointMaxBytes, Logger: log.With("spool", "coap")})
+	if err != nil {
+		return nil, err
+	}
+	s.csp = csp
+	s.closers = append(s.closers, func() { _ = csp.Close() }) // after the proxy's forwarders stopped
+	for _, name := range csp.Endpoints() {
+		if ep, ok := reg.ByName(name); !ok || ep.Protocol != device.CoAP {
+			n, _ := csp.DropEndpoint(name)
+			log.Warn("coap spool: dropped messages of an endpoint no longer configured", "endpoint", name, "messages", n)
+		}
+	}
+	modes := map[string]proxy.Mode{}
+	for path, m := range cs.Paths {
+		modes[path] = proxy.Mode(m)
+	}
 	px, err := proxy.New(proxy.Config{Stack: st, Registry: reg, Central: cfg.Central, Hosts: cfg.Hosts,
-		QueueLen: cfg.Downlink.QueueLen, QueueTTL: cfg.Downlink.QueueTTL, Logger: log})
+		QueueLen: cfg.Downlink.QueueLen, QueueTTL: cfg.Downlink.QueueTTL, Logger: log,
+		Spool: csp, Modes: modes, RetryAfter: cs.RetryAfter, UplinkUp: uplinkUp.Load})
 	if err != nil {
 		return nil, err
 	}
 	if err := px.Start(); err != nil {
 		return nil, err
 	}
+	s.pxMu.Lock()
 	s.px = px
+	s.pxMu.Unlock()
 	s.closers = append(s.closers, px.Close)
 	// Devices verify the site certificate against the site CA: it names the
 	// address they dial (advertised_host) and carries server use.
@@ -317,6 +350,12 @@ func (s *Site) Addrs() Addrs {
 	return a
 }
 
+func (s *Site) proxy() *proxy.Proxy {
+	s.pxMu.Lock()
+	defer s.pxMu.Unlock()
+	return s.px
+}
+
 // Stack returns the site's userspace IP stack.
 func (s *Site) Stack() *ipstack.Stack { return s.st }
 
@@ -364,6 +403,9 @@ func (s *Site) Status() Status {
 					es.Relay, es.Queued, es.BytesQueued = rs.State.String(), rs.Queued, rs.Bytes
 				}
 			}
+		}
+		if ep.Protocol == device.CoAP {
+			es.Spooled, es.SpoolBytes = s.px.Spooled(ep.Name)
 		}
 		if sess := s.srv.Session(ep.Name); sess != nil {
 			es.Online, es.LastSeen = true, sess.LastSeen()
@@ -414,6 +456,23 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("proxy_block_downloads_total", "Bodies sent to central as Block2.", px.Stats.BlockDownloads.Load)
 	counter("proxy_block_errors_total", "Block-wise transfers refused (out of order, too large, bad option).", px.Stats.BlockErrors.Load)
 	counter("proxy_endpoints_removed_total", "Endpoints removed by reload.", px.Stats.Removed.Load)
+	counter("coap_spool_stored_total", "Device CoAP requests stored in the CoAP spool and answered 2.04.", px.Stats.Spooled.Load)
+	counter("coap_spool_refused_total", "Device CoAP requests the spool refused (full, endpoint share full, disk), answered 5.03.", px.Stats.SpoolRefused.Load)
+	counter("coap_unavailable_total", "5.03 with Max-Age answered to devices (uplink down, passthrough failure, spool refused).", px.Stats.Unavailable.Load)
+	counter("coap_spool_forwarded_total", "Spooled CoAP requests answered by central and removed.", px.Stats.Forwarded.Load)
+	counter("coap_spool_retransmits_total", "Retransmissions of spooled CoAP requests (same Message ID).", px.Stats.ForwardRetransmits.Load)
+	counter("coap_spool_central_errors_total", "5.xx answers from central to spooled requests (retried).", px.Stats.ForwardCentralErrors.Load)
+	counter("coap_spool_rejected_total", "Spooled requests central refused with 4.xx or RST (dropped).", px.Stats.ForwardRejected.Load)
+	cst := s.csp.Stats()
+	gauge := func(name, help string, f func() float64) {
+		preg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	gauge("coap_spool_messages", "Messages waiting in the CoAP spool.", func() float64 { return float64(cst.Queued.Load()) })
+	gauge("coap_spool_bytes", "Encoded bytes in the CoAP spool (bounded by coap_spool.max_bytes).", func() float64 { return float64(cst.Bytes.Load()) })
+	gauge("coap_spool_disk_bytes", "Size of the CoAP spool's segment files.", func() float64 { return float64(cst.DiskBytes.Load()) })
+	gauge("coap_spool_oldest_age_seconds", "Age of the oldest message in the CoAP spool.", func() float64 { return s.csp.OldestAge().Seconds() })
+	counter("coap_spool_refused_share_total", "CoAP telemetry refused because its endpoint's share of the spool was full.", cst.RefusedShare.Load)
+	counter("coap_spool_write_errors_total", "Failed CoAP spool writes or fsyncs.", cst.WriteErrors.Load)
 	if cu, ok := s.up.(*clientUplink); ok {
 		registerUplink(preg, cu)
 	}

@@ -15,6 +15,10 @@ var (
 		"Bytes of a CoAP endpoint's current DTLS session by direction.", []string{"endpoint", "direction"}, nil)
 	epQueued = prometheus.NewDesc("bridge_endpoint_queued",
 		"Central requests waiting for a sleeping CoAP endpoint.", []string{"endpoint"}, nil)
+	epSpooled = prometheus.NewDesc("bridge_endpoint_coap_spooled",
+		"CoAP telemetry of an endpoint in the spool (answered 2.04, not yet confirmed by central).", []string{"endpoint"}, nil)
+	epSpoolBytes = prometheus.NewDesc("bridge_endpoint_coap_spool_bytes",
+		"Bytes of an endpoint's CoAP telemetry in the spool (bounded by coap_spool.endpoint_max_bytes).", []string{"endpoint"}, nil)
 	epOnline = prometheus.NewDesc("bridge_endpoint_online",
 		"1 while a CoAP endpoint has a DTLS session.", []string{"endpoint"}, nil)
 )
@@ -32,6 +36,8 @@ func (c endpointCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- epLastSeen
 	ch <- epBytes
 	ch <- epQueued
+	ch <- epSpooled
+	ch <- epSpoolBytes
 	ch <- epOnline
 }
 
@@ -41,6 +47,9 @@ func (c endpointCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(epQueued, prometheus.GaugeValue, float64(c.px.Queued(ep.Name)), ep.Name)
+		n, b := c.px.Spooled(ep.Name)
+		ch <- prometheus.MustNewConstMetric(epSpooled, prometheus.GaugeValue, float64(n), ep.Name)
+		ch <- prometheus.MustNewConstMetric(epSpoolBytes, prometheus.GaugeValue, float64(b), ep.Name)
 		sess := c.srv.Session(ep.Name)
 		online := 0.0
 		if sess != nil {

@@ -32,7 +32,7 @@ type mqttSide struct {
 // central broker from each endpoint's address through st.
 func startMQTT(cfg *config.Config, reg *device.Registry, ca *device.CA, srvCert tls.Certificate, st *ipstack.Stack, log *slog.Logger) (*mqttSide, error) {
 	m := cfg.MQTT
-	sp, err := spool.Open(spool.Config{Dir: filepath.Join(cfg.StateDir, "spool"), MaxBytes: m.SpoolMaxBytes, Logger: log})
+	sp, err := spool.Open(spool.Config{Dir: filepath.Join(cfg.StateDir, "spool"), MaxBytes: m.SpoolMaxBytes, EndpointMaxBytes: m.SpoolEndpointMaxBytes, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -21,11 +21,12 @@ import (
 // <addr>:5683 in ipstack, upstream clients by destination, and the queue of
 // central → device requests waiting for the device to wake.
 type endpointState struct {
-	ep device.Endpoint
-	pc net.PacketConn
+	ep  device.Endpoint
+	pc  net.PacketConn
+	up  *upstreams // its own lock
+	fwd *forwarder // nil without a CoAP spool; set before serveDown starts
 
 	mu      sync.Mutex
-	up      *upstreams            // its own lock
 	queue   []queued              // guarded by mu
 	down    map[string]*downObs   // guarded by mu: central observers by peer|token
 	downMID map[int32]*downObs    // guarded by mu: unacknowledged CON notifications
@@ -56,6 +57,9 @@ type queued struct {
 }
 
 func (e *endpointState) close() {
+	if e.fwd != nil {
+		e.fwd.stop()
+	}
 	_ = e.pc.Close()
 	e.up.close()
 }
@@ -74,6 +78,7 @@ func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
 		return err
 	}
 	e := newEndpointState(ep, pc, p.newUpstreams(ep))
+	p.startForwarder(e)
 	p.mu.Lock()
 	old := p.eps[ep.Name]
 	p.eps[ep.Name] = e
@@ -132,6 +137,10 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 		p.warnf("malformed coap to endpoint address", "endpoint", e.ep.Name, "peer", from.String())
 		return
 	}
+	if e.fwd != nil && e.fwd.offer(msg) {
+		p.ackResponse(e, msg, from)
+		return
+	}
 	if msg.Code() == codes.Empty {
 		// ACK or RST of a notification we sent (RFC 7641 section 3.6).
 		if t := msg.Type(); t == message.Acknowledgement || t == message.Reset {
@@ -140,6 +149,7 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 		return
 	}
 	if !isRequest(msg.Code()) {
+		p.ackResponse(e, msg, from)
 		return
 	}
 	if p.blockIn(e, msg, from) || p.blockCached(e, msg, from) {
@@ -175,6 +185,21 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 		if b, err := ack.MarshalWithEncoder(coder.DefaultCoder); err == nil {
 			_, _ = e.pc.WriteTo(b, from)
 		}
+	}
+}
+
+// ackResponse acknowledges a CON response from central (a separate
+// response to a forwarded request, RFC 7252 section 5.2.2), so that it
+// is not retransmitted.
+func (p *Proxy) ackResponse(e *endpointState, msg *pool.Message, from net.Addr) {
+	if msg.Type() != message.Confirmable || msg.Code() == codes.Empty {
+		return
+	}
+	ack := pool.NewMessage(p.ctx)
+	ack.SetType(message.Acknowledgement)
+	ack.SetMessageID(msg.MessageID())
+	if b, err := ack.MarshalWithEncoder(coder.DefaultCoder); err == nil {
+		e.write(b, from)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"golang.org/x/time/rate"
 
+	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/device"
 	"github.com/fleetgate/fleetgate/ipstack"
@@ -68,6 +69,17 @@ type Config struct {
 	BlockSZX     blockwise.SZX
 	MaxBody      int
 	BlockTimeout time.Duration
+	// Spool is the CoAP store-and-forward queue (nil: every path is
+	// passthrough). Modes maps request paths to ModeSpool or
+	// ModePassthrough (exact, or a prefix ending in "*"; default
+	// {DefaultTelemetryPath: spool}); only POST/PUT are spooled.
+	Spool *spool.Spool
+	Modes map[string]Mode
+	// RetryAfter is the Max-Age of a 5.03 answered while the uplink is
+	// down or the spool refuses (DefaultRetryAfter if zero).
+	RetryAfter time.Duration
+	// UplinkUp reports whether the uplink is up (nil: always).
+	UplinkUp func() bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -100,6 +112,16 @@ type Stats struct {
 	// UpstreamReplaced counts upstream clients dropped and re-dialled
 	// (closed underneath or left unusable by go-coap).
 	UpstreamReplaced atomic.Uint64
+	// Spooled counts device requests stored in the CoAP spool (answered
+	// 2.04); SpoolRefused those the spool refused (full, disk; answered
+	// 5.03); Unavailable every 5.03 with Max-Age answered to a device
+	// (uplink down, passthrough failure, spool refused).
+	Spooled, SpoolRefused, Unavailable atomic.Uint64
+	// Forwarded counts spooled requests central answered; ForwardRetransmits
+	// their retransmissions; ForwardCentralErrors 5.xx answers (retried);
+	// ForwardRejected 4.xx or RST answers (dropped); ForwardDropped
+	// undecodable records.
+	Forwarded, ForwardRetransmits, ForwardCentralErrors, ForwardRejected, ForwardDropped atomic.Uint64
 	// Removed counts endpoints removed by reload.
 	Removed atomic.Uint64
 }
@@ -150,6 +172,12 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.BlockTimeout == 0 {
 		cfg.BlockTimeout = DefaultBlockTimeout
+	}
+	if cfg.Modes == nil {
+		cfg.Modes = map[string]Mode{DefaultTelemetryPath: ModeSpool}
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = DefaultRetryAfter
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -255,6 +283,13 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 	} else if !dst.IsValid() {
 		_ = w.SetResponse(codes.ServiceUnavailable, message.TextPlain, nil)
 		return
+	} else if p.modeOf(r, path) == ModeSpool {
+		p.spoolDevice(s.Endpoint.Name, w, r, path)
+		return
+	}
+	if !p.uplinkUp() {
+		p.unavailable(w) // passthrough, uplink down: retry after Max-Age
+		return
 	}
 	up, uc, err := p.upstream(s.Endpoint, dst)
 	if err != nil {
@@ -280,7 +315,7 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 	if err != nil {
 		p.Stats.UpstreamErrors.Add(1)
 		p.warnf("upstream request failed", "endpoint", s.Endpoint.Name, "dst", dst.String(), "err", err.Error())
-		_ = w.SetResponse(codes.GatewayTimeout, message.TextPlain, nil)
+		p.unavailable(w)
 		return
 	}
 	writeContent(w, c)

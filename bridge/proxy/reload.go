@@ -99,7 +99,8 @@ func findEndpoint(eps []device.Endpoint, name string) (device.Endpoint, bool) {
 // RemoveEndpoint stops serving an endpoint: its observations end (central
 // observers get a final 5.03, upstream ones are cancelled), queued central
 // requests are answered 5.03, its listener and upstream clients close and
-// its address leaves the stack. Its DTLS session is the caller's to close.
+// its address leaves the stack; its spooled CoAP requests are dropped
+// (spool.DropEndpoint). Its DTLS session is the caller's to close.
 func (p *Proxy) RemoveEndpoint(ep device.Endpoint) {
 	p.mu.Lock()
 	e := p.eps[ep.Name]
@@ -116,6 +117,12 @@ func (p *Proxy) RemoveEndpoint(ep device.Endpoint) {
 			p.reply(e, it.msg, it.from, codes.ServiceUnavailable, nil)
 		}
 		e.close()
+	}
+	if p.cfg.Spool != nil {
+		// Nothing of a removed endpoint is sent any more.
+		if n, err := p.cfg.Spool.DropEndpoint(ep.Name); err != nil || n > 0 {
+			p.log.Info("coap spool dropped removed endpoint's messages", "endpoint", ep.Name, "messages", n, "err", err)
+		}
 	}
 	if err := p.cfg.Stack.RemoveAddress(ep.Addr); err != nil {
 		p.warnf("remove endpoint address", "endpoint", ep.Name, "err", err.Error())

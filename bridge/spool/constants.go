@@ -25,7 +25,8 @@ package spool
 // Ack body:
 //
 //	0   8  seq
-//	8   1  reason (AckDelivered, AckDroppedOverflow, AckDroppedExpired)
+//	8   1  reason (AckDelivered, AckDroppedOverflow, AckDroppedExpired,
+//	       AckDroppedRemoved)
 //
 // Bind body:
 //
@@ -50,6 +51,11 @@ const (
 const (
 	// DefaultMaxBytes bounds the live (unacknowledged) bytes in the spool.
 	DefaultMaxBytes = 64 << 20
+	// DefaultEndpointShareDivisor: an endpoint's share of MaxBytes is
+	// MaxBytes / DefaultEndpointShareDivisor when Config.EndpointMaxBytes
+	// is zero (at least minEndpointShare, at most MaxBytes).
+	DefaultEndpointShareDivisor = 8
+	minEndpointShare            = 1 << 20
 	// DefaultSegmentBytes is the size at which the active segment is
 	// rotated.
 	DefaultSegmentBytes = 4 << 20

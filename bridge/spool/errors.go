@@ -1,6 +1,9 @@
 package spool
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by the record codec and the spool.
 var (
@@ -18,6 +21,11 @@ var (
 	// dropped to make room: a QoS 1/2 message is refused (the broker turns it
 	// into a failure reason toward the device, which keeps it and retries).
 	ErrFull = errors.New("spool: queue full")
+	// ErrShareFull (wrapping ErrFull) means the endpoint's own share of
+	// the spool (Config.EndpointMaxBytes) is full and none of its QoS 0
+	// messages could be dropped: one device cannot take the room of the
+	// others.
+	ErrShareFull = fmt.Errorf("%w: endpoint share", ErrFull)
 	// ErrWrite means the record could not be written or synced (disk full,
 	// I/O error); nothing was queued.
 	ErrWrite = errors.New("spool: write failed")

@@ -33,6 +33,9 @@ const (
 	AckDroppedOverflow AckReason = 1
 	// AckDroppedExpired: dropped because it outlived its expiry.
 	AckDroppedExpired AckReason = 2
+	// AckDroppedRemoved: dropped because its endpoint was removed
+	// (DropEndpoint).
+	AckDroppedRemoved AckReason = 3
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -200,7 +203,7 @@ func ParseRecord(b []byte, maxBody int) (Record, int, error) {
 		}
 		r.Seq = binary.BigEndian.Uint64(body[0:8])
 		r.Reason = AckReason(body[8])
-		if r.Reason > AckDroppedExpired {
+		if r.Reason > AckDroppedRemoved {
 			return Record{}, 0, fmt.Errorf("%w: ack reason %d", ErrBadRecord, r.Reason)
 		}
 	case RecordBind:

@@ -53,6 +53,7 @@ func (s *Spool) recover() error {
 		}
 		s.stats.Queued.Add(1)
 		s.stats.Bytes.Add(e.size)
+		s.epBytes[e.msg.Endpoint] += e.size
 	}
 	s.stats.Recovered.Store(uint64(len(all)))
 	if len(all) > 0 || len(ids) > 0 {

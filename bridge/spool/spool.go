@@ -28,6 +28,14 @@
 //
 // # Overflow policy
 //
+// Each endpoint has its own share of the spool, Config.EndpointMaxBytes
+// (fair store-and-forward: one device flooding during an outage can only
+// exhaust its own share). When an Append would exceed the endpoint's
+// share, that endpoint's oldest QoS 0 messages are dropped first; if that
+// is not enough the message is refused with ErrShareFull, an ErrFull
+// (Stats.RefusedShare / DroppedShare). DropEndpoint drops a removed
+// endpoint's messages.
+//
 // The live (unacknowledged) bytes are bounded by Config.MaxBytes. When an
 // Append would exceed it, the oldest QoS 0 messages of any endpoint are
 // dropped first (Stats.DroppedOverflow). If that is not enough, a new QoS 0
@@ -77,6 +85,11 @@ type Config struct {
 	Dir string
 	// MaxBytes bounds the live bytes (DefaultMaxBytes if zero).
 	MaxBytes int64
+	// EndpointMaxBytes bounds one endpoint's live bytes, its share of
+	// MaxBytes (MaxBytes / DefaultEndpointShareDivisor, at least 1 MiB,
+	// if zero; at most MaxBytes): one device flooding during an outage
+	// fills only its own share.
+	EndpointMaxBytes int64
 	// SegmentBytes is the rotation size (DefaultSegmentBytes if zero).
 	SegmentBytes int64
 	// MaxRecordBody bounds one record (DefaultMaxRecordBody if zero).
@@ -114,6 +127,7 @@ type Spool struct {
 	mu       sync.Mutex
 	closed   bool
 	queues   map[string][]*entry
+	epBytes  map[string]int64 // live bytes per endpoint
 	bySeq    map[uint64]*entry
 	qos0     []*entry // QoS 0 entries in seq order, dropped ones removed lazily
 	segs     []*segment
@@ -141,6 +155,10 @@ func Open(cfg Config) (*Spool, error) {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
+	if cfg.EndpointMaxBytes <= 0 {
+		cfg.EndpointMaxBytes = max(cfg.MaxBytes/DefaultEndpointShareDivisor, minEndpointShare)
+	}
+	cfg.EndpointMaxBytes = min(cfg.EndpointMaxBytes, cfg.MaxBytes)
 	if cfg.SegmentBytes <= 0 {
 		cfg.SegmentBytes = DefaultSegmentBytes
 	}
@@ -158,13 +176,14 @@ func Open(cfg Config) (*Spool, error) {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	s := &Spool{
-		cfg:    cfg,
-		log:    lg.With("component", "spool"),
-		queues: make(map[string][]*entry),
-		bySeq:  make(map[uint64]*entry),
-		notify: make(map[string]chan struct{}),
-		recent: make(map[string]*recentIDs),
-		write:  func(f *os.File, b []byte) (int, error) { return f.Write(b) },
+		cfg:     cfg,
+		log:     lg.With("component", "spool"),
+		queues:  make(map[string][]*entry),
+		epBytes: make(map[string]int64),
+		bySeq:   make(map[uint64]*entry),
+		notify:  make(map[string]chan struct{}),
+		recent:  make(map[string]*recentIDs),
+		write:   func(f *os.File, b []byte) (int, error) { return f.Write(b) },
 		freeSpace: func(dir string) (int64, error) {
 			var st unix.Statfs_t
 			if err := unix.Statfs(dir, &st); err != nil {
@@ -305,8 +324,26 @@ func (s *Spool) Append(m Message) (uint64, error) {
 		s.stats.Duplicates.Add(1)
 		return 0, ErrDuplicate
 	}
+	// The endpoint's own share first (unless it is the whole spool): a
+	// flooding endpoint is refused before it can push out anyone else's
+	// QoS 0 messages.
+	shared := s.cfg.EndpointMaxBytes < s.cfg.MaxBytes
+	for shared && s.epBytes[m.Endpoint]+size > s.cfg.EndpointMaxBytes {
+		if !s.dropOldestQoS0Locked(m.Endpoint) {
+			break
+		}
+	}
+	if shared && s.epBytes[m.Endpoint]+size > s.cfg.EndpointMaxBytes {
+		s.mu.Unlock()
+		if m.QoS == 0 {
+			s.stats.DroppedShare.Add(1)
+		} else {
+			s.stats.RefusedShare.Add(1)
+		}
+		return 0, ErrShareFull
+	}
 	for s.stats.Bytes.Load()+size > s.cfg.MaxBytes {
-		if !s.dropOldestQoS0Locked() {
+		if !s.dropOldestQoS0Locked("") {
 			break
 		}
 	}
@@ -340,6 +377,7 @@ func (s *Spool) Append(m Message) (uint64, error) {
 	}
 	s.stats.Queued.Add(1)
 	s.stats.Bytes.Add(size)
+	s.epBytes[m.Endpoint] += size
 	s.stats.Appended.Add(1)
 	if ch, ok := s.notify[m.Endpoint]; ok {
 		close(ch)
@@ -385,8 +423,21 @@ func (s *Spool) syncTo(gen uint64) error {
 	return nil
 }
 
-// dropOldestQoS0Locked drops the oldest live QoS 0 message of any endpoint.
-func (s *Spool) dropOldestQoS0Locked() bool {
+// dropOldestQoS0Locked drops the oldest live QoS 0 message of endpoint
+// (of any endpoint if empty).
+func (s *Spool) dropOldestQoS0Locked(endpoint string) bool {
+	if endpoint != "" {
+		for _, e := range s.queues[endpoint] {
+			if e.msg.QoS == 0 {
+				if err := s.resolveLocked(e, AckDroppedOverflow); err != nil {
+					return false
+				}
+				s.stats.DroppedOverflow.Add(1)
+				return true
+			}
+		}
+		return false
+	}
 	for len(s.qos0) > 0 {
 		e := s.qos0[0]
 		s.qos0 = s.qos0[1:]
@@ -471,9 +522,39 @@ func (s *Spool) resolveLocked(e *entry, why AckReason) error {
 	e.seg.live--
 	s.stats.Queued.Add(-1)
 	s.stats.Bytes.Add(-e.size)
+	if b := s.epBytes[e.msg.Endpoint] - e.size; b > 0 {
+		s.epBytes[e.msg.Endpoint] = b
+	} else {
+		delete(s.epBytes, e.msg.Endpoint)
+	}
 	s.dropDeadHeadLocked()
 	return nil
 }
+
+// DropEndpoint drops every queued message of endpoint (it was removed:
+// nothing of it is sent any more) and returns how many. The Ack records
+// are written but not fsynced: after a power loss a dropped message may
+// come back, and the caller's check that the endpoint exists drops it
+// again.
+func (s *Spool) DropEndpoint(endpoint string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	q := append([]*entry(nil), s.queues[endpoint]...)
+	for i, e := range q {
+		if err := s.resolveLocked(e, AckDroppedRemoved); err != nil {
+			return i, err
+		}
+		s.stats.DroppedRemoved.Add(1)
+	}
+	delete(s.recent, endpoint)
+	return len(q), nil
+}
+
+// EndpointMaxBytes returns one endpoint's share of the spool.
+func (s *Spool) EndpointMaxBytes() int64 { return s.cfg.EndpointMaxBytes }
 
 // ensureSpaceLocked checks that the filesystem keeps room for a record of
 // size bytes plus the records every queued message still needs (see the

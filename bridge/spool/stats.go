@@ -19,8 +19,15 @@ type Stats struct {
 	// DroppedOverflow counts QoS 0 messages dropped to make room (the oldest
 	// first, or the new one if nothing older could go).
 	DroppedOverflow atomic.Uint64
-	// RefusedFull counts QoS 1/2 messages refused with ErrFull.
+	// RefusedFull counts QoS 1/2 messages refused with ErrFull (the whole
+	// spool is full).
 	RefusedFull atomic.Uint64
+	// RefusedShare counts QoS 1/2 messages refused with ErrShareFull (their
+	// endpoint's share is full; other endpoints are unaffected), and
+	// DroppedShare QoS 0 messages dropped for the same reason.
+	RefusedShare, DroppedShare atomic.Uint64
+	// DroppedRemoved counts messages dropped by DropEndpoint.
+	DroppedRemoved atomic.Uint64
 	// Duplicates counts device QoS 2 retransmissions recognised by Append
 	// (ErrDuplicate) and not queued twice.
 	Duplicates atomic.Uint64
