@@ -260,7 +260,18 @@ func (r *Router) toSession(s Session, h ipv4.Header, from Session) error {
 	}
 	if len(h) > mtu {
 		if h.DF() {
-			r.sendICMP(from, AppendFragNeeded(nil, r.cfg.LocalAddr, h, mtu), h)
+			// Towards a session the error comes from the gateway's VPN
+			// address. Towards the host it must not: the host holds that
+			// address on its TUN, so an ICMP from it arriving on the TUN
+			// is a martian the kernel drops, and path-MTU discovery from
+			// the gateway host itself would fail. It comes from the
+			// session's address instead, the far end of the link that
+			// cannot carry the packet, routed through the TUN.
+			src := r.cfg.LocalAddr
+			if from == nil && s.Addr().IsValid() {
+				src = s.Addr()
+			}
+			r.sendICMP(from, AppendFragNeeded(nil, src, h, mtu), h)
 			return r.drop(ReasonTooBig)
 		}
 		r.Stats.Fragmented.Add(1)

@@ -193,6 +193,12 @@ func TestFragNeededAndMSS(t *testing.T) {
 	if ipv4.Checksum(pl, 0) != 0 {
 		t.Error("ICMP checksum wrong")
 	}
+	// Its source is the session's address, not the gateway's own VPN
+	// address: the host holds that one on its TUN and would drop an ICMP
+	// from it as a martian (path-MTU discovery from the gateway host).
+	if icmp.Src() != f.pump.Addr() || icmp.Src() == f.r.cfg.LocalAddr {
+		t.Errorf("ICMP to the host from %v, want the session's address %v", icmp.Src(), f.pump.Addr())
+	}
 	// Without DF the packet is fragmented to the session MTU.
 	if err := f.r.FromHost(pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.9.5", 5683, 5683, 1450, false)); err != nil {
 		t.Fatal(err)
