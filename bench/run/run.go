@@ -67,6 +67,7 @@ type suite struct {
 // it too, with the Options quickOptions sets.
 var suites = []suite{
 	{"forwarding", benchForwarding},
+	{"tun", benchTUN},
 	{"setup", benchSetup},
 	{"memory", benchMemory},
 	{"dtls", benchDTLS},

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,11 +89,30 @@ func startOurGateway(t testing.TB, h *netns.Host, n int) *ourGateway {
 // startOurGatewayAt is startOurGateway with its sockets on addr (in h;
 // nil: this process's namespace).
 func startOurGatewayAt(t testing.TB, h *netns.Host, addr netip.Addr, n int) *ourGateway {
+	us, err := dataplane.NewUserspace(dataplane.UserspaceConfig{Addrs: []netip.Prefix{netip.PrefixFrom(central, 32)}, Queue: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGatewayWith(t, h, addr, n, "10.10.0.0/16", us)
+	pc, err := us.Stack().ListenUDP(netip.AddrPortFrom(central, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	go g.sink.serve(pc)
+	return g
+}
+
+// startGatewayWith starts our gateway with identities s0..s(n-1), VPN
+// pool pool and data plane host, its sockets on addr (in h; nil: this
+// process's namespace).
+func startGatewayWith(t testing.TB, h *netns.Host, addr netip.Addr, n int, pool string, host dataplane.Host) *ourGateway {
 	ids := ""
 	for i := range n {
 		ids += fmt.Sprintf("  - {name: s%d, ppp: {password: pw}}\n", i)
 	}
-	cfg, err := config.Parse("bench.yaml", fmt.Appendf(nil, gwYAML, benchPSK, ids))
+	yml := strings.Replace(fmt.Sprintf(gwYAML, benchPSK, ids), "10.10.0.0/16", pool, 1)
+	cfg, err := config.Parse("bench.yaml", []byte(yml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,12 +129,8 @@ func startOurGatewayAt(t testing.TB, h *netns.Host, addr netip.Addr, n int) *our
 		}
 		return c
 	}
-	us, err := dataplane.NewUserspace(dataplane.UserspaceConfig{Addrs: []netip.Prefix{netip.PrefixFrom(central, 32)}, Queue: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
 	eng := engine.New(engine.Config{IKEConn: listen(), NATTConn: listen(), RatePerSource: 100000, BurstPerSource: 100000, MaxHalfOpen: 20000, Logger: quietLog})
-	srv, err := server.New(cfg, server.Options{Engine: eng, Host: us, Logger: quietLog})
+	srv, err := server.New(cfg, server.Options{Engine: eng, Host: host, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,14 +151,7 @@ func startOurGatewayAt(t testing.TB, h *netns.Host, addr netip.Addr, n int) *our
 	case <-time.After(10 * time.Second):
 		t.Fatal("gateway not ready after 10s")
 	}
-	g := &ourGateway{srv: srv, eng: eng, sink: newSink()}
-	pc, err := us.Stack().ListenUDP(netip.AddrPortFrom(central, 9))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	go g.sink.serve(pc)
-	return g
+	return &ourGateway{srv: srv, eng: eng, sink: newSink()}
 }
 
 // clientConfig dials g as identity i from h (nil: loopback).
@@ -219,12 +228,19 @@ const (
 // load sends pkt with write for d, at most window packets ahead of what
 // the sink counted, and returns one sample (packets delivered to the sink).
 func load(d time.Duration, size int, s *sink, write func() error, extraCPU func() time.Duration) (Sample, error) {
+	return loadN(d, size, s, 1, write, extraCPU)
+}
+
+// loadN is load where each write sends per packets at once (a GSO burst);
+// the window is at least four bursts.
+func loadN(d time.Duration, size int, s *sink, per int, write func() error, extraCPU func() time.Duration) (Sample, error) {
+	win := uint64(max(window, 4*per))
 	startN := s.n.Load()
 	var sent, writtenOff uint64
 	cpu0, x0 := cpuTime(), extraCPU()
 	t0 := time.Now()
 	for time.Since(t0) < d {
-		if sent-(s.n.Load()-startN)-writtenOff >= window {
+		if sent-(s.n.Load()-startN)-writtenOff >= win {
 			select {
 			case <-s.sig:
 			case <-time.After(stall):
@@ -235,7 +251,7 @@ func load(d time.Duration, size int, s *sink, write func() error, extraCPU func(
 		if err := write(); err != nil {
 			return Sample{}, err
 		}
-		sent++
+		sent += uint64(per)
 	}
 	// Let the tail drain (at most one stall).
 	deadline := time.Now().Add(stall * 5)

@@ -1,0 +1,191 @@
+package run
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fleetgate/fleetgate/gateway/dataplane"
+	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/uplink/esp"
+)
+
+// tunBurst is how many 1400-byte datagrams the kernel-side sender hands
+// over per UDP_SEGMENT write (one 60 KB GSO send).
+const tunBurst = 44
+
+// gsoSender is a UDP socket in h that sends bursts of size-byte IP
+// packets (UDP_SEGMENT) to dst: the kernel routes them into a TUN.
+func gsoSender(t testing.TB, h *netns.Host, dst netip.AddrPort, size int) func() error {
+	var c *net.UDPConn
+	if err := h.Do(func() error {
+		var err error
+		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, size-28)
+	}); err != nil || serr != nil {
+		t.Fatalf("UDP_SEGMENT: %v %v", err, serr)
+	}
+	_ = c.SetWriteBuffer(4 << 20)
+	burst := make([]byte, tunBurst*(size-28))
+	return func() error {
+		_, err := c.Write(burst)
+		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ECONNREFUSED) {
+			return nil // a full queue or a stray ICMP: the packets count as lost
+		}
+		return err
+	}
+}
+
+// tunGateway is our gateway with a TUN data plane of driver in gwh and
+// one session dialled from edge, counting what reaches the session.
+func tunGateway(t testing.TB, edge, gwh *netns.Host, driver, name, pool string) (netip.Addr, *sink) {
+	var tun *dataplane.TUN
+	if err := gwh.Do(func() error {
+		var err error
+		tun, err = dataplane.OpenTUN(dataplane.TUNConfig{Name: name, Driver: driver, LocalAddr: netip.MustParsePrefix(pool).Addr().Next(),
+			Routes: []netip.Prefix{netip.MustParsePrefix(pool)}})
+		return err
+	}); err != nil {
+		t.Fatalf("TUN %s (%s): %v", name, driver, err)
+	}
+	g := startGatewayWith(t, gwh, gwh.Addr, 1, pool, tun)
+	tn, err := dialTunnel(g.clientConfig(t, edge, 0, "aes128-sha1-modp2048", "aes128gcm16"))
+	if err != nil {
+		t.Fatalf("dial the %s gateway: %v", driver, err)
+	}
+	t.Cleanup(func() { _ = tn.Close() })
+	s := newSink()
+	tn.SetPacketHandler(func(p []byte) { s.count(len(p)) })
+	return tn.LocalAddr(), s
+}
+
+func (s *sink) count(n int) {
+	s.n.Add(1)
+	s.bytes.Add(uint64(n))
+	select {
+	case s.sig <- struct{}{}:
+	default:
+	}
+}
+
+// tunCeiling is the ceiling of the kernel → session direction: a vnet
+// TUN (same driver and offloads as ours) read by one goroutine that hands
+// each packet straight to the product's ESP layer (esp.Transport, same
+// batching and suite) towards edge, counted there. No router, L2TP, PPP
+// or tunnel: ours with the vnet driver does all of this and more.
+func tunCeiling(t testing.TB, edge, gwh *netns.Host, name, prefix string) *sink {
+	var tun *dataplane.TUN
+	if err := gwh.Do(func() error {
+		var err error
+		tun, err = dataplane.OpenTUN(dataplane.TUNConfig{Name: name, LocalAddr: netip.MustParsePrefix(prefix).Addr().Next(),
+			Routes: []netip.Prefix{netip.MustParsePrefix(prefix)}})
+		return err
+	}); err != nil {
+		t.Fatalf("TUN %s: %v", name, err)
+	}
+	t.Cleanup(func() { tun.Close() })
+	noIKE := esp.IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})
+	tx, err := esp.NewTransport(esp.TransportConfig{NATTConn: listenIn(t, gwh), IKE: noIKE, KeepaliveInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Close() })
+	rx, err := esp.NewTransport(esp.TransportConfig{NATTConn: listenIn(t, edge), IKE: noIKE, KeepaliveInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rx.Close() })
+	suite := esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}
+	key := make([]byte, suite.KeymatLen())
+	txIn, txOut, err := esp.NewSAPair(suite, 0x2000b, key, 0x2000a, key, esp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rxIn, rxOut, err := esp.NewSAPair(suite, 0x2000a, key, 0x2000b, key, esp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := tx.AddSA(txIn, txOut, esp.PeerConfig{Remote: rx.NATTAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rx.AddSA(rxIn, rxOut, esp.PeerConfig{Remote: tx.NATTAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	s := newSink()
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := rx.L2TP().ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			s.count(n)
+		}
+	}()
+	go func() {
+		buf := make([]byte, 65536)
+		to, out := peer.Addr(esp.L2TPPort), tx.L2TP()
+		for {
+			n, err := tun.ReadPacket(buf)
+			if err != nil {
+				return
+			}
+			_, _ = out.WriteTo(buf[:n], to)
+		}
+	}()
+	return s
+}
+
+// benchTUN is the gateway's kernel side: a kernel UDP sender in the
+// gateway's namespace (UDP GSO, 1400-byte packets) to a session's address,
+// through the TUN, the router and ESP to our client in edge. Sides: the
+// vnet driver (IFF_VNET_HDR, GSO/GRO, batched), the old water driver (one
+// packet per system call) and the TUN ceiling (vnet TUN read → ESP).
+func benchTUN(o *Options, rep *Report) {
+	const title = "Gateway TUN → ESP forwarding (kernel UDP GSO sender in the gateway namespace, 1400-byte IP packets, aes128gcm16)"
+	const size = 1400
+	_, msg, err := runScoped("tun", func(t testing.TB) {
+		if reason := skipReason(func(t testing.TB) { testenv.RequireRoot(t) }); reason != "" {
+			t.Skip("TUN and namespaces need root: " + reason)
+		}
+		topo := netns.Pair(t)
+		edge, gwh := topo.Host("a"), topo.Host("b")
+		vAddr, vSink := tunGateway(t, edge, gwh, dataplane.TUNDriverVnet, "fgv", "10.30.0.0/24")
+		wAddr, wSink := tunGateway(t, edge, gwh, dataplane.TUNDriverWater, "fgw", "10.31.0.0/24")
+		cSink := tunCeiling(t, edge, gwh, "fgc", "10.32.0.0/24")
+		vSend := gsoSender(t, gwh, netip.AddrPortFrom(vAddr, 9), size)
+		wSend := gsoSender(t, gwh, netip.AddrPortFrom(wAddr, 9), size)
+		cSend := gsoSender(t, gwh, netip.MustParseAddrPort("10.32.0.9:9"), size)
+		names := []string{"ours TUN vnet (GSO/GRO, batched)", "ours TUN water (one packet per syscall, old path)", "TUN ceiling (vnet TUN read → ESP only)"}
+		runs := []func() (Sample, error){
+			func() (Sample, error) { return loadN(o.Dur, size, vSink, tunBurst, vSend, zeroCPU) },
+			func() (Sample, error) { return loadN(o.Dur, size, wSink, tunBurst, wSend, zeroCPU) },
+			func() (Sample, error) { return loadN(o.Dur, size, cSink, tunBurst, cSend, zeroCPU) },
+		}
+		rows := alternate(o.Reps, names, runs)
+		rep.add(title, "pkts/s", rows)
+		rep.ratio(title, "ours vnet / ours water (old path)", rows, names[0], names[1], 2)
+		rep.ceilingRatio(title, "ours vnet / TUN ceiling", rows, names[0], names[2], 0)
+	})
+	if err != nil {
+		rep.note("tun failed: %v", err)
+	} else if msg != "" {
+		rep.note("tun: %s", msg)
+	}
+}
