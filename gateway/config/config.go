@@ -60,6 +60,8 @@ type Config struct {
 	Sessions Sessions `yaml:"sessions"`
 	// Pacing limits how fast new Main Modes are admitted.
 	Pacing Pacing `yaml:"pacing"`
+	// Limits bound what a peer can make the gateway keep (limits.go).
+	Limits Limits `yaml:"limits"`
 	// DPD is IKE dead peer detection (RFC 3706).
 	DPD DPD `yaml:"dpd"`
 	// LCPEcho is the PPP LCP echo keepalive (RFC 1661 §5.8).

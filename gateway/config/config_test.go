@@ -78,6 +78,29 @@ func TestLiveness(t *testing.T) {
 	}
 }
 
+// TestLimits: defaults come from uplink/ike, values are taken, and a
+// change needs a restart.
+func TestLimits(t *testing.T) {
+	d, err := Parse("f.yaml", []byte("{}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := d.Limits; l.IKEHalfOpen != 16384 || l.IKENegotiating != 256 || l.IKEHalfOpenTimeoutD != 30*time.Second ||
+		l.IKESAsPerSource != 512 || l.IKEQuickModesPerSA != 16 || l.IKEChildrenPerSA != 16 {
+		t.Errorf("defaults: %+v", l)
+	}
+	c, err := Parse("f.yaml", []byte("limits: {ike_half_open: 100000, ike_half_open_timeout: 20s, ike_sas_per_source: 4}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.Limits; l.IKEHalfOpen != 100000 || l.IKEHalfOpenTimeoutD != 20*time.Second || l.IKESAsPerSource != 4 || l.IKENegotiating != 256 {
+		t.Errorf("set: %+v", l)
+	}
+	if ch := Diff(d, c); !slices.Contains(ch.RestartNeeded, "limits") {
+		t.Errorf("diff: %+v", ch)
+	}
+}
+
 func TestParseErrorsCarryLines(t *testing.T) {
 	tests := []struct {
 		name string
@@ -98,6 +121,9 @@ func TestParseErrorsCarryLines(t *testing.T) {
 		{"bad dpd interval", "dpd: {interval: soon}\n", []string{`f.yaml:1: dpd.interval "soon": want a duration like 30s, or "off"`}},
 		{"bad lcp echo", "lcp_echo:\n  interval: -1s\n  failures: 1000\n", []string{`f.yaml:2: lcp_echo.interval "-1s": want a duration`, "f.yaml:3: lcp_echo.failures 1000 out of range 1..100"}},
 		{"bad tun driver", "psk: {shared: x}\ndataplane:\n  tun_driver: tap\n", []string{`f.yaml:3: dataplane.tun_driver "tap": want vnet (default, batched with offloads) or water`}},
+		{"bad limits", "psk: {shared: x}\nlimits:\n  ike_half_open: 3\n  ike_half_open_timeout: 1h\n", []string{
+			"f.yaml:3: limits.ike_half_open 3 out of range 16..1048576 (default 16384; remove the key to use it)",
+			"f.yaml:4: limits.ike_half_open_timeout 1h0m0s out of range 5s..5m"}},
 		{"empty", "", []string{"f.yaml: empty configuration"}},
 	}
 	for _, tt := range tests {

@@ -105,6 +105,7 @@ func Diff(old, new *Config) Changes {
 		// The tunnel server takes them when the engine starts.
 		{"dpd", old.DPD, new.DPD},
 		{"lcp_echo", old.LCPEcho, new.LCPEcho},
+		{"limits", old.Limits, new.Limits},
 		// The speaker's neighbours are set up when the server starts.
 		{"bgp", old.BGP, new.BGP},
 	}

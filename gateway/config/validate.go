@@ -115,6 +115,7 @@ func (v *validator) run() {
 	}
 	v.radius()
 	v.bgp()
+	v.limits()
 	if c.PKI.Dir == "" {
 		c.PKI.Dir = "/var/lib/fleetgate/pki"
 	}

@@ -114,7 +114,8 @@ func TestSpoofedMainModeFlood(t *testing.T) {
 	for i := range floodSites {
 		fmt.Fprintf(&ids, "  - {name: site%d, ppp: {password: pw}, policy: sensors}\n", i)
 	}
-	g := startGateway(t, parseConfig(t, ids.String()), engine.Config{MaxHalfOpen: floodHalfOpen})
+	ids.WriteString(fmt.Sprintf("limits: {ike_half_open: %d}\n", floodHalfOpen)) // from gateway.yaml to the IKE engine
+	g := startGateway(t, parseConfig(t, ids.String()), engine.Config{})
 	var conns []net.PacketConn
 	for i := range floodSources {
 		c, err := net.ListenPacket("udp", netip.AddrFrom4([4]byte{127, 1, byte(i >> 8), byte(i)}).String()+":0")

@@ -183,7 +183,20 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		e.stats.AdmissionAdmitted.Add(1)
 		return true
 	}
-	sc.MaxNegotiating = e.cfg.MaxNegotiating
+	// Limits from gateway.yaml (limits:) unless the engine's Config sets them.
+	or := func(a, b int) int {
+		if a != 0 {
+			return a
+		}
+		return b
+	}
+	lim := gc.Limits
+	sc.MaxHalfOpen = or(e.cfg.MaxHalfOpen, lim.IKEHalfOpen)
+	sc.MaxNegotiating = or(e.cfg.MaxNegotiating, lim.IKENegotiating)
+	if sc.HalfOpenTTL == 0 {
+		sc.HalfOpenTTL = lim.IKEHalfOpenTimeoutD
+	}
+	sc.MaxSAsPerSource, sc.MaxQuickModes, sc.MaxChildren = lim.IKESAsPerSource, lim.IKEQuickModesPerSA, lim.IKEChildrenPerSA
 	// The wrapper hides the *net.UDPConn from the ESP transport, which
 	// would size the NAT-T socket's buffers itself: do it here.
 	if u, ok := nattConn.(*net.UDPConn); ok {

@@ -15,6 +15,7 @@ import (
 type ikeSeen struct {
 	mu                                                    sync.Mutex
 	auth, noProp, p1, p2, rateLimited, halfOpen, halfLost uint64
+	sourceSAs, quickModes                                 uint64
 	ikeRekeys, childRekeys                                uint64
 }
 
@@ -58,6 +59,8 @@ func (e *Engine) syncMetrics(env *server.Env, srv *tunnel.Server) {
 	// A peer answered MM2 after a flood had evicted its half-open state
 	// (ike.Config.MaxHalfOpen too small for the flood), or after HalfOpenTTL.
 	report(&s.halfLost, st.HalfOpenLost.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseAdmission, "half_open_lost") })
+	report(&s.sourceSAs, st.SourceSALimited.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseAdmission, "sas_per_source") })
+	report(&s.quickModes, st.QuickModeLimited.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseIKEQuick, "quick_mode_limit") })
 	// Phase 1 failures other than the two classified above (Phase1Failed
 	// includes them).
 	if p1, known := st.Phase1Failed.Load(), auth+noProp; p1 > known {

@@ -232,6 +232,13 @@ const (
 	// DefaultMaxNegotiating bounds responder Main Modes past MM3 (address
 	// proven, admitted, Diffie-Hellman done) and not yet established.
 	DefaultMaxNegotiating = 256
+	// DefaultMaxSAsPerSource bounds responder ISAKMP SAs per peer address
+	// (a site has one, two while rekeying; many sites may share a NAT).
+	DefaultMaxSAsPerSource = 512
+	// DefaultMaxQuickModes bounds open Quick Mode exchanges per ISAKMP SA,
+	// DefaultMaxChildren its IPsec SA pairs (a site: one, two while rekeying).
+	DefaultMaxQuickModes = 16
+	DefaultMaxChildren   = 16
 	// cookieRotate is how often the responder cookie secret changes (RFC
 	// 2408 §2.5.3); the previous one still verifies.
 	cookieRotate = 10 * time.Minute

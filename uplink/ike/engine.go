@@ -143,6 +143,8 @@ type Stats struct {
 	HalfOpenEvicted   atomic.Uint64 // oldest half-open Main Mode evicted for a new one (table full)
 	HalfOpenExpired   atomic.Uint64 // half-open Main Modes never answered within HalfOpenTTL
 	HalfOpenLost      atomic.Uint64 // MM3 with a valid cookie whose half-open state was already evicted or expired
+	SourceSALimited   atomic.Uint64 // proven MM3 dropped: its address already holds MaxSAsPerSource responder SAs
+	QuickModeLimited  atomic.Uint64 // peer's new Quick Mode dropped: MaxQuickModes or MaxChildren reached on its SA
 	AuthFailures      atomic.Uint64 // wrong PSK / signature / certificate / identity
 	NoProposalChosen  atomic.Uint64 // proposals outside policy
 	Phase1Established atomic.Uint64
@@ -224,7 +226,19 @@ type Config struct {
 	// Diffie-Hellman work; false drops that message (the initiator
 	// retransmits it and is asked again). Spoofed first messages never
 	// reach it.
-	Admit          func(remote netip.Addr) bool
+	Admit func(remote netip.Addr) bool
+	// MaxSAsPerSource bounds the responder's ISAKMP SAs (negotiating and
+	// established) per peer address; a new Main Mode beyond it is dropped
+	// at MM3. Sites behind one NAT share an address. Default
+	// DefaultMaxSAsPerSource.
+	MaxSAsPerSource int
+	// MaxQuickModes bounds the Quick Mode exchanges a peer may have open on
+	// one ISAKMP SA (finished ones are kept a minute for duplicates), and
+	// MaxChildren the IPsec SA pairs under it; a Quick Mode the peer starts
+	// beyond either is dropped. Defaults DefaultMaxQuickModes,
+	// DefaultMaxChildren.
+	MaxQuickModes  int
+	MaxChildren    int
 	RatePerSource  float64 // new phase 1 per second per source address; default 5
 	BurstPerSource int     // default 10
 	NATTPort       uint16  // default 4500 (the ESP transport's NAT-T port)
@@ -260,7 +274,9 @@ type Engine struct {
 	warnAt  time.Time
 	nHalf   int // responder SAs past MM3, not yet established
 	half    halfOpenTable
-	secret  cookieSecret
+	// perSource counts responder SAs past MM3 by peer address (MaxSAsPerSource).
+	perSource map[netip.Addr]int
+	secret    cookieSecret
 
 	initiatorVIDs [][]byte // tests: vendor IDs our Main Mode announces
 }
@@ -324,6 +340,15 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxNegotiating == 0 {
 		cfg.MaxNegotiating = DefaultMaxNegotiating
 	}
+	if cfg.MaxSAsPerSource == 0 {
+		cfg.MaxSAsPerSource = DefaultMaxSAsPerSource
+	}
+	if cfg.MaxQuickModes == 0 {
+		cfg.MaxQuickModes = DefaultMaxQuickModes
+	}
+	if cfg.MaxChildren == 0 {
+		cfg.MaxChildren = DefaultMaxChildren
+	}
 	if cfg.RatePerSource == 0 {
 		cfg.RatePerSource = 5
 	}
@@ -336,6 +361,7 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, log: cfg.Logger,
 		sas: map[[16]byte]*ikeSA{}, pending: map[[8]byte]*ikeSA{}, buckets: map[netip.Addr]*bucket{},
+		perSource: map[netip.Addr]int{},
 	}, nil
 }
 

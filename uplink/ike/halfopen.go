@@ -190,6 +190,11 @@ func (e *Engine) respondMM1(m *Message, b []byte, local, remote netip.AddrPort, 
 // work; a refused MM3 is dropped and its entry kept, so the initiator's
 // retransmission may be admitted later. An admitted one becomes an ikeSA.
 func (e *Engine) respondMM3(h *halfOpen, m *Message, b []byte, local, remote netip.AddrPort, natt bool) {
+	if e.perSource[remote.Addr()] >= e.cfg.MaxSAsPerSource {
+		e.stats.SourceSALimited.Add(1)
+		e.warn("ISAKMP SA limit per source reached, dropping Main Mode", "peer", remote)
+		return
+	}
 	if e.nHalf >= e.cfg.MaxNegotiating {
 		e.stats.HalfOpenDropped.Add(1)
 		e.warn("negotiating limit reached, dropping Main Mode", "peer", remote)
@@ -209,6 +214,8 @@ func (e *Engine) respondMM3(h *halfOpen, m *Message, b []byte, local, remote net
 	sa.prop, sa.auth, sa.life, sa.psk, sa.saBody = h.prop, h.auth, h.life, h.psk, h.saBody
 	sa.lastSent, sa.lastRecv = h.mm2, h.mm1
 	sa.state = p1MM2Sent
+	sa.counted = sa.remote.Addr()
+	e.perSource[sa.counted]++
 	e.nHalf++
 	e.sas[cookieKey(sa.ci, sa.cr)] = sa
 	sa.receive(m, b, local, remote, natt)

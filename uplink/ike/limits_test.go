@@ -388,3 +388,66 @@ func TestChildInbound(t *testing.T) {
 		t.Errorf("withdrawn child is not the offered one")
 	}
 }
+
+// TestSourceSALimit: a peer address holds at most MaxSAsPerSource
+// responder SAs past MM3; the next proven Main Mode is dropped and
+// counted, and a slot frees when one of them goes.
+func TestSourceSALimit(t *testing.T) {
+	clk := linktest.NewClock()
+	cs := &captureSender{}
+	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), MaxSAsPerSource: 2, HalfOpenTTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort("192.0.2.1:500")
+	src := netip.MustParseAddrPort("203.0.113.9:500")
+	proven := func() {
+		e.Input(freshMM1(), local, src, false)
+		e.Input(mm3For(t, cs.out[len(cs.out)-1]), local, src, false)
+	}
+	for range 3 {
+		proven()
+	}
+	if got := e.Stats().SourceSALimited.Load(); got != 1 {
+		t.Fatalf("SourceSALimited: got %d, want 1", got)
+	}
+	if _, n := e.HalfOpen(); n != 2 {
+		t.Fatalf("negotiating: got %d, want 2", n)
+	}
+	clk.Advance(11 * time.Second)
+	e.Tick()
+	proven()
+	if _, n := e.HalfOpen(); n != 1 || e.Stats().SourceSALimited.Load() != 1 {
+		t.Fatalf("after the others expired: %d negotiating, limited %d; want 1, 1", n, e.Stats().SourceSALimited.Load())
+	}
+}
+
+// TestQuickModeLimit: an authenticated peer starting Quick Mode after
+// Quick Mode gets at most MaxChildren IPsec SAs on one ISAKMP SA; the rest
+// are dropped and counted.
+func TestQuickModeLimit(t *testing.T) {
+	p := newSyncPair(t)
+	p.eb.cfg.MaxChildren = 3
+	for range 6 {
+		p.ea.mu.Lock()
+		for _, sa := range p.ea.sas {
+			if err := sa.startQuickMode(nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.ea.unlockAndFlush()
+		p.drain()
+	}
+	children := 0
+	p.eb.mu.Lock()
+	for _, sa := range p.eb.sas {
+		children += len(sa.children)
+	}
+	p.eb.mu.Unlock()
+	if children != 3 {
+		t.Errorf("responder children: got %d, want 3", children)
+	}
+	if got := p.eb.Stats().QuickModeLimited.Load(); got == 0 {
+		t.Errorf("QuickModeLimited not counted")
+	}
+}

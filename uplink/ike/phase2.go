@@ -228,6 +228,13 @@ func (sa *ikeSA) quickModeInput(m *Message, b []byte, local, remote netip.AddrPo
 		}
 		sa.float(local, remote, natt)
 		sa.lastHeard = sa.e.cfg.Clock.Now()
+		if e := sa.e; len(sa.qms) >= e.cfg.MaxQuickModes || len(sa.children) >= e.cfg.MaxChildren {
+			// An authenticated peer starting Quick Modes without end:
+			// each would cost DH (PFS) and an installed ESP SA.
+			e.stats.QuickModeLimited.Add(1)
+			e.warn("quick mode limit reached, dropping the peer's new Quick Mode", "peer", remote, "exchanges", len(sa.qms), "children", len(sa.children))
+			return nil
+		}
 		return sa.respondQuickMode(dm, next, sum)
 	case q.initiator && q.state == qmSent1:
 		sa.float(local, remote, natt)

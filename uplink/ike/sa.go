@@ -90,9 +90,10 @@ type ikeSA struct {
 
 	qms      map[uint32]*quickMode
 	children []*ChildSA
-	replaces *ikeSA // initiator: the SA this one rekeys
-	rekeying bool   // a replacement is under way
-	wantL2TP bool   // initiator: bring up the L2TP child after phase 1
+	replaces *ikeSA     // initiator: the SA this one rekeys
+	rekeying bool       // a replacement is under way
+	wantL2TP bool       // initiator: bring up the L2TP child after phase 1
+	counted  netip.Addr // responder: the address it counts against in Engine.perSource
 }
 
 func cookieKey(ci, cr [8]byte) [16]byte {
@@ -333,6 +334,11 @@ func (sa *ikeSA) teardown(err error, sendDelete bool) {
 		e.nHalf--
 	}
 	sa.state = p1Dead
+	if a := sa.counted; a.IsValid() {
+		if e.perSource[a]--; e.perSource[a] <= 0 {
+			delete(e.perSource, a)
+		}
+	}
 	delete(e.sas, cookieKey(sa.ci, sa.cr))
 	if e.pending[sa.ci] == sa {
 		delete(e.pending, sa.ci)

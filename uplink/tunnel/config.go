@@ -200,6 +200,8 @@ type ServerConfig struct {
 	RatePerSource  float64
 	BurstPerSource int
 	Admit          func(remote netip.Addr) bool
+	// MaxSAsPerSource, MaxQuickModes and MaxChildren: see ike.Config.
+	MaxSAsPerSource, MaxQuickModes, MaxChildren int
 
 	// Authenticator verifies PPP logins; AddressFunc assigns IPCP
 	// addresses; LocalAddr is our own IPCP address; AuthMethods are

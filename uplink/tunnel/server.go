@@ -86,6 +86,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		MaxHalfOpen: cfg.MaxHalfOpen, HalfOpenTTL: cfg.HalfOpenTTL,
 		RatePerSource: cfg.RatePerSource, BurstPerSource: cfg.BurstPerSource,
 		MaxNegotiating: cfg.MaxNegotiating, Admit: cfg.Admit,
+		MaxSAsPerSource: cfg.MaxSAsPerSource, MaxQuickModes: cfg.MaxQuickModes, MaxChildren: cfg.MaxChildren,
 	}
 	if kl := cfg.KeyLog; kl != nil {
 		icfg.OnKeys = func(ic, _ [8]byte, key []byte) { _ = kl.LogIKEv1(ic, key) }
