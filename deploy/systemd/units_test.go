@@ -88,13 +88,13 @@ func TestUnitsSecurityExposure(t *testing.T) {
 func TestUnitsLeastPrivilege(t *testing.T) {
 	common := []string{"Type=notify", "User=fleetgate", "NoNewPrivileges=yes", "ProtectSystem=strict",
 		"PrivateTmp=yes", "StateDirectoryMode=0700", "ConfigurationDirectoryMode=0750",
-		"SystemCallFilter=@system-service", "RestartSec=5s"}
+		"SystemCallFilter=@system-service", "RestartSec=5s", "TasksMax=256", "LimitNOFILE=16384", "MemorySwapMax=0"}
 	want := map[string][]string{
 		"fleetgate-gateway.service": append([]string{"CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
 			"AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE", "DeviceAllow=/dev/net/tun rw", "Restart=on-failure",
-			"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK"}, common...),
+			"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "MemoryHigh=1536M", "MemoryMax=2G", "Environment=GOMEMLIMIT=1400MiB"}, common...),
 		"fleetgate-bridge.service": append([]string{"CapabilityBoundingSet=", "AmbientCapabilities=", "PrivateDevices=yes",
-			"Restart=always", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"}, common...),
+			"Restart=always", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "MemoryHigh=640M", "MemoryMax=768M", "Environment=GOMEMLIMIT=600MiB"}, common...),
 	}
 	for u, lines := range want {
 		b, err := os.ReadFile(u)
