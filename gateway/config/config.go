@@ -254,10 +254,43 @@ type RADIUS struct {
 	NASIdentifier   string `yaml:"nas_identifier"`
 	Timeout         string `yaml:"timeout"`
 	InterimInterval string `yaml:"interim_interval"`
+	// AuthServers and AcctServers are further servers (host:port), tried
+	// in this order after auth and acct: fail-over as in a FreeRADIUS
+	// home_server_pool. All share the secret.
+	AuthServers []string `yaml:"auth_servers"`
+	AcctServers []string `yaml:"acct_servers"`
+	// DeadTime is how long a server that did not answer is skipped
+	// (default 30s).
+	DeadTime string `yaml:"dead_time"`
+	// AcctSpool is a file (bbolt) that keeps accounting records until a
+	// server acknowledges them, across restarts; empty keeps them in
+	// memory only. AcctSpoolMax bounds it (default 100000 records).
+	AcctSpool    string `yaml:"acct_spool"`
+	AcctSpoolMax int    `yaml:"acct_spool_max"`
+	// DAEListen (host:port, port 3799) turns on the RFC 5176
+	// Disconnect-Request / CoA-Request listener; DAEClients are the
+	// sources allowed (prefixes; empty: any); DAESecret or
+	// DAESecretFile default to the secret.
+	DAEListen     string   `yaml:"dae_listen"`
+	DAEClients    []string `yaml:"dae_clients"`
+	DAESecret     string   `yaml:"dae_secret"`
+	DAESecretFile string   `yaml:"dae_secret_file"`
 
 	// TimeoutD and InterimD are the parsed durations.
 	TimeoutD time.Duration `yaml:"-"`
 	InterimD time.Duration `yaml:"-"`
+	// DeadTimeD is the parsed DeadTime.
+	DeadTimeD time.Duration `yaml:"-"`
+	// DAEClientPrefixes are the parsed DAEClients.
+	DAEClientPrefixes []netip.Prefix `yaml:"-"`
+}
+
+// AcctList is every accounting server in fail-over order.
+func (r *RADIUS) AcctList() []string {
+	if r.Acct == "" {
+		return r.AcctServers
+	}
+	return append([]string{r.Acct}, r.AcctServers...)
 }
 
 // Import names classic secrets files merged into the identities.

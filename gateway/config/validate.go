@@ -421,10 +421,12 @@ func (v *validator) radius() {
 	if r == nil {
 		return
 	}
-	if r.Auth == "" {
+	if r.Auth == "" && len(r.AuthServers) == 0 {
 		v.errf(p("radius"), "radius: auth (host:port) is required")
-	} else if _, _, err := net.SplitHostPort(r.Auth); err != nil {
-		v.errf(p("radius", "auth"), "radius.auth %q: want host:port", r.Auth)
+	} else if r.Auth != "" {
+		if _, _, err := net.SplitHostPort(r.Auth); err != nil {
+			v.errf(p("radius", "auth"), "radius.auth %q: want host:port", r.Auth)
+		}
 	}
 	if r.Acct != "" {
 		if _, _, err := net.SplitHostPort(r.Acct); err != nil {
@@ -447,6 +449,7 @@ func (v *validator) radius() {
 	}
 	r.TimeoutD = v.duration(r.Timeout, 3*time.Second, "radius", "timeout")
 	r.InterimD = v.duration(r.InterimInterval, 5*time.Minute, "radius", "interim_interval")
+	v.radiusFleet(r)
 }
 
 // liveness validates dpd and lcp_echo.

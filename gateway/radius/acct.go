@@ -46,11 +46,14 @@ type AcctRecord struct {
 	SessionTime                 time.Duration
 	// TerminateCause is set on Stop.
 	TerminateCause int
+	// Delay is how long the record waited to be sent (Acct-Delay-Time,
+	// RFC 2866 §5.2); set by the spool.
+	Delay time.Duration
 }
 
 // Account sends one Accounting-Request and waits for the response.
 func (c *Client) Account(ctx context.Context, r AcctRecord) error {
-	if c.cfg.Acct == "" {
+	if !c.HasAcct() {
 		return ErrNoAcct
 	}
 	p := radius.New(radius.CodeAccountingRequest, c.cfg.Secret)
@@ -78,7 +81,10 @@ func (c *Client) Account(ctx context.Context, r AcctRecord) error {
 	if r.Status == AcctStop && r.TerminateCause != 0 {
 		_ = rfc2866.AcctTerminateCause_Set(p, rfc2866.AcctTerminateCause(r.TerminateCause))
 	}
-	resp, err := c.exchange(ctx, p, c.cfg.Acct)
+	if r.Delay > 0 {
+		_ = rfc2866.AcctDelayTime_Set(p, rfc2866.AcctDelayTime(uint32(r.Delay/time.Second)))
+	}
+	resp, err := c.poolExchange(ctx, c.acct, p)
 	if err != nil {
 		c.Stats.AcctFailed.Add(1)
 		return err

@@ -1,6 +1,12 @@
 package radius
 
-import "testing"
+import (
+	"net/netip"
+	"testing"
+
+	"layeh.com/radius"
+	"layeh.com/radius/rfc2866"
+)
 
 func FuzzParseFramedRoute(f *testing.F) {
 	for _, s := range []string{"10.10.8.0/24 0.0.0.0 1", "10.10.9.0 255.255.255.0 1", "10.10.9.7", "", "2001:db8::/64"} {
@@ -13,6 +19,27 @@ func FuzzParseFramedRoute(f *testing.F) {
 		}
 		if !p.Addr().Is4() || p.Masked() != p {
 			t.Fatalf("ParseFramedRoute(%q) = %v: not a masked IPv4 prefix", s, p)
+		}
+	})
+}
+
+// FuzzDAEHandle feeds arbitrary datagrams to the Disconnect/CoA handler:
+// never a panic, and nothing without a valid authenticator is answered
+// or acted on.
+func FuzzDAEHandle(f *testing.F) {
+	secret := []byte("dae-secret")
+	good := radius.New(radius.CodeDisconnectRequest, secret)
+	_ = rfc2866.AcctSessionID_SetString(good, "gw1-abcd-5")
+	b, _ := good.Encode()
+	f.Add(b)
+	f.Add([]byte{40, 1, 0, 3})
+	f.Add(append([]byte{43, 1, 0, 30}, make([]byte, 26)...))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		acted := 0
+		d := newDAE(DAEConfig{Secret: secret, Disconnect: func(SessionMatch) int { acted++; return 1 }}, nil)
+		reply := d.handle(netip.MustParseAddr("127.0.0.1"), in)
+		if !radius.IsAuthenticRequest(in, secret) && (reply != nil || acted > 0) {
+			t.Fatalf("unauthentic request answered or acted on: %x", in)
 		}
 	})
 }

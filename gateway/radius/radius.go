@@ -46,6 +46,14 @@ type Config struct {
 	// Auth and Acct are host:port of the authentication and accounting
 	// servers (Acct may be empty).
 	Auth, Acct string
+	// AuthServers and AcctServers are further servers tried in this order
+	// after Auth and Acct (fail-over; one shared Secret).
+	AuthServers, AcctServers []string
+	// DeadTime is how long a server that did not answer is skipped
+	// (DefaultDeadTime).
+	DeadTime time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 	// Secret is the shared secret (never logged).
 	Secret []byte
 	// NASIdentifier names this gateway (RFC 2865 §5.32).
@@ -62,13 +70,18 @@ type Stats struct {
 	Accepts, Rejects, Timeouts atomic.Uint64
 	AcctSent, AcctFailed       atomic.Uint64
 	BadReplies                 atomic.Uint64 // unparseable Framed-Route etc.
+	// ServerDead counts servers marked dead; Failovers requests sent to
+	// a further server; AllDead requests failed at once because every
+	// server was dead.
+	ServerDead, Failovers, AllDead atomic.Uint64
 }
 
 // Client talks to the RADIUS server. Safe for concurrent use.
 type Client struct {
-	cfg Config
-	rc  *radius.Client
-	log *slog.Logger
+	cfg        Config
+	rc         *radius.Client
+	log        *slog.Logger
+	auth, acct *serverPool
 	// Stats are the client's counters.
 	Stats Stats
 }
@@ -85,7 +98,37 @@ func New(cfg Config) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{cfg: cfg, log: log, rc: &radius.Client{Retry: time.Second, MaxPacketErrors: 10}}
+	if cfg.DeadTime == 0 {
+		cfg.DeadTime = DefaultDeadTime
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Client{cfg: cfg, log: log, rc: &radius.Client{Retry: time.Second, MaxPacketErrors: 10}}
+	c.auth = newServerPool("auth", servers(cfg.Auth, cfg.AuthServers), cfg.DeadTime, cfg.Now, log, &c.Stats)
+	c.acct = newServerPool("acct", servers(cfg.Acct, cfg.AcctServers), cfg.DeadTime, cfg.Now, log, &c.Stats)
+	return c
+}
+
+func servers(first string, more []string) []string {
+	var out []string
+	if first != "" {
+		out = append(out, first)
+	}
+	return append(out, more...)
+}
+
+// HasAcct reports whether accounting servers are configured.
+func (c *Client) HasAcct() bool { return len(c.acct.addrs) > 0 }
+
+// ServersAlive reports, per configured server (host:port), whether it is
+// considered alive now.
+func (c *Client) ServersAlive() map[string]bool {
+	m := c.auth.alive()
+	for k, v := range c.acct.alive() {
+		m[k] = v
+	}
+	return m
 }
 
 // Request is one PPP authentication exchange, as the PPP server saw it.
@@ -165,7 +208,7 @@ func (c *Client) Authenticate(ctx context.Context, req Request) (*Result, error)
 	c.addNAS(p, req.SessionID, req.CallingID, req.NASPort)
 	_ = rfc2865.ServiceType_Set(p, rfc2865.ServiceType_Value_FramedUser)
 	_ = rfc2865.FramedProtocol_Set(p, rfc2865.FramedProtocol_Value_PPP)
-	resp, err := c.exchange(ctx, p, c.cfg.Auth)
+	resp, err := c.poolExchange(ctx, c.auth, p)
 	if err != nil {
 		c.Stats.Timeouts.Add(1)
 		return nil, err

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 )
 
@@ -23,6 +26,11 @@ const bgpConfig = `bgp:
   neighbors:
     - {address: 192.0.2.2, as: 65000, hold_time: 9s, connect_retry: 1s}
     - {address: 192.0.2.9, as: 65000, connect_retry: 1s}   # nobody there
+radius:
+  auth: 127.0.0.1:1812   # nobody there: local identities still log in
+  secret: radius-secret
+  dae_listen: 127.0.0.1:3799
+  dae_clients: [127.0.0.1]
 `
 
 // TestSessionRoutesInBird runs the server in namespace a with a bgp
@@ -31,7 +39,9 @@ const bgpConfig = `bgp:
 // into bird's table via 192.0.2.1; a relogin keeps them; the session's end
 // withdraws them; a reload that changes an identity's routes withdraws its
 // session's prefixes before the engine has torn it down; shutdown
-// withdraws the rest. Status and metrics show the neighbours.
+// withdraws the rest. Status and metrics show the neighbours. An
+// operator's `radclient disconnect` ends exactly the named session, and
+// its routes leave bird.
 func TestSessionRoutesInBird(t *testing.T) {
 	hosts, child := netns.InHost(t, "a", func() *netns.Topology { return netns.Pair(t) })
 	if !child {
@@ -112,6 +122,37 @@ func TestSessionRoutesInBird(t *testing.T) {
 	}
 	if !bird.HasRoute("10.10.8.0/24", via) {
 		t.Fatalf("the relogin's old session withdrew the new one's route:\n%s", bird.Routes())
+	}
+
+	// radclient disconnect: pump2's session ends (Terminate) and its
+	// routes are withdrawn; hall7's stay.
+	radclient := testenv.RequireBinary(t, "radclient")
+	cmd := exec.Command(radclient, "-t", "2", "-r", "1", "-x", srv.DAEAddr(), "disconnect", "radius-secret")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("Acct-Session-Id = %q\n", srv.acctSessionID(pump)))
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "Disconnect-ACK") {
+		t.Fatalf("radclient disconnect:\n%s", out)
+	}
+	if !pump.wasTerminated() {
+		t.Error("Disconnect-ACK but pump2's session was not terminated")
+	}
+	if again.wasTerminated() {
+		t.Error("the disconnect ended hall7's session too")
+	}
+	if !bird.WaitRoute("10.10.9.0/24", via, false, 30*time.Second) {
+		t.Fatalf("pump2's route stays after radclient disconnect:\n%s", bird.Routes())
+	}
+	if !bird.HasRoute("10.10.8.0/24", via) {
+		t.Fatalf("hall7's route went with pump2's disconnect:\n%s", bird.Routes())
+	}
+	t.Logf("radclient disconnect → Disconnect-ACK, 10.10.9.0/24 withdrawn from bird")
+	env.Unregister(pump, radius.CauseAdminReset) // the engine's part of the teardown
+	pump = newTestSession("pump2", "10.10.0.2", "10.10.9.0/24")
+	if err := env.Register(pump); err != nil {
+		t.Fatal(err)
+	}
+	if !bird.WaitRoute("10.10.9.0/24", via, true, 30*time.Second) {
+		t.Fatalf("pump2's route missing after it logged in again:\n%s", bird.Routes())
 	}
 
 	// Session end → withdrawn.

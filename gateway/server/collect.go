@@ -14,7 +14,7 @@ import (
 // and process collectors.
 func (s *Server) newRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(s.gm, serverCollector{s}, bgpCollector{s},
+	r.MustRegister(s.gm, serverCollector{s}, bgpCollector{s}, radiusFleetCollector{s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }

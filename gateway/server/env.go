@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/md5"
 	"crypto/subtle"
 	"crypto/x509"
@@ -252,6 +251,7 @@ func reasonOf(err error) string {
 func (e *Env) Unregister(s Session, cause int) {
 	if e.Sessions.Remove(s) {
 		e.srv.delRoutes(s)
+		e.srv.clearFilter(s.Identity())
 	}
 	e.srv.withdraw(s)
 	e.srv.finish(s, cause)
@@ -280,11 +280,4 @@ func (s *seenSet) markSeen(identity string) (before bool) {
 	before = s.m[identity]
 	s.m[identity] = true
 	return before
-}
-
-// withTimeout runs fn with a bounded context (RADIUS calls from teardown).
-func withTimeout(d time.Duration, fn func(ctx context.Context)) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	fn(ctx)
 }

@@ -43,6 +43,9 @@ func TestAccountingThroughServer(t *testing.T) {
 		cancel()
 		<-done
 	})
+	// Run opens the data plane host: traffic before that is dropped (it
+	// used to be hidden by a synchronous accounting Start in Register).
+	waitFor(t, func() bool { return srv.Host() != nil })
 
 	res, err := env.RADIUS.Authenticate(context.Background(), radius.Request{Method: radius.MethodPAP, User: "site-r", Password: "pw"})
 	if err != nil || !res.Accept {
@@ -69,6 +72,8 @@ func TestAccountingThroughServer(t *testing.T) {
 	clk.Advance(time.Minute)
 	waitFor(t, func() bool { return strings.Contains(fr.Detail(), "Acct-Status-Type = Interim-Update") })
 	env.Unregister(sess, radius.CauseLostCarrier)
+	// Accounting goes through the spool: the Stop is queued, not waited for.
+	waitFor(t, func() bool { return strings.Contains(fr.Detail(), "Acct-Status-Type = Stop") })
 	d := fr.Detail()
 	for _, want := range []string{`User-Name = "site-r"`, "Framed-IP-Address = 10.10.0.50", "Acct-Status-Type = Stop",
 		"Acct-Input-Octets = 96", "Acct-Input-Packets = 3", "Acct-Output-Octets = 32", "Acct-Output-Packets = 1",
@@ -79,6 +84,9 @@ func TestAccountingThroughServer(t *testing.T) {
 	}
 	if _, err := filepath.Abs(fr.Dir); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(d, `Acct-Session-Id = "gw-t-`+srv.fleet.bootID+`-`) {
+		t.Errorf("Acct-Session-Id is not <nas>-<boot id>-<n>:\n%s", d)
 	}
 }
 

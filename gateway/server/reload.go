@@ -4,7 +4,6 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/pki"
-	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/radius"
 )
 
@@ -42,7 +41,7 @@ func (s *Server) Reload(next *config.Config) (config.Changes, error) {
 	}
 	s.verifier.Store(v)
 	s.cfg.Store(next)
-	s.router.SetPolicies(policy.Compile(next))
+	s.router.SetPolicies(s.compilePolicies(next))
 	s.router.SetSessionToSession(next.DataPlane.SessionToSession)
 	s.adm.SetRates(next.Pacing.GlobalRate, next.Pacing.GlobalBurst, next.Pacing.PerSourceRate, next.Pacing.PerSourceBurst)
 	s.setExpiries(next)

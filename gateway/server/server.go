@@ -68,6 +68,7 @@ type Server struct {
 	gm        *metrics.Gateway
 	reg       *prometheus.Registry
 	rad       *radius.Client
+	fleet     radiusFleet  // accounting spool, DAE listener, CoA filters; see radiusfleet.go
 	bgp       *bgp.Speaker // nil without a bgp section; see bgp.go
 	env       *Env
 	host      atomic.Pointer[hostRef]
@@ -107,7 +108,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.adm = admission.New(admission.Config{GlobalRate: cfg.Pacing.GlobalRate, GlobalBurst: cfg.Pacing.GlobalBurst,
 		PerSourceRate: cfg.Pacing.PerSourceRate, PerSourceBurst: cfg.Pacing.PerSourceBurst, Clock: opts.Clock})
 	if r := cfg.RADIUS; r != nil {
-		s.rad = radius.New(radius.Config{Auth: r.Auth, Acct: r.Acct, Secret: []byte(r.Secret), NASIdentifier: r.NASIdentifier, Timeout: r.TimeoutD, Logger: log})
+		s.rad = radius.New(radius.Config{Auth: r.Auth, Acct: r.Acct, AuthServers: r.AuthServers, AcctServers: r.AcctServers, DeadTime: r.DeadTimeD,
+			Now: opts.Clock.Now, Secret: []byte(r.Secret), NASIdentifier: r.NASIdentifier, Timeout: r.TimeoutD, Logger: log})
+		if err := s.openSpool(r); err != nil {
+			return nil, err
+		}
 	}
 	s.router = dataplane.New(dataplane.Config{Sessions: s.table, Policies: policy.Compile(cfg), LocalAddr: cfg.Pool.GatewayAddr,
 		SessionToSession: cfg.DataPlane.SessionToSession, Local: s.local, Clock: opts.Clock, Logger: log})
@@ -247,6 +252,17 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	s.startBGP(ctx)
+	stopFleet, err := s.startRADIUSFleet(cfg)
+	if err != nil {
+		s.stopBGP()
+		for _, srv := range servers {
+			_ = srv.Close()
+		}
+		stopHost()
+		host.Close()
+		wg.Wait()
+		return err
+	}
 	engCtx, stopEngine := context.WithCancel(ctx)
 	engDone := make(chan error, 1)
 	if s.opts.Engine != nil {
@@ -285,6 +301,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.env.Unregister(sess, radius.CauseNASReboot)
 	}
 	s.stopBGP()
+	stopFleet()
 	close(interimStop)
 	for _, srv := range servers {
 		_ = srv.Close()
@@ -391,26 +408,26 @@ func (s *Server) finish(sess Session, cause int) {
 // Per-session counters are the identity's router counters since Start.
 func (s *Server) account(st *sessionState, status radius.AcctStatus, cause int) {
 	cfg := s.cfg.Load()
-	if s.rad == nil || cfg.RADIUS == nil || cfg.RADIUS.Acct == "" {
+	if s.fleet.spool == nil || cfg.RADIUS == nil {
 		return
 	}
 	c := s.router.Identity(st.sess.Identity())
-	rec := radius.AcctRecord{Status: status, SessionID: fmt.Sprintf("fg-%x-%d", s.started.Unix(), st.sess.ID()), User: st.user,
+	rec := radius.AcctRecord{Status: status, SessionID: s.acctSessionID(st.sess), User: st.user,
 		CallingID: st.outer, FramedIP: st.sess.Addr(), Class: st.class,
 		InputBytes: c.RxBytes.Load() - st.rx0, OutputBytes: c.TxBytes.Load() - st.tx0,
 		InputPackets: c.RxPackets.Load() - st.rxp0, OutputPackets: c.TxPackets.Load() - st.txp0,
 		SessionTime: s.now().Sub(st.start), TerminateCause: cause}
-	withTimeout(cfg.RADIUS.TimeoutD+time.Second, func(ctx context.Context) {
-		if err := s.rad.Account(ctx, rec); err != nil {
-			s.log.Warn("radius accounting failed", "session_id", st.sess.ID(), "status", int(status), "err", err)
-		}
-	})
+	// Queued, never waited for: the spool delivers in order, with
+	// Acct-Delay-Time, once a server answers.
+	if err := s.fleet.spool.Submit(rec); err != nil {
+		s.log.Warn("radius accounting record not queued", "session_id", st.sess.ID(), "status", int(status), "err", err)
+	}
 }
 
 // interimLoop sends Interim-Update for every session each interval.
 func (s *Server) interimLoop(stop <-chan struct{}) {
 	cfg := s.cfg.Load()
-	if cfg.RADIUS == nil || cfg.RADIUS.Acct == "" {
+	if cfg.RADIUS == nil || s.fleet.spool == nil {
 		return
 	}
 	t := s.opts.Clock.NewTimer(cfg.RADIUS.InterimD)

@@ -27,6 +27,10 @@ type FreeRADIUSConfig struct {
 	Users []RADIUSUser
 	// Secret is the shared secret (default "fleetgate-test-secret").
 	Secret string
+	// Port is the authentication port (accounting: Port+1) on loopback
+	// when started without a host, e.g. to restart a server where a
+	// stopped one was; 0 picks a free one.
+	Port int
 }
 
 // FreeRADIUS is a running FreeRADIUS 3 (Debian's freeradius, "-X":
@@ -66,7 +70,10 @@ func StartFreeRADIUS(t testing.TB, h *netns.Host, cfg FreeRADIUSConfig) *FreeRAD
 	}
 	listen, client, authPort := "127.0.0.1", "127.0.0.1", 1812
 	if h == nil {
-		authPort = FreePort(t) // and authPort+1, both TCP and UDP
+		authPort = cfg.Port
+		if authPort == 0 {
+			authPort = FreePort(t) // and authPort+1, both TCP and UDP
+		}
 	} else {
 		listen, client = "*", "0.0.0.0/0"
 	}
