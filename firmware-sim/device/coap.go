@@ -97,7 +97,7 @@ func (d *Device) dialCoAP(ctx context.Context) (session, error) {
 	if err != nil {
 		return nil, err
 	}
-	fc, err := ListenFault(d.cfg.BindIP, d.cfg.LossPercent, d.rng.Uint64(), &d.Stats)
+	fc, err := listenFault(d.cfg.Listen, d.cfg.BindIP, d.cfg.LossPercent, d.rng.Uint64(), &d.Stats)
 	if err != nil {
 		return nil, err
 	}
@@ -258,15 +258,38 @@ func (s *coapSession) send(ctx context.Context, _ senml.Telemetry, payload []byt
 	if !s.d.cfg.Confirmable {
 		req.SetType(message.NonConfirmable)
 	}
+	if s.d.cfg.ZeroToken {
+		req.SetToken(nil)
+	}
 	resp, err := s.cc.Do(req)
 	if err != nil {
 		return false, s.cc.Context().Err() != nil, err
 	}
 	defer s.cc.ReleaseMessage(resp)
 	if c := resp.Code(); c < codes.Created || c > codes.Content {
-		return false, false, fmt.Errorf("telemetry rejected: %v", c)
+		e := &AnswerError{Code: c}
+		if v, err := resp.GetOptionUint32(message.MaxAge); err == nil {
+			e.MaxAge = time.Duration(v) * time.Second
+		} else if c == codes.ServiceUnavailable {
+			e.MaxAge = 60 * time.Second // Max-Age default (RFC 7252 §5.10.5)
+		}
+		return false, false, e
 	}
 	return true, false, nil
+}
+
+// AnswerError is a telemetry message the bridge answered with an error
+// code (the session is alive; for 5.03, MaxAge says when to retry).
+type AnswerError struct {
+	Code   codes.Code
+	MaxAge time.Duration
+}
+
+func (e *AnswerError) Error() string {
+	if e.Code == codes.ServiceUnavailable {
+		return fmt.Sprintf("telemetry refused: %v, retry in %v", e.Code, e.MaxAge)
+	}
+	return fmt.Sprintf("telemetry rejected: %v", e.Code)
 }
 
 func (s *coapSession) setAsleep(v bool) { s.fc.SetAsleep(v) }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/report"
@@ -97,6 +100,20 @@ type Config struct {
 	InsecureSkipVerify bool
 	// BindIP is the local address to send from (nil: any).
 	BindIP net.IP
+	// Listen opens the device's UDP socket (nil: net.ListenUDP), e.g. in
+	// another network namespace.
+	Listen ListenFunc
+	// ZeroToken sends CoAP telemetry with a zero-length token (RFC 7252
+	// §5.3.1 allows it; many MCU stacks do it).
+	ZeroToken bool
+	// FailuresBeforeReconnect is how many consecutive exchanges without
+	// any answer make the firmware drop its session and handshake again
+	// (default 2). An answer, even 5.03 or 4.xx, proves the session alive.
+	FailuresBeforeReconnect int
+	// OnUnavailable, if set, is called for a telemetry message answered
+	// 5.03 Service Unavailable (CoAP) with its Max-Age (the device does not
+	// retry it; Stats.Unavailable counts it).
+	OnUnavailable func(seq uint64, maxAge time.Duration)
 	// StartDelay staggers the first wake-up.
 	StartDelay time.Duration
 	// Seed makes loss and jitter reproducible.
@@ -157,6 +174,9 @@ func New(cfg Config) (*Device, error) {
 	}
 	if cfg.MaxRetransmit == 0 {
 		cfg.MaxRetransmit = DefaultMaxRetransmit
+	}
+	if cfg.FailuresBeforeReconnect <= 0 {
+		cfg.FailuresBeforeReconnect = failuresBeforeReconnect
 	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = 500 * time.Millisecond
@@ -363,11 +383,23 @@ func (d *Device) Run(ctx context.Context) error {
 		if d.cfg.OnResult != nil {
 			d.cfg.OnResult(seq, acked)
 		}
+		var answered *AnswerError
 		switch {
 		case acked:
 			d.Stats.Acked.Add(1)
 			d.Stats.Latency.Observe(time.Since(now))
 			fails = 0
+		case errors.As(err, &answered):
+			// The bridge answered: the session is alive, the message
+			// was refused (5.03: retry later).
+			d.Stats.Unacked.Add(1)
+			fails = 0
+			if answered.Code == codes.ServiceUnavailable {
+				d.Stats.Unavailable.Add(1)
+				if d.cfg.OnUnavailable != nil {
+					d.cfg.OnUnavailable(seq, answered.MaxAge)
+				}
+			}
 		case d.cfg.Confirmable:
 			d.Stats.Unacked.Add(1)
 			fails++
@@ -379,7 +411,7 @@ func (d *Device) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if fatal || fails >= failuresBeforeReconnect {
+		if fatal || fails >= d.cfg.FailuresBeforeReconnect {
 			drop(fmt.Sprintf("send failed: %v", err))
 			next = time.Now().Add(bo.Next())
 			continue

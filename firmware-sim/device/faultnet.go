@@ -17,6 +17,7 @@ import (
 // rebind to a new source port mid-session as a NAT would.
 type FaultConn struct {
 	bindIP net.IP
+	listen ListenFunc
 	loss   float64 // probability 0..1
 	stats  *report.Stats
 
@@ -36,8 +37,20 @@ type FaultConn struct {
 // lossPercent in [0,100) drops datagrams in each direction; drops are
 // counted in st (DroppedOut, DroppedIn).
 func ListenFault(bindIP net.IP, lossPercent float64, seed uint64, st *report.Stats) (*FaultConn, error) {
-	c := &FaultConn{bindIP: bindIP, loss: lossPercent / 100, stats: st, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
-	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: bindIP})
+	return listenFault(nil, bindIP, lossPercent, seed, st)
+}
+
+// ListenFunc opens the device's UDP socket (Config.Listen).
+type ListenFunc func(laddr *net.UDPAddr) (*net.UDPConn, error)
+
+func listenUDP(laddr *net.UDPAddr) (*net.UDPConn, error) { return net.ListenUDP("udp", laddr) }
+
+func listenFault(listen ListenFunc, bindIP net.IP, lossPercent float64, seed uint64, st *report.Stats) (*FaultConn, error) {
+	if listen == nil {
+		listen = listenUDP
+	}
+	c := &FaultConn{bindIP: bindIP, listen: listen, loss: lossPercent / 100, stats: st, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	u, err := listen(&net.UDPAddr{IP: bindIP})
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +120,7 @@ func (c *FaultConn) Rebind() error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: c.bindIP})
+	u, err := c.listen(&net.UDPAddr{IP: c.bindIP})
 	if err != nil {
 		return err
 	}

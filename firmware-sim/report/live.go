@@ -64,7 +64,7 @@ func (l *Live) Print(s Line) {
 	fmt.Fprintf(&b, "firmware-sim   elapsed %s\n\n", s.Elapsed.Truncate(time.Second))
 	fmt.Fprintf(&b, "  devices connected   %d / %d\n", t.Connected, s.Devices)
 	fmt.Fprintf(&b, "  handshakes          %d ok, %d failed, %d reconnects, %d rebinds\n", t.Handshakes, t.HandshakeFailures, t.Reconnects, t.Rebinds)
-	fmt.Fprintf(&b, "  telemetry           %d sent, %d acknowledged, %d unacked\n", t.Sent, t.Acked, t.Unacked)
+	fmt.Fprintf(&b, "  telemetry           %d sent, %d acknowledged, %d unacked (%d answered 5.03)\n", t.Sent, t.Acked, t.Unacked, t.Unavailable)
 	fmt.Fprintf(&b, "  lost                %s\n", lost)
 	fmt.Fprintf(&b, "  latency             p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", t.Latency.P50Ms, t.Latency.P99Ms, t.Latency.MaxMs)
 	fmt.Fprintf(&b, "  device side         %d requests served, %d notifications, %d MQTT commands (%d replies acked)\n", t.Served, t.Notifications, t.Commands, t.CommandReplies)

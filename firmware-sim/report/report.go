@@ -53,6 +53,7 @@ type Counters struct {
 	Sent              uint64  `json:"sent"`
 	Acked             uint64  `json:"acked"`
 	Unacked           uint64  `json:"unacked"`
+	Unavailable       uint64  `json:"unavailable_503,omitempty"`
 	Served            uint64  `json:"served"`
 	Notifications     uint64  `json:"notifications"`
 	Commands          uint64  `json:"commands_received"`
@@ -74,6 +75,7 @@ func CountersOf(s *Stats) Counters {
 		Sent:              s.Sent.Load(),
 		Acked:             s.Acked.Load(),
 		Unacked:           s.Unacked.Load(),
+		Unavailable:       s.Unavailable.Load(),
 		Served:            s.Served.Load(),
 		Notifications:     s.Notifications.Load(),
 		Commands:          s.Commands.Load(),

@@ -30,6 +30,9 @@ type Stats struct {
 	Acked atomic.Uint64
 	// Unacked counts messages that timed out or failed without an ack.
 	Unacked atomic.Uint64
+	// Unavailable counts telemetry messages answered 5.03 Service
+	// Unavailable (CoAP; included in Unacked).
+	Unavailable atomic.Uint64
 	// Served counts requests the device answered on its CoAP server side.
 	Served atomic.Uint64
 	// Notifications counts observe notifications the device sent.
@@ -56,6 +59,7 @@ func (s *Stats) Add(o *Stats) {
 	s.Sent.Add(o.Sent.Load())
 	s.Acked.Add(o.Acked.Load())
 	s.Unacked.Add(o.Unacked.Load())
+	s.Unavailable.Add(o.Unavailable.Load())
 	s.Served.Add(o.Served.Load())
 	s.Notifications.Add(o.Notifications.Load())
 	s.Commands.Add(o.Commands.Load())

@@ -116,6 +116,9 @@ type Group struct {
 	Suite string `yaml:"suite"`
 	// CID enables DTLS Connection ID (RFC 9146); coap only.
 	CID bool `yaml:"cid"`
+	// ZeroToken sends CoAP telemetry with a zero-length token (RFC 7252
+	// §5.3.1), as many MCU stacks do; coap only.
+	ZeroToken bool `yaml:"zero_token"`
 	// Format is the SenML representation, "json" or "cbor".
 	Format string `yaml:"format"`
 	// Interval is the telemetry period.
@@ -276,7 +279,7 @@ var known = map[string][]string{
 	"collector":        {"url"},
 	"credentials":      {"file", "seed"},
 	"report":           {"interval", "json"},
-	"groups":           {"name", "count", "prefix", "protocol", "auth", "suite", "cid", "format", "interval", "confirmable", "sleep", "faults", "reconnect"},
+	"groups":           {"name", "count", "prefix", "protocol", "auth", "suite", "cid", "zero_token", "format", "interval", "confirmable", "sleep", "faults", "reconnect"},
 	"groups.sleep":     {"awake"},
 	"groups.faults":    {"loss_percent", "rebind_every"},
 	"groups.reconnect": {"min", "max"},

@@ -121,6 +121,9 @@ func (s *Scenario) validate(root *yaml.Node) error {
 		if g.Protocol == "mqtt" && g.CID {
 			return bad(fmt.Sprintf("groups[%d].cid applies to coap (DTLS) only", i), "groups", idx, "cid")
 		}
+		if g.Protocol == "mqtt" && g.ZeroToken {
+			return bad(fmt.Sprintf("groups[%d].zero_token applies to coap only", i), "groups", idx, "zero_token")
+		}
 		switch g.Format {
 		case "":
 			g.Format = "json"

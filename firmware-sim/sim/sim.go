@@ -141,7 +141,7 @@ func NewFleet(sc *scenario.Scenario, opts Options) (*Fleet, error) {
 				Name: name, Group: g.Name, Index: idx, Protocol: device.Protocol(g.Protocol),
 				Path: sc.Target.CoAPPath, PUT: sc.Target.CoAPMethod == "put", Topic: sc.Target.MQTTTopic, Creds: e,
 				ReplyPrefix: sc.Target.MQTTReplyPrefix,
-				Suite:       g.Suite, CID: g.CID, Format: format, Interval: g.Interval,
+				Suite:       g.Suite, CID: g.CID, ZeroToken: g.ZeroToken, Format: format, Interval: g.Interval,
 				Confirmable: g.IsConfirmable(), LossPercent: g.Faults.LossPercent,
 				RebindEvery: g.Faults.RebindEvery, BackoffMin: g.Reconnect.Min, BackoffMax: g.Reconnect.Max,
 				AckTimeout: opts.AckTimeout, MaxRetransmit: opts.MaxRetransmit,
