@@ -50,6 +50,10 @@ type Options struct {
 	DTLSCases string
 	// Docs is where BENCHMARKS.md and benchmarks.png go ("" = don't write).
 	Docs string
+	// AttackDur is how long the attack suite's IKE flood runs, and
+	// AttackSites how many real sites set up during it.
+	AttackDur   time.Duration
+	AttackSites int
 	// Quick runs every suite once at the smallest sizes that still
 	// exercise it (make test): a run with a failed suite, a failed side
 	// or a ceiling bug exits non-zero.
@@ -74,6 +78,7 @@ var suites = []suite{
 	{"coap", benchCoAPRelay},
 	{"endpoints", benchEndpoints},
 	{"storm", benchStorm},
+	{"attack", benchAttack},
 }
 
 // quickOptions shrinks o for -quick: one round, short samples, small
@@ -88,6 +93,7 @@ func quickOptions(o *Options) {
 	o.InFlight = 16
 	o.Endpoints = []int{200}
 	o.StormSensors, o.StormUplinks = 100, 5
+	o.AttackDur, o.AttackSites = 2*time.Second, 2
 	o.Docs = ""
 }
 
@@ -137,6 +143,8 @@ type ratio struct {
 type Report struct {
 	groups []*group
 	notes  []string
+	// attacks are the "Under attack" rows (attack.go).
+	attacks []AttackRow
 	// bugs are ratios above 1.0 against a ceiling: the run fails.
 	bugs  []string
 	start time.Time
@@ -446,6 +454,8 @@ func Main(args []string) int {
 	fs.StringVar(&o.StormIKE, "storm-ike", "aes128-sha1-modp2048", "storm: the edge uplinks' IKE proposal")
 	fs.IntVar(&o.StormPar, "storm-par", 64, "storm: handshakes in flight per device process")
 	fs.StringVar(&o.DTLSCases, "dtls-cases", "psk,ecdsa", "dtls: which handshake pairs (psk, ecdsa)")
+	fs.DurationVar(&o.AttackDur, "attack-dur", 10*time.Second, "attack: how long the spoofed IKE flood runs")
+	fs.IntVar(&o.AttackSites, "attack-sites", 10, "attack: real sites that set up during the flood")
 	fs.StringVar(&o.Only, "only", "", "run only these measurements (comma-separated): "+suiteNames())
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
 	fs.BoolVar(&o.Quick, "quick", false, "run every suite once, small and short (make test); writes no docs, fails on any failure")
@@ -539,7 +549,7 @@ func suiteNames() string {
 // failures lists what makes a -quick run fail: measurements that failed
 // (runScoped), and sides that failed for another reason than a skip.
 func (r *Report) failures() []string {
-	f := scopeFailures()
+	f := append(scopeFailures(), r.attackFailures()...)
 	for _, g := range r.groups {
 		for _, row := range g.rows {
 			if row.Err != "" && !strings.HasPrefix(row.Err, "skipped") {
