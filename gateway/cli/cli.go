@@ -32,6 +32,9 @@ commands:
   run [-c FILE]                         run the gateway (default command)
   --check-config FILE | check-config FILE
                                         validate a configuration and exit
+  --check-config --fleet FLEET-FILE     validate every gateway of a fleet file
+                                        (gateways: [gw1.yaml, gw2.yaml]): one pool,
+                                        disjoint pool.slice, static addresses outside slices
   pki init|issue|revoke|crl|list ...    certificate authority (gateway pki -h)
   client-config IDENTITY --format F --gateway HOST [-c FILE]
                                         print a client configuration
@@ -144,8 +147,23 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, newEngine Engi
 }
 
 func cmdCheck(args []string, stdout io.Writer) error {
+	if len(args) == 2 && (args[0] == "--fleet" || args[0] == "-fleet") {
+		cfgs, err := config.CheckFleet(args[1])
+		if err != nil {
+			return err
+		}
+		for _, c := range cfgs {
+			slice := "whole pool"
+			if c.Pool.SliceLo.IsValid() {
+				slice = c.Pool.SliceLo.String() + "-" + c.Pool.SliceHi.String()
+			}
+			fmt.Fprintf(stdout, "%s: OK: pool %s, slice %s, %d identities\n", c.File, c.Pool.PrefixP, slice, len(c.Identities))
+		}
+		fmt.Fprintf(stdout, "%s: OK: %d gateways, slices disjoint, static addresses outside every slice\n", args[1], len(cfgs))
+		return nil
+	}
 	if len(args) != 1 {
-		return errors.New("usage: gateway --check-config FILE")
+		return errors.New("usage: gateway --check-config FILE | --check-config --fleet FLEET-FILE")
 	}
 	cfg, err := config.Load(args[0])
 	if err != nil {

@@ -165,3 +165,24 @@ func (l *lockedBuffer) waitFor(t *testing.T, s string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestCheckFleetCommand(t *testing.T) {
+	code, out, errs := run(t, "--check-config", "--fleet", "../../configs/fleet/fleet.yaml")
+	if code != 0 || !strings.Contains(out, "OK: 2 gateways, slices disjoint") || !strings.Contains(out, "slice 10.10.0.64-10.10.0.127") {
+		t.Errorf("example fleet: code %d, out %q, err %q", code, out, errs)
+	}
+	dir := t.TempDir()
+	for name, s := range map[string]string{
+		"a.yaml":     "psk: {shared: x}\npool: {prefix: 10.10.0.0/24, slice: 10.10.0.0/25}\n",
+		"b.yaml":     "psk: {shared: x}\npool: {prefix: 10.10.0.0/24, slice: 10.10.0.100-10.10.0.120}\n",
+		"fleet.yaml": "gateways: [a.yaml, b.yaml]\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, _, errs = run(t, "check-config", "--fleet", filepath.Join(dir, "fleet.yaml"))
+	if code != 1 || !strings.Contains(errs, "b.yaml:2: pool.slice 10.10.0.100-10.10.0.120 overlaps 10.10.0.1-10.10.0.127") {
+		t.Errorf("overlapping fleet: code %d, stderr %q", code, errs)
+	}
+}

@@ -147,7 +147,15 @@ type Pool struct {
 	// Gateway is the gateway's own PPP address, excluded from the pool
 	// (default: first host of the prefix).
 	Gateway string `yaml:"gateway"`
+	// Slice is the part of Prefix this gateway hands out dynamically when
+	// several gateways share the pool ("10.10.0.64/26" or
+	// "10.10.0.64-10.10.0.127"); slices of a fleet must be disjoint
+	// (gateway --check-config --fleet FILE checks). Default: the whole
+	// prefix.
+	Slice string `yaml:"slice"`
 
+	// SliceLo and SliceHi bound the parsed Slice (invalid when unset).
+	SliceLo, SliceHi netip.Addr `yaml:"-"`
 	// PrefixP and GatewayAddr are the parsed values.
 	PrefixP     netip.Prefix `yaml:"-"`
 	GatewayAddr netip.Addr   `yaml:"-"`

@@ -40,6 +40,7 @@ func (v *validator) run() {
 	v.imports()
 	c.PSK.SharedNotAfter = v.date(c.PSK.SharedExpires, "psk", "shared_expires")
 	v.pool()
+	v.poolSlice()
 	for i, d := range c.DNS {
 		a, err := netip.ParseAddr(d)
 		if err != nil || !a.Is4() {

@@ -33,6 +33,9 @@ type Pool struct {
 	sticky   map[string]uint32 // identity -> last offset it had
 	next     uint32            // next-fit cursor
 	inUse    int
+	// lo and hi bound the offsets Allocate hands out (a fleet slice,
+	// SetSlice); the whole pool by default.
+	lo, hi uint32
 }
 
 // New makes a pool over prefix, excluding the network and broadcast
@@ -45,6 +48,7 @@ func New(prefix netip.Prefix, gateway netip.Addr) (*Pool, error) {
 	base := u32(prefix.Addr())
 	total := uint32(1) << (32 - prefix.Bits())
 	p := &Pool{prefix: prefix, first: base + 1, size: total - 2, reserved: map[uint32]bool{}, sticky: map[string]uint32{}, owner: map[uint32]string{}}
+	p.lo, p.hi = 0, p.size-1
 	p.used = make([]bool, p.size)
 	p.refs = make([]uint16, p.size)
 	if gateway.IsValid() && prefix.Contains(gateway) {
@@ -79,6 +83,28 @@ func (p *Pool) offset(a netip.Addr) (uint32, bool) {
 // Prefix is the pool's prefix.
 func (p *Pool) Prefix() netip.Prefix { return p.prefix }
 
+// ErrSlice is returned by SetSlice for bounds outside the pool.
+var ErrSlice = errors.New("pool: slice outside the pool")
+
+// SetSlice limits dynamic allocation to the addresses lo..hi (inclusive):
+// the part of a fleet-wide pool this gateway serves, disjoint from the
+// other gateways' slices. Claim (RADIUS Framed-IP-Address) and Reserve
+// (static addresses) still take any address of the pool.
+func (p *Pool) SetSlice(lo, hi netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok1 := p.offset(lo)
+	h, ok2 := p.offset(hi)
+	if !ok1 || !ok2 || h < l {
+		return fmt.Errorf("%w: %s-%s in %s", ErrSlice, lo, hi, p.prefix)
+	}
+	p.lo, p.hi, p.next = l, h, l
+	return nil
+}
+
+// inSlice reports whether an offset may be handed out by Allocate.
+func (p *Pool) inSlice(off uint32) bool { return off >= p.lo && off <= p.hi }
+
 // Reserve takes a static address out of dynamic allocation. Addresses
 // outside the pool are accepted and ignored (static addresses need not be
 // in the pool).
@@ -98,13 +124,17 @@ func (p *Pool) Reserve(a netip.Addr) {
 func (p *Pool) Allocate(identity string) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if off, ok := p.sticky[identity]; ok && (!p.used[off] || (p.refs[off] > 0 && p.owner[off] == identity)) {
+	if off, ok := p.sticky[identity]; ok && p.inSlice(off) && (!p.used[off] || (p.refs[off] > 0 && p.owner[off] == identity)) {
 		return p.take(identity, off), nil
 	}
-	for i := uint32(0); i < p.size; i++ {
-		off := (p.next + i) % p.size
+	n := p.hi - p.lo + 1
+	if p.next < p.lo || p.next > p.hi {
+		p.next = p.lo
+	}
+	for i := uint32(0); i < n; i++ {
+		off := p.lo + (p.next-p.lo+i)%n
 		if !p.used[off] {
-			p.next = (off + 1) % p.size
+			p.next = p.lo + (off-p.lo+1)%n
 			return p.take(identity, off), nil
 		}
 	}
@@ -166,9 +196,15 @@ func (p *Pool) InUse() int {
 	return p.inUse
 }
 
-// Free is the number of addresses still available.
+// Free is the number of addresses Allocate can still hand out.
 func (p *Pool) Free() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return int(p.size) - p.inUse - len(p.reserved)
+	n := 0
+	for off := p.lo; off <= p.hi; off++ {
+		if !p.used[off] {
+			n++
+		}
+	}
+	return n
 }

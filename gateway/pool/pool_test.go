@@ -99,3 +99,41 @@ func join(s []string) string {
 	}
 	return out
 }
+
+// TestSlice: a gateway of a fleet hands out only its slice; claims and
+// reservations still take any pool address.
+func TestSlice(t *testing.T) {
+	p, err := New(netip.MustParsePrefix("10.10.0.0/24"), netip.MustParseAddr("10.10.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetSlice(netip.MustParseAddr("10.10.0.64"), netip.MustParseAddr("10.10.0.66")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetSlice(netip.MustParseAddr("10.10.1.64"), netip.MustParseAddr("10.10.0.66")); err == nil {
+		t.Error("slice outside the pool accepted")
+	}
+	if p.Free() != 3 {
+		t.Errorf("Free = %d, want 3", p.Free())
+	}
+	got := map[netip.Addr]bool{}
+	for _, id := range []string{"a", "b", "c"} {
+		a, err := p.Allocate(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Compare(netip.MustParseAddr("10.10.0.64")) < 0 || a.Compare(netip.MustParseAddr("10.10.0.66")) > 0 {
+			t.Errorf("%s got %s outside the slice", id, a)
+		}
+		got[a] = true
+	}
+	if len(got) != 3 {
+		t.Errorf("addresses not distinct: %v", got)
+	}
+	if _, err := p.Allocate("d"); err != ErrExhausted {
+		t.Errorf("fourth allocation: %v, want ErrExhausted", err)
+	}
+	if err := p.Claim("radius-user", netip.MustParseAddr("10.10.0.200")); err != nil {
+		t.Errorf("claim outside the slice: %v", err)
+	}
+}

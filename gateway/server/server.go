@@ -129,6 +129,11 @@ func newPool(cfg *config.Config) (*pool.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Pool.SliceLo.IsValid() {
+		if err := p.SetSlice(cfg.Pool.SliceLo, cfg.Pool.SliceHi); err != nil {
+			return nil, err
+		}
+	}
 	for _, id := range cfg.Identities {
 		if id.Addr.IsValid() {
 			p.Reserve(id.Addr)
