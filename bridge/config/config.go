@@ -104,6 +104,18 @@ type MQTT struct {
 	// (mosquitto's max_inflight_messages, 20 by default): above it an MQTT
 	// 3.1.1 broker may drop the message after a normal-looking PUBREC.
 	CentralInflight int `yaml:"central_inflight"`
+	// Bounds on what one device or an unauthenticated peer can make the
+	// broker keep (downlink/mqtt bounds.go; 0: its defaults).
+	MaxPacketSize       uint32        `yaml:"max_packet_size"`
+	MaxTopicLength      int           `yaml:"max_topic_length"`
+	TopicAliasMaximum   uint16        `yaml:"topic_alias_maximum"`
+	MaxSubscriptions    int           `yaml:"max_subscriptions"`
+	RetainedPerEndpoint int           `yaml:"retained_per_endpoint"`
+	ReceiveMaximum      uint16        `yaml:"receive_maximum"`
+	MaxQueued           uint16        `yaml:"max_queued"`
+	SessionExpiry       time.Duration `yaml:"session_expiry"`
+	MaxPendingConnects  int           `yaml:"max_pending_connects"`
+	MaxPendingPerSource int           `yaml:"max_pending_connects_per_source"`
 }
 
 // CoAPSpool configures store-and-forward for device → central CoAP
@@ -278,6 +290,18 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fail("coap_spool.endpoint_max_bytes", "coap_spool.endpoint_max_bytes must not exceed max_bytes")
 	case cs.RetryAfter < 0 || cs.RetryAfter > 0 && cs.RetryAfter < time.Second:
 		return nil, fail("coap_spool.retry_after", "coap_spool.retry_after must be at least 1s (Max-Age is in seconds)")
+	}
+	switch m := c.MQTT; {
+	case m.MaxTopicLength < 0:
+		return nil, fail("mqtt.max_topic_length", "mqtt.max_topic_length must be positive (0: default 256)")
+	case m.MaxSubscriptions < 0:
+		return nil, fail("mqtt.max_subscriptions", "mqtt.max_subscriptions must be positive (0: default 16)")
+	case m.RetainedPerEndpoint < 0:
+		return nil, fail("mqtt.retained_per_endpoint", "mqtt.retained_per_endpoint must be 0 (keep none, the default) or more")
+	case m.SessionExpiry < 0:
+		return nil, fail("mqtt.session_expiry", "mqtt.session_expiry must be a positive duration such as 72h (0: default)")
+	case m.MaxPendingConnects < 0 || m.MaxPendingPerSource < 0:
+		return nil, fail("mqtt.max_pending_connects", "mqtt.max_pending_connects and max_pending_connects_per_source must be positive (0: defaults 256, 8)")
 	}
 	if c.MQTT.CentralInflight < 0 || c.MQTT.CentralInflight > 65535 {
 		return nil, fail("mqtt.central_inflight", "mqtt.central_inflight must be 1..65535 (0: default 20)")

@@ -72,6 +72,10 @@ func startMQTT(cfg *config.Config, reg *device.Registry, ca *device.CA, srvCert 
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12},
 		PublishRate: m.PublishRate, SessionDB: filepath.Join(cfg.StateDir, "mqtt-sessions.db"),
 		SessionDBSync: m.SessionSync, Logger: log,
+		MaxPacketSize: m.MaxPacketSize, MaxTopicLength: m.MaxTopicLength, TopicAliasMaximum: m.TopicAliasMaximum,
+		MaxSubscriptions: m.MaxSubscriptions, RetainedPerEndpoint: m.RetainedPerEndpoint, ReceiveMaximum: m.ReceiveMaximum,
+		MaxQueued: m.MaxQueued, SessionExpiry: m.SessionExpiry, MaxPendingConnects: m.MaxPendingConnects,
+		MaxPendingConnectsPerSource: m.MaxPendingPerSource,
 	}
 	if ms.broker, err = mqtt.New(bc); err != nil {
 		ms.close()

@@ -27,7 +27,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -103,6 +105,35 @@ type Config struct {
 	// zero. mochi sets no deadline before CONNECT, so without it an idle
 	// connection would be held forever.
 	ConnectTimeout time.Duration
+	// Bounds on what one device or an unauthenticated peer can make the
+	// broker keep (bounds.go); zero means the Default… constant.
+	// MaxTopicLength bounds a device's topic names and filters (bytes);
+	// longer ones end the connection (Stats.TopicTooLong).
+	MaxTopicLength int
+	// TopicAliasMaximum is offered to MQTT 5 devices; an alias above it
+	// ends the connection (Stats.AliasRefused).
+	TopicAliasMaximum uint16
+	// MaxSubscriptions per client; more get a SUBACK failure
+	// (Stats.SubscriptionsRefused).
+	MaxSubscriptions int
+	// RetainedPerEndpoint is how many retained topics the broker keeps per
+	// endpoint; zero keeps none (devices cannot read each other's or
+	// their own telemetry), negative means the default (none). Retained
+	// publishes are still relayed upstream with the flag; the ones not
+	// kept are counted in Stats.RetainDropped.
+	RetainedPerEndpoint int
+	// ReceiveMaximum bounds a device's unacknowledged QoS 1/2 publishes;
+	// MaxQueued the messages kept for one client (a sleeping device's
+	// commands), over which mochi drops the oldest.
+	ReceiveMaximum, MaxQueued uint16
+	// SessionExpiry bounds how long a disconnected device's session
+	// (subscriptions, queued commands) is kept.
+	SessionExpiry time.Duration
+	// MaxPendingConnects and MaxPendingConnectsPerSource bound connections
+	// accepted but without a CONNECT yet (TLS handshake included), in
+	// total and per source IP; more are closed at once
+	// (Stats.PendingConnectRefused, PendingConnectRefusedSource).
+	MaxPendingConnects, MaxPendingConnectsPerSource int
 	// Upstream receives device messages (may be nil: nothing is relayed).
 	Upstream Upstream
 	// SessionDB, if set, is a bbolt file where device sessions are kept
@@ -128,6 +159,9 @@ type Broker struct {
 	warnRL rateLimiter
 	srv    *mochi.Server
 	hook   *hook
+	bounds *boundsHook
+
+	pending pendingConns
 
 	mu     sync.Mutex
 	addrs  map[string]net.Addr
@@ -168,6 +202,33 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = link.System
 	}
+	if cfg.MaxTopicLength <= 0 {
+		cfg.MaxTopicLength = DefaultMaxTopicLength
+	}
+	if cfg.TopicAliasMaximum == 0 {
+		cfg.TopicAliasMaximum = DefaultTopicAliasMaximum
+	}
+	if cfg.MaxSubscriptions <= 0 {
+		cfg.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	if cfg.RetainedPerEndpoint < 0 {
+		cfg.RetainedPerEndpoint = 0
+	}
+	if cfg.ReceiveMaximum == 0 {
+		cfg.ReceiveMaximum = DefaultReceiveMaximum
+	}
+	if cfg.MaxQueued == 0 {
+		cfg.MaxQueued = DefaultMaxQueued
+	}
+	if cfg.SessionExpiry <= 0 {
+		cfg.SessionExpiry = DefaultSessionExpiry
+	}
+	if cfg.MaxPendingConnects <= 0 {
+		cfg.MaxPendingConnects = DefaultMaxPendingConnects
+	}
+	if cfg.MaxPendingConnectsPerSource <= 0 {
+		cfg.MaxPendingConnectsPerSource = DefaultMaxPendingConnectsPerSource
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -179,14 +240,26 @@ func New(cfg Config) (*Broker, error) {
 		warnRL: rateLimiter{interval: time.Second},
 		addrs:  make(map[string]net.Addr),
 	}
+	b.pending = pendingConns{max: cfg.MaxPendingConnects, maxPerSource: cfg.MaxPendingConnectsPerSource,
+		by: map[netip.Addr]int{}, conns: map[net.Conn]netip.Addr{}}
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketSize
 	caps.SharedSubAvailable = 0
+	caps.TopicAliasMaximum = cfg.TopicAliasMaximum
+	caps.ReceiveMaximum = cfg.ReceiveMaximum
+	caps.MaximumInflight = cfg.MaxQueued
+	caps.MaximumSessionExpiryInterval = uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32))
 	// Mochi's library logs go to our logger at warn and above only.
 	mlog := slog.New(&levelFilter{h: b.log.Handler(), min: slog.LevelWarn})
 	b.srv = mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: mlog})
 	b.hook = &hook{b: b, connected: make(map[string]int), limits: make(map[string]*rate.Limiter)}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	// After b.hook: its OnSubscribe mounts the filters and its OnPublish
+	// relays upstream before the bounds see them.
+	b.bounds = &boundsHook{b: b, retained: map[string]map[string]struct{}{}}
+	if err := b.srv.AddHook(b.bounds, nil); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 	if cfg.SessionDB != "" {
@@ -315,6 +388,18 @@ type countingListener struct {
 // Serve implements listeners.Listener.
 func (l *countingListener) Serve(establish listeners.EstablishFn) {
 	l.Net.Serve(func(id string, c net.Conn) error {
+		b := l.h.b
+		if ok, perSource := b.pending.admit(c); !ok {
+			if perSource {
+				b.stats.PendingConnectRefusedSource.Add(1)
+			} else {
+				b.stats.PendingConnectRefused.Add(1)
+			}
+			b.warn("mqtt connection refused: too many without CONNECT", "peer", c.RemoteAddr().String(), "per_source", perSource)
+			_ = c.Close()
+			return nil
+		}
+		defer b.pending.release(c)
 		// mochi replaces this deadline with the keep-alive one after
 		// CONNECT (or clears it for keep alive 0).
 		_ = c.SetDeadline(time.Now().Add(l.h.b.cfg.ConnectTimeout))

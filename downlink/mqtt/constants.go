@@ -18,6 +18,30 @@ const (
 	// topic "T" lives at "ep/<endpoint>/T" inside the broker, so endpoints
 	// can never see each other's topics (like mosquitto's mount_point).
 	mountPrefix = "ep/"
+
+	// DefaultMaxTopicLength bounds a device's topic names and filters;
+	// device topics are short ("telemetry/temp"), the mount prefix and
+	// endpoint name come on top inside the broker.
+	DefaultMaxTopicLength = 256
+	// DefaultTopicAliasMaximum is offered to MQTT 5 devices (mochi's
+	// default was 65535, each alias holding a topic of any length).
+	DefaultTopicAliasMaximum = 8
+	// DefaultMaxSubscriptions per client: a device subscribes to its
+	// command topics, a handful.
+	DefaultMaxSubscriptions = 16
+	// DefaultReceiveMaximum bounds a device's QoS 1/2 publishes awaiting
+	// acknowledgement (mochi: 1024).
+	DefaultReceiveMaximum = 32
+	// DefaultMaxQueued bounds messages kept for one client, e.g. commands
+	// for a sleeping device (mochi: 8192); mochi drops the oldest over it.
+	DefaultMaxQueued = 256
+	// DefaultSessionExpiry bounds how long a disconnected device's session
+	// is kept (mochi: forever): three days covers a weekend of sleep.
+	DefaultSessionExpiry = 72 * time.Hour
+	// DefaultMaxPendingConnects and DefaultMaxPendingConnectsPerSource
+	// bound connections without a CONNECT yet (≈ 100 KB each with TLS).
+	DefaultMaxPendingConnects          = 256
+	DefaultMaxPendingConnectsPerSource = 8
 )
 
 // DefaultPublishFilters are the device-side topics a device may publish to.

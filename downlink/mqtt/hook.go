@@ -145,6 +145,9 @@ func (h *hook) classify(err error) {
 	case packets.ErrPacketTooLarge.Code:
 		h.b.stats.Oversized.Add(1)
 		h.b.warn("mqtt packet too large", "err", err)
+	case packets.ErrTopicAliasInvalid.Code:
+		h.b.stats.AliasRefused.Add(1)
+		h.b.warn("mqtt topic alias over the maximum", "err", err)
 	case packets.ErrMalformedPacket.Code, packets.ErrProtocolViolation.Code:
 		h.b.stats.Malformed.Add(1)
 		h.b.warn("mqtt malformed packet", "err", err)

@@ -31,4 +31,12 @@ type Stats struct {
 	UpstreamRefused atomic.Uint64
 	// Delivered counts messages delivered down to devices by Deliver.
 	Delivered atomic.Uint64
+	// Bounds (bounds.go): TopicTooLong counts connections closed for a
+	// topic over MaxTopicLength, AliasRefused for a topic alias over
+	// TopicAliasMaximum; SubscriptionsRefused filters over
+	// MaxSubscriptions; RetainDropped retained publishes not kept;
+	// PendingConnectRefused(Source) connections closed over
+	// MaxPendingConnects(PerSource).
+	TopicTooLong, AliasRefused, SubscriptionsRefused, RetainDropped atomic.Uint64
+	PendingConnectRefused, PendingConnectRefusedSource              atomic.Uint64
 }
