@@ -141,8 +141,10 @@ Add-VpnConnectionRoute -ConnectionName {{$.Q $.Name}} -DestinationPrefix {{$.Q .
 # Routes are also pushed by the gateway (DHCPINFORM options 121/249).
 # Connect once with the PPP credentials (user {{.Q .Identity.PPP.User}}):
 rasdial {{.Name}} {{.Identity.PPP.User}} {{.Q .Identity.PPP.Password}}
-# If this PC is behind NAT and the gateway is too, allow NAT-T once (then reboot):
-# Set-ItemProperty -Path 'HKLM:\SYSTEM\CurrentControlSet\Services\PolicyAgent' -Name AssumeUDPEncapsulationContextOnSendRule -Type DWord -Value 2
+# NAT: no registry change (AssumeUDPEncapsulationContextOnSendRule) is needed for this gateway,
+# whether this PC, the gateway or both sit behind NAT (a home router, a cloud VM's 1:1 NAT, a port
+# forward): the gateway answers NAT detection so that only this PC appears to be behind one, which
+# Windows accepts by default. Error 809 therefore means UDP 500 or 4500 is blocked on the way.
 `
 
 const mikrotikTmpl = `# fleetgate client configuration for identity {{.Identity.Name}} (MikroTik RouterOS 6.45+/7)

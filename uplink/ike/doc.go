@@ -38,10 +38,14 @@
 // the first of the initiator's transforms that the policy allows. Legacy
 // algorithms (3DES, MD5, MODP 1024) are only used when listed explicitly.
 //
-// Unless Config.AllowRawESP is set, the engine sends a randomised NAT-D
-// hash for its own address (as strongSwan's encap=yes does), so both ends
-// detect a NAT and use UDP-encapsulated ESP on the NAT-T port: our ESP
-// runs in userspace and cannot receive raw ESP.
+// Unless Config.AllowRawESP is set, the engine sends one randomised NAT-D
+// hash so both ends detect a NAT and use UDP-encapsulated ESP on the NAT-T
+// port (our ESP runs in userspace and cannot receive raw ESP): as the
+// initiator, the hash of its own address (as strongSwan's encap=yes does);
+// as the responder, the hash of the peer's address, so the client believes
+// it is behind a NAT (as SoftEther does) and the server never appears to
+// be: stock Windows refuses a server behind NAT unless a registry value is
+// set.
 //
 // # Concurrency
 //

@@ -242,9 +242,10 @@ type Config struct {
 	RatePerSource  float64 // new phase 1 per second per source address; default 5
 	BurstPerSource int     // default 10
 	NATTPort       uint16  // default 4500 (the ESP transport's NAT-T port)
-	// AllowRawESP, when false (the default), makes us claim a NAT with a
-	// fake NAT-D hash so both sides use UDP-encapsulated ESP on the NAT-T
-	// port, as strongSwan's encap=yes does: our ESP runs in userspace.
+	// AllowRawESP, when false (the default), makes NAT-D claim a NAT with
+	// one fake hash so both sides use UDP-encapsulated ESP on the NAT-T
+	// port (our ESP runs in userspace): an initiator claims to be behind
+	// it, a responder tells the peer that the peer is (see natdPayloads).
 	AllowRawESP bool
 	// OnEvent receives SA events, in order, never under the engine's lock.
 	OnEvent func(Event)

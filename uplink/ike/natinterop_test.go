@@ -1,8 +1,10 @@
 package ike
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/fleetgate/fleetgate/internal/netns"
@@ -104,4 +106,70 @@ func TestInteropCharonBehindNAT(t *testing.T) {
 	ch.waitLog(t, "local host is behind NAT", "IKE_SA fg[1] established", "ESP:AES_GCM_16_128")
 	// charon sends HASH(3) only after installing the SA, which fails here.
 	ch.waitLog(t, "unable to install")
+}
+
+// TestInteropNoNATServerNotBehindNAT: charon dials our responder with no
+// NAT in between and raw ESP off (the gateway's default). NAT-D still moves
+// both to UDP encapsulation on 4500, but the way stock Windows accepts:
+// charon believes it is itself behind a NAT ("local host is behind NAT")
+// and never that the server is ("remote host is behind NAT", which makes
+// Windows refuse the server unless a registry value is set).
+func TestInteropNoNATServerNotBehindNAT(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "charon")
+	ns := newNetnsPair(t)
+	_, events := interopEngineAt(t, ns.ours, ourAddr, func(c *Config) {
+		natSet(c)
+		c.AllowRawESP = false
+	})
+	ch := startCharon(t, ns.peer, natSwanctl(charonAddr, charonAddr, ourAddr, ourAddr, "start"), nil)
+	up := nextEvent(t, events, EventIKEUp)
+	if up.Remote.Port() != 4500 {
+		t.Errorf("peer %v: want it floated to 4500 (UDP encapsulation)", up.Remote)
+	}
+	log := ch.waitLog(t, "local host is behind NAT", "IKE_SA fg[1] established", "ESP:AES_GCM_16_128")
+	ch.waitLog(t, "unable to install")
+	if strings.Contains(ch.Log(), "remote host is behind NAT") {
+		t.Errorf("charon believes the server is behind NAT:\n%s", log)
+	}
+}
+
+// TestInteropServerBehindStaticNAT: our responder sits behind a 1:1 NAT
+// (a cloud VM's public address, here nftables DNAT/SNAT on "wan" mapping
+// 198.51.100.50 to gw's 203.0.113.2) and charon dials the public address.
+// Its NAT-D would show the server behind a NAT; the responder answers with
+// the hash the client computed for it, so charon still finds only itself
+// behind a NAT: stock Windows needs no registry change for such a gateway.
+func TestInteropServerBehindStaticNAT(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "charon")
+	testenv.RequireBinary(t, "nft")
+	topo := netns.New(t, netns.Options{})
+	edge, wan, gw := topo.Host("edge"), topo.Host("wan"), topo.Host("gw")
+	const public = "198.51.100.50"
+	ctx := context.Background()
+	if out, err := wan.Run(ctx, "ip", "addr", "add", public+"/32", "dev", "edge"); err != nil {
+		t.Fatal(out, err)
+	}
+	nat := `table ip staticnat {
+  chain pre { type nat hook prerouting priority -100; ip daddr ` + public + ` dnat to ` + gw.Addr.String() + `; }
+  chain post { type nat hook postrouting priority 100; ip saddr ` + gw.Addr.String() + ` snat to ` + public + `; }
+}
+`
+	cmd := wan.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(nat)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	_, events := interopEngineAt(t, gw, gw.Addr.String(), func(c *Config) {
+		natSet(c)
+		c.AllowRawESP = false
+	})
+	ch := startCharon(t, edge, natSwanctl(edge.Addr.String(), edge.Addr.String(), public, gw.Addr.String(), "start"), nil)
+	nextEvent(t, events, EventIKEUp)
+	log := ch.waitLog(t, "local host is behind NAT", "IKE_SA fg[1] established", "ESP:AES_GCM_16_128")
+	ch.waitLog(t, "unable to install")
+	if strings.Contains(ch.Log(), "remote host is behind NAT") {
+		t.Errorf("charon believes the server behind the static NAT is behind NAT:\n%s", log)
+	}
 }

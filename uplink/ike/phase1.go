@@ -207,8 +207,20 @@ func (sa *ikeSA) initRecvMM2(m *Message) error {
 }
 
 // natdPayloads builds NAT-D for the destination then the source (RFC 3947
-// §3.2). Unless raw ESP is allowed, our own hash is randomised so that both
-// sides see a NAT and use UDP encapsulation (what strongSwan's encap=yes does).
+// §3.2). Unless raw ESP is allowed, one hash is randomised so that both
+// sides see a NAT and use UDP encapsulation (our ESP runs in userspace and
+// cannot take raw ESP), and always the same way round: the client is the
+// one "behind a NAT". An initiator randomises its own hash (strongSwan's
+// encap=yes); a responder randomises the hash of the peer's address, so
+// the peer believes it is behind a NAT itself (SoftEther does this): stock
+// Windows accepts a client behind a NAT by default but refuses a server
+// behind one unless a registry value is set (error 809), and charon logs
+// "local host is behind NAT", never "remote host is behind NAT". For the
+// same reason a responder's own hash is the one the peer computed for our
+// address as the peer sees it (its first NAT-D): a gateway that is itself
+// behind a static NAT or port forward (a cloud VM's 1:1 NAT) still does
+// not look NATed; encapsulation is forced anyway, and the client, which
+// believes it is the one behind a NAT, sends the keepalives.
 func (sa *ikeSA) natdPayloads() []Payload {
 	if sa.nat == natNone {
 		return nil
@@ -221,12 +233,22 @@ func (sa *ikeSA) natdPayloads() []Payload {
 	dst := natdHash(h, sa.ci[:], sa.cr[:], sa.remote.Addr().Unmap().AsSlice(), sa.remote.Port())
 	src := natdHash(h, sa.ci[:], sa.cr[:], sa.local.Addr().Unmap().AsSlice(), sa.local.Port())
 	if !sa.e.cfg.AllowRawESP {
-		src = sa.e.random(len(src))
+		if sa.role == RoleResponder {
+			dst = sa.e.random(len(dst))
+			if len(sa.peerSeesUs) == len(src) {
+				src = sa.peerSeesUs
+			}
+		} else {
+			src = sa.e.random(len(src))
+		}
 	}
 	return []Payload{{t, dst}, {t, src}}
 }
 
-// checkNATD compares the peer's NAT-D payloads with what we see (RFC 3947 §3.2).
+// checkNATD compares the peer's NAT-D payloads with what we see (RFC 3947
+// §3.2). Without raw ESP the side that is "behind a NAT" is forced as
+// natdPayloads announced it: the initiator (us, or the peer when we
+// respond).
 func (sa *ikeSA) checkNATD(m *Message) {
 	if sa.nat == natNone {
 		return
@@ -240,12 +262,20 @@ func (sa *ikeSA) checkNATD(m *Message) {
 	}
 	h := sa.prop.Hash
 	me := natdHash(h, sa.ci[:], sa.cr[:], sa.local.Addr().Unmap().AsSlice(), sa.local.Port())
-	sa.natLocal = !bytes.Equal(ps[0].Body, me) || !sa.e.cfg.AllowRawESP
+	sa.natLocal = !bytes.Equal(ps[0].Body, me)
+	sa.peerSeesUs = append(sa.peerSeesUs[:0], ps[0].Body...)
 	them := natdHash(h, sa.ci[:], sa.cr[:], sa.remote.Addr().Unmap().AsSlice(), sa.remote.Port())
 	sa.natRemote = true
 	for _, p := range ps[1:] {
 		if bytes.Equal(p.Body, them) {
 			sa.natRemote = false
+		}
+	}
+	if !sa.e.cfg.AllowRawESP {
+		if sa.role == RoleResponder {
+			sa.natRemote = true
+		} else {
+			sa.natLocal = true
 		}
 	}
 	sa.log.Debug("NAT detection", "local_behind_nat", sa.natLocal, "peer_behind_nat", sa.natRemote)

@@ -54,8 +54,9 @@ type ikeSA struct {
 	local, remote netip.AddrPort
 	natt          bool // talking on the NAT-T port
 	nat           natVersion
-	natLocal      bool // we are behind a NAT (or pretend to be)
-	natRemote     bool // the peer is behind a NAT
+	natLocal      bool   // we are behind a NAT (or pretend to be)
+	natRemote     bool   // the peer is behind a NAT
+	peerSeesUs    []byte // the peer's NAT-D hash of our address (responder)
 	peerDPD       bool
 
 	prop   IKEProposal
