@@ -86,7 +86,7 @@ func TestLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	if l := d.Limits; l.IKEHalfOpen != 16384 || l.IKENegotiating != 256 || l.IKEHalfOpenTimeoutD != 30*time.Second ||
-		l.IKESAsPerSource != 512 || l.IKEQuickModesPerSA != 16 || l.IKEChildrenPerSA != 16 {
+		l.IKESAsPerSource != 512 || l.IKEQuickModesPerSA != 16 || l.IKEChildrenPerSA != 16 || l.RADIUSInFlight != 256 {
 		t.Errorf("defaults: %+v", l)
 	}
 	c, err := Parse("f.yaml", []byte("limits: {ike_half_open: 100000, ike_half_open_timeout: 20s, ike_sas_per_source: 4}\n"))

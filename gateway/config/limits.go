@@ -3,6 +3,7 @@ package config
 import (
 	"time"
 
+	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 )
 
@@ -29,6 +30,9 @@ type Limits struct {
 	// and the IPsec SA pairs under one ISAKMP SA.
 	IKEQuickModesPerSA int `yaml:"ike_quick_modes_per_sa"`
 	IKEChildrenPerSA   int `yaml:"ike_children_per_sa"`
+	// RADIUSInFlight bounds the RADIUS Access-Requests waiting at once;
+	// a PPP login beyond it fails at once (fleetgate_radius_busy_total).
+	RADIUSInFlight int `yaml:"radius_in_flight"`
 
 	// IKEHalfOpenTimeoutD is the parsed IKEHalfOpenTimeout.
 	IKEHalfOpenTimeoutD time.Duration `yaml:"-"`
@@ -50,6 +54,7 @@ func (v *validator) limits() {
 		{"ike_sas_per_source", &l.IKESAsPerSource, ike.DefaultMaxSAsPerSource, 1 << 16, 2},
 		{"ike_quick_modes_per_sa", &l.IKEQuickModesPerSA, ike.DefaultMaxQuickModes, 1024, 2},
 		{"ike_children_per_sa", &l.IKEChildrenPerSA, ike.DefaultMaxChildren, 1024, 2},
+		{"radius_in_flight", &l.RADIUSInFlight, radius.DefaultMaxInFlight, 1 << 16, 1},
 	} {
 		switch {
 		case *r.v == 0:

@@ -38,7 +38,9 @@ const (
 var (
 	ErrBadRequest = errors.New("radius: request is missing fields for its method")
 	ErrNoServer   = errors.New("radius: no answer from the server")
-	ErrNoAcct     = errors.New("radius: no accounting server configured")
+	// ErrBusy: Config.MaxInFlight Access-Requests are already waiting.
+	ErrBusy   = errors.New("radius: too many requests in flight")
+	ErrNoAcct = errors.New("radius: no accounting server configured")
 )
 
 // Config configures a Client.
@@ -61,9 +63,18 @@ type Config struct {
 	// Timeout bounds one exchange including retries (default 3s); packets
 	// are retransmitted every second within it.
 	Timeout time.Duration
+	// MaxInFlight bounds the Access-Requests waiting for an answer at
+	// once (DefaultMaxInFlight); one more fails at once with ErrBusy
+	// (counted in Stats.Busy) instead of piling up on a slow server.
+	MaxInFlight int
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
+
+// DefaultMaxInFlight is Config.MaxInFlight's default: a fleet
+// reconnecting after a restart is paced to a few hundred logins a second
+// (gateway pacing), each answered in milliseconds.
+const DefaultMaxInFlight = 256
 
 // Stats are the client's counters.
 type Stats struct {
@@ -74,6 +85,8 @@ type Stats struct {
 	// a further server; AllDead requests failed at once because every
 	// server was dead.
 	ServerDead, Failovers, AllDead atomic.Uint64
+	// Busy counts Access-Requests refused by MaxInFlight.
+	Busy atomic.Uint64
 }
 
 // Client talks to the RADIUS server. Safe for concurrent use.
@@ -82,6 +95,7 @@ type Client struct {
 	rc         *radius.Client
 	log        *slog.Logger
 	auth, acct *serverPool
+	inflight   chan struct{} // one token per Access-Request waiting (MaxInFlight)
 	// Stats are the client's counters.
 	Stats Stats
 }
@@ -101,10 +115,13 @@ func New(cfg Config) *Client {
 	if cfg.DeadTime == 0 {
 		cfg.DeadTime = DefaultDeadTime
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Client{cfg: cfg, log: log, rc: &radius.Client{Retry: time.Second, MaxPacketErrors: 10}}
+	c := &Client{cfg: cfg, log: log, rc: &radius.Client{Retry: time.Second, MaxPacketErrors: 10}, inflight: make(chan struct{}, cfg.MaxInFlight)}
 	c.auth = newServerPool("auth", servers(cfg.Auth, cfg.AuthServers), cfg.DeadTime, cfg.Now, log, &c.Stats)
 	c.acct = newServerPool("acct", servers(cfg.Acct, cfg.AcctServers), cfg.DeadTime, cfg.Now, log, &c.Stats)
 	return c
@@ -175,6 +192,13 @@ type Result struct {
 
 // Authenticate sends an Access-Request for req.
 func (c *Client) Authenticate(ctx context.Context, req Request) (*Result, error) {
+	select {
+	case c.inflight <- struct{}{}:
+		defer func() { <-c.inflight }()
+	default:
+		c.Stats.Busy.Add(1)
+		return nil, ErrBusy
+	}
 	p := radius.New(radius.CodeAccessRequest, c.cfg.Secret)
 	if err := rfc2865.UserName_SetString(p, req.User); err != nil {
 		return nil, fmt.Errorf("radius: %w", err)

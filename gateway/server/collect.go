@@ -48,6 +48,7 @@ var (
 	descRadTimeouts    = desc("fleetgate_radius_timeouts_total", "RADIUS requests without an answer.")
 	descRadAcctSent    = desc("fleetgate_radius_accounting_sent_total", "Accounting records acknowledged.")
 	descRadAcctFailed  = desc("fleetgate_radius_accounting_failed_total", "Accounting records not acknowledged.")
+	descRadBusy        = desc("fleetgate_radius_busy_total", "RADIUS Access-Requests refused: limits.radius_in_flight already waiting.")
 )
 
 // serverCollector reads the session table, pool, router, admission and
@@ -59,7 +60,7 @@ func (serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessionsActive, descPoolInUse, descPoolFree, descDrops, descFromSession,
 		descFromHost, descToHost, descToSession, descMSSClamped, descICMPSent, descICMPLimited, descFragmented,
 		descDHCPInform, descAdmitted, descRejected, descIDRxBytes, descIDTxBytes, descIDRxPackets, descIDTxPackets,
-		descRadAccepts, descRadRejects, descRadTimeouts, descRadAcctSent, descRadAcctFailed} {
+		descRadAccepts, descRadRejects, descRadTimeouts, descRadAcctSent, descRadAcctFailed, descRadBusy} {
 		ch <- d
 	}
 }
@@ -106,5 +107,6 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRadTimeouts, rs.Timeouts.Load())
 		counter(descRadAcctSent, rs.AcctSent.Load())
 		counter(descRadAcctFailed, rs.AcctFailed.Load())
+		counter(descRadBusy, rs.Busy.Load())
 	}
 }

@@ -109,7 +109,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		PerSourceRate: cfg.Pacing.PerSourceRate, PerSourceBurst: cfg.Pacing.PerSourceBurst, Clock: opts.Clock})
 	if r := cfg.RADIUS; r != nil {
 		s.rad = radius.New(radius.Config{Auth: r.Auth, Acct: r.Acct, AuthServers: r.AuthServers, AcctServers: r.AcctServers, DeadTime: r.DeadTimeD,
-			Now: opts.Clock.Now, Secret: []byte(r.Secret), NASIdentifier: r.NASIdentifier, Timeout: r.TimeoutD, Logger: log})
+			Now: opts.Clock.Now, Secret: []byte(r.Secret), NASIdentifier: r.NASIdentifier, Timeout: r.TimeoutD, Logger: log,
+			MaxInFlight: cfg.Limits.RADIUSInFlight})
 		if err := s.openSpool(r); err != nil {
 			return nil, err
 		}
