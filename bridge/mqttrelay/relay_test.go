@@ -35,7 +35,9 @@ type siteConfig struct {
 	tlsAddr   string
 	plainAddr string
 	spoolMax  int64
-	passwords map[string]string
+	// spoolShare is one endpoint's share of the spool (0: the default).
+	spoolShare int64
+	passwords  map[string]string
 }
 
 // Endpoint addresses: sensor-N dials from 127.0.0.(10+N), standing in for
@@ -59,7 +61,7 @@ func addrOf(ep string) (netip.Addr, bool) {
 
 func startSite(t testing.TB, c siteConfig) *site {
 	t.Helper()
-	sp, err := spool.Open(spool.Config{Dir: c.spoolDir, MaxBytes: c.spoolMax})
+	sp, err := spool.Open(spool.Config{Dir: c.spoolDir, MaxBytes: c.spoolMax, EndpointMaxBytes: c.spoolShare})
 	if err != nil {
 		t.Fatalf("spool: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -223,5 +224,103 @@ func TestMatchMode(t *testing.T) {
 		if got := MatchMode(modes, path); got != want {
 			t.Errorf("%s: %s, want %s", path, got, want)
 		}
+	}
+}
+
+// TestCoapSpoolFairUnderFlood (issue 18): during an outage one device
+// floods telemetry until its own share of the CoAP spool is full (then it
+// gets 5.03 with Max-Age); another device's telemetry is still answered
+// 2.04 and, after the outage, every one of its messages reaches central.
+// Bound held: the flood's live bytes ≤ its share (16 KiB of 128 KiB).
+func TestCoapSpoolFairUnderFlood(t *testing.T) {
+	pair := ipstacktest.NewPair(t, 0)
+	centralAddr := netip.MustParseAddrPort("10.20.0.1:5683")
+	if err := pair.B.AddAddress(netip.PrefixFrom(centralAddr.Addr(), 32)); err != nil {
+		t.Fatal(err)
+	}
+	sink := startDedupSink(t, pair, centralAddr)
+	reg, _ := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	var psk [][]byte
+	for _, n := range []string{"flood-1", "quiet-2"} {
+		prov, err := device.Provision(reg, nil, device.Request{Name: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		psk = append(psk, prov.Endpoint.PSK)
+	}
+	const share = 16 << 10
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), MaxBytes: 8 * share, EndpointMaxBytes: share})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up atomic.Bool
+	px, err := New(Config{Stack: pair.A, Registry: reg, Central: centralAddr, Spool: sp, UplinkUp: up.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := coap.New(coap.Config{ListenAddr: "127.0.0.1:0", Registry: reg, Handler: px.HandleDevice, OnSession: px.OnSession})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.SetSessions(srv.Session)
+	go func() { _ = srv.Serve() }()
+	t.Cleanup(func() { srv.Close(); srv.Wait(); px.Close(); _ = sp.Close() })
+	flood, err := coaptest.Dial(t, srv.Addr().String(), coaptest.Options{Identity: "flood-1", Key: psk[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet, err := coaptest.Dial(t, srv.Addr().String(), coaptest.Options{Identity: "quiet-2", Key: psk[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(d *coaptest.Device, body string) codes.Code {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := d.Conn.Post(ctx, "/telemetry", message.AppJSON, bytes.NewReader([]byte(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Code()
+	}
+	sink.down.Store(true)
+	big := bytes.Repeat([]byte("x"), 900)
+	var floodOK, floodRefused int
+	var want []string
+	for i := range 60 {
+		switch post(flood, fmt.Sprintf(`{"flood":%d,"pad":"%s"}`, i, big)) {
+		case codes.Changed:
+			floodOK++
+		case codes.ServiceUnavailable:
+			floodRefused++
+		}
+		if i%3 == 0 {
+			body := fmt.Sprintf(`{"quiet":%d}`, i)
+			if c := post(quiet, body); c != codes.Changed {
+				t.Fatalf("quiet device's telemetry #%d answered %v during the flood, want 2.04", i, c)
+			}
+			want = append(want, body)
+		}
+	}
+	_, floodBytes := px.Spooled("flood-1")
+	t.Logf("flood: %d spooled (%d bytes, share %d), %d refused 5.03; quiet: %d spooled", floodOK, floodBytes, share, floodRefused, len(want))
+	if floodRefused == 0 || floodBytes > share {
+		t.Fatalf("flood not bounded by its share: refused %d, %d bytes", floodRefused, floodBytes)
+	}
+	sink.down.Store(false)
+	up.Store(true)
+	px.UplinkChanged(true)
+	waitFor(t, func() bool { n, _ := px.Spooled("quiet-2"); return n == 0 })
+	var got []string
+	for _, b := range sink.got() {
+		if strings.Contains(b, "quiet") {
+			got = append(got, b)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("central got the quiet device's %v, want %v", got, want)
 	}
 }
