@@ -19,6 +19,7 @@ PKGS=(
   ethtool       # captures judged by tshark turn segmentation offload off on the captured veths
   systemd       # systemd-analyze verify/security for deploy/systemd units (not booted)
   prometheus    # promtool checks deploy/monitoring rules (the server is not started)
+  ike-scan      # a stock IKE initiator: gateway/engine checks the stateless responder cookie against it
 )
 STATICCHECK_VERSION=v0.8.2   # honnef.co/go/tools
 

@@ -4,12 +4,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/engine"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 // flood sends mk(i) to "to" from conns in turn, every interval, until stop
@@ -169,5 +173,53 @@ func TestSpoofedMainModeFlood(t *testing.T) {
 	}
 	if n := ist.HalfOpenEvicted.Load(); n < uint64(sent-floodHalfOpen)/2 {
 		t.Errorf("only %d evictions for %d first messages: did the flood reach the table?", n, sent)
+	}
+}
+
+// TestIKEScanStatelessCookie: ike-scan, a stock third-party initiator,
+// gets our Main Mode answer, and the responder cookie is a function of its
+// address, port and cookie (RFC 2408 §2.5.3): the same probe gets the same
+// cookie, another source port another one. ike-scan never sends MM3, so
+// nothing reaches pacing and no Diffie-Hellman is done (admitted 0).
+func TestIKEScanStatelessCookie(t *testing.T) {
+	bin := testenv.RequireBinary(t, "ike-scan")
+	g := startGateway(t, parseConfig(t, ""), engine.Config{})
+	ikeAddr := g.eng.Tunnel().IKEAddr()
+	freePort := func() int {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	re := regexp.MustCompile(`CKY-R=([0-9a-f]{16})`)
+	scan := func(sport int) string {
+		t.Helper()
+		out, err := exec.Command(bin, "--sport="+strconv.Itoa(sport), "--dport="+strconv.Itoa(int(ikeAddr.Port())),
+			"--cookie=0123456789abcdef", "--trans=(1=7,14=128,2=4,3=1,4=14)", "--retry=3", "--timeout=2000", "127.0.0.1").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ike-scan: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "Main Mode Handshake returned") {
+			t.Fatalf("ike-scan got no Main Mode answer:\n%s", out)
+		}
+		m := re.FindStringSubmatch(string(out))
+		if m == nil {
+			t.Fatalf("no responder cookie in ike-scan's output:\n%s", out)
+		}
+		return m[1]
+	}
+	p1, p2 := freePort(), freePort()
+	a, b, c := scan(p1), scan(p1), scan(p2)
+	t.Logf("responder cookies: port %d: %s, again %s; port %d: %s", p1, a, b, p2, c)
+	if a != b {
+		t.Errorf("the same probe got cookies %s and %s: not stateless", a, b)
+	}
+	if a == c {
+		t.Errorf("another source port got the same cookie %s", a)
+	}
+	if n := g.eng.Stats().AdmissionAdmitted.Load(); n != 0 {
+		t.Errorf("pacing admitted %d Main Modes without a third message", n)
 	}
 }
