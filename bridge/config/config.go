@@ -65,6 +65,9 @@ type Downlink struct {
 	MaxPendingHandshakes int           `yaml:"max_pending_handshakes"`
 	MaxPendingPerSource  int           `yaml:"max_pending_per_source"`
 	PendingTimeout       time.Duration `yaml:"pending_timeout"`
+	// MaxBlockTransfers bounds one device's block-wise uploads being
+	// reassembled at once (0: default 16).
+	MaxBlockTransfers int `yaml:"max_block_transfers"`
 }
 
 // MQTT configures the site broker (downlink/mqtt), the per-endpoint relay
@@ -265,6 +268,8 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fail("downlink.max_pending_handshakes", "downlink.max_pending_handshakes must be positive (0: default 512)")
 	case d.MaxPendingPerSource < 0:
 		return nil, fail("downlink.max_pending_per_source", "downlink.max_pending_per_source must be positive (0: default 8)")
+	case d.MaxBlockTransfers < 0:
+		return nil, fail("downlink.max_block_transfers", "downlink.max_block_transfers must be positive (0: default 16)")
 	case d.PendingTimeout < 0:
 		return nil, fail("downlink.pending_timeout", "downlink.pending_timeout must be a positive duration such as 20s (0: default)")
 	}

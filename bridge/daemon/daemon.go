@@ -268,7 +268,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, OnReset: px.OnReset, Rate: cfg.Downlink.Rate,
 		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log,
 		MaxPendingHandshakes: cfg.Downlink.MaxPendingHandshakes, MaxPendingPerSource: cfg.Downlink.MaxPendingPerSource,
-		PendingTimeout: cfg.Downlink.PendingTimeout})
+		PendingTimeout: cfg.Downlink.PendingTimeout, MaxBlockTransfers: cfg.Downlink.MaxBlockTransfers})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package coap_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -19,7 +20,9 @@ import (
 	"github.com/pion/dtls/v3/pkg/protocol/extension"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"golang.org/x/sys/unix"
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
@@ -365,4 +368,43 @@ func TestAttackFloodServerChild(t *testing.T) {
 	fmt.Printf("STATS hello_verify=%d pending_max=%d handshakes_ok=%d garbage=%d backlog=%d\n",
 		f.srv.Stats.HelloVerifySent.Load(), pendingMax.Load(), f.srv.Stats.HandshakesOK.Load(),
 		f.srv.Stats.Garbage.Load(), f.srv.Stats.Backlog.Load())
+}
+
+// TestBlockTransfersBounded: one device opening many block-wise uploads
+// (first Block1 blocks, each with its own token, never finished) gets at
+// most MaxBlockTransfers into reassembly; the rest are refused and counted
+// (CoAPErrors: go-coap's "receiving messages cache is full").
+func TestBlockTransfersBounded(t *testing.T) {
+	f := newFixture(t, func(c *coap.Config) { c.MaxBlockTransfers = 4; c.Rate = -1 })
+	d, err := coaptest.Dial(t, f.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: f.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const uploads = 12
+	for i := 0; i < uploads; i++ {
+		req, err := d.Conn.NewPostRequest(context.Background(), "/up", message.TextPlain, bytes.NewReader(bytes.Repeat([]byte{'b'}, 16)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetMessageID(d.Conn.GetMessageID())
+		req.SetType(message.NonConfirmable)
+		tok, _ := message.GetToken()
+		req.SetToken(tok)
+		bv, _ := blockwise.EncodeBlockOption(blockwise.SZX16, 0, true)
+		req.SetOptionUint32(message.Block1, bv)
+		// Around the device's own block-wise layer: the first block only.
+		if err := d.Conn.Session().WriteMessage(req); err != nil {
+			t.Fatal(err)
+		}
+		d.Conn.ReleaseMessage(req)
+	}
+	for deadline := time.Now().Add(10 * time.Second); f.srv.Stats.CoAPErrors.Load() < uploads-4; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // no more than the bound's complement must come
+	if n := f.srv.Stats.CoAPErrors.Load(); n != uploads-4 {
+		t.Fatalf("CoAPErrors = %d, want %d (uploads over the bound of 4)", n, uploads-4)
+	}
 }

@@ -52,6 +52,9 @@ const (
 	// DefaultPendingTimeout closes a handshake not authenticated by then:
 	// four lost flights at 1 s doubling (1+2+4+8 s) still fit.
 	DefaultPendingTimeout = 20 * time.Second
+	// DefaultMaxBlockTransfers bounds a session's block-wise transfers in
+	// reassembly: a device uploads one or two bodies at a time.
+	DefaultMaxBlockTransfers = 16
 	// DefaultRate and DefaultBurst are the per-endpoint request limits.
 	DefaultRate  = 20.0
 	DefaultBurst = 40

@@ -75,6 +75,11 @@ type Config struct {
 	// still pending after that long. Zero means the Default… constant.
 	MaxPendingHandshakes, MaxPendingPerSource int
 	PendingTimeout                            time.Duration
+	// MaxBlockTransfers bounds one session's block-wise (RFC 7959)
+	// transfers being reassembled at once (go-coap's default is 4096, each
+	// up to MaxMessageSize); zero means DefaultMaxBlockTransfers. Over it
+	// a new transfer fails (counted in CoAPErrors).
+	MaxBlockTransfers int
 	// CookieRotation is how often the HelloVerifyRequest cookie secret
 	// changes; zero means DefaultCookieRotation.
 	CookieRotation time.Duration
@@ -169,6 +174,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PendingTimeout == 0 {
 		cfg.PendingTimeout = DefaultPendingTimeout
 	}
+	if cfg.MaxBlockTransfers == 0 {
+		cfg.MaxBlockTransfers = DefaultMaxBlockTransfers
+	}
 	if cfg.CookieRotation == 0 {
 		cfg.CookieRotation = DefaultCookieRotation
 	}
@@ -242,6 +250,7 @@ func New(cfg Config) (*Server, error) {
 		options.WithErrors(s.onError),
 		options.WithMaxMessageSize(cfg.MaxMessageSize),
 		options.WithBlockwise(true, blockwise.SZX1024, time.Minute),
+		options.WithBlockwiseReceivingMessagesCacheMaxEntries(cfg.MaxBlockTransfers),
 		options.WithDTLSHandshakeTimeout(cfg.HandshakeTimeout),
 		options.WithInactivityMonitor(cfg.IdleTimeout, func(cc *udpclient.Conn) { _ = cc.Close() }),
 		options.WithRequestMonitor(udpclient.RequestMonitorFunc(s.monitor)),
