@@ -2,7 +2,9 @@ package netns
 
 import (
 	"encoding/json"
+	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -58,4 +60,57 @@ func InHost(t *testing.T, run string, build func() *Topology) (map[string]*Host,
 		t.Skipf("child test skipped (see its output above)")
 	}
 	return nil, false
+}
+
+// AddHost adds one more namespace to the topology (removed at cleanup),
+// with loopback up and forwarding on; addr is its main address.
+func (topo *Topology) AddHost(name, addr string) *Host {
+	topo.t.Helper()
+	if topo.hosts[name] != nil {
+		topo.t.Fatalf("netns: host %q exists", name)
+	}
+	h := &Host{Name: name, NS: topo.nsPrefix() + name, Addr: netip.MustParseAddr(addr), Ifaces: map[string]netip.Prefix{}}
+	_ = exec.Command("ip", "netns", "del", h.NS).Run()
+	if out, err := exec.Command("ip", "netns", "add", h.NS).CombinedOutput(); err != nil {
+		topo.t.Fatalf("netns: ip netns add %s: %v: %s", h.NS, err, out)
+	}
+	ns := h.NS
+	t := topo.t
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("netns: ip netns del %s: %v: %s", ns, err, out)
+		}
+	})
+	topo.hosts[name] = h
+	topo.mustRun(name, "ip", "link", "set", "dev", "lo", "up")
+	topo.mustRun(name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	return h
+}
+
+// Connect joins hosts a and b with a veth (interfaces named after the
+// neighbour) and the given addresses with prefix length.
+func (topo *Topology) Connect(a, b, aAddr, bAddr string) {
+	topo.t.Helper()
+	ha, hb := topo.Host(a), topo.Host(b)
+	topo.mustRun(a, "ip", "link", "add", "name", b, "type", "veth", "peer", "name", a, "netns", hb.NS)
+	ha.Ifaces[b] = netip.MustParsePrefix(aAddr)
+	hb.Ifaces[a] = netip.MustParsePrefix(bAddr)
+	topo.mustRun(a, "ip", "addr", "add", aAddr, "dev", b)
+	topo.mustRun(b, "ip", "addr", "add", bAddr, "dev", a)
+	topo.mustRun(a, "ip", "link", "set", "dev", b, "up")
+	topo.mustRun(b, "ip", "link", "set", "dev", a, "up")
+}
+
+// Run runs a command in host name and fails the test if it fails.
+func (topo *Topology) Run(name string, cmd string, args ...string) string {
+	topo.t.Helper()
+	return topo.mustRun(name, cmd, args...)
+}
+
+// nsPrefix is the topology's "fg<pid>x<n>-" namespace prefix.
+func (topo *Topology) nsPrefix() string {
+	for _, h := range topo.hosts {
+		return strings.TrimSuffix(h.NS, h.Name)
+	}
+	return ""
 }
