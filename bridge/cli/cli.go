@@ -6,6 +6,7 @@
 //	bridge -c FILE endpoint add NAME [--protocol coap|mqtt] [--cert] [--allow DST]…
 //	bridge -c FILE endpoint list
 //	bridge -c FILE endpoint remove NAME
+//	bridge -c FILE endpoint revoke NAME
 //	bridge -c FILE status
 //	bridge --version
 package cli
@@ -41,6 +42,7 @@ const usage = `usage:
   bridge [-c FILE] endpoint add NAME [--protocol coap|mqtt] [--cert] [--allow DST]...
   bridge [-c FILE] endpoint list
   bridge [-c FILE] endpoint remove NAME   (then SIGHUP the running bridge)
+  bridge [-c FILE] endpoint revoke NAME   (certificate onto the site CRL, endpoint removed; then SIGHUP)
   bridge [-c FILE] status
   bridge --version
 `
@@ -104,6 +106,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return endpointList(cfg, stdout)
 	case cmd == "endpoint" && len(rest) == 2 && rest[0] == "remove":
 		return endpointRemove(cfg, rest[1], stderr)
+	case cmd == "endpoint" && len(rest) == 2 && rest[0] == "revoke":
+		return endpointRevoke(cfg, rest[1], stderr)
 	case cmd == "status":
 		return status(cfg, stdout)
 	}
@@ -180,6 +184,33 @@ func endpointRemove(cfg *config.Config, name string, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "endpoint %s removed, address %s freed (send the bridge SIGHUP to apply)\n", name, ep.Addr)
+	return nil
+}
+
+// endpointRevoke puts an endpoint's certificate on the site CRL (the site
+// CA's crl.pem, for anyone who verifies site certificates) and removes the
+// endpoint; the running bridge cuts it off on SIGHUP.
+func endpointRevoke(cfg *config.Config, name string, stderr io.Writer) error {
+	reg, ca, err := daemon.OpenRegistry(cfg)
+	if err != nil {
+		return err
+	}
+	ep, ok := reg.ByName(name)
+	if !ok {
+		return fmt.Errorf("no endpoint %q", name)
+	}
+	if ep.CertSerial == "" {
+		return fmt.Errorf("endpoint %q has no recorded certificate (a PSK endpoint, or provisioned before serials were recorded): use endpoint remove", name)
+	}
+	rl, err := ca.Revoke(ep.CertSerial, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := reg.Remove(name); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "endpoint %s revoked: certificate serial %s on the site CRL %s (%d revoked, CRL number %v), endpoint removed, address %s freed (send the bridge SIGHUP to apply)\n",
+		name, ep.CertSerial, ca.CRLPath(), len(rl.RevokedCertificateEntries), rl.Number, ep.Addr)
 	return nil
 }
 

@@ -101,6 +101,12 @@ type MQTT struct {
 	SessionSync bool `yaml:"session_sync"`
 	// PublishRate limits each device's publishes per second (0: none).
 	PublishRate float64 `yaml:"publish_rate"`
+	// RevokeDrain: when an MQTT endpoint is removed or re-keyed, its device
+	// is disconnected at once; with 0 (default) what the spool still holds
+	// for it is dropped, with a duration its central session first keeps
+	// delivering what was accepted before the removal, for at most this
+	// long (the reload waits; the address is freed only after).
+	RevokeDrain time.Duration `yaml:"revoke_drain"`
 	// CentralInflight is how many QoS 1/2 messages one endpoint may have
 	// unacknowledged toward the central broker (default 20). It must not
 	// exceed the broker's per-client limit on unreleased QoS 2 messages
@@ -307,6 +313,9 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fail("mqtt.session_expiry", "mqtt.session_expiry must be a positive duration such as 72h (0: default)")
 	case m.MaxPendingConnects < 0 || m.MaxPendingPerSource < 0:
 		return nil, fail("mqtt.max_pending_connects", "mqtt.max_pending_connects and max_pending_connects_per_source must be positive (0: defaults 256, 8)")
+	}
+	if c.MQTT.RevokeDrain < 0 || c.MQTT.RevokeDrain > 5*time.Minute {
+		return nil, fail("mqtt.revoke_drain", "mqtt.revoke_drain must be between 0 (drop a revoked endpoint's queued messages) and 5m")
 	}
 	if c.MQTT.CentralInflight < 0 || c.MQTT.CentralInflight > 65535 {
 		return nil, fail("mqtt.central_inflight", "mqtt.central_inflight must be 1..65535 (0: default 20)")

@@ -153,6 +153,7 @@ type Site struct {
 	cfg *config.Config
 	log *slog.Logger
 	reg *device.Registry
+	ca  *device.CA
 	up  Uplink
 	st  *ipstack.Stack
 	px  *proxy.Proxy
@@ -163,6 +164,7 @@ type Site struct {
 
 	pxMu    sync.Mutex // guards px for the uplink state handler
 	closers []func()   // run in reverse by Close
+	revoked atomic.Uint64
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -184,7 +186,10 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.reg = reg
+	s.reg, s.ca = reg, ca
+	if err := s.loadSiteCRL(); err != nil {
+		return nil, err
+	}
 	up, err := NewUplink(cfg, log)
 	if err != nil {
 		return nil, err
@@ -366,7 +371,10 @@ func (s *Site) Registry() *device.Registry { return s.reg }
 // added, removed, or with changed credentials or allow-lists (see
 // reloadEndpoints). It returns how many endpoints were added.
 func (s *Site) Reload() (int, error) {
-	res, err := reloadEndpoints(s.cfg, s.px, s.srv)
+	if err := s.loadSiteCRL(); err != nil {
+		s.log.Warn("site CRL not reloaded; the previous one stays", "err", err)
+	}
+	res, err := reloadEndpoints(s.cfg, s.px, s.revoker())
 	if err != nil {
 		s.log.Warn("reload incomplete", "err", err)
 	}
@@ -426,6 +434,8 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("coap_handshakes_ok_total", "DTLS sessions authenticated.", srv.Stats.HandshakesOK.Load)
 	counter("coap_handshake_failures_total", "DTLS handshakes failed.", srv.Stats.HandshakeFailures.Load)
 	counter("coap_unknown_identity_total", "Unknown PSK identities or CNs.", srv.Stats.UnknownIdentity.Load)
+	counter("coap_cert_refused_total", "Site-CA certificates refused: not the one recorded for the endpoint (replaced) or on the site CRL.", srv.Stats.CertRefused.Load)
+	counter("endpoints_revoked_total", "Endpoints removed or re-keyed by a reload and cut off (sessions, relay, spool).", s.revoked.Load)
 	counter("coap_rebinds_total", "Peer address changes kept by Connection ID.", srv.Stats.Rebinds.Load)
 	counter("coap_requests_total", "CoAP requests from devices.", srv.Stats.Requests.Load)
 	counter("coap_rate_limited_total", "Requests answered 4.29.", srv.Stats.RateLimited.Load)
@@ -486,11 +496,14 @@ func (s *Site) metrics() *prometheus.Registry {
 }
 
 // reloadEndpoints re-reads the registry file and makes the running bridge
-// match it (proxy.Reconcile): new endpoints served, removed ones dropped
-// with their DTLS session, observations, queued requests and address,
-// changed credentials applied by closing only that endpoint's session,
-// allow-list changes applied at once.
-func reloadEndpoints(cfg *config.Config, px *proxy.Proxy, srv *coap.Server) (proxy.ReloadResult, error) {
+// match it (proxy.Reconcile): new endpoints served, removed ones revoked
+// (revoke: DTLS session, MQTT connection, session, relay and spool) and
+// dropped with their observations, queued requests and address, changed
+// credentials applied by revoking only that endpoint, allow-list changes
+// applied at once. Reconcile revokes every removed endpoint before it
+// adds any, so a freed address is reused only after its old holder was
+// cut off.
+func reloadEndpoints(cfg *config.Config, px *proxy.Proxy, revoke func(name string) bool) (proxy.ReloadResult, error) {
 	var reserved []netip.Addr
 	if cfg.BridgeAddr.IsValid() {
 		reserved = append(reserved, cfg.BridgeAddr)
@@ -499,5 +512,5 @@ func reloadEndpoints(cfg *config.Config, px *proxy.Proxy, srv *coap.Server) (pro
 	if err != nil {
 		return proxy.ReloadResult{}, err
 	}
-	return px.Reconcile(fresh.List(), srv.CloseSession)
+	return px.Reconcile(fresh.List(), revoke)
 }

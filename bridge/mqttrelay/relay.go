@@ -233,6 +233,52 @@ func (r *Relay) session(endpoint string) (*session, error) {
 	return s, nil
 }
 
+// RemoveEndpoint revokes an endpoint (removed or re-keyed): with drain > 0
+// its central session first keeps sending what the spool holds for it, for
+// at most drain; then the session is stopped (its connection from the
+// endpoint's address closed before RemoveEndpoint returns, so the address
+// may be given to another endpoint) and whatever is still queued for it
+// is dropped from the spool. It returns how many messages were dropped.
+// The device must already be disconnected from the site broker
+// (mqtt.Broker.Revoke), so nothing new is queued meanwhile.
+func (r *Relay) RemoveEndpoint(endpoint string, drain time.Duration) (int, error) {
+	r.mu.Lock()
+	s := r.sessions[endpoint]
+	r.mu.Unlock()
+	if s != nil && drain > 0 {
+		deadline := r.cfg.Clock.Now().Add(drain)
+		for {
+			n, _, _ := r.cfg.Spool.Depth(endpoint)
+			if n == 0 || !r.cfg.Clock.Now().Before(deadline) {
+				break
+			}
+			select {
+			case <-s.done:
+			case <-r.cfg.Spool.Wait(endpoint):
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	r.mu.Lock()
+	if s = r.sessions[endpoint]; s != nil {
+		delete(r.sessions, endpoint)
+	}
+	r.mu.Unlock()
+	if s != nil {
+		select {
+		case <-s.stop:
+		default:
+			close(s.stop)
+		}
+		<-s.done
+		r.stats.Revoked.Add(1)
+	}
+	n, err := r.cfg.Spool.DropEndpoint(endpoint)
+	r.log.Info("mqttrelay: endpoint revoked: central session stopped, queued messages dropped",
+		"endpoint", endpoint, "dropped", n, "drained_for_max", drain)
+	return n, err
+}
+
 // Publish implements mqtt.Upstream: the message is spooled (durably for
 // QoS 1/2) before it returns; the endpoint's session sends it on. A QoS 2
 // retransmission (DUP) of a message already spooled under the same device

@@ -32,4 +32,7 @@ type Stats struct {
 	CommandsDropped atomic.Uint64
 	// SpoolErrors counts failed Bind/Ack writes (disk).
 	SpoolErrors atomic.Uint64
+	// Revoked counts endpoints whose central session was stopped by
+	// RemoveEndpoint (removed or re-keyed).
+	Revoked atomic.Uint64
 }

@@ -413,3 +413,4 @@ func TestDuplicateQoS2AfterRestart(t *testing.T) {
 		}
 	}
 }
+

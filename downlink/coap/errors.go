@@ -9,6 +9,9 @@ var (
 	// ErrUnknownCN is returned when a verified client certificate's common
 	// name belongs to no endpoint.
 	ErrUnknownCN = errors.New("coap: certificate CN is not a registered endpoint")
+	// ErrCertRefused is returned for a site-CA certificate that is not the
+	// one recorded for its endpoint (replaced) or is on the site CRL.
+	ErrCertRefused = errors.New("coap: certificate refused")
 	// ErrWrongProtocol is returned when an endpoint registered for MQTT
 	// tries DTLS/CoAP.
 	ErrWrongProtocol = errors.New("coap: endpoint is not registered for coap")

@@ -100,6 +100,10 @@ type Stats struct {
 	HandshakeFailures atomic.Uint64
 	// UnknownIdentity counts PSK identities or CNs matching no endpoint.
 	UnknownIdentity atomic.Uint64
+	// CertRefused counts (of UnknownIdentity) site-CA certificates whose CN
+	// names an endpoint that was issued another certificate since
+	// (replaced) or that are on the site CRL.
+	CertRefused atomic.Uint64
 	// Rebinds counts sessions whose peer address changed while the DTLS
 	// session continued (Connection ID, RFC 9146): NAT rebinding without a
 	// new handshake.
@@ -402,8 +406,15 @@ func (s *Server) authenticate(st dtls.State) (device.Endpoint, error) {
 		if err != nil {
 			return ep, fmt.Errorf("coap: client certificate: %w", err)
 		}
-		ep, ok = s.cfg.Registry.ByCN(c.Subject.CommonName)
-		if !ok {
+		// Only the certificate recorded for the endpoint (its serial), not
+		// any other of the site CA with the same CN, and not one on the
+		// site CRL.
+		ep, err = s.cfg.Registry.ByCert(c)
+		if errors.Is(err, device.ErrCertReplaced) || errors.Is(err, device.ErrCertRevoked) {
+			s.Stats.CertRefused.Add(1)
+			return ep, fmt.Errorf("%w: %v", ErrCertRefused, err)
+		}
+		if err != nil {
 			return ep, fmt.Errorf("%w: %q", ErrUnknownCN, truncate(c.Subject.CommonName))
 		}
 	default:

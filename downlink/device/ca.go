@@ -34,6 +34,7 @@ type CA struct {
 	// Pool holds Cert, for verifying endpoint certificates.
 	Pool *x509.CertPool
 	key  *ecdsa.PrivateKey
+	dir  string // where ca.pem, ca.key and crl.pem live ("" for ParseCA)
 }
 
 // LoadOrCreateCA loads ca.pem/ca.key from dir, creating a new CA named
@@ -47,7 +48,12 @@ func LoadOrCreateCA(dir, site string) (*CA, error) {
 	if cerr != nil || kerr != nil {
 		return nil, fmt.Errorf("device: load CA from %s: %w", dir, errors.Join(cerr, kerr))
 	}
-	return ParseCA(cb, kb)
+	ca, err := ParseCA(cb, kb)
+	if err != nil {
+		return nil, err
+	}
+	ca.dir = dir
+	return ca, nil
 }
 
 // ParseCA builds a CA from its PEM certificate and PEM (PKCS#8 or SEC 1) key.
@@ -110,7 +116,12 @@ func createCA(dir, site string) (*CA, error) {
 	if err := writeFileAtomic(filepath.Join(dir, caCertFile), certPEM); err != nil {
 		return nil, err
 	}
-	return ParseCA(certPEM, keyPEM)
+	ca, err := ParseCA(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	ca.dir = dir
+	return ca, nil
 }
 
 func serial() *big.Int {

@@ -34,8 +34,13 @@ type Endpoint struct {
 	PSKIdentity string `json:"psk_identity,omitempty"`
 	PSK         []byte `json:"psk,omitempty"`
 	// CertCN is the common name of the endpoint's certificate issued by
-	// the site CA (empty for PSK-only endpoints).
-	CertCN string `json:"cert_cn,omitempty"`
+	// the site CA (empty for PSK-only endpoints). CertSerial is that
+	// certificate's serial number (lowercase hex): only the certificate
+	// issued to the endpoint authenticates it, not any other the site CA
+	// issued with the same CN (a replaced one). Empty only in state files
+	// written before serials were recorded (then the CN alone matches).
+	CertCN     string `json:"cert_cn,omitempty"`
+	CertSerial string `json:"cert_serial,omitempty"`
 	// Allow lists the upstream destinations besides the configured central
 	// service the endpoint may reach through Proxy-Uri: "host:port",
 	// "ip:port", a CIDR prefix ("10.20.0.0/16", any port) or "*".

@@ -21,6 +21,11 @@ var (
 	// inconsistent (duplicate names, identities or addresses; addresses
 	// outside the prefix).
 	ErrBadState = errors.New("device: bad state file")
+	// ErrCertReplaced is returned for a certificate of the site CA whose CN
+	// names an endpoint that was issued another certificate since.
+	ErrCertReplaced = errors.New("device: certificate is not the one issued to the endpoint (replaced)")
+	// ErrCertRevoked is returned for a certificate on the site CRL.
+	ErrCertRevoked = errors.New("device: certificate revoked")
 	// ErrBadPrefix is returned for a site prefix that is not IPv4 or too small.
 	ErrBadPrefix = errors.New("device: site prefix must be IPv4 with at least 4 addresses")
 )

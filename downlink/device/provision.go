@@ -55,6 +55,11 @@ func Provision(r *Registry, ca *CA, req Request) (*Provisioned, error) {
 		if err != nil {
 			return nil, err
 		}
+		cert, err := parseCertPEM(c)
+		if err != nil {
+			return nil, err
+		}
+		e.CertSerial = SerialHex(cert)
 		p.CertPEM, p.KeyPEM, p.CACertPEM = c, k, ca.CertPEM
 	} else {
 		raw := make([]byte, pskBytes)

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,6 +23,8 @@ type Registry struct {
 	byID   map[string]*Endpoint
 	byCN   map[string]*Endpoint
 	byAddr map[netip.Addr]*Endpoint
+	// revoked holds the site CRL's serials (guarded by mu).
+	revoked map[string]bool
 }
 
 // Open loads the registry from the state file at path (created on the first
@@ -196,10 +199,48 @@ func (r *Registry) Replace(e Endpoint) (Endpoint, error) {
 }
 
 // SameCredentials reports whether a and b authenticate the same way (PSK
-// identity and key, certificate CN, protocol).
+// identity and key, certificate CN and serial, protocol).
 func SameCredentials(a, b Endpoint) bool {
-	return a.Protocol == b.Protocol && a.PSKIdentity == b.PSKIdentity && string(a.PSK) == string(b.PSK) && a.CertCN == b.CertCN
+	return a.Protocol == b.Protocol && a.PSKIdentity == b.PSKIdentity && string(a.PSK) == string(b.PSK) &&
+		a.CertCN == b.CertCN && a.CertSerial == b.CertSerial
 }
+
+// ByCert returns the endpoint a client certificate (already verified
+// against the site CA) authenticates: its CN must name an endpoint whose
+// recorded serial is this certificate's, and it must not be on the site
+// CRL (SetRevoked). The error says why not (ErrNotFound, ErrCertReplaced,
+// ErrCertRevoked).
+func (r *Registry) ByCert(c *x509.Certificate) (Endpoint, error) {
+	serial := SerialHex(c)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.revoked[serial] {
+		return Endpoint{}, fmt.Errorf("%w: serial %s (CN %q)", ErrCertRevoked, serial, c.Subject.CommonName)
+	}
+	e := r.byCN[c.Subject.CommonName]
+	if e == nil {
+		return Endpoint{}, fmt.Errorf("%w: certificate CN %q", ErrNotFound, c.Subject.CommonName)
+	}
+	if e.CertSerial != "" && e.CertSerial != serial {
+		return Endpoint{}, fmt.Errorf("%w: %q presented serial %s, the endpoint's certificate is %s", ErrCertReplaced, e.Name, serial, e.CertSerial)
+	}
+	return e.clone(), nil
+}
+
+// SetRevoked replaces the set of revoked certificate serials (lowercase
+// hex, as SerialHex; from the site CRL): ByCert refuses them.
+func (r *Registry) SetRevoked(serials []string) {
+	m := make(map[string]bool, len(serials))
+	for _, s := range serials {
+		m[s] = true
+	}
+	r.mu.Lock()
+	r.revoked = m
+	r.mu.Unlock()
+}
+
+// SerialHex is a certificate's serial number as the registry records it.
+func SerialHex(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
 
 func (e *Endpoint) clone() Endpoint {
 	c := *e

@@ -89,6 +89,9 @@ func (e *Endpoint) validate() error {
 	if e.PSKIdentity == "" && e.CertCN == "" {
 		return ErrNoCredentials
 	}
+	if e.CertSerial != "" && (e.CertCN == "" || len(e.CertSerial) > 40 || !isLowerHex(e.CertSerial)) {
+		return fmt.Errorf("device: endpoint %q: cert_serial must be the lowercase hex serial of its certificate", e.Name)
+	}
 	if len(e.PSKIdentity) > 128 || len(e.PSK) > 64 || len(e.CertCN) > 64 {
 		return fmt.Errorf("device: endpoint %q: identity, key or CN too long", e.Name)
 	}
@@ -153,4 +156,13 @@ func writeFileAtomic(path string, b []byte) error {
 		d.Close()
 	}
 	return nil
+}
+
+func isLowerHex(s string) bool {
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

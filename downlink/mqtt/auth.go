@@ -16,6 +16,13 @@ type Authenticator interface {
 	Certificate(cert *x509.Certificate) (endpoint string, ok bool)
 }
 
+// CertificateChecker is an Authenticator that can say why a verified
+// certificate does not log in (replaced, revoked, unknown CN); the broker
+// logs that reason and counts it in Stats.CertRefused.
+type CertificateChecker interface {
+	CheckCertificate(cert *x509.Certificate) (endpoint string, err error)
+}
+
 // StaticAuth is an Authenticator over fixed tables, for small sites and
 // tests. Usernames are endpoint names.
 type StaticAuth struct {

@@ -162,6 +162,7 @@ type Broker struct {
 	bounds *boundsHook
 
 	pending pendingConns
+	store   *sessionStore // nil without Config.SessionDB
 
 	mu     sync.Mutex
 	addrs  map[string]net.Addr
@@ -252,7 +253,8 @@ func New(cfg Config) (*Broker, error) {
 	// Mochi's library logs go to our logger at warn and above only.
 	mlog := slog.New(&levelFilter{h: b.log.Handler(), min: slog.LevelWarn})
 	b.srv = mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: mlog})
-	b.hook = &hook{b: b, connected: make(map[string]int), limits: make(map[string]*rate.Limiter)}
+	b.hook = &hook{b: b, connected: make(map[string]int), limits: make(map[string]*rate.Limiter),
+		revoking: make(map[string]int), revoked: make(map[*mochi.Client]chan struct{})}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
@@ -271,6 +273,7 @@ func New(cfg Config) (*Broker, error) {
 		if err := b.srv.AddHook(store, opts); err != nil {
 			return nil, fmt.Errorf("mqtt: session store: %w", err)
 		}
+		b.store = &store
 	}
 	return b, nil
 }

@@ -22,6 +22,12 @@ type hook struct {
 	mu        sync.Mutex
 	connected map[string]int           // endpoint -> connected sessions
 	limits    map[string]*rate.Limiter // endpoint -> publish rate limit
+	// revoking counts Revoke calls running per endpoint (CONNECTs refused
+	// meanwhile); revoked holds the clients being cut off, closed by
+	// OnDisconnect when their connection goroutine ends. Both are emptied
+	// by Revoke before it returns.
+	revoking map[string]int
+	revoked  map[*mochi.Client]chan struct{}
 }
 
 // ID implements mochi.Hook.
@@ -53,9 +59,16 @@ func (h *hook) endpoint(cl *mochi.Client) (string, bool) {
 // cannot be hijacked), and a will must lie inside the endpoint's mapping.
 func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	ep, how := "", ""
+	var certErr error
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
 		if cs := tc.ConnectionState(); len(cs.VerifiedChains) > 0 && len(cs.PeerCertificates) > 0 {
-			if e, ok := h.b.cfg.Auth.Certificate(cs.PeerCertificates[0]); ok {
+			if cc, ok := h.b.cfg.Auth.(CertificateChecker); ok {
+				if e, err := cc.CheckCertificate(cs.PeerCertificates[0]); err == nil {
+					ep, how = e, "certificate"
+				} else {
+					certErr = err
+				}
+			} else if e, ok := h.b.cfg.Auth.Certificate(cs.PeerCertificates[0]); ok {
 				ep, how = e, "certificate"
 			}
 		}
@@ -67,12 +80,17 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	}
 	reason := ""
 	switch {
+	case ep == "" && certErr != nil:
+		h.b.stats.CertRefused.Add(1)
+		reason = "certificate refused: " + certErr.Error()
 	case ep == "":
 		reason = "bad credentials"
 	case !validEndpointName(ep):
 		reason = "endpoint name is not a topic level"
 	case cl.ID != ep:
 		reason = "client id is not the endpoint name"
+	case h.isRevoking(ep):
+		reason = "endpoint is being revoked"
 	case pk.Connect.WillFlag && !h.b.acl.CanPublish(pk.Connect.WillTopic):
 		h.b.stats.TopicDenied.Add(1)
 		reason = "will topic outside mapping"
@@ -102,6 +120,12 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 		"protocol_version", cl.Properties.ProtocolVersion, "clean", cl.Properties.Clean)
 }
 
+func (h *hook) isRevoking(ep string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.revoking[ep] > 0
+}
+
 // OnDisconnect forgets the client and logs why the session ended.
 func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 	ep, ok := h.endpoint(cl)
@@ -109,6 +133,13 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 		return
 	}
 	h.mu.Lock()
+	if gone, r := h.revoked[cl]; r {
+		select {
+		case <-gone:
+		default:
+			close(gone)
+		}
+	}
 	n, counted := h.connected[ep]
 	if n <= 1 {
 		delete(h.connected, ep)
@@ -207,6 +238,10 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if !ok {
 		return pk, packets.ErrRejectPacket
 	}
+	if h.revokedClient(cl) {
+		h.b.stats.RevokedPublishes.Add(1)
+		return pk, packets.ErrRejectPacket
+	}
 	if !h.allow(ep) {
 		h.b.stats.RateLimited.Add(1)
 		h.b.warn("mqtt publish rate limit", "endpoint", ep)
@@ -283,6 +318,10 @@ func (h *hook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
 	ep, ok := h.endpoint(cl)
 	if !ok || h.b.cfg.Upstream == nil {
+		return
+	}
+	if h.revokedClient(cl) {
+		h.b.stats.RevokedPublishes.Add(1)
 		return
 	}
 	t, in := unmount(ep, pk.TopicName)

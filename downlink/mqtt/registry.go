@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"fmt"
 
 	"github.com/fleetgate/fleetgate/downlink/device"
 )
@@ -31,9 +32,20 @@ func (a RegistryAuth) Password(username string, password []byte) (string, bool) 
 
 // Certificate implements Authenticator.
 func (a RegistryAuth) Certificate(cert *x509.Certificate) (string, bool) {
-	e, ok := a.Registry.ByCN(cert.Subject.CommonName)
-	if !ok || e.Protocol != device.MQTT {
-		return "", false
+	ep, err := a.CheckCertificate(cert)
+	return ep, err == nil
+}
+
+// CheckCertificate implements CertificateChecker: only the certificate
+// recorded for the endpoint (its serial), not on the site CRL, logs in as
+// it (device.Registry.ByCert).
+func (a RegistryAuth) CheckCertificate(cert *x509.Certificate) (string, error) {
+	e, err := a.Registry.ByCert(cert)
+	if err != nil {
+		return "", err
 	}
-	return e.Name, true
+	if e.Protocol != device.MQTT {
+		return "", fmt.Errorf("mqtt: endpoint %q is not an MQTT endpoint", e.Name)
+	}
+	return e.Name, nil
 }

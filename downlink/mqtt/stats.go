@@ -39,4 +39,12 @@ type Stats struct {
 	// MaxPendingConnects(PerSource).
 	TopicTooLong, AliasRefused, SubscriptionsRefused, RetainDropped atomic.Uint64
 	PendingConnectRefused, PendingConnectRefusedSource              atomic.Uint64
+	// CertRefused counts CONNECTs whose site-CA certificate is not the one
+	// recorded for its endpoint (replaced) or is on the site CRL.
+	CertRefused atomic.Uint64
+	// Revoked counts endpoints cut off by Revoke.
+	Revoked atomic.Uint64
+	// RevokedPublishes counts publishes and wills of a connection being
+	// revoked that were dropped.
+	RevokedPublishes atomic.Uint64
 }
