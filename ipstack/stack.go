@@ -189,15 +189,28 @@ func (st *Stack) AddAddress(p netip.Prefix) error {
 	return nil
 }
 
-// RemoveAddress removes a local address; open connections bound to it stop
-// working. Removing an unknown address is not an error.
+// RemoveAddress removes a local address. TCP connections bound to it are
+// aborted first (RST to the peer, sent from the address while it is still
+// ours), so none of them lingers in a closing state to send from the
+// address once it was given to someone else. Removing an unknown address
+// is not an error.
 func (st *Stack) RemoveAddress(a netip.Addr) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if _, ok := st.addrs[a]; !ok {
 		return nil
 	}
-	if err := st.s.RemoveAddress(nicID, tcpip.AddrFrom4(a.As4())); err != nil {
+	ta := tcpip.AddrFrom4(a.As4())
+	for _, ep := range st.s.RegisteredEndpoints() {
+		ie, ok := ep.(interface{ Info() tcpip.EndpointInfo })
+		if !ok {
+			continue
+		}
+		if info, ok := ie.Info().(*stack.TransportEndpointInfo); ok && info.TransProto == tcp.ProtocolNumber && info.ID.LocalAddress == ta {
+			ep.Abort()
+		}
+	}
+	if err := st.s.RemoveAddress(nicID, ta); err != nil {
 		return fmt.Errorf("ipstack: remove address %s: %s", a, err)
 	}
 	delete(st.addrs, a)

@@ -143,3 +143,45 @@ func TestRunBadConfig(t *testing.T) {
 		t.Fatalf("run -c bad: got %d %q, want 1 naming %s:3: log_level", code, errs, bad)
 	}
 }
+
+// TestEndpointRevoke: `endpoint revoke` puts the endpoint's certificate
+// serial on the site CRL (signed by the site CA, growing with every
+// revocation) and removes the endpoint; a PSK endpoint is refused.
+func TestEndpointRevoke(t *testing.T) {
+	cfg := writeConfig(t, "")
+	for _, n := range []string{"cam-1", "cam-2"} {
+		if code, _, errs := runCLI(t, "-c", cfg, "endpoint", "add", n, "--cert"); code != 0 {
+			t.Fatalf("add %s: %d %q", n, code, errs)
+		}
+	}
+	if code, _, _ := runCLI(t, "-c", cfg, "endpoint", "add", "psk-3"); code != 0 {
+		t.Fatal("add psk-3")
+	}
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, ca, err := daemon.OpenRegistry(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serials []string
+	for _, n := range []string{"cam-1", "cam-2"} {
+		ep, _ := reg.ByName(n)
+		serials = append(serials, ep.CertSerial)
+		code, _, errs := runCLI(t, "-c", cfg, "endpoint", "revoke", n)
+		if code != 0 || !strings.Contains(errs, ep.CertSerial) || !strings.Contains(errs, "crl.pem") {
+			t.Fatalf("revoke %s: %d %q", n, code, errs)
+		}
+	}
+	got, err := ca.Revoked()
+	if err != nil || strings.Join(got, ",") != strings.Join(serials, ",") {
+		t.Fatalf("site CRL: %v, %v; want %v", got, err, serials)
+	}
+	if code, out, _ := runCLI(t, "-c", cfg, "endpoint", "list"); code != 0 || strings.Contains(out, "cam-") {
+		t.Fatalf("list after revoke: %q", out)
+	}
+	if code, _, errs := runCLI(t, "-c", cfg, "endpoint", "revoke", "psk-3"); code != 1 || !strings.Contains(errs, "endpoint remove") {
+		t.Fatalf("revoke a PSK endpoint: %d %q", code, errs)
+	}
+}

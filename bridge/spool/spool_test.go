@@ -413,4 +413,3 @@ func TestDuplicateQoS2AfterRestart(t *testing.T) {
 		}
 	}
 }
-
