@@ -63,7 +63,7 @@ func (r *Relay) Metrics(b *mqtt.Broker, fn func(Sample)) {
 		{"sent", rs.Sent.Load()}, {"acked", rs.Acked.Load()}, {"connect", rs.Connects.Load()},
 		{"connect_failed", rs.ConnectFailures.Load()}, {"connection_lost", rs.ConnectionsLost.Load()},
 		{"command_delivered", rs.CommandsDelivered.Load()}, {"command_dropped", rs.CommandsDropped.Load()},
-		{"spool_error", rs.SpoolErrors.Load()},
+		{"spool_error", rs.SpoolErrors.Load()}, {"endpoint_revoked", rs.Revoked.Load()},
 	} {
 		counter("mqttrelay_events_total", events, e.v, "event", e.name)
 	}
@@ -96,6 +96,7 @@ func (r *Relay) Metrics(b *mqtt.Broker, fn func(Sample)) {
 		{"topic_too_long", bs.TopicTooLong.Load()}, {"alias_refused", bs.AliasRefused.Load()},
 		{"subscription_refused", bs.SubscriptionsRefused.Load()}, {"retain_dropped", bs.RetainDropped.Load()},
 		{"pending_connect_refused", bs.PendingConnectRefused.Load()}, {"pending_connect_refused_source", bs.PendingConnectRefusedSource.Load()},
+		{"revoked", bs.Revoked.Load()}, {"revoked_publish_dropped", bs.RevokedPublishes.Load()}, {"cert_refused", bs.CertRefused.Load()},
 	} {
 		counter("mqtt_events_total", bevents, e.v, "event", e.name)
 	}
