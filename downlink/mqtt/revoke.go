@@ -63,6 +63,11 @@ func (b *Broker) Revoke(endpoint string) bool {
 			}
 		}
 	}
+	if b.bounds != nil { // its retained topics no longer count against the bound
+		b.bounds.mu.Lock()
+		delete(b.bounds.retained, endpoint)
+		b.bounds.mu.Unlock()
+	}
 	b.stats.Revoked.Add(1)
 	b.log.Info("mqtt endpoint revoked: device disconnected, session deleted", "endpoint", endpoint, "had_session", ok)
 	return ok
