@@ -95,8 +95,25 @@ func TestDHAgreement(t *testing.T) {
 			if _, err := a.shared(make([]byte, g.KELen())); err == nil {
 				t.Errorf("all-zero peer value accepted")
 			}
-			if _, err := a.shared(b.pub[1:]); err == nil {
-				t.Errorf("short peer value accepted")
+			if g.curve() != nil {
+				if _, err := a.shared(b.pub[1:]); err == nil {
+					t.Errorf("short peer value accepted")
+				}
+			} else {
+				// A MODP value without its leading zero byte (SoftEther
+				// strips it) is the same number: same secret.
+				z := append([]byte{0}, b.pub[1:]...)
+				s3, err3 := a.shared(z[1:])
+				s4, err4 := a.shared(z)
+				if err3 != nil || err4 != nil || !bytes.Equal(s3, s4) {
+					t.Errorf("MODP value without its leading zero: %v %v, secrets equal %v", err3, err4, bytes.Equal(s3, s4))
+				}
+				if _, err := a.shared(b.pub[:g.KELen()/2-1]); err == nil {
+					t.Errorf("MODP value of %d bytes accepted", g.KELen()/2-1)
+				}
+			}
+			if _, err := a.shared(append(b.pub, 0)); err == nil {
+				t.Errorf("long peer value accepted")
 			}
 		})
 	}

@@ -130,10 +130,24 @@ func newDH(g Group, rand io.Reader) (*dhKey, error) {
 	return &dhKey{group: g, x: x, pub: y.FillBytes(make([]byte, g.KELen()))}, nil
 }
 
+// keLenOK reports whether n bytes of KE data fit group g: exactly the
+// group's length for ECP; for MODP at most that length and at least half
+// of it. RFC 2409 §5 has a MODP value zero-padded to the prime's length,
+// but SoftEther sends it without its leading zero bytes (1 handshake in
+// 256 has a 255-byte MODP-2048 value); the number is the same, so it is
+// taken as is (the bytes received are what HASH_I/HASH_R cover) and only
+// a value far too short to be a real public value is refused.
+func keLenOK(g Group, n int) bool {
+	if _, modp := modpPrimes[g]; modp {
+		return n <= g.KELen() && n >= g.KELen()/2
+	}
+	return n == g.KELen()
+}
+
 // shared computes g^xy from the peer's KE data, rejecting degenerate
 // values (RFC 2409 §5 leaves that to us; RFC 6989 §2.1 for MODP).
 func (k *dhKey) shared(peer []byte) ([]byte, error) {
-	if len(peer) != k.group.KELen() {
+	if !keLenOK(k.group, len(peer)) {
 		return nil, fmt.Errorf("%w: %d bytes of KE data for %v", ErrBadKE, len(peer), k.group)
 	}
 	if k.ec != nil {

@@ -292,7 +292,7 @@ func keAndNonce(m *Message, g Group) (ke, nonce []byte, err error) {
 	if !ok1 || !ok2 || !nonceOK(np.Body) {
 		return nil, nil, perr(HeaderLen, "KE/nonce", ErrBadPayload)
 	}
-	if len(kp.Body) != g.KELen() {
+	if !keLenOK(g, len(kp.Body)) {
 		return nil, nil, fmt.Errorf("%w: KE of %d bytes for %v", ErrBadKE, len(kp.Body), g)
 	}
 	return append([]byte{}, kp.Body...), append([]byte{}, np.Body...), nil
