@@ -3,6 +3,7 @@ package ike
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -450,4 +451,41 @@ func TestQuickModeLimit(t *testing.T) {
 	if got := p.eb.Stats().QuickModeLimited.Load(); got == 0 {
 		t.Errorf("QuickModeLimited not counted")
 	}
+}
+
+// FuzzHalfOpenMM3 sends a fuzzed message carrying the cookies of a
+// half-open Main Mode, from its address or another: the promotion path
+// (admission, DH, teardown) never panics and the bounds hold.
+func FuzzHalfOpenMM3(f *testing.F) {
+	seed := AppendMessage(nil, Header{Exchange: ExchangeIdentityProtection},
+		[]Payload{{PayloadKE, bytes.Repeat([]byte{7}, 256)}, {PayloadNonce, bytes.Repeat([]byte{9}, 32)}})
+	f.Add(seed[16:], true)
+	f.Add(seed[16:40], false)
+	f.Fuzz(func(t *testing.T, rest []byte, sameAddr bool) {
+		cs := &captureSender{}
+		e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), MaxSAsPerSource: 1, MaxNegotiating: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := netip.MustParseAddrPort("192.0.2.1:500")
+		src := netip.MustParseAddrPort("203.0.113.9:500")
+		e.Input(mm1(), local, src, false)
+		if cs.count() != 1 {
+			t.Fatalf("no MM2")
+		}
+		b := append(append([]byte{}, cs.out[0][:16]...), rest...)
+		if len(b) >= HeaderLen {
+			binary.BigEndian.PutUint32(b[24:], uint32(len(b)))
+		}
+		from := src
+		if !sameAddr {
+			from = netip.MustParseAddrPort("198.51.100.1:500")
+		}
+		e.Input(b, local, from, false)
+		e.Input(b, local, from, false)
+		e.Tick()
+		if w, n := e.HalfOpen(); w+n > 1 {
+			t.Fatalf("half-open %d + negotiating %d from one MM1", w, n)
+		}
+	})
 }
