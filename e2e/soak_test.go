@@ -91,6 +91,7 @@ type SoakDevice struct {
 // SoakReport is what TestSoak* print and write.
 type SoakReport struct {
 	Duration   string       `json:"duration"`
+	PlanText   string       `json:"plan"`
 	Cycles     int          `json:"cycles"`
 	Devices    []SoakDevice `json:"devices"`
 	FirstCoAP  []string     `json:"uplink_back_to_first_coap"`
@@ -411,6 +412,8 @@ func runSoak(t *testing.T, plan soakPlan, total time.Duration) {
 	rep.Retransmit = m.metricOr("coap_spool_retransmits_total")
 	rep.Replaced = m.metricOr("proxy_upstream_replaced_total")
 	rep.Duration = time.Since(start).Round(time.Second).String()
+	rep.PlanText = fmt.Sprintf("%d cycle(s) of a %v WAN cut with the bridge SIGKILLed at +%v (restarted 5 s later) and the gateway at +%v (restarted 5 s later), then %d %% WAN loss for %v; 4 CoAP devices at 1 msg/s, 2 MQTT devices at 2 msg/s",
+		rep.Cycles, plan.Cut, plan.BridgeKill, plan.GwKill, plan.LossPct, plan.Loss)
 	for _, d := range rep.firstCoAP {
 		rep.FirstCoAP = append(rep.FirstCoAP, d.Round(10*time.Millisecond).String())
 		if d > 10*time.Second {

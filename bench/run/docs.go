@@ -86,6 +86,7 @@ func markdown(h docHeader, rep *Report) []byte {
 		b.WriteString("\n")
 	}
 	attackTable(&b, rep)
+	soakSection(&b, rep)
 	if len(rep.notes) > 0 {
 		b.WriteString("## Notes, skips and failures\n\n")
 		for _, n := range rep.notes {

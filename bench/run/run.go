@@ -54,6 +54,9 @@ type Options struct {
 	// AttackSites how many real sites set up during it.
 	AttackDur   time.Duration
 	AttackSites int
+	// SoakDur is how long the soak suite's TestSoakLong runs (0: the
+	// short TestSoak).
+	SoakDur time.Duration
 	// Quick runs every suite once at the smallest sizes that still
 	// exercise it (make test): a run with a failed suite, a failed side
 	// or a ceiling bug exits non-zero.
@@ -79,6 +82,7 @@ var suites = []suite{
 	{"endpoints", benchEndpoints},
 	{"storm", benchStorm},
 	{"attack", benchAttack},
+	{"soak", benchSoak},
 }
 
 // quickOptions shrinks o for -quick: one round, short samples, small
@@ -145,6 +149,8 @@ type Report struct {
 	notes  []string
 	// attacks are the "Under attack" rows (attack.go).
 	attacks []AttackRow
+	// soak is the field soak's result (soak.go), nil if it did not run.
+	soak *soakResult
 	// bugs are ratios above 1.0 against a ceiling: the run fails.
 	bugs  []string
 	start time.Time
@@ -456,6 +462,7 @@ func Main(args []string) int {
 	fs.StringVar(&o.DTLSCases, "dtls-cases", "psk,ecdsa", "dtls: which handshake pairs (psk, ecdsa)")
 	fs.DurationVar(&o.AttackDur, "attack-dur", 10*time.Second, "attack: how long the spoofed IKE flood runs")
 	fs.IntVar(&o.AttackSites, "attack-sites", 10, "attack: real sites that set up during the flood")
+	fs.DurationVar(&o.SoakDur, "soak-dur", 30*time.Minute, "soak: how long e2e TestSoakLong cycles through outages (0: the short TestSoak)")
 	fs.StringVar(&o.Only, "only", "", "run only these measurements (comma-separated): "+suiteNames())
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
 	fs.BoolVar(&o.Quick, "quick", false, "run every suite once, small and short (make test); writes no docs, fails on any failure")
@@ -550,6 +557,9 @@ func suiteNames() string {
 // (runScoped), and sides that failed for another reason than a skip.
 func (r *Report) failures() []string {
 	f := append(scopeFailures(), r.attackFailures()...)
+	if r.soak != nil && r.soak.Err != "" && !strings.HasPrefix(r.soak.Err, "skipped") {
+		f = append(f, "soak: "+r.soak.Err)
+	}
 	for _, g := range r.groups {
 		for _, row := range g.rows {
 			if row.Err != "" && !strings.HasPrefix(row.Err, "skipped") {
