@@ -180,6 +180,8 @@ uplink:
   cert: /etc/fleetgate/{{.Identity.Name}}.crt
   key: /etc/fleetgate/{{.Identity.Name}}.key
   ca: /etc/fleetgate/ca.crt
+  # The gateway's identity: a subjectAltName of its certificate.
+  gateway_id: {{.YQ .GatewayID}}
 {{- else}}
   psk: {{.YQ .PSK}}
 {{- end}}
