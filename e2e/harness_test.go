@@ -108,6 +108,7 @@ type EndpointStatus struct {
 	Queued      int       `json:"queued"`
 	Relay       string    `json:"relay"`
 	BytesQueued int64     `json:"bytes_queued"`
+	Spooled     int       `json:"spooled"` // CoAP telemetry in the spool
 	BytesIn     uint64    `json:"bytes_in"`
 	BytesOut    uint64    `json:"bytes_out"`
 }

@@ -246,6 +246,13 @@ func runSoak(t *testing.T, plan soakPlan, total time.Duration) {
 		cut := time.Now()
 		phase("WAN cut")
 		time.Sleep(time.Until(cut.Add(plan.BridgeKill)))
+		// The spool depth per endpoint, in /status and /metrics.
+		if es, ok := m.EndpointStatus("sp-zero"); !ok || es.Spooled == 0 {
+			t.Errorf("/status during the outage: sp-zero spooled %d (found %v), want > 0", es.Spooled, ok)
+		}
+		if v := m.metricOr(`bridge_endpoint_coap_spooled{endpoint="sp-tok"}`); v <= 0 {
+			t.Errorf(`bridge_endpoint_coap_spooled{endpoint="sp-tok"} = %v during the outage, want > 0`, v)
+		}
 		phase("SIGKILL bridge (mid-outage)")
 		m.KillBridge()
 		time.Sleep(5 * time.Second)

@@ -243,7 +243,7 @@ func status(cfg *config.Config, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "spool: oldest message %s old\n", st.SpoolAge.Round(time.Second))
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADDRESS\tPROTO\tONLINE\tLAST SEEN\tQUEUED\tBYTES IN\tBYTES OUT\tRELAY\tSPOOLED BYTES")
+	fmt.Fprintln(tw, "NAME\tADDRESS\tPROTO\tONLINE\tLAST SEEN\tQUEUED\tBYTES IN\tBYTES OUT\tRELAY\tSPOOLED BYTES\tCOAP SPOOL")
 	for _, e := range st.Endpoints {
 		seen := "-"
 		if !e.LastSeen.IsZero() {
@@ -253,7 +253,12 @@ func status(cfg *config.Config, stdout io.Writer) error {
 		if relay == "" {
 			relay = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%d\n", e.Name, e.Addr, e.Protocol, e.Online, seen, e.Queued, e.BytesIn, e.BytesOut, relay, e.BytesQueued)
+		// CoAP telemetry answered 2.04 and waiting for central: messages/bytes.
+		coapSpool := "-"
+		if e.Protocol == "coap" {
+			coapSpool = fmt.Sprintf("%d/%dB", e.Spooled, e.SpoolBytes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%d\t%s\n", e.Name, e.Addr, e.Protocol, e.Online, seen, e.Queued, e.BytesIn, e.BytesOut, relay, e.BytesQueued, coapSpool)
 	}
 	return tw.Flush()
 }

@@ -126,8 +126,9 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, errs := runCLI(t, "-c", cfgPath, "status")
-	if code != 0 || !strings.Contains(out, "uplink: none") || !strings.Contains(out, "sensor-17  10.10.8.17  coap   false") {
-		t.Fatalf("status: got %d %q %q, want uplink none and an offline sensor-17 row", code, out, errs)
+	if code != 0 || !strings.Contains(out, "uplink: none") || !strings.Contains(out, "sensor-17  10.10.8.17  coap   false") ||
+		!strings.Contains(out, "COAP SPOOL") || !strings.Contains(out, " 0/0B") {
+		t.Fatalf("status: got %d %q %q, want uplink none and an offline sensor-17 row with an empty CoAP spool", code, out, errs)
 	}
 }
 
