@@ -312,7 +312,7 @@ func Parse(b []byte) (*Config, error) {
 	case m.SessionExpiry < 0:
 		return nil, fail("mqtt.session_expiry", "mqtt.session_expiry must be a positive duration such as 72h (0: default)")
 	case m.MaxPendingConnects < 0 || m.MaxPendingPerSource < 0:
-		return nil, fail("mqtt.max_pending_connects", "mqtt.max_pending_connects and max_pending_connects_per_source must be positive (0: defaults 256, 8)")
+		return nil, fail("mqtt.max_pending_connects", "mqtt.max_pending_connects and max_pending_connects_per_source must be positive (0: defaults 128, 8)")
 	}
 	if c.MQTT.RevokeDrain < 0 || c.MQTT.RevokeDrain > 5*time.Minute {
 		return nil, fail("mqtt.revoke_drain", "mqtt.revoke_drain must be between 0 (drop a revoked endpoint's queued messages) and 5m")

@@ -16,14 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/dtls/v3/pkg/protocol"
-	"github.com/pion/dtls/v3/pkg/protocol/extension"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
-	"golang.org/x/sys/unix"
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
@@ -38,7 +35,6 @@ const (
 	floodRate   = 4000     // per second
 	floodRSSMax = 64 << 20 // bytes of RSS growth allowed
 	floodChild  = "FG_COAP_FLOOD_CHILD"
-	floodTick   = 10 * time.Millisecond
 )
 
 // TestAttackClientHelloFlood runs the DTLS server in a child process (this
@@ -122,7 +118,7 @@ func TestAttackClientHelloFlood(t *testing.T) {
 	raddr, _ := net.ResolveUDPAddr("udp", addr)
 	sent := make(chan int, 1)
 	half := make(chan struct{})
-	go func() { sent <- flood(t, raddr, half) }()
+	go func() { sent <- coaptest.SpoofedHelloFlood(t, raddr, floodHellos, floodRate, half) }()
 
 	// A legitimate device handshakes while the flood runs.
 	<-half
@@ -170,75 +166,6 @@ func TestAttackClientHelloFlood(t *testing.T) {
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
 
-// flood sends floodHellos ClientHellos at floodRate, each from its own
-// source address in 127.16.0.0/12 (closes half when half are sent).
-func flood(t *testing.T, to *net.UDPAddr, half chan struct{}) int {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
-	if err != nil {
-		t.Error(err)
-		close(half)
-		return 0
-	}
-	defer c.Close()
-	hello := clientHello(t)
-	per := floodRate * int(floodTick) / int(time.Second)
-	tk := time.NewTicker(floodTick)
-	defer tk.Stop()
-	n := 0
-	for n < floodHellos {
-		<-tk.C
-		for i := 0; i < per && n < floodHellos; i++ {
-			src := [4]byte{127, 16 + byte(n>>16), byte(n >> 8), byte(n)}
-			if src[3] == 0 || src[3] == 255 {
-				src[3] = 1
-			}
-			oob := unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: src})
-			if _, _, err := c.WriteMsgUDP(hello, oob, to); err != nil {
-				t.Errorf("flood datagram %d from %v: %v", n, src, err)
-				close(half)
-				return n
-			}
-			n++
-			if n == floodHellos/2 {
-				close(half)
-			}
-		}
-	}
-	return n
-}
-
-// clientHello is a well-formed DTLS 1.2 ClientHello (no cookie) as a
-// device's first flight: PSK suites, extended master secret, CID.
-func clientHello(t *testing.T) []byte {
-	var r handshake.Random
-	if err := r.Populate(); err != nil {
-		t.Fatal(err)
-	}
-	return clientHelloWith(t, r, nil, 0)
-}
-
-func clientHelloWith(t *testing.T, r handshake.Random, cookie []byte, seq uint16) []byte {
-	rec := recordlayer.RecordLayer{
-		Header: recordlayer.Header{Version: protocol.Version1_2, SequenceNumber: uint64(seq)},
-		Content: &handshake.Handshake{Header: handshake.Header{MessageSequence: seq}, Message: &handshake.MessageClientHello{
-			Version:            protocol.Version1_2,
-			Random:             r,
-			Cookie:             cookie,
-			CipherSuiteIDs:     []uint16{0xc0a8, 0x00a8},
-			CompressionMethods: []*protocol.CompressionMethod{{ID: 0}}, // null,
-			Extensions: []extension.Extension{
-				&extension.UseExtendedMasterSecret{Supported: true},
-				&extension.ConnectionID{CID: []byte{}},
-			},
-		}},
-	}
-	b, err := rec.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // TestPendingHandshakeCaps: a peer that answers the cookie gets a pending
 // handshake, bounded per source IP and in total, closed after
 // PendingTimeout if it goes no further.
@@ -258,7 +185,7 @@ func TestPendingHandshakeCaps(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		var r handshake.Random
 		_ = r.Populate()
-		if _, err := c.WriteTo(clientHelloWith(t, r, nil, 0), srv); err != nil {
+		if _, err := c.WriteTo(coaptest.ClientHello(t, r, nil, 0), srv); err != nil {
 			t.Fatal(err)
 		}
 		buf := make([]byte, 1500)
@@ -275,7 +202,7 @@ func TestPendingHandshakeCaps(t *testing.T) {
 		if !ok {
 			t.Fatalf("got %T, want HelloVerifyRequest", rl.Content.(*handshake.Handshake).Message)
 		}
-		if _, err := c.WriteTo(clientHelloWith(t, r, hvr.Cookie, 1), srv); err != nil {
+		if _, err := c.WriteTo(coaptest.ClientHello(t, r, hvr.Cookie, 1), srv); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -40,7 +40,7 @@ const (
 	DefaultSessionExpiry = 72 * time.Hour
 	// DefaultMaxPendingConnects and DefaultMaxPendingConnectsPerSource
 	// bound connections without a CONNECT yet (≈ 100 KB each with TLS).
-	DefaultMaxPendingConnects          = 256
+	DefaultMaxPendingConnects          = 128
 	DefaultMaxPendingConnectsPerSource = 8
 )
 
