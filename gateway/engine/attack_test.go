@@ -159,6 +159,15 @@ func TestSpoofedMainModeFlood(t *testing.T) {
 			t.Errorf("site%d: set-up took %v with %d IKE retransmissions, want < %v and none", i, took, rtx, phase1Bound)
 		}
 	}
+	// The gauge shows the table full, never above its bound.
+	expo := g.scrape(t)
+	m := regexp.MustCompile(`fleetgate_ike_half_open\{state="waiting"\} (\d+)`).FindStringSubmatch(expo)
+	if m == nil {
+		t.Fatalf("no half-open gauge in the metrics:\n%s", grepLines(expo, "half_open"))
+	}
+	if n, _ := strconv.Atoi(m[1]); n == 0 || n > floodHalfOpen {
+		t.Errorf("fleetgate_ike_half_open{state=\"waiting\"} = %d during the flood, want 1..%d", n, floodHalfOpen)
+	}
 	end()
 	t.Logf("flood: %d first messages from %d sources; IKE received %d, half-open evicted %d, lost %d; admission admitted %d, refused %d",
 		sent, floodSources, ist.Received.Load(), ist.HalfOpenEvicted.Load(), ist.HalfOpenLost.Load(), es.AdmissionAdmitted.Load(), es.AdmissionRefused.Load())
