@@ -324,3 +324,63 @@ func TestCoapSpoolFairUnderFlood(t *testing.T) {
 		t.Fatalf("central got the quiet device's %v, want %v", got, want)
 	}
 }
+
+// TestCoapSpoolResumesBoundMID: a message the previous bridge process had
+// sent (its Message ID bound in the spool) before it was killed is sent
+// again after the restart under the same Message ID from the same source,
+// so central recognises it as a retransmission (at most once).
+func TestCoapSpoolResumesBoundMID(t *testing.T) {
+	dir := t.TempDir()
+	req := pool.NewMessage(context.Background())
+	req.SetCode(codes.POST)
+	_ = req.SetPath("/telemetry")
+	req.SetBody(bytes.NewReader([]byte(`{"seq":1}`)))
+	b, err := encodeSpooled(req, "/telemetry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := spool.Open(spool.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := old.Append(spool.Message{Endpoint: "sensor-17", Topic: "/telemetry", QoS: 1, Payload: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Bind("sensor-17", seq, 4242, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	_ = old.Close()
+
+	pair := ipstacktest.NewPair(t, 0)
+	centralAddr := netip.MustParseAddrPort("10.20.0.1:5683")
+	if err := pair.B.AddAddress(netip.PrefixFrom(centralAddr.Addr(), 32)); err != nil {
+		t.Fatal(err)
+	}
+	sink := startDedupSink(t, pair, centralAddr)
+	sink.mu.Lock()
+	sink.seen["10.10.8.17:5683|4242"] = true // central processed it before the kill
+	sink.mu.Unlock()
+	reg, _ := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	if _, err := device.Provision(reg, nil, device.Request{Name: "sensor-17"}); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(spool.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := New(Config{Stack: pair.A, Registry: reg, Central: centralAddr, Spool: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close(); _ = sp.Close() })
+	waitFor(t, func() bool { n, _ := px.Spooled("sensor-17"); return n == 0 })
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if sink.dups != 1 || len(sink.bodies) != 0 {
+		t.Fatalf("central: %d duplicates answered from cache, %d processed anew (%v); want the resend recognised (1, 0)", sink.dups, len(sink.bodies), sink.bodies)
+	}
+}
