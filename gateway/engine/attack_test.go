@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
 // flood sends mk(i) to "to" from conns in turn, every interval, until stop
@@ -230,5 +232,36 @@ func TestIKEScanStatelessCookie(t *testing.T) {
 	}
 	if n := g.eng.Stats().AdmissionAdmitted.Load(); n != 0 {
 		t.Errorf("pacing admitted %d Main Modes without a third message", n)
+	}
+}
+
+// TestPacingAtThirdMessage: gateway pacing (per source: burst 1, then one
+// per 100 s) is charged when a Main Mode's third message proves the
+// address. The second site from one address is refused there, counted
+// and reported as set-up failure admission/paced; its first messages
+// were answered all the same.
+func TestPacingAtThirdMessage(t *testing.T) {
+	g := startGateway(t, parseConfig(t, "  - {name: pump2, ppp: {password: pw2}, policy: sensors}\n"+
+		"pacing: {per_source_rate: 0.01, per_source_burst: 1, global_rate: 1000, global_burst: 1000}\n"), engine.Config{})
+	first := g.clientConfig("hall7", "pw7")
+	first.LocalIKE, first.LocalNATT = "127.0.0.30:0", "127.0.0.30:0"
+	dial(t, first)
+	second := g.clientConfig("pump2", "pw2")
+	second.LocalIKE, second.LocalNATT = "127.0.0.30:0", "127.0.0.30:0"
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if tn, err := tunnel.Dial(ctx, second); err == nil {
+		tn.Close()
+		t.Fatal("second site from the same address got in despite per-source pacing")
+	} else if p := tunnel.PhaseOf(err); p != tunnel.PhaseIKE {
+		t.Errorf("second site failed in phase %v (%v), want IKE", p, err)
+	}
+	es := g.eng.Stats()
+	t.Logf("admission admitted %d, refused %d", es.AdmissionAdmitted.Load(), es.AdmissionRefused.Load())
+	if es.AdmissionAdmitted.Load() != 1 || es.AdmissionRefused.Load() == 0 {
+		t.Errorf("admitted %d refused %d, want 1 and > 0", es.AdmissionAdmitted.Load(), es.AdmissionRefused.Load())
+	}
+	if m := grepLines(g.scrape(t), `phase="admission",reason="paced"`); m == "" {
+		t.Error("no admission/paced set-up failure in the metrics")
 	}
 }
