@@ -80,6 +80,21 @@ func TestCeilingBug(t *testing.T) {
 	if !strings.Contains(out.String(), "BENCH BUG") {
 		t.Errorf("table does not say BENCH BUG:\n%s", out.String())
 	}
+	// One sample (-quick): above 1.0 by rate but dearer per operation than
+	// the ceiling is noise, not a bug; cheaper too is a bug.
+	q := &Report{out: &bytes.Buffer{}, singleSample: true}
+	noisy := []Row{{Name: "ours", Median: Sample{Rate: 1050, CPUPerOp: 2 * time.Microsecond}}, {Name: "ceiling", Median: Sample{Rate: 1000, CPUPerOp: time.Microsecond}}}
+	q.add("g", "pkts/s", noisy)
+	q.ceilingRatio("g", "ours / ceiling", noisy, "ours", "ceiling", 0)
+	if len(q.bugs) != 0 || len(q.notes) != 1 {
+		t.Errorf("single noisy sample: bugs %q notes %q, want a note only", q.bugs, q.notes)
+	}
+	bad := []Row{{Name: "ours", Median: Sample{Rate: 1050, CPUPerOp: time.Microsecond}}, {Name: "ceiling", Median: Sample{Rate: 1000, CPUPerOp: 2 * time.Microsecond}}}
+	q.add("h", "pkts/s", bad)
+	q.ceilingRatio("h", "ours / ceiling", bad, "ours", "ceiling", 0)
+	if len(q.bugs) != 1 {
+		t.Errorf("single sample faster and cheaper than the ceiling: bugs %q, want one", q.bugs)
+	}
 	// A plain ratio above 1 is fine.
 	rep.ratio("g", "ours / theirs", rs, "ours", "theirs", 2)
 	if len(rep.bugs) != 1 {

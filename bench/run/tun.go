@@ -12,6 +12,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/esp"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
 // tunBurst is how many 1400-byte datagrams the kernel-side sender hands
@@ -53,7 +54,7 @@ func gsoSender(t testing.TB, h *netns.Host, dst netip.AddrPort, size int) func()
 
 // tunGateway is our gateway with a TUN data plane of driver in gwh and
 // one session dialled from edge, counting what reaches the session.
-func tunGateway(t testing.TB, edge, gwh *netns.Host, driver, name, pool string) (netip.Addr, *sink) {
+func tunGateway(t testing.TB, edge, gwh *netns.Host, driver, name, pool string) (*tunnel.Tunnel, *sink) {
 	var tun *dataplane.TUN
 	if err := gwh.Do(func() error {
 		var err error
@@ -71,7 +72,7 @@ func tunGateway(t testing.TB, edge, gwh *netns.Host, driver, name, pool string) 
 	t.Cleanup(func() { _ = tn.Close() })
 	s := newSink()
 	tn.SetPacketHandler(func(p []byte) { s.count(len(p)) })
-	return tn.LocalAddr(), s
+	return tn, s
 }
 
 func (s *sink) count(n int) {
@@ -166,8 +167,9 @@ func benchTUN(o *Options, rep *Report) {
 		}
 		topo := netns.Pair(t)
 		edge, gwh := topo.Host("a"), topo.Host("b")
-		vAddr, vSink := tunGateway(t, edge, gwh, dataplane.TUNDriverVnet, "fgv", "10.30.0.0/24")
-		wAddr, wSink := tunGateway(t, edge, gwh, dataplane.TUNDriverWater, "fgw", "10.31.0.0/24")
+		vTn, vSink := tunGateway(t, edge, gwh, dataplane.TUNDriverVnet, "fgv", "10.30.0.0/24")
+		wTn, wSink := tunGateway(t, edge, gwh, dataplane.TUNDriverWater, "fgw", "10.31.0.0/24")
+		vAddr, wAddr := vTn.LocalAddr(), wTn.LocalAddr()
 		cSink := tunCeiling(t, edge, gwh, "fgc", "10.32.0.0/24")
 		vSend := gsoSender(t, gwh, netip.AddrPortFrom(vAddr, 9), size)
 		wSend := gsoSender(t, gwh, netip.AddrPortFrom(wAddr, 9), size)
@@ -182,6 +184,35 @@ func benchTUN(o *Options, rep *Report) {
 		rep.add(title, "pkts/s", rows)
 		rep.ratio(title, "ours vnet / ours water (old path)", rows, names[0], names[1], 2)
 		rep.ceilingRatio(title, "ours vnet / TUN ceiling", rows, names[0], names[2], 0)
+
+		// The other way: our client sends through ESP and the router into
+		// the TUN, to a kernel UDP socket in the gateway's namespace.
+		const up = "ESP → gateway TUN (our client to a kernel UDP socket in the gateway namespace, 1400-byte IP packets, aes128gcm16)"
+		pc, err := gwh.ListenPacket("udp4", netip.AddrPortFrom(gwh.Addr, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		if uc, ok := pc.(*net.UDPConn); ok {
+			_ = uc.SetReadBuffer(4 << 20)
+		}
+		ks := newSink()
+		go ks.serve(pc)
+		dst := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+		vPkt := udpPacket(vAddr, gwh.Addr, dst, size)
+		wPkt := udpPacket(wAddr, gwh.Addr, dst, size)
+		upNames := names[:2]
+		upRuns := []func() (Sample, error){
+			func() (Sample, error) {
+				return load(o.Dur, size, ks, func() error { return vTn.WritePacket(vPkt) }, zeroCPU)
+			},
+			func() (Sample, error) {
+				return load(o.Dur, size, ks, func() error { return wTn.WritePacket(wPkt) }, zeroCPU)
+			},
+		}
+		upRows := alternate(o.Reps, upNames, upRuns)
+		rep.add(up, "pkts/s", upRows)
+		rep.ratio(up, "ours vnet / ours water (old path)", upRows, upNames[0], upNames[1], 2)
 	})
 	if err != nil {
 		rep.note("tun failed: %v", err)

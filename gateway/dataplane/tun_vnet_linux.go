@@ -3,7 +3,9 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -65,10 +67,13 @@ func openVnet(name string, mtu int) (*vnetDevice, string, error) {
 // vnetDevice adapts the batching wireguard TUN to the router's
 // one-packet calls. Reads: one read(2) may return a GSO super-packet,
 // split into up to BatchSize packets that the following ReadPacket calls
-// hand out. Writes: a WritePacket that finds no write in progress writes
-// its packet and every packet other goroutines queued meanwhile, in one
-// Write (GRO coalesces the TCP/UDP flows among them); one that finds a
-// write in progress queues its packet for that writer and returns.
+// hand out. Writes: a packet that finds the device idle and comes a while
+// after the previous one (a lone packet, a request/response) is written at
+// once by its caller; packets that come back to back (a stream, or many
+// sessions at once) are queued for a writer goroutine that writes them
+// BatchSize at a time in one Write, where GRO coalesces each TCP/UDP flow
+// into one super-packet for the kernel (the router calls WritePacket from
+// one goroutine, so without the queue nothing would ever be coalesced).
 type vnetDevice struct {
 	dev   wgtun.Device
 	batch int
@@ -85,14 +90,33 @@ type vnetDevice struct {
 	free    []int    // indices of unused store buffers
 	pending []int    // queued packets (store indices), in order
 	plen    []int    // their lengths, by store index
-	writing bool
+	busy    bool     // a write is in progress (inline or the writer's)
+	last    time.Duration
+	credit  int // packets still to be written inline (see writeLoop)
+	closed  bool
+	kick    chan struct{}
+	done    chan struct{}
 	wbatch  [][]byte
 	wdone   []int
+	one     [][]byte
 }
+
+// vnetInlineGap: a packet that finds the device idle this long after the
+// previous one was handed over is written by its caller (no hand-off);
+// closer ones are a stream and go through the writer goroutine.
+const vnetInlineGap = 10 * time.Microsecond
+
+// vnetInlineAfterSingle: when the writer woke for a single packet the
+// caller is not outpacing the device, so this many further packets that
+// find it idle are written inline whatever their gap.
+const vnetInlineAfterSingle = 16
+
+var vnetEpoch = time.Now()
 
 func newVnetDevice(dev wgtun.Device, mtu int) *vnetDevice {
 	b := dev.BatchSize()
-	d := &vnetDevice{dev: dev, batch: b, rsize: make([]int, b), plen: make([]int, 2*b)}
+	d := &vnetDevice{dev: dev, batch: b, rsize: make([]int, b), plen: make([]int, 2*b),
+		kick: make(chan struct{}, 1), done: make(chan struct{}), one: make([][]byte, 1)}
 	for range b {
 		d.rbufs = append(d.rbufs, make([]byte, vnetHeadroom+max(mtu, 1500)+64))
 	}
@@ -101,6 +125,7 @@ func newVnetDevice(dev wgtun.Device, mtu int) *vnetDevice {
 		d.store = append(d.store, make([]byte, vnetWriteCap))
 		d.free = append(d.free, i)
 	}
+	go d.writeLoop()
 	return d
 }
 
@@ -121,45 +146,119 @@ func (d *vnetDevice) readPacket(buf []byte) (int, error) {
 	return n, nil
 }
 
-func (d *vnetDevice) writePacket(pkt []byte) error {
-	if vnetHeadroom+len(pkt) > vnetWriteCap {
-		return fmt.Errorf("dataplane: TUN write of %d bytes: larger than %d", len(pkt), vnetWriteCap-vnetHeadroom)
-	}
-	d.wmu.Lock()
-	for len(d.free) == 0 {
+// takeSlot waits for a free buffer and copies pkt into it; wmu is held.
+func (d *vnetDevice) takeSlot(pkt []byte) (int, bool) {
+	for len(d.free) == 0 && !d.closed {
 		d.room.Wait()
+	}
+	if d.closed {
+		return 0, false
 	}
 	k := d.free[len(d.free)-1]
 	d.free = d.free[:len(d.free)-1]
 	copy(d.store[k][vnetHeadroom:], pkt)
 	d.plen[k] = len(pkt)
-	d.pending = append(d.pending, k)
-	if d.writing {
-		d.wmu.Unlock()
-		return nil // the writer in progress takes it
-	}
-	d.writing = true
-	var first error
-	for len(d.pending) > 0 {
-		n := min(len(d.pending), d.batch)
-		d.wdone = append(d.wdone[:0], d.pending[:n]...)
-		d.pending = append(d.pending[:0], d.pending[n:]...)
-		d.wbatch = d.wbatch[:0]
-		for _, k := range d.wdone {
-			d.wbatch = append(d.wbatch, d.store[k][:vnetHeadroom+d.plen[k]])
-		}
-		d.wmu.Unlock()
-		_, err := d.dev.Write(d.wbatch, vnetHeadroom)
-		d.wmu.Lock()
-		if err != nil && first == nil {
-			first = err
-		}
-		d.free = append(d.free, d.wdone...)
-		d.room.Broadcast()
-	}
-	d.writing = false
-	d.wmu.Unlock()
-	return first
+	return k, true
 }
 
-func (d *vnetDevice) close() error { return d.dev.Close() }
+func (d *vnetDevice) writePacket(pkt []byte) error {
+	if vnetHeadroom+len(pkt) > vnetWriteCap {
+		return fmt.Errorf("dataplane: TUN write of %d bytes: larger than %d", len(pkt), vnetWriteCap-vnetHeadroom)
+	}
+	now := time.Since(vnetEpoch)
+	d.wmu.Lock()
+	if !d.busy && len(d.pending) == 0 && (d.credit > 0 || now-d.last >= vnetInlineGap) {
+		if d.credit > 0 {
+			d.credit--
+		}
+		k, ok := d.takeSlot(pkt)
+		if !ok {
+			d.wmu.Unlock()
+			return os.ErrClosed
+		}
+		d.busy = true
+		d.wmu.Unlock()
+		d.one[0] = d.store[k][:vnetHeadroom+len(pkt)]
+		_, err := d.dev.Write(d.one, vnetHeadroom)
+		d.one[0] = nil
+		d.wmu.Lock()
+		d.free = append(d.free, k)
+		d.room.Broadcast()
+		d.last = time.Since(vnetEpoch)
+		if len(d.pending) > 0 {
+			d.kickLocked() // others queued meanwhile: the writer takes over
+		} else {
+			d.busy = false
+		}
+		d.wmu.Unlock()
+		return err
+	}
+	k, ok := d.takeSlot(pkt)
+	if !ok {
+		d.wmu.Unlock()
+		return os.ErrClosed
+	}
+	d.pending = append(d.pending, k)
+	d.last = now
+	if !d.busy {
+		d.busy = true
+		d.kickLocked()
+	}
+	d.wmu.Unlock()
+	return nil
+}
+
+func (d *vnetDevice) kickLocked() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes queued packets in batches until the queue is empty,
+// then sleeps until kicked. Write errors of queued packets are not
+// reported to anyone (the router counted the packet as sent).
+func (d *vnetDevice) writeLoop() {
+	for {
+		select {
+		case <-d.kick:
+		case <-d.done:
+			return
+		}
+		for {
+			d.wmu.Lock()
+			if len(d.pending) == 0 {
+				d.busy = false
+				d.wmu.Unlock()
+				break
+			}
+			n := min(len(d.pending), d.batch)
+			if n == 1 {
+				d.credit = vnetInlineAfterSingle
+			}
+			d.wdone = append(d.wdone[:0], d.pending[:n]...)
+			d.pending = append(d.pending[:0], d.pending[n:]...)
+			d.wbatch = d.wbatch[:0]
+			for _, k := range d.wdone {
+				d.wbatch = append(d.wbatch, d.store[k][:vnetHeadroom+d.plen[k]])
+			}
+			d.wmu.Unlock()
+			_, _ = d.dev.Write(d.wbatch, vnetHeadroom)
+			d.wmu.Lock()
+			d.free = append(d.free, d.wdone...)
+			d.room.Broadcast()
+			d.wmu.Unlock()
+		}
+	}
+}
+
+func (d *vnetDevice) close() error {
+	d.wmu.Lock()
+	if !d.closed {
+		d.closed = true
+		close(d.done)
+		d.room.Broadcast()
+	}
+	d.wmu.Unlock()
+	return d.dev.Close()
+}
