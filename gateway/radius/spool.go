@@ -78,7 +78,9 @@ func OpenSpool(c *Client, path string, max int, log *slog.Logger) (*Spool, error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Spool{c: c, max: max, log: log, now: c.cfg.Now, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	// Wall-clock time, not the client's clock: records and their
+	// Acct-Delay-Time outlive the process.
+	s := &Spool{c: c, max: max, log: log, now: time.Now, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	if path != "" {
 		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 		if err != nil {
@@ -90,7 +92,10 @@ func OpenSpool(c *Client, path string, max int, log *slog.Logger) (*Spool, error
 			if err != nil {
 				return err
 			}
-			n = b.Stats().KeyN
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil; k, _ = c.Next() {
+				n++
+			}
 			return nil
 		})
 		if err != nil {
