@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 }
 
 func TestCheckConfig(t *testing.T) {
-	code, out, _ := run(t, "--check-config", "../../configs/gateway.yaml")
+	code, out, _ := run(t, "--check-config", testenv.ExampleConfig(t, "gateway.yaml"))
 	if code != 0 || !strings.Contains(out, "OK: 3 identities (2 cert, 1 psk)") {
 		t.Errorf("good config: code %d, out %q", code, out)
 	}
@@ -66,11 +67,11 @@ func TestPKICommands(t *testing.T) {
 }
 
 func TestClientConfigCommand(t *testing.T) {
-	code, out, errs := run(t, "client-config", "ops-laptop", "--format", "windows", "--gateway", "vpn.example.net", "-c", "../../configs/gateway.yaml")
+	code, out, errs := run(t, "client-config", "ops-laptop", "--format", "windows", "--gateway", "vpn.example.net", "-c", testenv.ExampleConfig(t, "gateway.yaml"))
 	if code != 0 || !strings.Contains(out, "Add-VpnConnection -Name 'fleetgate' -ServerAddress 'vpn.example.net' -TunnelType L2tp") {
 		t.Errorf("code %d out %q err %q", code, out, errs)
 	}
-	if code, _, errs := run(t, "client-config", "nobody", "--gateway", "x", "-c", "../../configs/gateway.yaml"); code != 1 || !strings.Contains(errs, "no such identity") {
+	if code, _, errs := run(t, "client-config", "nobody", "--gateway", "x", "-c", testenv.ExampleConfig(t, "gateway.yaml")); code != 1 || !strings.Contains(errs, "no such identity") {
 		t.Errorf("unknown identity: code %d err %q", code, errs)
 	}
 }

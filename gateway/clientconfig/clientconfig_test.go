@@ -2,6 +2,7 @@ package clientconfig
 
 import (
 	"errors"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"strings"
 	"testing"
 
@@ -11,7 +12,7 @@ import (
 
 func load(t *testing.T) *config.Config {
 	t.Helper()
-	c, err := config.Load("../../configs/gateway.yaml")
+	c, err := config.Load(testenv.ExampleConfig(t, "gateway.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

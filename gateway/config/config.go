@@ -35,6 +35,10 @@ const (
 type Config struct {
 	// Listen holds the UDP endpoints of IKE, NAT-T and L2TP.
 	Listen Listen `yaml:"listen"`
+	// GatewayID is the IKE identity the gateway presents (an FQDN or an
+	// address); empty: the certificate subject with certificates, else the
+	// address the client dialled.
+	GatewayID string `yaml:"gateway_id"`
 	// Proposals are the IKE and ESP proposals accepted, strongSwan syntax.
 	Proposals Proposals `yaml:"proposals"`
 	// PSK is the shared pre-shared key for stock clients.
@@ -80,6 +84,8 @@ type Config struct {
 	PKI PKI `yaml:"pki"`
 	// Log configures slog output.
 	Log Log `yaml:"log"`
+	// AuthBackoff slows repeated failed logins per source and identity.
+	AuthBackoff AuthBackoff `yaml:"auth_backoff"`
 
 	// File is the path the configuration was loaded from.
 	File string `yaml:"-"`
@@ -260,6 +266,10 @@ type RADIUS struct {
 	Secret          string `yaml:"secret"`
 	SecretFile      string `yaml:"secret_file"`
 	NASIdentifier   string `yaml:"nas_identifier"`
+	// Phase1IDAttribute names the Access-Accept attribute that binds a
+	// RADIUS user to the phase 1 identity that may log in as it
+	// ("Filter-Id"); users without it may only follow a shared-PSK phase 1.
+	Phase1IDAttribute string `yaml:"phase1_id_attribute"`
 	Timeout         string `yaml:"timeout"`
 	InterimInterval string `yaml:"interim_interval"`
 	// AuthServers and AcctServers are further servers (host:port), tried
@@ -301,6 +311,21 @@ func (r *RADIUS) AcctList() []string {
 	return append([]string{r.Acct}, r.AcctServers...)
 }
 
+// AuthBackoff: after Free failed logins (IKE or PPP) from one source
+// address, or for one identity from sources it never logged in from,
+// each further attempt must wait Delay, doubling per failure up to
+// MaxDelay; failures are forgotten after Forget without one. An identity
+// is never slowed from an address it logged in from.
+type AuthBackoff struct {
+	Free     int    `yaml:"free_failures"`
+	Delay    string `yaml:"delay"`
+	MaxDelay string `yaml:"max_delay"`
+	Forget   string `yaml:"forget"`
+
+	// DelayD, MaxDelayD and ForgetD are the parsed durations.
+	DelayD, MaxDelayD, ForgetD time.Duration `yaml:"-"`
+}
+
 // Import names classic secrets files merged into the identities.
 type Import struct {
 	IPsecSecrets string `yaml:"ipsec_secrets"`
@@ -322,19 +347,34 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Load reads and validates the configuration file at path.
+// Load reads and validates the configuration file at path. Unlike Parse
+// it refuses secrets that group or others may read: the files named by
+// *_file keys and imports, and the configuration file itself when it
+// holds a secret inline.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(path, b)
+	c, err := parse(path, b, true)
+	if err != nil {
+		return nil, err
+	}
+	if c.hasInlineSecrets() {
+		if err := CheckSecretFile(path); err != nil {
+			return nil, Errors{{File: path, Msg: err.Error() + "; or move the secrets to *_file files"}}
+		}
+	}
+	return c, nil
 }
 
 var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 // Parse decodes and validates a configuration; file names it in errors.
-func Parse(file string, b []byte) (*Config, error) {
+// Secret files it names are read without the permission check of Load.
+func Parse(file string, b []byte) (*Config, error) { return parse(file, b, false) }
+
+func parse(file string, b []byte, perms bool) (*Config, error) {
 	if file == "" {
 		file = "<input>"
 	}
@@ -352,7 +392,7 @@ func Parse(file string, b []byte) (*Config, error) {
 		return nil, yamlErrors(file, err)
 	}
 	c.File = file
-	v := &validator{c: c}
+	v := &validator{c: c, perms: perms}
 	v.run()
 	if len(v.errs) > 0 {
 		return nil, v.errs

@@ -10,13 +10,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/esp"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
-	c, err := Load("../../configs/gateway.yaml")
+	path := testenv.ExampleConfig(t, "gateway.yaml")
+	c, err := Load(path)
 	if err != nil {
 		t.Fatalf("example config: %v", err)
+	}
+	// As checked out (group/world-readable secrets) it is refused, with the fix.
+	if _, err := Load("../../configs/gateway.yaml"); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		if st, serr := os.Stat("../../configs/secrets/shared.psk"); serr == nil && st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("group-readable secrets: got %v, want a refusal naming chmod 600", err)
+		}
 	}
 	if got, want := c.Listen.IKEAddr().Port(), uint16(500); got != want {
 		t.Errorf("ike port: got %d, want %d", got, want)
@@ -50,7 +58,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if got, want := c.Proposals.ESPParsed[0].Suite, (esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}); got != want {
 		t.Errorf("esp[0]: got %v, want %v", got, want)
 	}
-	if got, want := c.PKI.CA, filepath.Join("../../configs/pki", "ca.crt"); got != want {
+	if got, want := c.PKI.CA, filepath.Join(filepath.Dir(path), "pki", "ca.crt"); got != want {
 		t.Errorf("pki ca path: got %q, want %q", got, want)
 	}
 	if c.DPD.IntervalD != 30*time.Second || c.DPD.TimeoutD != 150*time.Second || c.LCPEcho.IntervalD != 20*time.Second || c.LCPEcho.Failures != 3 {

@@ -27,8 +27,11 @@ type Identity struct {
 	// ID is the IKE identity to match: for cert the subject CN or a SAN,
 	// for psk the peer's ID payload (optional with the shared PSK).
 	ID string `yaml:"id"`
-	// PSK is a per-identity pre-shared key; empty means the shared one.
-	PSK string `yaml:"psk"`
+	// PSK is a per-identity pre-shared key (needs ID: Main Mode finds the
+	// key by the peer's ID); empty means the shared one. PSKFile reads it
+	// from a file instead.
+	PSK     string `yaml:"psk"`
+	PSKFile string `yaml:"psk_file"`
 	// PSKExpires is when PSK must be rotated (YYYY-MM-DD).
 	PSKExpires string `yaml:"psk_expires"`
 	// PPP holds the L2TP/PPP credentials.
@@ -58,9 +61,19 @@ type Identity struct {
 
 // PPPAuth is an identity's PPP credentials. The password is never logged.
 type PPPAuth struct {
-	User     string   `yaml:"user"`
-	Password string   `yaml:"password"`
-	Methods  []string `yaml:"methods"`
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// PasswordFile reads Password from a file (owner-only permissions).
+	PasswordFile string   `yaml:"password_file"`
+	Methods      []string `yaml:"methods"`
+}
+
+// AllowsSharedPSK reports whether the identity may log in after a phase 1
+// with the shared PSK (or a psk.by_id key, which names no identity): only
+// auth psk identities with neither a key nor an IKE ID of their own, i.e.
+// stock clients identified by their PPP credentials.
+func (id *Identity) AllowsSharedPSK() bool {
+	return id.Auth == AuthPSK && id.PSK == "" && id.ID == ""
 }
 
 // Allows reports whether method is allowed for this user.

@@ -16,6 +16,8 @@ import (
 type validator struct {
 	c    *Config
 	errs Errors
+	// perms: refuse secret files that group or others may read (Load).
+	perms bool
 }
 
 func (v *validator) errf(path []any, format string, args ...any) {
@@ -30,13 +32,13 @@ func (v *validator) run() {
 	v.proposals()
 	v.liveness()
 	if c.PSK.SharedFile != "" {
-		b, err := os.ReadFile(v.rel(c.PSK.SharedFile))
-		if err != nil {
-			v.errf(p("psk", "shared_file"), "cannot read shared_file: %v", err)
-		} else {
-			c.PSK.Shared = strings.TrimSpace(string(b))
+		if c.PSK.Shared != "" {
+			v.errf(p("psk", "shared_file"), "psk: set shared or shared_file, not both")
 		}
+		c.PSK.Shared = v.secretFile(c.PSK.SharedFile, "psk", "shared_file")
 	}
+	v.gatewayID()
+	v.backoff()
 	v.imports()
 	c.PSK.SharedNotAfter = v.date(c.PSK.SharedExpires, "psk", "shared_expires")
 	v.pool()
@@ -349,6 +351,24 @@ func (v *validator) identities() {
 		if id.Auth == AuthCert && id.ID == "" {
 			id.ID = id.Name
 		}
+		if id.PSKFile != "" {
+			if id.PSK != "" {
+				v.errf(at("psk_file"), "identity %s: set psk or psk_file, not both", id.Name)
+			}
+			id.PSK = v.secretFile(id.PSKFile, "identities", i, "psk_file")
+		}
+		if id.PPP.PasswordFile != "" {
+			if id.PPP.Password != "" {
+				v.errf(at("ppp", "password_file"), "identity %s: set ppp.password or ppp.password_file, not both", id.Name)
+			}
+			id.PPP.Password = v.secretFile(id.PPP.PasswordFile, "identities", i, "ppp", "password_file")
+		}
+		if id.PSK != "" && id.Auth == AuthCert {
+			v.errf(at("psk"), "identity %s: auth cert with a psk: a certificate identity never logs in with a pre-shared key; remove psk", id.Name)
+		}
+		if id.PSK != "" && id.ID == "" {
+			v.errf(at("psk"), "identity %s: a psk of its own needs id: (the IKE ID the site presents, e.g. id: %s.example.net): Main Mode finds the key by the peer's ID", id.Name, id.Name)
+		}
 		if id.Auth == AuthPSK && id.PSK == "" && c.PSK.Shared == "" {
 			v.errf(at("auth"), "identity %s: auth psk but neither its psk nor psk.shared is set", id.Name)
 		}
@@ -435,12 +455,12 @@ func (v *validator) radius() {
 		}
 	}
 	if r.SecretFile != "" {
-		b, err := os.ReadFile(v.rel(r.SecretFile))
-		if err != nil {
-			v.errf(p("radius", "secret_file"), "cannot read radius.secret_file: %v", err)
-		} else {
-			r.Secret = strings.TrimSpace(string(b))
-		}
+		r.Secret = v.secretFile(r.SecretFile, "radius", "secret_file")
+	}
+	switch r.Phase1IDAttribute {
+	case "", "Filter-Id":
+	default:
+		v.errf(p("radius", "phase1_id_attribute"), "radius.phase1_id_attribute %q: want Filter-Id (or leave it out)", r.Phase1IDAttribute)
 	}
 	if r.Secret == "" {
 		v.errf(p("radius"), "radius: secret or secret_file is required")
@@ -451,6 +471,97 @@ func (v *validator) radius() {
 	r.TimeoutD = v.duration(r.Timeout, 3*time.Second, "radius", "timeout")
 	r.InterimD = v.duration(r.InterimInterval, 5*time.Minute, "radius", "interim_interval")
 	v.radiusFleet(r)
+}
+
+// secretFile reads a secret from a file named in the configuration; with
+// permission checks on (Load), a file that group or others may read is
+// refused, as ssh refuses such a key.
+func (v *validator) secretFile(name string, path ...any) string {
+	f := v.rel(name)
+	if v.perms {
+		if err := CheckSecretFile(f); err != nil {
+			v.errf(path, "%v", err)
+			return ""
+		}
+	}
+	b, err := os.ReadFile(f)
+	if err != nil {
+		v.errf(path, "cannot read %s: %v", strings.Join(strPath(path), "."), err)
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// CheckSecretFile refuses a file holding secrets that group or others
+// may read or write, with the command that fixes it.
+func CheckSecretFile(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("cannot read %s: %v", path, err)
+	}
+	if m := st.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("%s holds secrets but is accessible by group or others (mode %04o): run chmod 600 %s (and chown it to the gateway's user)", path, m, path)
+	}
+	return nil
+}
+
+// hasInlineSecrets reports whether the configuration text itself holds a
+// secret (shared PSK, an identity's psk or PPP password, the RADIUS
+// secret), so the file must be owner-only too.
+func (c *Config) hasInlineSecrets() bool {
+	if c.PSK.SharedFile == "" && c.PSK.Shared != "" || len(c.PSK.ByID) > 0 {
+		return true
+	}
+	if c.RADIUS != nil && c.RADIUS.SecretFile == "" && c.RADIUS.Secret != "" {
+		return true
+	}
+	for _, id := range c.Identities {
+		if id.Source != c.File {
+			continue // imported: the secrets file is checked itself
+		}
+		if (id.PSKFile == "" && id.PSK != "") || (id.PPP.PasswordFile == "" && id.PPP.Password != "") {
+			return true
+		}
+	}
+	return false
+}
+
+// gatewayID validates gateway_id: an FQDN or an IP address.
+func (v *validator) gatewayID() {
+	g := v.c.GatewayID
+	if g == "" {
+		return
+	}
+	if _, err := netip.ParseAddr(g); err == nil {
+		return
+	}
+	if strings.ContainsAny(g, " \t/=,") || !strings.Contains(g, ".") {
+		v.errf(p("gateway_id"), "gateway_id %q: want an FQDN like vpn.example.net or an IP address", g)
+	}
+}
+
+// Defaults of auth_backoff.
+const (
+	DefaultBackoffFree     = 10
+	DefaultBackoffDelay    = 30 * time.Second
+	DefaultBackoffMaxDelay = 10 * time.Minute
+	DefaultBackoffForget   = time.Hour
+)
+
+func (v *validator) backoff() {
+	b := &v.c.AuthBackoff
+	switch {
+	case b.Free == 0:
+		b.Free = DefaultBackoffFree
+	case b.Free < 0 || b.Free > 1000:
+		v.errf(p("auth_backoff", "free_failures"), "auth_backoff.free_failures %d out of range 1..1000", b.Free)
+	}
+	b.DelayD = v.boundedDuration(b.Delay, DefaultBackoffDelay, "a duration like 30s", "auth_backoff", "delay")
+	b.MaxDelayD = v.boundedDuration(b.MaxDelay, DefaultBackoffMaxDelay, "a duration like 10m", "auth_backoff", "max_delay")
+	b.ForgetD = v.boundedDuration(b.Forget, DefaultBackoffForget, "a duration like 1h", "auth_backoff", "forget")
+	if b.MaxDelayD < b.DelayD {
+		v.errf(p("auth_backoff", "max_delay"), "auth_backoff.max_delay %v is shorter than delay %v", b.MaxDelayD, b.DelayD)
+	}
 }
 
 // liveness validates dpd and lcp_echo.
@@ -515,6 +626,9 @@ func (v *validator) imports() {
 	c := v.c
 	if f := c.Import.IPsecSecrets; f != "" {
 		b, err := os.ReadFile(v.rel(f))
+		if err == nil && v.perms {
+			err = CheckSecretFile(v.rel(f))
+		}
 		if err != nil {
 			v.errf(p("import", "ipsec_secrets"), "cannot read ipsec_secrets: %v", err)
 		} else if entries, _, err := secrets.ParseIPsecSecrets(b); err != nil {
@@ -552,6 +666,9 @@ func (v *validator) imports() {
 	}
 	if f := c.Import.CHAPSecrets; f != "" {
 		b, err := os.ReadFile(v.rel(f))
+		if err == nil && v.perms {
+			err = CheckSecretFile(v.rel(f))
+		}
 		if err != nil {
 			v.errf(p("import", "chap_secrets"), "cannot read chap_secrets: %v", err)
 			return

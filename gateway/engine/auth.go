@@ -60,14 +60,20 @@ func (m *authMux) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 	if outer, ok := tunnel.PeerOuter(ctx); ok {
 		calling = outer.String()
 	}
-	return m.authenticate(ctx, req, calling)
+	// The phase 1 identity travels with the link: the login must be for it.
+	p1 := server.Phase1{None: true}
+	if ss, ok := tunnel.PeerSession(ctx); ok {
+		p1 = server.Phase1Of(ss.Identity())
+	}
+	return m.authenticate(ctx, req, calling, p1)
 }
 
 // authenticate checks a login; calling is the peer's outer IP:port, sent
-// as RADIUS Calling-Station-Id as xl2tpd and accel-ppp do.
-func (m *authMux) authenticate(ctx context.Context, req *ppp.AuthRequest, calling string) (ppp.AuthResult, error) {
+// as RADIUS Calling-Station-Id as xl2tpd and accel-ppp do; p1 is what
+// IKE phase 1 proved about the peer.
+func (m *authMux) authenticate(ctx context.Context, req *ppp.AuthRequest, calling string, p1 server.Phase1) (ppp.AuthResult, error) {
 	id := server.NewSessionID()
-	a := m.env.NewPPPAuth(strconv.FormatUint(id, 16), calling)
+	a := m.env.NewPPPAuth(strconv.FormatUint(id, 16), calling, p1)
 	res, err := a.Authenticate(ctx, req)
 	if err != nil || !res.Accept {
 		return res, err
@@ -161,5 +167,5 @@ type rawAuth struct {
 
 // Authenticate implements ppp.Authenticator.
 func (r rawAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.AuthResult, error) {
-	return r.m.authenticate(ctx, req, r.calling)
+	return r.m.authenticate(ctx, req, r.calling, server.Phase1{None: true})
 }

@@ -15,12 +15,14 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/admission"
@@ -32,6 +34,7 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
@@ -77,6 +80,8 @@ type Engine struct {
 	// setups pairs first Main Mode messages with sessions reaching IPCP.
 	setups setupClock
 	raw2   l2tp.Stats // raw L2TP listener
+	// lastBackoffLog rate-limits the backoff refusal line (Unix ns).
+	lastBackoffLog atomic.Int64
 
 	mu  sync.Mutex
 	srv *tunnel.Server
@@ -144,6 +149,15 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	echoInterval, echoFailures := e.echo(gc)
 	sc := tunnel.ServerConfig{
 		PSK: ic.PSK, CAs: ic.CAs, CheckCert: ic.CheckCert, AllowIdentity: ic.AllowIdentity,
+		ResponderPSKs: ic.ResponderPSKs, PSKForID: ic.PSKForID, BoundIdentity: ic.BoundIdentity,
+		LocalAddrFor: ic.LocalAddrFor, LocalID: ic.LocalID,
+		MethodsFor: func(id ike.Identity) []ppp.AuthMethod { return server.PPPMethods(env.Config(), server.Phase1Of(id)) },
+		OnIKEAuthFailed: func(remote netip.AddrPort, peer ike.Identity, err error) {
+			env.Backoff().Failed(remote.Addr(), "")
+			if errors.Is(err, ike.ErrKeyNotBound) {
+				env.Metrics.Refused(metrics.CheckPSKNotBound)
+			}
+		},
 		IKEOptions:  ikeOpts,
 		MaxHalfOpen: e.cfg.MaxHalfOpen, HalfOpenTTL: e.cfg.HalfOpenTTL,
 		RatePerSource: e.cfg.RatePerSource, BurstPerSource: e.cfg.BurstPerSource,
@@ -173,7 +187,16 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	// message proves the peer's address, before any Diffie-Hellman work
 	// (ike.Config.Admit): spoofed first messages spend nobody's tokens.
 	var refusals logLimiter
+	// A source backing off after failed logins starts no Main Mode either
+	// (an address some identity logged in from is never slowed here).
 	sc.Admit = func(src netip.Addr) bool {
+		if w := env.Backoff().CheckSource(src); w > 0 {
+			e.stats.AdmissionRefused.Add(1)
+			env.Metrics.Refused(metrics.CheckAuthBackoff)
+			env.Metrics.SetupFailed(metrics.PhaseAdmission, "backoff")
+			e.backoffWarn(log, src, w)
+			return false
+		}
 		if d := env.Admission.Allow(src); d != admission.Admit {
 			e.stats.AdmissionRefused.Add(1)
 			env.Metrics.SetupFailed(metrics.PhaseAdmission, "paced")
@@ -233,6 +256,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 			mtu:   dataplane.EffectiveMTU(ss.Suite(), 0, gc.MTU),
 			suite: suiteName(ss.Suite()), outer: ss.Outer, started: ss.Started(),
 			user: p.auth.PPPUser(), class: p.auth.Class(), link: ss, hold: p.hold,
+			phase1: server.Phase1Of(ss.Identity()), hangup: ss.Hangup,
 		}
 		if t0, ok := e.setups.take(ss.Outer().Addr(), s.started); ok {
 			env.Metrics.SetupDuration(s.started.Sub(t0))
@@ -326,6 +350,17 @@ func (e *Engine) serve(env *server.Env, log *slog.Logger, s *Session, stopping <
 	env.Unregister(s, cause)
 	e.stats.SessionsDown.Add(1)
 	slog.Info("session ended", "reason", s.link.Err(), "cause", cause)
+}
+
+// backoffWarn logs a Main Mode refused by the failure backoff, at most
+// once per second.
+func (e *Engine) backoffWarn(log *slog.Logger, src netip.Addr, w time.Duration) {
+	now := e.cfg.Clock.Now()
+	if last := e.lastBackoffLog.Load(); last != 0 && now.UnixNano()-last < int64(time.Second) {
+		return
+	}
+	e.lastBackoffLog.Store(now.UnixNano())
+	log.Warn("Main Mode refused: too many failed logins from this source, backing off", "peer", src, "retry_after", w.Round(time.Second))
 }
 
 // echo returns the LCP echo interval and failures: the engine's Config

@@ -17,6 +17,7 @@ type ikeSeen struct {
 	auth, noProp, p1, p2, rateLimited, halfOpen, halfLost uint64
 	sourceSAs, quickModes                                 uint64
 	ikeRekeys, childRekeys                                uint64
+	tunnelCap, tunnelUnauth, sessUnauth, hangup           uint64
 }
 
 // metricsLoop turns the IKE engine's counters into the gateway's set-up
@@ -50,6 +51,11 @@ func (e *Engine) syncMetrics(env *server.Env, srv *tunnel.Server) {
 			fn()
 		}
 	}
+	g := srv.GuardStats()
+	report(&s.tunnelCap, g.TunnelsRefused.Load(), func() { env.Metrics.Refused(metrics.CheckTunnelCap) })
+	report(&s.tunnelUnauth, g.TunnelsTimedOut.Load(), func() { env.Metrics.Refused(metrics.CheckTunnelUnauth) })
+	report(&s.sessUnauth, g.SessionsRefused.Load(), func() { env.Metrics.Refused(metrics.CheckSessionUnauth) })
+	report(&s.hangup, g.AuthHangups.Load(), func() { env.Metrics.Refused(metrics.CheckAuthHangup) })
 	auth := st.AuthFailures.Load()
 	noProp := st.NoProposalChosen.Load()
 	report(&s.auth, auth, func() { env.Metrics.SetupFailed(metrics.PhaseIKEMain, "auth_failed") })

@@ -100,6 +100,7 @@ func (e *Engine) startRaw(env *server.Env, log *slog.Logger, at netip.AddrPort, 
 					id: p.id, identity: p.auth.Identity(), routes: p.auth.Routes(),
 					mtu: gc.MTU, suite: "none", outer: func() netip.AddrPort { return peer },
 					started: e.cfg.Clock.Now(), user: p.auth.PPPUser(), class: p.auth.Class(), link: rl, hold: hold,
+					phase1: server.Phase1{None: true},
 				}
 				e.serve(env, log, s, stopping)
 			}()

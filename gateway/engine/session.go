@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/radius"
+	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
@@ -37,6 +38,10 @@ type Session struct {
 	user     string
 	class    []byte
 	link     sessionLink
+	// phase1 is what IKE phase 1 proved (None on the raw listener).
+	phase1 server.Phase1
+	// hangup, when set, also deletes the peer's IKE SA (tunnel links).
+	hangup func(why error)
 	// hold has the packets the client sent before registration (nil:
 	// none held, the link had no early handler).
 	hold *inbox
@@ -74,6 +79,24 @@ func (s *Session) Terminate(reason string) {
 		s.terminated = true
 		s.mu.Unlock()
 		go func() { _ = s.link.Close() }()
+	})
+}
+
+// Phase1 is what IKE phase 1 proved about the peer (server.Phase1er).
+func (s *Session) Phase1() server.Phase1 { return s.phase1 }
+
+// Hangup ends the session and the peer's IKE SA (server.Hangupper): a
+// revoked site cannot open a new session over its old SA.
+func (s *Session) Hangup(reason string) {
+	if s.hangup == nil {
+		s.Terminate(reason)
+		return
+	}
+	s.termOnce.Do(func() {
+		s.mu.Lock()
+		s.terminated = true
+		s.mu.Unlock()
+		s.hangup(errors.New(reason))
 	})
 }
 

@@ -29,6 +29,20 @@ const (
 	PhaseSession   = "session" // session table refused it (address/route conflict, relogin)
 )
 
+// Security checks, for Refused (docs/SECURITY.md lists what each means).
+const (
+	CheckPPPIdentity     = "ppp_identity_mismatch"   // PPP login for another identity than phase 1 proved
+	CheckPSKNotBound     = "psk_not_bound"           // phase 1 with a key that is not the one bound to the ID
+	CheckInitialContact  = "initial_contact_ignored" // INITIAL-CONTACT from an ID not bound to its key
+	CheckAuthHangup      = "ppp_auth_failed_hangup"  // failed PPP login: tunnel and IKE SA closed
+	CheckAuthBackoff     = "auth_backoff"            // login refused while its source or identity backs off
+	CheckTunnelCap       = "l2tp_tunnel_cap"         // SCCRQ beyond the per-peer tunnel cap
+	CheckTunnelUnauth    = "l2tp_tunnel_unauth_timeout"
+	CheckSessionUnauth   = "l2tp_second_unauth_session"
+	CheckRevokedSession  = "revoked_session_closed" // live session of a revoked certificate closed
+	CheckMethodForbidden = "ppp_method_not_allowed"
+)
+
 // Rekey kinds, for Rekey.
 const (
 	RekeyIKE   = "ike"   // IKE (ISAKMP) SA replaced by a new Main Mode
@@ -91,6 +105,7 @@ type Gateway struct {
 	dpdFail      labeled // identity
 	lcpFail      labeled // identity
 	reconnects   labeled // identity (total)
+	refusals     labeled // check
 	setupTime    prometheus.Histogram
 
 	mu      sync.Mutex
@@ -124,6 +139,9 @@ func (g *Gateway) now() time.Time {
 
 // SetupOK counts an established session.
 func (g *Gateway) SetupOK(identity string) { g.setupsOK.inc(identity) }
+
+// Refused counts one refusal by a security check (Check* names).
+func (g *Gateway) Refused(check string) { g.refusals.inc(check) }
 
 // SetupFailed counts a failed set-up in a phase with a short reason
 // ("no_proposal_chosen", "auth_failed", "timeout", ...).
@@ -200,13 +218,15 @@ var (
 		"Sessions established by an identity that had one before.", []string{"identity"}, nil)
 	descReconnectsHour = prometheus.NewDesc("fleetgate_reconnects_last_hour",
 		"Reconnects per identity within the last hour.", []string{"identity"}, nil)
+	descRefusals = prometheus.NewDesc("fleetgate_security_refusals_total",
+		"Logins, notifies, tunnels and sessions refused by a security check (docs/SECURITY.md).", []string{"check"}, nil)
 	descExpiry = prometheus.NewDesc("fleetgate_credential_expiry_timestamp_seconds",
 		"When a certificate or PSK expires (Unix time).", []string{"name", "type"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSetups, descSetupFailures, descRekeys, descDPD, descLCP, descReconnects, descReconnectsHour, descExpiry} {
+	for _, d := range []*prometheus.Desc{descSetups, descSetupFailures, descRekeys, descDPD, descLCP, descReconnects, descReconnectsHour, descExpiry, descRefusals} {
 		ch <- d
 	}
 	if g.setupTime != nil {
@@ -227,6 +247,7 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 	one(descRekeys, &g.rekeys)
 	one(descDPD, &g.dpdFail)
 	one(descLCP, &g.lcpFail)
+	one(descRefusals, &g.refusals)
 	g.reconnects.each(func(k string, v uint64) {
 		Emit(ch, descReconnects, prometheus.CounterValue, float64(v), k)
 		Emit(ch, descReconnectsHour, prometheus.GaugeValue, float64(g.ReconnectsLastHour(k)), k)

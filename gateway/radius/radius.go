@@ -185,6 +185,9 @@ type Result struct {
 	MSCHAP2Success string
 	// Class is echoed in accounting (RFC 2865 §5.25).
 	Class []byte
+	// FilterIDs are the Filter-Id values (RFC 2865 §5.11); the gateway
+	// may bind a user to a phase 1 identity through one.
+	FilterIDs []string
 	// SessionTimeout and InterimInterval (Acct-Interim-Interval), if sent.
 	SessionTimeout  time.Duration
 	InterimInterval time.Duration
@@ -263,6 +266,7 @@ func (c *Client) Authenticate(ctx context.Context, req Request) (*Result, error)
 		res.MSCHAP2Success = string(s[1:])
 	}
 	res.Class = rfc2865.Class_Get(resp)
+	res.FilterIDs, _ = rfc2865.FilterID_GetStrings(resp)
 	if st := rfc2865.SessionTimeout_Get(resp); st > 0 {
 		res.SessionTimeout = time.Duration(st) * time.Second
 	}

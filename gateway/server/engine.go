@@ -63,3 +63,15 @@ type AccountingInfo interface {
 	// Class is the RADIUS Class attribute from the Access-Accept.
 	Class() []byte
 }
+
+// Phase1er is implemented by sessions that know what IKE phase 1 proved
+// about their peer (the certificate, for revocation).
+type Phase1er interface {
+	Phase1() Phase1
+}
+
+// Hangupper is implemented by sessions that can also end their peer's IKE
+// SA, so that a revoked peer cannot open a new session over it.
+type Hangupper interface {
+	Hangup(reason string)
+}

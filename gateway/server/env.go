@@ -43,6 +43,12 @@ type Env struct {
 	srv *Server
 }
 
+// Backoff is the failed-login backoff (auth_backoff): the engine records
+// IKE authentication failures in it and checks a new Main Mode's source.
+func (e *Env) Backoff() *Backoff { return e.srv.bo }
+
+func (e *Env) backoff() *Backoff { return e.srv.bo }
+
 // Ready tells the service manager (systemd Type=notify) that the gateway
 // serves: the engine calls it once its IKE and NAT-T sockets are bound.
 // Calls after the first do nothing.

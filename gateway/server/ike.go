@@ -38,6 +38,11 @@ func (e *Env) FillIKEConfig(c *ike.Config) error {
 	}
 	c.NATTPort = uint16(cfg.Listen.NATTPort)
 	c.PSK = e.pskForAddr
+	c.ResponderPSKs = e.pskCandidates
+	c.PSKForID = e.pskForID
+	c.BoundIdentity = e.boundIdentity
+	c.LocalID = GatewayID(cfg)
+	c.LocalAddrFor = LocalAddrFor
 	if v := e.Verifier(); v != nil {
 		c.CAs = v.Pool()
 		c.CheckCert = e.checkCert
@@ -46,18 +51,16 @@ func (e *Env) FillIKEConfig(c *ike.Config) error {
 	return nil
 }
 
-// pskForAddr is the Main Mode PSK lookup: in Main Mode only the peer's
-// address is known when the key is needed (RFC 2409 §5.4), so psk.by_id
-// entries keyed by address apply, else the shared PSK.
+// pskForAddr tells the IKE engine whether PSK proposals can be accepted
+// from remote at all (and gives the key it starts from): the most likely
+// candidate. The key that counts is found at MM5 by trial among
+// pskCandidates and must be the one bound to the peer's ID (pskForID).
 func (e *Env) pskForAddr(remote netip.Addr) ([]byte, bool) {
-	cfg := e.Config()
-	if k, ok := cfg.PSK.ByID[remote.Unmap().String()]; ok {
-		return []byte(k), true
-	}
-	if cfg.PSK.Shared == "" {
+	c := e.pskCandidates(remote)
+	if len(c) == 0 {
 		return nil, false
 	}
-	return []byte(cfg.PSK.Shared), true
+	return c[0], true
 }
 
 // checkCert applies the current CRL to a chain the IKE engine verified.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/metrics"
@@ -22,6 +23,8 @@ type PPPAuth struct {
 	env       *Env
 	sessionID string
 	callingID string
+	phase1    Phase1
+	src       netip.Addr
 
 	mu       sync.Mutex
 	identity string
@@ -30,37 +33,73 @@ type PPPAuth struct {
 }
 
 // NewPPPAuth returns the authenticator for one session; sessionID and
-// callingID (the peer's outer address) go into RADIUS requests.
-func (e *Env) NewPPPAuth(sessionID, callingID string) *PPPAuth {
-	return &PPPAuth{env: e, sessionID: sessionID, callingID: callingID}
+// callingID (the peer's outer IP:port) go into RADIUS requests; phase1 is
+// what IKE proved about the peer: the login must be for that identity
+// (BindPPP, BindRADIUS).
+func (e *Env) NewPPPAuth(sessionID, callingID string, phase1 Phase1) *PPPAuth {
+	a := &PPPAuth{env: e, sessionID: sessionID, callingID: callingID, phase1: phase1}
+	if ap, err := netip.ParseAddrPort(callingID); err == nil {
+		a.src = ap.Addr().Unmap()
+	}
+	return a
 }
 
 var methodNames = map[ppp.AuthMethod]string{ppp.AuthPAP: config.MethodPAP, ppp.AuthCHAPMD5: config.MethodCHAP, ppp.AuthMSCHAPv2: config.MethodMSCHAPv2}
 
-// Authenticate implements ppp.Authenticator.
+var errRefused = ppp.AuthResult{Message: "authentication failed"}
+
+// Authenticate implements ppp.Authenticator. In order: failure backoff
+// for the source and the identity; the method; the phase 1 binding
+// (before the password is looked at, so a shared-PSK peer learns nothing
+// about another identity's password); then the credentials.
 func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.AuthResult, error) {
 	e := a.env
+	cfg := e.Config()
 	method, ok := methodNames[req.Method]
 	if !ok {
 		e.Metrics.SetupFailed(metrics.PhaseAuth, "method_unsupported")
-		return ppp.AuthResult{Message: "authentication failed"}, nil
+		return errRefused, nil
 	}
-	if id := e.Config().IdentityByPPPUser(req.Username); id != nil && id.PPP.Password != "" {
+	id := cfg.IdentityByPPPUser(req.Username)
+	if id != nil && id.PPP.Password == "" {
+		id = nil // RADIUS authenticates it
+	}
+	who := req.Username
+	if id != nil {
+		who = id.Name
+	}
+	if w := e.backoff().Check(a.src, who); w > 0 {
+		e.Metrics.Refused(metrics.CheckAuthBackoff)
+		e.Metrics.SetupFailed(metrics.PhaseAuth, "backoff")
+		e.Log.Warn("PPP login refused: too many failed logins, backing off", "peer", a.callingID, "user", req.Username,
+			"identity", who, "retry_after", w.Round(time.Second))
+		return errRefused, nil
+	}
+	if id != nil {
 		if !id.PPP.Allows(method) {
+			e.Metrics.Refused(metrics.CheckMethodForbidden)
 			e.Metrics.SetupFailed(metrics.PhaseAuth, "method_not_allowed")
+			e.backoff().Failed(a.src, id.Name)
 			return ppp.AuthResult{Message: "authentication method not allowed"}, nil
+		}
+		if err := BindPPP(cfg, a.phase1, id); err != nil {
+			a.mismatch(req.Username, id.Name, err)
+			return errRefused, nil
 		}
 		res, err := ppp.LocalUsers{req.Username: id.PPP.Password}.Authenticate(ctx, req)
 		if err != nil || !res.Accept {
 			e.Metrics.SetupFailed(metrics.PhaseAuth, "bad_credentials")
+			e.backoff().Failed(a.src, id.Name)
 			return res, err
 		}
+		e.backoff().Succeeded(a.src, id.Name)
 		a.set(id.Name, req.Username, nil)
 		return res, nil
 	}
 	if e.RADIUS == nil {
 		e.Metrics.SetupFailed(metrics.PhaseAuth, "unknown_user")
-		return ppp.AuthResult{Message: "authentication failed"}, nil
+		e.backoff().Failed(a.src, "")
+		return errRefused, nil
 	}
 	rr := radius.Request{Method: method, User: req.Username, SessionID: a.sessionID, CallingID: a.callingID}
 	switch req.Method {
@@ -78,15 +117,36 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 	}
 	if !res.Accept {
 		e.Metrics.SetupFailed(metrics.PhaseAuth, "radius_reject")
+		e.backoff().Failed(a.src, req.Username)
 		return ppp.AuthResult{Message: orDefault(res.ReplyMessage, "authentication failed")}, nil
+	}
+	var boundTo []string
+	if cfg.RADIUS != nil && cfg.RADIUS.Phase1IDAttribute == "Filter-Id" {
+		boundTo = res.FilterIDs
+	}
+	if err := BindRADIUS(cfg, a.phase1, req.Username, boundTo); err != nil {
+		a.mismatch(req.Username, req.Username, err)
+		return errRefused, nil
 	}
 	if req.Method == ppp.AuthMSCHAPv2 && res.MSCHAP2Success == "" {
 		// Without the authenticator response the client cannot verify us.
 		e.Metrics.SetupFailed(metrics.PhaseAuth, "radius_no_mschap2_success")
-		return ppp.AuthResult{Message: "authentication failed"}, nil
+		return errRefused, nil
 	}
+	e.backoff().Succeeded(a.src, req.Username)
 	a.set(req.Username, req.Username, res)
 	return ppp.AuthResult{Accept: true, AuthenticatorResponse: res.MSCHAP2Success, Message: orDefault(res.ReplyMessage, "welcome")}, nil
+}
+
+// mismatch refuses a login for another identity than phase 1 proved:
+// logged with both identities, counted, and a failure for the backoff.
+func (a *PPPAuth) mismatch(user, identity string, err error) {
+	e := a.env
+	e.Metrics.Refused(metrics.CheckPPPIdentity)
+	e.Metrics.SetupFailed(metrics.PhaseAuth, "identity_mismatch")
+	e.Log.Warn("PPP login refused: not the identity phase 1 authenticated", "peer", a.callingID,
+		"phase1_identity", a.phase1.String(), "ppp_user", user, "ppp_identity", identity, "err", err)
+	e.backoff().Failed(a.src, identity)
 }
 
 func orDefault(s, def string) string {

@@ -50,7 +50,7 @@ func TestPPPAuthLocalAndRADIUS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := env.NewPPPAuth("fg-1", "198.51.100.7")
+			a := env.NewPPPAuth("fg-1", "198.51.100.7:4500", Phase1{ID: "198.51.100.7"})
 			res, err := a.Authenticate(ctx, &tt.req)
 			if err != nil {
 				t.Fatal(err)

@@ -45,24 +45,64 @@ func (s *Server) Reload(next *config.Config) (config.Changes, error) {
 	s.router.SetSessionToSession(next.DataPlane.SessionToSession)
 	s.adm.SetRates(next.Pacing.GlobalRate, next.Pacing.GlobalBurst, next.Pacing.PerSourceRate, next.Pacing.PerSourceBurst)
 	s.setExpiries(next)
-	closed := 0
-	for _, sess := range s.table.Sessions() {
-		if !ch.Affects(sess.Identity()) {
-			continue
-		}
-		closed++
-		s.withdraw(sess) // its routes may be gone from the new file
-		if t, ok := sess.(Terminator); ok {
-			t.Terminate("configuration reloaded")
-		} else {
-			// Nothing to tell the peer through: drop it from the table so
-			// traffic stops; the engine's own teardown will follow.
-			s.env.Unregister(sess, radius.CauseAdminReset)
-		}
+	ab := next.AuthBackoff
+	s.bo.SetParams(ab.Free, ab.DelayD, ab.MaxDelayD, ab.ForgetD)
+	closed := s.CloseSessions(func(sess Session) bool { return ch.Affects(sess.Identity()) }, "configuration reloaded")
+	// A certificate the new CRL revokes ends its live sessions and IKE SA.
+	revoked := 0
+	if v != nil {
+		revoked = s.CloseSessions(func(sess Session) bool {
+			p, ok := sess.(Phase1er)
+			if !ok || p.Phase1().Cert == nil {
+				return false
+			}
+			if err := v.CheckRevoked(p.Phase1().Cert); err != nil {
+				s.gm.Refused(metrics.CheckRevokedSession)
+				s.log.Warn("closing the session of a revoked certificate", "session_id", sess.ID(), "identity", sess.Identity(),
+					"subject", p.Phase1().Cert.Subject.String(), "serial", p.Phase1().Cert.SerialNumber.String())
+				return true
+			}
+			return false
+		}, "certificate revoked")
 	}
 	s.log.Info("configuration reloaded", "added", ch.Added, "removed", ch.Removed, "changed", ch.Changed,
-		"all_sessions", ch.AllSessions, "restart_needed", ch.RestartNeeded, "sessions_closed", closed)
+		"all_sessions", ch.AllSessions, "restart_needed", ch.RestartNeeded, "sessions_closed", closed+revoked, "revoked_closed", revoked)
 	return ch, nil
+}
+
+// CloseSessions ends every live session for which pred is true and
+// returns how many: each leaves the session table at once (its routes are
+// withdrawn, traffic to it stops), then its peer is told (PPP Terminate,
+// CDN, StopCCN, and for Hangupper sessions the IKE SA too, so it cannot
+// log in again over the old SA but must pass phase 1 under the new
+// rules); the engine unregisters it (accounting Stop)
+// when the link has ended. Used by reload (changed or removed identities,
+// revoked certificates) and by anything that withdraws trust at run time
+// (a CRL fetched in the background).
+func (s *Server) CloseSessions(pred func(Session) bool, reason string) int {
+	n := 0
+	for _, sess := range s.table.Sessions() {
+		if !pred(sess) {
+			continue
+		}
+		n++
+		s.withdraw(sess) // BGP: the prefixes are no longer ours
+		if s.table.Remove(sess) {
+			s.delRoutes(sess)
+		}
+		switch t := sess.(type) {
+		case Hangupper:
+			t.Hangup(reason)
+			continue
+		case Terminator:
+			t.Terminate(reason)
+			continue
+		}
+		// Nothing to tell the peer through: the engine's own teardown
+		// will follow; end accounting now.
+		s.env.Unregister(sess, radius.CauseAdminReset)
+	}
+	return n
 }
 
 // setExpiries exports certificate and PSK expiry dates as metrics.

@@ -76,6 +76,7 @@ type Server struct {
 	engine    atomic.Value // string: state of the engine
 	httpAddr  atomic.Value // string: bound metrics/status address
 	seenIDs   seenSet
+	bo        *Backoff
 
 	mu     sync.Mutex
 	states map[uint64]*sessionState
@@ -117,6 +118,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.router = dataplane.New(dataplane.Config{Sessions: s.table, Policies: policy.Compile(cfg), LocalAddr: cfg.Pool.GatewayAddr,
 		SessionToSession: cfg.DataPlane.SessionToSession, Local: s.local, Clock: opts.Clock, Logger: log})
+	ab := cfg.AuthBackoff
+	s.bo = NewBackoff(ab.Free, ab.DelayD, ab.MaxDelayD, ab.ForgetD, opts.Clock.Now)
 	s.env = &Env{Sessions: s.table, Router: s.router, Admission: s.adm, Metrics: s.gm, RADIUS: s.rad, Log: log, srv: s}
 	s.engine.Store("not linked")
 	s.started = opts.Clock.Now()

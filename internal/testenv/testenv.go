@@ -8,6 +8,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -46,4 +47,44 @@ func RequireBinary(t testing.TB, name string) string {
 		skipOrFail(t, "%s needs %q (install with deploy/ci/install-deps.sh)", t.Name(), name)
 	}
 	return p
+}
+
+// ExampleConfig copies a shipped configuration (configs/NAME, found from
+// the calling test's package directory) and the secret files next to it
+// (configs/secrets/*) into a temporary directory, the secrets owner-only
+// as an installation would have them (git stores no modes: a checkout
+// leaves them group/world-readable, which the gateway refuses). It returns
+// the copy's path.
+func ExampleConfig(t testing.TB, name string) string {
+	t.Helper()
+	src := ""
+	for _, up := range []string{"configs", "../configs", "../../configs", "../../../configs"} {
+		if _, err := os.Stat(filepath.Join(up, name)); err == nil {
+			src = up
+			break
+		}
+	}
+	if src == "" {
+		t.Fatalf("configs/%s not found from the package directory", name)
+	}
+	dir := t.TempDir()
+	cp := func(from, to string, mode os.FileMode) {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp(filepath.Join(src, name), filepath.Join(dir, name), 0o600)
+	if ents, err := os.ReadDir(filepath.Join(src, "secrets")); err == nil {
+		if err := os.Mkdir(filepath.Join(dir, "secrets"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			cp(filepath.Join(src, "secrets", e.Name()), filepath.Join(dir, "secrets", e.Name()), 0o600)
+		}
+	}
+	return filepath.Join(dir, name)
 }

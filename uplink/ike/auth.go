@@ -58,7 +58,14 @@ func (sa *ikeSA) localID() (Identification, error) {
 		return Identification{Type: IDDERASN1DN, Data: leaf.RawSubject}, nil
 	}
 	// RFC 2407 §4.6.2: protocol and port zero (or UDP/500) in phase 1.
-	return AddrID(sa.local.Addr(), 0, 0), nil
+	local := sa.local.Addr()
+	if local.IsUnspecified() && sa.e.cfg.LocalAddrFor != nil {
+		// A wildcard socket: present the address the peer talks to, never "::".
+		if a, ok := sa.e.cfg.LocalAddrFor(sa.remote.Addr()); ok {
+			local = a
+		}
+	}
+	return AddrID(local.Unmap(), 0, 0), nil
 }
 
 // authHash computes HASH_I (forInitiator) or HASH_R (RFC 2409 §5):
@@ -172,6 +179,12 @@ func (sa *ikeSA) verifyAuth(m *Message, peerIsResponder bool) error {
 		hp, ok := m.Find(PayloadHash)
 		if !ok || !hmac.Equal(hp.Body, want) {
 			return fmt.Errorf("%w: HASH does not verify (wrong pre-shared key?)", ErrAuthFailed)
+		}
+		if f := sa.e.cfg.PSKForID; f != nil && !peerIsResponder && sa.e.cfg.ResponderPSKs != nil {
+			if k, ok := f(peer.ID, sa.remote.Addr()); !ok || !hmac.Equal(k, sa.psk) {
+				sa.e.stats.KeyNotBound.Add(1)
+				return fmt.Errorf("%w: %w: ID %s authenticated with a pre-shared key that is not the one bound to it", ErrAuthFailed, ErrKeyNotBound, peer.ID.String())
+			}
 		}
 	} else {
 		leaf, err := sa.verifyCerts(m)

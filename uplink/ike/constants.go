@@ -247,3 +247,8 @@ const (
 	minNonceLen = 8
 	maxNonceLen = 256
 )
+
+// MaxPSKCandidates bounds the pre-shared keys a responder tries on one
+// MM5 (Config.ResponderPSKs); each try costs a few HMACs and one block
+// decryption.
+const MaxPSKCandidates = 4096

@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -110,11 +111,17 @@ const (
 	// then comes with EventChildUp or EventChildRekeyed (use it outbound
 	// from then on), or with EventChildDown if the exchange fails.
 	EventChildInbound
+	// EventAuthFailed (responder only): a peer's phase 1 failed to
+	// authenticate (wrong key, signature or certificate, a key not bound to
+	// the ID presented, or an identity the policy refuses); Remote is its
+	// address, Peer what it claimed when that could be read, Err why.
+	// The composition uses it for failure backoff.
+	EventAuthFailed
 )
 
 // String names the event kind.
 func (k EventKind) String() string {
-	names := [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down", "child-failed", "child-inbound"}
+	names := [...]string{"?", "ike-up", "ike-down", "child-up", "child-rekeyed", "child-down", "child-failed", "child-inbound", "auth-failed"}
 	if int(k) < len(names) {
 		return names[k]
 	}
@@ -158,6 +165,10 @@ type Stats struct {
 	NotifiesSent      atomic.Uint64
 	NotifiesReceived  atomic.Uint64
 	DeletesReceived   atomic.Uint64
+
+	// Identity checks of the responder (gateway).
+	KeyNotBound           atomic.Uint64 // of AuthFailures: the PSK that verified is not the one bound to the ID presented
+	InitialContactIgnored atomic.Uint64 // INITIAL-CONTACT from a peer whose ID is not bound to its key
 }
 
 // LocalCert is our certificate chain and key for signature authentication.
@@ -177,6 +188,29 @@ type Config struct {
 	// key is needed before the peer's identity is known (RFC 2409 §5.4), so
 	// only the address is available. nil or false: no PSK authentication.
 	PSK func(remote netip.Addr) ([]byte, bool)
+	// ResponderPSKs, when set, lists every pre-shared key a peer at remote
+	// may be using, most likely first (responder). Main Mode encrypts the
+	// peer's ID (MM5) under a key derived from the PSK, so the key cannot
+	// be looked up by ID before decryption: the responder tries each
+	// candidate (at most MaxPSKCandidates) and keeps the one under which
+	// MM5 decrypts and HASH_I verifies, as strongSwan tries the shared keys
+	// of every peer config matching the addresses. PSKForID must then name
+	// that same key for the ID the peer presented, or phase 1 fails: an
+	// identity with a key of its own never comes up with another key.
+	ResponderPSKs func(remote netip.Addr) [][]byte
+	// PSKForID returns the pre-shared key bound to a peer's phase 1 ID
+	// (responder, with ResponderPSKs); false refuses the ID.
+	PSKForID func(id Identification, remote netip.Addr) ([]byte, bool)
+	// BoundIdentity reports whether what authenticated the peer is bound
+	// to the ID it presented (a certificate naming it, or a PSK of its
+	// own), so that INITIAL-CONTACT, which deletes every other SA of that
+	// ID, may be honoured. nil: certificates and address IDs (from that
+	// same address) are bound, other PSK IDs are not.
+	BoundIdentity func(Identity) bool
+	// LocalAddrFor, when set, gives the address to present as our ID
+	// (PSK mode, no LocalID) when the socket is bound to the wildcard
+	// address: the local address packets to remote leave from.
+	LocalAddrFor func(remote netip.Addr) (netip.Addr, bool)
 	// Cert enables signature authentication with this certificate.
 	Cert *LocalCert
 	// CAs verifies peer certificates; required for signature mode.
@@ -605,6 +639,33 @@ func (e *Engine) Hangup(remote netip.Addr) {
 		}
 	}
 	e.unlockAndFlush()
+}
+
+// HangupChild deletes, telling the peer, the ISAKMP SA owning the IPsec
+// SA with inbound SPI inSPI and every other SA of that peer (same outer
+// address and port and same ID: not another site behind the same NAT),
+// e.g. after the peer failed PPP authentication over it. Their children
+// go down with why. It reports whether the child was found.
+func (e *Engine) HangupChild(inSPI uint32, why error) bool {
+	e.mu.Lock()
+	var owner *ikeSA
+	for _, sa := range e.allSAs() {
+		for _, c := range sa.children {
+			if c.InSPI == inSPI {
+				owner = sa
+			}
+		}
+	}
+	if owner != nil {
+		for _, sa := range e.allSAs() {
+			if sa == owner || (sa.state == p1Established && sa.remote == owner.remote &&
+				sa.peer.ID.Type == owner.peer.ID.Type && bytes.Equal(sa.peer.ID.Data, owner.peer.ID.Data)) {
+				sa.teardown(why, true)
+			}
+		}
+	}
+	e.unlockAndFlush()
+	return owner != nil
 }
 
 func (e *Engine) random(n int) []byte {

@@ -7,14 +7,17 @@ import (
 
 // Sentinel errors. Codec functions wrap them in *ParseError.
 var (
-	ErrShort             = errors.New("ike: message too short")
-	ErrBadLength         = errors.New("ike: length field out of range")
-	ErrBadVersion        = errors.New("ike: unsupported ISAKMP version")
-	ErrBadPayload        = errors.New("ike: malformed payload")
-	ErrUnknownPayload    = errors.New("ike: unknown critical payload type")
-	ErrBadPadding        = errors.New("ike: bad encrypted message length")
-	ErrNoProposalChosen  = errors.New("ike: no proposal chosen")
-	ErrAuthFailed        = errors.New("ike: authentication failed")
+	ErrShort            = errors.New("ike: message too short")
+	ErrBadLength        = errors.New("ike: length field out of range")
+	ErrBadVersion       = errors.New("ike: unsupported ISAKMP version")
+	ErrBadPayload       = errors.New("ike: malformed payload")
+	ErrUnknownPayload   = errors.New("ike: unknown critical payload type")
+	ErrBadPadding       = errors.New("ike: bad encrypted message length")
+	ErrNoProposalChosen = errors.New("ike: no proposal chosen")
+	ErrAuthFailed       = errors.New("ike: authentication failed")
+	// ErrKeyNotBound (with ErrAuthFailed): the PSK that verified is not
+	// the one bound to the ID the peer presented (Config.PSKForID).
+	ErrKeyNotBound       = errors.New("ike: pre-shared key not bound to the ID")
 	ErrInvalidID         = errors.New("ike: identity not acceptable")
 	ErrInvalidCert       = errors.New("ike: certificate not acceptable")
 	ErrNotGateway        = errors.New("ike: peer certificate is not the configured gateway's")

@@ -1,7 +1,10 @@
 package ike
 
 import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 )
 
@@ -425,4 +428,30 @@ func AppendNATOA(b []byte, a netip.Addr) []byte {
 	}
 	b = append(b, byte(t), 0, 0, 0)
 	return append(b, a.AsSlice()...)
+}
+
+// String renders the ID for logs: an address, the FQDN or user@FQDN text,
+// or the type and hex data. Control characters in FQDN text are escaped.
+func (id Identification) String() string {
+	if a, ok := id.Addr(); ok {
+		return a.String()
+	}
+	switch id.Type {
+	case IDFQDN, IDUserFQDN, IDKeyID:
+		s := string(id.Data)
+		for _, r := range s {
+			if r < 0x20 || r == 0x7f {
+				return fmt.Sprintf("%q", s)
+			}
+		}
+		return s
+	case IDDERASN1DN:
+		var n pkix.RDNSequence
+		if _, err := asn1.Unmarshal(id.Data, &n); err == nil {
+			var name pkix.Name
+			name.FillFromRDNSequence(&n)
+			return name.String()
+		}
+	}
+	return fmt.Sprintf("id%d:%x", id.Type, id.Data)
 }

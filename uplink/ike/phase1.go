@@ -2,6 +2,7 @@ package ike
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -330,7 +331,17 @@ func (sa *ikeSA) respRecvMM3(m *Message) error {
 
 // deriveKeys computes SKEYID and friends and the first phase 1 IV.
 func (sa *ikeSA) deriveKeys() error {
-	sk := skeyid(sa.prop.Hash, sa.auth, sa.psk, sa.ni, sa.nr, sa.gxy)
+	if err := sa.keysFor(sa.psk); err != nil {
+		return err
+	}
+	sa.logKeys()
+	return nil
+}
+
+// keysFor derives the phase 1 keys and first IV with psk (ignored for
+// signatures).
+func (sa *ikeSA) keysFor(psk []byte) error {
+	sk := skeyid(sa.prop.Hash, sa.auth, psk, sa.ni, sa.nr, sa.gxy)
 	c := sa.prop.cipher()
 	sa.keys = derivePhase1(sa.prop.Hash, sk, sa.gxy, sa.ci[:], sa.cr[:], c.keyBits/8)
 	blk, err := c.block(sa.keys.enc)
@@ -339,10 +350,13 @@ func (sa *ikeSA) deriveKeys() error {
 	}
 	sa.blk = blk
 	sa.iv = phase1IV(sa.prop.Hash, sa.gxi, sa.gxr, c.blockSize())
+	return nil
+}
+
+func (sa *ikeSA) logKeys() {
 	if sa.e.cfg.OnKeys != nil {
 		sa.e.cfg.OnKeys(sa.ci, sa.cr, append([]byte{}, sa.keys.enc...))
 	}
-	return nil
 }
 
 // initRecvMM4 completes the DH, detects NAT, floats and sends MM5.
@@ -402,17 +416,22 @@ func (sa *ikeSA) decryptP1(m *Message) ([]Payload, error) {
 
 // respRecvMM5 authenticates the initiator and answers with MM6.
 func (sa *ikeSA) respRecvMM5(m *Message) error {
-	ps, err := sa.decryptP1(m)
+	ps, err := sa.openMM5(m)
 	if err != nil {
-		// Garbage after decryption almost always means a wrong PSK.
-		return fmt.Errorf("%w: cannot parse decrypted MM5 (wrong pre-shared key?): %v", ErrAuthFailed, err)
+		return err
 	}
 	dm := &Message{Header: m.Header, Payloads: ps}
 	if err := sa.verifyAuth(dm, false); err != nil {
 		return err
 	}
 	if sa.hasInitialContact(dm) {
-		sa.e.initialContact(sa)
+		if sa.e.boundIdentity(sa) {
+			sa.e.initialContact(sa)
+		} else {
+			sa.e.stats.InitialContactIgnored.Add(1)
+			sa.e.warn("INITIAL-CONTACT ignored: the peer's ID is not bound to the key that authenticated it",
+				"peer", sa.remote, "peer_id", sa.peer.ID.String())
+		}
 	} else if sa.e.samePeerSA(sa) != nil {
 		// A new phase 1 without INITIAL-CONTACT from a peer whose SA we
 		// still hold: the peer is rekeying it (it deletes the old one).
@@ -451,4 +470,50 @@ func (sa *ikeSA) hasInitialContact(m *Message) bool {
 		}
 	}
 	return false
+}
+
+// openMM5 decrypts the initiator's MM5. In PSK mode with
+// Config.ResponderPSKs, the key is not known yet (it depends on the ID
+// inside): each candidate is tried until MM5 decrypts and HASH_I
+// verifies under it; verifyAuth then checks that key is the one bound to
+// the ID.
+func (sa *ikeSA) openMM5(m *Message) ([]Payload, error) {
+	if sa.auth != AuthPSK || sa.e.cfg.ResponderPSKs == nil {
+		ps, err := sa.decryptP1(m)
+		if err != nil {
+			// Garbage after decryption almost always means a wrong PSK.
+			return nil, fmt.Errorf("%w: cannot parse decrypted MM5 (wrong pre-shared key?): %v", ErrAuthFailed, err)
+		}
+		return ps, nil
+	}
+	cands := sa.e.cfg.ResponderPSKs(sa.remote.Addr())
+	if len(cands) > MaxPSKCandidates {
+		cands = cands[:MaxPSKCandidates]
+	}
+	for _, k := range cands {
+		if err := sa.keysFor(k); err != nil {
+			return nil, err
+		}
+		ps, err := sa.decryptP1(m)
+		if err != nil {
+			continue
+		}
+		idp, ok1 := findPayload(ps, PayloadID)
+		hp, ok2 := findPayload(ps, PayloadHash)
+		if ok1 && ok2 && hmac.Equal(hp.Body, sa.authHash(true, idp.Body)) {
+			sa.psk = k
+			sa.logKeys()
+			return ps, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: HASH_I verifies under none of the %d pre-shared keys for %v (wrong pre-shared key?)", ErrAuthFailed, len(cands), sa.remote.Addr())
+}
+
+func findPayload(ps []Payload, t PayloadType) (Payload, bool) {
+	for _, p := range ps {
+		if p.Type == t {
+			return p, true
+		}
+	}
+	return Payload{}, false
 }

@@ -260,6 +260,9 @@ func (sa *ikeSA) fail(err error) {
 	e := sa.e
 	if errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrHashMismatch) || errors.Is(err, ErrInvalidCert) || errors.Is(err, ErrInvalidID) {
 		e.stats.AuthFailures.Add(1)
+		if sa.role == RoleResponder && sa.state != p1Established {
+			e.emit(Event{Kind: EventAuthFailed, Remote: sa.remote, Peer: sa.peer, Err: err})
+		}
 	}
 	if errors.Is(err, ErrNoProposalChosen) {
 		e.stats.NoProposalChosen.Add(1)
@@ -383,6 +386,19 @@ func (e *Engine) initialContact(sa *ikeSA) {
 			o.teardown(errors.New("ike: peer sent INITIAL-CONTACT"), false)
 		}
 	}
+}
+
+// boundIdentity reports whether sa's peer authenticated with credentials
+// bound to its ID (Config.BoundIdentity).
+func (e *Engine) boundIdentity(sa *ikeSA) bool {
+	if f := e.cfg.BoundIdentity; f != nil {
+		return f(sa.peer)
+	}
+	if sa.peer.Cert != nil {
+		return true
+	}
+	_, isAddr := sa.peer.ID.Addr()
+	return isAddr
 }
 
 // samePeerSA returns another established SA of sa's peer (same identity

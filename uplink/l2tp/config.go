@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"io"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/fleetgate/fleetgate/uplink/link"
@@ -41,6 +42,13 @@ type Config struct {
 	MaxTunnels         int
 	MaxHalfOpenPerPeer int
 	MaxSessions        int
+	// AdmitTunnel, when set (LNS), is asked before a new tunnel is made
+	// for a peer's SCCRQ; false refuses it (SCCRQRefused). OnTunnel, when
+	// set, gets every tunnel made for an SCCRQ (e.g. to cap tunnels per
+	// peer and close those that never carry an authenticated session).
+	// Both run on the endpoint's reader goroutine and must not block.
+	AdmitTunnel func(peer net.Addr) bool
+	OnTunnel    func(t *Tunnel)
 	// AcceptQueue is the number of established LNS sessions waiting for
 	// Accept (default 64); further ones are closed with CDN.
 	AcceptQueue int

@@ -322,6 +322,11 @@ func (e *Endpoint) inputSCCRQ(b []byte, addr net.Addr) {
 		e.warn.warn(e.log, e.cfg.Clock.Now(), "SCCRQ refused: too many half-open tunnels", "peer", addr.String())
 		return
 	}
+	if f := e.cfg.AdmitTunnel; f != nil && !f(addr) {
+		e.stats.SCCRQRefused.Add(1)
+		e.warn.warn(e.log, e.cfg.Clock.Now(), "SCCRQ refused by policy: too many tunnels for this peer", "peer", addr.String())
+		return
+	}
 	t, err = e.newTunnel(addr)
 	if err != nil {
 		e.stats.SCCRQRefused.Add(1)
@@ -331,6 +336,9 @@ func (e *Endpoint) inputSCCRQ(b []byte, addr net.Addr) {
 	t.byPeerKey = key
 	e.byPeer[key] = t
 	e.mu.Unlock()
+	if f := e.cfg.OnTunnel; f != nil {
+		f(t)
+	}
 	t.post(append([]byte(nil), b...))
 }
 

@@ -188,6 +188,18 @@ type ServerConfig struct {
 	CAs           *x509.CertPool
 	CheckCert     func(leaf *x509.Certificate, chain []*x509.Certificate) error
 	AllowIdentity func(ike.Identity) bool
+	// ResponderPSKs, PSKForID and BoundIdentity look pre-shared keys up
+	// by the peer's ID and decide whom INITIAL-CONTACT is honoured from
+	// (see ike.Config); LocalAddrFor gives the address we present as our
+	// ID when bound to the wildcard address; LocalID, when set, is our ID.
+	ResponderPSKs func(remote netip.Addr) [][]byte
+	PSKForID      func(id ike.Identification, remote netip.Addr) ([]byte, bool)
+	BoundIdentity func(ike.Identity) bool
+	LocalAddrFor  func(remote netip.Addr) (netip.Addr, bool)
+	LocalID       *ike.Identification
+	// OnIKEAuthFailed, when set, hears of every peer whose phase 1 failed
+	// to authenticate (for failure backoff); it must not block.
+	OnIKEAuthFailed func(remote netip.AddrPort, peer ike.Identity, err error)
 	IKEOptions
 	// MaxHalfOpen and HalfOpenTTL bound half-open IKE SAs (waiting for
 	// MM3, oldest evicted when full), MaxNegotiating those past MM3;
@@ -210,6 +222,17 @@ type ServerConfig struct {
 	AddressFunc   ppp.AddressFunc
 	LocalAddr     netip.Addr
 	AuthMethods   []ppp.AuthMethod
+	// MethodsFor, when set, gives the methods offered to a link from the
+	// phase 1 identity its peer proved, in order (overrides AuthMethods);
+	// none refuses the link.
+	MethodsFor func(ike.Identity) []ppp.AuthMethod
+	// MaxTunnelsPerPeer caps the L2TP tunnels of one IPsec peer (default
+	// DefaultMaxTunnelsPerPeer; stock clients use one). UnauthTimeout
+	// closes a tunnel that has carried no authenticated session for that
+	// long (default DefaultUnauthTimeout). A tunnel carries at most one
+	// session that has not yet authenticated.
+	MaxTunnelsPerPeer int
+	UnauthTimeout     time.Duration
 	// MRU, EchoInterval and EchoFailures tune PPP.
 	MRU          int
 	EchoInterval time.Duration
@@ -244,6 +267,12 @@ func (c *ServerConfig) defaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxTunnelsPerPeer <= 0 {
+		c.MaxTunnelsPerPeer = DefaultMaxTunnelsPerPeer
+	}
+	if c.UnauthTimeout <= 0 {
+		c.UnauthTimeout = DefaultUnauthTimeout
 	}
 	return nil
 }

@@ -31,3 +31,16 @@ const (
 	// §5.5: DPD only when idle).
 	tickInterval = time.Second
 )
+
+// Bounds on what one IPsec peer can hold on a Server (ServerConfig).
+const (
+	// DefaultMaxTunnelsPerPeer: stock clients use one tunnel; two leave
+	// room for a reconnect racing the old tunnel's StopCCN.
+	DefaultMaxTunnelsPerPeer = 2
+	// DefaultUnauthTimeout closes a tunnel without an authenticated
+	// session (PPP LCP and authentication take seconds).
+	DefaultUnauthTimeout = 60 * time.Second
+	// authHangupGrace is how long the StopCCN after a failed PPP login
+	// may wait for its ack before the IKE SA is deleted.
+	authHangupGrace = time.Second
+)

@@ -16,6 +16,9 @@ var (
 	// ErrIPsecLost means the last IPsec SA with the peer went away (peer
 	// Delete, expiry or dead peer detection).
 	ErrIPsecLost = errors.New("tunnel: IPsec SA lost")
+	// ErrAuthHangup is why the server deletes the IKE SA of a peer that
+	// failed PPP authentication.
+	ErrAuthHangup = errors.New("tunnel: PPP authentication failed")
 	// ErrNotUp means a packet was written before IPCP opened or after the
 	// tunnel ended.
 	ErrNotUp = errors.New("tunnel: not up")

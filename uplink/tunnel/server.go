@@ -35,6 +35,8 @@ type Server struct {
 
 	byPeer sync.Map // *esp.Peer → *peerState, read on the data path
 
+	guard GuardStats
+
 	// mu guards the IPsec peers and the sessions.
 	mu       sync.Mutex
 	peers    map[*esp.Peer]*peerState
@@ -59,7 +61,22 @@ type peerState struct {
 	children map[uint32]*ike.ChildSA
 	current  *ike.ChildSA
 	sessions map[*ServerSession]struct{}
+	tunnels  map[*l2tp.Tunnel]*tunnelState // live L2TP tunnels of this peer
 	traffic  atomic.Bool
+}
+
+// tunnelState is what the server tracks per L2TP tunnel.
+type tunnelState struct {
+	unauth int  // sessions that have not authenticated yet
+	authed bool // a session authenticated once
+}
+
+// GuardStats count what the server refused to bound one peer's state.
+type GuardStats struct {
+	TunnelsRefused  atomic.Uint64 // SCCRQ beyond MaxTunnelsPerPeer, or from no IPsec peer
+	TunnelsTimedOut atomic.Uint64 // closed after UnauthTimeout without an authenticated session
+	SessionsRefused atomic.Uint64 // a second unauthenticated session on one tunnel, or no PPP method for the identity
+	AuthHangups     atomic.Uint64 // PPP authentication failures that ended the peer's IKE SA
 }
 
 // serverMaxTunnels bounds the server's L2TP tunnels: every client brings
@@ -83,6 +100,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	icfg := ike.Config{
 		Clock: cfg.Clock, Logger: s.log.With("layer", "ike"), OnEvent: s.onEvent,
 		PSK: cfg.PSK, Cert: cfg.Cert, CAs: cfg.CAs, CheckCert: cfg.CheckCert, AllowIdentity: cfg.AllowIdentity,
+		ResponderPSKs: cfg.ResponderPSKs, PSKForID: cfg.PSKForID, BoundIdentity: cfg.BoundIdentity,
+		LocalAddrFor: cfg.LocalAddrFor, LocalID: cfg.LocalID,
 		MaxHalfOpen: cfg.MaxHalfOpen, HalfOpenTTL: cfg.HalfOpenTTL,
 		RatePerSource: cfg.RatePerSource, BurstPerSource: cfg.BurstPerSource,
 		MaxNegotiating: cfg.MaxNegotiating, Admit: cfg.Admit,
@@ -122,7 +141,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.eng.Store(eng)
 	s.ep, err = l2tp.Listen(&noteConn{PacketConn: tr.L2TP(), onRead: s.noteRead},
 		l2tp.Config{HostName: cfg.HostName, Clock: cfg.Clock, Logger: s.log.With("layer", "l2tp"), Stats: &s.l2St,
-			MaxTunnels: serverMaxTunnels})
+			MaxTunnels: serverMaxTunnels, AdmitTunnel: s.admitTunnel, OnTunnel: s.onTunnel})
 	if err != nil {
 		eng.Close()
 		tr.Close()
@@ -225,7 +244,81 @@ func (s *Server) onEvent(ev ike.Event) {
 		s.install(ev)
 	case ike.EventChildDown:
 		s.remove(ev.Child, ev.Err)
+	case ike.EventAuthFailed:
+		if f := s.cfg.OnIKEAuthFailed; f != nil {
+			f(ev.Remote, ev.Peer, ev.Err)
+		}
 	}
+}
+
+// GuardStats returns the counters of what the server refused per peer.
+func (s *Server) GuardStats() *GuardStats { return &s.guard }
+
+// peerOf finds the IPsec peer an L2TP address belongs to.
+func (s *Server) peerOf(a net.Addr) *peerState {
+	if ea, ok := a.(*esp.Addr); ok {
+		if v, ok := s.byPeer.Load(ea.Peer()); ok {
+			return v.(*peerState)
+		}
+	}
+	return nil
+}
+
+// admitTunnel caps the L2TP tunnels of one IPsec peer (l2tp AdmitTunnel).
+func (s *Server) admitTunnel(a net.Addr) bool {
+	ps := s.peerOf(a)
+	if ps == nil {
+		s.guard.TunnelsRefused.Add(1)
+		return false
+	}
+	s.mu.Lock()
+	n := len(ps.tunnels)
+	s.mu.Unlock()
+	if n >= s.cfg.MaxTunnelsPerPeer {
+		s.guard.TunnelsRefused.Add(1)
+		s.log.Warn("L2TP tunnel refused: peer already has the maximum number of tunnels", "peer", ps.remote, "peer_id", ps.name,
+			"tunnels", n, "max", s.cfg.MaxTunnelsPerPeer)
+		return false
+	}
+	return true
+}
+
+// onTunnel tracks a new tunnel of a peer and closes it if no session has
+// authenticated over it within UnauthTimeout.
+func (s *Server) onTunnel(t *l2tp.Tunnel) {
+	ps := s.peerOf(t.PeerAddr())
+	if ps == nil {
+		go func() { _ = t.Close() }()
+		return
+	}
+	ts := &tunnelState{}
+	s.mu.Lock()
+	ps.tunnels[t] = ts
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		tm := s.cfg.Clock.NewTimer(s.cfg.UnauthTimeout)
+		defer tm.Stop()
+		select {
+		case <-t.Done():
+		case <-s.stop:
+		case <-tm.C():
+			s.mu.Lock()
+			authed := ts.authed
+			s.mu.Unlock()
+			if !authed {
+				s.guard.TunnelsTimedOut.Add(1)
+				s.log.Warn("L2TP tunnel closed: no authenticated session", "peer", ps.remote, "peer_id", ps.name,
+					"tunnel_id", t.LocalID(), "after", s.cfg.UnauthTimeout)
+				_ = t.Close()
+			}
+			<-t.Done()
+		}
+		s.mu.Lock()
+		delete(ps.tunnels, t)
+		s.mu.Unlock()
+	}()
 }
 
 // peerFor finds the peer a child belongs to: the rekeyed child's, or the
@@ -257,7 +350,7 @@ func (s *Server) addPeer(c *ike.ChildSA) (*peerState, error) {
 		return nil, err
 	}
 	ps := &peerState{peer: p, remote: c.Remote, id: c.Peer, name: name,
-		children: map[uint32]*ike.ChildSA{}, sessions: map[*ServerSession]struct{}{}}
+		children: map[uint32]*ike.ChildSA{}, sessions: map[*ServerSession]struct{}{}, tunnels: map[*l2tp.Tunnel]*tunnelState{}}
 	s.peers[p] = ps
 	s.byPeer.Store(p, ps)
 	return ps, nil
@@ -424,12 +517,43 @@ func (s *Server) serve(sess *l2tp.Session) {
 	}
 	ss := &ServerSession{srv: s, ps: ps, sess: sess, done: make(chan struct{}), abortCh: make(chan struct{})}
 	log := s.log.With("peer", ps.remote, "peer_id", ps.name, "tunnel_id", sess.Tunnel().LocalID(), "session_id", sess.LocalID())
+	methods := s.cfg.AuthMethods
+	if s.cfg.MethodsFor != nil {
+		if methods = s.cfg.MethodsFor(ps.id); len(methods) == 0 {
+			s.guard.SessionsRefused.Add(1)
+			log.Warn("L2TP session refused: no PPP authentication method allowed for this phase 1 identity")
+			_ = sess.Close()
+			return
+		}
+	}
+	// At most one session per tunnel may be authenticating at a time.
+	s.mu.Lock()
+	ts := ps.tunnels[sess.Tunnel()]
+	if ts != nil && ts.unauth > 0 {
+		s.mu.Unlock()
+		s.guard.SessionsRefused.Add(1)
+		log.Warn("L2TP session refused: the tunnel already has a session that has not authenticated")
+		_ = sess.Close()
+		return
+	}
+	if ts != nil {
+		ts.unauth++
+	}
+	s.mu.Unlock()
+	authDone := sync.OnceFunc(func() {
+		s.mu.Lock()
+		if ts != nil {
+			ts.unauth--
+		}
+		s.mu.Unlock()
+	})
+	defer authDone()
 	// Frames the LAC sent before Attach set the handler were held by the
 	// session (l2tp.MaxEarlyFrames) and reach PPP first; the LAC likewise
 	// holds ours until its own PPP attaches.
 	la := &linkAuth{auth: s.cfg.Authenticator, assign: s.cfg.AddressFunc, outer: ps.peer.Remote, ss: ss}
 	ss.ppp = ppp.Attach(sess, ppp.Config{
-		Role: ppp.Server, MRU: s.cfg.MRU, Methods: s.cfg.AuthMethods, Name: s.cfg.HostName,
+		Role: ppp.Server, MRU: s.cfg.MRU, Methods: methods, Name: s.cfg.HostName,
 		Authenticator: la, AssignAddress: la.Assign, LocalAddr: s.cfg.LocalAddr,
 		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures,
 		Clock: s.cfg.Clock, Logger: log.With("layer", "ppp"), Stats: &s.pppSt,
@@ -450,6 +574,12 @@ func (s *Server) serve(sess *l2tp.Session) {
 	case <-ss.ppp.Up():
 		ss.started = s.cfg.Clock.Now()
 		ss.up.Store(true)
+		s.mu.Lock()
+		if ts != nil {
+			ts.authed = true
+		}
+		s.mu.Unlock()
+		authDone()
 		info := ss.ppp.Info()
 		log.Info("session established", "user", info.Username, "addr", info.Peer, "auth", info.Method)
 		if s.cfg.OnSession != nil {
@@ -483,10 +613,16 @@ func (s *Server) serve(sess *l2tp.Session) {
 		if pppDone {
 			perr := ss.ppp.Err()
 			err = &Error{PhasePPP, perr}
-			if errors.Is(perr, ppp.ErrAuthFailed) || errors.Is(perr, ppp.ErrAuthRejected) || errors.Is(perr, ppp.ErrAuthTimeout) {
+			authFailed := errors.Is(perr, ppp.ErrAuthFailed) || errors.Is(perr, ppp.ErrAuthRejected) || errors.Is(perr, ppp.ErrAuthTimeout)
+			if authFailed {
 				err = &Error{PhasePPPAuth, perr}
 			}
 			_ = sess.Close() // CDN
+			if authFailed && !ss.up.Load() {
+				// One failed login ends the tunnel and the IKE SA: each
+				// further guess costs the peer a new Main Mode.
+				s.hangupAuthFailed(ps, sess, log)
+			}
 		} else {
 			ss.ppp.LowerDown()
 			err = &Error{PhaseL2TP, sess.Err()}
@@ -500,6 +636,48 @@ func (s *Server) serve(sess *l2tp.Session) {
 	log.Info("session closed", "duration", s.cfg.Clock.Now().Sub(ss.started), "reason", err,
 		"packets_in", ss.in.Packets.Load(), "packets_out", ss.out.Packets.Load())
 	close(ss.done)
+}
+
+// hangupAuthFailed ends the tunnel and the IKE SA of a peer that failed
+// PPP authentication.
+func (s *Server) hangupAuthFailed(ps *peerState, sess *l2tp.Session, log *slog.Logger) {
+	s.guard.AuthHangups.Add(1)
+	log.Warn("PPP authentication failed: closing the tunnel and the IKE SA")
+	s.hangup(ps, sess, ErrAuthHangup)
+}
+
+// Hangup ends the session, its tunnel and the peer's IKE SA (telling the
+// peer), e.g. when its certificate was revoked: the peer cannot open a
+// new session over the old SA. It does not wait.
+func (ss *ServerSession) Hangup(why error) {
+	ss.srv.hangup(ss.ps, ss.sess, why)
+}
+
+// hangup closes a peer's tunnel (StopCCN, briefly waiting for its ack)
+// and then deletes its IKE and IPsec SAs.
+func (s *Server) hangup(ps *peerState, sess *l2tp.Session, why error) {
+	s.mu.Lock()
+	var spi uint32
+	if ps.current != nil {
+		spi = ps.current.InSPI
+	}
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		// StopCCN first (its ack needs the SAs), then the SAs.
+		t := sess.Tunnel()
+		go func() { _ = t.Close() }()
+		tm := s.cfg.Clock.NewTimer(authHangupGrace)
+		select {
+		case <-t.Done():
+		case <-tm.C():
+		}
+		tm.Stop()
+		if spi != 0 {
+			s.eng.Load().HangupChild(spi, why)
+		}
+	}()
 }
 
 // ServerSession is one client's PPP session on the server, up after IPCP.
