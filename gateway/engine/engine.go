@@ -58,6 +58,9 @@ type Config struct {
 	// IKE.DPDTimeout likewise default to the configuration's dpd.
 	EchoInterval time.Duration
 	EchoFailures int
+	// UnauthTimeout closes an L2TP tunnel without an authenticated
+	// session (zero: uplink/tunnel's default).
+	UnauthTimeout time.Duration
 	// IKEConn and NATTConn, when set, are used instead of binding the
 	// configured listen addresses (tests).
 	IKEConn, NATTConn net.PacketConn
@@ -162,7 +165,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		MaxHalfOpen: e.cfg.MaxHalfOpen, HalfOpenTTL: e.cfg.HalfOpenTTL,
 		RatePerSource: e.cfg.RatePerSource, BurstPerSource: e.cfg.BurstPerSource,
 		LocalAddr: gc.Pool.GatewayAddr, MRU: gc.MTU,
-		EchoInterval: echoInterval, EchoFailures: echoFailures,
+		EchoInterval: echoInterval, EchoFailures: echoFailures, UnauthTimeout: e.cfg.UnauthTimeout,
 		Clock: e.cfg.Clock, Logger: log,
 	}
 	if len(gc.Proposals.IKE) > 0 {

@@ -479,3 +479,13 @@ func (t *Tunnel) Status() Status {
 	}
 	return s
 }
+
+// DialL2TP opens one more L2TP tunnel, without a session, over the
+// tunnel's IPsec SA. Stock clients use one tunnel; this exists so tests
+// can play a peer that hoards tunnels (the server caps them per peer).
+func (t *Tunnel) DialL2TP(ctx context.Context) (*l2tp.Tunnel, error) {
+	t.mu.Lock()
+	addr := t.peer.Addr(L2TPPort)
+	t.mu.Unlock()
+	return t.ep.Dial(ctx, addr)
+}

@@ -618,15 +618,16 @@ func (s *Server) serve(sess *l2tp.Session) {
 				err = &Error{PhasePPPAuth, perr}
 			}
 			_ = sess.Close() // CDN
-			if authFailed && !ss.up.Load() {
-				// One failed login ends the tunnel and the IKE SA: each
-				// further guess costs the peer a new Main Mode.
-				s.hangupAuthFailed(ps, sess, log)
-			}
+
 		} else {
 			ss.ppp.LowerDown()
 			err = &Error{PhaseL2TP, sess.Err()}
 		}
+	}
+	if ss.rejected.Load() && !ss.up.Load() {
+		// One failed login ends the tunnel and the IKE SA, whichever side
+		// closed first: each further guess costs the peer a new Main Mode.
+		s.hangupAuthFailed(ps, sess, log)
 	}
 	s.mu.Lock()
 	delete(s.sessions, ss)
@@ -682,14 +683,16 @@ func (s *Server) hangup(ps *peerState, sess *l2tp.Session, why error) {
 
 // ServerSession is one client's PPP session on the server, up after IPCP.
 type ServerSession struct {
-	srv     *Server
-	ps      *peerState
-	sess    *l2tp.Session
-	ppp     *ppp.Conn
-	up      atomic.Bool
-	started time.Time
-	in, out byteCounter
-	handler atomic.Pointer[func([]byte)]
+	srv  *Server
+	ps   *peerState
+	sess *l2tp.Session
+	ppp  *ppp.Conn
+	up   atomic.Bool
+	// rejected: the Authenticator refused a login on this link.
+	rejected atomic.Bool
+	started  time.Time
+	in, out  byteCounter
+	handler  atomic.Pointer[func([]byte)]
 
 	abortOnce sync.Once
 	abortCh   chan struct{}
@@ -878,7 +881,11 @@ func (l *linkAuth) with(ctx context.Context) context.Context {
 
 // Authenticate implements ppp.Authenticator.
 func (l *linkAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.AuthResult, error) {
-	return l.auth.Authenticate(l.with(ctx), req)
+	res, err := l.auth.Authenticate(l.with(ctx), req)
+	if err == nil && !res.Accept {
+		l.ss.rejected.Store(true)
+	}
+	return res, err
 }
 
 // Assign is the link's ppp.AddressFunc.
