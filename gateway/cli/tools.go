@@ -43,7 +43,7 @@ func cmdClientConfig(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *gwID != "" {
-		p.GatewayID = *gwID
+		p.GatewayID, p.ConfiguredID = *gwID, true
 	}
 	out, err := clientconfig.Render(*format, p)
 	if err != nil {

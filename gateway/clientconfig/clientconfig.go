@@ -59,8 +59,12 @@ type Params struct {
 	PushRoutes []netip.Prefix
 	// Name of the connection on the client (default "fleetgate").
 	Name string
-	// GatewayID is the gateway certificate's identity, for cert auth.
-	GatewayID string
+	// GatewayID is the identity the gateway presents in IKE: gateway_id
+	// when configured (ConfiguredID), else the address clients dial (what
+	// the gateway presents with a PSK; with certificates pass a
+	// subjectAltName of its certificate, --gateway-id).
+	GatewayID    string
+	ConfiguredID bool
 }
 
 // FromConfig builds Params for identity name.
@@ -74,6 +78,9 @@ func FromConfig(c *config.Config, name, gateway string) (Params, error) {
 	}
 	p := Params{Gateway: gateway, Identity: *id, IKE: c.Proposals.IKE, ESP: c.Proposals.ESP,
 		IKEPort: c.Listen.IKEPort, NATTPort: c.Listen.NATTPort, PushRoutes: id.PushPrefixes, Name: "fleetgate", GatewayID: gateway}
+	if c.GatewayID != "" {
+		p.GatewayID, p.ConfiguredID = c.GatewayID, true
+	}
 	if id.Auth == config.AuthPSK {
 		p.PSK, _ = c.PSKFor(id.ID)
 	}
@@ -103,6 +110,16 @@ func Render(format string, p Params) (string, error) {
 type view struct{ Params }
 
 func (v view) Cert() bool { return v.Identity.Auth == config.AuthCert }
+
+// IPsecRightID is GatewayID as ipsec.conf wants it: an FQDN with a leading
+// "@" (else the starter resolves it), an address or DN as is.
+func (v view) IPsecRightID() string {
+	g := v.GatewayID
+	if _, err := netip.ParseAddr(g); err == nil || strings.Contains(g, "=") || strings.HasPrefix(g, "@") {
+		return g
+	}
+	return "@" + g
+}
 
 // SitePrefix is the first framed route of the identity: the prefix an
 // edge bridge hands out to its endpoints (Render refuses the bridge

@@ -63,6 +63,9 @@ connections {
       id = {{.GatewayID}}
 {{- else}}
       auth = psk
+{{- if .ConfiguredID}}
+      id = {{.GatewayID}}
+{{- end}}
 {{- end}}
     }
     children {
@@ -105,9 +108,14 @@ conn {{.Name}}
 {{- if .Cert}}
     leftcert={{.Identity.Name}}.crt
     leftid={{.Identity.ID}}
-    rightid={{.GatewayID}}
-{{- else if .Identity.ID}}
+    rightid={{.IPsecRightID}}
+{{- else}}
+{{- if .Identity.ID}}
     leftid={{.Identity.ID}}
+{{- end}}
+{{- if .ConfiguredID}}
+    rightid={{.IPsecRightID}}
+{{- end}}
 {{- end}}
     ike={{.LegacyIKE}}
     esp={{.LegacyESP}}

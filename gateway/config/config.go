@@ -261,17 +261,17 @@ type Status struct {
 
 // RADIUS configures the RADIUS client (RFC 2865/2866).
 type RADIUS struct {
-	Auth            string `yaml:"auth"`
-	Acct            string `yaml:"acct"`
-	Secret          string `yaml:"secret"`
-	SecretFile      string `yaml:"secret_file"`
-	NASIdentifier   string `yaml:"nas_identifier"`
+	Auth          string `yaml:"auth"`
+	Acct          string `yaml:"acct"`
+	Secret        string `yaml:"secret"`
+	SecretFile    string `yaml:"secret_file"`
+	NASIdentifier string `yaml:"nas_identifier"`
 	// Phase1IDAttribute names the Access-Accept attribute that binds a
 	// RADIUS user to the phase 1 identity that may log in as it
 	// ("Filter-Id"); users without it may only follow a shared-PSK phase 1.
 	Phase1IDAttribute string `yaml:"phase1_id_attribute"`
-	Timeout         string `yaml:"timeout"`
-	InterimInterval string `yaml:"interim_interval"`
+	Timeout           string `yaml:"timeout"`
+	InterimInterval   string `yaml:"interim_interval"`
 	// AuthServers and AcctServers are further servers (host:port), tried
 	// in this order after auth and acct: fail-over as in a FreeRADIUS
 	// home_server_pool. All share the secret.

@@ -22,10 +22,10 @@ import (
 // State is bounded: at most maxBackoffEntries records of each kind (the
 // oldest are dropped first when full).
 type Backoff struct {
-	Free               int
-	Delay, MaxDelay    time.Duration
-	Forget             time.Duration
-	Now                func() time.Time
+	Free            int
+	Delay, MaxDelay time.Duration
+	Forget          time.Duration
+	Now             func() time.Time
 
 	mu    sync.Mutex
 	src   map[netip.Addr]*failRec
