@@ -289,3 +289,54 @@ func contains(l []string, s string) bool {
 	}
 	return false
 }
+
+// TestSecretFilePermissions: *_file secrets are read; a secret file, or a
+// configuration holding a secret inline, that group or others may read is
+// refused by Load with the fix in the message (Parse does not check).
+func TestSecretFilePermissions(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(s), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("shared.psk", "shared-key\n", 0o600)
+	write("d.psk", "own-key\n", 0o600)
+	write("d.ppp", "ppp-pw\n", 0o640)
+	files := "psk: {shared_file: shared.psk}\nidentities:\n  - {name: d, auth: psk, id: d.example, psk_file: d.psk, ppp: {password_file: d.ppp}}\n"
+	cfgPath := write("files.yaml", files, 0o644) // no inline secret: may be readable
+	_, err := Load(cfgPath)
+	if err == nil || !strings.Contains(err.Error(), "chmod 600 "+filepath.Join(dir, "d.ppp")) || !strings.Contains(err.Error(), "password_file") {
+		t.Fatalf("group-readable password file: got %v", err)
+	}
+	write("d.ppp", "ppp-pw\n", 0o600)
+	c, err := Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := c.Identity("d"); id.PSK != "own-key" || id.PPP.Password != "ppp-pw" || c.PSK.Shared != "shared-key" {
+		t.Errorf("secrets from files: psk %q, ppp %q, shared %q", id.PSK, id.PPP.Password, c.PSK.Shared)
+	}
+	inline := write("inline.yaml", "psk: {shared: s}\nidentities:\n  - {name: e, ppp: {password: x}}\n", 0o644)
+	if _, err := Load(inline); err == nil || !strings.Contains(err.Error(), "chmod 600 "+inline) {
+		t.Fatalf("world-readable config with inline secrets: got %v", err)
+	}
+	write("inline.yaml", "psk: {shared: s}\nidentities:\n  - {name: e, ppp: {password: x}}\n", 0o600)
+	if _, err := Load(inline); err != nil {
+		t.Fatal(err)
+	}
+	// An own key needs an ID; a cert identity takes no key.
+	for _, y := range []string{
+		"psk: {shared: s}\nidentities:\n  - {name: f, auth: psk, psk: k, ppp: {password: x}}\n",
+		"psk: {shared: s}\nidentities:\n  - {name: g, auth: cert, psk: k, ppp: {password: x}}\n",
+	} {
+		if _, err := Parse("gw.yaml", []byte(y)); err == nil {
+			t.Errorf("accepted:\n%s", y)
+		}
+	}
+}

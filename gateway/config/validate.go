@@ -480,7 +480,7 @@ func (v *validator) secretFile(name string, path ...any) string {
 	f := v.rel(name)
 	if v.perms {
 		if err := CheckSecretFile(f); err != nil {
-			v.errf(path, "%v", err)
+			v.errf(path, "%s: %v", strings.Join(strPath(path), "."), err)
 			return ""
 		}
 	}

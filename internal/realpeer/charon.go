@@ -166,3 +166,63 @@ func (c *Charon) WaitLog(t testing.TB, timeout time.Duration, want ...string) st
 	}
 	return log
 }
+
+// StartCharonIPsecConf starts strongSwan the legacy way, as the
+// `gateway client-config --format ipsec` output is meant to be used: the
+// starter reads ipsecConf (an ipsec.conf) and drives charon over the
+// stroke socket; charon's stroke plugin reads ipsecSecrets (an
+// ipsec.secrets). Both run in h with a private /run; the returned Charon
+// has no vici socket (Swanctl and Load do not apply), Log and WaitLog do.
+func StartCharonIPsecConf(t testing.TB, h *netns.Host, ipsecConf, ipsecSecrets string) *Charon {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "charon")
+	starter := "/usr/lib/ipsec/starter"
+	if _, err := os.Stat(starter); err != nil {
+		starter = testenv.RequireBinary(t, "starter")
+	}
+	dir := privateDir(t, "starter")
+	c := &Charon{Dir: dir, LogPath: filepath.Join(dir, "charon.log")}
+	c.conf = filepath.Join(dir, "strongswan.conf")
+	confPath, secretsPath := filepath.Join(dir, "ipsec.conf"), filepath.Join(dir, "ipsec.secrets")
+	writeFile(t, confPath, []byte(ipsecConf))
+	writeFile(t, secretsPath, []byte(ipsecSecrets))
+	writeFile(t, c.conf, fmt.Appendf(nil, `charon {
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey revocation constraints kernel-netlink socket-default stroke
+  install_routes = no
+  install_virtual_ip = no
+  retransmit_tries = 3
+  retransmit_timeout = 1
+  filelog {
+    fg {
+      path = %s
+      default = 1
+      ike = 2
+      cfg = 2
+      chd = 2
+      net = 2
+      flush_line = yes
+    }
+  }
+  syslog {
+    daemon {
+      default = -1
+    }
+  }
+  plugins {
+    stroke {
+      secrets_file = %s
+    }
+  }
+}
+starter {
+  load_warning = no
+}
+`, c.LogPath, secretsPath))
+	logOnFailure(t, "charon log", c.LogPath)
+	cmd := h.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+		"mount -t tmpfs fgstarter /run && exec "+starter+" --nofork --conf "+confPath)
+	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+c.conf)
+	c.Proc = netns.Start(t, cmd)
+	return c
+}
