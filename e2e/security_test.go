@@ -19,6 +19,7 @@ func TestRevokedSiteClosedOnSIGHUP(t *testing.T) {
 	e := Setup(t, Options{UplinkCert: true})
 	e.mustRun(nil, Bin(t, "gateway"), "pki", "revoke", siteName, "--dir", filepath.Join(e.Dir, "pki"))
 	t0 := time.Now()
+	t.Logf("revoking %s, then SIGHUP", siteName)
 	if err := syscall.Kill(e.GatewayProc().PID, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +66,11 @@ func TestCharonClientConfigIPsec(t *testing.T) {
 	log := ch.WaitLog(t, 30*time.Second, "IKE_SA fleetgate[1] established", "unable to install")
 	if strings.Contains(log, "does not match") {
 		t.Fatalf("charon refused the gateway's ID:\n%s", log)
+	}
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "IKE_SA fleetgate[1] established") || strings.Contains(l, "unable to install") {
+			t.Log(strings.TrimSpace(l))
+		}
 	}
 }
 
