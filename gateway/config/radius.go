@@ -3,8 +3,6 @@ package config
 import (
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 )
 
@@ -29,12 +27,7 @@ func (v *validator) radiusFleet(r *RADIUS) {
 		v.errf(p("radius", "acct_spool_max"), "radius.acct_spool_max %d must be positive (0 for the default 100000)", r.AcctSpoolMax)
 	}
 	if r.DAESecretFile != "" {
-		b, err := os.ReadFile(v.rel(r.DAESecretFile))
-		if err != nil {
-			v.errf(p("radius", "dae_secret_file"), "cannot read radius.dae_secret_file: %v", err)
-		} else {
-			r.DAESecret = strings.TrimSpace(string(b))
-		}
+		r.DAESecret = v.secretFile(r.DAESecretFile, "radius", "dae_secret_file")
 	}
 	if r.DAEListen == "" {
 		if len(r.DAEClients) > 0 {

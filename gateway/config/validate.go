@@ -512,7 +512,7 @@ func (c *Config) hasInlineSecrets() bool {
 	if c.PSK.SharedFile == "" && c.PSK.Shared != "" || len(c.PSK.ByID) > 0 {
 		return true
 	}
-	if c.RADIUS != nil && c.RADIUS.SecretFile == "" && c.RADIUS.Secret != "" {
+	if r := c.RADIUS; r != nil && ((r.SecretFile == "" && r.Secret != "") || (r.DAESecretFile == "" && r.DAESecret != "")) {
 		return true
 	}
 	for _, id := range c.Identities {
