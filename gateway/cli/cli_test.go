@@ -168,7 +168,7 @@ func (l *lockedBuffer) waitFor(t *testing.T, s string) {
 }
 
 func TestCheckFleetCommand(t *testing.T) {
-	code, out, errs := run(t, "--check-config", "--fleet", "../../configs/fleet/fleet.yaml")
+	code, out, errs := run(t, "--check-config", "--fleet", testenv.ExampleConfig(t, "fleet/fleet.yaml"))
 	if code != 0 || !strings.Contains(out, "OK: 2 gateways, slices disjoint") || !strings.Contains(out, "slice 10.10.0.64-10.10.0.127") {
 		t.Errorf("example fleet: code %d, out %q, err %q", code, out, errs)
 	}

@@ -49,12 +49,12 @@ func RequireBinary(t testing.TB, name string) string {
 	return p
 }
 
-// ExampleConfig copies a shipped configuration (configs/NAME, found from
-// the calling test's package directory) and the secret files next to it
-// (configs/secrets/*) into a temporary directory, the secrets owner-only
-// as an installation would have them (git stores no modes: a checkout
-// leaves them group/world-readable, which the gateway refuses). It returns
-// the copy's path.
+// ExampleConfig copies the shipped configurations (the configs directory,
+// found from the calling test's package directory) into a temporary
+// directory, every file owner-only as an installation would have them (git
+// stores no modes: a checkout leaves the secrets group/world-readable,
+// which the gateway refuses), and returns the path of configs/name there
+// (name may be "fleet/fleet.yaml").
 func ExampleConfig(t testing.TB, name string) string {
 	t.Helper()
 	src := ""
@@ -68,23 +68,26 @@ func ExampleConfig(t testing.TB, name string) string {
 		t.Fatalf("configs/%s not found from the package directory", name)
 	}
 	dir := t.TempDir()
-	cp := func(from, to string, mode os.FileMode) {
-		b, err := os.ReadFile(from)
+	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if err := os.WriteFile(to, b, mode); err != nil {
-			t.Fatal(err)
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
 		}
-	}
-	cp(filepath.Join(src, name), filepath.Join(dir, name), 0o600)
-	if ents, err := os.ReadDir(filepath.Join(src, "secrets")); err == nil {
-		if err := os.Mkdir(filepath.Join(dir, "secrets"), 0o700); err != nil {
-			t.Fatal(err)
+		to := filepath.Join(dir, rel)
+		if d.IsDir() {
+			return os.MkdirAll(to, 0o700)
 		}
-		for _, e := range ents {
-			cp(filepath.Join(src, "secrets", e.Name()), filepath.Join(dir, "secrets", e.Name()), 0o600)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
 		}
+		return os.WriteFile(to, b, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return filepath.Join(dir, name)
 }
