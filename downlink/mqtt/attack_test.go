@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/fleetgate/fleetgate/downlink/mqtt/mqtttest"
 )
 
@@ -221,4 +223,46 @@ func vmRSSOr(pid int, def int64) int64 {
 		}
 	}
 	return def
+}
+
+// TestRetainedBound: by default the broker keeps none of a device's
+// retained messages (the flag still goes upstream); with
+// RetainedPerEndpoint 2 it keeps two topics, updates them in place, frees
+// one on an empty payload, and drops the rest (counted).
+func TestRetainedBound(t *testing.T) {
+	dev := mqtttest.Device{Name: "sensor-1", Password: "pw1"}
+	kept := func(tb *testBroker) int { return len(tb.srv.Topics.Messages(mount("sensor-1", "#"))) }
+	t.Run("default", func(t *testing.T) {
+		tb := startBroker(t, nil)
+		dev.Retained(t, tb.TLSAddr().String(), 5, 10)
+		if n, d := kept(tb), tb.Stats().RetainDropped.Load(); n != 0 || d != 5 {
+			t.Fatalf("kept %d retained, dropped %d; want 0 and 5", n, d)
+		}
+		up := tb.up.all()
+		if len(up) != 5 {
+			t.Fatalf("upstream got %d messages, want 5", len(up))
+		}
+		for _, m := range up {
+			if !strings.HasSuffix(m, "|true|false") {
+				t.Fatalf("upstream got %q without the retain flag", m)
+			}
+		}
+	})
+	t.Run("two", func(t *testing.T) {
+		tb := startBroker(t, func(c *Config) { c.RetainedPerEndpoint = 2 })
+		addr := tb.TLSAddr().String()
+		dev.Retained(t, addr, 5, 10) // telemetry/r/0..4: 0 and 1 kept
+		if n, d := kept(tb), tb.Stats().RetainDropped.Load(); n != 2 || d != 3 {
+			t.Fatalf("kept %d retained, dropped %d; want 2 and 3", n, d)
+		}
+		dev.Retained(t, addr, 2, 10) // the same two topics again: updated, nothing dropped
+		if n, d := kept(tb), tb.Stats().RetainDropped.Load(); n != 2 || d != 3 {
+			t.Fatalf("after updates kept %d, dropped %d; want 2 and 3", n, d)
+		}
+		dev.Flood(t, addr, 4, 1, func(int) packets.Packet { return mqtttest.Publish("telemetry/r/0", nil, true, 0) })
+		dev.Flood(t, addr, 4, 1, func(int) packets.Packet { return mqtttest.Publish("telemetry/r/9", []byte("x"), true, 0) })
+		if n, d := kept(tb), tb.Stats().RetainDropped.Load(); n != 2 || d != 3 {
+			t.Fatalf("after clear and new topic kept %d, dropped %d; want 2 and 3", n, d)
+		}
+	})
 }
