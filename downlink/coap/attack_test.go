@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -334,4 +335,53 @@ func TestBlockTransfersBounded(t *testing.T) {
 	if n := f.srv.Stats.CoAPErrors.Load(); n != uploads-4 {
 		t.Fatalf("CoAPErrors = %d, want %d (uploads over the bound of 4)", n, uploads-4)
 	}
+}
+
+// TestRebootSamePort: a device that reboots and handshakes again from the
+// same address and port (tinydtls devices often use a fixed source port),
+// without having closed its old session, gets a new session at once: its
+// cookie ClientHello proves the address and replaces the old session.
+func TestRebootSamePort(t *testing.T) {
+	f := newFixture(t, nil)
+	raddr, _ := net.ResolveUDPAddr("udp", f.srv.Addr().String())
+	handshake := func(laddr *net.UDPAddr) (*net.UDPConn, error) {
+		sock, err := net.ListenUDP("udp4", laddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := f.key
+		dc, err := dtls.ClientWithOptions(sock, raddr, dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
+			dtls.WithPSKIdentityHint([]byte("sensor-17")), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8),
+			dtls.WithFlightInterval(200*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := dc.HandshakeContext(ctx); err != nil {
+			_ = sock.Close()
+			return nil, err
+		}
+		return sock, nil // the DTLS conn is abandoned with the socket (a reboot)
+	}
+	first, err := handshake(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	laddr := first.LocalAddr().(*net.UDPAddr)
+	waitSession := func(n uint64) {
+		for deadline := time.Now().Add(5 * time.Second); f.srv.Stats.HandshakesOK.Load() < n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("HandshakesOK = %d, want %d", f.srv.Stats.HandshakesOK.Load(), n)
+			}
+		}
+	}
+	waitSession(1)
+	_ = first.Close() // power cut: no close_notify
+	second, err := handshake(laddr)
+	if err != nil {
+		t.Fatalf("handshake after a reboot on the same port: %v", err)
+	}
+	defer second.Close()
+	waitSession(2)
 }

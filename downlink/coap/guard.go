@@ -305,7 +305,7 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 		}
 	}
 	old := l.conns[raddr.String()]
-	if old != nil && (!old.pending || !startsHandshake(b)) {
+	if old != nil && !startsHandshake(b) {
 		return old, nil, nil
 	}
 	if old == nil && !startsHandshake(b) {
@@ -315,7 +315,7 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 	ch, err := ParseClientHello(b)
 	switch {
 	case old != nil && (err != nil || bytes.Equal(old.random, ch.Random)):
-		// The pending handshake's next flight (epoch 0) or its own
+		// The conn's own handshake: its next flight (epoch 0) or its
 		// ClientHello again (retransmission).
 		return old, nil, nil
 	case err != nil:
@@ -339,7 +339,12 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 		return nil, nil, stale
 	default:
 	}
-	if old != nil { // a pending handshake restarted by the peer: replace it
+	if old != nil {
+		// A new handshake from the address of a pending or established
+		// conn (the device rebooted, often with a fixed source port, or
+		// gave up on a handshake): the cookie proved the address, the new
+		// handshake replaces the old conn. Epoch-0 ClientHellos are never
+		// part of a running session (renegotiation would be encrypted).
 		l.forgetLocked(old)
 		stale = old
 	}
@@ -495,6 +500,8 @@ func (c *guardConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	select {
 	case <-c.wdl.Done():
 		return 0, context.DeadlineExceeded
+	case <-c.done: // replaced by a new handshake from its address: say nothing more there
+		return 0, net.ErrClosed
 	default:
 	}
 	return c.l.pc.WriteTo(b, addr)
