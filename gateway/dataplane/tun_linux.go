@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
@@ -50,6 +51,20 @@ type TUNConfig struct {
 // kernel refuses IFF_VNET_HDR or its offloads.
 var ErrNoVnetHdr = errors.New("the kernel refused IFF_VNET_HDR with TSO offloads (kernel older than 2.6.x or a restricted TUN driver); " +
 	"set dataplane.tun_driver: water in the gateway config to use the one-packet-per-system-call driver")
+
+// TUNStats counts the vnet driver's system calls and packets (the water
+// driver does one call per packet and keeps none). All fields are safe
+// for concurrent use.
+type TUNStats struct {
+	// Reads and PacketsRead: read(2) calls and the packets they carried
+	// (more packets than reads: GSO super-packets split in userspace).
+	Reads, PacketsRead atomic.Uint64
+	// Writes and PacketsWritten: Write calls (each one write(2) per
+	// coalesced flow) and the packets handed to them.
+	Writes, PacketsWritten atomic.Uint64
+	// WriteErrors counts failed writes (a batch counts once).
+	WriteErrors atomic.Uint64
+}
 
 // tunDevice is the packet I/O of one TUN driver.
 type tunDevice interface {
@@ -149,6 +164,14 @@ func (t *TUN) Name() string { return t.cfg.Name }
 
 // Driver is the TUN driver in use (TUNDriverVnet or TUNDriverWater).
 func (t *TUN) Driver() string { return t.cfg.Driver }
+
+// Stats returns the vnet driver's counters (nil with the water driver).
+func (t *TUN) Stats() *TUNStats {
+	if d, ok := t.dev.(*vnetDevice); ok {
+		return d.stats
+	}
+	return nil
+}
 
 func (t *TUN) route(p netip.Prefix) *netlink.Route {
 	p = p.Masked()

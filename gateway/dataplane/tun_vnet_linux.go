@@ -77,6 +77,7 @@ func openVnet(name string, mtu int) (*vnetDevice, string, error) {
 type vnetDevice struct {
 	dev   wgtun.Device
 	batch int
+	stats *TUNStats
 
 	rmu   sync.Mutex
 	rbufs [][]byte
@@ -115,7 +116,7 @@ var vnetEpoch = time.Now()
 
 func newVnetDevice(dev wgtun.Device, mtu int) *vnetDevice {
 	b := dev.BatchSize()
-	d := &vnetDevice{dev: dev, batch: b, rsize: make([]int, b), plen: make([]int, 2*b),
+	d := &vnetDevice{dev: dev, batch: b, stats: &TUNStats{}, rsize: make([]int, b), plen: make([]int, 2*b),
 		kick: make(chan struct{}, 1), done: make(chan struct{}), one: make([][]byte, 1)}
 	for range b {
 		d.rbufs = append(d.rbufs, make([]byte, vnetHeadroom+max(mtu, 1500)+64))
@@ -138,6 +139,8 @@ func (d *vnetDevice) readPacket(buf []byte) (int, error) {
 			d.rn, d.rnext = 0, 0
 			return 0, err
 		}
+		d.stats.Reads.Add(1)
+		d.stats.PacketsRead.Add(uint64(n))
 		d.rn, d.rnext = n, 0
 	}
 	i := d.rnext
@@ -181,6 +184,11 @@ func (d *vnetDevice) writePacket(pkt []byte) error {
 		d.one[0] = d.store[k][:vnetHeadroom+len(pkt)]
 		_, err := d.dev.Write(d.one, vnetHeadroom)
 		d.one[0] = nil
+		d.stats.Writes.Add(1)
+		d.stats.PacketsWritten.Add(1)
+		if err != nil {
+			d.stats.WriteErrors.Add(1)
+		}
 		d.wmu.Lock()
 		d.free = append(d.free, k)
 		d.room.Broadcast()
@@ -216,8 +224,8 @@ func (d *vnetDevice) kickLocked() {
 }
 
 // writeLoop writes queued packets in batches until the queue is empty,
-// then sleeps until kicked. Write errors of queued packets are not
-// reported to anyone (the router counted the packet as sent).
+// then sleeps until kicked. A failed batch write is counted in
+// TUNStats.WriteErrors (the router already counted its packets as sent).
 func (d *vnetDevice) writeLoop() {
 	for {
 		select {
@@ -243,7 +251,11 @@ func (d *vnetDevice) writeLoop() {
 				d.wbatch = append(d.wbatch, d.store[k][:vnetHeadroom+d.plen[k]])
 			}
 			d.wmu.Unlock()
-			_, _ = d.dev.Write(d.wbatch, vnetHeadroom)
+			if _, err := d.dev.Write(d.wbatch, vnetHeadroom); err != nil {
+				d.stats.WriteErrors.Add(1)
+			}
+			d.stats.Writes.Add(1)
+			d.stats.PacketsWritten.Add(uint64(len(d.wbatch)))
 			d.wmu.Lock()
 			d.free = append(d.free, d.wdone...)
 			d.room.Broadcast()

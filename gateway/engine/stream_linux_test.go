@@ -203,6 +203,18 @@ func TestNetnsTCPStreamGSO(t *testing.T) {
 	if centralMSS <= 0 || centralMSS > sessMTU-40 {
 		t.Errorf("central's MSS %d, want at most session MTU %d - 40 (clamped)", centralMSS, sessMTU)
 	}
+	// GSO and GRO at work: central's TSO bursts arrive as super-packets
+	// (more packets than reads) and the site's stream is written in
+	// batches (more packets than writes).
+	ts := tun.Stats()
+	t.Logf("TUN: %d reads carried %d packets, %d writes carried %d packets, %d write errors",
+		ts.Reads.Load(), ts.PacketsRead.Load(), ts.Writes.Load(), ts.PacketsWritten.Load(), ts.WriteErrors.Load())
+	if ts.PacketsRead.Load() < 2*ts.Reads.Load() {
+		t.Errorf("TUN reads: %d packets in %d reads, want GSO super-packets (at least 2 per read on average)", ts.PacketsRead.Load(), ts.Reads.Load())
+	}
+	if ts.PacketsWritten.Load() <= ts.Writes.Load() {
+		t.Errorf("TUN writes: %d packets in %d writes, want batches", ts.PacketsWritten.Load(), ts.Writes.Load())
+	}
 	if srv.Env().Router.Stats.MSSClamped.Load() < 2 {
 		t.Errorf("MSS clamped %d times, want both SYNs", srv.Env().Router.Stats.MSSClamped.Load())
 	}
