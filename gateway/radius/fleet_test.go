@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,11 +143,11 @@ func TestFailoverAndSpool(t *testing.T) {
 // are counted (garbage dropped, the other NAKed).
 func TestDAE(t *testing.T) {
 	radclient := testenv.RequireBinary(t, "radclient")
-	var ended []SessionMatch
+	var ended atomic.Int32 // Disconnects that ended a session (handler runs on Serve's goroutine)
 	d, err := ListenDAE(DAEConfig{Listen: "127.0.0.1:0", Secret: []byte("dae-secret"), Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		Disconnect: func(m SessionMatch) int {
 			if m.SessionID == "gw1-abcd-5" {
-				ended = append(ended, m)
+				ended.Add(1)
 				return 1
 			}
 			return 0
@@ -173,8 +174,8 @@ func TestDAE(t *testing.T) {
 	if out := run("disconnect", "dae-secret", "Acct-Session-Id = \"gw1-abcd-5\"\n"); !strings.Contains(out, "Disconnect-ACK") {
 		t.Errorf("disconnect known session:\n%s", out)
 	}
-	if len(ended) != 1 {
-		t.Errorf("handler called %d times, want 1", len(ended))
+	if n := ended.Load(); n != 1 {
+		t.Errorf("handler called %d times, want 1", n)
 	}
 	if out := run("disconnect", "dae-secret", "Acct-Session-Id = \"nope\"\n"); !strings.Contains(out, "Disconnect-NAK") || !strings.Contains(out, "Session-Context-Not-Found") {
 		t.Errorf("disconnect unknown session:\n%s", out)
@@ -191,7 +192,7 @@ func TestDAE(t *testing.T) {
 	if out := run("disconnect", "wrong-secret", "Acct-Session-Id = \"gw1-abcd-5\"\n"); strings.Contains(out, "Disconnect-ACK") || strings.Contains(out, "Disconnect-NAK") {
 		t.Errorf("a wrong secret got an answer:\n%s", out)
 	}
-	if len(ended) != 1 {
+	if ended.Load() != 1 {
 		t.Errorf("a wrong-secret request ended a session")
 	}
 	conn, err := net.Dial("udp", addr)

@@ -91,6 +91,9 @@ func TestSessionRoutesInBird(t *testing.T) {
 	t.Logf("session up → bird has 10.10.8.0/24 via %s after %v", via, time.Since(start).Round(time.Millisecond))
 
 	r := srv.Report()
+	if r.RADIUS == nil || r.RADIUS.DAE != "127.0.0.1:3799" || len(r.RADIUS.Servers) != 1 {
+		t.Errorf("status radius: %+v", r.RADIUS)
+	}
 	if r.BGP == nil || r.BGP.Announced != 2 || len(r.BGP.Neighbors) != 2 || r.BGP.Neighbors[0].State != "established" || r.BGP.Neighbors[1].State == "established" {
 		t.Errorf("status bgp: %+v", r.BGP)
 	}

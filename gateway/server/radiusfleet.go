@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/radius"
+	"github.com/fleetgate/fleetgate/gateway/status"
 )
 
 // radiusFleet is the gateway's part of a shared AAA: the accounting spool
@@ -21,7 +23,7 @@ import (
 // Filter-Id policies CoA set per identity.
 type radiusFleet struct {
 	spool *radius.Spool
-	dae   *radius.DAE
+	dae   atomic.Pointer[radius.DAE] // set by Run, read by status
 	// bootID makes Acct-Session-Id unique across the fleet and across
 	// restarts: NAS-Identifier, then 8 random hex digits drawn at start.
 	bootID string
@@ -73,7 +75,7 @@ func (s *Server) startRADIUSFleet(cfg *config.Config) (stop func(), err error) {
 			wg.Wait()
 			return nil, fmt.Errorf("server: %w", err)
 		}
-		s.fleet.dae = d
+		s.fleet.dae.Store(d)
 		s.log.Info("radius dynamic authorization listening", "addr", d.Addr().String())
 		wg.Add(1)
 		go func() { defer wg.Done(); d.Serve(ctx) }()
@@ -87,12 +89,25 @@ func (s *Server) startRADIUSFleet(cfg *config.Config) (stop func(), err error) {
 	}, nil
 }
 
+// radiusReport is the status report's RADIUS part.
+func (s *Server) radiusReport() *status.RADIUS {
+	if s.rad == nil {
+		return nil
+	}
+	r := &status.RADIUS{Servers: s.rad.ServersAlive(), DAE: s.DAEAddr()}
+	if sp := s.fleet.spool; sp != nil {
+		r.SpoolQueued, r.SpoolDelivered = sp.Stats.Queued.Load(), sp.Stats.Delivered.Load()
+	}
+	return r
+}
+
 // DAEAddr is the bound Disconnect/CoA address ("" when off).
 func (s *Server) DAEAddr() string {
-	if s.fleet.dae == nil {
+	d := s.fleet.dae.Load()
+	if d == nil {
 		return ""
 	}
-	return s.fleet.dae.Addr().String()
+	return d.Addr().String()
 }
 
 // matching returns the sessions a Disconnect/CoA names.
@@ -244,7 +259,7 @@ func (c radiusFleetCollector) Collect(ch chan<- prometheus.Metric) {
 		cnt(descSpoolEvents, st.Dropped.Load(), "dropped")
 		cnt(descSpoolEvents, st.Rejected.Load(), "rejected")
 	}
-	if d := s.fleet.dae; d != nil {
+	if d := s.fleet.dae.Load(); d != nil {
 		st := &d.Stats
 		cnt(descDAERequests, st.DisconnectACK.Load(), "disconnect_ack")
 		cnt(descDAERequests, st.DisconnectNAK.Load(), "disconnect_nak")

@@ -491,6 +491,7 @@ func (s *Server) Report() status.Report {
 	}
 	sort.Slice(r.Sessions, func(i, j int) bool { return r.Sessions[i].Identity < r.Sessions[j].Identity })
 	r.BGP = s.bgpReport()
+	r.RADIUS = s.radiusReport()
 	return r
 }
 

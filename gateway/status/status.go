@@ -42,6 +42,20 @@ type Report struct {
 	Drops    map[string]uint64 `json:"drops,omitempty"`
 	// BGP is the speaker's state; nil when bgp is not configured.
 	BGP *BGP `json:"bgp,omitempty"`
+	// RADIUS is the AAA client's state; nil without a radius section.
+	RADIUS *RADIUS `json:"radius,omitempty"`
+}
+
+// RADIUS is the RADIUS client's part of the report.
+type RADIUS struct {
+	// Servers maps host:port to whether it is considered alive.
+	Servers map[string]bool `json:"servers"`
+	// SpoolQueued accounting records wait for a server; SpoolDelivered
+	// were acknowledged since start.
+	SpoolQueued    int64  `json:"spool_queued"`
+	SpoolDelivered uint64 `json:"spool_delivered"`
+	// DAE is the bound Disconnect/CoA address ("" when off).
+	DAE string `json:"dae,omitempty"`
 }
 
 // BGP is the BGP speaker's part of the report.
@@ -131,6 +145,26 @@ func WriteTable(w io.Writer, r Report) error {
 			parts[i] = fmt.Sprintf("%s=%d", k, r.Drops[k])
 		}
 		fmt.Fprintf(w, "drops: %s\n", strings.Join(parts, " "))
+	}
+	if rd := r.RADIUS; rd != nil {
+		keys := make([]string, 0, len(rd.Servers))
+		for k := range rd.Servers {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			state := "dead"
+			if rd.Servers[k] {
+				state = "up"
+			}
+			parts[i] = k + " " + state
+		}
+		dae := "off"
+		if rd.DAE != "" {
+			dae = rd.DAE
+		}
+		fmt.Fprintf(w, "radius: %s; accounting spool %d waiting, %d delivered; disconnect/coa %s\n", strings.Join(parts, ", "), rd.SpoolQueued, rd.SpoolDelivered, dae)
 	}
 	if b := r.BGP; b != nil {
 		up := 0
