@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -8,6 +10,8 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/realpeer"
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
 // TestRevokedSiteClosedOnSIGHUP (issue "one identity per session",
@@ -89,4 +93,73 @@ func ipsecParts(t *testing.T, out string) (conf, secrets string) {
 		secrets = secrets[:k]
 	}
 	return "config setup\n\n" + conf, secrets
+}
+
+// TestSharedPSKCannotBecomeSite (findings 1, 3, 4 against the real
+// binaries): the real bridge is up with its certificate. An attacker on
+// the WAN holding the shared PSK and the site's PPP credentials, using the
+// project's own client, (1) logs in over PPP as the site after a phase 1
+// with its own ID: refused (log line with both identities, counter), its
+// IKE SA deleted; (2) presents the site's ID with the shared PSK plus
+// INITIAL-CONTACT: refused in phase 1 (a certificate identity takes no
+// PSK), the site's SAs untouched. The site keeps its session throughout.
+func TestSharedPSKCannotBecomeSite(t *testing.T) {
+	e := Setup(t, Options{UplinkCert: true})
+	dial := func(localID string) error {
+		ic, err := e.WAN.ListenPacket("udp4", e.WAN.Addr.String()+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := e.WAN.ListenPacket("udp4", e.WAN.Addr.String()+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		tn, err := tunnel.Dial(ctx, tunnel.ClientConfig{
+			Gateway: netip.AddrPortFrom(GatewayPublic, 500).String(), NATTPort: 4500,
+			IKEConn: ic, NATTConn: nc, PSK: []byte(sitePSK),
+			LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: []byte(localID)},
+			Username: pppUser, Password: pppPass,
+		})
+		if err == nil {
+			_ = tn.Close()
+		}
+		return err
+	}
+	siteUp := func() bool {
+		v, ok := MetricValue(e.GatewayMetrics(), "fleetgate_sessions_active")
+		return ok && v == 1
+	}
+	// No identity may follow this phase 1 (the only one is a certificate
+	// site): the session is refused before PPP authentication even starts.
+	if err := dial("attacker.example.net"); err == nil || tunnel.PhaseOf(err) < tunnel.PhaseL2TP {
+		t.Fatalf("attacker as %s over the shared PSK: got %v (phase %v), want a refusal after phase 1", pppUser, err, tunnel.PhaseOf(err))
+	}
+	if !Poll(5*time.Second, func() bool {
+		v, _ := MetricValue(e.GatewayMetrics(), `fleetgate_security_refusals_total{check="ppp_identity_mismatch"}`)
+		return v == 1
+	}) {
+		t.Errorf("refusal not counted:\n%s", e.GatewayMetrics())
+	}
+	log := e.Log("gateway", 1)
+	if !strings.Contains(log, "L2TP session refused: no identity may log in after this phase 1 identity") || !strings.Contains(log, `"peer_id":"attacker.example.net"`) {
+		t.Errorf("gateway log lacks the refusal naming the phase 1 identity")
+	}
+	if err := dial(siteID); tunnel.PhaseOf(err) != tunnel.PhaseIKE {
+		t.Fatalf("attacker with the site's ID and the shared PSK: got %v, want a phase 1 failure", err)
+	}
+	if !Poll(5*time.Second, func() bool {
+		v, _ := MetricValue(e.GatewayMetrics(), `fleetgate_security_refusals_total{check="psk_not_bound"}`)
+		return v == 1
+	}) {
+		t.Errorf("psk_not_bound not counted:\n%s", e.GatewayMetrics())
+	}
+	time.Sleep(time.Second)
+	if !siteUp() {
+		t.Fatalf("the site lost its session:\n%s", e.GatewayMetrics())
+	}
+	if v, _ := MetricValue(e.GatewayMetrics(), `fleetgate_session_setups_total{identity="`+siteName+`"}`); v != 1 {
+		t.Errorf("site set up %v times, want 1 (never evicted)", v)
+	}
 }

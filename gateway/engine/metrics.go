@@ -17,7 +17,7 @@ type ikeSeen struct {
 	auth, noProp, p1, p2, rateLimited, halfOpen, halfLost uint64
 	sourceSAs, quickModes                                 uint64
 	ikeRekeys, childRekeys                                uint64
-	tunnelCap, tunnelUnauth, sessUnauth, hangup           uint64
+	tunnelCap, tunnelUnauth, sessUnauth, hangup, noIdent  uint64
 }
 
 // metricsLoop turns the IKE engine's counters into the gateway's set-up
@@ -56,6 +56,10 @@ func (e *Engine) syncMetrics(env *server.Env, srv *tunnel.Server) {
 	report(&s.tunnelUnauth, g.TunnelsTimedOut.Load(), func() { env.Metrics.Refused(metrics.CheckTunnelUnauth) })
 	report(&s.sessUnauth, g.SessionsRefused.Load(), func() { env.Metrics.Refused(metrics.CheckSessionUnauth) })
 	report(&s.hangup, g.AuthHangups.Load(), func() { env.Metrics.Refused(metrics.CheckAuthHangup) })
+	report(&s.noIdent, g.NoIdentity.Load(), func() {
+		env.Metrics.Refused(metrics.CheckPPPIdentity)
+		env.Metrics.SetupFailed(metrics.PhaseAuth, "identity_mismatch")
+	})
 	auth := st.AuthFailures.Load()
 	noProp := st.NoProposalChosen.Load()
 	report(&s.auth, auth, func() { env.Metrics.SetupFailed(metrics.PhaseIKEMain, "auth_failed") })

@@ -75,7 +75,8 @@ type tunnelState struct {
 type GuardStats struct {
 	TunnelsRefused  atomic.Uint64 // SCCRQ beyond MaxTunnelsPerPeer, or from no IPsec peer
 	TunnelsTimedOut atomic.Uint64 // closed after UnauthTimeout without an authenticated session
-	SessionsRefused atomic.Uint64 // a second unauthenticated session on one tunnel, or no PPP method for the identity
+	SessionsRefused atomic.Uint64 // a second unauthenticated session on one tunnel
+	NoIdentity      atomic.Uint64 // sessions refused: no identity may log in after the peer's phase 1 (MethodsFor gave none)
 	AuthHangups     atomic.Uint64 // PPP authentication failures that ended the peer's IKE SA
 }
 
@@ -520,9 +521,11 @@ func (s *Server) serve(sess *l2tp.Session) {
 	methods := s.cfg.AuthMethods
 	if s.cfg.MethodsFor != nil {
 		if methods = s.cfg.MethodsFor(ps.id); len(methods) == 0 {
-			s.guard.SessionsRefused.Add(1)
-			log.Warn("L2TP session refused: no PPP authentication method allowed for this phase 1 identity")
+			// No identity may log in after this phase 1: a failed login.
+			s.guard.NoIdentity.Add(1)
+			log.Warn("L2TP session refused: no identity may log in after this phase 1 identity; closing the tunnel and the IKE SA")
 			_ = sess.Close()
+			s.hangup(ps, sess, ErrAuthHangup)
 			return
 		}
 	}
