@@ -97,7 +97,7 @@ func TestMqttRevocation(t *testing.T) {
 		t.Fatalf("central got no telemetry from sensor-4:\n%s", old.Output())
 	}
 	reusedConnects := func() int {
-		return len(regexp.MustCompile(`New client connected from \S+ as sensor-4 `).FindAllString(m.central.Proc.Output(), -1))
+		return len(regexp.MustCompile(`New client connected from \S+ as plant-a/sensor-4 `).FindAllString(m.central.Proc.Output(), -1))
 	}
 	m.mustRun(nil, Bin(t, "bridge"), "-c", m.BridgeConfig, "endpoint", "remove", "sensor-4")
 	sighup := m.reload()

@@ -107,7 +107,7 @@ func (m *mqttEnv) deviceArgs(ep *Endpoint) []string {
 }
 
 // waitCentralSessions waits until mosquitto's log shows every endpoint's
-// relay session connecting with client ID = endpoint name from the
+// relay session connecting with client ID = site/endpoint from the
 // endpoint's own VPN address, and returns those log lines.
 func (m *mqttEnv) waitCentralSessions(t *testing.T, eps []*Endpoint, timeout time.Duration) []string {
 	t.Helper()
@@ -116,7 +116,7 @@ func (m *mqttEnv) waitCentralSessions(t *testing.T, eps []*Endpoint, timeout tim
 		lines = lines[:0]
 		log := m.central.Proc.Output()
 		for _, ep := range eps {
-			re := regexp.MustCompile(`New client connected from ` + regexp.QuoteMeta(ep.Addr.String()) + `:\d+ as ` + regexp.QuoteMeta(ep.Name) + ` .*`)
+			re := regexp.MustCompile(`New client connected from ` + regexp.QuoteMeta(ep.Addr.String()) + `:\d+ as ` + regexp.QuoteMeta(siteName+"/"+ep.Name) + ` .*`)
 			l := re.FindString(log)
 			if l == "" {
 				return false

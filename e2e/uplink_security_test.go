@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -141,4 +142,38 @@ type authFunc func(context.Context, *ppp.AuthRequest) (ppp.AuthResult, error)
 
 func (f authFunc) Authenticate(ctx context.Context, r *ppp.AuthRequest) (ppp.AuthResult, error) {
 	return f(ctx, r)
+}
+
+// TestBridgeRefusesOpenSecretFiles: the real bridge binary refuses to
+// check or run a configuration whose PSK file group or others may read,
+// naming file, line, key and the chmod that fixes it; after the chmod it
+// accepts it.
+func TestBridgeRefusesOpenSecretFiles(t *testing.T) {
+	bin := Bin(t, "bridge")
+	dir := t.TempDir()
+	psk := filepath.Join(dir, "site.psk")
+	if err := os.WriteFile(psk, []byte("a-psk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(psk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "bridge.yaml")
+	y := "site: s\nprefix: 10.10.8.0/24\nstate_dir: " + dir + "/state\nuplink:\n  mode: l2tp-ipsec\n  gateways: [192.0.2.1]\n  psk_file: site.psk\n  ppp_user: u\n  ppp_password_file: site.psk\n"
+	if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"--check-config", cfg}, {"run", "-c", cfg}} {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		want := cfg + ":7: uplink.psk_file: " + psk + " holds secrets but is accessible by group or others (mode 0644): run chmod 600 " + psk
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Fatalf("bridge %v: %v\n%s\nwant %q", args, err, out, want)
+		}
+	}
+	if err := os.Chmod(psk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "--check-config", cfg).CombinedOutput(); err != nil {
+		t.Fatalf("after chmod 600: %v\n%s", err, out)
+	}
 }

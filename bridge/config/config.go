@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fleetgate/fleetgate/internal/secretfile"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 )
 
@@ -153,11 +155,15 @@ type Uplink struct {
 	// order of preference; NATTPort is their NAT-T port (RFC 3947, 4500).
 	Gateways []string `yaml:"gateways"`
 	NATTPort uint16   `yaml:"nat_t_port"`
-	// PSK, or Cert/Key (PEM files) with CA (PEM file) for signatures.
-	PSK  string `yaml:"psk"`
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
-	CA   string `yaml:"ca"`
+	// PSK (or PSKFile, a file holding it), or Cert/Key (PEM files) with
+	// CA (PEM file) for signatures. Secret files must be owner-only
+	// (mode 0600, as ssh wants a key); a config file holding psk or
+	// ppp_password inline must be owner-only itself.
+	PSK     string `yaml:"psk"`
+	PSKFile string `yaml:"psk_file"`
+	Cert    string `yaml:"cert"`
+	Key     string `yaml:"key"`
+	CA      string `yaml:"ca"`
 	// GatewayID is the gateway's name, which must be a subjectAltName
 	// (DNS, IP or e-mail) of a gateway certificate (extended key usage
 	// serverAuth, as `gateway pki issue --kind gateway` makes) of CA;
@@ -175,7 +181,9 @@ type Uplink struct {
 	LocalID     string `yaml:"local_id"`
 	PPPUser     string `yaml:"ppp_user"`
 	PPPPassword string `yaml:"ppp_password"`
-	MTU         int    `yaml:"mtu"`
+	// PPPPasswordFile is a file holding the PPP password (owner-only).
+	PPPPasswordFile string `yaml:"ppp_password_file"`
+	MTU             int    `yaml:"mtu"`
 	// IKEProposals and ESPProposals are strongSwan-style proposal lists;
 	// empty takes the uplink's defaults.
 	IKEProposals string `yaml:"ike_proposals"`
@@ -197,6 +205,9 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	c, err := Parse(b)
+	if err == nil {
+		err = c.loadSecrets(path, b)
+	}
 	if err != nil {
 		var ce *Error
 		if errors.As(err, &ce) && ce.Line > 0 {
@@ -205,6 +216,48 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// loadSecrets reads uplink.psk_file and uplink.ppp_password_file
+// (relative to the config file) when the uplink uses them, refusing files
+// that group or others may access (internal/secretfile); with psk or
+// ppp_password inline, the config file itself must be owner-only.
+func (c *Config) loadSecrets(path string, b []byte) error {
+	u := &c.Uplink
+	if u.Mode != "l2tp-ipsec" {
+		return nil
+	}
+	var root yaml.Node
+	_ = yaml.Unmarshal(b, &root) // Parse decoded it
+	fail := func(key string, err error) error {
+		return &Error{Line: lineOf(&root, key), Msg: key + ": " + err.Error()}
+	}
+	rel := func(f string) string {
+		if filepath.IsAbs(f) {
+			return f
+		}
+		return filepath.Join(filepath.Dir(path), f)
+	}
+	var err error
+	if u.PSKFile != "" {
+		if u.PSK, err = secretfile.Read(rel(u.PSKFile)); err != nil {
+			return fail("uplink.psk_file", err)
+		}
+	} else if u.PSK != "" {
+		if err := secretfile.Check(path); err != nil {
+			return fail("uplink.psk", fmt.Errorf("inline secret: move it to uplink.psk_file, or: %w", err))
+		}
+	}
+	if u.PPPPasswordFile != "" {
+		if u.PPPPassword, err = secretfile.Read(rel(u.PPPPasswordFile)); err != nil {
+			return fail("uplink.ppp_password_file", err)
+		}
+	} else if u.PPPPassword != "" {
+		if err := secretfile.Check(path); err != nil {
+			return fail("uplink.ppp_password", fmt.Errorf("inline secret: move it to uplink.ppp_password_file, or: %w", err))
+		}
+	}
+	return nil
 }
 
 // Parse decodes and validates YAML (unknown keys are errors).
@@ -247,15 +300,19 @@ func Parse(b []byte) (*Config, error) {
 		switch {
 		case len(u.Gateways) == 0:
 			return nil, fail("uplink.gateways", "uplink.gateways is empty")
-		case u.PSK == "" && (u.Cert == "" || u.Key == ""):
-			return nil, fail("uplink.psk", "uplink needs psk or cert and key")
-		case u.PSK != "" && u.Cert != "":
+		case u.PSK == "" && u.PSKFile == "" && (u.Cert == "" || u.Key == ""):
+			return nil, fail("uplink.psk", "uplink needs psk_file (or psk), or cert and key")
+		case u.PSK != "" && u.PSKFile != "":
+			return nil, fail("uplink.psk_file", "uplink: psk and psk_file are exclusive (keep psk_file)")
+		case (u.PSK != "" || u.PSKFile != "") && u.Cert != "":
 			return nil, fail("uplink.cert", "uplink: psk and cert are exclusive")
+		case u.PPPPassword != "" && u.PPPPasswordFile != "":
+			return nil, fail("uplink.ppp_password_file", "uplink: ppp_password and ppp_password_file are exclusive (keep ppp_password_file)")
 		case u.Cert != "" && u.CA == "":
 			return nil, fail("uplink.cert", "uplink: certificate mode needs uplink.ca (the CA that issued the gateway's certificate), else any certificate would do")
 		case u.Cert != "" && u.GatewayID == "":
 			return nil, fail("uplink.cert", "uplink: certificate mode needs uplink.gateway_id (a subjectAltName of the gateway's certificate, e.g. gw1.example.net), else any certificate of the CA would pass as the gateway")
-		case u.PSK != "" && (u.GatewayID != "" || u.CRL != ""):
+		case u.Cert == "" && (u.GatewayID != "" || u.CRL != ""):
 			return nil, fail("uplink.gateway_id", "uplink.gateway_id and uplink.crl apply to certificate mode only (remove them, or use cert/key/ca)")
 		case badMethods(u.PPPMethods):
 			return nil, fail("uplink.ppp_methods", "uplink.ppp_methods: want a list of mschapv2, chap, pap (default [mschapv2])")
@@ -330,6 +387,9 @@ func Parse(b []byte) (*Config, error) {
 	if c.Site == "" {
 		c.Site = "site"
 	}
+	if !siteName.MatchString(c.Site) {
+		return nil, fail("site", "site must be letters, digits, '.', '_' or '-' (it is part of central MQTT client IDs and topics)")
+	}
 	return c, nil
 }
 
@@ -348,6 +408,8 @@ func (e *Error) Error() string {
 
 // Unwrap makes every Error match ErrInvalid.
 func (e *Error) Unwrap() error { return ErrInvalid }
+
+var siteName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,9 @@ func TestReferenceConfigParses(t *testing.T) {
 	}
 	if c.MQTT.CentralInflight != 20 {
 		t.Fatalf("got mqtt.central_inflight %d, want 20", c.MQTT.CentralInflight)
+	}
+	if ap, err := netip.ParseAddrPort(c.Listen); err != nil || !ap.Addr().IsLoopback() {
+		t.Fatalf("shipped http_listen %q: /status and /metrics must listen on loopback", c.Listen)
 	}
 	if c.Hosts["tsdb"].String() != "10.20.0.5" {
 		t.Fatalf("got hosts %v, want tsdb=10.20.0.5", c.Hosts)
@@ -88,6 +92,46 @@ func TestLoadErrorLines(t *testing.T) {
 		_, err := Load(p)
 		if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), p+tc.want[:strings.Index(tc.want[1:], ":")+2]) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Load(%q): got %v, want %s%s… (ErrInvalid)", tc.in, err, p, tc.want)
+		}
+	}
+}
+
+// TestSecretFiles: uplink.psk_file and ppp_password_file are read
+// (relative to the config file) only if owner-only; inline secrets need an
+// owner-only config file; the refusals name file, line, key and the fix.
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := "prefix: 10.10.8.0/24\nuplink:\n  mode: l2tp-ipsec\n  gateways: [192.0.2.1]\n  ppp_user: u\n"
+	write("site.psk", "file-psk\n", 0o600)
+	write("site.ppp", "file-ppp\n", 0o600)
+	c, err := Load(write("ok.yaml", base+"  psk_file: site.psk\n  ppp_password_file: site.ppp\n", 0o644))
+	if err != nil || c.Uplink.PSK != "file-psk" || c.Uplink.PPPPassword != "file-ppp" {
+		t.Fatalf("owner-only secret files: %+v, %v", c, err)
+	}
+	if _, err := Load(write("inline-ok.yaml", base+"  psk: inline\n  ppp_password: pw\n", 0o600)); err != nil {
+		t.Fatalf("inline secrets in an owner-only config: %v", err)
+	}
+	write("open.psk", "open-psk\n", 0o644)
+	for _, tt := range []struct{ name, body, want string }{
+		{"open-psk.yaml", base + "  psk_file: open.psk\n", "open-psk.yaml:6: uplink.psk_file: " + filepath.Join(dir, "open.psk") + " holds secrets but is accessible by group or others (mode 0644): run chmod 600"},
+		{"inline.yaml", base + "  psk: inline\n", "inline.yaml:6: uplink.psk: inline secret: move it to uplink.psk_file, or: " + filepath.Join(dir, "inline.yaml") + " holds secrets"},
+		{"inline-ppp.yaml", base + "  psk_file: site.psk\n  ppp_password: pw\n", "uplink.ppp_password: inline secret"},
+		{"both.yaml", base + "  psk: a\n  psk_file: site.psk\n", "psk and psk_file are exclusive"},
+		{"site.yaml", "site: a/b\n" + base + "  psk_file: site.psk\n", "site must be"},
+	} {
+		_, err := Load(write(tt.name, tt.body, 0o644))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
 		}
 	}
 }

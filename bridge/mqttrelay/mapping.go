@@ -37,6 +37,12 @@ func (m Mapping) validate() error {
 	if !strings.HasSuffix(m.Prefix, "/") || strings.ContainsAny(strings.NewReplacer("{site}", "", "{endpoint}", "").Replace(m.Prefix), "+#{}") {
 		return fmt.Errorf("%w: mapping prefix %q", ErrConfig, m.Prefix)
 	}
+	// Endpoint names are unique per site only: without both the topics of
+	// sensor-17 at two sites would be the same, and so would the
+	// commands each receives.
+	if !strings.Contains(m.Prefix, "{site}") || !strings.Contains(m.Prefix, "{endpoint}") {
+		return fmt.Errorf("%w: mapping prefix %q must contain {site} and {endpoint} (topics must be unique across the fleet)", ErrConfig, m.Prefix)
+	}
 	for _, c := range m.Commands {
 		if c == "" || strings.HasPrefix(c, "$") || strings.HasPrefix(c, "/") {
 			return fmt.Errorf("%w: command filter %q", ErrConfig, c)
@@ -44,6 +50,12 @@ func (m Mapping) validate() error {
 	}
 	return nil
 }
+
+// ClientID is an endpoint's client identifier at the central broker,
+// "<site>/<endpoint>": endpoint names are unique per site only, and two
+// sites' sessions with one client ID would take each other over (and each
+// other's queued commands).
+func ClientID(site, endpoint string) string { return site + "/" + endpoint }
 
 // prefix returns the central prefix for one endpoint.
 func (m Mapping) prefix(site, endpoint string) string {

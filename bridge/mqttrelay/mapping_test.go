@@ -44,6 +44,8 @@ func TestMapping(t *testing.T) {
 	}
 	for _, bad := range []Mapping{
 		{Prefix: "sites/{site}/{endpoint}", Commands: []string{"cmd/#"}},
+		{Prefix: "sites/{endpoint}/", Commands: []string{"cmd/#"}}, // not unique across sites
+		{Prefix: "sites/{site}/", Commands: []string{"cmd/#"}},
 		{Prefix: "sites/+/{endpoint}/", Commands: []string{"cmd/#"}},
 		{Prefix: "sites/{site}/{endpoint}/", Commands: []string{"$SYS/#"}},
 		{Prefix: "sites/{site}/{endpoint}/", Commands: []string{""}},

@@ -1,6 +1,7 @@
 // Package mqttrelay connects each MQTT endpoint of the site broker
 // (downlink/mqtt) to the central MQTT broker with its own paho.mqtt.golang
-// session: client ID = endpoint name, TCP dialled FROM the endpoint's VPN
+// session: client ID = "<site>/<endpoint>" (ClientID; endpoint names are
+// unique per site only), TCP dialled FROM the endpoint's VPN
 // address (Config.Dial: the userspace IP stack's DialTCP in the bridge,
 // NetDialer in tests), TLS wrapped inside that dial (paho does no TLS when
 // a custom open function is set), persistent session (clean session false)

@@ -172,7 +172,7 @@ func TestMosquittoDevicesThroughRelay(t *testing.T) {
 	}
 	lines := strings.Join(central.connectLines(t), "\n")
 	t.Logf("central mosquitto connect lines:\n%s", lines)
-	for _, w := range []string{"sensor-1 from 127.0.0.11", "sensor-2 from 127.0.0.12"} {
+	for _, w := range []string{"s1/sensor-1 from 127.0.0.11", "s1/sensor-2 from 127.0.0.12"} {
 		if !strings.Contains(lines, w) {
 			t.Errorf("central log lacks %q", w)
 		}

@@ -103,7 +103,7 @@ func newSession(r *Relay, ep string, src netip.Addr) *session {
 	}
 	o := paho.NewClientOptions()
 	o.AddBroker("tcp://" + r.cfg.Server.String())
-	o.SetClientID(ep)
+	o.SetClientID(ClientID(r.cfg.Site, ep))
 	o.SetCleanSession(false)
 	o.SetAutoReconnect(false)
 	o.SetConnectRetry(false)

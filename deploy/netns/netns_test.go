@@ -127,9 +127,9 @@ func TestUpStatusDown(t *testing.T) {
 	t.Logf("central mosquitto_sub: %s", bytes.TrimSpace(got))
 	// ...published over the relay connection from sensor-3's own address.
 	mlog, _ := os.ReadFile(filepath.Join(state, "logs", "mosquitto.log"))
-	if !regexp.MustCompile(`New client connected from 10\.10\.8\.3:\d+ as sensor-3 `).Match(mlog) {
+	if !regexp.MustCompile(`New client connected from 10\.10\.8\.3:\d+ as hall7/sensor-3 `).Match(mlog) {
 		dumpLogs()
-		t.Fatalf("central mosquitto log: no connection from 10.10.8.3 as sensor-3:\n%s", mlog)
+		t.Fatalf("central mosquitto log: no connection from 10.10.8.3 as hall7/sensor-3:\n%s", mlog)
 	}
 
 	// status: processes, the gateway session, the bridge uplink and
