@@ -119,7 +119,7 @@ func TestMqttRevocation(t *testing.T) {
 	}
 	// The relay's central session from 10.10.8.4 is gone before the
 	// address can be reused (aborted with the address: no FIN later).
-	if !regexp.MustCompile(`(Client sensor-4 closed its connection|Client sensor-4 disconnected|Socket error on client sensor-4)`).MatchString(m.central.Proc.Output()) {
+	if !regexp.MustCompile(`(Client plant-a/sensor-4 closed its connection|Client plant-a/sensor-4 disconnected|Socket error on client plant-a/sensor-4)`).MatchString(m.central.Proc.Output()) {
 		t.Fatalf("central still has sensor-4's relay session after its removal:\n%s", m.central.Proc.Output())
 	}
 	for _, series := range []string{`endpoints_revoked_total`, `mqtt_events_total{event="revoked"}`} {
