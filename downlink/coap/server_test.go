@@ -357,3 +357,31 @@ func TestCloseNotifiesDevices(t *testing.T) {
 		}
 	}
 }
+
+// TestReplacedCertificateRefused: a certificate of the site CA with the
+// endpoint's CN that is not the one recorded for it (a replaced one) does
+// not authenticate (CertRefused), while the recorded one does.
+func TestReplacedCertificateRefused(t *testing.T) {
+	f := newFixture(t, func(c *coap.Config) { c.HandshakeTimeout = 2 * time.Second })
+	addr := f.srv.Addr().String()
+	stale, err := f.ca.IssueTLS("sensor-9", 5) // same CA, same CN, other serial
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := f.srv.Stats.CertRefused.Load()
+	if d, err := coaptest.Dial(t, addr, coaptest.Options{Cert: &stale, RootCAs: f.ca.Pool}); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if resp, gerr := d.Conn.Get(ctx, "/a"); gerr == nil {
+			d.Conn.ReleaseMessage(resp)
+			t.Fatal("request with a replaced certificate succeeded")
+		}
+	}
+	waitFor(t, func() bool { return f.srv.Stats.CertRefused.Load() > refused })
+	if f.srv.Session("sensor-9") != nil {
+		t.Fatal("a session exists for sensor-9 after the replaced certificate")
+	}
+	if _, err := coaptest.Dial(t, addr, coaptest.Options{Cert: &f.cert, RootCAs: f.ca.Pool}); err != nil {
+		t.Fatalf("the recorded certificate: %v", err)
+	}
+}
