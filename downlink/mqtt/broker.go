@@ -124,7 +124,8 @@ type Config struct {
 	RetainedPerEndpoint int
 	// ReceiveMaximum bounds a device's unacknowledged QoS 1/2 publishes;
 	// MaxQueued the messages kept for one client (a sleeping device's
-	// commands), over which mochi drops the oldest.
+	// commands; mochi drops the oldest over it) and the writes waiting
+	// for a connected client's socket.
 	ReceiveMaximum, MaxQueued uint16
 	// SessionExpiry bounds how long a disconnected device's session
 	// (subscriptions, queued commands) is kept.
@@ -249,6 +250,11 @@ func New(cfg Config) (*Broker, error) {
 	caps.TopicAliasMaximum = cfg.TopicAliasMaximum
 	caps.ReceiveMaximum = cfg.ReceiveMaximum
 	caps.MaximumInflight = cfg.MaxQueued
+	// Writes waiting for a connected client's socket: mochi allocates this
+	// many slots per client at accept (8192 = 64 KB of channel, most of a
+	// connection's cost before CONNECT); over it QoS 0 is dropped and
+	// QoS 1/2 stays inflight for a resend.
+	caps.MaximumClientWritesPending = int32(cfg.MaxQueued)
 	caps.MaximumSessionExpiryInterval = uint32(min(cfg.SessionExpiry/time.Second, math.MaxUint32))
 	// Mochi's library logs go to our logger at warn and above only.
 	mlog := slog.New(&levelFilter{h: b.log.Handler(), min: slog.LevelWarn})
