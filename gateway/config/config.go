@@ -339,6 +339,20 @@ type PKI struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
 	CRL  string `yaml:"crl"`
+	// CRLURL is the fleet's one revocation source: a CRL distribution
+	// point (http or https, PEM or DER, signed by the CA) every gateway
+	// fetches every CRLRefresh (default 5m); a newer CRL replaces the file
+	// CRL and ends the live sessions of revoked certificates.
+	CRLURL     string `yaml:"crl_url"`
+	CRLRefresh string `yaml:"crl_refresh"`
+	// CRLFail is the policy when no valid CRL is at hand (the source
+	// unreachable and the last CRL past its nextUpdate): "closed"
+	// (default) refuses certificate logins until a fresh CRL arrives,
+	// "open" keeps accepting them with the stale CRL. Both are logged.
+	CRLFail string `yaml:"crl_fail"`
+
+	// CRLRefreshD is the parsed CRLRefresh.
+	CRLRefreshD time.Duration `yaml:"-"`
 }
 
 // Log configures logging.

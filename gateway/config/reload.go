@@ -108,6 +108,7 @@ func Diff(old, new *Config) Changes {
 		{"limits", old.Limits, new.Limits},
 		// The speaker's neighbours are set up when the server starts.
 		{"bgp", old.BGP, new.BGP},
+		{"pki.crl_url", [3]string{old.PKI.CRLURL, old.PKI.CRLRefresh, old.PKI.CRLFail}, [3]string{new.PKI.CRLURL, new.PKI.CRLRefresh, new.PKI.CRLFail}},
 	}
 	for _, x := range restart {
 		if !reflect.DeepEqual(x.a, x.b) {

@@ -70,6 +70,7 @@ type Server struct {
 	rad       *radius.Client
 	fleet     radiusFleet  // accounting spool, DAE listener, CoA filters; see radiusfleet.go
 	bgp       *bgp.Speaker // nil without a bgp section; see bgp.go
+	crl       crlSource    // pki.crl_url fetcher; see crlsource.go
 	env       *Env
 	host      atomic.Pointer[hostRef]
 	started   time.Time
@@ -162,7 +163,11 @@ func (s *Server) newVerifier(cfg *config.Config) (*pki.Verifier, error) {
 			crl = ""
 		}
 	}
-	return pki.LoadVerifier(cfg.PKI.CA, crl)
+	v, err := pki.LoadVerifier(cfg.PKI.CA, crl)
+	if err != nil {
+		return nil, err
+	}
+	return s.crlVerifier(cfg, v) // the fleet CRL, see crlsource.go
 }
 
 // Env returns the engine environment (tests and tools).
@@ -271,6 +276,10 @@ func (s *Server) Run(ctx context.Context) error {
 		host.Close()
 		wg.Wait()
 		return err
+	}
+	if cfg.PKI.CRLURL != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.runCRLSource(ctx, cfg) }()
 	}
 	engCtx, stopEngine := context.WithCancel(ctx)
 	engDone := make(chan error, 1)
