@@ -115,6 +115,28 @@ func TestSoakLong(t *testing.T) {
 		Calm: 10 * time.Second, Loss: 2 * time.Minute, LossPct: 20}, *soakDuration)
 }
 
+// TestSoakReportJSON writes a fixed soak report to -soak.report (if
+// given): bench -quick runs it to exercise the soak suite's report path
+// without the soak itself (TestSoak runs in make test anyway).
+func TestSoakReportJSON(t *testing.T) {
+	rep := SoakReport{Duration: "0s", PlanText: "format check only (bench -quick); the soak is TestSoak", Cycles: 1,
+		Devices:   []SoakDevice{{Name: "sp-zero", Kind: "coap spool, zero-length token", Sent: 1, Acked: 1, AtCentral: 1, Handshakes: 1}},
+		FirstCoAP: []string{"0s"}}
+	j, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(j, &back); err != nil || back["plan"] == nil || back["devices"] == nil || back["uplink_back_to_first_coap"] == nil {
+		t.Fatalf("report JSON %s: %v", j, err)
+	}
+	if *soakReport != "" {
+		if err := os.WriteFile(*soakReport, j, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // killGateway SIGKILLs the gateway (a crash; its sessions are lost).
 func (e *Env) killGateway() {
 	e.T.Helper()

@@ -44,7 +44,8 @@ type soakDevice struct {
 // benchSoak runs the field soak of issue 16 — the real gateway and bridge
 // in namespaces, CoAP and MQTT devices sending through WAN cuts, SIGKILLs
 // of both daemons and 20 % loss — as e2e's TestSoakLong for -soak-dur
-// (-quick: the short TestSoak of make test), and records its figures.
+// (-soak-dur 0: the short TestSoak; -quick: only the report path, with a
+// fixed report), and records its figures.
 func benchSoak(o *Options, rep *Report) {
 	res := &soakResult{Test: "TestSoakLong"}
 	rep.soak = res
@@ -68,10 +69,16 @@ func benchSoak(o *Options, rep *Report) {
 	defer os.RemoveAll(dir)
 	file := filepath.Join(dir, "soak.json")
 	args := []string{"test", "-count=1", "./e2e"}
-	if o.Quick || o.SoakDur <= 0 {
+	switch {
+	case o.Quick:
+		// make test runs TestSoak in the e2e package already: -quick only
+		// checks the report path (exec, JSON, table) with a fixed report.
+		res.Test = "TestSoakReportJSON"
+		args = append(args, "-run", "^TestSoakReportJSON$", "-timeout", "5m", "-args", "-soak.report="+file)
+	case o.SoakDur <= 0:
 		res.Test = "TestSoak"
 		args = append(args, "-run", "^TestSoak$", "-timeout", "15m", "-args", "-soak.report="+file)
-	} else {
+	default:
 		args = append(args, "-run", "^TestSoakLong$", "-timeout", (o.SoakDur + 20*time.Minute).String(),
 			"-args", "-soak.duration="+o.SoakDur.String(), "-soak.report="+file)
 	}
