@@ -35,7 +35,8 @@ commands:
   --check-config --fleet FLEET-FILE     validate every gateway of a fleet file
                                         (gateways: [gw1.yaml, gw2.yaml]): one pool,
                                         disjoint pool.slice, static addresses outside slices
-  pki init|issue|revoke|crl|list ...    certificate authority (gateway pki -h)
+  pki init|issue|revoke|crl|list|serve-crl ...
+                                        certificate authority (gateway pki -h)
   client-config IDENTITY --format F --gateway HOST [-c FILE]
                                         print a client configuration
                                         (formats: strongswan, ipsec, windows, mikrotik, bridge)
@@ -66,6 +67,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, newEngine
 	case "--check-config", "-check-config", "check-config":
 		err = cmdCheck(args[1:], stdout)
 	case "pki":
+		if len(args) > 1 && args[1] == "serve-crl" {
+			err = cmdServeCRL(ctx, args[2:], stdout)
+			break
+		}
 		err = cmdPKI(args[1:], stdout)
 	case "client-config":
 		err = cmdClientConfig(args[1:], stdout)

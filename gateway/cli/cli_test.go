@@ -3,14 +3,20 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
-	"github.com/fleetgate/fleetgate/internal/testenv"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 func run(t *testing.T, args ...string) (int, string, string) {
@@ -187,3 +193,72 @@ func TestCheckFleetCommand(t *testing.T) {
 		t.Errorf("overlapping fleet: code %d, stderr %q", code, errs)
 	}
 }
+
+func TestServeCRL(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	if code, _, errs := run(t, "pki", "init", "--dir", dir); code != 0 {
+		t.Fatalf("pki init: %s", errs)
+	}
+	if code, _, errs := run(t, "pki", "issue", "hall7", "--dir", dir); code != 0 {
+		t.Fatalf("pki issue: %s", errs)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, []string{"pki", "serve-crl", "--dir", dir, "--listen", "127.0.0.1:0"}, &out, &out, nil, nil)
+	}()
+	re := regexp.MustCompile(`at (http://\S+/crl.pem)`)
+	var url string
+	for deadline := time.Now().Add(5 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			url = m[1]
+		}
+	}
+	if url == "" {
+		t.Fatalf("serve-crl did not start: %s", out.String())
+	}
+	fetch := func() *x509.RevocationList {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			t.Fatalf("not PEM: %q", b)
+		}
+		crl, err := x509.ParseRevocationList(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crl
+	}
+	if n := len(fetch().RevokedCertificateEntries); n != 0 {
+		t.Errorf("fresh CRL lists %d certificates", n)
+	}
+	if code, _, errs := run(t, "pki", "revoke", "hall7", "--dir", dir); code != 0 {
+		t.Fatalf("pki revoke: %s", errs)
+	}
+	if n := len(fetch().RevokedCertificateEntries); n != 1 {
+		t.Errorf("after revoke the served CRL lists %d certificates, want 1", n)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("serve-crl exit %d: %s", code, out.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -21,6 +21,9 @@ const pkiUsage = `usage:
   gateway pki revoke NAME [--dir D]
   gateway pki crl    [--dir D]
   gateway pki list   [--dir D] [-c FILE] [--expiring 30d]
+  gateway pki serve-crl [--dir D] [--listen ADDR] [--resign 24h]
+                     publish the CRL for a fleet's pki.crl_url (GET /crl.pem),
+                     re-signed every --resign so it never passes nextUpdate
 --dir defaults to the pki.dir of -c FILE, else ./pki.`
 
 type multi []string
