@@ -131,6 +131,10 @@ type Options struct {
 	// `gateway pki` (CA, gateway and site certificates in Dir/pki)
 	// instead of the shared PSK.
 	UplinkCert bool
+	// GatewayIdentities is appended to the gateway's identities: list
+	// (YAML list items indented two spaces); lines at column 0 after them
+	// are further top-level sections.
+	GatewayIdentities string
 }
 
 // EndpointSpec is one `bridge endpoint add NAME [--protocol P] [--cert]
@@ -345,9 +349,9 @@ identities:
     ppp: {user: %s, password: %q, methods: [mschapv2, chap]}
     routes: [%s]
     policy: central
-metrics: {listen: %q}
+%smetrics: {listen: %q}
 log: {level: debug, format: json}
-%s`, sitePSK, PoolPrefix, siteName, auth, pppUser, pppPass, SitePrefix, gatewayHTTP, pkiSection)
+%s`, sitePSK, PoolPrefix, siteName, auth, pppUser, pppPass, SitePrefix, opts.GatewayIdentities, gatewayHTTP, pkiSection)
 }
 
 func bridgeConfig(dir string, opts Options) string {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
@@ -106,25 +108,10 @@ func ipsecParts(t *testing.T, out string) (conf, secrets string) {
 func TestSharedPSKCannotBecomeSite(t *testing.T) {
 	e := Setup(t, Options{UplinkCert: true})
 	dial := func(localID string) error {
-		ic, err := e.WAN.ListenPacket("udp4", e.WAN.Addr.String()+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := e.WAN.ListenPacket("udp4", e.WAN.Addr.String()+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		tn, err := tunnel.Dial(ctx, tunnel.ClientConfig{
-			Gateway: netip.AddrPortFrom(GatewayPublic, 500).String(), NATTPort: 4500,
-			IKEConn: ic, NATTConn: nc, PSK: []byte(sitePSK),
+		_, err := e.wanDial(tunnel.ClientConfig{PSK: []byte(sitePSK),
 			LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: []byte(localID)},
 			Username: pppUser, Password: pppPass,
 		})
-		if err == nil {
-			_ = tn.Close()
-		}
 		return err
 	}
 	siteUp := func() bool {
@@ -161,5 +148,98 @@ func TestSharedPSKCannotBecomeSite(t *testing.T) {
 	}
 	if v, _ := MetricValue(e.GatewayMetrics(), `fleetgate_session_setups_total{identity="`+siteName+`"}`); v != 1 {
 		t.Errorf("site set up %v times, want 1 (never evicted)", v)
+	}
+}
+
+// wanDial runs the project's client from the WAN host (the attacker's
+// tool, or a stock client) against the real gateway; cc's gateway and
+// sockets are filled in. A tunnel that comes up is closed at once (its
+// status is returned).
+func (e *Env) wanDial(cc tunnel.ClientConfig) (tunnel.Status, error) {
+	t := e.T
+	t.Helper()
+	ic, err := e.WAN.ListenPacket("udp4", e.WAN.Addr.String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := e.WAN.ListenPacket("udp4", e.WAN.Addr.String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Gateway, cc.NATTPort = netip.AddrPortFrom(GatewayPublic, 500).String(), 4500
+	cc.IKEConn, cc.NATTConn = ic, nc
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	tn, err := tunnel.Dial(ctx, cc)
+	if err != nil {
+		_ = ic.Close()
+		_ = nc.Close()
+		return tunnel.Status{}, err
+	}
+	st := tn.Status()
+	_ = tn.Close()
+	return st, nil
+}
+
+// TestPSKAndMethodsRealGateway (findings 2, 4, 5 against the real gateway
+// binary, the project's client on the WAN): an identity with its own PSK
+// is refused with the shared key and comes up with its own; a PAP-only
+// identity logs in with PAP; an MS-CHAPv2-only identity is not offered
+// CHAP-MD5 and logs in with MS-CHAPv2; 10 wrong passwords cost 10 Main
+// Modes, the IKE SA deleted after each.
+func TestPSKAndMethodsRealGateway(t *testing.T) {
+	e := Setup(t, Options{NoStart: true, GatewayIdentities: `  - {name: site-d, auth: psk, id: d.example, psk: own-key-d, ppp: {password: pd, methods: [pap]}}
+  - {name: site-m, auth: psk, id: m.example, psk: own-key-m, ppp: {password: pm, methods: [mschapv2]}}
+`})
+	e.StartGateway()
+	metric := func(series string) float64 {
+		v, _ := MetricValue(e.GatewayMetrics(), series)
+		return v
+	}
+	fq := func(s string) *ike.Identification { return &ike.Identification{Type: ike.IDFQDN, Data: []byte(s)} }
+	d := tunnel.ClientConfig{PSK: []byte(sitePSK), LocalID: fq("d.example"), Username: "site-d", Password: "pd",
+		AuthMethods: []ppp.AuthMethod{ppp.AuthMSCHAPv2, ppp.AuthPAP}}
+	if _, err := e.wanDial(d); tunnel.PhaseOf(err) != tunnel.PhaseIKE {
+		t.Fatalf("site-d with the shared key: got %v, want a phase 1 failure", err)
+	}
+	if !Poll(5*time.Second, func() bool { return metric(`fleetgate_security_refusals_total{check="psk_not_bound"}`) == 1 }) {
+		t.Errorf("psk_not_bound not counted")
+	}
+	if !strings.Contains(e.Log("gateway", 1), "not the one bound to it") {
+		t.Errorf("no phase 1 refusal line")
+	}
+	d.PSK = []byte("own-key-d")
+	st, err := e.wanDial(d)
+	if err != nil {
+		t.Fatalf("site-d with its own key: %v", err)
+	}
+	if st.Auth != ppp.AuthPAP.String() {
+		t.Errorf("PAP-only identity authenticated with %q", st.Auth)
+	}
+	m := tunnel.ClientConfig{PSK: []byte("own-key-m"), LocalID: fq("m.example"), Username: "site-m", Password: "pm",
+		AuthMethods: []ppp.AuthMethod{ppp.AuthCHAPMD5}}
+	if _, err := e.wanDial(m); err == nil {
+		t.Fatal("MS-CHAPv2-only identity logged in with CHAP-MD5")
+	}
+	m.AuthMethods = nil
+	if st, err = e.wanDial(m); err != nil || st.Auth != ppp.AuthMSCHAPv2.String() {
+		t.Fatalf("MS-CHAPv2-only identity: %v, auth %q", err, st.Auth)
+	}
+	p1 := metric(`fleetgate_session_setups_total{identity="site-m"}`)
+	_ = p1
+	for i := range 10 {
+		m.Password = fmt.Sprintf("wrong-%d", i)
+		// The client sees the PPP failure, or (when the Delete that
+		// follows it wins the race in the client) the IPsec SA going.
+		_, err := e.wanDial(m)
+		if ph := tunnel.PhaseOf(err); ph != tunnel.PhasePPPAuth && ph != tunnel.PhaseIPsec {
+			t.Fatalf("guess %d: got %v, want a PPP authentication failure", i, err)
+		}
+	}
+	if !Poll(5*time.Second, func() bool { return metric(`fleetgate_security_refusals_total{check="ppp_auth_failed_hangup"}`) == 10 }) {
+		t.Errorf("hangups: %v, want 10", metric(`fleetgate_security_refusals_total{check="ppp_auth_failed_hangup"}`))
+	}
+	if n := strings.Count(e.Log("gateway", 1), "PPP authentication failed: closing the tunnel and the IKE SA"); n != 10 {
+		t.Errorf("%d hangup lines, want 10", n)
 	}
 }

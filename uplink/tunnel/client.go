@@ -234,6 +234,15 @@ func (t *Tunnel) setup(ctx context.Context) error {
 		}
 		return &Error{t.pppPhase(err), err}
 	case <-t.failCh:
+		// A server that refused our login also deletes the IKE SA right
+		// after: when PPP has already ended too, report why it did.
+		select {
+		case <-t.ppp.Done():
+			if err := t.ppp.Err(); !errors.Is(err, ppp.ErrLinkDown) {
+				return &Error{t.pppPhase(err), err}
+			}
+		default:
+		}
 		return t.failErr
 	case <-ctx.Done():
 		return t.failOr(fmt.Errorf("%w: %v", ErrSetupTimeout, ctx.Err()))
