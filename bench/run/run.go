@@ -83,6 +83,7 @@ var suites = []suite{
 	{"storm", benchStorm},
 	{"attack", benchAttack},
 	{"attack-bridge", benchAttackBridge},
+	{"fair", benchFair},
 	{"soak", benchSoak},
 }
 
