@@ -2,8 +2,10 @@ package mqtt
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,4 +267,32 @@ func TestRetainedBound(t *testing.T) {
 			t.Fatalf("after clear and new topic kept %d, dropped %d; want 2 and 3", n, d)
 		}
 	})
+}
+
+// TestPendingConnectsPerSource: one source address holds at most
+// MaxPendingConnectsPerSource connections without a CONNECT; another
+// source and a device that logs in are not affected.
+func TestPendingConnectsPerSource(t *testing.T) {
+	tb := startBroker(t, func(c *Config) { c.MaxPendingConnectsPerSource = 3 })
+	addr := tb.TLSAddr().String()
+	held := 0
+	for i := 0; i < 10; i++ {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9)}, Timeout: 5 * time.Second}
+		c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			continue // closed at accept
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		held++
+	}
+	waitFor(t, "per-source refusals", func() bool { return tb.Stats().PendingConnectRefusedSource.Load() == 7 })
+	if held != 3 || tb.Pending() != 3 {
+		t.Fatalf("held %d, pending %d; want 3 and 3", held, tb.Pending())
+	}
+	// A device from another address logs in; its slot is freed by CONNECT.
+	c := mqtttest.Device{Name: "sensor-1", Password: "pw1"}.Dial(t, addr, 4)
+	defer c.Close()
+	if p := tb.Pending(); p != 3 {
+		t.Fatalf("pending %d after a login, want 3", p)
+	}
 }

@@ -141,9 +141,14 @@ type pendingConns struct {
 
 // admit takes a slot for c; ok false says which bound refused it.
 func (p *pendingConns) admit(c net.Conn) (ok, perSource bool) {
-	src := netip.Addr{}
-	if a, isTCP := c.RemoteAddr().(*net.TCPAddr); isTCP {
+	var src netip.Addr // one shared bucket for an address of no known form
+	switch a := c.RemoteAddr().(type) {
+	case *net.TCPAddr:
 		src = a.AddrPort().Addr().Unmap()
+	default:
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			src = ap.Addr().Unmap()
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
