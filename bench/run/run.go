@@ -82,6 +82,7 @@ var suites = []suite{
 	{"endpoints", benchEndpoints},
 	{"storm", benchStorm},
 	{"attack", benchAttack},
+	{"attack-auth", benchAttackAuth},
 	{"attack-bridge", benchAttackBridge},
 	{"fair", benchFair},
 	{"soak", benchSoak},

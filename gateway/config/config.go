@@ -312,7 +312,7 @@ func (r *RADIUS) AcctList() []string {
 }
 
 // AuthBackoff: after Free failed logins (IKE or PPP) from one source
-// address, or for one identity from sources it never logged in from,
+// address, or 4 x Free for one identity from sources it never logged in from,
 // each further attempt must wait Delay, doubling per failure up to
 // MaxDelay; failures are forgotten after Forget without one. An identity
 // is never slowed from an address it logged in from.

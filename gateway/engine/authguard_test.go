@@ -16,8 +16,8 @@ import (
 // passwords from one source, then the 51st attempt from that source is
 // not answered and must wait >= 30 s (bound: auth_backoff delay 30 s after
 // 50 free failures), while the guessed identity logs in at once from the
-// address it used before and another identity logs in at once from a
-// fresh source.
+// address it used before and from a fresh source, and another identity
+// from a fresh source.
 func TestBackoffSlowsGuesserNotFleet(t *testing.T) {
 	cfg := sharedConfig(t, t.TempDir(), `  - {name: ops-laptop, auth: psk, ppp: {user: ops, password: right}}
   - {name: site2, auth: psk, ppp: {password: pw2}}
@@ -77,6 +77,11 @@ auth_backoff: {free_failures: 50, delay: 30s, max_delay: 10m}
 	t1 := time.Now()
 	if _, err := tryDial(t, legit, 10*time.Second); err != nil {
 		t.Fatalf("ops from its own address during the backoff: %v", err)
+	}
+	fresh := g.clientConfig("ops", "right")
+	fresh.LocalIKE, fresh.LocalNATT = "127.0.0.11:0", "127.0.0.11:0"
+	if _, err := tryDial(t, fresh, 10*time.Second); err != nil {
+		t.Fatalf("ops (the guessed identity) from a fresh source during the backoff: %v", err)
 	}
 	s2 := g.clientConfig("site2", "pw2")
 	s2.LocalIKE, s2.LocalNATT = "127.0.0.10:0", "127.0.0.10:0"

@@ -13,7 +13,9 @@ import (
 //   - after Free failures from one source, each further attempt from it
 //     must wait Delay after the last failure, doubling per failure up to
 //     MaxDelay;
-//   - likewise after Free failures for one identity, for attempts from
+//   - likewise after IdentityFree failures for one identity (default 4 x
+//     Free: a single source is stopped by its own limit first, so this
+//     catches guessing spread over many sources), for attempts from
 //     sources that identity never logged in from;
 //   - an identity logging in from an address it logged in from before
 //     (within Forget) is never slowed, whatever else fails there;
@@ -22,10 +24,10 @@ import (
 // State is bounded: at most maxBackoffEntries records of each kind (the
 // oldest are dropped first when full).
 type Backoff struct {
-	Free            int
-	Delay, MaxDelay time.Duration
-	Forget          time.Duration
-	Now             func() time.Time
+	Free, IdentityFree int
+	Delay, MaxDelay    time.Duration
+	Forget             time.Duration
+	Now                func() time.Time
 
 	mu    sync.Mutex
 	src   map[netip.Addr]*failRec
@@ -37,7 +39,7 @@ type Backoff struct {
 
 // NewBackoff returns a Backoff with the given limits and clock.
 func NewBackoff(free int, delay, maxDelay, forget time.Duration, now func() time.Time) *Backoff {
-	return &Backoff{Free: free, Delay: delay, MaxDelay: maxDelay, Forget: forget, Now: now,
+	return &Backoff{Free: free, IdentityFree: 4 * free, Delay: delay, MaxDelay: maxDelay, Forget: forget, Now: now,
 		src: map[netip.Addr]*failRec{}, ident: map[string]*failRec{}, known: map[knownKey]time.Time{}, knownSrc: map[netip.Addr]time.Time{}}
 }
 
@@ -55,14 +57,14 @@ func (b *Backoff) CheckSource(src netip.Addr) time.Duration {
 	if t, ok := b.knownSrc[src]; ok && now.Sub(t) <= b.Forget {
 		return 0
 	}
-	return b.wait(b.src[src], now)
+	return b.wait(b.src[src], b.Free, now)
 }
 
 // SetParams changes the limits (reload).
 func (b *Backoff) SetParams(free int, delay, maxDelay, forget time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.Free, b.Delay, b.MaxDelay, b.Forget = free, delay, maxDelay, forget
+	b.Free, b.IdentityFree, b.Delay, b.MaxDelay, b.Forget = free, 4*free, delay, maxDelay, forget
 }
 
 type failRec struct {
@@ -79,12 +81,12 @@ type knownKey struct {
 const maxBackoffEntries = 1 << 16
 
 // wait is how long after rec's last failure the next attempt must wait.
-func (b *Backoff) wait(r *failRec, now time.Time) time.Duration {
-	if r == nil || r.n < b.Free || now.Sub(r.last) > b.Forget {
+func (b *Backoff) wait(r *failRec, free int, now time.Time) time.Duration {
+	if r == nil || r.n < free || now.Sub(r.last) > b.Forget {
 		return 0
 	}
 	d := b.Delay
-	for i := b.Free; i < r.n && d < b.MaxDelay; i++ {
+	for i := free; i < r.n && d < b.MaxDelay; i++ {
 		d *= 2
 	}
 	d = min(d, b.MaxDelay)
@@ -109,9 +111,9 @@ func (b *Backoff) Check(src netip.Addr, identity string) time.Duration {
 			return 0
 		}
 	}
-	w := b.wait(b.src[src], now)
+	w := b.wait(b.src[src], b.Free, now)
 	if identity != "" {
-		w = max(w, b.wait(b.ident[identity], now))
+		w = max(w, b.wait(b.ident[identity], b.IdentityFree, now))
 	}
 	return w
 }

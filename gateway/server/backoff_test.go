@@ -27,8 +27,19 @@ func TestBackoff(t *testing.T) {
 	if w := b.Check(site, "ops"); w != 0 {
 		t.Errorf("ops from its own address waits %v", w)
 	}
+	if w := b.Check(other, "ops"); w != 0 {
+		t.Errorf("ops from a fresh address waits %v after one source's 50 failures (the source limit stopped that source)", w)
+	}
+	// Guessing ops's password spread over many sources: after 4 x 50
+	// failures for ops, a fresh address is slowed for ops (not ops's own).
+	for i := range 150 {
+		b.Failed(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), "ops")
+	}
 	if w := b.Check(other, "ops"); w == 0 {
-		t.Error("ops from an address it never used is not slowed after 50 failures for it")
+		t.Error("ops from a fresh address not slowed after 200 failures for it from many sources")
+	}
+	if w := b.Check(site, "ops"); w != 0 {
+		t.Errorf("ops from its own address waits %v after distributed guessing", w)
 	}
 	if w := b.Check(other, "site2"); w != 0 {
 		t.Errorf("another identity from another address waits %v", w)
