@@ -45,6 +45,28 @@ func ClientHello(t testing.TB, r handshake.Random, cookie []byte, seq uint16) []
 // It closes half when half of them are out (nil: not signalled) and
 // returns how many it sent.
 func SpoofedHelloFlood(t testing.TB, to *net.UDPAddr, n, rate int, half chan struct{}) int {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
+	if err != nil {
+		t.Error(err)
+		if half != nil {
+			close(half)
+		}
+		return 0
+	}
+	defer c.Close()
+	return HelloFlood(t, c, to, n, rate, half, func(i int) [4]byte {
+		src := [4]byte{127, 16 + byte(i>>16), byte(i >> 8), byte(i)}
+		if src[3] == 0 || src[3] == 255 {
+			src[3] = 1
+		}
+		return src
+	})
+}
+
+// HelloFlood is SpoofedHelloFlood over the socket c with the i-th
+// datagram's source address from src (given with IP_PKTINFO: a local
+// address, or any address if c has IP_TRANSPARENT).
+func HelloFlood(t testing.TB, c *net.UDPConn, to *net.UDPAddr, n, rate int, half chan struct{}, src func(i int) [4]byte) int {
 	const tick = 10 * time.Millisecond
 	signal := func() {
 		if half != nil {
@@ -53,12 +75,6 @@ func SpoofedHelloFlood(t testing.TB, to *net.UDPAddr, n, rate int, half chan str
 		}
 	}
 	defer signal()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
-	if err != nil {
-		t.Error(err)
-		return 0
-	}
-	defer c.Close()
 	var r handshake.Random
 	if err := r.Populate(); err != nil {
 		t.Error(err)
@@ -72,13 +88,10 @@ func SpoofedHelloFlood(t testing.TB, to *net.UDPAddr, n, rate int, half chan str
 	for sent < n {
 		<-tk.C
 		for i := 0; i < per && sent < n; i++ {
-			src := [4]byte{127, 16 + byte(sent>>16), byte(sent >> 8), byte(sent)}
-			if src[3] == 0 || src[3] == 255 {
-				src[3] = 1
-			}
-			oob := unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: src})
+			a := src(sent)
+			oob := unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: a})
 			if _, _, err := c.WriteMsgUDP(hello, oob, to); err != nil {
-				t.Errorf("flood datagram %d from %v: %v", sent, src, err)
+				t.Errorf("flood datagram %d from %v: %v", sent, a, err)
 				return sent
 			}
 			sent++
