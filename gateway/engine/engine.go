@@ -156,7 +156,12 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		LocalAddrFor: ic.LocalAddrFor, LocalID: ic.LocalID,
 		MethodsFor: func(id ike.Identity) []ppp.AuthMethod { return server.PPPMethods(env.Config(), server.Phase1Of(id)) },
 		OnIKEAuthFailed: func(remote netip.AddrPort, peer ike.Identity, err error) {
-			env.Backoff().Failed(remote.Addr(), "")
+			// Per source, and per identity when the ID it claimed names one.
+			name := ""
+			if id := env.Config().IdentityByIKEID(server.Phase1Of(peer).ID); id != nil && server.Phase1Of(peer).ID != "" {
+				name = id.Name
+			}
+			env.Backoff().Failed(remote.Addr(), name)
 			if errors.Is(err, ike.ErrKeyNotBound) {
 				env.Metrics.Refused(metrics.CheckPSKNotBound)
 			}
