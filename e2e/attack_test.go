@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
+	"github.com/fleetgate/fleetgate/downlink/mqtt/mqtttest"
 )
 
 // TestAttackDTLSFloodRealBridge is issue 18's finding 2 against the real
@@ -130,4 +132,93 @@ func procRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// TestAttackMQTTDeviceFloodsRealBridge is issue 18's finding 3 against the
+// real bridge binary: one MQTT device with its own valid PSK, from the
+// sensors namespace, floods topic aliases (and 20 KB topics), retained
+// messages and subscriptions, and opens 3,000 TLS connections that never
+// send CONNECT. After each flood the bridge process's RSS (peak, VmRSS)
+// must have grown by less than 32 MB and its session store
+// (state_dir/mqtt-sessions.db) by less than 8 MB (before: aliases 22.8 →
+// 515 MB in 5 s, retained 64 KB → 170 MB of session store in 16 s).
+//
+// Known gap: the retained flood is 600 × 200 KB = 120 MB of publishes that
+// the broker no longer keeps, but every one of them still goes through the
+// relay and its spool to the central broker; the real bridge's RSS peaked
+// at +325 MB there (first run), which is that path's memory, not retained
+// state. For that flood this test asserts the session store and the
+// counter and logs the RSS; the RSS bound for big-message throughput
+// belongs to the relay/spool (bridge/mqttrelay, bridge/spool) or a default
+// publish rate (mqtt.publish_rate is unlimited by default).
+func TestAttackMQTTDeviceFloodsRealBridge(t *testing.T) {
+	t.Parallel()
+	m := setupMQTT(t, []string{"pump-4"}, "")
+	ep := m.Endpoint("pump-4")
+	dev := mqtttest.Device{Name: ep.Name, Username: ep.Identity, Password: ep.PSK, DialContext: m.Sensors.DialContext}
+	addr := net.JoinHostPort(BridgeLAN.String(), strconv.Itoa(MQTTSPort))
+	db := filepath.Join(m.Dir, "bridge-state", "mqtt-sessions.db")
+	pid := m.BridgeProc().PID
+	_ = dev.Dial(t, addr, 5).Close() // warm-up: TLS and a session
+	time.Sleep(300 * time.Millisecond)
+	floods := []struct {
+		name, counter string
+		run           func() (string, func())
+	}{
+		{"aliases", "alias_refused", func() (string, func()) { return dev.Aliases(t, addr, 1000), func() {} }},
+		{"long topics", "topic_too_long", func() (string, func()) { return dev.LongTopics(t, addr, 300), func() {} }},
+		{"subscriptions", "subscription_refused", func() (string, func()) { return dev.Subscriptions(t, addr, 50), func() {} }},
+		{"connections", "pending_connect_refused_source", func() (string, func()) { return dev.IdleConnectionsFrom(t, addr, 3000) }},
+		{"retained", "retain_dropped", func() (string, func()) { return dev.Retained(t, addr, 600, 200<<10), func() {} }}, // RSS: see the known gap
+	}
+	for _, f := range floods {
+		series := `mqtt_events_total{event="` + f.counter + `"}`
+		c0 := m.Metric(series)
+		base, disk0 := procRSS(pid), fileSize(db)
+		var peak atomic.Int64
+		peak.Store(base)
+		stop, sampled := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				if r := procRSS(pid); r > peak.Load() {
+					peak.Store(r)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}()
+		what, release := f.run()
+		time.Sleep(500 * time.Millisecond)
+		close(stop)
+		<-sampled
+		release()
+		growth, disk := peak.Load()-base, fileSize(db)-disk0
+		hits := m.Metric(series) - c0
+		t.Logf("%s: %s; bridge RSS %.1f MB → peak %.1f MB (%+.1f MB); mqtt-sessions.db %+d KB; %s +%v",
+			f.name, what, float64(base)/(1<<20), float64(peak.Load())/(1<<20), float64(growth)/(1<<20), disk>>10, series, hits)
+		if hits == 0 {
+			t.Errorf("%s: %s did not move: the flood never hit its bound", f.name, series)
+		}
+		switch {
+		case f.name == "retained" && growth >= 32<<20:
+			t.Logf("%s: KNOWN GAP, not asserted: bridge RSS grew by %.1f MB (bound 32 MB) carrying 120 MB of publishes through relay and spool", f.name, float64(growth)/(1<<20))
+		case growth >= 32<<20:
+			t.Errorf("%s: bridge RSS grew by %.1f MB, bound 32 MB", f.name, float64(growth)/(1<<20))
+		}
+		if disk >= 8<<20 {
+			t.Errorf("%s: session store grew by %d KB, bound 8 MB", f.name, disk>>10)
+		}
+	}
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }

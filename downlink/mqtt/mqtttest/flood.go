@@ -8,6 +8,7 @@ package mqtttest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -22,23 +23,49 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// Device is an authenticated device's credentials (username = client ID =
-// endpoint name).
+// Device is an authenticated device: client ID Name (the endpoint name),
+// Username (Name if empty) and Password.
 type Device struct {
-	Name, Password string
+	Name, Username, Password string
+	// DialContext opens the TCP connection (e.g. inside a network
+	// namespace); nil uses net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (d Device) dialTLS(addr string) (net.Conn, error) {
+	dial := d.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true}) // the attacker does not care
+	if err := c.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // Dial logs d in over TLS with MQTT version v (4 or 5) and waits for the
 // CONNACK. The attacker does not verify the broker's certificate.
 func (d Device) Dial(t testing.TB, addr string, v byte) net.Conn {
 	t.Helper()
-	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	conn, err := d.dialTLS(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	user := d.Username
+	if user == "" {
+		user = d.Name
+	}
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: v,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60,
-			ClientIdentifier: d.Name, UsernameFlag: true, Username: []byte(d.Name), PasswordFlag: true, Password: []byte(d.Password)}}
+			ClientIdentifier: d.Name, UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(d.Password)}}
 	var b bytes.Buffer
 	if err := pk.ConnectEncode(&b); err != nil {
 		t.Fatal(err)
@@ -213,6 +240,18 @@ func (d Device) Subscriptions(t testing.TB, addr string, n int) string {
 // source address in 127.1.0.0/16, holds them until the returned func is
 // called, and reports how many completed the TLS handshake.
 func IdleConnections(t testing.TB, addr string, n int) (string, func()) {
+	return idleConnections(t, addr, n, (n+7)/8, func(i int) (net.Conn, error) {
+		src := &net.TCPAddr{IP: net.IPv4(127, 1, byte(i/8/250), byte(1+i/8%250))}
+		return tls.DialWithDialer(&net.Dialer{LocalAddr: src, Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	})
+}
+
+// IdleConnectionsFrom is IdleConnections from one source: d's dialer.
+func (d Device) IdleConnectionsFrom(t testing.TB, addr string, n int) (string, func()) {
+	return idleConnections(t, addr, n, 1, func(int) (net.Conn, error) { return d.dialTLS(addr) })
+}
+
+func idleConnections(t testing.TB, addr string, n, sources int, dial func(i int) (net.Conn, error)) (string, func()) {
 	var (
 		mu    sync.Mutex
 		conns []net.Conn
@@ -225,8 +264,7 @@ func IdleConnections(t testing.TB, addr string, n int) (string, func()) {
 		sem <- struct{}{}
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
-			src := &net.TCPAddr{IP: net.IPv4(127, 1, byte(i/8/250), byte(1+i/8%250))}
-			c, err := tls.DialWithDialer(&net.Dialer{LocalAddr: src, Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+			c, err := dial(i)
 			if err != nil {
 				return // refused: closed by the broker during the handshake
 			}
@@ -237,7 +275,7 @@ func IdleConnections(t testing.TB, addr string, n int) (string, func()) {
 		}(i)
 	}
 	wg.Wait()
-	return fmt.Sprintf("%d TLS connections without CONNECT from %d sources, %d completed the TLS handshake", n, (n+7)/8, ok.Load()), func() {
+	return fmt.Sprintf("%d TLS connections without CONNECT from %d sources, %d completed the TLS handshake", n, sources, ok.Load()), func() {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range conns {
