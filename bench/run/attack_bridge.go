@@ -140,7 +140,7 @@ func benchAttackBridge(o *Options, rep *Report) {
 		sent := <-sentc
 		rss, heap := w.end()
 		row := AttackRow{Target: "bridge",
-			Attack: fmt.Sprintf("spoofed DTLS ClientHello flood: %d well-formed first hellos at %d/s, each from its own 127.x source (finding 2; TestAttackClientHelloFlood)", hellos, rate),
+			Attack: fmt.Sprintf("spoofed DTLS ClientHello flood: %d well-formed first hellos at %d/s, each from its own 127.x source (finding 2; TestAttackClientHelloFlood, real bridge: e2e TestAttackDTLSFloodRealBridge)", hellos, rate),
 			Bound:  "RSS growth < 64 MB; a real device completes its handshake during the flood",
 		}
 		if derr != nil {
@@ -209,7 +209,7 @@ func benchAttackBridge(o *Options, rep *Report) {
 			disk := fsize(db) - disk0
 			name, n := f.counter(b.Stats())
 			rep.attack(AttackRow{Target: "bridge",
-				Attack:   fmt.Sprintf("one MQTT device: %s (%s; TestAttackDeviceFloods)", what, f.finding),
+				Attack:   fmt.Sprintf("one MQTT device against the site broker (relay replaced by a sink): %s (%s; TestAttackDeviceFloods, real bridge: e2e TestAttackMQTTDeviceFloodsRealBridge)", what, f.finding),
 				Bound:    "RSS growth < 32 MB; session store growth < 8 MB",
 				Measured: fmt.Sprintf("process RSS peak %+.1f MB, heap after GC %+.1f MB; session store %+d KB; %s %d", float64(rss)/(1<<20), float64(heap)/(1<<20), disk>>10, name, n),
 				Held:     rss < deviceFloodRSSBound && disk < deviceFloodDisk && n > 0,
