@@ -9,6 +9,8 @@ package e2e
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -176,4 +178,69 @@ func TestBridgeRefusesOpenSecretFiles(t *testing.T) {
 	if out, err := exec.Command(bin, "--check-config", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("after chmod 600: %v\n%s", err, out)
 	}
+}
+
+// TestUplinkCRLFetchedThroughTunnel: with uplink.crl_url the bridge fetches
+// the CA's CRL from a central HTTP server through the tunnel
+// (uplink_crl_fetches_total{result="ok"}); a gateway certificate revoked
+// after the bridge started (its uplink.crl file still empty) is refused at
+// the next dial once the fetched CRL lists it.
+func TestUplinkCRLFetchedThroughTunnel(t *testing.T) {
+	t.Parallel()
+	env := Setup(t, Options{UplinkCert: true, NoStart: true,
+		UplinkYAML: "  crl_url: http://" + CentralAddr.String() + ":8080/fleet.crl\n  crl_refresh: 10s\n"})
+	gwBin, dir := Bin(t, "gateway"), filepath.Join(env.Dir, "pki")
+	env.mustRun(nil, gwBin, "pki", "issue", "gw-old", "--dir", dir, "--kind", "gateway", "--san", GatewayPublic.String())
+	env.mustRun(nil, gwBin, "pki", "crl", "--dir", dir)
+	var served atomic.Pointer[[]byte]
+	readCRL := func() {
+		b, err := os.ReadFile(filepath.Join(dir, "crl.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		served.Store(&b)
+	}
+	readCRL()
+	var ln net.Listener
+	if err := env.Central.Do(func() (err error) { ln, err = net.Listen("tcp", CentralAddr.String()+":8080"); return }); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(*served.Load()) }),
+		ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	bridgeCRL, err := os.ReadFile(filepath.Join(dir, "crl.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileCRL := filepath.Join(env.Dir, "bridge-file.crl") // the bridge's uplink.crl stays the empty one
+	env.write(fileCRL, string(bridgeCRL))
+	cfg, _ := os.ReadFile(env.BridgeConfig)
+	env.write(env.BridgeConfig, strings.Replace(string(cfg), filepath.Join(dir, "crl.pem"), fileCRL, 1))
+
+	env.StartGateway()
+	env.StartBridge()
+	env.WaitUplinkUp(60 * time.Second)
+	fetched := func(n float64) {
+		t.Helper()
+		env.waitFor("CRL fetches", 60*time.Second, env.BridgeProc(), func() bool {
+			v, _ := MetricValue(env.Metrics(), `uplink_crl_fetches_total{result="ok"}`)
+			return v >= n
+		})
+	}
+	fetched(1)
+	env.mustRun(nil, gwBin, "pki", "revoke", "gw-old", "--dir", dir)
+	readCRL()
+	before, _ := MetricValue(env.Metrics(), `uplink_crl_fetches_total{result="ok"}`)
+	fetched(before + 1)
+	// The rogue takes over with the certificate revoked after the start.
+	real, _ := os.ReadFile(env.GatewayConfig)
+	env.StopGateway()
+	env.write(env.GatewayConfig, strings.ReplaceAll(string(real), "certs/gw1.", "certs/gw-old."))
+	env.StartGateway()
+	log := env.waitRefused("not_gateway", 1)
+	if !strings.Contains(log, "is revoked") || !strings.Contains(log, `"msg":"uplink CRL fetched"`) {
+		t.Fatalf("bridge log lacks the fetch or the revocation refusal:\n%s", tail(filepath.Join(env.Dir, "bridge-1.log"), 30))
+	}
+	t.Logf("fetched the CRL %v times through the tunnel; the gateway certificate revoked after the start was refused", before+1)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -171,6 +172,14 @@ type Uplink struct {
 	// revoked certificates of CA; it is re-read on SIGHUP.
 	GatewayID string `yaml:"gateway_id"`
 	CRL       string `yaml:"crl"`
+	// CRLURL, optional with certificates, is an http:// URL inside the VPN
+	// (host: an IPv4 address or a name from hosts:) where the CA's CRL is
+	// fetched through the tunnel every CRLRefresh (default 5m; from
+	// bridge_address, else the PPP address). A fetched CRL must be signed
+	// by CA and not older (CRL number) than the one in use; it applies to
+	// the next phase 1.
+	CRLURL     string        `yaml:"crl_url"`
+	CRLRefresh time.Duration `yaml:"crl_refresh"`
 	// PPPMethods are the PPP authentication methods we accept (default
 	// [mschapv2]); chap and pap are an explicit opt-in: whoever plays the
 	// gateway would get the password in clear (pap) or an offline-
@@ -312,7 +321,11 @@ func Parse(b []byte) (*Config, error) {
 			return nil, fail("uplink.cert", "uplink: certificate mode needs uplink.ca (the CA that issued the gateway's certificate), else any certificate would do")
 		case u.Cert != "" && u.GatewayID == "":
 			return nil, fail("uplink.cert", "uplink: certificate mode needs uplink.gateway_id (a subjectAltName of the gateway's certificate, e.g. gw1.example.net), else any certificate of the CA would pass as the gateway")
-		case u.Cert == "" && (u.GatewayID != "" || u.CRL != ""):
+		case u.CRLURL != "" && !validCRLURL(u.CRLURL, c.Hosts):
+			return nil, fail("uplink.crl_url", "uplink.crl_url: want http://HOST[:PORT]/PATH with HOST an IPv4 address inside the VPN or a name from hosts:")
+		case u.CRLRefresh < 0 || (u.CRLRefresh > 0 && u.CRLRefresh < 10*time.Second):
+			return nil, fail("uplink.crl_refresh", "uplink.crl_refresh must be at least 10s (0: default 5m)")
+		case u.Cert == "" && (u.GatewayID != "" || u.CRL != "" || u.CRLURL != ""):
 			return nil, fail("uplink.gateway_id", "uplink.gateway_id and uplink.crl apply to certificate mode only (remove them, or use cert/key/ca)")
 		case badMethods(u.PPPMethods):
 			return nil, fail("uplink.ppp_methods", "uplink.ppp_methods: want a list of mschapv2, chap, pap (default [mschapv2])")
@@ -465,6 +478,20 @@ func lineOfValue(n *yaml.Node, msg string) int {
 		}
 	}
 	return 0
+}
+
+// validCRLURL reports whether u is http://HOST[:PORT]/... with HOST an
+// IPv4 literal or a name from hosts (there is no DNS inside the VPN).
+func validCRLURL(u string, hosts map[string]netip.Addr) bool {
+	p, err := url.Parse(u)
+	if err != nil || p.Scheme != "http" || p.Host == "" || p.User != nil {
+		return false
+	}
+	if a, err := netip.ParseAddr(p.Hostname()); err == nil {
+		return a.Is4()
+	}
+	_, ok := hosts[p.Hostname()]
+	return ok
 }
 
 // PPP method names in uplink.ppp_methods.

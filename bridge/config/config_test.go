@@ -54,6 +54,9 @@ func TestParseRejects(t *testing.T) {
 		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], cert: c, key: k, ca: a, ppp_user: u}\n",
 		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], psk: p, crl: x, ppp_user: u}\n",
 		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], psk: p, ppp_user: u, ppp_methods: [eap]}\n",
+		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], psk: p, ppp_user: u, crl_url: \"http://10.200.0.2/c\"}\n",
+		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], cert: c, key: k, ca: a, gateway_id: gw, ppp_user: u, crl_url: \"https://crl.example/c\"}\n",
+		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], cert: c, key: k, ca: a, gateway_id: gw, ppp_user: u, crl_url: \"http://10.200.0.2/c\", crl_refresh: 1s}\n",
 		"{",
 	} {
 		if _, err := Parse([]byte(in)); !errors.Is(err, ErrInvalid) {

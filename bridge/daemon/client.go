@@ -66,7 +66,7 @@ func clientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, *gateway
 		// The gateway must be named by gateway_id and carry serverAuth
 		// (ike.GatewayPolicy), and not be on uplink.crl.
 		tc.GatewayPolicy = &ike.GatewayPolicy{ID: u.GatewayID}
-		if u.CRL != "" {
+		if u.CRL != "" || u.CRLURL != "" {
 			ca, err := firstCert(pem)
 			if err != nil {
 				return uplink.Config{}, nil, fmt.Errorf("daemon: uplink ca %s: %w", u.CA, err)

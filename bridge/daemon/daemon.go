@@ -165,6 +165,8 @@ type Site struct {
 	pxMu    sync.Mutex // guards px for the uplink state handler
 	closers []func()   // run in reverse by Close
 	revoked atomic.Uint64
+	// crlf fetches uplink.crl_url through the tunnel (nil without it).
+	crlf *crlFetcher
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -282,6 +284,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	go func() { _ = srv.Serve() }()
 	s.closers = append(s.closers, func() { srv.Close(); srv.Wait() })
 
+	if cu, ok := s.up.(*clientUplink); ok && cfg.Uplink.CRLURL != "" && cu.crl != nil {
+		s.crlf = s.newCRLFetcher(cu.crl)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
@@ -306,6 +311,9 @@ func (s *Site) Start() {
 		return
 	}
 	s.up.Start()
+	if s.crlf != nil {
+		go s.crlf.run(s.stop)
+	}
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(time.Second)
@@ -485,6 +493,9 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("coap_spool_write_errors_total", "Failed CoAP spool writes or fsyncs.", cst.WriteErrors.Load)
 	if cu, ok := s.up.(*clientUplink); ok {
 		registerUplink(preg, cu)
+		if s.crlf != nil {
+			preg.MustRegister(s.crlf.fetches)
+		}
 	}
 	counter("ipstack_packets_out_total", "IP packets to the uplink.", st.Stats.PacketsOut.Load)
 	counter("ipstack_packets_in_total", "IP packets from the uplink.", st.Stats.PacketsIn.Load)

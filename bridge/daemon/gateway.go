@@ -25,19 +25,39 @@ type gatewayCRL struct {
 // load reads the file (PEM "X509 CRL" or DER), checks that uplink.ca
 // signed it and publishes it; on error the previous CRL stays.
 func (g *gatewayCRL) load() error {
+	if g.path == "" { // only uplink.crl_url
+		return nil
+	}
 	b, err := os.ReadFile(g.path)
 	if err != nil {
 		return fmt.Errorf("daemon: uplink.crl: %w", err)
 	}
+	if err := g.publish(b, g.path); err != nil {
+		return fmt.Errorf("daemon: uplink.crl: %w", err)
+	}
+	return nil
+}
+
+// errOlderCRL: a fetched CRL is older than the one in use (a replay, or
+// a stale mirror): it is not taken.
+var errOlderCRL = errors.New("CRL number older than the one in use")
+
+// publish parses a CRL (PEM "X509 CRL" or DER), checks that uplink.ca
+// signed it and that it is not older (CRL number) than the current one,
+// and makes it current.
+func (g *gatewayCRL) publish(b []byte, from string) error {
 	if p, _ := pem.Decode(b); p != nil {
 		b = p.Bytes
 	}
 	rl, err := x509.ParseRevocationList(b)
 	if err != nil {
-		return fmt.Errorf("daemon: uplink.crl %s: %w", g.path, err)
+		return fmt.Errorf("%s: %w", from, err)
 	}
 	if err := rl.CheckSignatureFrom(g.ca); err != nil {
-		return fmt.Errorf("daemon: uplink.crl %s is not signed by uplink.ca (%s): %w", g.path, g.ca.Subject.CommonName, err)
+		return fmt.Errorf("%s is not signed by uplink.ca (%s): %w", from, g.ca.Subject.CommonName, err)
+	}
+	if cur := g.cur.Load(); cur != nil && cur.Number != nil && rl.Number != nil && rl.Number.Cmp(cur.Number) < 0 {
+		return fmt.Errorf("%s: %w (%v < %v)", from, errOlderCRL, rl.Number, cur.Number)
 	}
 	g.cur.Store(rl)
 	return nil
