@@ -166,7 +166,7 @@ type Site struct {
 	closers []func()   // run in reverse by Close
 	revoked atomic.Uint64
 	// crlf fetches uplink.crl_url through the tunnel (nil without it).
-	crlf *crlFetcher
+	crlf    *crlFetcher
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
