@@ -64,6 +64,9 @@ type TUNStats struct {
 	Writes, PacketsWritten atomic.Uint64
 	// WriteErrors counts failed writes (a batch counts once).
 	WriteErrors atomic.Uint64
+	// ReadErrors counts reads the driver could not split into packets
+	// (their burst is dropped; reading goes on).
+	ReadErrors atomic.Uint64
 }
 
 // tunDevice is the packet I/O of one TUN driver.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -137,7 +138,16 @@ func (d *vnetDevice) readPacket(buf []byte) (int, error) {
 		n, err := d.dev.Read(d.rbufs, d.rsize, vnetHeadroom)
 		if err != nil {
 			d.rn, d.rnext = 0, 0
-			return 0, err
+			var errno syscall.Errno
+			if errors.Is(err, os.ErrClosed) || errors.As(err, &errno) {
+				return 0, err
+			}
+			// A read the driver could not split (a virtio header it
+			// refuses, more segments than a batch holds): that burst is
+			// lost, counted, and the device keeps being read: returning
+			// would stop the router's only reader.
+			d.stats.ReadErrors.Add(1)
+			continue
 		}
 		d.stats.Reads.Add(1)
 		d.stats.PacketsRead.Add(uint64(n))
