@@ -2,7 +2,6 @@ package config
 
 import (
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -111,12 +110,7 @@ func (v *validator) bgp() {
 			v.errf(at("port"), "bgp.neighbors[%d].port %d out of range 1..65535", i, n.Port)
 		}
 		if n.PasswordFile != "" {
-			pw, err := os.ReadFile(v.rel(n.PasswordFile))
-			if err != nil {
-				v.errf(at("password_file"), "cannot read bgp.neighbors[%d].password_file: %v", i, err)
-			} else {
-				n.Password = strings.TrimSpace(string(pw))
-			}
+			n.Password = v.secretFile(n.PasswordFile, "bgp", "neighbors", i, "password_file")
 		}
 		if len(n.Password) > 80 {
 			v.errf(at("password"), "bgp.neighbors[%d].password is longer than the 80 bytes TCP MD5 allows", i)

@@ -2,6 +2,8 @@ package config
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,4 +81,44 @@ func itoa(n int) string {
 		return string(rune('0' + n))
 	}
 	return itoa(n/10) + string(rune('0'+n%10))
+}
+
+// TestBGPPasswordFile: the MD5 password from a file goes through the
+// secret file check; an inline one makes the configuration owner-only.
+func TestBGPPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "r1.md5")
+	if err := os.WriteFile(pw, []byte("md5-secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "gw.yaml")
+	body := "psk: {shared_file: psk}\nbgp:\n  local_as: 1\n  router_id: 192.0.2.1\n  neighbors:\n    - {address: 192.0.2.2, as: 2, password_file: r1.md5}\n"
+	for name, b := range map[string]string{"psk": "x", "gw.yaml": body} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Load(cfg); err == nil || !strings.Contains(err.Error(), "bgp.neighbors.0.password_file") {
+		t.Errorf("group-readable password file: %v", err)
+	}
+	if err := os.Chmod(pw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BGP.Neighbors[0].Password != "md5-secret" {
+		t.Errorf("password %q", c.BGP.Neighbors[0].Password)
+	}
+	inline := strings.Replace(body, "password_file: r1.md5", "password: inline", 1)
+	if err := os.WriteFile(cfg, []byte(inline), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(cfg); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("inline MD5 password in a group-readable file: %v", err)
+	}
 }

@@ -508,13 +508,21 @@ func CheckSecretFile(path string) error {
 
 // hasInlineSecrets reports whether the configuration text itself holds a
 // secret (shared PSK, an identity's psk or PPP password, the RADIUS
-// secret), so the file must be owner-only too.
+// secret, a BGP neighbour's MD5 password), so the file must be
+// owner-only too.
 func (c *Config) hasInlineSecrets() bool {
 	if c.PSK.SharedFile == "" && c.PSK.Shared != "" || len(c.PSK.ByID) > 0 {
 		return true
 	}
 	if r := c.RADIUS; r != nil && ((r.SecretFile == "" && r.Secret != "") || (r.DAESecretFile == "" && r.DAESecret != "")) {
 		return true
+	}
+	if b := c.BGP; b != nil {
+		for _, n := range b.Neighbors {
+			if n.PasswordFile == "" && n.Password != "" {
+				return true
+			}
+		}
 	}
 	for _, id := range c.Identities {
 		if id.Source != c.File {
