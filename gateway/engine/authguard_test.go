@@ -92,9 +92,10 @@ auth_backoff: {free_failures: 50, delay: 30s, max_delay: 10m}
 }
 
 // TestTunnelCapPerPeer (bounded under attack): a peer's third L2TP tunnel
-// without a session is refused (bound: 2 tunnels per IPsec peer), and a
-// tunnel that never carries an authenticated session is closed after the
-// unauthenticated timeout.
+// without a session is refused (bound: 2 tunnels per IPsec peer), a
+// second session on one tunnel while the first has not authenticated is
+// refused (bound: 1), and a tunnel that never carries an authenticated
+// session is closed after the unauthenticated timeout.
 func TestTunnelCapPerPeer(t *testing.T) {
 	cfg := sharedConfig(t, t.TempDir(), `  - {name: ops-laptop, auth: psk, ppp: {user: ops, password: right}}
 `)
@@ -108,6 +109,23 @@ func TestTunnelCapPerPeer(t *testing.T) {
 	second, err := tn.DialL2TP(ctx)
 	if err != nil {
 		t.Fatalf("second tunnel: %v", err)
+	}
+	// Over the second tunnel: one session may be authenticating (no PPP
+	// client here), a second one at the same time is refused.
+	if _, err := second.OpenSession(ctx); err != nil {
+		t.Fatalf("first session on the second tunnel: %v", err)
+	}
+	if s2, err := second.OpenSession(ctx); err == nil {
+		select {
+		case <-s2.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("a second unauthenticated session on one tunnel is still open after 5 s")
+		}
+	}
+	waitFor(t, "second unauthenticated session refused", func() bool { return g.eng.Tunnel().GuardStats().SessionsRefused.Load() == 1 })
+	metricAtLeast(t, g, `fleetgate_security_refusals_total{check="l2tp_second_unauth_session"}`, 1)
+	if !lb.has("L2TP session refused: the tunnel already has a session that has not authenticated") {
+		t.Errorf("no second-session line in:\n%s", lb.String())
 	}
 	ctx3, cancel3 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel3()
