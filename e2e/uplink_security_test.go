@@ -182,9 +182,12 @@ func TestBridgeRefusesOpenSecretFiles(t *testing.T) {
 
 // TestUplinkCRLFetchedThroughTunnel: with uplink.crl_url the bridge fetches
 // the CA's CRL from a central HTTP server through the tunnel
-// (uplink_crl_fetches_total{result="ok"}); a gateway certificate revoked
-// after the bridge started (its uplink.crl file still empty) is refused at
-// the next dial once the fetched CRL lists it.
+// (uplink_crl_fetches_total{result="ok"}). The gateway runs with a gateway
+// certificate (gw-old) that is revoked while the tunnel is up; the bridge's
+// uplink.crl file stays the empty one. Once the fetched CRL lists gw-old
+// the bridge closes the live tunnel (uplink_refused_total{reason=
+// "revoked_live"}) and refuses the gateway when it dials again (reason
+// "not_gateway", "is revoked").
 func TestUplinkCRLFetchedThroughTunnel(t *testing.T) {
 	t.Parallel()
 	env := Setup(t, Options{UplinkCert: true, NoStart: true,
@@ -193,14 +196,20 @@ func TestUplinkCRLFetchedThroughTunnel(t *testing.T) {
 	env.mustRun(nil, gwBin, "pki", "issue", "gw-old", "--dir", dir, "--kind", "gateway", "--san", GatewayPublic.String())
 	env.mustRun(nil, gwBin, "pki", "crl", "--dir", dir)
 	var served atomic.Pointer[[]byte]
-	readCRL := func() {
+	readCRL := func() []byte {
 		b, err := os.ReadFile(filepath.Join(dir, "crl.pem"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		served.Store(&b)
+		return b
 	}
-	readCRL()
+	fileCRL := filepath.Join(env.Dir, "bridge-file.crl") // the bridge's uplink.crl stays this empty one
+	env.write(fileCRL, string(readCRL()))
+	cfg, _ := os.ReadFile(env.BridgeConfig)
+	env.write(env.BridgeConfig, strings.Replace(string(cfg), filepath.Join(dir, "crl.pem"), fileCRL, 1))
+	g, _ := os.ReadFile(env.GatewayConfig)
+	env.write(env.GatewayConfig, strings.ReplaceAll(string(g), "certs/gw1.", "certs/gw-old."))
 	var ln net.Listener
 	if err := env.Central.Do(func() (err error) { ln, err = net.Listen("tcp", CentralAddr.String()+":8080"); return }); err != nil {
 		t.Fatal(err)
@@ -209,38 +218,26 @@ func TestUplinkCRLFetchedThroughTunnel(t *testing.T) {
 		ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	bridgeCRL, err := os.ReadFile(filepath.Join(dir, "crl.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fileCRL := filepath.Join(env.Dir, "bridge-file.crl") // the bridge's uplink.crl stays the empty one
-	env.write(fileCRL, string(bridgeCRL))
-	cfg, _ := os.ReadFile(env.BridgeConfig)
-	env.write(env.BridgeConfig, strings.Replace(string(cfg), filepath.Join(dir, "crl.pem"), fileCRL, 1))
 
 	env.StartGateway()
 	env.StartBridge()
 	env.WaitUplinkUp(60 * time.Second)
-	fetched := func(n float64) {
-		t.Helper()
-		env.waitFor("CRL fetches", 60*time.Second, env.BridgeProc(), func() bool {
-			v, _ := MetricValue(env.Metrics(), `uplink_crl_fetches_total{result="ok"}`)
-			return v >= n
-		})
-	}
-	fetched(1)
+	env.waitFor("first CRL fetch", 60*time.Second, env.BridgeProc(), func() bool {
+		v, _ := MetricValue(env.Metrics(), `uplink_crl_fetches_total{result="ok"}`)
+		return v >= 1
+	})
 	env.mustRun(nil, gwBin, "pki", "revoke", "gw-old", "--dir", dir)
 	readCRL()
-	before, _ := MetricValue(env.Metrics(), `uplink_crl_fetches_total{result="ok"}`)
-	fetched(before + 1)
-	// The rogue takes over with the certificate revoked after the start.
-	real, _ := os.ReadFile(env.GatewayConfig)
-	env.StopGateway()
-	env.write(env.GatewayConfig, strings.ReplaceAll(string(real), "certs/gw1.", "certs/gw-old."))
-	env.StartGateway()
-	log := env.waitRefused("not_gateway", 1)
+	log := env.waitRefused("revoked_live", 1)
+	if !strings.Contains(log, "the gateway's certificate was revoked; closing the live tunnel") {
+		t.Fatalf("bridge log lacks the live-tunnel refusal:\n%s", tail(filepath.Join(env.Dir, "bridge-1.log"), 30))
+	}
+	log = env.waitRefused("not_gateway", 1)
 	if !strings.Contains(log, "is revoked") || !strings.Contains(log, `"msg":"uplink CRL fetched"`) {
 		t.Fatalf("bridge log lacks the fetch or the revocation refusal:\n%s", tail(filepath.Join(env.Dir, "bridge-1.log"), 30))
 	}
-	t.Logf("fetched the CRL %v times through the tunnel; the gateway certificate revoked after the start was refused", before+1)
+	if v := env.Metric("uplink_up"); v != 0 {
+		t.Fatalf("uplink_up = %v with the revoked gateway", v)
+	}
+	t.Logf("live tunnel to the revoked gateway closed after the fetched CRL; its next phase 1 refused")
 }

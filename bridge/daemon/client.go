@@ -112,13 +112,14 @@ func newClientUplink(uc uplink.Config, crl *gatewayCRL) (*clientUplink, error) {
 	cu := &clientUplink{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "uplink_failures_by_phase_total", Help: "Failed tunnel attempts by the phase they failed in (IKE, ESP, L2TP, PPP...).",
 	}, []string{"phase"}), refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "uplink_refused_total", Help: "Tunnel attempts we refused: reason not_gateway (the peer's certificate is not the configured gateway's: name, key usage, CRL) or ppp_method (the server asked for a PPP method we do not allow; no password sent).",
+		Name: "uplink_refused_total", Help: "Tunnel attempts we refused: reason not_gateway (the peer's certificate is not the configured gateway's: name, key usage, CRL), ppp_method (the server asked for a PPP method we do not allow; no password sent) or revoked_live (a live tunnel closed: a new CRL lists the gateway's certificate).",
 	}, []string{"reason"}), crl: crl, log: uc.Logger}
 	if cu.log == nil {
 		cu.log = slog.New(slog.DiscardHandler)
 	}
 	cu.refused.WithLabelValues("not_gateway")
 	cu.refused.WithLabelValues("ppp_method")
+	cu.refused.WithLabelValues("revoked_live")
 	uc.OnState = cu.onState
 	c, err := uplink.New(uc)
 	if err != nil {
@@ -180,7 +181,34 @@ func (cu *clientUplink) reloadCRL() error {
 	if cu.crl == nil {
 		return nil
 	}
-	return cu.crl.load()
+	if err := cu.crl.load(); err != nil {
+		return err
+	}
+	cu.dropIfRevoked()
+	return nil
+}
+
+// dropIfRevoked closes the live tunnel if the gateway's certificate is on
+// the current CRL: the uplink client dials again, and that phase 1
+// refuses a gateway that still presents it.
+func (cu *clientUplink) dropIfRevoked() {
+	t := cu.c.Tunnel()
+	if t == nil || cu.crl == nil {
+		return
+	}
+	pc, rl := t.PeerCertificate(), cu.crl.get()
+	if pc == nil || rl == nil {
+		return
+	}
+	for _, e := range rl.RevokedCertificateEntries {
+		if e.SerialNumber != nil && e.SerialNumber.Cmp(pc.SerialNumber) == 0 {
+			cu.refused.WithLabelValues("revoked_live").Inc()
+			cu.log.Warn("uplink refused: the gateway's certificate was revoked; closing the live tunnel",
+				"certificate", pc.Subject.CommonName, "serial", pc.SerialNumber.Text(16), "crl_number", rl.Number)
+			_ = t.Close()
+			return
+		}
+	}
 }
 
 func (cu *clientUplink) WritePacket(pkt []byte) error {

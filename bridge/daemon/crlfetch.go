@@ -129,6 +129,9 @@ func (f *crlFetcher) fetch(stop <-chan struct{}) error {
 		return err
 	}
 	f.fetches.WithLabelValues("ok").Inc()
+	if cu, ok := f.s.up.(*clientUplink); ok {
+		cu.dropIfRevoked()
+	}
 	rl := f.crl.get()
 	f.s.log.Info("uplink CRL fetched", "url", (&url.URL{Scheme: "http", Host: req.URL.Host, Path: req.URL.Path}).String(),
 		"number", rl.Number.String(), "revoked", len(rl.RevokedCertificateEntries), "next_update", rl.NextUpdate)

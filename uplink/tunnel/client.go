@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,9 @@ type Tunnel struct {
 
 	eng *ike.Engine
 	tr  *esp.Transport
+	// peerCert is the gateway's certificate from the last phase 1 (nil
+	// with a PSK), so a caller can drop a tunnel whose gateway was revoked.
+	peerCert atomic.Pointer[x509.Certificate]
 	// Set during Dial, read-only afterwards.
 	ep   *l2tp.Endpoint
 	ltun *l2tp.Tunnel
@@ -459,6 +463,10 @@ func (t *Tunnel) noteTraffic() {
 		t.eng.NoteTraffic(t.gw.Addr())
 	}
 }
+
+// PeerCertificate is the certificate the gateway authenticated with in
+// the last phase 1 (nil with a PSK).
+func (t *Tunnel) PeerCertificate() *x509.Certificate { return t.peerCert.Load() }
 
 // Stats returns the layers' counters.
 func (t *Tunnel) Stats() *Stats { return &t.stats }

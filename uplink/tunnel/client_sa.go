@@ -17,6 +17,9 @@ func (t *Tunnel) onEvent(ev ike.Event) {
 		first := !t.ikeUp
 		t.ikeUp = true
 		t.mu.Unlock()
+		if ev.Peer.Cert != nil {
+			t.peerCert.Store(ev.Peer.Cert)
+		}
 		t.log.Info("IKE SA up", "peer_id", fmt.Sprintf("%v", ev.Peer.ID.Type), "remote", ev.Remote)
 		if first {
 			close(t.ikeUpCh)
