@@ -3,10 +3,11 @@
 // of local addresses, and std-library net.Conn / net.PacketConn /
 // net.Listener values bound to those addresses.
 //
-// The edge bridge uses it to hold the PPP-assigned address plus one address
-// per endpoint of the site's routed prefix (sensor-17 → 10.10.8.17), so that
-// upstream traffic leaves from the endpoint's own address and central
-// services can reach each endpoint by address. The gateway may use it for its
+// The edge bridge uses it to hold the PPP-assigned address and the site's
+// routed prefix as a whole (AddPrefix, prefix.go: no per-endpoint address),
+// so that upstream traffic leaves from the endpoint's own address
+// (sensor-17 → 10.10.8.17) and central services can reach each endpoint by
+// address through one demultiplexer (HandleUDP). The gateway may use it for its
 // unprivileged (no TUN) data plane.
 //
 // Packets leave the stack through Config.Output (what the PPP link carries)
@@ -55,6 +56,11 @@ type Config struct {
 	Output func(pkt []byte) error
 	// Logger receives lifecycle lines; nil discards.
 	Logger *slog.Logger
+	// Routed lets the stack own routed prefixes (AddPrefix, prefix.go).
+	// gVisor's promiscuous mode, which that needs, only works without
+	// local loopback: a packet from the stack to one of its own addresses
+	// then leaves through Output instead of looping back.
+	Routed bool
 }
 
 // Stats are the stack's counters. All fields are safe for concurrent use.
@@ -70,6 +76,8 @@ type Stats struct {
 	InboundDropped atomic.Uint64
 	// OutputErrors counts packets whose Output call failed.
 	OutputErrors atomic.Uint64
+	// Route counts the routed-prefix data plane (prefix.go).
+	Route RouteStats
 }
 
 // Stack is a userspace IPv4 stack with one NIC. Its methods are safe for
@@ -82,6 +90,8 @@ type Stack struct {
 
 	mu    sync.Mutex
 	addrs map[netip.Addr]netip.Prefix // guarded by mu
+
+	rt routing
 
 	// Stats holds the stack's counters.
 	Stats Stats
@@ -101,10 +111,12 @@ func New(cfg Config) (*Stack, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	st := &Stack{log: log, addrs: make(map[netip.Addr]netip.Prefix)}
+	st.rt.init()
+	st.rt.allowed = cfg.Routed
 	st.s = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{udp.NewProtocol, tcp.NewProtocol, icmp.NewProtocol4},
-		HandleLocal:        true,
+		HandleLocal:        !cfg.Routed,
 	})
 	st.ep = &linkEP{Endpoint: channel.New(0, uint32(mtu), ""), st: st, output: cfg.Output}
 	if err := st.s.CreateNIC(nicID, st.ep); err != nil {
@@ -154,6 +166,11 @@ func (st *Stack) InjectInbound(pkt []byte) error {
 		st.Stats.InboundDropped.Add(1)
 		return ErrNotIPv4
 	}
+	if st.rt.routed.Load() && st.routeInbound(pkt) {
+		st.Stats.PacketsIn.Add(1)
+		st.Stats.BytesIn.Add(uint64(len(pkt)))
+		return nil
+	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	st.ep.InjectInbound(header.IPv4ProtocolNumber, pb)
 	pb.DecRef()
@@ -185,6 +202,7 @@ func (st *Stack) AddAddress(p netip.Prefix) error {
 		return fmt.Errorf("ipstack: add address %s: %s", p, err)
 	}
 	st.addrs[p.Addr()] = p
+	st.syncAssigned()
 	st.log.Debug("address added", "addr", p.String())
 	return nil
 }
@@ -192,12 +210,15 @@ func (st *Stack) AddAddress(p netip.Prefix) error {
 // RemoveAddress removes a local address. TCP connections bound to it are
 // aborted first (RST to the peer, sent from the address while it is still
 // ours), so none of them lingers in a closing state to send from the
-// address once it was given to someone else. Removing an unknown address
-// is not an error.
+// address once it was given to someone else. The same holds for an
+// address of a routed prefix that was never added (AddPrefix): its TCP
+// connections (spoofed-source dials) are aborted and its virtual UDP
+// conns closed. Removing an unknown address is not an error.
 func (st *Stack) RemoveAddress(a netip.Addr) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if _, ok := st.addrs[a]; !ok {
+	_, assigned := st.addrs[a]
+	if !assigned && !st.Routed(a) {
 		return nil
 	}
 	ta := tcpip.AddrFrom4(a.As4())
@@ -210,10 +231,15 @@ func (st *Stack) RemoveAddress(a netip.Addr) error {
 			ep.Abort()
 		}
 	}
+	st.closeRouted(a)
+	if !assigned {
+		return nil
+	}
 	if err := st.s.RemoveAddress(nicID, ta); err != nil {
 		return fmt.Errorf("ipstack: remove address %s: %s", a, err)
 	}
 	delete(st.addrs, a)
+	st.syncAssigned()
 	return nil
 }
 
@@ -245,10 +271,14 @@ func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, error) {
 }
 
 // DialUDP returns a connected UDP socket from src (a local address; port 0
-// picks an ephemeral port) to dst.
+// picks an ephemeral port) to dst. From an address of a routed prefix
+// that is not assigned, the conn is virtual (prefix.go): no gVisor socket.
 func (st *Stack) DialUDP(src, dst netip.AddrPort) (net.Conn, error) {
 	if st.closed.Load() {
 		return nil, ErrClosed
+	}
+	if s := src.Addr().Unmap(); s.Is4() && dst.Addr().Unmap().Is4() && !st.assigned(s) && st.Routed(s) {
+		return st.dialRouted(netip.AddrPortFrom(s, src.Port()), netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()))
 	}
 	la, err := fullAddr(src)
 	if err != nil {
@@ -323,6 +353,15 @@ func (st *Stack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 func (st *Stack) Close() {
 	if st.closed.Swap(true) {
 		return
+	}
+	st.rt.mu.RLock()
+	cs := make([]*udpConn, 0, len(st.rt.conns))
+	for _, c := range st.rt.conns {
+		cs = append(cs, c)
+	}
+	st.rt.mu.RUnlock()
+	for _, c := range cs {
+		_ = c.Close()
 	}
 	st.s.Close()
 	st.s.Wait()

@@ -216,7 +216,7 @@ func (b *bridgeSide) close() {
 // centralAddr in the far stack (served by serveCentral if non-nil).
 func newBridgeSide(reg *device.Registry, listen string, centralAddr netip.AddrPort) (*bridgeSide, error) {
 	link := newMemLink()
-	st, err := ipstack.New(ipstack.Config{Output: link.ab.out, Logger: quietLog})
+	st, err := ipstack.New(ipstack.Config{Output: link.ab.out, Logger: quietLog, Routed: true})
 	if err != nil {
 		return nil, err
 	}

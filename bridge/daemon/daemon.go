@@ -198,7 +198,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	}
 	s.up = up
 	s.closers = append(s.closers, func() { _ = up.Close() }) // PPP, L2TP, IKE torn down gracefully, last
-	st, err := ipstack.New(ipstack.Config{MTU: cfg.Uplink.MTU, Output: up.WritePacket, Logger: log})
+	st, err := ipstack.New(ipstack.Config{MTU: cfg.Uplink.MTU, Output: up.WritePacket, Logger: log, Routed: true})
 	if err != nil {
 		return nil, err
 	}

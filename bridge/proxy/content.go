@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -86,5 +87,13 @@ func (m centralMsg) encode(body []byte) ([]byte, error) {
 	return r.MarshalWithEncoder(coder.DefaultCoder)
 }
 
-// write sends m to a central peer from the endpoint's address.
-func (e *endpointState) write(b []byte, to net.Addr) { _, _ = e.pc.WriteTo(b, to) }
+// write sends m to a central peer from the endpoint's address:<CoAP port>
+// (no socket: ipstack builds the datagram). Nothing is sent once the
+// endpoint was removed.
+func (e *endpointState) write(b []byte, to net.Addr) {
+	ua, ok := to.(*net.UDPAddr)
+	if !ok || e.gone.Load() {
+		return
+	}
+	_ = e.st.WriteUDP(netip.AddrPortFrom(e.ep.Addr, coapPort), ua.AddrPort(), b)
+}

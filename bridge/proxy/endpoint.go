@@ -3,9 +3,11 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -15,16 +17,19 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/ipstack"
 )
 
-// endpointState is one endpoint's address-side state: the UDP listener on
-// <addr>:5683 in ipstack, upstream clients by destination, and the queue of
-// central → device requests waiting for the device to wake.
+// endpointState is one endpoint's address-side state: its entry in the
+// demultiplexer (central → device datagrams to <addr>:5683, demux.go),
+// upstream clients by destination, and the queue of central → device
+// requests waiting for the device to wake.
 type endpointState struct {
-	ep  device.Endpoint
-	pc  net.PacketConn
-	up  *upstreams // its own lock
-	fwd *forwarder // nil without a CoAP spool; set before serveDown starts
+	ep   device.Endpoint
+	st   *ipstack.Stack
+	gone atomic.Bool // removed: nothing more is sent from its address
+	up   *upstreams  // its own lock
+	fwd  *forwarder  // nil without a CoAP spool; set before it is demultiplexed to
 
 	mu      sync.Mutex
 	queue   []queued              // guarded by mu
@@ -36,8 +41,8 @@ type endpointState struct {
 	bodies  map[string]cachedBody // guarded by mu: Block2 bodies for follow-ups
 }
 
-func newEndpointState(ep device.Endpoint, pc net.PacketConn, up *upstreams) *endpointState {
-	return &endpointState{ep: ep, pc: pc, up: up,
+func newEndpointState(ep device.Endpoint, st *ipstack.Stack, up *upstreams) *endpointState {
+	return &endpointState{ep: ep, st: st, up: up,
 		down: map[string]*downObs{}, downMID: map[int32]*downObs{}, upObs: map[string]*upObs{},
 		upMID: map[int32]*upObs{}, uploads: map[string]*upload{}, bodies: map[string]cachedBody{}}
 }
@@ -60,35 +65,36 @@ func (e *endpointState) close() {
 	if e.fwd != nil {
 		e.fwd.stop()
 	}
-	_ = e.pc.Close()
+	e.gone.Store(true)
 	e.up.close()
 }
 
-// AddEndpoint adds the endpoint's address to the stack and listens for
-// central → device CoAP on it.
+// AddEndpoint serves an endpoint: its address is part of the routed
+// prefix the stack owns (no stack address, no socket, no goroutine); a CoAP
+// endpoint gets an entry in the demultiplexer for central → device CoAP.
 func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
+	if !p.cfg.Stack.Routed(ep.Addr) {
+		return fmt.Errorf("proxy: endpoint %s address %s is outside the routed prefix %s", ep.Name, ep.Addr, p.cfg.Registry.Prefix())
+	}
 	if ep.Protocol != device.CoAP {
-		return p.cfg.Stack.AddAddress(netip.PrefixFrom(ep.Addr, 32))
+		return nil
 	}
-	if err := p.cfg.Stack.AddAddress(netip.PrefixFrom(ep.Addr, 32)); err != nil {
-		return err
-	}
-	pc, err := p.cfg.Stack.ListenUDP(netip.AddrPortFrom(ep.Addr, coapPort))
-	if err != nil {
-		return err
-	}
-	e := newEndpointState(ep, pc, p.newUpstreams(ep))
+	e := newEndpointState(ep, p.cfg.Stack, p.newUpstreams(ep))
 	p.startForwarder(e)
 	p.mu.Lock()
 	old := p.eps[ep.Name]
 	p.eps[ep.Name] = e
 	p.mu.Unlock()
+	p.dmu.Lock()
+	if old != nil && p.byAddr[old.ep.Addr] == old {
+		delete(p.byAddr, old.ep.Addr)
+	}
+	p.byAddr[ep.Addr] = e
+	p.dmu.Unlock()
 	if old != nil {
 		p.endObservations(old, true)
 		old.close()
 	}
-	p.wg.Add(1)
-	go p.serveDown(e)
 	return nil
 }
 
@@ -114,19 +120,6 @@ func (p *Proxy) upstream(ep device.Endpoint, dst netip.AddrPort) (*upstreams, *u
 	}
 	c, err := e.up.get(dst)
 	return e.up, c, err
-}
-
-// serveDown reads central → device datagrams for one endpoint.
-func (p *Proxy) serveDown(e *endpointState) {
-	defer p.wg.Done()
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := e.pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		p.handleDown(e, buf[:n], from)
-	}
 }
 
 // handleDown handles one datagram from central to an endpoint address.
@@ -183,7 +176,7 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 		ack.SetType(message.Acknowledgement)
 		ack.SetMessageID(mid)
 		if b, err := ack.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-			_, _ = e.pc.WriteTo(b, from)
+			e.write(b, from)
 		}
 	}
 }

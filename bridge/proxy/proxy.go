@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -124,6 +125,10 @@ type Stats struct {
 	Forwarded, ForwardRetransmits, ForwardCentralErrors, ForwardRejected, ForwardDropped atomic.Uint64
 	// Removed counts endpoints removed by reload.
 	Removed atomic.Uint64
+	// Demuxed counts datagrams the demultiplexer handed to an endpoint
+	// (those for an address with no endpoint are ipstack's
+	// Stats.Route.NoEndpoint).
+	Demuxed atomic.Uint64
 }
 
 // Proxy relays CoAP between DTLS sessions and ipstack.
@@ -138,6 +143,9 @@ type Proxy struct {
 
 	mu  sync.Mutex
 	eps map[string]*endpointState // guarded by mu; by endpoint name
+
+	dmu    sync.RWMutex
+	byAddr map[netip.Addr]*endpointState // guarded by dmu: the demultiplexer's map (demux.go)
 
 	// Stats holds the counters.
 	Stats Stats
@@ -182,12 +190,17 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if err := cfg.Stack.AddPrefix(cfg.Registry.Prefix()); err != nil {
+		return nil, fmt.Errorf("proxy: route the site prefix %s: %w", cfg.Registry.Prefix(), err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Proxy{
+	p := &Proxy{
 		cfg: cfg, log: cfg.Logger.With("component", "proxy"), warn: rate.NewLimiter(2, 20),
-		ctx: ctx, cancel: cancel, eps: map[string]*endpointState{},
+		ctx: ctx, cancel: cancel, eps: map[string]*endpointState{}, byAddr: map[netip.Addr]*endpointState{},
 		session: func(string) *coap.Session { return nil },
-	}, nil
+	}
+	cfg.Stack.HandleUDP(coapPort, p.demux)
+	return p, nil
 }
 
 // SetSessions tells the proxy how to find an endpoint's live DTLS session
@@ -207,6 +220,10 @@ func (p *Proxy) Start() error {
 // Close stops all listeners and upstream clients.
 func (p *Proxy) Close() {
 	p.cancel()
+	p.cfg.Stack.HandleUDP(coapPort, nil)
+	p.dmu.Lock()
+	p.byAddr = map[netip.Addr]*endpointState{}
+	p.dmu.Unlock()
 	p.mu.Lock()
 	eps := p.eps
 	p.eps = map[string]*endpointState{}

@@ -98,8 +98,9 @@ func findEndpoint(eps []device.Endpoint, name string) (device.Endpoint, bool) {
 
 // RemoveEndpoint stops serving an endpoint: its observations end (central
 // observers get a final 5.03, upstream ones are cancelled), queued central
-// requests are answered 5.03, its listener and upstream clients close and
-// its address leaves the stack; its spooled CoAP requests are dropped
+// requests are answered 5.03, it leaves the demultiplexer, its upstream
+// clients close and its address is released in the stack (TCP connections
+// from it aborted, its virtual UDP conns closed); its spooled CoAP requests are dropped
 // (spool.DropEndpoint). Its DTLS session is the caller's to close.
 func (p *Proxy) RemoveEndpoint(ep device.Endpoint) {
 	p.mu.Lock()
@@ -107,6 +108,11 @@ func (p *Proxy) RemoveEndpoint(ep device.Endpoint) {
 	delete(p.eps, ep.Name)
 	p.mu.Unlock()
 	if e != nil {
+		p.dmu.Lock() // waits for a datagram being handled for it
+		if p.byAddr[e.ep.Addr] == e {
+			delete(p.byAddr, e.ep.Addr)
+		}
+		p.dmu.Unlock()
 		p.endObservations(e, true)
 		e.mu.Lock()
 		q := e.queue

@@ -13,7 +13,8 @@ import (
 // Pair is two connected stacks. Both are closed by t.Cleanup.
 type Pair struct {
 	// A and B are the two stacks; a packet A outputs is injected into B and
-	// vice versa.
+	// vice versa. A is created with Config.Routed (it can own prefixes, as
+	// the bridge's stack does).
 	A, B *ipstack.Stack
 }
 
@@ -34,7 +35,7 @@ func NewPair(t testing.TB, mtu int) *Pair {
 			return nil
 		}
 	}
-	a, err := ipstack.New(ipstack.Config{MTU: mtu, Output: out(ab)})
+	a, err := ipstack.New(ipstack.Config{MTU: mtu, Output: out(ab), Routed: true})
 	if err != nil {
 		t.Fatal(err)
 	}
