@@ -171,3 +171,29 @@ func TestTenThousandEndpointsChurn(t *testing.T) {
 }
 
 func udpAddr(ap netip.AddrPort) net.Addr { return net.UDPAddrFromAddrPort(ap) }
+
+// FuzzDemux feeds the demultiplexer datagrams for any host of the site
+// prefix: it never panics, and it accepts exactly the datagrams whose
+// destination is a CoAP endpoint's address.
+func FuzzDemux(f *testing.F) {
+	f.Add(uint16(17), nonGet(f, 1))
+	f.Add(uint16(18), nonGet(f, 2))
+	f.Add(uint16(0), []byte{})
+	f.Add(uint16(255), []byte{0x40, 0x01, 0x00})
+	r := newRig(f, nil)
+	ep, ok := r.reg.ByName("sensor-17")
+	if !ok {
+		f.Fatal("rig has no sensor-17")
+	}
+	pfx := r.reg.Prefix().Addr().As4()
+	src := netip.MustParseAddrPort("10.20.0.1:40000")
+	f.Fuzz(func(t *testing.T, host uint16, b []byte) {
+		a := pfx
+		a[3] += byte(host)
+		dst := netip.AddrPortFrom(netip.AddrFrom4(a), coapPort)
+		got := r.px.demux(src, dst, b)
+		if want := dst.Addr() == ep.Addr; got != want {
+			t.Fatalf("demux(%s) = %v, want %v", dst, got, want)
+		}
+	})
+}
