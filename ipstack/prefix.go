@@ -88,9 +88,9 @@ type routing struct {
 	handlers map[uint16]UDPHandler       // guarded by mu
 	conns    map[netip.AddrPort]*udpConn // guarded by mu: virtual conns by local address
 
-	ipID   atomic.Uint32
-	icmp   *rate.Limiter
-	bufs   sync.Pool
+	ipID    atomic.Uint32
+	icmp    *rate.Limiter
+	bufs    sync.Pool
 	routed  atomic.Bool
 	allowed bool // Config.Routed
 }
