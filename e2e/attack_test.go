@@ -147,7 +147,7 @@ func procRSS(pid int) int64 {
 // the broker no longer keeps, but every one of them still goes through the
 // relay and its spool to the central broker; the real bridge's RSS peaked
 // at +325 MB there, most of it delivered QoS 0 messages the spool kept
-// referenced (fixed: bridge/spool TestDeliveredQoS0Released), still +90 MB
+// referenced (fixed: bridge/spool TestDeliveredQoS0Released), still +88-103 MB
 // after that fix: that path's memory, not retained state. For that flood
 // this test asserts the session store and the counter and logs the RSS;
 // the RSS bound for big-message throughput belongs to the relay/spool

@@ -536,6 +536,7 @@ func (s *Spool) resolveLocked(e *entry, why AckReason) error {
 		delete(s.epBytes, e.msg.Endpoint)
 	}
 	s.dropDeadHeadLocked()
+	e.msg.Payload = nil // a resolved entry may linger in qos0 until compaction; its payload need not (Pending handed out copies)
 	return nil
 }
 
