@@ -34,7 +34,9 @@ func FuzzParseMessage(f *testing.F) {
 					}
 				}
 			case PayloadID:
-				_, _ = ParseID(p.Body)
+				if id, err := ParseID(p.Body); err == nil {
+					_ = id.String() // log rendering of peer IDs (DN parsed with encoding/asn1)
+				}
 			case PayloadNotify:
 				_, _ = ParseNotify(p.Body)
 			case PayloadDelete:

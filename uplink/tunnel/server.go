@@ -661,12 +661,16 @@ func (ss *ServerSession) Hangup(why error) {
 // and then deletes its IKE and IPsec SAs.
 func (s *Server) hangup(ps *peerState, sess *l2tp.Session, why error) {
 	s.mu.Lock()
+	if s.closed { // Close tells every peer anyway
+		s.mu.Unlock()
+		return
+	}
 	var spi uint32
 	if ps.current != nil {
 		spi = ps.current.InSPI
 	}
+	s.wg.Add(1) // under s.mu: Close sets closed before it waits
 	s.mu.Unlock()
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		// StopCCN first (its ack needs the SAs), then the SAs.
