@@ -120,11 +120,14 @@ type Speaker struct {
 
 	mu      sync.Mutex
 	desired map[uint64][]netip.Prefix // owner (session ID) → prefixes
+	attrs   pathAttrs                 // next hop and communities of every path
+	attrGen uint64                    // bumped when attrs change: re-announce
 	peers   map[netip.Addr]*NeighborState
 	closed  bool
 
 	// Owned by the worker goroutine.
-	applied map[netip.Prefix]uuid.UUID
+	applied    map[netip.Prefix]uuid.UUID
+	appliedGen uint64 // attrGen the applied paths carry
 }
 
 // ErrConfig is wrapped by configuration errors from New.
@@ -149,21 +152,12 @@ func New(cfg Config) (*Speaker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Speaker{cfg: cfg, log: log.With("component", "bgp"), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
-		desired: map[uint64][]netip.Prefix{}, peers: map[netip.Addr]*NeighborState{}, applied: map[netip.Prefix]uuid.UUID{}}
-	for i := range s.cfg.Neighbors {
-		n := &s.cfg.Neighbors[i]
-		if !n.Addr.Is4() || n.AS == 0 {
-			return nil, fmt.Errorf("%w: neighbour %d needs an IPv4 address and an AS", ErrConfig, i+1)
-		}
-		if n.Port == 0 {
-			n.Port = DefaultPort
-		}
-		if n.HoldTime == 0 {
-			n.HoldTime = DefaultHoldTime
-		}
-		if n.ConnectRetry == 0 {
-			n.ConnectRetry = DefaultConnectRetry
-		}
+		desired: map[uint64][]netip.Prefix{}, peers: map[netip.Addr]*NeighborState{}, applied: map[netip.Prefix]uuid.UUID{},
+		attrs: pathAttrs{nextHop: cfg.NextHop, communities: cfg.Communities}}
+	if err := normalize(s.cfg.Neighbors); err != nil {
+		return nil, err
+	}
+	for _, n := range s.cfg.Neighbors {
 		s.peers[n.Addr] = &NeighborState{Addr: n.Addr, AS: n.AS, State: "idle"}
 	}
 	return s, nil
@@ -379,15 +373,20 @@ func (s *Speaker) run() {
 			total += len(ps)
 		}
 		closed := s.closed
+		attrs, gen := s.attrs, s.attrGen
 		s.mu.Unlock()
-		s.apply(want, total)
+		// New attributes: announce every path again (GoBGP replaces a
+		// path with the same prefix: an implicit withdraw).
+		again := gen != s.appliedGen
+		s.appliedGen = gen
+		s.apply(want, total, attrs, again)
 		if closed {
 			return
 		}
 	}
 }
 
-func (s *Speaker) apply(want []netip.Prefix, total int) {
+func (s *Speaker) apply(want []netip.Prefix, total int, attrs pathAttrs, again bool) {
 	wantSet := make(map[netip.Prefix]bool, len(want))
 	for _, p := range want {
 		wantSet[p] = true
@@ -419,10 +418,10 @@ func (s *Speaker) apply(want []netip.Prefix, total int) {
 	var add []*apiutil.Path
 	var addP []netip.Prefix
 	for _, p := range want {
-		if _, ok := s.applied[p]; ok {
+		if _, ok := s.applied[p]; ok && !again {
 			continue
 		}
-		path, err := s.path(p)
+		path, err := attrs.path(p)
 		if err != nil {
 			s.Stats.Errors.Add(1)
 			continue
@@ -449,18 +448,24 @@ func (s *Speaker) apply(want []netip.Prefix, total int) {
 	s.Stats.Announced.Store(int64(len(s.applied)))
 }
 
-func (s *Speaker) path(p netip.Prefix) (*apiutil.Path, error) {
+// pathAttrs are the attributes every announced path carries.
+type pathAttrs struct {
+	nextHop     netip.Addr
+	communities []uint32
+}
+
+func (pa pathAttrs) path(p netip.Prefix) (*apiutil.Path, error) {
 	nlri, err := gbgp.NewIPAddrPrefix(p)
 	if err != nil {
 		return nil, err
 	}
-	nh, err := gbgp.NewPathAttributeNextHop(s.cfg.NextHop)
+	nh, err := gbgp.NewPathAttributeNextHop(pa.nextHop)
 	if err != nil {
 		return nil, err
 	}
 	attrs := []gbgp.PathAttributeInterface{gbgp.NewPathAttributeOrigin(gbgp.BGP_ORIGIN_ATTR_TYPE_IGP), nh}
-	if len(s.cfg.Communities) > 0 {
-		attrs = append(attrs, gbgp.NewPathAttributeCommunities(s.cfg.Communities))
+	if len(pa.communities) > 0 {
+		attrs = append(attrs, gbgp.NewPathAttributeCommunities(pa.communities))
 	}
 	return &apiutil.Path{Family: gbgp.RF_IPv4_UC, Nlri: nlri, Attrs: attrs}, nil
 }

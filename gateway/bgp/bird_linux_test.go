@@ -125,10 +125,46 @@ func TestBirdLearnsAndForgets(t *testing.T) {
 		}
 	}
 
+	// Reload: new community, the garbage neighbour removed.
+	added, removed, changed, err := sp.Reconfigure(ctx, []Neighbor{
+		{Addr: netip.MustParseAddr("192.0.2.2"), AS: 65000, Password: "md5-secret", HoldTime: 9 * time.Second, ConnectRetry: time.Second},
+		{Addr: netip.MustParseAddr("192.0.2.9"), AS: 65002, ConnectRetry: time.Second},
+	}, netip.Addr{}, []uint32{65010<<16 | 200})
+	if err != nil || added != 0 || removed != 1 || changed != 0 {
+		t.Fatalf("Reconfigure: +%d -%d ~%d, %v; want -1", added, removed, changed, err)
+	}
+	if !poll(30*time.Second, func() bool {
+		out, _ := bird.Command("show route 10.10.0.6/32 all")
+		return strings.Contains(out, "(65010,200)") && !strings.Contains(out, "(65010,100)")
+	}) {
+		out, _ := bird.Command("show route 10.10.0.6/32 all")
+		t.Fatalf("community not replaced after Reconfigure:\n%s", out)
+	}
+	if n := len(sp.Neighbors()); n != 2 {
+		t.Errorf("neighbours after Reconfigure: %d, want 2", n)
+	}
+	conns := garbageConns.Load()
+	time.Sleep(2500 * time.Millisecond) // > 2 connect retries of the removed neighbour
+	if garbageConns.Load() != conns {
+		t.Errorf("the removed garbage neighbour is still dialled")
+	}
+
 	sp.Stop(ctx)
 	stopped = true
 	if !bird.WaitRoute("10.10.0.6/32", "192.0.2.1", false, 30*time.Second) {
 		t.Fatalf("routes stay in bird after Stop:\n%s", bird.Routes())
 	}
 	t.Logf("garbage connections: %d; peer transitions: %d", garbageConns.Load(), sp.Stats.PeerTransitions.Load())
+}
+
+// poll calls cond every 50 ms until it is true or timeout passes.
+func poll(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }

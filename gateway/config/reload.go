@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 )
@@ -106,8 +107,9 @@ func Diff(old, new *Config) Changes {
 		{"dpd", old.DPD, new.DPD},
 		{"lcp_echo", old.LCPEcho, new.LCPEcho},
 		{"limits", old.Limits, new.Limits},
-		// The speaker's neighbours are set up when the server starts.
-		{"bgp", old.BGP, new.BGP},
+		// The speaker starts with the server; its neighbours,
+		// communities and next hop follow a reload.
+		{"bgp (on/off, local_as, router_id, local_address)", bgpIdentity(old.BGP), bgpIdentity(new.BGP)},
 		{"pki.crl_url", [3]string{old.PKI.CRLURL, old.PKI.CRLRefresh, old.PKI.CRLFail}, [3]string{new.PKI.CRLURL, new.PKI.CRLRefresh, new.PKI.CRLFail}},
 	}
 	for _, x := range restart {
@@ -116,4 +118,12 @@ func Diff(old, new *Config) Changes {
 		}
 	}
 	return ch
+}
+
+// bgpIdentity is what of the bgp section only a restart can change.
+func bgpIdentity(b *BGP) string {
+	if b == nil {
+		return "off"
+	}
+	return fmt.Sprint(b.LocalAS, " ", b.RouterIDAddr, " ", b.LocalAddr)
 }

@@ -27,10 +27,7 @@ func (s *Server) newSpeaker(cfg *config.Config) (*bgp.Speaker, error) {
 	}
 	c := bgp.Config{LocalAS: b.LocalAS, RouterID: b.RouterIDAddr, NextHop: b.NextHopAddr, LocalAddr: b.LocalAddr,
 		Communities: b.CommunityValues, MaxPrefixes: b.MaxPrefixes, Logger: s.log}
-	for _, n := range b.Neighbors {
-		c.Neighbors = append(c.Neighbors, bgp.Neighbor{Addr: n.Addr, AS: n.AS, Port: uint16(n.Port), Password: n.Password,
-			HoldTime: n.HoldTimeD, ConnectRetry: n.ConnectRetryD})
-	}
+	c.Neighbors = speakerNeighbors(b)
 	return bgp.New(c)
 }
 
@@ -71,6 +68,32 @@ func (s *Server) withdraw(sess Session) {
 	if s.bgp != nil {
 		s.bgp.Withdraw(sess.ID())
 	}
+}
+
+// reloadBGP applies a reload's bgp section to the running speaker:
+// neighbours, communities and next hop; a section that only a restart can
+// change (on/off, local AS, router ID, source address) keeps its running
+// values in next.
+func (s *Server) reloadBGP(prev, next *config.Config) {
+	if s.bgp == nil || next.BGP == nil || prev.BGP == nil || next.BGP.LocalAS != prev.BGP.LocalAS ||
+		next.BGP.RouterIDAddr != prev.BGP.RouterIDAddr || next.BGP.LocalAddr != prev.BGP.LocalAddr {
+		next.BGP = prev.BGP
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, _, err := s.bgp.Reconfigure(ctx, speakerNeighbors(next.BGP), next.BGP.NextHopAddr, next.BGP.CommunityValues); err != nil {
+		s.log.Error("bgp reload failed: neighbours may be partly updated", "err", err)
+	}
+}
+
+func speakerNeighbors(b *config.BGP) []bgp.Neighbor {
+	var out []bgp.Neighbor
+	for _, n := range b.Neighbors {
+		out = append(out, bgp.Neighbor{Addr: n.Addr, AS: n.AS, Port: uint16(n.Port), Password: n.Password,
+			HoldTime: n.HoldTimeD, ConnectRetry: n.ConnectRetryD})
+	}
+	return out
 }
 
 // bgpReport is the status report's BGP part.

@@ -166,7 +166,8 @@ func TestSessionRoutesInBird(t *testing.T) {
 
 	// SIGHUP that moves pump2's framed route: withdrawn at once, before
 	// the engine tears the session down.
-	next, err := config.Parse("gw.yaml", []byte(strings.Replace(strings.Replace(baseConfig, "%q", `"`+sock+`"`, 1), "%s", bgpConfig, 1)))
+	// The same reload changes the community: later announcements carry it.
+	next, err := config.Parse("gw.yaml", []byte(strings.Replace(strings.Replace(baseConfig, "%q", `"`+sock+`"`, 1), "%s", strings.Replace(bgpConfig, `"65010:7"`, `"65010:8"`, 1), 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +190,9 @@ func TestSessionRoutesInBird(t *testing.T) {
 	}
 	if !bird.WaitRoute("10.10.8.0/24", via, true, 30*time.Second) {
 		t.Fatalf("route missing before shutdown:\n%s", bird.Routes())
+	}
+	if all, _ := bird.Command("show route 10.10.8.0/24 all"); !strings.Contains(all, "(65010,8)") {
+		t.Errorf("the reloaded community (65010,8) is not on the route:\n%s", all)
 	}
 	cancel()
 	if err := <-done; err != nil {

@@ -24,7 +24,7 @@ func (s *Server) Reload(next *config.Config) (config.Changes, error) {
 	// Settings a reload cannot change keep their running values.
 	next.Listen, next.DataPlane.Mode, next.DataPlane.TUN = prev.Listen, prev.DataPlane.Mode, prev.DataPlane.TUN
 	next.Metrics, next.Status, next.Log = prev.Metrics, prev.Status, prev.Log
-	next.BGP = prev.BGP // the speaker's neighbours are set up at start
+	s.reloadBGP(prev, next) // see bgp.go
 	if prev.Pool.PrefixP != next.Pool.PrefixP || prev.Pool.GatewayAddr != next.Pool.GatewayAddr {
 		p, err := newPool(next)
 		if err != nil {
