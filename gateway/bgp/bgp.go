@@ -117,6 +117,7 @@ type Speaker struct {
 
 	kick    chan struct{}
 	stopped chan struct{}
+	running atomic.Bool // Start succeeded: the worker runs
 
 	mu      sync.Mutex
 	desired map[uint64][]netip.Prefix // owner (session ID) → prefixes
@@ -204,6 +205,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 			return fmt.Errorf("bgp: neighbour %s: %w", n.Addr, err)
 		}
 	}
+	s.running.Store(true)
 	go s.run()
 	s.log.Info("bgp speaker started", "local_as", s.cfg.LocalAS, "router_id", s.cfg.RouterID, "next_hop", s.cfg.NextHop, "neighbors", len(s.cfg.Neighbors))
 	return nil
@@ -486,8 +488,8 @@ func (s *Speaker) Stop(ctx context.Context) {
 	}
 	s.desired = map[uint64][]netip.Prefix{}
 	s.mu.Unlock()
-	if s.srv == nil {
-		return
+	if !s.running.Load() {
+		return // never started, or Start failed (and stopped GoBGP)
 	}
 	s.wake()
 	select {
