@@ -353,10 +353,12 @@ func (c *Client) run() {
 		now := c.cfg.Clock.Now()
 		i := c.pick(now)
 		gw := c.cfg.Gateways[i]
-		c.setState(StateConnecting, gw.Addr, nil)
+		// Count the attempt before announcing it, so that OnState's
+		// Connecting snapshot names the attempt it starts.
 		c.mu.Lock()
 		c.st.Attempts++
 		c.mu.Unlock()
+		c.setState(StateConnecting, gw.Addr, nil)
 		tcfg := c.cfg.Tunnel
 		tcfg.NATTPort = gw.NATTPort
 		tcfg.PacketHandler = c.deliver

@@ -95,6 +95,8 @@ type clientUplink struct {
 	c  *uplink.Client
 	mu sync.Mutex
 	fn func(up bool, reason string)
+	// watchers get every state change in full (Site.WatchUplink).
+	watchers []func(uplink.Status)
 	// failures counts failed attempts by phase; lastFailures is the
 	// Status.Failures already counted (guarded by mu).
 	failures     *prometheus.CounterVec
@@ -131,7 +133,7 @@ func newClientUplink(uc uplink.Config, crl *gatewayCRL) (*clientUplink, error) {
 
 func (cu *clientUplink) onState(s uplink.Status) {
 	cu.mu.Lock()
-	fn := cu.fn
+	fn, watchers := cu.fn, cu.watchers
 	var why string
 	if s.Failures > cu.lastFailures {
 		cu.failures.WithLabelValues(fmt.Sprint(s.LastPhase)).Add(float64(s.Failures - cu.lastFailures))
@@ -151,6 +153,16 @@ func (cu *clientUplink) onState(s uplink.Status) {
 	if fn != nil {
 		fn(s.State == uplink.StateUp, describe(s))
 	}
+	for _, w := range watchers {
+		w(s)
+	}
+}
+
+// watch adds fn to the functions told of every state change.
+func (cu *clientUplink) watch(fn func(uplink.Status)) {
+	cu.mu.Lock()
+	defer cu.mu.Unlock()
+	cu.watchers = append(cu.watchers[:len(cu.watchers):len(cu.watchers)], fn)
 }
 
 func describe(s uplink.Status) string {

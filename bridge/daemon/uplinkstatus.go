@@ -13,3 +13,15 @@ func (s *Site) UplinkStatus() (st uplink.Status, ok bool) {
 	}
 	return cu.Status(), true
 }
+
+// WatchUplink has fn called with the client's full snapshot on every state
+// change, from the client's goroutine (fn must not block); call it before
+// Start to see the first attempt. ok is false when the uplink mode is
+// "none".
+func (s *Site) WatchUplink(fn func(uplink.Status)) (ok bool) {
+	cu, ok := s.up.(*clientUplink)
+	if ok {
+		cu.watch(fn)
+	}
+	return ok
+}

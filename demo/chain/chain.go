@@ -302,10 +302,7 @@ func Run(ctx context.Context, opts Options) (View, error) {
 		return st.view(), fmt.Errorf("demo: bridge: %w", err)
 	}
 	defer func() { _ = site.Close() }() // uplink (PPP, L2TP, IKE) torn down last
-	wctx, wcancel := context.WithCancel(context.Background())
-	watchDone := make(chan struct{})
-	go func() { defer close(watchDone); watchUplink(wctx, site, st) }()
-	defer func() { wcancel(); <-watchDone }()
+	watchUplink(site, st)
 	site.Start()
 	if err := waitUp(ctx, site); err != nil {
 		if ctx.Err() != nil {

@@ -63,34 +63,15 @@ func siteCA(cfg *bconfig.Config) (*creds.CA, error) {
 	return creds.ParseCA(ca.CertPEM, key)
 }
 
-// watchUplink records the uplink client's state changes (polled: the Site
-// owns the client's state callback) until ctx ends.
-func watchUplink(ctx context.Context, s *daemon.Site, st *state) {
-	var last uplink.Status
-	first := true
-	for {
-		cur, ok := s.UplinkStatus()
-		if !ok {
-			return
-		}
-		// (Connecting is set just before the attempt is counted.)
-		settled := cur.State != uplink.StateIdle && (cur.State != uplink.StateConnecting || cur.Attempts > 0)
-		if settled && (first || cur.State != last.State || cur.Attempts != last.Attempts || cur.Failures != last.Failures || cur.Connects != last.Connects) {
+// watchUplink records the uplink client's state changes as they happen
+// (an event per change, so a tunnel that comes up within milliseconds still
+// shows its connecting phase). Call it before site.Start.
+func watchUplink(s *daemon.Site, st *state) {
+	s.WatchUplink(func(cur uplink.Status) {
+		if cur.State != uplink.StateIdle {
 			st.onUplink(cur)
-			last, first = cur, false
 		}
-		// Fine-grained while the tunnel is being set up (≈0.1 s), coarse
-		// once it is up.
-		every := 5 * time.Millisecond
-		if cur.State == uplink.StateUp {
-			every = 100 * time.Millisecond
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-	}
+	})
 }
 
 // waitUp waits until the uplink is up, ctx ends or 30 s pass.
