@@ -17,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/pki"
+	"github.com/fleetgate/fleetgate/gateway/status"
 )
 
 // One revocation source for the fleet: every gateway fetches the same CRL
@@ -191,6 +192,17 @@ func fetchCRL(ctx context.Context, url string) (*x509.RevocationList, error) {
 		b = blk.Bytes
 	}
 	return x509.ParseRevocationList(b)
+}
+
+// crlReport is the status report's CRL part.
+func (s *Server) crlReport() *status.CRL {
+	cfg := s.cfg.Load()
+	if cfg.PKI.CRLURL == "" {
+		return nil
+	}
+	s.crl.mu.Lock()
+	defer s.crl.mu.Unlock()
+	return &status.CRL{URL: cfg.PKI.CRLURL, NextUpdate: s.crl.nextUpdate, Fetched: s.crl.ok.Load(), Failed: s.crl.failed.Load(), FailClosed: s.crl.closed}
 }
 
 var (

@@ -119,6 +119,9 @@ func TestFleetCRL(t *testing.T) {
 	if gws[0].srv.Env().Verifier() != nil {
 		t.Error("fail-closed gateway still has a verifier with no valid CRL")
 	}
+	if r := gws[0].srv.Report().CRL; r == nil || !r.FailClosed || r.Failed == 0 {
+		t.Errorf("status crl: %+v", r)
+	}
 	if gws[1].srv.Env().Verifier() == nil {
 		t.Error("fail-open gateway dropped its verifier")
 	}

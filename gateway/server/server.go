@@ -501,6 +501,7 @@ func (s *Server) Report() status.Report {
 	sort.Slice(r.Sessions, func(i, j int) bool { return r.Sessions[i].Identity < r.Sessions[j].Identity })
 	r.BGP = s.bgpReport()
 	r.RADIUS = s.radiusReport()
+	r.CRL = s.crlReport()
 	return r
 }
 

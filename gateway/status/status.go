@@ -44,6 +44,19 @@ type Report struct {
 	BGP *BGP `json:"bgp,omitempty"`
 	// RADIUS is the AAA client's state; nil without a radius section.
 	RADIUS *RADIUS `json:"radius,omitempty"`
+	// CRL is the fleet revocation source's state; nil without pki.crl_url.
+	CRL *CRL `json:"crl,omitempty"`
+}
+
+// CRL is the fleet CRL source's part of the report.
+type CRL struct {
+	URL        string    `json:"url"`
+	NextUpdate time.Time `json:"next_update"`
+	// Fetched and Failed count fetches since start.
+	Fetched uint64 `json:"fetched"`
+	Failed  uint64 `json:"failed"`
+	// FailClosed: certificate logins are refused for want of a valid CRL.
+	FailClosed bool `json:"fail_closed"`
 }
 
 // RADIUS is the RADIUS client's part of the report.
@@ -165,6 +178,16 @@ func WriteTable(w io.Writer, r Report) error {
 			dae = rd.DAE
 		}
 		fmt.Fprintf(w, "radius: %s; accounting spool %d waiting, %d delivered; disconnect/coa %s\n", strings.Join(parts, ", "), rd.SpoolQueued, rd.SpoolDelivered, dae)
+	}
+	if c := r.CRL; c != nil {
+		state := "valid until " + c.NextUpdate.UTC().Format(time.RFC3339)
+		if c.NextUpdate.IsZero() {
+			state = "none yet"
+		}
+		if c.FailClosed {
+			state += ", FAIL-CLOSED: certificate logins refused"
+		}
+		fmt.Fprintf(w, "crl: %s %s (%d fetched, %d failed)\n", c.URL, state, c.Fetched, c.Failed)
 	}
 	if b := r.BGP; b != nil {
 		up := 0

@@ -67,6 +67,7 @@ func TestFetchHTTPAndUnix(t *testing.T) {
 
 func TestTableBGP(t *testing.T) {
 	r := sample()
+	r.CRL = &CRL{URL: "https://ca.example/crl.pem", NextUpdate: r.Now.Add(time.Hour), Fetched: 3, Failed: 1, FailClosed: true}
 	r.RADIUS = &RADIUS{Servers: map[string]bool{"10.20.0.5:1812": false, "10.20.0.6:1812": true}, SpoolQueued: 4, SpoolDelivered: 10, DAE: "0.0.0.0:3799"}
 	r.BGP = &BGP{LocalAS: 65010, Announced: 3, Neighbors: []BGPNeighbor{
 		{Addr: "198.51.100.1", AS: 65000, State: "established", Since: r.Now.Add(-5 * time.Minute)},
@@ -77,6 +78,7 @@ func TestTableBGP(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{"bgp: AS 65010, 3 prefix(es) announced, 1 of 2 neighbor(s) established", "198.51.100.1", "established", "5m0s", "198.51.100.2", "active",
+		"crl: https://ca.example/crl.pem valid until 2026-11-23T13:00:00Z, FAIL-CLOSED: certificate logins refused (3 fetched, 1 failed)",
 		"radius: 10.20.0.5:1812 dead, 10.20.0.6:1812 up; accounting spool 4 waiting, 10 delivered; disconnect/coa 0.0.0.0:3799"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
