@@ -90,6 +90,7 @@ type routing struct {
 
 	ipID    atomic.Uint32
 	icmp    *rate.Limiter
+	warn    *rate.Limiter // log lines for dropped input
 	bufs    sync.Pool
 	routed  atomic.Bool
 	allowed bool // Config.Routed
@@ -99,6 +100,7 @@ func (r *routing) init() {
 	r.handlers = map[uint16]UDPHandler{}
 	r.conns = map[netip.AddrPort]*udpConn{}
 	r.icmp = rate.NewLimiter(ICMPUnreachablePerSecond, 10)
+	r.warn = rate.NewLimiter(1, 5)
 	r.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }
 	empty := map[netip.Addr]struct{}{}
 	r.assigned.Store(&empty)
@@ -201,6 +203,9 @@ func (st *Stack) routeInbound(pkt []byte) bool {
 		return true
 	default:
 		st.Stats.Route.Malformed.Add(1)
+		if st.rt.warn.Allow() {
+			st.log.Warn("malformed UDP to a routed address dropped", "dst", dst.String(), "err", err.Error())
+		}
 		return true
 	}
 	st.rt.mu.RLock()
@@ -217,6 +222,9 @@ func (st *Stack) routeInbound(pkt []byte) bool {
 		return true
 	}
 	st.Stats.Route.NoEndpoint.Add(1)
+	if st.rt.warn.Allow() {
+		st.log.Info("datagram for a routed address nobody serves dropped", "src", d.src.String(), "dst", d.dst.String())
+	}
 	if st.rt.icmp.Allow() {
 		bp := st.rt.bufs.Get().(*[]byte)
 		b := appendPortUnreachable((*bp)[:0], pkt, uint16(st.rt.ipID.Add(1)))

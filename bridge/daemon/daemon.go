@@ -499,6 +499,13 @@ func (s *Site) metrics() *prometheus.Registry {
 	}
 	counter("ipstack_packets_out_total", "IP packets to the uplink.", st.Stats.PacketsOut.Load)
 	counter("ipstack_packets_in_total", "IP packets from the uplink.", st.Stats.PacketsIn.Load)
+	counter("ipstack_route_no_endpoint_total", "UDP datagrams for a site-prefix address and port nobody serves (dropped; ICMP port unreachable rate-limited).", st.Stats.Route.NoEndpoint.Load)
+	counter("ipstack_route_unreachables_total", "ICMP port unreachables sent for them.", st.Stats.Route.Unreachables.Load)
+	counter("ipstack_route_not_routed_total", "Unicast packets for an address neither the bridge's nor in the site prefix (dropped).", st.Stats.Route.NotRouted.Load)
+	counter("ipstack_route_malformed_total", "UDP to the site prefix with a bad header, length or checksum (dropped).", st.Stats.Route.Malformed.Load)
+	counter("ipstack_route_fragments_total", "Fragmented UDP to the site prefix (dropped, not reassembled).", st.Stats.Route.Fragments.Load)
+	counter("ipstack_route_conn_queue_full_total", "Datagrams dropped because an upstream conn's queue was full.", st.Stats.Route.ConnQueueFull.Load)
+	counter("proxy_demuxed_total", "Central to endpoint datagrams handed to an endpoint by the demultiplexer.", px.Stats.Demuxed.Load)
 	preg.MustRegister(endpointCollector{reg: s.reg, srv: srv, px: px})
 	if s.ms != nil {
 		preg.MustRegister(relayCollector{s.ms})

@@ -108,6 +108,9 @@ func (p *Proxy) spoolDevice(name string, w *responsewriter.ResponseWriter[*udpcl
 		return
 	}
 	p.Stats.Spooled.Add(1)
+	if e := p.endpoint(name); e != nil && e.fwd != nil {
+		e.fwd.ensure()
+	}
 	_ = w.SetResponse(codes.Changed, message.TextPlain, nil)
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/downlink/device"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 )
@@ -38,7 +39,8 @@ func nonGet(t testing.TB, mid uint16) []byte {
 }
 
 // 10,000 endpoints are added and removed while central sends CoAP to all
-// of their addresses: no stack address and no goroutine per endpoint
+// of their addresses: no stack address and no goroutine per endpoint (a
+// CoAP spool is configured: idle forwarders hold none)
 // (goroutines stay within a small constant of the baseline and return to
 // it), and no datagram reaches an endpoint after RemoveEndpoint returned
 // (those are refused by the demultiplexer and counted by ipstack).
@@ -52,7 +54,14 @@ func TestTenThousandEndpointsChurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	px, err := New(Config{Stack: pair.A, Registry: reg, QueueLen: 1})
+	// With a CoAP spool, as the daemon runs: the forwarder of an endpoint
+	// with nothing spooled must not cost a goroutine either.
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	px, err := New(Config{Stack: pair.A, Registry: reg, QueueLen: 1, Spool: sp, Central: netip.MustParseAddrPort("10.20.0.1:5683")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,12 +54,17 @@ type forwarder struct {
 	cancel context.CancelFunc
 	wake   chan struct{} // uplink up: send now
 
-	mu    sync.Mutex
-	mid   int32         // guarded by mu: in flight, -1 none
-	token message.Token // guarded by mu
-	res   chan fwdResult
+	mu      sync.Mutex
+	mid     int32         // guarded by mu: in flight, -1 none
+	token   message.Token // guarded by mu
+	res     chan fwdResult
+	running bool // guarded by mu: a run goroutine is up
 }
 
+// startForwarder gives e its forwarder. Its goroutine runs only while the
+// endpoint has spooled messages (ensure: started by spoolDevice, by the
+// uplink coming up, or here for messages left from a previous run), so an
+// endpoint with an empty spool costs no goroutine.
 func (p *Proxy) startForwarder(e *endpointState) {
 	if p.cfg.Spool == nil || !p.cfg.Central.IsValid() {
 		return
@@ -67,33 +72,62 @@ func (p *Proxy) startForwarder(e *endpointState) {
 	ctx, cancel := context.WithCancel(p.ctx)
 	f := &forwarder{p: p, e: e, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), mid: -1}
 	e.fwd = f
-	p.wg.Add(1)
-	go func() { defer p.wg.Done(); f.run() }()
+	if len(p.cfg.Spool.Pending(e.ep.Name, 0, 1)) > 0 {
+		f.ensure()
+	}
 }
 
 func (f *forwarder) stop() { f.cancel() }
 
+// ensure starts the run goroutine unless it is up or the forwarder stopped.
+func (f *forwarder) ensure() {
+	f.mu.Lock()
+	if f.running || f.ctx.Err() != nil {
+		f.mu.Unlock()
+		return
+	}
+	f.running = true
+	f.p.wg.Add(1)
+	f.mu.Unlock()
+	go func() { defer f.p.wg.Done(); f.run() }()
+}
+
 func (f *forwarder) kick() {
+	f.ensure()
 	select {
 	case f.wake <- struct{}{}:
 	default:
 	}
 }
 
+// run delivers the spooled messages in order and returns when there are
+// none left (or the forwarder stops).
 func (f *forwarder) run() {
 	sp, name := f.p.cfg.Spool, f.e.ep.Name
 	for {
-		wait := sp.Wait(name)
 		msgs := sp.Pending(name, 0, 1)
 		if len(msgs) == 0 {
-			select {
-			case <-wait:
-				continue
-			case <-f.ctx.Done():
+			f.mu.Lock()
+			f.running = false
+			f.mu.Unlock()
+			// A message appended between Pending and running=false found
+			// the goroutine still marked up: look once more.
+			if len(sp.Pending(name, 0, 1)) == 0 {
 				return
 			}
+			f.mu.Lock()
+			if f.running || f.ctx.Err() != nil {
+				f.mu.Unlock()
+				return
+			}
+			f.running = true
+			f.mu.Unlock()
+			continue
 		}
 		if !f.deliver(msgs[0]) {
+			f.mu.Lock()
+			f.running = false
+			f.mu.Unlock()
 			return
 		}
 	}
