@@ -9,7 +9,15 @@ package proxy
 // At most once at central per (endpoint, message): each message is sent
 // as CON with a Message ID chosen once and bound to it durably in the
 // spool (Bind, fsynced) before the first transmission, and a token derived
-// from its spool sequence number. Retransmissions — on timeout, after the
+// from its spool sequence number. Message IDs must not repeat for one
+// endpoint within EXCHANGE_LIFETIME (247 s), also across a restart, or
+// central would answer a new message from its cache and drop it: they
+// follow a per-endpoint counter that never falls behind the wall clock at
+// midsPerSecond (256/s: the 16-bit space wraps every 256 s), so a restarted
+// bridge starts past every ID the killed one used (unless that one sent
+// more than 256 messages per second for the endpoint). (go-coap's
+// GetMID starts at a random value per process: a restart could reuse a
+// recent ID — the 30-minute soak lost 22 messages that way.) Retransmissions — on timeout, after the
 // uplink returns, after a bridge restart — reuse that Message ID from the
 // same source address and port, so central's deduplication (RFC 7252
 // section 4.5, EXCHANGE_LIFETIME) answers them from its cache instead of
@@ -39,6 +47,9 @@ import (
 const (
 	forwardAckTimeout = 2 * time.Second
 	forwardMaxBackoff = 16 * time.Second
+	// midsPerSecond: see the file comment (65536 / 256 = 256 s >
+	// EXCHANGE_LIFETIME 247 s).
+	midsPerSecond = 256
 )
 
 // fwdResult is central's answer to the message in flight.
@@ -53,6 +64,8 @@ type forwarder struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wake   chan struct{} // uplink up: send now
+	now    func() time.Time
+	mids   uint64 // next Message ID counter (run goroutine only)
 
 	mu      sync.Mutex
 	mid     int32         // guarded by mu: in flight, -1 none
@@ -70,7 +83,7 @@ func (p *Proxy) startForwarder(e *endpointState) {
 		return
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
-	f := &forwarder{p: p, e: e, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), mid: -1}
+	f := &forwarder{p: p, e: e, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), mid: -1, now: time.Now}
 	e.fwd = f
 	if len(p.cfg.Spool.Pending(e.ep.Name, 0, 1)) > 0 {
 		f.ensure()
@@ -143,7 +156,8 @@ func (f *forwarder) offer(m *pool.Message) bool {
 	}
 	var r fwdResult
 	switch t := m.Type(); {
-	case (t == message.Acknowledgement || t == message.Reset) && m.MessageID() == f.mid:
+	case (t == message.Acknowledgement || t == message.Reset) && m.MessageID() == f.mid &&
+		(m.Code() == codes.Empty || string(m.Token()) == string(f.token)):
 		r = fwdResult{code: m.Code(), rst: t == message.Reset}
 	case m.Code() != codes.Empty && !isRequest(m.Code()) && string(m.Token()) == string(f.token):
 		r = fwdResult{code: m.Code()} // separate response
@@ -163,15 +177,27 @@ func (f *forwarder) bindMID(m *spool.Message) uint16 {
 	if m.PacketID != 0 {
 		return m.PacketID
 	}
-	mid := uint16(message.GetMID())
-	if mid == 0 {
-		mid = 1
-	}
+	mid := f.newMID()
 	if err := f.p.cfg.Spool.Bind(m.Endpoint, m.Seq, mid, 1, true); err != nil {
 		f.p.warnf("coap spool bind failed", "endpoint", m.Endpoint, "err", err.Error())
 	}
 	m.PacketID = mid
 	return mid
+}
+
+// newMID returns the next Message ID (never 0): the counter, pushed up to
+// the wall clock × midsPerSecond (see the file comment).
+func (f *forwarder) newMID() uint16 {
+	if floor := uint64(f.now().Unix()) * midsPerSecond; f.mids < floor {
+		f.mids = floor
+	}
+	for {
+		mid := uint16(f.mids)
+		f.mids++
+		if mid != 0 {
+			return mid
+		}
+	}
 }
 
 // datagram builds the CON for m under mid and its token.
