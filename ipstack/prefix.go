@@ -63,7 +63,8 @@ var ErrNotRouted = errors.New("ipstack: source address not routed to this stack"
 
 // RouteStats are the routed-prefix counters (Stats.Route).
 type RouteStats struct {
-	// UDPIn counts datagrams delivered to a virtual conn or a handler;
+	// UDPIn counts datagrams queued to a virtual conn or accepted by a
+	// handler;
 	// UDPOut datagrams written from a routed address.
 	UDPIn, UDPOut atomic.Uint64
 	// NoEndpoint counts datagrams for a routed address and port nobody
@@ -214,8 +215,9 @@ func (st *Stack) routeInbound(pkt []byte) bool {
 	st.rt.mu.RUnlock()
 	switch {
 	case c != nil && c.remote == d.src:
-		c.deliver(d.payload)
-		st.Stats.Route.UDPIn.Add(1)
+		if c.deliver(d.payload) {
+			st.Stats.Route.UDPIn.Add(1)
+		}
 		return true
 	case c == nil && h != nil && h(d.src, d.dst, d.payload):
 		st.Stats.Route.UDPIn.Add(1)
@@ -337,11 +339,13 @@ type udpConn struct {
 	dl       chan struct{} // guarded by dmu: closed when the deadline changes
 }
 
-func (c *udpConn) deliver(p []byte) {
+func (c *udpConn) deliver(p []byte) bool {
 	select {
 	case c.ch <- append([]byte(nil), p...):
+		return true
 	default:
 		c.st.Stats.Route.ConnQueueFull.Add(1)
+		return false
 	}
 }
 
@@ -352,23 +356,31 @@ func (c *udpConn) Read(b []byte) (int, error) {
 		dl, changed := c.deadline, c.dl
 		c.dmu.Unlock()
 		var timer <-chan time.Time
+		var t *time.Timer
 		if !dl.IsZero() {
 			d := time.Until(dl)
 			if d <= 0 {
 				return 0, os.ErrDeadlineExceeded
 			}
-			t := time.NewTimer(d)
-			defer t.Stop()
+			t = time.NewTimer(d)
 			timer = t.C
 		}
+		n, err, again := 0, error(nil), false
 		select {
 		case p := <-c.ch:
-			return copy(b, p), nil
+			n = copy(b, p)
 		case <-c.done:
-			return 0, net.ErrClosed
+			err = net.ErrClosed
 		case <-timer:
-			return 0, os.ErrDeadlineExceeded
+			err = os.ErrDeadlineExceeded
 		case <-changed:
+			again = true
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if !again {
+			return n, err
 		}
 	}
 }

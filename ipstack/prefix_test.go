@@ -208,3 +208,51 @@ func TestPrefixNotRoutedDropped(t *testing.T) {
 		t.Fatalf("AddPrefix without Config.Routed: got %v, want ErrNotRoutable", err)
 	}
 }
+
+// A virtual conn holds at most ConnQueueLen unread datagrams (the rest are
+// dropped and counted) and honours read deadlines.
+func TestPrefixVirtualConnBounds(t *testing.T) {
+	p := routedPair(t)
+	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("10.20.0.1:5683"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := p.A.DialUDP(netip.MustParseAddrPort("10.10.8.17:0"), netip.MustParseAddrPort("10.20.0.1:5683"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := c.Read(make([]byte, 10)); !isTimeout(err) {
+		t.Fatalf("read past the deadline: got %v, want a timeout", err)
+	}
+	const sent = ipstack.ConnQueueLen + 36
+	to := c.LocalAddr()
+	for i := 0; i < sent; i++ {
+		if _, err := srv.WriteTo([]byte{byte(i)}, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.A.Stats.Route.ConnQueueFull.Load()+p.A.Stats.Route.UDPIn.Load() < sent {
+		if time.Now().After(deadline) {
+			t.Fatalf("in %d + dropped %d, want %d", p.A.Stats.Route.UDPIn.Load(), p.A.Stats.Route.ConnQueueFull.Load(), sent)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, want := p.A.Stats.Route.ConnQueueFull.Load(), uint64(sent-ipstack.ConnQueueLen); got != want {
+		t.Fatalf("got ConnQueueFull=%d, want %d", got, want)
+	}
+	buf := make([]byte, 10)
+	for i := 0; i < ipstack.ConnQueueLen; i++ {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(buf); err != nil || n != 1 || buf[0] != byte(i) {
+			t.Fatalf("datagram %d: got %v %x, want %02x in order", i, err, buf[:n], i)
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := c.Read(buf); !isTimeout(err) {
+		t.Fatalf("read of an empty queue: got %v, want a timeout", err)
+	}
+}
