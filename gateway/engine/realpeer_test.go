@@ -156,6 +156,9 @@ func TestRADIUSCallingStationID(t *testing.T) {
 		t.Fatalf("outer address %v", outer)
 	}
 	want := fmt.Sprintf("Calling-Station-Id = %q", outer.String())
+	// FreeRADIUS's debug output reaches us through a pipe and may lag the
+	// Accept the session came up with: wait for the reply line.
+	waitFor(t, "FreeRADIUS's Access-Accept in its log", func() bool { return strings.Contains(fr.Log(), "Sent Access-Accept") })
 	log := fr.Log()
 	at := strings.Index(log, "Received Access-Request")
 	if at < 0 {

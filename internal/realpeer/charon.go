@@ -3,6 +3,7 @@ package realpeer
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,7 +106,17 @@ swanctl {
 	cmd := h.Command("unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs fgcharon /run && exec "+bin)
 	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+c.conf)
 	c.Proc = netns.Start(t, cmd)
-	if !poll(10*time.Second, func() bool { _, err := os.Stat(c.Vici); return err == nil }) {
+	// Ready when the socket accepts a connection: charon creates the file
+	// at bind(2), a moment before listen(2), and a swanctl that connects
+	// in between is refused (seen under load).
+	if !poll(10*time.Second, func() bool {
+		conn, err := net.Dial("unix", c.Vici)
+		if err != nil {
+			return false
+		}
+		_ = conn.Close()
+		return true
+	}) {
 		t.Fatalf("%v: charon created no vici socket:\n%s", ErrNotReady, c.Proc.Output())
 	}
 	for name, b := range cfg.Files {
