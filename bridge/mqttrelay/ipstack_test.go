@@ -16,16 +16,19 @@ import (
 
 // TestRelayThroughIPStack: the relay dials through the userspace IP stack
 // (ipstack.Stack.DialTCP as Config.Dial) from each endpoint's own address
-// in the site prefix. The far stack stands in for the VPN side: it accepts
+// in the site prefix, which the stack routes as a whole (AddPrefix). The far stack stands in for the VPN side: it accepts
 // on the central broker's VPN address, records the source address and
 // forwards the bytes to a real mosquitto.
 func TestRelayThroughIPStack(t *testing.T) {
 	central := startMosquitto(t)
 	pair := ipstacktest.NewPair(t, 0)
-	for _, p := range []string{"10.10.8.17/32", "10.10.8.18/32"} {
-		if err := pair.A.AddAddress(netip.MustParsePrefix(p)); err != nil {
-			t.Fatal(err)
-		}
+	// The bridge's stack owns the site prefix as one route, no address per
+	// endpoint: the relay's dials are spoofed-source.
+	if err := pair.A.AddPrefix(netip.MustParsePrefix("10.10.8.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(pair.A.Addresses()); n != 0 {
+		t.Fatalf("got %d stack addresses, want 0", n)
 	}
 	if err := pair.B.AddAddress(netip.MustParsePrefix("10.20.0.1/32")); err != nil {
 		t.Fatal(err)
