@@ -3,8 +3,9 @@ package proxy
 // The forwarder: one per CoAP endpoint with a spool, sending the
 // endpoint's spooled requests to central in order, one at a time (NSTART
 // 1, RFC 7252 section 4.7), from the endpoint's own address and port
-// <addr>:5683 — the socket of its central → device listener, so the
-// source is the same across bridge restarts.
+// <addr>:5683 — where the demultiplexer (demux.go) takes central's answers
+// for it, so the source is the same across bridge restarts. Its goroutine
+// runs only while the endpoint has spooled messages (ensure).
 //
 // At most once at central per (endpoint, message): each message is sent
 // as CON with a Message ID chosen once and bound to it durably in the
