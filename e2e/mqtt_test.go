@@ -607,7 +607,8 @@ func TestMqttOutageWithoutLoss(t *testing.T) {
 func TestMqttSpoolBound(t *testing.T) {
 	t.Parallel() // own namespaces and daemons
 	const bound = 64 << 10
-	m := setupMQTT(t, []string{"tank-1", "tank-2"}, fmt.Sprintf("  spool_max_bytes: %d\n", bound))
+	// No byte rate limit: the devices fill the spool at 200-500 KB/s.
+	m := setupMQTT(t, []string{"tank-1", "tank-2"}, fmt.Sprintf("  spool_max_bytes: %d\n  publish_byte_rate: -1\n", bound))
 	eps := []*Endpoint{m.Endpoint("tank-1"), m.Endpoint("tank-2")}
 	m.waitCentralSessions(t, eps, 30*time.Second)
 	col := m.startCollector(t)
@@ -666,7 +667,8 @@ func TestMqttDiskFull(t *testing.T) {
 	t.Parallel() // own namespaces and daemons
 	testenv.RequireBinary(t, "mount")
 	var spoolDir string
-	m := setupMQTTWith(t, []string{"disk-1", "disk-2"}, "", func(m *mqttEnv) {
+	// No byte rate limit: the devices fill the disk at 100-200 KB/s.
+	m := setupMQTTWith(t, []string{"disk-1", "disk-2"}, "  publish_byte_rate: -1\n", func(m *mqttEnv) {
 		spoolDir = filepath.Join(m.Dir, "bridge-state", "spool")
 		if err := os.MkdirAll(spoolDir, 0o700); err != nil {
 			t.Fatal(err)

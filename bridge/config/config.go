@@ -104,6 +104,9 @@ type MQTT struct {
 	SessionSync bool `yaml:"session_sync"`
 	// PublishRate limits each device's publishes per second (0: none).
 	PublishRate float64 `yaml:"publish_rate"`
+	// PublishByteRate limits each device's published bytes per second
+	// (topic + payload; 0: 64 KiB/s with a 1 MiB burst, -1: none).
+	PublishByteRate float64 `yaml:"publish_byte_rate"`
 	// RevokeDrain: when an MQTT endpoint is removed or re-keyed, its device
 	// is disconnected at once; with 0 (default) what the spool still holds
 	// for it is dropped, with a duration its central session first keeps

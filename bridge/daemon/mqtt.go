@@ -70,7 +70,7 @@ func startMQTT(cfg *config.Config, reg *device.Registry, ca *device.CA, srvCert 
 		TLSAddr: m.TLSListen, PlainAddr: m.PlainListen, Auth: mqtt.RegistryAuth{Registry: reg}, Upstream: ms.relay,
 		TLS: &tls.Config{Certificates: []tls.Certificate{srvCert}, ClientCAs: ca.Pool,
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12},
-		PublishRate: m.PublishRate, SessionDB: filepath.Join(cfg.StateDir, "mqtt-sessions.db"),
+		PublishRate: m.PublishRate, PublishByteRate: m.PublishByteRate, SessionDB: filepath.Join(cfg.StateDir, "mqtt-sessions.db"),
 		SessionDBSync: m.SessionSync, Logger: log,
 		MaxPacketSize: m.MaxPacketSize, MaxTopicLength: m.MaxTopicLength, TopicAliasMaximum: m.TopicAliasMaximum,
 		MaxSubscriptions: m.MaxSubscriptions, RetainedPerEndpoint: m.RetainedPerEndpoint, ReceiveMaximum: m.ReceiveMaximum,

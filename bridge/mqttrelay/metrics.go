@@ -91,7 +91,7 @@ func (r *Relay) Metrics(b *mqtt.Broker, fn func(Sample)) {
 		v    uint64
 	}{
 		{"connect", bs.Connects.Load()}, {"auth_failed", bs.AuthFailures.Load()}, {"topic_denied", bs.TopicDenied.Load()},
-		{"oversized", bs.Oversized.Load()}, {"malformed", bs.Malformed.Load()}, {"timeout", bs.Timeouts.Load()}, {"rate_limited", bs.RateLimited.Load()}, {"upstream", bs.Upstream.Load()},
+		{"oversized", bs.Oversized.Load()}, {"malformed", bs.Malformed.Load()}, {"timeout", bs.Timeouts.Load()}, {"rate_limited", bs.RateLimited.Load()}, {"byte_rate_limited", bs.ByteRateLimited.Load()}, {"upstream", bs.Upstream.Load()},
 		{"upstream_refused", bs.UpstreamRefused.Load()}, {"delivered", bs.Delivered.Load()},
 		{"topic_too_long", bs.TopicTooLong.Load()}, {"alias_refused", bs.AliasRefused.Load()},
 		{"subscription_refused", bs.SubscriptionsRefused.Load()}, {"retain_dropped", bs.RetainDropped.Load()},

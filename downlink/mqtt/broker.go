@@ -100,6 +100,14 @@ type Config struct {
 	// counted in Stats.RateLimited.
 	PublishRate  float64
 	PublishBurst int
+	// PublishByteRate limits the bytes (topic + payload) each endpoint
+	// may publish per second, with a burst of PublishByteBurst (raised to
+	// MaxPacketSize if smaller); 0 means DefaultPublishByteRate and
+	// DefaultPublishByteBurst, negative means unlimited. A publish over it
+	// is refused like one over PublishRate and counted in
+	// Stats.ByteRateLimited.
+	PublishByteRate  float64
+	PublishByteBurst int
 	// ConnectTimeout bounds the time from accepting a connection to a
 	// complete CONNECT (TLS handshake included), DefaultConnectTimeout if
 	// zero. mochi sets no deadline before CONNECT, so without it an idle
@@ -201,6 +209,15 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.PublishRate > 0 && cfg.PublishBurst <= 0 {
 		cfg.PublishBurst = int(10*cfg.PublishRate) + 1
 	}
+	if cfg.PublishByteRate == 0 {
+		cfg.PublishByteRate = DefaultPublishByteRate
+		if cfg.PublishByteBurst <= 0 {
+			cfg.PublishByteBurst = DefaultPublishByteBurst
+		}
+	}
+	if cfg.PublishByteBurst < int(cfg.MaxPacketSize) {
+		cfg.PublishByteBurst = int(cfg.MaxPacketSize)
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = link.System
 	}
@@ -260,7 +277,8 @@ func New(cfg Config) (*Broker, error) {
 	mlog := slog.New(&levelFilter{h: b.log.Handler(), min: slog.LevelWarn})
 	b.srv = mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: mlog})
 	b.hook = &hook{b: b, connected: make(map[string]int), limits: make(map[string]*rate.Limiter),
-		revoking: make(map[string]int), revoked: make(map[*mochi.Client]chan struct{})}
+		byteLimits: make(map[string]*rate.Limiter),
+		revoking:   make(map[string]int), revoked: make(map[*mochi.Client]chan struct{})}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}

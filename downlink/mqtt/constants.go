@@ -14,6 +14,15 @@ const (
 	// DefaultConnectTimeout bounds TLS handshake + CONNECT of a new
 	// connection.
 	DefaultConnectTimeout = 10 * time.Second
+	// DefaultPublishByteRate bounds the bytes (topic + payload) one device
+	// may publish per second, with a burst of DefaultPublishByteBurst (at
+	// least the packet size limit, so one packet of any allowed size
+	// passes). A sensor sends a few hundred bytes a minute; without a byte
+	// bound one device under its message limit (50 × 200 KB/s) fills the
+	// bridge's memory and spool with data nobody can forward that fast
+	// (issue 18: +300 MB RSS from one device).
+	DefaultPublishByteRate  = 64 << 10
+	DefaultPublishByteBurst = 1 << 20
 	// mountPrefix is the broker-internal namespace of one endpoint: device
 	// topic "T" lives at "ep/<endpoint>/T" inside the broker, so endpoints
 	// can never see each other's topics (like mosquitto's mount_point).

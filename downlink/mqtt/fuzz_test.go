@@ -55,7 +55,19 @@ func mqttPublish(topic, payload string, qos byte) []byte {
 		body = append(body, 0, 1)
 	}
 	body = append(body, payload...)
-	return append([]byte{0x30 | qos<<1, byte(len(body))}, body...)
+	// Remaining length as a variable byte integer (MQTT 3.1.1 §2.2.3).
+	pk := []byte{0x30 | qos<<1}
+	for n := len(body); ; {
+		b := byte(n % 128)
+		if n /= 128; n > 0 {
+			b |= 0x80
+		}
+		pk = append(pk, b)
+		if n == 0 {
+			break
+		}
+	}
+	return append(pk, body...)
 }
 
 // FuzzBrokerInput feeds arbitrary bytes after a valid CONNECT into the
@@ -198,5 +210,61 @@ func TestPublishRateLimit(t *testing.T) {
 	session(2)
 	if got := len(up.all()); got != 3 {
 		t.Fatalf("one second later: upstream got %d, want 3", got)
+	}
+}
+
+// TestPublishByteRateLimit: a device under its message rate but sending
+// big payloads is held to its byte rate (fake clock): the burst passes,
+// the rest is refused and counted, and the bytes come back with time.
+// The default applies when nothing is configured.
+func TestPublishByteRateLimit(t *testing.T) {
+	clk := linktest.NewClock()
+	up := newRecorder()
+	b, err := New(Config{DisableTLS: true, Auth: StaticAuth{Passwords: map[string]string{"sensor-1": "pw1"}}, Upstream: up,
+		MaxPacketSize: 8 << 10, PublishByteRate: 1000, PublishByteBurst: 3000, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	// The burst is raised to the packet size limit (8 KiB).
+	if got := b.cfg.PublishByteBurst; got != 8<<10 {
+		t.Fatalf("burst: got %d, want the packet size limit %d", got, 8<<10)
+	}
+	payload := strings.Repeat("x", 2000-len("telemetry/t"))
+	session := func(n int) {
+		srv, cli := net.Pipe()
+		go func() { _, _ = io.Copy(io.Discard, cli) }()
+		go func() {
+			_, _ = cli.Write(mqttConnect("sensor-1", "pw1"))
+			for i := 0; i < n; i++ {
+				_, _ = cli.Write(mqttPublish("telemetry/t", payload, 0))
+			}
+			_, _ = cli.Write([]byte{0xe0, 0x00})
+			_ = cli.Close()
+		}()
+		_ = b.srv.EstablishConnection("raw", srv)
+	}
+	session(10) // 20,000 bytes against an 8,192-byte burst
+	if got := len(up.all()); got != 4 {
+		t.Fatalf("after 10 publishes of 2000 B: upstream got %d, want 4 (8 KiB burst)", got)
+	}
+	if got := b.Stats().ByteRateLimited.Load(); got != 6 {
+		t.Fatalf("ByteRateLimited: got %d, want 6", got)
+	}
+	clk.Advance(4 * time.Second) // 4000 bytes back
+	session(3)
+	if got := len(up.all()); got != 6 {
+		t.Fatalf("4 s later: upstream got %d, want 6", got)
+	}
+
+	d, err := New(Config{DisableTLS: true, Auth: StaticAuth{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.cfg.PublishByteRate != DefaultPublishByteRate || d.cfg.PublishByteBurst != DefaultPublishByteBurst {
+		t.Fatalf("defaults: got %v B/s burst %d, want %d burst %d", d.cfg.PublishByteRate, d.cfg.PublishByteBurst, DefaultPublishByteRate, DefaultPublishByteBurst)
 	}
 }

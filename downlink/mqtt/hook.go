@@ -22,6 +22,8 @@ type hook struct {
 	mu        sync.Mutex
 	connected map[string]int           // endpoint -> connected sessions
 	limits    map[string]*rate.Limiter // endpoint -> publish rate limit
+	// byteLimits: endpoint -> publish byte rate limit.
+	byteLimits map[string]*rate.Limiter
 	// revoking counts Revoke calls running per endpoint (CONNECTs refused
 	// meanwhile); revoked holds the clients being cut off, closed by
 	// OnDisconnect when their connection goroutine ends. Both are emptied
@@ -247,6 +249,11 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		h.b.warn("mqtt publish rate limit", "endpoint", ep)
 		return pk, h.refuse(cl, pk)
 	}
+	if n := len(pk.TopicName) + len(pk.Payload); !h.allowBytes(ep, n) {
+		h.b.stats.ByteRateLimited.Add(1)
+		h.b.warn("mqtt publish byte rate limit", "endpoint", ep, "bytes", n)
+		return pk, h.refuse(cl, pk)
+	}
 	if h.b.cfg.Upstream != nil {
 		m := Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain,
 			PacketID: pk.PacketID, Dup: pk.FixedHeader.Dup}
@@ -290,6 +297,22 @@ func (h *hook) allow(ep string) bool {
 	}
 	h.mu.Unlock()
 	return l.AllowN(h.b.cfg.Clock.Now(), 1)
+}
+
+// allowBytes applies the endpoint's publish byte rate limit to a publish
+// of n bytes.
+func (h *hook) allowBytes(ep string, n int) bool {
+	if h.b.cfg.PublishByteRate < 0 {
+		return true
+	}
+	h.mu.Lock()
+	l, ok := h.byteLimits[ep]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(h.b.cfg.PublishByteRate), h.b.cfg.PublishByteBurst)
+		h.byteLimits[ep] = l
+	}
+	h.mu.Unlock()
+	return l.AllowN(h.b.cfg.Clock.Now(), n)
 }
 
 // OnPacketEncode shows a device its own topics without the mount prefix.

@@ -31,6 +31,7 @@ func (b *Broker) Revoke(endpoint string) bool {
 			delete(h.revoking, endpoint)
 		}
 		delete(h.limits, endpoint)
+		delete(h.byteLimits, endpoint)
 		h.mu.Unlock()
 	}()
 	cl, ok := b.srv.Clients.Get(endpoint)

@@ -24,6 +24,9 @@ type Stats struct {
 	Timeouts atomic.Uint64
 	// RateLimited counts publishes refused by the per-endpoint rate limit.
 	RateLimited atomic.Uint64
+	// ByteRateLimited counts publishes refused by the per-endpoint byte
+	// rate limit (Config.PublishByteRate).
+	ByteRateLimited atomic.Uint64
 	// Upstream counts device messages handed to the Upstream.
 	Upstream atomic.Uint64
 	// UpstreamRefused counts device messages the Upstream refused (queue
