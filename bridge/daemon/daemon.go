@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleetgate/fleetgate/bridge/config"
+	"github.com/fleetgate/fleetgate/bridge/mqttrelay"
 	"github.com/fleetgate/fleetgate/bridge/proxy"
 	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/deploy/sdnotify"
@@ -161,6 +162,8 @@ type Site struct {
 	srv *coap.Server
 	ms  *mqttSide
 	ln  net.Listener
+	// relay is s.ms.relay once started, for the uplink state handler.
+	relay atomic.Pointer[mqttrelay.Relay]
 
 	pxMu    sync.Mutex // guards px for the uplink state handler
 	closers []func()   // run in reverse by Close
@@ -206,9 +209,20 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	s.closers = append(s.closers, st.Close)
 	up.SetInbound(func(pkt []byte) { _ = st.InjectInbound(pkt) })
 	var uplinkUp atomic.Bool
+	var downSince atomic.Int64 // unix nanos the uplink went down (0: never up)
 	up.SetStateHandler(func(u bool, reason string) {
 		log.Info("uplink state", "up", u, "state", reason)
-		uplinkUp.Store(u)
+		was := uplinkUp.Swap(u)
+		switch {
+		case was && !u:
+			downSince.Store(time.Now().UnixNano())
+		case !was && u && downSince.Load() != 0:
+			// A new tunnel after an outage: central connections that
+			// waited it out in TCP retransmission backoff start afresh.
+			if r := s.relay.Load(); r != nil {
+				r.UplinkUp(time.Unix(0, downSince.Load()))
+			}
+		}
 		if px := s.proxy(); px != nil {
 			px.UplinkChanged(u)
 		}
@@ -270,6 +284,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 			return nil, err
 		}
 		s.closers = append(s.closers, s.ms.close)
+		s.relay.Store(s.ms.relay)
 	}
 	srv, err := coap.New(coap.Config{ListenAddr: cfg.Downlink.CoAPListen, Registry: reg, ClientCAs: ca.Pool,
 		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, OnReset: px.OnReset, Rate: cfg.Downlink.Rate,

@@ -64,6 +64,7 @@ func (r *Relay) Metrics(b *mqtt.Broker, fn func(Sample)) {
 		{"connect_failed", rs.ConnectFailures.Load()}, {"connection_lost", rs.ConnectionsLost.Load()},
 		{"command_delivered", rs.CommandsDelivered.Load()}, {"command_dropped", rs.CommandsDropped.Load()},
 		{"spool_error", rs.SpoolErrors.Load()}, {"endpoint_revoked", rs.Revoked.Load()},
+		{"uplink_resumed", rs.Resumed.Load()},
 	} {
 		counter("mqttrelay_events_total", events, e.v, "event", e.name)
 	}

@@ -38,6 +38,7 @@ type siteConfig struct {
 	// spoolShare is one endpoint's share of the spool (0: the default).
 	spoolShare int64
 	passwords  map[string]string
+	keepAlive  time.Duration // 0: 5 s
 }
 
 // Endpoint addresses: sensor-N dials from 127.0.0.(10+N), standing in for
@@ -66,11 +67,15 @@ func startSite(t testing.TB, c siteConfig) *site {
 		t.Fatalf("spool: %v", err)
 	}
 	s := &site{sp: sp}
+	keepAlive := 5 * time.Second
+	if c.keepAlive > 0 {
+		keepAlive = c.keepAlive
+	}
 	var b *mqtt.Broker
 	r, err := New(Config{
 		Site: "s1", Server: netip.MustParseAddrPort(c.central), AddrOf: addrOf, Spool: sp,
 		Downlink:   downlinkFunc(func(ep, topic string, p []byte, q byte, ret bool) error { return b.Deliver(ep, topic, p, q, ret) }),
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, KeepAlive: 5 * time.Second, ConnectTimeout: 3 * time.Second,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, KeepAlive: keepAlive, ConnectTimeout: 3 * time.Second,
 	})
 	if err != nil {
 		t.Fatalf("relay: %v", err)

@@ -69,6 +69,8 @@ type session struct {
 	stop    chan struct{}
 	done    chan struct{}
 
+	rs resumeState // see resume.go
+
 	// Owned by run.
 	cursor uint64 // highest spool seq handed to paho
 }
@@ -82,6 +84,7 @@ func newSession(r *Relay, ep string, src netip.Addr) *session {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+	s.rs.kick = make(chan struct{}, 1)
 	s.store.onAck = func(uint64, byte) { r.stats.Acked.Add(1) }
 	s.store.onErr = func(err error) {
 		r.stats.SpoolErrors.Add(1)
@@ -142,6 +145,7 @@ func (s *session) open(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	c = s.track(c)
 	if s.r.cfg.TLS != nil {
 		tc := tls.Client(c, s.r.cfg.TLS.Clone())
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -172,6 +176,8 @@ func (s *session) wait(d time.Duration) bool {
 	defer t.Stop()
 	select {
 	case <-t.C():
+		return true
+	case <-s.rs.kick: // uplink back: retry now
 		return true
 	case <-s.stop:
 		return false
@@ -287,6 +293,10 @@ func (s *session) pump() error {
 		case <-s.store.freed:
 		case err := <-s.lost:
 			return err
+		case <-s.rs.kick:
+			if s.resumeNow() {
+				return errUplinkResumed
+			}
 		case <-s.stop:
 			return nil
 		}

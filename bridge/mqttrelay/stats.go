@@ -23,6 +23,9 @@ type Stats struct {
 	ConnectFailures atomic.Uint64
 	// ConnectionsLost counts established central connections that broke.
 	ConnectionsLost atomic.Uint64
+	// Resumed counts central connections dropped and reopened at once
+	// because the uplink came back after an outage (Relay.UplinkUp).
+	Resumed atomic.Uint64
 	// Connected is the number of connected central sessions (gauge).
 	Connected atomic.Int64
 	// CommandsDelivered counts central messages handed to devices.
