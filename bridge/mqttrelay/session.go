@@ -284,6 +284,7 @@ func (s *session) pump() error {
 				}
 				s.cursor = m.Seq
 			}
+			s.store.forget(s.cursor)
 			if len(msgs) > 0 {
 				continue
 			}

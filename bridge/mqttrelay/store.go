@@ -41,7 +41,15 @@ type sessionStore struct {
 	// id (and its PUBCOMP would release the wrong message): the session
 	// publishes nothing new while any is pending.
 	carried map[string]bool
-	freed   chan struct{} // signalled when an outbound message completes
+	// done holds the spool seqs of messages completed (PUBACK / PUBCOMP)
+	// that the session's pump may not have passed yet: after a restart
+	// the pump starts at cursor 0 and skips the resumed messages because
+	// the store holds them; a resumed message completing between the
+	// pump's Pending snapshot and its holds check was sent again as a new
+	// PUBLISH (new packet id: a QoS 2 duplicate at central). Pruned by
+	// forget as the cursor passes.
+	done  map[uint64]struct{}
+	freed chan struct{} // signalled when an outbound message completes
 }
 
 type storeEntry struct {
@@ -58,6 +66,7 @@ func newSessionStore(sp *spool.Spool, endpoint string) *sessionStore {
 		out:     make(map[string]storeEntry),
 		in:      make(map[string]packets.ControlPacket),
 		carried: make(map[string]bool),
+		done:    make(map[uint64]struct{}),
 		freed:   make(chan struct{}, 1),
 		onAck:   func(uint64, byte) {},
 		onErr:   func(error) {},
@@ -101,16 +110,32 @@ func (s *sessionStore) setExpect(seq uint64) {
 	s.mu.Unlock()
 }
 
-// holds reports whether spool message seq is in flight in this store.
+// holds reports whether spool message seq was handed to paho: in flight
+// in this store, or completed and not yet passed by the pump (forget).
 func (s *sessionStore) holds(seq uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.done[seq]; ok {
+		return true
+	}
 	for _, e := range s.out {
 		if e.seq == seq {
 			return true
 		}
 	}
 	return false
+}
+
+// forget drops the completed seqs up to cursor (the pump never asks
+// about them again).
+func (s *sessionStore) forget(cursor uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for seq := range s.done {
+		if seq <= cursor {
+			delete(s.done, seq)
+		}
+	}
 }
 
 // inflight counts outbound messages awaiting their acknowledgement.
@@ -140,6 +165,7 @@ func (s *sessionStore) Reset() {
 	s.out = make(map[string]storeEntry)
 	s.in = make(map[string]packets.ControlPacket)
 	s.carried = make(map[string]bool)
+	s.done = make(map[uint64]struct{})
 }
 
 // Put implements paho.Store.
@@ -224,6 +250,9 @@ func (s *sessionStore) Del(key string) {
 	e, ok := s.out[key]
 	delete(s.out, key)
 	delete(s.carried, key)
+	if ok && e.seq != 0 {
+		s.done[e.seq] = struct{}{}
+	}
 	s.mu.Unlock()
 	if !ok || e.seq == 0 {
 		return

@@ -65,3 +65,62 @@ func TestStoreLifecycle(t *testing.T) {
 		t.Fatalf("Delivered: got %d, want 1", got)
 	}
 }
+
+// TestResumedCompletionNotResent: after a restart the pump starts at cursor
+// 0 and skips the messages resumed from the spool because the store holds
+// them. A resumed message whose PUBCOMP arrives between the pump's Pending
+// snapshot and its holds check must still count as handed to paho: before
+// the fix the store forgot it before the spool Ack, the pump published it
+// again under a new packet id, and central delivered it twice (e2e
+// TestMqttOutageWithoutLoss, flow-4 seqs 104-107).
+func TestResumedCompletionNotResent(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := spool.Open(spool.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for i := range 3 {
+		seq, err := sp.Append(spool.Message{Endpoint: "e", Topic: "telemetry/t", QoS: 2, Payload: []byte{byte(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	for i, seq := range seqs[:2] { // two were handed to paho before the kill
+		if err := sp.Bind("e", seq, uint16(5+i), 1, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sp, err = spool.Open(spool.Config{Dir: dir}) // the restart
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sp.Close() })
+	st := newSessionStore(sp, "e")
+	for _, m := range sp.Pending("e", 0, 10) {
+		if m.Stage == 1 {
+			p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+			p.Qos, p.Dup, p.MessageID = 2, true, m.PacketID
+			st.preload(m, p)
+		}
+	}
+	snapshot := sp.Pending("e", 0, 10) // the pump, cursor 0
+	st.Del("o.5")                      // PUBCOMP of the first resumed message
+	var resend []uint64
+	for _, m := range snapshot {
+		if !st.holds(m.Seq) {
+			resend = append(resend, m.Seq)
+		}
+	}
+	if len(resend) != 1 || resend[0] != seqs[2] {
+		t.Fatalf("pump would publish seqs %v anew, want only %d (resumed: %v)", resend, seqs[2], seqs[:2])
+	}
+	st.forget(seqs[1])
+	if len(st.done) != 0 {
+		t.Fatalf("completed seqs kept after the cursor passed them: %v", st.done)
+	}
+}
