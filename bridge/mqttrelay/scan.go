@@ -79,7 +79,8 @@ func (s *pubrecScanner) feed(b []byte, onPubrec func(id uint16)) error {
 // sniffConn passes the central broker's stream to paho unchanged, but
 // first tells the session about each PUBREC, so that a QoS 2 message's
 // "central broker has it" stage is durable before paho answers with PUBREL
-// (paho itself does not persist that stage).
+// (paho itself does not persist that stage). If it cannot be recorded the
+// connection is closed before paho sees the PUBREC.
 //
 // Reads are buffered: paho reads a packet's header byte by byte, which
 // would otherwise cost one read(2) each.
@@ -87,10 +88,10 @@ type sniffConn struct {
 	net.Conn
 	br       *bufio.Reader
 	scan     pubrecScanner
-	onPubrec func(id uint16)
+	onPubrec func(id uint16) error
 }
 
-func newSniffConn(c net.Conn, onPubrec func(id uint16)) *sniffConn {
+func newSniffConn(c net.Conn, onPubrec func(id uint16) error) *sniffConn {
 	return &sniffConn{Conn: c, br: bufio.NewReaderSize(c, 4096), onPubrec: onPubrec}
 }
 
@@ -98,7 +99,16 @@ func newSniffConn(c net.Conn, onPubrec func(id uint16)) *sniffConn {
 func (c *sniffConn) Read(b []byte) (int, error) {
 	n, err := c.br.Read(b)
 	if n > 0 {
-		if ferr := c.scan.feed(b[:n], c.onPubrec); ferr != nil {
+		var perr error
+		ferr := c.scan.feed(b[:n], func(id uint16) {
+			if perr == nil {
+				perr = c.onPubrec(id)
+			}
+		})
+		if ferr == nil {
+			ferr = perr
+		}
+		if ferr != nil { // paho sees none of these bytes
 			_ = c.Conn.Close()
 			return 0, ferr
 		}

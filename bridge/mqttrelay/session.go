@@ -145,6 +145,7 @@ func (s *session) open(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.store.setConn(c)
 	c = s.track(c)
 	if s.r.cfg.TLS != nil {
 		tc := tls.Client(c, s.r.cfg.TLS.Clone())

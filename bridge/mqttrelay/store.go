@@ -1,6 +1,7 @@
 package mqttrelay
 
 import (
+	"net"
 	"sort"
 	"strconv"
 	"sync"
@@ -50,6 +51,10 @@ type sessionStore struct {
 	// forget as the cursor passes.
 	done  map[uint64]struct{}
 	freed chan struct{} // signalled when an outbound message completes
+	// conn is the current connection's socket (below TLS): closed when a
+	// binding could not be written, so that paho cannot send what the
+	// spool does not know about (see Put and pubrec).
+	conn net.Conn
 }
 
 type storeEntry struct {
@@ -188,28 +193,64 @@ func (s *sessionStore) Put(key string, m packets.ControlPacket) {
 	s.out[key] = storeEntry{seq: seq, qos: pub.Qos, pkt: m}
 	s.mu.Unlock()
 	// Still on the publishing goroutine, before paho writes the PUBLISH.
+	// If the binding is not written, the PUBLISH must not go out: after a
+	// kill the spool would send the message again under a new packet id,
+	// a duplicate if central had it. Closing the socket makes paho's
+	// write fail; on the next connection paho resumes it (same id, DUP)
+	// and Put is not called again, so a QoS 2 message is bound when its
+	// PUBREC arrives (pubrec).
 	if err := s.sp.Bind(s.endpoint, seq, pub.MessageID, 1, pub.Qos == 2); err != nil {
 		s.onErr(err)
+		s.breakConn()
 	}
 }
 
-// pubrec records that the central broker holds QoS 2 message id.
-func (s *sessionStore) pubrec(id uint16) {
+// setConn records the socket of the connection being opened.
+func (s *sessionStore) setConn(c net.Conn) {
+	s.mu.Lock()
+	s.conn = c
+	s.mu.Unlock()
+}
+
+// breakConn closes the current connection's socket.
+func (s *sessionStore) breakConn() {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil {
+		_ = c.Close()
+	}
+}
+
+// pubrec records that the central broker holds QoS 2 message id, before
+// paho sees the PUBREC (and answers PUBREL). If the stage cannot be
+// written it returns the error and the entry stays a PUBLISH: the caller
+// drops the connection, so no PUBREL goes out that a restart could follow
+// with the PUBLISH again (central, having released the message, would
+// take it as new).
+func (s *sessionStore) pubrec(id uint16) error {
 	key := outKey(id)
 	s.mu.Lock()
 	e, ok := s.out[key]
-	if ok && e.seq != 0 && e.qos == 2 {
-		rel := packets.NewControlPacket(packets.Pubrel).(*packets.PubrelPacket)
-		rel.MessageID = id
-		e.pkt = rel
-		s.out[key] = e
-	}
 	s.mu.Unlock()
-	if ok && e.seq != 0 && e.qos == 2 {
+	if !ok || e.seq == 0 || e.qos != 2 {
+		return nil
+	}
+	if _, rel := e.pkt.(*packets.PubrelPacket); !rel {
 		if err := s.sp.Bind(s.endpoint, e.seq, id, 2, true); err != nil {
 			s.onErr(err)
+			return err
 		}
 	}
+	rel := packets.NewControlPacket(packets.Pubrel).(*packets.PubrelPacket)
+	rel.MessageID = id
+	s.mu.Lock()
+	if cur, ok := s.out[key]; ok && cur.seq == e.seq {
+		cur.pkt = rel
+		s.out[key] = cur
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 // Get implements paho.Store.

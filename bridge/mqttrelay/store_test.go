@@ -1,6 +1,7 @@
 package mqttrelay
 
 import (
+	"net"
 	"testing"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -33,7 +34,9 @@ func TestStoreLifecycle(t *testing.T) {
 	if !st.holds(seq) || st.inflight() != 1 {
 		t.Fatalf("store does not hold seq %d", seq)
 	}
-	st.pubrec(7)
+	if err := st.pubrec(7); err != nil {
+		t.Fatal(err)
+	}
 	if m := sp.Pending("e", 0, 1); len(m) != 1 || m[0].Stage != 2 {
 		t.Fatalf("after PUBREC: %+v, want stage 2", m)
 	}
@@ -122,5 +125,54 @@ func TestResumedCompletionNotResent(t *testing.T) {
 	st.forget(seqs[1])
 	if len(st.done) != 0 {
 		t.Fatalf("completed seqs kept after the cursor passed them: %v", st.done)
+	}
+}
+
+// TestBindFailureStopsTheFlow: when the spool cannot record a binding,
+// paho must not send what a restart would contradict. A failed stage 1
+// (Put) closes the connection's socket before paho writes the PUBLISH; a
+// failed stage 2 (PUBREC) leaves the entry a PUBLISH (resumed with DUP and
+// the same id, not a PUBREL) and the sniffer closes the connection before
+// paho sees the PUBREC, so no PUBREL goes out.
+func TestBindFailureStopsTheFlow(t *testing.T) {
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := sp.Append(spool.Message{Endpoint: "e", Topic: "telemetry/t", QoS: 2, Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newSessionStore(sp, "e")
+	var errs int
+	st.onErr = func(error) { errs++ }
+	mine, theirs := net.Pipe()
+	defer theirs.Close()
+	st.setConn(mine)
+	_ = sp.Close() // every later write fails
+	st.setExpect(seq)
+	pub := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	pub.Qos, pub.MessageID, pub.TopicName = 2, 7, "sites/s/e/telemetry/t"
+	st.Put("o.7", pub)
+	if _, err := mine.Write([]byte{0x30}); err == nil {
+		t.Fatal("stage 1 not written, but the connection still takes the PUBLISH")
+	}
+	if err := st.pubrec(7); err == nil {
+		t.Fatal("stage 2 not written, but pubrec reported success")
+	}
+	if _, isPub := st.Get("o.7").(*packets.PublishPacket); !isPub {
+		t.Fatalf("after a failed stage 2 the store resumes a %T, want the PUBLISH", st.Get("o.7"))
+	}
+	if errs != 2 {
+		t.Fatalf("spool errors reported: %d, want 2", errs)
+	}
+	// The sniffer: a PUBREC whose stage cannot be recorded never reaches paho.
+	a, b := net.Pipe()
+	defer b.Close()
+	sc := newSniffConn(a, st.pubrec)
+	go func() { _, _ = b.Write([]byte{0x50, 0x02, 0x00, 0x07}) }()
+	buf := make([]byte, 16)
+	if n, err := sc.Read(buf); n != 0 || err == nil {
+		t.Fatalf("sniffer passed %d bytes of an unrecorded PUBREC to paho (err %v)", n, err)
 	}
 }
