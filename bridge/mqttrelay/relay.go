@@ -18,7 +18,8 @@
 // resumes from it. Reconnects back off exponentially with full jitter.
 //
 // Delivery guarantees, as tested (TestOutageWithoutLoss,
-// TestResumeAfterRestart):
+// TestResumeAfterRestart, TestKillAtEachQoS2Step, e2e
+// TestMqttOutageWithoutLoss):
 //
 //   - nothing acknowledged to a device is lost across WAN outages, central
 //     broker outages and a kill of the bridge;
@@ -28,9 +29,21 @@
 //     and stage (sessionStore, the PUBREC sniffer), a restarted relay
 //     resumes the same ids on the persistent session, and a device's DUP
 //     retransmission after a bridge restart is recognised by the spool.
-//     This relies on the central broker keeping the endpoint's session
-//     (a central broker restarted without persistence forgets its half of
-//     in-flight QoS 2 exchanges).
+//     This holds for a kill -9 at any step of the flow: stage 1 (packet
+//     id) is written before paho writes the PUBLISH, stage 2 before paho
+//     sees the PUBREC (both fsynced, so also across a power loss), and a
+//     binding that cannot be written closes the connection instead of
+//     letting the packet out (TestBindFailureStopsTheFlow). After a restart
+//     the messages paho resumes stay "handed" until the pump has passed
+//     them, also once completed (TestResumedCompletionNotResent).
+//     It relies on the central broker keeping the endpoint's session: a
+//     central broker that loses it (restart without persistence, session
+//     expiry, another client taking the ID) forgets its half of the
+//     in-flight exchanges, at most Window per endpoint. Mosquitto hands a
+//     QoS 2 message on at PUBREL, so for it the resent stage 1 messages
+//     are not duplicated, but released stage 2 messages it never got the
+//     PUBREL for are lost; a broker that hands messages on at PUBLISH
+//     would duplicate the stage 1 ones instead.
 //
 // Downstream (central -> device): each session subscribes to the mapped
 // command filters (only when the central broker has no session, so retained
