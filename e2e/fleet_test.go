@@ -276,9 +276,19 @@ func TestFleetFailover(t *testing.T) {
 	if !bird.WaitRoute(site, second.core, false, 10*time.Second) {
 		t.Errorf("bird still routes %s via %s after the Disconnect-ACK:\n%s", site, second.core, bird.Routes())
 	}
-	// The bridge logs in again, but (uplink's rotation) first tries the
-	// dead gateway and waits out its IKE attempt: not waited for here.
 	t.Logf("radclient disconnect: Disconnect-ACK from %s, %s withdrawn from bird", second.name, site)
+	// The bridge logs in again on the gateway that ended its session (it
+	// answered), not on the dead one first (uplink/failover.go): before,
+	// it waited out an IKE attempt to the dead gateway (~60 s).
+	disc := time.Now()
+	if !Poll(30*time.Second, func() bool {
+		s, err := e.status()
+		return err == nil && strings.HasPrefix(s.Uplink, "up") && strings.Contains(s.Uplink, "gateway="+second.public+":")
+	}) {
+		s, _ := e.status()
+		t.Fatalf("bridge not back on %s within 30 s of the Disconnect: %+v", second.name, s)
+	}
+	t.Logf("bridge up again on %s %v after the Disconnect-ACK", second.name, time.Since(disc).Round(100*time.Millisecond))
 	if tGet > 15*time.Second {
 		// Printed above; the 15 s goal is a figure, not an assertion
 		// that a loaded machine could fail.

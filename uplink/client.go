@@ -54,6 +54,10 @@ type Config struct {
 	Cooldown time.Duration
 	// AttemptTimeout bounds one attempt (default tunnel.DefaultSetupTimeout).
 	AttemptTimeout time.Duration
+	// AnswerTimeout: with several gateways, an attempt to a gateway that
+	// has sent nothing for this long is given up so the next one is tried
+	// (default DefaultAnswerTimeout; see failover.go). Negative: off.
+	AnswerTimeout time.Duration
 
 	// OnState is called on every state change, from the client's goroutine;
 	// it must not block for long.
@@ -151,6 +155,9 @@ type Client struct {
 type gwHealth struct {
 	downUntil time.Time
 	failures  int
+	// silent: its last attempt or tunnel ended without an answer from it;
+	// endedBySelf: it ended our tunnel itself (see failover.go).
+	silent, endedBySelf bool
 }
 
 // New checks cfg and returns a client; Start begins connecting.
@@ -181,6 +188,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = tunnel.DefaultSetupTimeout
+	}
+	if cfg.AnswerTimeout == 0 {
+		cfg.AnswerTimeout = DefaultAnswerTimeout
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = link.System
@@ -312,17 +322,15 @@ func (c *Client) setState(st State, gw string, err error) {
 	}
 }
 
-// pick returns the preferred gateway that is not cooling down, or, if all
-// are, the one whose cooldown ends first.
+// pick returns the gateway to try: the first of the best rank (see
+// failover.go); among cooling ones, the one whose cooldown ends first.
 func (c *Client) pick(now time.Time) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	best := 0
 	for i, h := range c.health {
-		if !now.Before(h.downUntil) {
-			return i
-		}
-		if h.downUntil.Before(c.health[best].downUntil) {
+		b := c.health[best]
+		if r, rb := h.rank(now), b.rank(now); r < rb || (r == rb && r == 3 && h.downUntil.Before(b.downUntil)) {
 			best = i
 		}
 	}
@@ -361,6 +369,9 @@ func (c *Client) run() {
 		c.setState(StateConnecting, gw.Addr, nil)
 		tcfg := c.cfg.Tunnel
 		tcfg.NATTPort = gw.NATTPort
+		if d := c.answerTimeout(); d > 0 {
+			tcfg.AnswerTimeout = d
+		}
 		tcfg.PacketHandler = c.deliver
 		var t *tunnel.Tunnel
 		target, err := c.target(i)
@@ -379,9 +390,14 @@ func (c *Client) run() {
 			}
 			c.mu.Lock()
 			c.st.Failures++
-			c.attempts++
+			if silent(err) || refused(err) {
+				c.attempts++
+			} else {
+				c.attempts = 1 // it answered: a fresh answer resets the backoff
+			}
 			c.health[i].failures++
 			c.health[i].downUntil = c.cfg.Clock.Now().Add(c.cfg.Cooldown)
+			c.health[i].silent, c.health[i].endedBySelf = silent(err), false
 			c.mu.Unlock()
 			c.log.Warn("uplink attempt failed", "gateway", gw.Addr, "target", target, "phase", tunnel.PhaseOf(err).String(), "err", err)
 			c.wait(gw.Addr, err)
@@ -418,12 +434,16 @@ func (c *Client) run() {
 		}
 		err = t.Err()
 		c.mu.Lock()
-		if c.cfg.Clock.Now().Sub(up) >= c.cfg.StableAfter {
+		switch {
+		case c.cfg.Clock.Now().Sub(up) >= c.cfg.StableAfter:
 			c.attempts = 0
-		} else {
+		case endedByGateway(err):
+			c.attempts = 1 // it answered: a fresh answer resets the backoff
+		default:
 			c.attempts++
 		}
 		c.health[i].downUntil = c.cfg.Clock.Now().Add(c.cfg.Cooldown)
+		c.health[i].silent, c.health[i].endedBySelf = silent(err), endedByGateway(err)
 		c.mu.Unlock()
 		c.log.Warn("uplink down", "gateway", gw.Addr, "phase", tunnel.PhaseOf(err).String(), "err", err, "uptime", c.cfg.Clock.Now().Sub(up))
 		c.wait(gw.Addr, err)

@@ -32,6 +32,7 @@ var (
 	ErrClosed            = errors.New("ike: engine closed")
 	ErrNoSA              = errors.New("ike: no such SA")
 	ErrPeerNotify        = errors.New("ike: peer sent an error notify")
+	ErrPeerDeleted       = errors.New("ike: peer deleted")
 )
 
 // ParseError says where a message failed to parse.

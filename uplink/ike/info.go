@@ -3,7 +3,6 @@ package ike
 import (
 	"crypto/hmac"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -138,7 +137,7 @@ func (sa *ikeSA) deleted(d Delete) {
 	case ProtoISAKMP:
 		for _, s := range d.SPIs {
 			if len(s) == 16 && string(s[:8]) == string(sa.ci[:]) && string(s[8:]) == string(sa.cr[:]) {
-				sa.teardown(errors.New("ike: peer deleted the ISAKMP SA"), false)
+				sa.teardown(fmt.Errorf("%w the ISAKMP SA", ErrPeerDeleted), false)
 				return
 			}
 		}
@@ -153,7 +152,7 @@ func (sa *ikeSA) deleted(d Delete) {
 				// name; both are random, so accept either.
 				if c.OutSPI == spi || c.InSPI == spi {
 					sa.children = append(sa.children[:i], sa.children[i+1:]...)
-					e.emit(Event{Kind: EventChildDown, Remote: sa.remote, Peer: sa.peer, Child: c, Err: fmt.Errorf("ike: peer deleted IPsec SA %08x", spi)})
+					e.emit(Event{Kind: EventChildDown, Remote: sa.remote, Peer: sa.peer, Child: c, Err: fmt.Errorf("%w IPsec SA %08x", ErrPeerDeleted, spi)})
 					break
 				}
 			}

@@ -187,7 +187,7 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	if err := t.eng.Dial(t.tr.IKEAddr(), t.gw); err != nil {
 		return err
 	}
-	if err := wait(t.ikeUpCh, nil); err != nil {
+	if err := t.waitIKE(wait); err != nil {
 		return err
 	}
 	t.setPhase(PhaseQuickMode)

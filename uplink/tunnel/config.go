@@ -115,6 +115,12 @@ type ClientConfig struct {
 	// QuickModeTimeout bounds the wait for the first IPsec SA after phase
 	// 1 (default DefaultQuickModeTimeout).
 	QuickModeTimeout time.Duration
+	// AnswerTimeout, when > 0, ends phase 1 early if the gateway has sent
+	// nothing at all for that long (it is most likely down): a client with
+	// other gateways tries the next one instead of waiting out IKE's
+	// retransmissions (about a minute). A gateway that answers, however
+	// slowly, is waited for as before. 0: off.
+	AnswerTimeout time.Duration
 
 	// Clock drives every timer (default link.System); Logger gets lifecycle
 	// lines (default discard); KeyLog, when set, records IKE and ESP keys

@@ -1,0 +1,147 @@
+package uplink
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
+	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/tunnel/tunneltest"
+)
+
+// TestPickPrefersAnsweringGateway: pick's ranks (failover.go).
+func TestPickPrefersAnsweringGateway(t *testing.T) {
+	clk := linktest.NewClock()
+	c, err := New(Config{Gateways: []Gateway{{Addr: "192.0.2.1"}, {Addr: "192.0.2.2"}}, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := clk.Now()
+	past, soon, later := now.Add(-time.Second), now.Add(10*time.Second), now.Add(30*time.Second)
+	for _, tc := range []struct {
+		name string
+		a, b gwHealth
+		want int
+	}{
+		{"both healthy: config order", gwHealth{}, gwHealth{}, 0},
+		{"silent first, healthy second", gwHealth{silent: true, downUntil: past, failures: 1}, gwHealth{}, 1},
+		// The operator's Disconnect on b: a is dead since long ago.
+		{"b ended our tunnel itself, a silent", gwHealth{silent: true, downUntil: past, failures: 3}, gwHealth{endedBySelf: true, downUntil: later}, 1},
+		{"b refused or failed answering (cooling), a silent and cooled down", gwHealth{silent: true, downUntil: past, failures: 1}, gwHealth{downUntil: later, failures: 1}, 0},
+		{"both cooling: the one whose cooldown ends first", gwHealth{silent: true, downUntil: later}, gwHealth{silent: true, downUntil: soon}, 1},
+		{"a cooling, b healthy", gwHealth{downUntil: later, failures: 1}, gwHealth{}, 1},
+	} {
+		c.health[0], c.health[1] = tc.a, tc.b
+		if got := c.pick(now); got != tc.want {
+			t.Errorf("%s: pick = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		err                      error
+		silent, ended, refusedBy bool
+	}{
+		{&tunnel.Error{Phase: tunnel.PhaseIKE, Err: ike.ErrTimeout}, true, false, false},
+		{&tunnel.Error{Phase: tunnel.PhaseIKE, Err: tunnel.ErrSetupTimeout}, true, false, false},
+		{&tunnel.Error{Phase: tunnel.PhaseIPsec, Err: ike.ErrDeadPeer}, true, false, false},
+		{&tunnel.Error{Phase: tunnel.PhasePPP, Err: ppp.ErrEchoTimeout}, true, false, false},
+		{&tunnel.Error{Phase: tunnel.PhasePPP, Err: ppp.ErrPeerTerminated}, false, true, false},
+		{&tunnel.Error{Phase: tunnel.PhaseL2TP, Err: l2tp.ErrPeerStop}, false, true, false},
+		{&tunnel.Error{Phase: tunnel.PhaseIPsec, Err: fmt.Errorf("%w IPsec SA 1", ike.ErrPeerDeleted)}, false, true, false},
+		{&tunnel.Error{Phase: tunnel.PhaseL2TP, Err: tunnel.ErrSetupTimeout}, false, false, false},
+		{&tunnel.Error{Phase: tunnel.PhasePPPAuth, Err: ppp.ErrAuthFailed}, false, false, true},
+		{&tunnel.Error{Phase: tunnel.PhaseIKE, Err: ike.ErrNotGateway}, false, false, true},
+	} {
+		if s, e, r := silent(tc.err), endedByGateway(tc.err), refused(tc.err); s != tc.silent || e != tc.ended || r != tc.refusedBy {
+			t.Errorf("%v: silent %v ended %v refused %v, want %v %v %v", tc.err, s, e, r, tc.silent, tc.ended, tc.refusedBy)
+		}
+	}
+}
+
+// TestGatewayThatAnswersIsRetriedFirst (fake clock): gateway a is dead
+// (IKE never answers), b fails silently four times (backoff grows) then
+// comes up; b then ends our tunnel itself (StopCCN, as on an operator's
+// Disconnect). The client goes back to b at once, not to the dead a, and
+// the fresh answer reset the backoff to [0, 2·MinBackoff). Every attempt
+// carries AnswerTimeout since there are two gateways.
+func TestGatewayThatAnswersIsRetriedFirst(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clk := linktest.NewClock()
+	var mu sync.Mutex
+	var dialed []string
+	var answerTimeouts []time.Duration
+	bFails := 4
+	pairs := make(chan *tunneltest.Pair, 4)
+	dial := func(ctx context.Context, cfg tunnel.ClientConfig) (*tunnel.Tunnel, error) {
+		mu.Lock()
+		dialed = append(dialed, cfg.Gateway)
+		answerTimeouts = append(answerTimeouts, cfg.AnswerTimeout)
+		fail := cfg.Gateway == "192.0.2.1:500" || bFails > 0
+		if cfg.Gateway == "192.0.2.2:500" && bFails > 0 {
+			bFails--
+		}
+		mu.Unlock()
+		if fail {
+			return nil, &tunnel.Error{Phase: tunnel.PhaseIKE, Err: ike.ErrTimeout}
+		}
+		p, err := tunneltest.Start(t, tunneltest.Options{Client: func(cc *tunnel.ClientConfig) { cc.PacketHandler = cfg.PacketHandler }})
+		if err != nil {
+			return nil, err
+		}
+		pairs <- p
+		return p.Client, nil
+	}
+	c, err := New(Config{
+		Gateways: []Gateway{{Addr: "192.0.2.1"}, {Addr: "192.0.2.2"}}, Dial: dial, Clock: clk,
+		MinBackoff: time.Second, MaxBackoff: 2 * time.Minute, Rand: rand.New(rand.NewPCG(1, 2)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	defer c.Close()
+	drive := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: status %+v, dialed %v", what, c.Status(), dialed)
+			}
+			clk.Advance(100 * time.Millisecond)
+			time.Sleep(time.Millisecond)
+		}
+	}
+	drive("up on b", func() bool { return c.Status().State == StateUp })
+	p := <-pairs
+	mu.Lock()
+	n := len(dialed)
+	mu.Unlock()
+	attemptsBefore := c.Status().Attempts
+	p.Server.Close() // StopCCN + Delete: b is alive and says so
+	drive("backoff after b ended the tunnel", func() bool { return c.Status().State == StateBackoff && c.Status().Attempts == attemptsBefore })
+	st := c.Status()
+	if d := st.NextAttempt.Sub(st.Since); d > 2*time.Second {
+		t.Errorf("backoff after the gateway's own close %v, want < 2 s (a fresh answer resets it)", d)
+	}
+	if !endedByGateway(st.LastErr) {
+		t.Errorf("last error %v: not recognised as the gateway ending the tunnel", st.LastErr)
+	}
+	drive("up again", func() bool { return c.Status().State == StateUp })
+	mu.Lock()
+	defer mu.Unlock()
+	if got := dialed[n]; got != "192.0.2.2:500" {
+		t.Errorf("after b ended the tunnel the client dialled %s first, want b (192.0.2.2:500); sequence %v", got, dialed)
+	}
+	for i, d := range answerTimeouts {
+		if d != DefaultAnswerTimeout {
+			t.Errorf("attempt %d: AnswerTimeout %v, want %v", i, d, DefaultAnswerTimeout)
+		}
+	}
+	t.Logf("dialled %v; backoff after b's close %v (failures before: %d)", dialed, st.NextAttempt.Sub(st.Since), st.Failures)
+}

@@ -1,0 +1,42 @@
+package tunnel_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/tunnel/tunneltest"
+)
+
+// TestAnswerTimeout: a gateway that sends nothing ends phase 1 after
+// AnswerTimeout (ike.ErrTimeout in PhaseIKE), long before the attempt's
+// deadline; a gateway that answers is unaffected.
+func TestAnswerTimeout(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0") // a dead gateway: reads nothing, answers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = tunnel.Dial(ctx, tunnel.ClientConfig{
+		Gateway: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), NATTPort: uint16(port),
+		PSK: []byte("psk"), Username: "u", Password: "p", AnswerTimeout: 300 * time.Millisecond,
+	})
+	took := time.Since(start)
+	if err == nil || tunnel.PhaseOf(err) != tunnel.PhaseIKE || !errors.Is(err, ike.ErrTimeout) || ctx.Err() != nil {
+		t.Fatalf("Dial to a silent gateway: %v (phase %v) after %v, want ike.ErrTimeout in phase 1 before the 30 s deadline", err, tunnel.PhaseOf(err), took)
+	}
+	t.Logf("silent gateway given up after %v: %v", took.Round(time.Millisecond), err)
+
+	if _, err := tunneltest.Start(t, tunneltest.Options{Client: func(c *tunnel.ClientConfig) { c.AnswerTimeout = 5 * time.Second }}); err != nil {
+		t.Fatalf("Dial with AnswerTimeout to a live gateway: %v", err)
+	}
+}
