@@ -126,7 +126,9 @@ func TestFleetFailover(t *testing.T) {
 	ca := realpeer.NewTLSCA(t, "fleetgate e2e central CA")
 	mqttYAML := fmt.Sprintf("mqtt:\n  enabled: true\n  tls_listen: \"%s:%d\"\n  central: %s\n  central_tls: true\n  central_ca: %s\n  central_server_name: %s\n",
 		BridgeLAN, MQTTSPort, centralMQTT, ca.CAFile, CentralAddr)
-	bc := bridgeConfig(e.Dir, Options{BridgeYAML: mqttYAML, UplinkYAML: "  dpd_interval: 2s\n  lcp_echo_interval: 1s\n  lcp_echo_failures: 3\n"})
+	// The bridge's default liveness timers (LCP echo 20 s x 3, DPD 30 s):
+	// under traffic the uplink probes on demand (ppp ProbeAfter 2 s).
+	bc := bridgeConfig(e.Dir, Options{BridgeYAML: mqttYAML})
 	bc = strings.Replace(bc, `gateways: ["203.0.113.2:500"]`, `gateways: ["203.0.113.2:500", "192.0.2.2:500"]`, 1)
 	e.write(e.BridgeConfig, bc)
 	e.mustRun(nil, Bin(t, "bridge"), "--check-config", e.BridgeConfig)

@@ -48,6 +48,10 @@ type Config struct {
 	// every interval, the link declared dead after that many unanswered.
 	EchoInterval time.Duration
 	EchoFailures int
+	// ProbeAfter, when > 0, turns on on-demand liveness (probe.go): after
+	// sending IPv4 and receiving nothing for ProbeAfter, echo every
+	// ProbeAfter until answered. 0: off (only the EchoInterval keepalive).
+	ProbeAfter time.Duration
 	// Restart, MaxConfigure, MaxTerminate and MaxFailure are the RFC 1661
 	// §4.6 timer and counters.
 	Restart      time.Duration

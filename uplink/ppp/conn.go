@@ -35,6 +35,10 @@ type Conn struct {
 	peerMRU atomic.Int32
 	handler atomic.Pointer[func([]byte)]
 	info    atomic.Pointer[Info]
+	// unanswered: unix nanos of the first IPv4 sent since the last frame
+	// received (0: none); probeCh wakes the owner (probe.go).
+	unanswered atomic.Int64
+	probeCh    chan struct{}
 
 	upCh      chan struct{}
 	upOnce    sync.Once
@@ -92,6 +96,8 @@ func newConn(link FrameLink, cfg Config) *Conn {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.m = newMachine(&c.cfg, c.sendControl, cfg.Clock.Now())
+	c.probeCh = make(chan struct{}, 1)
+	c.m.sentUnanswered = c.sentUnanswered
 	c.m.onIP = func(open bool, mru int) {
 		c.peerMRU.Store(int32(mru))
 		c.ipOpen.Store(open)
@@ -147,6 +153,8 @@ func (c *Conn) run() {
 			fn()
 		case <-timer.C():
 			c.m.Tick(clk.Now())
+		case <-c.probeCh:
+			c.m.armProbe()
 		case <-closeCh:
 			closeCh = nil // closed channels stay ready; handle once
 			c.m.now = clk.Now()
@@ -182,6 +190,7 @@ func (c *Conn) Input(frame []byte) {
 		c.cfg.Stats.MalformedDropped.Add(1)
 		return
 	}
+	c.noteReceived()
 	if proto == ProtoIPv4 {
 		h := c.handler.Load()
 		if h == nil {
@@ -245,6 +254,7 @@ func (c *Conn) WritePacket(pkt []byte) error {
 	if err := c.link.WriteFrame2(ipv4Header, pkt); err != nil {
 		return err
 	}
+	c.noteSent()
 	c.cfg.Stats.PacketsOut.Add(1)
 	return nil
 }

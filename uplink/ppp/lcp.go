@@ -228,6 +228,10 @@ func (l *lcp) extCode(p Packet) bool {
 		return true
 	case CodeEchoReply:
 		l.m.echoOutstanding = 0
+		if l.m.probing { // answered: back to the idle keepalive
+			l.m.probing = false
+			l.m.echoAt = l.m.now.Add(l.m.cfg.EchoInterval)
+		}
 		return true
 	case CodeDiscard, CodeIdent, CodeTimeRem:
 		return true

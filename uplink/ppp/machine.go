@@ -52,6 +52,10 @@ type machine struct {
 	echoAt          time.Time
 	echoOutstanding int
 	echoID          byte
+	// on-demand probing (probe.go)
+	probeAt        time.Time
+	probing        bool
+	sentUnanswered func() time.Time
 
 	ipOpen bool
 	info   Info
@@ -167,18 +171,22 @@ func (m *machine) Tick(now time.Time) {
 			m.authRetransmit()
 		}
 	}
+	m.checkProbe(now)
 	if m.lcpF.state == StateOpened && !m.echoAt.IsZero() && !now.Before(m.echoAt) {
 		if m.echoOutstanding >= m.cfg.EchoFailures {
 			m.stats.EchoTimeouts.Add(1)
 			m.log.Warn("LCP echo unanswered", "failures", m.echoOutstanding)
 			m.fail(ErrEchoTimeout)
+			// The peer is gone: one Terminate-Request as a courtesy, but
+			// no waiting out its retransmissions (2 × Restart) for an Ack.
+			m.LowerDown()
 			return
 		}
 		m.echoOutstanding++
 		m.echoID++
 		m.stats.EchoRequestsSent.Add(1)
 		m.sendPacket(ProtoLCP, Packet{Code: CodeEchoReq, ID: m.echoID, Data: binary.BigEndian.AppendUint32(nil, m.lcpH.ourMagic())})
-		m.echoAt = now.Add(m.cfg.EchoInterval)
+		m.echoAt = now.Add(m.echoInterval())
 	}
 }
 
@@ -203,6 +211,7 @@ func (m *machine) NextDeadline() time.Time {
 	}
 	if m.lcpF.state == StateOpened {
 		at(m.echoAt)
+		at(m.probeAt)
 	}
 	return d
 }

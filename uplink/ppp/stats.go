@@ -12,6 +12,7 @@ type Stats struct {
 	AuthMethodRefused  atomic.Uint64 // client: links where the peer asked for a method we do not allow (no credentials sent)
 	PAPAckNoMsgLen     atomic.Uint64 // PAP Authenticate-Ack without the Msg-Length byte (SoftEther), accepted
 	EchoRequestsSent   atomic.Uint64 // LCP Echo-Requests sent
+	EchoProbes         atomic.Uint64 // on-demand probing started: IPv4 sent, nothing received for ProbeAfter
 	EchoTimeouts       atomic.Uint64 // links closed for unanswered echoes
 	LoopbackDetected   atomic.Uint64 // own magic number seen in a peer request
 	ProtocolRejectSent atomic.Uint64 // Protocol-Rejects sent (IPV6CP, CCP, ECP, unknown)

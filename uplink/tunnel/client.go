@@ -223,7 +223,7 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	t.ppp = ppp.Attach(t.sess, ppp.Config{
 		Role: ppp.Client, MRU: t.cfg.MRU, Methods: t.cfg.AuthMethods,
 		Username: t.cfg.Username, Password: t.cfg.Password,
-		EchoInterval: t.cfg.EchoInterval, EchoFailures: t.cfg.EchoFailures,
+		EchoInterval: t.cfg.EchoInterval, EchoFailures: t.cfg.EchoFailures, ProbeAfter: max(t.cfg.ProbeAfter, 0),
 		Clock: t.cfg.Clock, Logger: t.log.With("layer", "ppp"), Stats: &t.pppSt,
 	})
 	t.ppp.SetPacketHandler(t.deliver)

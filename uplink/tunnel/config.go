@@ -107,6 +107,12 @@ type ClientConfig struct {
 	MRU          int
 	EchoInterval time.Duration
 	EchoFailures int
+	// ProbeAfter: once IPv4 was sent and nothing came back for this long,
+	// LCP echoes go out every ProbeAfter until answered (ppp.Config
+	// ProbeAfter: a dead gateway under traffic is noticed in ~4×ProbeAfter;
+	// an idle link keeps the EchoInterval keepalive). Default
+	// DefaultProbeAfter; negative: off.
+	ProbeAfter time.Duration
 	// HostName is sent in the L2TP Host Name AVP (default "fleetgate").
 	HostName string
 	// PacketHandler, if set, receives IPv4 packets from the moment IPCP
@@ -142,6 +148,9 @@ func (c *ClientConfig) defaults() error {
 	}
 	if len(c.AuthMethods) == 0 {
 		c.AuthMethods = []ppp.AuthMethod{ppp.AuthMSCHAPv2}
+	}
+	if c.ProbeAfter == 0 {
+		c.ProbeAfter = DefaultProbeAfter
 	}
 	if c.LocalIKE == "" {
 		c.LocalIKE = "0.0.0.0:0"

@@ -18,6 +18,9 @@ const (
 	// SA after phase 1 (IKE's own retransmissions give up after about a
 	// minute with the defaults).
 	DefaultQuickModeTimeout = 60 * time.Second
+	// DefaultProbeAfter: on-demand LCP echo after 2 s of traffic sent and
+	// nothing received (dead gateway noticed in ~8 s under traffic).
+	DefaultProbeAfter = 2 * time.Second
 	// CloseTimeout bounds a graceful client Close: PPP Terminate
 	// (RFC 1661 §4.6: 2 × 3 s with the defaults) and the StopCCN
 	// acknowledgement (RFC 2661 §5.7: up to ~30 s of retransmissions) are
