@@ -185,6 +185,9 @@ pool: {prefix: 10.12.0.0/16}
 metrics: {listen: "off"}
 dataplane: {mode: userspace, addresses: [10.20.0.10/32]}
 pacing: {per_source_rate: 100000, per_source_burst: 100000, global_rate: 100000, global_burst: 100000}
+# Every client dials from one loopback address: lift the per-source SA cap
+# (512 by default) as pacing is lifted, or sessions past 512 are refused.
+limits: {ike_sas_per_source: 65536}
 policy: {default: allow}
 proposals:
   ike: [aes128-sha1-modp2048, aes128-sha256-ecp256]
