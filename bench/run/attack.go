@@ -2,7 +2,6 @@ package run
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 )
 
@@ -109,28 +107,7 @@ func attackGateway(t testing.TB, n int) *ourGateway {
 		return c
 	}
 	eng := engine.New(engine.Config{IKEConn: listen(), NATTConn: listen(), Logger: quietLog})
-	srv, err := server.New(cfg, server.Options{Engine: eng, Host: us, Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-		}
-	})
-	select {
-	case <-eng.Ready():
-	case err := <-done:
-		t.Fatalf("gateway stopped: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway not ready after 10s")
-	}
-	return &ourGateway{srv: srv, eng: eng}
+	return runGateway(t, cfg, eng, us)
 }
 
 // wellFormedMM1 is a first Main Mode message (RFC 2409 §5: HDR, SA) with

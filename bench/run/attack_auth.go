@@ -12,7 +12,6 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
@@ -130,26 +129,5 @@ func authGateway(t testing.TB, extra string, ecfg engine.Config) *ourGateway {
 	}
 	ecfg.IKEConn, ecfg.NATTConn, ecfg.Logger = listen(), listen(), quietLog
 	eng := engine.New(ecfg)
-	srv, err := server.New(cfg, server.Options{Engine: eng, Host: us, Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-		}
-	})
-	select {
-	case <-eng.Ready():
-	case err := <-done:
-		t.Fatalf("gateway stopped: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway not ready after 10s")
-	}
-	return &ourGateway{srv: srv, eng: eng}
+	return runGateway(t, cfg, eng, us)
 }

@@ -133,6 +133,14 @@ func startGatewayWith(t testing.TB, h *netns.Host, addr netip.Addr, n int, pool 
 		return c
 	}
 	eng := engine.New(engine.Config{IKEConn: listen(), NATTConn: listen(), RatePerSource: 100000, BurstPerSource: 100000, MaxHalfOpen: 20000, Logger: quietLog})
+	g := runGateway(t, cfg, eng, host)
+	g.sink = newSink()
+	return g
+}
+
+// runGateway runs gateway/server over eng with host until the test ends
+// and waits until the engine is ready.
+func runGateway(t testing.TB, cfg *config.Config, eng *engine.Engine, host dataplane.Host) *ourGateway {
 	srv, err := server.New(cfg, server.Options{Engine: eng, Host: host, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +162,7 @@ func startGatewayWith(t testing.TB, h *netns.Host, addr netip.Addr, n int, pool 
 	case <-time.After(10 * time.Second):
 		t.Fatal("gateway not ready after 10s")
 	}
-	return &ourGateway{srv: srv, eng: eng, sink: newSink()}
+	return &ourGateway{srv: srv, eng: eng}
 }
 
 // clientConfig dials g as identity i from h (nil: loopback).
