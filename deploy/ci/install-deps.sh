@@ -20,6 +20,7 @@ PKGS=(
   systemd       # systemd-analyze verify/security for deploy/systemd units (not booted)
   prometheus    # promtool checks deploy/monitoring rules (the server is not started)
   ike-scan      # a stock IKE initiator: gateway/engine checks the stateless responder cookie against it
+  chromium      # headless browser: internal/statuspage's browser test (chromedp) renders both daemons' status pages
 )
 STATICCHECK_VERSION=v0.8.2   # honnef.co/go/tools
 
