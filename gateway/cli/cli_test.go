@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ocsp"
+
+	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -235,14 +238,35 @@ func TestServeCRL(t *testing.T) {
 		}
 		return crl
 	}
+	ca, err := pki.ReadCert(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := pki.ReadCert(filepath.Join(dir, "certs", "hall7.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ocspStatus := func() int {
+		r, err := pki.QueryOCSP(context.Background(), http.DefaultClient, strings.TrimSuffix(url, "/crl.pem")+"/ocsp", leaf, ca, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status
+	}
 	if n := len(fetch().RevokedCertificateEntries); n != 0 {
 		t.Errorf("fresh CRL lists %d certificates", n)
+	}
+	if st := ocspStatus(); st != ocsp.Good {
+		t.Errorf("OCSP status before revoke %d, want good", st)
 	}
 	if code, _, errs := run(t, "pki", "revoke", "hall7", "--dir", dir); code != 0 {
 		t.Fatalf("pki revoke: %s", errs)
 	}
 	if n := len(fetch().RevokedCertificateEntries); n != 1 {
 		t.Errorf("after revoke the served CRL lists %d certificates, want 1", n)
+	}
+	if st := ocspStatus(); st != ocsp.Revoked {
+		t.Errorf("OCSP status after revoke %d, want revoked", st)
 	}
 	cancel()
 	if code := <-done; code != 0 {

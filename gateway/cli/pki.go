@@ -21,9 +21,10 @@ const pkiUsage = `usage:
   gateway pki revoke NAME [--dir D]
   gateway pki crl    [--dir D]
   gateway pki list   [--dir D] [-c FILE] [--expiring 30d]
-  gateway pki serve-crl [--dir D] [--listen ADDR] [--resign 24h]
+  gateway pki serve-crl [--dir D] [--listen ADDR] [--resign 24h] [--ocsp-validity 1h]
                      publish the CRL for a fleet's pki.crl_url (GET /crl.pem),
-                     re-signed every --resign so it never passes nextUpdate
+                     re-signed every --resign so it never passes nextUpdate,
+                     and answer OCSP for pki.ocsp_url (POST /ocsp, GET /ocsp/B64)
 --dir defaults to the pki.dir of -c FILE, else ./pki.`
 
 type multi []string

@@ -18,13 +18,17 @@ import (
 // cmdServeCRL publishes the CA's CRL over HTTP for the gateways' pki.crl_url:
 // GET /crl.pem returns dir/crl.pem as it is on disk (so `gateway pki
 // revoke` takes effect at the next fetch); the CRL is re-signed every
-// --resign so it never expires while the CA host runs.
+// --resign so it never expires while the CA host runs. It is also the
+// fleet's OCSP responder for pki.ocsp_url: POST /ocsp (or GET
+// /ocsp/BASE64), answers signed by the CA, valid --ocsp-validity, status
+// read from the index at each request.
 func cmdServeCRL(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("pki serve-crl", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	dir := fs.String("dir", "pki", "PKI directory")
 	listen := fs.String("listen", "127.0.0.1:8089", "HTTP listen address")
 	resign := fs.Duration("resign", 24*time.Hour, "re-sign the CRL this often (0: never)")
+	validity := fs.Duration("ocsp-validity", time.Hour, "nextUpdate of OCSP answers (gateways fall back to pki.ocsp_fail once it has passed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,12 +50,16 @@ func cmdServeCRL(ctx context.Context, args []string, stdout io.Writer) error {
 		w.Header().Set("Content-Type", "application/pkix-crl")
 		_, _ = w.Write(b)
 	})
+	responder := &pki.OCSPResponder{Store: st, Validity: *validity}
+	mux.Handle("POST /ocsp", responder)
+	mux.Handle("GET /ocsp/", responder)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("pki serve-crl: %w", err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintf(stdout, "serving %s at http://%s/crl.pem\n", path, ln.Addr())
+	fmt.Fprintf(stdout, "OCSP responder at http://%s/ocsp\n", ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var tick <-chan time.Time

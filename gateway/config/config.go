@@ -350,9 +350,22 @@ type PKI struct {
 	// (default) refuses certificate logins until a fresh CRL arrives,
 	// "open" keeps accepting them with the stale CRL. Both are logged.
 	CRLFail string `yaml:"crl_fail"`
+	// OCSPURL is the operator's OCSP responder (e.g. `gateway pki
+	// serve-crl`'s /ocsp), asked about every site certificate at login
+	// (answers cached OCSPRefresh, default 5m) and about every live
+	// session's certificate every OCSPRefresh: a revoked one ends.
+	// OCSPFail (closed, the default, or open) decides a login when the
+	// responder is unreachable and no cached answer is still valid.
+	// OCSPCacheMax bounds the cache (default 10000 certificates).
+	OCSPURL      string `yaml:"ocsp_url"`
+	OCSPRefresh  string `yaml:"ocsp_refresh"`
+	OCSPFail     string `yaml:"ocsp_fail"`
+	OCSPCacheMax int    `yaml:"ocsp_cache_max"`
 
 	// CRLRefreshD is the parsed CRLRefresh.
 	CRLRefreshD time.Duration `yaml:"-"`
+	// OCSPRefreshD is the parsed OCSPRefresh.
+	OCSPRefreshD time.Duration `yaml:"-"`
 }
 
 // Log configures logging.

@@ -111,6 +111,7 @@ func Diff(old, new *Config) Changes {
 		// communities and next hop follow a reload.
 		{"bgp (on/off, local_as, router_id, local_address)", bgpIdentity(old.BGP), bgpIdentity(new.BGP)},
 		{"pki.crl_url", [3]string{old.PKI.CRLURL, old.PKI.CRLRefresh, old.PKI.CRLFail}, [3]string{new.PKI.CRLURL, new.PKI.CRLRefresh, new.PKI.CRLFail}},
+		{"pki.ocsp_url", [4]any{old.PKI.OCSPURL, old.PKI.OCSPRefresh, old.PKI.OCSPFail, old.PKI.OCSPCacheMax}, [4]any{new.PKI.OCSPURL, new.PKI.OCSPRefresh, new.PKI.OCSPFail, new.PKI.OCSPCacheMax}},
 	}
 	for _, x := range restart {
 		if !reflect.DeepEqual(x.a, x.b) {

@@ -124,6 +124,7 @@ func (v *validator) run() {
 	}
 	c.PKI.Dir = v.rel(c.PKI.Dir)
 	v.crlSource()
+	v.ocspSource()
 	for _, f := range []*string{&c.PKI.CA, &c.PKI.Cert, &c.PKI.Key, &c.PKI.CRL} {
 		if *f != "" && !filepath.IsAbs(*f) {
 			*f = filepath.Join(c.PKI.Dir, *f)

@@ -14,7 +14,7 @@ import (
 // and process collectors.
 func (s *Server) newRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(s.gm, serverCollector{s}, bgpCollector{s}, radiusFleetCollector{s}, crlCollector{s},
+	r.MustRegister(s.gm, serverCollector{s}, bgpCollector{s}, radiusFleetCollector{s}, crlCollector{s}, ocspCollector{s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// An engine with gauges of its own (gateway/engine: IKE half-open).
 	if c, ok := s.opts.Engine.(prometheus.Collector); ok {

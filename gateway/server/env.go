@@ -65,7 +65,7 @@ func (e *Env) Verifier() *pki.Verifier { return e.srv.verifier.Load() }
 // matches the certificate.
 var ErrNoIdentity = errors.New("server: no certificate identity matches")
 
-// IdentityForCert verifies a peer certificate (chain to the CA, CRL) and
+// IdentityForCert verifies a peer certificate (chain to the CA, CRL, OCSP) and
 // returns the identity with auth cert whose IKE ID is one of the
 // certificate's names (CN, DNS/IP/email SANs). peerID, when not empty, is
 // the ID payload the peer sent; it must be one of those names too.
@@ -76,6 +76,9 @@ func (e *Env) IdentityForCert(leaf *x509.Certificate, intermediates []*x509.Cert
 	}
 	names, err := v.Verify(leaf, intermediates, e.srv.now())
 	if err != nil {
+		return nil, err
+	}
+	if err := e.srv.checkOCSP(leaf); err != nil {
 		return nil, err
 	}
 	if peerID != "" && !contains(names, peerID) {

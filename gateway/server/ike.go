@@ -63,13 +63,17 @@ func (e *Env) pskForAddr(remote netip.Addr) ([]byte, bool) {
 	return c[0], true
 }
 
-// checkCert applies the current CRL to a chain the IKE engine verified.
+// checkCert applies the current CRL and OCSP (pki.ocsp_url) to a chain
+// the IKE engine verified.
 func (e *Env) checkCert(leaf *x509.Certificate, _ []*x509.Certificate) error {
 	v := e.Verifier()
 	if v == nil {
 		return errors.New("server: no CA configured")
 	}
-	return v.CheckRevoked(leaf)
+	if err := v.CheckRevoked(leaf); err != nil {
+		return err
+	}
+	return e.srv.checkOCSP(leaf)
 }
 
 // allowIKEIdentity decides whether an authenticated phase 1 identity may

@@ -71,6 +71,7 @@ type Server struct {
 	fleet     radiusFleet  // accounting spool, DAE listener, CoA filters; see radiusfleet.go
 	bgp       *bgp.Speaker // nil without a bgp section; see bgp.go
 	crl       crlSource    // pki.crl_url fetcher; see crlsource.go
+	ocsp      ocspState    // pki.ocsp_url checker; see ocsp.go
 	env       *Env
 	host      atomic.Pointer[hostRef]
 	started   time.Time
@@ -94,6 +95,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: log, table: route.NewTable(), gm: metrics.NewGateway(opts.Clock.Now), states: map[uint64]*sessionState{}}
 	s.cfg.Store(cfg)
+	s.ocsp.init()
 	p, err := newPool(cfg)
 	if err != nil {
 		return nil, err
@@ -280,6 +282,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if cfg.PKI.CRLURL != "" {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.runCRLSource(ctx, cfg) }()
+	}
+	if cfg.PKI.OCSPURL != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.runOCSP(ctx, cfg) }()
 	}
 	engCtx, stopEngine := context.WithCancel(ctx)
 	engDone := make(chan error, 1)
