@@ -101,6 +101,10 @@ type Conn struct {
 	handshakeConfig *handshakeConfig
 }
 
+// earlyDataRecords bounds the application records held for a peer whose
+// handshake this side has not yet marked complete (fleetgate patch).
+const earlyDataRecords = 16
+
 // createConn creates a new DTLS connection.
 // Caller is responsible for validating the config before calling this function.
 //
@@ -244,7 +248,11 @@ func createConn(
 		maximumTransmissionUnit: mtu,
 		paddingLengthGenerator:  paddingLengthGenerator,
 
-		decrypted: make(chan any, 1),
+		// fleetgate patch: room for the application records a peer sends
+		// right after its Finished, before this side's handshake goroutine
+		// has marked the handshake complete (handleIncomingPacket drops
+		// early records when this channel is full, upstream holds one).
+		decrypted: make(chan any, earlyDataRecords),
 		log:       logger,
 
 		readDeadline:  deadline.New(),
