@@ -78,10 +78,38 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-var lastLines, phasesShown int
+var phasesShown int
 
-// draw shows the view: redrawn in place on a terminal, plain lines
-// otherwise (one status line per update).
+// Terminal control for the in-place redraw: every frame starts at the
+// top-left corner (cursor home), each line clears what an earlier, longer
+// line left behind, and the rest of the screen is cleared after the last
+// line. Nothing depends on counting lines, so a line the terminal wraps at a
+// narrow width cannot leave a trail of old frames above the dashboard.
+const (
+	termHome      = "\x1b[H"  // cursor to row 1, column 1
+	termClearLine = "\x1b[K"  // erase to the end of the line
+	termClearDown = "\x1b[J"  // erase from the cursor to the end of the screen
+	termClearAll  = "\x1b[2J" // erase the whole screen (first frame)
+)
+
+var framesDrawn int
+
+// frame renders one dashboard frame for a terminal: cursor home (after a
+// full clear on the first frame), every line followed by erase-to-end,
+// then erase-below.
+func frame(out string, first bool) string {
+	var b strings.Builder
+	if first {
+		b.WriteString(termClearAll)
+	}
+	b.WriteString(termHome)
+	b.WriteString(strings.ReplaceAll(out, "\n", termClearLine+"\n"))
+	b.WriteString(termClearDown)
+	return b.String()
+}
+
+// draw shows the view: redrawn in place on a terminal (clear-and-home, see
+// frame), plain lines otherwise (one status line per update).
 func draw(w io.Writer, v chain.View, tty bool) {
 	if !tty {
 		for _, p := range v.Uplink[min(phasesShown, len(v.Uplink)):] {
@@ -125,12 +153,8 @@ func draw(w io.Writer, v chain.View, tty bool) {
 	if v.Command.Topic != "" {
 		fmt.Fprintf(&b, "CENTRAL → DEVICE  MQTT %s to %s: %s\n", v.Command.Topic, v.Command.Target, cmdLine(v.Command))
 	}
-	out := b.String()
-	if lastLines > 0 {
-		fmt.Fprintf(w, "\x1b[%dA\x1b[J", lastLines)
-	}
-	fmt.Fprint(w, out)
-	lastLines = strings.Count(out, "\n")
+	fmt.Fprint(w, frame(b.String(), framesDrawn == 0))
+	framesDrawn++
 }
 
 func rtLine(r chain.RoundTrip) string {
