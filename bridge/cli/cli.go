@@ -1,13 +1,12 @@
-// Package cli is the edge bridge's command line (bridge/main.go is a thin
-// wrapper around Main):
+// Package cli is the edge bridge's command line on the project's one CLI
+// convention (internal/cliutil, spf13/cobra); bridge/main.go is a thin
+// wrapper around Main. -c FILE may stand before or after the verb.
 //
 //	bridge run -c FILE                 run the daemon (SIGHUP reloads endpoints, SIGTERM stops)
 //	bridge --check-config FILE         validate FILE and exit
 //	bridge -c FILE endpoint add NAME [--protocol coap|mqtt] [--cert] [--allow DST]…
-//	bridge -c FILE endpoint list
-//	bridge -c FILE endpoint remove NAME
-//	bridge -c FILE endpoint revoke NAME
-//	bridge -c FILE status
+//	bridge -c FILE endpoint list|remove NAME|revoke NAME
+//	bridge -c FILE status|endpoints [--json]|uplink [--json]   (control socket of the running bridge)
 //	bridge --version
 package cli
 
@@ -15,105 +14,112 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/internal/cliutil"
 	"github.com/fleetgate/fleetgate/version"
 )
 
 // DefaultConfig is the configuration file used without -c.
 const DefaultConfig = "/etc/fleetgate/bridge.yaml"
 
-const usage = `usage:
-  bridge run [-c FILE]
-  bridge --check-config FILE
-  bridge [-c FILE] endpoint add NAME [--protocol coap|mqtt] [--cert] [--allow DST]...
-  bridge [-c FILE] endpoint list
-  bridge [-c FILE] endpoint remove NAME   (then SIGHUP the running bridge)
-  bridge [-c FILE] endpoint revoke NAME   (certificate onto the site CRL, endpoint removed; then SIGHUP)
-  bridge [-c FILE] status
-  bridge --version
-`
-
 // Main runs the command line args (without the program name) and returns
-// the exit status.
+// the exit status: 0 success (and -h/--help, --version), 1 failure, 2
+// usage error.
 func Main(args []string, stdout, stderr io.Writer) int {
-	if err := run(args, stdout, stderr); err != nil {
-		fmt.Fprintln(stderr, "bridge:", err)
-		return 1
-	}
-	return 0
+	root := newRoot(stderr)
+	cliutil.Prepare(root, stdout, stderr)
+	return cliutil.Execute(root, args)
 }
 
-func run(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	path := fs.String("c", DefaultConfig, "configuration file")
-	fs.StringVar(path, "config", DefaultConfig, "configuration file")
-	check := fs.String("check-config", "", "validate this configuration file and exit")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		return err
+func newRoot(stderr io.Writer) *cobra.Command {
+	var path string
+	var check bool
+	load := func() (*config.Config, error) { return config.Load(path) }
+	root := &cobra.Command{
+		Use:   "bridge [-c FILE] command",
+		Short: "fleetgate edge bridge",
+		Long: `fleetgate edge bridge: DTLS/CoAP and MQTT/TLS for the site's devices, each
+from its own VPN address over the L2TP/IPsec uplink.
+
+-c FILE names the configuration (default ` + DefaultConfig + `) and may stand
+before or after the command. status, endpoints and uplink ask the running
+bridge over its unix control socket (control_socket, default
+<state_dir>/control.sock).`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if check {
+				return checkConfig(cmd, path, args)
+			}
+			if len(args) > 0 {
+				return cliutil.NoArgs(cmd, args)
+			}
+			return cmd.Help()
+		},
 	}
-	if *showVersion {
-		fmt.Fprintln(stdout, version.String())
-		return nil
+	root.PersistentFlags().StringVarP(&path, "config", "c", DefaultConfig, "configuration file")
+	root.Flags().BoolVar(&check, "check-config", false, "validate the configuration (FILE or -c) and every file it names, then exit")
+	root.AddCommand(
+		&cobra.Command{
+			Use:   "run",
+			Short: "Run the bridge daemon (SIGHUP reloads endpoints, SIGTERM stops)",
+			Args:  cliutil.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				cfg, err := load()
+				if err != nil {
+					return err
+				}
+				return runDaemon(cfg, stderr)
+			},
+		},
+		&cobra.Command{
+			Use:   "check-config [FILE]",
+			Short: "Validate a configuration (FILE or -c) and every file it names, then exit",
+			Args:  cliutil.Args(cobra.MaximumNArgs(1)),
+			RunE:  func(cmd *cobra.Command, args []string) error { return checkConfig(cmd, path, args) },
+		},
+		endpointCmd(load),
+		statusCmd(load),
+		endpointsCmd(load),
+		uplinkCmd(load),
+	)
+	return root
+}
+
+func checkConfig(cmd *cobra.Command, path string, args []string) error {
+	if len(args) > 1 {
+		return cliutil.Usagef("check-config takes one FILE, got %d", len(args))
 	}
-	if *check != "" {
-		if _, err := config.Load(*check); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: ok\n", *check)
-		return nil
+	if len(args) == 1 {
+		path = args[0]
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fs.Usage()
-		return errors.New("no command")
-	}
-	cmd, rest := rest[0], rest[1:]
-	if cmd == "run" { // "run -c FILE", as the systemd unit says
-		sub := flag.NewFlagSet("run", flag.ContinueOnError)
-		sub.SetOutput(stderr)
-		sub.StringVar(path, "c", *path, "configuration file")
-		if err := sub.Parse(rest); err != nil {
-			return err
-		}
-	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
-	switch {
-	case cmd == "run":
-		return runDaemon(cfg, stderr)
-	case cmd == "endpoint" && len(rest) >= 2 && rest[0] == "add":
-		return endpointAdd(cfg, rest[1], rest[2:], stdout, stderr)
-	case cmd == "endpoint" && len(rest) == 1 && rest[0] == "list":
-		return endpointList(cfg, stdout)
-	case cmd == "endpoint" && len(rest) == 2 && rest[0] == "remove":
-		return endpointRemove(cfg, rest[1], stderr)
-	case cmd == "endpoint" && len(rest) == 2 && rest[0] == "revoke":
-		return endpointRevoke(cfg, rest[1], stderr)
-	case cmd == "status":
-		return status(cfg, stdout)
+	if err := checkFiles(path, cfg); err != nil {
+		return err
 	}
-	fs.Usage()
-	return fmt.Errorf("unknown command %q", strings.Join(append([]string{cmd}, rest...), " "))
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", path)
+	return nil
 }
+
+// checkFiles is filled in by the referenced-files check (files.go).
+var checkFiles = func(string, *config.Config) error { return nil }
 
 func runDaemon(cfg *config.Config, stderr io.Writer) error {
 	var lvl slog.Level
@@ -134,29 +140,78 @@ func runDaemon(cfg *config.Config, stderr io.Writer) error {
 	return daemon.RunWith(ctx, cfg, log, daemon.Options{Reload: hup})
 }
 
-type multi []string
-
-func (m *multi) String() string     { return strings.Join(*m, ",") }
-func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
-
-func endpointAdd(cfg *config.Config, name string, rest []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("endpoint add", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	proto := fs.String("protocol", "coap", "coap or mqtt")
-	cert := fs.Bool("cert", false, "issue an ECDSA P-256 certificate instead of a PSK")
-	var allow multi
-	fs.Var(&allow, "allow", "extra upstream destination (host:port, CIDR or *); repeatable")
-	if err := fs.Parse(rest); err != nil {
-		return err
+func endpointCmd(load func() (*config.Config, error)) *cobra.Command {
+	ep := &cobra.Command{
+		Use:   "endpoint",
+		Short: "Provision endpoints: add, list, remove, revoke (then SIGHUP the running bridge)",
 	}
-	if *proto != string(device.CoAP) && *proto != string(device.MQTT) {
-		return fmt.Errorf("--protocol must be coap or mqtt, not %q", *proto)
+	var proto string
+	var cert bool
+	var allow []string
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Provision an endpoint: address, credentials, firmware snippet on stdout",
+		Args:  cliutil.ExactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if proto != string(device.CoAP) && proto != string(device.MQTT) {
+				return cliutil.Usagef("--protocol must be coap or mqtt, not %q", proto)
+			}
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			return endpointAdd(cfg, args[0], device.Protocol(proto), cert, allow, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
 	}
+	add.Flags().StringVar(&proto, "protocol", "coap", "coap or mqtt")
+	add.Flags().BoolVar(&cert, "cert", false, "issue an ECDSA P-256 certificate instead of a PSK")
+	add.Flags().StringArrayVar(&allow, "allow", nil, "extra upstream destination (host:port, CIDR or *); repeatable")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List provisioned endpoints (from the state directory; creates nothing)",
+		Args:  cliutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			return endpointList(cfg, cmd.OutOrStdout())
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove an endpoint and free its address (then SIGHUP)",
+		Args:  cliutil.ExactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			return endpointRemove(cfg, args[0], cmd.ErrOrStderr())
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Put an endpoint's certificate on the site CRL and remove it (then SIGHUP)",
+		Args:  cliutil.ExactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			return endpointRevoke(cfg, args[0], cmd.ErrOrStderr())
+		},
+	}
+	ep.AddCommand(add, list, remove, revoke)
+	return ep
+}
+
+func endpointAdd(cfg *config.Config, name string, proto device.Protocol, cert bool, allow []string, stdout, stderr io.Writer) error {
 	reg, ca, err := daemon.OpenRegistry(cfg)
 	if err != nil {
 		return err
 	}
-	p, err := device.Provision(reg, ca, device.Request{Name: name, Protocol: device.Protocol(*proto), Cert: *cert, Allow: allow})
+	p, err := device.Provision(reg, ca, device.Request{Name: name, Protocol: proto, Cert: cert, Allow: allow})
 	if err != nil {
 		return err
 	}
@@ -172,7 +227,7 @@ func endpointAdd(cfg *config.Config, name string, rest []string, stdout, stderr 
 // endpointRemove deletes an endpoint from the registry; the running
 // bridge drops its session, observations, queue and address on SIGHUP.
 func endpointRemove(cfg *config.Config, name string, stderr io.Writer) error {
-	reg, _, err := daemon.OpenRegistry(cfg)
+	reg, err := daemon.ReadRegistry(cfg)
 	if err != nil {
 		return err
 	}
@@ -215,7 +270,7 @@ func endpointRevoke(cfg *config.Config, name string, stderr io.Writer) error {
 }
 
 func endpointList(cfg *config.Config, stdout io.Writer) error {
-	reg, _, err := daemon.OpenRegistry(cfg)
+	reg, err := daemon.ReadRegistry(cfg)
 	if err != nil {
 		return err
 	}
@@ -227,24 +282,142 @@ func endpointList(cfg *config.Config, stdout io.Writer) error {
 	return tw.Flush()
 }
 
-func status(cfg *config.Config, stdout io.Writer) error {
-	c := &http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get("http://" + cfg.Listen + "/status")
+// fetchStatus asks the running bridge for /status over its control socket
+// (or, when that socket does not exist, the HTTP listener on loopback).
+func fetchStatus(cfg *config.Config) (daemon.Status, error) {
+	var st daemon.Status
+	sock := cfg.ControlSocketPath()
+	c := &http.Client{Timeout: 5 * time.Second}
+	url := "http://" + cfg.Listen + "/status"
+	if _, err := os.Stat(sock); err == nil {
+		c.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}
+		url = "http://bridge/status"
+	}
+	resp, err := c.Get(url)
 	if err != nil {
-		return fmt.Errorf("bridge not running? %w", err)
+		return st, fmt.Errorf("bridge not running? %w", err)
 	}
 	defer resp.Body.Close()
-	var st daemon.Status
+	if resp.StatusCode != http.StatusOK {
+		return st, errors.New("status: " + resp.Status)
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return err
+		return st, fmt.Errorf("status: bad reply: %w", err)
 	}
-	fmt.Fprintf(stdout, "uplink: %s\n", st.Uplink)
-	if st.SpoolAge > 0 {
-		fmt.Fprintf(stdout, "spool: oldest message %s old\n", st.SpoolAge.Round(time.Second))
+	if st.Endpoints == nil {
+		st.Endpoints = []daemon.EndpointStatus{}
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	return st, nil
+}
+
+func jsonOut(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func statusCmd(load func() (*config.Config, error)) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show the running bridge: uplink and every endpoint",
+		Args:  cliutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			st, err := fetchStatus(cfg)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return jsonOut(cmd.OutOrStdout(), st)
+			}
+			writeUplink(cmd.OutOrStdout(), uplinkView(st))
+			return writeEndpoints(cmd.OutOrStdout(), st.Endpoints)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the JSON status")
+	return c
+}
+
+func endpointsCmd(load func() (*config.Config, error)) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "endpoints",
+		Short: "List the running bridge's endpoints: online, traffic, queues (swanctl --list-sas)",
+		Args:  cliutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			st, err := fetchStatus(cfg)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return jsonOut(cmd.OutOrStdout(), st.Endpoints)
+			}
+			return writeEndpoints(cmd.OutOrStdout(), st.Endpoints)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the endpoints as JSON")
+	return c
+}
+
+// Uplink is the `bridge uplink` view.
+type Uplink struct {
+	State string `json:"state"`
+	// SpoolOldestAge is the age of the oldest spooled MQTT message.
+	SpoolOldestAge time.Duration `json:"spool_oldest_age,omitempty"`
+}
+
+func uplinkView(st daemon.Status) Uplink {
+	return Uplink{State: st.Uplink, SpoolOldestAge: st.SpoolAge}
+}
+
+func uplinkCmd(load func() (*config.Config, error)) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "uplink",
+		Short: "Show the running bridge's uplink to the gateway",
+		Args:  cliutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			st, err := fetchStatus(cfg)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return jsonOut(cmd.OutOrStdout(), uplinkView(st))
+			}
+			writeUplink(cmd.OutOrStdout(), uplinkView(st))
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the uplink state as JSON")
+	return c
+}
+
+func writeUplink(w io.Writer, u Uplink) {
+	fmt.Fprintf(w, "uplink: %s\n", u.State)
+	if u.SpoolOldestAge > 0 {
+		fmt.Fprintf(w, "spool: oldest message %s old\n", u.SpoolOldestAge.Round(time.Second))
+	}
+}
+
+func writeEndpoints(w io.Writer, eps []daemon.EndpointStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tPROTO\tONLINE\tLAST SEEN\tQUEUED\tBYTES IN\tBYTES OUT\tRELAY\tSPOOLED BYTES\tCOAP SPOOL")
-	for _, e := range st.Endpoints {
+	for _, e := range eps {
 		seen := "-"
 		if !e.LastSeen.IsZero() {
 			seen = e.LastSeen.Format(time.RFC3339)

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -24,8 +25,8 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 
 func TestVersion(t *testing.T) {
 	code, out, _ := runCLI(t, "--version")
-	if code != 0 || strings.TrimSpace(out) != version.String() {
-		t.Fatalf("got %d %q, want 0 %q", code, out, version.String())
+	if code != 0 || strings.TrimSpace(out) != "bridge "+version.String() {
+		t.Fatalf("got %d %q, want 0 %q", code, out, "bridge "+version.String())
 	}
 }
 
@@ -66,8 +67,8 @@ func TestEndpointAddList(t *testing.T) {
 	if code != 0 || !strings.Contains(errs, "10.10.8.4") {
 		t.Fatalf("add mqtt: got %d %q, want address 10.10.8.4", code, errs)
 	}
-	if code, _, _ = runCLI(t, "-c", cfg, "endpoint", "add", "x-9", "--protocol", "http"); code != 1 {
-		t.Fatalf("add --protocol http: got %d, want 1", code)
+	if code, _, _ = runCLI(t, "-c", cfg, "endpoint", "add", "x-9", "--protocol", "http"); code != 2 {
+		t.Fatalf("add --protocol http: got %d, want 2 (usage error)", code)
 	}
 	code, out, _ = runCLI(t, "-c", cfg, "endpoint", "list")
 	for _, want := range []string{"sensor-17  10.10.8.17  coap", "pump-4     10.10.8.4   mqtt"} {
@@ -92,8 +93,8 @@ func TestEndpointAddList(t *testing.T) {
 
 func TestUnknownCommand(t *testing.T) {
 	cfg := writeConfig(t, "")
-	if code, _, errs := runCLI(t, "-c", cfg, "frobnicate"); code != 1 || !strings.Contains(errs, "frobnicate") {
-		t.Fatalf("got %d %q, want 1 naming the command", code, errs)
+	if code, _, errs := runCLI(t, "-c", cfg, "frobnicate"); code != 2 || !strings.Contains(errs, "frobnicate") {
+		t.Fatalf("got %d %q, want 2 (usage error) naming the command", code, errs)
 	}
 }
 
@@ -129,6 +130,27 @@ func TestStatus(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "uplink: none") || !strings.Contains(out, "sensor-17  10.10.8.17  coap   false") ||
 		!strings.Contains(out, "COAP SPOOL") || !strings.Contains(out, " 0/0B") {
 		t.Fatalf("status: got %d %q %q, want uplink none and an offline sensor-17 row with an empty CoAP spool", code, out, errs)
+	}
+	// The control socket: mode 0660, and the swanctl-like verbs over it.
+	sock := cfg.ControlSocketPath()
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("control socket %s: %v %v, want a socket with mode 0660", sock, fi, err)
+	}
+	code, out, errs = runCLI(t, "endpoints", "--json", "-c", cfgPath)
+	var eps []daemon.EndpointStatus
+	if code != 0 || json.Unmarshal([]byte(out), &eps) != nil || len(eps) != 1 || eps[0].Name != "sensor-17" || eps[0].Addr != "10.10.8.17" {
+		t.Fatalf("endpoints --json: got %d %q %q, want one sensor-17 at 10.10.8.17", code, out, errs)
+	}
+	if code, out, errs = runCLI(t, "-c", cfgPath, "uplink", "--json"); code != 0 || !strings.Contains(out, `"state": "none`) {
+		t.Fatalf("uplink --json: got %d %q %q", code, out, errs)
+	}
+	// With the HTTP listener gone from the file, the socket still answers.
+	y = bytes.Replace(y, []byte(a.HTTP.String()+"\n"), []byte("127.0.0.1:1\n"), 1)
+	if err := os.WriteFile(cfgPath, y, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs = runCLI(t, "-c", cfgPath, "endpoints"); code != 0 || !strings.Contains(out, "sensor-17") {
+		t.Fatalf("endpoints over the socket: got %d %q %q", code, out, errs)
 	}
 }
 

@@ -47,6 +47,10 @@ type Config struct {
 	CoAPSpool CoAPSpool `yaml:"coap_spool"`
 	// Listen is the HTTP address for /metrics and /status.
 	Listen string `yaml:"http_listen"`
+	// ControlSocket is the unix control socket (mode 0660) that `bridge
+	// status`, `bridge endpoints` and `bridge uplink` ask; default
+	// <state_dir>/control.sock. See ControlSocketPath.
+	ControlSocket string `yaml:"control_socket"`
 	// LogLevel is debug, info, warn or error; LogFormat json (default) or
 	// text.
 	LogLevel  string `yaml:"log_level"`
@@ -270,6 +274,14 @@ func (c *Config) loadSecrets(path string, b []byte) error {
 		}
 	}
 	return nil
+}
+
+// ControlSocketPath is control_socket, or <state_dir>/control.sock.
+func (c *Config) ControlSocketPath() string {
+	if c.ControlSocket != "" {
+		return c.ControlSocket
+	}
+	return filepath.Join(c.StateDir, "control.sock")
 }
 
 // Parse decodes and validates YAML (unknown keys are errors).

@@ -64,6 +64,17 @@ func OpenRegistry(cfg *config.Config) (*device.Registry, *device.CA, error) {
 	return reg, ca, nil
 }
 
+// ReadRegistry opens the endpoint registry for reading: unlike
+// OpenRegistry it creates nothing (no state directory, no site CA), so
+// read-only verbs leave the disk as they found it.
+func ReadRegistry(cfg *config.Config) (*device.Registry, error) {
+	var reserved []netip.Addr
+	if cfg.BridgeAddr.IsValid() {
+		reserved = append(reserved, cfg.BridgeAddr)
+	}
+	return device.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
+}
+
 // EndpointStatus is one row of /status.
 type EndpointStatus struct {
 	Name     string    `json:"name"`
@@ -316,7 +327,29 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	s.closers = append(s.closers, func() { _ = hs.Close() })
+	s.serveControl(cfg.ControlSocketPath(), mux, log)
 	return s, nil
+}
+
+// serveControl serves the same handlers as the HTTP listener on the unix
+// control socket (mode 0660: root and the fleetgate group), which the
+// `bridge status|endpoints|uplink` verbs ask. A socket that cannot be
+// bound is logged and the bridge runs without it.
+func (s *Site) serveControl(sock string, h http.Handler, log *slog.Logger) {
+	if err := os.MkdirAll(filepath.Dir(sock), 0o750); err != nil {
+		log.Warn("control socket unavailable", "socket", sock, "err", err)
+		return
+	}
+	_ = os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		log.Warn("control socket unavailable", "socket", sock, "err", err)
+		return
+	}
+	_ = os.Chmod(sock, 0o660)
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	s.closers = append(s.closers, func() { _ = hs.Close(); _ = os.Remove(sock) })
 }
 
 // Start starts the uplink client and the proxy's queue-expiry ticker, and

@@ -1,21 +1,23 @@
-// Package cli implements the gateway command line: run, --check-config,
-// pki, client-config and status. gateway/main.go is a thin wrapper.
+// Package cli implements the gateway command line on the project's one CLI
+// convention (internal/cliutil, spf13/cobra): run (the default), check-config,
+// pki, client-config, and the control verbs status, sessions, sas over the
+// running daemon's unix control socket. gateway/main.go is a thin wrapper.
 package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/internal/cliutil"
 	"github.com/fleetgate/fleetgate/version"
 )
 
@@ -25,24 +27,6 @@ const DefaultConfig = "/etc/fleetgate/gateway.yaml"
 // EngineFactory builds the session engine for a configuration; it may
 // return nil when none is linked.
 type EngineFactory func(cfg *config.Config, log *slog.Logger) server.Engine
-
-const usage = `usage: gateway <command> [flags]
-
-commands:
-  run [-c FILE]                         run the gateway (default command)
-  --check-config FILE | check-config FILE
-                                        validate a configuration and exit
-  --check-config --fleet FLEET-FILE     validate every gateway of a fleet file
-                                        (gateways: [gw1.yaml, gw2.yaml]): one pool,
-                                        disjoint pool.slice, static addresses outside slices
-  pki init|issue|revoke|crl|list|serve-crl ...
-                                        certificate authority (gateway pki -h)
-  client-config IDENTITY --format F --gateway HOST [-c FILE]
-                                        print a client configuration
-                                        (formats: strongswan, ipsec, windows, mikrotik, bridge)
-  status [-c FILE | --socket PATH | --url URL]
-                                        show the sessions of the running gateway
-`
 
 // Main runs the command line and returns the exit code. SIGINT/SIGTERM
 // stop `run`, SIGHUP reloads its configuration.
@@ -55,45 +39,70 @@ func Main(args []string, stdout, stderr io.Writer, newEngine EngineFactory) int 
 	return Run(ctx, args, stdout, stderr, newEngine, hup)
 }
 
-// Run is Main with an explicit context and reload channel (tests).
+// Run is Main with an explicit context and reload channel (tests). Exit
+// codes: 0 success (and -h/--help, --version), 1 failure, 2 usage error.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, newEngine EngineFactory, reload <-chan os.Signal) int {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "--check-config" && args[0] != "-check-config" && args[0] != "-h" && args[0] != "--help" && args[0] != "--version" && args[0] != "-version" {
-		args = append([]string{"run"}, args...)
+	root := newRoot(ctx, stderr, newEngine, reload)
+	cliutil.Prepare(root, stdout, stderr)
+	return cliutil.Execute(root, args)
+}
+
+// opts are the flags shared by every verb.
+type opts struct {
+	config string
+}
+
+// configPath is -c, or DefaultConfig.
+func (o *opts) configPath() string { return o.config }
+
+func newRoot(ctx context.Context, stderr io.Writer, newEngine EngineFactory, reload <-chan os.Signal) *cobra.Command {
+	o := &opts{}
+	var check bool
+	var fleet string
+	root := &cobra.Command{
+		Use:   "gateway [-c FILE] [command]",
+		Short: "fleetgate central L2TP/IPsec gateway",
+		Long: `fleetgate central L2TP/IPsec gateway.
+
+Without a command it runs the daemon (as 'gateway run'). -c FILE names the
+configuration (default ` + DefaultConfig + `) and may stand before or after
+the command. The control verbs (status, sessions, sas) talk to the running
+daemon over its unix control socket (status.socket).`,
+		Example: `  gateway run -c /etc/fleetgate/gateway.yaml
+  gateway --check-config /etc/fleetgate/gateway.yaml
+  gateway -c /etc/fleetgate/gateway.yaml sessions --json
+  gateway pki issue gw1 --kind gateway --san vpn.example.net`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if check || fleet != "" {
+				return checkConfig(cmd, o, args, fleet)
+			}
+			if len(args) > 0 {
+				return cliutil.NoArgs(cmd, args)
+			}
+			return runDaemon(ctx, o.configPath(), stderr, newEngine, reload)
+		},
 	}
-	var err error
-	switch args[0] {
-	case "run":
-		err = cmdRun(ctx, args[1:], stderr, newEngine, reload)
-	case "--check-config", "-check-config", "check-config":
-		err = cmdCheck(args[1:], stdout)
-	case "pki":
-		if len(args) > 1 && args[1] == "serve-crl" {
-			err = cmdServeCRL(ctx, args[2:], stdout)
-			break
-		}
-		err = cmdPKI(args[1:], stdout)
-	case "client-config":
-		err = cmdClientConfig(args[1:], stdout)
-	case "status":
-		err = cmdStatus(ctx, args[1:], stdout)
-	case "--version", "-version", "version":
-		fmt.Fprintln(stdout, "gateway", version.String())
-		return 0
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "gateway: unknown command %q\n%s", args[0], usage)
-		return 2
-	}
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "gateway: %v\n", err)
-		return 1
-	}
-	return 0
+	root.PersistentFlags().StringVarP(&o.config, "config", "c", DefaultConfig, "configuration file")
+	root.Flags().BoolVar(&check, "check-config", false, "validate the configuration (FILE or -c) and every file it names, then exit")
+	root.Flags().StringVar(&fleet, "fleet", "", "with --check-config: validate every gateway of this fleet file")
+	root.AddCommand(
+		&cobra.Command{
+			Use:   "run",
+			Short: "Run the gateway daemon (SIGHUP reloads, SIGTERM stops)",
+			Args:  cliutil.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				return runDaemon(ctx, o.configPath(), stderr, newEngine, reload)
+			},
+		},
+		checkCmd(o),
+		pkiCmd(ctx, o),
+		clientConfigCmd(o),
+		statusCmd(ctx, o),
+		sessionsCmd(ctx, o),
+		sasCmd(ctx, o),
+	)
+	return root
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
@@ -106,14 +115,8 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer, newEngine EngineFactory, reload <-chan os.Signal) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", DefaultConfig, "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := config.Load(*path)
+func runDaemon(ctx context.Context, path string, stderr io.Writer, newEngine EngineFactory, reload <-chan os.Signal) error {
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
@@ -126,7 +129,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, newEngine Engi
 	if err != nil {
 		return err
 	}
-	log.Info("gateway starting", "version", version.String(), "config", *path, "ike", cfg.Listen.IKEAddr().String(), "natt", cfg.Listen.NATTAddr().String(),
+	log.Info("gateway starting", "version", version.String(), "config", path, "ike", cfg.Listen.IKEAddr().String(), "natt", cfg.Listen.NATTAddr().String(),
 		"dataplane", cfg.DataPlane.Mode, "identities", len(cfg.Identities))
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -137,7 +140,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, newEngine Engi
 			return err
 		case <-reload:
 			srv.NotifyReloading()
-			next, err := config.Load(*path)
+			next, err := config.Load(path)
 			if err != nil {
 				log.Error("reload refused: configuration has errors; keeping the running one", "err", err.Error())
 				srv.NotifyReady()
@@ -151,9 +154,30 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, newEngine Engi
 	}
 }
 
-func cmdCheck(args []string, stdout io.Writer) error {
-	if len(args) == 2 && (args[0] == "--fleet" || args[0] == "-fleet") {
-		cfgs, err := config.CheckFleet(args[1])
+func checkCmd(o *opts) *cobra.Command {
+	var fleet string
+	c := &cobra.Command{
+		Use:   "check-config [FILE]",
+		Short: "Validate a configuration (FILE or -c) and every file it names, then exit",
+		Args:  cliutil.Args(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return checkConfig(cmd, o, args, fleet)
+		},
+	}
+	c.Flags().StringVar(&fleet, "fleet", "", "validate every gateway of this fleet file (gateways: [gw1.yaml, gw2.yaml])")
+	return c
+}
+
+func checkConfig(cmd *cobra.Command, o *opts, args []string, fleet string) error {
+	stdout := cmd.OutOrStdout()
+	if len(args) > 1 {
+		return cliutil.Usagef("check-config takes one FILE, got %d", len(args))
+	}
+	if fleet != "" {
+		if len(args) == 1 {
+			return cliutil.Usagef("check-config: give FILE or --fleet FLEET-FILE, not both")
+		}
+		cfgs, err := config.CheckFleet(fleet)
 		if err != nil {
 			return err
 		}
@@ -164,14 +188,18 @@ func cmdCheck(args []string, stdout io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "%s: OK: pool %s, slice %s, %d identities\n", c.File, c.Pool.PrefixP, slice, len(c.Identities))
 		}
-		fmt.Fprintf(stdout, "%s: OK: %d gateways, slices disjoint, static addresses outside every slice\n", args[1], len(cfgs))
+		fmt.Fprintf(stdout, "%s: OK: %d gateways, slices disjoint, static addresses outside every slice\n", fleet, len(cfgs))
 		return nil
 	}
-	if len(args) != 1 {
-		return errors.New("usage: gateway --check-config FILE | --check-config --fleet FLEET-FILE")
+	path := o.configPath()
+	if len(args) == 1 {
+		path = args[0]
 	}
-	cfg, err := config.Load(args[0])
+	cfg, err := config.Load(path)
 	if err != nil {
+		return err
+	}
+	if err := checkFiles(cfg); err != nil {
 		return err
 	}
 	certs, psks := 0, 0
@@ -183,6 +211,9 @@ func cmdCheck(args []string, stdout io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "%s: OK: %d identities (%d cert, %d psk), pool %s, data plane %s, IKE %s, NAT-T %s\n",
-		args[0], len(cfg.Identities), certs, psks, cfg.Pool.PrefixP, cfg.DataPlane.Mode, cfg.Listen.IKEAddr(), cfg.Listen.NATTAddr())
+		path, len(cfg.Identities), certs, psks, cfg.Pool.PrefixP, cfg.DataPlane.Mode, cfg.Listen.IKEAddr(), cfg.Listen.NATTAddr())
 	return nil
 }
+
+// checkFiles is filled in by the referenced-files check (files.go).
+var checkFiles = func(*config.Config) error { return nil }

@@ -115,6 +115,30 @@ func TestRunAndStatus(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "engine not linked, 0 session(s)") || !strings.Contains(out, "IDENTITY") {
 		t.Errorf("status: code %d out %q err %q", code, out, errs)
 	}
+	// The issue's trap: `gateway -c FILE status` shows status (it used to
+	// start a second daemon); the swanctl-like verbs use the same socket,
+	// found through -c before or after the verb.
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Errorf("control socket mode: %v %v, want 0660", fi, err)
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-c", cfgPath, "status"}, 0, "engine not linked, 0 session(s)"},
+		{[]string{"sessions", "-c", cfgPath, "--json"}, 0, "[]"},
+		{[]string{"-c", cfgPath, "sessions"}, 0, "IDENTITY"},
+		{[]string{"-c", cfgPath, "sas", "--json"}, 0, "[]"},
+		{[]string{"-c", cfgPath, "sas"}, 0, "ESP SUITE"},
+		{[]string{"-c", cfgPath, "sessions", "terminate", "a"}, 1, `no session of identity "a"`},
+		{[]string{"-c", cfgPath, "sessions", "terminate"}, 2, "missing IDENTITY"},
+	} {
+		code, out, errs := run(t, tt.args...)
+		if code != tt.code || !strings.Contains(out+errs, tt.want) {
+			t.Errorf("%v: code %d out %q err %q; want %d containing %q", tt.args, code, out, errs, tt.code, tt.want)
+		}
+	}
 	// A reload with a broken file is refused and the daemon keeps running.
 	if err := os.WriteFile(cfgPath, []byte("listen: [\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -1,139 +1,197 @@
 package cli
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/internal/cliutil"
 )
 
-const pkiUsage = `usage:
-  gateway pki init   [--dir D] [--cn NAME] [--key ecdsa|rsa] [--days N]
-  gateway pki issue  NAME [--dir D] [--kind site|device|gateway] [--san X]... [--key ecdsa|rsa] [--days N]
-  gateway pki revoke NAME [--dir D]
-  gateway pki crl    [--dir D]
-  gateway pki list   [--dir D] [-c FILE] [--expiring 30d]
-  gateway pki serve-crl [--dir D] [--listen ADDR] [--resign 24h] [--ocsp-validity 1h]
-                     publish the CRL for a fleet's pki.crl_url (GET /crl.pem),
-                     re-signed every --resign so it never passes nextUpdate,
-                     and answer OCSP for pki.ocsp_url (POST /ocsp, GET /ocsp/B64)
---dir defaults to the pki.dir of -c FILE, else ./pki.`
+// pkiFlags are the flags every pki verb shares.
+type pkiFlags struct {
+	dir  string
+	key  string
+	days int
+}
 
-type multi []string
-
-func (m *multi) String() string     { return strings.Join(*m, ",") }
-func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
-
-func cmdPKI(args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stdout, pkiUsage)
-		return nil
-	}
-	sub := args[0]
-	fs := flag.NewFlagSet("pki "+sub, flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	dir := fs.String("dir", "", "PKI directory")
-	cfgPath := fs.String("c", "", "gateway configuration (for pki.dir and PSK expiry dates)")
-	cn := fs.String("cn", "fleetgate CA", "CA common name (init)")
-	key := fs.String("key", pki.KeyECDSA, "key type: ecdsa (P-256) or rsa (2048)")
-	days := fs.Int("days", 0, "lifetime in days (default: CA 3650, certificates 825)")
-	kind := fs.String("kind", pki.KindSite, "certificate kind: site, device or gateway")
-	expiring := fs.String("expiring", "", "list only what expires within this time, e.g. 30d")
-	var sans multi
-	fs.Var(&sans, "san", "subject alternative name (DNS, IP or email); repeatable")
-	// Allow "issue NAME --flags" as well as "issue --flags NAME".
-	rest := args[1:]
-	var name string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		name, rest = rest[0], rest[1:]
-	}
-	if err := fs.Parse(rest); err != nil {
-		return err
-	}
-	if name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
-	}
+// store resolves --dir: the flag, else pki.dir of an explicit -c, else ./pki.
+// It returns the loaded configuration when -c was given.
+func (f *pkiFlags) store(cmd *cobra.Command, o *opts) (*pki.Store, *config.Config, error) {
 	var cfg *config.Config
-	if *cfgPath != "" {
-		c, err := config.Load(*cfgPath)
+	if cmd.Flags().Changed("config") {
+		c, err := config.Load(o.configPath())
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		cfg = c
-		if *dir == "" {
-			*dir = c.PKI.Dir
+		if f.dir == "" {
+			f.dir = c.PKI.Dir
 		}
 	}
-	if *dir == "" {
-		*dir = "pki"
+	if f.dir == "" {
+		f.dir = "pki"
 	}
-	st := &pki.Store{Dir: *dir}
-	life := time.Duration(*days) * 24 * time.Hour
-	switch sub {
-	case "init":
-		ca, err := st.CreateCA(pki.CAOptions{CommonName: *cn, KeyType: *key, Lifetime: life})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "created CA %q in %s (expires %s)\n", ca.Subject.CommonName, *dir, ca.NotAfter.Format("2006-01-02"))
-	case "issue":
-		if name == "" {
-			return errors.New("pki issue: NAME is required")
-		}
-		c, err := st.Issue(pki.IssueOptions{Name: name, Kind: *kind, SANs: sans, KeyType: *key, Lifetime: life})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "issued %s certificate %q: %s/certs/%s.crt and .key (expires %s, SANs %s)\n", *kind, name, *dir, name,
-			c.NotAfter.Format("2006-01-02"), strings.Join(append(append(c.DNSNames, ipStrings(c)...), c.EmailAddresses...), ","))
-	case "revoke":
-		if name == "" {
-			return errors.New("pki revoke: NAME is required")
-		}
-		if err := st.Revoke(name); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "revoked %q; CRL rewritten at %s/crl.pem (send SIGHUP to the gateway to load it)\n", name, *dir)
-	case "crl":
-		rl, err := st.WriteCRL()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "wrote %s/crl.pem: %d revoked, next update %s\n", *dir, len(rl.RevokedCertificateEntries), rl.NextUpdate.Format("2006-01-02"))
-	case "list":
-		idx, err := st.Index()
-		if err != nil && !(errors.Is(err, pki.ErrNoCA) && cfg != nil) {
-			return err
-		}
-		var within time.Duration
-		if *expiring != "" {
-			if within, err = pki.ParseWithin(*expiring); err != nil {
-				return fmt.Errorf("--expiring %q: %w", *expiring, err)
+	return &pki.Store{Dir: f.dir}, cfg, nil
+}
+
+func pkiCmd(ctx context.Context, o *opts) *cobra.Command {
+	f := &pkiFlags{}
+	p := &cobra.Command{
+		Use:   "pki",
+		Short: "Certificate authority: init, issue, revoke, crl, list, serve-crl",
+		Long: `Certificate authority for gateways, sites and devices.
+
+--dir defaults to the pki.dir of -c FILE, else ./pki. 'gateway pki issue NAME'
+writes DIR/certs/NAME.crt and DIR/certs/NAME.key; the gateway's own
+certificate is the one pki.cert / pki.key name (pki/certs/gw1.crt in the
+shipped configuration).`,
+	}
+	p.PersistentFlags().StringVar(&f.dir, "dir", "", "PKI directory")
+	p.PersistentFlags().StringVar(&f.key, "key", pki.KeyECDSA, "key type: ecdsa (P-256) or rsa (2048)")
+	p.PersistentFlags().IntVar(&f.days, "days", 0, "lifetime in days (default: CA 3650, certificates 825)")
+	life := func() time.Duration { return time.Duration(f.days) * 24 * time.Hour }
+
+	var cn string
+	initC := &cobra.Command{
+		Use:   "init",
+		Short: "Create the CA (ca.crt, ca.key)",
+		Args:  cliutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, _, err := f.store(cmd, o)
+			if err != nil {
+				return err
 			}
-		}
-		var psks []pki.Expiry
-		if cfg != nil {
-			psks = server.PSKExpiries(cfg)
-		}
-		now := time.Now()
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tTYPE\tKIND\tEXPIRES\tLEFT")
-		for _, e := range pki.Expiring(idx, psks, now, within) {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Type, e.Kind, e.NotAfter.Format("2006-01-02"), left(e.Left(now)))
-		}
-		return tw.Flush()
-	default:
-		return fmt.Errorf("pki: unknown subcommand %q\n%s", sub, pkiUsage)
+			ca, err := st.CreateCA(pki.CAOptions{CommonName: cn, KeyType: f.key, Lifetime: life()})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created CA %q in %s (expires %s)\n", ca.Subject.CommonName, f.dir, ca.NotAfter.Format("2006-01-02"))
+			return nil
+		},
 	}
-	return nil
+	initC.Flags().StringVar(&cn, "cn", "fleetgate CA", "CA common name")
+
+	var kind string
+	var sans []string
+	issue := &cobra.Command{
+		Use:   "issue NAME",
+		Short: "Issue a certificate and key (DIR/certs/NAME.crt, .key)",
+		Args:  cliutil.ExactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, _, err := f.store(cmd, o)
+			if err != nil {
+				return err
+			}
+			name := args[0]
+			c, err := st.Issue(pki.IssueOptions{Name: name, Kind: kind, SANs: sans, KeyType: f.key, Lifetime: life()})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "issued %s certificate %q: %s/certs/%s.crt and .key (expires %s, SANs %s)\n", kind, name, f.dir, name,
+				c.NotAfter.Format("2006-01-02"), strings.Join(append(append(c.DNSNames, ipStrings(c)...), c.EmailAddresses...), ","))
+			return nil
+		},
+	}
+	issue.Flags().StringVar(&kind, "kind", pki.KindSite, "certificate kind: site, device or gateway")
+	issue.Flags().StringArrayVar(&sans, "san", nil, "subject alternative name (DNS, IP or email); repeatable")
+
+	revoke := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke a certificate and rewrite the CRL",
+		Args:  cliutil.ExactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, _, err := f.store(cmd, o)
+			if err != nil {
+				return err
+			}
+			if err := st.Revoke(args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %q; CRL rewritten at %s/crl.pem (send SIGHUP to the gateway to load it)\n", args[0], f.dir)
+			return nil
+		},
+	}
+	crl := &cobra.Command{
+		Use:   "crl",
+		Short: "Re-sign and write the CRL (DIR/crl.pem)",
+		Args:  cliutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, _, err := f.store(cmd, o)
+			if err != nil {
+				return err
+			}
+			rl, err := st.WriteCRL()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s/crl.pem: %d revoked, next update %s\n", f.dir, len(rl.RevokedCertificateEntries), rl.NextUpdate.Format("2006-01-02"))
+			return nil
+		},
+	}
+	var expiring string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List certificates (and, with -c, PSKs) and their expiry",
+		Args:  cliutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, cfg, err := f.store(cmd, o)
+			if err != nil {
+				return err
+			}
+			idx, err := st.Index()
+			if err != nil && !(errors.Is(err, pki.ErrNoCA) && cfg != nil) {
+				return err
+			}
+			var within time.Duration
+			if expiring != "" {
+				if within, err = pki.ParseWithin(expiring); err != nil {
+					return cliutil.Usagef("--expiring %q: %w", expiring, err)
+				}
+			}
+			var psks []pki.Expiry
+			if cfg != nil {
+				psks = server.PSKExpiries(cfg)
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tTYPE\tKIND\tEXPIRES\tLEFT")
+			for _, e := range pki.Expiring(idx, psks, now, within) {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Type, e.Kind, e.NotAfter.Format("2006-01-02"), left(e.Left(now)))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&expiring, "expiring", "", "list only what expires within this time, e.g. 30d")
+
+	var listen string
+	var resign, validity time.Duration
+	serve := &cobra.Command{
+		Use:   "serve-crl",
+		Short: "Publish the CRL for pki.crl_url (GET /crl.pem, re-signed every --resign) and answer OCSP for pki.ocsp_url (POST /ocsp, GET /ocsp/B64)",
+		Args:  cliutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, _, err := f.store(cmd, o)
+			if err != nil {
+				return err
+			}
+			return serveCRL(ctx, st, listen, resign, validity, cmd.OutOrStdout())
+		},
+	}
+	serve.Flags().StringVar(&listen, "listen", "127.0.0.1:8089", "HTTP listen address")
+	serve.Flags().DurationVar(&resign, "resign", 24*time.Hour, "re-sign the CRL this often (0: never)")
+	serve.Flags().DurationVar(&validity, "ocsp-validity", time.Hour, "nextUpdate of OCSP answers (gateways fall back to pki.ocsp_fail once it has passed)")
+	p.AddCommand(initC, issue, revoke, crl, list, serve)
+	return p
 }
 
 func ipStrings(c *x509.Certificate) []string {

@@ -264,7 +264,17 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Warn("status socket unavailable", "socket", sock, "err", err)
 		} else {
 			_ = os.Chmod(sock, 0o660)
-			servers = append(servers, s.serve(ln, mux, &wg))
+			// The control socket serves what the HTTP listener does plus
+			// the actions (`gateway sessions terminate`); file mode 0660
+			// (root and the fleetgate group) is its access control.
+			ctl := http.NewServeMux()
+			ctl.Handle("/", mux)
+			ctl.Handle(status.TerminatePath, status.TerminateHandler(func(id string) int {
+				n := s.CloseSessions(func(sess Session) bool { return sess.Identity() == id }, "terminated by operator")
+				s.log.Info("sessions terminated by operator", "identity", id, "sessions_closed", n)
+				return n
+			}))
+			servers = append(servers, s.serve(ln, ctl, &wg))
 		}
 	}
 	s.startBGP(ctx)
