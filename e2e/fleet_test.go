@@ -62,24 +62,9 @@ func fleetGatewayConfig(dir string, g *fleetGW, slice string) string {
 `, g.core, g.core, coreIP.Prev())
 }
 
-// TestFleetFailover: the edge is up on one gateway, bird has 10.10.8.0/24
-// via it and central's CoAP GET to sensor-17 (10.10.8.17) succeeds; that
-// gateway is killed with SIGKILL; the bridge moves to the other gateway
-// and gets the same PPP address, bird's route moves, and central's GET
-// succeeds again. Times from the kill are printed. An MQTT device
-// publishes numbered QoS 1 telemetry throughout: everything the bridge
-// acknowledged reaches the central Mosquitto (lost and duplicated are
-// printed; lost must be 0). Finally an operator's radclient sends a
-// Disconnect-Request to the surviving gateway: Disconnect-ACK, and bird
-// loses the site's route.
-func TestFleetFailover(t *testing.T) {
-	t.Parallel() // own namespaces; mostly waits
-	testenv.RequireRoot(t)
-	for _, b := range []string{"nft", "ip", "ss", "bird", "birdc", "coap-client-notls", "radclient"} {
-		testenv.RequireBinary(t, b)
-	}
-	Bin(t, "bridge")
-	t0 := time.Now()
+// newFleet builds the fleet topology (see the top of this file) around
+// the harness's namespaces; nothing runs in it yet.
+func newFleet(t *testing.T) (*Env, []*fleetGW) {
 	topo := netns.New(t, netns.Options{NAT: true})
 	e := &Env{T: t, Topo: topo, Sensors: topo.Host("sensors"), Edge: topo.Host("edge"), NAT: topo.Host("nat"),
 		WAN: topo.Host("wan"), GW: topo.Host("gw"), Central: topo.Host("central"), Dir: t.TempDir(),
@@ -101,6 +86,29 @@ func TestFleetFailover(t *testing.T) {
 		{name: "gw1", host: e.GW, public: "203.0.113.2", core: "10.201.1.2"},
 		{name: "gw2", host: topo.Host("gw2"), public: "192.0.2.2", core: "10.201.2.2"},
 	}
+	return e, gws
+}
+
+// TestFleetFailover: the edge is up on one gateway, bird has 10.10.8.0/24
+// via it and central's CoAP GET to sensor-17 (10.10.8.17) succeeds; that
+// gateway is killed with SIGKILL; the bridge moves to the other gateway
+// and gets the same PPP address, bird's route moves, and central's GET
+// succeeds again. Times from the kill are printed. An MQTT device
+// publishes numbered QoS 1 telemetry throughout: everything the bridge
+// acknowledged reaches the central Mosquitto (lost and duplicated are
+// printed; lost must be 0). Finally an operator's radclient sends a
+// Disconnect-Request to the surviving gateway: Disconnect-ACK, and bird
+// loses the site's route.
+func TestFleetFailover(t *testing.T) {
+	t.Parallel() // own namespaces; mostly waits
+	testenv.RequireRoot(t)
+	for _, b := range []string{"nft", "ip", "ss", "bird", "birdc", "coap-client-notls", "radclient"} {
+		testenv.RequireBinary(t, b)
+	}
+	Bin(t, "bridge")
+	t0 := time.Now()
+	e, gws := newFleet(t)
+	topo := e.Topo
 	for i, g := range gws {
 		g.config = filepath.Join(e.Dir, g.name+".yaml")
 		e.write(g.config, fleetGatewayConfig(e.Dir, g, []string{"10.10.0.64/26", "10.10.0.128/26"}[i]))
