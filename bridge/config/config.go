@@ -75,6 +75,11 @@ type Downlink struct {
 	// MaxBlockTransfers bounds one device's block-wise uploads being
 	// reassembled at once (0: default 16).
 	MaxBlockTransfers int `yaml:"max_block_transfers"`
+	// NStart bounds each endpoint's CoAP exchanges in flight per
+	// direction, MaxInFlight those of the whole bridge; a request over
+	// either is answered 5.03 with Max-Age (0: proxy defaults 4, 4096).
+	NStart      int `yaml:"nstart"`
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // MQTT configures the site broker (downlink/mqtt), the per-endpoint relay
@@ -363,6 +368,10 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fail("downlink.max_block_transfers", "downlink.max_block_transfers must be positive (0: default 16)")
 	case d.PendingTimeout < 0:
 		return nil, fail("downlink.pending_timeout", "downlink.pending_timeout must be a positive duration such as 20s (0: default)")
+	case d.NStart < 0:
+		return nil, fail("downlink.nstart", "downlink.nstart must be positive (0: default 4)")
+	case d.MaxInFlight < 0:
+		return nil, fail("downlink.max_in_flight", "downlink.max_in_flight must be positive (0: default 4096)")
 	}
 	if c.MQTT.Enabled && !c.MQTT.Central.IsValid() {
 		return nil, fail("mqtt.central", "mqtt.central (the central broker's address:port) is required")

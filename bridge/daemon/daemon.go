@@ -269,6 +269,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	}
 	px, err := proxy.New(proxy.Config{Stack: st, Registry: reg, Central: cfg.Central, Hosts: cfg.Hosts,
 		QueueLen: cfg.Downlink.QueueLen, QueueTTL: cfg.Downlink.QueueTTL, Logger: log,
+		NStart: cfg.Downlink.NStart, MaxInFlight: cfg.Downlink.MaxInFlight,
 		Spool: csp, Modes: modes, RetryAfter: cs.RetryAfter, UplinkUp: uplinkUp.Load})
 	if err != nil {
 		return nil, err
@@ -554,6 +555,11 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("ipstack_route_fragments_total", "Fragmented UDP to the site prefix (dropped, not reassembled).", st.Stats.Route.Fragments.Load)
 	counter("ipstack_route_conn_queue_full_total", "Datagrams dropped because an upstream conn's queue was full.", st.Stats.Route.ConnQueueFull.Load)
 	counter("proxy_demuxed_total", "Central to endpoint datagrams handed to an endpoint by the demultiplexer.", px.Stats.Demuxed.Load)
+	counter("proxy_duplicates_total", "Central requests received again within EXCHANGE_LIFETIME (not relayed again).", px.Stats.Duplicates.Load)
+	counter("proxy_duplicates_answered_total", "Duplicate central requests answered with the recorded answer.", px.Stats.DuplicatesAnswered.Load)
+	counter("proxy_dedup_evicted_total", "Central requests forgotten early: the endpoint's dedup table was full.", px.Stats.DedupEvicted.Load)
+	counter("proxy_overload_endpoint_total", "Requests answered 5.03: the endpoint had downlink.nstart exchanges in flight.", px.Stats.OverloadEndpoint.Load)
+	counter("proxy_overload_bridge_total", "Requests answered 5.03: the bridge had downlink.max_in_flight exchanges in flight.", px.Stats.OverloadBridge.Load)
 	preg.MustRegister(endpointCollector{reg: s.reg, srv: srv, px: px})
 	if s.ms != nil {
 		preg.MustRegister(relayCollector{s.ms})

@@ -30,6 +30,7 @@ type endpointState struct {
 	gone atomic.Bool // removed: nothing more is sent from its address
 	up   *upstreams  // its own lock
 	fwd  *forwarder  // nil without a CoAP spool; set before it is demultiplexed to
+	ex   exchanges   // its own lock: dedup and in-flight slots (exchange.go)
 
 	mu      sync.Mutex
 	queue   []queued              // guarded by mu
@@ -145,6 +146,9 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 		p.ackResponse(e, msg, from)
 		return
 	}
+	if p.dedupCentral(e, msg, from) {
+		return
+	}
 	if p.blockIn(e, msg, from) || p.blockCached(e, msg, from) {
 		return
 	}
@@ -152,13 +156,18 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 		p.cancelDown(e, from, msg.Token())
 	}
 	if s := p.session(e.ep.Name); s != nil {
+		if !p.acquire(e, dirDown) {
+			p.overloadCentral(e, msg, from)
+			return
+		}
 		p.wg.Add(1)
-		go func() { defer p.wg.Done(); p.relay(e, msg, from) }()
+		go func() { defer p.wg.Done(); defer p.release(e, dirDown); p.relay(e, msg, from) }()
 		return
 	}
 	// Read what the empty ACK needs before the message is shared with
 	// flush/Tick through the queue.
 	con, mid := msg.Type() == message.Confirmable, msg.MessageID()
+	key, hasKey := keyOf(from, msg)
 	e.mu.Lock()
 	full := len(e.queue) >= p.cfg.QueueLen
 	if !full {
@@ -176,6 +185,9 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 		ack.SetType(message.Acknowledgement)
 		ack.SetMessageID(mid)
 		if b, err := ack.MarshalWithEncoder(coder.DefaultCoder); err == nil {
+			if hasKey { // a duplicate CON gets the same empty ACK
+				e.ex.answered(key, b)
+			}
 			e.write(b, from)
 		}
 	}
@@ -256,7 +268,7 @@ func (p *Proxy) respond(e *endpointState, req *pool.Message, to net.Addr, c cont
 	}
 	v2, err := req.GetOptionUint32(message.Block2)
 	if b := p.encodeBlocked(e, m, v2, err == nil, resourceKey(to, req)); b != nil {
-		e.write(b, to)
+		p.answerCentral(e, req, to, b)
 	}
 }
 
@@ -279,11 +291,20 @@ func (p *Proxy) flush(name string) {
 	q := e.queue
 	e.queue = nil
 	e.mu.Unlock()
-	for _, it := range q {
-		it.msg.SetType(message.NonConfirmable) // the empty ACK was sent already
-		p.wg.Add(1)
-		go func() { defer p.wg.Done(); p.relay(e, it.msg, it.from) }()
+	if len(q) == 0 {
+		return
 	}
+	// One goroutine relays the queue in order, one exchange at a time (the
+	// queue is bounded by QueueLen; it takes no NStart slot so that a
+	// device that wakes gets what waited for it, never a 5.03).
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for _, it := range q {
+			it.msg.SetType(message.NonConfirmable) // the empty ACK was sent already
+			p.relay(e, it.msg, it.from)
+		}
+	}()
 }
 
 // Tick answers queued requests older than QueueTTL with 5.04 Gateway

@@ -81,6 +81,16 @@ type Config struct {
 	RetryAfter time.Duration
 	// UplinkUp reports whether the uplink is up (nil: always).
 	UplinkUp func() bool
+	// NStart bounds each endpoint's exchanges in flight per direction
+	// (DefaultNStart); MaxInFlight those of the whole bridge
+	// (DefaultMaxInFlight). A request over either is answered 5.03 with
+	// Max-Age OverloadMaxAge (DefaultOverloadMaxAge). DedupPerEndpoint
+	// bounds the central requests remembered per endpoint for
+	// deduplication (DefaultDedupPerEndpoint; exchange.go).
+	NStart, MaxInFlight, DedupPerEndpoint int
+	OverloadMaxAge                        time.Duration
+	// Now is the clock of deduplication (nil: time.Now).
+	Now func() time.Time
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -129,6 +139,16 @@ type Stats struct {
 	// (those for an address with no endpoint are ipstack's
 	// Stats.Route.NoEndpoint).
 	Demuxed atomic.Uint64
+	// Duplicates counts central requests received again within
+	// EXCHANGE_LIFETIME (not relayed again); DuplicatesAnswered those
+	// answered with the recorded answer (the rest arrived while the first
+	// copy was in progress and were dropped); DedupEvicted requests
+	// forgotten early because an endpoint's table was full.
+	Duplicates, DuplicatesAnswered, DedupEvicted atomic.Uint64
+	// OverloadEndpoint counts requests answered 5.03 because their
+	// endpoint had NStart exchanges in flight in that direction;
+	// OverloadBridge because the bridge had MaxInFlight.
+	OverloadEndpoint, OverloadBridge atomic.Uint64
 }
 
 // Proxy relays CoAP between DTLS sessions and ipstack.
@@ -143,6 +163,8 @@ type Proxy struct {
 
 	mu  sync.Mutex
 	eps map[string]*endpointState // guarded by mu; by endpoint name
+
+	inFlight atomic.Int64 // exchanges in flight, both directions (exchange.go)
 
 	dmu    sync.RWMutex
 	byAddr map[netip.Addr]*endpointState // guarded by dmu: the demultiplexer's map (demux.go)
@@ -186,6 +208,18 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = DefaultRetryAfter
+	}
+	if cfg.NStart <= 0 {
+		cfg.NStart = DefaultNStart
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.OverloadMaxAge <= 0 {
+		cfg.OverloadMaxAge = DefaultOverloadMaxAge
+	}
+	if cfg.DedupPerEndpoint <= 0 {
+		cfg.DedupPerEndpoint = DefaultDedupPerEndpoint
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -308,6 +342,17 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 		p.unavailable(w) // passthrough, uplink down: retry after Max-Age
 		return
 	}
+	e := p.endpoint(s.Endpoint.Name)
+	if e == nil {
+		p.Stats.UpstreamErrors.Add(1)
+		_ = w.SetResponse(codes.BadGateway, message.TextPlain, nil)
+		return
+	}
+	if !p.acquire(e, dirUp) {
+		p.overloadDevice(s.Endpoint.Name, w)
+		return
+	}
+	defer p.release(e, dirUp)
 	up, uc, err := p.upstream(s.Endpoint, dst)
 	if err != nil {
 		p.Stats.UpstreamErrors.Add(1)
