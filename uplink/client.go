@@ -38,8 +38,8 @@ type Config struct {
 	// Dial makes one attempt (default tunnel.Dial); tests replace it.
 	Dial func(ctx context.Context, cfg tunnel.ClientConfig) (*tunnel.Tunnel, error)
 	// Resolve looks up a gateway given by name (default: the system
-	// resolver, IPv4). Every address of a name is a gateway of its own:
-	// see resolve.go.
+	// resolver, A and AAAA). Every address of a name is a gateway of its
+	// own: see resolve.go.
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// MinBackoff and MaxBackoff bound the reconnect delay: attempt n waits
@@ -58,6 +58,13 @@ type Config struct {
 	// has sent nothing for this long is given up so the next one is tried
 	// (default DefaultAnswerTimeout; see failover.go). Negative: off.
 	AnswerTimeout time.Duration
+	// HappyEyeballsDelay: a gateway name with AAAA and A records is
+	// dialled over IPv6 first and, when that has not answered after this
+	// long, over IPv4 too; the first to answer wins (RFC 8305; dial.go).
+	// Default DefaultHappyEyeballsDelay (250 ms).
+	HappyEyeballsDelay time.Duration
+	// NoIPv6 ignores AAAA records (an IPv4-only site).
+	NoIPv6 bool
 
 	// OnState is called on every state change, from the client's goroutine;
 	// it must not block for long.
@@ -188,6 +195,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = tunnel.DefaultSetupTimeout
+	}
+	if cfg.HappyEyeballsDelay <= 0 {
+		cfg.HappyEyeballsDelay = DefaultHappyEyeballsDelay
 	}
 	if cfg.AnswerTimeout == 0 {
 		cfg.AnswerTimeout = DefaultAnswerTimeout
@@ -374,15 +384,16 @@ func (c *Client) run() {
 		}
 		tcfg.PacketHandler = c.deliver
 		var t *tunnel.Tunnel
-		target, err := c.target(i)
+		var target string
+		targets, err := c.targets(i)
 		if err == nil {
-			tcfg.Gateway = target
+			c.mu.Lock()
+			c.st.Target = targets[0]
+			c.mu.Unlock()
+			t, target, err = c.dial(tcfg, targets)
 			c.mu.Lock()
 			c.st.Target = target
 			c.mu.Unlock()
-			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AttemptTimeout)
-			t, err = c.cfg.Dial(ctx, tcfg)
-			cancel()
 		}
 		if err != nil {
 			if c.ctx.Err() != nil {

@@ -126,15 +126,15 @@ func TestDNSGatewaysSpread(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := c.target(0)
+		a, err := c.target0(0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if b, _ := c.target(0); b != a {
+		if b, _ := c.target0(0); b != a {
 			t.Fatalf("choice not stable: %s then %s", a, b)
 		}
 		c.health[0].failures++
-		if b, _ := c.target(0); b == a {
+		if b, _ := c.target0(0); b == a {
 			t.Fatalf("a failure did not move on from %s", a)
 		}
 		count[a]++
@@ -145,15 +145,63 @@ func TestDNSGatewaysSpread(t *testing.T) {
 			t.Fatalf("1000 clients over 4 addresses: %v", count)
 		}
 	}
-	// A name without IPv4 addresses and a failing lookup are transport
+	// A name without usable addresses and a failing lookup are transport
 	// failures with the name in the message.
-	c, _ := New(Config{Gateways: []Gateway{{Addr: "v6only.example.net"}},
+	c, _ := New(Config{Gateways: []Gateway{{Addr: "v6only.example.net"}}, NoIPv6: true,
 		Resolve: func(context.Context, string) ([]netip.Addr, error) {
 			return []netip.Addr{netip.MustParseAddr("2001:db8::1")}, nil
 		}})
-	if _, err := c.target(0); tunnel.PhaseOf(err) != tunnel.PhaseTransport {
-		t.Fatalf("v6-only name: %v", err)
+	if _, err := c.target0(0); tunnel.PhaseOf(err) != tunnel.PhaseTransport {
+		t.Fatalf("v6-only name with NoIPv6: %v", err)
 	}
+}
+
+// TestDNSGatewaysDualStack: a dual-stack name gives two targets, IPv6
+// first (RFC 8305 §4), each family picked at the client's offset; an
+// IPv6-only name one IPv6 target; a specific IPv4 local address or NoIPv6
+// drops the AAAA records.
+func TestDNSGatewaysDualStack(t *testing.T) {
+	names := map[string][]netip.Addr{
+		"dual.example.net": {netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8::1")},
+		"v6.example.net":   {netip.MustParseAddr("2001:db8::1")},
+	}
+	mk := func(name, local string, no6 bool) *Client {
+		c, err := New(Config{Gateways: []Gateway{{Addr: name}}, NoIPv6: no6, Tunnel: tunnel.ClientConfig{LocalIKE: local},
+			Resolve: func(_ context.Context, h string) ([]netip.Addr, error) { return names[h], nil },
+			Rand:    rand.New(rand.NewPCG(1, 2))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	got, err := mk("dual.example.net", "", false).targets(0)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("dual-stack targets %v, %v", got, err)
+	}
+	a6, a4 := netip.MustParseAddrPort(got[0]).Addr(), netip.MustParseAddrPort(got[1]).Addr()
+	if !a6.Is6() || !a4.Is4() {
+		t.Fatalf("dual-stack targets %v: want IPv6 first, then IPv4", got)
+	}
+	if got, _ := mk("v6.example.net", "", false).targets(0); len(got) != 1 || got[0] != "[2001:db8::1]:500" {
+		t.Fatalf("IPv6-only name: %v", got)
+	}
+	for _, c := range []*Client{mk("dual.example.net", "192.0.2.9:0", false), mk("dual.example.net", "", true)} {
+		if got, _ := c.targets(0); len(got) != 1 || !netip.MustParseAddrPort(got[0]).Addr().Is4() {
+			t.Fatalf("IPv4-only client: %v", got)
+		}
+	}
+	if got, _ := mk("dual.example.net", "[2001:db8::9]:0", false).targets(0); len(got) != 1 || !netip.MustParseAddrPort(got[0]).Addr().Is6() {
+		t.Fatalf("IPv6-bound client: %v", got)
+	}
+}
+
+// target0 is the first target of gateway i.
+func (c *Client) target0(i int) (string, error) {
+	ts, err := c.targets(i)
+	if err != nil {
+		return "", err
+	}
+	return ts[0], nil
 }
 
 func freePorts(t *testing.T) (int, int) {

@@ -1,13 +1,20 @@
 package dataplane
 
-import "github.com/fleetgate/fleetgate/uplink/esp"
+import (
+	"net/netip"
+
+	"github.com/fleetgate/fleetgate/uplink/esp"
+)
 
 // Encapsulation overheads of an L2TP/IPsec packet with NAT-T in ESP
 // transport mode (RFC 3948 §2.1, RFC 4303 §2, RFC 2661 §3.1, RFC 1662 §3):
 //
+// (over IPv6 the outer header is 40 bytes instead of 20, RFC 8200 §3):
+//
 //	[IPv4 20][UDP 8 (4500)][ESP SPI+Seq 8][IV][UDP 8 (1701)][L2TP][PPP][IP packet][pad][padlen 1][next 1][ICV]
 const (
 	outerIPv4    = 20
+	outerIPv6    = 40 // fixed header; we send no extension headers
 	nattUDP      = 8
 	espHeader    = 8
 	espTrailer   = 2 // pad length + next header
@@ -38,11 +45,25 @@ func ivAndBlock(s esp.Suite) (iv, block int) {
 // at maxMTU when maxMTU > 0. Examples at 1500: aes128gcm16 1414,
 // aes128-sha1 and aes256-sha256 1398.
 func EffectiveMTU(s esp.Suite, pathMTU, maxMTU int) int {
+	return effectiveMTU(s, outerIPv4, pathMTU, maxMTU)
+}
+
+// EffectiveMTUOver is EffectiveMTU for a session whose outer (ESP-in-UDP)
+// packets go to outer: 20 bytes less over IPv6 (a v4-mapped address is
+// IPv4). Examples at 1500 over IPv6: aes128gcm16 1394, aes128-sha1 1382.
+func EffectiveMTUOver(s esp.Suite, outer netip.Addr, pathMTU, maxMTU int) int {
+	if outer.Unmap().Is6() {
+		return effectiveMTU(s, outerIPv6, pathMTU, maxMTU)
+	}
+	return effectiveMTU(s, outerIPv4, pathMTU, maxMTU)
+}
+
+func effectiveMTU(s esp.Suite, outerIP, pathMTU, maxMTU int) int {
 	if pathMTU <= 0 {
 		pathMTU = DefaultPathMTU
 	}
 	iv, block := ivAndBlock(s)
-	room := pathMTU - outerIPv4 - nattUDP - espHeader - iv - s.ICVLen()
+	room := pathMTU - outerIP - nattUDP - espHeader - iv - s.ICVLen()
 	payload := room/block*block - espTrailer
 	mtu := payload - l2tpUDP - l2tpDataMax - pppHeaderMax
 	if maxMTU > 0 && mtu > maxMTU {

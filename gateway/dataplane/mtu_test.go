@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
@@ -33,6 +34,34 @@ func TestEffectiveMTU(t *testing.T) {
 	padded := (inner + espTrailer + 3) &^ 3
 	if outer := outerIPv4 + nattUDP + espHeader + 8 + padded + 16; outer != 1500 {
 		t.Errorf("GCM outer size for MTU 1414: got %d, want 1500", outer)
+	}
+}
+
+// TestEffectiveMTUOverIPv6: an IPv6 outer header is 20 bytes more than
+// IPv4's: 1394 for GCM at 1500 (20 less), 1382 for CBC (16 less: CBC pads
+// to 16-byte blocks, so the loss is rounded to a block); a v4-mapped outer
+// address is IPv4.
+func TestEffectiveMTUOverIPv6(t *testing.T) {
+	gcm := esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}
+	cbc := esp.Suite{Cipher: esp.CipherAESCBC, KeyBits: 128, Integ: esp.IntegHMACSHA1_96}
+	v6, v4, mapped := netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("::ffff:192.0.2.2")
+	for _, tt := range []struct {
+		s    esp.Suite
+		a    netip.Addr
+		want int
+	}{{gcm, v6, 1394}, {cbc, v6, 1382}, {gcm, v4, 1414}, {cbc, v4, 1398}, {gcm, mapped, 1414}} {
+		if got := EffectiveMTUOver(tt.s, tt.a, 1500, 0); got != tt.want {
+			t.Errorf("EffectiveMTUOver(%v, %v) = %d, want %d", tt.s, tt.a, got, tt.want)
+		}
+	}
+	// Cross-check by hand: a 1394-byte inner packet over IPv6 with GCM is
+	// exactly a 1500-byte outer packet, and 1395 would not fit.
+	for inner, want := range map[int]int{1394: 1500, 1395: 1504} {
+		n := inner + pppHeaderMax + l2tpDataMax + l2tpUDP
+		padded := (n + espTrailer + 3) &^ 3
+		if outer := outerIPv6 + nattUDP + espHeader + 8 + padded + 16; outer != want {
+			t.Errorf("GCM IPv6 outer size for inner %d: got %d, want %d", inner, outer, want)
+		}
 	}
 }
 

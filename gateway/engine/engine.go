@@ -261,7 +261,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		}
 		s := &Session{
 			id: p.id, identity: p.auth.Identity(), routes: p.auth.Routes(),
-			mtu:   dataplane.EffectiveMTU(ss.Suite(), 0, gc.MTU),
+			mtu:   dataplane.EffectiveMTUOver(ss.Suite(), ss.Outer().Addr(), 0, gc.MTU),
 			suite: suiteName(ss.Suite()), outer: ss.Outer, started: ss.Started(),
 			user: p.auth.PPPUser(), class: p.auth.Class(), link: ss, hold: p.hold,
 			phase1: server.Phase1Of(ss.Identity()), hangup: ss.Hangup,

@@ -179,3 +179,43 @@ func TestRADIUSCallingStationID(t *testing.T) {
 	}
 	t.Logf("client %v (VPN %v): %s", outer, tn.LocalAddr(), want)
 }
+
+// TestCharonInitiatorIPv6: charon negotiates Main Mode and Quick Mode
+// (IKEv1, transport mode, PSK) with the gateway over an IPv6-only outer
+// network (2001:db8::/64, no IPv4 address on the link): IKE on UDP 500,
+// then NAT-T on 4500 (forced encapsulation, as every fleetgate site uses),
+// NAT-D hashed over 16-byte addresses, ID_IPV6_ADDR identities. charon
+// then fails only to install the SA in the kernel (no ESP module here).
+func TestCharonInitiatorIPv6(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "charon")
+	p := netns.Pair6(t)
+	gw, peer := p.Host("a"), p.Host("b")
+	ikeProp := "aes128-sha256-modp2048"
+	cfg := parseConfig(t, "proposals: {ike: ["+ikeProp+"], esp: [aes128-sha1]}\n")
+	listen6 := func(port string) net.PacketConn {
+		c, err := gw.ListenPacket("udp6", "["+gw.Addr.String()+"]:"+port)
+		if err != nil {
+			t.Fatalf("listen in %s: %v", gw.Name, err)
+		}
+		return c
+	}
+	g := startGateway(t, cfg, engine.Config{IKEConn: listen6("500"), NATTConn: listen6("4500")})
+	var cc realpeer.CharonConfig
+	cc.Swanctl = fmt.Sprintf("secrets { ike-fg { secret = %q\n id-a = %s\n id-b = %s } }\n", testPSK, gw.Addr, peer.Addr)
+	cc.Swanctl += charonConn(peer.Addr.String(), gw.Addr.String(), ikeProp, "psk", peer.Addr.String(), gw.Addr.String(), "")
+	cc.Swanctl = strings.Replace(cc.Swanctl, "dpd_delay = 0", "dpd_delay = 0\n    encap = yes", 1)
+	ch := realpeer.StartCharon(t, peer, cc)
+	ch.WaitLog(t, 20*time.Second, "IKE_SA fg[1] established", "selected proposal: ESP:AES_CBC_128/HMAC_SHA1_96", "unable to install")
+	st := g.eng.Tunnel().Stats().IKE
+	if n := st.Phase1Established.Load(); n != 1 {
+		t.Fatalf("gateway phase 1 established: got %d, want 1", n)
+	}
+	// charon answered our Quick Mode (it chose our ESP proposal) and
+	// failed only at the kernel (no ESP module here), before its QM3: the
+	// gateway's phase 2 counter stays 0, as in TestCharonInitiator. The
+	// exchange ran on the IPv6 NAT-T port:
+	if want := "from " + peer.Addr.String() + "[4500] to " + gw.Addr.String() + "[4500]"; !strings.Contains(ch.Log(), want) {
+		t.Fatalf("charon log has no %q", want)
+	}
+}

@@ -203,8 +203,8 @@ func build(t testing.TB, names []string, links []link, routes, addr map[string]s
 		topo.mustRun(l.a, "ip", "link", "add", "name", l.b, "type", "veth", "peer", "name", l.a, "netns", b.NS)
 		a.Ifaces[l.b] = netip.MustParsePrefix(l.aAddr)
 		b.Ifaces[l.a] = netip.MustParsePrefix(l.bAddr)
-		topo.mustRun(l.a, "ip", "addr", "add", l.aAddr, "dev", l.b)
-		topo.mustRun(l.b, "ip", "addr", "add", l.bAddr, "dev", l.a)
+		topo.mustRun(l.a, "ip", addrAdd(l.aAddr, l.b)...)
+		topo.mustRun(l.b, "ip", addrAdd(l.bAddr, l.a)...)
 		topo.mustRun(l.a, "ip", "link", "set", "dev", l.b, "up")
 		topo.mustRun(l.b, "ip", "link", "set", "dev", l.a, "up")
 	}
@@ -212,6 +212,36 @@ func build(t testing.TB, names []string, links []link, routes, addr map[string]s
 		topo.mustRun(h, "ip", "route", "add", "default", "via", gw)
 	}
 	return topo
+}
+
+// addrAdd is the arguments of "ip addr add" for prefix on dev. An IPv6 address
+// skips Duplicate Address Detection (nodad): a fresh veth's address would
+// otherwise stay tentative (unusable as a source) for a second or more.
+func addrAdd(prefix, dev string) []string {
+	args := []string{"addr", "add", prefix, "dev", dev}
+	if p, err := netip.ParsePrefix(prefix); err == nil && p.Addr().Is6() {
+		args = append(args, "nodad")
+	}
+	return args
+}
+
+// Pair6 is Pair on an IPv6-only link: "a" 2001:db8::1/64 and "b"
+// 2001:db8::2/64 (RFC 3849 documentation prefix), no IPv4 address but
+// loopback. It needs root.
+func Pair6(t testing.TB) *Topology {
+	t.Helper()
+	testenv.RequireRoot(t)
+	return build(t, []string{"a", "b"},
+		[]link{{"a", "b", "2001:db8::1/64", "2001:db8::2/64"}}, nil,
+		map[string]string{"a": "2001:db8::1", "b": "2001:db8::2"})
+}
+
+// AddAddr adds one more address (with prefix length) to host's interface
+// iface, e.g. an IPv6 address beside a link's IPv4 one; removed with the
+// namespace.
+func (topo *Topology) AddAddr(host, iface, prefix string) {
+	topo.t.Helper()
+	topo.mustRun(host, "ip", addrAdd(prefix, iface)...)
 }
 
 // Host returns the named host; it fails the test if there is none.

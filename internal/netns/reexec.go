@@ -95,8 +95,8 @@ func (topo *Topology) Connect(a, b, aAddr, bAddr string) {
 	topo.mustRun(a, "ip", "link", "add", "name", b, "type", "veth", "peer", "name", a, "netns", hb.NS)
 	ha.Ifaces[b] = netip.MustParsePrefix(aAddr)
 	hb.Ifaces[a] = netip.MustParsePrefix(bAddr)
-	topo.mustRun(a, "ip", "addr", "add", aAddr, "dev", b)
-	topo.mustRun(b, "ip", "addr", "add", bAddr, "dev", a)
+	topo.mustRun(a, "ip", addrAdd(aAddr, b)...)
+	topo.mustRun(b, "ip", addrAdd(bAddr, a)...)
 	topo.mustRun(a, "ip", "link", "set", "dev", b, "up")
 	topo.mustRun(b, "ip", "link", "set", "dev", a, "up")
 }

@@ -405,3 +405,47 @@ func TestSenderLonePacketsInline(t *testing.T) {
 		t.Fatalf("SendBatches %d (want 0: every datagram inline), ESPOut %d", n, a.Stats().ESPOut.Load())
 	}
 }
+
+// TestBatchConnGSOIPv6: a GSO run (UDP_SEGMENT) from an IPv6 socket to a
+// native IPv6 peer (::1) is laid out as one message and arrives as its
+// datagrams, intact and in order, from the sender's IPv6 address.
+func TestBatchConnGSOIPv6(t *testing.T) {
+	listen6 := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+		if err != nil {
+			t.Skipf("no IPv6 loopback: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	rx, tx := listen6(), listen6()
+	rb, tb := newBatchConn(rx), newBatchConn(tx)
+	if rb == nil || tb == nil || !tb.v6 {
+		t.Fatal("no batched I/O on an IPv6 socket")
+	}
+	if tb.noGSO {
+		t.Skip("no UDP GSO layout on this architecture")
+	}
+	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+	from := tx.LocalAddr().(*net.UDPAddr).AddrPort()
+	var pkts []outPkt
+	for i := range 8 {
+		pkts = append(pkts, pkt(1200, byte(i), to))
+	}
+	if failed, err := tb.write(pkts); err != nil || failed != 0 {
+		t.Fatalf("write: failed %d, %v", failed, err)
+	}
+	if tb.noGSO || tb.scount != 1 || tb.msgs[0].count != 8 {
+		t.Fatalf("layout: %d messages, first of %d (noGSO %v); want 1 GSO message of 8", tb.scount, tb.msgs[0].count, tb.noGSO)
+	}
+	n, err := rb.read() // loopback delivered them before write returned
+	if err != nil || n != len(pkts) {
+		t.Fatalf("read %d, %v; want the %d segments as datagrams", n, err, len(pkts))
+	}
+	for i := range n {
+		p, src, ok, _ := rb.msg(i)
+		if !ok || src != from || !bytes.Equal(p, (*pkts[i].buf)[:1200]) {
+			t.Fatalf("segment %d: ok=%v from %v (want %v), %d bytes", i, ok, src, from, len(p))
+		}
+	}
+}

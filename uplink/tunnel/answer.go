@@ -2,7 +2,11 @@ package tunnel
 
 import (
 	"fmt"
+	"net/netip"
+	"sync/atomic"
 	"time"
+
+	"github.com/fleetgate/fleetgate/uplink/esp"
 
 	"github.com/fleetgate/fleetgate/uplink/ike"
 )
@@ -31,4 +35,20 @@ func (t *Tunnel) waitIKE(wait func(ch <-chan struct{}, timer <-chan time.Time) e
 func (t *Tunnel) answered() bool {
 	s := t.eng.Stats()
 	return s.Received.Load() > s.Malformed.Load()+s.Unmatched.Load()
+}
+
+// ikeInput is the IKE handler the transport feeds: the engine, wrapped to
+// call ClientConfig.OnAnswer once after the gateway's first answer.
+func (t *Tunnel) ikeInput() esp.IKEHandler {
+	fn := t.cfg.OnAnswer
+	if fn == nil {
+		return t.eng
+	}
+	var fired atomic.Bool
+	return esp.IKEHandlerFunc(func(b []byte, local, remote netip.AddrPort, natt bool) {
+		t.eng.Input(b, local, remote, natt)
+		if !fired.Load() && t.answered() && fired.CompareAndSwap(false, true) {
+			fn()
+		}
+	})
 }

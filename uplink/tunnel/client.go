@@ -118,7 +118,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
 	}
 	t.stats.IKE = t.eng.Stats()
 	tcfg := esp.TransportConfig{
-		IKEConn: cfg.IKEConn, NATTConn: cfg.NATTConn, IKE: t.eng, Clock: cfg.Clock,
+		IKEConn: cfg.IKEConn, NATTConn: cfg.NATTConn, IKE: t.ikeInput(), Clock: cfg.Clock,
 		KeepaliveInterval: cfg.KeepaliveInterval, Logger: t.log.With("layer", "esp"),
 		RekeyGrace: rekeyGrace,
 	}

@@ -127,6 +127,12 @@ type ClientConfig struct {
 	// retransmissions (about a minute). A gateway that answers, however
 	// slowly, is waited for as before. 0: off.
 	AnswerTimeout time.Duration
+	// OnAnswer, if set, is called once, from the transport's IKE
+	// goroutine, when the gateway's first IKE message that parsed and
+	// matched our SA arrives (the gateway is alive at this address): the
+	// uplink client's Happy Eyeballs race (RFC 8305) picks its winner by it.
+	// It must not block.
+	OnAnswer func()
 
 	// Clock drives every timer (default link.System); Logger gets lifecycle
 	// lines (default discard); KeyLog, when set, records IKE and ESP keys
@@ -170,7 +176,8 @@ func (c *ClientConfig) defaults() error {
 	return nil
 }
 
-// resolveGateway turns Gateway into an IPv4 address and port.
+// resolveGateway turns Gateway into an address (IPv4 or IPv6) and port; a
+// name is looked up with the system resolver (its first address).
 func resolveGateway(s string) (netip.AddrPort, error) {
 	if _, _, err := net.SplitHostPort(s); err != nil {
 		s = net.JoinHostPort(s, fmt.Sprint(DefaultIKEPort))
@@ -178,7 +185,7 @@ func resolveGateway(s string) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return ap, nil
 	}
-	ua, err := net.ResolveUDPAddr("udp4", s)
+	ua, err := net.ResolveUDPAddr("udp", s)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
