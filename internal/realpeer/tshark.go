@@ -34,8 +34,10 @@ type Capture struct {
 // StartCapture captures on interface iface of host h (nil: root
 // namespace, e.g. "lo") into a file in t.TempDir, with an optional capture
 // filter (BPF syntax, e.g. "udp port 500 or udp port 4500"). It returns once
-// dumpcap reports capturing. If the test fails, a decoded summary is
-// logged at cleanup.
+// a probe frame it sent out of iface is in the file, so that nothing sent
+// afterwards can be missed (probe frames have EtherType 0x88b5, pass any
+// filter and are dissected as plain data). If the test fails, a decoded
+// summary is logged at cleanup.
 //
 // The capture sees wire-sized packets: before it starts, segmentation and
 // receive offloads are turned off on the captured interface(s) and their
@@ -61,11 +63,14 @@ func startCapture(t testing.TB, h *netns.Host, iface string, filter string, wire
 	}
 	args := []string{"-i", iface, "-w", c.Path}
 	if filter != "" {
-		args = append(args, "-f", filter)
+		args = append(args, "-f", captureFilter(filter))
 	}
 	c.Proc = netns.Start(t, h.Command(bin, args...))
 	if !poll(10*time.Second, func() bool { return strings.Contains(c.Proc.Output(), "Capturing on") }) {
 		t.Fatalf("%v: dumpcap did not start:\n%s", ErrNotReady, c.Proc.Output())
+	}
+	if err := c.awaitCapturing(h, iface); err != nil {
+		t.Fatalf("%v: %v\n%s", ErrNotReady, err, c.Proc.Output())
 	}
 	t.Cleanup(func() {
 		c.Proc.Stop()
@@ -76,6 +81,28 @@ func startCapture(t testing.TB, h *netns.Host, iface string, filter string, wire
 		}
 	})
 	return c
+}
+
+// WaitFor waits (up to 20 s) until the capture file holds at least n
+// packets matching the tshark display filter, and fails the test if it
+// never does. A test that knows what it sent calls it before Stop, so
+// that what it then judges does not depend on when libpcap retired its
+// last block (captureDrain is only a margin for the packets nobody
+// counted).
+func (c *Capture) WaitFor(displayFilter string, n int) {
+	c.t.Helper()
+	got := 0
+	ok := poll(20*time.Second, func() bool {
+		out, err := tshark("-n", "-r", c.Path, "-Y", displayFilter, "-T", "fields", "-e", "frame.number")
+		if err != nil {
+			return false // the file may end in a partial block while dumpcap writes
+		}
+		got = len(strings.Fields(out))
+		return got >= n
+	})
+	if !ok {
+		c.t.Fatalf("capture %s: %d packets match %q after 20 s, want at least %d", c.Path, got, displayFilter, n)
+	}
 }
 
 // captureDrain is how long Stop lets dumpcap run before stopping it:

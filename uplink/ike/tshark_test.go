@@ -29,6 +29,9 @@ func startCapture(t *testing.T, h *netns.Host, dev string) *capture {
 
 func (c *capture) stop() { c.rc.Stop() }
 
+// waitFor waits until the capture holds n packets matching filter.
+func (c *capture) waitFor(filter string, n int) { c.rc.WaitFor(filter, n) }
+
 // fields runs tshark over the capture and returns one line per packet.
 func (c *capture) fields(t *testing.T, opts []string, filter string, fields ...string) []string {
 	t.Helper()
@@ -78,6 +81,7 @@ func TestInteropCaptureWellFormed(t *testing.T) {
 	}
 	nextEvent(t, events, EventChildUp)
 	ch.waitLog(t, "unable to install")
+	cp.waitFor("isakmp", 9) // 6 Main Mode + 3 Quick Mode at least
 	cp.stop()
 	all := cp.fields(t, nil, "isakmp", "frame.number")
 	if len(all) < 9 { // 6 Main Mode + 3 Quick Mode at least
