@@ -88,6 +88,9 @@ type routing struct {
 	mu       sync.RWMutex
 	handlers map[uint16]UDPHandler       // guarded by mu
 	conns    map[netip.AddrPort]*udpConn // guarded by mu: virtual conns by local address
+	// listeners are ListenUDP's sockets by bound address (listen.go).
+	listeners map[netip.AddrPort]*udpListener // guarded by mu
+	nlisten   atomic.Int32                    // len(listeners), for the packet path
 
 	ipID    atomic.Uint32
 	icmp    *rate.Limiter
@@ -100,6 +103,7 @@ type routing struct {
 func (r *routing) init() {
 	r.handlers = map[uint16]UDPHandler{}
 	r.conns = map[netip.AddrPort]*udpConn{}
+	r.listeners = map[netip.AddrPort]*udpListener{}
 	r.icmp = rate.NewLimiter(ICMPUnreachablePerSecond, 10)
 	r.warn = rate.NewLimiter(1, 5)
 	r.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }

@@ -78,6 +78,10 @@ type Stats struct {
 	OutputErrors atomic.Uint64
 	// Route counts the routed-prefix data plane (prefix.go).
 	Route RouteStats
+	// UDPFastIn counts datagrams the UDP fast path (listen.go) queued to
+	// a ListenUDP socket without gVisor; UDPQueueFull datagrams dropped
+	// because that socket held ListenQueueLen unread.
+	UDPFastIn, UDPQueueFull atomic.Uint64
 }
 
 // Stack is a userspace IPv4 stack with one NIC. Its methods are safe for
@@ -167,6 +171,11 @@ func (st *Stack) InjectInbound(pkt []byte) error {
 		return ErrNotIPv4
 	}
 	if st.rt.routed.Load() && st.routeInbound(pkt) {
+		st.Stats.PacketsIn.Add(1)
+		st.Stats.BytesIn.Add(uint64(len(pkt)))
+		return nil
+	}
+	if st.rt.nlisten.Load() > 0 && st.deliverLocal(pkt) {
 		st.Stats.PacketsIn.Add(1)
 		st.Stats.BytesIn.Add(uint64(len(pkt)))
 		return nil
@@ -296,7 +305,9 @@ func (st *Stack) DialUDP(src, dst netip.AddrPort) (net.Conn, error) {
 }
 
 // ListenUDP returns an unconnected UDP socket bound to addr (an
-// unspecified address listens on every local address).
+// unspecified address listens on every local address). Whole datagrams to
+// it are delivered without gVisor (listen.go); what it sends goes through
+// gVisor.
 func (st *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
 	if st.closed.Load() {
 		return nil, ErrClosed
@@ -309,7 +320,19 @@ func (st *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ipstack: listen udp %s: %w", addr, err)
 	}
-	return c, nil
+	ua, _ := c.LocalAddr().(*net.UDPAddr)
+	if ua == nil {
+		return c, nil
+	}
+	key := ua.AddrPort()
+	key = netip.AddrPortFrom(key.Addr().Unmap(), key.Port())
+	if !key.Addr().IsValid() || key.Addr().IsUnspecified() {
+		key = netip.AddrPortFrom(netip.IPv4Unspecified(), key.Port())
+	}
+	if !key.Addr().Is4() {
+		return c, nil
+	}
+	return st.listenFast(key, c), nil
 }
 
 // DialTCP opens a TCP connection from src (a local address, ephemeral port)
@@ -359,9 +382,16 @@ func (st *Stack) Close() {
 	for _, c := range st.rt.conns {
 		cs = append(cs, c)
 	}
+	ls := make([]*udpListener, 0, len(st.rt.listeners))
+	for _, l := range st.rt.listeners {
+		ls = append(ls, l)
+	}
 	st.rt.mu.RUnlock()
 	for _, c := range cs {
 		_ = c.Close()
+	}
+	for _, l := range ls {
+		_ = l.Close()
 	}
 	st.s.Close()
 	st.s.Wait()
