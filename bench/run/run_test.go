@@ -242,3 +242,49 @@ func TestQuickOptionsRunEverySuiteSmall(t *testing.T) {
 		seen[s.name] = true
 	}
 }
+
+// TestRecheckCeiling: a side above its ceiling by noise is measured again
+// until the medians settle below it; a side that really beats its ceiling
+// stays above after every extra round (and is then a bench bug).
+func TestRecheckCeiling(t *testing.T) {
+	script := func(rates ...float64) func() (Sample, error) {
+		i := 0
+		return func() (Sample, error) {
+			r := rates[min(i, len(rates)-1)]
+			i++
+			return Sample{Rate: r, CPUPerOp: time.Microsecond}, nil
+		}
+	}
+	row := func(name string, r float64) Row {
+		s := Sample{Rate: r, CPUPerOp: time.Microsecond}
+		return Row{Name: name, Samples: []Sample{s}, Median: s}
+	}
+	// Noise: the ceiling's one sample was starved (500); measured again it
+	// is 1000, ours 900.
+	rows := []Row{row("ours", 900), row("ceiling", 500)}
+	runs := []func() (Sample, error){script(900, 900, 900, 900), script(1000, 1000, 1000, 1000)}
+	recheckCeiling(rows, runs, "ours", "ceiling")
+	if rt := computeRatio("", rows, "ours", "ceiling", 0, true); rt.value > 1 {
+		t.Fatalf("noise: ratio %.2f after recheck, want <= 1 (samples %d/%d)", rt.value, len(rows[0].Samples), len(rows[1].Samples))
+	}
+	if n := len(rows[1].Samples); n < 2 || n > 1+ceilingRechecks {
+		t.Fatalf("noise: ceiling has %d samples, want 2..%d", n, 1+ceilingRechecks)
+	}
+	// A real bug: ours is always faster.
+	rows = []Row{row("ours", 1100), row("ceiling", 1000)}
+	runs = []func() (Sample, error){script(1100), script(1000)}
+	recheckCeiling(rows, runs, "ours", "ceiling")
+	if rt := computeRatio("", rows, "ours", "ceiling", 0, true); rt.value <= 1 {
+		t.Fatalf("real bug hidden: ratio %.2f", rt.value)
+	}
+	if n := len(rows[0].Samples); n != 1+ceilingRechecks {
+		t.Fatalf("real bug: %d samples, want %d", n, 1+ceilingRechecks)
+	}
+	var out bytes.Buffer
+	rep := &Report{out: &out}
+	rep.add("g", "pkts/s", rows)
+	rep.ceilingRatio("g", "ours / ceiling", rows, "ours", "ceiling", 0)
+	if len(rep.bugs) != 1 {
+		t.Fatalf("real bug after recheck: bugs %q, want one", rep.bugs)
+	}
+}
