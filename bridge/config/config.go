@@ -45,17 +45,48 @@ type Config struct {
 	MQTT MQTT `yaml:"mqtt"`
 	// CoAPSpool is store-and-forward for device → central CoAP.
 	CoAPSpool CoAPSpool `yaml:"coap_spool"`
-	// Listen is the HTTP address for /metrics and /status.
+	// Listen is the HTTP address for /metrics, /status and the status
+	// page.
 	Listen string `yaml:"http_listen"`
 	// ControlSocket is the unix control socket (mode 0660) that `bridge
 	// status`, `bridge endpoints` and `bridge uplink` ask; default
 	// <state_dir>/control.sock. See ControlSocketPath.
 	ControlSocket string `yaml:"control_socket"`
+	// StatusPage is the fleet status page on http_listen.
+	StatusPage StatusPage `yaml:"status_page"`
 	// LogLevel is debug, info, warn or error; LogFormat json (default) or
 	// text.
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
 }
+
+// StatusPage configures the fleet status page served on http_listen: /
+// (the page) and /api/ (its JSON views). On a loopback address it needs no
+// credential; on any other address the bearer token of TokenFile is
+// required and, without one, the page is refused (no default credential).
+type StatusPage struct {
+	// Enabled: default true (read-only; http_listen is 127.0.0.1 by
+	// default).
+	Enabled *bool `yaml:"enabled"`
+	// TokenFile holds the bearer token (mode 0600); required on a
+	// non-loopback http_listen and for actions.
+	TokenFile string `yaml:"token_file"`
+	// Actions enables "remove endpoint" on the page (token required,
+	// every action logged). Default false: read-only.
+	Actions bool `yaml:"actions"`
+	// QuietAfter: an endpoint seen before but silent this long is listed
+	// as quiet (default 10m).
+	QuietAfter time.Duration `yaml:"quiet_after"`
+	// SampleInterval is the charts' sampling interval (default 5s; 360
+	// points are kept per series).
+	SampleInterval time.Duration `yaml:"sample_interval"`
+
+	// Token is TokenFile's content (read by Load).
+	Token string `yaml:"-"`
+}
+
+// On reports whether the page is served.
+func (s StatusPage) On() bool { return s.Enabled == nil || *s.Enabled }
 
 // Downlink configures the DTLS/CoAP side.
 type Downlink struct {
@@ -245,9 +276,6 @@ func Load(path string) (*Config, error) {
 // ppp_password inline, the config file itself must be owner-only.
 func (c *Config) loadSecrets(path string, b []byte) error {
 	u := &c.Uplink
-	if u.Mode != "l2tp-ipsec" {
-		return nil
-	}
 	var root yaml.Node
 	_ = yaml.Unmarshal(b, &root) // Parse decoded it
 	fail := func(key string, err error) error {
@@ -260,6 +288,15 @@ func (c *Config) loadSecrets(path string, b []byte) error {
 		return filepath.Join(filepath.Dir(path), f)
 	}
 	var err error
+	if sp := &c.StatusPage; sp.TokenFile != "" {
+		sp.TokenFile = rel(sp.TokenFile)
+		if sp.Token, err = secretfile.Read(sp.TokenFile); err != nil {
+			return fail("status_page.token_file", err)
+		}
+	}
+	if u.Mode != "l2tp-ipsec" {
+		return nil
+	}
 	if u.PSKFile != "" {
 		if u.PSK, err = secretfile.Read(rel(u.PSKFile)); err != nil {
 			return fail("uplink.psk_file", err)
@@ -420,6 +457,22 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if c.LogFormat != "" && c.LogFormat != "json" && c.LogFormat != "text" {
 		return nil, fail("log_format", "log_format must be json or text")
+	}
+	sp := &c.StatusPage
+	switch {
+	case sp.QuietAfter == 0:
+		sp.QuietAfter = 10 * time.Minute
+	case sp.QuietAfter < time.Second:
+		return nil, fail("status_page.quiet_after", "status_page.quiet_after must be at least 1s (default 10m)")
+	}
+	switch {
+	case sp.SampleInterval == 0:
+		sp.SampleInterval = 5 * time.Second
+	case sp.SampleInterval < 100*time.Millisecond:
+		return nil, fail("status_page.sample_interval", "status_page.sample_interval must be at least 100ms (default 5s)")
+	}
+	if sp.Actions && sp.TokenFile == "" {
+		return nil, fail("status_page.actions", "status_page.actions needs status_page.token_file (actions always require the bearer token)")
 	}
 	if c.Site == "" {
 		c.Site = "site"

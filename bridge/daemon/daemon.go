@@ -180,11 +180,14 @@ type Site struct {
 	closers []func()   // run in reverse by Close
 	revoked atomic.Uint64
 	// crlf fetches uplink.crl_url through the tunnel (nil without it).
-	crlf    *crlFetcher
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
-	started atomic.Bool
+	crlf *crlFetcher
+	// page is the status page's state (nil when status_page is off).
+	page     *pageState
+	reloadMu sync.Mutex
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+	started  atomic.Bool
 }
 
 // New composes the site for cfg and binds its listeners.
@@ -320,6 +323,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.Status())
 	})
+	if err := s.newPage(mux); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: http listen: %w", err)
@@ -363,6 +369,9 @@ func (s *Site) Start() {
 	if s.crlf != nil {
 		go s.crlf.run(s.stop)
 	}
+	if s.page != nil {
+		go s.runSampler()
+	}
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(time.Second)
@@ -390,6 +399,10 @@ func (s *Site) Close() error {
 		close(s.stop)
 		if s.started.Load() {
 			<-s.done
+			if s.page != nil {
+				close(s.page.stop)
+				<-s.page.done
+			}
 		}
 		s.closeAll()
 	})
@@ -428,6 +441,8 @@ func (s *Site) Registry() *device.Registry { return s.reg }
 // added, removed, or with changed credentials or allow-lists (see
 // reloadEndpoints). It returns how many endpoints were added.
 func (s *Site) Reload() (int, error) {
+	s.reloadMu.Lock() // SIGHUP and the status page's remove action
+	defer s.reloadMu.Unlock()
 	if err := s.loadSiteCRL(); err != nil {
 		s.log.Warn("site CRL not reloaded; the previous one stays", "err", err)
 	}

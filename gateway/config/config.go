@@ -74,6 +74,8 @@ type Config struct {
 	Metrics Metrics `yaml:"metrics"`
 	// Status configures the unix control socket.
 	Status Status `yaml:"status"`
+	// StatusPage is the fleet status page on the metrics listener.
+	StatusPage StatusPage `yaml:"status_page"`
 	// RADIUS, when set, authenticates PPP users and receives accounting.
 	RADIUS *RADIUS `yaml:"radius"`
 	// BGP, when set, announces session prefixes to central routers.

@@ -102,6 +102,7 @@ func Diff(old, new *Config) Changes {
 		{"dataplane.addresses", old.DataPlane.AddressPrefixes, new.DataPlane.AddressPrefixes},
 		{"metrics.listen", old.Metrics.Listen, new.Metrics.Listen},
 		{"status.socket", old.Status.Socket, new.Status.Socket},
+		{"status_page", old.StatusPage, new.StatusPage},
 		{"log", old.Log, new.Log},
 		// The tunnel server takes them when the engine starts.
 		{"dpd", old.DPD, new.DPD},

@@ -116,6 +116,7 @@ func (v *validator) run() {
 			v.errf(p("metrics", "listen"), "metrics.listen %q: want host:port or off", c.Metrics.Listen)
 		}
 	}
+	v.statusPage()
 	v.radius()
 	v.bgp()
 	v.limits()

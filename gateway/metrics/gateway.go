@@ -108,10 +108,14 @@ type Gateway struct {
 	refusals     labeled // check
 	setupTime    prometheus.Histogram
 
-	mu      sync.Mutex
-	recent  map[string][]time.Time // identity -> reconnect times within the last hour
-	expiry  []Expiry
-	extraMu sync.Mutex
+	mu     sync.Mutex
+	recent map[string][]time.Time // identity -> reconnect times within the last hour
+	// failures is the ring of the newest set-ups that failed (status
+	// page), failTotal how many were ever recorded.
+	failures  []Failure
+	failTotal uint64
+	expiry    []Expiry
+	extraMu   sync.Mutex
 }
 
 // NewGateway returns the counters; now is the clock for the reconnect
@@ -144,8 +148,54 @@ func (g *Gateway) SetupOK(identity string) { g.setupsOK.inc(identity) }
 func (g *Gateway) Refused(check string) { g.refusals.inc(check) }
 
 // SetupFailed counts a failed set-up in a phase with a short reason
-// ("no_proposal_chosen", "auth_failed", "timeout", ...).
-func (g *Gateway) SetupFailed(phase, reason string) { g.setupsFailed.inc(phase + "\x00" + reason) }
+// ("no_proposal_chosen", "auth_failed", "timeout", ...) and records it in
+// the recent-failures ring.
+func (g *Gateway) SetupFailed(phase, reason string) { g.SetupFailedBy(phase, "", "", reason) }
+
+// SetupFailedBy is SetupFailed with the peer (outer address) and the
+// identity or user the failing layer knows; they go to the ring only,
+// never into a metric label (a peer chooses them).
+func (g *Gateway) SetupFailedBy(phase, peer, identity, reason string) {
+	g.setupsFailed.inc(phase + "\x00" + reason)
+	f := Failure{Time: g.now(), Phase: phase, Reason: reason, Peer: peer, Identity: identity}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failTotal++
+	if len(g.failures) == FailureRing {
+		copy(g.failures, g.failures[1:])
+		g.failures = g.failures[:FailureRing-1]
+	}
+	g.failures = append(g.failures, f)
+}
+
+// FailureRing is how many recent failures RecentFailures keeps.
+const FailureRing = 100
+
+// Failure is one failed session set-up.
+type Failure struct {
+	Time           time.Time
+	Phase, Reason  string
+	Peer, Identity string
+}
+
+// RecentFailures returns the newest failures, newest first, and how many
+// were recorded since start.
+func (g *Gateway) RecentFailures() ([]Failure, uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Failure, len(g.failures))
+	for i, f := range g.failures {
+		out[len(g.failures)-1-i] = f
+	}
+	return out, g.failTotal
+}
+
+// Expiries returns the credential expiry list.
+func (g *Gateway) Expiries() []Expiry {
+	g.extraMu.Lock()
+	defer g.extraMu.Unlock()
+	return append([]Expiry(nil), g.expiry...)
+}
 
 // SetupDuration records how long a session took from its first Main Mode
 // message to IPCP up. Negative durations (clock confusion) are not

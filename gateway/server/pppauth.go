@@ -57,7 +57,7 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 	cfg := e.Config()
 	method, ok := methodNames[req.Method]
 	if !ok {
-		e.Metrics.SetupFailed(metrics.PhaseAuth, "method_unsupported")
+		e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, req.Username, "method_unsupported")
 		return errRefused, nil
 	}
 	id := cfg.IdentityByPPPUser(req.Username)
@@ -70,7 +70,7 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 	}
 	if w := e.backoff().Check(a.src, who); w > 0 {
 		e.Metrics.Refused(metrics.CheckAuthBackoff)
-		e.Metrics.SetupFailed(metrics.PhaseAuth, "backoff")
+		e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, req.Username, "backoff")
 		e.Log.Warn("PPP login refused: too many failed logins, backing off", "peer", a.callingID, "user", req.Username,
 			"identity", who, "retry_after", w.Round(time.Second))
 		return errRefused, nil
@@ -78,7 +78,7 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 	if id != nil {
 		if !id.PPP.Allows(method) {
 			e.Metrics.Refused(metrics.CheckMethodForbidden)
-			e.Metrics.SetupFailed(metrics.PhaseAuth, "method_not_allowed")
+			e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, req.Username, "method_not_allowed")
 			e.backoff().Failed(a.src, id.Name)
 			return ppp.AuthResult{Message: "authentication method not allowed"}, nil
 		}
@@ -88,7 +88,7 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 		}
 		res, err := ppp.LocalUsers{req.Username: id.PPP.Password}.Authenticate(ctx, req)
 		if err != nil || !res.Accept {
-			e.Metrics.SetupFailed(metrics.PhaseAuth, "bad_credentials")
+			e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, req.Username, "bad_credentials")
 			e.backoff().Failed(a.src, id.Name)
 			return res, err
 		}
@@ -97,7 +97,7 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 		return res, nil
 	}
 	if e.RADIUS == nil {
-		e.Metrics.SetupFailed(metrics.PhaseAuth, "unknown_user")
+		e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, req.Username, "unknown_user")
 		e.backoff().Failed(a.src, "")
 		return errRefused, nil
 	}
@@ -112,11 +112,11 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 	}
 	res, err := e.RADIUS.Authenticate(ctx, rr)
 	if err != nil {
-		e.Metrics.SetupFailed(metrics.PhaseAuth, "radius_unreachable")
+		e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, req.Username, "radius_unreachable")
 		return ppp.AuthResult{}, err
 	}
 	if !res.Accept {
-		e.Metrics.SetupFailed(metrics.PhaseAuth, "radius_reject")
+		e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, req.Username, "radius_reject")
 		e.backoff().Failed(a.src, req.Username)
 		return ppp.AuthResult{Message: orDefault(res.ReplyMessage, "authentication failed")}, nil
 	}
@@ -130,7 +130,7 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 	}
 	if req.Method == ppp.AuthMSCHAPv2 && res.MSCHAP2Success == "" {
 		// Without the authenticator response the client cannot verify us.
-		e.Metrics.SetupFailed(metrics.PhaseAuth, "radius_no_mschap2_success")
+		e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, req.Username, "radius_no_mschap2_success")
 		return errRefused, nil
 	}
 	e.backoff().Succeeded(a.src, req.Username)
@@ -143,7 +143,7 @@ func (a *PPPAuth) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.A
 func (a *PPPAuth) mismatch(user, identity string, err error) {
 	e := a.env
 	e.Metrics.Refused(metrics.CheckPPPIdentity)
-	e.Metrics.SetupFailed(metrics.PhaseAuth, "identity_mismatch")
+	e.Metrics.SetupFailedBy(metrics.PhaseAuth, a.callingID, user, "identity_mismatch")
 	e.Log.Warn("PPP login refused: not the identity phase 1 authenticated", "peer", a.callingID,
 		"phase1_identity", a.phase1.String(), "ppp_user", user, "ppp_identity", identity, "err", err)
 	e.backoff().Failed(a.src, identity)

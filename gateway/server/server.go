@@ -244,6 +244,34 @@ func (s *Server) Run(ctx context.Context) error {
 	// sanitise to the same label) must not hide every other series.
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, ErrorLog: slogPrinter{s.log}}))
 	mux.Handle("/status", status.Handler(s.Report))
+	// The unix socket is local by nature: its page reads without a token
+	// whatever metrics.listen binds.
+	unixMux := http.NewServeMux()
+	unixMux.Handle("/", mux)
+	pageListen := cfg.Metrics.Listen
+	if pageListen == "off" {
+		pageListen = ""
+	}
+	page, err := s.newStatusPage(cfg, pageListen, nil)
+	if err != nil {
+		stopHost()
+		host.Close()
+		wg.Wait()
+		return err
+	}
+	if page != nil {
+		if pageListen != "" {
+			page.register(mux)
+		}
+		local, err := s.newStatusPage(cfg, "localhost", page.smp)
+		if err != nil {
+			stopHost()
+			host.Close()
+			wg.Wait()
+			return err
+		}
+		local.register(unixMux)
+	}
 	if l := cfg.Metrics.Listen; l != "" && l != "off" {
 		ln, err := net.Listen("tcp", l)
 		if err != nil {
@@ -268,7 +296,7 @@ func (s *Server) Run(ctx context.Context) error {
 			// the actions (`gateway sessions terminate`); file mode 0660
 			// (root and the fleetgate group) is its access control.
 			ctl := http.NewServeMux()
-			ctl.Handle("/", mux)
+			ctl.Handle("/", unixMux)
 			ctl.Handle(status.TerminatePath, status.TerminateHandler(func(id string) int {
 				n := s.CloseSessions(func(sess Session) bool { return sess.Identity() == id }, "terminated by operator")
 				s.log.Info("sessions terminated by operator", "identity", id, "sessions_closed", n)
@@ -310,6 +338,8 @@ func (s *Server) Run(ctx context.Context) error {
 	interimStop := make(chan struct{})
 	wg.Add(1)
 	go func() { defer wg.Done(); s.interimLoop(interimStop) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.sampleLoop(page, cfg.StatusPage.SampleIntervalD, interimStop) }()
 
 	var runErr error
 	select {
