@@ -33,6 +33,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
 )
 
 // TestStatusPagesInChromium: the real gateway (userspace data plane, its
@@ -131,6 +132,17 @@ uplink:
 		t.Cleanup(stops[n])
 	}
 
+	// A site with the right PSK and a wrong PPP password: refused, and
+	// the failure is on the gateway's page with its reason.
+	bad, err := tunnel.Dial(context.Background(), tunnel.ClientConfig{Gateway: ts.IKEAddr().String(), NATTPort: ts.NATTAddr().Port(),
+		LocalIKE: "127.0.0.1:0", LocalNATT: "127.0.0.1:0", PSK: []byte("browser-psk"), Username: "plant-a", Password: "wrong",
+		IKEOptions: tunnel.IKEOptions{ESPProposals: "aes128gcm16"}})
+	if err == nil {
+		bad.Close()
+		t.Fatal("a wrong PPP password was accepted")
+	}
+	waitFor(t, 20*time.Second, "failure recorded", func() bool { return gw.FailuresView().Total > 0 })
+
 	// Without the token the gateway's page and API are refused on its
 	// non-loopback listener; the bridge's loopback page is open.
 	gwHost := nonLoopbackAddr()
@@ -166,6 +178,15 @@ uplink:
 				// tick does no harm: the same content).
 				if _, err := chromedp.WaitVisible(`main`)(ctx, tg); err != nil {
 					return err
+				}
+				// Readable on a phone: the page itself never scrolls
+				// sideways (wide tables scroll inside their box).
+				w, err := chromedp.Evaluate[int](`document.documentElement.scrollWidth`)(ctx, tg)
+				if err != nil {
+					return err
+				}
+				if w > int(vp.w) {
+					return fmt.Errorf("%s at %d px wide: the page is %d px wide", name, vp.w, w)
 				}
 				png, err := chromedp.FullScreenshot(100)(ctx, tg)
 				if err != nil {
@@ -226,6 +247,14 @@ uplink:
 	if !strings.Contains(body, "plant-a") || !strings.Contains(body, "10.10.0.") {
 		t.Fatalf("gateway sessions table %q: want plant-a with its 10.10.0.x address", body)
 	}
+	fails, err := chromedp.Run(ctx, chromedp.Text(`#failures tbody`))
+	if err != nil || !strings.Contains(fails, "PPP authentication failed (wrong password)") || !strings.Contains(fails, "plant-a") {
+		t.Fatalf("gateway failures table %q (%v): want the wrong PPP password of plant-a", fails, err)
+	}
+	creds, err := chromedp.Run(ctx, chromedp.Text(`#credentials tbody`))
+	if err != nil || !strings.Contains(creds, "shared") || !strings.Contains(creds, "psk") {
+		t.Fatalf("gateway credentials table %q (%v): want the shared PSK expiring in 10 days", creds, err)
+	}
 	t.Logf("gateway page: %d session(s), every chart ≥ %d points", sessions, points)
 
 	// The bridge page: three endpoints online, charts with points.
@@ -241,6 +270,15 @@ uplink:
 	}
 	if body, err = chromedp.Run(ctx, chromedp.Text(`#uplink-state`)); err != nil || body != "up" {
 		t.Fatalf("bridge page uplink state %q (%v), want up", body, err)
+	}
+	// The search box filters the rows.
+	var visible int
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(`#search`, "sensor-18"),
+		waitJS(`4 - document.querySelectorAll('#endpoints tbody tr:not(.hidden)').length`, &visible, 3),
+		waitJS(`(s => (s.value = '', s.dispatchEvent(new Event('input')), document.querySelectorAll('#endpoints tbody tr:not(.hidden)').length))(document.getElementById('search'))`, &visible, 3),
+	); err != nil {
+		t.Fatalf("search: %v", err)
 	}
 	// Kill sensor-19: the page (refreshing itself) shows it quiet.
 	stops["sensor-19"]()
@@ -286,7 +324,7 @@ func waitJS(expr string, v *int, min int) chromedp.Action[chromedp.Void] {
 }
 
 const gwYAML = `
-psk: {shared: browser-psk}
+psk: {shared: browser-psk, shared_expires: %q}
 pool: {prefix: 10.10.0.0/24}
 metrics: {listen: "0.0.0.0:0"}
 status_page: {token_file: %q, sample_interval: 250ms}
@@ -301,7 +339,8 @@ identities:
 
 func startGateway(t *testing.T, tokFile string) (*server.Server, *engine.Engine) {
 	t.Helper()
-	cfg, err := gconfig.Parse("gw.yaml", []byte(fmt.Sprintf(gwYAML, tokFile)))
+	soon := time.Now().Add(10 * 24 * time.Hour).Format("2006-01-02")
+	cfg, err := gconfig.Parse("gw.yaml", []byte(fmt.Sprintf(gwYAML, soon, tokFile)))
 	if err != nil {
 		t.Fatal(err)
 	}

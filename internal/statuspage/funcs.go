@@ -43,6 +43,8 @@ func fmtSecs(s int64) string {
 	}
 	d, h, m := s/86400, s/3600%24, s/60%60
 	switch {
+	case d > 0 && h == 0:
+		return fmt.Sprintf("%dd", d)
 	case d > 0:
 		return fmt.Sprintf("%dd %dh", d, h)
 	case h > 0:
