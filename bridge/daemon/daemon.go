@@ -302,7 +302,8 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 		s.relay.Store(s.ms.relay)
 	}
 	srv, err := coap.New(coap.Config{ListenAddr: cfg.Downlink.CoAPListen, Registry: reg, ClientCAs: ca.Pool,
-		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, OnReset: px.OnReset, Rate: cfg.Downlink.Rate,
+		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, OnReset: px.OnReset,
+		Busy: func(name string) bool { down, up := px.Observations(name); return down+up > 0 }, Rate: cfg.Downlink.Rate,
 		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log,
 		MaxPendingHandshakes: cfg.Downlink.MaxPendingHandshakes, MaxPendingPerSource: cfg.Downlink.MaxPendingPerSource,
 		PendingTimeout: cfg.Downlink.PendingTimeout, MaxBlockTransfers: cfg.Downlink.MaxBlockTransfers})
@@ -487,9 +488,9 @@ func (s *Site) Status() Status {
 		if ep.Protocol == device.CoAP {
 			es.Spooled, es.SpoolBytes = s.px.Spooled(ep.Name)
 		}
-		if sess := s.srv.Session(ep.Name); sess != nil {
-			es.Online, es.LastSeen = true, sess.LastSeen()
-			es.BytesIn, es.BytesOut = sess.BytesIn.Load(), sess.BytesOut.Load()
+		if sess, ok := s.srv.Info(ep.Name); ok {
+			es.Online, es.LastSeen = true, sess.LastSeen
+			es.BytesIn, es.BytesOut = sess.BytesIn, sess.BytesOut
 		}
 		st.Endpoints = append(st.Endpoints, es)
 	}
@@ -517,6 +518,10 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("coap_pending_refused_total", "Cookie-verified handshakes refused: downlink.max_pending_handshakes reached.", srv.Stats.PendingRefused.Load)
 	counter("coap_pending_refused_source_total", "Cookie-verified handshakes refused: downlink.max_pending_per_source reached.", srv.Stats.PendingRefusedSource.Load)
 	counter("coap_pending_expired_total", "Handshakes closed by downlink.pending_timeout.", srv.Stats.PendingExpired.Load)
+	counter("coap_sessions_parked_total", "Idle DTLS sessions parked (state kept, no conn or goroutine).", srv.Stats.Parked.Load)
+	counter("coap_sessions_resumed_total", "Parked DTLS sessions resumed without a handshake.", srv.Stats.Resumed.Load)
+	counter("coap_resume_failures_total", "Parked DTLS sessions that could not be resumed.", srv.Stats.ResumeFailures.Load)
+	counter("coap_parked_expired_total", "Parked DTLS sessions dropped after downlink.idle_timeout.", srv.Stats.ParkedExpired.Load)
 	preg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coap_pending_handshakes", Help: "DTLS handshakes in progress after a valid cookie."}, func() float64 { return float64(srv.PendingHandshakes()) }))
 	counter("proxy_upstream_total", "Device to central requests.", px.Stats.Upstream.Load)
 	counter("proxy_upstream_errors_total", "Failed device to central requests.", px.Stats.UpstreamErrors.Load)

@@ -50,13 +50,12 @@ func (c endpointCollector) Collect(ch chan<- prometheus.Metric) {
 		n, b := c.px.Spooled(ep.Name)
 		ch <- prometheus.MustNewConstMetric(epSpooled, prometheus.GaugeValue, float64(n), ep.Name)
 		ch <- prometheus.MustNewConstMetric(epSpoolBytes, prometheus.GaugeValue, float64(b), ep.Name)
-		sess := c.srv.Session(ep.Name)
 		online := 0.0
-		if sess != nil {
+		if sess, ok := c.srv.Info(ep.Name); ok { // a parked session is online too (not resumed by a scrape)
 			online = 1
-			ch <- prometheus.MustNewConstMetric(epLastSeen, prometheus.GaugeValue, float64(sess.LastSeen().UnixNano())/1e9, ep.Name)
-			ch <- prometheus.MustNewConstMetric(epBytes, prometheus.CounterValue, float64(sess.BytesIn.Load()), ep.Name, "in")
-			ch <- prometheus.MustNewConstMetric(epBytes, prometheus.CounterValue, float64(sess.BytesOut.Load()), ep.Name, "out")
+			ch <- prometheus.MustNewConstMetric(epLastSeen, prometheus.GaugeValue, float64(sess.LastSeen.UnixNano())/1e9, ep.Name)
+			ch <- prometheus.MustNewConstMetric(epBytes, prometheus.CounterValue, float64(sess.BytesIn), ep.Name, "in")
+			ch <- prometheus.MustNewConstMetric(epBytes, prometheus.CounterValue, float64(sess.BytesOut), ep.Name, "out")
 		}
 		ch <- prometheus.MustNewConstMetric(epOnline, prometheus.GaugeValue, online, ep.Name)
 	}

@@ -55,6 +55,11 @@ const (
 	// DefaultMaxBlockTransfers bounds a session's block-wise transfers in
 	// reassembly: a device uploads one or two bodies at a time.
 	DefaultMaxBlockTransfers = 16
+	// DefaultParkAfter parks a session idle that long (park.go): longer
+	// than RFC 7252's MAX_TRANSMIT_SPAN (45 s), so no retransmission of a
+	// CON the bridge already answered can reach the resumed session (whose
+	// go-coap dedup cache is new).
+	DefaultParkAfter = 60 * time.Second
 	// DefaultRate and DefaultBurst are the per-endpoint request limits.
 	DefaultRate  = 20.0
 	DefaultBurst = 40

@@ -217,11 +217,14 @@ type guardListener struct {
 	conns     map[string]*guardConn // guarded by mu: by remote address and by "cid:"+CID
 	pending   int                   // guarded by mu: conns not yet authenticated
 	pendingBy map[netip.Addr]int    // guarded by mu: pending per source IP
+	// parked holds idle sessions without a conn (park.go), by remote
+	// address and by "cid:"+CID, like conns; the next record wakes one.
+	parked map[string]*parkedSession // guarded by mu
 }
 
 func newGuardListener(pc *net.UDPConn, s *Server, cidLen int, lim guardLimits, cookies *cookieJar) *guardListener {
 	l := &guardListener{pc: pc, s: s, cidLen: cidLen, lim: lim, cookies: cookies, accept: make(chan *guardConn, guardBacklog),
-		done: make(chan struct{}), conns: map[string]*guardConn{}, pendingBy: map[netip.Addr]int{}}
+		done: make(chan struct{}), conns: map[string]*guardConn{}, pendingBy: map[netip.Addr]int{}, parked: map[string]*parkedSession{}}
 	l.wg.Add(1)
 	go l.readLoop()
 	return l
@@ -272,7 +275,7 @@ func (l *guardListener) readLoop() {
 			l.s.garbage(r, raddr, n)
 			continue
 		}
-		c, reply, stale := l.route(raddr, b)
+		c, reply, stale, wake := l.route(raddr, b)
 		if stale != nil {
 			_ = stale.Close()
 		}
@@ -288,39 +291,55 @@ func (l *guardListener) readLoop() {
 		case c.in <- packet{b: append([]byte(nil), b...), from: raddr}:
 		default: // the conn is not reading: drop like a full socket buffer
 		}
+		if wake != nil {
+			// A parked session's record: pion resumes the session from its
+			// exported state and reads the record from c.
+			go l.s.resume(wake, c)
+		}
 	}
 }
 
 // route finds the conn for a datagram, creating one for a new peer's
 // ClientHello with a valid cookie. Without a conn it may return a
 // HelloVerifyRequest to send back; nil, nil means drop (counted).
-func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []byte, stale *guardConn) {
+//
+// A record for a parked session (by CID, or by address for a session
+// without one) gets a new conn, returned with the session to resume.
+func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []byte, stale *guardConn, wake *parkedSession) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cidLen > 0 {
 		if cid, ok := recordCID(b, l.cidLen); ok {
 			if c := l.conns["cid:"+cid]; c != nil {
-				return c, nil, nil
+				return l.holdIfParking(c, raddr, b), nil, nil, nil
+			}
+			if p := l.parked["cid:"+cid]; p != nil {
+				c := l.unparkLocked(p, raddr)
+				return c, nil, nil, p
 			}
 		}
 	}
 	old := l.conns[raddr.String()]
 	if old != nil && !startsHandshake(b) {
-		return old, nil, nil
+		return l.holdIfParking(old, raddr, b), nil, nil, nil
 	}
 	if old == nil && !startsHandshake(b) {
+		if p := l.parked[raddr.String()]; p != nil {
+			c := l.unparkLocked(p, raddr)
+			return c, nil, nil, p
+		}
 		l.s.garbage(GarbageNoSession, raddr, len(b))
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	ch, err := ParseClientHello(b)
 	switch {
 	case old != nil && (err != nil || bytes.Equal(old.random, ch.Random)):
 		// The conn's own handshake: its next flight (epoch 0) or its
 		// ClientHello again (retransmission).
-		return old, nil, nil
+		return old, nil, nil, nil
 	case err != nil:
 		l.s.garbage(GarbageHello, raddr, len(b))
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	from := addrPort(raddr)
 	if !l.cookies.valid(from, &ch) {
@@ -329,14 +348,14 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 		}
 		hvr, err := helloVerifyRequest(&ch, l.cookies.make(from, &ch))
 		if err != nil {
-			return nil, nil, stale
+			return nil, nil, stale, nil
 		}
-		return nil, hvr, nil
+		return nil, hvr, nil, nil
 	}
 	// The peer proved it receives at this address.
 	select {
 	case <-l.done:
-		return nil, nil, stale
+		return nil, nil, stale, nil
 	default:
 	}
 	if old != nil {
@@ -352,12 +371,12 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 	if l.pending >= l.lim.maxPending {
 		l.s.Stats.PendingRefused.Add(1)
 		l.s.warnf("dtls handshake refused: too many pending", "peer", raddr.String(), "pending", l.pending)
-		return nil, nil, stale
+		return nil, nil, stale, nil
 	}
 	if l.pendingBy[src] >= l.lim.maxPendingPerSource {
 		l.s.Stats.PendingRefusedSource.Add(1)
 		l.s.warnf("dtls handshake refused: too many pending from this source", "peer", raddr.String(), "pending", l.pendingBy[src])
-		return nil, nil, stale
+		return nil, nil, stale, nil
 	}
 	c = &guardConn{l: l, raddr: raddr, src: src, random: append([]byte(nil), ch.Random...), seqBase: ch.RecordSeq, pending: true,
 		in: make(chan packet, guardQueue), done: make(chan struct{}), rdl: deadline.New(), wdl: deadline.New()}
@@ -367,10 +386,10 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 		l.pending++
 		l.pendingBy[src]++
 		c.timer = time.AfterFunc(l.lim.pendingTimeout, c.expire)
-		return c, nil, stale
+		return c, nil, stale, nil
 	default:
 		l.s.Stats.Backlog.Add(1)
-		return nil, nil, stale
+		return nil, nil, stale, nil
 	}
 }
 
@@ -451,6 +470,12 @@ type guardConn struct {
 	pending    bool   // guarded by l.mu
 	cid        string // guarded by l.mu
 	raddrFreed bool   // guarded by l.mu
+	// parking is set (under l.mu) before the session's state is exported:
+	// from then on nothing pion writes reaches the wire (the exported
+	// sequence numbers stay unused) and records that arrive are held for
+	// the session's next conn instead of reaching this one.
+	parking bool     // guarded by l.mu
+	held    []packet // guarded by l.mu; at most maxHeld
 }
 
 // expire closes a handshake still pending after the pending timeout.
@@ -493,7 +518,11 @@ func (c *guardConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		c.raddrFreed = true
 	}
+	parking := c.parking
 	l.mu.Unlock()
+	if parking {
+		return len(b), nil // the session is being parked: pion's records never leave (close_notify included)
+	}
 	if c.seqBase > 0 && hasEpoch0(b) {
 		b = shiftEpoch0(append([]byte(nil), b...), c.seqBase)
 	}

@@ -87,6 +87,16 @@ type Config struct {
 	// DefaultRate/DefaultBurst, negative Rate disables the limit.
 	Rate  float64
 	Burst int
+	// ParkAfter parks a session idle (no message either way) for that
+	// long, with nothing in flight and Busy false: its DTLS state is kept,
+	// its conn, goroutines and buffers are not, and the next record from
+	// the device or request from the bridge resumes it without a handshake
+	// (park.go). Zero means DefaultParkAfter; negative never parks.
+	ParkAfter time.Duration
+	// Busy reports that an endpoint's session holds state outside this
+	// package (the bridge's observations) and must not be parked; nil
+	// means never busy.
+	Busy func(name string) bool
 	// Logger receives JSON-able structured lines; nil discards.
 	Logger *slog.Logger
 }
@@ -129,6 +139,10 @@ type Stats struct {
 	// handshakes refused by MaxPendingHandshakes and MaxPendingPerSource;
 	// PendingExpired those closed by PendingTimeout.
 	PendingRefused, PendingRefusedSource, PendingExpired atomic.Uint64
+	// Parked counts sessions parked (park.go), Resumed parked sessions
+	// resumed without a handshake, ResumeFailures those that could not be,
+	// ParkedExpired parked sessions dropped after IdleTimeout.
+	Parked, Resumed, ResumeFailures, ParkedExpired atomic.Uint64
 }
 
 // Server is the DTLS/CoAP listener.
@@ -136,14 +150,21 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	warn  *rate.Limiter // rate-limits Warn lines about peer misbehaviour
-	ln    net.Listener
 	guard *guardListener
 	srv   *dtlsserver.Server
 	done  chan struct{}
+	quit  chan struct{} // closed by Close
+	qonce sync.Once
+	wg    sync.WaitGroup // the parker
+
+	dtlsOpts   []dtls.ServerOption // for a new peer's handshake
+	resumeOpts []dtls.Option       // for resuming a parked session
+	resumed    chan *conn          // resumed conns for go-coap's accept
 
 	mu       sync.Mutex
-	sessions map[string]*Session      // guarded by mu; by endpoint name
-	limits   map[string]*rate.Limiter // guarded by mu; survive reconnects
+	sessions map[string]*Session       // guarded by mu; by endpoint name
+	parked   map[string]*parkedSession // guarded by mu; by endpoint name
+	limits   map[string]*rate.Limiter  // guarded by mu; survive reconnects
 
 	// Stats holds the counters.
 	Stats Stats
@@ -187,6 +208,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Burst == 0 {
 		cfg.Burst = DefaultBurst
 	}
+	if cfg.ParkAfter == 0 {
+		cfg.ParkAfter = DefaultParkAfter
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -195,7 +219,10 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger.With("component", "coap"),
 		warn:     rate.NewLimiter(2, 20),
 		done:     make(chan struct{}),
+		quit:     make(chan struct{}),
+		resumed:  make(chan *conn),
 		sessions: map[string]*Session{},
+		parked:   map[string]*parkedSession{},
 		limits:   map[string]*rate.Limiter{},
 	}
 	suites := cfg.CipherSuites
@@ -223,9 +250,13 @@ func New(cfg Config) (*Server, error) {
 		// third_party/pion-dtls).
 		dtls.WithInsecureSkipVerifyHello(true),
 	}
+	s.resumeOpts = []dtls.Option{dtls.WithCipherSuites(suites...), dtls.WithPSK(s.pskFor),
+		dtls.WithConnectionIDGenerator(dtls.RandomCIDGenerator(cidLen)), dtls.WithFlightInterval(cfg.FlightInterval),
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret)}
 	if cfg.Certificate != nil && hasECDSA(suites) {
 		// pion refuses a certificate without a certificate suite.
 		opts = append(opts, dtls.WithCertificates(*cfg.Certificate))
+		s.resumeOpts = append(s.resumeOpts, dtls.WithCertificates(*cfg.Certificate))
 	}
 	if cfg.ClientCAs != nil {
 		opts = append(opts, dtls.WithClientCAs(cfg.ClientCAs), dtls.WithClientAuth(dtls.VerifyClientCertIfGiven))
@@ -242,12 +273,7 @@ func New(cfg Config) (*Server, error) {
 		maxPendingPerSource: cfg.MaxPendingPerSource, pendingTimeout: cfg.PendingTimeout},
 		newCookieJar(cfg.CookieRotation, time.Now))
 	s.guard = guard
-	ln, err := dtls.NewListenerWithOptions(guard, opts...)
-	if err != nil {
-		_ = guard.Close()
-		return nil, fmt.Errorf("coap: listen %s: %w", cfg.ListenAddr, err)
-	}
-	s.ln = ln
+	s.dtlsOpts = opts
 	s.srv = coapdtls.NewServer(
 		options.WithHandlerFunc(udpclient.HandlerFunc(s.handle)),
 		options.WithOnNewConn(s.onNewConn),
@@ -267,12 +293,16 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) PendingHandshakes() int { return s.guard.Pending() }
 
 // Addr returns the bound UDP address.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+func (s *Server) Addr() net.Addr { return s.guard.Addr() }
 
 // Serve accepts sessions until Close. It returns nil after Close.
 func (s *Server) Serve() error {
 	defer close(s.done)
-	return s.srv.Serve(&listener{ln: s.ln, s: s})
+	if s.cfg.ParkAfter > 0 {
+		s.wg.Add(1)
+		go s.parker()
+	}
+	return s.srv.Serve(&listener{s: s})
 }
 
 // Close closes every session, then stops accepting and closes the socket.
@@ -280,6 +310,9 @@ func (s *Server) Serve() error {
 // socket is still open: an idle device learns of a bridge restart at once
 // (TestCloseNotifiesDevices) instead of at its next exchange.
 func (s *Server) Close() {
+	s.qonce.Do(func() { close(s.quit) })
+	s.wg.Wait()
+	s.notifyParked()
 	s.mu.Lock()
 	ss := make([]*Session, 0, len(s.sessions))
 	for _, x := range s.sessions {
@@ -298,27 +331,65 @@ func (s *Server) Close() {
 // Wait blocks until Serve has returned.
 func (s *Server) Wait() { <-s.done }
 
-// Session returns the live session of an endpoint, or nil.
+// Session returns the session of an endpoint, resuming it if it is
+// parked, or nil. To look without resuming, use Info.
 func (s *Server) Session(name string) *Session {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sessions[name]
+	sess, p := s.sessions[name], s.parked[name]
+	s.mu.Unlock()
+	if sess != nil || p == nil {
+		return sess
+	}
+	return s.wake(p)
 }
 
-// CloseSession ends the endpoint's DTLS session, if any (endpoint removed
-// or its credentials changed); it reports whether there was one.
+// SessionInfo describes an endpoint's session, live or parked.
+type SessionInfo struct {
+	LastSeen          time.Time
+	BytesIn, BytesOut uint64
+	Parked            bool
+}
+
+// Info describes the endpoint's session without resuming a parked one;
+// ok is false when it has none.
+func (s *Server) Info(name string) (info SessionInfo, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if x := s.sessions[name]; x != nil {
+		return SessionInfo{LastSeen: x.LastSeen(), BytesIn: x.BytesIn.Load(), BytesOut: x.BytesOut.Load()}, true
+	}
+	if p := s.parked[name]; p != nil {
+		return SessionInfo{LastSeen: time.Unix(0, p.lastSeen), BytesIn: p.bytesIn, BytesOut: p.bytesOut, Parked: true}, true
+	}
+	return info, false
+}
+
+// Count returns the live and the parked sessions.
+func (s *Server) Count() (live, parked int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions), len(s.parked)
+}
+
+// CloseSession ends the endpoint's DTLS session, live or parked, if any
+// (endpoint removed or its credentials changed); it reports whether there
+// was one.
 func (s *Server) CloseSession(name string) bool {
 	s.mu.Lock()
-	sess := s.sessions[name]
+	sess, p := s.sessions[name], s.parked[name]
+	delete(s.parked, name)
 	s.mu.Unlock()
+	if p != nil {
+		s.guard.dropParked(p)
+	}
 	if sess == nil {
-		return false
+		return p != nil
 	}
 	_ = sess.Conn.Close()
 	return true
 }
 
-// Sessions returns the live sessions.
+// Sessions returns the live sessions (not the parked ones).
 func (s *Server) Sessions() []*Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -432,23 +503,49 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 		_ = cc.Close()
 		return
 	}
-	sess := &Session{Endpoint: c.ep, Conn: cc, Suite: c.suite, srv: s, started: time.Now()}
-	sess.lastSeen.Store(time.Now().UnixNano())
+	now := time.Now()
+	sess := &Session{Endpoint: c.ep, Conn: cc, Suite: c.suite, srv: s, started: now}
+	sess.lastSeen.Store(now.UnixNano())
+	sess.lastActive.Store(now.UnixNano())
 	sess.remote.Store(cc.RemoteAddr().String())
+	if p := c.woke; p != nil {
+		sess.started = p.started
+		sess.lastSeen.Store(p.lastSeen)
+		sess.BytesIn.Store(p.bytesIn)
+		sess.BytesOut.Store(p.bytesOut)
+		sess.rebinds.Store(p.rebinds)
+		sess.remote.Store(p.raddr.String())
+	}
 	s.mu.Lock()
-	old := s.sessions[c.ep.Name]
+	old, oldParked := s.sessions[c.ep.Name], s.parked[c.ep.Name]
 	s.sessions[c.ep.Name] = sess
+	if oldParked != nil && oldParked != c.woke {
+		delete(s.parked, c.ep.Name) // a new handshake replaces the parked session
+	}
 	s.mu.Unlock()
 	if old != nil {
 		_ = old.Conn.Close()
 	}
-	s.log.Info("session established", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String(), "suite", c.suite.String(), "addr", c.ep.Addr.String())
+	if oldParked != nil && oldParked != c.woke {
+		s.guard.dropParked(oldParked)
+	}
+	if p := c.woke; p != nil {
+		s.Stats.Resumed.Add(1)
+		p.sess.Store(sess)
+		close(p.ready)
+		s.log.Debug("parked session resumed", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String())
+	} else {
+		s.log.Info("session established", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String(), "suite", c.suite.String(), "addr", c.ep.Addr.String())
+	}
 	cc.AddOnClose(func() {
 		s.mu.Lock()
 		if s.sessions[c.ep.Name] == sess {
 			delete(s.sessions, c.ep.Name)
 		}
 		s.mu.Unlock()
+		if sess.parked.Load() {
+			return // parked, not ended: no OnSession(false)
+		}
 		s.log.Info("session closed", "endpoint", c.ep.Name, "duration", time.Since(sess.started).Round(time.Millisecond).String())
 		if s.cfg.OnSession != nil {
 			s.cfg.OnSession(sess, false)
@@ -480,6 +577,8 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *po
 		return
 	}
 	sess.touch()
+	sess.inflight.Add(1)
+	defer sess.inflight.Add(-1)
 	if r.Type() == message.Reset { // seen by monitor
 		return
 	}

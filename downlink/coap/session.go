@@ -26,11 +26,14 @@ type Session struct {
 	// BytesIn and BytesOut approximate CoAP bytes from and to the device.
 	BytesIn, BytesOut atomic.Uint64
 
-	srv      *Server
-	started  time.Time
-	lastSeen atomic.Int64  // unix nanoseconds
-	remote   atomic.Value  // string: last peer address
-	rebinds  atomic.Uint64 // peer address changes within this session
+	srv        *Server
+	started    time.Time
+	lastSeen   atomic.Int64  // unix nanoseconds: last request from the device
+	lastActive atomic.Int64  // unix nanoseconds: last message either way (parking)
+	inflight   atomic.Int32  // requests being served or sent (never parked)
+	parked     atomic.Bool   // the conn was closed to park the session
+	remote     atomic.Value  // string: last peer address
+	rebinds    atomic.Uint64 // peer address changes within this session
 }
 
 // LastSeen is when the device last sent a request.
@@ -43,18 +46,24 @@ func (s *Session) Remote() string { return s.Conn.RemoteAddr().String() }
 func (s *Session) Rebinds() uint64 { return s.rebinds.Load() }
 
 func (s *Session) touch() {
-	s.lastSeen.Store(time.Now().UnixNano())
-	now := s.Conn.RemoteAddr().String()
-	if prev, _ := s.remote.Swap(now).(string); prev != "" && prev != now {
+	now := time.Now().UnixNano()
+	s.lastSeen.Store(now)
+	s.lastActive.Store(now)
+	addr := s.Conn.RemoteAddr().String()
+	if prev, _ := s.remote.Swap(addr).(string); prev != "" && prev != addr {
 		s.rebinds.Add(1)
 		s.srv.Stats.Rebinds.Add(1)
-		s.srv.log.Info("endpoint address changed, session kept (connection ID)", "endpoint", s.Endpoint.Name, "from", prev, "to", now)
+		s.srv.log.Info("endpoint address changed, session kept (connection ID)", "endpoint", s.Endpoint.Name, "from", prev, "to", addr)
 	}
 }
 
 // Do sends req to the device and waits for the response (which the caller
 // must release with Conn.ReleaseMessage).
 func (s *Session) Do(req *pool.Message) (*pool.Message, error) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	defer func() { s.lastActive.Store(time.Now().UnixNano()) }()
+	s.lastActive.Store(time.Now().UnixNano())
 	s.BytesOut.Add(uint64(bodyLen(req) + 4))
 	resp, err := s.Conn.Do(req)
 	if err == nil {
@@ -63,30 +72,33 @@ func (s *Session) Do(req *pool.Message) (*pool.Message, error) {
 	return resp, err
 }
 
-// listener adapts pion's DTLS listener for go-coap and wraps each conn so
-// that the handshake authenticates the endpoint.
+// listener hands go-coap a pion server conn for each conn the guard
+// accepts (a peer past the cookie exchange) and each parked session that
+// woke up (resumed from its exported state, already authenticated).
 type listener struct {
-	ln net.Listener
-	s  *Server
+	s *Server
 }
 
 func (l *listener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	g := l.s.guard
+	select {
+	case c := <-l.s.resumed:
+		return c, nil
+	case gc := <-g.accept:
+		dc, err := dtls.ServerWithOptions(gc, gc.raddr, l.s.dtlsOpts...)
+		if err != nil {
+			_ = gc.Close()
+			return nil, nil
+		}
+		return &conn{Conn: dc, s: l.s, gc: gc}, nil
+	case <-g.done:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	c, err := l.ln.Accept()
-	if err != nil {
-		return nil, err
-	}
-	dc, ok := c.(*dtls.Conn)
-	if !ok {
-		_ = c.Close()
-		return nil, nil
-	}
-	return &conn{Conn: dc, s: l.s}, nil
 }
 
-func (l *listener) Close() error { return l.ln.Close() }
+func (l *listener) Close() error { return l.s.guard.Close() }
 
 // conn is a DTLS conn whose HandshakeContext (called by go-coap's server
 // before serving) also maps the peer to its endpoint.
@@ -97,6 +109,9 @@ type conn struct {
 	done  bool            // guarded by mu: authenticated
 	ep    device.Endpoint // set once by HandshakeContext
 	suite dtls.CipherSuiteID
+	gc    *guardConn // the guard's conn under pion
+	// woke is the parked session this conn resumed (nil for a handshake).
+	woke *parkedSession
 }
 
 // HandshakeContext runs the DTLS handshake and authenticates the endpoint.
