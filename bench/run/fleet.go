@@ -247,7 +247,7 @@ func newBridgeSide(reg *device.Registry, listen string, centralAddr netip.AddrPo
 	}
 	b.px = px
 	srv, err := coap.New(coap.Config{ListenAddr: listen, Registry: reg, Handler: px.HandleDevice, OnSession: px.OnSession,
-		Rate: -1, Logger: quietLog})
+		Rate: -1, Logger: quietLog, ParkAfter: bridgeParkAfter})
 	if err != nil {
 		px.Close()
 		b.link.close()
