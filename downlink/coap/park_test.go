@@ -169,4 +169,3 @@ func TestCloseNotifiesParkedDevices(t *testing.T) {
 		t.Fatal("parked device not told of the close within 5 s")
 	}
 }
-
