@@ -105,9 +105,9 @@ func ESPLine(sa ESPSA) (string, error) {
 		return "", err
 	}
 	src, dst := sa.Src.Unmap(), sa.Dst.Unmap()
-	proto := "IPv4"
-	if src.Is6() || dst.Is6() {
-		proto = "IPv6"
+	proto, err := family(src, dst)
+	if err != nil {
+		return "", err
 	}
 	// An unknown or unspecified address (a socket bound to 0.0.0.0) is
 	// written as Wireshark's wildcard.
@@ -125,6 +125,38 @@ func ESPLine(sa ESPSA) (string, error) {
 	}
 	return fmt.Sprintf("%q,%q,%q,%q,%q,%q,%q,%q", proto, addr(src), addr(dst),
 		fmt.Sprintf("0x%08x", sa.SPI), enc, "0x"+hex.EncodeToString(ek), auth, authKey), nil
+}
+
+// family is the esp_sa protocol column: the family of the addresses that
+// are known. An unspecified address says nothing about the SA's family: a
+// gateway whose socket is bound to [::] (dual stack) reports "::" as its
+// local address for IPv4 peers, and tagging those SAs "IPv6" made
+// Wireshark skip every IPv4 packet. Only when neither address is
+// specified does the unspecified one decide.
+func family(src, dst netip.Addr) (string, error) {
+	var v4, v6 bool
+	for _, a := range []netip.Addr{src, dst} {
+		if !a.IsValid() || a.IsUnspecified() {
+			continue
+		}
+		v4, v6 = v4 || a.Is4(), v6 || a.Is6()
+	}
+	if v4 && v6 {
+		return "", fmt.Errorf("keylog: SA between %v and %v mixes IPv4 and IPv6", src, dst)
+	}
+	if !v4 && !v6 {
+		// Both wildcards: the family of whichever was given.
+		v6 = (src.IsValid() && src.Is6()) || (dst.IsValid() && dst.Is6())
+		v4 = (src.IsValid() && src.Is4()) || (dst.IsValid() && dst.Is4())
+		if v6 && !v4 {
+			return "IPv6", nil
+		}
+		return "IPv4", nil
+	}
+	if v6 {
+		return "IPv6", nil
+	}
+	return "IPv4", nil
 }
 
 // IKEv1Line formats one ikev1_decryption_table record: initiator cookie and

@@ -181,3 +181,35 @@ func TestLogESPPair(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestESPLineFamily: the protocol column follows the specified addresses;
+// an unspecified local address (a socket bound to [::] or 0.0.0.0) does
+// not turn an IPv4 SA into an IPv6 one.
+func TestESPLineFamily(t *testing.T) {
+	s := esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}
+	v4, v6 := netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("2001:db8::2")
+	for _, tt := range []struct {
+		src, dst netip.Addr
+		want     string
+	}{
+		{v4, netip.IPv6Unspecified(), `"IPv4","198.51.100.2","*"`},
+		{netip.IPv6Unspecified(), v4, `"IPv4","*","198.51.100.2"`},
+		{netip.AddrFrom16(v4.As16()), netip.IPv6Unspecified(), `"IPv4","198.51.100.2","*"`}, // v4-mapped
+		{v4, netip.Addr{}, `"IPv4","198.51.100.2","*"`},
+		{v6, netip.IPv4Unspecified(), `"IPv6","2001:db8::2","*"`},
+		{v6, netip.IPv6Unspecified(), `"IPv6","2001:db8::2","*"`},
+		{netip.IPv4Unspecified(), netip.IPv4Unspecified(), `"IPv4","*","*"`},
+		{netip.IPv6Unspecified(), netip.Addr{}, `"IPv6","*","*"`},
+	} {
+		line, err := ESPLine(ESPSA{Src: tt.src, Dst: tt.dst, SPI: 1, Suite: s, Keymat: keymat(s)})
+		if err != nil {
+			t.Fatalf("%v -> %v: %v", tt.src, tt.dst, err)
+		}
+		if !strings.HasPrefix(line, tt.want) {
+			t.Errorf("%v -> %v: %s, want prefix %s", tt.src, tt.dst, line, tt.want)
+		}
+	}
+	if _, err := ESPLine(ESPSA{Src: v4, Dst: v6, SPI: 1, Suite: s, Keymat: keymat(s)}); err == nil {
+		t.Error("an SA between IPv4 and IPv6 addresses was accepted")
+	}
+}
