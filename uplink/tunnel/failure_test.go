@@ -1,7 +1,12 @@
 package tunnel_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,4 +179,57 @@ func TestServerSessionCloseDeadClientBounded(t *testing.T) {
 		t.Fatal("session has no end reason")
 	}
 	p.Link.SetDown(false)
+}
+
+// syncBuffer is a bytes.Buffer a logger and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestFailedLoginDuration: a session whose PPP login fails never came up;
+// its "session closed" line says so and gives the time since the L2TP
+// session arrived, not the time since year 1 ("duration":
+// 9223372036854775807, the issue-22 trap).
+func TestFailedLoginDuration(t *testing.T) {
+	var logs syncBuffer
+	p, err := tunneltest.Start(t, tunneltest.Options{
+		Client: func(c *tunnel.ClientConfig) { c.Password = "wrong" },
+		Server: func(c *tunnel.ServerConfig) {
+			c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		},
+	})
+	if err == nil {
+		t.Fatal("Dial with a wrong password succeeded")
+	}
+	var line map[string]any
+	tunneltest.Drive(t, p.Clock, 100*time.Millisecond, 20*time.Second, "the server logs the session's end", func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			// The tunnel server's line (L2TP logs its own, with "layer").
+			if strings.Contains(l, `"msg":"session closed"`) && !strings.Contains(l, `"layer"`) {
+				return json.Unmarshal([]byte(l), &line) == nil
+			}
+		}
+		return false
+	})
+	d, ok := line["duration"].(float64) // slog's JSON writes a Duration in nanoseconds
+	if !ok || d < 0 || time.Duration(d) > time.Hour {
+		t.Fatalf("failed login logged duration %v, want the (fake-clock) time since the session arrived; line %v", line["duration"], line)
+	}
+	if line["established"] != false {
+		t.Fatalf("failed login logged established=%v, want false; line %v", line["established"], line)
+	}
+	t.Logf("failed login: duration %v", time.Duration(d))
 }

@@ -517,6 +517,7 @@ func (s *Server) serve(sess *l2tp.Session) {
 		return
 	}
 	ss := &ServerSession{srv: s, ps: ps, sess: sess, done: make(chan struct{}), abortCh: make(chan struct{})}
+	attached := s.cfg.Clock.Now()
 	log := s.log.With("peer", ps.remote, "peer_id", ps.name, "tunnel_id", sess.Tunnel().LocalID(), "session_id", sess.LocalID())
 	methods := s.cfg.AuthMethods
 	if s.cfg.MethodsFor != nil {
@@ -637,7 +638,14 @@ func (s *Server) serve(sess *l2tp.Session) {
 	delete(ps.sessions, ss)
 	s.mu.Unlock()
 	ss.err = err
-	log.Info("session closed", "duration", s.cfg.Clock.Now().Sub(ss.started), "reason", err,
+	// A session that never came up (failed login) has no start time: its
+	// duration counts from the L2TP session's arrival, never from the zero
+	// time (which logged "duration":9223372036854775807).
+	since := attached
+	if ss.up.Load() {
+		since = ss.started
+	}
+	log.Info("session closed", "duration", s.cfg.Clock.Now().Sub(since), "established", ss.up.Load(), "reason", err,
 		"packets_in", ss.in.Packets.Load(), "packets_out", ss.out.Packets.Load())
 	close(ss.done)
 }
