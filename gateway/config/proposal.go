@@ -5,27 +5,47 @@ import (
 	"strings"
 
 	"github.com/fleetgate/fleetgate/uplink/esp"
+	"github.com/fleetgate/fleetgate/uplink/ike"
 )
 
 // Proposals are the accepted IKE and ESP proposals, most preferred first,
 // written as strongSwan proposal strings ("aes256-sha256-modp2048",
-// "aes128gcm16").
+// "aes128gcm16"). Empty lists take the project's one default policy
+// (uplink/ike DefaultIKEProposals / DefaultESPProposals, the same the
+// bridge proposes).
 type Proposals struct {
 	IKE []string `yaml:"ike"`
 	ESP []string `yaml:"esp"`
+	// AllowLegacy opts in to legacy transforms (MODP-1024, 3DES, HMAC-MD5):
+	// the empty lists then also take uplink/ike's Legacy*Proposals, and
+	// explicit lists may name legacy transforms (refused otherwise).
+	AllowLegacy bool `yaml:"allow_legacy"`
 
 	// IKEParsed and ESPParsed are the parsed proposals.
 	IKEParsed []IKEProposal `yaml:"-"`
 	ESPParsed []ESPProposal `yaml:"-"`
 }
 
-// DefaultIKEProposals match stock clients: Windows offers
-// aes256/aes128/3des with sha1 and modp1024/2048; strongSwan and our bridge
-// use the first. 3DES is legacy and not in the defaults.
-var DefaultIKEProposals = []string{"aes256-sha256-modp2048", "aes128-sha256-modp2048", "aes256-sha1-modp2048", "aes128-sha1-modp2048", "aes256-sha1-modp1024", "aes128-sha1-modp1024"}
+// DefaultIKEProposals and DefaultESPProposals are uplink/ike's defaults as
+// strings: the one default policy, not a copy.
+var (
+	DefaultIKEProposals = ike.ProposalStrings(ike.DefaultIKEProposals())
+	DefaultESPProposals = ike.ProposalStrings(ike.DefaultESPProposals())
+	legacyIKEProposals  = ike.ProposalStrings(ike.LegacyIKEProposals())
+	legacyESPProposals  = ike.ProposalStrings(ike.LegacyESPProposals())
+)
 
-// DefaultESPProposals are the default ESP transforms.
-var DefaultESPProposals = []string{"aes128gcm16", "aes256gcm16", "aes256-sha256", "aes128-sha256", "aes256-sha1", "aes128-sha1"}
+// Keys a refusal log line points to (ike.Config.ProposalKeys).
+const (
+	KeyIKEProposals = "proposals.ike"
+	KeyESPProposals = "proposals.esp"
+	KeyAllowLegacy  = "proposals.allow_legacy"
+)
+
+// legacyHint is the end of the error for a legacy proposal without the
+// opt-in.
+const legacyHint = "a legacy transform (MODP-1024, 3DES or HMAC-MD5; only Android <= 11 and old Windows/macOS clients need one): " +
+	"set proposals.allow_legacy: true to accept it, or remove it"
 
 // IKEProposal is one IKEv1 phase 1 transform (RFC 2409 appendix A values).
 type IKEProposal struct {

@@ -6,11 +6,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/secrets"
+	"github.com/fleetgate/fleetgate/uplink/ike"
 )
 
 type validator struct {
@@ -184,15 +186,31 @@ func (v *validator) listen() {
 func (v *validator) proposals() {
 	pr := &v.c.Proposals
 	if len(pr.IKE) == 0 {
-		pr.IKE = DefaultIKEProposals
+		pr.IKE = slices.Clone(DefaultIKEProposals)
+		if pr.AllowLegacy {
+			pr.IKE = append(pr.IKE, legacyIKEProposals...)
+		}
 	}
 	if len(pr.ESP) == 0 {
-		pr.ESP = DefaultESPProposals
+		pr.ESP = slices.Clone(DefaultESPProposals)
+		if pr.AllowLegacy {
+			pr.ESP = append(pr.ESP, legacyESPProposals...)
+		}
 	}
 	for i, s := range pr.IKE {
 		ip, err := ParseIKEProposal(s)
 		if err != nil {
 			v.errf(p("proposals", "ike", i), "%v", err)
+			continue
+		}
+		// What the IKE engine runs (e.g. no modp1536 or ecp521).
+		kp, err := ike.ParseIKEProposal(s)
+		if err != nil || !kp.Group.Supported() {
+			v.errf(p("proposals", "ike", i), "proposals.ike: %q: not implemented by the IKE engine (groups: modp2048, modp3072, modp4096, ecp256, ecp384)", s)
+			continue
+		}
+		if kp.Legacy() && !pr.AllowLegacy {
+			v.errf(p("proposals", "ike", i), "proposals.ike: %q is %s", s, legacyHint)
 			continue
 		}
 		pr.IKEParsed = append(pr.IKEParsed, ip)
@@ -201,6 +219,15 @@ func (v *validator) proposals() {
 		ep, err := ParseESPProposal(s)
 		if err != nil {
 			v.errf(p("proposals", "esp", i), "%v", err)
+			continue
+		}
+		kp, err := ike.ParseESPProposal(s)
+		if err != nil || (kp.PFS != ike.GroupNone && !kp.PFS.Supported()) {
+			v.errf(p("proposals", "esp", i), "proposals.esp: %q: not implemented by the IKE engine (PFS groups: modp2048, modp3072, modp4096, ecp256, ecp384)", s)
+			continue
+		}
+		if kp.Legacy() && !pr.AllowLegacy {
+			v.errf(p("proposals", "esp", i), "proposals.esp: %q is %s", s, legacyHint)
 			continue
 		}
 		pr.ESPParsed = append(pr.ESPParsed, ep)

@@ -149,6 +149,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	if ikeOpts.DPDTimeout == 0 {
 		ikeOpts.DPDTimeout = gc.DPD.TimeoutD
 	}
+	ikeOpts.ProposalKeys = ike.ProposalKeys{IKE: config.KeyIKEProposals, ESP: config.KeyESPProposals, Legacy: config.KeyAllowLegacy}
 	echoInterval, echoFailures := e.echo(gc)
 	sc := tunnel.ServerConfig{
 		PSK: ic.PSK, CAs: ic.CAs, CheckCert: ic.CheckCert, AllowIdentity: ic.AllowIdentity,
@@ -280,6 +281,16 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	e.mu.Lock()
 	e.srv = srv
 	e.mu.Unlock()
+	// proposals: follow a reload (new Main Modes and Quick Modes at once;
+	// the reload then closes the sessions, which reconnect under them).
+	env.OnReload(func(c *config.Config) {
+		ikes, esps := strings.Join(c.Proposals.IKE, ","), strings.Join(c.Proposals.ESP, ",")
+		if err := srv.SetProposals(ikes, esps); err != nil {
+			log.Error("reload: proposals not applied, the previous ones stay", "err", err)
+			return
+		}
+		log.Info("reload: proposals applied", "ike", ikes, "esp", esps)
+	})
 	if e.cfg.RawL2TP || e.cfg.RawL2TPConn != nil || gc.Listen.RawL2TP {
 		raw, err := e.startRaw(env, log, netip.AddrPortFrom(gc.Listen.Addr, uint16(gc.Listen.L2TPPort)), mux, stopping, &wg)
 		if err != nil {

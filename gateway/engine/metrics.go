@@ -13,11 +13,11 @@ import (
 
 // ikeSeen remembers the IKE counters already turned into gateway metrics.
 type ikeSeen struct {
-	mu                                                    sync.Mutex
-	auth, noProp, p1, p2, rateLimited, halfOpen, halfLost uint64
-	sourceSAs, quickModes                                 uint64
-	ikeRekeys, childRekeys                                uint64
-	tunnelCap, tunnelUnauth, sessUnauth, hangup, noIdent  uint64
+	mu                                                                 sync.Mutex
+	auth, noProp, quickNoProp, p1, p2, rateLimited, halfOpen, halfLost uint64
+	sourceSAs, quickModes                                              uint64
+	ikeRekeys, childRekeys                                             uint64
+	tunnelCap, tunnelUnauth, sessUnauth, hangup, noIdent               uint64
 }
 
 // metricsLoop turns the IKE engine's counters into the gateway's set-up
@@ -64,6 +64,7 @@ func (e *Engine) syncMetrics(env *server.Env, srv *tunnel.Server) {
 	noProp := st.NoProposalChosen.Load()
 	report(&s.auth, auth, func() { env.Metrics.SetupFailed(metrics.PhaseIKEMain, "auth_failed") })
 	report(&s.noProp, noProp, func() { env.Metrics.SetupFailed(metrics.PhaseIKEMain, "no_proposal_chosen") })
+	report(&s.quickNoProp, st.QuickNoProposal.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseIKEQuick, "no_proposal_chosen") })
 	report(&s.rateLimited, st.RateLimited.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseAdmission, "rate_limited_per_source") })
 	report(&s.halfOpen, st.HalfOpenDropped.Load(), func() { env.Metrics.SetupFailed(metrics.PhaseAdmission, "half_open_limit") })
 	// A peer answered MM2 after a flood had evicted its half-open state

@@ -54,6 +54,16 @@ func (e *Env) backoff() *Backoff { return e.srv.bo }
 // Calls after the first do nothing.
 func (e *Env) Ready() { e.srv.ready() }
 
+// OnReload registers fn to run on every reload, with the new
+// configuration, after it is in force (Env.Config returns it) and before
+// the affected sessions are closed: what fn applies is what their peers
+// meet when they reconnect. fn must not block.
+func (e *Env) OnReload(fn func(*config.Config)) {
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	e.srv.reloadHooks = append(e.srv.reloadHooks, fn)
+}
+
 // Config returns the current configuration (it changes on reload).
 func (e *Env) Config() *config.Config { return e.srv.cfg.Load() }
 

@@ -23,7 +23,7 @@ func TestFillIKEConfig(t *testing.T) {
 	}
 	stranger, _ := st.Issue(pki.IssueOptions{Name: "stranger"})
 	y := fmt.Sprintf("metrics: {listen: \"off\"}\nlisten: {natt_port: 14500}\npki: {dir: %q, ca: ca.crt, crl: crl.pem}\n"+
-		"proposals: {ike: [aes256-sha256-modp2048, aes128-sha1-modp1024], esp: [aes128gcm16, aes128-sha1]}\n"+
+		"proposals: {allow_legacy: true, ike: [aes256-sha256-modp2048, aes128-sha1-modp1024], esp: [aes128gcm16, aes128-sha1]}\n"+
 		"psk: {shared: shared-key, by_id: {\"198.51.100.9\": per-peer}}\nidentities:\n"+
 		"  - {name: hall7, auth: cert, id: site-hall7.sites.example.net, ppp: {password: p}}\n"+
 		"  - {name: fqdn-site, auth: psk, id: fqdn.example.net, psk: own, ppp: {password: p}}\n", dir)

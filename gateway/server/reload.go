@@ -1,6 +1,8 @@
 package server
 
 import (
+	"slices"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/pki"
@@ -47,6 +49,12 @@ func (s *Server) Reload(next *config.Config) (config.Changes, error) {
 	s.setExpiries(next)
 	ab := next.AuthBackoff
 	s.bo.SetParams(ab.Free, ab.DelayD, ab.MaxDelayD, ab.ForgetD)
+	s.mu.Lock()
+	hooks := slices.Clone(s.reloadHooks)
+	s.mu.Unlock()
+	for _, fn := range hooks {
+		fn(next) // e.g. the engine's IKE proposals (Env.OnReload)
+	}
 	closed := s.CloseSessions(func(sess Session) bool { return ch.Affects(sess.Identity()) }, "configuration reloaded")
 	// A certificate the new CRL revokes ends its live sessions and IKE SA.
 	revoked := 0

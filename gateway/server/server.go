@@ -82,6 +82,8 @@ type Server struct {
 
 	mu     sync.Mutex
 	states map[uint64]*sessionState
+	// reloadHooks run on every reload (Env.OnReload); under mu.
+	reloadHooks []func(*config.Config)
 }
 
 // New builds a server from a validated configuration.

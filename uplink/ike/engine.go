@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,7 +154,8 @@ type Stats struct {
 	SourceSALimited   atomic.Uint64 // proven MM3 dropped: its address already holds MaxSAsPerSource responder SAs
 	QuickModeLimited  atomic.Uint64 // peer's new Quick Mode dropped: MaxQuickModes or MaxChildren reached on its SA
 	AuthFailures      atomic.Uint64 // wrong PSK / signature / certificate / identity
-	NoProposalChosen  atomic.Uint64 // proposals outside policy
+	NoProposalChosen  atomic.Uint64 // Main Mode: proposals outside policy (ours or the peer's refusal)
+	QuickNoProposal   atomic.Uint64 // Quick Mode: ESP proposals outside policy (ours or the peer's refusal)
 	Phase1Established atomic.Uint64
 	Phase2Established atomic.Uint64
 	Phase1Failed      atomic.Uint64
@@ -235,8 +237,10 @@ type Config struct {
 	// GatewayPolicy.
 	Gateway *GatewayPolicy
 
-	IKEProposals  []IKEProposal // default DefaultIKEProposals
-	ESPProposals  []ESPProposal // default DefaultESPProposals
+	IKEProposals []IKEProposal // default DefaultIKEProposals; SetProposals replaces them
+	ESPProposals []ESPProposal // default DefaultESPProposals; SetProposals replaces them
+	// ProposalKeys name the settings a refusal's log line points to.
+	ProposalKeys  ProposalKeys
 	IKELifetime   time.Duration // default DefaultIKELifetime
 	IPsecLifetime time.Duration // default DefaultIPsecLifetime
 	IPsecLifeKB   uint64        // 0 = no volume limit
@@ -314,6 +318,11 @@ type Engine struct {
 	secret    cookieSecret
 
 	initiatorVIDs [][]byte // tests: vendor IDs our Main Mode announces
+
+	// Refusal log limiter (refusal.go).
+	refused    map[netip.Addr]time.Time
+	refusedSec time.Time
+	refusedN   int
 }
 
 type outPacket struct {
@@ -342,16 +351,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Cert != nil && cfg.CAs == nil {
 		return nil, errors.New("ike: signature mode needs Config.CAs")
 	}
-	if len(cfg.IKEProposals) == 0 {
-		cfg.IKEProposals = DefaultIKEProposals()
-	}
-	if len(cfg.ESPProposals) == 0 {
-		cfg.ESPProposals = DefaultESPProposals()
-	}
-	for _, p := range cfg.IKEProposals {
-		if !p.Group.Supported() || p.Hash.New() == nil {
-			return nil, fmt.Errorf("ike: unsupported IKE proposal %v", p)
-		}
+	var err error
+	if cfg.IKEProposals, cfg.ESPProposals, err = checkProposals(cfg.IKEProposals, cfg.ESPProposals); err != nil {
+		return nil, err
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -396,8 +398,45 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, log: cfg.Logger,
 		sas: map[[16]byte]*ikeSA{}, pending: map[[8]byte]*ikeSA{}, buckets: map[netip.Addr]*bucket{},
-		perSource: map[netip.Addr]int{},
+		perSource: map[netip.Addr]int{}, refused: map[netip.Addr]time.Time{},
 	}, nil
+}
+
+// checkProposals fills empty lists with the defaults and refuses what the
+// engine cannot run.
+func checkProposals(ikes []IKEProposal, esps []ESPProposal) ([]IKEProposal, []ESPProposal, error) {
+	if len(ikes) == 0 {
+		ikes = DefaultIKEProposals()
+	}
+	if len(esps) == 0 {
+		esps = DefaultESPProposals()
+	}
+	for _, p := range ikes {
+		if !p.Group.Supported() || p.Hash.New() == nil {
+			return nil, nil, fmt.Errorf("ike: unsupported IKE proposal %v", p)
+		}
+	}
+	for _, p := range esps {
+		if err := p.Suite.Validate(); err != nil || (p.PFS != GroupNone && !p.PFS.Supported()) {
+			return nil, nil, fmt.Errorf("ike: unsupported ESP proposal %v", p)
+		}
+	}
+	return ikes, esps, nil
+}
+
+// SetProposals replaces the IKE and ESP proposals (a configuration
+// reload): new Main Modes and Quick Modes, ours and the peer's, use them at
+// once; SAs already up keep what they negotiated. Empty lists take the
+// defaults.
+func (e *Engine) SetProposals(ikes []IKEProposal, esps []ESPProposal) error {
+	ikes, esps, err := checkProposals(slices.Clone(ikes), slices.Clone(esps))
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.cfg.IKEProposals, e.cfg.ESPProposals = ikes, esps
+	e.mu.Unlock()
+	return nil
 }
 
 // Stats returns the engine's counters.

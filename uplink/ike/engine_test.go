@@ -309,8 +309,9 @@ func TestQuickModeNoProposalChosen(t *testing.T) {
 	if !errors.As(ev.Err, &ne) || ne.Type != NotifyNoProposalChosen {
 		t.Fatalf("got %v, want NO-PROPOSAL-CHOSEN", ev.Err)
 	}
-	if got := p.b.eng.Stats().NoProposalChosen.Load(); got != 1 {
-		t.Errorf("responder NoProposalChosen: got %d, want 1", got)
+	// A Quick Mode refusal is counted as such, not as a Main Mode one.
+	if got, mm := p.b.eng.Stats().QuickNoProposal.Load(), p.b.eng.Stats().NoProposalChosen.Load(); got != 1 || mm != 0 {
+		t.Errorf("responder QuickNoProposal %d, NoProposalChosen %d; want 1 and 0", got, mm)
 	}
 	if got := p.a.eng.SACount(); got != 1 {
 		t.Errorf("phase 1 must survive a failed Quick Mode: %d SAs", got)

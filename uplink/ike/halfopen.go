@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"time"
 )
@@ -163,7 +164,11 @@ func (e *Engine) respondMM1(m *Message, b []byte, local, remote netip.AddrPort, 
 	chosen, err := e.choosePhase1(sa, sai)
 	if err != nil {
 		e.stats.NoProposalChosen.Add(1)
-		e.warn("phase 1 rejected", "peer", remote, "reason", err)
+		if np := (*NoProposalError)(nil); errors.As(err, &np) && len(np.Offered) > 0 {
+			e.logRefusal(remote, np)
+		} else {
+			e.warn("phase 1 rejected", "peer", remote, "reason", err)
+		}
 		sa.sendPlainNotify(NotifyNoProposalChosen)
 		return
 	}

@@ -112,6 +112,7 @@ func (sa *ikeSA) ourVIDs() []Payload {
 // choosePhase1 picks the first of the initiator's transforms that our
 // policy allows, honouring the initiator's order (RFC 2409 §5).
 func (e *Engine) choosePhase1(sa *ikeSA, sai *SAPayload) (Proposal, error) {
+	refusal := &NoProposalError{Phase: "main"}
 	for _, p := range sai.Proposals {
 		if p.Protocol != ProtoISAKMP {
 			continue
@@ -119,6 +120,9 @@ func (e *Engine) choosePhase1(sa *ikeSA, sai *SAPayload) (Proposal, error) {
 		for _, t := range p.Transforms {
 			prop, auth, life, ok := decodePhase1(t)
 			if !ok || !e.allowedIKE(prop) {
+				if ok || prop.Cipher != 0 {
+					refusal.offer(offeredIKE(prop), prop.Legacy())
+				}
 				continue
 			}
 			switch auth {
@@ -149,7 +153,8 @@ func (e *Engine) choosePhase1(sa *ikeSA, sai *SAPayload) (Proposal, error) {
 			return Proposal{Num: p.Num, Protocol: ProtoISAKMP, SPI: p.SPI, Transforms: []Transform{t}}, nil
 		}
 	}
-	return Proposal{}, ErrNoProposalChosen
+	refusal.Allowed = ProposalStrings(e.cfg.IKEProposals)
+	return Proposal{}, refusal
 }
 
 func (e *Engine) allowedIKE(p IKEProposal) bool {

@@ -279,6 +279,7 @@ func (sa *ikeSA) respondQuickMode(m *Message, iv []byte, sum [32]byte) error {
 		return err
 	}
 	var chosen *Proposal
+	refusal := &NoProposalError{Phase: "quick"}
 	for _, p := range sai.Proposals {
 		if p.Protocol != ProtoESP || len(p.SPI) != 4 {
 			continue
@@ -286,6 +287,9 @@ func (sa *ikeSA) respondQuickMode(m *Message, iv []byte, sum [32]byte) error {
 		for _, t := range p.Transforms {
 			a, ok := decodePhase2(t)
 			if !ok || !e.allowedESP(a.prop) || !sa.encapOK(a.encap) {
+				if !ok || !e.allowedESP(a.prop) {
+					refusal.offer(offeredESP(a.prop), a.prop.Legacy())
+				}
 				continue
 			}
 			q.chosen = a
@@ -299,7 +303,13 @@ func (sa *ikeSA) respondQuickMode(m *Message, iv []byte, sum [32]byte) error {
 	}
 	if chosen == nil {
 		sa.sendNotifyInfo(NotifyNoProposalChosen)
-		return fmt.Errorf("%w: no acceptable ESP transform", ErrNoProposalChosen)
+		if len(refusal.Offered) == 0 {
+			// Every transform was allowed but with the wrong encapsulation.
+			return fmt.Errorf("%w: no acceptable ESP transform (encapsulation mode)", ErrNoProposalChosen)
+		}
+		refusal.Allowed = ProposalStrings(e.cfg.ESPProposals)
+		e.logRefusal(sa.remote, refusal)
+		return refusal
 	}
 	ids := m.All(PayloadID)
 	if len(ids) == 2 {

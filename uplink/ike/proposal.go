@@ -31,6 +31,10 @@ func (p IKEProposal) Legacy() bool {
 	return p.Cipher == enc3DES || p.Group == GroupMODP1024 || p.Hash == HashMD5
 }
 
+// Legacy reports whether the proposal uses something off by default:
+// 3DES, HMAC-MD5 or a MODP-1024 PFS group.
+func (p ESPProposal) Legacy() bool { return p.Suite.Legacy() || p.PFS == GroupMODP1024 }
+
 func (p IKEProposal) cipher() cipherAlg { return cipherAlg{id: p.Cipher, keyBits: p.KeyBits} }
 
 // ESPProposal is one phase 2 proposal: an ESP suite and an optional PFS
@@ -195,20 +199,61 @@ func MustESPProposals(s string) []ESPProposal {
 	return out
 }
 
-// DefaultIKEProposals is what we propose and accept by default: what
-// current Windows, macOS/iOS, strongSwan/libreswan and MikroTik send with
-// modern groups. 3DES, MD5 and MODP 1024 are not in it.
-func DefaultIKEProposals() []IKEProposal {
-	return MustProposals("aes256-sha256-modp2048,aes128-sha256-modp2048,aes256-sha256-ecp256,aes128-sha256-ecp256," +
-		"aes256-sha384-ecp384,aes256-sha512-modp4096,aes256-sha256-modp3072,aes256-sha1-modp2048,aes128-sha1-modp2048," +
-		"aes256-sha1-ecp256,aes256-sha512-modp2048,aes256-sha384-modp2048")
-}
+// The one default proposal policy of the project: the gateway accepts it,
+// the bridge proposes it, and configs/gateway.yaml shows it. It accepts
+// what current clients send by default in IKEv1 for L2TP/IPsec:
+//
+//   - strongSwan (charon) and libreswan: AES with SHA-2 and MODP-2048+ or
+//     ECP-256/384; this project's bridge: aes256-sha256-modp2048;
+//   - macOS/iOS (racoon-based L2TP): aes256-sha256-modp2048 first, then
+//     AES with SHA-1 and MODP-2048;
+//   - Windows 10/11 (RasMan L2TP): AES with HMAC-SHA1 and ECP-384,
+//     ECP-256 or MODP-2048 in phase 1, AES-CBC with HMAC-SHA1 in phase 2.
+//
+// HMAC-SHA1 is kept (only) with AES and a 2048-bit-or-stronger group:
+// Windows offers no SHA-2 integrity for L2TP, and HMAC (as PRF and ESP
+// integrity) does not rest on SHA-1's collision resistance (RFC 8247
+// §3.1.3 and RFC 8221 §6 still list HMAC-SHA1 as MUST-). Everything
+// weaker is in LegacyIKEProposals / LegacyESPProposals, which a deployment
+// adds only on explicit opt-in (the gateway's proposals.allow_legacy).
+const (
+	defaultIKE = "aes256-sha256-modp2048,aes128-sha256-modp2048,aes256-sha256-ecp256,aes128-sha256-ecp256," +
+		"aes256-sha384-ecp384,aes256-sha256-modp3072,aes256-sha512-modp4096,aes256-sha384-modp2048,aes256-sha512-modp2048," +
+		"aes256-sha1-ecp384,aes128-sha1-ecp256,aes256-sha1-ecp256,aes256-sha1-modp2048,aes128-sha1-modp2048"
+	defaultESP = "aes128gcm16,aes256gcm16,aes256-sha256,aes128-sha256,aes256-sha384,aes256-sha512,aes256-sha1,aes128-sha1," +
+		"aes128gcm16-ecp256,aes256gcm16-ecp384,aes128gcm16-modp2048,aes256gcm16-modp2048,aes256-sha256-modp2048,aes128-sha256-modp2048,aes128-sha1-modp2048"
+	// Legacy: MODP-1024 (Android <= 11's racoon offers nothing else, old
+	// Windows without NegotiateDH2048_AES256), 3DES (Windows 7/8, old
+	// macOS), HMAC-MD5 (very old racoon). MODP-1024 is within reach of a
+	// precomputation attack (Logjam), 3DES has a 64-bit block (Sweet32).
+	legacyIKE = "aes256-sha1-modp1024,aes128-sha1-modp1024,3des-sha1-modp2048,3des-sha1-modp1024,aes128-md5-modp1024,3des-md5-modp1024"
+	legacyESP = "3des-sha1,aes128-md5,3des-md5,aes128-sha1-modp1024,aes256-sha1-modp1024"
+)
 
-// DefaultESPProposals is the default phase 2 policy (no PFS, as Windows and
-// macOS L2TP clients do not use it; PFS variants are accepted too).
-func DefaultESPProposals() []ESPProposal {
-	return MustESPProposals("aes128gcm16,aes256gcm16,aes256-sha256,aes128-sha256,aes256-sha1,aes128-sha1," +
-		"aes256-sha512,aes256-sha384,aes128gcm16-ecp256,aes256gcm16-ecp384,aes256-sha256-modp2048,aes128-sha1-modp2048")
+// DefaultIKEProposals is the phase 1 policy we propose and accept by
+// default (see defaultIKE above for who sends what).
+func DefaultIKEProposals() []IKEProposal { return MustProposals(defaultIKE) }
+
+// DefaultESPProposals is the default phase 2 policy: without PFS (Windows
+// and macOS L2TP clients use none) and with the PFS groups strongSwan
+// clients add.
+func DefaultESPProposals() []ESPProposal { return MustESPProposals(defaultESP) }
+
+// LegacyIKEProposals are the phase 1 transforms old clients need (Android
+// <= 11, Windows before the MODP-2048 registry switch, old macOS); a
+// policy includes them only on explicit opt-in. Each has Legacy() true.
+func LegacyIKEProposals() []IKEProposal { return MustProposals(legacyIKE) }
+
+// LegacyESPProposals are the phase 2 counterparts of LegacyIKEProposals.
+func LegacyESPProposals() []ESPProposal { return MustESPProposals(legacyESP) }
+
+// ProposalStrings formats proposals as strongSwan strings.
+func ProposalStrings[P fmt.Stringer](ps []P) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
 }
 
 // phase1Transform encodes p as an IKE transform (RFC 2409 Appendix A).

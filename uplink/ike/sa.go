@@ -265,7 +265,11 @@ func (sa *ikeSA) fail(err error) {
 		}
 	}
 	if errors.Is(err, ErrNoProposalChosen) {
-		e.stats.NoProposalChosen.Add(1)
+		if sa.state == p1Established {
+			e.stats.QuickNoProposal.Add(1) // a Quick Mode's refusal: its own phase in metrics
+		} else {
+			e.stats.NoProposalChosen.Add(1)
+		}
 	}
 	var pe *ParseError
 	if errors.As(err, &pe) {

@@ -23,6 +23,9 @@ type IKEOptions struct {
 	// "aes128gcm16,aes256-sha1"). Empty: ike.DefaultIKEProposals and
 	// ike.DefaultESPProposals.
 	IKEProposals, ESPProposals string
+	// ProposalKeys name the settings a refused offer's log line points to
+	// (responder; see ike.Config.ProposalKeys).
+	ProposalKeys ike.ProposalKeys
 	// Lifetimes and rekeying (RFC 2407 §4.5); see ike.Config.
 	IKELifetime, IPsecLifetime, RekeyMargin time.Duration
 	IPsecLifeKB                             uint64
@@ -45,6 +48,7 @@ func (o *IKEOptions) apply(c *ike.Config) error {
 	if c.ESPProposals, err = parseList(o.ESPProposals, ike.ParseESPProposal); err != nil {
 		return err
 	}
+	c.ProposalKeys = o.ProposalKeys
 	c.IKELifetime, c.IPsecLifetime, c.RekeyMargin, c.IPsecLifeKB = o.IKELifetime, o.IPsecLifetime, o.RekeyMargin, o.IPsecLifeKB
 	c.DPDInterval, c.DPDTimeout = o.DPDInterval, o.DPDTimeout
 	c.Retransmit, c.Retries = o.Retransmit, o.Retries

@@ -658,6 +658,26 @@ func (s *Server) hangupAuthFailed(ps *peerState, sess *l2tp.Session, log *slog.L
 	s.hangup(ps, sess, ErrAuthHangup)
 }
 
+// SetProposals replaces the IKE and ESP proposals (comma-separated
+// strongSwan strings, empty for the defaults) that new Main Modes and
+// Quick Modes use, e.g. on a configuration reload; SAs already up keep
+// what they negotiated.
+func (s *Server) SetProposals(ikeList, espList string) error {
+	ikes, err := parseList(ikeList, ike.ParseIKEProposal)
+	if err != nil {
+		return err
+	}
+	esps, err := parseList(espList, ike.ParseESPProposal)
+	if err != nil {
+		return err
+	}
+	e := s.eng.Load()
+	if e == nil {
+		return fmt.Errorf("%w: server not started", ErrConfig)
+	}
+	return e.SetProposals(ikes, esps)
+}
+
 // Hangup ends the session, its tunnel and the peer's IKE SA (telling the
 // peer), e.g. when its certificate was revoked: the peer cannot open a
 // new session over the old SA. It does not wait.

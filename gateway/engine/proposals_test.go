@@ -1,0 +1,55 @@
+package engine_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/gateway/engine"
+	"github.com/fleetgate/fleetgate/uplink/tunnel"
+)
+
+// TestReloadAppliesProposals: proposals: is applied by a reload (it was
+// read once at start), and a refusal is counted under its own phase in
+// /metrics: Main Mode as ike_main, Quick Mode as ike_quick.
+func TestReloadAppliesProposals(t *testing.T) {
+	g := startGateway(t, parseConfig(t, "proposals: {ike: [aes256-sha256-modp2048], esp: [aes256gcm16]}\n"), engine.Config{})
+	ecp := g.clientConfig("hall7", "pw7")
+	ecp.IKEProposals, ecp.ESPProposals = "aes128-sha256-ecp256", "aes128gcm16"
+	gcm128 := g.clientConfig("hall7", "pw7")
+	gcm128.IKEProposals, gcm128.ESPProposals = "aes256-sha256-modp2048", "aes128gcm16"
+
+	mustFail := func(cc tunnel.ClientConfig, phase tunnel.Phase) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		tn, err := tunnel.Dial(ctx, cc)
+		if err == nil {
+			_ = tn.Close()
+			t.Fatalf("%s/%s accepted before the reload", cc.IKEProposals, cc.ESPProposals)
+		}
+		if got := tunnel.PhaseOf(err); got != phase {
+			t.Fatalf("%s/%s: failed in %v (%v), want %v", cc.IKEProposals, cc.ESPProposals, got, err, phase)
+		}
+	}
+	mustFail(ecp, tunnel.PhaseIKE)
+	mustFail(gcm128, tunnel.PhaseQuickMode)
+	waitFor(t, "both refusals in /metrics", func() bool {
+		expo := g.scrape(t)
+		return strings.Contains(expo, `fleetgate_session_setup_failures_total{phase="ike_main",reason="no_proposal_chosen"} 1`) &&
+			strings.Contains(expo, `fleetgate_session_setup_failures_total{phase="ike_quick",reason="no_proposal_chosen"} 1`)
+	})
+
+	ch, err := g.srv.Reload(parseConfig(t, "proposals: {ike: [aes256-sha256-modp2048, aes128-sha256-ecp256], esp: [aes256gcm16, aes128gcm16]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.RestartNeeded) != 0 {
+		t.Fatalf("reload of proposals says restart needed: %v", ch.RestartNeeded)
+	}
+	// Both offers now pass, with no restart.
+	tn, _ := dial(t, ecp)
+	_ = tn.Close()
+	dial(t, gcm128)
+}
