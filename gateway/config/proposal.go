@@ -65,6 +65,7 @@ type ESPProposal struct {
 var dhGroups = map[string]int{
 	"modp768": 1, "modp1024": 2, "modp1536": 5, "modp2048": 14, "modp3072": 15,
 	"modp4096": 16, "modp6144": 17, "modp8192": 18, "ecp256": 19, "ecp384": 20, "ecp521": 21,
+	"curve25519": 31, "x25519": 31,
 }
 
 var hashes = map[string]esp.Integ{

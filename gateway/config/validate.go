@@ -206,7 +206,7 @@ func (v *validator) proposals() {
 		// What the IKE engine runs (e.g. no modp1536 or ecp521).
 		kp, err := ike.ParseIKEProposal(s)
 		if err != nil || !kp.Group.Supported() {
-			v.errf(p("proposals", "ike", i), "proposals.ike: %q: not implemented by the IKE engine (groups: modp2048, modp3072, modp4096, ecp256, ecp384)", s)
+			v.errf(p("proposals", "ike", i), "proposals.ike: %q: not implemented by the IKE engine (groups: modp2048, modp3072, modp4096, ecp256, ecp384, curve25519)", s)
 			continue
 		}
 		if kp.Legacy() && !pr.AllowLegacy {
@@ -223,7 +223,7 @@ func (v *validator) proposals() {
 		}
 		kp, err := ike.ParseESPProposal(s)
 		if err != nil || (kp.PFS != ike.GroupNone && !kp.PFS.Supported()) {
-			v.errf(p("proposals", "esp", i), "proposals.esp: %q: not implemented by the IKE engine (PFS groups: modp2048, modp3072, modp4096, ecp256, ecp384)", s)
+			v.errf(p("proposals", "esp", i), "proposals.esp: %q: not implemented by the IKE engine (PFS groups: modp2048, modp3072, modp4096, ecp256, ecp384, curve25519)", s)
 			continue
 		}
 		if kp.Legacy() && !pr.AllowLegacy {

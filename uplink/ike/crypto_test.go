@@ -74,7 +74,7 @@ func TestKeymat(t *testing.T) {
 }
 
 func TestDHAgreement(t *testing.T) {
-	for _, g := range []Group{GroupMODP1024, GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384} {
+	for _, g := range []Group{GroupMODP1024, GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384, GroupCurve25519} {
 		t.Run(g.String(), func(t *testing.T) {
 			a, err := newDH(g, rand.Reader)
 			if err != nil {

@@ -20,6 +20,9 @@ const (
 	GroupMODP4096 Group = 16 // RFC 3526 §5
 	GroupECP256   Group = 19 // RFC 5903 §3.1
 	GroupECP384   Group = 20 // RFC 5903 §3.2
+	// GroupCurve25519 is X25519 (RFC 8031; IANA number 31, which strongSwan
+	// also uses in IKEv1 and proposes first by default).
+	GroupCurve25519 Group = 31
 )
 
 // The MODP primes (generator 2) from RFC 2409 §6.2 and RFC 3526 §3-5.
@@ -59,6 +62,8 @@ func (g Group) String() string {
 		return "ecp256"
 	case GroupECP384:
 		return "ecp384"
+	case GroupCurve25519:
+		return "curve25519"
 	}
 	return fmt.Sprintf("group%d", uint16(g))
 }
@@ -66,7 +71,7 @@ func (g Group) String() string {
 // Supported reports whether the group is implemented.
 func (g Group) Supported() bool {
 	switch g {
-	case GroupMODP1024, GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384:
+	case GroupMODP1024, GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384, GroupCurve25519:
 		return true
 	}
 	return false
@@ -79,6 +84,8 @@ func (g Group) KELen() int {
 		return 64
 	case GroupECP384:
 		return 96
+	case GroupCurve25519:
+		return 32
 	}
 	if p, ok := modpPrimes[g]; ok {
 		return (p.BitLen() + 7) / 8
@@ -92,6 +99,8 @@ func (g Group) curve() ecdh.Curve {
 		return ecdh.P256()
 	case GroupECP384:
 		return ecdh.P384()
+	case GroupCurve25519:
+		return ecdh.X25519()
 	}
 	return nil
 }
@@ -111,8 +120,13 @@ func newDH(g Group, rand io.Reader) (*dhKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		// crypto/ecdh encodes 0x04||x||y; IKE carries x||y (RFC 5903 §7).
-		return &dhKey{group: g, ec: k, pub: k.PublicKey().Bytes()[1:]}, nil
+		pub := k.PublicKey().Bytes()
+		if g != GroupCurve25519 {
+			// crypto/ecdh encodes 0x04||x||y; IKE carries x||y (RFC 5903
+			// §7). X25519 keys are carried as they are (RFC 8031 §3.1).
+			pub = pub[1:]
+		}
+		return &dhKey{group: g, ec: k, pub: pub}, nil
 	}
 	p, ok := modpPrimes[g]
 	if !ok {
@@ -151,7 +165,13 @@ func (k *dhKey) shared(peer []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes of KE data for %v", ErrBadKE, len(peer), k.group)
 	}
 	if k.ec != nil {
-		pk, err := k.ec.Curve().NewPublicKey(append([]byte{4}, peer...))
+		enc := append([]byte{4}, peer...)
+		if k.group == GroupCurve25519 {
+			enc = peer
+		}
+		// X25519: crypto/ecdh refuses a low-order point (all-zero
+		// result), the check RFC 8031 §2.3 asks for.
+		pk, err := k.ec.Curve().NewPublicKey(enc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadKE, err)
 		}

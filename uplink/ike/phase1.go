@@ -120,7 +120,7 @@ func (e *Engine) choosePhase1(sa *ikeSA, sai *SAPayload) (Proposal, error) {
 		for _, t := range p.Transforms {
 			prop, auth, life, ok := decodePhase1(t)
 			if !ok || !e.allowedIKE(prop) {
-				if ok || prop.Cipher != 0 {
+				if prop.Cipher != 0 {
 					refusal.offer(offeredIKE(prop), prop.Legacy())
 				}
 				continue

@@ -163,7 +163,10 @@ func parseHash(s string) (HashAlg, bool) {
 }
 
 func parseGroup(s string) (Group, bool) {
-	for _, g := range []Group{GroupNone, GroupMODP1024, GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384} {
+	if s == "x25519" {
+		return GroupCurve25519, true
+	}
+	for _, g := range []Group{GroupNone, GroupMODP1024, GroupMODP2048, GroupMODP3072, GroupMODP4096, GroupECP256, GroupECP384, GroupCurve25519} {
 		if g.String() == s {
 			return g, true
 		}
@@ -203,8 +206,9 @@ func MustESPProposals(s string) []ESPProposal {
 // the bridge proposes it, and configs/gateway.yaml shows it. It accepts
 // what current clients send by default in IKEv1 for L2TP/IPsec:
 //
-//   - strongSwan (charon) and libreswan: AES with SHA-2 and MODP-2048+ or
-//     ECP-256/384; this project's bridge: aes256-sha256-modp2048;
+//   - strongSwan (charon) and libreswan: AES with SHA-2 and MODP-2048+,
+//     ECP-256/384 or Curve25519 (charon's IKEv1 default offer is
+//     aes128-sha256-curve25519); this project's bridge: its first entry;
 //   - macOS/iOS (racoon-based L2TP): aes256-sha256-modp2048 first, then
 //     AES with SHA-1 and MODP-2048;
 //   - Windows 10/11 (RasMan L2TP): AES with HMAC-SHA1 and ECP-384,
@@ -218,7 +222,7 @@ func MustESPProposals(s string) []ESPProposal {
 // adds only on explicit opt-in (the gateway's proposals.allow_legacy).
 const (
 	defaultIKE = "aes256-sha256-modp2048,aes128-sha256-modp2048,aes256-sha256-ecp256,aes128-sha256-ecp256," +
-		"aes256-sha384-ecp384,aes256-sha256-modp3072,aes256-sha512-modp4096,aes256-sha384-modp2048,aes256-sha512-modp2048," +
+		"aes128-sha256-curve25519,aes256-sha256-curve25519,aes256-sha384-ecp384,aes256-sha256-modp3072,aes256-sha512-modp4096,aes256-sha384-modp2048,aes256-sha512-modp2048," +
 		"aes256-sha1-ecp384,aes128-sha1-ecp256,aes256-sha1-ecp256,aes256-sha1-modp2048,aes128-sha1-modp2048"
 	defaultESP = "aes128gcm16,aes256gcm16,aes256-sha256,aes128-sha256,aes256-sha384,aes256-sha512,aes256-sha1,aes128-sha1," +
 		"aes128gcm16-ecp256,aes256gcm16-ecp384,aes128gcm16-modp2048,aes256gcm16-modp2048,aes256-sha256-modp2048,aes128-sha256-modp2048,aes128-sha1-modp2048"
