@@ -134,6 +134,11 @@ type Assignment struct {
 	Addr netip.Addr    // the peer's IPv4 address
 	DNS  [2]netip.Addr // primary and secondary DNS (RFC 1877), optional
 	NBNS [2]netip.Addr // primary and secondary NBNS (RFC 1877), optional
+	// IPv6 opens IPV6CP (RFC 5072) with this peer; otherwise its IPV6CP is
+	// Protocol-Rejected. IfaceID, when non-zero, is the interface
+	// identifier a peer proposing zero (or ours) is told to use.
+	IPv6    bool
+	IfaceID IfaceID
 }
 
 // AddressFunc assigns the peer's address after authentication (server).

@@ -289,6 +289,9 @@ func (m *machine) authResult(res AuthResult, asg Assignment, err error) {
 		m.log.Error("MS-CHAPv2 accept without authenticator response", "user", m.user)
 	}
 	m.ipcpH.assign = asg
+	if asg.IPv6 {
+		m.ipv6cpH.enabled, m.ipv6cpH.suggest = true, asg.IfaceID
+	}
 	m.ipcpH.peer = asg.Addr
 	m.authOK()
 }

@@ -41,6 +41,11 @@ type Config struct {
 	// LocalAddr is our own IPCP address (server: sent in its request;
 	// client: usually left zero to accept any).
 	LocalAddr netip.Addr
+	// IPv6 makes a client negotiate IPV6CP (RFC 5072) beside IPCP (a
+	// server offers it per peer: Assignment.IPv6). IfaceID is our
+	// interface identifier (zero: a random one, u/l bit clear).
+	IPv6    bool
+	IfaceID IfaceID
 	// RequestDNS makes a client ask for DNS servers (default true via
 	// NoDNS false).
 	NoDNS bool
@@ -139,4 +144,8 @@ type Info struct {
 	Peer     netip.Addr // the peer's IPCP address
 	DNS      [2]netip.Addr
 	NBNS     [2]netip.Addr
+	// IPv6 is true once IPV6CP opened; LocalID and PeerID are the
+	// negotiated interface identifiers (PeerID zero if the peer sent none).
+	IPv6            bool
+	LocalID, PeerID IfaceID
 }

@@ -31,6 +31,7 @@ type Conn struct {
 
 	// Data path state, published by the owner goroutine.
 	ipOpen  atomic.Bool
+	ip6Open atomic.Bool // IPV6CP opened
 	early   atomic.Int32 // IPv4 frames queued behind control frames
 	peerMRU atomic.Int32
 	handler atomic.Pointer[func([]byte)]
@@ -42,6 +43,8 @@ type Conn struct {
 
 	upCh      chan struct{}
 	upOnce    sync.Once
+	up6Ch     chan struct{}
+	up6Once   sync.Once
 	done      chan struct{}
 	err       error
 	closeOnce sync.Once
@@ -51,6 +54,9 @@ type Conn struct {
 // ipv4Header is the frame header of every IPv4 packet we send: FF 03 00 21.
 // Shared and never written, so WritePacket does not allocate.
 var ipv4Header = []byte{0xff, 0x03, 0x00, 0x21}
+
+// ipv6Header is the frame header of every IPv6 packet: FF 03 00 57.
+var ipv6Header = []byte{0xff, 0x03, 0x00, 0x57}
 
 // New starts PPP negotiation over link at once (the lower layer is up).
 // Feed received frames to Input; call LowerDown when the link goes away.
@@ -92,7 +98,7 @@ func newConn(link FrameLink, cfg Config) *Conn {
 		cfg: cfg, link: link,
 		in: make(chan []byte, inboxLen), results: make(chan func(), 4),
 		closeCh: make(chan struct{}), lowerCh: make(chan struct{}),
-		upCh: make(chan struct{}), done: make(chan struct{}),
+		upCh: make(chan struct{}), up6Ch: make(chan struct{}), done: make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.m = newMachine(&c.cfg, c.sendControl, cfg.Clock.Now())
@@ -103,8 +109,19 @@ func newConn(link FrameLink, cfg Config) *Conn {
 		c.ipOpen.Store(open)
 	}
 	c.m.onIPv4 = c.inputQueuedIPv4
+	c.m.onIP6 = func(open bool, i Info) {
+		c.ip6Open.Store(open)
+		if cur := c.info.Load(); cur != nil { // IPCP's Info, with the IPv6 fields
+			n := *cur
+			n.IPv6, n.LocalID, n.PeerID = i.IPv6, i.LocalID, i.PeerID
+			c.info.Store(&n)
+		}
+		if open {
+			c.up6Once.Do(func() { close(c.up6Ch) })
+		}
+	}
 	c.m.onUp = func(i Info) {
-		c.info.Store(&i)
+		c.info.Store(&i) // i carries IPv6 fields too if IPV6CP opened first
 		c.upOnce.Do(func() { close(c.upCh) })
 		if c.cfg.OnUp != nil {
 			c.cfg.OnUp(i)
@@ -191,6 +208,15 @@ func (c *Conn) Input(frame []byte) {
 		return
 	}
 	c.noteReceived()
+	if proto == ProtoIPv6 && c.ip6Open.Load() {
+		if h := c.handler.Load(); h != nil {
+			c.cfg.Stats.PacketsIn6.Add(1)
+			(*h)(info)
+		} else {
+			c.cfg.Stats.PacketsDropped.Add(1)
+		}
+		return
+	}
 	if proto == ProtoIPv4 {
 		h := c.handler.Load()
 		if h == nil {
@@ -236,13 +262,18 @@ func (c *Conn) inputQueuedIPv4(info []byte, open bool) {
 	(*h)(info)
 }
 
-// SetPacketHandler sets the function receiving IPv4 packets. The slice is
+// SetPacketHandler sets the function receiving IPv4 packets (and IPv6
+// ones once IPV6CP opened: tell them apart by the version nibble). The slice is
 // valid only during the call; it runs on the lower layer's reader
 // goroutine and must not block.
 func (c *Conn) SetPacketHandler(fn func(pkt []byte)) { c.handler.Store(&fn) }
 
-// WritePacket sends one IPv4 packet. It does not allocate.
+// WritePacket sends one IPv4 packet, or an IPv6 one (version nibble 6)
+// once IPV6CP opened. It does not allocate.
 func (c *Conn) WritePacket(pkt []byte) error {
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		return c.writeIPv6(pkt)
+	}
 	if !c.ipOpen.Load() {
 		c.cfg.Stats.PacketsDropped.Add(1)
 		return ErrNotOpen
@@ -258,6 +289,26 @@ func (c *Conn) WritePacket(pkt []byte) error {
 	c.cfg.Stats.PacketsOut.Add(1)
 	return nil
 }
+
+func (c *Conn) writeIPv6(pkt []byte) error {
+	if !c.ip6Open.Load() || !c.ipOpen.Load() {
+		c.cfg.Stats.PacketsDropped.Add(1)
+		return ErrNotOpen
+	}
+	if len(pkt) > int(c.peerMRU.Load()) {
+		c.cfg.Stats.PacketsDropped.Add(1)
+		return ErrTooBig
+	}
+	if err := c.link.WriteFrame2(ipv6Header, pkt); err != nil {
+		return err
+	}
+	c.noteSent()
+	c.cfg.Stats.PacketsOut6.Add(1)
+	return nil
+}
+
+// IPv6Up is closed when IPV6CP has opened (never, on an IPv4-only link).
+func (c *Conn) IPv6Up() <-chan struct{} { return c.up6Ch }
 
 // Up is closed when IPCP has opened.
 func (c *Conn) Up() <-chan struct{} { return c.upCh }

@@ -2,15 +2,18 @@
 // option-negotiation automaton (§4) that LCP and IPCP plug into, the
 // authentication protocols PAP (RFC 1334), CHAP-MD5 (RFC 1994) and
 // MS-CHAPv2 (RFC 2759) in both roles, IPCP with DNS and NBNS (RFC 1332,
-// RFC 1877), and LCP echo keepalive. IPV6CP, CCP and ECP are refused with
-// LCP Protocol-Reject.
+// RFC 1877), IPV6CP with interface identifiers (RFC 5072; ipv6cp.go: a
+// client with Config.IPv6, a server for a peer whose Assignment says
+// IPv6, else Protocol-Rejected), and LCP echo keepalive. CCP and ECP are
+// refused with LCP Protocol-Reject.
 //
 // Framing is synchronous, as L2TP carries it (RFC 2661 §1.1): frames start
 // with the FF 03 address and control bytes, which may be absent on receipt,
 // and no ACCM, escaping or FCS applies.
 //
 // A Conn runs one owner goroutine for the control protocols, driven by a
-// link.Clock; IPv4 packets bypass it in both directions without allocating.
+// link.Clock; IPv4 (and, once IPV6CP opened, IPv6) packets bypass it in
+// both directions without allocating.
 package ppp
 
 import "time"

@@ -90,3 +90,60 @@ func FuzzAuth(f *testing.F) {
 		}
 	})
 }
+
+// FuzzIPV6CP feeds arbitrary IPV6CP options to the handler of both roles
+// (replies re-parse, an Ack echoes the request, our own request always
+// carries a non-zero 8-byte identifier or nothing) and arbitrary IPV6CP
+// and IPv6 frames to machines in the network phase, with IPV6CP offered
+// and not offered: never a panic, and not offered means Protocol-Reject.
+func FuzzIPV6CP(f *testing.F) {
+	f.Add(h(f, "010a 0211 22ff fe33 4455"))
+	f.Add(h(f, "010a 0000 0000 0000 0000"))
+	f.Add(h(f, "0204 004f 010a 0000 0000 0000 0001"))
+	f.Add(h(f, "0106 0000 0001"))
+	f.Add(h(f, "0301 000e 010a 0000 0000 0000 0002"))
+	f.Fuzz(func(t *testing.T, opts []byte) {
+		for _, role := range []Role{Client, Server} {
+			for _, offered := range []bool{true, false} {
+				cfg := Config{Role: role, IPv6: offered, Authenticator: LocalUsers{"u": "p"}, AssignAddress: assign}
+				cfg.setDefaults()
+				var sent [][]byte
+				m := newMachine(&cfg, func(b []byte) { sent = append(sent, b) }, time.Time{})
+				m.ipv6cpH.enabled = offered
+				hd := m.ipv6cpH
+				code, reply := hd.recvReq(opts)
+				if _, err := ParseOptions(reply); err != nil && code != CodeConfRej {
+					t.Fatalf("code %d reply %x does not parse: %v", code, reply, err)
+				}
+				if code == CodeConfAck && !bytes.Equal(reply, opts) {
+					t.Fatalf("Ack %x does not echo %x", reply, opts)
+				}
+				hd.recvNak(opts)
+				hd.recvRej(opts)
+				if own := hd.reqOptions(); len(own) != 0 && (len(own) != 10 || own[0] != ipv6cpOptIfaceID || IfaceID(own[2:]).IsZero()) {
+					t.Fatalf("own request %x", own)
+				}
+				// Whole frames: as a Configure-Request body, and raw.
+				m.lcpF.state = StateOpened
+				m.lcpH.peerMRU = DefaultMRU
+				m.phase = phaseNetwork
+				if offered {
+					m.ipv6cpF.Open()
+					m.ipv6cpF.Up()
+				}
+				sent = nil
+				m.Input(time.Time{}, AppendPacket(nil, ProtoIPV6CP, Packet{Code: CodeConfReq, ID: 1, Data: opts}))
+				if !offered && m.stats.ProtocolRejectSent.Load() != 1 {
+					t.Fatalf("IPV6CP not offered: %d Protocol-Rejects", m.stats.ProtocolRejectSent.Load())
+				}
+				m.Input(time.Time{}, append([]byte{0xff, 0x03, 0x80, 0x57}, opts...))
+				m.Input(time.Time{}, append([]byte{0xff, 0x03, 0x00, 0x57}, opts...))
+				for _, fr := range sent {
+					if _, _, err := ParseFrame(fr); err != nil {
+						t.Fatalf("sent frame %x does not parse: %v", fr, err)
+					}
+				}
+			}
+		}
+	})
+}

@@ -212,8 +212,11 @@ func (l *lcp) extCode(p Packet) bool {
 	case CodeProtoRej:
 		if len(p.Data) >= 2 {
 			proto := binary.BigEndian.Uint16(p.Data)
-			if proto == ProtoIPCP {
+			switch proto {
+			case ProtoIPCP:
 				l.m.fail(errors.New("ppp: peer rejected IPCP"))
+			case ProtoIPV6CP:
+				l.m.ipv6cpRejected()
 			}
 		}
 		return true

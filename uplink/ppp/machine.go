@@ -31,6 +31,8 @@ type machine struct {
 	lcpF, ipcpF *fsm
 	lcpH        *lcp
 	ipcpH       *ipcp
+	ipv6cpF     *fsm
+	ipv6cpH     *ipv6cp
 
 	// authentication
 	authDeadline time.Time
@@ -64,20 +66,24 @@ type machine struct {
 	onDown func(error)
 	onIP   func(open bool, peerMRU int)
 	onIPv4 func(info []byte, ipOpen bool)
+	onIP6  func(open bool, info Info)
 }
 
 func newMachine(cfg *Config, send func([]byte), now time.Time) *machine {
 	m := &machine{cfg: cfg, log: cfg.Logger, stats: cfg.Stats, send: send, now: now}
 	m.lcpH = &lcp{m: m}
 	m.ipcpH = &ipcp{m: m}
+	m.ipv6cpH = &ipv6cp{m: m}
 	m.lcpH.init()
 	m.ipcpH.init()
+	m.ipv6cpH.init()
 	mk := func(proto uint16, h optionHandler) *fsm {
 		return &fsm{proto: proto, h: h, send: m.sendPacket, restartT: cfg.Restart,
 			maxConf: cfg.MaxConfigure, maxTerm: cfg.MaxTerminate, maxFail: cfg.MaxFailure, now: now}
 	}
 	m.lcpF = mk(ProtoLCP, m.lcpH)
 	m.ipcpF = mk(ProtoIPCP, m.ipcpH)
+	m.ipv6cpF = mk(ProtoIPV6CP, m.ipv6cpH)
 	m.startAuth = m.authInline
 	if cfg.Role == Client {
 		m.user = cfg.Username
@@ -112,7 +118,23 @@ func (m *machine) Input(now time.Time, frame []byte) {
 		m.stats.MalformedDropped.Add(1)
 		return
 	}
+	if (proto == ProtoIPV6CP || proto == ProtoIPv6) && !m.ipv6cpH.enabled {
+		proto = 0 // not offered on this link: Protocol-Reject below
+	}
 	switch proto {
+	case ProtoIPV6CP:
+		p, err := ParsePacket(info)
+		if err != nil {
+			m.stats.MalformedDropped.Add(1)
+			return
+		}
+		if m.phase == phaseNetwork { // else silently discarded (RFC 1661 §3.5)
+			m.ipv6cpF.now = now
+			m.ipv6cpF.Input(now, p)
+		}
+	case ProtoIPv6:
+		// The Conn delivers IPv6 itself once IPV6CP is open.
+		m.stats.PacketsDropped.Add(1)
 	case ProtoLCP, ProtoIPCP, ProtoPAP, ProtoCHAP:
 		p, err := ParsePacket(info)
 		if err != nil {
@@ -141,7 +163,11 @@ func (m *machine) Input(now time.Time, frame []byte) {
 			m.stats.PacketsDropped.Add(1)
 		}
 	default:
-		// IPV6CP, CCP, ECP, IPv6 and anything else (RFC 1661 §5.7).
+		// IPV6CP and IPv6 when not offered, CCP, ECP and anything else
+		// (RFC 1661 §5.7).
+		if proto == 0 {
+			proto, _, _ = ParseFrame(frame)
+		}
 		if m.lcpF.state == StateOpened {
 			m.stats.ProtocolRejectSent.Add(1)
 			d := binary.BigEndian.AppendUint16(nil, proto)
@@ -161,6 +187,9 @@ func (m *machine) Tick(now time.Time) {
 	m.lcpF.Tick(now)
 	if m.phase == phaseNetwork {
 		m.ipcpF.Tick(now)
+		if m.ipv6cpH.enabled {
+			m.ipv6cpF.Tick(now)
+		}
 	}
 	if m.phase == phaseAuth {
 		if !now.Before(m.authDeadline) {
@@ -204,6 +233,7 @@ func (m *machine) NextDeadline() time.Time {
 	at(m.lcpF.deadline)
 	if m.phase == phaseNetwork {
 		at(m.ipcpF.deadline)
+		at(m.ipv6cpF.deadline)
 	}
 	if m.phase == phaseAuth {
 		at(m.authDeadline)
@@ -224,6 +254,9 @@ func (m *machine) fail(err error) {
 	}
 	if m.phase == phaseNetwork {
 		m.ipcpF.Close()
+		if m.ipv6cpH.enabled {
+			m.ipv6cpF.Close()
+		}
 	}
 	m.lcpF.Close()
 	if m.lcpF.state == StateInitial || m.lcpF.state == StateClosed || m.lcpF.state == StateStopped {
@@ -270,6 +303,7 @@ func (m *machine) lcpUp() {
 func (m *machine) lcpDown() {
 	if m.phase == phaseNetwork {
 		m.ipcpF.Down()
+		m.ipv6cpF.Down()
 	}
 	m.setIP(false)
 	if m.phase != phaseDead {
@@ -282,6 +316,7 @@ func (m *machine) lcpFinished() {
 		return
 	}
 	m.setIP(false)
+	m.ipv6cpDown()
 	m.phase = phaseDead
 	if m.err == nil {
 		m.err = m.lcpF.lastError
@@ -306,6 +341,42 @@ func (m *machine) network() {
 	m.ipcpF.now = m.now
 	m.ipcpF.Open()
 	m.ipcpF.Up()
+	if m.ipv6cpH.enabled {
+		m.ipv6cpF.now = m.now
+		m.ipv6cpF.Open()
+		m.ipv6cpF.Up()
+	}
+}
+
+func (m *machine) ipv6cpUp() {
+	m.info.IPv6 = true
+	m.info.LocalID, m.info.PeerID = m.ipv6cpH.local, m.ipv6cpH.peer
+	m.stats.IPV6CPUp.Add(1)
+	m.log.Info("IPV6CP up", "local_id", m.info.LocalID.String(), "peer_id", m.info.PeerID.String())
+	if m.onIP6 != nil {
+		m.onIP6(true, m.info)
+	}
+}
+
+func (m *machine) ipv6cpDown() {
+	if !m.info.IPv6 {
+		return
+	}
+	m.info.IPv6 = false
+	if m.onIP6 != nil {
+		m.onIP6(false, m.info)
+	}
+}
+
+// ipv6cpRejected is the peer's Protocol-Reject of IPV6CP: IPv4 only.
+func (m *machine) ipv6cpRejected() {
+	if !m.ipv6cpH.enabled {
+		return
+	}
+	m.stats.IPV6CPRejected.Add(1)
+	m.log.Info("peer rejected IPV6CP: IPv4 only on this link")
+	m.ipv6cpF.rxjMinus()
+	m.ipv6cpH.enabled = false
 }
 
 func (m *machine) ipcpUp() {

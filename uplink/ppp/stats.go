@@ -15,7 +15,7 @@ type Stats struct {
 	EchoProbes         atomic.Uint64 // on-demand probing started: IPv4 sent, nothing received for ProbeAfter
 	EchoTimeouts       atomic.Uint64 // links closed for unanswered echoes
 	LoopbackDetected   atomic.Uint64 // own magic number seen in a peer request
-	ProtocolRejectSent atomic.Uint64 // Protocol-Rejects sent (IPV6CP, CCP, ECP, unknown)
+	ProtocolRejectSent atomic.Uint64 // Protocol-Rejects sent (IPV6CP not offered, CCP, ECP, unknown)
 	CodeRejectSent     atomic.Uint64 // Code-Rejects sent
 	MalformedDropped   atomic.Uint64 // frames or packets that failed to parse
 	PacketsIn          atomic.Uint64 // IPv4 packets delivered to the handler
@@ -23,4 +23,8 @@ type Stats struct {
 	PacketsDropped     atomic.Uint64 // IPv4 packets dropped (IPCP not open, no handler)
 	InboxOverflow      atomic.Uint64 // control frames dropped: queue full
 	EarlyIPv4Queued    atomic.Uint64 // IPv4 packets that arrived before IPCP opened here, held behind the control frames
+	IPV6CPUp           atomic.Uint64 // IPV6CP reached Opened
+	IPV6CPRejected     atomic.Uint64 // the peer Protocol-Rejected our IPV6CP (IPv4 only on that link)
+	PacketsIn6         atomic.Uint64 // IPv6 packets delivered to the handler
+	PacketsOut6        atomic.Uint64 // IPv6 packets sent
 }

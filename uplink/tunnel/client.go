@@ -224,6 +224,7 @@ func (t *Tunnel) setup(ctx context.Context) error {
 		Role: ppp.Client, MRU: t.cfg.MRU, Methods: t.cfg.AuthMethods,
 		Username: t.cfg.Username, Password: t.cfg.Password,
 		EchoInterval: t.cfg.EchoInterval, EchoFailures: t.cfg.EchoFailures, ProbeAfter: max(t.cfg.ProbeAfter, 0),
+		IPv6: t.cfg.IPv6, IfaceID: t.cfg.IfaceID,
 		Clock: t.cfg.Clock, Logger: t.log.With("layer", "ppp"), Stats: &t.pppSt,
 	})
 	t.ppp.SetPacketHandler(t.deliver)
@@ -443,6 +444,10 @@ func (t *Tunnel) deliver(pkt []byte) {
 // Info returns the negotiated PPP parameters: our address, the gateway's,
 // DNS servers, MRUs, the authentication method.
 func (t *Tunnel) Info() ppp.Info { return t.ppp.Info() }
+
+// IPv6Up is closed when IPV6CP has opened (ClientConfig.IPv6 and a
+// gateway that offers it); Info then carries the interface identifiers.
+func (t *Tunnel) IPv6Up() <-chan struct{} { return t.ppp.IPv6Up() }
 
 // LocalAddr returns our IPCP address.
 func (t *Tunnel) LocalAddr() netip.Addr { return t.ppp.Info().Local }

@@ -107,6 +107,11 @@ type ClientConfig struct {
 	// an explicit opt-in).
 	Username, Password string
 	AuthMethods        []ppp.AuthMethod
+	// IPv6 negotiates IPV6CP (RFC 5072) beside IPCP; a gateway that does
+	// not offer it Protocol-Rejects it and the link stays IPv4 only.
+	// IfaceID is our interface identifier (zero: random).
+	IPv6    bool
+	IfaceID ppp.IfaceID
 	// MRU, EchoInterval and EchoFailures tune PPP (LCP echo keepalive).
 	MRU          int
 	EchoInterval time.Duration
@@ -259,6 +264,10 @@ type ServerConfig struct {
 	// session that has not yet authenticated.
 	MaxTunnelsPerPeer int
 	UnauthTimeout     time.Duration
+	// IfaceID is the gateway's IPV6CP interface identifier (zero: random
+	// per session); IPV6CP is offered to a client whose AddressFunc
+	// assignment says IPv6.
+	IfaceID ppp.IfaceID
 	// MRU, EchoInterval and EchoFailures tune PPP.
 	MRU          int
 	EchoInterval time.Duration

@@ -559,7 +559,7 @@ func (s *Server) serve(sess *l2tp.Session) {
 	ss.ppp = ppp.Attach(sess, ppp.Config{
 		Role: ppp.Server, MRU: s.cfg.MRU, Methods: methods, Name: s.cfg.HostName,
 		Authenticator: la, AssignAddress: la.Assign, LocalAddr: s.cfg.LocalAddr,
-		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures,
+		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures, IfaceID: s.cfg.IfaceID,
 		Clock: s.cfg.Clock, Logger: log.With("layer", "ppp"), Stats: &s.pppSt,
 	})
 	ss.ppp.SetPacketHandler(ss.deliver)
@@ -752,6 +752,10 @@ func (ss *ServerSession) Username() string { return ss.ppp.Info().Username }
 
 // Outer returns the client's current outer address (NAT-T).
 func (ss *ServerSession) Outer() netip.AddrPort { return ss.ps.peer.Remote() }
+
+// IPv6Up is closed when IPV6CP has opened with this client (its
+// assignment had IPv6); Info then carries both interface identifiers.
+func (ss *ServerSession) IPv6Up() <-chan struct{} { return ss.ppp.IPv6Up() }
 
 // Addr returns the IPCP address the client was assigned.
 func (ss *ServerSession) Addr() netip.Addr { return ss.ppp.Info().Peer }
