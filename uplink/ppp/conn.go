@@ -31,7 +31,7 @@ type Conn struct {
 
 	// Data path state, published by the owner goroutine.
 	ipOpen  atomic.Bool
-	ip6Open atomic.Bool // IPV6CP opened
+	ip6Open atomic.Bool  // IPV6CP opened
 	early   atomic.Int32 // IPv4 frames queued behind control frames
 	peerMRU atomic.Int32
 	handler atomic.Pointer[func([]byte)]
