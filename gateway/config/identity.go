@@ -40,6 +40,11 @@ type Identity struct {
 	Address string `yaml:"address"`
 	// Routes are framed routes: site prefixes routed to this session.
 	Routes []string `yaml:"routes"`
+	// IPv6Prefix is the site's IPv6 prefix (a /64, or a shorter delegated
+	// one down to /48), the IPv6 counterpart of a framed route: with it the
+	// gateway offers IPV6CP (RFC 5072) to this identity; without it the
+	// site's IPV6CP is Protocol-Rejected and the link is IPv4 only.
+	IPv6Prefix string `yaml:"ipv6_prefix"`
 	// PushRoutes overrides the global push_routes for this identity.
 	PushRoutes []string `yaml:"push_routes"`
 	// Policy names an entry of policies; empty means policy.default.
@@ -51,7 +56,9 @@ type Identity struct {
 	// already falls back to the global list.
 	Addr          netip.Addr     `yaml:"-"`
 	RoutePrefixes []netip.Prefix `yaml:"-"`
-	PushPrefixes  []netip.Prefix `yaml:"-"`
+	// IPv6 is the parsed IPv6Prefix (invalid when unset).
+	IPv6         netip.Prefix   `yaml:"-"`
+	PushPrefixes []netip.Prefix `yaml:"-"`
 	// PSKNotAfter is the parsed PSKExpires.
 	PSKNotAfter time.Time `yaml:"-"`
 	// Source says where the identity came from: the config file or an

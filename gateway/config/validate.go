@@ -357,6 +357,7 @@ func (v *validator) identities() {
 	ids := map[string]string{}
 	addrs := map[netip.Addr]string{}
 	routes := map[netip.Prefix]string{}
+	routes6 := map[netip.Prefix]string{}
 	for i := range c.Identities {
 		id := &c.Identities[i]
 		at := func(k ...any) []any { return append([]any{"identities", i}, k...) }
@@ -453,6 +454,25 @@ func (v *validator) identities() {
 				v.errf(at("routes", j), "identity %s: framed route %s overlaps the pool %s", id.Name, r, c.Pool.PrefixP)
 			}
 			routes[r] = id.Name
+		}
+		if id.IPv6Prefix != "" {
+			pf, err := netip.ParsePrefix(id.IPv6Prefix)
+			switch {
+			case err != nil || !pf.Addr().Is6() || pf.Addr().Is4In6():
+				v.errf(at("ipv6_prefix"), "identity %s: ipv6_prefix %q is not an IPv6 prefix (like 2001:db8:8::/64)", id.Name, id.IPv6Prefix)
+			case pf != pf.Masked():
+				v.errf(at("ipv6_prefix"), "identity %s: ipv6_prefix %q has host bits set (did you mean %s?)", id.Name, id.IPv6Prefix, pf.Masked())
+			case pf.Bits() < 48 || pf.Bits() > 64:
+				v.errf(at("ipv6_prefix"), "identity %s: ipv6_prefix %s: want a /48 to /64 (a site's LAN is a /64)", id.Name, pf)
+			default:
+				for other, on := range routes6 {
+					if other.Overlaps(pf) {
+						v.errf(at("ipv6_prefix"), "identity %s: ipv6_prefix %s overlaps %s of %s", id.Name, pf, other, on)
+					}
+				}
+				routes6[pf] = id.Name
+				id.IPv6 = pf
+			}
 		}
 		if id.PushRoutes != nil {
 			id.PushPrefixes = v.prefixes(id.PushRoutes, "identities", i, "push_routes")

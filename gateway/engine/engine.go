@@ -171,6 +171,9 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		MaxHalfOpen: e.cfg.MaxHalfOpen, HalfOpenTTL: e.cfg.HalfOpenTTL,
 		RatePerSource: e.cfg.RatePerSource, BurstPerSource: e.cfg.BurstPerSource,
 		LocalAddr: gc.Pool.GatewayAddr, MRU: gc.MTU,
+		// IPV6CP (identities with an ipv6_prefix): the gateway's link-local
+		// address is fe80::1 on every session.
+		IfaceID:      ppp.IfaceID{7: 1},
 		EchoInterval: echoInterval, EchoFailures: echoFailures, UnauthTimeout: e.cfg.UnauthTimeout,
 		Clock: e.cfg.Clock, Logger: log,
 	}

@@ -182,6 +182,15 @@ func (e *Env) Routes(identity string) []netip.Prefix {
 	return nil
 }
 
+// IPv6Prefix returns identity's IPv6 site prefix (invalid: none, the
+// link is IPv4 only).
+func (e *Env) IPv6Prefix(identity string) netip.Prefix {
+	if id := e.Config().Identity(identity); id != nil {
+		return id.IPv6
+	}
+	return netip.Prefix{}
+}
+
 // PushRoutes returns the central prefixes to push to identity (bridge
 // config, DHCPINFORM options 121/249).
 func (e *Env) PushRoutes(identity string) []netip.Prefix {

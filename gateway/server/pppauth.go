@@ -185,6 +185,8 @@ func (a *PPPAuth) Assign(_ context.Context, _ string) (ppp.Assignment, error) {
 		return ppp.Assignment{}, err
 	}
 	as := ppp.Assignment{Addr: addr}
+	// An identity with an IPv6 site prefix is offered IPV6CP.
+	as.IPv6 = a.env.IPv6Prefix(identity).IsValid()
 	for i, d := range a.env.Config().DNSAddrs {
 		if i < len(as.DNS) {
 			as.DNS[i] = d
@@ -219,6 +221,14 @@ func (a *PPPAuth) Routes() []netip.Prefix {
 		out = append(out, res.FramedRoutes...)
 	}
 	return out
+}
+
+// IPv6Prefix is the session's IPv6 site prefix (invalid: IPv4 only).
+func (a *PPPAuth) IPv6Prefix() netip.Prefix {
+	a.mu.Lock()
+	identity := a.identity
+	a.mu.Unlock()
+	return a.env.IPv6Prefix(identity)
 }
 
 // Class is the RADIUS Class to echo in accounting (nil for local users).
