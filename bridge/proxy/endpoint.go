@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,8 @@ type endpointState struct {
 	up   *upstreams  // its own lock
 	fwd  *forwarder  // nil without a CoAP spool; set before it is demultiplexed to
 	ex   exchanges   // its own lock: dedup and in-flight slots (exchange.go)
+	// upSeq numbers its requests through the upstream table (uptable.go).
+	upSeq atomic.Uint32
 
 	mu      sync.Mutex
 	queue   []queued              // guarded by mu
@@ -43,9 +46,11 @@ type endpointState struct {
 }
 
 func newEndpointState(ep device.Endpoint, st *ipstack.Stack, up *upstreams) *endpointState {
-	return &endpointState{ep: ep, st: st, up: up,
+	e := &endpointState{ep: ep, st: st, up: up,
 		down: map[string]*downObs{}, downMID: map[int32]*downObs{}, upObs: map[string]*upObs{},
 		upMID: map[int32]*upObs{}, uploads: map[string]*upload{}, bodies: map[string]cachedBody{}}
+	e.upSeq.Store(rand.Uint32N(1 << 16))
+	return e
 }
 
 // endpoint returns an endpoint's state, or nil.

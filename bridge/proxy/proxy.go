@@ -121,8 +121,9 @@ type Stats struct {
 	// (out of order, too large, bad option).
 	BlockUploads, BlockDownloads, BlockErrors atomic.Uint64
 	// UpstreamReplaced counts upstream clients dropped and re-dialled
-	// (closed underneath or left unusable by go-coap).
-	UpstreamReplaced atomic.Uint64
+	// (closed underneath or left unusable by go-coap). UpstreamRetransmits
+	// counts CONs resent by the upstream table (uptable.go).
+	UpstreamReplaced, UpstreamRetransmits atomic.Uint64
 	// Spooled counts device requests stored in the CoAP spool (answered
 	// 2.04); SpoolRefused those the spool refused (full, disk; answered
 	// 5.03); Unavailable every 5.03 with Max-Age answered to a device
@@ -165,6 +166,7 @@ type Proxy struct {
 	eps map[string]*endpointState // guarded by mu; by endpoint name
 
 	inFlight atomic.Int64 // exchanges in flight, both directions (exchange.go)
+	up       *upTable     // device → central exchanges (uptable.go)
 
 	dmu    sync.RWMutex
 	byAddr map[netip.Addr]*endpointState // guarded by dmu: the demultiplexer's map (demux.go)
@@ -231,9 +233,12 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger.With("component", "proxy"), warn: rate.NewLimiter(2, 20),
 		ctx: ctx, cancel: cancel, eps: map[string]*endpointState{}, byAddr: map[netip.Addr]*endpointState{},
-		session: func(string) *coap.Session { return nil },
+		session: func(string) *coap.Session { return nil }, up: newUpTable(),
 	}
 	cfg.Stack.HandleUDP(coapPort, p.demux)
+	cfg.Stack.HandleUDP(UpstreamPort, p.demuxUp)
+	p.wg.Add(1)
+	go p.runRetransmit()
 	return p, nil
 }
 
@@ -255,6 +260,7 @@ func (p *Proxy) Start() error {
 func (p *Proxy) Close() {
 	p.cancel()
 	p.cfg.Stack.HandleUDP(coapPort, nil)
+	p.cfg.Stack.HandleUDP(UpstreamPort, nil)
 	p.dmu.Lock()
 	p.byAddr = map[netip.Addr]*endpointState{}
 	p.dmu.Unlock()
@@ -353,6 +359,20 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 		return
 	}
 	defer p.release(e, dirUp)
+	if upPlain(r) {
+		p.Stats.Upstream.Add(1)
+		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.RequestTimeout)
+		defer cancel()
+		c, err := p.upExchange(ctx, e, dst, r, path, query)
+		if err != nil {
+			p.Stats.UpstreamErrors.Add(1)
+			p.warnf("upstream request failed", "endpoint", s.Endpoint.Name, "dst", dst.String(), "err", err.Error())
+			p.unavailable(w)
+			return
+		}
+		writeContent(w, c)
+		return
+	}
 	up, uc, err := p.upstream(s.Endpoint, dst)
 	if err != nil {
 		p.Stats.UpstreamErrors.Add(1)
