@@ -380,7 +380,10 @@ func TestCoapSpoolResumesBoundMID(t *testing.T) {
 	waitFor(t, func() bool { n, _ := px.Spooled("sensor-17"); return n == 0 })
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
-	if sink.dups != 1 || len(sink.bodies) != 0 {
-		t.Fatalf("central: %d duplicates answered from cache, %d processed anew (%v); want the resend recognised (1, 0)", sink.dups, len(sink.bodies), sink.bodies)
+	// More than one duplicate is fine: the forwarder retransmits by real
+	// time, and on a loaded box (or -race) an answer can come after its
+	// ACK timeout; what matters is that none was processed anew.
+	if sink.dups < 1 || len(sink.bodies) != 0 {
+		t.Fatalf("central: %d duplicates answered from cache, %d processed anew (%v); want the resend recognised (≥1, 0)", sink.dups, len(sink.bodies), sink.bodies)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/dtls/v3/pkg/crypto/prf"
 	"github.com/pion/dtls/v3/pkg/crypto/signaturehash"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
 	"github.com/pion/transport/v5/replaydetector"
 )
 
@@ -347,4 +348,25 @@ func (s *State) export() (*serializedState, error) {
 	}
 
 	return s.serialize()
+}
+
+// SkipLocalSequence adds n to the record sequence number of the current
+// local epoch; it fails if the number would pass the 48-bit maximum.
+//
+// fleetgate patch: a state restored from a snapshot that may be older than
+// the last record the exporting conn sent (a bridge killed between two
+// saves of its session file) must not reuse a sequence number, which with
+// the same keys would reuse an AEAD nonce.
+func (s *State) SkipLocalSequence(n uint64) error {
+	epoch := s.getLocalEpoch()
+	if int(epoch) >= len(s.localSequenceNumber) {
+		return errInvalidExportedState
+	}
+	v := atomic.LoadUint64(&s.localSequenceNumber[epoch])
+	if v+n < v || v+n > recordlayer.MaxSequenceNumber {
+		return errSequenceNumberOverflow
+	}
+	atomic.StoreUint64(&s.localSequenceNumber[epoch], v+n)
+
+	return nil
 }
