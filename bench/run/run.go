@@ -54,6 +54,8 @@ type Options struct {
 	// AttackSites how many real sites set up during it.
 	AttackDur   time.Duration
 	AttackSites int
+	// FailoverEdges lists the edge counts of the failover suite.
+	FailoverEdges []int
 	// SoakDur is how long the soak suite's TestSoakLong runs (0: the
 	// short TestSoak).
 	SoakDur time.Duration
@@ -85,6 +87,7 @@ var suites = []suite{
 	{"attack-auth", benchAttackAuth},
 	{"attack-bridge", benchAttackBridge},
 	{"fair", benchFair},
+	{"failover", benchFailover},
 	{"soak", benchSoak},
 }
 
@@ -101,6 +104,7 @@ func quickOptions(o *Options) {
 	o.Endpoints = []int{200}
 	o.StormSensors, o.StormUplinks = 100, 5
 	o.AttackDur, o.AttackSites = 2*time.Second, 2
+	o.FailoverEdges = []int{10}
 	o.Docs = ""
 }
 
@@ -524,6 +528,7 @@ func Main(args []string) int {
 	fs.StringVar(&o.DTLSCases, "dtls-cases", "psk,ecdsa", "dtls: which handshake pairs (psk, ecdsa)")
 	fs.DurationVar(&o.AttackDur, "attack-dur", 10*time.Second, "attack: how long the spoofed IKE flood runs")
 	fs.IntVar(&o.AttackSites, "attack-sites", 10, "attack: real sites that set up during the flood")
+	failover := fs.String("failover-edges", "200,1000", "failover: edge uplinks on two gateways, one killed (comma-separated counts)")
 	fs.DurationVar(&o.SoakDur, "soak-dur", 30*time.Minute, "soak: how long e2e TestSoakLong cycles through outages (0: the short TestSoak)")
 	fs.StringVar(&o.Only, "only", "", "run only these measurements (comma-separated): "+suiteNames())
 	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
@@ -570,6 +575,12 @@ func Main(args []string) int {
 		var n int
 		if _, err := fmt.Sscanf(strings.TrimSpace(s), "%d", &n); err == nil && n > 0 {
 			o.Endpoints = append(o.Endpoints, n)
+		}
+	}
+	for _, s := range strings.Split(*failover, ",") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(s), "%d", &n); err == nil && n > 0 {
+			o.FailoverEdges = append(o.FailoverEdges, n)
 		}
 	}
 	if o.Quick {

@@ -231,7 +231,7 @@ func TestFailuresIgnoreSkips(t *testing.T) {
 func TestQuickOptionsRunEverySuiteSmall(t *testing.T) {
 	o := &Options{Reps: 5, Dur: 2 * time.Second, Docs: "docs"}
 	quickOptions(o)
-	if o.Reps != 1 || o.Dur > time.Second || o.Docs != "" || o.StormSensors > 500 || len(o.Sessions) != 1 {
+	if o.Reps != 1 || o.Dur > time.Second || o.Docs != "" || o.StormSensors > 500 || len(o.Sessions) != 1 || len(o.FailoverEdges) != 1 || o.FailoverEdges[0] > 20 {
 		t.Errorf("quick options %+v: want 1 round, short samples, no docs, small fleets", o)
 	}
 	seen := map[string]bool{}
