@@ -53,6 +53,11 @@ func TestRekeyMetricsByKind(t *testing.T) {
 		t.Fatalf("session ended during rekeys: %v", tn.Err())
 	default:
 	}
+	// The status page's sessions view counts the session's own IPsec SA
+	// rekeys (its peer is the only one here).
+	if v := srv.SessionsView(); len(v.Sessions) != 1 || v.Sessions[0].Rekeys < 1 || v.Sessions[0].Rekeys > int64(child) {
+		t.Errorf("sessions view %+v: want one session with 1..%d rekeys", v.Sessions, child)
+	}
 	want := []string{fmt.Sprintf(`fleetgate_rekeys_total{kind="ike"} %d`, all-child), fmt.Sprintf(`fleetgate_rekeys_total{kind="ipsec"} %d`, child)}
 	// The counters reach the metrics once a (fake) second.
 	var expo string

@@ -53,6 +53,15 @@ type Session struct {
 	terminated bool
 }
 
+// Rekeys is how many times the session's IPsec SA pair was rekeyed
+// (server.Rekeyer); 0 for the raw L2TP listener, which has none.
+func (s *Session) Rekeys() uint64 {
+	if r, ok := s.link.(interface{ Rekeys() uint64 }); ok {
+		return r.Rekeys()
+	}
+	return 0
+}
+
 // ID is the process-unique session ID.
 func (s *Session) ID() uint64 { return s.id }
 

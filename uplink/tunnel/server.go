@@ -63,6 +63,9 @@ type peerState struct {
 	sessions map[*ServerSession]struct{}
 	tunnels  map[*l2tp.Tunnel]*tunnelState // live L2TP tunnels of this peer
 	traffic  atomic.Bool
+	// rekeys counts IPsec SA pairs installed to replace one of this peer
+	// (make-before-break rekeys), for status pages.
+	rekeys atomic.Uint64
 }
 
 // tunnelState is what the server tracks per L2TP tunnel.
@@ -439,6 +442,9 @@ func (s *Server) install(ev ike.Event) {
 	ps.children[c.InSPI] = c
 	ps.current = c
 	s.children[c.InSPI] = ps
+	if ev.Old != nil {
+		ps.rekeys.Add(1)
+	}
 	logKeys(s.cfg.KeyLog, c)
 	s.log.Info("IPsec SA installed", "peer", c.Remote, "peer_id", ps.name, "suite", c.Suite,
 		"spi_in", fmt.Sprintf("%08x", c.InSPI), "spi_out", fmt.Sprintf("%08x", c.OutSPI), "rekey", ev.Old != nil)
@@ -778,6 +784,10 @@ func (ss *ServerSession) L2TPIDs() (tunnel, session uint16) {
 
 // Started returns when IPCP opened.
 func (ss *ServerSession) Started() time.Time { return ss.started }
+
+// Rekeys returns how many times the IPsec SA pair of this session's peer
+// was replaced by a rekey.
+func (ss *ServerSession) Rekeys() uint64 { return ss.ps.rekeys.Load() }
 
 // WritePacket sends one IPv4 packet to the client.
 func (ss *ServerSession) WritePacket(pkt []byte) error {
