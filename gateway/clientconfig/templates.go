@@ -153,6 +153,9 @@ rasdial {{.Name}} {{.Identity.PPP.User}} {{.Q .Identity.PPP.Password}}
 # whether this PC, the gateway or both sit behind NAT (a home router, a cloud VM's 1:1 NAT, a port
 # forward): the gateway answers NAT detection so that only this PC appears to be behind one, which
 # Windows accepts by default. Error 809 therefore means UDP 500 or 4500 is blocked on the way.
+# The value (2) is needed exactly when Windows sees the SERVER behind NAT, i.e. the server's NAT-D
+# hash does not match the address Windows dialled: never with this gateway (it returns the hash
+# Windows computed for that address), only with another L2TP/IPsec server behind NAT.
 `
 
 const mikrotikTmpl = `# fleetgate client configuration for identity {{.Identity.Name}} (MikroTik RouterOS 6.45+/7)
