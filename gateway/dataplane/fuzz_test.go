@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/gateway/ipv6"
 )
 
 // FuzzFromSession feeds arbitrary packets from a session and from the host
@@ -51,6 +52,40 @@ func FuzzClampMSS(f *testing.F) {
 		okBefore := tcpChecksumOK(h)
 		if ClampMSS(h, mtu) && okBefore && !tcpChecksumOK(h) {
 			t.Fatal("clamping broke a valid TCP checksum")
+		}
+	})
+}
+
+// FuzzRouterIPv6 feeds arbitrary packets through the IPv6 paths (from a
+// session with an IPv6 prefix, and from the host): never a panic, every
+// packet forwarded or counted, and whatever the router emits (forwarded
+// packets, ICMPv6 errors) parses as IPv6 and fits the link it goes to.
+func FuzzRouterIPv6(f *testing.F) {
+	f.Add(pkt6(site6, central6, nil, ipv6.ProtoUDP, 5683, 20))
+	f.Add(syn6(site6, central6, 1440))
+	f.Add(pkt6(site6, central6, [][]byte{{ipv6.ProtoFragment, 0, 0, 1, 0, 0, 0, 7}}, ipv6.ProtoUDP, 5683, 8))
+	f.Add(pkt6(site6, central6, [][]byte{{ipv6.ProtoHopByHop, 0, 1, 4, 0, 0, 0, 0}, {ipv6.ProtoRouting, 0, 0, 0, 0, 0, 0, 0}}, ipv6.ProtoTCP, 443, 20))
+	f.Add(pkt6(central6, site6, nil, ipv6.ProtoUDP, 5683, 1400))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, host, s := newFixture6(t, 1280)
+		_ = r.FromSession(s, append([]byte(nil), b...))
+		_ = r.FromHost(append([]byte(nil), b...))
+		var drops uint64
+		for _, why := range Reasons() {
+			drops += r.Stats.Drops(why)
+		}
+		if fwd := r.Stats.ToHostPackets.Load() + r.Stats.ToSessionPackets.Load(); drops+fwd < 2 { // an IPv4 packet may be forwarded as several fragments
+			t.Fatalf("2 packets in: %d dropped + %d forwarded", drops, fwd)
+		}
+		for _, p := range host.packets() {
+			if _, err := ipv6.Parse(p); err != nil && p[0]>>4 == 6 || len(p) > host.mtu {
+				t.Fatalf("host got a bad packet (%v), %d bytes", err, len(p))
+			}
+		}
+		for _, p := range s.packets() {
+			if _, err := ipv6.Parse(p); err != nil && p[0]>>4 == 6 || len(p) > max(s.mtu, ipv6.MinMTU) {
+				t.Fatalf("session got a bad packet (%v), %d bytes", err, len(p))
+			}
 		}
 	})
 }

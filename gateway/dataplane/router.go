@@ -68,7 +68,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Router routes IPv4 packets. Safe for concurrent use.
+// Router routes IPv4 and IPv6 packets (router6.go). Safe for concurrent
+// use.
 type Router struct {
 	cfg      Config
 	host     atomic.Pointer[hostBox]
@@ -144,6 +145,9 @@ var broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 // in place (TTL, MSS) and is not retained.
 func (r *Router) FromSession(s Session, pkt []byte) error {
 	r.Stats.FromSessionPackets.Add(1)
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		return r.fromSession6(s, pkt)
+	}
 	if len(pkt) > 0 && pkt[0]>>4 != 4 {
 		return r.drop(ReasonNotIPv4)
 	}
@@ -230,6 +234,9 @@ func (r *Router) ownsSource(s Session, src netip.Addr) bool {
 // FromHost routes a packet read from the host towards its session.
 func (r *Router) FromHost(pkt []byte) error {
 	r.Stats.FromHostPackets.Add(1)
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		return r.fromHost6(pkt)
+	}
 	if len(pkt) > 0 && pkt[0]>>4 != 4 {
 		return r.drop(ReasonNotIPv4)
 	}

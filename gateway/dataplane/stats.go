@@ -20,11 +20,13 @@ const (
 	ReasonHostDown                       // no host device, or its write failed
 	ReasonSessionWrite                   // the session's WritePacket failed
 	ReasonLocal                          // addressed to the gateway, not handled
-	ReasonNotIPv4                        // IPv6 or other; only IPv4 is routed
+	ReasonNotIPv4                        // neither IPv4 nor IPv6
+	ReasonMalformed6                     // not a valid IPv6 packet (header, length, extension header chain)
+	ReasonFragment6                      // an IPv6 fragment: not reassembled (PMTUD with Packet Too Big instead)
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"malformed", "spoofed", "policy", "session_to_session", "no_route", "ttl", "too_big", "host_down", "session_write", "local", "not_ipv4"}
+var reasonNames = [numReasons]string{"malformed", "spoofed", "policy", "session_to_session", "no_route", "ttl", "too_big", "host_down", "session_write", "local", "not_ipv4", "malformed_ipv6", "ipv6_fragment"}
 
 // String names the reason as used in metrics.
 func (r Reason) String() string {

@@ -264,7 +264,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 			return
 		}
 		s := &Session{
-			id: p.id, identity: p.auth.Identity(), routes: p.auth.Routes(),
+			id: p.id, identity: p.auth.Identity(), routes: p.auth.Routes(), ipv6: p.auth.IPv6Prefix(),
 			mtu:   dataplane.EffectiveMTUOver(ss.Suite(), ss.Outer().Addr(), 0, gc.MTU),
 			suite: suiteName(ss.Suite()), outer: ss.Outer, started: ss.Started(),
 			user: p.auth.PPPUser(), class: p.auth.Class(), link: ss, hold: p.hold,

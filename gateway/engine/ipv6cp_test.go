@@ -14,8 +14,9 @@ import (
 // TestGatewayIPV6CP: an identity with ipv6_prefix is offered IPV6CP: a
 // site asking for IPv6 gets it, with the gateway at fe80::1; an identity
 // without one Protocol-Rejects the site's IPV6CP and the link stays up for
-// IPv4 (counted on the site). An IPv6 packet reaching the gateway's router
-// (IPv6 routing is not there yet) is dropped and counted, not fatal.
+// IPv4 (counted on the site). site6's IPv6 packet from its prefix reaches
+// the gateway's router, which applies site6's policy (the default: deny)
+// and counts the drop.
 func TestGatewayIPV6CP(t *testing.T) {
 	g := startGateway(t, parseConfig(t, "  - {name: site6, ppp: {password: pw6}, routes: [10.10.9.0/24], ipv6_prefix: \"2001:db8:9::/64\"}\n"), engine.Config{})
 	cc := g.clientConfig("site6", "pw6")
@@ -32,7 +33,7 @@ func TestGatewayIPV6CP(t *testing.T) {
 	}
 	t.Logf("site6: fe80::%v, gateway fe80::%v", info.LocalID, info.PeerID)
 
-	drops := func() uint64 { return g.srv.Router().Stats.Drops(dataplane.ReasonNotIPv4) }
+	drops := func() uint64 { return g.srv.Router().Stats.Drops(dataplane.ReasonPolicy) }
 	before := drops()
 	pkt := make([]byte, 48)
 	pkt[0] = 0x60
@@ -45,7 +46,7 @@ func TestGatewayIPV6CP(t *testing.T) {
 	if err := tn.WritePacket(pkt); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the IPv6 packet dropped as not IPv4", func() bool { return drops() == before+1 })
+	waitFor(t, "the IPv6 packet dropped by policy", func() bool { return drops() == before+1 })
 
 	cc4 := g.clientConfig("hall7", "pw7")
 	cc4.IPv6 = true

@@ -31,6 +31,7 @@ type Session struct {
 	id       uint64
 	identity string
 	routes   []netip.Prefix
+	ipv6     netip.Prefix // the identity's IPv6 site prefix (invalid: none)
 	mtu      int
 	suite    string
 	outer    func() netip.AddrPort
@@ -73,6 +74,10 @@ func (s *Session) Addr() netip.Addr { return s.link.Addr() }
 
 // Routes are the session's framed routes (configured plus RADIUS).
 func (s *Session) Routes() []netip.Prefix { return s.routes }
+
+// IPv6Prefix is the site's IPv6 prefix (identities.ipv6_prefix), routed to
+// this session by the router (route.IPv6Session).
+func (s *Session) IPv6Prefix() netip.Prefix { return s.ipv6 }
 
 // MTU is the effective inner MTU for the negotiated ESP suite.
 func (s *Session) MTU() int { return s.mtu }

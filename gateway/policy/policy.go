@@ -61,6 +61,37 @@ func (p *Policy) Match(h ipv4.Header) bool {
 	return p.DefaultAllow
 }
 
+// MatchFlow is Match for a packet given by its destination, protocol and
+// destination port (hasPort false: none, e.g. ICMP), as the IPv6 path has
+// them from its parser. A rule with an IPv4 destination prefix never
+// matches an IPv6 destination; a rule without one matches both families.
+func (p *Policy) MatchFlow(dst netip.Addr, proto uint8, dport uint16, hasPort bool) bool {
+	if p == nil {
+		return false
+	}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if r.Dst.IsValid() && !r.Dst.Contains(dst) {
+			continue
+		}
+		if r.Proto != 0 && r.Proto != proto {
+			continue
+		}
+		if len(r.Ports) == 0 {
+			return true
+		}
+		if !hasPort {
+			continue
+		}
+		for _, pr := range r.Ports {
+			if dport >= pr[0] && dport <= pr[1] {
+				return true
+			}
+		}
+	}
+	return p.DefaultAllow
+}
+
 // Set maps identities to their policies.
 type Set struct {
 	byIdentity map[string]*Policy

@@ -53,10 +53,11 @@ type Table struct {
 	byID       map[uint64]Session
 	byIdentity map[string]Session
 	owned      map[netip.Prefix]Session // authoritative, under mu
-	lenCount   [33]int                  // prefixes per length, under mu
+	lenCount   [97]int                  // prefixes per lenIndex, under mu
 
-	fwd     sync.Map      // netip.Prefix -> Session, read lock-free
-	lenMask atomic.Uint64 // bit n set when a prefix of length n exists
+	fwd      sync.Map      // netip.Prefix -> Session, read lock-free
+	lenMask  atomic.Uint64 // bit n set when an IPv4 prefix of length n exists
+	lenMask6 atomic.Uint64 // bit n-1 set when an IPv6 prefix of length n (1..64) exists
 }
 
 // NewTable returns an empty table.
@@ -64,12 +65,34 @@ func NewTable() *Table {
 	return &Table{byID: map[uint64]Session{}, byIdentity: map[string]Session{}, owned: map[netip.Prefix]Session{}}
 }
 
+// IPv6Session is a Session with an IPv6 site prefix (IPV6CP opened);
+// the table routes that prefix to it too.
+type IPv6Session interface {
+	Session
+	// IPv6Prefix is the site's IPv6 prefix (invalid: none).
+	IPv6Prefix() netip.Prefix
+}
+
 func prefixesOf(s Session) []netip.Prefix {
 	out := []netip.Prefix{netip.PrefixFrom(s.Addr(), 32)}
 	for _, r := range s.Routes() {
 		out = append(out, r.Masked())
 	}
+	if s6, ok := s.(IPv6Session); ok {
+		if p := s6.IPv6Prefix(); p.IsValid() && p.Addr().Is6() && p.Bits() <= 64 {
+			out = append(out, p.Masked())
+		}
+	}
 	return out
+}
+
+// lenIndex maps a prefix to its slot in lenCount: IPv4 /0../32 at 0..32,
+// IPv6 /1../64 at 33..96.
+func lenIndex(p netip.Prefix) int {
+	if p.Addr().Is6() {
+		return 32 + p.Bits()
+	}
+	return p.Bits()
 }
 
 // Add registers s. If the identity already has a session, replace decides:
@@ -103,7 +126,7 @@ func (t *Table) Add(s Session, replace bool) (old Session, err error) {
 	t.byIdentity[s.Identity()] = s
 	for _, p := range prefixes {
 		if _, exists := t.owned[p]; !exists {
-			t.lenCount[p.Bits()]++
+			t.lenCount[lenIndex(p)]++
 		}
 		t.owned[p] = s
 		t.fwd.Store(p, s)
@@ -118,19 +141,24 @@ func (t *Table) unpublish(s Session) {
 		if t.owned[p] == s {
 			delete(t.owned, p)
 			t.fwd.Delete(p)
-			t.lenCount[p.Bits()]--
+			t.lenCount[lenIndex(p)]--
 		}
 	}
 }
 
 func (t *Table) updateMask() {
-	var m uint64
-	for bits, n := range t.lenCount {
-		if n > 0 {
-			m |= 1 << bits
+	var m, m6 uint64
+	for i, n := range t.lenCount {
+		switch {
+		case n == 0:
+		case i <= 32:
+			m |= 1 << i
+		default:
+			m6 |= 1 << (i - 33)
 		}
 	}
 	t.lenMask.Store(m)
+	t.lenMask6.Store(m6)
 }
 
 // Remove unregisters s; it reports false if s is not (or no longer) in the
@@ -153,6 +181,9 @@ func (t *Table) Remove(s Session) bool {
 // Lookup returns the session whose address or framed route is the longest
 // prefix containing dst, or nil.
 func (t *Table) Lookup(dst netip.Addr) Session {
+	if dst.Is6() && !dst.Is4In6() {
+		return t.lookup6(dst)
+	}
 	if !dst.Is4() {
 		return nil
 	}
@@ -200,4 +231,20 @@ func (t *Table) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.byID)
+}
+
+// lookup6 is Lookup for an IPv6 destination: the session whose IPv6 site
+// prefix (/1../64) contains it.
+func (t *Table) lookup6(dst netip.Addr) Session {
+	mask := t.lenMask6.Load()
+	for bits := 64; bits >= 1; bits-- {
+		if mask&(1<<(bits-1)) == 0 {
+			continue
+		}
+		p, _ := dst.Prefix(bits)
+		if v, ok := t.fwd.Load(p); ok {
+			return v.(Session)
+		}
+	}
+	return nil
 }
