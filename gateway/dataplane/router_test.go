@@ -74,7 +74,8 @@ func TestFromSessionPolicyAndCounters(t *testing.T) {
 		{"denied destination", pkt(t, ipv4.ProtoUDP, "10.10.0.7", "10.30.0.1", 40000, 53, 60, false), ReasonPolicy},
 		{"spoofed source", pkt(t, ipv4.ProtoTCP, "10.10.9.5", "10.20.0.10", 40000, 1883, 60, true), ReasonSpoofed},
 		{"truncated", pkt(t, ipv4.ProtoTCP, "10.10.0.7", "10.20.0.10", 40000, 1883, 60, true)[:30], ReasonMalformed},
-		{"ipv6", append([]byte{0x60}, make([]byte, 39)...), ReasonNotIPv4},
+		{"ipv6 from the unspecified address", append([]byte{0x60}, make([]byte, 39)...), ReasonMalformed6},
+		{"ip version 5", append([]byte{0x50}, make([]byte, 39)...), ReasonNotIPv4},
 		{"session to session off", pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.10.9.5", 40000, 5683, 60, false), ReasonSessionToSession},
 	}
 	for _, tt := range tests {
