@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,7 +146,9 @@ func TestFailoverAndSpool(t *testing.T) {
 func TestDAE(t *testing.T) {
 	radclient := testenv.RequireBinary(t, "radclient")
 	var ended atomic.Int32 // Disconnects that ended a session (handler runs on Serve's goroutine)
+	logs := &lockedLog{}
 	d, err := ListenDAE(DAEConfig{Listen: "127.0.0.1:0", Secret: []byte("dae-secret"), Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Disconnect: func(m SessionMatch) int {
 			if m.SessionID == "gw1-abcd-5" {
 				ended.Add(1)
@@ -199,20 +203,54 @@ func TestDAE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range [][]byte{{40, 1, 0, 3}, []byte("garbage that is long enough to look like a header"), append([]byte{40, 1, 0, 30}, make([]byte, 26)...)} {
+	// The last one is a CoA-Request (code 43) whose Filter-Id attribute
+	// claims length 1: malformed.
+	badCoA := append([]byte{43, 9, 0, 23}, make([]byte, 16)...)
+	badCoA = append(badCoA, 11, 1, 'x')
+	for _, g := range [][]byte{{40, 1, 0, 3}, []byte("garbage that is long enough to look like a header"), append([]byte{40, 1, 0, 30}, make([]byte, 26)...), badCoA} {
 		_, _ = conn.Write(g)
 	}
 	conn.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for d.Stats.Malformed.Load() < 3 && time.Now().Before(deadline) {
+	for d.Stats.Malformed.Load() < 4 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	st := &d.Stats
 	t.Logf("ack %d nak %d coa-ack %d coa-nak %d malformed %d bad-authenticator %d", st.DisconnectACK.Load(), st.DisconnectNAK.Load(), st.CoAACK.Load(), st.CoANAK.Load(), st.Malformed.Load(), st.BadAuthenticator.Load())
-	if st.BadAuthenticator.Load() < 1 || st.Malformed.Load() < 3 {
-		t.Errorf("bad authenticator %d (want >= 1), malformed %d (want 3)", st.BadAuthenticator.Load(), st.Malformed.Load())
+	if st.BadAuthenticator.Load() < 1 || st.Malformed.Load() != 4 {
+		t.Errorf("bad authenticator %d (want >= 1), malformed %d (want 4: 3 garbage + 1 CoA)", st.BadAuthenticator.Load(), st.Malformed.Load())
+	}
+	// Logged, rate-limited: one line per kind within the second.
+	// (Bounds, not exact counts: a stalled box may spread the datagrams
+	// over more than the one-second window.)
+	if n := logs.count("wrong secret?"); n < 1 {
+		t.Error("wrong-secret request not logged")
+	}
+	if n := logs.count("malformed request dropped"); n < 1 || n >= 4 {
+		t.Errorf("4 malformed requests logged %d times, want 1..3 (rate limit)", n)
+	}
+	if logs.count("dae-secret") != 0 {
+		t.Error("the DAE secret is in the log")
 	}
 	if st.DisconnectACK.Load() != 1 || st.CoAACK.Load() != 1 || st.CoANAK.Load() != 1 || st.DisconnectNAK.Load() != 2 {
 		t.Errorf("replies: %+v", st)
 	}
+}
+
+// lockedLog is a log sink safe for the listener's goroutine.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), s)
 }
