@@ -111,6 +111,12 @@ type Downlink struct {
 	// either is answered 5.03 with Max-Age (0: proxy defaults 4, 4096).
 	NStart      int `yaml:"nstart"`
 	MaxInFlight int `yaml:"max_in_flight"`
+	// ParkAfter parks a DTLS session idle that long: its state is kept,
+	// its conn and goroutines are not (0: default 60s; negative: never).
+	ParkAfter time.Duration `yaml:"park_after"`
+	// KeepSessions saves the DTLS sessions in state_dir across a restart
+	// so devices resume without a handshake (default true).
+	KeepSessions *bool `yaml:"keep_sessions"`
 }
 
 // MQTT configures the site broker (downlink/mqtt), the per-endpoint relay

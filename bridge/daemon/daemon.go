@@ -77,10 +77,12 @@ func ReadRegistry(cfg *config.Config) (*device.Registry, error) {
 
 // EndpointStatus is one row of /status.
 type EndpointStatus struct {
-	Name     string    `json:"name"`
-	Addr     string    `json:"addr"`
-	Protocol string    `json:"protocol"`
-	Online   bool      `json:"online"`
+	Name     string `json:"name"`
+	Addr     string `json:"addr"`
+	Protocol string `json:"protocol"`
+	Online   bool   `json:"online"`
+	// Parked: the DTLS session is idle and parked (state kept, no conn).
+	Parked   bool      `json:"parked,omitempty"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Queued   int       `json:"queued"`
 	// Relay is the MQTT relay session's state and BytesQueued its spool
@@ -301,12 +303,19 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 		s.closers = append(s.closers, s.ms.close)
 		s.relay.Store(s.ms.relay)
 	}
+	// DTLS sessions survive a restart (downlink/coap store.go) unless
+	// downlink.keep_sessions is false.
+	var sessFile, sessKey string
+	if k := cfg.Downlink.KeepSessions; cfg.StateDir != "" && (k == nil || *k) {
+		sessFile, sessKey = filepath.Join(cfg.StateDir, "coap-sessions.state"), filepath.Join(cfg.StateDir, "coap-sessions.key")
+	}
 	srv, err := coap.New(coap.Config{ListenAddr: cfg.Downlink.CoAPListen, Registry: reg, ClientCAs: ca.Pool,
 		Certificate: &srvCert, Handler: px.HandleDevice, OnSession: px.OnSession, OnReset: px.OnReset,
 		Busy: func(name string) bool { down, up := px.Observations(name); return down+up > 0 }, Rate: cfg.Downlink.Rate,
 		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log,
 		MaxPendingHandshakes: cfg.Downlink.MaxPendingHandshakes, MaxPendingPerSource: cfg.Downlink.MaxPendingPerSource,
-		PendingTimeout: cfg.Downlink.PendingTimeout, MaxBlockTransfers: cfg.Downlink.MaxBlockTransfers})
+		PendingTimeout: cfg.Downlink.PendingTimeout, MaxBlockTransfers: cfg.Downlink.MaxBlockTransfers,
+		ParkAfter: cfg.Downlink.ParkAfter, StateFile: sessFile, StateKeyFile: sessKey})
 	if err != nil {
 		return nil, err
 	}
@@ -489,7 +498,7 @@ func (s *Site) Status() Status {
 			es.Spooled, es.SpoolBytes = s.px.Spooled(ep.Name)
 		}
 		if sess, ok := s.srv.Info(ep.Name); ok {
-			es.Online, es.LastSeen = true, sess.LastSeen
+			es.Online, es.Parked, es.LastSeen = true, sess.Parked, sess.LastSeen
 			es.BytesIn, es.BytesOut = sess.BytesIn, sess.BytesOut
 		}
 		st.Endpoints = append(st.Endpoints, es)
@@ -522,6 +531,9 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("coap_sessions_resumed_total", "Parked DTLS sessions resumed without a handshake.", srv.Stats.Resumed.Load)
 	counter("coap_resume_failures_total", "Parked DTLS sessions that could not be resumed.", srv.Stats.ResumeFailures.Load)
 	counter("coap_parked_expired_total", "Parked DTLS sessions dropped after downlink.idle_timeout.", srv.Stats.ParkedExpired.Load)
+	counter("coap_state_restored_total", "DTLS sessions restored from the state file at start.", srv.Stats.StateRestored.Load)
+	counter("coap_state_skipped_total", "State file entries dropped (expired, endpoint removed or credentials changed).", srv.Stats.StateSkipped.Load)
+	counter("coap_state_refused_total", "Session state files refused whole (does not decrypt or parse).", srv.Stats.StateRefused.Load)
 	preg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coap_pending_handshakes", Help: "DTLS handshakes in progress after a valid cookie."}, func() float64 { return float64(srv.PendingHandshakes()) }))
 	counter("proxy_upstream_total", "Device to central requests.", px.Stats.Upstream.Load)
 	counter("proxy_upstream_errors_total", "Failed device to central requests.", px.Stats.UpstreamErrors.Load)

@@ -60,6 +60,12 @@ const (
 	// CON the bridge already answered can reach the resumed session (whose
 	// go-coap dedup cache is new).
 	DefaultParkAfter = 60 * time.Second
+	// DefaultSaveInterval is how often the session state file is written
+	// besides at Close (for a bridge that is killed).
+	DefaultSaveInterval = 5 * time.Minute
+	// DefaultMaxSavedSessions bounds the session state file: a large site's
+	// fleet (≈ 1 KB each on disk).
+	DefaultMaxSavedSessions = 200000
 	// DefaultRate and DefaultBurst are the per-endpoint request limits.
 	DefaultRate  = 20.0
 	DefaultBurst = 40

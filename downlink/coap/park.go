@@ -114,9 +114,13 @@ func (l *guardListener) dropParked(p *parkedSession) bool {
 // parker parks idle sessions and expires parked ones, until Close.
 func (s *Server) parker() {
 	defer s.wg.Done()
-	every := min(max(s.cfg.ParkAfter/4, 100*time.Millisecond), 10*time.Second)
+	every := 10 * time.Second
+	if s.cfg.ParkAfter > 0 {
+		every = min(max(s.cfg.ParkAfter/4, 100*time.Millisecond), every)
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	lastSave := time.Now()
 	for {
 		select {
 		case <-s.quit:
@@ -124,12 +128,20 @@ func (s *Server) parker() {
 		case <-t.C:
 		}
 		now := time.Now()
-		for _, sess := range s.Sessions() {
-			if now.Sub(time.Unix(0, sess.lastActive.Load())) >= s.cfg.ParkAfter {
-				s.park(sess)
+		if s.cfg.ParkAfter > 0 {
+			for _, sess := range s.Sessions() {
+				if now.Sub(time.Unix(0, sess.lastActive.Load())) >= s.cfg.ParkAfter {
+					s.park(sess)
+				}
 			}
 		}
 		s.expireParked(now)
+		if s.stateKey != nil && now.Sub(lastSave) >= s.cfg.SaveInterval {
+			lastSave = now
+			if err := s.saveState(); err != nil {
+				s.warnf("dtls session state not saved", "err", err.Error())
+			}
+		}
 	}
 }
 
@@ -154,8 +166,12 @@ func (s *Server) expireParked(now time.Time) {
 
 // park exports an idle session's state and closes its conn; it reports
 // whether the session was parked.
-func (s *Server) park(sess *Session) bool {
-	if sess.inflight.Load() > 0 || (s.cfg.Busy != nil && s.cfg.Busy(sess.Endpoint.Name)) {
+func (s *Server) park(sess *Session) bool { return s.parkNow(sess, false) }
+
+// parkNow parks sess; force (Close with a state file) parks it even with
+// exchanges in flight or observations (they end with the server).
+func (s *Server) parkNow(sess *Session, force bool) bool {
+	if !force && (sess.inflight.Load() > 0 || (s.cfg.Busy != nil && s.cfg.Busy(sess.Endpoint.Name))) {
 		return false
 	}
 	c, ok := sess.Conn.NetConn().(*conn)
@@ -164,7 +180,7 @@ func (s *Server) park(sess *Session) bool {
 	}
 	gc, l := c.gc, s.guard
 	l.mu.Lock()
-	if gc.parking || gc.pending || len(gc.in) > 0 {
+	if gc.parking || gc.pending || (!force && len(gc.in) > 0) {
 		l.mu.Unlock()
 		return false
 	}
@@ -183,7 +199,7 @@ func (s *Server) park(sess *Session) bool {
 			}
 		}
 	}
-	if sess.inflight.Load() > 0 { // an exchange started meanwhile
+	if !force && sess.inflight.Load() > 0 { // an exchange started meanwhile
 		undo()
 		return false
 	}
@@ -206,7 +222,7 @@ func (s *Server) park(sess *Session) bool {
 	held := gc.held
 	gc.held = nil
 	var wake *guardConn
-	if len(held) > 0 {
+	if len(held) > 0 && !force {
 		wake = l.unparkLocked(p, held[len(held)-1].from)
 	}
 	l.mu.Unlock()
@@ -218,7 +234,7 @@ func (s *Server) park(sess *Session) bool {
 	s.mu.Unlock()
 	s.Stats.Parked.Add(1)
 	_ = sess.Conn.Close() // go-coap and pion go; their close_notify is dropped by gc
-	if wake != nil {
+	if wake != nil && !force {
 		for _, h := range held {
 			wake.in <- h // len(held) <= maxHeld < guardQueue
 		}

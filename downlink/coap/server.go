@@ -97,6 +97,16 @@ type Config struct {
 	// package (the bridge's observations) and must not be parked; nil
 	// means never busy.
 	Busy func(name string) bool
+	// StateFile keeps DTLS sessions across a restart (store.go): Close
+	// writes them there and New restores them, so devices resume without a
+	// handshake; written every SaveInterval too (zero: DefaultSaveInterval).
+	// Encrypted with the key in StateKeyFile (mode 0600, created if
+	// missing). Empty disables it (Close then tells devices with
+	// close_notify). At most MaxSavedSessions (zero:
+	// DefaultMaxSavedSessions) are kept.
+	StateFile, StateKeyFile string
+	SaveInterval            time.Duration
+	MaxSavedSessions        int
 	// Logger receives JSON-able structured lines; nil discards.
 	Logger *slog.Logger
 }
@@ -143,6 +153,11 @@ type Stats struct {
 	// resumed without a handshake, ResumeFailures those that could not be,
 	// ParkedExpired parked sessions dropped after IdleTimeout.
 	Parked, Resumed, ResumeFailures, ParkedExpired atomic.Uint64
+	// StateRestored counts sessions restored from the state file,
+	// StateSkipped entries dropped (expired, endpoint removed or its
+	// credentials changed), StateRefused state files refused as a whole
+	// (see Server.StateError); StateSaved is the entries last written.
+	StateRestored, StateSkipped, StateRefused, StateSaved atomic.Uint64
 }
 
 // Server is the DTLS/CoAP listener.
@@ -160,6 +175,8 @@ type Server struct {
 	dtlsOpts   []dtls.ServerOption // for a new peer's handshake
 	resumeOpts []dtls.Option       // for resuming a parked session
 	resumed    chan *conn          // resumed conns for go-coap's accept
+	stateKey   []byte              // StateFile's key; nil without a state file
+	stateErr   error               // why the state file was refused at New
 
 	mu       sync.Mutex
 	sessions map[string]*Session       // guarded by mu; by endpoint name
@@ -211,6 +228,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ParkAfter == 0 {
 		cfg.ParkAfter = DefaultParkAfter
 	}
+	if cfg.SaveInterval == 0 {
+		cfg.SaveInterval = DefaultSaveInterval
+	}
+	if cfg.MaxSavedSessions == 0 {
+		cfg.MaxSavedSessions = DefaultMaxSavedSessions
+	}
+	var stateKey []byte
+	if cfg.StateFile != "" {
+		if cfg.StateKeyFile == "" {
+			return nil, fmt.Errorf("coap: a session state file (%s) needs a key file", cfg.StateFile)
+		}
+		k, err := LoadOrCreateStateKey(cfg.StateKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		stateKey = k
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -223,6 +257,7 @@ func New(cfg Config) (*Server, error) {
 		resumed:  make(chan *conn),
 		sessions: map[string]*Session{},
 		parked:   map[string]*parkedSession{},
+		stateKey: stateKey,
 		limits:   map[string]*rate.Limiter{},
 	}
 	suites := cfg.CipherSuites
@@ -274,6 +309,9 @@ func New(cfg Config) (*Server, error) {
 		newCookieJar(cfg.CookieRotation, time.Now))
 	s.guard = guard
 	s.dtlsOpts = opts
+	if s.stateKey != nil {
+		s.loadState()
+	}
 	s.srv = coapdtls.NewServer(
 		options.WithHandlerFunc(udpclient.HandlerFunc(s.handle)),
 		options.WithOnNewConn(s.onNewConn),
@@ -298,7 +336,7 @@ func (s *Server) Addr() net.Addr { return s.guard.Addr() }
 // Serve accepts sessions until Close. It returns nil after Close.
 func (s *Server) Serve() error {
 	defer close(s.done)
-	if s.cfg.ParkAfter > 0 {
+	if s.cfg.ParkAfter > 0 || s.stateKey != nil {
 		s.wg.Add(1)
 		go s.parker()
 	}
@@ -310,9 +348,29 @@ func (s *Server) Serve() error {
 // socket is still open: an idle device learns of a bridge restart at once
 // (TestCloseNotifiesDevices) instead of at its next exchange.
 func (s *Server) Close() {
-	s.qonce.Do(func() { close(s.quit) })
+	first := false
+	s.qonce.Do(func() { close(s.quit); first = true })
 	s.wg.Wait()
-	s.notifyParked()
+	if first && s.stateKey != nil {
+		// Keep the sessions for the next start: park every one (no
+		// close_notify) and write them out; this server resumes none of
+		// them again (each saved state is used once).
+		for _, x := range s.Sessions() {
+			s.parkNow(x, true)
+		}
+		if err := s.saveState(); err != nil {
+			s.log.Error("dtls session state not saved: devices will handshake again", "err", err.Error())
+		}
+		s.mu.Lock()
+		ps := s.parked
+		s.parked = map[string]*parkedSession{}
+		s.mu.Unlock()
+		for _, p := range ps {
+			s.guard.dropParked(p)
+		}
+	} else if first {
+		s.notifyParked()
+	}
 	s.mu.Lock()
 	ss := make([]*Session, 0, len(s.sessions))
 	for _, x := range s.sessions {
