@@ -88,6 +88,8 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// AuthBackoff slows repeated failed logins per source and identity.
 	AuthBackoff AuthBackoff `yaml:"auth_backoff"`
+	// Debug holds troubleshooting switches (off by default).
+	Debug Debug `yaml:"debug"`
 
 	// File is the path the configuration was loaded from.
 	File string `yaml:"-"`
@@ -97,6 +99,15 @@ type Config struct {
 	PushPrefixes []netip.Prefix `yaml:"-"`
 
 	root *yaml.Node
+}
+
+// Debug holds troubleshooting switches; a reload applies them.
+type Debug struct {
+	// KeylogDir, when set, is a directory where the gateway writes the
+	// IKEv1 and ESP keys of every new SA in Wireshark's
+	// ikev1_decryption_table and esp_sa formats (uplink/keylog), so a
+	// capture can be decrypted. The files hold secrets (mode 0600).
+	KeylogDir string `yaml:"keylog_dir"`
 }
 
 // Listen holds the addresses the gateway binds. Ports are overridable so an

@@ -113,6 +113,10 @@ func Diff(old, new *Config) Changes {
 		{"bgp (on/off, local_as, router_id, local_address)", bgpIdentity(old.BGP), bgpIdentity(new.BGP)},
 		{"pki.crl_url", [3]string{old.PKI.CRLURL, old.PKI.CRLRefresh, old.PKI.CRLFail}, [3]string{new.PKI.CRLURL, new.PKI.CRLRefresh, new.PKI.CRLFail}},
 		{"pki.ocsp_url", [4]any{old.PKI.OCSPURL, old.PKI.OCSPRefresh, old.PKI.OCSPFail, old.PKI.OCSPCacheMax}, [4]any{new.PKI.OCSPURL, new.PKI.OCSPRefresh, new.PKI.OCSPFail, new.PKI.OCSPCacheMax}},
+		// The IKE engine takes its identity and certificate when it starts.
+		{"gateway_id", old.GatewayID, new.GatewayID},
+		{"pki.cert/pki.key", [2]string{old.PKI.Cert, old.PKI.Key}, [2]string{new.PKI.Cert, new.PKI.Key}},
+		{"status_page", old.StatusPage, new.StatusPage},
 	}
 	for _, x := range restart {
 		if !reflect.DeepEqual(x.a, x.b) {
@@ -128,4 +132,46 @@ func bgpIdentity(b *BGP) string {
 		return "off"
 	}
 	return fmt.Sprint(b.LocalAS, " ", b.RouterIDAddr, " ", b.LocalAddr)
+}
+
+// Reload classes of ReloadKeys.
+const (
+	ReloadApplied  = "applied"  // in force at once for new work (Main Modes, logins, packets)
+	ReloadSessions = "sessions" // applied, and every session is closed so it reconnects under it
+	ReloadIdentity = "identity" // applied; the sessions of the identities it changes are closed
+	ReloadRestart  = "restart"  // kept until a restart; the reload's log line lists it under restart_needed
+	ReloadMixed    = "mixed"    // part applied, part restart-only (see the comment)
+)
+
+// ReloadKeys says, for every top-level key of the gateway configuration,
+// what a reload (SIGHUP) does with it; TestReloadKeysClassified keeps it
+// complete and checks the restart-only ones are reported.
+var ReloadKeys = map[string]string{
+	"listen":       ReloadRestart,
+	"gateway_id":   ReloadRestart,
+	"proposals":    ReloadSessions, // gateway/engine TestReloadAppliesProposals
+	"psk":          ReloadIdentity,
+	"identities":   ReloadIdentity,
+	"pool":         ReloadSessions,
+	"dns":          ReloadSessions,
+	"mtu":          ReloadSessions, // gateway/engine TestReloadAppliesMTU
+	"push_routes":  ReloadApplied,  // answered from the current configuration (DHCPINFORM)
+	"dataplane":    ReloadMixed,    // session_to_session applied (sessions); mode, tun, tun_driver, addresses restart
+	"policy":       ReloadIdentity,
+	"policies":     ReloadIdentity,
+	"sessions":     ReloadIdentity,
+	"pacing":       ReloadApplied,
+	"limits":       ReloadRestart,
+	"auth_backoff": ReloadApplied,
+	"dpd":          ReloadRestart,
+	"lcp_echo":     ReloadRestart,
+	"metrics":      ReloadRestart,
+	"status":       ReloadRestart,
+	"status_page":  ReloadRestart,
+	"radius":       ReloadSessions,
+	"bgp":          ReloadMixed, // neighbours, communities, next hop applied; on/off, local_as, router_id, local_address restart
+	"import":       ReloadIdentity,
+	"pki":          ReloadMixed,   // ca and crl applied (revoked sessions closed); cert, key, crl_url, ocsp_url restart
+	"log":          ReloadRestart, // level and format
+	"debug":        ReloadApplied, // gateway/engine TestKeylogDecryptsCapture turns debug.keylog_dir off by reload
 }

@@ -40,6 +40,7 @@ func (v *validator) run() {
 		c.PSK.Shared = v.secretFile(c.PSK.SharedFile, "psk", "shared_file")
 	}
 	v.gatewayID()
+	c.Debug.KeylogDir = v.rel(c.Debug.KeylogDir)
 	v.backoff()
 	v.imports()
 	c.PSK.SharedNotAfter = v.date(c.PSK.SharedExpires, "psk", "shared_expires")

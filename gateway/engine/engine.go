@@ -32,6 +32,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
+	"github.com/fleetgate/fleetgate/uplink/keylog"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/link"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
@@ -149,6 +150,16 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	if ikeOpts.DPDTimeout == 0 {
 		ikeOpts.DPDTimeout = gc.DPD.TimeoutD
 	}
+	// The key log (debug.keylog_dir) follows a reload: on, off or moved.
+	kl := &keylog.Writer{}
+	keylogDir := gc.Debug.KeylogDir
+	if err := kl.SetDir(keylogDir); err != nil {
+		return fmt.Errorf("%w: debug.keylog_dir: %w", ErrConfig, err)
+	}
+	if keylogDir != "" {
+		log.Warn("key log on: IKE and ESP keys of new SAs are written for Wireshark (secrets)", "dir", keylogDir)
+	}
+	defer kl.Close()
 	ikeOpts.ProposalKeys = ike.ProposalKeys{IKE: config.KeyIKEProposals, ESP: config.KeyESPProposals, Legacy: config.KeyAllowLegacy}
 	echoInterval, echoFailures := e.echo(gc)
 	sc := tunnel.ServerConfig{
@@ -175,7 +186,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		// address is fe80::1 on every session.
 		IfaceID:      ppp.IfaceID{7: 1},
 		EchoInterval: echoInterval, EchoFailures: echoFailures, UnauthTimeout: e.cfg.UnauthTimeout,
-		Clock: e.cfg.Clock, Logger: log,
+		Clock: e.cfg.Clock, Logger: log, KeyLog: kl,
 	}
 	if len(gc.Proposals.IKE) > 0 {
 		sc.IKEProposals = strings.Join(gc.Proposals.IKE, ",")
@@ -265,7 +276,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		}
 		s := &Session{
 			id: p.id, identity: p.auth.Identity(), routes: p.auth.Routes(), ipv6: p.auth.IPv6Prefix(),
-			mtu:   dataplane.EffectiveMTUOver(ss.Suite(), ss.Outer().Addr(), 0, gc.MTU),
+			mtu:   dataplane.EffectiveMTUOver(ss.Suite(), ss.Outer().Addr(), 0, env.Config().MTU), // mtu: follows a reload
 			suite: suiteName(ss.Suite()), outer: ss.Outer, started: ss.Started(),
 			user: p.auth.PPPUser(), class: p.auth.Class(), link: ss, hold: p.hold,
 			phase1: server.Phase1Of(ss.Identity()), hangup: ss.Hangup,
@@ -284,15 +295,29 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	e.mu.Lock()
 	e.srv = srv
 	e.mu.Unlock()
-	// proposals: follow a reload (new Main Modes and Quick Modes at once;
-	// the reload then closes the sessions, which reconnect under them).
+	// proposals, mtu and debug.keylog_dir follow a reload (new Main Modes,
+	// Quick Modes and sessions at once; for the first two the reload then
+	// closes the sessions, which reconnect under them).
 	env.OnReload(func(c *config.Config) {
 		ikes, esps := strings.Join(c.Proposals.IKE, ","), strings.Join(c.Proposals.ESP, ",")
 		if err := srv.SetProposals(ikes, esps); err != nil {
 			log.Error("reload: proposals not applied, the previous ones stay", "err", err)
-			return
+		} else {
+			log.Info("reload: proposals applied", "ike", ikes, "esp", esps)
 		}
-		log.Info("reload: proposals applied", "ike", ikes, "esp", esps)
+		srv.SetMRU(c.MTU) // mtu: new sessions negotiate it (EffectiveMTUOver reads it too)
+		if d := c.Debug.KeylogDir; d != keylogDir {
+			if err := kl.SetDir(d); err != nil {
+				log.Error("reload: debug.keylog_dir not applied: key log off", "dir", d, "err", err)
+				d = ""
+			}
+			keylogDir = d
+			if d != "" {
+				log.Warn("reload: key log on: IKE and ESP keys of new SAs are written for Wireshark (secrets)", "dir", d)
+			} else {
+				log.Info("reload: key log off")
+			}
+		}
 	})
 	if e.cfg.RawL2TP || e.cfg.RawL2TPConn != nil || gc.Listen.RawL2TP {
 		raw, err := e.startRaw(env, log, netip.AddrPortFrom(gc.Listen.Addr, uint16(gc.Listen.L2TPPort)), mux, stopping, &wg)

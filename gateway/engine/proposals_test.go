@@ -53,3 +53,25 @@ func TestReloadAppliesProposals(t *testing.T) {
 	_ = tn.Close()
 	dial(t, gcm128)
 }
+
+// TestReloadAppliesMTU: mtu: follows a reload (it was captured at start):
+// a session set up after it negotiates the new PPP MRU and the gateway
+// clamps to the new MTU.
+func TestReloadAppliesMTU(t *testing.T) {
+	g := startGateway(t, parseConfig(t, ""), engine.Config{})
+	tn, _ := dial(t, g.clientConfig("hall7", "pw7"))
+	before := tn.MTU()
+	_ = tn.Close()
+	waitFor(t, "hall7 gone", func() bool { return g.srv.Env().Sessions.Len() == 0 })
+	if _, err := g.srv.Reload(parseConfig(t, "mtu: 1280\n")); err != nil {
+		t.Fatal(err)
+	}
+	tn, _ = dial(t, g.clientConfig("hall7", "pw7"))
+	waitFor(t, "hall7 registered", func() bool { return g.srv.Env().Sessions.Lookup(tn.LocalAddr()) != nil })
+	if got := tn.MTU(); got != 1280 || got == before {
+		t.Errorf("PPP MRU the gateway offered after the reload: %d (before %d), want 1280", got, before)
+	}
+	if got := g.srv.Env().Sessions.Lookup(tn.LocalAddr()).MTU(); got > 1280 {
+		t.Errorf("session MTU after the reload: %d, want <= 1280", got)
+	}
+}

@@ -339,6 +339,12 @@ func (sa *ikeSA) deriveKeys() error {
 	if err := sa.keysFor(sa.psk); err != nil {
 		return err
 	}
+	if sa.role == RoleResponder && sa.auth == AuthPSK && sa.e.cfg.ResponderPSKs != nil {
+		// The key is known only once MM5 verifies under one of the
+		// candidates (respRecvMM5 logs it then): a line for a guess would
+		// be a wrong or duplicate key-log entry for these cookies.
+		return nil
+	}
 	sa.logKeys()
 	return nil
 }

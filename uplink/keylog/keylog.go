@@ -208,18 +208,21 @@ func Open(dir string) (*Writer, error) {
 // length (Wireshark hands it to the cipher as is and derives the IVs itself
 // from the KE payloads in the capture).
 func (w *Writer) LogIKEv1(icookie [8]byte, encKey []byte) error {
-	if w == nil || w.ike == nil {
+	if w == nil {
 		return nil
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.ike == nil {
+		return nil
+	}
 	_, err := io.WriteString(w.ike, IKEv1Line(icookie, encKey)+"\n")
 	return err
 }
 
 // LogESP records one ESP SA (call it for both directions of a pair).
 func (w *Writer) LogESP(sa ESPSA) error {
-	if w == nil || w.esp == nil {
+	if w == nil {
 		return nil
 	}
 	line, err := ESPLine(sa)
@@ -228,6 +231,9 @@ func (w *Writer) LogESP(sa ESPSA) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.esp == nil {
+		return nil
+	}
 	_, err = io.WriteString(w.esp, line+"\n")
 	return err
 }
@@ -240,6 +246,30 @@ func (w *Writer) LogESPPair(local, remote netip.Addr, suite esp.Suite, inSPI uin
 		return err
 	}
 	return w.LogESP(ESPSA{Src: local, Dst: remote, SPI: outSPI, Suite: suite, Keymat: outKey})
+}
+
+// SetDir switches the writer to the tables in dir (as Open creates them)
+// or, with dir "", off: later records are discarded. Files it had open are
+// closed. It lets a daemon turn its key log on and off without a restart.
+func (w *Writer) SetDir(dir string) error {
+	var next *Writer
+	if dir != "" {
+		var err error
+		if next, err = Open(dir); err != nil {
+			return err
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var errs []error
+	for _, c := range w.closers {
+		errs = append(errs, c.Close())
+	}
+	w.ike, w.esp, w.closers = nil, nil, nil
+	if next != nil {
+		w.ike, w.esp, w.closers = next.ike, next.esp, next.closers
+	}
+	return errors.Join(errs...)
 }
 
 // Close closes the files Open created.

@@ -213,3 +213,48 @@ func TestESPLineFamily(t *testing.T) {
 		t.Error("an SA between IPv4 and IPv6 addresses was accepted")
 	}
 }
+
+// TestSetDir: a zero Writer discards; SetDir turns it on (files 0600),
+// moves it and turns it off, closing what it had open.
+func TestSetDir(t *testing.T) {
+	s := esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}
+	sa := ESPSA{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("198.51.100.2"), SPI: 7, Suite: s, Keymat: keymat(s)}
+	var w Writer
+	if err := w.LogESP(sa); err != nil {
+		t.Fatal(err)
+	}
+	a, b := t.TempDir(), t.TempDir()
+	lines := func(dir string) int {
+		buf, err := os.ReadFile(filepath.Join(dir, ESPFile))
+		if err != nil {
+			return -1
+		}
+		return strings.Count(string(buf), "\n")
+	}
+	for _, step := range []struct {
+		dir    string
+		wantA  int
+		wantB  int
+		detail string
+	}{
+		{a, 1, -1, "on in a"},
+		{b, 1, 1, "moved to b"},
+		{"", 1, 1, "off"},
+	} {
+		if err := w.SetDir(step.dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.LogESP(sa); err != nil {
+			t.Fatal(err)
+		}
+		if lines(a) != step.wantA || lines(b) != step.wantB {
+			t.Fatalf("%s: a has %d lines, b %d; want %d and %d", step.detail, lines(a), lines(b), step.wantA, step.wantB)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(a, ESPFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("esp_sa mode %v (%v), want 0600", st.Mode().Perm(), err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

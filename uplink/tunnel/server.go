@@ -25,6 +25,7 @@ type Server struct {
 	cfg ServerConfig
 	log *slog.Logger
 	eng atomic.Pointer[ike.Engine]
+	mru atomic.Int64 // ServerConfig.MRU, SetMRU
 	tr  *esp.Transport
 	ep  *l2tp.Endpoint
 
@@ -101,6 +102,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.stats = Stats{ESP: &s.espSt, L2TP: &s.l2St, PPP: &s.pppSt}
+	s.mru.Store(int64(cfg.MRU))
 	icfg := ike.Config{
 		Clock: cfg.Clock, Logger: s.log.With("layer", "ike"), OnEvent: s.onEvent,
 		PSK: cfg.PSK, Cert: cfg.Cert, CAs: cfg.CAs, CheckCert: cfg.CheckCert, AllowIdentity: cfg.AllowIdentity,
@@ -563,7 +565,7 @@ func (s *Server) serve(sess *l2tp.Session) {
 	// holds ours until its own PPP attaches.
 	la := &linkAuth{auth: s.cfg.Authenticator, assign: s.cfg.AddressFunc, outer: ps.peer.Remote, ss: ss}
 	ss.ppp = ppp.Attach(sess, ppp.Config{
-		Role: ppp.Server, MRU: s.cfg.MRU, Methods: methods, Name: s.cfg.HostName,
+		Role: ppp.Server, MRU: int(s.mru.Load()), Methods: methods, Name: s.cfg.HostName,
 		Authenticator: la, AssignAddress: la.Assign, LocalAddr: s.cfg.LocalAddr,
 		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures, IfaceID: s.cfg.IfaceID,
 		Clock: s.cfg.Clock, Logger: log.With("layer", "ppp"), Stats: &s.pppSt,
@@ -663,6 +665,10 @@ func (s *Server) hangupAuthFailed(ps *peerState, sess *l2tp.Session, log *slog.L
 	log.Warn("PPP authentication failed: closing the tunnel and the IKE SA")
 	s.hangup(ps, sess, ErrAuthHangup)
 }
+
+// SetMRU sets the MRU new PPP sessions negotiate (ServerConfig.MRU; 0 for
+// the PPP default), e.g. on a configuration reload.
+func (s *Server) SetMRU(mru int) { s.mru.Store(int64(mru)) }
 
 // SetProposals replaces the IKE and ESP proposals (comma-separated
 // strongSwan strings, empty for the defaults) that new Main Modes and
