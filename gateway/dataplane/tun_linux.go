@@ -178,12 +178,18 @@ func (t *TUN) Stats() *TUNStats {
 
 func (t *TUN) route(p netip.Prefix) *netlink.Route {
 	p = p.Masked()
-	return &netlink.Route{
+	r := &netlink.Route{
 		LinkIndex: t.link.Attrs().Index,
 		Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
 		Src:       t.cfg.LocalAddr.AsSlice(),
 		Scope:     netlink.SCOPE_LINK,
 	}
+	if p.Addr().Is6() {
+		// An IPv6 site prefix (identities.ipv6_prefix): the device has no
+		// IPv6 address of ours to prefer as source; the kernel picks one.
+		r.Src, r.Scope = nil, netlink.SCOPE_UNIVERSE
+	}
+	return r
 }
 
 // AddRoute routes p into the device (replacing an existing route).

@@ -404,8 +404,18 @@ func (s *Server) openHost(cfg *config.Config) (dataplane.Host, error) {
 			fmt.Fprintln(os.Stderr, err)
 		}
 		routes := []netip.Prefix{cfg.Pool.PrefixP}
+		v6 := false
 		for _, id := range cfg.Identities {
 			routes = append(routes, id.RoutePrefixes...)
+			if id.IPv6.IsValid() { // IPv6 site prefixes: into the TUN too
+				routes = append(routes, id.IPv6)
+				v6 = true
+			}
+		}
+		if v6 {
+			if err := dataplane.CheckIPForward("/proc/sys/net/ipv6/conf/all/forwarding"); err != nil {
+				s.log.Warn("ipv6 forwarding (identities with ipv6_prefix)", "err", err.Error(), "fix", "sysctl -w net.ipv6.conf.all.forwarding=1")
+			}
 		}
 		return dataplane.OpenTUN(dataplane.TUNConfig{Name: cfg.DataPlane.TUN, Driver: cfg.DataPlane.TUNDriver, LocalAddr: cfg.Pool.GatewayAddr, Routes: routes})
 	}
