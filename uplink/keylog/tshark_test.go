@@ -1,6 +1,7 @@
 package keylog
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -124,6 +125,113 @@ func TestTsharkDecryptsESP(t *testing.T) {
 		}
 		if f[3] != "" || f[4] != "" {
 			t.Errorf("%s packet %d: malformed %q, expert severity %q; want none", s, n, f[3], f[4])
+		}
+	}
+}
+
+// ipv6UDP wraps payload in IPv6 and UDP headers, with the UDP checksum
+// IPv6 requires (RFC 8200 §8.1).
+func ipv6UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	ulen := 8 + len(payload)
+	p := make([]byte, 40+ulen)
+	p[0] = 0x60
+	binary.BigEndian.PutUint16(p[4:], uint16(ulen))
+	p[6], p[7] = 17, 64
+	s16, d16 := src.As16(), dst.As16()
+	copy(p[8:], s16[:])
+	copy(p[24:], d16[:])
+	u := p[40:]
+	binary.BigEndian.PutUint16(u[0:], sport)
+	binary.BigEndian.PutUint16(u[2:], dport)
+	binary.BigEndian.PutUint16(u[4:], uint16(ulen))
+	copy(u[8:], payload)
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(p[8:40])
+	sum += uint32(ulen) + 17
+	add(u)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	c := ^uint16(sum)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return p
+}
+
+// TestTsharkDecryptsESPIPv6: SAs over an IPv6 outer network, logged with
+// a specific and with a wildcard ([::]) local address, are tagged "IPv6"
+// and tshark decrypts their packets to L2TP.
+func TestTsharkDecryptsESPIPv6(t *testing.T) {
+	tshark := testenv.RequireBinary(t, "tshark")
+	suites := []esp.Suite{
+		{Cipher: esp.CipherAESGCM16, KeyBits: 128},
+		{Cipher: esp.CipherAESCBC, KeyBits: 256, Integ: esp.IntegHMACSHA256_128},
+	}
+	cfg := t.TempDir()
+	w, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, dst := netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("2001:db8:1::1")
+	pcap := newPcap()
+	for i, s := range suites {
+		spi := uint32(0x3000 + i)
+		km := keymat(s)
+		sa, err := esp.NewSA(s, spi, km, esp.Outbound, esp.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logDst := dst
+		if i == 1 {
+			logDst = netip.IPv6Unspecified()
+		}
+		if err := w.LogESP(ESPSA{Src: src, Dst: logDst, SPI: spi, Suite: s, Keymat: km}); err != nil {
+			t.Fatal(err)
+		}
+		pkt, err := sa.Seal(nil, innerUDP(l2tpHello()), esp.NextHeaderUDP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcap.packet(uint32(i), ipv6UDP(src, dst, 4500, 4500, pkt))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(cfg, ESPFile))
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if !strings.HasPrefix(l, `"IPv6",`) {
+			t.Errorf("esp_sa line for an IPv6 SA: %s", l)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "esp6.pcap")
+	if err := os.WriteFile(file, pcap.buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(tshark, "-n", "-r", file, "-o", "esp.enable_encryption_decode:TRUE", "-o", "esp.enable_authentication_check:TRUE",
+		"-T", "fields", "-E", "separator=|", "-e", "esp.spi", "-e", "l2tp.tunnel", "-e", "esp.icv_good", "-e", "_ws.malformed")
+	cmd.Env = append(os.Environ(), "WIRESHARK_CONFIG_DIR="+cfg, "HOME="+cfg)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != len(suites) {
+		t.Fatalf("tshark printed %d lines, want %d:\n%s", len(lines), len(suites), out)
+	}
+	for i, l := range lines {
+		f := strings.Split(l, "|")
+		if f[0] != fmt.Sprintf("0x%08x", 0x3000+i) || f[1] != "4660" || f[2] != "1" || f[3] != "" {
+			t.Errorf("%s: %q, want spi 0x%08x, L2TP tunnel 4660, good ICV, not malformed", suites[i], l, 0x3000+i)
 		}
 	}
 }
