@@ -144,6 +144,16 @@ func (st *Stack) deliverLocal(pkt []byte) bool {
 
 // ReadFrom implements net.PacketConn: one datagram (truncated to b).
 func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := l.ReadFromUDPAddrPort(b)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(from), nil
+}
+
+// ReadFromUDPAddrPort is ReadFrom without allocating the address (as
+// net.UDPConn's method of that name).
+func (l *udpListener) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 	for {
 		l.dmu.Lock()
 		dl, changed := l.deadline, l.dl
@@ -153,21 +163,21 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 		if !dl.IsZero() {
 			d := time.Until(dl)
 			if d <= 0 {
-				return 0, nil, os.ErrDeadlineExceeded
+				return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
 			}
 			t = time.NewTimer(d)
 			timer = t.C
 		}
 		var (
 			n     int
-			from  net.Addr
+			from  netip.AddrPort
 			err   error
 			again bool
 		)
 		select {
 		case dg := <-l.ch:
 			n = copy(b, *dg.buf)
-			from = net.UDPAddrFromAddrPort(dg.from)
+			from = dg.from
 			putListenBuf(dg.buf)
 		case <-l.done:
 			err = net.ErrClosed

@@ -68,8 +68,8 @@ func TestListenUDPFastPath(t *testing.T) {
 	src := netip.MustParseAddrPort("10.10.8.17:40000")
 	dst := netip.MustParseAddrPort("10.20.0.10:9")
 
-	ok := appendUDP4(nil, src, dst, 1, []byte("whole"))
-	if err := st.InjectInbound(ok); err != nil {
+	ok1 := appendUDP4(nil, src, dst, 1, []byte("whole"))
+	if err := st.InjectInbound(ok1); err != nil {
 		t.Fatal(err)
 	}
 	if got, from := readOne(t, pc); got != "whole" || from != src {
@@ -77,6 +77,18 @@ func TestListenUDPFastPath(t *testing.T) {
 	}
 	if n := st.Stats.UDPFastIn.Load(); n != 1 {
 		t.Fatalf("UDPFastIn = %d after one whole datagram, want 1", n)
+	}
+	// The allocation-free read, as *net.UDPConn has it.
+	ap, ok := pc.(interface {
+		ReadFromUDPAddrPort([]byte) (int, netip.AddrPort, error)
+	})
+	if !ok {
+		t.Fatal("ListenUDP socket has no ReadFromUDPAddrPort")
+	}
+	_ = st.InjectInbound(ok1)
+	buf := make([]byte, 64)
+	if n, from, err := ap.ReadFromUDPAddrPort(buf); err != nil || string(buf[:n]) != "whole" || from != src {
+		t.Fatalf("ReadFromUDPAddrPort: %q from %v, %v", buf[:n], from, err)
 	}
 
 	bad := appendUDP4(nil, src, dst, 2, []byte("corrupt"))
@@ -94,8 +106,8 @@ func TestListenUDPFastPath(t *testing.T) {
 	if got, _ := readOne(t, pc); got != string(big) {
 		t.Fatalf("after a corrupt datagram and a fragmented one, got %q, want the reassembled %d bytes", got, len(big))
 	}
-	if n := st.Stats.UDPFastIn.Load(); n != 1 {
-		t.Fatalf("UDPFastIn = %d, want 1 (corrupt and fragmented datagrams are gVisor's)", n)
+	if n := st.Stats.UDPFastIn.Load(); n != 2 {
+		t.Fatalf("UDPFastIn = %d, want 2 (corrupt and fragmented datagrams are gVisor's)", n)
 	}
 
 	for i := 0; i < ListenQueueLen+10; i++ {
@@ -116,7 +128,7 @@ func TestListenUDPFastPath(t *testing.T) {
 		t.Fatalf("ReadFrom after Close: %v, want net.ErrClosed", err)
 	}
 	before := st.Stats.UDPFastIn.Load()
-	_ = st.InjectInbound(ok)
+	_ = st.InjectInbound(ok1)
 	if st.Stats.UDPFastIn.Load() != before {
 		t.Fatal("a closed socket still takes fast-path datagrams")
 	}

@@ -57,8 +57,16 @@ func newSink() *sink { return &sink{sig: make(chan struct{}, 1)} }
 
 func (s *sink) serve(c net.PacketConn) {
 	buf := make([]byte, 65536)
+	// The address-free read of *net.UDPConn and ipstack's sockets, where
+	// the conn has one (a service that needs no net.Addr uses it).
+	read := func() (int, error) { n, _, err := c.ReadFrom(buf); return n, err }
+	if ac, ok := c.(interface {
+		ReadFromUDPAddrPort([]byte) (int, netip.AddrPort, error)
+	}); ok {
+		read = func() (int, error) { n, _, err := ac.ReadFromUDPAddrPort(buf); return n, err }
+	}
 	for {
-		n, _, err := c.ReadFrom(buf)
+		n, err := read()
 		if err != nil {
 			return
 		}
