@@ -136,6 +136,19 @@ func benchFailoverN(o *Options, rep *Report, n int, rows *[]Row) {
 		g1.run()
 		g2.run()
 		edges := make([]*failoverEdge, n)
+		// Failed attempts after the kill, by gateway and error.
+		var killedAt atomic.Int64
+		var failMu sync.Mutex
+		fails := map[string]int{}
+		gwName := func(addr string) string {
+			switch addr {
+			case g1.ike.String():
+				return "killed"
+			case g2.ike.String():
+				return "survivor"
+			}
+			return addr
+		}
 		for i := range edges {
 			e := &failoverEdge{name: fmt.Sprintf("s%d", i)}
 			c, err := uplink.New(uplink.Config{
@@ -148,6 +161,15 @@ func benchFailoverN(o *Options, rep *Report, n int, rows *[]Row) {
 					Logger:     quietLog,
 				},
 				Logger: quietLog,
+				OnState: func(st uplink.Status) {
+					if st.State != uplink.StateBackoff || st.LastErr == nil || killedAt.Load() == 0 {
+						return
+					}
+					k := gwName(st.Gateway) + ": " + st.LastErr.Error()
+					failMu.Lock()
+					fails[k]++
+					failMu.Unlock()
+				},
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -224,6 +246,7 @@ func benchFailoverN(o *Options, rep *Report, n int, rows *[]Row) {
 			t.Fatal("no edge on the first gateway")
 		}
 		killed := time.Now()
+		killedAt.Store(killed.UnixNano())
 		g1.kill()
 		routeAt := make([]time.Duration, len(moved))
 		serviceAt := make([]time.Duration, len(moved))
@@ -263,18 +286,16 @@ func benchFailoverN(o *Options, rep *Report, n int, rows *[]Row) {
 		*rows = append(*rows, stormRow(nameRoute, len(moved), mr, lr), stormRow(nameService, len(moved), ms, ls))
 		var attempts, failures uint64
 		phases := map[string]int{}
-		errs := map[string]int{}
 		for _, e := range moved {
 			st := e.c.Status()
 			attempts, failures = attempts+st.Attempts, failures+st.Failures
 			if st.Failures > 0 {
 				phases[st.LastPhase.String()]++
 			}
-			if st.LastErr != nil {
-				errs[st.LastErr.Error()]++
-			}
 		}
-		rep.note("failover: last errors of the moved edges: %v", errs)
+		failMu.Lock()
+		rep.note("failover: failed attempts after the kill by gateway and error: %v", fails)
+		failMu.Unlock()
 		rep.note("failover: %d edges on the killed gateway (default client timers, 1 datagram/s each): first edge noticed after %v; route (session on the surviving gateway): %s; service (echo through the new tunnel): %s; %d attempts, %d failed (last failed phase: %v)",
 			len(moved), detected.Round(10*time.Millisecond), fmtMarks(mr), fmtMarks(ms), attempts, failures, phases)
 		rep.note("failover: surviving gateway: %s", gatewayFailures(g2.srv))
