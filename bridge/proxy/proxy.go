@@ -122,8 +122,10 @@ type Stats struct {
 	BlockUploads, BlockDownloads, BlockErrors atomic.Uint64
 	// UpstreamReplaced counts upstream clients dropped and re-dialled
 	// (closed underneath or left unusable by go-coap). UpstreamRetransmits
-	// counts CONs resent by the upstream table (uptable.go).
-	UpstreamReplaced, UpstreamRetransmits atomic.Uint64
+	// counts CONs resent by the upstream table (uptable.go);
+	// UpstreamUnmatched answers it dropped (late: the exchange had ended,
+	// or foreign: no such token from that peer).
+	UpstreamReplaced, UpstreamRetransmits, UpstreamUnmatched atomic.Uint64
 	// Spooled counts device requests stored in the CoAP spool (answered
 	// 2.04); SpoolRefused those the spool refused (full, disk; answered
 	// 5.03); Unavailable every 5.03 with Max-Age answered to a device

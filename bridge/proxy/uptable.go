@@ -166,6 +166,7 @@ func (p *Proxy) upRoundTrip(ctx context.Context, e *endpointState, dst netip.Add
 		req.SetBody(nil) // RFC 7959 section 2.4: follow-ups carry no payload of their own
 	}
 	b, err := req.MarshalWithEncoder(coder.DefaultCoder)
+	b = bytes.Clone(b) // b aliases req's marshal buffer, which the pool reuses
 	req.Reset()
 	upMsgPool.Put(req)
 	if err != nil {
@@ -271,6 +272,7 @@ func (p *Proxy) demuxUp(src, dst netip.AddrPort, payload []byte) bool {
 		}
 	}
 	if len(m.Token) != 8 {
+		p.Stats.UpstreamUnmatched.Add(1)
 		return true
 	}
 	k := upKey{dst.Addr(), binary.BigEndian.Uint64(m.Token)}
@@ -278,6 +280,7 @@ func (p *Proxy) demuxUp(src, dst netip.AddrPort, payload []byte) bool {
 	x := t.byTok[k]
 	if x == nil || x.dst != src || (m.Type == message.Acknowledgement && uint16(m.MessageID) != x.mid) {
 		t.mu.Unlock()
+		p.Stats.UpstreamUnmatched.Add(1)
 		return true // late or foreign: dropped
 	}
 	delete(t.byTok, k)

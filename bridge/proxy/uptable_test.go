@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -83,7 +85,7 @@ func encodeMsg(t *testing.T, typ message.Type, code codes.Code, mid int32, tok m
 // test advances it.
 type fakeClock struct{ ns atomic.Int64 }
 
-func (c *fakeClock) now() time.Time           { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // A device request through the upstream table: central ignores the first
@@ -221,6 +223,87 @@ func TestUpTableSeparateTimeoutReset(t *testing.T) {
 	}
 	if e := r.px.Stats.UpstreamErrors.Load(); e != 2 {
 		t.Fatalf("UpstreamErrors = %d, want 2", e)
+	}
+	if n := r.px.up.inFlightUp(); n != 0 {
+		t.Fatalf("%d exchanges left in the table", n)
+	}
+}
+
+// Many exchanges at once through the table, each with its own body, and
+// central drops every first copy: each retransmission must carry its own
+// request's bytes (the encoded datagram is the exchange's own, not a
+// pooled buffer the next request reuses), every answer its own body, and
+// the table ends empty.
+func TestUpTableConcurrentExchanges(t *testing.T) {
+	clk := &fakeClock{}
+	clk.ns.Store(time.Unix(1_000_000, 0).UnixNano())
+	r := newRig(t, func(c *Config) { c.Now = clk.now; c.RequestTimeout = 30 * time.Second })
+	var mu sync.Mutex
+	first := map[string]string{} // token → body of the first copy
+	var mismatched atomic.Int32
+	cen := r.scriptedCentral(t, func(m *pool.Message, _ int) [][]byte {
+		body, _ := m.ReadBody()
+		mu.Lock()
+		b0, seen := first[string(m.Token())]
+		if !seen {
+			first[string(m.Token())] = string(body)
+		}
+		mu.Unlock()
+		if !seen {
+			return nil // the first copy is lost
+		}
+		if b0 != string(body) {
+			mismatched.Add(1)
+		}
+		a := pool.NewMessage(context.Background())
+		a.SetType(message.Acknowledgement)
+		a.SetCode(codes.Content)
+		a.SetMessageID(m.MessageID())
+		a.SetToken(m.Token())
+		a.SetBody(bytes.NewReader(body))
+		b, err := a.MarshalWithEncoder(coder.DefaultCoder)
+		if err != nil {
+			return nil
+		}
+		return [][]byte{b}
+	})
+	// A device session proves the DTLS server's Serve is running before the
+	// rig's cleanup closes it (downlink/coap: Close racing a Serve that has
+	// not started yet trips -race on its WaitGroup).
+	if _, err := coaptest.Dial(t, r.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: r.key}); err != nil {
+		t.Fatal(err)
+	}
+	e := r.px.endpoint("sensor-17")
+	const workers = 16
+	var wg sync.WaitGroup
+	errs := make(chan string, workers)
+	for g := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := fmt.Sprintf("worker-%d-body", g)
+			req := pool.NewMessage(context.Background())
+			req.SetCode(codes.POST)
+			req.SetType(message.Confirmable)
+			req.SetBody(bytes.NewReader([]byte(want)))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			c, err := r.px.upExchange(ctx, e, r.px.cfg.Central, req, "/echo", nil)
+			cancel()
+			if err != nil || string(c.body) != want {
+				errs <- fmt.Sprintf("%s: got %q %v", want, c.body, err)
+			}
+		}()
+	}
+	waitFor(t, func() bool { return len(cen.received()) == workers })
+	clk.advance(3 * time.Second)
+	r.px.retransmitUp(clk.now())
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if n := mismatched.Load(); n != 0 {
+		t.Errorf("%d retransmissions carried other bytes than their first copy", n)
 	}
 	if n := r.px.up.inFlightUp(); n != 0 {
 		t.Fatalf("%d exchanges left in the table", n)
