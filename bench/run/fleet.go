@@ -315,5 +315,3 @@ func (l *memLink) close() {
 	l.once.Do(func() { close(l.done) })
 	l.wg.Wait()
 }
-
-func (l *memLink) dropped() uint64 { return l.ab.dropped.Load() + l.ba.dropped.Load() }

@@ -32,8 +32,8 @@ type Options struct {
 	Sessions []int
 	// Only runs just the named measurements (comma-separated).
 	Only string
-	// Devices is how many simulated devices the CoAP relay runs.
-	Devices int
+	// Devices lists the CoAP relay's fleet sizes (one measurement each).
+	Devices []int
 	// InFlight bounds the CoAP relay's requests in flight fleet-wide.
 	InFlight int
 	// Endpoints lists the idle-endpoint counts for the bridge memory.
@@ -99,7 +99,7 @@ func quickOptions(o *Options) {
 	o.Setups = 2
 	o.Handshakes = 20
 	o.Sessions = []int{50}
-	o.Devices = 100
+	o.Devices = []int{100}
 	o.InFlight = 16
 	o.Endpoints = []int{200}
 	o.StormSensors, o.StormUplinks = 100, 5
@@ -518,7 +518,7 @@ func Main(args []string) int {
 	fs.IntVar(&o.Setups, "setups", 10, "sessions per set-up sample")
 	fs.IntVar(&o.Handshakes, "handshakes", 200, "DTLS handshakes per sample")
 	sessions := fs.String("sessions", "1000", "idle session counts for memory (comma-separated, e.g. 1000,10000)")
-	fs.IntVar(&o.Devices, "devices", 2000, "simulated devices for the CoAP relay (coap)")
+	devices := fs.String("devices", "2000,20000", "simulated devices for the CoAP relay (coap; comma-separated fleet sizes)")
 	fs.IntVar(&o.InFlight, "coap-inflight", 64, "CoAP relay: requests in flight across the fleet")
 	endpoints := fs.String("endpoints", "10000", "idle endpoint counts for the bridge memory (comma-separated, e.g. 10000,100000)")
 	fs.IntVar(&o.StormSensors, "storm-sensors", 5000, "storm: sensors re-connecting after a bridge restart")
@@ -538,6 +538,8 @@ func Main(args []string) int {
 	hIKE := fs.String("helper-ike", "", "internal: gateway IKE address for -helper-clients")
 	hNATT := fs.Int("helper-natt", 0, "internal: gateway NAT-T port for -helper-clients")
 	fs.StringVar(&o.HeapProfile, "heapprofile", "", "endpoints: write a heap profile with all sessions up to this path (+ .count)")
+	hcd := fs.String("helper-coap-devices", "", "internal: run as a device process of the CoAP relay measurement")
+	hcs := fs.Bool("helper-coap-sink", false, "internal: run as the central sink process of the CoAP relay measurement")
 	hd := fs.String("helper-devices", "", "internal: run as a device process of the bridge memory and storm measurements")
 	hg := fs.Int("helper-gateway", 0, "internal: run our gateway with this many identities as the set-up measurement's server process")
 	hBind := fs.String("helper-bind", "127.0.0.1", "internal: address for -helper-gateway")
@@ -546,6 +548,12 @@ func Main(args []string) int {
 	}
 	if *hd != "" {
 		return helperDevices(*hd)
+	}
+	if *hcd != "" {
+		return helperCoAPDevices(*hcd)
+	}
+	if *hcs {
+		return helperCoAPSink()
 	}
 	if *hg > 0 {
 		return helperGateway(*hg, *hBind)
@@ -581,6 +589,12 @@ func Main(args []string) int {
 		var n int
 		if _, err := fmt.Sscanf(strings.TrimSpace(s), "%d", &n); err == nil && n > 0 {
 			o.FailoverEdges = append(o.FailoverEdges, n)
+		}
+	}
+	for _, s := range strings.Split(*devices, ",") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(s), "%d", &n); err == nil && n > 0 {
+			o.Devices = append(o.Devices, n)
 		}
 	}
 	if o.Quick {
