@@ -107,19 +107,16 @@ func checkConfig(cmd *cobra.Command, path string, args []string) error {
 	if len(args) == 1 {
 		path = args[0]
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
+	_, warnings, err := config.Check(path, time.Now())
+	for _, w := range warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), w)
 	}
-	if err := checkFiles(path, cfg); err != nil {
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", path)
 	return nil
 }
-
-// checkFiles is filled in by the referenced-files check (files.go).
-var checkFiles = func(string, *config.Config) error { return nil }
 
 func runDaemon(cfg *config.Config, stderr io.Writer) error {
 	var lvl slog.Level

@@ -31,17 +31,43 @@ func TestVersion(t *testing.T) {
 }
 
 func TestCheckConfig(t *testing.T) {
+	// The shipped configuration names a central broker CA that is not
+	// installed here: --check-config opens it and says so.
 	code, out, errs := runCLI(t, "--check-config", "../../configs/bridge.yaml")
-	if code != 0 || !strings.Contains(out, "ok") {
-		t.Fatalf("reference config: got %d %q %q, want 0 ok", code, out, errs)
+	if code != 1 || !strings.Contains(errs, "configs/bridge.yaml:154: mqtt.central_ca: /etc/fleetgate/central-ca.pem: missing") {
+		t.Fatalf("reference config: got %d %q %q, want 1 naming the missing mqtt.central_ca", code, out, errs)
+	}
+	// A certificate uplink whose every file is missing: all listed in one
+	// run, each with its key and line.
+	dir := t.TempDir()
+	certCfg := filepath.Join(dir, "bridge.yaml")
+	y := "site: s\nprefix: 10.10.8.0/24\nstate_dir: " + dir + "/state\nuplink:\n  mode: l2tp-ipsec\n  gateways: [192.0.2.1]\n" +
+		"  cert: " + dir + "/site.crt\n  key: " + dir + "/site.key\n  ca: " + dir + "/ca.crt\n  gateway_id: vpn.example.net\n  crl: " + dir + "/crl.pem\n" +
+		"  ppp_user: u\n  ppp_password_file: site.ppp\n"
+	if err := os.WriteFile(certCfg, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runCLI(t, "--check-config", certCfg)
+	for _, want := range []string{":7: uplink.cert: " + dir + "/site.crt: missing", ":8: uplink.key: " + dir + "/site.key: missing",
+		":9: uplink.ca: " + dir + "/ca.crt: missing", ":11: uplink.crl: " + dir + "/crl.pem: missing", ":13: uplink.ppp_password_file: " + dir + "/site.ppp: missing"} {
+		if code != 1 || !strings.Contains(errs, certCfg+want) {
+			t.Errorf("cert uplink without files: got %d %q, want 1 and %q", code, errs, certCfg+want)
+		}
+	}
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("site: s\nprefix: 10.10.8.0/24\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs = runCLI(t, "--check-config", good); code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("minimal config: got %d %q %q, want 0 ok", code, out, errs)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(bad, []byte("site: x\nprefix: 10.10.8.0/24\nbogus: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	code, _, errs = runCLI(t, "--check-config", bad)
-	if code != 1 || !strings.Contains(errs, bad+":3: field bogus") {
-		t.Fatalf("bad config: got %d %q, want 1 naming %s:3: field bogus", code, errs, bad)
+	if code != 1 || !strings.Contains(errs, bad+":3: unknown key \"bogus\"") {
+		t.Fatalf("bad config: got %d %q, want 1 naming %s:3: unknown key \"bogus\"", code, errs, bad)
 	}
 }
 

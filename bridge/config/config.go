@@ -10,12 +10,15 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fleetgate/fleetgate/internal/yamlcheck"
 
 	"github.com/fleetgate/fleetgate/internal/secretfile"
 	"github.com/fleetgate/fleetgate/uplink/ike"
@@ -267,6 +270,10 @@ func Load(path string) (*Config, error) {
 		err = c.loadSecrets(path, b)
 	}
 	if err != nil {
+		var es Errors
+		if errors.As(err, &es) {
+			return nil, es.in(path)
+		}
 		var ce *Error
 		if errors.As(err, &ce) && ce.Line > 0 {
 			return nil, fmt.Errorf("%s:%w", path, err) // file:line: what
@@ -342,9 +349,20 @@ func Parse(b []byte) (*Config, error) {
 		Listen:   "127.0.0.1:9420",
 		LogLevel: "info",
 	}
+	var root yaml.Node
+	if yaml.Unmarshal(b, &root) == nil {
+		// Unknown keys and wrong types, every one, by key path and line
+		// with the closest valid key (yaml.v3's messages name Go types).
+		if ps := yamlcheck.Check(&root, reflect.TypeFor[Config]()); len(ps) > 0 {
+			es := make(Errors, 0, len(ps))
+			for _, p := range ps {
+				es = append(es, &Error{Line: p.Line, Msg: p.Msg})
+			}
+			return nil, es
+		}
+	}
 	dec := yaml.NewDecoder(bytesReader(b))
 	dec.KnownFields(true)
-	var root yaml.Node
 	if err := dec.Decode(c); err != nil {
 		e := yamlError(err)
 		if e.Line == 0 && yaml.Unmarshal(b, &root) == nil {
@@ -501,6 +519,44 @@ func (e *Error) Error() string {
 	}
 	return e.Msg
 }
+
+// Errors is every problem yamlcheck found, reported in one run.
+type Errors []*Error
+
+// Error joins the problems, one per line.
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap makes Errors match ErrInvalid.
+func (es Errors) Unwrap() error { return ErrInvalid }
+
+// in returns the problems located in file path: "path:line: what", one
+// per line.
+func (es Errors) in(path string) error { return fileErrors{path, es} }
+
+type fileErrors struct {
+	path string
+	es   Errors
+}
+
+func (f fileErrors) Error() string {
+	lines := make([]string, len(f.es))
+	for i, e := range f.es {
+		if e.Line > 0 {
+			lines[i] = fmt.Sprintf("%s:%d: %s", f.path, e.Line, e.Msg)
+		} else {
+			lines[i] = fmt.Sprintf("%s: %s", f.path, e.Msg)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (f fileErrors) Unwrap() error { return ErrInvalid }
 
 // Unwrap makes every Error match ErrInvalid.
 func (e *Error) Unwrap() error { return ErrInvalid }

@@ -80,7 +80,7 @@ func FuzzParse(f *testing.F) {
 func TestLoadErrorLines(t *testing.T) {
 	base := "site: s\nprefix: 10.10.8.0/24\n"
 	for _, tc := range []struct{ in, want string }{
-		{base + "bogus: 1\n", ":3: field bogus not found"},
+		{base + "bogus: 1\n", ":3: unknown key \"bogus\" (valid keys: bridge_address,"},
 		{base + "bridge_address: 10.10.9.1\n", ":3: bridge_address outside prefix"},
 		{base + "uplink:\n  mode: pptp\n", ":4: uplink.mode must be none or l2tp-ipsec"},
 		{base + "uplink:\n  mode: l2tp-ipsec\n  gateways: [192.0.2.1]\n  psk: x\n", ":3: uplink.ppp_user is empty"},

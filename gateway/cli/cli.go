@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -195,11 +196,11 @@ func checkConfig(cmd *cobra.Command, o *opts, args []string, fleet string) error
 	if len(args) == 1 {
 		path = args[0]
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
+	cfg, warnings, err := config.Check(path, time.Now())
+	for _, w := range warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), w)
 	}
-	if err := checkFiles(cfg); err != nil {
+	if err != nil {
 		return err
 	}
 	certs, psks := 0, 0
@@ -214,6 +215,3 @@ func checkConfig(cmd *cobra.Command, o *opts, args []string, fleet string) error
 		path, len(cfg.Identities), certs, psks, cfg.Pool.PrefixP, cfg.DataPlane.Mode, cfg.Listen.IKEAddr(), cfg.Listen.NATTAddr())
 	return nil
 }
-
-// checkFiles is filled in by the referenced-files check (files.go).
-var checkFiles = func(*config.Config) error { return nil }

@@ -30,15 +30,59 @@ func run(t *testing.T, args ...string) (int, string, string) {
 }
 
 func TestCheckConfig(t *testing.T) {
-	code, out, _ := run(t, "--check-config", testenv.ExampleConfig(t, "gateway.yaml"))
+	// The shipped configuration without its PKI: every missing file is
+	// listed, with its key, line and the command that creates it.
+	shipped := testenv.ExampleConfig(t, "gateway.yaml")
+	pkiDir := filepath.Join(filepath.Dir(shipped), "pki")
+	code, out, errs := run(t, "--check-config", shipped)
+	for _, want := range []string{
+		"pki.ca: " + filepath.Join(pkiDir, "ca.crt") + ": missing (create it with: gateway pki init --dir " + pkiDir,
+		"pki.cert: " + filepath.Join(pkiDir, "certs", "gw1.crt") + ": missing (create it with: gateway pki issue gw1 --kind gateway --dir " + pkiDir,
+		"pki.key: " + filepath.Join(pkiDir, "certs", "gw1.key") + ": missing",
+		"pki.crl: " + filepath.Join(pkiDir, "crl.pem") + ": missing (create it with: gateway pki crl --dir " + pkiDir,
+		"for a PSK-only gateway without a PKI remove pki.cert and pki.key",
+	} {
+		if code != 1 || !strings.Contains(errs, shipped+":") || !strings.Contains(errs, want) {
+			t.Errorf("shipped config without PKI: code %d, stderr %q; want 1 and %q", code, errs, want)
+		}
+	}
+	// The commands the errors name create exactly the files the shipped
+	// configuration names (`pki issue gw1 --kind gateway` used to write
+	// certs/gw1.crt while the config named pki/gateway.crt).
+	for _, args := range [][]string{{"pki", "init", "--dir", pkiDir}, {"pki", "issue", "gw1", "--kind", "gateway", "--dir", pkiDir, "--san", "vpn.example.net"}, {"pki", "crl", "--dir", pkiDir}} {
+		if code, _, errs := run(t, args...); code != 0 {
+			t.Fatalf("%v: %d %s", args, code, errs)
+		}
+	}
+	code, out, errs = run(t, "--check-config", shipped)
 	if code != 0 || !strings.Contains(out, "OK: 3 identities (2 cert, 1 psk)") {
-		t.Errorf("good config: code %d, out %q", code, out)
+		t.Errorf("good config: code %d, out %q, err %q", code, out, errs)
+	}
+	// A key of another certificate, group-readable, and a missing secret
+	// file: all three in one run.
+	if code, _, errs := run(t, "pki", "issue", "other", "--kind", "gateway", "--dir", pkiDir); code != 0 {
+		t.Fatal(errs)
+	}
+	if err := os.Rename(filepath.Join(pkiDir, "certs", "other.key"), filepath.Join(pkiDir, "certs", "gw1.key")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(pkiDir, "certs", "gw1.key"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(filepath.Dir(shipped), "secrets", "site-hall7.ppp")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = run(t, "check-config", shipped)
+	for _, want := range []string{"certificate \"gw1\" and its key do not match", "is accessible by group or others (mode 0640): run chmod 600", "site-hall7.ppp"} {
+		if code != 1 || !strings.Contains(errs, want) {
+			t.Errorf("broken PKI: code %d, stderr %q; want 1 and %q", code, errs, want)
+		}
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(bad, []byte("psk: {shared: x}\nlisten:\n  ike_port: 70000\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, _, errs := run(t, "check-config", bad)
+	code, _, errs = run(t, "check-config", bad)
 	if code != 1 || !strings.Contains(errs, bad+":3: listen.ike_port 70000 out of range") {
 		t.Errorf("bad config: code %d, stderr %q", code, errs)
 	}

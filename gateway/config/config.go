@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fleetgate/fleetgate/internal/yamlcheck"
 )
 
 // Production defaults for the listening ports (RFC 2409 §4.2 / IANA "isakmp",
@@ -414,13 +417,27 @@ var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 // Secret files it names are read without the permission check of Load.
 func Parse(file string, b []byte) (*Config, error) { return parse(file, b, false) }
 
-func parse(file string, b []byte, perms bool) (*Config, error) {
+func parse(file string, b []byte, perms bool) (*Config, error) { return parseKeep(file, b, perms, nil) }
+
+// parseKeep is parse; when validation (not decoding) fails it also stores
+// the decoded configuration in *keep, so Check can look at its files and
+// report those problems in the same run.
+func parseKeep(file string, b []byte, perms bool, keep **Config) (*Config, error) {
 	if file == "" {
 		file = "<input>"
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, yamlErrors(file, err)
+	}
+	// Unknown keys and wrong types, every one, by key path and line with
+	// the closest valid key (yaml.v3's own messages name Go types).
+	if ps := yamlcheck.Check(&root, reflect.TypeFor[Config]()); len(ps) > 0 {
+		es := make(Errors, 0, len(ps))
+		for _, p := range ps {
+			es = append(es, &Error{File: file, Line: p.Line, Msg: p.Msg})
+		}
+		return nil, es
 	}
 	c := &Config{File: file, root: &root}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -435,6 +452,9 @@ func parse(file string, b []byte, perms bool) (*Config, error) {
 	v := &validator{c: c, perms: perms}
 	v.run()
 	if len(v.errs) > 0 {
+		if keep != nil {
+			*keep = c
+		}
 		return nil, v.errs
 	}
 	return c, nil

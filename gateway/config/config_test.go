@@ -115,7 +115,9 @@ func TestParseErrorsCarryLines(t *testing.T) {
 		in   string
 		want []string // substrings, one per expected error, "file:line: msg"
 	}{
-		{"unknown key", "listen:\n  adress: 1.2.3.4\n", []string{"f.yaml:2: field adress not found"}},
+		{"unknown key", "listen:\n  adress: 1.2.3.4\n", []string{"f.yaml:2: listen: unknown key \"adress\"; did you mean \"address\"?"}},
+		{"misspelt section", "psk: {shared: x}\nproposal:\n  ike: [aes256-sha256-modp2048]\n", []string{"f.yaml:2: unknown key \"proposal\"; did you mean \"proposals\"?"}},
+		{"wrong type names key and type", "listen:\n  ike_port: five hundred\n  natt_port: [4500]\n", []string{"f.yaml:2: listen.ike_port: expected an integer, got \"five hundred\"", "f.yaml:3: listen.natt_port: expected an integer, got a list"}},
 		{"bad yaml", "listen: [\n", []string{"f.yaml:"}},
 		{"bad prefix", "psk: {shared: x}\nidentities:\n  - name: a\n    ppp: {password: p}\n    routes: [10.10.8.1/24]\n", []string{"f.yaml:5: \"10.10.8.1/24\" has host bits set"}},
 		{"ipv6_prefix", "psk: {shared: x}\nidentities:\n  - name: a\n    ppp: {password: p}\n    ipv6_prefix: 10.10.8.0/24\n  - name: b\n    ppp: {password: p}\n    ipv6_prefix: 2001:db8:8::1/64\n  - name: c\n    ppp: {password: p}\n    ipv6_prefix: 2001:db8::/32\n  - name: d\n    ppp: {password: p}\n    ipv6_prefix: 2001:db8:8::/48\n  - name: e\n    ppp: {password: p}\n    ipv6_prefix: 2001:db8:8:1::/64\n",
