@@ -21,8 +21,10 @@ PKGS=(
   prometheus    # promtool checks deploy/monitoring rules (the server is not started)
   ike-scan      # a stock IKE initiator: gateway/engine checks the stateless responder cookie against it
   chromium      # headless browser: internal/statuspage's browser test (chromedp) renders both daemons' status pages
+  lintian       # deploy/deb's package test checks the built .deb with it
 )
 STATICCHECK_VERSION=v0.8.2   # honnef.co/go/tools
+NFPM_VERSION=v2.48.0         # github.com/goreleaser/nfpm: the .deb packager of deploy/dist.sh (same pin there)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -56,4 +58,8 @@ gobin=$(go env GOPATH)/bin
 if ! "$gobin/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
   echo "install-deps: installing staticcheck ${STATICCHECK_VERSION}"
   go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+fi
+if ! go version -m "$gobin/nfpm" 2>/dev/null | grep -q "github.com/goreleaser/nfpm/v2[[:space:]]*${NFPM_VERSION}"; then
+  echo "install-deps: installing nfpm ${NFPM_VERSION}"
+  go install "github.com/goreleaser/nfpm/v2/cmd/nfpm@${NFPM_VERSION}"
 fi

@@ -35,6 +35,9 @@ func TestCheckConfig(t *testing.T) {
 	shipped := testenv.ExampleConfig(t, "gateway.yaml")
 	pkiDir := filepath.Join(filepath.Dir(shipped), "pki")
 	code, out, errs := run(t, "--check-config", shipped)
+	if strings.Contains(out, "OK") {
+		t.Errorf("shipped config without PKI: stdout %q says OK", out)
+	}
 	for _, want := range []string{
 		"pki.ca: " + filepath.Join(pkiDir, "ca.crt") + ": missing (create it with: gateway pki init --dir " + pkiDir,
 		"pki.cert: " + filepath.Join(pkiDir, "certs", "gw1.crt") + ": missing (create it with: gateway pki issue gw1 --kind gateway --dir " + pkiDir,
