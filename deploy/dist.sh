@@ -15,7 +15,7 @@
 # the units (ExecStart on /usr/bin), sysusers.d, and the example
 # configurations as conffiles in /etc/fleetgate. No secrets.
 #
-# Every binary is CGO_ENABLED=0 (static, no libc), -trimpath (no build paths),
+# Every release binary is CGO_ENABLED=0 (static, no libc), -trimpath (no build paths),
 # stripped of the symbol table (-s -w). Output: dist/<cmd>-<os>-<arch>[v7]
 # and dist/SHA256SUMS. A command whose directory has no main package yet is
 # skipped with a loud line; STRICT=1 makes that an error.
@@ -27,6 +27,11 @@ TARGETS=${TARGETS:-"linux/amd64 linux/arm64 linux/arm/7"}
 CMDS=${CMDS:-"gateway bridge firmware-sim"}
 STRICT=${STRICT:-0}
 DEBS=${DEBS:-1}
+# TESTBUILD=1 (deploy/deb's test only, never a release): build with the
+# default flags so the test reuses the build cache of `go build ./...`
+# instead of compiling the whole tree again for CGO_ENABLED=0 -trimpath
+# (minutes on a loaded CI box); the binaries then need libc6.
+TESTBUILD=${TESTBUILD:-0}
 NFPM_VERSION=v2.48.0   # name the version: a later one may need a newer Go
 # The pinned nfpm that deploy/ci/install-deps.sh installs, else go run it.
 if [[ -z ${NFPM:-} ]]; then
@@ -62,8 +67,14 @@ for cmd in $CMDS; do
     IFS=/ read -r goos goarch goarm <<<"$t"
     out="$DIST/$cmd-$goos-$goarch${goarm:+v$goarm}"
     echo "build $out ($ver)"
-    CGO_ENABLED=0 GOOS=$goos GOARCH=$goarch GOARM=${goarm:-} \
-      go build -trimpath -ldflags "$ldflags" -o "$out" "./$cmd"
+    if [[ $TESTBUILD == 1 ]]; then
+      # The flags of `go build ./...` (its cache is reused: only the link
+      # runs), so dynamically linked against libc; for the package test.
+      GOOS=$goos GOARCH=$goarch GOARM=${goarm:-} go build -ldflags "$ldflags" -o "$out" "./$cmd"
+    else
+      CGO_ENABLED=0 GOOS=$goos GOARCH=$goarch GOARM=${goarm:-} \
+        go build -trimpath -ldflags "$ldflags" -o "$out" "./$cmd"
+    fi
     built+=("$(basename "$out")")
   done
 done
@@ -105,7 +116,9 @@ if [[ $DEBS == 1 && $skipped -eq 0 ]]; then
     mkdir -p "$bin"
     for cmd in $CMDS; do cp "$DIST/$cmd-$goos-$goarch${goarm:+v$goarm}" "$bin/$cmd"; done
     echo "package $DIST/fleetgate_${debver}_$arch.deb"
-    sed -e "s#\${DEB_ARCH}#$arch#g" -e "s#\${DEB_VERSION}#$debver#g" -e "s#\${BIN}#$bin#g" -e "s#\${STAGE}#$stage#g" \
+    libc=""
+    [[ $TESTBUILD == 1 ]] && libc='s#^  - iproute2$#  - iproute2\n  - libc6#'
+    sed -e "${libc:-s#^##}" -e "s#\${DEB_ARCH}#$arch#g" -e "s#\${DEB_VERSION}#$debver#g" -e "s#\${BIN}#$bin#g" -e "s#\${STAGE}#$stage#g" \
       deploy/deb/nfpm.yaml >"$stage/nfpm-$arch.yaml"
     $NFPM package --config "$stage/nfpm-$arch.yaml" --packager deb --target "$DIST/fleetgate_${debver}_$arch.deb" >/dev/null
   done
