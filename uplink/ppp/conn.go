@@ -2,6 +2,7 @@ package ppp
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,8 +22,10 @@ type Conn struct {
 	link FrameLink
 	m    *machine // owned by run
 
-	in      chan []byte
+	in      chan []byte // nil: a Flush marker
 	results chan func()
+	flushMu sync.Mutex
+	flushed []chan error // Flush callers, in the order of their markers
 	closeCh chan struct{}
 	lowerCh chan struct{}
 	ctx     context.Context
@@ -165,6 +168,10 @@ func (c *Conn) run() {
 		}
 		select {
 		case f := <-c.in:
+			if f == nil {
+				c.answerFlush()
+				continue
+			}
 			c.m.Input(clk.Now(), f)
 		case fn := <-c.results:
 			fn()
@@ -177,6 +184,11 @@ func (c *Conn) run() {
 			c.m.now = clk.Now()
 			c.m.fail(ErrClosed)
 		case <-c.lowerCh:
+			// Frames that arrived before the lower layer went down
+			// come first: a peer that refused our login sends its
+			// Failure and then closes the session, and the Failure is
+			// why the link ends.
+			c.drainInput(clk.Now())
 			c.m.LowerDown()
 		}
 	}
@@ -247,6 +259,68 @@ func (c *Conn) Input(frame []byte) {
 	default:
 		c.cfg.Stats.InboxOverflow.Add(1)
 	}
+}
+
+// Flush waits until the owner goroutine has handled every frame Input
+// queued before the call, and returns the error the link is ending with
+// (nil while it is not ending). It gives up after timeout (real time: it
+// bounds a hand-off between goroutines) or when the Conn is done, and
+// then returns the error the Conn ended with, if any. A lower layer that
+// learns its peer closed uses it to find out whether PPP, whose frames
+// arrived first, already knows why: a gateway hangs up after a failed
+// login, and the Failure packet is the cause to report, not the hang-up.
+func (c *Conn) Flush(timeout time.Duration) error {
+	ch := make(chan error, 1)
+	c.flushMu.Lock()
+	c.flushed = append(c.flushed, ch)
+	c.flushMu.Unlock()
+	tm := time.NewTimer(timeout)
+	defer tm.Stop()
+	select {
+	case c.in <- nil:
+	case <-c.done:
+		return c.err
+	case <-tm.C:
+		c.flushMu.Lock() // no marker was queued: forget the waiter
+		c.flushed = slices.DeleteFunc(c.flushed, func(w chan error) bool { return w == ch })
+		c.flushMu.Unlock()
+		return nil
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-c.done:
+		return c.err
+	case <-tm.C:
+		return nil
+	}
+}
+
+// drainInput handles the frames already queued (owner goroutine).
+func (c *Conn) drainInput(now time.Time) {
+	for {
+		select {
+		case f := <-c.in:
+			if f == nil {
+				c.answerFlush()
+			} else if c.m.phase != phaseDead {
+				c.m.Input(now, f)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// answerFlush answers the oldest Flush caller (owner goroutine).
+func (c *Conn) answerFlush() {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	if len(c.flushed) == 0 {
+		return
+	}
+	c.flushed[0] <- c.m.err
+	c.flushed = c.flushed[1:]
 }
 
 // inputQueuedIPv4 runs on the owner goroutine for an IPv4 frame queued by

@@ -139,7 +139,17 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Tunnel, error) {
 	}()
 
 	if err := t.setup(ctx); err != nil {
+		// setup's verdict wins over the first failure recorded: it
+		// already prefers a lower layer's cause (failOr) and, for a
+		// refused login, PPP's over the hang-up that followed it.
 		t.fail(t.Phase(), err)
+		t.mu.Lock()
+		var te *Error
+		if !errors.As(err, &te) {
+			te = &Error{t.Phase(), err}
+		}
+		t.failErr = te
+		t.mu.Unlock()
 		t.teardown(false)
 		return nil, t.err
 	}
@@ -231,26 +241,11 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	select {
 	case <-t.ppp.Up():
 	case <-t.ppp.Done():
-		err := t.ppp.Err()
-		if errors.Is(err, ppp.ErrLinkDown) {
-			// The LNS dropped the call during PPP negotiation (a server
-			// whose PPP failed sends CDN): still a PPP-phase failure.
-			return &Error{PhasePPP, fmt.Errorf("%w: %w", err, t.sessErr())}
-		}
-		return &Error{t.pppPhase(err), err}
+		return t.pppFailure(ctx)
 	case <-t.failCh:
-		// A server that refused our login also deletes the IKE SA right
-		// after: when PPP has already ended too, report why it did.
-		select {
-		case <-t.ppp.Done():
-			if err := t.ppp.Err(); !errors.Is(err, ppp.ErrLinkDown) {
-				return &Error{t.pppPhase(err), err}
-			}
-		default:
-		}
-		return t.failErr
+		return t.pppFailure(ctx)
 	case <-ctx.Done():
-		return t.failOr(fmt.Errorf("%w: %v", ErrSetupTimeout, ctx.Err()))
+		return t.pppFailure(ctx)
 	}
 	info := t.ppp.Info()
 	t.mu.Lock()
@@ -259,6 +254,31 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	t.setPhase(PhaseUp)
 	t.log.Info("tunnel established", "addr", info.Local, "peer", info.Peer, "suite", t.Status().Suite, "auth", info.Method)
 	return nil
+}
+
+// pppFailure says why set-up ended while PPP negotiated. A server that
+// refused our login sends its Failure packet, then closes the L2TP tunnel
+// and deletes the IKE SA (and a failed set-up cancels ctx): PPP received
+// the Failure first, so once it has handled what it queued, its verdict
+// is the cause to report; a loaded machine otherwise reported "ipsec:
+// peer deleted IPsec SA" for a wrong password, whichever of these woke
+// the caller first.
+func (t *Tunnel) pppFailure(ctx context.Context) error {
+	perr := t.ppp.Flush(time.Second) // what PPP is ending with, nil if nothing
+	if perr != nil && !errors.Is(perr, ppp.ErrLinkDown) {
+		return &Error{t.pppPhase(perr), perr}
+	}
+	select {
+	case <-t.failCh:
+		return t.failErr
+	default:
+	}
+	if perr != nil {
+		// The LNS dropped the call during PPP negotiation (a server
+		// whose PPP failed sends CDN): still a PPP-phase failure.
+		return &Error{PhasePPP, fmt.Errorf("%w: %w", perr, t.sessErr())}
+	}
+	return t.failOr(fmt.Errorf("%w: %v", ErrSetupTimeout, ctx.Err()))
 }
 
 // failOr prefers the lower-layer failure that caused err, if any.
