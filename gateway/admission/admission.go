@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/fleetgate/fleetgate/internal/srcaddr"
 	"github.com/fleetgate/fleetgate/uplink/link"
 )
 
@@ -106,7 +107,7 @@ func (l *Limiter) idleAfter() time.Duration {
 // Allow decides whether a new Main Mode from src may proceed.
 func (l *Limiter) Allow(src netip.Addr) Decision {
 	now := l.cfg.Clock.Now()
-	src = src.Unmap()
+	src = srcaddr.Key(src) // an IPv6 source counts as its /64
 	l.mu.Lock()
 	s := l.srcs[src]
 	if s == nil {

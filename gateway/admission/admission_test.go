@@ -61,3 +61,22 @@ func TestSourceTableBounded(t *testing.T) {
 		t.Errorf("after idle eviction: got %d sources, want 1", got)
 	}
 }
+
+// TestPerSourceIPv6Prefix: the addresses of one IPv6 /64 share one
+// per-source bucket.
+func TestPerSourceIPv6Prefix(t *testing.T) {
+	l := New(Config{GlobalRate: 100, GlobalBurst: 100, PerSourceRate: 1, PerSourceBurst: 3, Clock: linktest.NewClock()})
+	admitted := 0
+	for i := range 10 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x66, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(i + 1)})
+		if l.Allow(a) == Admit {
+			admitted++
+		}
+	}
+	if admitted != 3 {
+		t.Fatalf("10 addresses of one /64: %d admitted, want 3 (one bucket)", admitted)
+	}
+	if l.Allow(netip.MustParseAddr("2001:db8:66:1::1")) != Admit {
+		t.Fatal("another /64 refused")
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/srcaddr"
 )
 
 // Backoff slows repeated failed logins (IKE authentication and PPP
@@ -50,7 +52,7 @@ func (b *Backoff) CheckSource(src netip.Addr) time.Duration {
 	if b == nil {
 		return 0
 	}
-	src = src.Unmap()
+	src = srcaddr.Key(src) // an IPv6 source counts as its /64
 	now := b.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -102,7 +104,7 @@ func (b *Backoff) Check(src netip.Addr, identity string) time.Duration {
 	if b == nil {
 		return 0
 	}
-	src = src.Unmap()
+	src = srcaddr.Key(src) // an IPv6 source counts as its /64
 	now := b.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -124,7 +126,7 @@ func (b *Backoff) Failed(src netip.Addr, identity string) {
 	if b == nil {
 		return
 	}
-	src = src.Unmap()
+	src = srcaddr.Key(src) // an IPv6 source counts as its /64
 	now := b.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -140,7 +142,7 @@ func (b *Backoff) Succeeded(src netip.Addr, identity string) {
 	if b == nil {
 		return
 	}
-	src = src.Unmap()
+	src = srcaddr.Key(src) // an IPv6 source counts as its /64
 	now := b.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()

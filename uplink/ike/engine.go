@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/srcaddr"
 	"github.com/fleetgate/fleetgate/uplink/esp"
 	"github.com/fleetgate/fleetgate/uplink/link"
 )
@@ -605,6 +606,7 @@ type bucket struct {
 
 // allow takes a token for src; it is checked before any DH computation.
 func (e *Engine) allow(src netip.Addr) bool {
+	src = srcaddr.Key(src) // an IPv6 peer's bucket is its /64's
 	now := e.cfg.Clock.Now()
 	b := e.buckets[src]
 	if b == nil {

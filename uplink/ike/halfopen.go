@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/srcaddr"
 )
 
 // Cheap until the peer proves its address (RFC 2408 §2.5.3, issue 18).
@@ -195,7 +197,7 @@ func (e *Engine) respondMM1(m *Message, b []byte, local, remote netip.AddrPort, 
 // work; a refused MM3 is dropped and its entry kept, so the initiator's
 // retransmission may be admitted later. An admitted one becomes an ikeSA.
 func (e *Engine) respondMM3(h *halfOpen, m *Message, b []byte, local, remote netip.AddrPort, natt bool) {
-	if e.perSource[remote.Addr()] >= e.cfg.MaxSAsPerSource {
+	if e.perSource[srcaddr.Key(remote.Addr())] >= e.cfg.MaxSAsPerSource { // an IPv6 peer counts as its /64
 		e.stats.SourceSALimited.Add(1)
 		e.warn("ISAKMP SA limit per source reached, dropping Main Mode", "peer", remote)
 		return
@@ -219,7 +221,7 @@ func (e *Engine) respondMM3(h *halfOpen, m *Message, b []byte, local, remote net
 	sa.prop, sa.auth, sa.life, sa.psk, sa.saBody = h.prop, h.auth, h.life, h.psk, h.saBody
 	sa.lastSent, sa.lastRecv = h.mm2, h.mm1
 	sa.state = p1MM2Sent
-	sa.counted = sa.remote.Addr()
+	sa.counted = srcaddr.Key(sa.remote.Addr())
 	e.perSource[sa.counted]++
 	e.nHalf++
 	e.sas[cookieKey(sa.ci, sa.cr)] = sa

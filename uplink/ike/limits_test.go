@@ -489,3 +489,31 @@ func FuzzHalfOpenMM3(f *testing.F) {
 		}
 	})
 }
+
+// TestSourceSALimitIPv6Prefix: IPv6 peers count per /64, so one host
+// rotating through its /64 (privacy addresses, or an attacker) cannot
+// multiply MaxSAsPerSource; another /64 is unaffected.
+func TestSourceSALimitIPv6Prefix(t *testing.T) {
+	clk := linktest.NewClock()
+	cs := &captureSender{}
+	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), MaxSAsPerSource: 2, HalfOpenTTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort("[2001:db8::1]:500")
+	proven := func(src string) {
+		ap := netip.MustParseAddrPort(src)
+		e.Input(freshMM1(), local, ap, false)
+		e.Input(mm3For(t, cs.out[len(cs.out)-1]), local, ap, false)
+	}
+	proven("[2001:db8:66::1]:500")
+	proven("[2001:db8:66::2]:500")
+	proven("[2001:db8:66::3:4]:500") // same /64: over the limit
+	if got := e.Stats().SourceSALimited.Load(); got != 1 {
+		t.Fatalf("SourceSALimited: got %d, want 1 (three addresses of one /64)", got)
+	}
+	proven("[2001:db8:66:1::1]:500") // the next /64
+	if _, n := e.HalfOpen(); n != 3 || e.Stats().SourceSALimited.Load() != 1 {
+		t.Fatalf("negotiating %d, limited %d; want 3, 1", n, e.Stats().SourceSALimited.Load())
+	}
+}
