@@ -34,7 +34,10 @@ const perChild = 15000
 // par handshakes in flight per process, and keep the sessions idle until
 // the returned stop is called. reconnect makes them re-dial (with the
 // firmware-sim backoff) whenever a session ends or redial is called.
-func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, reconnect bool) (stop, redial func()) {
+//
+// ping makes every device ping its session and re-dial if that is not
+// answered within 3 s.
+func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, reconnect bool) (stop, redial, ping func()) {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -80,8 +83,14 @@ func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, 
 			_, _ = io.WriteString(in, "redial\n")
 		}
 	}
-	return stop, redial
+	ping = func() {
+		for _, in := range stdins {
+			_, _ = io.WriteString(in, "ping\n")
+		}
+	}
+	return stop, redial, ping
 }
+
 
 // helperDevices is the child side: spec is
 // state-file:start:count:source-ip:dst-host:dst-port:par:reconnect.
@@ -129,10 +138,17 @@ func helperDevices(spec string) int {
 	}
 	// Each "redial" line makes every device drop its session and dial
 	// again (a bridge restart the devices have noticed); EOF ends.
+	// "ping" makes every device send a CoAP ping (an empty CON) on its
+	// session and re-dial if no answer comes within 3 s (a restarted bridge
+	// that restored its sessions answers; one that did not drops it).
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
-		if sc.Text() == "redial" {
+		switch sc.Text() {
+		case "redial":
 			old := redialCh.Swap(newSignal())
+			close(*old)
+		case "ping":
+			old := pingCh.Swap(newSignal())
 			close(*old)
 		}
 	}
@@ -144,13 +160,13 @@ func helperDevices(spec string) int {
 	return 0
 }
 
-// redialCh is closed (and replaced) when the parent asks every device to
-// dial again.
-var redialCh atomic.Pointer[chan struct{}]
+// redialCh and pingCh are closed (and replaced) when the parent asks every
+// device to dial again or to ping its session.
+var redialCh, pingCh atomic.Pointer[chan struct{}]
 
 func newSignal() *chan struct{} { c := make(chan struct{}); return &c }
 
-func init() { redialCh.Store(newSignal()) }
+func init() { redialCh.Store(newSignal()); pingCh.Store(newSignal()) }
 
 // keepDevice dials d (holding a slot of sem during the handshake) and, if
 // reconnect, dials again after its session ends, waiting 50 ms–5 s of
@@ -187,10 +203,12 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 			return
 		}
 		// A session ends when the bridge closes it (close_notify: the
-		// device notices at once) or when the parent says the bridge
-		// restarted (a device notices that at its next request).
-		redial := *redialCh.Load()
+		// device notices at once), when the parent says the bridge
+		// restarted (a device notices that at its next request), or when a
+		// ping the parent asked for is not answered.
+		redial, ping := *redialCh.Load(), *pingCh.Load()
 		closed := make(chan struct{})
+		got := make(chan struct{}, 1)
 		go func() {
 			buf := make([]byte, 1500)
 			for {
@@ -198,24 +216,55 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 					close(closed)
 					return
 				}
+				select {
+				case got <- struct{}{}:
+				default:
+				}
 			}
 		}()
-		select {
-		case <-ctx.Done():
-			c.close()
-			<-closed
+		mid := uint16(rand.Uint32())
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				c.close()
+				<-closed
+				return
+			case <-closed:
+				c.close()
+				break wait
+			case <-redial:
+				c.close()
+				<-closed
+				break wait
+			case <-ping:
+				ping = *pingCh.Load()
+				select {
+				case <-got:
+				default:
+				}
+				mid++
+				// CoAP ping: version 1, CON, no token, code 0.00 (RFC 7252 section 4.3).
+				_, err := c.dc.Write([]byte{0x40, 0, byte(mid >> 8), byte(mid)})
+				t := time.NewTimer(3 * time.Second)
+				select {
+				case <-got:
+					t.Stop()
+					if err == nil {
+						continue
+					}
+				case <-closed:
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				t.Stop()
+				c.close()
+				<-closed
+				break wait
+			}
+		}
+		if !sleepCtx(ctx, bo.Next()) {
 			return
-		case <-closed:
-			c.close()
-			if !sleepCtx(ctx, bo.Next()) {
-				return
-			}
-		case <-redial:
-			c.close()
-			<-closed
-			if !sleepCtx(ctx, bo.Next()) {
-				return
-			}
 		}
 	}
 }
@@ -290,7 +339,7 @@ func benchEndpoints(o *Options, rep *Report) {
 			t.Cleanup(b.close)
 			mem1, g1 := memStat()
 			t0 := time.Now()
-			stop, _ := deviceChildren(t, path, n, b.srv.Addr().String(), 8, false)
+			stop, _, _ := deviceChildren(t, path, n, b.srv.Addr().String(), 8, false)
 			// Wait for every session, or until the count has not moved
 			// for 20 s (a handshake the client finished but the server
 			// gave up on leaves a device without a session).

@@ -521,7 +521,7 @@ func Main(args []string) int {
 	devices := fs.String("devices", "2000,20000", "simulated devices for the CoAP relay (coap; comma-separated fleet sizes)")
 	fs.IntVar(&o.InFlight, "coap-inflight", 64, "CoAP relay: requests in flight across the fleet")
 	endpoints := fs.String("endpoints", "10000", "idle endpoint counts for the bridge memory (comma-separated, e.g. 10000,100000)")
-	fs.IntVar(&o.StormSensors, "storm-sensors", 5000, "storm: sensors re-connecting after a bridge restart")
+	fs.IntVar(&o.StormSensors, "storm-sensors", 10000, "storm: sensors re-connecting after a bridge restart")
 	fs.IntVar(&o.StormUplinks, "storm-uplinks", 200, "storm: edge uplinks re-connecting after a gateway restart")
 	fs.StringVar(&o.StormIKE, "storm-ike", "aes128-sha1-modp2048", "storm: the edge uplinks' IKE proposal")
 	fs.IntVar(&o.StormPar, "storm-par", 64, "storm: handshakes in flight per device process")

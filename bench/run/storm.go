@@ -72,13 +72,22 @@ func stormRow(name string, n int, m [3]time.Duration, last int) Row {
 // sessions with a bridge site (bridge/daemon Site: registry, ipstack,
 // proxy, DTLS/CoAP; uplink "none"); the site is closed and a new one is
 // made and started on the same state directory and port; the time until
-// every device has a session again is measured from the Close. Devices
-// (child processes) re-dial with firmware-sim's equal-jitter backoff
-// (50 ms–5 s) when they get a close_notify, or, 2 s after the Close, when
-// told to (idle devices would notice at their next request).
-func benchBridgeStorm(o *Options, rep *Report, rows *[]Row) {
+// every device is back is measured from the Close.
+//
+// keep (the default, downlink.keep_sessions): the closing site saves its
+// DTLS sessions and tells no device; once the new site is started every
+// device pings its session (a CoAP ping, as its next report would) and is
+// back when the new site holds a live session for it: resumed from the
+// state file, or after a new handshake if its ping went unanswered for 3 s.
+// Without keep: devices re-dial with firmware-sim's equal-jitter backoff
+// (50 ms–5 s here) when they get a close_notify, or, 2 s after the Close,
+// when told to; every one handshakes.
+func benchBridgeStorm(o *Options, rep *Report, rows *[]Row, keep bool) {
 	n := o.StormSensors
-	name := fmt.Sprintf("%d sensors after a bridge restart", n)
+	name := fmt.Sprintf("%d sensors after a bridge restart, sessions restored", n)
+	if !keep {
+		name = fmt.Sprintf("%d sensors after a bridge restart, every one handshakes (keep_sessions false)", n)
+	}
 	_, msg, err := runScoped("storm-bridge", func(t testing.TB) {
 		devs := makeFleet(n)
 		dir := t.TempDir()
@@ -96,20 +105,22 @@ func benchBridgeStorm(o *Options, rep *Report, rows *[]Row) {
 		y := fmt.Sprintf(`site: storm
 prefix: %s
 state_dir: %s
-downlink: {coap_listen: "127.0.0.1:%d"}
+downlink: {coap_listen: "127.0.0.1:%d", keep_sessions: %t}
 central_coap: 10.20.0.1:5683
 http_listen: "127.0.0.1:0"
 uplink: {mode: none}
-`, fleetPrefix, dir, port)
+`, fleetPrefix, dir, port, keep)
 		cfg, err := bconfig.Parse([]byte(y))
 		if err != nil {
 			t.Fatal(err)
 		}
-		online := func(s *daemon.Site) func() int {
+		// online counts endpoints with a session; live ones only (not
+		// parked, i.e. not merely restored) when live is set.
+		online := func(s *daemon.Site, live bool) func() int {
 			return func() int {
 				k := 0
 				for _, e := range s.Status().Endpoints {
-					if e.Online {
+					if e.Online && (!live || !e.Parked) {
 						k++
 					}
 				}
@@ -128,8 +139,8 @@ uplink: {mode: none}
 			}
 		})
 		t0 := time.Now()
-		_, redial := deviceChildren(t, path, n, fmt.Sprintf("127.0.0.1:%d", port), o.StormPar, true)
-		m, last := stormTimes(t0, n, 5*time.Minute, online(s1))
+		_, redial, ping := deviceChildren(t, path, n, fmt.Sprintf("127.0.0.1:%d", port), o.StormPar, true)
+		m, last := stormTimes(t0, n, 5*time.Minute, online(s1, false))
 		if m[2] == 0 {
 			t.Fatalf("initial connect: %d of %d sessions", last, n)
 		}
@@ -146,19 +157,28 @@ uplink: {mode: none}
 		t.Cleanup(func() { _ = s2.Close() })
 		s2.Start()
 		tUp := time.Since(t0)
+		if keep {
+			ping()
+			m, last = stormTimes(t0, n, 5*time.Minute, online(s2, true))
+			*rows = append(*rows, stormRow(name, n, m, last))
+			rep.note("storm: restarted bridge counted %s", siteHandshakes(s2))
+			rep.note("storm: bridge restart with %d sensors, sessions saved at Close and restored (from Close; Close took %v, New+Start done at %v; every device pinged its session then): %s",
+				n, tClose.Round(time.Millisecond), tUp.Round(time.Millisecond), fmtMarks(m))
+			return
+		}
 		// Devices that saw a close_notify re-dial by themselves; the
 		// others notice a restart only at their next request, which idle
 		// devices do not make: after 2 s the rest are told to re-dial at
 		// once (as their next report would), and the clock keeps running
 		// from the Close.
 		time.Sleep(2 * time.Second)
-		self := online(s2)()
+		self := online(s2, false)()
 		redial()
-		m, last = stormTimes(t0, n, 5*time.Minute, online(s2))
+		m, last = stormTimes(t0, n, 5*time.Minute, online(s2, false))
 		rep.note("storm: %d of %d sensors had re-established on their own (close_notify from the closing bridge) 2 s after the Close; the rest were told to re-dial then", self, n)
 		*rows = append(*rows, stormRow(name, n, m, last))
 		rep.note("storm: restarted bridge counted %s", siteHandshakes(s2))
-		rep.note("storm: bridge restart with %d sensors (from Close; Close took %v, New+Start done at %v): %s; devices re-dial with 50 ms–5 s equal-jitter backoff, %d handshakes in flight per client process of %d devices",
+		rep.note("storm: bridge restart with %d sensors, keep_sessions false (from Close; Close took %v, New+Start done at %v): %s; devices re-dial with 50 ms–5 s equal-jitter backoff, %d handshakes in flight per client process of %d devices",
 			n, tClose.Round(time.Millisecond), tUp.Round(time.Millisecond), fmtMarks(m), o.StormPar, perChild)
 	})
 	if err != nil {
@@ -172,7 +192,8 @@ uplink: {mode: none}
 func benchStorm(o *Options, rep *Report) {
 	const title = "Reconnect storm (time until every session is back; rate = sessions / that time)"
 	var rows []Row
-	benchBridgeStorm(o, rep, &rows)
+	benchBridgeStorm(o, rep, &rows, true)
+	benchBridgeStorm(o, rep, &rows, false)
 	benchUplinkStorm(o, rep, &rows)
 	rep.add(title, "sessions/s", rows)
 }
@@ -369,7 +390,7 @@ func siteHandshakes(s *daemon.Site) string {
 	b, _ := io.ReadAll(resp.Body)
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "coap_handshakes_ok_total ") || strings.HasPrefix(line, "coap_handshake_failures_total ") {
+		if strings.HasPrefix(line, "coap_handshakes_ok_total ") || strings.HasPrefix(line, "coap_handshake_failures_total ") || strings.HasPrefix(line, "coap_state_restored_total ") || strings.HasPrefix(line, "coap_sessions_resumed_total ") {
 			out = append(out, line)
 		}
 	}

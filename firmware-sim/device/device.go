@@ -84,7 +84,8 @@ type Config struct {
 	LossPercent float64
 	// RebindEvery moves to a new source port this often (0: never).
 	RebindEvery time.Duration
-	// BackoffMin and BackoffMax bound reconnection backoff.
+	// BackoffMin and BackoffMax bound reconnection backoff (defaults 1 s
+	// and 32 s: Zephyr's LwM2M client, see scenario.DefaultBackoffMin).
 	BackoffMin, BackoffMax time.Duration
 	// HandshakeTimeout bounds one DTLS handshake or MQTT connect (default
 	// 20 s: several doubled flights on a lossy link, RFC 6347 §4.2.4.1).
@@ -179,10 +180,10 @@ func New(cfg Config) (*Device, error) {
 		cfg.FailuresBeforeReconnect = failuresBeforeReconnect
 	}
 	if cfg.BackoffMin <= 0 {
-		cfg.BackoffMin = 500 * time.Millisecond
+		cfg.BackoffMin = time.Second
 	}
 	if cfg.BackoffMax < cfg.BackoffMin {
-		cfg.BackoffMax = 30 * time.Second
+		cfg.BackoffMax = 32 * time.Second
 	}
 	if cfg.Seed == 0 {
 		h := fnv.New64a()

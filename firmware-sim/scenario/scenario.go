@@ -153,11 +153,13 @@ type Faults struct {
 	RebindEvery time.Duration `yaml:"rebind_every"`
 }
 
-// Backoff is exponential reconnection backoff with full jitter.
+// Backoff is exponential reconnection backoff with equal jitter (each
+// delay drawn in [d/2, d]); the defaults are Zephyr's LwM2M client's
+// (DefaultBackoffMin/Max).
 type Backoff struct {
-	// Min is the first delay, default 500ms.
+	// Min is the first delay, default 1s.
 	Min time.Duration `yaml:"min"`
-	// Max caps the delay, default 30s.
+	// Max caps the delay, default 32s.
 	Max time.Duration `yaml:"max"`
 }
 

@@ -27,8 +27,17 @@ const (
 	DefaultPrefix       = "sensor"
 	DefaultInterval     = 5 * time.Second
 	DefaultReportEvery  = time.Second
-	DefaultBackoffMin   = 500 * time.Millisecond
-	DefaultBackoffMax   = 30 * time.Second
+	// DefaultBackoffMin and DefaultBackoffMax are Zephyr's LwM2M
+	// registration client's schedule (subsys/net/lib/lwm2m/lwm2m_rd_client.c,
+	// state ENGINE_NETWORK_ERROR: retry_delay = 1 << retries seconds,
+	// retries up to CONFIG_LWM2M_RD_CLIENT_MAX_RETRIES, default 5: 1, 2,
+	// 4 … 32 s). ESP-IDF's esp-mqtt retries at a fixed 10 s
+	// (MQTT_RECON_DEFAULT_MS in lib/include/mqtt_config.h), inside that
+	// range. Neither adds jitter; firmware-sim draws each delay in [d/2, d]
+	// so a simulated fleet does not retry in lockstep (real ones are spread
+	// by their boot and wake times).
+	DefaultBackoffMin = time.Second
+	DefaultBackoffMax = 32 * time.Second
 	DefaultCredSeed     = "fleetgate-sim"
 	defaultGroupNameFmt = "group-%d"
 )
