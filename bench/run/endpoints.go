@@ -36,7 +36,7 @@ const perChild = 15000
 // firmware-sim backoff) whenever a session ends or redial is called.
 //
 // ping makes every device ping its session and re-dial if that is not
-// answered within 3 s.
+// answered (CoAP retransmissions: up to 2+4+8+16+32 s).
 func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, reconnect bool) (stop, redial, ping func()) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -139,8 +139,9 @@ func helperDevices(spec string) int {
 	// Each "redial" line makes every device drop its session and dial
 	// again (a bridge restart the devices have noticed); EOF ends.
 	// "ping" makes every device send a CoAP ping (an empty CON) on its
-	// session and re-dial if no answer comes within 3 s (a restarted bridge
-	// that restored its sessions answers; one that did not drops it).
+	// session, retransmitted as RFC 7252 says, and re-dial if no answer
+	// comes (a restarted bridge that restored its sessions answers; one
+	// that did not drops it).
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		switch sc.Text() {
@@ -244,20 +245,9 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 				default:
 				}
 				mid++
-				// CoAP ping: version 1, CON, no token, code 0.00 (RFC 7252 section 4.3).
-				_, err := c.dc.Write([]byte{0x40, 0, byte(mid >> 8), byte(mid)})
-				t := time.NewTimer(3 * time.Second)
-				select {
-				case <-got:
-					t.Stop()
-					if err == nil {
-						continue
-					}
-				case <-closed:
-				case <-t.C:
-				case <-ctx.Done():
+				if pingSession(ctx, c, mid, got, closed) {
+					continue
 				}
-				t.Stop()
 				c.close()
 				<-closed
 				break wait
@@ -267,6 +257,34 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 			return
 		}
 	}
+}
+
+// pingSession sends a CoAP ping (version 1, CON, no token, code 0.00, RFC
+// 7252 section 4.3) on c and retransmits it as a CoAP client does (section
+// 4.2: ACK_TIMEOUT 2 s doubling, MAX_RETRANSMIT 4); it reports whether an
+// answer came (false: the session is gone, dial again).
+func pingSession(ctx context.Context, c *devConn, mid uint16, got, closed <-chan struct{}) bool {
+	timeout := 2 * time.Second
+	for try := 0; try <= 4; try++ {
+		if _, err := c.dc.Write([]byte{0x40, 0, byte(mid >> 8), byte(mid)}); err != nil {
+			return false
+		}
+		t := time.NewTimer(timeout)
+		select {
+		case <-got:
+			t.Stop()
+			return true
+		case <-closed:
+			t.Stop()
+			return false
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		timeout *= 2
+	}
+	return false
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -78,7 +78,8 @@ func stormRow(name string, n int, m [3]time.Duration, last int) Row {
 // DTLS sessions and tells no device; once the new site is started every
 // device pings its session (a CoAP ping, as its next report would) and is
 // back when the new site holds a live session for it: resumed from the
-// state file, or after a new handshake if its ping went unanswered for 3 s.
+// state file, or after a new handshake if its ping (retransmitted as a
+// CoAP client does) went unanswered.
 // Without keep: devices re-dial with firmware-sim's equal-jitter backoff
 // (50 ms–5 s here) when they get a close_notify, or, 2 s after the Close,
 // when told to; every one handshakes.
