@@ -91,7 +91,6 @@ func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, 
 	return stop, redial, ping
 }
 
-
 // helperDevices is the child side: spec is
 // state-file:start:count:source-ip:dst-host:dst-port:par:reconnect.
 func helperDevices(spec string) int {

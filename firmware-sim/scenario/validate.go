@@ -36,8 +36,8 @@ const (
 	// range. Neither adds jitter; firmware-sim draws each delay in [d/2, d]
 	// so a simulated fleet does not retry in lockstep (real ones are spread
 	// by their boot and wake times).
-	DefaultBackoffMin = time.Second
-	DefaultBackoffMax = 32 * time.Second
+	DefaultBackoffMin   = time.Second
+	DefaultBackoffMax   = 32 * time.Second
 	DefaultCredSeed     = "fleetgate-sim"
 	defaultGroupNameFmt = "group-%d"
 )
