@@ -33,6 +33,15 @@ func TestGatewayIPV6CP(t *testing.T) {
 	}
 	t.Logf("site6: fe80::%v, gateway fe80::%v", info.LocalID, info.PeerID)
 
+	waitFor(t, "status shows site6's IPv6 prefix", func() bool {
+		for _, e := range g.srv.Report().Sessions {
+			if e.Identity == "site6" {
+				return e.IPv6Prefix == "2001:db8:9::/64"
+			}
+		}
+		return false
+	})
+
 	drops := func() uint64 { return g.srv.Router().Stats.Drops(dataplane.ReasonPolicy) }
 	before := drops()
 	pkt := make([]byte, 48)

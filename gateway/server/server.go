@@ -535,6 +535,9 @@ func (s *Server) Report() status.Report {
 		for _, p := range sess.Routes() {
 			e.Routes = append(e.Routes, p.String())
 		}
+		if s6, ok := sess.(route.IPv6Session); ok && s6.IPv6Prefix().IsValid() {
+			e.IPv6Prefix = s6.IPv6Prefix().String()
+		}
 		if d, ok := sess.(Describer); ok {
 			e.Outer, e.Suite, e.Since = d.OuterAddr().String(), d.Suite(), d.Established()
 		}

@@ -19,18 +19,21 @@ import (
 
 // Session is one row of the report.
 type Session struct {
-	ID        uint64    `json:"id"`
-	Identity  string    `json:"identity"`
-	Outer     string    `json:"outer,omitempty"` // peer's outer address:port
-	VPNAddr   string    `json:"vpn_addr"`
-	Routes    []string  `json:"routes,omitempty"`
-	Suite     string    `json:"suite,omitempty"`
-	MTU       int       `json:"mtu"`
-	RxBytes   uint64    `json:"rx_bytes"` // from the session (uplink)
-	TxBytes   uint64    `json:"tx_bytes"` // to the session
-	RxPackets uint64    `json:"rx_packets"`
-	TxPackets uint64    `json:"tx_packets"`
-	Since     time.Time `json:"since"`
+	ID       uint64   `json:"id"`
+	Identity string   `json:"identity"`
+	Outer    string   `json:"outer,omitempty"` // peer's outer address:port
+	VPNAddr  string   `json:"vpn_addr"`
+	Routes   []string `json:"routes,omitempty"`
+	// IPv6Prefix is the site's IPv6 prefix (identities.ipv6_prefix),
+	// routed to the session beside its IPv4 routes.
+	IPv6Prefix string    `json:"ipv6_prefix,omitempty"`
+	Suite      string    `json:"suite,omitempty"`
+	MTU        int       `json:"mtu"`
+	RxBytes    uint64    `json:"rx_bytes"` // from the session (uplink)
+	TxBytes    uint64    `json:"tx_bytes"` // to the session
+	RxPackets  uint64    `json:"rx_packets"`
+	TxPackets  uint64    `json:"tx_packets"`
+	Since      time.Time `json:"since"`
 }
 
 // Report is what /status returns.
@@ -137,7 +140,11 @@ func WriteTable(w io.Writer, r Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tOUTER\tVPN ADDR\tROUTES\tSUITE\tMTU\tRX\tTX\tUPTIME")
 	for _, s := range r.Sessions {
-		routes := strings.Join(s.Routes, ",")
+		rs := s.Routes
+		if s.IPv6Prefix != "" {
+			rs = append(rs[:len(rs):len(rs)], s.IPv6Prefix)
+		}
+		routes := strings.Join(rs, ",")
 		if routes == "" {
 			routes = "-"
 		}
