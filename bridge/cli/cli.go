@@ -6,7 +6,8 @@
 //	bridge --check-config FILE         validate FILE and exit
 //	bridge -c FILE endpoint add NAME [--protocol coap|mqtt] [--cert] [--allow DST]…
 //	bridge -c FILE endpoint list|remove NAME|revoke NAME
-//	bridge -c FILE status|endpoints [--json]|uplink [--json]   (control socket of the running bridge)
+//	bridge -c FILE status|endpoints [--json]|uplink [--json]   (control socket of the running bridge;
+//	                                   --json of endpoints/uplink = the status page's /api views)
 //	bridge --version
 package cli
 
@@ -31,6 +32,7 @@ import (
 	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/downlink/device"
 	"github.com/fleetgate/fleetgate/internal/cliutil"
+	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/version"
 )
 
@@ -334,7 +336,7 @@ func statusCmd(load func() (*config.Config, error)) *cobra.Command {
 			if asJSON {
 				return jsonOut(cmd.OutOrStdout(), st)
 			}
-			writeUplink(cmd.OutOrStdout(), uplinkView(st))
+			writeUplink(cmd.OutOrStdout(), st)
 			return writeEndpoints(cmd.OutOrStdout(), st.Endpoints)
 		},
 	}
@@ -342,72 +344,119 @@ func statusCmd(load func() (*config.Config, error)) *cobra.Command {
 	return c
 }
 
+// fetchView gets a status-page view (internal/fleetview) from the running
+// bridge's control socket, or, when that socket does not exist, /api/name
+// of the HTTP listener (status page on, loopback).
+func fetchView(cfg *config.Config, name string, v any) error {
+	target := cfg.ControlSocketPath()
+	if _, err := os.Stat(target); err != nil {
+		target = "http://" + cfg.Listen
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return fleetview.FetchView(ctx, target, name, v)
+}
+
 func endpointsCmd(load func() (*config.Config, error)) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "endpoints",
-		Short: "List the running bridge's endpoints: online, traffic, queues (swanctl --list-sas)",
-		Args:  cliutil.NoArgs,
+		Short: "List the running bridge's endpoints: online, sleeping, traffic, queues (swanctl --list-sas)",
+		Long: `List the running bridge's endpoints over its control socket. --json prints
+the endpoints view, the same JSON the status page serves as /api/endpoints
+(internal/fleetview.Endpoints).`,
+		Args: cliutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := load()
 			if err != nil {
 				return err
 			}
-			st, err := fetchStatus(cfg)
-			if err != nil {
+			var v fleetview.Endpoints
+			if err := fetchView(cfg, "endpoints", &v); err != nil {
 				return err
 			}
-			if asJSON {
-				return jsonOut(cmd.OutOrStdout(), st.Endpoints)
+			if v.Endpoints == nil {
+				v.Endpoints = []fleetview.Endpoint{}
 			}
-			return writeEndpoints(cmd.OutOrStdout(), st.Endpoints)
+			if asJSON {
+				return jsonOut(cmd.OutOrStdout(), v)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tADDRESS\tPROTO\tSTATE\tLAST SEEN\tQUEUED\tSPOOLED\tBYTES IN\tBYTES OUT\tRELAY")
+			for _, e := range v.Endpoints {
+				state := "offline"
+				switch {
+				case e.Online:
+					state = "online"
+				case e.Sleeping:
+					state = "sleeping"
+				case e.Quiet:
+					state = "quiet"
+				}
+				seen := "-"
+				if !e.LastSeen.IsZero() {
+					seen = e.LastSeen.Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d/%dB\t%d\t%d\t%s\n", e.Name, e.Addr, e.Protocol, state, seen, e.Queued, e.Spooled, e.SpoolBytes,
+					e.BytesIn, e.BytesOut, dashIf(e.Relay))
+			}
+			return tw.Flush()
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print the endpoints as JSON")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the endpoints view as JSON (as /api/endpoints)")
 	return c
 }
 
-// Uplink is the `bridge uplink` view.
-type Uplink struct {
-	State string `json:"state"`
-	// SpoolOldestAge is the age of the oldest spooled MQTT message.
-	SpoolOldestAge time.Duration `json:"spool_oldest_age,omitempty"`
-}
-
-func uplinkView(st daemon.Status) Uplink {
-	return Uplink{State: st.Uplink, SpoolOldestAge: st.SpoolAge}
+func dashIf(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func uplinkCmd(load func() (*config.Config, error)) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "uplink",
-		Short: "Show the running bridge's uplink to the gateway",
-		Args:  cliutil.NoArgs,
+		Short: "Show the running bridge's uplink to the gateway and its recent history",
+		Long: `Show the uplink over the control socket. --json prints the uplink view, the
+same JSON the status page serves as /api/uplink (internal/fleetview.Uplink).`,
+		Args: cliutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := load()
 			if err != nil {
 				return err
 			}
-			st, err := fetchStatus(cfg)
-			if err != nil {
+			var v fleetview.Uplink
+			if err := fetchView(cfg, "uplink", &v); err != nil {
 				return err
 			}
-			if asJSON {
-				return jsonOut(cmd.OutOrStdout(), uplinkView(st))
+			if v.History == nil {
+				v.History = []fleetview.UplinkEvent{}
 			}
-			writeUplink(cmd.OutOrStdout(), uplinkView(st))
+			if asJSON {
+				return jsonOut(cmd.OutOrStdout(), v)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "uplink: %s (%s)\n", v.State, v.Detail)
+			if v.Gateway != "" {
+				fmt.Fprintf(w, "gateway: %s  address: %s  suite: %s\n", v.Gateway, dashIf(v.Addr), dashIf(v.Suite))
+			}
+			fmt.Fprintf(w, "attempts: %d  failures: %d  connects: %d\n", v.Attempts, v.Failures, v.Connects)
+			for _, ev := range v.History {
+				fmt.Fprintf(w, "  %s  %-10s %6ds  %s %s\n", ev.Time.Format(time.RFC3339), ev.State, ev.DurationSeconds, ev.Gateway, ev.Reason)
+			}
 			return nil
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print the uplink state as JSON")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the uplink view as JSON (as /api/uplink)")
 	return c
 }
 
-func writeUplink(w io.Writer, u Uplink) {
-	fmt.Fprintf(w, "uplink: %s\n", u.State)
-	if u.SpoolOldestAge > 0 {
-		fmt.Fprintf(w, "spool: oldest message %s old\n", u.SpoolOldestAge.Round(time.Second))
+func writeUplink(w io.Writer, st daemon.Status) {
+	fmt.Fprintf(w, "uplink: %s\n", st.Uplink)
+	if st.SpoolAge > 0 {
+		fmt.Fprintf(w, "spool: oldest message %s old\n", st.SpoolAge.Round(time.Second))
 	}
 }
 

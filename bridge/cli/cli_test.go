@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
+	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/version"
 )
 
@@ -163,13 +164,15 @@ func TestStatus(t *testing.T) {
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("control socket %s: %v %v, want a socket with mode 0660", sock, fi, err)
 	}
+	// --json prints the status page's view types (internal/fleetview).
 	code, out, errs = runCLI(t, "endpoints", "--json", "-c", cfgPath)
-	var eps []daemon.EndpointStatus
-	if code != 0 || json.Unmarshal([]byte(out), &eps) != nil || len(eps) != 1 || eps[0].Name != "sensor-17" || eps[0].Addr != "10.10.8.17" {
+	var eps fleetview.Endpoints
+	if code != 0 || json.Unmarshal([]byte(out), &eps) != nil || len(eps.Endpoints) != 1 || eps.Endpoints[0].Name != "sensor-17" || eps.Endpoints[0].Addr != "10.10.8.17" {
 		t.Fatalf("endpoints --json: got %d %q %q, want one sensor-17 at 10.10.8.17", code, out, errs)
 	}
-	if code, out, errs = runCLI(t, "-c", cfgPath, "uplink", "--json"); code != 0 || !strings.Contains(out, `"state": "none`) {
-		t.Fatalf("uplink --json: got %d %q %q", code, out, errs)
+	var up fleetview.Uplink
+	if code, out, errs = runCLI(t, "-c", cfgPath, "uplink", "--json"); code != 0 || json.Unmarshal([]byte(out), &up) != nil || up.State != "none" {
+		t.Fatalf("uplink --json: got %d %q %q, want state none", code, out, errs)
 	}
 	// With the HTTP listener gone from the file, the socket still answers.
 	y = bytes.Replace(y, []byte(a.HTTP.String()+"\n"), []byte("127.0.0.1:1\n"), 1)

@@ -28,6 +28,7 @@ import (
 	"github.com/fleetgate/fleetgate/deploy/sdnotify"
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/ipstack"
 )
 
@@ -364,7 +365,13 @@ func (s *Site) serveControl(sock string, h http.Handler, log *slog.Logger) {
 		return
 	}
 	_ = os.Chmod(sock, 0o660)
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	// The status page's views, always on the socket: `bridge endpoints
+	// --json` and `bridge uplink --json` print these very structs.
+	ctl := http.NewServeMux()
+	ctl.Handle("/", h)
+	ctl.Handle("GET "+fleetview.ViewPath+"endpoints", fleetview.JSONHandler(func() any { return s.EndpointsView() }))
+	ctl.Handle("GET "+fleetview.ViewPath+"uplink", fleetview.JSONHandler(func() any { return s.UplinkView() }))
+	hs := &http.Server{Handler: ctl, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	s.closers = append(s.closers, func() { _ = hs.Close(); _ = os.Remove(sock) })
 }

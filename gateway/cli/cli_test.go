@@ -174,7 +174,7 @@ func TestRunAndStatus(t *testing.T) {
 		want string
 	}{
 		{[]string{"-c", cfgPath, "status"}, 0, "engine not linked, 0 session(s)"},
-		{[]string{"sessions", "-c", cfgPath, "--json"}, 0, "[]"},
+		{[]string{"sessions", "-c", cfgPath, "--json"}, 0, `"sessions": []`}, // fleetview.Sessions, as /api/sessions
 		{[]string{"-c", cfgPath, "sessions"}, 0, "IDENTITY"},
 		{[]string{"-c", cfgPath, "sas", "--json"}, 0, "[]"},
 		{[]string{"-c", cfgPath, "sas"}, 0, "ESP SUITE"},

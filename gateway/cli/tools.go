@@ -15,6 +15,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/status"
 	"github.com/fleetgate/fleetgate/internal/cliutil"
+	"github.com/fleetgate/fleetgate/internal/fleetview"
 )
 
 func clientConfigCmd(o *opts) *cobra.Command {
@@ -116,35 +117,52 @@ func statusCmd(ctx context.Context, o *opts) *cobra.Command {
 	return c
 }
 
+// sessionsView fetches the sessions view (internal/fleetview, the status
+// page's type) from the control socket, or /api/sessions of --url.
+func (t *target) sessionsView(ctx context.Context, o *opts) (fleetview.Sessions, error) {
+	var v fleetview.Sessions
+	dst, err := t.resolve(o, false)
+	if err != nil {
+		return v, err
+	}
+	if err := fleetview.FetchView(ctx, dst, "sessions", &v); err != nil {
+		return v, err
+	}
+	if v.Sessions == nil {
+		v.Sessions = []fleetview.Session{}
+	}
+	return v, nil
+}
+
 func sessionsCmd(ctx context.Context, o *opts) *cobra.Command {
 	t := &target{}
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "sessions",
 		Short: "List the sessions of the running gateway (swanctl --list-conns)",
-		Args:  cliutil.NoArgs,
+		Long: `List the sessions of the running gateway over its control socket.
+--json prints the sessions view, the same JSON the status page serves as
+/api/sessions (internal/fleetview.Sessions).`,
+		Args: cliutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := t.report(ctx, o)
+			v, err := t.sessionsView(ctx, o)
 			if err != nil {
 				return err
 			}
-			if r.Sessions == nil {
-				r.Sessions = []status.Session{}
-			}
 			if asJSON {
-				return jsonOut(cmd.OutOrStdout(), r.Sessions)
+				return jsonOut(cmd.OutOrStdout(), v)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tIDENTITY\tVPN ADDRESS\tOUTER\tROUTES\tMTU\tRX BYTES\tTX BYTES\tUP")
-			for _, s := range r.Sessions {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", s.ID, s.Identity, s.VPNAddr, dash(s.Outer), dash(strings.Join(s.Routes, ",")),
-					s.MTU, s.RxBytes, s.TxBytes, since(r.Now, s.Since))
+			fmt.Fprintln(tw, "ID\tIDENTITY\tPEER\tVPN ADDRESS\tOUTER\tROUTES\tRX BYTES\tTX BYTES\tUP")
+			for _, s := range v.Sessions {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Identity, dash(s.Peer), s.VPNAddr, dash(s.Outer), dash(strings.Join(s.Routes, ",")),
+					s.RxBytes, s.TxBytes, since(v.Now, s.Since))
 			}
 			return tw.Flush()
 		},
 	}
 	t.add(c, true)
-	c.Flags().BoolVar(&asJSON, "json", false, "print the sessions as JSON")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the sessions view as JSON (as /api/sessions)")
 	term := &cobra.Command{
 		Use:   "terminate IDENTITY",
 		Short: "Close every session of IDENTITY (its peer is told: PPP, L2TP and IKE Delete)",
@@ -178,18 +196,23 @@ func sasCmd(ctx context.Context, o *opts) *cobra.Command {
 		Short: "List the security associations of the running gateway (swanctl --list-sas)",
 		Args:  cliutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := t.report(ctx, o)
+			v, err := t.sessionsView(ctx, o)
 			if err != nil {
 				return err
 			}
-			sas := status.SAs(r)
+			sas := status.SAs(v)
 			if asJSON {
 				return jsonOut(cmd.OutOrStdout(), sas)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "IDENTITY\tPEER\tESP SUITE\tMODE\tESTABLISHED\tRX PACKETS\tTX PACKETS")
+			fmt.Fprintln(tw, "IDENTITY\tPEER\tIMPLEMENTATION\tESP SUITE\tMODE\tESTABLISHED\tRX PACKETS\tTX PACKETS\tREKEYS")
 			for _, s := range sas {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.Identity, dash(s.Peer), dash(s.Suite), s.Mode, since(r.Now, s.Established), s.RxPackets, s.TxPackets)
+				rk := "-"
+				if s.Rekeys >= 0 {
+					rk = fmt.Sprint(s.Rekeys)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.Identity, dash(s.Peer), dash(s.Implementation), dash(s.Suite), s.Mode,
+					since(v.Now, s.Established), s.RxPackets, s.TxPackets, rk)
 			}
 			return tw.Flush()
 		},

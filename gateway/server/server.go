@@ -37,6 +37,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/gateway/route"
 	"github.com/fleetgate/fleetgate/gateway/status"
+	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/uplink/link"
 )
 
@@ -304,6 +305,9 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.Info("sessions terminated by operator", "identity", id, "sessions_closed", n)
 				return n
 			}))
+			// The views the status page serves, always on the socket
+			// (`gateway sessions --json` prints this very struct).
+			ctl.Handle("GET "+fleetview.ViewPath+"sessions", fleetview.JSONHandler(func() any { return s.SessionsView() }))
 			servers = append(servers, s.serve(ln, ctl, &wg))
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/fleetview"
 )
 
 // TerminatePath is the control-socket-only endpoint that closes every
@@ -19,21 +21,26 @@ const TerminatePath = "/control/sessions/terminate"
 // SA is one row of `gateway sas`: the ESP SA pair carrying a session (the
 // gateway runs transport mode only, one pair per L2TP session).
 type SA struct {
-	Identity    string    `json:"identity"`
-	Peer        string    `json:"peer,omitempty"`
-	Suite       string    `json:"suite,omitempty"`
-	Mode        string    `json:"mode"`
-	Established time.Time `json:"established"`
-	RxPackets   uint64    `json:"rx_packets"`
-	TxPackets   uint64    `json:"tx_packets"`
+	Identity string `json:"identity"`
+	// Peer is the peer's outer address:port; Implementation the peer
+	// implementation when recognised.
+	Peer           string    `json:"peer,omitempty"`
+	Implementation string    `json:"implementation,omitempty"`
+	Suite          string    `json:"suite,omitempty"`
+	Mode           string    `json:"mode"`
+	Established    time.Time `json:"established"`
+	RxPackets      uint64    `json:"rx_packets"`
+	TxPackets      uint64    `json:"tx_packets"`
+	// Rekeys counts the SAs' rekeys (-1: not known).
+	Rekeys int64 `json:"rekeys"`
 }
 
-// SAs is the SA view of a report.
-func SAs(r Report) []SA {
+// SAs is the SA view of the sessions view.
+func SAs(v fleetview.Sessions) []SA {
 	out := []SA{}
-	for _, s := range r.Sessions {
-		out = append(out, SA{Identity: s.Identity, Peer: s.Outer, Suite: s.Suite, Mode: "transport", Established: s.Since,
-			RxPackets: s.RxPackets, TxPackets: s.TxPackets})
+	for _, s := range v.Sessions {
+		out = append(out, SA{Identity: s.Identity, Peer: s.Outer, Implementation: s.Peer, Suite: s.Suite, Mode: "transport", Established: s.Since,
+			RxPackets: s.RxPackets, TxPackets: s.TxPackets, Rekeys: s.Rekeys})
 	}
 	return out
 }
