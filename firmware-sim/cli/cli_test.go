@@ -68,3 +68,29 @@ groups:
 		t.Errorf("CA not written: %v", err)
 	}
 }
+
+// TestConvention: the issue's traps for firmware-sim (`--version` was an
+// unknown command): help and version exit 0, completion, unknown flags
+// and extra arguments are usage errors (2).
+func TestConvention(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--version"}, 0, "firmware-sim fleetgate"},
+		{[]string{"version"}, 0, "firmware-sim fleetgate"},
+		{[]string{"--help"}, 0, "Usage:"},
+		{[]string{"run", "-h"}, 0, "--duration"},
+		{[]string{"creds", "--help"}, 0, "--cert-dir"},
+		{[]string{"completion", "bash"}, 0, "bash completion"},
+		{[]string{"run", "extra.yaml"}, 2, `unknown command "extra.yaml"`},
+		{[]string{"collect", "--bogus"}, 2, "unknown flag: --bogus"},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		if got := Main(tt.args, &out, &errb); got != tt.code || !strings.Contains(out.String()+errb.String(), tt.want) {
+			t.Errorf("%v: got exit %d stdout %q stderr %q, want %d containing %q", tt.args, got, out.String(), errb.String(), tt.code, tt.want)
+		}
+	}
+}
