@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -196,8 +197,12 @@ func TestIKEScanStatelessCookie(t *testing.T) {
 	bin := testenv.RequireBinary(t, "ike-scan")
 	g := startGateway(t, parseConfig(t, ""), engine.Config{})
 	ikeAddr := g.eng.Tunnel().IKEAddr()
+	// ike-scan binds its source port on the wildcard address, which any
+	// socket on that port blocks (another test's on 127.0.0.30, say):
+	// ask for a port free on every address, and start over on new ports
+	// if one was taken meanwhile.
 	freePort := func() int {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		c, err := net.ListenPacket("udp4", "0.0.0.0:0")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,10 +210,14 @@ func TestIKEScanStatelessCookie(t *testing.T) {
 		return c.LocalAddr().(*net.UDPAddr).Port
 	}
 	re := regexp.MustCompile(`CKY-R=([0-9a-f]{16})`)
-	scan := func(sport int) string {
+	errPortTaken := errors.New("source port taken")
+	scan := func(sport int) (string, error) {
 		t.Helper()
 		out, err := exec.Command(bin, "--sport="+strconv.Itoa(sport), "--dport="+strconv.Itoa(int(ikeAddr.Port())),
 			"--cookie=0123456789abcdef", "--trans=(1=7,14=128,2=4,3=1,4=14)", "--retry=3", "--timeout=2000", "127.0.0.1").CombinedOutput()
+		if err != nil && strings.Contains(string(out), "Could not bind") {
+			return "", errPortTaken
+		}
 		if err != nil {
 			t.Fatalf("ike-scan: %v\n%s", err, out)
 		}
@@ -219,10 +228,24 @@ func TestIKEScanStatelessCookie(t *testing.T) {
 		if m == nil {
 			t.Fatalf("no responder cookie in ike-scan's output:\n%s", out)
 		}
-		return m[1]
+		return m[1], nil
 	}
-	p1, p2 := freePort(), freePort()
-	a, b, c := scan(p1), scan(p1), scan(p2)
+	var (
+		p1, p2  int
+		a, b, c string
+	)
+	for try := 0; ; try++ {
+		p1, p2 = freePort(), freePort()
+		var e1, e2, e3 error
+		a, e1 = scan(p1)
+		b, e2 = scan(p1)
+		c, e3 = scan(p2)
+		if err := errors.Join(e1, e2, e3); err == nil {
+			break
+		} else if try == 4 {
+			t.Fatalf("ike-scan: %v five times", err)
+		}
+	}
 	t.Logf("responder cookies: port %d: %s, again %s; port %d: %s", p1, a, b, p2, c)
 	if a != b {
 		t.Errorf("the same probe got cookies %s and %s: not stateless", a, b)
