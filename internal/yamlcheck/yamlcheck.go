@@ -37,6 +37,7 @@ var (
 	unmarshalerT = reflect.TypeFor[yaml.Unmarshaler]()
 	textT        = reflect.TypeFor[encoding.TextUnmarshaler]()
 	durationT    = reflect.TypeFor[time.Duration]()
+	nodeT        = reflect.TypeFor[yaml.Node]()
 )
 
 // Check walks root (a document or mapping node) against t (the struct the
@@ -92,6 +93,9 @@ func (c *checker) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if t == nodeT { // kept raw by the decoder
+		return
 	}
 	if t == durationT {
 		if n.Kind != yaml.ScalarNode {
