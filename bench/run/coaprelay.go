@@ -179,7 +179,7 @@ func newRelayBridge(reg *device.Registry, sink *net.UDPAddr) (*relayBridge, erro
 	}
 	b.px = px
 	srv, err := coap.New(coap.Config{ListenAddr: "127.0.0.1:0", Registry: reg, Handler: px.HandleDevice, OnSession: px.OnSession,
-		Rate: -1, Logger: quietLog, ParkAfter: bridgeParkAfter})
+		Rate: -1, Logger: quietLog}) // ParkAfter: the product's default (60 s): a device of the closed loop speaks every few seconds
 	if err != nil {
 		b.close()
 		return nil, err
