@@ -83,6 +83,12 @@ type StatusPage struct {
 	// SampleInterval is the charts' sampling interval (default 5s; 360
 	// points are kept per series).
 	SampleInterval time.Duration `yaml:"sample_interval"`
+	// TLSCert and TLSKey make http_listen HTTPS (/metrics and /status
+	// too); ClientCA (needs them) asks clients for a certificate of that
+	// CA, and a verified one is a credential for the page like the token.
+	TLSCert  string `yaml:"tls_cert"`
+	TLSKey   string `yaml:"tls_key"`
+	ClientCA string `yaml:"client_ca"`
 
 	// Token is TokenFile's content (read by Load).
 	Token string `yaml:"-"`
@@ -301,6 +307,11 @@ func (c *Config) loadSecrets(path string, b []byte) error {
 		return filepath.Join(filepath.Dir(path), f)
 	}
 	var err error
+	for _, f := range []*string{&c.StatusPage.TLSCert, &c.StatusPage.TLSKey, &c.StatusPage.ClientCA} {
+		if *f != "" {
+			*f = rel(*f)
+		}
+	}
 	if sp := &c.StatusPage; sp.TokenFile != "" {
 		sp.TokenFile = rel(sp.TokenFile)
 		if sp.Token, err = secretfile.Read(sp.TokenFile); err != nil {
@@ -495,8 +506,14 @@ func Parse(b []byte) (*Config, error) {
 	case sp.SampleInterval < 100*time.Millisecond:
 		return nil, fail("status_page.sample_interval", "status_page.sample_interval must be at least 100ms (default 5s)")
 	}
-	if sp.Actions && sp.TokenFile == "" {
-		return nil, fail("status_page.actions", "status_page.actions needs status_page.token_file (actions always require the bearer token)")
+	if sp.Actions && sp.TokenFile == "" && sp.ClientCA == "" {
+		return nil, fail("status_page.actions", "status_page.actions needs status_page.token_file or client_ca (actions always require a credential)")
+	}
+	switch {
+	case (sp.TLSCert == "") != (sp.TLSKey == ""):
+		return nil, fail("status_page.tls_cert", "status_page.tls_cert and tls_key go together (http_listen's HTTPS certificate and key)")
+	case sp.ClientCA != "" && sp.TLSCert == "":
+		return nil, fail("status_page.client_ca", "status_page.client_ca needs tls_cert and tls_key (client certificates need HTTPS)")
 	}
 	if c.Site == "" {
 		c.Site = "site"

@@ -48,6 +48,13 @@ func TestParseRejects(t *testing.T) {
 		"prefix: 10.10.8.0/24\nbridge_address: 10.10.9.1\n",
 		"prefix: 10.10.8.0/24\nuplink: {mode: pptp}\n",
 		"prefix: 10.10.8.0/24\nmqtt: {central_inflight: -1}\n",
+		// status page: actions without a credential, half a TLS pair,
+		// client CA without HTTPS, silly intervals
+		"prefix: 10.10.8.0/24\nstatus_page: {actions: true}\n",
+		"prefix: 10.10.8.0/24\nstatus_page: {tls_cert: c.pem}\n",
+		"prefix: 10.10.8.0/24\nstatus_page: {client_ca: ca.pem}\n",
+		"prefix: 10.10.8.0/24\nstatus_page: {quiet_after: 10ms}\n",
+		"prefix: 10.10.8.0/24\nstatus_page: {sample_interval: 1ms}\n",
 		// certificate mode without a CA or a gateway ID would take any
 		// certificate as the gateway
 		"prefix: 10.10.8.0/24\nuplink: {mode: l2tp-ipsec, gateways: [g], cert: c, key: k, gateway_id: gw1, ppp_user: u}\n",

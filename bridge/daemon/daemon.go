@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/device"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
+	"github.com/fleetgate/fleetgate/internal/statuspage"
 	"github.com/fleetgate/fleetgate/ipstack"
 )
 
@@ -340,6 +342,14 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: http listen: %w", err)
+	}
+	if sp := cfg.StatusPage; sp.TLSCert != "" {
+		tc, err := statuspage.ServerTLS(sp.TLSCert, sp.TLSKey, sp.ClientCA)
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+		ln = tls.NewListener(ln, tc)
 	}
 	s.ln = ln
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -61,7 +61,7 @@ func (s *Site) newPage(mux *http.ServeMux) error {
 		acts = map[string]statuspage.Action{"remove": s.removeFromPage}
 	}
 	page, err := statuspage.New(statuspage.Config{Kind: "bridge", Title: s.cfg.Site, Listen: s.cfg.Listen, Token: tok, Actions: acts,
-		Logger: s.log, Charts: ps.smp.Charts, ChartTitles: map[string]string{"B/s": "Endpoint traffic", "endpoints": "Endpoints reporting (seen within quiet_after)"},
+		ClientCerts: sp.ClientCA != "", Logger: s.log, Charts: ps.smp.Charts, ChartTitles: map[string]string{"B/s": "Endpoint traffic", "endpoints": "Endpoints reporting (seen within quiet_after)"},
 		Views: map[string]func() any{
 			"uplink":    func() any { return s.UplinkView() },
 			"endpoints": func() any { return s.EndpointsView() },

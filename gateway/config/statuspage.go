@@ -23,6 +23,13 @@ type StatusPage struct {
 	// SampleInterval is the charts' sampling interval (default 5s; 360
 	// points are kept per series).
 	SampleInterval string `yaml:"sample_interval"`
+	// TLSCert and TLSKey make the metrics listener HTTPS (/metrics and
+	// /status too); ClientCA (needs them) asks clients for a certificate
+	// of that CA, and a verified one is a credential for the page like
+	// the token.
+	TLSCert  string `yaml:"tls_cert"`
+	TLSKey   string `yaml:"tls_key"`
+	ClientCA string `yaml:"client_ca"`
 
 	// Token is the content of TokenFile.
 	Token string `yaml:"-"`
@@ -47,7 +54,18 @@ func (v *validator) statusPage() {
 		if sp.Token == "" && len(v.errs) == n {
 			v.errf(p("status_page", "token_file"), "status_page.token_file %s is empty: put a long random token in it (e.g. openssl rand -hex 32 > %s; chmod 600 %s)", sp.TokenFile, sp.TokenFile, sp.TokenFile)
 		}
-	} else if sp.Actions {
-		v.errf(p("status_page", "actions"), "status_page.actions needs status_page.token_file (actions always require the bearer token)")
+	} else if sp.Actions && sp.ClientCA == "" {
+		v.errf(p("status_page", "actions"), "status_page.actions needs status_page.token_file or client_ca (actions always require a credential)")
+	}
+	for _, f := range []*string{&sp.TLSCert, &sp.TLSKey, &sp.ClientCA} {
+		if *f != "" {
+			*f = v.rel(*f)
+		}
+	}
+	switch {
+	case (sp.TLSCert == "") != (sp.TLSKey == ""):
+		v.errf(p("status_page", "tls_cert"), "status_page.tls_cert and tls_key go together (the metrics listener's HTTPS certificate and key)")
+	case sp.ClientCA != "" && sp.TLSCert == "":
+		v.errf(p("status_page", "client_ca"), "status_page.client_ca needs tls_cert and tls_key (client certificates need HTTPS)")
 	}
 }

@@ -8,6 +8,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/route"
 	"github.com/fleetgate/fleetgate/gateway/status"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
+	"github.com/fleetgate/fleetgate/internal/statuspage"
 	"github.com/fleetgate/fleetgate/uplink/link"
 )
 
@@ -282,6 +284,17 @@ func (s *Server) Run(ctx context.Context) error {
 			host.Close()
 			wg.Wait()
 			return fmt.Errorf("server: metrics listener: %w", err)
+		}
+		if sp := cfg.StatusPage; sp.TLSCert != "" {
+			tc, err := statuspage.ServerTLS(sp.TLSCert, sp.TLSKey, sp.ClientCA)
+			if err != nil {
+				_ = ln.Close()
+				stopHost()
+				host.Close()
+				wg.Wait()
+				return fmt.Errorf("server: %w", err)
+			}
+			ln = tls.NewListener(ln, tc)
 		}
 		servers = append(servers, s.serve(ln, mux, &wg))
 		s.httpAddr.Store(ln.Addr().String())

@@ -83,7 +83,7 @@ func (s *Server) newStatusPage(cfg *config.Config, listen string, smp *statuspag
 		name = idString(*id)
 	}
 	page, err := statuspage.New(statuspage.Config{Kind: "gateway", Title: name, Listen: listen, Token: sp.Token, Actions: acts,
-		Now: s.now, Logger: s.log, Charts: p.smp.Charts,
+		ClientCerts: sp.ClientCA != "" && listen != "localhost", Now: s.now, Logger: s.log, Charts: p.smp.Charts,
 		ChartTitles: map[string]string{"B/s": "Throughput", "sessions": "Sessions"},
 		Views: map[string]func() any{
 			"sessions":    func() any { return s.SessionsView() },

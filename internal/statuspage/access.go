@@ -66,8 +66,16 @@ func (a access) hasToken(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(sum[:], a.sum[:]) == 1
 }
 
-// canRead: loopback listener, or the token.
-func (a access) canRead(r *http.Request) bool { return a.open || a.hasToken(r) }
+// hasCert reports whether r came over TLS with a client certificate that
+// verified against the listener's client CA (status_page.client_ca);
+// VerifiedChains is empty unless the TLS layer verified one.
+func hasCert(r *http.Request) bool { return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 }
+
+// authed: the token, or a verified client certificate.
+func (a access) authed(r *http.Request) bool { return a.hasToken(r) || hasCert(r) }
+
+// canRead: loopback listener, or a credential.
+func (a access) canRead(r *http.Request) bool { return a.open || a.authed(r) }
 
 // setCookie stores the token for the browser (HttpOnly, SameSite=Strict:
 // other sites' pages cannot send it along).

@@ -45,9 +45,13 @@ type Config struct {
 	// Listen is the HTTP listener's configured address: loopback means
 	// reading needs no token.
 	Listen string
-	// Token is the bearer token ("" none: the page is refused on a
-	// non-loopback listener, actions are off).
+	// Token is the bearer token ("" none: without ClientCerts the page
+	// is refused on a non-loopback listener).
 	Token string
+	// ClientCerts: the listener is TLS and asks for client certificates
+	// of a configured CA (ServerTLS); a verified one counts as a
+	// credential like the token.
+	ClientCerts bool
 	// Views are the JSON views by name, served as GET /api/<name> and
 	// given to the template as .Views.<name>.
 	Views map[string]func() any
@@ -79,6 +83,7 @@ type Stats struct {
 type Page struct {
 	cfg    Config
 	acc    access
+	certs  bool
 	log    *slog.Logger
 	tmpl   *template.Template
 	static http.Handler
@@ -94,8 +99,8 @@ func New(cfg Config) (*Page, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Token == "" && len(cfg.Actions) > 0 {
-		return nil, fmt.Errorf("statuspage: actions need a token")
+	if cfg.Token == "" && !cfg.ClientCerts && len(cfg.Actions) > 0 {
+		return nil, fmt.Errorf("statuspage: actions need a token or client certificates")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -109,7 +114,7 @@ func New(cfg Config) (*Page, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Page{cfg: cfg, acc: newAccess(cfg.Listen, cfg.Token), log: log, tmpl: t,
+	return &Page{cfg: cfg, acc: newAccess(cfg.Listen, cfg.Token), certs: cfg.ClientCerts, log: log, tmpl: t,
 		static: http.StripPrefix("/assets/", http.FileServerFS(sub))}, nil
 }
 
@@ -126,9 +131,13 @@ func (p *Page) Register(mux *http.ServeMux) {
 // refuse answers a request without the token.
 func (p *Page) refuse(w http.ResponseWriter, r *http.Request, html bool) {
 	p.Stats.Refused.Add(1)
-	if p.acc.token == "" {
-		msg := "status page refused: this listener is not loopback and no status_page.token_file is configured (set one, mode 0600, or listen on 127.0.0.1)"
+	if p.acc.token == "" && !p.certs {
+		msg := "status page refused: this listener is not loopback and neither status_page.token_file nor status_page.client_ca is configured (set one, or listen on 127.0.0.1)"
 		http.Error(w, msg, http.StatusForbidden)
+		return
+	}
+	if p.acc.token == "" {
+		http.Error(w, "status page: a client certificate of the configured CA is required", http.StatusUnauthorized)
 		return
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="fleetgate"`)
@@ -173,7 +182,7 @@ func (p *Page) base(r *http.Request) data {
 	for n := range p.cfg.Actions {
 		d.Actions[n] = true
 	}
-	d.CanAct = len(d.Actions) > 0 && p.acc.hasToken(r)
+	d.CanAct = len(d.Actions) > 0 && p.acc.authed(r)
 	return d
 }
 
@@ -238,11 +247,11 @@ func (p *Page) action(w http.ResponseWriter, r *http.Request) {
 		p.Stats.ActionsRefused.Add(1)
 		http.Error(w, "status page: action "+name+" is not enabled (status_page.actions)", http.StatusForbidden)
 		return
-	case !p.acc.hasToken(r):
+	case !p.acc.authed(r):
 		p.Stats.ActionsRefused.Add(1)
 		p.Stats.Refused.Add(1)
-		p.log.Warn("status page: action refused without the token", "action", name, "target", target, "peer", r.RemoteAddr)
-		http.Error(w, "status page: actions need the bearer token", http.StatusUnauthorized)
+		p.log.Warn("status page: action refused without the token or a client certificate", "action", name, "target", target, "peer", r.RemoteAddr)
+		http.Error(w, "status page: actions need the bearer token or a client certificate", http.StatusUnauthorized)
 		return
 	case r.Header.Get("X-Fleetgate-Action") == "":
 		p.Stats.ActionsRefused.Add(1)
