@@ -163,8 +163,10 @@ type gwHealth struct {
 	downUntil time.Time
 	failures  int
 	// silent: its last attempt or tunnel ended without an answer from it;
-	// endedBySelf: it ended our tunnel itself (see failover.go).
-	silent, endedBySelf bool
+	// endedBySelf: it ended our tunnel itself; answered: its last attempt
+	// failed after an IKE answer from it (not a refusal); lost: our tunnel
+	// through it went silent and it has not answered since (see failover.go).
+	silent, endedBySelf, answered, lost bool
 }
 
 // New checks cfg and returns a client; Start begins connecting.
@@ -340,7 +342,7 @@ func (c *Client) pick(now time.Time) int {
 	best := 0
 	for i, h := range c.health {
 		b := c.health[best]
-		if r, rb := h.rank(now), b.rank(now); r < rb || (r == rb && r == 3 && h.downUntil.Before(b.downUntil)) {
+		if r, rb := h.rank(now), b.rank(now); r < rb || (r == rb && r >= 3 && h.downUntil.Before(b.downUntil)) {
 			best = i
 		}
 	}
@@ -379,8 +381,16 @@ func (c *Client) run() {
 		c.setState(StateConnecting, gw.Addr, nil)
 		tcfg := c.cfg.Tunnel
 		tcfg.NATTPort = gw.NATTPort
-		if d := c.answerTimeout(); d > 0 {
+		if d := c.answerTimeout(i, now); d > 0 {
 			tcfg.AnswerTimeout = d
+		}
+		var answered atomic.Bool
+		prevAnswer := tcfg.OnAnswer
+		tcfg.OnAnswer = func() {
+			answered.Store(true)
+			if prevAnswer != nil {
+				prevAnswer()
+			}
 		}
 		tcfg.PacketHandler = c.deliver
 		var t *tunnel.Tunnel
@@ -399,16 +409,21 @@ func (c *Client) run() {
 			if c.ctx.Err() != nil {
 				return
 			}
+			// An IKE answer, however slow, shows a live gateway (an
+			// overloaded survivor), not a silent one.
+			ans, ref := answered.Load(), refused(err)
+			sil := silent(err) && !ans
 			c.mu.Lock()
 			c.st.Failures++
-			if silent(err) || refused(err) {
+			if sil || ref {
 				c.attempts++
 			} else {
 				c.attempts = 1 // it answered: a fresh answer resets the backoff
 			}
-			c.health[i].failures++
-			c.health[i].downUntil = c.cfg.Clock.Now().Add(c.cfg.Cooldown)
-			c.health[i].silent, c.health[i].endedBySelf = silent(err), false
+			h := &c.health[i]
+			h.failures++
+			h.downUntil = c.cfg.Clock.Now().Add(c.cfg.Cooldown)
+			h.silent, h.endedBySelf, h.answered, h.lost = sil, false, ans && !ref, h.lost && sil
 			c.mu.Unlock()
 			c.log.Warn("uplink attempt failed", "gateway", gw.Addr, "target", target, "phase", tunnel.PhaseOf(err).String(), "err", err)
 			c.wait(gw.Addr, err)
@@ -453,8 +468,8 @@ func (c *Client) run() {
 		default:
 			c.attempts++
 		}
-		c.health[i].downUntil = c.cfg.Clock.Now().Add(c.cfg.Cooldown)
-		c.health[i].silent, c.health[i].endedBySelf = silent(err), endedByGateway(err)
+		c.health[i] = gwHealth{downUntil: c.cfg.Clock.Now().Add(c.cfg.Cooldown), silent: silent(err),
+			endedBySelf: endedByGateway(err), lost: silent(err)}
 		c.mu.Unlock()
 		c.log.Warn("uplink down", "gateway", gw.Addr, "phase", tunnel.PhaseOf(err).String(), "err", err, "uptime", c.cfg.Clock.Now().Sub(up))
 		c.wait(gw.Addr, err)

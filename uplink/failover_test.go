@@ -145,3 +145,106 @@ func TestGatewayThatAnswersIsRetriedFirst(t *testing.T) {
 	}
 	t.Logf("dialled %v; backoff after b's close %v (failures before: %d)", dialed, st.NextAttempt.Sub(st.Since), st.Failures)
 }
+
+// TestLostGatewayNotRetriedFirst (fake clock): our tunnel through a goes
+// silent (a was killed); b, flooded by a's edges, answers our first
+// attempt late (the set-up then times out) and the second not at all,
+// then comes up. Every attempt goes to b: a answered slowly is alive, a
+// silent attempt at b does not send us back to the lost a while a cools
+// down, and b's attempts carry no AnswerTimeout (nowhere better to go).
+// Before, the client went back to the dead a after b's first failure.
+func TestLostGatewayNotRetriedFirst(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	clk := linktest.NewClock()
+	const a, b = "192.0.2.1:500", "192.0.2.2:500"
+	var mu sync.Mutex
+	var dialed []string
+	var answerTimeouts []time.Duration
+	bCalls := 0
+	pairs := make(chan *tunneltest.Pair, 4)
+	up := func(cfg tunnel.ClientConfig) (*tunnel.Tunnel, error) {
+		p, err := tunneltest.Start(t, tunneltest.Options{Client: func(cc *tunnel.ClientConfig) { cc.PacketHandler = cfg.PacketHandler }})
+		if err != nil {
+			return nil, err
+		}
+		pairs <- p
+		return p.Client, nil
+	}
+	dial := func(ctx context.Context, cfg tunnel.ClientConfig) (*tunnel.Tunnel, error) {
+		mu.Lock()
+		dialed = append(dialed, cfg.Gateway)
+		answerTimeouts = append(answerTimeouts, cfg.AnswerTimeout)
+		first := len(dialed) == 1
+		if cfg.Gateway == b {
+			bCalls++
+		}
+		k := bCalls
+		mu.Unlock()
+		switch {
+		case first && cfg.Gateway == a:
+			return up(cfg)
+		case cfg.Gateway == a:
+			return nil, &tunnel.Error{Phase: tunnel.PhaseIKE, Err: ike.ErrTimeout}
+		case k == 1: // answered late, the set-up did not finish
+			if cfg.OnAnswer != nil {
+				cfg.OnAnswer()
+			}
+			return nil, &tunnel.Error{Phase: tunnel.PhaseIKE, Err: tunnel.ErrSetupTimeout}
+		case k == 2: // nothing at all
+			return nil, &tunnel.Error{Phase: tunnel.PhaseIKE, Err: ike.ErrTimeout}
+		default:
+			return up(cfg)
+		}
+	}
+	c, err := New(Config{
+		Gateways: []Gateway{{Addr: "192.0.2.1"}, {Addr: "192.0.2.2"}}, Dial: dial, Clock: clk,
+		MinBackoff: time.Second, MaxBackoff: 2 * time.Minute, Rand: rand.New(rand.NewPCG(1, 2)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	defer c.Close()
+	drive := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: status %+v, dialed %v", what, c.Status(), dialed)
+			}
+			clk.Advance(100 * time.Millisecond)
+			time.Sleep(time.Millisecond)
+		}
+	}
+	drive("up on a", func() bool { return c.Status().State == StateUp })
+	p := <-pairs
+	start := clk.Now()
+	p.Link.SetDown(true) // a is killed: nothing comes back
+	tunneltest.Drive(t, p.Clock, time.Second, 30*time.Second, "the tunnel through a goes silent", func() bool {
+		select {
+		case <-p.Client.Done():
+			return true
+		default:
+			return false
+		}
+	})
+	if err := p.Client.Err(); !silent(err) {
+		t.Fatalf("tunnel through a ended with %v: not silent", err)
+	}
+	drive("up on b", func() bool { return c.Status().State == StateUp && c.Status().Gateway == "192.0.2.2" })
+	took := clk.Now().Sub(start)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{a, b, b, b}; fmt.Sprint(dialed) != fmt.Sprint(want) {
+		t.Errorf("dialled %v, want %v (the lost a not retried while it cools down)", dialed, want)
+	}
+	for i, d := range answerTimeouts[1:] {
+		if d != 0 {
+			t.Errorf("attempt %d at b: AnswerTimeout %v, want none (the other gateway is lost and cooling)", i+1, d)
+		}
+	}
+	if took >= DefaultCooldown {
+		t.Errorf("back up after %v of the client's clock, want < the %v cooldown", took, DefaultCooldown)
+	}
+	t.Logf("dialled %v; up on b after %v (client clock) and %d failures", dialed, took, c.Status().Failures)
+}
