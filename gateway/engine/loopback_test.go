@@ -104,6 +104,16 @@ func TestLoopbackEndToEnd(t *testing.T) {
 		t.Errorf("set-up histogram:\n%s", grepLines(expo, "setup_duration"))
 	}
 	promtoolCheck(t, expo)
+	// Peer fingerprint: our own client stack is recognised (L2TP
+	// Vendor-Name), in the sessions view and the bounded metrics label.
+	if !strings.Contains(expo, `fleetgate_session_setups_by_peer_total{peer="fleetgate-bridge"} 2`+"\n") {
+		t.Errorf("setups by peer:\n%s", grepLines(expo, "by_peer"))
+	}
+	for _, s := range g.srv.SessionsView().Sessions {
+		if s.Peer != "fleetgate-bridge" {
+			t.Errorf("session %d (%s): peer %q, want fleetgate-bridge", s.ID, s.Identity, s.Peer)
+		}
+	}
 	select {
 	case <-tn.Done():
 		t.Fatalf("hall7's tunnel ended on reload: %v", tn.Err())

@@ -63,6 +63,16 @@ func (s *Session) Rekeys() uint64 {
 	return 0
 }
 
+// PeerImplementation is the client implementation peerid recognised
+// (server.PeerImplementer): one of peerid.Kinds, "unknown" on the raw
+// L2TP listener.
+func (s *Session) PeerImplementation() string {
+	if p, ok := s.link.(interface{ PeerImplementation() string }); ok {
+		return p.PeerImplementation()
+	}
+	return "unknown"
+}
+
 // ID is the process-unique session ID.
 func (s *Session) ID() uint64 { return s.id }
 

@@ -7,6 +7,7 @@
 package metrics
 
 import (
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"sort"
 	"strings"
 	"sync"
@@ -106,6 +107,7 @@ type Gateway struct {
 	lcpFail      labeled // identity
 	reconnects   labeled // identity (total)
 	refusals     labeled // check
+	setupsPeer   labeled // peer implementation (peerid.Kinds)
 	setupTime    prometheus.Histogram
 
 	mu     sync.Mutex
@@ -139,6 +141,16 @@ func (g *Gateway) now() time.Time {
 		return g.Now()
 	}
 	return time.Now()
+}
+
+// SetupPeer counts an established session by the peer implementation
+// peerid recognised; a value outside peerid.Kinds counts as "unknown", so
+// the label stays bounded.
+func (g *Gateway) SetupPeer(kind string) {
+	if !peerid.Valid(peerid.Kind(kind)) {
+		kind = string(peerid.Unknown)
+	}
+	g.setupsPeer.inc(kind)
 }
 
 // SetupOK counts an established session.
@@ -256,6 +268,8 @@ func (g *Gateway) SetExpiries(e []Expiry) {
 var (
 	descSetups = prometheus.NewDesc("fleetgate_session_setups_total",
 		"Sessions established, by identity.", []string{"identity"}, nil)
+	descSetupsPeer = prometheus.NewDesc("fleetgate_session_setups_by_peer_total",
+		"Sessions established, by peer implementation (windows, apple, android, strongswan, libreswan, xl2tpd, softether, mikrotik, fleetgate-bridge, unknown).", []string{"peer"}, nil)
 	descSetupFailures = prometheus.NewDesc("fleetgate_session_setup_failures_total",
 		"Failed session set-ups, by phase and reason.", []string{"phase", "reason"}, nil)
 	descRekeys = prometheus.NewDesc("fleetgate_rekeys_total",
@@ -276,7 +290,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSetups, descSetupFailures, descRekeys, descDPD, descLCP, descReconnects, descReconnectsHour, descExpiry, descRefusals} {
+	for _, d := range []*prometheus.Desc{descSetups, descSetupsPeer, descSetupFailures, descRekeys, descDPD, descLCP, descReconnects, descReconnectsHour, descExpiry, descRefusals} {
 		ch <- d
 	}
 	if g.setupTime != nil {
@@ -290,6 +304,7 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 		l.each(func(k string, v uint64) { Emit(ch, d, prometheus.CounterValue, float64(v), k) })
 	}
 	one(descSetups, &g.setupsOK)
+	one(descSetupsPeer, &g.setupsPeer)
 	g.setupsFailed.each(func(k string, v uint64) {
 		phase, reason, _ := strings.Cut(k, "\x00")
 		Emit(ch, descSetupFailures, prometheus.CounterValue, float64(v), phase, reason)

@@ -255,7 +255,12 @@ func (e *Env) Register(s Session) error {
 	s2.mu.Lock()
 	s2.states[s.ID()] = st
 	s2.mu.Unlock()
-	e.Log.Info("session established", "session_id", s.ID(), "identity", s.Identity(), "vpn_addr", s.Addr(), "routes", s.Routes(), "mtu", s.MTU())
+	peer := "unknown"
+	if pi, ok := s.(PeerImplementer); ok {
+		peer = pi.PeerImplementation()
+	}
+	e.Metrics.SetupPeer(peer)
+	e.Log.Info("session established", "session_id", s.ID(), "identity", s.Identity(), "vpn_addr", s.Addr(), "routes", s.Routes(), "mtu", s.MTU(), "peer_impl", peer)
 	s2.account(st, radius.AcctStart, 0)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -63,20 +64,23 @@ type Selectors struct {
 
 // ChildSA is an IPsec SA pair ready to install (RFC 2409 §5.5).
 type ChildSA struct {
-	Suite        esp.Suite
-	InSPI        uint32 // SPI the peer puts on packets to us
-	OutSPI       uint32 // SPI we put on packets to the peer
-	InKey        []byte // KEYMAT for InSPI, Suite.KeymatLen() bytes
-	OutKey       []byte // KEYMAT for OutSPI
-	Local        netip.AddrPort
-	Remote       netip.AddrPort
-	Encap        bool       // UDP-encapsulated (RFC 3948)
-	NATOALocal   netip.Addr // our original address as the peer learnt it (NAT-OA), if any
-	NATOARemote  netip.Addr // the peer's original address (NAT-OA), if any
-	Selectors    Selectors
-	Lifetime     time.Duration
-	LifeKB       uint64
-	Peer         Identity
+	Suite       esp.Suite
+	InSPI       uint32 // SPI the peer puts on packets to us
+	OutSPI      uint32 // SPI we put on packets to the peer
+	InKey       []byte // KEYMAT for InSPI, Suite.KeymatLen() bytes
+	OutKey      []byte // KEYMAT for OutSPI
+	Local       netip.AddrPort
+	Remote      netip.AddrPort
+	Encap       bool       // UDP-encapsulated (RFC 3948)
+	NATOALocal  netip.Addr // our original address as the peer learnt it (NAT-OA), if any
+	NATOARemote netip.Addr // the peer's original address (NAT-OA), if any
+	Selectors   Selectors
+	Lifetime    time.Duration
+	LifeKB      uint64
+	Peer        Identity
+	// PeerKind is the implementation the peer's Main Mode vendor IDs
+	// name (peerid.FromVendorIDs; "" or unknown when none does).
+	PeerKind     peerid.Kind
 	Role         Role // who initiated the Quick Mode
 	Established  time.Time
 	PFS          Group

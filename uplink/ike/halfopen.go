@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"net/netip"
 	"time"
 
@@ -35,6 +36,7 @@ type halfOpen struct {
 	natt          bool
 	nat           natVersion
 	peerDPD       bool
+	peerKind      peerid.Kind
 	prop          IKEProposal
 	auth          AuthMethod
 	life          time.Duration
@@ -178,7 +180,7 @@ func (e *Engine) respondMM1(m *Message, b []byte, local, remote netip.AddrPort, 
 	reply := SAPayload{DOI: DOIIPsec, Situation: SituationIdentOnly, Proposals: []Proposal{chosen}}
 	ps := append([]Payload{{PayloadSA, reply.Append(nil)}}, sa.ourVIDs()...)
 	h := &halfOpen{
-		ci: ci, cr: cr, local: local, remote: remote, natt: natt, nat: sa.nat, peerDPD: sa.peerDPD,
+		ci: ci, cr: cr, local: local, remote: remote, natt: natt, nat: sa.nat, peerDPD: sa.peerDPD, peerKind: sa.peerKind,
 		prop: sa.prop, auth: sa.auth, life: sa.life, psk: sa.psk, saBody: append([]byte{}, sap.Body...),
 		mm2: AppendMessage(nil, sa.header(ExchangeIdentityProtection, 0, 0), ps), mm1: sum, created: e.cfg.Clock.Now(),
 	}
@@ -217,7 +219,7 @@ func (e *Engine) respondMM3(h *halfOpen, m *Message, b []byte, local, remote net
 	sa.created = h.created
 	sa.ci, sa.cr = h.ci, h.cr
 	sa.setLog()
-	sa.nat, sa.peerDPD = h.nat, h.peerDPD
+	sa.nat, sa.peerDPD, sa.peerKind = h.nat, h.peerDPD, h.peerKind
 	sa.prop, sa.auth, sa.life, sa.psk, sa.saBody = h.prop, h.auth, h.life, h.psk, h.saBody
 	sa.lastSent, sa.lastRecv = h.mm2, h.mm1
 	sa.state = p1MM2Sent

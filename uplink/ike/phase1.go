@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"net/netip"
 	"time"
 )
@@ -82,9 +83,13 @@ func (e *Engine) localAuth(remote netip.Addr) (AuthMethod, bool) {
 	return 0, false
 }
 
-// vendorIDs notes NAT-T and DPD support from the peer's vendor IDs.
+// vendorIDs notes NAT-T and DPD support from the peer's vendor IDs, and
+// the implementation they name (peerid).
 func (sa *ikeSA) vendorIDs(m *Message) {
+	var kept [][]byte
+	defer func() { sa.peerKind = peerid.FromVendorIDs(kept) }()
 	for _, p := range m.All(PayloadVendorID) {
+		kept = peerid.KeepVendorID(kept, p.Body)
 		switch {
 		case bytes.Equal(p.Body, VIDRFC3947):
 			sa.nat = natRFC

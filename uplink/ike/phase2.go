@@ -508,7 +508,7 @@ func (sa *ikeSA) buildChild(q *quickMode) *ChildSA {
 		InKey:  keymat(sa.prop.Hash, sa.keys.d, q.gqm, ProtoESP, q.inSPI, q.ni, q.nr, n),
 		OutKey: keymat(sa.prop.Hash, sa.keys.d, q.gqm, ProtoESP, q.outSPI, q.ni, q.nr, n),
 		Local:  sa.local, Remote: sa.remote, Encap: q.chosen.encap != encapTransport,
-		Lifetime: life, LifeKB: kb, Peer: sa.peer, Established: now, PFS: q.chosen.prop.PFS,
+		Lifetime: life, LifeKB: kb, Peer: sa.peer, PeerKind: sa.peerKind, Established: now, PFS: q.chosen.prop.PFS,
 		ikeCookies: cookieKey(sa.ci, sa.cr), expires: now.Add(life),
 	}
 	c.Role = RoleResponder

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -58,6 +59,7 @@ type ikeSA struct {
 	natRemote     bool   // the peer is behind a NAT
 	peerSeesUs    []byte // the peer's NAT-D hash of our address (responder)
 	peerDPD       bool
+	peerKind      peerid.Kind // implementation named by the peer's vendor IDs
 
 	prop   IKEProposal
 	auth   AuthMethod

@@ -390,6 +390,15 @@ func (t *Tunnel) isEstablished() bool {
 // LocalID returns our tunnel ID.
 func (t *Tunnel) LocalID() uint16 { return t.c.localID }
 
+// PeerNames returns the peer's Host-Name and Vendor-Name AVPs (empty
+// until its SCCRQ/SCCRP arrived, or when it sent none).
+func (t *Tunnel) PeerNames() (host, vendor string) {
+	if n := t.c.peerNames.Load(); n != nil {
+		return n[0], n[1]
+	}
+	return "", ""
+}
+
 // PeerAddr returns the transport address of the peer.
 func (t *Tunnel) PeerAddr() net.Addr { return t.peerAddr() }
 

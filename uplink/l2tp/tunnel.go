@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/md5"
 	"encoding/binary"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"io"
 	"log/slog"
 	"net"
@@ -71,6 +72,9 @@ type core struct {
 	// pubPeerID publishes peerID to the data path (Session.WriteFrame2)
 	// and other goroutines; peerID itself is the owner's.
 	pubPeerID atomic.Uint32
+	// peerNames publishes the peer's Host-Name and Vendor-Name AVPs
+	// (capped, peerid.KeepName) to other goroutines.
+	peerNames atomic.Pointer[[2]string]
 
 	// Owned by the owner goroutine.
 	now           time.Time
@@ -241,10 +245,16 @@ func (c *core) recvSCCRQ(m *Message) {
 }
 
 func (c *core) noteHost(m *Message) {
+	var names [2]string
 	if a := m.Find(AVPHostName); a != nil {
-		c.peerHost = string(a.Value)
+		c.peerHost = peerid.KeepName(string(a.Value))
+		names[0] = c.peerHost
 		c.log = c.log.With("peer_tunnel_id", c.peerID, "peer_host", c.peerHost)
 	}
+	if a := m.Find(AVPVendorName); a != nil {
+		names[1] = peerid.KeepName(string(a.Value))
+	}
+	c.peerNames.Store(&names)
 }
 
 // checkResponse verifies the peer's answer to our challenge.

@@ -18,6 +18,10 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
+// L2TPVendorName is the Vendor-Name AVP the client (our bridge) sends; the
+// gateway recognises the bridge by it (peerid.FleetgateBridge).
+const L2TPVendorName = "fleetgate-bridge"
+
 // Tunnel is an established client uplink: IKE initiator, ESP transport, L2TP
 // LAC tunnel with one session, PPP client with IPCP opened. It carries IPv4
 // packets until it fails (Done, Err) or is closed.
@@ -215,7 +219,7 @@ func (t *Tunnel) setup(ctx context.Context) error {
 		if !t.traffic.Load() {
 			t.traffic.Store(true)
 		}
-	}}, l2tp.Config{Role: l2tp.LAC, HostName: t.cfg.HostName, Clock: t.cfg.Clock, Logger: t.log.With("layer", "l2tp"), Stats: &t.l2tp})
+	}}, l2tp.Config{Role: l2tp.LAC, HostName: t.cfg.HostName, VendorName: L2TPVendorName, Clock: t.cfg.Clock, Logger: t.log.With("layer", "l2tp"), Stats: &t.l2tp})
 	t.mu.Lock()
 	addr := t.peer.Addr(L2TPPort)
 	t.mu.Unlock()

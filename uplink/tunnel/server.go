@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -59,6 +60,7 @@ type peerState struct {
 	remote   netip.AddrPort
 	id       ike.Identity
 	name     string
+	peerKind peerid.Kind // from the first child's Main Mode vendor IDs
 	children map[uint32]*ike.ChildSA
 	current  *ike.ChildSA
 	sessions map[*ServerSession]struct{}
@@ -355,7 +357,7 @@ func (s *Server) addPeer(c *ike.ChildSA) (*peerState, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps := &peerState{peer: p, remote: c.Remote, id: c.Peer, name: name,
+	ps := &peerState{peer: p, remote: c.Remote, id: c.Peer, name: name, peerKind: c.PeerKind,
 		children: map[uint32]*ike.ChildSA{}, sessions: map[*ServerSession]struct{}{}, tunnels: map[*l2tp.Tunnel]*tunnelState{}}
 	s.peers[p] = ps
 	s.byPeer.Store(p, ps)
@@ -786,6 +788,15 @@ func (ss *ServerSession) Suite() esp.Suite {
 // L2TPIDs returns our tunnel and session IDs.
 func (ss *ServerSession) L2TPIDs() (tunnel, session uint16) {
 	return ss.sess.Tunnel().LocalID(), ss.sess.LocalID()
+}
+
+// PeerImplementation is the client's implementation as peerid recognises
+// it from its Main Mode vendor IDs and its L2TP Host-Name/Vendor-Name
+// AVPs: one of peerid.Kinds.
+func (ss *ServerSession) PeerImplementation() string {
+	o := peerid.Observations{IKE: ss.ps.peerKind}
+	o.L2TPHost, o.L2TPVendor = ss.sess.Tunnel().PeerNames()
+	return string(peerid.Classify(o))
 }
 
 // Started returns when IPCP opened.
