@@ -13,6 +13,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 )
 
 // listenIn binds a UDP socket inside host h.
@@ -79,7 +80,9 @@ func TestCharonInitiator(t *testing.T) {
 				ikeProp = "aes128-sha256-modp2048"
 			}
 			extra := "proposals: {ike: [" + ikeProp + "], esp: [aes128-sha1]}\n"
-			var cc realpeer.CharonConfig
+			// send_vendor_id: charon then names itself in Main Mode, which
+			// the gateway's fingerprint recognises (peerid.StrongSwan).
+			cc := realpeer.CharonConfig{Charon: "send_vendor_id = yes"}
 			idGW, idPeer, certLine := gw.Addr.String(), peer.Addr.String(), ""
 			want := []string{"IKE_SA fg[1] established", "selected proposal: ESP:AES_CBC_128/HMAC_SHA1_96", "unable to install"}
 			if auth == "psk" {
@@ -108,6 +111,9 @@ func TestCharonInitiator(t *testing.T) {
 			if n := st.Phase1Established.Load(); n != 1 {
 				t.Fatalf("gateway phase 1 established: got %d, want 1", n)
 			}
+			if n := st.Phase1ByPeer.Load(peerid.StrongSwan); n != 1 {
+				t.Fatalf("phase 1 SAs recognised as strongswan: got %d, want 1 (unknown: %d)", n, st.Phase1ByPeer.Load(peerid.Unknown))
+			}
 			t.Logf("gateway IKE: phase1 %d, phase2 %d, auth failures %d", st.Phase1Established.Load(), st.Phase2Established.Load(), st.AuthFailures.Load())
 		})
 	}
@@ -132,6 +138,10 @@ func TestXL2TPDRawL2TP(t *testing.T) {
 	waitFor(t, "raw L2TP session counted", func() bool { return g.eng.Stats().RawL2TPSessions.Load() == 1 })
 	if n := g.eng.RawL2TPStats().SessionsEstablished.Load(); n != 1 {
 		t.Fatalf("raw L2TP sessions established: got %d, want 1", n)
+	}
+	// Fingerprint: xl2tpd's Vendor-Name AVP ("xelerance.com").
+	if n := g.eng.RawL2TPStats().PeersByKind.Load(peerid.XL2TPD); n != 1 {
+		t.Fatalf("L2TP peers recognised as xl2tpd: got %d, want 1 (unknown: %d)", n, g.eng.RawL2TPStats().PeersByKind.Load(peerid.Unknown))
 	}
 }
 

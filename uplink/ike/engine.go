@@ -146,6 +146,10 @@ type Event struct {
 
 // Stats are the engine's counters.
 type Stats struct {
+	// Phase1ByPeer counts established phase 1 SAs by the implementation
+	// the peer's vendor IDs name (peerid.FromVendorIDs; most stacks send
+	// none that does: unknown).
+	Phase1ByPeer      peerid.Counts
 	Received          atomic.Uint64 // datagrams given to Input
 	Malformed         atomic.Uint64 // dropped: failed to parse
 	Unmatched         atomic.Uint64 // dropped: no SA for the cookies

@@ -237,7 +237,12 @@ func (sa *ikeSA) establish() {
 	sa.lastHeard = now
 	delete(e.pending, sa.ci)
 	e.stats.Phase1Established.Add(1)
-	sa.log.Info("phase 1 established", "proposal", sa.prop.String(), "auth", sa.auth, "nat", sa.behindNAT(), "natt", sa.natt)
+	kind := sa.peerKind
+	if kind == "" {
+		kind = peerid.Unknown
+	}
+	e.stats.Phase1ByPeer.Add(kind)
+	sa.log.Info("phase 1 established", "proposal", sa.prop.String(), "auth", sa.auth, "nat", sa.behindNAT(), "natt", sa.natt, "peer_impl", kind)
 	e.emit(Event{Kind: EventIKEUp, Remote: sa.remote, Peer: sa.peer})
 	if old := sa.replaces; old != nil {
 		// Make-before-break: children move to the new SA, then the old one

@@ -1,6 +1,7 @@
 package l2tp
 
 import (
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,9 @@ import (
 // Stats counts L2TP events. All fields are atomic counters; one Stats may
 // be shared by many endpoints (published as l2tp_<noun>_<verb>_total).
 type Stats struct {
+	// PeersByKind counts peer SCCRQ/SCCRPs by the implementation their
+	// Vendor-Name/Host-Name AVPs name (peerid.Classify).
+	PeersByKind         peerid.Counts
 	TunnelsEstablished  atomic.Uint64 // tunnels that reached established
 	TunnelsClosed       atomic.Uint64 // tunnels torn down, for any reason
 	TunnelsTimedOut     atomic.Uint64 // tunnels closed because the peer stopped acking or setup expired

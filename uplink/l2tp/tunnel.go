@@ -255,6 +255,9 @@ func (c *core) noteHost(m *Message) {
 		names[1] = peerid.KeepName(string(a.Value))
 	}
 	c.peerNames.Store(&names)
+	kind := peerid.Classify(peerid.Observations{L2TPHost: names[0], L2TPVendor: names[1]})
+	c.stats.PeersByKind.Add(kind)
+	c.log = c.log.With("peer_impl", kind)
 }
 
 // checkResponse verifies the peer's answer to our challenge.

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"crypto/md5"
 	"strings"
+	"sync/atomic"
 )
 
 // Kind is a recognised peer implementation; always one of Kinds.
@@ -214,4 +215,22 @@ func KeepName(s string) string {
 		return s[:MaxNameLen]
 	}
 	return s
+}
+
+// Counts is one counter per Kind (a Stats field: bounded by construction).
+type Counts [10]atomic.Uint64
+
+// Add counts one peer of kind k (a value outside Kinds counts as Unknown).
+func (c *Counts) Add(k Kind) { c[index(k)].Add(1) }
+
+// Load returns the count for k.
+func (c *Counts) Load(k Kind) uint64 { return c[index(k)].Load() }
+
+func index(k Kind) int {
+	for i, x := range Kinds {
+		if x == k {
+			return i
+		}
+	}
+	return len(Kinds) - 1 // Unknown
 }

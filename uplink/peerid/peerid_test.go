@@ -169,3 +169,15 @@ func TestIKEKindMerged(t *testing.T) {
 		t.Fatalf("bridge AVP first: %q", k)
 	}
 }
+
+func TestCounts(t *testing.T) {
+	if len(Counts{}) != len(Kinds) || Kinds[len(Kinds)-1] != Unknown {
+		t.Fatalf("Counts has %d slots for %d kinds (Unknown last)", len(Counts{}), len(Kinds))
+	}
+	var c Counts
+	c.Add(XL2TPD)
+	c.Add("no-such-kind")
+	if c.Load(XL2TPD) != 1 || c.Load(Unknown) != 1 || c.Load(Windows) != 0 {
+		t.Fatalf("counts: xl2tpd %d unknown %d windows %d", c.Load(XL2TPD), c.Load(Unknown), c.Load(Windows))
+	}
+}
