@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -151,4 +152,11 @@ func (r *rawLink) Close() error {
 	err := r.sess.Close()
 	_ = r.sess.Tunnel().Close()
 	return err
+}
+
+// PeerImplementation is the LAC's implementation as its L2TP Host-Name and
+// Vendor-Name AVPs name it (no IPsec here): one of peerid.Kinds.
+func (l *rawLink) PeerImplementation() string {
+	host, vendor := l.sess.Tunnel().PeerNames()
+	return string(peerid.Classify(peerid.Observations{L2TPHost: host, L2TPVendor: vendor}))
 }

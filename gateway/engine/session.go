@@ -64,8 +64,8 @@ func (s *Session) Rekeys() uint64 {
 }
 
 // PeerImplementation is the client implementation peerid recognised
-// (server.PeerImplementer): one of peerid.Kinds, "unknown" on the raw
-// L2TP listener.
+// (server.PeerImplementer): one of peerid.Kinds (on the raw L2TP listener
+// from the L2TP AVPs alone).
 func (s *Session) PeerImplementation() string {
 	if p, ok := s.link.(interface{ PeerImplementation() string }); ok {
 		return p.PeerImplementation()

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/fleetgate/fleetgate/uplink/peerid"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -255,11 +256,11 @@ func (e *Env) Register(s Session) error {
 	s2.mu.Lock()
 	s2.states[s.ID()] = st
 	s2.mu.Unlock()
-	peer := "unknown"
-	if pi, ok := s.(PeerImplementer); ok {
-		peer = pi.PeerImplementation()
+	peer := peerid.Unknown
+	if pi, ok := s.(PeerImplementer); ok && peerid.Valid(peerid.Kind(pi.PeerImplementation())) {
+		peer = peerid.Kind(pi.PeerImplementation())
 	}
-	e.Metrics.SetupPeer(peer)
+	e.Metrics.SetupPeer(string(peer))
 	e.Log.Info("session established", "session_id", s.ID(), "identity", s.Identity(), "vpn_addr", s.Addr(), "routes", s.Routes(), "mtu", s.MTU(), "peer_impl", peer)
 	s2.account(st, radius.AcctStart, 0)
 	return nil
