@@ -260,10 +260,11 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 
 // pingSession sends a CoAP ping (version 1, CON, no token, code 0.00, RFC
 // 7252 section 4.3) on c and retransmits it as a CoAP client does (section
-// 4.2: ACK_TIMEOUT 2 s doubling, MAX_RETRANSMIT 4); it reports whether an
-// answer came (false: the session is gone, dial again).
+// 4.2: initial timeout random in [ACK_TIMEOUT, ACK_TIMEOUT x 1.5] = [2 s,
+// 3 s], doubling, MAX_RETRANSMIT 4); it reports whether an answer came
+// (false: the session is gone, dial again).
 func pingSession(ctx context.Context, c *devConn, mid uint16, got, closed <-chan struct{}) bool {
-	timeout := 2 * time.Second
+	timeout := 2*time.Second + time.Duration(rand.Int64N(int64(time.Second)))
 	for try := 0; try <= 4; try++ {
 		if _, err := c.dc.Write([]byte{0x40, 0, byte(mid >> 8), byte(mid)}); err != nil {
 			return false

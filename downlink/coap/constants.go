@@ -21,6 +21,8 @@ var DefaultSuites = []dtls.CipherSuiteID{
 }
 
 const (
+	// socketBuffer is the DTLS socket's receive buffer (SO_RCVBUF).
+	socketBuffer = 4 << 20
 	// cidLen is the length of the Connection IDs the server asks peers to
 	// send (RFC 9146 section 3); 8 bytes is pion's RandomCIDGenerator size
 	// used in its examples and enough against collisions for 10k endpoints.

@@ -304,6 +304,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coap: listen %s: %w", cfg.ListenAddr, err)
 	}
+	// A restart storm brings every device's next record at once (resumes,
+	// ClientHellos): a 4 MB receive buffer (best effort, capped by the
+	// kernel's net.core.rmem_max) keeps that burst instead of dropping it
+	// into the devices' retransmission timers.
+	_ = pc.SetReadBuffer(socketBuffer)
 	guard := newGuardListener(pc, s, cidLen, guardLimits{maxPending: cfg.MaxPendingHandshakes,
 		maxPendingPerSource: cfg.MaxPendingPerSource, pendingTimeout: cfg.PendingTimeout},
 		newCookieJar(cfg.CookieRotation, time.Now))
