@@ -378,7 +378,7 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 		l.s.warnf("dtls handshake refused: too many pending from this source", "peer", raddr.String(), "pending", l.pendingBy[src])
 		return nil, nil, stale, nil
 	}
-	c = &guardConn{l: l, raddr: raddr, src: src, random: append([]byte(nil), ch.Random...), seqBase: ch.RecordSeq, pending: true,
+	c = &guardConn{l: l, raddr: raddr, src: src, random: append([]byte(nil), ch.Random...), seqBase: ch.RecordSeq, pending: true, order: l.s.connSeq.Add(1),
 		in: make(chan packet, guardQueue), done: make(chan struct{}), rdl: deadline.New(), wdl: deadline.New()}
 	select {
 	case l.accept <- c:
@@ -460,12 +460,16 @@ type guardConn struct {
 	// ServerHello numbered at or below it as a replay (libcoap's OpenSSL
 	// and GnuTLS clients did, retransmitting a second later).
 	seqBase uint64
-	timer   *time.Timer // pending timeout; set under l.mu
-	in      chan packet
-	done    chan struct{}
-	once    sync.Once
-	rdl     *deadline.Deadline
-	wdl     *deadline.Deadline
+	// order numbers the server's conns as they started (a cookie
+	// ClientHello, or a parked session woken): of two sessions of one
+	// endpoint, the later one wins (Session.seq).
+	order uint64
+	timer *time.Timer // pending timeout; set under l.mu
+	in    chan packet
+	done  chan struct{}
+	once  sync.Once
+	rdl   *deadline.Deadline
+	wdl   *deadline.Deadline
 
 	pending    bool   // guarded by l.mu
 	cid        string // guarded by l.mu

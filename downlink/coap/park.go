@@ -78,7 +78,7 @@ func (l *guardListener) holdIfParking(c *guardConn, raddr net.Addr, b []byte) *g
 func (l *guardListener) unparkLocked(p *parkedSession, raddr net.Addr) *guardConn {
 	l.dropParkedLocked(p)
 	p.woken = true
-	gc := &guardConn{l: l, raddr: raddr, src: addrPort(raddr).Addr(), cid: p.cid,
+	gc := &guardConn{l: l, raddr: raddr, src: addrPort(raddr).Addr(), cid: p.cid, order: l.s.connSeq.Add(1),
 		in: make(chan packet, guardQueue), done: make(chan struct{}), rdl: deadline.New(), wdl: deadline.New()}
 	if l.conns[raddr.String()] == nil {
 		l.conns[raddr.String()] = gc
@@ -278,7 +278,7 @@ func (s *Server) resume(p *parkedSession, gc *guardConn) {
 		fail(err)
 		return
 	}
-	c := &conn{Conn: dc, s: s, done: true, ep: p.ep, suite: p.suite, gc: gc, woke: p}
+	c := &conn{Conn: dc, s: s, done: true, ep: p.ep, suite: p.suite, gc: gc, woke: p, seq: gc.order}
 	select {
 	case s.resumed <- c:
 	case <-s.quit:

@@ -124,6 +124,9 @@ type Stats struct {
 	// names an endpoint that was issued another certificate since
 	// (replaced) or that are on the site CRL.
 	CertRefused atomic.Uint64
+	// Superseded counts sessions closed at once because a later
+	// handshake (or resumption) of the same endpoint already won.
+	Superseded atomic.Uint64
 	// Rebinds counts sessions whose peer address changed while the DTLS
 	// session continued (Connection ID, RFC 9146): NAT rebinding without a
 	// new handshake.
@@ -171,6 +174,11 @@ type Server struct {
 	quit  chan struct{} // closed by Close
 	qonce sync.Once
 	wg    sync.WaitGroup // the parker
+	// serving/closing (under mu) order Serve's wg.Add before Close's
+	// wg.Wait, or skip it: Close may run before Serve has started.
+	closing bool
+	// connSeq numbers completed handshakes and resumptions (conn.seq).
+	connSeq atomic.Uint64
 
 	dtlsOpts   []dtls.ServerOption // for a new peer's handshake
 	resumeOpts []dtls.Option       // for resuming a parked session
@@ -342,7 +350,13 @@ func (s *Server) Addr() net.Addr { return s.guard.Addr() }
 func (s *Server) Serve() error {
 	defer close(s.done)
 	if s.cfg.ParkAfter > 0 || s.stateKey != nil {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			return nil
+		}
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go s.parker()
 	}
 	return s.srv.Serve(&listener{s: s})
@@ -355,6 +369,9 @@ func (s *Server) Serve() error {
 func (s *Server) Close() {
 	first := false
 	s.qonce.Do(func() { close(s.quit); first = true })
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.wg.Wait()
 	if first && s.stateKey != nil {
 		// Keep the sessions for the next start: park every one (no
@@ -567,7 +584,7 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 		return
 	}
 	now := time.Now()
-	sess := &Session{Endpoint: c.ep, Conn: cc, Suite: c.suite, srv: s, started: now}
+	sess := &Session{Endpoint: c.ep, Conn: cc, Suite: c.suite, srv: s, seq: c.seq, started: now}
 	sess.lastSeen.Store(now.UnixNano())
 	sess.lastActive.Store(now.UnixNano())
 	sess.remote.Store(cc.RemoteAddr().String())
@@ -581,6 +598,19 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 	}
 	s.mu.Lock()
 	old, oldParked := s.sessions[c.ep.Name], s.parked[c.ep.Name]
+	if old != nil && old.seq > sess.seq {
+		// A later handshake of this endpoint got here first (go-coap
+		// runs each new conn on its own goroutine): this one is the
+		// stale session, not the other.
+		s.mu.Unlock()
+		s.Stats.Superseded.Add(1)
+		s.log.Info("session superseded before it started", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String())
+		_ = cc.Close()
+		if p := c.woke; p != nil {
+			close(p.ready) // no session: wake returns nil
+		}
+		return
+	}
 	s.sessions[c.ep.Name] = sess
 	if oldParked != nil && oldParked != c.woke {
 		delete(s.parked, c.ep.Name) // a new handshake replaces the parked session

@@ -385,3 +385,14 @@ func TestReplacedCertificateRefused(t *testing.T) {
 		t.Fatalf("the recorded certificate: %v", err)
 	}
 }
+
+// TestCloseRacesServe: Close right after `go Serve()` (a daemon stopped as
+// it starts) neither hangs nor races Serve's start of the parker (under
+// -race: a WaitGroup Add concurrent with Close's Wait was reported).
+func TestCloseRacesServe(t *testing.T) {
+	for range 20 {
+		f := newFixture(t, nil)
+		f.srv.Close()
+		f.srv.Wait()
+	}
+}

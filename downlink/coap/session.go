@@ -27,6 +27,7 @@ type Session struct {
 	BytesIn, BytesOut atomic.Uint64
 
 	srv        *Server
+	seq        uint64 // its conn's seq: the later of two sessions of an endpoint wins
 	started    time.Time
 	lastSeen   atomic.Int64  // unix nanoseconds: last request from the device
 	lastActive atomic.Int64  // unix nanoseconds: last message either way (parking)
@@ -90,7 +91,7 @@ func (l *listener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
 			_ = gc.Close()
 			return nil, nil
 		}
-		return &conn{Conn: dc, s: l.s, gc: gc}, nil
+		return &conn{Conn: dc, s: l.s, gc: gc, seq: gc.order}, nil
 	case <-g.done:
 		return nil, net.ErrClosed
 	case <-ctx.Done():
@@ -112,6 +113,11 @@ type conn struct {
 	gc    *guardConn // the guard's conn under pion
 	// woke is the parked session this conn resumed (nil for a handshake).
 	woke *parkedSession
+	// seq orders the conns of the server by when they started (the
+	// guard conn's order): of two sessions of one endpoint, the later one
+	// wins, whichever onNewConn runs first. Handshakes complete on pion's
+	// goroutines and are seen by go-coap's, in no particular order.
+	seq uint64
 }
 
 // HandshakeContext runs the DTLS handshake and authenticates the endpoint.
