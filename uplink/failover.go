@@ -37,8 +37,9 @@ import (
 // With several gateways an attempt to a silent one gives up after
 // AnswerTimeout without any IKE answer, instead of waiting out IKE's
 // retransmissions (about a minute), unless every other gateway is lost
-// and cooling: then there is nowhere better to go, and giving up would
-// only restart the set-up at a busy gateway. A fresh answer resets the
+// and cooling and this one is not lost itself: then there is nowhere
+// better to go, and giving up would only restart the set-up at a busy
+// gateway. A fresh answer resets the
 // backoff: an attempt the gateway answered (not refused) or a tunnel it
 // ended itself is followed by a delay drawn from [0, 2·MinBackoff), while
 // silent attempts and refusals grow it as before.
@@ -82,10 +83,15 @@ func (h gwHealth) rank(now time.Time) int {
 }
 
 // answerTimeout is the AnswerTimeout of an attempt to gateway i: only when
-// there is another gateway to try that is not lost and cooling.
+// gateway i was lost itself (going back to a gateway that died under us
+// must not cost a whole set-up timeout) or there is another gateway to try
+// that is not lost and cooling.
 func (c *Client) answerTimeout(i int, now time.Time) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.health[i].lost {
+		return c.cfg.AnswerTimeout
+	}
 	for k, h := range c.health {
 		if k != i && h.rank(now) < 4 {
 			return c.cfg.AnswerTimeout

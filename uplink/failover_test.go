@@ -43,6 +43,25 @@ func TestPickPrefersAnsweringGateway(t *testing.T) {
 			t.Errorf("%s: pick = %d, want %d", tc.name, got, tc.want)
 		}
 	}
+	// AnswerTimeout: none only at a gateway not lost itself whose every
+	// alternative is lost and cooling.
+	lost := gwHealth{silent: true, lost: true, downUntil: later}
+	for _, tc := range []struct {
+		name string
+		a, b gwHealth
+		want time.Duration
+	}{
+		{"a healthy, b lost and cooling", gwHealth{}, lost, 0},
+		{"a silent on an attempt, b lost and cooling", gwHealth{silent: true, downUntil: soon}, lost, 0},
+		{"both lost (a's tunnel died too)", lost, lost, DefaultAnswerTimeout},
+		{"b lost, cooldown over", gwHealth{}, gwHealth{silent: true, lost: true, downUntil: past}, DefaultAnswerTimeout},
+		{"b silent on an attempt", gwHealth{}, gwHealth{silent: true, downUntil: later}, DefaultAnswerTimeout},
+	} {
+		c.health[0], c.health[1] = tc.a, tc.b
+		if got := c.answerTimeout(0, now); got != tc.want {
+			t.Errorf("%s: AnswerTimeout at a %v, want %v", tc.name, got, tc.want)
+		}
+	}
 	for _, tc := range []struct {
 		err                      error
 		silent, ended, refusedBy bool
