@@ -14,6 +14,7 @@ package ipstack
 // still delivers (reassembled fragments) through a pump goroutine.
 
 import (
+	"github.com/pion/transport/v5/deadline"
 	"net"
 	"net/netip"
 	"os"
@@ -53,15 +54,13 @@ type udpListener struct {
 	once  sync.Once
 	pumpd chan struct{}
 
-	dmu      sync.Mutex
-	deadline time.Time     // guarded by dmu
-	dl       chan struct{} // guarded by dmu: closed when the deadline changes
+	rdl *deadline.Deadline // read deadline
 }
 
 // listenFast registers a listener on addr over the gVisor socket gc.
 func (st *Stack) listenFast(addr netip.AddrPort, gc net.PacketConn) *udpListener {
 	l := &udpListener{st: st, key: addr, gc: gc, ch: make(chan listenDatagram, ListenQueueLen),
-		done: make(chan struct{}), pumpd: make(chan struct{}), dl: make(chan struct{})}
+		done: make(chan struct{}), pumpd: make(chan struct{}), rdl: deadline.New()}
 	st.rt.mu.Lock()
 	st.rt.listeners[addr] = l
 	st.rt.nlisten.Store(int32(len(st.rt.listeners)))
@@ -154,44 +153,15 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 // ReadFromUDPAddrPort is ReadFrom without allocating the address (as
 // net.UDPConn's method of that name).
 func (l *udpListener) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
-	for {
-		l.dmu.Lock()
-		dl, changed := l.deadline, l.dl
-		l.dmu.Unlock()
-		var timer <-chan time.Time
-		var t *time.Timer
-		if !dl.IsZero() {
-			d := time.Until(dl)
-			if d <= 0 {
-				return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
-			}
-			t = time.NewTimer(d)
-			timer = t.C
-		}
-		var (
-			n     int
-			from  netip.AddrPort
-			err   error
-			again bool
-		)
-		select {
-		case dg := <-l.ch:
-			n = copy(b, *dg.buf)
-			from = dg.from
-			putListenBuf(dg.buf)
-		case <-l.done:
-			err = net.ErrClosed
-		case <-timer:
-			err = os.ErrDeadlineExceeded
-		case <-changed:
-			again = true
-		}
-		if t != nil {
-			t.Stop()
-		}
-		if !again {
-			return n, from, err
-		}
+	select {
+	case dg := <-l.ch:
+		n := copy(b, *dg.buf)
+		putListenBuf(dg.buf)
+		return n, dg.from, nil
+	case <-l.done:
+		return 0, netip.AddrPort{}, net.ErrClosed
+	case <-l.rdl.Done():
+		return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
 	}
 }
 
@@ -232,11 +202,7 @@ func (l *udpListener) SetDeadline(t time.Time) error { return l.SetReadDeadline(
 
 // SetReadDeadline implements net.PacketConn.
 func (l *udpListener) SetReadDeadline(t time.Time) error {
-	l.dmu.Lock()
-	l.deadline = t
-	close(l.dl)
-	l.dl = make(chan struct{})
-	l.dmu.Unlock()
+	l.rdl.Set(t)
 	return nil
 }
 

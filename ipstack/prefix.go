@@ -22,6 +22,7 @@ package ipstack
 
 import (
 	"errors"
+	"github.com/pion/transport/v5/deadline"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -303,7 +304,7 @@ func (st *Stack) dialRouted(src, dst netip.AddrPort) (net.Conn, error) {
 	} else if st.rt.conns[src] != nil {
 		return nil, errors.New("ipstack: address in use: " + src.String())
 	}
-	c := &udpConn{st: st, local: src, remote: dst, ch: make(chan []byte, ConnQueueLen), done: make(chan struct{}), dl: make(chan struct{})}
+	c := &udpConn{st: st, local: src, remote: dst, ch: make(chan []byte, ConnQueueLen), done: make(chan struct{}), rdl: deadline.New()}
 	st.rt.conns[src] = c
 	return c, nil
 }
@@ -338,9 +339,7 @@ type udpConn struct {
 	done          chan struct{}
 	once          sync.Once
 
-	dmu      sync.Mutex
-	deadline time.Time     // guarded by dmu
-	dl       chan struct{} // guarded by dmu: closed when the deadline changes
+	rdl *deadline.Deadline // read deadline
 }
 
 func (c *udpConn) deliver(p []byte) bool {
@@ -355,37 +354,13 @@ func (c *udpConn) deliver(p []byte) bool {
 
 // Read implements net.Conn: one datagram (truncated to b).
 func (c *udpConn) Read(b []byte) (int, error) {
-	for {
-		c.dmu.Lock()
-		dl, changed := c.deadline, c.dl
-		c.dmu.Unlock()
-		var timer <-chan time.Time
-		var t *time.Timer
-		if !dl.IsZero() {
-			d := time.Until(dl)
-			if d <= 0 {
-				return 0, os.ErrDeadlineExceeded
-			}
-			t = time.NewTimer(d)
-			timer = t.C
-		}
-		n, err, again := 0, error(nil), false
-		select {
-		case p := <-c.ch:
-			n = copy(b, p)
-		case <-c.done:
-			err = net.ErrClosed
-		case <-timer:
-			err = os.ErrDeadlineExceeded
-		case <-changed:
-			again = true
-		}
-		if t != nil {
-			t.Stop()
-		}
-		if !again {
-			return n, err
-		}
+	select {
+	case p := <-c.ch:
+		return copy(b, p), nil
+	case <-c.done:
+		return 0, net.ErrClosed
+	case <-c.rdl.Done():
+		return 0, os.ErrDeadlineExceeded
 	}
 }
 
@@ -421,11 +396,7 @@ func (c *udpConn) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(c.remot
 func (c *udpConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
 func (c *udpConn) SetReadDeadline(t time.Time) error {
-	c.dmu.Lock()
-	c.deadline = t
-	close(c.dl)
-	c.dl = make(chan struct{})
-	c.dmu.Unlock()
+	c.rdl.Set(t)
 	return nil
 }
 
