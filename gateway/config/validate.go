@@ -283,6 +283,24 @@ func (v *validator) prefixes(list []string, path ...any) []netip.Prefix {
 	return out
 }
 
+// dstPrefix parses a policy rule's dst: an IPv4 or IPv6 prefix, or a
+// single address (/32 or /128). A prefix with host bits set is returned
+// with ok false; a v4-mapped IPv6 prefix is refused (invalid, ok false).
+func dstPrefix(s string) (netip.Prefix, bool) {
+	pf, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil || a.Zone() != "" {
+			return netip.Prefix{}, false
+		}
+		pf = netip.PrefixFrom(a, a.BitLen())
+	}
+	if pf.Addr().Is4In6() {
+		return netip.Prefix{}, false
+	}
+	return pf, pf == pf.Masked()
+}
+
 func (v *validator) policies() {
 	for name, pol := range v.c.Policies {
 		switch pol.Default {
@@ -296,12 +314,12 @@ func (v *validator) policies() {
 			r := &pol.Allow[i]
 			at := func(k string) []any { return p("policies", name, "allow", i, k) }
 			if r.Dst != "" {
-				pf := v.prefixes([]string{r.Dst})
-				if len(pf) == 1 {
-					r.DstPrefix = pf[0]
+				if pf, ok := dstPrefix(r.Dst); ok {
+					r.DstPrefix = pf
+				} else if pf.IsValid() {
+					v.errf(at("dst"), "policy %s: dst %q has host bits set (did you mean %s?)", name, r.Dst, pf.Masked())
 				} else {
-					v.errs = v.errs[:len(v.errs)-1]
-					v.errf(at("dst"), "policy %s: dst %q is not an IPv4 prefix without host bits", name, r.Dst)
+					v.errf(at("dst"), "policy %s: dst %q is not an IPv4 or IPv6 prefix (like 10.20.0.0/16 or 2001:db8:200::/48)", name, r.Dst)
 				}
 			}
 			switch strings.ToLower(r.Proto) {

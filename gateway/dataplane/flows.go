@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/gateway/ipv6"
 )
 
 // flowKey identifies a conversation as seen from the session side:
@@ -78,10 +79,69 @@ func keyOf(h ipv4.Header, fromHost bool) (flowKey, bool) {
 
 // note records a host-initiated packet towards a session.
 func (f *flows) note(h ipv4.Header, now time.Time) {
-	k, ok := keyOf(h, true)
-	if !ok {
-		return
+	if k, ok := keyOf(h, true); ok {
+		f.noteKey(k, now)
 	}
+}
+
+// reply reports whether a packet from a session answers a recorded flow.
+func (f *flows) reply(h ipv4.Header, now time.Time) bool {
+	k, ok := keyOf(h, false)
+	return ok && f.replyKey(k, now)
+}
+
+// note6 and reply6 are note and reply for IPv6 (one table for both
+// families: the bound holds for their sum).
+func (f *flows) note6(h ipv6.Header, in ipv6.Info, now time.Time) {
+	if k, ok := keyOf6(h, in, true); ok {
+		f.noteKey(k, now)
+	}
+}
+
+func (f *flows) reply6(h ipv6.Header, in ipv6.Info, now time.Time) bool {
+	k, ok := keyOf6(h, in, false)
+	return ok && f.replyKey(k, now)
+}
+
+// keyOf6 is keyOf for an IPv6 packet parsed by ipv6.Parse: TCP and UDP by
+// ports, ICMPv6 echo (request 128 from the host, reply 129 from the
+// session) by identifier.
+func keyOf6(h ipv6.Header, in ipv6.Info, fromHost bool) (flowKey, bool) {
+	k := flowKey{proto: in.Proto}
+	switch in.Proto {
+	case ipv6.ProtoTCP, ipv6.ProtoUDP:
+		if !in.HasPorts {
+			return k, false
+		}
+		if fromHost {
+			k.local, k.remote, k.lport, k.rport = h.Dst(), h.Src(), in.DstPort, in.SrcPort
+		} else {
+			k.local, k.remote, k.lport, k.rport = h.Src(), h.Dst(), in.SrcPort, in.DstPort
+		}
+	case ipv6.ProtoICMPv6:
+		pl := h[in.L4:in.Len]
+		if len(pl) < 8 {
+			return k, false
+		}
+		id := binary.BigEndian.Uint16(pl[4:])
+		if fromHost {
+			if pl[0] != 128 {
+				return k, false
+			}
+			k.local, k.remote, k.lport = h.Dst(), h.Src(), id
+		} else {
+			if pl[0] != 129 {
+				return k, false
+			}
+			k.local, k.remote, k.lport = h.Src(), h.Dst(), id
+		}
+	default:
+		return k, false
+	}
+	return k, true
+}
+
+func (f *flows) noteKey(k flowKey, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, exists := f.m[k]; !exists {
@@ -99,12 +159,7 @@ func (f *flows) note(h ipv4.Header, now time.Time) {
 	f.m[k] = now.Add(f.idle)
 }
 
-// reply reports whether a packet from a session answers a recorded flow.
-func (f *flows) reply(h ipv4.Header, now time.Time) bool {
-	k, ok := keyOf(h, false)
-	if !ok {
-		return false
-	}
+func (f *flows) replyKey(k flowKey, now time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	exp, found := f.m[k]

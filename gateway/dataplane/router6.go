@@ -20,9 +20,9 @@ import (
 // gateway's ICMPv6 errors come from its link-local address fe80::1
 // towards a session, and from an address of the session's prefix (the far
 // end of the link that could not carry the packet) towards the host.
-// Reply tracking (flows) is IPv4 only: IPv6 from central to a site is
-// routed by destination alone, as before policy applies only to traffic
-// from sites.
+// Replies to conversations central hosts opened (TCP/UDP by ports,
+// ICMPv6 echo by identifier) pass the policy through the same bounded
+// flow table as IPv4 (flows.go).
 
 // GatewayLinkLocal is the gateway's IPv6 address on every session link
 // (the IPV6CP interface identifier ::1).
@@ -65,7 +65,7 @@ func (r *Router) fromSession6(s Session, pkt []byte) error {
 		return r.drop(ReasonTTL)
 	}
 	pol := r.policies.Load().For(s.Identity())
-	if !pol.MatchFlow(dst, in.Proto, in.DstPort, in.HasPorts) {
+	if !pol.MatchFlow(dst, in.Proto, in.DstPort, in.HasPorts) && !r.flows.reply6(h, in, r.cfg.Clock.Now()) {
 		return r.drop(ReasonPolicy)
 	}
 	if ipv6.ClampMSS(h, in, s.MTU()) {
@@ -109,6 +109,7 @@ func (r *Router) fromHost6(pkt []byte) error {
 		return r.drop(ReasonTTL)
 	}
 	ipv6.DecHopLimit(h)
+	r.flows.note6(h, in, r.cfg.Clock.Now())
 	return r.toSession6(s, h, in, nil)
 }
 
