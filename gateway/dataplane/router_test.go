@@ -6,10 +6,10 @@ import (
 	"testing"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/dhcpinform"
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
+	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 )
 

@@ -30,7 +30,6 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/bgp"
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
-	"github.com/fleetgate/fleetgate/gateway/dhcpinform"
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/policy"
@@ -40,6 +39,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/status"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
+	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 	"github.com/fleetgate/fleetgate/uplink/link"
 )
 

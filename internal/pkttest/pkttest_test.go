@@ -4,7 +4,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 func TestPackets(t *testing.T) {
@@ -14,15 +16,15 @@ func TestPackets(t *testing.T) {
 		ICMPEcho(a, b, 7, 3, "fleetgate"),
 		Tagged(a, b, 0xdeadbeef, 1400),
 	} {
-		h := ipv4.Header(p)
-		if err := h.Validate(); err != nil {
-			t.Fatalf("invalid header: %v", err)
+		h := header.IPv4(p)
+		if !h.IsValid(len(p)) {
+			t.Fatalf("invalid header % x", p[:20])
 		}
-		if h.Src() != a || h.Dst() != b || h.TotalLen() != len(p) || ipv4.Checksum(p[:20], 0) != 0 {
+		if h.SourceAddress() != tcpip.AddrFrom4(a.As4()) || h.DestinationAddress() != tcpip.AddrFrom4(b.As4()) || int(h.TotalLength()) != len(p) || !h.IsChecksumValid() {
 			t.Fatalf("header %x", p[:20])
 		}
 	}
-	if m := ICMPEcho(a, b, 7, 3, "x")[20:]; ipv4.Checksum(m, 0) != 0 || m[0] != 8 {
+	if m := ICMPEcho(a, b, 7, 3, "x")[20:]; checksum.Checksum(m, 0) != 0xffff || m[0] != 8 {
 		t.Fatalf("icmp % x", m)
 	}
 	if p := Tagged(a, b, 42, 1400); len(p) != 1400 || Tag(p) != 42 {

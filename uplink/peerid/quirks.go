@@ -49,5 +49,5 @@ var Quirks = []Quirk{
 		Where:     "uplink/ike/phase2.go", Test: "uplink/ike TestInteropBehindNATToCharon"},
 	{Name: "dhcpinform-routes", Peers: []Kind{Windows}, AllPeers: true,
 		Behaviour: "split-tunnel routes are answered to a DHCPINFORM over PPP with options 121 and Microsoft's 249",
-		Where:     "gateway/dhcpinform", Test: "gateway/dhcpinform TestRespondWindowsInform"},
+		Where:     "uplink/dhcpinform", Test: "uplink/dhcpinform TestRespondWindowsInform"},
 }

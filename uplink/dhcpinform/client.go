@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net/netip"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // The client side, used by our own edge uplink (package uplink) to ask the
@@ -54,12 +54,12 @@ func AppendInform(b []byte, ciaddr netip.Addr, xid uint32, chaddr []byte) []byte
 		msgLen = minReplySize
 	}
 	dst := netip.AddrFrom4([4]byte{255, 255, 255, 255})
-	total := ipv4.HeaderLen + 8 + msgLen
+	total := header.IPv4MinimumSize + 8 + msgLen
 	start := len(b)
 	b = append(b, make([]byte, total)...)
 	pkt := b[start:]
-	ipv4.Header(pkt).Encode(ipv4.Fields{TotalLen: uint16(total), TTL: 128, Protocol: ipv4.ProtoUDP, Src: ciaddr, Dst: dst})
-	udp := pkt[ipv4.HeaderLen:]
+	encodeIPv4(pkt, total, 128, ciaddr, dst)
+	udp := pkt[header.IPv4MinimumSize:]
 	binary.BigEndian.PutUint16(udp[0:], ClientPort)
 	binary.BigEndian.PutUint16(udp[2:], ServerPort)
 	binary.BigEndian.PutUint16(udp[4:], uint16(8+msgLen))
@@ -71,11 +71,7 @@ func AppendInform(b []byte, ciaddr netip.Addr, xid uint32, chaddr []byte) []byte
 	copy(m[28:34], chaddr)
 	binary.BigEndian.PutUint32(m[bootpLen:], magicCookie)
 	copy(m[bootpLen+4:], opts)
-	cs := ipv4.Checksum(udp, ipv4.PseudoHeaderSum(ciaddr, dst, ipv4.ProtoUDP, len(udp)))
-	if cs == 0 {
-		cs = 0xffff
-	}
-	binary.BigEndian.PutUint16(udp[6:], cs)
+	putUDPChecksum(udp, ciaddr, dst)
 	return b
 }
 
@@ -83,12 +79,12 @@ func AppendInform(b []byte, ciaddr netip.Addr, xid uint32, chaddr []byte) []byte
 // datagram from port 67 to port 68: the packets a client hands to
 // ParseAck rather than to its IP stack.
 func IsReply(pkt []byte) bool {
-	h := ipv4.Header(pkt)
-	if len(pkt) < ipv4.HeaderLen+8 || pkt[0]>>4 != 4 || h.Protocol() != ipv4.ProtoUDP {
+	h := header.IPv4(pkt)
+	if len(pkt) < header.IPv4MinimumSize+8 || pkt[0]>>4 != 4 || h.TransportProtocol() != header.UDPProtocolNumber {
 		return false
 	}
 	ihl := int(pkt[0]&0x0f) * 4
-	if ihl < ipv4.HeaderLen || len(pkt) < ihl+8 || h.Fragment() {
+	if ihl < header.IPv4MinimumSize || len(pkt) < ihl+8 || h.More() || h.FragmentOffset() != 0 {
 		return false
 	}
 	udp := pkt[ihl:]
@@ -102,7 +98,7 @@ func ParseAck(pkt []byte) (*Ack, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Ack{Src: h.Src(), Dst: h.Dst(), XID: binary.BigEndian.Uint32(m[4:])}
+	a := &Ack{Src: addr4(h.SourceAddressSlice()), Dst: addr4(h.DestinationAddressSlice()), XID: binary.BigEndian.Uint32(m[4:])}
 	msgType := -1
 	var r121, r249 []byte
 	var have121, have249 bool

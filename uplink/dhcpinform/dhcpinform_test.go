@@ -8,7 +8,9 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // windowsInform builds a DHCPINFORM as Windows sends it over PPP: from its
@@ -30,8 +32,7 @@ func windowsInform(t testing.TB, mod func(m []byte) []byte) []byte {
 		m = mod(m)
 	}
 	pkt := make([]byte, 20+8+len(m))
-	ipv4.Header(pkt).Encode(ipv4.Fields{TotalLen: uint16(len(pkt)), TTL: 128, Protocol: ipv4.ProtoUDP,
-		Src: netip.MustParseAddr("10.10.0.7"), Dst: netip.MustParseAddr("255.255.255.255")})
+	encodeIPv4(pkt, len(pkt), 128, netip.MustParseAddr("10.10.0.7"), netip.MustParseAddr("255.255.255.255"))
 	binary.BigEndian.PutUint16(pkt[20:], ClientPort)
 	binary.BigEndian.PutUint16(pkt[22:], ServerPort)
 	binary.BigEndian.PutUint16(pkt[24:], uint16(8+len(m)))
@@ -82,21 +83,21 @@ func TestRespondWindowsInform(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("Respond: ok %v, err %v", ok, err)
 	}
-	h := ipv4.Header(out)
-	if err := h.Validate(); err != nil {
-		t.Fatal(err)
+	h := header.IPv4(out)
+	if !h.IsValid(len(out)) {
+		t.Fatal("reply is not a valid IPv4 packet")
 	}
-	if h.Src() != reply.ServerID || h.Dst() != netip.MustParseAddr("10.10.0.7") {
-		t.Errorf("IP addresses: got %v -> %v, want 10.10.0.1 -> 10.10.0.7", h.Src(), h.Dst())
+	if h.SourceAddress() != tcpip.AddrFrom4(reply.ServerID.As4()) || h.DestinationAddress() != tcpip.AddrFrom4([4]byte{10, 10, 0, 7}) {
+		t.Errorf("IP addresses: got %v -> %v, want 10.10.0.1 -> 10.10.0.7", h.SourceAddress(), h.DestinationAddress())
 	}
-	if ipv4.Checksum(out[:20], 0) != 0 {
+	if !h.IsChecksumValid() {
 		t.Error("bad IP header checksum")
 	}
-	udp := h.Payload()
-	if sp, dp, _ := h.Ports(); sp != ServerPort || dp != ClientPort {
+	udp := header.UDP(h.Payload())
+	if sp, dp := udp.SourcePort(), udp.DestinationPort(); sp != ServerPort || dp != ClientPort {
 		t.Errorf("ports: got %d -> %d, want 67 -> 68", sp, dp)
 	}
-	if ipv4.Checksum(udp, ipv4.PseudoHeaderSum(h.Src(), h.Dst(), ipv4.ProtoUDP, len(udp))) != 0 {
+	if !udp.IsChecksumValid(h.SourceAddress(), h.DestinationAddress(), checksum.Checksum(udp.Payload(), 0)) {
 		t.Error("bad UDP checksum")
 	}
 	m := udp[8:]

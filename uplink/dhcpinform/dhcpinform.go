@@ -14,7 +14,9 @@ import (
 	"errors"
 	"net/netip"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // Ports and constants (RFC 2131 §4.1, RFC 2132, RFC 3442).
@@ -87,12 +89,12 @@ type Reply struct {
 // to port dport carrying a BOOTP message with operation op and the DHCP
 // magic cookie; it returns the IP header and the BOOTP message. notOurs is
 // the error for a packet that is not such a datagram at all.
-func bootp(pkt []byte, sport, dport uint16, op byte, notOurs error) (ipv4.Header, []byte, error) {
-	h := ipv4.Header(pkt)
-	if err := h.Validate(); err != nil {
+func bootp(pkt []byte, sport, dport uint16, op byte, notOurs error) (header.IPv4, []byte, error) {
+	h := header.IPv4(pkt)
+	if !validIPv4(pkt) {
 		return nil, nil, notOurs
 	}
-	if h.Protocol() != ipv4.ProtoUDP || h.Fragment() {
+	if h.TransportProtocol() != header.UDPProtocolNumber || h.More() || h.FragmentOffset() != 0 {
 		return nil, nil, notOurs
 	}
 	udp := h.Payload()
@@ -124,7 +126,7 @@ func Parse(pkt []byte) (*Inform, error) {
 		return nil, err
 	}
 	in := &Inform{
-		Src: h.Src(), Dst: h.Dst(),
+		Src: addr4(h.SourceAddressSlice()), Dst: addr4(h.DestinationAddressSlice()),
 		HType: m[1], HLen: m[2],
 		XID:    binary.BigEndian.Uint32(m[4:]),
 		Flags:  binary.BigEndian.Uint16(m[10:]),
@@ -263,12 +265,12 @@ func AppendAck(b []byte, in *Inform, r Reply) ([]byte, error) {
 	if msgLen < minReplySize {
 		msgLen = minReplySize
 	}
-	total := ipv4.HeaderLen + 8 + msgLen
+	total := header.IPv4MinimumSize + 8 + msgLen
 	start := len(b)
 	b = append(b, make([]byte, total)...)
 	pkt := b[start:]
-	ipv4.Header(pkt).Encode(ipv4.Fields{TotalLen: uint16(total), TTL: 64, Protocol: ipv4.ProtoUDP, Src: r.ServerID, Dst: dst})
-	udp := pkt[ipv4.HeaderLen:]
+	encodeIPv4(pkt, total, 64, r.ServerID, dst)
+	udp := pkt[header.IPv4MinimumSize:]
 	binary.BigEndian.PutUint16(udp[0:], ServerPort)
 	binary.BigEndian.PutUint16(udp[2:], ClientPort)
 	binary.BigEndian.PutUint16(udp[4:], uint16(8+msgLen))
@@ -281,11 +283,7 @@ func AppendAck(b []byte, in *Inform, r Reply) ([]byte, error) {
 	copy(m[28:44], in.CHAddr)
 	binary.BigEndian.PutUint32(m[bootpLen:], magicCookie)
 	copy(m[bootpLen+4:], opts)
-	cs := ipv4.Checksum(udp, ipv4.PseudoHeaderSum(r.ServerID, dst, ipv4.ProtoUDP, len(udp)))
-	if cs == 0 {
-		cs = 0xffff
-	}
-	binary.BigEndian.PutUint16(udp[6:], cs)
+	putUDPChecksum(udp, r.ServerID, dst)
 	return b, nil
 }
 
@@ -306,3 +304,38 @@ func Respond(pkt []byte, r Reply) (reply []byte, ok bool, err error) {
 	}
 	return out, true, nil
 }
+
+// validIPv4 checks version, header length and total length against len(pkt)
+// (gVisor's IsValid also requires the total length to equal len(pkt)
+// exactly only for its own buffers; a link may pad, so only "fits" here).
+func validIPv4(pkt []byte) bool {
+	if len(pkt) < header.IPv4MinimumSize || header.IPVersion(pkt) != header.IPv4Version {
+		return false
+	}
+	h := header.IPv4(pkt)
+	ihl := int(h.HeaderLength())
+	tl := int(h.TotalLength())
+	return ihl >= header.IPv4MinimumSize && ihl <= len(pkt) && tl >= ihl && tl <= len(pkt)
+}
+
+// encodeIPv4 writes a 20-byte IPv4/UDP header with its checksum into pkt.
+func encodeIPv4(pkt []byte, total int, ttl uint8, src, dst netip.Addr) {
+	h := header.IPv4(pkt)
+	h.Encode(&header.IPv4Fields{TotalLength: uint16(total), TTL: ttl, Protocol: uint8(header.UDPProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4())})
+	h.SetChecksum(^h.CalculateChecksum())
+}
+
+// putUDPChecksum stores the UDP checksum of udp (header + payload, its
+// checksum field zero) over the pseudo-header; a computed 0 is sent as
+// 0xffff (RFC 768).
+func putUDPChecksum(udp []byte, src, dst netip.Addr) {
+	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpip.AddrFrom4(src.As4()), tcpip.AddrFrom4(dst.As4()), uint16(len(udp)))
+	cs := ^checksum.Checksum(udp, xsum)
+	if cs == 0 {
+		cs = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:], cs)
+}
+
+func addr4(b []byte) netip.Addr { return netip.AddrFrom4([4]byte(b)) }
