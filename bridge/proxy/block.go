@@ -45,19 +45,19 @@ func resourceKey(from net.Addr, m *pool.Message) string {
 	return from.String() + " " + path + "?" + strings.Join(q, "&")
 }
 
-// blockIn handles a request carrying Block1. It returns true when the
-// request was answered here (2.31 Continue or an error); false means msg
-// now holds the whole body (its Block1 option is echoed in the response).
-func (p *Proxy) blockIn(e *endpointState, msg *pool.Message, from net.Addr) bool {
+// blockIn handles a request carrying Block1. It returns the answer and
+// true when the request ends here (2.31 Continue or an error); false means
+// msg now holds the whole body (its Block1 option is echoed in the
+// response) and goes on to the device.
+func (p *Proxy) blockIn(e *endpointState, msg *pool.Message, from net.Addr) (answer, bool) {
 	v, err := msg.GetOptionUint32(message.Block1)
 	if err != nil {
-		return false
+		return answer{}, false
 	}
 	szx, num, more, err := blockwise.DecodeBlockOption(v)
 	if err != nil || szx > blockwise.SZX1024 {
 		p.Stats.BlockErrors.Add(1)
-		p.respond(e, msg, from, content{code: codes.BadOption}, nil)
-		return true
+		return answer{c: content{code: codes.BadOption}}, true
 	}
 	key := resourceKey(from, msg)
 	body := readBody(msg)
@@ -67,8 +67,7 @@ func (p *Proxy) blockIn(e *endpointState, msg *pool.Message, from net.Addr) bool
 		if u == nil && len(e.uploads) >= maxTransfers {
 			e.mu.Unlock()
 			p.Stats.BlockErrors.Add(1)
-			p.respond(e, msg, from, content{code: codes.ServiceUnavailable}, nil)
-			return true
+			return answer{c: content{code: codes.ServiceUnavailable}}, true
 		}
 		u = &upload{}
 		e.uploads[key] = u
@@ -77,51 +76,48 @@ func (p *Proxy) blockIn(e *endpointState, msg *pool.Message, from net.Addr) bool
 		delete(e.uploads, key)
 		e.mu.Unlock()
 		p.Stats.BlockErrors.Add(1)
-		p.respond(e, msg, from, content{code: codes.RequestEntityIncomplete}, nil)
-		return true
+		return answer{c: content{code: codes.RequestEntityIncomplete}}, true
 	}
 	if len(u.body)+len(body) > p.cfg.MaxBody {
 		delete(e.uploads, key)
 		e.mu.Unlock()
 		p.Stats.BlockErrors.Add(1)
 		p.warnf("block-wise upload too large", "endpoint", e.ep.Name, "peer", from.String())
-		p.respond(e, msg, from, content{code: codes.RequestEntityTooLarge, opts: message.Options{{ID: message.Size1, Value: uintOpt(uint32(p.cfg.MaxBody))}}}, nil)
-		return true
+		return answer{c: content{code: codes.RequestEntityTooLarge, opts: message.Options{{ID: message.Size1, Value: uintOpt(uint32(p.cfg.MaxBody))}}}}, true
 	}
 	u.body = append(u.body, body...)
 	u.expires = time.Now().Add(p.cfg.BlockTimeout)
 	if more {
 		e.mu.Unlock()
-		p.respond(e, msg, from, content{code: codes.Continue}, nil)
-		return true
+		return answer{c: content{code: codes.Continue}}, true
 	}
 	delete(e.uploads, key)
 	e.mu.Unlock()
 	p.Stats.BlockUploads.Add(1)
 	msg.SetBody(bytes.NewReader(u.body))
-	return false
+	return answer{}, false
 }
 
 // blockCached answers a Block2 follow-up (block number > 0) from the body
-// kept when block 0 went out. It returns false on a miss: the request is
-// then relayed and the block cut from the fresh body.
-func (p *Proxy) blockCached(e *endpointState, msg *pool.Message, from net.Addr) bool {
+// kept when block 0 went out (answer.go's encodeBlocked cuts the block).
+// It returns false on a miss: the request is then relayed and the block
+// cut from the fresh body.
+func (p *Proxy) blockCached(e *endpointState, msg *pool.Message, from net.Addr) (answer, bool) {
 	v, err := msg.GetOptionUint32(message.Block2)
 	if err != nil {
-		return false
+		return answer{}, false
 	}
 	_, num, _, err := blockwise.DecodeBlockOption(v)
 	if err != nil || num == 0 {
-		return false
+		return answer{}, false
 	}
 	e.mu.Lock()
 	cb, ok := e.bodies[resourceKey(from, msg)]
 	e.mu.Unlock()
 	if !ok {
-		return false
+		return answer{}, false
 	}
-	p.respond(e, msg, from, cb.c, nil)
-	return true
+	return answer{c: cb.c}, true
 }
 
 // uintOpt encodes a uint option value (RFC 7252 section 3.2).
@@ -129,49 +125,6 @@ func uintOpt(v uint32) []byte {
 	var b [4]byte
 	n, _ := message.EncodeUint32(b[:], v)
 	return append([]byte(nil), b[:n]...)
-}
-
-// encodeBlocked encodes m for a central peer, as Block2 when its body is
-// larger than one block (szx from the request's Block2 if smaller than
-// ours), caching the body under key for the follow-ups. It returns nil if
-// m cannot be encoded.
-func (p *Proxy) encodeBlocked(e *endpointState, m centralMsg, reqBlock2 uint32, hasReqBlock2 bool, key string) []byte {
-	szx, num := p.cfg.BlockSZX, int64(0)
-	if hasReqBlock2 {
-		if s, n, _, err := blockwise.DecodeBlockOption(reqBlock2); err == nil {
-			if s < szx {
-				szx = s
-			}
-			num = n
-		}
-	}
-	size := szx.Size()
-	body := m.c.body
-	if num == 0 && int64(len(body)) <= size {
-		b, _ := m.encode(body)
-		return b
-	}
-	off := num * size
-	if off >= int64(len(body)) {
-		m.c = content{code: codes.BadOption}
-		m.hasObs = false
-		b, _ := m.encode(nil)
-		return b
-	}
-	end := min(off+size, int64(len(body)))
-	more := end < int64(len(body))
-	bv, _ := blockwise.EncodeBlockOption(szx, num, more)
-	m.block2, m.hasBlock2, m.size2 = bv, true, uint32(len(body))
-	if num == 0 && more {
-		e.mu.Lock()
-		if _, ok := e.bodies[key]; ok || len(e.bodies) < maxTransfers {
-			e.bodies[key] = cachedBody{c: m.c, expires: time.Now().Add(p.cfg.BlockTimeout)}
-		}
-		e.mu.Unlock()
-		p.Stats.BlockDownloads.Add(1)
-	}
-	b, _ := m.encode(body[off:end])
-	return b
 }
 
 // expireBlocks drops transfers idle for BlockTimeout.

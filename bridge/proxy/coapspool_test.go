@@ -193,10 +193,10 @@ func TestCoapSpoolOutage(t *testing.T) {
 	if got := sink.got(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("central processed %v, want %v in order, once each", got, want)
 	}
-	sink.mu.Lock()
-	dups, from := sink.dups, sink.from
+	sink.mu.Lock() // the sink goroutine keeps writing its maps: read them under the lock
+	dups, nfrom, fromEndpoint, from := sink.dups, len(sink.from), sink.from["10.10.8.17:5683"], fmt.Sprint(sink.from)
 	sink.mu.Unlock()
-	if len(from) != 1 || !from["10.10.8.17:5683"] {
+	if nfrom != 1 || !fromEndpoint {
 		t.Fatalf("central saw sources %v, want only 10.10.8.17:5683", from)
 	}
 	if dups == 0 || px.Stats.ForwardRetransmits.Load() == 0 {

@@ -10,13 +10,16 @@ package proxy
 // The relay in the order a message walks it (each stage in its own file):
 //
 //   - central → device: demux.go (endpoint by destination address;
-//     handleDown sorts the datagram: answers for the spool forwarder go to
-//     forward.go, ACK/RST of notifications to observe.go, separate
-//     responses are acknowledged) → exchange.go (deduplication, NStart and
-//     MaxInFlight) → block.go (Block1 reassembly, Block2 follow-ups) →
-//     observe.go (Observe:0 registrations) → relay.go (over the device's
-//     DTLS session, or queued while it sleeps; respond writes the answer
-//     and records it for duplicates).
+//     handleDown, the intake, sorts the datagram: answers for the spool
+//     forwarder go to forward.go, ACK/RST of notifications to observe.go,
+//     separate responses are acknowledged) → exchange.go (deduplication,
+//     NStart and MaxInFlight) → block.go (Block1 reassembly, Block2
+//     follow-ups from the cache) → observe.go (Observe:0 registrations) →
+//     relay.go (over the device's DTLS session); while the device sleeps
+//     the request waits in queue.go, the second intake. No stage writes or
+//     calls an earlier one: each returns its verdict or answer to the
+//     intake, which writes every answer through answer.go (the one return
+//     path: Block2 cut, recorded for duplicates, sent).
 //   - device → central: downlink/coap's session → proxy.go HandleDevice
 //     (Proxy-Uri allow-list, spool mode in coapspool.go) → exchange.go
 //     (NStart, MaxInFlight) → observe.go (Observe registrations) →
@@ -73,10 +76,18 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 		p.ackResponse(e, msg, from)
 		return
 	}
-	if p.dedupCentral(e, msg, from) {
+	if resend, done := p.dedupCentral(e, msg, from); done {
+		if resend != nil {
+			e.write(resend, from)
+		}
 		return
 	}
-	if p.blockIn(e, msg, from) || p.blockCached(e, msg, from) {
+	if a, done := p.blockIn(e, msg, from); done {
+		p.writeAnswer(e, msg, from, a)
+		return
+	}
+	if a, done := p.blockCached(e, msg, from); done {
+		p.writeAnswer(e, msg, from, a)
 		return
 	}
 	if v, err := msg.Observe(); err == nil && v == 1 && !hasBlock2Follow(msg) {
@@ -84,11 +95,16 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 	}
 	if s := p.session(e.ep.Name); s != nil {
 		if !p.acquire(e, dirDown) {
-			p.overloadCentral(e, msg, from)
+			p.writeAnswer(e, msg, from, p.overloadCentral(e, from))
 			return
 		}
 		p.wg.Add(1)
-		go func() { defer p.wg.Done(); defer p.release(e, dirDown); p.relay(e, msg, from) }()
+		go func() {
+			defer p.wg.Done()
+			a := p.toDevice(e, msg, from)
+			p.release(e, dirDown)
+			p.writeAnswer(e, msg, from, a)
+		}()
 		return
 	}
 	// Read what the empty ACK needs before the message is shared with
@@ -103,7 +119,7 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 	e.mu.Unlock()
 	if full {
 		p.Stats.QueueFull.Add(1)
-		p.reply(e, msg, from, codes.ServiceUnavailable, nil)
+		p.writeAnswer(e, msg, from, codeAnswer(codes.ServiceUnavailable))
 		return
 	}
 	p.Stats.Queued.Add(1)
@@ -118,6 +134,20 @@ func (p *Proxy) handleDown(e *endpointState, b []byte, from net.Addr) {
 			e.write(b, from)
 		}
 	}
+}
+
+// toDevice runs the device stages for an admitted central request: an
+// Observe:0 registration goes to observe.go (which gives it back as a plain
+// GET when the endpoint's observation bound is reached), anything else to
+// relay.go. It returns the answer for the intake to write.
+func (p *Proxy) toDevice(e *endpointState, msg *pool.Message, from net.Addr) answer {
+	if isObserveRegistration(msg) {
+		if a, done := p.observeDown(e, msg, from); done {
+			return a
+		}
+		msg.Remove(message.Observe)
+	}
+	return p.relay(e, msg)
 }
 
 // ackResponse acknowledges a CON response from central (a separate

@@ -26,8 +26,9 @@ package proxy
 //     over either bound is answered 5.03 Service Unavailable with Max-Age
 //     Config.OverloadMaxAge at once instead of queueing without limit.
 //
-// The stage only decides and remembers; answers are written by the stage
-// that produced them through answerCentral, which records the bytes for
+// The stage only decides and remembers; it writes nothing. Its verdicts go
+// back to the intake (demux.go), and every answer to a central request is
+// written by answer.go's writeAnswer, which records the bytes here for
 // duplicates.
 
 import (
@@ -159,13 +160,14 @@ func keyOf(peer net.Addr, m *pool.Message) (exKey, bool) {
 	return exKey{peer: ua.AddrPort(), mid: uint16(m.MessageID())}, true
 }
 
-// dedupCentral runs the deduplication of a central request: true means
-// the request was a duplicate and is dealt with (answered again from the
-// record, or dropped while the first copy is in progress).
-func (p *Proxy) dedupCentral(e *endpointState, m *pool.Message, from net.Addr) bool {
+// dedupCentral runs the deduplication of a central request. done means
+// the request was a duplicate and goes no further; resend, if not nil, is
+// the first copy's recorded answer, which the intake sends again (nil: the
+// first copy is still in progress and the duplicate is dropped).
+func (p *Proxy) dedupCentral(e *endpointState, m *pool.Message, from net.Addr) (resend []byte, done bool) {
 	k, ok := keyOf(from, m)
 	if !ok {
-		return false
+		return nil, false
 	}
 	var evicted uint64
 	what, resp := e.ex.begin(p.now(), k, p.cfg.DedupPerEndpoint, &evicted)
@@ -176,22 +178,12 @@ func (p *Proxy) dedupCentral(e *endpointState, m *pool.Message, from net.Addr) b
 	case exDuplicate:
 		p.Stats.Duplicates.Add(1)
 		p.Stats.DuplicatesAnswered.Add(1)
-		e.write(resp, from)
-		return true
+		return resp, true
 	case exInProgress:
 		p.Stats.Duplicates.Add(1)
-		return true
+		return nil, true
 	}
-	return false
-}
-
-// answerCentral sends the answer b to the central request req and records
-// it for duplicates of req.
-func (p *Proxy) answerCentral(e *endpointState, req *pool.Message, to net.Addr, b []byte) {
-	if k, ok := keyOf(to, req); ok {
-		e.ex.answered(k, b)
-	}
-	e.write(b, to)
+	return nil, false
 }
 
 // Directions of acquire/release.
@@ -242,10 +234,11 @@ func (p *Proxy) overloadOpt() message.Option {
 	return message.Option{ID: message.MaxAge, Value: uintOpt(uint32(p.cfg.OverloadMaxAge / time.Second))}
 }
 
-// overloadCentral answers a central request 5.03 with Max-Age.
-func (p *Proxy) overloadCentral(e *endpointState, m *pool.Message, from net.Addr) {
+// overloadCentral is the answer to a central request refused over NStart
+// or MaxInFlight: 5.03 with Max-Age.
+func (p *Proxy) overloadCentral(e *endpointState, from net.Addr) answer {
 	p.warnf("endpoint overloaded, central request refused", "endpoint", e.ep.Name, "peer", from.String())
-	p.respond(e, m, from, content{code: codes.ServiceUnavailable, opts: message.Options{p.overloadOpt()}}, nil)
+	return codeAnswer(codes.ServiceUnavailable, p.overloadOpt())
 }
 
 // overloadDevice answers a device request 5.03 with Max-Age.

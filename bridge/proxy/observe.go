@@ -58,17 +58,20 @@ type downObs struct {
 	req      *pool.Message // the central registration (token, type, MID)
 	from     net.Addr
 	sess     *coap.Session
-	answered chan struct{} // closed once the first response went out
+	answered chan struct{} // closed once the first response is in firstAns
+	firstOut chan struct{} // closed once the first answer was written (or never will be)
+	outOnce  sync.Once
 
-	mu      sync.Mutex
-	obs     observation // guarded by mu
-	seq     uint32      // guarded by mu
-	first   bool        // guarded by mu: the first response was sent
-	closed  bool        // guarded by mu
-	pendMID int32       // guarded by mu: unacknowledged CON notification, -1 none
-	pend    []byte      // guarded by mu
-	tries   int         // guarded by mu
-	timer   *time.Timer // guarded by mu
+	mu       sync.Mutex
+	obs      observation // guarded by mu
+	seq      uint32      // guarded by mu
+	first    bool        // guarded by mu: the first response arrived
+	firstAns answer      // guarded by mu: the answer it makes
+	closed   bool        // guarded by mu
+	pendMID  int32       // guarded by mu: unacknowledged CON notification, -1 none
+	pend     []byte      // guarded by mu
+	tries    int         // guarded by mu
+	timer    *time.Timer // guarded by mu
 }
 
 func (o *downObs) nextSeq() uint32 {
@@ -77,15 +80,17 @@ func (o *downObs) nextSeq() uint32 {
 }
 
 // observeDown registers a central observer (msg has Observe:0) on the
-// device's live session.
-func (p *Proxy) observeDown(e *endpointState, msg *pool.Message, from net.Addr) {
+// device's live session and returns the answer to the registration (the
+// device's first response with our Observe number, or an error). done is
+// false when the endpoint's observation bound is reached: the intake then
+// relays the request once as a plain GET (RFC 7641 section 4.1).
+func (p *Proxy) observeDown(e *endpointState, msg *pool.Message, from net.Addr) (a answer, done bool) {
 	s := p.session(e.ep.Name)
 	if s == nil {
-		p.reply(e, msg, from, codes.GatewayTimeout, nil)
-		return
+		return codeAnswer(codes.GatewayTimeout), true
 	}
 	key := from.String() + "|" + string(msg.Token())
-	o := &downObs{e: e, key: key, req: msg, from: from, sess: s, answered: make(chan struct{}), pendMID: -1}
+	o := &downObs{e: e, key: key, req: msg, from: from, sess: s, answered: make(chan struct{}), firstOut: make(chan struct{}), pendMID: -1}
 	old, replaced, full := admitObservation(e, e.down, key, o, p.cfg.MaxObservations)
 	if replaced {
 		p.endDown(old, true)
@@ -93,9 +98,7 @@ func (p *Proxy) observeDown(e *endpointState, msg *pool.Message, from net.Addr) 
 	if full {
 		p.Stats.ObserveRefused.Add(1)
 		p.warnf("observation limit reached, answering once", "endpoint", e.ep.Name, "peer", from.String())
-		msg.Remove(message.Observe)
-		p.relay(e, msg, from)
-		return
+		return answer{}, false
 	}
 	p.Stats.Downstream.Add(1)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.RequestTimeout)
@@ -109,23 +112,30 @@ func (p *Proxy) observeDown(e *endpointState, msg *pool.Message, from net.Addr) 
 	}
 	obs, err := s.Conn.DoObserve(req, func(n *pool.Message) { p.downNotify(o, n) })
 	s.Conn.ReleaseMessage(req)
+	// The first response (an error code too) reaches the callback maybe
+	// just after DoObserve returned: wait for it unless the exchange timed
+	// out or the session ended.
+	select {
+	case <-o.answered:
+	case <-ctx.Done():
+	case <-s.Conn.Done():
+	}
+	o.mu.Lock()
+	answered, first := o.first, o.firstAns
+	o.mu.Unlock()
+	a = codeAnswer(codes.GatewayTimeout)
+	if answered {
+		a = first
+	}
+	// Notifications after the first wait in downNotify until this answer
+	// left (writeAnswer calls sent), so the observer sees them in order.
+	a.sent = func() { o.outOnce.Do(func() { close(o.firstOut) }) }
 	if err != nil {
-		// An error code reaches the callback too (maybe just after
-		// DoObserve returned): wait for it unless the exchange timed out.
-		select {
-		case <-o.answered:
-		case <-ctx.Done():
-		case <-s.Conn.Done():
-		}
-		o.mu.Lock()
-		answered := o.first
-		o.mu.Unlock()
 		if !answered {
 			p.warnf("device observe failed", "endpoint", e.ep.Name, "err", err.Error())
-			p.reply(e, msg, from, codes.GatewayTimeout, nil)
 		}
 		p.endDown(o, false)
-		return
+		return a, true
 	}
 	o.mu.Lock()
 	o.obs = obs
@@ -139,9 +149,12 @@ func (p *Proxy) observeDown(e *endpointState, msg *pool.Message, from net.Addr) 
 	default:
 		p.Stats.ObservationsDown.Add(1)
 	}
+	return a, true
 }
 
-// downNotify relays one response or notification from the device.
+// downNotify takes one response or notification from the device: the
+// first becomes the registration's answer (observeDown returns it), the
+// later ones are sent to the central observer as notifications.
 func (p *Proxy) downNotify(o *downObs, n *pool.Message) {
 	c := contentOf(n)
 	final := c.final(n.HasOption(message.Observe))
@@ -151,17 +164,24 @@ func (p *Proxy) downNotify(o *downObs, n *pool.Message) {
 		return
 	}
 	first := !o.first
-	o.first = true
 	seq := o.nextSeq()
-	o.mu.Unlock()
-	var obs *uint32
-	if !final {
-		obs = &seq
-	}
 	if first {
-		p.respond(o.e, o.req, o.from, c, obs)
+		o.first = true
+		o.firstAns = answer{c: c, obs: seq, hasObs: !final}
+	}
+	o.mu.Unlock()
+	if first {
 		close(o.answered)
 	} else {
+		select { // the registration's answer goes out first
+		case <-o.firstOut:
+		case <-p.ctx.Done():
+			return
+		}
+		var obs *uint32
+		if !final {
+			obs = &seq
+		}
 		p.notifyCentral(o, c, obs)
 	}
 	if final {

@@ -1,32 +1,25 @@
 package proxy
 
-// The last stage central → device: a central request the exchange stage
-// admitted (and observe.go / block.go did not answer themselves) is sent
-// over the device's DTLS session, or queued while the device sleeps, and
-// the answer goes back to the central requester through respond, which
-// records it for duplicates (exchange.go).
+// The last stage central → device: a central request that the exchange
+// stage admitted and that block.go / observe.go did not end goes over the
+// device's DTLS session. relay returns the answer; the intake writes it
+// (answer.go). It calls no other stage.
 
 import (
 	"context"
-	"net"
-	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 )
 
-// relay sends one central request over the device's DTLS session and the
-// answer back to the central requester.
-func (p *Proxy) relay(e *endpointState, msg *pool.Message, from net.Addr) {
-	if v, err := msg.Observe(); err == nil && v == 0 && msg.Code() == codes.GET && !hasBlock2Follow(msg) {
-		p.observeDown(e, msg, from)
-		return
-	}
+// relay sends one central request over the device's DTLS session and
+// returns the answer for the central requester (5.04 when the device has
+// no session or does not answer).
+func (p *Proxy) relay(e *endpointState, msg *pool.Message) answer {
 	s := p.session(e.ep.Name)
 	if s == nil {
-		p.reply(e, msg, from, codes.GatewayTimeout, nil)
-		return
+		return codeAnswer(codes.GatewayTimeout)
 	}
 	p.Stats.Downstream.Add(1)
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.RequestTimeout)
@@ -42,42 +35,10 @@ func (p *Proxy) relay(e *endpointState, msg *pool.Message, from net.Addr) {
 	resp, err := s.Do(req)
 	if err != nil {
 		p.warnf("device request failed", "endpoint", e.ep.Name, "err", err.Error())
-		p.reply(e, msg, from, codes.GatewayTimeout, nil)
-		return
+		return codeAnswer(codes.GatewayTimeout)
 	}
 	defer s.Conn.ReleaseMessage(resp)
-	p.reply(e, msg, from, resp.Code(), resp)
-}
-
-// reply answers a central request with code and, if resp is not nil, its
-// options and body.
-func (p *Proxy) reply(e *endpointState, req *pool.Message, to net.Addr, code codes.Code, resp *pool.Message) {
-	c := content{code: code}
-	if resp != nil {
-		c = contentOf(resp)
-		c.code = code
-	}
-	p.respond(e, req, to, c, nil)
-}
-
-// respond answers a central request: piggybacked in the ACK for a CON still
-// unacknowledged, else as a NON with the request's token; Observe set when
-// obs is not nil; Block1 echoed and Block2 applied (RFC 7959).
-func (p *Proxy) respond(e *endpointState, req *pool.Message, to net.Addr, c content, obs *uint32) {
-	m := centralMsg{typ: message.NonConfirmable, mid: message.GetMID(), token: req.Token(), c: c}
-	if req.Type() == message.Confirmable {
-		m.typ, m.mid = message.Acknowledgement, req.MessageID()
-	}
-	if obs != nil {
-		m.observe, m.hasObs = *obs, true
-	}
-	if v, err := req.GetOptionUint32(message.Block1); err == nil {
-		m.block1, m.hasBlock1 = v, true
-	}
-	v2, err := req.GetOptionUint32(message.Block2)
-	if b := p.encodeBlocked(e, m, v2, err == nil, resourceKey(to, req)); b != nil {
-		p.answerCentral(e, req, to, b)
-	}
+	return responseAnswer(resp)
 }
 
 // hasBlock2Follow reports a Block2 request for a block after the first
@@ -87,62 +48,11 @@ func hasBlock2Follow(m *pool.Message) bool {
 	return err == nil && v>>4 > 0
 }
 
-// flush delivers an endpoint's queued requests (the device is awake).
-func (p *Proxy) flush(name string) {
-	p.mu.Lock()
-	e := p.eps[name]
-	p.mu.Unlock()
-	if e == nil {
-		return
-	}
-	e.mu.Lock()
-	q := e.queue
-	e.queue = nil
-	e.mu.Unlock()
-	if len(q) == 0 {
-		return
-	}
-	// One goroutine relays the queue in order, one exchange at a time (the
-	// queue is bounded by QueueLen; it takes no NStart slot so that a
-	// device that wakes gets what waited for it, never a 5.03).
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for _, it := range q {
-			it.msg.SetType(message.NonConfirmable) // the empty ACK was sent already
-			p.relay(e, it.msg, it.from)
-		}
-	}()
-}
-
-// Tick answers queued requests older than QueueTTL with 5.04 Gateway
-// Timeout. The daemon calls it every second; tests pass their own time.
-func (p *Proxy) Tick(now time.Time) {
-	p.mu.Lock()
-	eps := make([]*endpointState, 0, len(p.eps))
-	for _, e := range p.eps {
-		eps = append(eps, e)
-	}
-	p.mu.Unlock()
-	for _, e := range eps {
-		e.mu.Lock()
-		var keep, expired []queued
-		for _, it := range e.queue {
-			if now.After(it.deadline) {
-				expired = append(expired, it)
-			} else {
-				keep = append(keep, it)
-			}
-		}
-		e.queue = keep
-		e.mu.Unlock()
-		e.expireBlocks(now)
-		for _, it := range expired {
-			p.Stats.Expired.Add(1)
-			it.msg.SetType(message.NonConfirmable)
-			p.reply(e, it.msg, it.from, codes.GatewayTimeout, nil)
-		}
-	}
+// isObserveRegistration reports a GET with Observe:0 (RFC 7641 section 3.1)
+// that is not a Block2 follow-up.
+func isObserveRegistration(m *pool.Message) bool {
+	v, err := m.Observe()
+	return err == nil && v == 0 && m.Code() == codes.GET && !hasBlock2Follow(m)
 }
 
 // isRequest reports a request code (class 0, not Empty; RFC 7252 section 12.1.1).

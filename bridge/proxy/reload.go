@@ -120,7 +120,7 @@ func (p *Proxy) RemoveEndpoint(ep device.Endpoint) {
 		e.mu.Unlock()
 		for _, it := range q {
 			it.msg.SetType(message.NonConfirmable) // the empty ACK went out already
-			p.reply(e, it.msg, it.from, codes.ServiceUnavailable, nil)
+			p.writeAnswer(e, it.msg, it.from, codeAnswer(codes.ServiceUnavailable))
 		}
 		e.close()
 	}
