@@ -40,6 +40,7 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/device"
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 var (
@@ -108,9 +109,7 @@ func TestSoak(t *testing.T) {
 }
 
 func TestSoakLong(t *testing.T) {
-	if *soakDuration <= 0 {
-		t.Skip("TestSoakLong runs with -soak.duration (make bench: 30m)")
-	}
+	testenv.OptIn(t, *soakDuration > 0, "-soak.duration (make bench: 30m)")
 	runSoak(t, soakPlan{Warm: 10 * time.Second, Cut: 60 * time.Second, BridgeKill: 15 * time.Second, GwKill: 35 * time.Second,
 		Calm: 10 * time.Second, Loss: 2 * time.Minute, LossPct: 20}, *soakDuration)
 }

@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 func TestResolve(t *testing.T) {
@@ -43,9 +45,7 @@ func TestResolve(t *testing.T) {
 // TestLdflags links a tiny program with -X, as deploy/dist.sh does, and
 // checks the binary reports the injected values.
 func TestLdflags(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a binary")
-	}
+	testenv.SkipIfShort(t, "builds a binary")
 	dir := t.TempDir()
 	main := "package main\n\nimport (\n\t\"fmt\"\n\n\t\"github.com/fleetgate/fleetgate/version\"\n)\n\nfunc main() { fmt.Print(version.String()) }\n"
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(main), 0o644); err != nil {

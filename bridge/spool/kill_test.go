@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 // TestKill9Helper is the child process of TestKill9: it appends QoS 1
@@ -16,10 +18,7 @@ import (
 // after each Append returned (the moment a broker would send PUBACK) and
 // "ack <seq>" after each Ack.
 func TestKill9Helper(t *testing.T) {
-	dir := os.Getenv("FLEETGATE_SPOOL_KILL_DIR")
-	if dir == "" {
-		t.Skip("helper process for TestKill9")
-	}
+	dir := testenv.ChildProcess(t, "FLEETGATE_SPOOL_KILL_DIR", "TestKill9")
 	s, err := Open(Config{Dir: dir, SegmentBytes: 16 << 10})
 	if err != nil {
 		fmt.Println("open:", err)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 // Issue 18's DTLS flood: 40,000 well-formed ClientHellos, each from its own
@@ -276,8 +277,8 @@ func vmRSSOr(pid int, def int64) int64 {
 // READY with the address and sensor-17's PSK, serves until stdin closes,
 // then prints STATS.
 func TestAttackFloodServerChild(t *testing.T) {
-	if os.Getenv(floodChild) != "1" {
-		t.Skip("child process of TestAttackClientHelloFlood")
+	if testenv.ChildProcess(t, floodChild, "TestAttackClientHelloFlood") != "1" {
+		t.Fatalf("%s=%q, want 1", floodChild, os.Getenv(floodChild))
 	}
 	f := newFixture(t, nil)
 	fmt.Printf("READY addr=%s key=%s\n", f.srv.Addr(), hex.EncodeToString(f.key))

@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/downlink/mqtt/mqtttest"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 // Issue 18: one authenticated device (or, for connections, anyone who can
@@ -134,10 +135,7 @@ func (c *attackChild) stats(t *testing.T) map[string]string {
 // TestAttackBrokerChild is the broker side of TestAttackDeviceFloods, run
 // only in its child process.
 func TestAttackBrokerChild(t *testing.T) {
-	dir := os.Getenv(attackChildEnv)
-	if dir == "" {
-		t.Skip("child process of TestAttackDeviceFloods")
-	}
+	dir := testenv.ChildProcess(t, attackChildEnv, "TestAttackDeviceFloods")
 	db := filepath.Join(dir, "mqtt-sessions.db")
 	// The Upstream counts and drops (the real one is the relay and its
 	// spool, bounded on its own: bridge/spool).

@@ -17,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 // TestDemoFleet runs the shipped 50-device demo scenario for 12 s against
@@ -24,9 +25,7 @@ import (
 // TLS broker, and checks that the collector got telemetry from every
 // device — what the demo itself must show.
 func TestDemoFleet(t *testing.T) {
-	if testing.Short() {
-		t.Skip("12 s fleet run")
-	}
+	testenv.SkipIfShort(t, "12 s fleet run")
 	_, file, _, _ := runtime.Caller(0)
 	sc, err := scenario.Load(filepath.Join(filepath.Dir(file), "..", "..", "configs", "fleet-demo.yaml"))
 	if err != nil {

@@ -48,3 +48,39 @@ func TestCheckerFindsViolations(t *testing.T) {
 		t.Fatalf("violations:\n got  %q\n want %q", got, want)
 	}
 }
+
+// TestNoBareSkips: every skip goes through internal/testenv (loud, and a
+// failure in CI where the requirement should hold), apart from the
+// justified AllowedSkips.
+func TestNoBareSkips(t *testing.T) {
+	skips, err := BareSkips("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, s := range skips {
+		per[s.File]++
+		if per[s.File] > AllowedSkips[s.File] {
+			t.Errorf("%s:%d: bare Skip: go through internal/testenv (Require, RequireRoot, RequireBinary, SkipIfShort, SkipUnderRace, OptIn, ChildProcess)", s.File, s.Line)
+		}
+	}
+	for f, n := range AllowedSkips {
+		if per[f] < n {
+			t.Errorf("AllowedSkips[%q] = %d but the file has %d: lower it", f, n, per[f])
+		}
+	}
+}
+
+// TestBareSkipsFindsCalls runs the counter on the fixture module, which
+// holds three bare skips, one in its internal/testenv and one in a
+// testdata directory (neither counts).
+func TestBareSkipsFindsCalls(t *testing.T) {
+	skips, err := BareSkips("testdata/fixture")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Skip{{"uplink/clean/skip_test.go", 8}, {"uplink/clean/skip_test.go", 11}, {"uplink/clean/skip_test.go", 14}}
+	if !slices.Equal(skips, want) {
+		t.Fatalf("skips %v, want %v", skips, want)
+	}
+}

@@ -6,10 +6,12 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"golang.org/x/sys/unix"
 )
@@ -84,9 +86,7 @@ func TestBatchConnSpill(t *testing.T) {
 // an AF_INET socket refuses an IPv6 destination without failing the rest.
 func TestBatchConnFamilies(t *testing.T) {
 	v6, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6unspecified})
-	if err != nil {
-		t.Skipf("no IPv6 socket: %v", err)
-	}
+	testenv.Require(t, err == nil, "%s needs an IPv6 socket: %v", t.Name(), err)
 	t.Cleanup(func() { v6.Close() })
 	v4 := listenUDP(t, "127.0.0.1:0")
 	b6, b4 := newBatchConn(v6), newBatchConn(v4)
@@ -298,9 +298,7 @@ func TestSenderCloseReleasesWriters(t *testing.T) {
 func TestBatchConnGSO(t *testing.T) {
 	rx, rx2, tx := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
 	rb, rb2, tb := newBatchConn(rx), newBatchConn(rx2), newBatchConn(tx)
-	if tb.noGSO {
-		t.Skip("no UDP GSO layout on this architecture")
-	}
+	requireGSOLayout(t, tb)
 	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
 	to2 := rx2.LocalAddr().(*net.UDPAddr).AddrPort()
 	var pkts []outPkt
@@ -336,9 +334,7 @@ func TestBatchConnGSO(t *testing.T) {
 func TestBatchConnGSOFallback(t *testing.T) {
 	rx, tx := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
 	rb, tb := newBatchConn(rx), newBatchConn(tx)
-	if tb.noGSO {
-		t.Skip("no UDP GSO layout on this architecture")
-	}
+	requireGSOLayout(t, tb)
 	rc, _ := tx.SyscallConn()
 	var serr error
 	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1) })
@@ -412,9 +408,7 @@ func TestSenderLonePacketsInline(t *testing.T) {
 func TestBatchConnGSOIPv6(t *testing.T) {
 	listen6 := func() *net.UDPConn {
 		c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-		if err != nil {
-			t.Skipf("no IPv6 loopback: %v", err)
-		}
+		testenv.Require(t, err == nil, "%s needs an IPv6 loopback: %v", t.Name(), err)
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
@@ -423,9 +417,7 @@ func TestBatchConnGSOIPv6(t *testing.T) {
 	if rb == nil || tb == nil || !tb.v6 {
 		t.Fatal("no batched I/O on an IPv6 socket")
 	}
-	if tb.noGSO {
-		t.Skip("no UDP GSO layout on this architecture")
-	}
+	requireGSOLayout(t, tb)
 	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
 	from := tx.LocalAddr().(*net.UDPAddr).AddrPort()
 	var pkts []outPkt
@@ -448,4 +440,13 @@ func TestBatchConnGSOIPv6(t *testing.T) {
 			t.Fatalf("segment %d: ok=%v from %v (want %v), %d bytes", i, ok, src, from, len(p))
 		}
 	}
+}
+
+// requireGSOLayout: the UDP_SEGMENT control message is laid out for
+// 64-bit architectures (gsoCmsgSpace); elsewhere the batch conn never
+// uses GSO, and the GSO tests skip loudly (fail in CI, which is amd64).
+func requireGSOLayout(t *testing.T, b *batchConn) {
+	t.Helper()
+	testenv.Require(t, !b.noGSO, "%s needs the UDP GSO control-message layout (CmsgSpace(2) = %d, want %d on %s)",
+		t.Name(), unix.CmsgSpace(2), gsoCmsgSpace, runtime.GOARCH)
 }

@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 // BenchmarkOuterTransport is issue 21 item 7's measurement: the same
@@ -102,10 +104,11 @@ func benchUDPOuter(b *testing.B, size int, gso bool) {
 }
 
 func benchRawESP(b *testing.B, size int) {
+	testenv.RequireRoot(b) // raw IP sockets need CAP_NET_RAW
 	raw := func() int {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ESP)
 		if err != nil {
-			b.Skipf("raw IP protocol 50 socket (needs CAP_NET_RAW): %v", err)
+			b.Fatalf("raw IP protocol 50 socket: %v", err)
 		}
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
@@ -120,7 +123,7 @@ func benchRawESP(b *testing.B, size int) {
 	// packet on loopback, which a gateway on its own host would not.
 	sfd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
-		b.Skipf("raw socket: %v", err)
+		b.Fatalf("raw socket: %v", err)
 	}
 	_ = unix.SetsockoptInt(sfd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
 	var got atomic.Uint64

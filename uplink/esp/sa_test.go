@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -118,9 +120,7 @@ func TestSealInPlace(t *testing.T) {
 }
 
 func TestZeroAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are not meaningful under -race (sync.Pool drops items); CI's benchmarks and the non-race run check them")
-	}
+	testenv.SkipUnderRace(t, "allocation counts are not meaningful under -race (sync.Pool drops items); CI's benchmarks and the non-race run check them")
 	for _, suite := range allSuites {
 		t.Run(suite.String(), func(t *testing.T) {
 			out, in := newPair(t, suite, 5, Options{})

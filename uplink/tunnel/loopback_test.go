@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/link/linktest"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
@@ -177,9 +178,7 @@ func TestLoopbackTwoClientsBehindOneAddress(t *testing.T) {
 // IPsec SAs (rekeyed at half-life) and a 6-second IKE SA, a packet each way
 // every 5 ms for 8 seconds: every packet arrives.
 func TestLoopbackRekeyUnderTraffic(t *testing.T) {
-	if testing.Short() {
-		t.Skip("8 s of real time")
-	}
+	testenv.SkipIfShort(t, "8 s of real time")
 	linktest.CheckGoroutines(t)
 	sessions := make(chan *tunnel.ServerSession, 2)
 	short := tunnel.IKEOptions{IPsecLifetime: 3 * time.Second, IKELifetime: 6 * time.Second, RekeyMargin: 1500 * time.Millisecond}

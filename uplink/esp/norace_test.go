@@ -1,5 +1,0 @@
-//go:build !race
-
-package esp
-
-const raceEnabled = false
