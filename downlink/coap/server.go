@@ -177,6 +177,10 @@ type Server struct {
 	// serving/closing (under mu) order Serve's wg.Add before Close's
 	// wg.Wait, or skip it: Close may run before Serve has started.
 	closing bool
+	// opening counts onNewConn calls past their closing check (Add under
+	// mu while !closing): Close waits for them, so the close_notify to a
+	// session they supersede leaves before the socket is shut.
+	opening sync.WaitGroup
 	// connSeq numbers completed handshakes and resumptions (conn.seq).
 	connSeq atomic.Uint64
 
@@ -372,6 +376,7 @@ func (s *Server) Close() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	s.opening.Wait()
 	s.wg.Wait()
 	if first && s.stateKey != nil {
 		// Keep the sessions for the next start: park every one (no
@@ -400,12 +405,19 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	for _, x := range ss {
-		_ = x.Conn.Close()
-		if nc := x.Conn.NetConn(); nc != nil {
-			_ = nc.Close() // the DTLS conn: sends close_notify now, not when go-coap's goroutine gets to it
-		}
+		endConn(x.Conn)
 	}
 	s.srv.Stop()
+}
+
+// endConn closes a session's go-coap conn and its DTLS conn at once: the
+// device's close_notify leaves now, not when go-coap's goroutine gets to
+// it.
+func endConn(cc *udpclient.Conn) {
+	_ = cc.Close()
+	if nc := cc.NetConn(); nc != nil {
+		_ = nc.Close()
+	}
 }
 
 // Wait blocks until Serve has returned.
@@ -465,7 +477,7 @@ func (s *Server) CloseSession(name string) bool {
 	if sess == nil {
 		return p != nil
 	}
-	_ = sess.Conn.Close()
+	endConn(sess.Conn)
 	return true
 }
 
@@ -597,6 +609,22 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 		sess.remote.Store(p.raddr.String())
 	}
 	s.mu.Lock()
+	if s.closing {
+		// Close has swept the sessions already, or will not see this
+		// one: tell the device now.
+		s.mu.Unlock()
+		endConn(cc)
+		if p := c.woke; p != nil {
+			close(p.ready) // no session: wake returns nil
+		}
+		return
+	}
+	// Close waits for this call: a session superseded here (and the
+	// device's close_notify) is not left to race Close's shutdown of the
+	// socket (TestCloseNotifiesDevices: the old session's close_notify was
+	// written after the socket closed, ~1 run in 100).
+	s.opening.Add(1)
+	defer s.opening.Done()
 	old, oldParked := s.sessions[c.ep.Name], s.parked[c.ep.Name]
 	if old != nil && old.seq > sess.seq {
 		// A later handshake of this endpoint got here first (go-coap
@@ -605,7 +633,7 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 		s.mu.Unlock()
 		s.Stats.Superseded.Add(1)
 		s.log.Info("session superseded before it started", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String())
-		_ = cc.Close()
+		endConn(cc)
 		if p := c.woke; p != nil {
 			close(p.ready) // no session: wake returns nil
 		}
@@ -617,7 +645,7 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 	}
 	s.mu.Unlock()
 	if old != nil {
-		_ = old.Conn.Close()
+		endConn(old.Conn)
 	}
 	if oldParked != nil && oldParked != c.woke {
 		s.guard.dropParked(oldParked)
