@@ -37,6 +37,17 @@ type batchConn struct {
 	lastSpill int
 	readFn    func(fd uintptr) bool
 
+	// UDP GRO (enableGRO): the kernel hands one message per run of
+	// same-size datagrams from one source (a sender's UDP_SEGMENT burst
+	// across a veth, or GRO at a NIC), with the segment size in a control
+	// message. Each message then has a whole 64 KiB slot of gro (one
+	// anonymous mapping, so pages are committed only as far as datagrams
+	// reach), and read splits the messages into dgs.
+	gro       []byte
+	rcmsgs    [batchLen][groCmsgSpace]byte
+	dgs       []groDatagram
+	coalesced int // datagrams of the last read that came in a GRO message
+
 	// Send half. Consecutive datagrams to one destination with one size
 	// (the last may be shorter) go out as one message with UDP_SEGMENT
 	// (UDP GSO, Linux 4.18): the kernel walks its stack once for the run
@@ -71,6 +82,16 @@ const gsoMaxBytes = 65000
 
 // batchLen is the number of datagrams per recvmmsg/sendmmsg call.
 const batchLen = 32
+
+// groSlot is a message's buffer with GRO: the largest UDP payload.
+const groSlot = 1 << 16
+
+// groCmsgSpace holds CMSG_SPACE(sizeof(int)) (the UDP_GRO control
+// message) on every Linux ABI.
+const groCmsgSpace = 24
+
+// groDatagram is one datagram of a GRO read: message m, bytes [off, end).
+type groDatagram struct{ m, off, end int32 }
 
 // newBatchConn prepares batched I/O on c, or returns nil when the socket
 // cannot do it (then the caller reads and writes one datagram at a time).
@@ -129,12 +150,70 @@ func (b *batchConn) doRead(fd uintptr) bool {
 	}
 }
 
-// read receives up to batchLen datagrams; msg returns them.
+// enableGRO turns on UDP_GRO (Linux 5.0) on the socket and gives every
+// message a 64 KiB slot for a coalesced run; false (and nothing changed)
+// when the kernel refuses it. Call it before the first read; release
+// returns the slots.
+func (b *batchConn) enableGRO() bool {
+	if b.gro != nil {
+		return true
+	}
+	if unix.CmsgSpace(4) > groCmsgSpace {
+		return false
+	}
+	mem, err := unix.Mmap(-1, 0, batchLen*groSlot, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := b.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+	}); err != nil || serr != nil {
+		_ = unix.Munmap(mem)
+		return false
+	}
+	b.gro = mem
+	b.dgs = make([]groDatagram, 0, batchLen*udpMaxSegments)
+	for i := range b.rhdrs {
+		b.rbufs[i] = nil
+		b.riovs[i][0].Base = &mem[i*groSlot]
+		b.riovs[i][0].SetLen(groSlot)
+		b.riovs[i][1].Base = nil
+		h := &b.rhdrs[i].Hdr
+		h.SetIovlen(1)
+		h.Control = &b.rcmsgs[i][0]
+		h.SetControllen(unix.CmsgSpace(4))
+	}
+	b.over = nil
+	return true
+}
+
+// coalescedCount is how many datagrams of the last read came in GRO
+// messages.
+func (b *batchConn) coalescedCount() int { return b.coalesced }
+
+// release returns the GRO slots; the batch must not be read again.
+func (b *batchConn) release() {
+	if b.gro != nil {
+		mem := b.gro
+		b.gro = nil
+		for i := range b.riovs {
+			b.riovs[i][0].Base = nil
+		}
+		_ = unix.Munmap(mem)
+	}
+}
+
+// read receives up to batchLen messages; msg returns their datagrams,
+// whose number it returns (more than the messages when GRO coalesced).
 func (b *batchConn) read() (int, error) {
 	for i := range b.rn {
 		b.rhdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		b.rhdrs[i].Hdr.Flags = 0
 		b.rhdrs[i].Len = 0
+		if b.gro != nil {
+			b.rhdrs[i].Hdr.SetControllen(unix.CmsgSpace(4))
+		}
 	}
 	if b.rn == 0 { // first call
 		for i := range b.rhdrs {
@@ -148,6 +227,9 @@ func (b *batchConn) read() (int, error) {
 	if b.rerrno != 0 {
 		return 0, os.NewSyscallError("recvmmsg", b.rerrno)
 	}
+	if b.gro != nil {
+		return b.splitGRO(), nil
+	}
 	b.lastSpill = -1
 	for i := b.rn - 1; i >= 0; i-- {
 		if b.rhdrs[i].Len > bufSize {
@@ -158,20 +240,52 @@ func (b *batchConn) read() (int, error) {
 	return b.rn, nil
 }
 
+// splitGRO lists the datagrams of the last read's messages: a message
+// with a UDP_GRO control message holds a run of segments of that size
+// (the last may be shorter).
+func (b *batchConn) splitGRO() int {
+	b.dgs = b.dgs[:0]
+	b.coalesced = 0
+	for i := range b.rn {
+		n := int(b.rhdrs[i].Len)
+		seg := 0
+		h := &b.rhdrs[i].Hdr
+		if int(h.Controllen) >= unix.CmsgLen(4) {
+			c := (*unix.Cmsghdr)(unsafe.Pointer(&b.rcmsgs[i][0]))
+			if c.Level == unix.SOL_UDP && c.Type == unix.UDP_GRO && int(c.Len) >= unix.CmsgLen(4) {
+				seg = int(*(*int32)(unsafe.Pointer(&b.rcmsgs[i][unix.CmsgLen(0)])))
+			}
+		}
+		if seg <= 0 || seg >= n || h.Flags&unix.MSG_TRUNC != 0 {
+			b.dgs = append(b.dgs, groDatagram{int32(i), 0, int32(n)})
+			continue
+		}
+		for off := 0; off < n; off += seg {
+			b.dgs = append(b.dgs, groDatagram{int32(i), int32(off), int32(min(off+seg, n))})
+			b.coalesced++
+		}
+	}
+	return len(b.dgs)
+}
+
 // msg returns datagram i of the last read and its source. ok is false for
 // a datagram whose spilled tail was overwritten by a later one in the same
 // batch; err is set when its source is not an IP address.
 func (b *batchConn) msg(i int) (p []byte, from netip.AddrPort, ok bool, err error) {
-	sa := &b.rnames[i]
-	port := htons(sa.Port) // network order in memory
-	switch sa.Family {
-	case unix.AF_INET:
-		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		from = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), port)
-	case unix.AF_INET6:
-		from = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
-	default:
-		return nil, from, false, errAddrType
+	if b.gro != nil {
+		d := b.dgs[i]
+		from, err = b.source(int(d.m))
+		if err != nil {
+			return nil, from, false, err
+		}
+		if b.rhdrs[d.m].Hdr.Flags&unix.MSG_TRUNC != 0 {
+			return nil, from, false, nil
+		}
+		return b.gro[int(d.m)*groSlot+int(d.off) : int(d.m)*groSlot+int(d.end)], from, true, nil
+	}
+	from, err = b.source(i)
+	if err != nil {
+		return nil, from, false, err
 	}
 	n := int(b.rhdrs[i].Len)
 	if b.rhdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
@@ -190,6 +304,22 @@ func (b *batchConn) msg(i int) (p []byte, from netip.AddrPort, ok bool, err erro
 		p = b.big[:n]
 	}
 	return p, from, true, nil
+}
+
+// source is message i's source address.
+func (b *batchConn) source(i int) (from netip.AddrPort, err error) {
+	sa := &b.rnames[i]
+	port := htons(sa.Port) // network order in memory
+	switch sa.Family {
+	case unix.AF_INET:
+		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		from = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), port)
+	case unix.AF_INET6:
+		from = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
+	default:
+		return from, errAddrType
+	}
+	return from, nil
 }
 
 // littleEndian is the byte order of this machine (sockaddr ports are in

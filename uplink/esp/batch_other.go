@@ -20,6 +20,12 @@ func newBatchConn(*net.UDPConn) *batchConn { return nil }
 
 func (*batchConn) read() (int, error) { return 0, errNoBatch }
 
+func (*batchConn) enableGRO() bool { return false }
+
+func (*batchConn) release() {}
+
+func (*batchConn) coalescedCount() int { return 0 }
+
 func (*batchConn) msg(int) ([]byte, netip.AddrPort, bool, error) {
 	return nil, netip.AddrPort{}, false, errNoBatch
 }
