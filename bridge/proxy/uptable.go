@@ -23,8 +23,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -71,7 +73,9 @@ type upEx struct {
 	mid   uint16
 	src   netip.AddrPort // <endpoint>:UpstreamPort
 	dst   netip.AddrPort
-	b     []byte // the datagram, for retransmissions
+	b     []byte // the datagram, for retransmissions (aliases buf)
+	buf   []byte // reused datagram buffer (upExPool)
+	body  []byte // reused buffer for the device request's payload
 	acked bool   // an empty ACK came: a separate response follows
 	tries int
 	wait  time.Duration
@@ -151,31 +155,17 @@ func (p *Proxy) upExchange(ctx context.Context, e *endpointState, dst netip.Addr
 // upRoundTrip sends one request (block num of the answer) and waits for
 // its answer.
 func (p *Proxy) upRoundTrip(ctx context.Context, e *endpointState, dst netip.AddrPort, tok uint64, r *pool.Message, path string, query []string, num int64) (upResult, error) {
-	req := upMsgPool.Get().(*pool.Message)
-	req.Reset()
-	copyRequest(req, r, path, query)
-	var tb [8]byte
-	binary.BigEndian.PutUint64(tb[:], tok)
-	req.SetToken(tb[:])
-	req.SetType(message.Confirmable)
+	x := upExPool.Get().(*upEx)
 	mid := e.nextUpMID()
-	req.SetMessageID(int32(mid))
-	if num > 0 {
-		v, _ := blockwise.EncodeBlockOption(blockwise.SZX1024, num, false)
-		req.SetOptionUint32(message.Block2, v)
-		req.SetBody(nil) // RFC 7959 section 2.4: follow-ups carry no payload of their own
-	}
-	b, err := req.MarshalWithEncoder(coder.DefaultCoder)
-	b = bytes.Clone(b) // b aliases req's marshal buffer, which the pool reuses
-	req.Reset()
-	upMsgPool.Put(req)
+	b, err := encodeUp(x, r, path, query, tok, mid, num)
 	if err != nil {
+		upExPool.Put(x)
 		return upResult{}, err
 	}
 	now := p.now()
 	wait := ackTimeout + time.Duration(rand.Int64N(int64(ackTimeout/2)))
-	x := &upEx{e: e, key: upKey{e.ep.Addr, tok}, mid: mid, src: netip.AddrPortFrom(e.ep.Addr, UpstreamPort), dst: dst,
-		b: b, wait: wait, next: now.Add(wait), done: make(chan upResult, 1)}
+	x.e, x.key, x.mid, x.src, x.dst = e, upKey{e.ep.Addr, tok}, mid, netip.AddrPortFrom(e.ep.Addr, UpstreamPort), dst
+	x.b, x.acked, x.tries, x.wait, x.next = b, false, 0, wait, now.Add(wait)
 	t := p.up
 	t.mu.Lock()
 	if old := t.byTok[x.key]; old != nil { // a stale exchange under the same token (cannot happen: one round trip at a time)
@@ -191,11 +181,85 @@ func (p *Proxy) upRoundTrip(ctx context.Context, e *endpointState, dst netip.Add
 	_ = p.cfg.Stack.WriteUDP(x.src, dst, b)
 	select {
 	case res := <-x.done:
+		// Whoever took x out of the table sent res and holds x no more
+		// (retransmitUp copies the datagram under the table's lock): x is
+		// ours again, reused for the next exchange.
+		x.e, x.src, x.dst = nil, netip.AddrPort{}, netip.AddrPort{}
+		upExPool.Put(x)
 		return res, res.err
 	case <-ctx.Done():
-		t.remove(x)
+		t.remove(x) // not pooled: demuxUp may still finish it
 		return upResult{}, ctx.Err()
 	}
+}
+
+// upExPool recycles exchanges with their result channel, datagram and
+// body buffers (each request used to allocate all four).
+var upExPool = sync.Pool{New: func() any { return &upEx{done: make(chan upResult, 1)} }}
+
+// encodeUp encodes the upstream request for r into x's buffer and
+// returns it. The device's own options go as they are (hop-by-hop ones
+// dropped, RFC 7252 section 5.7.2) when its path and query are the next
+// hop's; a Proxy-Uri request is rebuilt through a go-coap message.
+func encodeUp(x *upEx, r *pool.Message, path string, query []string, tok uint64, mid uint16, num int64) ([]byte, error) {
+	var tb [8]byte
+	binary.BigEndian.PutUint64(tb[:], tok)
+	if len(query) > 0 || r.HasOption(message.ProxyURI) {
+		req := upMsgPool.Get().(*pool.Message)
+		req.Reset()
+		copyRequest(req, r, path, query)
+		req.SetToken(tb[:])
+		req.SetType(message.Confirmable)
+		req.SetMessageID(int32(mid))
+		if num > 0 {
+			v, _ := blockwise.EncodeBlockOption(blockwise.SZX1024, num, false)
+			req.SetOptionUint32(message.Block2, v)
+			req.SetBody(nil) // RFC 7959 section 2.4: follow-ups carry no payload of their own
+		}
+		b, err := req.MarshalWithEncoder(coder.DefaultCoder)
+		x.buf = append(x.buf[:0], b...) // b aliases req's marshal buffer, which the pool reuses
+		req.Reset()
+		upMsgPool.Put(req)
+		return x.buf, err
+	}
+	var ob [16]message.Option
+	opts := message.Options(ob[:0])
+	for _, o := range r.Options() {
+		if !skipOpts[o.ID] {
+			opts = append(opts, o)
+		}
+	}
+	var payload []byte
+	if num > 0 {
+		var vb [4]byte
+		v, _ := blockwise.EncodeBlockOption(blockwise.SZX1024, num, false)
+		var err error
+		if opts, _, err = opts.SetUint32(vb[:], message.Block2, v); err != nil {
+			return nil, err
+		}
+	} else if body := r.Body(); body != nil {
+		n, err := r.BodySize()
+		if err != nil {
+			return nil, err
+		}
+		x.body = slices.Grow(x.body[:0], int(n))[:n]
+		if _, err := body.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(body, x.body); err != nil {
+			return nil, err
+		}
+		_, _ = body.Seek(0, io.SeekStart)
+		payload = x.body
+	}
+	m := message.Message{Token: tb[:], Code: r.Code(), Options: opts, Payload: payload, MessageID: int32(mid), Type: message.Confirmable}
+	size, err := coder.DefaultCoder.Size(m)
+	if err != nil {
+		return nil, err
+	}
+	x.buf = slices.Grow(x.buf[:0], size)[:size]
+	n, err := coder.DefaultCoder.Encode(m, x.buf)
+	return x.buf[:n], err
 }
 
 func (t *upTable) remove(x *upEx) {
@@ -234,9 +298,11 @@ func (p *Proxy) demuxUp(src, dst netip.AddrPort, payload []byte) bool {
 	if e == nil {
 		return false // ipstack counts it and answers port unreachable
 	}
-	var ob [16]message.Option
-	m := message.Message{Options: ob[:0]}
-	if _, err := coder.DefaultCoder.Decode(payload, &m); err != nil {
+	mp := upDecPool.Get().(*message.Message)
+	defer upDecPool.Put(mp)
+	*mp = message.Message{Options: mp.Options[:0]}
+	m := mp // its option array would escape to the heap per datagram if it lived on the stack
+	if _, err := coder.DefaultCoder.Decode(payload, m); err != nil {
 		p.Stats.Malformed.Add(1)
 		p.warnf("malformed coap from upstream", "endpoint", e.ep.Name, "peer", src.String())
 		return true
@@ -288,13 +354,16 @@ func (p *Proxy) demuxUp(src, dst netip.AddrPort, payload []byte) bool {
 		delete(t.byMID, mk)
 	}
 	t.mu.Unlock()
-	res := upResult{c: contentOfMessage(&m)}
+	res := upResult{c: contentOfMessage(m)}
 	if v, err := m.Options.GetUint32(message.Block2); err == nil {
 		res.block, res.hasBl = v, true
 	}
 	x.finish(res)
 	return true
 }
+
+// upDecPool holds decoded upstream answers' option arrays (demuxUp).
+var upDecPool = sync.Pool{New: func() any { return &message.Message{Options: make(message.Options, 0, 16)} }}
 
 // contentOfMessage is contentOf for a decoded message.Message whose
 // option values and payload alias a buffer the caller reuses.
@@ -357,7 +426,7 @@ func (p *Proxy) retransmitUp(now time.Time) {
 		x.tries++
 		x.wait *= 2
 		x.next = now.Add(x.wait)
-		out = append(out, send{x.src, x.dst, x.b})
+		out = append(out, send{x.src, x.dst, bytes.Clone(x.b)}) // x.b is reused once x finishes
 	}
 	t.mu.Unlock()
 	for _, s := range out {
