@@ -108,7 +108,9 @@ prefix: %s
 state_dir: %s
 # park_after 10m: a session resumed early in the storm must not park
 # again (after the default 60 s) before the count reaches every device.
-downlink: {coap_listen: "127.0.0.1:%d", keep_sessions: %t, park_after: 10m}
+# max_pending_per_source 512 (= the total cap): every bench device dials
+# from one loopback address, where a site's sensors have one each.
+downlink: {coap_listen: "127.0.0.1:%d", keep_sessions: %t, park_after: 10m, max_pending_per_source: 512}
 central_coap: 10.20.0.1:5683
 http_listen: "127.0.0.1:0"
 uplink: {mode: none}
@@ -401,7 +403,8 @@ func siteHandshakes(s *daemon.Site) string {
 	b, _ := io.ReadAll(resp.Body)
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "coap_handshakes_ok_total ") || strings.HasPrefix(line, "coap_handshake_failures_total ") || strings.HasPrefix(line, "coap_state_restored_total ") || strings.HasPrefix(line, "coap_sessions_resumed_total ") || strings.HasPrefix(line, "coap_resume_failures_total ") || strings.HasPrefix(line, "coap_state_skipped_total ") {
+		if strings.HasPrefix(line, "coap_handshakes_ok_total ") || strings.HasPrefix(line, "coap_handshake_failures_total ") || strings.HasPrefix(line, "coap_state_restored_total ") || strings.HasPrefix(line, "coap_sessions_resumed_total ") || strings.HasPrefix(line, "coap_resume_failures_total ") || strings.HasPrefix(line, "coap_state_skipped_total ") ||
+			strings.HasPrefix(line, "coap_budget_deferred_total ") || strings.HasPrefix(line, "coap_pending_refused_total ") || strings.HasPrefix(line, "coap_pending_refused_source_total ") {
 			out = append(out, line)
 		}
 	}

@@ -112,6 +112,10 @@ type Downlink struct {
 	MaxPendingHandshakes int           `yaml:"max_pending_handshakes"`
 	MaxPendingPerSource  int           `yaml:"max_pending_per_source"`
 	PendingTimeout       time.Duration `yaml:"pending_timeout"`
+	// HandshakeBudget is the share of the CPUs (GOMAXPROCS) that DTLS
+	// handshakes may use: below the caps above they start at the rate
+	// that affords, measured (0: default 0.8; negative: caps only).
+	HandshakeBudget float64 `yaml:"handshake_budget"`
 	// MaxBlockTransfers bounds one device's block-wise uploads being
 	// reassembled at once (0: default 16).
 	MaxBlockTransfers int `yaml:"max_block_transfers"`
@@ -438,6 +442,8 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fail("downlink.max_pending_per_source", "downlink.max_pending_per_source must be positive (0: default 8)")
 	case d.MaxBlockTransfers < 0:
 		return nil, fail("downlink.max_block_transfers", "downlink.max_block_transfers must be positive (0: default 16)")
+	case d.HandshakeBudget > 1:
+		return nil, fail("downlink.handshake_budget", "downlink.handshake_budget is a share of the CPUs between 0 and 1, such as 0.8 (0: default; negative: no budget, the pending caps only)")
 	case d.PendingTimeout < 0:
 		return nil, fail("downlink.pending_timeout", "downlink.pending_timeout must be a positive duration such as 20s (0: default)")
 	case d.NStart < 0:

@@ -317,7 +317,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 		Busy: func(name string) bool { down, up := px.Observations(name); return down+up > 0 }, Rate: cfg.Downlink.Rate,
 		Burst: cfg.Downlink.Burst, IdleTimeout: cfg.Downlink.IdleTimeout, Logger: log,
 		MaxPendingHandshakes: cfg.Downlink.MaxPendingHandshakes, MaxPendingPerSource: cfg.Downlink.MaxPendingPerSource,
-		PendingTimeout: cfg.Downlink.PendingTimeout, MaxBlockTransfers: cfg.Downlink.MaxBlockTransfers,
+		PendingTimeout: cfg.Downlink.PendingTimeout, MaxBlockTransfers: cfg.Downlink.MaxBlockTransfers, HandshakeBudget: cfg.Downlink.HandshakeBudget,
 		ParkAfter: cfg.Downlink.ParkAfter, StateFile: sessFile, StateKeyFile: sessKey})
 	if err != nil {
 		return nil, err
@@ -543,6 +543,7 @@ func (s *Site) metrics() *prometheus.Registry {
 	counter("coap_cookie_invalid_total", "ClientHellos with a wrong or expired cookie.", srv.Stats.CookieInvalid.Load)
 	counter("coap_pending_refused_total", "Cookie-verified handshakes refused: downlink.max_pending_handshakes reached.", srv.Stats.PendingRefused.Load)
 	counter("coap_pending_refused_source_total", "Cookie-verified handshakes refused: downlink.max_pending_per_source reached.", srv.Stats.PendingRefusedSource.Load)
+	counter("coap_budget_deferred_total", "Cookie-verified ClientHellos dropped (the device retransmits): handshakes starting faster than the CPU budget affords.", srv.Stats.BudgetDeferred.Load)
 	counter("coap_pending_expired_total", "Handshakes closed by downlink.pending_timeout.", srv.Stats.PendingExpired.Load)
 	counter("coap_sessions_parked_total", "Idle DTLS sessions parked (state kept, no conn or goroutine).", srv.Stats.Parked.Load)
 	counter("coap_sessions_resumed_total", "Parked DTLS sessions resumed without a handshake.", srv.Stats.Resumed.Load)

@@ -168,11 +168,12 @@ func shiftEpoch0(b []byte, base uint64) []byte {
 }
 
 // serverHelloCID returns the Connection ID the server announced in an
-// outgoing ServerHello (the one the peer will put in its records).
-func serverHelloCID(b []byte) (string, bool) {
+// outgoing ServerHello (the one the peer will put in its records); hello
+// reports whether b held a ServerHello at all.
+func serverHelloCID(b []byte) (cid string, ok, hello bool) {
 	pkts, err := recordlayer.UnpackDatagram(b)
 	if err != nil || len(pkts) == 0 {
-		return "", false
+		return "", false, false
 	}
 	for _, pkt := range pkts {
 		if len(pkt) < recordlayer.FixedHeaderSize+handshake.HeaderLength || pkt[0] != 22 {
@@ -188,17 +189,21 @@ func serverHelloCID(b []byte) (string, bool) {
 		}
 		for _, ext := range sh.Extensions {
 			if e, ok := ext.(*extension.ConnectionID); ok && len(e.CID) > 0 {
-				return string(e.CID), true
+				return string(e.CID), true, true
 			}
 		}
+		return "", false, true
 	}
-	return "", false
+	return "", false, false
 }
 
 // guardLimits bound the handshakes of peers that proved their address.
 type guardLimits struct {
 	maxPending, maxPendingPerSource int
 	pendingTimeout                  time.Duration
+	// budget is the CPU (cores) handshakes may use (admission.go); ≤ 0
+	// admits up to the caps.
+	budget float64
 }
 
 // guardListener is a pion dtlsnet.PacketListener over one UDP socket.
@@ -208,6 +213,7 @@ type guardListener struct {
 	cidLen  int
 	lim     guardLimits
 	cookies *cookieJar
+	adm     *admitter // guarded by mu
 	accept  chan *guardConn
 	done    chan struct{}
 	once    sync.Once
@@ -223,7 +229,7 @@ type guardListener struct {
 }
 
 func newGuardListener(pc *net.UDPConn, s *Server, cidLen int, lim guardLimits, cookies *cookieJar) *guardListener {
-	l := &guardListener{pc: pc, s: s, cidLen: cidLen, lim: lim, cookies: cookies, accept: make(chan *guardConn, guardBacklog),
+	l := &guardListener{pc: pc, s: s, cidLen: cidLen, lim: lim, cookies: cookies, adm: newAdmitter(lim.budget, time.Now, processCPU), accept: make(chan *guardConn, guardBacklog),
 		done: make(chan struct{}), conns: map[string]*guardConn{}, pendingBy: map[netip.Addr]int{}, parked: map[string]*parkedSession{}}
 	l.wg.Add(1)
 	go l.readLoop()
@@ -378,6 +384,13 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 		l.s.warnf("dtls handshake refused: too many pending from this source", "peer", raddr.String(), "pending", l.pendingBy[src])
 		return nil, nil, stale, nil
 	}
+	if !l.adm.admit() {
+		// Over the CPU budget: drop the hello; the device retransmits it
+		// on its flight timer (admission.go).
+		l.s.Stats.BudgetDeferred.Add(1)
+		l.s.warnf("dtls handshake deferred: over the CPU budget", "peer", raddr.String(), "rate", int(l.adm.Rate()))
+		return nil, nil, stale, nil
+	}
 	c = &guardConn{l: l, raddr: raddr, src: src, random: append([]byte(nil), ch.Random...), seqBase: ch.RecordSeq, pending: true, order: l.s.connSeq.Add(1),
 		in: make(chan packet, guardQueue), done: make(chan struct{}), rdl: deadline.New(), wdl: deadline.New()}
 	select {
@@ -409,6 +422,7 @@ func (l *guardListener) unpendLocked(c *guardConn) {
 		return
 	}
 	c.pending = false
+	l.adm.done()
 	l.pending--
 	if l.pendingBy[c.src]--; l.pendingBy[c.src] <= 0 {
 		delete(l.pendingBy, c.src)
@@ -473,6 +487,7 @@ type guardConn struct {
 
 	pending    bool   // guarded by l.mu
 	cid        string // guarded by l.mu
+	helloSeen  bool   // guarded by l.mu: our ServerHello was parsed for its CID
 	raddrFreed bool   // guarded by l.mu
 	// parking is set (under l.mu) before the session's state is exported:
 	// from then on nothing pion writes reaches the wire (the exported
@@ -508,11 +523,15 @@ func (c *guardConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *guardConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	l := c.l
 	l.mu.Lock()
-	if c.cid == "" && l.cidLen > 0 && startsHandshake(b) { // ServerHello: handshake, epoch 0
-		if cid, ok := serverHelloCID(b); ok {
+	if c.cid == "" && !c.helloSeen && l.cidLen > 0 && startsHandshake(b) { // ServerHello: handshake, epoch 0
+		cid, ok, hello := serverHelloCID(b)
+		if ok {
 			c.cid = cid
 			l.conns["cid:"+cid] = c
 		}
+		// Parse one ServerHello only: the flights after it (and its
+		// retransmissions) have nothing to add.
+		c.helloSeen = hello
 	}
 	// Once the peer moved (NAT rebinding, routed by CID), free the old
 	// address for another peer, as pion's listener does.

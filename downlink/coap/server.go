@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,11 @@ type Config struct {
 	// still pending after that long. Zero means the Default… constant.
 	MaxPendingHandshakes, MaxPendingPerSource int
 	PendingTimeout                            time.Duration
+	// HandshakeBudget is the share of GOMAXPROCS that cookie-verified
+	// handshakes may use: they start at the rate that affords, measured
+	// (admission.go), below the caps above. Zero means
+	// DefaultHandshakeBudget; negative admits up to the caps only.
+	HandshakeBudget float64
 	// MaxBlockTransfers bounds one session's block-wise (RFC 7959)
 	// transfers being reassembled at once (go-coap's default is 4096, each
 	// up to MaxMessageSize); zero means DefaultMaxBlockTransfers. Over it
@@ -152,6 +158,10 @@ type Stats struct {
 	// handshakes refused by MaxPendingHandshakes and MaxPendingPerSource;
 	// PendingExpired those closed by PendingTimeout.
 	PendingRefused, PendingRefusedSource, PendingExpired atomic.Uint64
+	// BudgetDeferred counts cookie-verified ClientHellos dropped because
+	// handshakes were starting faster than the CPU budget affords (the
+	// device retransmits; admission.go).
+	BudgetDeferred atomic.Uint64
 	// Parked counts sessions parked (park.go), Resumed parked sessions
 	// resumed without a handshake, ResumeFailures those that could not be,
 	// ParkedExpired parked sessions dropped after IdleTimeout.
@@ -227,6 +237,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PendingTimeout == 0 {
 		cfg.PendingTimeout = DefaultPendingTimeout
+	}
+	if cfg.HandshakeBudget == 0 {
+		cfg.HandshakeBudget = DefaultHandshakeBudget
 	}
 	if cfg.MaxBlockTransfers == 0 {
 		cfg.MaxBlockTransfers = DefaultMaxBlockTransfers
@@ -322,7 +335,8 @@ func New(cfg Config) (*Server, error) {
 	// into the devices' retransmission timers.
 	_ = pc.SetReadBuffer(socketBuffer)
 	guard := newGuardListener(pc, s, cidLen, guardLimits{maxPending: cfg.MaxPendingHandshakes,
-		maxPendingPerSource: cfg.MaxPendingPerSource, pendingTimeout: cfg.PendingTimeout},
+		maxPendingPerSource: cfg.MaxPendingPerSource, pendingTimeout: cfg.PendingTimeout,
+		budget: cfg.HandshakeBudget * float64(runtime.GOMAXPROCS(0))},
 		newCookieJar(cfg.CookieRotation, time.Now))
 	s.guard = guard
 	s.dtlsOpts = opts
@@ -656,7 +670,10 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 		close(p.ready)
 		s.log.Debug("parked session resumed", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String())
 	} else {
-		s.log.Info("session established", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String(), "suite", c.suite.String(), "addr", c.ep.Addr.String())
+		// Debug, as the other per-device session events: a restart of a
+		// 10,000-sensor site would log 20,000 lines (and format them: ~10 µs
+		// of a ~150 µs handshake); Stats and the status page count them.
+		s.log.Debug("session established", "endpoint", c.ep.Name, "peer", cc.RemoteAddr().String(), "suite", c.suite.String(), "addr", c.ep.Addr.String())
 	}
 	cc.AddOnClose(func() {
 		s.mu.Lock()
@@ -667,7 +684,7 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 		if sess.parked.Load() {
 			return // parked, not ended: no OnSession(false)
 		}
-		s.log.Info("session closed", "endpoint", c.ep.Name, "duration", time.Since(sess.started).Round(time.Millisecond).String())
+		s.log.Debug("session closed", "endpoint", c.ep.Name, "duration", time.Since(sess.started).Round(time.Millisecond).String())
 		if s.cfg.OnSession != nil {
 			s.cfg.OnSession(sess, false)
 		}
