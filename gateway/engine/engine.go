@@ -182,6 +182,12 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		MaxHalfOpen: e.cfg.MaxHalfOpen, HalfOpenTTL: e.cfg.HalfOpenTTL,
 		RatePerSource: e.cfg.RatePerSource, BurstPerSource: e.cfg.BurstPerSource,
 		LocalAddr: gc.Pool.GatewayAddr, MRU: gc.MTU,
+		// The LCP MRU is the session's effective MTU: mtu capped by what one
+		// outer packet carries for its ESP suite and outer family (20 bytes
+		// less over IPv6), so no inner packet is fragmented outside.
+		MRUFor: func(ss *tunnel.ServerSession, mru int) int {
+			return dataplane.EffectiveMTUOver(ss.Suite(), ss.Outer().Addr(), 0, mru)
+		},
 		// IPV6CP (identities with an ipv6_prefix): the gateway's link-local
 		// address is fe80::1 on every session.
 		IfaceID:      ppp.IfaceID{7: 1},

@@ -272,6 +272,11 @@ type ServerConfig struct {
 	MRU          int
 	EchoInterval time.Duration
 	EchoFailures int
+	// MRUFor, when set, gives the MRU a new session's LCP announces from
+	// the session (outer address, ESP suite) and the configured MRU, e.g.
+	// smaller over an IPv6 outer path so inner packets are never
+	// fragmented outside.
+	MRUFor func(ss *ServerSession, mru int) int
 	// HostName is our L2TP Host Name (default "fleetgate").
 	HostName string
 

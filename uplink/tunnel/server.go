@@ -566,8 +566,12 @@ func (s *Server) serve(sess *l2tp.Session) {
 	// session (l2tp.MaxEarlyFrames) and reach PPP first; the LAC likewise
 	// holds ours until its own PPP attaches.
 	la := &linkAuth{auth: s.cfg.Authenticator, assign: s.cfg.AddressFunc, outer: ps.peer.Remote, ss: ss}
+	mru := int(s.mru.Load())
+	if s.cfg.MRUFor != nil {
+		mru = s.cfg.MRUFor(ss, mru)
+	}
 	ss.ppp = ppp.Attach(sess, ppp.Config{
-		Role: ppp.Server, MRU: int(s.mru.Load()), Methods: methods, Name: s.cfg.HostName,
+		Role: ppp.Server, MRU: mru, Methods: methods, Name: s.cfg.HostName,
 		Authenticator: la, AssignAddress: la.Assign, LocalAddr: s.cfg.LocalAddr,
 		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures, IfaceID: s.cfg.IfaceID,
 		Clock: s.cfg.Clock, Logger: log.With("layer", "ppp"), Stats: &s.pppSt,
