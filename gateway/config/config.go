@@ -175,6 +175,15 @@ type Pool struct {
 	// (gateway --check-config --fleet FILE checks). Default: the whole
 	// prefix.
 	Slice string `yaml:"slice"`
+	// IPv6Prefix, when set, is cut into /64s: an identity without a static
+	// ipv6_prefix (RADIUS users too, unless RADIUS gives one) gets one of
+	// them as its site prefix and is offered IPV6CP. The same identity
+	// gets the same /64 back while it is free. IPv6Max bounds the /64s
+	// handed out at once (default 65536).
+	IPv6Prefix string `yaml:"ipv6_prefix"`
+	IPv6Max    int    `yaml:"ipv6_max"`
+	// IPv6PrefixP is the parsed IPv6Prefix (invalid when unset).
+	IPv6PrefixP netip.Prefix `yaml:"-"`
 
 	// SliceLo and SliceHi bound the parsed Slice (invalid when unset).
 	SliceLo, SliceHi netip.Addr `yaml:"-"`

@@ -246,6 +246,7 @@ func (v *validator) pool() {
 		return
 	}
 	pl.PrefixP = pf.Masked()
+	v.pool6()
 	if pl.Gateway == "" {
 		pl.GatewayAddr = pl.PrefixP.Addr().Next()
 		return
@@ -256,6 +257,35 @@ func (v *validator) pool() {
 		return
 	}
 	pl.GatewayAddr = g
+}
+
+// pool6 checks pool.ipv6_prefix (the /64s handed to identities without a
+// static ipv6_prefix) and pool.ipv6_max.
+func (v *validator) pool6() {
+	pl := &v.c.Pool
+	if pl.IPv6Prefix == "" {
+		if pl.IPv6Max != 0 {
+			v.errf(p("pool", "ipv6_max"), "pool.ipv6_max is set but pool.ipv6_prefix is not (add pool.ipv6_prefix, e.g. 2001:db8:100::/48, or remove ipv6_max)")
+		}
+		return
+	}
+	pf, err := netip.ParsePrefix(pl.IPv6Prefix)
+	switch {
+	case err != nil || !pf.Addr().Is6() || pf.Addr().Is4In6():
+		v.errf(p("pool", "ipv6_prefix"), "pool.ipv6_prefix %q is not an IPv6 prefix (like 2001:db8:100::/48)", pl.IPv6Prefix)
+		return
+	case pf != pf.Masked():
+		v.errf(p("pool", "ipv6_prefix"), "pool.ipv6_prefix %q has host bits set (did you mean %s?)", pl.IPv6Prefix, pf.Masked())
+		return
+	case pf.Bits() < 32 || pf.Bits() > 63:
+		v.errf(p("pool", "ipv6_prefix"), "pool.ipv6_prefix %s: want a /32 to /63 (it is cut into one /64 per site; a /48 holds 65,535)", pf)
+		return
+	}
+	if pl.IPv6Max < 0 || pl.IPv6Max > 1<<20 {
+		v.errf(p("pool", "ipv6_max"), "pool.ipv6_max %d out of range 1..1048576 (default 65536; remove the key to use it)", pl.IPv6Max)
+		return
+	}
+	pl.IPv6PrefixP = pf
 }
 
 func (v *validator) prefixes(list []string, path ...any) []netip.Prefix {
@@ -488,6 +518,9 @@ func (v *validator) identities() {
 					if other.Overlaps(pf) {
 						v.errf(at("ipv6_prefix"), "identity %s: ipv6_prefix %s overlaps %s of %s", id.Name, pf, other, on)
 					}
+				}
+				if pp := c.Pool.IPv6PrefixP; pp.IsValid() && pf.Overlaps(pp) && (pf.Bits() != 64 || !pp.Contains(pf.Addr())) {
+					v.errf(at("ipv6_prefix"), "identity %s: ipv6_prefix %s overlaps pool.ipv6_prefix %s (a static /64 inside the pool is reserved; a shorter one must be outside it)", id.Name, pf, pp)
 				}
 				routes6[pf] = id.Name
 				id.IPv6 = pf

@@ -104,6 +104,7 @@ func (m *authMux) Assign(ctx context.Context, user string) (ppp.Assignment, erro
 	defer m.mu.Unlock()
 	if m.byKey[p.key] != p { // the link went away meanwhile
 		m.env.ReleaseAddress(asg.Addr)
+		p.auth.ReleaseIPv6()
 		return ppp.Assignment{}, ErrNoPending
 	}
 	if old := m.byAddr[asg.Addr]; old != nil && old != p {
@@ -151,6 +152,7 @@ func (m *authMux) drop(p *pending) {
 	if p.addr.IsValid() && m.byAddr[p.addr] == p {
 		delete(m.byAddr, p.addr)
 		m.env.ReleaseAddress(p.addr)
+		p.auth.ReleaseIPv6()
 		m.stats.OrphanAuth.Add(1)
 	}
 	if p.hold != nil {

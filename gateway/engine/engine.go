@@ -376,6 +376,7 @@ func (e *Engine) serve(env *server.Env, log *slog.Logger, s *Session, stopping <
 			s.hold.close()
 		}
 		env.ReleaseAddress(s.Addr())
+		env.ReleaseIPv6(s.Identity(), s.ipv6)
 		_ = s.link.Close()
 		return
 	}

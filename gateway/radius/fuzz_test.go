@@ -23,6 +23,30 @@ func FuzzParseFramedRoute(f *testing.F) {
 	})
 }
 
+// FuzzParseIPv6Prefix: Framed-/Delegated-IPv6-Prefix values: never a
+// panic; what is accepted is a masked global IPv6 /48../64.
+func FuzzParseIPv6Prefix(f *testing.F) {
+	for _, v := range [][]byte{
+		{0, 64, 0x20, 0x01, 0x0d, 0xb8, 0, 8, 0, 0},
+		{0, 56, 0x20, 0x01, 0x0d, 0xb8, 0, 8, 0},
+		{0, 64, 0xfe, 0x80, 0, 0, 0, 0, 0, 0},
+		{0, 129},
+		{0, 64, 0x20, 0x01, 0x0d, 0xb8, 0, 8, 0, 0, 1},
+		{},
+	} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		pf, err := ParseIPv6Prefix(v)
+		if err != nil {
+			return
+		}
+		if !pf.Addr().Is6() || pf.Addr().Is4In6() || pf.Masked() != pf || pf.Bits() < 48 || pf.Bits() > 64 {
+			t.Fatalf("ParseIPv6Prefix(%x) = %v", v, pf)
+		}
+	})
+}
+
 // FuzzDAEHandle feeds arbitrary datagrams to the Disconnect/CoA handler:
 // never a panic, and nothing without a valid authenticator is answered
 // or acted on.

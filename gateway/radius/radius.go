@@ -180,6 +180,9 @@ type Result struct {
 	FramedIP netip.Addr
 	// FramedRoutes are the prefixes of Framed-Route attributes.
 	FramedRoutes []netip.Prefix
+	// IPv6Prefix is the site's IPv6 prefix from Delegated-IPv6-Prefix, else
+	// Framed-IPv6-Prefix (invalid when absent or unusable).
+	IPv6Prefix netip.Prefix
 	// MSCHAP2Success is the authenticator response "S=<40 hex>" from
 	// MS-CHAP2-Success (ident byte stripped), for the PPP Success packet.
 	MSCHAP2Success string
@@ -262,6 +265,12 @@ func (c *Client) Authenticate(ctx context.Context, req Request) (*Result, error)
 		}
 		res.FramedRoutes = append(res.FramedRoutes, pf)
 	}
+	pf6, errs6 := sitePrefix6(resp)
+	for _, err := range errs6 {
+		c.Stats.BadReplies.Add(1)
+		c.log.Warn("radius: ignoring unusable IPv6 prefix", "user", req.User, "err", err)
+	}
+	res.IPv6Prefix = pf6
 	if s := microsoft.MSCHAP2Success_Get(resp); len(s) > 1 {
 		res.MSCHAP2Success = string(s[1:])
 	}

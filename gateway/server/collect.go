@@ -31,6 +31,9 @@ var (
 	descSessionsActive = desc("fleetgate_sessions_active", "Established sessions.")
 	descPoolInUse      = desc("fleetgate_pool_addresses_in_use", "Dynamic pool addresses in use.")
 	descPoolFree       = desc("fleetgate_pool_addresses_free", "Pool addresses still free.")
+	descPool6InUse     = desc("fleetgate_pool6_prefixes_in_use", "IPv6 /64s of pool.ipv6_prefix handed to sessions.")
+	descPool6Max       = desc("fleetgate_pool6_prefixes_max", "Bound on IPv6 /64s handed out at once (pool.ipv6_max).")
+	descPool6Exhausted = desc("fleetgate_pool6_exhausted_total", "Sessions that got no IPv6 /64 (pool full or at pool.ipv6_max) and went on IPv4 only.")
 	descDrops          = desc("fleetgate_dataplane_drops_total", "Packets dropped by the router, by reason.", "reason")
 	descFromSession    = desc("fleetgate_dataplane_from_session_packets_total", "Packets received from sessions.")
 	descFromHost       = desc("fleetgate_dataplane_from_host_packets_total", "Packets received from the host (TUN or userspace).")
@@ -61,7 +64,7 @@ type serverCollector struct{ s *Server }
 
 // Describe implements prometheus.Collector.
 func (serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessionsActive, descPoolInUse, descPoolFree, descDrops, descFromSession,
+	for _, d := range []*prometheus.Desc{descSessionsActive, descPoolInUse, descPoolFree, descPool6InUse, descPool6Max, descPool6Exhausted, descDrops, descFromSession,
 		descFromHost, descToHost, descToSession, descMSSClamped, descICMPSent, descICMPLimited, descFragmented,
 		descDHCPInform, descAdmitted, descRejected, descIDRxBytes, descIDTxBytes, descIDRxPackets, descIDTxPackets,
 		descRadAccepts, descRadRejects, descRadTimeouts, descRadAcctSent, descRadAcctFailed, descRadBusy} {
@@ -82,6 +85,11 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 	p := s.pool.Load()
 	gauge(descPoolInUse, float64(p.InUse()))
 	gauge(descPoolFree, float64(p.Free()))
+	if p6 := s.pool6.Load(); p6 != nil {
+		gauge(descPool6InUse, float64(p6.InUse()))
+		gauge(descPool6Max, float64(p6.Max()))
+		counter(descPool6Exhausted, p6.Exhausted.Load())
+	}
 	st := &s.router.Stats
 	for _, r := range dataplane.Reasons() {
 		counter(descDrops, st.Drops(r), r.String())

@@ -290,6 +290,7 @@ func (e *Env) Unregister(s Session, cause int) {
 	e.srv.withdraw(s)
 	e.srv.finish(s, cause)
 	e.ReleaseAddress(s.Addr())
+	e.ReleaseIPv6(s.Identity(), sessionIPv6(s))
 }
 
 // counter for unique session IDs.

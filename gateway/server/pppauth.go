@@ -30,6 +30,7 @@ type PPPAuth struct {
 	identity string
 	user     string
 	res      *radius.Result
+	ipv6     netip.Prefix // from Assign (AssignIPv6)
 }
 
 // NewPPPAuth returns the authenticator for one session; sessionID and
@@ -185,8 +186,23 @@ func (a *PPPAuth) Assign(_ context.Context, _ string) (ppp.Assignment, error) {
 		return ppp.Assignment{}, err
 	}
 	as := ppp.Assignment{Addr: addr}
-	// An identity with an IPv6 site prefix is offered IPV6CP.
-	as.IPv6 = a.env.IPv6Prefix(identity).IsValid()
+	// An identity with an IPv6 site prefix (static, RADIUS, the /64 pool)
+	// is offered IPV6CP.
+	var fromRADIUS netip.Prefix
+	if res != nil {
+		fromRADIUS = res.IPv6Prefix
+	}
+	pf6, err := a.env.AssignIPv6(identity, fromRADIUS)
+	if err != nil { // the pool is full (counted: fleetgate_pool6_exhausted_total): IPv4 only
+		a.env.Log.Warn("no IPv6 prefix for the session: IPv4 only", "identity", identity, "err", err)
+	}
+	a.mu.Lock()
+	if a.ipv6.IsValid() { // a second IPCP round: the earlier prefix goes back
+		a.env.ReleaseIPv6(identity, a.ipv6)
+	}
+	a.ipv6 = pf6
+	a.mu.Unlock()
+	as.IPv6 = pf6.IsValid()
 	for i, d := range a.env.Config().DNSAddrs {
 		if i < len(as.DNS) {
 			as.DNS[i] = d
@@ -223,12 +239,22 @@ func (a *PPPAuth) Routes() []netip.Prefix {
 	return out
 }
 
-// IPv6Prefix is the session's IPv6 site prefix (invalid: IPv4 only).
+// IPv6Prefix is the session's IPv6 site prefix from Assign (invalid:
+// IPv4 only).
 func (a *PPPAuth) IPv6Prefix() netip.Prefix {
 	a.mu.Lock()
-	identity := a.identity
+	defer a.mu.Unlock()
+	return a.ipv6
+}
+
+// ReleaseIPv6 gives back the prefix Assign took, for a link that ends
+// before its session registers.
+func (a *PPPAuth) ReleaseIPv6() {
+	a.mu.Lock()
+	pf, identity := a.ipv6, a.identity
+	a.ipv6 = netip.Prefix{}
 	a.mu.Unlock()
-	return a.env.IPv6Prefix(identity)
+	a.env.ReleaseIPv6(identity, pf)
 }
 
 // Class is the RADIUS Class to echo in accounting (nil for local users).

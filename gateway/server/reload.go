@@ -41,6 +41,10 @@ func (s *Server) Reload(next *config.Config) (config.Changes, error) {
 			}
 		}
 	}
+	if err := s.reloadPool6(prev, next); err != nil {
+		return ch, err
+	}
+	s.reloadRoutes6(prev, next) // TUN mode: IPv6 routes follow (pool6.go)
 	s.verifier.Store(v)
 	s.cfg.Store(next)
 	s.router.SetPolicies(s.compilePolicies(next))

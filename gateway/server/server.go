@@ -65,6 +65,7 @@ type Server struct {
 	cfg       atomic.Pointer[config.Config]
 	verifier  atomic.Pointer[pki.Verifier]
 	pool      atomic.Pointer[pool.Pool]
+	pool6     atomic.Pointer[pool.Pool6] // pool.ipv6_prefix (nil: none); pool6.go
 	table     *route.Table
 	router    *dataplane.Router
 	adm       *admission.Limiter
@@ -106,6 +107,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.pool.Store(p)
+	p6, err := newPool6(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.pool6.Store(p6)
 	v, err := s.newVerifier(cfg)
 	if err != nil {
 		return nil, err
@@ -421,15 +427,12 @@ func (s *Server) openHost(cfg *config.Config) (dataplane.Host, error) {
 			fmt.Fprintln(os.Stderr, err)
 		}
 		routes := []netip.Prefix{cfg.Pool.PrefixP}
-		v6 := false
 		for _, id := range cfg.Identities {
 			routes = append(routes, id.RoutePrefixes...)
-			if id.IPv6.IsValid() { // IPv6 site prefixes: into the TUN too
-				routes = append(routes, id.IPv6)
-				v6 = true
-			}
 		}
-		if v6 {
+		// IPv6 site prefixes (static, the /64 pool): into the TUN too.
+		if r6 := hostRoutes6(cfg); len(r6) > 0 {
+			routes = append(routes, r6...)
 			if err := dataplane.CheckIPForward("/proc/sys/net/ipv6/conf/all/forwarding"); err != nil {
 				s.log.Warn("ipv6 forwarding (identities with ipv6_prefix)", "err", err.Error(), "fix", "sysctl -w net.ipv6.conf.all.forwarding=1")
 			}
@@ -463,6 +466,11 @@ func (s *Server) addRoutes(sess Session) {
 	if !cfg.Pool.PrefixP.Contains(sess.Addr()) {
 		_ = ra.AddRoute(netip.PrefixFrom(sess.Addr(), 32))
 	}
+	if pf := sessionIPv6(sess); pf.IsValid() && !configured6(cfg, pf) { // e.g. RADIUS Delegated-IPv6-Prefix
+		if err := ra.AddRoute(pf); err != nil {
+			s.log.Error("cannot add route", "prefix", pf, "err", err)
+		}
+	}
 }
 
 func (s *Server) delRoutes(sess Session) {
@@ -481,6 +489,11 @@ func (s *Server) delRoutes(sess Session) {
 		if !configured[p] && !(cfg.Pool.PrefixP.Contains(p.Addr()) && p.Bits() >= cfg.Pool.PrefixP.Bits()) {
 			_ = ra.DelRoute(p)
 		}
+	}
+	// An IPv6 prefix the configuration does not route (RADIUS, or an
+	// identity a reload removed), unless another session now holds it.
+	if pf := sessionIPv6(sess); pf.IsValid() && !configured6(cfg, pf) && s.table.Lookup(pf.Addr()) == nil {
+		_ = ra.DelRoute(pf)
 	}
 }
 
@@ -575,6 +588,11 @@ func (s *Server) Report() status.Report {
 		if n := s.router.Stats.Drops(reason); n > 0 {
 			r.Drops[reason.String()] = n
 		}
+	}
+	p := s.pool.Load()
+	r.Pool = &status.Pool{Prefix: s.cfg.Load().Pool.PrefixP.String(), InUse: p.InUse(), Free: p.Free()}
+	if p6 := s.pool6.Load(); p6 != nil {
+		r.Pool.IPv6Prefix, r.Pool.IPv6InUse, r.Pool.IPv6Max, r.Pool.IPv6Exhausted = p6.Prefix().String(), p6.InUse(), p6.Max(), p6.Exhausted.Load()
 	}
 	sort.Slice(r.Sessions, func(i, j int) bool { return r.Sessions[i].Identity < r.Sessions[j].Identity })
 	r.BGP = s.bgpReport()

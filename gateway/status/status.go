@@ -49,6 +49,23 @@ type Report struct {
 	RADIUS *RADIUS `json:"radius,omitempty"`
 	// CRL is the fleet revocation source's state; nil without pki.crl_url.
 	CRL *CRL `json:"crl,omitempty"`
+	// Pool is the address pools' use, both families (nil from an older
+	// gateway).
+	Pool *Pool `json:"pool,omitempty"`
+}
+
+// Pool is the address pools' part of the report: IPv4 addresses (IPCP)
+// and, with pool.ipv6_prefix, IPv6 /64 site prefixes.
+type Pool struct {
+	Prefix string `json:"prefix"`
+	InUse  int    `json:"in_use"`
+	Free   int    `json:"free"`
+	// IPv6Prefix is pool.ipv6_prefix ("" when unset); IPv6InUse /64s of it
+	// are handed out, at most IPv6Max; IPv6Exhausted sessions got none.
+	IPv6Prefix    string `json:"ipv6_prefix,omitempty"`
+	IPv6InUse     int    `json:"ipv6_in_use,omitempty"`
+	IPv6Max       int    `json:"ipv6_max,omitempty"`
+	IPv6Exhausted uint64 `json:"ipv6_exhausted,omitempty"`
 }
 
 // CRL is the fleet CRL source's part of the report.
@@ -165,6 +182,13 @@ func WriteTable(w io.Writer, r Report) error {
 			parts[i] = fmt.Sprintf("%s=%d", k, r.Drops[k])
 		}
 		fmt.Fprintf(w, "drops: %s\n", strings.Join(parts, " "))
+	}
+	if p := r.Pool; p != nil {
+		fmt.Fprintf(w, "pool: %s %d in use, %d free", p.Prefix, p.InUse, p.Free)
+		if p.IPv6Prefix != "" {
+			fmt.Fprintf(w, "; ipv6 %s %d /64s in use (max %d), %d sessions without one", p.IPv6Prefix, p.IPv6InUse, p.IPv6Max, p.IPv6Exhausted)
+		}
+		fmt.Fprintln(w)
 	}
 	if rd := r.RADIUS; rd != nil {
 		keys := make([]string, 0, len(rd.Servers))
