@@ -26,10 +26,10 @@ import (
 	"github.com/fleetgate/fleetgate/bridge/mqttrelay"
 	"github.com/fleetgate/fleetgate/bridge/proxy"
 	"github.com/fleetgate/fleetgate/bridge/spool"
-	"github.com/fleetgate/fleetgate/deploy/sdnotify"
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/device"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
+	"github.com/fleetgate/fleetgate/internal/sdnotify"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
 	"github.com/fleetgate/fleetgate/ipstack"
 )

@@ -25,7 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/fleetgate/fleetgate/deploy/sdnotify"
 	"github.com/fleetgate/fleetgate/gateway/admission"
 	"github.com/fleetgate/fleetgate/gateway/bgp"
 	"github.com/fleetgate/fleetgate/gateway/config"
@@ -38,6 +37,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/route"
 	"github.com/fleetgate/fleetgate/gateway/status"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
+	"github.com/fleetgate/fleetgate/internal/sdnotify"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
 	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 	"github.com/fleetgate/fleetgate/uplink/link"

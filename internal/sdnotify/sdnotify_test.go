@@ -1,7 +1,6 @@
 package sdnotify
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -23,7 +22,8 @@ func listen(t *testing.T, name string) *net.UnixConn {
 
 func recv(t *testing.T, c *net.UnixConn) string {
 	t.Helper()
-	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	// A hang guard: the datagram was written before recv is called.
+	if err := c.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 4096)
@@ -67,40 +67,14 @@ func TestNotifySocketKinds(t *testing.T) {
 
 func TestNotifyWithoutSocketIsNoop(t *testing.T) {
 	t.Setenv(EnvSocket, "")
-	sent, err := Ready()
-	if sent || err != nil {
+	if sent, err := Ready(); sent || err != nil {
 		t.Fatalf("Ready() without $NOTIFY_SOCKET = %v, %v; want false, nil", sent, err)
-	}
-	var n *Notifier
-	if sent, err := n.Notify(StateReady); sent || err != nil {
-		t.Fatalf("nil Notifier = %v, %v; want false, nil", sent, err)
 	}
 }
 
-func TestNotifyErrors(t *testing.T) {
-	dir := t.TempDir()
-	for _, tt := range []struct {
-		name, socket, state string
-		want                error
-	}{
-		{"empty state", "/x", "", ErrEmptyState},
-		{"no equals", "/x", "READY", ErrBadState},
-		{"empty key", "/x", "=1", ErrBadState},
-		{"second line bad", "/x", "READY=1\nbogus", ErrBadState},
-		{"relative socket", "notify", "READY=1", ErrBadSocket},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			sent, err := (&Notifier{Socket: tt.socket}).Notify(tt.state)
-			if sent || !errors.Is(err, tt.want) {
-				t.Fatalf("Notify = %v, %v; want false, %v", sent, err, tt.want)
-			}
-		})
+func TestNotifyNobodyListening(t *testing.T) {
+	t.Setenv(EnvSocket, filepath.Join(t.TempDir(), "absent"))
+	if sent, err := Ready(); sent || err == nil {
+		t.Fatalf("Ready() to a missing socket = %v, %v; want false and an error", sent, err)
 	}
-	t.Run("nobody listening", func(t *testing.T) {
-		sent, err := (&Notifier{Socket: filepath.Join(dir, "absent")}).Notify(StateReady)
-		var e *Error
-		if sent || !errors.As(err, &e) || e.Op != "dial" {
-			t.Fatalf("Notify to a missing socket = %v, %v; want false, *Error{Op: dial}", sent, err)
-		}
-	})
 }
