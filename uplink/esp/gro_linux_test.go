@@ -19,9 +19,7 @@ import (
 func TestBatchConnGRO(t *testing.T) {
 	rx, tx := listenUDP(t, "127.0.0.1:0"), listenUDP(t, "127.0.0.1:0")
 	rb, tb := newBatchConn(rx), newBatchConn(tx)
-	if tb.noGSO {
-		t.Skip("no UDP GSO layout on this architecture")
-	}
+	requireGSOLayout(t, tb)
 	if !rb.enableGRO() {
 		t.Fatal("UDP_GRO refused by the kernel (Linux 5.0+ has it)")
 	}
@@ -81,9 +79,7 @@ func TestTransportGRO(t *testing.T) {
 	_, _, aOut := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{RemotePort: L2TPPort})
 	raw := rawSocket(t)
 	tb := newBatchConn(raw)
-	if tb.noGSO {
-		t.Skip("no UDP GSO layout on this architecture")
-	}
+	requireGSOLayout(t, tb)
 	const count = batchLen
 	var run []outPkt
 	for i := range count {
