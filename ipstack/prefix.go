@@ -118,7 +118,7 @@ func (r *routing) init() {
 // file comment). Addresses need not be added one by one. Adding a prefix
 // twice is not an error.
 func (st *Stack) AddPrefix(p netip.Prefix) error {
-	if !p.IsValid() || !p.Addr().Is4() {
+	if !p.IsValid() || p.Addr().Is4In6() {
 		return ErrBadAddress
 	}
 	if !st.rt.allowed {
@@ -200,6 +200,12 @@ func (st *Stack) routeInbound(pkt []byte) bool {
 		return true
 	}
 	d, err := parseUDP4(pkt)
+	return st.routeUDP(pkt, dst, d, err)
+}
+
+// routeUDP finishes routeInbound for either family once pkt (to the
+// routed address dst) was parsed into d (or err).
+func (st *Stack) routeUDP(pkt []byte, dst netip.Addr, d udp4, err error) bool {
 	switch {
 	case err == nil:
 	case errors.Is(err, errNotUDP):
@@ -234,7 +240,12 @@ func (st *Stack) routeInbound(pkt []byte) bool {
 	}
 	if st.rt.icmp.Allow() {
 		bp := st.rt.bufs.Get().(*[]byte)
-		b := appendPortUnreachable((*bp)[:0], pkt, uint16(st.rt.ipID.Add(1)))
+		var b []byte
+		if dst.Is6() {
+			b = appendPortUnreachable6((*bp)[:0], pkt)
+		} else {
+			b = appendPortUnreachable((*bp)[:0], pkt, uint16(st.rt.ipID.Add(1)))
+		}
 		if st.emit(b) {
 			st.Stats.Route.Unreachables.Add(1)
 		}
@@ -264,17 +275,29 @@ func (st *Stack) WriteUDP(src, dst netip.AddrPort, payload []byte) error {
 	if st.closed.Load() {
 		return ErrClosed
 	}
-	if !src.Addr().Is4() || !dst.Addr().Is4() {
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	v6 := src.Addr().Is6()
+	if !src.Addr().IsValid() || !dst.Addr().IsValid() || v6 != dst.Addr().Is6() {
 		return ErrBadAddress
 	}
 	if !st.Routed(src.Addr()) && !st.assigned(src.Addr()) {
 		return ErrNotRouted
 	}
-	if ipv4HeaderLen+udpHeaderLen+len(payload) > st.MTU() {
+	hl := ipv4HeaderLen
+	if v6 {
+		hl = ipv6HeaderLen
+	}
+	if hl+udpHeaderLen+len(payload) > st.MTU() {
 		return ErrTooBig
 	}
 	bp := st.rt.bufs.Get().(*[]byte)
-	b := appendUDP4((*bp)[:0], src, dst, uint16(st.rt.ipID.Add(1)), payload)
+	var b []byte
+	if v6 {
+		b = appendUDP6((*bp)[:0], src, dst, payload)
+	} else {
+		b = appendUDP4((*bp)[:0], src, dst, uint16(st.rt.ipID.Add(1)), payload)
+	}
 	ok := st.emit(b)
 	*bp = b
 	st.rt.bufs.Put(bp)

@@ -1,5 +1,5 @@
 // Package ipstack wraps gVisor's userspace TCP/IP stack (netstack) behind a
-// small API: one NIC fed with raw IPv4 packets in both directions, any number
+// small API: one NIC fed with raw IPv4 and IPv6 packets in both directions, any number
 // of local addresses, and std-library net.Conn / net.PacketConn /
 // net.Listener values bound to those addresses.
 //
@@ -31,6 +31,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -48,7 +49,7 @@ const nicID tcpip.NICID = 1
 type Config struct {
 	// MTU of the NIC in bytes; DefaultMTU when zero.
 	MTU int
-	// Output receives every IPv4 packet the stack sends. It is called
+	// Output receives every IPv4 or IPv6 packet the stack sends. It is called
 	// synchronously on the stack's send path: it must not block for long,
 	// must not retain pkt after returning (the buffer is reused) and must
 	// not inject into the same Stack synchronously. A non-nil error counts
@@ -71,7 +72,7 @@ type Stats struct {
 	PacketsOut atomic.Uint64
 	// BytesIn and BytesOut count the IP bytes of those packets.
 	BytesIn, BytesOut atomic.Uint64
-	// InboundDropped counts packets InjectInbound refused (not IPv4,
+	// InboundDropped counts packets InjectInbound refused (not IP,
 	// malformed, stack closed).
 	InboundDropped atomic.Uint64
 	// OutputErrors counts packets whose Output call failed.
@@ -84,7 +85,7 @@ type Stats struct {
 	UDPFastIn, UDPQueueFull atomic.Uint64
 }
 
-// Stack is a userspace IPv4 stack with one NIC. Its methods are safe for
+// Stack is a userspace IPv4/IPv6 stack with one NIC. Its methods are safe for
 // concurrent use.
 type Stack struct {
 	s      *stack.Stack
@@ -118,8 +119,8 @@ func New(cfg Config) (*Stack, error) {
 	st.rt.init()
 	st.rt.allowed = cfg.Routed
 	st.s = stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{udp.NewProtocol, tcp.NewProtocol, icmp.NewProtocol4},
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{udp.NewProtocol, tcp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        !cfg.Routed,
 	})
 	st.ep = &linkEP{Endpoint: channel.New(0, uint32(mtu), ""), st: st, output: cfg.Output}
@@ -129,7 +130,7 @@ func New(cfg Config) (*Stack, error) {
 	}
 	sack := tcpip.TCPSACKEnabled(true)
 	_ = st.s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
-	st.s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}})
+	st.s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}, {Destination: header.IPv6EmptySubnet, NIC: nicID}})
 	return st, nil
 }
 
@@ -159,12 +160,15 @@ func (e *linkEP) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	return n, nil
 }
 
-// InjectInbound hands one IPv4 packet (as received from the PPP link) to
-// the stack. pkt is copied; the caller may reuse it.
+// InjectInbound hands one IPv4 or IPv6 packet (as received from the PPP
+// link) to the stack. pkt is copied; the caller may reuse it.
 func (st *Stack) InjectInbound(pkt []byte) error {
 	if st.closed.Load() {
 		st.Stats.InboundDropped.Add(1)
 		return ErrClosed
+	}
+	if len(pkt) >= ipv6HeaderLen && header.IPVersion(pkt) == header.IPv6Version {
+		return st.injectInbound6(pkt)
 	}
 	if len(pkt) < header.IPv4MinimumSize || header.IPVersion(pkt) != header.IPv4Version {
 		st.Stats.InboundDropped.Add(1)
@@ -188,11 +192,11 @@ func (st *Stack) InjectInbound(pkt []byte) error {
 	return nil
 }
 
-// AddAddress adds a local address. A prefix length below 32 also makes the
+// AddAddress adds a local address (IPv4 or IPv6). A prefix length below 32 also makes the
 // prefix on-link (no effect on routing: everything leaves through the single
 // NIC). Adding an address that exists already is not an error.
 func (st *Stack) AddAddress(p netip.Prefix) error {
-	if !p.IsValid() || !p.Addr().Is4() {
+	if !p.IsValid() || p.Addr().Is4In6() {
 		return ErrBadAddress
 	}
 	st.mu.Lock()
@@ -201,9 +205,9 @@ func (st *Stack) AddAddress(p netip.Prefix) error {
 		return nil
 	}
 	pa := tcpip.ProtocolAddress{
-		Protocol: ipv4.ProtocolNumber,
+		Protocol: netProto(p.Addr()),
 		AddressWithPrefix: tcpip.AddressWithPrefix{
-			Address:   tcpip.AddrFrom4(p.Addr().As4()),
+			Address:   tcpAddr(p.Addr()),
 			PrefixLen: p.Bits(),
 		},
 	}
@@ -230,7 +234,7 @@ func (st *Stack) RemoveAddress(a netip.Addr) error {
 	if !assigned && !st.Routed(a) {
 		return nil
 	}
-	ta := tcpip.AddrFrom4(a.As4())
+	ta := tcpAddr(a)
 	for _, ep := range st.s.RegisteredEndpoints() {
 		ie, ok := ep.(interface{ Info() tcpip.EndpointInfo })
 		if !ok {
@@ -267,16 +271,31 @@ func (st *Stack) Addresses() []netip.Prefix {
 func (st *Stack) MTU() int { return int(st.ep.MTU()) }
 
 func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, error) {
-	if !ap.Addr().Is4() && !ap.Addr().Is4In6() {
-		if ap.Addr().IsValid() || ap.Port() == 0 {
-			return tcpip.FullAddress{}, ErrBadAddress
-		}
+	if !ap.Addr().IsValid() && ap.Port() == 0 {
+		return tcpip.FullAddress{}, ErrBadAddress
 	}
 	fa := tcpip.FullAddress{NIC: nicID, Port: ap.Port()}
 	if ap.Addr().IsValid() && !ap.Addr().IsUnspecified() {
-		fa.Addr = tcpip.AddrFrom4(ap.Addr().Unmap().As4())
+		fa.Addr = tcpAddr(ap.Addr())
 	}
 	return fa, nil
+}
+
+// tcpAddr converts a (IPv4, IPv4-mapped or IPv6) to gVisor's form.
+func tcpAddr(a netip.Addr) tcpip.Address {
+	if a = a.Unmap(); a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+// netProto is the network protocol of a: IPv6 for an IPv6 address
+// (including ::), IPv4 otherwise (IPv4, IPv4-mapped, or no address).
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.IsValid() && a.Unmap().Is6() {
+		return ipv6.ProtocolNumber
+	}
+	return ipv4.ProtocolNumber
 }
 
 // DialUDP returns a connected UDP socket from src (a local address; port 0
@@ -286,7 +305,7 @@ func (st *Stack) DialUDP(src, dst netip.AddrPort) (net.Conn, error) {
 	if st.closed.Load() {
 		return nil, ErrClosed
 	}
-	if s := src.Addr().Unmap(); s.Is4() && dst.Addr().Unmap().Is4() && !st.assigned(s) && st.Routed(s) {
+	if s, d := src.Addr().Unmap(), dst.Addr().Unmap(); s.Is4() == d.Is4() && s.IsValid() && !st.assigned(s) && st.Routed(s) {
 		return st.dialRouted(netip.AddrPortFrom(s, src.Port()), netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()))
 	}
 	la, err := fullAddr(src)
@@ -297,7 +316,7 @@ func (st *Stack) DialUDP(src, dst netip.AddrPort) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := gonet.DialUDP(st.s, &la, &ra, ipv4.ProtocolNumber)
+	c, err := gonet.DialUDP(st.s, &la, &ra, netProto(dst.Addr()))
 	if err != nil {
 		return nil, fmt.Errorf("ipstack: dial udp %s->%s: %w", src, dst, err)
 	}
@@ -316,7 +335,7 @@ func (st *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := gonet.DialUDP(st.s, &la, nil, ipv4.ProtocolNumber)
+	c, err := gonet.DialUDP(st.s, &la, nil, netProto(addr.Addr()))
 	if err != nil {
 		return nil, fmt.Errorf("ipstack: listen udp %s: %w", addr, err)
 	}
@@ -349,7 +368,7 @@ func (st *Stack) DialTCP(ctx context.Context, src netip.Addr, dst netip.AddrPort
 	if err != nil {
 		return nil, err
 	}
-	c, err := gonet.DialTCPWithBind(ctx, st.s, la, ra, ipv4.ProtocolNumber)
+	c, err := gonet.DialTCPWithBind(ctx, st.s, la, ra, netProto(dst.Addr()))
 	if err != nil {
 		return nil, fmt.Errorf("ipstack: dial tcp %s->%s: %w", src, dst, err)
 	}
@@ -365,7 +384,7 @@ func (st *Stack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := gonet.ListenTCP(st.s, la, ipv4.ProtocolNumber)
+	l, err := gonet.ListenTCP(st.s, la, netProto(addr.Addr()))
 	if err != nil {
 		return nil, fmt.Errorf("ipstack: listen tcp %s: %w", addr, err)
 	}

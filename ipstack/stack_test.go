@@ -131,7 +131,7 @@ func TestInjectInboundRejectsGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	for _, pkt := range [][]byte{nil, {0x45}, make([]byte, 40), append([]byte{0x60}, make([]byte, 39)...)} {
+	for _, pkt := range [][]byte{nil, {0x45}, make([]byte, 40), append([]byte{0x60, 0, 0, 0, 0, 1}, make([]byte, 34)...)} {
 		if err := s.InjectInbound(pkt); err == nil {
 			t.Fatalf("InjectInbound(%x): got nil error, want ErrNotIPv4", pkt)
 		}
