@@ -47,6 +47,10 @@ type Endpoint struct {
 	Allow []string `json:"allow,omitempty"`
 	// Addr is the endpoint's stable address in the site prefix.
 	Addr netip.Addr `json:"addr"`
+	// Addr6 is the endpoint's IPv6 address, derived from Addr and the
+	// site's IPv6 prefix (addr6.go; zero without one). It is not stored:
+	// the registry sets it.
+	Addr6 netip.Addr `json:"addr6,omitzero"`
 }
 
 // Allows reports whether the endpoint may send to dst. host is the

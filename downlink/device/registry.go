@@ -16,6 +16,7 @@ import (
 type Registry struct {
 	path     string
 	prefix   netip.Prefix
+	prefix6  netip.Prefix // guarded by mu; IPv6 site prefix (addr6.go), zero if none
 	reserved map[netip.Addr]bool
 
 	mu     sync.RWMutex
@@ -73,6 +74,10 @@ func (r *Registry) reset() {
 func (r *Registry) index(e *Endpoint) {
 	r.byName[e.Name] = e
 	r.byAddr[e.Addr] = e
+	e.Addr6 = IPv6Addr(r.prefix, r.prefix6, e.Addr)
+	if e.Addr6.IsValid() {
+		r.byAddr[e.Addr6] = e
+	}
 	if e.PSKIdentity != "" {
 		r.byID[e.PSKIdentity] = e
 	}
@@ -122,6 +127,9 @@ func (r *Registry) Add(e Endpoint) (Endpoint, error) {
 func (r *Registry) unindex(e *Endpoint) {
 	delete(r.byName, e.Name)
 	delete(r.byAddr, e.Addr)
+	if e.Addr6.IsValid() {
+		delete(r.byAddr, e.Addr6)
+	}
 	delete(r.byID, e.PSKIdentity)
 	delete(r.byCN, e.CertCN)
 }
@@ -267,7 +275,8 @@ func (r *Registry) ByPSKIdentity(id string) (Endpoint, bool) { return r.lookup(r
 // ByCN returns the endpoint owning a certificate common name.
 func (r *Registry) ByCN(cn string) (Endpoint, bool) { return r.lookup(r.byCN, cn) }
 
-// ByAddr returns the endpoint holding address a.
+// ByAddr returns the endpoint holding address a (its IPv4 address, or
+// its IPv6 one when the registry has an IPv6 prefix).
 func (r *Registry) ByAddr(a netip.Addr) (Endpoint, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -314,7 +323,9 @@ func (r *Registry) saveLocked() error {
 	}
 	s := &State{Version: stateVersion, Prefix: r.prefix, Endpoints: make([]Endpoint, 0, len(r.byName))}
 	for _, e := range r.byName {
-		s.Endpoints = append(s.Endpoints, *e)
+		c := *e
+		c.Addr6 = netip.Addr{} // derived (addr6.go), not state
+		s.Endpoints = append(s.Endpoints, c)
 	}
 	sort.Slice(s.Endpoints, func(i, j int) bool { return s.Endpoints[i].Addr.Less(s.Endpoints[j].Addr) })
 	b, err := MarshalState(s)
