@@ -100,12 +100,31 @@ func authPRFHash(auth AuthMethod, negotiated HashAlg) HashAlg {
 // authPayloads builds MM5 (initiator) or MM6: ID, then HASH for PSK or
 // CERT(s) and SIG for signatures, then optionally INITIAL-CONTACT.
 func (sa *ikeSA) authPayloads(initiator, initialContact bool) ([]Payload, error) {
-	id, err := sa.localID()
+	idBody, h, err := sa.ourAuthHash(initiator)
 	if err != nil {
 		return nil, err
 	}
-	idBody := id.Append(nil)
-	h := sa.authHash(initiator, idBody)
+	var sig []byte
+	if sa.auth != AuthPSK {
+		if sig, err = sign(sa.e.cfg.Cert.Key, h, sa.e.cfg.Rand); err != nil {
+			return nil, err
+		}
+	}
+	return sa.buildAuthPayloads(idBody, h, sig, initialContact), nil
+}
+
+// ourAuthHash is our ID payload body and the HASH_I/HASH_R over it.
+func (sa *ikeSA) ourAuthHash(initiator bool) (idBody, h []byte, err error) {
+	id, err := sa.localID()
+	if err != nil {
+		return nil, nil, err
+	}
+	idBody = id.Append(nil)
+	return idBody, sa.authHash(initiator, idBody), nil
+}
+
+// buildAuthPayloads assembles MM5/MM6 from our ID, HASH (PSK) or signature.
+func (sa *ikeSA) buildAuthPayloads(idBody, h, sig []byte, initialContact bool) []Payload {
 	ps := []Payload{{PayloadID, idBody}}
 	if sa.auth == AuthPSK {
 		ps = append(ps, Payload{PayloadHash, h})
@@ -113,17 +132,13 @@ func (sa *ikeSA) authPayloads(initiator, initialContact bool) ([]Payload, error)
 		for _, der := range sa.e.cfg.Cert.Chain {
 			ps = append(ps, Payload{PayloadCert, CertPayload{Encoding: certEncodingX509Sig, Data: der}.Append(nil)})
 		}
-		sig, err := sign(sa.e.cfg.Cert.Key, h, sa.e.cfg.Rand)
-		if err != nil {
-			return nil, err
-		}
 		ps = append(ps, Payload{PayloadSig, sig})
 	}
 	if initialContact {
 		n := Notification{DOI: DOIIPsec, Protocol: ProtoISAKMP, Type: NotifyInitialContact, SPI: append(sa.ci[:], sa.cr[:]...)}
 		ps = append(ps, Payload{PayloadNotify, n.Append(nil)})
 	}
-	return ps, nil
+	return ps
 }
 
 // sign signs HASH_I/HASH_R as strongSwan and Windows expect: RSA PKCS#1
@@ -165,16 +180,10 @@ func verifySig(pub any, h, sig []byte) bool {
 // verifyAuth checks the peer's ID and HASH or SIG in MM5/MM6 and the
 // identity policy.
 func (sa *ikeSA) verifyAuth(m *Message, peerIsResponder bool) error {
-	idp, ok := m.Find(PayloadID)
-	if !ok {
-		return fmt.Errorf("%w: no ID payload", ErrAuthFailed)
-	}
-	id, err := ParseID(idp.Body)
+	peer, want, err := sa.peerIDHash(m, peerIsResponder)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrAuthFailed, err)
+		return err
 	}
-	want := sa.authHash(!peerIsResponder, idp.Body)
-	peer := Identity{ID: Identification{Type: id.Type, Protocol: id.Protocol, Port: id.Port, Data: append([]byte{}, id.Data...)}}
 	if sa.auth == AuthPSK {
 		hp, ok := m.Find(PayloadHash)
 		if !ok || !hmac.Equal(hp.Body, want) {
@@ -187,19 +196,50 @@ func (sa *ikeSA) verifyAuth(m *Message, peerIsResponder bool) error {
 			}
 		}
 	} else {
-		leaf, err := sa.verifyCerts(m)
-		if err != nil {
+		if peer.Cert, err = sa.verifyPeerCert(m, peer.ID, want); err != nil {
 			return err
 		}
-		sp, ok := m.Find(PayloadSig)
-		if !ok || !verifySig(leaf.PublicKey, want, sp.Body) {
-			return fmt.Errorf("%w: signature does not verify", ErrAuthFailed)
-		}
-		if !idMatchesCert(peer.ID, leaf) {
-			return fmt.Errorf("%w: ID payload does not match the certificate", ErrInvalidID)
-		}
-		peer.Cert = leaf
 	}
+	return sa.admitPeer(peer, peerIsResponder)
+}
+
+// peerIDHash reads the peer's ID payload and computes the HASH_I/HASH_R
+// its HASH or SIG must carry.
+func (sa *ikeSA) peerIDHash(m *Message, peerIsResponder bool) (Identity, []byte, error) {
+	idp, ok := m.Find(PayloadID)
+	if !ok {
+		return Identity{}, nil, fmt.Errorf("%w: no ID payload", ErrAuthFailed)
+	}
+	id, err := ParseID(idp.Body)
+	if err != nil {
+		return Identity{}, nil, fmt.Errorf("%w: %v", ErrAuthFailed, err)
+	}
+	peer := Identity{ID: Identification{Type: id.Type, Protocol: id.Protocol, Port: id.Port, Data: append([]byte{}, id.Data...)}}
+	return peer, sa.authHash(!peerIsResponder, idp.Body), nil
+}
+
+// verifyPeerCert verifies the peer's certificate chain, CheckCert, its
+// signature over want and that id names the certificate. It reads only
+// m and the engine's fixed configuration, so it may run off the lock
+// (offload.go).
+func (sa *ikeSA) verifyPeerCert(m *Message, id Identification, want []byte) (*x509.Certificate, error) {
+	leaf, err := sa.verifyCerts(m)
+	if err != nil {
+		return nil, err
+	}
+	sp, ok := m.Find(PayloadSig)
+	if !ok || !verifySig(leaf.PublicKey, want, sp.Body) {
+		return nil, fmt.Errorf("%w: signature does not verify", ErrAuthFailed)
+	}
+	if !idMatchesCert(id, leaf) {
+		return nil, fmt.Errorf("%w: ID payload does not match the certificate", ErrInvalidID)
+	}
+	return leaf, nil
+}
+
+// admitPeer applies the identity policy to an authenticated peer and
+// records it.
+func (sa *ikeSA) admitPeer(peer Identity, peerIsResponder bool) error {
 	if r := sa.e.cfg.RemoteID; r != nil && peerIsResponder && (r.Type != peer.ID.Type || !bytes.Equal(r.Data, peer.ID.Data)) {
 		return fmt.Errorf("%w: peer is not the configured remote identity", ErrInvalidID)
 	}

@@ -43,7 +43,7 @@ func BenchmarkHandshake(b *testing.B) {
 				var ea, eb *Engine
 				up := 0
 				cfg := func(s queueSender) Config {
-					return Config{Sender: s, Clock: clk, PSK: psk("bench"), IKEProposals: MustProposals(tc.ike),
+					return Config{Sender: s, Clock: clk, PSK: psk("bench"), CryptoWorkers: -1, IKEProposals: MustProposals(tc.ike),
 						ESPProposals: MustESPProposals("aes128gcm16"), OnEvent: func(ev Event) {
 							if ev.Kind == EventChildUp {
 								up++

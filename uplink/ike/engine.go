@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -161,6 +162,9 @@ type Stats struct {
 	HalfOpenExpired   atomic.Uint64 // half-open Main Modes never answered within HalfOpenTTL
 	HalfOpenLost      atomic.Uint64 // MM3 with a valid cookie whose half-open state was already evicted or expired
 	SourceSALimited   atomic.Uint64 // proven MM3 dropped: its address already holds MaxSAsPerSource responder SAs
+	CryptoQueueFull   atomic.Uint64 // responder MM3/MM5 dropped: MaxCryptoQueue key-exchange jobs already waiting (offload.go)
+	CryptoOffloaded   atomic.Uint64 // responder key-exchange jobs run off the engine's lock
+	CryptoStale       atomic.Uint64 // of those, results discarded: the SA ended (timeout, teardown, Close) while they ran
 	QuickModeLimited  atomic.Uint64 // peer's new Quick Mode dropped: MaxQuickModes or MaxChildren reached on its SA
 	AuthFailures      atomic.Uint64 // wrong PSK / signature / certificate / identity
 	NoProposalChosen  atomic.Uint64 // Main Mode: proposals outside policy (ours or the peer's refusal)
@@ -284,8 +288,18 @@ type Config struct {
 	// MaxChildren the IPsec SA pairs under it; a Quick Mode the peer starts
 	// beyond either is dropped. Defaults DefaultMaxQuickModes,
 	// DefaultMaxChildren.
-	MaxQuickModes  int
-	MaxChildren    int
+	MaxQuickModes int
+	MaxChildren   int
+	// CryptoWorkers bounds the responder's Diffie-Hellman and certificate
+	// work running at once off the engine's lock (offload.go), so that
+	// first messages and other peers never wait behind it; default
+	// GOMAXPROCS, negative runs it inline under the lock. MaxCryptoQueue
+	// bounds the jobs waiting for a worker (default MaxNegotiating);
+	// beyond it the message is dropped (Stats.CryptoQueueFull) and the
+	// initiator retransmits. Config.Rand must then be safe for concurrent
+	// use (crypto/rand is).
+	CryptoWorkers  int
+	MaxCryptoQueue int
 	RatePerSource  float64 // new phase 1 per second per source address; default 5
 	BurstPerSource int     // default 10
 	NATTPort       uint16  // default 4500 (the ESP transport's NAT-T port)
@@ -327,6 +341,9 @@ type Engine struct {
 	secret    cookieSecret
 
 	initiatorVIDs [][]byte // tests: vendor IDs our Main Mode announces
+	testHookWork  func()   // tests: runs at the start of every offloaded job, off the lock
+
+	pool workPool // responder key-exchange work (offload.go); not owned by mu
 
 	// Refusal log limiter (refusal.go).
 	refused    map[netip.Addr]time.Time
@@ -395,6 +412,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxChildren == 0 {
 		cfg.MaxChildren = DefaultMaxChildren
 	}
+	if cfg.CryptoWorkers == 0 {
+		cfg.CryptoWorkers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxCryptoQueue <= 0 {
+		cfg.MaxCryptoQueue = cfg.MaxNegotiating
+	}
 	if cfg.RatePerSource == 0 {
 		cfg.RatePerSource = 5
 	}
@@ -405,7 +428,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.NATTPort = nattPort
 	}
 	return &Engine{
-		cfg: cfg, log: cfg.Logger,
+		cfg: cfg, log: cfg.Logger, pool: workPool{max: max(cfg.CryptoWorkers, 1), cap: cfg.MaxCryptoQueue},
 		sas: map[[16]byte]*ikeSA{}, pending: map[[8]byte]*ikeSA{}, buckets: map[netip.Addr]*bucket{},
 		perSource: map[netip.Addr]int{}, refused: map[netip.Addr]time.Time{},
 	}, nil

@@ -25,7 +25,10 @@ func Example() {
 	gwPSK := func(netip.Addr) ([]byte, bool) { return []byte("site-17 secret"), true }
 	bridge, _ = New(Config{Sender: queueSender{q: &q, peer: &gateway}, PSK: gwPSK, OnEvent: onEvent("bridge"),
 		ESPProposals: MustESPProposals("aes128gcm16")})
-	gateway, _ = New(Config{Sender: queueSender{q: &q, peer: &bridge}, PSK: gwPSK, OnEvent: onEvent("gateway")})
+	// CryptoWorkers -1: the responder's Diffie-Hellman runs inline, so the
+	// loop below sees every answer (a real gateway leaves the default and
+	// answers MM3/MM5 from its worker pool, off the engine's lock).
+	gateway, _ = New(Config{Sender: queueSender{q: &q, peer: &bridge}, PSK: gwPSK, OnEvent: onEvent("gateway"), CryptoWorkers: -1})
 	_ = bridge.Dial(netip.MustParseAddrPort("10.0.0.2:500"), netip.MustParseAddrPort("192.0.2.1:500"))
 	for len(q) > 0 { // deliver datagrams until both are quiet
 		m := q[0]

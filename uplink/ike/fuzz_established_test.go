@@ -28,7 +28,8 @@ func (p *syncPair) drain() {
 func newSyncPair(tb testing.TB) *syncPair {
 	p := &syncPair{clk: linktest.NewClock()}
 	cfg := func(s queueSender, evs *[]Event) Config {
-		return Config{Sender: s, Clock: p.clk, PSK: psk("fuzz"), IKEProposals: MustProposals("aes128-sha256-ecp256"),
+		// CryptoWorkers -1: the queue is drained synchronously.
+		return Config{Sender: s, Clock: p.clk, PSK: psk("fuzz"), CryptoWorkers: -1, IKEProposals: MustProposals("aes128-sha256-ecp256"),
 			ESPProposals: MustESPProposals("aes128gcm16,aes128gcm16-ecp256"), OnEvent: func(ev Event) { *evs = append(*evs, ev) }}
 	}
 	var err error

@@ -57,7 +57,7 @@ func mm3For(t *testing.T, mm2 []byte) []byte {
 func TestHalfOpenEvictsOldest(t *testing.T) {
 	clk := linktest.NewClock()
 	cs := &captureSender{}
-	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), MaxHalfOpen: 5, HalfOpenTTL: 10 * time.Second})
+	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: -1, MaxHalfOpen: 5, HalfOpenTTL: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestHalfOpenEvictsOldest(t *testing.T) {
 // unmatched.
 func TestStatelessCookie(t *testing.T) {
 	cs := &captureSender{}
-	e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k")})
+	e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), CryptoWorkers: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestAdmissionAtMM3(t *testing.T) {
 	clk := linktest.NewClock()
 	cs := &captureSender{}
 	var asked []netip.Addr
-	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), RatePerSource: 1, BurstPerSource: 4,
+	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: -1, RatePerSource: 1, BurstPerSource: 4,
 		Admit: func(a netip.Addr) bool { asked = append(asked, a); return true }})
 	if err != nil {
 		t.Fatal(err)
@@ -192,11 +192,11 @@ func TestFloodDoesNotStarveRealPeer(t *testing.T) {
 	var up []Event
 	var admitted []netip.Addr
 	const table = 1000
-	ea, err := New(Config{Sender: queueSender{q: &q, peer: &eb}, Clock: clk, PSK: psk("flood")})
+	ea, err := New(Config{Sender: queueSender{q: &q, peer: &eb}, Clock: clk, PSK: psk("flood"), CryptoWorkers: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eb, err = New(Config{Sender: dropOthers{queueSender{q: &q, peer: &ea}, initiator}, Clock: clk, PSK: psk("flood"), MaxHalfOpen: table,
+	eb, err = New(Config{Sender: dropOthers{queueSender{q: &q, peer: &ea}, initiator}, Clock: clk, PSK: psk("flood"), MaxHalfOpen: table, CryptoWorkers: -1,
 		Admit:   func(a netip.Addr) bool { admitted = append(admitted, a); return true },
 		OnEvent: func(ev Event) { up = append(up, ev) }})
 	if err != nil {
@@ -396,7 +396,7 @@ func TestChildInbound(t *testing.T) {
 func TestSourceSALimit(t *testing.T) {
 	clk := linktest.NewClock()
 	cs := &captureSender{}
-	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), MaxSAsPerSource: 2, HalfOpenTTL: 10 * time.Second})
+	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: -1, MaxSAsPerSource: 2, HalfOpenTTL: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +463,7 @@ func FuzzHalfOpenMM3(f *testing.F) {
 	f.Add(seed[16:40], false)
 	f.Fuzz(func(t *testing.T, rest []byte, sameAddr bool) {
 		cs := &captureSender{}
-		e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), MaxSAsPerSource: 1, MaxNegotiating: 1})
+		e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), CryptoWorkers: -1, MaxSAsPerSource: 1, MaxNegotiating: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -496,7 +496,7 @@ func FuzzHalfOpenMM3(f *testing.F) {
 func TestSourceSALimitIPv6Prefix(t *testing.T) {
 	clk := linktest.NewClock()
 	cs := &captureSender{}
-	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), MaxSAsPerSource: 2, HalfOpenTTL: 10 * time.Second})
+	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: -1, MaxSAsPerSource: 2, HalfOpenTTL: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

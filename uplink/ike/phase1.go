@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/fleetgate/fleetgate/uplink/peerid"
+	"io"
 	"net/netip"
 	"time"
 )
@@ -30,6 +31,9 @@ func (sa *ikeSA) mainMode(m *Message, sum [32]byte, local, remote netip.AddrPort
 		sa.e.stats.Unmatched.Add(1)
 		sa.log.Debug("unexpected Main Mode message", "state", sa.state)
 		return nil
+	}
+	if errors.Is(err, errBusy) {
+		return nil // not processed: its retransmission will be
 	}
 	if err == nil {
 		sa.lastRecv = sum
@@ -309,22 +313,66 @@ func keAndNonce(m *Message, g Group) (ke, nonce []byte, err error) {
 	return append([]byte{}, kp.Body...), append([]byte{}, np.Body...), nil
 }
 
-// respRecvMM3 does the responder's DH and sends KE, Nr and NAT-D.
+// respRecvMM3 does the responder's DH and sends KE, Nr and NAT-D. The
+// DH runs off the engine's lock when the engine offloads (offload.go).
 func (sa *ikeSA) respRecvMM3(m *Message) error {
-	var err error
-	sa.gxi, sa.ni, err = keAndNonce(m, sa.prop.Group)
+	gxi, ni, err := keAndNonce(m, sa.prop.Group)
 	if err != nil {
 		return err
 	}
-	sa.peerCR = len(m.All(PayloadCertReq)) > 0
-	sa.checkNATD(m)
-	if sa.dh, err = newDH(sa.prop.Group, sa.e.cfg.Rand); err != nil {
+	g, rnd := sa.prop.Group, sa.e.cfg.Rand
+	if !sa.e.offloads() {
+		sa.gxi, sa.ni = gxi, ni
+		sa.peerCR = len(m.All(PayloadCertReq)) > 0
+		sa.checkNATD(m)
+		dh, gxy, err := dhExchange(g, rnd, gxi)
+		if err != nil {
+			return err
+		}
+		return sa.finishMM3(dh, gxy)
+	}
+	// What checkNATD reads is copied now: m is the caller's buffer.
+	peerCR := len(m.All(PayloadCertReq)) > 0
+	natd := &Message{Header: m.Header}
+	for _, p := range m.Payloads {
+		if p.Type == PayloadNATD || p.Type == PayloadNATDDraft {
+			natd.Payloads = append(natd.Payloads, Payload{p.Type, append([]byte{}, p.Body...)})
+		}
+	}
+	if err := sa.offload(func() func() error {
+		dh, gxy, err := dhExchange(g, rnd, gxi)
+		return func() error {
+			if err != nil {
+				return err
+			}
+			sa.gxi, sa.ni, sa.peerCR = gxi, ni, peerCR
+			sa.checkNATD(natd)
+			return sa.finishMM3(dh, gxy)
+		}
+	}); err != nil {
 		return err
 	}
-	sa.gxr = sa.dh.pub
-	if sa.gxy, err = sa.dh.shared(sa.gxi); err != nil {
-		return err
+	sa.e.stats.CryptoOffloaded.Add(1)
+	return nil
+}
+
+// dhExchange makes our ephemeral key for g and the shared secret with the
+// peer's public value: the expensive part of MM3/MM4 (pure, no SA state).
+func dhExchange(g Group, rnd io.Reader, peer []byte) (*dhKey, []byte, error) {
+	dh, err := newDH(g, rnd)
+	if err != nil {
+		return nil, nil, err
 	}
+	gxy, err := dh.shared(peer)
+	if err != nil {
+		return nil, nil, err
+	}
+	return dh, gxy, nil
+}
+
+// finishMM3 applies the responder's DH result: keys, then MM4.
+func (sa *ikeSA) finishMM3(dh *dhKey, gxy []byte) error {
+	sa.dh, sa.gxr, sa.gxy = dh, dh.pub, gxy
 	sa.nr = sa.e.random(nonceLen)
 	if err := sa.deriveKeys(); err != nil {
 		return err
@@ -430,16 +478,63 @@ func (sa *ikeSA) decryptP1(m *Message) ([]Payload, error) {
 	return ps, nil
 }
 
-// respRecvMM5 authenticates the initiator and answers with MM6.
+// respRecvMM5 authenticates the initiator and answers with MM6. With
+// certificates, the chain check (CheckCert: CRL, OCSP), the peer's
+// signature and ours run off the engine's lock when it offloads
+// (offload.go); PSK checks are a few HMACs and stay inline.
 func (sa *ikeSA) respRecvMM5(m *Message) error {
+	iv := sa.iv
 	ps, err := sa.openMM5(m)
 	if err != nil {
 		return err
 	}
-	dm := &Message{Header: m.Header, Payloads: ps}
-	if err := sa.verifyAuth(dm, false); err != nil {
+	dm := &Message{Header: m.Header, Payloads: ps} // ps is freshly decrypted: not the caller's buffer
+	if sa.auth == AuthPSK || !sa.e.offloads() {
+		if err := sa.verifyAuth(dm, false); err != nil {
+			return err
+		}
+		out, err := sa.authPayloads(false, false)
+		if err != nil {
+			return err
+		}
+		return sa.finishMM5(dm, out)
+	}
+	peer, want, err := sa.peerIDHash(dm, false)
+	if err != nil {
 		return err
 	}
+	idBody, h, err := sa.ourAuthHash(false)
+	if err != nil {
+		return err
+	}
+	key, rnd := sa.e.cfg.Cert.Key, sa.e.cfg.Rand
+	if err := sa.offload(func() func() error {
+		leaf, err := sa.verifyPeerCert(dm, peer.ID, want)
+		var sig []byte
+		if err == nil {
+			sig, err = sign(key, h, rnd)
+		}
+		return func() error {
+			if err != nil {
+				return err
+			}
+			peer.Cert = leaf
+			if err := sa.admitPeer(peer, false); err != nil {
+				return err
+			}
+			return sa.finishMM5(dm, sa.buildAuthPayloads(idBody, h, sig, false))
+		}
+	}); err != nil {
+		sa.iv = iv // not processed: its retransmission must decrypt again
+		return err
+	}
+	sa.e.stats.CryptoOffloaded.Add(1)
+	return nil
+}
+
+// finishMM5 completes an authenticated responder phase 1: INITIAL-CONTACT,
+// MM6 (out), established.
+func (sa *ikeSA) finishMM5(dm *Message, out []Payload) error {
 	if sa.hasInitialContact(dm) {
 		if sa.e.boundIdentity(sa) {
 			sa.e.initialContact(sa)
@@ -452,10 +547,6 @@ func (sa *ikeSA) respRecvMM5(m *Message) error {
 		// A new phase 1 without INITIAL-CONTACT from a peer whose SA we
 		// still hold: the peer is rekeying it (it deletes the old one).
 		sa.e.stats.Rekeys.Add(1)
-	}
-	out, err := sa.authPayloads(false, false)
-	if err != nil {
-		return err
 	}
 	sa.lastSent = sa.encryptP1(out)
 	sa.e.send(sa.lastSent, sa.local, sa.remote, sa.natt)

@@ -97,6 +97,7 @@ type ikeSA struct {
 	rekeying bool       // a replacement is under way
 	wantL2TP bool       // initiator: bring up the L2TP child after phase 1
 	counted  netip.Addr // responder: the address it counts against in Engine.perSource
+	busy     bool       // responder: key-exchange work for the last message is running off the lock (offload.go)
 }
 
 func cookieKey(ci, cr [8]byte) [16]byte {
@@ -170,6 +171,17 @@ func (sa *ikeSA) receive(m *Message, b []byte, local, remote netip.AddrPort, nat
 		return
 	}
 	sum := sha256.Sum256(b[:m.Header.Length])
+	if sa.busy {
+		// The answer to lastRecv is being computed (offload.go): a
+		// retransmission of it waits for that answer, anything else
+		// cannot be processed in the SA's current state.
+		if sum == sa.lastRecv {
+			sa.e.stats.Duplicates.Add(1)
+		} else {
+			sa.e.stats.Unmatched.Add(1)
+		}
+		return
+	}
 	if sum == sa.lastRecv && m.Header.Exchange == ExchangeIdentityProtection {
 		sa.e.stats.Duplicates.Add(1)
 		if sa.lastSent != nil {
