@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
@@ -35,6 +36,10 @@ const (
 //     OCSP responder (pki.ocsp_url, ocsp_refresh 3s): the live session
 //     ends within the refresh interval and both gateways refuse the
 //     site's certificate afterwards.
+//   - before that, the responder down (stopped, every cached answer stale:
+//     --ocsp-validity and ocsp_refresh 3 s): gw2 (pki.ocsp_fail: closed)
+//     refuses the site's login, gw1 (open) accepts it; each logs the
+//     decision and counts it (fleetgate_ocsp_fail_policy_total).
 func TestFleetAAA(t *testing.T) {
 	t.Parallel() // own namespaces; mostly waits
 	testenv.RequireRoot(t)
@@ -55,8 +60,15 @@ func TestFleetAAA(t *testing.T) {
 	e.mustRun(nil, gwBin, "pki", "issue", siteName, "--dir", pkiDir, "--kind", "site", "--san", siteID)
 	e.mustRun(nil, gwBin, "pki", "crl", "--dir", pkiDir)
 	const ocspAddr = "10.200.0.1:8089"
-	responder := e.startDaemon(core, "gateway", "pki", "serve-crl", "--dir", pkiDir, "--listen", ocspAddr)
-	e.waitFor("OCSP responder", 10*time.Second, responder, func() bool { return e.get(core, ocspAddr, "/crl.pem") != nil })
+	// Answers valid 3 s (= ocsp_refresh): with the responder down, no
+	// cached answer decides a login for long.
+	const ocspValidity = 3 * time.Second
+	startResponder := func() *netns.Proc {
+		p := e.startDaemon(core, "gateway", "pki", "serve-crl", "--dir", pkiDir, "--listen", ocspAddr, "--ocsp-validity", ocspValidity.String())
+		e.waitFor("OCSP responder", 10*time.Second, p, func() bool { return e.get(core, ocspAddr, "/crl.pem") != nil })
+		return p
+	}
+	responder := startResponder()
 
 	user := realpeer.RADIUSUser{Name: radiusUser, Password: pppPass, Reply: []string{
 		fmt.Sprintf("Filter-Id = %q", siteID), "Framed-IP-Address = 10.10.0.9", fmt.Sprintf("Framed-Route = %q", SitePrefix.String())}}
@@ -69,6 +81,8 @@ func TestFleetAAA(t *testing.T) {
 		c = strings.Replace(c, "    routes: ["+SitePrefix.String()+"]", "    address: 10.10.0.7\n    routes: ["+SitePrefix.String()+"]", 1)
 		c = strings.Replace(c, "cert: certs/gw1.crt, key: certs/gw1.key, crl: crl.pem}",
 			fmt.Sprintf("cert: certs/%s.crt, key: certs/%s.key, ocsp_url: \"http://%s/ocsp\", ocsp_refresh: 3s}", g.name, g.name, ocspAddr), 1)
+		// Responder down: gw1 accepts logins (open), gw2 refuses them (closed).
+		c = strings.Replace(c, "ocsp_refresh: 3s}", "ocsp_refresh: 3s, ocsp_fail: "+[]string{"open", "closed"}[i]+"}", 1)
 		c += "gateway_id: " + fleetGatewayID + "\n"
 		c += fmt.Sprintf(`radius:
   auth: %q
@@ -230,12 +244,58 @@ func TestFleetAAA(t *testing.T) {
 	t.Logf("accounting: %d Starts and %d Stops over r1/r2/r3, each once; %d records reached r3 with Acct-Delay-Time > 0, all within %v of r3 starting",
 		len(starts), len(stops), delayed, time.Since(back).Round(100*time.Millisecond))
 
-	// Revocation through OCSP.
 	logLen := map[string]int{}
 	readLog := func(x *fleetGW) string { b, _ := os.ReadFile(logs[x.name]); return string(b) }
-	for _, x := range gws {
-		logLen[x.name] = len(readLog(x))
+	markLogs := func() {
+		for _, x := range gws {
+			logLen[x.name] = len(readLog(x))
+		}
 	}
+
+	// OCSP responder down: the configured policy decides, logged and
+	// counted. The bridge restarts with gw2 (closed) first: refused there,
+	// then accepted by gw1 (open).
+	policy := func(x *fleetGW, decision string) float64 {
+		v, _ := MetricValue(string(e.get(x.host, gatewayHTTP, "/metrics")), `fleetgate_ocsp_fail_policy_total{decision="`+decision+`"}`)
+		return v
+	}
+	phase := time.Now()
+	markLogs()
+	refused0, accepted0 := policy(gws[1], "refused"), policy(gws[0], "accepted")
+	downAt := time.Now()
+	e.StopBridge()
+	responder.Stop()
+	// Every answer a gateway holds predates the stop, so it is stale
+	// (older than ocsp_refresh, past its nextUpdate) ocspValidity later:
+	// a wait for the protocol's validity, not for an event.
+	time.Sleep(time.Until(downAt.Add(ocspValidity + 200*time.Millisecond)))
+	e.write(e.BridgeConfig, strings.Replace(bridgeYAML(pppUser), `gateways: ["203.0.113.2:500", "192.0.2.2:500"]`, `gateways: ["192.0.2.2:500", "203.0.113.2:500"]`, 1))
+	e.StartBridge()
+	st = e.WaitUplinkUp(60 * time.Second)
+	if g = holder(st); g != gws[0] {
+		t.Errorf("responder down: bridge up on %s, want gw1 (ocsp_fail: open)", g.name)
+	}
+	const openLine, closedLine = "login accepted (pki.ocsp_fail: open)", "login refused (pki.ocsp_fail: closed)"
+	if !Poll(10*time.Second, func() bool {
+		return strings.Contains(readLog(gws[1])[logLen["gw2"]:], closedLine) && strings.Contains(readLog(gws[0])[logLen["gw1"]:], openLine)
+	}) {
+		t.Errorf("responder down: gw2 logged %q: %v; gw1 logged %q: %v", closedLine, strings.Contains(readLog(gws[1])[logLen["gw2"]:], closedLine),
+			openLine, strings.Contains(readLog(gws[0])[logLen["gw1"]:], openLine))
+	}
+	refused, accepted := policy(gws[1], "refused")-refused0, policy(gws[0], "accepted")-accepted0
+	if refused < 1 || accepted < 1 {
+		t.Errorf("responder down: gw2 refused %v logins, gw1 accepted %v; want >= 1 each", refused, accepted)
+	}
+	if n := policy(gws[0], "refused") + policy(gws[1], "accepted"); n != 0 {
+		t.Errorf("responder down: %v decisions against the configured policy (gw1 refused + gw2 accepted)", n)
+	}
+	up := time.Since(downAt)
+	startResponder() // back for the revocation below
+	t.Logf("OCSP responder down: gw2 (closed) refused %v login(s), gw1 (open) accepted %v, both logged; bridge up on %s %v after the responder stopped; phase %v",
+		refused, accepted, g.name, up.Round(100*time.Millisecond), time.Since(phase).Round(100*time.Millisecond))
+
+	// Revocation through OCSP.
+	markLogs()
 	e.mustRun(nil, gwBin, "pki", "revoke", siteName, "--dir", pkiDir)
 	revoked := time.Now()
 	if !Poll(20*time.Second, func() bool { s, err := e.status(); return err == nil && !strings.HasPrefix(s.Uplink, "up") }) {

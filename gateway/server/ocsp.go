@@ -20,8 +20,8 @@ import (
 // OCSP against the operator's responder (pki.ocsp_url), on top of the CA
 // chain and CRL checks:
 //
-//   - at login (checkCert, called under the IKE engine's lock, so it
-//     never waits long): a cached answer younger than pki.ocsp_refresh
+//   - at login (checkCert, called on one of the IKE engine's key-exchange
+//     workers, off its lock, but holding a worker: it never waits long): a cached answer younger than pki.ocsp_refresh
 //     decides; else the responder is asked (ocspQueryTimeout) unless it
 //     failed within ocspRetry; if it cannot answer, a cached answer still
 //     inside its nextUpdate decides; else pki.ocsp_fail: "closed" refuses
