@@ -95,5 +95,5 @@ func (e *endpointState) write(b []byte, to net.Addr) {
 	if !ok || e.gone.Load() {
 		return
 	}
-	_ = e.st.WriteUDP(netip.AddrPortFrom(e.ep.Addr, coapPort), ua.AddrPort(), b)
+	_ = e.st.WriteUDP(netip.AddrPortFrom(srcFor(e.ep, ua.AddrPort().Addr()), coapPort), ua.AddrPort(), b)
 }

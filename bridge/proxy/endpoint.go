@@ -88,10 +88,10 @@ func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
 	p.eps[ep.Name] = e
 	p.mu.Unlock()
 	p.dmu.Lock()
-	if old != nil && p.byAddr[old.ep.Addr] == old {
-		delete(p.byAddr, old.ep.Addr)
+	if old != nil {
+		p.unindexLocked(old)
 	}
-	p.byAddr[ep.Addr] = e
+	p.indexLocked(e)
 	p.dmu.Unlock()
 	if old != nil {
 		p.endObservations(old, true)
@@ -104,7 +104,7 @@ func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
 // endpoint's address, replaced when they fail (upstream.go).
 func (p *Proxy) newUpstreams(ep device.Endpoint) *upstreams {
 	dial := func(dst netip.AddrPort) (net.Conn, error) {
-		return p.cfg.Stack.DialUDP(netip.AddrPortFrom(ep.Addr, 0), dst)
+		return p.cfg.Stack.DialUDP(netip.AddrPortFrom(srcFor(ep, dst.Addr()), 0), dst)
 	}
 	newConn := func(nc net.Conn) *udpclient.Conn {
 		return newCoAPClient(p.ctx, nc, func(err error) { p.warnf("upstream coap", "endpoint", ep.Name, "err", err.Error()) })

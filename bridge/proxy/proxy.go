@@ -231,6 +231,9 @@ func New(cfg Config) (*Proxy, error) {
 	if err := cfg.Stack.AddPrefix(cfg.Registry.Prefix()); err != nil {
 		return nil, fmt.Errorf("proxy: route the site prefix %s: %w", cfg.Registry.Prefix(), err)
 	}
+	if err := routeIPv6(cfg); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger.With("component", "proxy"), warn: rate.NewLimiter(2, 20),

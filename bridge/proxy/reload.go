@@ -109,9 +109,7 @@ func (p *Proxy) RemoveEndpoint(ep device.Endpoint) {
 	p.mu.Unlock()
 	if e != nil {
 		p.dmu.Lock() // waits for a datagram being handled for it
-		if p.byAddr[e.ep.Addr] == e {
-			delete(p.byAddr, e.ep.Addr)
-		}
+		p.unindexLocked(e)
 		p.dmu.Unlock()
 		p.endObservations(e, true)
 		e.mu.Lock()
@@ -130,9 +128,7 @@ func (p *Proxy) RemoveEndpoint(ep device.Endpoint) {
 			p.log.Info("coap spool dropped removed endpoint's messages", "endpoint", ep.Name, "messages", n, "err", err)
 		}
 	}
-	if err := p.cfg.Stack.RemoveAddress(ep.Addr); err != nil {
-		p.warnf("remove endpoint address", "endpoint", ep.Name, "err", err.Error())
-	}
+	p.removeAddrs(ep)
 	p.Stats.Removed.Add(1)
 	p.log.Info("endpoint removed", "endpoint", ep.Name, "addr", ep.Addr.String())
 }

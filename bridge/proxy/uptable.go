@@ -164,7 +164,8 @@ func (p *Proxy) upRoundTrip(ctx context.Context, e *endpointState, dst netip.Add
 	}
 	now := p.now()
 	wait := ackTimeout + time.Duration(rand.Int64N(int64(ackTimeout/2)))
-	x.e, x.key, x.mid, x.src, x.dst = e, upKey{e.ep.Addr, tok}, mid, netip.AddrPortFrom(e.ep.Addr, UpstreamPort), dst
+	src := srcFor(e.ep, dst.Addr())
+	x.e, x.key, x.mid, x.src, x.dst = e, upKey{src, tok}, mid, netip.AddrPortFrom(src, UpstreamPort), dst
 	x.b, x.acked, x.tries, x.wait, x.next = b, false, 0, wait, now.Add(wait)
 	t := p.up
 	t.mu.Lock()
@@ -172,7 +173,7 @@ func (p *Proxy) upRoundTrip(ctx context.Context, e *endpointState, dst netip.Add
 		delete(t.byMID, upMIDKey{old.key.ep, old.mid})
 	}
 	t.byTok[x.key] = x
-	t.byMID[upMIDKey{e.ep.Addr, mid}] = x
+	t.byMID[upMIDKey{src, mid}] = x
 	t.mu.Unlock()
 	if e.gone.Load() {
 		t.remove(x)
