@@ -311,7 +311,10 @@ func (p *Proxy) OnSession(s *coap.Session, up bool) {
 
 // HandleDevice is coap.Config.Handler: device → central.
 func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
-	p.flush(s.Endpoint.Name) // the device is awake: deliver what waited
+	e := p.endpoint(s.Endpoint.Name)
+	if e != nil {
+		p.flushEndpoint(e) // the device is awake: deliver what waited
+	}
 	dst := p.cfg.Central
 	path, err := r.Path()
 	if err != nil {
@@ -353,7 +356,6 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 		p.unavailable(w) // passthrough, uplink down: retry after Max-Age
 		return
 	}
-	e := p.endpoint(s.Endpoint.Name)
 	if e == nil {
 		p.Stats.UpstreamErrors.Add(1)
 		_ = w.SetResponse(codes.BadGateway, message.TextPlain, nil)
@@ -366,9 +368,9 @@ func (p *Proxy) HandleDevice(s *coap.Session, w *responsewriter.ResponseWriter[*
 	defer p.release(e, dirUp)
 	if upPlain(r) {
 		p.Stats.Upstream.Add(1)
-		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.RequestTimeout)
-		defer cancel()
-		c, err := p.upExchange(ctx, e, dst, r, path, query)
+		// RequestTimeout is the exchange's deadline in the table (no timer
+		// per request); p.ctx ends it when the proxy closes.
+		c, err := p.upExchange(p.ctx, e, dst, r, path, query)
 		if err != nil {
 			p.Stats.UpstreamErrors.Add(1)
 			p.warnf("upstream request failed", "endpoint", s.Endpoint.Name, "dst", dst.String(), "err", err.Error())

@@ -21,6 +21,12 @@ func (p *Proxy) flush(name string) {
 	if e == nil {
 		return
 	}
+	p.flushEndpoint(e)
+}
+
+// flushEndpoint is flush for an endpoint's state at hand (HandleDevice
+// calls it on every device request: no proxy-wide lock).
+func (p *Proxy) flushEndpoint(e *endpointState) {
 	e.mu.Lock()
 	q := e.queue
 	e.queue = nil

@@ -54,6 +54,7 @@ var (
 	errUpReset   = errors.New("proxy: upstream answered RST")
 	errUpGone    = errors.New("proxy: endpoint removed")
 	errUpBlock   = errors.New("proxy: bad Block2 response from upstream")
+	errUpDead    = errors.New("proxy: upstream did not answer within RequestTimeout")
 )
 
 type upKey struct {
@@ -80,7 +81,11 @@ type upEx struct {
 	tries int
 	wait  time.Duration
 	next  time.Time
-	done  chan upResult // buffered 1
+	// deadline (wall clock) ends the exchange with errUpDeadline when no
+	// answer came: RequestTimeout, or the caller's context deadline. One
+	// field checked by runRetransmit instead of a context timer per request.
+	deadline time.Time
+	done     chan upResult // buffered 1
 }
 
 type upResult struct {
@@ -167,6 +172,10 @@ func (p *Proxy) upRoundTrip(ctx context.Context, e *endpointState, dst netip.Add
 	src := srcFor(e.ep, dst.Addr())
 	x.e, x.key, x.mid, x.src, x.dst = e, upKey{src, tok}, mid, netip.AddrPortFrom(src, UpstreamPort), dst
 	x.b, x.acked, x.tries, x.wait, x.next = b, false, 0, wait, now.Add(wait)
+	x.deadline = time.Now().Add(p.cfg.RequestTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(x.deadline) {
+		x.deadline = d
+	}
 	t := p.up
 	t.mu.Lock()
 	if old := t.byTok[x.key]; old != nil { // a stale exchange under the same token (cannot happen: one round trip at a time)
@@ -410,9 +419,19 @@ func (p *Proxy) retransmitUp(now time.Time) {
 	}
 	var out []send
 	var dead []*upEx
+	var late []*upEx
+	wall := time.Now() // deadlines are wall-clock (now may be a test's clock)
 	t := p.up
 	t.mu.Lock()
 	for k, x := range t.byTok {
+		if wall.After(x.deadline) {
+			delete(t.byTok, k)
+			if mk := (upMIDKey{k.ep, x.mid}); t.byMID[mk] == x {
+				delete(t.byMID, mk)
+			}
+			late = append(late, x)
+			continue
+		}
 		if x.acked || now.Before(x.next) {
 			continue
 		}
@@ -436,6 +455,9 @@ func (p *Proxy) retransmitUp(now time.Time) {
 	}
 	for _, x := range dead {
 		x.finish(upResult{err: errUpTimeout})
+	}
+	for _, x := range late {
+		x.finish(upResult{err: errUpDead})
 	}
 }
 

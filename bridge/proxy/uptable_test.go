@@ -309,3 +309,39 @@ func TestUpTableConcurrentExchanges(t *testing.T) {
 		t.Fatalf("%d exchanges left in the table", n)
 	}
 }
+
+// RequestTimeout ends an upstream exchange whose central never answers
+// even while the retransmission clock stands still (an acknowledged
+// request whose separate response never comes, here): the device gets
+// 5.03 and the table is empty. The deadline is the wall clock's, checked
+// by the proxy's retransmission goroutine: no timer per request.
+func TestUpTableDeadline(t *testing.T) {
+	clk := &fakeClock{}
+	clk.ns.Store(time.Unix(1_000_000, 0).UnixNano())
+	r := newRig(t, func(c *Config) { c.Now = clk.now; c.RequestTimeout = 300 * time.Millisecond })
+	cen := r.scriptedCentral(t, func(m *pool.Message, _ int) [][]byte {
+		return [][]byte{encodeMsg(t, message.Acknowledgement, codes.Empty, m.MessageID(), nil)} // empty ACK, then silence
+	})
+	d, err := coaptest.Dial(t, r.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: r.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := d.Conn.Get(ctx, "/x")
+	if err != nil {
+		t.Fatalf("device request: %v", err)
+	}
+	if resp.Code() != codes.ServiceUnavailable {
+		t.Fatalf("device got %v, want 5.03 after RequestTimeout", resp.Code())
+	}
+	if n := len(cen.received()); n != 1 {
+		t.Fatalf("central received %d copies, want 1 (acknowledged: no retransmission)", n)
+	}
+	if n := r.px.up.inFlightUp(); n != 0 {
+		t.Fatalf("%d exchanges left in the table", n)
+	}
+	if n := r.px.Stats.UpstreamErrors.Load(); n != 1 {
+		t.Fatalf("UpstreamErrors = %d, want 1", n)
+	}
+}
