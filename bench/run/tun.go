@@ -2,6 +2,7 @@ package run
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -185,6 +186,10 @@ func benchTUN(o *Options, rep *Report) {
 		rep.add(title, "pkts/s", rows)
 		rep.ratio(title, "ours vnet / ours water (old path)", rows, names[0], names[1], 2)
 		rep.ceilingRatio(title, "ours vnet / TUN ceiling", rows, names[0], names[2], 0)
+		rep.ratio(title, "bound: TUN ceiling / ours water (what ours vnet / water could reach with a free router, L2TP and PPP)", rows, names[2], names[1], 0)
+		if m := tunArithmetic(rows, names[0], names[1], names[2]); m != "" {
+			rep.note("%s", m)
+		}
 
 		// The other way: our client sends through ESP and the router into
 		// the TUN, to a kernel UDP socket in the gateway's namespace.
@@ -220,4 +225,32 @@ func benchTUN(o *Options, rep *Report) {
 	} else if msg != "" {
 		rep.note("tun: %s", msg)
 	}
+}
+
+// tunArithmetic states why ours vnet / water is what it is, from the CPU
+// per packet of the three sides (medians; the whole process: both tunnel
+// ends and the kernel work done in their system calls): the ceiling is the
+// work every side shares (ESP seal and open, UDP GSO send, GRO receive,
+// the kernel sender's UDP path), vnet adds its TUN split and checksum,
+// router, L2TP and PPP at both ends, water adds one read(2) per packet and
+// the kernel's segmentation of the burst at the TUN (plus the same router
+// work). "" when a side has no CPU figure.
+func tunArithmetic(rows []Row, vnet, water, ceil string) string {
+	cpu := map[string]float64{}
+	for _, r := range rows {
+		if r.Err == "" && r.Median.CPUPerOp > 0 {
+			cpu[r.Name] = r.Median.CPUPerOp.Seconds() * 1e6
+		}
+	}
+	v, w, c := cpu[vnet], cpu[water], cpu[ceil]
+	if v == 0 || w == 0 || c == 0 {
+		return ""
+	}
+	need := fmt.Sprintf("vnet's own work <= %.2f (today %.2f)", w/2-c, v-c)
+	if w/2 < c {
+		need = fmt.Sprintf("vnet below the shared work alone (%.2f < %.2f): out of reach without cutting what both paths share", w/2, c)
+	}
+	return fmt.Sprintf("tun arithmetic (CPU per packet, µs, whole process): shared ESP/UDP work (the TUN ceiling) %.2f; ours vnet adds %.2f (TUN split + checksum, router, L2TP/PPP at both ends) = %.2f; "+
+		"water adds %.2f (a read(2) per packet, the kernel segmenting each burst at the TUN) = %.2f. vnet/water by CPU = %.2f; with vnet's own work at zero %.2f; 2x needs vnet <= %.2f: %s",
+		c, v-c, v, w-c, w, w/v, w/c, w/2, need)
 }
