@@ -67,15 +67,15 @@ func (e *Engine) startRaw(env *server.Env, log *slog.Logger, at netip.AddrPort, 
 			e.stats.RawL2TPSessions.Add(1)
 			peer, _ := netip.ParseAddrPort(sess.Tunnel().PeerAddr().String())
 			log.Info("raw L2TP session established", "peer", peer, "tunnel_id", sess.Tunnel().LocalID(), "session_id", sess.LocalID())
+			// Hold what the LAC sends from IPCP up until registration
+			// (the handler is in place before PPP sees the first frame).
+			hold := newInbox(&e.stats)
 			pc := ppp.Attach(sess, ppp.Config{
 				Role: ppp.Server, MRU: gc.MTU, Name: "fleetgate",
 				Authenticator: rawAuth{mux, peer.String()}, AssignAddress: mux.Assign, LocalAddr: gc.Pool.GatewayAddr,
 				EchoInterval: echoInterval, EchoFailures: echoFailures,
-				Clock: e.cfg.Clock, Logger: log.With("layer", "ppp"),
+				Clock: e.cfg.Clock, Logger: log.With("layer", "ppp"), PacketHandler: hold.deliver,
 			})
-			// Hold what the LAC sends from IPCP up until registration.
-			hold := newInbox(&e.stats)
-			pc.SetPacketHandler(hold.deliver)
 			rl := &rawLink{sess: sess, ppp: pc, peer: peer}
 			l.wg.Add(1)
 			go func() {

@@ -73,6 +73,12 @@ type Config struct {
 	Stats *Stats
 	// Rand supplies magic numbers and challenges (default crypto/rand).
 	Rand io.Reader
+	// PacketHandler, when set, is the packet handler from the first frame
+	// on (as SetPacketHandler, which may replace it later). Set it here:
+	// a handler set after Attach returns can miss the peer's first packet
+	// when the whole negotiation completes before that call (seen under
+	// load: 1-2 of 50 first datagrams dropped, "no handler").
+	PacketHandler func(pkt []byte)
 	// OnUp is called (from the owner goroutine) when IPCP opens; OnDown
 	// when the link goes down, with the reason. They must not block.
 	OnUp   func(Info)

@@ -103,6 +103,9 @@ func newConn(link FrameLink, cfg Config) *Conn {
 		closeCh: make(chan struct{}), lowerCh: make(chan struct{}),
 		upCh: make(chan struct{}), up6Ch: make(chan struct{}), done: make(chan struct{}),
 	}
+	if cfg.PacketHandler != nil {
+		c.handler.Store(&cfg.PacketHandler)
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.m = newMachine(&c.cfg, c.sendControl, cfg.Clock.Now())
 	c.probeCh = make(chan struct{}, 1)

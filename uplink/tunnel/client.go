@@ -240,8 +240,8 @@ func (t *Tunnel) setup(ctx context.Context) error {
 		EchoInterval: t.cfg.EchoInterval, EchoFailures: t.cfg.EchoFailures, ProbeAfter: max(t.cfg.ProbeAfter, 0),
 		IPv6: t.cfg.IPv6, IfaceID: t.cfg.IfaceID,
 		Clock: t.cfg.Clock, Logger: t.log.With("layer", "ppp"), Stats: &t.pppSt,
+		PacketHandler: t.deliver,
 	})
-	t.ppp.SetPacketHandler(t.deliver)
 	select {
 	case <-t.ppp.Up():
 	case <-t.ppp.Done():

@@ -575,8 +575,8 @@ func (s *Server) serve(sess *l2tp.Session) {
 		Authenticator: la, AssignAddress: la.Assign, LocalAddr: s.cfg.LocalAddr,
 		EchoInterval: s.cfg.EchoInterval, EchoFailures: s.cfg.EchoFailures, IfaceID: s.cfg.IfaceID,
 		Clock: s.cfg.Clock, Logger: log.With("layer", "ppp"), Stats: &s.pppSt,
+		PacketHandler: ss.deliver, // before the first frame, not after Attach
 	})
-	ss.ppp.SetPacketHandler(ss.deliver)
 	s.mu.Lock()
 	if s.closed || s.peers[ps.peer] != ps {
 		s.mu.Unlock()
