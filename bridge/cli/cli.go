@@ -276,7 +276,11 @@ func endpointList(cfg *config.Config, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tPROTO")
 	for _, ep := range reg.List() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", ep.Name, ep.Addr, ep.Protocol)
+		a := ep.Addr.String()
+		if ep.Addr6.IsValid() {
+			a += "," + ep.Addr6.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", ep.Name, a, ep.Protocol)
 	}
 	return tw.Flush()
 }
@@ -397,7 +401,7 @@ the endpoints view, the same JSON the status page serves as /api/endpoints
 				if !e.LastSeen.IsZero() {
 					seen = e.LastSeen.Format(time.RFC3339)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d/%dB\t%d\t%d\t%s\n", e.Name, e.Addr, e.Protocol, state, seen, e.Queued, e.Spooled, e.SpoolBytes,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d/%dB\t%d\t%d\t%s\n", e.Name, addrs(e.Addr, e.Addr6), e.Protocol, state, seen, e.Queued, e.Spooled, e.SpoolBytes,
 					e.BytesIn, e.BytesOut, dashIf(e.Relay))
 			}
 			return tw.Flush()
@@ -477,7 +481,15 @@ func writeEndpoints(w io.Writer, eps []daemon.EndpointStatus) error {
 		if e.Protocol == "coap" {
 			coapSpool = fmt.Sprintf("%d/%dB", e.Spooled, e.SpoolBytes)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%d\t%s\n", e.Name, e.Addr, e.Protocol, e.Online, seen, e.Queued, e.BytesIn, e.BytesOut, relay, e.BytesQueued, coapSpool)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%d\t%s\n", e.Name, addrs(e.Addr, e.Addr6), e.Protocol, e.Online, seen, e.Queued, e.BytesIn, e.BytesOut, relay, e.BytesQueued, coapSpool)
 	}
 	return tw.Flush()
+}
+
+// addrs is an endpoint's address column: IPv4, and IPv6 when it has one.
+func addrs(a4, a6 string) string {
+	if a6 == "" {
+		return a4
+	}
+	return a4 + "," + a6
 }

@@ -34,6 +34,11 @@ type Config struct {
 	Site       string       `yaml:"site"`
 	Prefix     netip.Prefix `yaml:"prefix"`
 	BridgeAddr netip.Addr   `yaml:"bridge_address"`
+	// IPv6Prefix is the site's IPv6 prefix (the gateway identity's
+	// ipv6_prefix, at most /64). When set, the uplink negotiates IPV6CP
+	// and every endpoint also gets an IPv6 address in it, derived from its
+	// IPv4 host number (sensor-17 → <prefix>::17; downlink/device addr6.go).
+	IPv6Prefix netip.Prefix `yaml:"ipv6_prefix"`
 	// StateDir holds endpoints.json and the site CA.
 	StateDir string `yaml:"state_dir"`
 	// Downlink is the DTLS/CoAP listener.
@@ -393,6 +398,9 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if !c.Prefix.IsValid() || !c.Prefix.Addr().Is4() || c.Prefix.Bits() > 30 {
 		return nil, fail("prefix", "prefix must be an IPv4 prefix of /30 or larger")
+	}
+	if p := c.IPv6Prefix; p.IsValid() && (!p.Addr().Is6() || p.Addr().Is4In6() || p.Bits() > 64) {
+		return nil, fail("ipv6_prefix", "ipv6_prefix must be an IPv6 prefix of /64 or shorter (the identity's ipv6_prefix at the gateway, e.g. 2001:db8:8::/64)")
 	}
 	if c.BridgeAddr.IsValid() && !c.Prefix.Contains(c.BridgeAddr) {
 		return nil, fail("bridge_address", "bridge_address outside prefix")

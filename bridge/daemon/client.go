@@ -39,6 +39,7 @@ func clientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, *gateway
 		HostName:     cfg.Site,
 		Logger:       log,
 		AuthMethods:  pppMethods(u.PPPMethods),
+		IPv6:         cfg.IPv6Prefix.IsValid(),
 	}
 	tc.IKEProposals, tc.ESPProposals = u.IKEProposals, u.ESPProposals
 	tc.DPDInterval = u.DPDInterval

@@ -60,6 +60,9 @@ func OpenRegistry(cfg *config.Config) (*device.Registry, *device.CA, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := reg.SetIPv6Prefix(cfg.IPv6Prefix); err != nil {
+		return nil, nil, err
+	}
 	ca, err := device.LoadOrCreateCA(filepath.Join(cfg.StateDir, "ca"), cfg.Site)
 	if err != nil {
 		return nil, nil, err
@@ -75,13 +78,22 @@ func ReadRegistry(cfg *config.Config) (*device.Registry, error) {
 	if cfg.BridgeAddr.IsValid() {
 		reserved = append(reserved, cfg.BridgeAddr)
 	}
-	return device.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
+	reg, err := device.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.SetIPv6Prefix(cfg.IPv6Prefix); err != nil {
+		return nil, err
+	}
+	return reg, nil
 }
 
 // EndpointStatus is one row of /status.
 type EndpointStatus struct {
-	Name     string `json:"name"`
-	Addr     string `json:"addr"`
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+	// Addr6 is the endpoint's IPv6 address (ipv6_prefix set).
+	Addr6    string `json:"addr6,omitempty"`
 	Protocol string `json:"protocol"`
 	Online   bool   `json:"online"`
 	// Parked: the DTLS session is idle and parked (state kept, no conn).
@@ -503,6 +515,9 @@ func (s *Site) Status() Status {
 	}
 	for _, ep := range s.reg.List() {
 		es := EndpointStatus{Name: ep.Name, Addr: ep.Addr.String(), Protocol: string(ep.Protocol), Queued: s.px.Queued(ep.Name)}
+		if ep.Addr6.IsValid() {
+			es.Addr6 = ep.Addr6.String()
+		}
 		if ep.Protocol == device.MQTT && s.ms != nil {
 			es.Online = s.ms.broker.Connected(ep.Name)
 			for _, rs := range s.ms.relay.Status() {

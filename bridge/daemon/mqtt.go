@@ -55,6 +55,9 @@ func startMQTT(cfg *config.Config, reg *device.Registry, ca *device.CA, srvCert 
 	}
 	addrOf := func(name string) (netip.Addr, bool) {
 		ep, ok := reg.ByName(name)
+		if m.Central.Addr().Is6() && !m.Central.Addr().Is4In6() && ep.Addr6.IsValid() {
+			return ep.Addr6, ok // central over IPv6: from the endpoint's IPv6 address
+		}
 		return ep.Addr, ok
 	}
 	ms.relay, err = mqttrelay.New(mqttrelay.Config{

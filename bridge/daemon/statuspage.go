@@ -203,7 +203,7 @@ func (s *Site) EndpointsView() fleetview.Endpoints {
 		defer ps.mu.Unlock()
 	}
 	for _, e := range st.Endpoints {
-		ep := fleetview.Endpoint{Name: e.Name, Addr: e.Addr, Protocol: e.Protocol, Online: e.Online, LastSeen: e.LastSeen,
+		ep := fleetview.Endpoint{Name: e.Name, Addr: e.Addr, Addr6: e.Addr6, Protocol: e.Protocol, Online: e.Online, LastSeen: e.LastSeen,
 			Queued: e.Queued, Spooled: e.Spooled, SpoolBytes: e.SpoolBytes, Relay: e.Relay, BytesIn: e.BytesIn, BytesOut: e.BytesOut}
 		if e.Protocol == string(device.MQTT) {
 			ep.SpoolBytes = e.BytesQueued

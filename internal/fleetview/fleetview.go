@@ -136,8 +136,10 @@ type Endpoints struct {
 
 // Endpoint is one configured endpoint at the bridge.
 type Endpoint struct {
-	Name     string `json:"name"`
-	Addr     string `json:"addr"`
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+	// Addr6 is the endpoint's IPv6 address (bridge ipv6_prefix set).
+	Addr6    string `json:"addr6,omitempty"`
 	Protocol string `json:"protocol"`
 	// Online: a DTLS session (CoAP) or MQTT connection exists now.
 	Online bool `json:"online"`
