@@ -77,6 +77,7 @@ type suite struct {
 var suites = []suite{
 	{"forwarding", benchForwarding},
 	{"tun", benchTUN},
+	{"tun6", benchTUN6}, // tun6.go: the same by inner family (IPv4 / IPv6)
 	{"setup", benchSetup},
 	{"memory", benchMemory},
 	{"dtls", benchDTLS},
