@@ -68,6 +68,11 @@ type Config struct {
 	// NextHop is the gateway's central address, the next hop of every
 	// announced prefix.
 	NextHop netip.Addr
+	// NextHop6 is the gateway's central IPv6 address, the next hop of
+	// every announced IPv6 prefix (sites' IPv6 prefixes, RFC 4760
+	// MP_REACH_NLRI over the same sessions, IPv6 unicast negotiated).
+	// Invalid: IPv6 prefixes are not announced.
+	NextHop6 netip.Addr
 	// LocalAddr, when valid, is the source address of the BGP sessions.
 	LocalAddr netip.Addr
 	// Communities (RFC 1997) attached to every announced prefix.
@@ -145,6 +150,9 @@ func New(cfg Config) (*Speaker, error) {
 	if !cfg.NextHop.Is4() {
 		return nil, fmt.Errorf("%w: next hop %s is not IPv4", ErrConfig, cfg.NextHop)
 	}
+	if cfg.NextHop6.IsValid() && (!cfg.NextHop6.Is6() || cfg.NextHop6.Is4In6()) {
+		return nil, fmt.Errorf("%w: IPv6 next hop %s is not IPv6", ErrConfig, cfg.NextHop6)
+	}
 	if cfg.MaxPrefixes <= 0 {
 		cfg.MaxPrefixes = DefaultMaxPrefixes
 	}
@@ -154,7 +162,7 @@ func New(cfg Config) (*Speaker, error) {
 	}
 	s := &Speaker{cfg: cfg, log: log.With("component", "bgp"), kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 		desired: map[uint64][]netip.Prefix{}, peers: map[netip.Addr]*NeighborState{}, applied: map[netip.Prefix]uuid.UUID{},
-		attrs: pathAttrs{nextHop: cfg.NextHop, communities: cfg.Communities}}
+		attrs: pathAttrs{nextHop: cfg.NextHop, nextHop6: cfg.NextHop6, communities: cfg.Communities}}
 	if err := normalize(s.cfg.Neighbors); err != nil {
 		return nil, err
 	}
@@ -224,6 +232,9 @@ func (s *Speaker) peer(n Neighbor) *api.Peer {
 		Transport: &api.Transport{RemotePort: uint32(n.Port)},
 		AfiSafis:  []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}},
 	}
+	if s.cfg.NextHop6.IsValid() {
+		p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, Enabled: true}})
+	}
 	if s.cfg.LocalAddr.IsValid() {
 		p.Transport.LocalAddress = s.cfg.LocalAddr.String()
 	}
@@ -285,7 +296,7 @@ func stateName(st gbgp.FSMState) string {
 func (s *Speaker) Announce(owner uint64, prefixes []netip.Prefix) {
 	ps := make([]netip.Prefix, 0, len(prefixes))
 	for _, p := range prefixes {
-		if p.IsValid() && p.Addr().Is4() {
+		if p.IsValid() && (p.Addr().Is4() || p.Addr().Is6() && !p.Addr().Is4In6() && s.cfg.NextHop6.IsValid()) {
 			ps = append(ps, p.Masked())
 		}
 	}
@@ -453,6 +464,7 @@ func (s *Speaker) apply(want []netip.Prefix, total int, attrs pathAttrs, again b
 // pathAttrs are the attributes every announced path carries.
 type pathAttrs struct {
 	nextHop     netip.Addr
+	nextHop6    netip.Addr // IPv6 prefixes (MP_REACH_NLRI, RFC 4760)
 	communities []uint32
 }
 
@@ -461,7 +473,16 @@ func (pa pathAttrs) path(p netip.Prefix) (*apiutil.Path, error) {
 	if err != nil {
 		return nil, err
 	}
-	nh, err := gbgp.NewPathAttributeNextHop(pa.nextHop)
+	family, hop := gbgp.RF_IPv4_UC, pa.nextHop
+	if p.Addr().Is6() {
+		family, hop = gbgp.RF_IPv6_UC, pa.nextHop6
+	}
+	var nh gbgp.PathAttributeInterface
+	if family == gbgp.RF_IPv4_UC {
+		nh, err = gbgp.NewPathAttributeNextHop(hop)
+	} else {
+		nh, err = gbgp.NewPathAttributeMpReachNLRI(family, []gbgp.PathNLRI{{NLRI: nlri}}, hop)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -469,7 +490,7 @@ func (pa pathAttrs) path(p netip.Prefix) (*apiutil.Path, error) {
 	if len(pa.communities) > 0 {
 		attrs = append(attrs, gbgp.NewPathAttributeCommunities(pa.communities))
 	}
-	return &apiutil.Path{Family: gbgp.RF_IPv4_UC, Nlri: nlri, Attrs: attrs}, nil
+	return &apiutil.Path{Family: family, Nlri: nlri, Attrs: attrs}, nil
 }
 
 // Stop withdraws every prefix, then stops GoBGP: each neighbour gets a

@@ -103,7 +103,7 @@ func (s *Speaker) Reconfigure(ctx context.Context, neighbors []Neighbor, nextHop
 	}
 	reannounce := nextHop != s.attrs.nextHop || !slices.Equal(communities, s.attrs.communities)
 	if reannounce {
-		s.attrs = pathAttrs{nextHop: nextHop, communities: slices.Clone(communities)}
+		s.attrs = pathAttrs{nextHop: nextHop, nextHop6: s.cfg.NextHop6, communities: slices.Clone(communities)}
 		s.attrGen++
 	}
 	s.mu.Unlock()

@@ -19,6 +19,11 @@ type BGP struct {
 	// NextHop is the gateway's central address, the next hop of every
 	// announced prefix (default: router_id).
 	NextHop string `yaml:"next_hop"`
+	// NextHop6 is the gateway's central IPv6 address, the next hop of the
+	// sites' IPv6 prefixes (static ipv6_prefix, RADIUS, pool.ipv6_prefix),
+	// announced as IPv6 unicast (RFC 4760) over the same sessions. Unset:
+	// IPv6 prefixes are not announced. A change needs a restart.
+	NextHop6 string `yaml:"next_hop6"`
 	// LocalAddress is the source address of the BGP connections
 	// (default: chosen by the kernel).
 	LocalAddress string `yaml:"local_address"`
@@ -33,6 +38,7 @@ type BGP struct {
 	// Parsed values.
 	RouterIDAddr    netip.Addr `yaml:"-"`
 	NextHopAddr     netip.Addr `yaml:"-"`
+	NextHop6Addr    netip.Addr `yaml:"-"`
 	LocalAddr       netip.Addr `yaml:"-"`
 	CommunityValues []uint32   `yaml:"-"`
 }
@@ -77,6 +83,14 @@ func (v *validator) bgp() {
 		b.NextHopAddr = b.RouterIDAddr
 	}
 	b.LocalAddr = v.ipv4(b.LocalAddress, false, "bgp", "local_address")
+	if b.NextHop6 != "" {
+		a, err := netip.ParseAddr(b.NextHop6)
+		if err != nil || !a.Is6() || a.Is4In6() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() {
+			v.errf(p("bgp", "next_hop6"), "bgp.next_hop6 %q is not a global IPv6 address (the gateway's central IPv6 address, e.g. 2001:db8:200::1)", b.NextHop6)
+		} else {
+			b.NextHop6Addr = a
+		}
+	}
 	for i, c := range b.Communities {
 		val, ok := parseCommunity(c)
 		if !ok {

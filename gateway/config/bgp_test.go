@@ -46,6 +46,8 @@ func TestBGPConfigErrors(t *testing.T) {
 			`f.yaml:5: bgp.neighbors.0.address "192.0.2.300" is not an IPv4 address`, "f.yaml:5: bgp.neighbors[0].as is required",
 			`f.yaml:6: bgp.neighbors[0].hold_time "2s": want 0s or whole seconds 3s..65535s`, "f.yaml:7: bgp.neighbors[0].port 70000 out of range",
 			`f.yaml:8: bgp.neighbors[1].connect_retry "10ms"`, "f.yaml:9: bgp neighbour 192.0.2.2 listed twice"}},
+		{"next_hop6", "bgp:\n  local_as: 1\n  router_id: 192.0.2.1\n  next_hop6: fe80::1\n  neighbors: [{address: 192.0.2.2, as: 2}]\n", []string{
+			`f.yaml:4: bgp.next_hop6 "fe80::1" is not a global IPv6 address`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

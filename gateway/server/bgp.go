@@ -25,7 +25,7 @@ func (s *Server) newSpeaker(cfg *config.Config) (*bgp.Speaker, error) {
 	if b == nil {
 		return nil, nil
 	}
-	c := bgp.Config{LocalAS: b.LocalAS, RouterID: b.RouterIDAddr, NextHop: b.NextHopAddr, LocalAddr: b.LocalAddr,
+	c := bgp.Config{LocalAS: b.LocalAS, RouterID: b.RouterIDAddr, NextHop: b.NextHopAddr, NextHop6: b.NextHop6Addr, LocalAddr: b.LocalAddr,
 		Communities: b.CommunityValues, MaxPrefixes: b.MaxPrefixes, Logger: s.log}
 	c.Neighbors = speakerNeighbors(b)
 	return bgp.New(c)
@@ -60,6 +60,9 @@ func (s *Server) announce(sess Session) {
 		return
 	}
 	ps := append([]netip.Prefix{netip.PrefixFrom(sess.Addr(), 32)}, sess.Routes()...)
+	if pf := sessionIPv6(sess); pf.IsValid() { // announced when bgp.next_hop6 is set
+		ps = append(ps, pf)
+	}
 	s.bgp.Announce(sess.ID(), ps)
 }
 
@@ -80,6 +83,7 @@ func (s *Server) reloadBGP(prev, next *config.Config) {
 		next.BGP = prev.BGP
 		return
 	}
+	next.BGP.NextHop6, next.BGP.NextHop6Addr = prev.BGP.NextHop6, prev.BGP.NextHop6Addr // needs a restart
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, _, _, err := s.bgp.Reconfigure(ctx, speakerNeighbors(next.BGP), next.BGP.NextHopAddr, next.BGP.CommunityValues); err != nil {

@@ -40,6 +40,9 @@ type BirdConfig struct {
 	// Kernel exports the best routes into the namespace's kernel table,
 	// so the host forwards along what BGP learnt.
 	Kernel bool
+	// IPv6 adds an IPv6 unicast channel to every BGP session (RFC 4760
+	// multiprotocol routes over the same session).
+	IPv6 bool
 }
 
 // Bird is a running BIRD 2 (Debian's bird2, "-f": foreground) with a
@@ -81,7 +84,11 @@ func StartBird(t testing.TB, h *netns.Host, cfg BirdConfig) *Bird {
 		if n.HoldTime > 0 {
 			fmt.Fprintf(&conf, "\thold time %d;\n", n.HoldTime)
 		}
-		conf.WriteString("\tipv4 { import all; export none; };\n}\n")
+		conf.WriteString("\tipv4 { import all; export none; };\n")
+		if cfg.IPv6 {
+			conf.WriteString("\tipv6 { import all; export none; };\n")
+		}
+		conf.WriteString("}\n")
 	}
 	path := filepath.Join(b.Dir, "bird.conf")
 	writeFile(t, path, []byte(conf.String()))
