@@ -20,20 +20,22 @@ import (
 // the process's CPU time (getrusage) and counts the handshakes that
 // finished, and sets the admission rate to
 //
-//	min( budget × finished / cpu ,  growth × max(finished/window, floor) )
+//	budget × finished / cpu
 //
-// The first term is the rate the budget (cores) affords if every CPU
-// second the process spent went to the handshakes that finished: an upper
-// bound on the cost per handshake, so with other work (relayed traffic)
-// the estimate only errs towards admitting fewer. The second term ramps
-// the rate up from the floor by at most growth per window (completions
-// lag admissions by a handshake's round trips). Admission spends a token
-// from a bucket refilled at that rate (burst: one window's worth). A
-// window with no finished handshake keeps the rate (handshakes waiting on
-// slow links cost no CPU), unless the process used more than the budget:
-// then it falls back to the floor. A ClientHello refused here is dropped
-// silently (the device retransmits its cookie ClientHello on its flight
-// timer, the cookie still valid) and counted (Stats.BudgetDeferred).
+// the rate the budget (cores) affords if every CPU second the process
+// spent went to the handshakes that finished: an upper bound on the cost
+// per handshake, so with other work (relayed traffic) the estimate only
+// errs towards admitting fewer. Admission spends a token from a bucket
+// refilled at that rate (burst: one window's worth); before anything is
+// measured the rate is a floor. A window lasts 100 ms and at least 16
+// finished handshakes, at most 1 s. A window with no finished handshake
+// keeps the rate (handshakes waiting on slow links cost no CPU), unless
+// the process used more than the budget: then it falls back to the floor.
+// Below minInflight pending handshakes (4 × GOMAXPROCS) every hello is
+// admitted whatever the bucket holds: a few handshakes cannot overload the
+// box, and a device must always get in. A ClientHello refused here is
+// dropped silently (the device retransmits its cookie ClientHello on its
+// flight timer, the cookie still valid) and counted (Stats.BudgetDeferred).
 //
 // The fixed caps stay as hard bounds before it: a spoofed flood cannot
 // pass the cookie, and one address cannot take the table.
@@ -43,14 +45,20 @@ const (
 	DefaultHandshakeBudget = 0.8
 	admitWindow            = 100 * time.Millisecond
 	admitFloor             = 100.0 // handshakes/s admitted with nothing measured yet
-	admitGrowth            = 4.0
+	// A window closes after admitWindow once admitSample handshakes
+	// finished in it (one handshake's CPU is too noisy a sample: a GC
+	// cycle, a burst of relayed traffic), or after admitMaxWindow.
+	admitSample    = 16
+	admitMaxWindow = time.Second
 )
 
 // admitter is the rule; its caller (the guard) serialises every call.
 type admitter struct {
 	budget float64 // CPU seconds per second handshakes may use; ≤ 0: admit all
-	now    func() time.Time
-	cpu    func() time.Duration // the process's CPU time so far
+	// minInflight pending handshakes are always admitted.
+	minInflight int
+	now         func() time.Time
+	cpu         func() time.Duration // the process's CPU time so far
 
 	winStart time.Time
 	cpu0     time.Duration
@@ -60,13 +68,14 @@ type admitter struct {
 	last     time.Time // last refill
 }
 
-func newAdmitter(budget float64, now func() time.Time, cpu func() time.Duration) *admitter {
+func newAdmitter(budget float64, minInflight int, now func() time.Time, cpu func() time.Duration) *admitter {
 	t := now()
-	return &admitter{budget: budget, now: now, cpu: cpu, winStart: t, cpu0: cpu(), rate: admitFloor, tokens: admitFloor * admitWindow.Seconds(), last: t}
+	return &admitter{budget: budget, minInflight: minInflight, now: now, cpu: cpu, winStart: t, cpu0: cpu(), rate: admitFloor, tokens: admitFloor * admitWindow.Seconds(), last: t}
 }
 
-// admit reports whether one more handshake may start now.
-func (a *admitter) admit() bool {
+// admit reports whether one more handshake may start now, pending being
+// the handshakes in progress.
+func (a *admitter) admit(pending int) bool {
 	if a.budget <= 0 {
 		return true
 	}
@@ -76,11 +85,11 @@ func (a *admitter) admit() bool {
 		a.tokens = math.Min(a.tokens+dt*a.rate, a.burst())
 		a.last = t
 	}
-	if a.tokens < 1 {
-		return false
+	if a.tokens >= 1 {
+		a.tokens--
+		return true
 	}
-	a.tokens--
-	return true
+	return pending < a.minInflight
 }
 
 // done records a handshake that finished (authenticated, failed or timed
@@ -97,7 +106,7 @@ func (a *admitter) burst() float64 { return math.Max(1, a.rate*admitWindow.Secon
 // roll closes the measurement window if it is over and sets the rate.
 func (a *admitter) roll(t time.Time) {
 	w := t.Sub(a.winStart)
-	if w < admitWindow {
+	if w < admitWindow || (a.finished < admitSample && w < admitMaxWindow) {
 		return
 	}
 	c := a.cpu()
@@ -105,12 +114,9 @@ func (a *admitter) roll(t time.Time) {
 	fin := float64(a.finished)
 	switch {
 	case fin > 0:
-		afford := math.Inf(1)
 		if used > 0 {
-			afford = a.budget * fin / used
+			a.rate = math.Max(a.budget*fin/used, admitFloor/10)
 		}
-		a.rate = math.Min(afford, admitGrowth*math.Max(fin/w.Seconds(), admitFloor))
-		a.rate = math.Max(a.rate, admitFloor/10) // never stop: a device must get in eventually
 	case used/w.Seconds() > a.budget:
 		a.rate = admitFloor
 	}

@@ -19,7 +19,7 @@ type fakeBox struct {
 
 func newFakeBox(budget float64, cost, lat time.Duration) *fakeBox {
 	b := &fakeBox{t: time.Unix(1e9, 0), cost: cost, lat: lat}
-	b.a = newAdmitter(budget, func() time.Time { return b.t }, func() time.Duration { return b.cpu })
+	b.a = newAdmitter(budget, 4, func() time.Time { return b.t }, func() time.Duration { return b.cpu })
 	return b
 }
 
@@ -36,7 +36,7 @@ func (b *fakeBox) run(d time.Duration, offered int) (admittedLastSecond int) {
 			b.a.done()
 		}
 		for range offered {
-			if b.a.admit() {
+			if b.a.admit(len(b.due)) {
 				b.due = append(b.due, b.t.Add(b.lat))
 				if end.Sub(b.t) < time.Second {
 					admittedLastSecond++
@@ -84,9 +84,11 @@ func TestAdmissionFollowsCPUBudget(t *testing.T) {
 }
 
 // TestAdmissionIdleAndOverload: below the budget every hello is admitted
-// (once the rate has ramped up from the floor: 100 → 400 → 1600/s in the
-// first 200 ms); a box busy beyond the budget with no handshake finishing
-// falls back to the floor; a negative budget admits everything.
+// (once the rate is measured: the first window starts at the floor,
+// 100/s, plus the minInflight handshakes always admitted); a box busy
+// beyond the budget with no handshake finishing falls back to the floor;
+// a negative budget admits everything; below minInflight pending
+// handshakes nothing is refused.
 func TestAdmissionIdleAndOverload(t *testing.T) {
 	b := newFakeBox(1.6, 400*time.Microsecond, 5*time.Millisecond)
 	offered := 0
@@ -98,7 +100,7 @@ func TestAdmissionIdleAndOverload(t *testing.T) {
 			b.cpu += b.cost
 			b.a.done()
 		}
-		ok := b.a.admit()
+		ok := b.a.admit(len(b.due))
 		if ok {
 			b.due = append(b.due, b.t.Add(b.lat))
 		}
@@ -125,6 +127,17 @@ func TestAdmissionIdleAndOverload(t *testing.T) {
 	got := b.run(time.Second, 10)
 	if got > int(admitFloor)+int(admitFloor*admitWindow.Seconds())+1 {
 		t.Errorf("box over budget, nothing finishing: admitted %d in a second, want ≤ floor %v/s + one window's burst", got, admitFloor)
+	}
+
+	few := newFakeBox(1.6, time.Second, time.Hour) // 1 s of CPU each: rate → floor/10
+	for i := range 4 {
+		if !few.a.admit(i) {
+			t.Errorf("hello %d refused with %d pending (< minInflight 4)", i, i)
+		}
+		few.a.tokens = 0
+	}
+	if few.a.admit(4) {
+		t.Errorf("hello admitted with 4 pending and an empty bucket")
 	}
 
 	off := newFakeBox(-1, time.Millisecond, time.Hour)

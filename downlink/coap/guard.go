@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -229,7 +230,7 @@ type guardListener struct {
 }
 
 func newGuardListener(pc *net.UDPConn, s *Server, cidLen int, lim guardLimits, cookies *cookieJar) *guardListener {
-	l := &guardListener{pc: pc, s: s, cidLen: cidLen, lim: lim, cookies: cookies, adm: newAdmitter(lim.budget, time.Now, processCPU), accept: make(chan *guardConn, guardBacklog),
+	l := &guardListener{pc: pc, s: s, cidLen: cidLen, lim: lim, cookies: cookies, adm: newAdmitter(lim.budget, 4*runtime.GOMAXPROCS(0), time.Now, processCPU), accept: make(chan *guardConn, guardBacklog),
 		done: make(chan struct{}), conns: map[string]*guardConn{}, pendingBy: map[netip.Addr]int{}, parked: map[string]*parkedSession{}}
 	l.wg.Add(1)
 	go l.readLoop()
@@ -384,7 +385,7 @@ func (l *guardListener) route(raddr net.Addr, b []byte) (c *guardConn, reply []b
 		l.s.warnf("dtls handshake refused: too many pending from this source", "peer", raddr.String(), "pending", l.pendingBy[src])
 		return nil, nil, stale, nil
 	}
-	if !l.adm.admit() {
+	if !l.adm.admit(l.pending) {
 		// Over the CPU budget: drop the hello; the device retransmits it
 		// on its flight timer (admission.go).
 		l.s.Stats.BudgetDeferred.Add(1)

@@ -309,8 +309,9 @@ func New(cfg Config) (*Server, error) {
 		// takes the cookie ClientHello as the first message (the patch in
 		// third_party/pion-dtls).
 		dtls.WithInsecureSkipVerifyHello(true),
+		dtls.WithLoggerFactory(pionLogs),
 	}
-	s.resumeOpts = []dtls.Option{dtls.WithCipherSuites(suites...), dtls.WithPSK(s.pskFor),
+	s.resumeOpts = []dtls.Option{dtls.WithLoggerFactory(pionLogs), dtls.WithCipherSuites(suites...), dtls.WithPSK(s.pskFor),
 		dtls.WithConnectionIDGenerator(dtls.RandomCIDGenerator(cidLen)), dtls.WithFlightInterval(cfg.FlightInterval),
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret)}
 	if cfg.Certificate != nil && hasECDSA(suites) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+	"github.com/pion/logging"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
@@ -145,3 +146,8 @@ func (c *conn) HandshakeContext(ctx context.Context) error {
 	c.s.Stats.HandshakesOK.Add(1)
 	return nil
 }
+
+// pionLogs is the logger factory of every pion conn: pion builds a default
+// one (reading its PION_LOG_* environment) for each conn without one,
+// ≈ 10 µs of a ≈ 150 µs handshake, the same for every conn.
+var pionLogs = logging.NewDefaultLoggerFactory()
