@@ -63,15 +63,22 @@ identities:
 // central stack.
 func startGateway(t *testing.T) (*server.Server, *engine.Engine, *ipstack.Stack) {
 	t.Helper()
-	cfg, err := gconfig.Parse("gw.yaml", []byte(gwYAML))
+	return startGatewayWith(t, gwYAML, "127.0.0.1")
+}
+
+// startGatewayWith is startGateway with its configuration and the
+// loopback address it listens on (::1 for an IPv6 outer network).
+func startGatewayWith(t *testing.T, yaml, listen string) (*server.Server, *engine.Engine, *ipstack.Stack) {
+	t.Helper()
+	cfg, err := gconfig.Parse("gw.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ike, err := net.ListenPacket("udp", "127.0.0.1:0")
+	ike, err := net.ListenPacket("udp", net.JoinHostPort(listen, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	natt, err := net.ListenPacket("udp", "127.0.0.1:0")
+	natt, err := net.ListenPacket("udp", net.JoinHostPort(listen, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +444,13 @@ func (r *recorder) OnPublish(cl *mqttserver.Client, pk packets.Packet) (packets.
 // stack (the gateway's userspace data plane).
 func centralBroker(t *testing.T, central *ipstack.Stack) chan centralPublish {
 	t.Helper()
-	ln, err := central.ListenTCP(netip.MustParseAddrPort("10.20.0.1:1883"))
+	return centralBrokerAt(t, central, netip.MustParseAddrPort("10.20.0.1:1883"))
+}
+
+// centralBrokerAt is centralBroker listening on at.
+func centralBrokerAt(t *testing.T, central *ipstack.Stack, at netip.AddrPort) chan centralPublish {
+	t.Helper()
+	ln, err := central.ListenTCP(at)
 	if err != nil {
 		t.Fatal(err)
 	}
