@@ -139,6 +139,8 @@ func TestParseErrorsCarryLines(t *testing.T) {
 		{"pool ipv6 static", "psk: {shared: x}\npool: {ipv6_prefix: \"2001:db8:100::/48\"}\nidentities:\n  - name: a\n    ppp: {password: p}\n    ipv6_prefix: 2001:db8:100::/56\n  - name: b\n    ppp: {password: p}\n    ipv6_prefix: 2001:db8:101:7::/64\n  - name: c\n    ppp: {password: p}\n    ipv6_prefix: 2001:db8:100:107::/64\n",
 			[]string{"f.yaml:6: identity a: ipv6_prefix 2001:db8:100::/56 overlaps pool.ipv6_prefix 2001:db8:100::/48"}},
 		{"pool ipv6_max alone", "psk: {shared: x}\npool: {ipv6_max: 5}\n", []string{"f.yaml:2: pool.ipv6_max is set but pool.ipv6_prefix is not"}},
+		{"dataplane addresses", "psk: {shared: x}\ndataplane:\n  mode: userspace\n  addresses: [\"2001:db8:200::10/128\", \"::ffff:10.0.0.1/128\", nope]\n",
+			[]string{"f.yaml:4: dataplane.addresses \"::ffff:10.0.0.1/128\": want an IPv4 or IPv6 address", "f.yaml:4: dataplane.addresses \"nope\""}},
 		{"dpd timeout before interval", "psk: {shared: x}\ndpd:\n  interval: 60s\n  timeout: 10s\n", []string{"f.yaml:4: dpd.timeout 10s is shorter than dpd.interval 1m0s"}},
 		{"bad dpd interval", "dpd: {interval: soon}\n", []string{`f.yaml:1: dpd.interval "soon": want a duration like 30s, or "off"`}},
 		{"bad lcp echo", "lcp_echo:\n  interval: -1s\n  failures: 1000\n", []string{`f.yaml:2: lcp_echo.interval "-1s": want a duration`, "f.yaml:3: lcp_echo.failures 1000 out of range 1..100"}},

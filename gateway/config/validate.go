@@ -69,8 +69,8 @@ func (v *validator) run() {
 	}
 	for i, a := range c.DataPlane.Addresses {
 		pf, err := netip.ParsePrefix(a)
-		if err != nil || !pf.Addr().Is4() {
-			v.errf(p("dataplane", "addresses", i), "dataplane.addresses %q: want an IPv4 address with prefix length, e.g. 10.20.0.10/32", a)
+		if err != nil || pf.Addr().Is4In6() || pf.Addr().Zone() != "" {
+			v.errf(p("dataplane", "addresses", i), "dataplane.addresses %q: want an IPv4 or IPv6 address with prefix length, e.g. 10.20.0.10/32 or 2001:db8:200::10/128", a)
 			continue
 		}
 		c.DataPlane.AddressPrefixes = append(c.DataPlane.AddressPrefixes, pf)

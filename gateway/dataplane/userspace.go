@@ -13,8 +13,9 @@ import (
 // UserspaceConfig configures NewUserspace.
 type UserspaceConfig struct {
 	// Addrs are the central addresses held in the process (e.g.
-	// 10.20.0.10/32 for an in-process MQTT broker). Services listen on
-	// them through Stack().
+	// 10.20.0.10/32 for an in-process MQTT broker, or an IPv6 one such as
+	// 2001:db8:200::10/128 for sites with an IPv6 prefix). Services listen
+	// on them through Stack().
 	Addrs []netip.Prefix
 	// MTU of the userspace NIC (default 1500).
 	MTU int
