@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 	"time"
@@ -186,5 +187,63 @@ func TestCryptoQueueDropKeepsSA(t *testing.T) {
 	waitCount(t, cs, 6)
 	if !hasPayload(t, cs.at(5), PayloadKE) || e.Stats().Duplicates.Load() != dup {
 		t.Fatalf("retransmitted MM3 after a queue-full drop: not answered with MM4 (duplicates +%d)", e.Stats().Duplicates.Load()-dup)
+	}
+}
+
+// BenchmarkMM1AfterMM3Burst: one reader (as the transport's socket loop)
+// hands the engine a burst of 64 proven MM3s (MODP-2048) then a new
+// peer's MM1; the metric mm1-wait-ms is how long that MM1 waited for its
+// MM2: behind 64 Diffie-Hellman computations when they run inline under
+// the engine's lock, behind 64 parses and queue pushes when offloaded.
+//
+//	go test -run '^$' -bench MM1AfterMM3Burst -benchtime 20x ./uplink/ike/
+func BenchmarkMM1AfterMM3Burst(b *testing.B) {
+	const burst = 64
+	for _, tc := range []struct {
+		name    string
+		workers int
+	}{{"inline", -1}, {"offload", 0}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var wait time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				cs := &captureSender{}
+				e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), CryptoWorkers: tc.workers, RatePerSource: 1000, BurstPerSource: 1000})
+				if err != nil {
+					b.Fatal(err)
+				}
+				local := netip.MustParseAddrPort("192.0.2.1:500")
+				var mm3 [][]byte
+				var srcs []netip.AddrPort
+				for j := range burst {
+					src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(j + 1)}), 500)
+					e.Input(freshMM1(), local, src, false)
+					m, err := ParseMessage(cs.at(j))
+					if err != nil {
+						b.Fatal(err)
+					}
+					h := m.Header
+					mm3 = append(mm3, AppendMessage(nil, Header{ICookie: h.ICookie, RCookie: h.RCookie, Exchange: ExchangeIdentityProtection},
+						[]Payload{{PayloadKE, bytes.Repeat([]byte{7}, 256)}, {PayloadNonce, bytes.Repeat([]byte{9}, 32)}}))
+					srcs = append(srcs, src)
+				}
+				b.StartTimer()
+				start := time.Now()
+				for j := range burst {
+					e.Input(mm3[j], local, srcs[j], false)
+				}
+				e.Input(freshMM1(), local, netip.MustParseAddrPort("203.0.113.200:500"), false)
+				wait += time.Since(start)
+				b.StopTimer()
+				for deadline := time.Now().Add(time.Minute); cs.count() < 2*burst+1; {
+					if time.Now().After(deadline) {
+						b.Fatalf("%d of %d MM4 sent", cs.count()-burst-1, burst)
+					}
+					time.Sleep(time.Millisecond)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(wait.Microseconds())/1000/float64(b.N), "mm1-wait-ms")
+		})
 	}
 }
