@@ -447,6 +447,12 @@ func (sa *ikeSA) tick(now time.Time) {
 			sa.teardown(ErrTimeout, false)
 			return
 		}
+		if sa.busy {
+			// Our answer to the peer's last message is being computed
+			// (offload.go): resending our previous one would only make
+			// the peer resend what we are working on.
+			return
+		}
 		if !sa.retryAt.IsZero() && !now.Before(sa.retryAt) {
 			if sa.retries >= e.cfg.Retries {
 				e.stats.Phase1Failed.Add(1)
