@@ -88,6 +88,7 @@ var suites = []suite{
 	{"attack-auth", benchAttackAuth},
 	{"attack-bridge", benchAttackBridge},
 	{"fair", benchFair},
+	{"spool", benchSpool},
 	{"failover", benchFailover},
 	{"soak", benchSoak},
 }
