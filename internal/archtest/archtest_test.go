@@ -72,14 +72,14 @@ func TestNoBareSkips(t *testing.T) {
 }
 
 // TestBareSkipsFindsCalls runs the counter on the fixture module, which
-// holds three bare skips, one in its internal/testenv and one in a
-// testdata directory (neither counts).
+// holds four bare skips (one in a bench/ test), and skips in its
+// internal/testenv, a testdata directory and a bench/ suite (none counts).
 func TestBareSkipsFindsCalls(t *testing.T) {
 	skips, err := BareSkips("testdata/fixture")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Skip{{"uplink/clean/skip_test.go", 8}, {"uplink/clean/skip_test.go", 11}, {"uplink/clean/skip_test.go", 14}}
+	want := []Skip{{"bench/run/suite_test.go", 5}, {"uplink/clean/skip_test.go", 8}, {"uplink/clean/skip_test.go", 11}, {"uplink/clean/skip_test.go", 14}}
 	if !slices.Equal(skips, want) {
 		t.Fatalf("skips %v, want %v", skips, want)
 	}
