@@ -1,13 +1,17 @@
 # The two commands of the README:
 #   make demo   runs the whole chain (gateway + bridge + simulated sensors)
+#   make demo-ipv6   the same over IPv6 (go run ./demo --ipv6)
 #   make test   runs the whole test suite (what CI runs)
-.PHONY: test demo build bench fuzz
+.PHONY: test demo demo-ipv6 build bench fuzz
 
 test:
 	bash deploy/ci/test.sh
 
 demo:
 	go run ./demo
+
+demo-ipv6:
+	go run ./demo --ipv6
 
 build:
 	go build ./...

@@ -32,9 +32,10 @@ func main() {
 	jsonOut := flag.Bool("json", false, "print the final report as JSON")
 	scenarioFile := flag.String("scenario", "", "fleet scenario YAML (default: the embedded 50-sensor fleet)")
 	verbose := flag.Bool("v", false, "log component lines to stderr")
+	ipv6 := flag.Bool("ipv6", false, "run the chain over IPv6: uplink over ::1, IPV6CP, every endpoint at its IPv6 address, central at 2001:db8:200::10")
 	flag.Parse()
 
-	opts := chain.Options{Duration: *dur}
+	opts := chain.Options{Duration: *dur, IPv6: *ipv6}
 	if *scenarioFile != "" {
 		b, err := os.ReadFile(*scenarioFile)
 		if err != nil {
@@ -174,8 +175,12 @@ func cmdLine(c chain.MQTTCommand) string {
 func summary(w io.Writer, v chain.View) {
 	fmt.Fprintln(w)
 	if v.Success {
-		fmt.Fprintf(w, "SUCCESS: telemetry from all %d endpoints reached the collector from their own 10.10.8.x address; round trip %s\n",
-			len(v.Endpoints), rtLine(v.RoundTrip))
+		fam := "10.10.8.x"
+		if len(v.Endpoints) > 0 && strings.Contains(v.Endpoints[0].Addr, ":") {
+			fam = "IPv6 2001:db8:8::x"
+		}
+		fmt.Fprintf(w, "SUCCESS: telemetry from all %d endpoints reached the collector from their own %s address; round trip %s\n",
+			len(v.Endpoints), fam, rtLine(v.RoundTrip))
 		if v.Command.OK {
 			fmt.Fprintf(w, "         MQTT command %s → %s\n", v.Command.Topic, cmdLine(v.Command))
 		}

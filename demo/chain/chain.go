@@ -45,6 +45,12 @@ type Options struct {
 	// OnUpdate, if set, is called about once a second and at the end with
 	// the current view.
 	OnUpdate func(View)
+	// IPv6 runs the chain over IPv6: the uplink over ::1 only (IKE, ESP),
+	// IPV6CP beside IPCP, every endpoint with its IPv6 address in
+	// 2001:db8:8::/64, central at 2001:db8:200::10 (telemetry must arrive
+	// from the endpoints' IPv6 addresses), sensors dialling the bridge at
+	// [::1].
+	IPv6 bool
 }
 
 // Endpoint is one endpoint's line in the view.
@@ -234,7 +240,7 @@ func Run(ctx context.Context, opts Options) (View, error) {
 
 	// Central gateway and its services.
 	gctx, gcancel := context.WithCancel(context.Background())
-	g, err := startGateway(gctx, log)
+	g, err := startGateway(gctx, log, opts.IPv6)
 	if err != nil {
 		gcancel()
 		return View{}, err
@@ -261,7 +267,7 @@ func Run(ctx context.Context, opts Options) (View, error) {
 			st.onSample(s.Telemetry.Device, s.From)
 		},
 	})
-	central := netip.MustParseAddr(centralAddr)
+	central := g.central
 	sinkConn, err := g.stack.ListenUDP(netip.AddrPortFrom(central, centralCoAPPort))
 	if err != nil {
 		return View{}, fmt.Errorf("demo: central CoAP sink: %w", err)
@@ -294,7 +300,7 @@ func Run(ctx context.Context, opts Options) (View, error) {
 	if err != nil {
 		return View{}, fmt.Errorf("demo: fleet: %w", err)
 	}
-	if err := provision(cfg, fleet, st); err != nil {
+	if err := provision(cfg, fleet, st, opts.IPv6); err != nil {
 		return st.view(), err
 	}
 	site, err := daemon.New(cfg, log.With("component", "bridge"))
@@ -337,6 +343,9 @@ func Run(ctx context.Context, opts Options) (View, error) {
 
 	// Central → device round trip once the target's telemetry has arrived.
 	rtTarget := firstCoAPPSK(reg)
+	if opts.IPv6 {
+		rtTarget.Addr = rtTarget.Addr6 // central → [endpoint v6]:5683
+	}
 	rtDone := make(chan struct{})
 	go func() {
 		defer close(rtDone)
@@ -346,7 +355,11 @@ func Run(ctx context.Context, opts Options) (View, error) {
 	cmdDone := make(chan struct{})
 	go func() {
 		defer close(cmdDone)
-		commandLoop(ctx, cb, st, firstMQTT(reg), replies)
+		mt := firstMQTT(reg)
+		if opts.IPv6 {
+			mt.Addr = mt.Addr6
+		}
+		commandLoop(ctx, cb, st, mt, replies)
 	}()
 	defer func() { <-cmdDone }()
 
@@ -373,7 +386,7 @@ func Run(ctx context.Context, opts Options) (View, error) {
 // (state_dir/endpoints.json, as `bridge endpoint add` does): CoAP devices
 // by PSK identity or certificate CN, MQTT devices with their password as
 // the registry PSK (the site broker's RegistryAuth).
-func provision(cfg *bconfig.Config, fleet *sim.Fleet, st *state) error {
+func provision(cfg *bconfig.Config, fleet *sim.Fleet, st *state, v6 bool) error {
 	reg, _, err := daemon.OpenRegistry(cfg)
 	if err != nil {
 		return fmt.Errorf("demo: registry: %w", err)
@@ -399,7 +412,11 @@ func provision(cfg *bconfig.Config, fleet *sim.Fleet, st *state) error {
 			return fmt.Errorf("demo: register %s: %w", n, err)
 		}
 		st.mu.Lock()
-		st.eps[n] = &Endpoint{Name: n, Protocol: protoOf[n], Addr: added.Addr.String()}
+		a := added.Addr
+		if v6 {
+			a = added.Addr6 // telemetry must come from the IPv6 address
+		}
+		st.eps[n] = &Endpoint{Name: n, Protocol: protoOf[n], Addr: a.String()}
 		st.mu.Unlock()
 	}
 	return nil

@@ -55,3 +55,35 @@ func TestDemo(t *testing.T) {
 	t.Logf("uplink: %v", v.Uplink)
 	t.Logf("round trip: %+v; MQTT command: %+v; %d/%d endpoints reporting", v.RoundTrip, v.Command, v.Reporting, len(v.Endpoints))
 }
+
+// TestDemoIPv6 is the chain with Options.IPv6 (`go run ./demo --ipv6`):
+// uplink over ::1 only, IPV6CP, every endpoint's telemetry at central from
+// its IPv6 address, the central → device round trip to an IPv6 endpoint
+// address and the MQTT command answered from one.
+func TestDemoIPv6(t *testing.T) {
+	linktest.CheckGoroutines(t)
+	sc := strings.Replace(testScenario, "%s", "  - {name: mqtt, count: 2, protocol: mqtt, format: json, interval: 2s}\n", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	v, err := Run(ctx, Options{Duration: 12 * time.Second, Scenario: []byte(sc), StateDir: t.TempDir(), IPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range v.Endpoints {
+		if e.Messages == 0 || !e.FromOwnAddr || !strings.HasPrefix(e.Addr, "2001:db8:8::") {
+			t.Errorf("%s (%s, %s): %d messages at central, last from %q", e.Name, e.Protocol, e.Addr, e.Messages, e.From)
+		}
+	}
+	if ph := strings.Join(v.Uplink, "\n"); !strings.Contains(ph, "connecting attempt 1 to [::1]:") {
+		t.Errorf("uplink phases: got %q, want an attempt over [::1]", v.Uplink)
+	}
+	if !v.RoundTrip.OK || !strings.Contains(v.RoundTrip.Target, "(2001:db8:8::") {
+		t.Errorf("round trip: got %+v, want OK to an IPv6 endpoint address", v.RoundTrip)
+	}
+	if !v.Command.OK || !strings.HasPrefix(v.Command.From, "2001:db8:8::") {
+		t.Errorf("MQTT command: got %+v, want a reply from an IPv6 endpoint address", v.Command)
+	}
+	if !v.Success {
+		t.Errorf("demo failed: %v", v.Failures)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
@@ -27,6 +28,10 @@ const (
 	demoPassword = "hall7-demo-password"
 	sitePrefix   = "10.10.8.0/24"
 	centralAddr  = "10.20.0.10"
+	// IPv6 (Options.IPv6): the site's /64 (the identity's ipv6_prefix and
+	// the bridge's) and central's IPv6 address in the gateway's stack.
+	sitePrefix6  = "2001:db8:8::/64"
+	centralAddr6 = "2001:db8:200::10"
 )
 
 // gatewayYAML is the embedded gateway configuration: userspace data plane,
@@ -39,9 +44,9 @@ dataplane: {mode: userspace, addresses: [%s/32]}
 policies:
   sensors:
     allow:
-      - {dst: %s/32}
+      - {dst: %s}
 identities:
-  - {name: %s, ppp: {password: %s}, routes: [%s], policy: sensors}
+  - {name: %s, ppp: {password: %s}, routes: [%s], policy: sensors%s}
 `
 
 // gateway is the running central gateway.
@@ -49,22 +54,33 @@ type gateway struct {
 	srv   *server.Server
 	eng   *engine.Engine
 	stack *ipstack.Stack
-	ike   net.PacketConn
-	natt  net.PacketConn
-	done  chan error
+	// central is the central services' address (IPv6 with Options.IPv6).
+	central netip.Addr
+	v6      bool
+	ike     net.PacketConn
+	natt    net.PacketConn
+	done    chan error
 }
 
-func startGateway(ctx context.Context, log *slog.Logger) (*gateway, error) {
+// startGateway starts the demo gateway; with v6 it listens on ::1 only
+// (the outer network is IPv6), offers IPV6CP with the site's IPv6 prefix
+// and holds central's IPv6 address.
+func startGateway(ctx context.Context, log *slog.Logger, v6 bool) (*gateway, error) {
+	allow, id6, listen := centralAddr+"/32", "", "127.0.0.1:0"
+	if v6 {
+		allow += "}\n      - {dst: " + centralAddr6 + "/128"
+		id6, listen = ", ipv6_prefix: \""+sitePrefix6+"\"", "[::1]:0"
+	}
 	cfg, err := config.Parse("demo-gateway.yaml", fmt.Appendf(nil, gatewayYAML,
-		demoPSK, centralAddr, centralAddr, demoSite, demoPassword, sitePrefix))
+		demoPSK, centralAddr, allow, demoSite, demoPassword, sitePrefix, id6))
 	if err != nil {
 		return nil, fmt.Errorf("demo: gateway config: %w", err)
 	}
-	ikeC, err := net.ListenPacket("udp", "127.0.0.1:0")
+	ikeC, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("demo: IKE socket: %w", err)
 	}
-	nattC, err := net.ListenPacket("udp", "127.0.0.1:0")
+	nattC, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		_ = ikeC.Close()
 		return nil, fmt.Errorf("demo: NAT-T socket: %w", err)
@@ -91,6 +107,14 @@ func startGateway(ctx context.Context, log *slog.Logger) (*gateway, error) {
 		return nil, fmt.Errorf("demo: gateway host is %T, not the userspace data plane", srv.Host())
 	}
 	g.stack = us.Stack()
+	g.central, g.v6 = netip.MustParseAddr(centralAddr), v6
+	if v6 {
+		// The gateway config's dataplane.addresses are IPv4 only.
+		g.central = netip.MustParseAddr(centralAddr6)
+		if err := g.stack.AddAddress(netip.PrefixFrom(g.central, 128)); err != nil {
+			return nil, fmt.Errorf("demo: central IPv6 address: %w", err)
+		}
+	}
 	return g, nil
 }
 

@@ -143,7 +143,7 @@ type commandReply struct {
 
 // startCentralBroker runs a mochi broker on the gateway's userspace stack.
 func startCentralBroker(g *gateway, col *collector.Collector, onSample func(name, from string), replies chan<- commandReply, log *slog.Logger) (*mochi.Server, error) {
-	l, err := g.stack.ListenTCP(netip.AddrPortFrom(netip.MustParseAddr(centralAddr), centralMQTTPort))
+	l, err := g.stack.ListenTCP(netip.AddrPortFrom(g.central, centralMQTTPort))
 	if err != nil {
 		return nil, fmt.Errorf("demo: central broker listen: %w", err)
 	}

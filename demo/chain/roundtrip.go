@@ -63,7 +63,7 @@ func roundTripLoop(ctx context.Context, g *gateway, st *state, target device.End
 // centralGet sends one confirmable CoAP GET (RFC 7252 §5.8.1) from the
 // central stack to addr:5683 and decodes the SenML answer.
 func centralGet(ctx context.Context, g *gateway, addr netip.Addr, path string, msgID uint16) (string, error) {
-	conn, err := g.stack.DialUDP(netip.AddrPortFrom(netip.MustParseAddr(centralAddr), 0), netip.AddrPortFrom(addr, 5683))
+	conn, err := g.stack.DialUDP(netip.AddrPortFrom(g.central, 0), netip.AddrPortFrom(addr, 5683))
 	if err != nil {
 		return "", err
 	}

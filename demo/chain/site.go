@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -20,10 +21,10 @@ import (
 const siteYAML = `site: %s
 prefix: %s
 state_dir: %s
-downlink: {coap_listen: "127.0.0.1:0"}
-central_coap: %s:%d
+downlink: {coap_listen: "%s"}
+central_coap: "%s"
 http_listen: "127.0.0.1:0"
-mqtt: {enabled: true, tls_listen: "127.0.0.1:0", central: "%s:%d"}
+mqtt: {enabled: true, tls_listen: "%s", central: "%s"}
 uplink:
   mode: l2tp-ipsec
   gateways: [%q]
@@ -34,14 +35,19 @@ uplink:
   ppp_password: %s
   min_backoff: 200ms
   max_backoff: 5s
-`
+%s`
 
 // siteConfig returns the bridge configuration for the demo gateway g.
 func siteConfig(g *gateway, dir string) (*bconfig.Config, error) {
 	ts := g.eng.Tunnel()
+	lan, v6 := "127.0.0.1:0", ""
+	if g.v6 {
+		// Sensors reach the bridge over IPv6 on the site LAN too.
+		lan, v6 = "[::1]:0", "ipv6_prefix: "+sitePrefix6+"\n"
+	}
 	cfg, err := bconfig.Parse(fmt.Appendf(nil, siteYAML, demoSite, sitePrefix, dir,
-		centralAddr, centralCoAPPort, centralAddr, centralMQTTPort,
-		ts.IKEAddr().String(), ts.NATTAddr().Port(), demoPSK, demoSite, demoSite, demoPassword))
+		lan, netip.AddrPortFrom(g.central, centralCoAPPort), lan, netip.AddrPortFrom(g.central, centralMQTTPort),
+		ts.IKEAddr().String(), ts.NATTAddr().Port(), demoPSK, demoSite, demoSite, demoPassword, v6))
 	if err != nil {
 		return nil, fmt.Errorf("demo: bridge config: %w", err)
 	}

@@ -19,7 +19,7 @@ import (
 func TestUplinkCarriesEndpointTraffic(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)
-	g, err := startGateway(ctx, log)
+	g, err := startGateway(ctx, log, false)
 	if err != nil {
 		t.Fatal(err)
 	}
