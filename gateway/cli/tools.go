@@ -155,7 +155,11 @@ func sessionsCmd(ctx context.Context, o *opts) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tIDENTITY\tPEER\tVPN ADDRESS\tOUTER\tROUTES\tRX BYTES\tTX BYTES\tUP")
 			for _, s := range v.Sessions {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Identity, dash(s.Peer), s.VPNAddr, dash(s.Outer), dash(strings.Join(s.Routes, ",")),
+				rs := s.Routes
+				if s.IPv6Prefix != "" { // both families in one column
+					rs = append(rs[:len(rs):len(rs)], s.IPv6Prefix)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Identity, dash(s.Peer), s.VPNAddr, dash(s.Outer), dash(strings.Join(rs, ",")),
 					s.RxBytes, s.TxBytes, since(v.Now, s.Since))
 			}
 			return tw.Flush()

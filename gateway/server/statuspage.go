@@ -170,7 +170,7 @@ func (s *Server) SessionsView() fleetview.Sessions {
 		extra[sess.ID()] = sess
 	}
 	for _, x := range r.Sessions {
-		e := fleetview.Session{ID: x.ID, Identity: x.Identity, Outer: x.Outer, VPNAddr: x.VPNAddr, Routes: x.Routes, Suite: x.Suite,
+		e := fleetview.Session{ID: x.ID, Identity: x.Identity, Outer: x.Outer, VPNAddr: x.VPNAddr, Routes: x.Routes, IPv6Prefix: x.IPv6Prefix, Suite: x.Suite,
 			Since: x.Since, RxBytes: x.RxBytes, TxBytes: x.TxBytes, RxPackets: x.RxPackets, TxPackets: x.TxPackets, Rekeys: -1}
 		if !x.Since.IsZero() {
 			e.UptimeSeconds = int64(r.Now.Sub(x.Since).Seconds())

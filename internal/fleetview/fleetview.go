@@ -30,7 +30,10 @@ type Session struct {
 	Outer   string   `json:"outer,omitempty"`
 	VPNAddr string   `json:"vpn_addr"`
 	Routes  []string `json:"routes,omitempty"`
-	Suite   string   `json:"suite,omitempty"`
+	// IPv6Prefix is the site's IPv6 prefix (static, RADIUS or the pool's
+	// /64), routed beside Routes; "" when the session is IPv4 only.
+	IPv6Prefix string `json:"ipv6_prefix,omitempty"`
+	Suite      string `json:"suite,omitempty"`
 	// Since is when the session came up; UptimeSeconds is Now - Since.
 	Since         time.Time `json:"since"`
 	UptimeSeconds int64     `json:"uptime_seconds"`
