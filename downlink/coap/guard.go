@@ -14,6 +14,8 @@ import (
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
 	"github.com/pion/transport/v5/deadline"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // The guard is the UDP listener under pion: it owns the socket, applies a
@@ -68,6 +70,7 @@ const (
 	guardBacklog    = 128
 	guardQueue      = 32
 	guardMTU        = 8192
+	guardBatch      = 16 // datagrams per recvmmsg (16 × 8 KB buffers)
 )
 
 // ClassifyDatagram checks that b is one or more DTLS record headers whose
@@ -269,40 +272,64 @@ func (l *guardListener) Close() error {
 
 func (l *guardListener) Addr() net.Addr { return l.pc.LocalAddr() }
 
+// batchReader is x/net's ipv4 or ipv6 PacketConn: recvmmsg on Linux.
+type batchReader interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// readLoop reads up to guardBatch datagrams per system call (recvmmsg via
+// x/net: in a storm or under relay load the socket holds many; a quiet
+// socket returns one at a time as before) and hands each to handle.
 func (l *guardListener) readLoop() {
 	defer l.wg.Done()
-	buf := make([]byte, guardMTU)
+	var br batchReader = ipv4.NewPacketConn(l.pc)
+	if a, ok := l.pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
+		br = ipv6.NewPacketConn(l.pc)
+	}
+	ms := make([]ipv4.Message, guardBatch)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, guardMTU)}
+	}
 	for {
-		n, raddr, err := l.pc.ReadFrom(buf)
+		n, err := br.ReadBatch(ms, 0)
 		if err != nil {
 			return
 		}
-		b := buf[:n]
-		if r := ClassifyDatagram(b, l.cidLen); r != GarbageOK {
-			l.s.garbage(r, raddr, n)
-			continue
-		}
-		c, reply, stale, wake := l.route(raddr, b)
-		if stale != nil {
-			_ = stale.Close()
-		}
-		if reply != nil {
-			if _, err := l.pc.WriteTo(reply, raddr); err == nil {
-				l.s.Stats.HelloVerifySent.Add(1)
+		for i := range ms[:n] {
+			if ms[i].Addr != nil {
+				l.handle(ms[i].Buffers[0][:ms[i].N], ms[i].Addr)
 			}
 		}
-		if c == nil {
-			continue
+	}
+}
+
+// handle routes one datagram (the buffer is reused after it returns).
+func (l *guardListener) handle(b []byte, raddr net.Addr) {
+	n := len(b)
+	if r := ClassifyDatagram(b, l.cidLen); r != GarbageOK {
+		l.s.garbage(r, raddr, n)
+		return
+	}
+	c, reply, stale, wake := l.route(raddr, b)
+	if stale != nil {
+		_ = stale.Close()
+	}
+	if reply != nil {
+		if _, err := l.pc.WriteTo(reply, raddr); err == nil {
+			l.s.Stats.HelloVerifySent.Add(1)
 		}
-		select {
-		case c.in <- packet{b: append([]byte(nil), b...), from: raddr}:
-		default: // the conn is not reading: drop like a full socket buffer
-		}
-		if wake != nil {
-			// A parked session's record: pion resumes the session from its
-			// exported state and reads the record from c.
-			go l.s.resume(wake, c)
-		}
+	}
+	if c == nil {
+		return
+	}
+	select {
+	case c.in <- packet{b: append([]byte(nil), b...), from: raddr}:
+	default: // the conn is not reading: drop like a full socket buffer
+	}
+	if wake != nil {
+		// A parked session's record: pion resumes the session from its
+		// exported state and reads the record from c.
+		go l.s.resume(wake, c)
 	}
 }
 
