@@ -2,6 +2,7 @@ package radius
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"layeh.com/radius/rfc2865"
 	"layeh.com/radius/rfc2866"
 	"layeh.com/radius/rfc2869"
+	"layeh.com/radius/rfc4818"
 )
 
 // AcctStatus is the Acct-Status-Type of an accounting record.
@@ -39,7 +41,10 @@ type AcctRecord struct {
 	CallingID string
 	NASPort   uint32
 	FramedIP  netip.Addr
-	Class     []byte
+	// IPv6Prefix is the session's IPv6 site prefix, sent as
+	// Delegated-IPv6-Prefix (RFC 4818 §3); invalid: none.
+	IPv6Prefix netip.Prefix `json:",omitzero"`
+	Class      []byte
 
 	InputBytes, OutputBytes     uint64
 	InputPackets, OutputPackets uint64
@@ -62,6 +67,9 @@ func (c *Client) Account(ctx context.Context, r AcctRecord) error {
 	c.addNAS(p, r.SessionID, r.CallingID, r.NASPort)
 	if r.FramedIP.IsValid() {
 		_ = rfc2865.FramedIPAddress_Set(p, r.FramedIP.AsSlice())
+	}
+	if r.IPv6Prefix.IsValid() && r.IPv6Prefix.Addr().Is6() {
+		_ = rfc4818.DelegatedIPv6Prefix_Set(p, &net.IPNet{IP: r.IPv6Prefix.Addr().AsSlice(), Mask: net.CIDRMask(r.IPv6Prefix.Bits(), 128)})
 	}
 	if len(r.Class) > 0 {
 		_ = rfc2865.Class_Set(p, r.Class)

@@ -519,7 +519,7 @@ func (s *Server) account(st *sessionState, status radius.AcctStatus, cause int) 
 	}
 	c := s.router.Identity(st.sess.Identity())
 	rec := radius.AcctRecord{Status: status, SessionID: s.acctSessionID(st.sess), User: st.user,
-		CallingID: st.outer, FramedIP: st.sess.Addr(), Class: st.class,
+		CallingID: st.outer, FramedIP: st.sess.Addr(), IPv6Prefix: sessionIPv6(st.sess), Class: st.class,
 		InputBytes: c.RxBytes.Load() - st.rx0, OutputBytes: c.TxBytes.Load() - st.tx0,
 		InputPackets: c.RxPackets.Load() - st.rxp0, OutputPackets: c.TxPackets.Load() - st.txp0,
 		SessionTime: s.now().Sub(st.start), TerminateCause: cause}
