@@ -46,7 +46,7 @@ type Tunnel struct {
 	l2tp    l2tp.Stats
 	pppSt   ppp.Stats
 	in, out byteCounter
-	handler atomic.Pointer[func([]byte)]
+	handler packetHandler
 	traffic atomic.Bool // ESP carried L2TP since the last tick
 	phase   atomic.Uint32
 
@@ -451,18 +451,12 @@ func (t *Tunnel) WritePacket(pkt []byte) error {
 // gateway. The slice is valid only during the call, which runs on the
 // receive path and must not block.
 func (t *Tunnel) SetPacketHandler(fn func(pkt []byte)) {
-	if fn == nil {
-		t.handler.Store(nil)
-		return
-	}
-	t.handler.Store(&fn)
+	t.handler.set(fn)
 }
 
 func (t *Tunnel) deliver(pkt []byte) {
 	t.in.add(len(pkt))
-	if h := t.handler.Load(); h != nil {
-		(*h)(pkt)
-	}
+	t.handler.deliver(pkt)
 }
 
 // Info returns the negotiated PPP parameters: our address, the gateway's,

@@ -33,7 +33,7 @@ type ServerSession struct {
 	rejected atomic.Bool
 	started  time.Time
 	in, out  byteCounter
-	handler  atomic.Pointer[func([]byte)]
+	handler  packetHandler
 
 	abortOnce sync.Once
 	abortCh   chan struct{}
@@ -110,18 +110,12 @@ func (ss *ServerSession) WritePacket(pkt []byte) error {
 // SetPacketHandler sets the function receiving the client's IPv4 packets
 // (valid only during the call; must not block).
 func (ss *ServerSession) SetPacketHandler(fn func(pkt []byte)) {
-	if fn == nil {
-		ss.handler.Store(nil)
-		return
-	}
-	ss.handler.Store(&fn)
+	ss.handler.set(fn)
 }
 
 func (ss *ServerSession) deliver(pkt []byte) {
 	ss.in.add(len(pkt))
-	if h := ss.handler.Load(); h != nil {
-		(*h)(pkt)
-	}
+	ss.handler.deliver(pkt)
 }
 
 // Counters returns the IPv4 packets and bytes received from and sent to
