@@ -72,20 +72,7 @@ func (p *Proxy) sessionDown(s *coap.Session) {
 	if e == nil {
 		return
 	}
-	e.mu.Lock()
-	var downs []*downObs
-	var ups []*upObs
-	for _, o := range e.down {
-		if o.sess == s {
-			downs = append(downs, o)
-		}
-	}
-	for _, o := range e.upObs {
-		if o.sess == s {
-			ups = append(ups, o)
-		}
-	}
-	e.mu.Unlock()
+	downs, ups := e.observations(s)
 	for _, o := range downs {
 		o.mu.Lock()
 		answered := o.first
@@ -116,16 +103,7 @@ func (p *Proxy) Observations(name string) (down, up int) {
 // or proxy closing): central observers get 5.03 (if told), upstream ones
 // are cancelled.
 func (p *Proxy) endObservations(e *endpointState, tell bool) {
-	e.mu.Lock()
-	var downs []*downObs
-	var ups []*upObs
-	for _, o := range e.down {
-		downs = append(downs, o)
-	}
-	for _, o := range e.upObs {
-		ups = append(ups, o)
-	}
-	e.mu.Unlock()
+	downs, ups := e.observations(nil)
 	for _, o := range downs {
 		p.endDown(o, true)
 		if tell {
@@ -151,4 +129,22 @@ func admitObservation[T any](e *endpointState, m map[string]T, key string, o T, 
 		m[key] = o
 	}
 	return old, replaced, full
+}
+
+// observations returns e's central → device and device → central
+// observations tied to DTLS session s, or all of them when s is nil.
+func (e *endpointState) observations(s *coap.Session) (downs []*downObs, ups []*upObs) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, o := range e.down {
+		if s == nil || o.sess == s {
+			downs = append(downs, o)
+		}
+	}
+	for _, o := range e.upObs {
+		if s == nil || o.sess == s {
+			ups = append(ups, o)
+		}
+	}
+	return downs, ups
 }

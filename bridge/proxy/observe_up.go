@@ -177,10 +177,7 @@ func (p *Proxy) cancelUp(s *coap.Session, token message.Token) {
 	e.mu.Lock()
 	o := e.upObs[string(token)]
 	e.mu.Unlock()
-	if o != nil && o.sess == s {
-		p.Stats.ObserveCancelled.Add(1)
-		p.endUp(o, true)
-	}
+	p.cancelUpOf(s, o)
 }
 
 // OnReset is coap.Config.OnReset: a device rejected a notification.
@@ -192,6 +189,12 @@ func (p *Proxy) OnReset(s *coap.Session, mid int32) {
 	e.mu.Lock()
 	o := e.upMID[mid]
 	e.mu.Unlock()
+	p.cancelUpOf(s, o)
+}
+
+// cancelUpOf ends o, the device observation a cancellation (Observe:1 or
+// RST) from session s named, if it is one and still belongs to s.
+func (p *Proxy) cancelUpOf(s *coap.Session, o *upObs) {
 	if o != nil && o.sess == s {
 		p.Stats.ObserveCancelled.Add(1)
 		p.endUp(o, true)
