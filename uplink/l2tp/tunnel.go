@@ -211,26 +211,16 @@ func (c *core) recvSCCRQ(m *Message) {
 		c.unexpected(m)
 		return
 	}
-	ptid, ok := m.Uint16(AVPAssignedTunnelID)
-	if !ok || ptid == 0 {
-		c.fail(StopGeneralError, ErrCodeLength, "Assigned Tunnel ID missing", &ResultError{Err: ErrMissingAVP})
+	if !c.notePeer(m) {
 		return
 	}
-	c.peerID = ptid
-	c.pubPeerID.Store(uint32(ptid))
-	c.noteHost(m)
 	if a := m.Find(AVPProtocolVersion); a == nil || !bytes.Equal(a.Value, []byte{1, 0}) {
 		c.fail(StopBadVersion, ErrCodeNone, "", &ResultError{Err: ErrBadVersion, Result: StopBadVersion})
 		return
 	}
 	reply := c.sccMessage(MsgSCCRP)
-	if ch := m.Find(AVPChallenge); ch != nil {
-		if len(c.cfg.Secret) == 0 {
-			c.stats.AuthFailures.Add(1)
-			c.fail(StopNotAuthorized, ErrCodeNone, "no tunnel secret", &ResultError{Err: ErrAuthFailed, Result: StopNotAuthorized})
-			return
-		}
-		reply.Add(AVPChallengeResponse, challengeResponse(MsgSCCRP, c.cfg.Secret, ch.Value))
+	if !c.answerChallenge(m, reply) {
+		return
 	}
 	if len(c.cfg.Secret) > 0 {
 		c.challenge = make([]byte, 16)
@@ -242,6 +232,37 @@ func (c *core) recvSCCRQ(m *Message) {
 	}
 	c.state = tsWaitCtlConn
 	c.enqueue(0, reply)
+}
+
+// notePeer takes the peer's Assigned Tunnel ID and names from its SCCRQ or
+// SCCRP; false means the ID is missing and the tunnel has failed.
+func (c *core) notePeer(m *Message) bool {
+	ptid, ok := m.Uint16(AVPAssignedTunnelID)
+	if !ok || ptid == 0 {
+		c.fail(StopGeneralError, ErrCodeLength, "Assigned Tunnel ID missing", &ResultError{Err: ErrMissingAVP})
+		return false
+	}
+	c.peerID = ptid
+	c.pubPeerID.Store(uint32(ptid))
+	c.noteHost(m)
+	return true
+}
+
+// answerChallenge adds to reply (our SCCRP or SCCCN) the response to the
+// Challenge AVP of the peer's m, if it sent one (RFC 2661 §4.2); false
+// means we have no secret to answer with and the tunnel has failed.
+func (c *core) answerChallenge(m *Message, reply *Message) bool {
+	ch := m.Find(AVPChallenge)
+	if ch == nil {
+		return true
+	}
+	if len(c.cfg.Secret) == 0 {
+		c.stats.AuthFailures.Add(1)
+		c.fail(StopNotAuthorized, ErrCodeNone, "no tunnel secret", &ResultError{Err: ErrAuthFailed, Result: StopNotAuthorized})
+		return false
+	}
+	reply.Add(AVPChallengeResponse, challengeResponse(reply.Type, c.cfg.Secret, ch.Value))
+	return true
 }
 
 func (c *core) noteHost(m *Message) {
@@ -280,25 +301,15 @@ func (c *core) recvSCCRP(m *Message) {
 		c.unexpected(m)
 		return
 	}
-	ptid, ok := m.Uint16(AVPAssignedTunnelID)
-	if !ok || ptid == 0 {
-		c.fail(StopGeneralError, ErrCodeLength, "Assigned Tunnel ID missing", &ResultError{Err: ErrMissingAVP})
+	if !c.notePeer(m) {
 		return
 	}
-	c.peerID = ptid
-	c.pubPeerID.Store(uint32(ptid))
-	c.noteHost(m)
 	if !c.checkResponse(m, MsgSCCRP) {
 		return
 	}
 	reply := &Message{Type: MsgSCCCN}
-	if ch := m.Find(AVPChallenge); ch != nil {
-		if len(c.cfg.Secret) == 0 {
-			c.stats.AuthFailures.Add(1)
-			c.fail(StopNotAuthorized, ErrCodeNone, "no tunnel secret", &ResultError{Err: ErrAuthFailed, Result: StopNotAuthorized})
-			return
-		}
-		reply.Add(AVPChallengeResponse, challengeResponse(MsgSCCCN, c.cfg.Secret, ch.Value))
+	if !c.answerChallenge(m, reply) {
+		return
 	}
 	c.enqueue(0, reply)
 	c.establish()
