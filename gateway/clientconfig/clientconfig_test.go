@@ -30,7 +30,7 @@ func TestRender(t *testing.T) {
 			`secret = "example-shared-psk-change-me"`, "esp_proposals = aes128gcm16,aes256gcm16,aes256-sha256,", "[lac fleetgate]", "lns = vpn.example.net", "name ops", "password change-me-ops",
 			"refuse-pap", "refuse-chap\n", "ip route replace 10.10.0.0/16"}, []string{"refuse-mschap-v2", "auth = pubkey"}},
 		{"site-hall7", FormatStrongSwan, []string{"auth = pubkey", "certs = site-hall7.crt", "id = site-hall7.sites.example.net", "id = vpn.example.net"}, []string{"secret ="}},
-		{"ops-laptop", FormatIPsecConf, []string{"conn fleetgate", "type=transport", "authby=secret", "rightprotoport=17/1701", "ike=aes256-sha256-modp2048,", "aes128-sha1-modp2048!", `: PSK "example-shared-psk-change-me"`}, nil},
+		{"ops-laptop", FormatIPsecConf, []string{"conn fleetgate", "type=transport", "authby=secret", "rightprotoport=17/1701", "ike=aes256-sha256-ecp256,", "aes128-sha1-modp2048!", `: PSK "example-shared-psk-change-me"`}, nil},
 		{"ops-laptop", FormatWindows, []string{"Add-VpnConnection -Name 'fleetgate' -ServerAddress 'vpn.example.net' -TunnelType L2tp -L2tpPsk 'example-shared-psk-change-me' -AuthenticationMethod MSChapv2",
 			"Add-VpnConnectionRoute -ConnectionName 'fleetgate' -DestinationPrefix '10.20.0.0/16'",
 			"no registry change (AssumeUDPEncapsulationContextOnSendRule) is needed for this gateway",

@@ -208,11 +208,18 @@ func MustESPProposals(s string) []ESPProposal {
 //
 //   - strongSwan (charon) and libreswan: AES with SHA-2 and MODP-2048+,
 //     ECP-256/384 or Curve25519 (charon's IKEv1 default offer is
-//     aes128-sha256-curve25519); this project's bridge: its first entry;
+//     aes128-sha256-curve25519); this project's bridge: its first entry
+//     (aes256-sha256-ecp256);
 //   - macOS/iOS (racoon-based L2TP): aes256-sha256-modp2048 first, then
 //     AES with SHA-1 and MODP-2048;
 //   - Windows 10/11 (RasMan L2TP): AES with HMAC-SHA1 and ECP-384,
 //     ECP-256 or MODP-2048 in phase 1, AES-CBC with HMAC-SHA1 in phase 2.
+//
+// Elliptic-curve groups come first in every list (the order is what the
+// bridge offers; as responder we take the initiator's order, RFC 2409 §5):
+// ECP and Curve25519 run on crypto/ecdh (constant time), MODP on
+// math/big, which is not constant time (a local timing side channel on
+// the DH private value; MODP stays for clients that offer nothing else).
 //
 // HMAC-SHA1 is kept (only) with AES and a 2048-bit-or-stronger group:
 // Windows offers no SHA-2 integrity for L2TP, and HMAC (as PRF and ESP
@@ -221,8 +228,8 @@ func MustESPProposals(s string) []ESPProposal {
 // weaker is in LegacyIKEProposals / LegacyESPProposals, which a deployment
 // adds only on explicit opt-in (the gateway's proposals.allow_legacy).
 const (
-	defaultIKE = "aes256-sha256-modp2048,aes128-sha256-modp2048,aes256-sha256-ecp256,aes128-sha256-ecp256," +
-		"aes128-sha256-curve25519,aes256-sha256-curve25519,aes256-sha384-ecp384,aes256-sha256-modp3072,aes256-sha512-modp4096,aes256-sha384-modp2048,aes256-sha512-modp2048," +
+	defaultIKE = "aes256-sha256-ecp256,aes128-sha256-ecp256,aes128-sha256-curve25519,aes256-sha256-curve25519,aes256-sha384-ecp384," +
+		"aes256-sha256-modp2048,aes128-sha256-modp2048,aes256-sha256-modp3072,aes256-sha512-modp4096,aes256-sha384-modp2048,aes256-sha512-modp2048," +
 		"aes256-sha1-ecp384,aes128-sha1-ecp256,aes256-sha1-ecp256,aes256-sha1-modp2048,aes128-sha1-modp2048"
 	defaultESP = "aes128gcm16,aes256gcm16,aes256-sha256,aes128-sha256,aes256-sha384,aes256-sha512,aes256-sha1,aes128-sha1," +
 		"aes128gcm16-ecp256,aes256gcm16-ecp384,aes128gcm16-modp2048,aes256gcm16-modp2048,aes256-sha256-modp2048,aes128-sha256-modp2048,aes128-sha1-modp2048"
