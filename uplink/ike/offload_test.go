@@ -2,6 +2,7 @@ package ike
 
 import (
 	"bytes"
+	"crypto/x509"
 	"net/netip"
 	"testing"
 	"time"
@@ -246,4 +247,66 @@ func BenchmarkMM1AfterMM3Burst(b *testing.B) {
 			b.ReportMetric(float64(wait.Microseconds())/1000/float64(b.N), "mm1-wait-ms")
 		})
 	}
+}
+
+// TestSlowCheckCertDoesNotBlockEngine: a gateway whose certificate check
+// hangs (an OCSP responder timing out) at one site's MM5 still answers a
+// new peer's MM1 and runs its timers meanwhile (CheckCert used to run
+// under the engine's lock: both would have waited), does not retransmit
+// MM4 to the site while working on its MM5, and completes the site's
+// handshake once the check returns.
+func TestSlowCheckCertDoesNotBlockEngine(t *testing.T) {
+	ca := newTestCA(t, "fleetgate test CA")
+	site := ca.issue(t, "site-17.fleet.example", false)
+	gw := ca.issue(t, "gw.fleet.example", false)
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	released := false
+	p := newPair(t, pairOpts{
+		cfgA: func(c *Config) { c.PSK = nil; c.Cert = site; c.CAs = ca.pool },
+		cfgB: func(c *Config) {
+			c.Cert, c.CAs = gw, ca.pool // PSK kept too: the extra MM1 below offers PSK
+			c.CheckCert = func(*x509.Certificate, []*x509.Certificate) error {
+				select {
+				case entered <- struct{}{}:
+				default:
+				}
+				<-release
+				return nil
+			}
+		},
+	})
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+	})
+	p.dial(t)
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("CheckCert never called")
+	}
+	rtx := p.b.eng.Stats().Retransmits.Load()
+	done := make(chan struct{})
+	go func() {
+		p.b.eng.Input(freshMM1(), netip.AddrPortFrom(addrB, 500), netip.MustParseAddrPort("198.51.100.99:500"), false)
+		p.clock.Advance(5 * time.Second) // past two retransmission intervals
+		p.b.eng.Tick()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("MM1 and Tick blocked behind a certificate check in progress")
+	}
+	if w, _ := p.b.eng.HalfOpen(); w != 1 {
+		t.Errorf("half-open after the new MM1: %d, want 1 (answered)", w)
+	}
+	if n := p.b.eng.Stats().Retransmits.Load() - rtx; n != 0 {
+		t.Errorf("gateway retransmitted %d times while working on the site's MM5, want 0", n)
+	}
+	released = true
+	close(release)
+	p.wait(t, p.b, EventChildUp, 0)
+	p.wait(t, p.a, EventChildUp, 0)
 }
