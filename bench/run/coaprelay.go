@@ -220,34 +220,15 @@ type childResult struct {
 // "seq <n>" (one device, n sequential requests), each answered with one
 // JSON line. EOF ends it.
 func helperCoAPDevices(spec string) int {
-	f := strings.Split(spec, ":")
-	if len(f) != 6 {
+	cs, code := parseDeviceChildSpec("helper-coap-devices", spec, 6)
+	if code != 0 {
+		return code
+	}
+	if len(cs.devs) == 0 {
 		logf("helper-coap-devices: bad spec %q", spec)
 		return 2
 	}
-	b, err := os.ReadFile(f[0])
-	if err != nil {
-		logf("helper-coap-devices: %v", err)
-		return 1
-	}
-	st, err := device.ParseState(b)
-	if err != nil {
-		logf("helper-coap-devices: %v", err)
-		return 1
-	}
-	start, _ := strconv.Atoi(f[1])
-	cnt, _ := strconv.Atoi(f[2])
-	src := net.ParseIP(f[3])
-	dst, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(f[4], f[5]))
-	if err != nil || src == nil || start < 0 || cnt <= 0 || start+cnt > len(st.Endpoints) {
-		logf("helper-coap-devices: bad spec %q", spec)
-		return 2
-	}
-	devs := make([]fleetDev, cnt)
-	for i := range devs {
-		e := st.Endpoints[start+i]
-		devs[i] = fleetDev{Name: e.Name, Key: string(e.PSK), Addr: e.Addr}
-	}
+	devs, src, dst := cs.devs, cs.src, cs.dst
 	enc := json.NewEncoder(os.Stdout)
 	conns, err := dialFleet(devs, src, dst, 16, true)
 	if err != nil {

@@ -12,14 +12,12 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
 	fsdevice "github.com/fleetgate/fleetgate/firmware-sim/device"
 )
 
@@ -94,36 +92,13 @@ func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, 
 // helperDevices is the child side: spec is
 // state-file:start:count:source-ip:dst-host:dst-port:par:reconnect.
 func helperDevices(spec string) int {
-	f := strings.Split(spec, ":")
-	if len(f) != 8 {
-		logf("helper-devices: bad spec %q", spec)
-		return 2
+	cs, code := parseDeviceChildSpec("helper-devices", spec, 8)
+	if code != 0 {
+		return code
 	}
-	b, err := os.ReadFile(f[0])
-	if err != nil {
-		logf("helper-devices: %v", err)
-		return 1
-	}
-	st, err := device.ParseState(b)
-	if err != nil {
-		logf("helper-devices: %v", err)
-		return 1
-	}
-	start, _ := strconv.Atoi(f[1])
-	cnt, _ := strconv.Atoi(f[2])
-	src := net.ParseIP(f[3])
-	dst, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(f[4], f[5]))
-	if err != nil || src == nil || start < 0 || start+cnt > len(st.Endpoints) {
-		logf("helper-devices: bad spec %q", spec)
-		return 2
-	}
-	par, _ := strconv.Atoi(f[6])
-	reconnect := f[7] == "true"
-	devs := make([]fleetDev, cnt)
-	for i := range devs {
-		e := st.Endpoints[start+i]
-		devs[i] = fleetDev{Name: e.Name, Key: string(e.PSK), Addr: e.Addr}
-	}
+	par, _ := strconv.Atoi(cs.rest[0])
+	reconnect := cs.rest[1] == "true"
+	devs, src, dst := cs.devs, cs.src, cs.dst
 	ctx, cancel := context.WithCancel(context.Background())
 	var failed, redials atomic.Int64
 	var wg sync.WaitGroup
