@@ -177,6 +177,22 @@ func benchDTLS(o *Options, rep *Report) {
 			})
 			rep.add(title, "handshakes/s", rows)
 			rep.ratio(title, "bridge / bare pion ("+c.name+")", rows, "bridge (downlink/coap)", "bare pion/dtls v3", 0.95) // issue 19
+			if b, p := medianRate(rows, "bridge (downlink/coap)"), medianRate(rows, "bare pion/dtls v3"); p > 0 && b/p < 0.95 {
+				// Missed: where each server's CPU goes (its goroutines only, by
+				// their pprof label; the garbage collector is not counted).
+				for _, side := range []struct {
+					label, name string
+					addr        *net.UDPAddr
+				}{
+					{"side=bridge", "bridge", srv.Addr().(*net.UDPAddr)}, {"side=bare", "bare pion", bare}} {
+					areas, err := profileAreas(side.label, func() { _, _ = handshakes(n, side.addr, c.opts) })
+					if err != nil {
+						rep.note("dtls %s: no profile: %v", c.name, err)
+						break
+					}
+					rep.note("dtls %s, goal missed: where the %s server's CPU goes (one more sample, profiled): %s", c.name, side.name, describeAreas(areas))
+				}
+			}
 		}
 		rep.note("dtls: %d handshakes per sample, %d client workers, fresh client socket each, loopback; bridge counted %d OK, %d failed, %d hellos deferred by the CPU budget",
 			o.Handshakes, dtlsWorkers, srv.Stats.HandshakesOK.Load(), srv.Stats.HandshakeFailures.Load(), srv.Stats.BudgetDeferred.Load())
