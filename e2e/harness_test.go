@@ -135,6 +135,12 @@ type Options struct {
 	// (YAML list items indented two spaces); lines at column 0 after them
 	// are further top-level sections.
 	GatewayIdentities string
+	// IPv6Outer builds the topology without the NAT and with an IPv6-only
+	// WAN (edge — wan — gw over 2001:db8:1::/64 and 2001:db8:2::/64, no
+	// IPv4 there), IPv6 on gw — central, the gateway listening on ::, the
+	// site's ipv6_prefix SitePrefix6 on both ends and central_coap on
+	// CentralAddr6 (see ipv6_test.go). PSK uplink only.
+	IPv6Outer bool
 }
 
 // EndpointSpec is one `bridge endpoint add NAME [--protocol P] [--cert]
@@ -278,14 +284,19 @@ func Setup(t testing.TB, opts Options) *Env {
 	}
 	Bin(t, "bridge")
 	t0 := time.Now()
-	topo := netns.New(t, netns.Options{NAT: true})
+	topo := netns.New(t, netns.Options{NAT: !opts.IPv6Outer})
 	e := &Env{
 		T: t, Topo: topo,
-		Sensors: topo.Host("sensors"), Edge: topo.Host("edge"), NAT: topo.Host("nat"),
+		Sensors: topo.Host("sensors"), Edge: topo.Host("edge"),
 		WAN: topo.Host("wan"), GW: topo.Host("gw"), Central: topo.Host("central"),
 		Dir:       t.TempDir(),
 		starts:    map[string]int{},
 		endpoints: map[string]*Endpoint{},
+	}
+	if opts.IPv6Outer {
+		e.ipv6Outer() // no nat host: Env.NAT stays nil
+	} else {
+		e.NAT = topo.Host("nat")
 	}
 	e.GatewayConfig = filepath.Join(e.Dir, "gateway.yaml")
 	e.BridgeConfig = filepath.Join(e.Dir, "bridge.yaml")
@@ -326,12 +337,16 @@ func (e *Env) makePKI() {
 
 func gatewayConfig(dir string, opts Options) string {
 	auth, pkiSection := "psk", ""
+	listen, allow6, prefix6 := "0.0.0.0", "", ""
+	if opts.IPv6Outer {
+		listen, allow6, prefix6 = `"::"`, ipv6PolicyRule, ipv6IdentityKey
+	}
 	if opts.UplinkCert {
 		auth = "cert\n    id: " + siteID
 		pkiSection = fmt.Sprintf("pki: {dir: %q, ca: ca.crt, cert: certs/gw1.crt, key: certs/gw1.key, crl: crl.pem}\n", filepath.Join(dir, "pki"))
 	}
 	return fmt.Sprintf(`# e2e gateway (written by e2e/harness_test.go)
-listen: {address: 0.0.0.0, ike_port: 500, natt_port: 4500, l2tp_port: 1701}
+listen: {address: %s, ike_port: 500, natt_port: 4500, l2tp_port: 1701}
 psk: {shared: %q}
 pool: {prefix: %s, gateway: 10.10.0.1}
 mtu: 1400
@@ -343,15 +358,15 @@ policies:
     default: deny
     allow:
       - {dst: 10.200.0.0/24}
-identities:
+%sidentities:
   - name: %s
     auth: %s
     ppp: {user: %s, password: %q, methods: [mschapv2, chap]}
     routes: [%s]
     policy: central
-%smetrics: {listen: %q}
+%s%smetrics: {listen: %q}
 log: {level: debug, format: json}
-%s`, sitePSK, PoolPrefix, siteName, auth, pppUser, pppPass, SitePrefix, opts.GatewayIdentities, gatewayHTTP, pkiSection)
+%s`, listen, sitePSK, PoolPrefix, allow6, siteName, auth, pppUser, pppPass, SitePrefix, prefix6, opts.GatewayIdentities, gatewayHTTP, pkiSection)
 }
 
 func bridgeConfig(dir string, opts Options) string {
@@ -361,22 +376,26 @@ func bridgeConfig(dir string, opts Options) string {
 		cred = fmt.Sprintf("cert: %q\n  key: %q\n  ca: %q\n  gateway_id: %s\n  crl: %q", filepath.Join(p, "certs", siteName+".crt"),
 			filepath.Join(p, "certs", siteName+".key"), filepath.Join(p, "ca.crt"), GatewayPublic, filepath.Join(p, "crl.pem"))
 	}
+	gateway, central, prefix6 := netip.AddrPortFrom(GatewayPublic, 500), CentralAddr.String()+":5683", ""
+	if opts.IPv6Outer {
+		gateway, central, prefix6 = netip.AddrPortFrom(GatewayPublic6, 500), netip.AddrPortFrom(CentralAddr6, 5683).String(), "ipv6_prefix: "+SitePrefix6.String()+"\n"
+	}
 	return fmt.Sprintf(`# e2e bridge (written by e2e/harness_test.go)
 site: %s
 prefix: %s
-bridge_address: 10.10.8.1
+%sbridge_address: 10.10.8.1
 state_dir: %s
 downlink:
   coap_listen: "%s:%d"
   advertised_host: %s
   queue_ttl: 20s
-central_coap: %s:5683
+central_coap: %q
 http_listen: %q
 log_level: debug
 log_format: json
 uplink:
   mode: l2tp-ipsec
-  gateways: ["%s:500"]
+  gateways: ["%s"]
   nat_t_port: 4500
   %s
   local_id: %s
@@ -385,8 +404,8 @@ uplink:
   esp_proposals: aes128gcm16
   min_backoff: 500ms
   max_backoff: 4s
-%s%s`, siteName, SitePrefix, filepath.Join(dir, "bridge-state"), BridgeLAN, CoAPSPort, BridgeLAN,
-		CentralAddr, bridgeHTTP, GatewayPublic, cred, siteID, pppUser, pppPass, opts.UplinkYAML, opts.BridgeYAML)
+%s%s`, siteName, SitePrefix, prefix6, filepath.Join(dir, "bridge-state"), BridgeLAN, CoAPSPort, BridgeLAN,
+		central, bridgeHTTP, gateway, cred, siteID, pppUser, pppPass, opts.UplinkYAML, opts.BridgeYAML)
 }
 
 func (e *Env) write(path, s string) {
