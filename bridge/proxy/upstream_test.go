@@ -36,36 +36,24 @@ func startLossyCentral(t *testing.T) *lossyCentral {
 		t.Fatal(err)
 	}
 	c := &lossyCentral{pc: pc}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m := pool.NewMessage(context.Background())
-			if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil || !isRequest(m.Code()) {
-				continue
-			}
-			if c.down.Load() {
-				continue
-			}
-			c.mu.Lock()
-			c.tokens = append(c.tokens, append(message.Token(nil), m.Token()...))
-			c.mu.Unlock()
-			r := pool.NewMessage(context.Background())
-			r.SetType(message.Acknowledgement)
-			r.SetMessageID(m.MessageID())
-			r.SetToken(m.Token())
-			r.SetCode(codes.Changed)
-			if b, err := r.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-				_, _ = pc.WriteTo(b, from)
-			}
+	serveCoAP(t, pc, func(m *pool.Message, _ net.Addr) [][]byte {
+		if !isRequest(m.Code()) || c.down.Load() {
+			return nil
 		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
+		c.mu.Lock()
+		c.tokens = append(c.tokens, append(message.Token(nil), m.Token()...))
+		c.mu.Unlock()
+		r := pool.NewMessage(context.Background())
+		r.SetType(message.Acknowledgement)
+		r.SetMessageID(m.MessageID())
+		r.SetToken(m.Token())
+		r.SetCode(codes.Changed)
+		b, err := r.MarshalWithEncoder(coder.DefaultCoder)
+		if err != nil {
+			return nil
+		}
+		return [][]byte{b}
+	})
 	return c
 }
 
