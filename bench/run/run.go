@@ -533,7 +533,7 @@ func Main(args []string) int {
 	failover := fs.String("failover-edges", "200,1000", "failover: edge uplinks on two gateways, one killed (comma-separated counts)")
 	fs.DurationVar(&o.SoakDur, "soak-dur", 30*time.Minute, "soak: how long e2e TestSoakLong cycles through outages (0: the short TestSoak)")
 	fs.StringVar(&o.Only, "only", "", "run only these measurements (comma-separated): "+suiteNames())
-	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write)")
+	fs.StringVar(&o.Docs, "docs", "docs", "directory for BENCHMARKS.md and benchmarks.png (empty: don't write; with -only, written only when given)")
 	fs.BoolVar(&o.Quick, "quick", false, "run every suite once, small and short (make test); writes no docs, fails on any failure")
 	prof := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	hc := fs.Int("helper-clients", 0, "internal: run as the client process of the memory measurement")
@@ -547,6 +547,13 @@ func Main(args []string) int {
 	hBind := fs.String("helper-bind", "127.0.0.1", "internal: address for -helper-gateway")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	docsSet := false
+	fs.Visit(func(f *flag.Flag) { docsSet = docsSet || f.Name == "docs" })
+	if o.Only != "" && !docsSet {
+		// Some suites alone must not replace the whole docs/BENCHMARKS.md
+		// (a '-only tun6' run did); -docs DIR still writes what ran.
+		o.Docs = ""
 	}
 	if *hd != "" {
 		return helperDevices(*hd)
