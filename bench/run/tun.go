@@ -21,12 +21,17 @@ import (
 const tunBurst = 44
 
 // gsoSender is a UDP socket in h that sends bursts of size-byte IP
-// packets (UDP_SEGMENT) to dst: the kernel routes them into a TUN.
+// packets (UDP_SEGMENT) to dst, IPv4 or IPv6 by dst's family: the kernel
+// routes them into a TUN.
 func gsoSender(t testing.TB, h *netns.Host, dst netip.AddrPort, size int) func() error {
+	network, hdr := "udp4", 28 // IPv4 + UDP headers
+	if dst.Addr().Is6() && !dst.Addr().Is4In6() {
+		network, hdr = "udp6", 48 // IPv6 + UDP headers
+	}
 	var c *net.UDPConn
 	if err := h.Do(func() error {
 		var err error
-		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
+		c, err = net.DialUDP(network, nil, net.UDPAddrFromAddrPort(dst))
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -38,16 +43,16 @@ func gsoSender(t testing.TB, h *netns.Host, dst netip.AddrPort, size int) func()
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, size-28)
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, size-hdr)
 	}); err != nil || serr != nil {
 		t.Fatalf("UDP_SEGMENT: %v %v", err, serr)
 	}
 	_ = c.SetWriteBuffer(4 << 20)
-	burst := make([]byte, tunBurst*(size-28))
+	burst := make([]byte, tunBurst*(size-hdr))
 	return func() error {
 		_, err := c.Write(burst)
 		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ECONNREFUSED) {
-			return nil // a full queue or a stray ICMP: the packets count as lost
+			return nil // a full queue or a stray ICMP(v6): the packets count as lost
 		}
 		return err
 	}

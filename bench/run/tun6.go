@@ -2,7 +2,6 @@ package run
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,47 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
-
-// gsoSender6 is gsoSender over IPv6: bursts of size-byte IPv6/UDP packets
-// (UDP_SEGMENT) from a socket in h to dst, routed by the kernel into a TUN.
-func gsoSender6(t testing.TB, h *netns.Host, dst netip.AddrPort, size int) func() error {
-	var c *net.UDPConn
-	if err := h.Do(func() error {
-		var err error
-		c, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(dst))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, size-48)
-	}); err != nil || serr != nil {
-		t.Fatalf("UDP_SEGMENT: %v %v", err, serr)
-	}
-	_ = c.SetWriteBuffer(4 << 20)
-	burst := make([]byte, tunBurst*(size-48))
-	return func() error {
-		_, err := c.Write(burst)
-		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ECONNREFUSED) {
-			return nil // a full queue or a stray ICMPv6: the packets count as lost
-		}
-		return err
-	}
-}
 
 // udpPacket6 builds an IPv6/UDP packet of total size n with a valid UDP
 // checksum (mandatory over IPv6, RFC 8200 §8.1).
@@ -139,7 +103,7 @@ func benchTUN6(o *Options, rep *Report) {
 		tn.SetPacketHandler(func(p []byte) { s.count(len(p)) })
 		addr4, addr6 := tn.LocalAddr(), site6.Addr().Next()
 		send4 := gsoSender(t, gwh, netip.AddrPortFrom(addr4, 9), size)
-		send6 := gsoSender6(t, gwh, netip.AddrPortFrom(addr6, 9), size)
+		send6 := gsoSender(t, gwh, netip.AddrPortFrom(addr6, 9), size)
 		names := []string{"ours IPv4 inside", "ours IPv6 inside"}
 		rows := alternate(o.Reps, names, []func() (Sample, error){
 			func() (Sample, error) { return loadN(o.Dur, size, s, tunBurst, send4, zeroCPU) },
