@@ -20,7 +20,7 @@
 #                         and `firmware-sim collect` (CoAP sink :5683,
 #                         subscribed to mosquitto; stats on 127.0.0.1:9464)
 #
-# usage: sudo deploy/netns/fleetgate-netns.sh up|status|down|logs
+# usage: sudo deploy/netns/fleetgate-netns.sh up|status|down|logs|crash NAME
 #   up      build the binaries (unless BIN_DIR is given), the namespaces,
 #           the configs, provision the endpoints and start every process;
 #           fails if this PREFIX is already up
@@ -28,6 +28,9 @@
 #   down    stop the processes (by PID file: SIGTERM, SIGKILL after 5 s),
 #           delete the namespaces; logs and configs stay in STATE_DIR
 #   logs    where the logs are
+#   crash gateway|bridge
+#           kill -9 that daemon and start it again (its old log is kept as
+#           NAME.log.crashed); `status` shows the uplink and telemetry return
 #
 # Environment: PREFIX (namespace names, default fleetgate: fleetgate-edge,
 # ...; never fg<digits>..., the tests' names), STATE_DIR (default
@@ -327,6 +330,28 @@ stop() {
 	rm -f "$STATE_DIR/run/$1.pid"
 }
 
+# crash NAME: kill -9 the gateway or the bridge (by PID file) and start it
+# again as `up` did: the field's crash and restart; telemetry and the uplink
+# come back without help (`status` shows it).
+crash() {
+	[ -s "$STATE_DIR/bin.path" ] || die "not up"
+	BIN=$(cat "$STATE_DIR/bin.path")
+	local p
+	case "$1" in gateway | bridge) ;; *) die "crash: gateway or bridge, not '$1'" ;; esac
+	p=$(pid_of "$1") && pid_alive "$p" || die "$1 is not running"
+	kill -KILL "$p"
+	for _ in $(seq 100); do pid_alive "$p" || break; sleep 0.05; done
+	log "killed $1 (pid $p) with SIGKILL"
+	mv -f "$STATE_DIR/logs/$1.log" "$STATE_DIR/logs/$1.log.crashed"
+	case "$1" in
+	gateway)
+		start gateway gw "$BIN/gateway" run -c "$STATE_DIR/gateway.yaml"
+		wait_for "gateway IKE/NAT-T listeners" 20 gateway listening gw -u ":4500 "
+		;;
+	bridge) start bridge edge "$BIN/bridge" run -c "$STATE_DIR/bridge.yaml" ;;
+	esac
+}
+
 down() {
 	local i
 	for ((i = ${#PROCS[@]} - 1; i >= 0; i--)); do stop "${PROCS[$i]}"; done
@@ -338,8 +363,9 @@ down() {
 [ "$(id -u)" = 0 ] || die "needs root (namespaces, TUN)"
 case "${1:-}" in
 up) up ;;
+crash) crash "${2:-}" ;;
 status) status ;;
 down) down ;;
 logs) logs ;;
-*) echo "usage: $0 up|status|down|logs" >&2; exit 2 ;;
+*) echo "usage: $0 up|status|down|logs|crash gateway|bridge" >&2; exit 2 ;;
 esac

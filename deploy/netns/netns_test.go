@@ -21,8 +21,8 @@ import (
 )
 
 // script runs fleetgate-netns.sh with env and returns its combined output.
-func script(ctx context.Context, env []string, arg string) (string, error) {
-	cmd := exec.CommandContext(ctx, "./fleetgate-netns.sh", arg)
+func script(ctx context.Context, env []string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "./fleetgate-netns.sh", args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -87,7 +87,7 @@ func TestUpStatusDown(t *testing.T) {
 	prefix := fmt.Sprintf("fleetgatetest%d", os.Getpid())
 	state := t.TempDir()
 	env := []string{"PREFIX=" + prefix, "STATE_DIR=" + state, "BIN_DIR=" + bin, "COAP=2", "MQTT=2", "INTERVAL=1s"}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Second)
 	defer cancel()
 	downDone := false
 	t.Cleanup(func() {
@@ -208,6 +208,49 @@ pub:
 		t.Fatalf("coap-client GET coap://10.10.8.1/sensors/temp from central: %v %q, want sensor-1's SenML reading", err, coapOut)
 	}
 	t.Logf("central → sensor-1 CoAP GET: %d bytes of SenML (CBOR) naming sensor-1/ in Cel", len(coapOut))
+
+	// kill -9 of the gateway, restarted 0 s later (issue 16): the uplink
+	// comes back on its own, and the CoAP count at the central collector
+	// rises again within 10 s of the new gateway holding the site's session
+	// (devices keep sending throughout; spooled telemetry drains).
+	coapCount := func(st string) int {
+		m := re.FindStringSubmatch(st)
+		if m == nil {
+			return -1
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	session := regexp.MustCompile(`(?m)^  hall7 +198\.51\.100\.2:\d+ +10\.10\.0\.\d+ `)
+	kill := time.Now()
+	if out, err := script(ctx, env, "crash", "gateway"); err != nil {
+		dumpLogs()
+		t.Fatalf("crash gateway: %v\n%s", err, out)
+	}
+	var back time.Time
+	before := -1
+	for back.IsZero() || time.Since(back) < 10*time.Second {
+		st, err := script(ctx, env, "status")
+		if err != nil {
+			t.Fatalf("status after the crash: %v\n%s", err, st)
+		}
+		if back.IsZero() && session.MatchString(st) {
+			back, before = time.Now(), coapCount(st)
+		} else if !back.IsZero() && coapCount(st) > before {
+			t.Logf("gateway kill -9: site session on the new gateway %v after the kill; CoAP count at central rose (%d -> %d) %v after that (bound 10 s)",
+				back.Sub(kill).Round(100*time.Millisecond), before, coapCount(st), time.Since(back).Round(100*time.Millisecond))
+			break
+		}
+		if back.IsZero() && time.Since(kill) > 120*time.Second {
+			dumpLogs()
+			t.Fatalf("the site's session is not back on the restarted gateway 120 s after kill -9:\n%s", st)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if !back.IsZero() && time.Since(back) >= 10*time.Second {
+		dumpLogs()
+		t.Fatalf("CoAP count at central did not rise within 10 s of the uplink being back (%d before)", before)
+	}
 
 	// up again refuses.
 	if out, err := script(ctx, env, "up"); err == nil || !strings.Contains(out, "already up") {
