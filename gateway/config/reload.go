@@ -110,7 +110,7 @@ func Diff(old, new *Config) Changes {
 		{"limits", old.Limits, new.Limits},
 		// The speaker starts with the server; its neighbours,
 		// communities and next hop follow a reload.
-		{"bgp (on/off, local_as, router_id, local_address)", bgpIdentity(old.BGP), bgpIdentity(new.BGP)},
+		{"bgp (on/off, local_as, router_id, local_address, next_hop6)", bgpIdentity(old.BGP), bgpIdentity(new.BGP)},
 		{"pki.crl_url", [3]string{old.PKI.CRLURL, old.PKI.CRLRefresh, old.PKI.CRLFail}, [3]string{new.PKI.CRLURL, new.PKI.CRLRefresh, new.PKI.CRLFail}},
 		{"pki.ocsp_url", [4]any{old.PKI.OCSPURL, old.PKI.OCSPRefresh, old.PKI.OCSPFail, old.PKI.OCSPCacheMax}, [4]any{new.PKI.OCSPURL, new.PKI.OCSPRefresh, new.PKI.OCSPFail, new.PKI.OCSPCacheMax}},
 		// The IKE engine takes its identity and certificate when it starts.
@@ -131,7 +131,9 @@ func bgpIdentity(b *BGP) string {
 	if b == nil {
 		return "off"
 	}
-	return fmt.Sprint(b.LocalAS, " ", b.RouterIDAddr, " ", b.LocalAddr)
+	// next_hop6 is fixed when the speaker starts (server.reloadBGP keeps
+	// the running one): a reload that changes it says so.
+	return fmt.Sprint(b.LocalAS, " ", b.RouterIDAddr, " ", b.LocalAddr, " ", b.NextHop6Addr)
 }
 
 // Reload classes of ReloadKeys.
