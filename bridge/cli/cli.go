@@ -446,6 +446,9 @@ same JSON the status page serves as /api/uplink (internal/fleetview.Uplink).`,
 			if v.Gateway != "" {
 				fmt.Fprintf(w, "gateway: %s  address: %s  suite: %s\n", v.Gateway, dashIf(v.Addr), dashIf(v.Suite))
 			}
+			if v.IPv6CP {
+				fmt.Fprintf(w, "ipv6: IPV6CP up, link-local %s\n", v.LinkLocal6)
+			}
 			fmt.Fprintf(w, "attempts: %d  failures: %d  connects: %d\n", v.Attempts, v.Failures, v.Connects)
 			for _, ev := range v.History {
 				fmt.Fprintf(w, "  %s  %-10s %6ds  %s %s\n", ev.Time.Format(time.RFC3339), ev.State, ev.DurationSeconds, ev.Gateway, ev.Reason)

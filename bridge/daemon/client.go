@@ -174,6 +174,9 @@ func describe(s uplink.Status) string {
 	if s.Addr.IsValid() {
 		d += " addr=" + s.Addr.String()
 	}
+	if s.Tunnel.IPv6 {
+		d += " ipv6cp=up link_local6=" + s.Tunnel.LinkLocal6.String()
+	}
 	if s.RoutesKnown {
 		rs := make([]string, len(s.Routes))
 		for i, r := range s.Routes {

@@ -147,6 +147,11 @@ uplink:
 		return st
 	}
 	waitFor(t, "uplink up", func() bool { return strings.HasPrefix(status().Uplink, "up") })
+	// The bridge's own status says IPV6CP is up (the operator's view, not
+	// only the gateway's).
+	waitFor(t, "IPV6CP up in the bridge's status", func() bool {
+		return strings.Contains(status().Uplink, " ipv6cp=up link_local6=fe80::")
+	})
 	// The gateway's session: outer over IPv6, the site's IPv6 prefix
 	// routed to it (IPV6CP; IPv6 sent before it opened is retransmitted
 	// by CoAP and TCP below).

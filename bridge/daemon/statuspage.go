@@ -177,6 +177,9 @@ func (s *Site) UplinkView() fleetview.Uplink {
 		if st.Addr.IsValid() {
 			v.Addr = st.Addr.String()
 		}
+		if st.Tunnel.IPv6 {
+			v.IPv6CP, v.LinkLocal6 = true, st.Tunnel.LinkLocal6.String()
+		}
 	}
 	if s.page != nil {
 		h, _ := s.page.hist.Newest()

@@ -105,12 +105,16 @@ type Uplink struct {
 	Since  time.Time `json:"since"`
 	// Gateway is the gateway of the current or last attempt; Addr the
 	// PPP address while up.
-	Gateway  string `json:"gateway,omitempty"`
-	Addr     string `json:"addr,omitempty"`
-	Suite    string `json:"suite,omitempty"`
-	Attempts uint64 `json:"attempts"`
-	Failures uint64 `json:"failures"`
-	Connects uint64 `json:"connects"`
+	Gateway string `json:"gateway,omitempty"`
+	Addr    string `json:"addr,omitempty"`
+	Suite   string `json:"suite,omitempty"`
+	// IPv6CP is true while IPV6CP is open on the tunnel; LinkLocal6 is
+	// the bridge's link-local address on it.
+	IPv6CP     bool   `json:"ipv6cp"`
+	LinkLocal6 string `json:"link_local6,omitempty"`
+	Attempts   uint64 `json:"attempts"`
+	Failures   uint64 `json:"failures"`
+	Connects   uint64 `json:"connects"`
 	// History is a bounded ring of state changes, newest first.
 	History []UplinkEvent `json:"history"`
 }

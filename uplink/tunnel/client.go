@@ -512,6 +512,9 @@ func (t *Tunnel) Status() Status {
 		if t.ppp != nil {
 			info := t.ppp.Info()
 			s.Local, s.Peer, s.DNS, s.Username, s.Auth = info.Local, info.Peer, info.DNS, info.Username, info.Method.String()
+			if info.IPv6 {
+				s.IPv6, s.LinkLocal6 = true, info.LocalID.LinkLocal()
+			}
 		}
 		if t.ltun != nil {
 			s.L2TPTunnel, s.L2TPSession = t.ltun.LocalID(), t.sess.LocalID()

@@ -40,6 +40,10 @@ type Status struct {
 	Auth        string
 	// Since is when IPCP opened.
 	Since time.Time
+	// IPv6 is true once IPV6CP opened; LinkLocal6 is our link-local
+	// address from the negotiated interface identifier (RFC 5072 §5).
+	IPv6       bool
+	LinkLocal6 netip.Addr
 	// IPv4 packets and bytes through the tunnel.
 	PacketsIn, BytesIn, PacketsOut, BytesOut uint64
 	// Err is why the tunnel ended (nil while it runs).
