@@ -414,7 +414,11 @@ func (c *Client) run() {
 			ans, ref := answered.Load(), refused(err)
 			sil := silent(err) && !ans
 			c.mu.Lock()
+			// The failure and its cause in one snapshot: Status() between
+			// this and wait's setState saw Failures 1 with no LastErr
+			// (TestHappyEyeballsBothDead, once in CI).
 			c.st.Failures++
+			c.st.LastErr, c.st.LastPhase = err, tunnel.PhaseOf(err)
 			if sil || ref {
 				c.attempts++
 			} else {
