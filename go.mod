@@ -1,6 +1,6 @@
 module github.com/fleetgate/fleetgate
 
-go 1.26.0
+go 1.26.3
 
 require (
 	github.com/chromedp/cdproto v0.160.1
@@ -28,7 +28,7 @@ require (
 	golang.org/x/sys v0.49.0
 	golang.org/x/time v0.16.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
-	gvisor.dev/gvisor v0.0.0-20250503011706-39ed1f5ac29c
+	gvisor.dev/gvisor v0.0.0-20260905035102-160fafc42237
 	layeh.com/radius v0.0.0-20231213012653-1006025d24f8
 )
 
