@@ -6,7 +6,7 @@ package main
 import (
 	"os"
 
-	"github.com/fleetgate/fleetgate/bench/run"
+	"github.com/fleetgate/fleetgate/bench/suite"
 )
 
-func main() { os.Exit(run.Main(os.Args[1:])) }
+func main() { os.Exit(suite.Main(os.Args[1:])) }

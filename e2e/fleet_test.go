@@ -288,7 +288,7 @@ func TestFleetFailover(t *testing.T) {
 	}
 	t.Logf("radclient disconnect: Disconnect-ACK from %s, %s withdrawn from bird", second.name, site)
 	// The bridge logs in again on the gateway that ended its session (it
-	// answered), not on the dead one first (uplink/failover.go): before,
+	// answered), not on the dead one first (bridge/uplink/failover.go): before,
 	// it waited out an IKE attempt to the dead gateway (~60 s).
 	disc := time.Now()
 	if !Poll(30*time.Second, func() bool {

@@ -13,7 +13,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // TestRevokedSiteClosedOnSIGHUP (issue "one identity per session",
@@ -108,7 +108,7 @@ func ipsecParts(t *testing.T, out string) (conf, secrets string) {
 func TestSharedPSKCannotBecomeSite(t *testing.T) {
 	e := Setup(t, Options{UplinkCert: true})
 	dial := func(localID string) error {
-		_, err := e.wanDial(tunnel.ClientConfig{PSK: []byte(sitePSK),
+		_, err := e.wanDial(l2tpipsec.ClientConfig{PSK: []byte(sitePSK),
 			LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: []byte(localID)},
 			Username: pppUser, Password: pppPass,
 		})
@@ -120,8 +120,8 @@ func TestSharedPSKCannotBecomeSite(t *testing.T) {
 	}
 	// No identity may follow this phase 1 (the only one is a certificate
 	// site): the session is refused before PPP authentication even starts.
-	if err := dial("attacker.example.net"); err == nil || tunnel.PhaseOf(err) < tunnel.PhaseL2TP {
-		t.Fatalf("attacker as %s over the shared PSK: got %v (phase %v), want a refusal after phase 1", pppUser, err, tunnel.PhaseOf(err))
+	if err := dial("attacker.example.net"); err == nil || l2tpipsec.PhaseOf(err) < l2tpipsec.PhaseL2TP {
+		t.Fatalf("attacker as %s over the shared PSK: got %v (phase %v), want a refusal after phase 1", pppUser, err, l2tpipsec.PhaseOf(err))
 	}
 	if !Poll(5*time.Second, func() bool {
 		v, _ := MetricValue(e.GatewayMetrics(), `fleetgate_security_refusals_total{check="ppp_identity_mismatch"}`)
@@ -133,7 +133,7 @@ func TestSharedPSKCannotBecomeSite(t *testing.T) {
 	if !strings.Contains(log, "L2TP session refused: no identity may log in after this phase 1 identity") || !strings.Contains(log, `"peer_id":"attacker.example.net"`) {
 		t.Errorf("gateway log lacks the refusal naming the phase 1 identity")
 	}
-	if err := dial(siteID); tunnel.PhaseOf(err) != tunnel.PhaseIKE {
+	if err := dial(siteID); l2tpipsec.PhaseOf(err) != l2tpipsec.PhaseIKE {
 		t.Fatalf("attacker with the site's ID and the shared PSK: got %v, want a phase 1 failure", err)
 	}
 	if !Poll(5*time.Second, func() bool {
@@ -155,7 +155,7 @@ func TestSharedPSKCannotBecomeSite(t *testing.T) {
 // tool, or a stock client) against the real gateway; cc's gateway and
 // sockets are filled in. A tunnel that comes up is closed at once (its
 // status is returned).
-func (e *Env) wanDial(cc tunnel.ClientConfig) (tunnel.Status, error) {
+func (e *Env) wanDial(cc l2tpipsec.ClientConfig) (l2tpipsec.Status, error) {
 	t := e.T
 	t.Helper()
 	ic, err := e.WAN.ListenPacket("udp4", e.WAN.Addr.String()+":0")
@@ -170,11 +170,11 @@ func (e *Env) wanDial(cc tunnel.ClientConfig) (tunnel.Status, error) {
 	cc.IKEConn, cc.NATTConn = ic, nc
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	tn, err := tunnel.Dial(ctx, cc)
+	tn, err := l2tpipsec.Dial(ctx, cc)
 	if err != nil {
 		_ = ic.Close()
 		_ = nc.Close()
-		return tunnel.Status{}, err
+		return l2tpipsec.Status{}, err
 	}
 	st := tn.Status()
 	_ = tn.Close()
@@ -197,9 +197,9 @@ func TestPSKAndMethodsRealGateway(t *testing.T) {
 		return v
 	}
 	fq := func(s string) *ike.Identification { return &ike.Identification{Type: ike.IDFQDN, Data: []byte(s)} }
-	d := tunnel.ClientConfig{PSK: []byte(sitePSK), LocalID: fq("d.example"), Username: "site-d", Password: "pd",
+	d := l2tpipsec.ClientConfig{PSK: []byte(sitePSK), LocalID: fq("d.example"), Username: "site-d", Password: "pd",
 		AuthMethods: []ppp.AuthMethod{ppp.AuthMSCHAPv2, ppp.AuthPAP}}
-	if _, err := e.wanDial(d); tunnel.PhaseOf(err) != tunnel.PhaseIKE {
+	if _, err := e.wanDial(d); l2tpipsec.PhaseOf(err) != l2tpipsec.PhaseIKE {
 		t.Fatalf("site-d with the shared key: got %v, want a phase 1 failure", err)
 	}
 	if !Poll(5*time.Second, func() bool { return metric(`fleetgate_security_refusals_total{check="psk_not_bound"}`) == 1 }) {
@@ -216,7 +216,7 @@ func TestPSKAndMethodsRealGateway(t *testing.T) {
 	if st.Auth != ppp.AuthPAP.String() {
 		t.Errorf("PAP-only identity authenticated with %q", st.Auth)
 	}
-	m := tunnel.ClientConfig{PSK: []byte("own-key-m"), LocalID: fq("m.example"), Username: "site-m", Password: "pm",
+	m := l2tpipsec.ClientConfig{PSK: []byte("own-key-m"), LocalID: fq("m.example"), Username: "site-m", Password: "pm",
 		AuthMethods: []ppp.AuthMethod{ppp.AuthCHAPMD5}}
 	if _, err := e.wanDial(m); err == nil {
 		t.Fatal("MS-CHAPv2-only identity logged in with CHAP-MD5")
@@ -230,7 +230,7 @@ func TestPSKAndMethodsRealGateway(t *testing.T) {
 		// The client sees the PPP failure, or (when the Delete that
 		// follows it wins the race in the client) the IPsec SA going.
 		_, err := e.wanDial(m)
-		if ph := tunnel.PhaseOf(err); ph != tunnel.PhasePPPAuth && ph != tunnel.PhaseIPsec {
+		if ph := l2tpipsec.PhaseOf(err); ph != l2tpipsec.PhasePPPAuth && ph != l2tpipsec.PhaseIPsec {
 			t.Fatalf("guess %d: got %v, want a PPP authentication failure", i, err)
 		}
 	}

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/uplink/ppp"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // waitRefused waits until the bridge counts n refusals for reason and
@@ -95,7 +95,7 @@ func TestUplinkRefusesRogueGateway(t *testing.T) {
 }
 
 // TestUplinkNoPasswordForPAP: a server that asks for PAP (our
-// uplink/tunnel server in gw, PPP methods [PAP]; the gateway daemon only
+// uplink/l2tpipsec server in gw, PPP methods [PAP]; the gateway daemon only
 // offers MS-CHAPv2 and CHAP) gets a Nak for MS-CHAPv2 from the bridge and
 // no password: its authenticator is never called, the bridge counts
 // uplink_refused_total{reason="ppp_method"} and logs the refusal.
@@ -110,10 +110,10 @@ func TestUplinkNoPasswordForPAP(t *testing.T) {
 		}
 		return ppp.AuthResult{Message: "no"}, nil
 	})
-	var srv *tunnel.Server
+	var srv *l2tpipsec.Server
 	if err := env.GW.Do(func() error {
 		var err error
-		srv, err = tunnel.NewServer(tunnel.ServerConfig{
+		srv, err = l2tpipsec.NewServer(l2tpipsec.ServerConfig{
 			IKEAddr: netip.AddrPortFrom(GatewayPublic, 500).String(), NATTAddr: netip.AddrPortFrom(GatewayPublic, 4500).String(),
 			PSK:           func(netip.Addr) ([]byte, bool) { return []byte(sitePSK), true },
 			Authenticator: auth, AuthMethods: []ppp.AuthMethod{ppp.AuthPAP},

@@ -9,7 +9,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/ipstack"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // routedPair6: A owns the site's IPv6 /64 as a route, B is central
@@ -30,7 +30,7 @@ func routedPair6(t *testing.T) *ipstacktest.Pair {
 // datagram for an address nobody serves is counted and answered ICMPv6
 // port unreachable.
 func TestPrefix6Demultiplexer(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	p := routedPair6(t)
 	served := netip.MustParseAddr("2001:db8:8::17")
 	p.A.HandleUDP(5683, func(src, dst netip.AddrPort, payload []byte) bool {
@@ -79,7 +79,7 @@ func TestPrefix6Demultiplexer(t *testing.T) {
 // A UDP conn dialled from a routed IPv6 address is virtual; answers come
 // back to it.
 func TestPrefix6VirtualUDPConn(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	p := routedPair6(t)
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("[2001:db8:200::10]:5683"))
 	if err != nil {
@@ -120,7 +120,7 @@ func TestPrefix6VirtualUDPConn(t *testing.T) {
 // ways and the peer sees that address (the MQTT relay's connection of an
 // endpoint when central is reached over IPv6).
 func TestPrefix6TCPDial(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	p := routedPair6(t)
 	l, err := p.B.ListenTCP(netip.MustParseAddrPort("[2001:db8:200::10]:1883"))
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/ipstack"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 func routedPair(t *testing.T) *ipstacktest.Pair {
@@ -26,7 +26,7 @@ func routedPair(t *testing.T) *ipstacktest.Pair {
 // destination address, answers from it, and a datagram for an address it
 // does not serve is counted and answered ICMP port unreachable.
 func TestPrefixDemultiplexer(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	p := routedPair(t)
 	served := netip.MustParseAddr("10.10.8.17")
 	p.A.HandleUDP(5683, func(src, dst netip.AddrPort, payload []byte) bool {
@@ -77,7 +77,7 @@ func TestPrefixDemultiplexer(t *testing.T) {
 // A conn dialled from a routed address is a map entry: answers come back
 // to it, and RemoveAddress closes it.
 func TestPrefixVirtualUDPConn(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	p := routedPair(t)
 	srv, err := p.B.ListenUDP(netip.MustParseAddrPort("10.20.0.1:5683"))
 	if err != nil {
@@ -125,7 +125,7 @@ func TestPrefixVirtualUDPConn(t *testing.T) {
 // TCP dialled from a routed (never added) address carries data, and
 // RemoveAddress of that address aborts it (revocation).
 func TestPrefixTCPDialAndAbort(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	p := routedPair(t)
 	l, err := p.B.ListenTCP(netip.MustParseAddrPort("10.20.0.1:1883"))
 	if err != nil {

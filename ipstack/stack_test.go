@@ -10,7 +10,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/ipstack"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 func mustAdd(t *testing.T, s *ipstack.Stack, p string) {
@@ -21,7 +21,7 @@ func mustAdd(t *testing.T, s *ipstack.Stack, p string) {
 }
 
 func TestUDPSourcedFromEndpointAddress(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	p := ipstacktest.NewPair(t, 0)
 	mustAdd(t, p.A, "10.10.8.1/24")
 	mustAdd(t, p.A, "10.10.8.17/32")
@@ -70,7 +70,7 @@ func TestUDPSourcedFromEndpointAddress(t *testing.T) {
 }
 
 func TestTCPSourcedAndLargeTransfer(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	p := ipstacktest.NewPair(t, 1280)
 	mustAdd(t, p.A, "10.10.8.42/32")
 	mustAdd(t, p.B, "10.20.0.1/32")

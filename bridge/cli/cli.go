@@ -30,7 +30,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/internal/cliutil"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/version"
@@ -152,14 +152,14 @@ func endpointCmd(load func() (*config.Config, error)) *cobra.Command {
 		Short: "Provision an endpoint: address, credentials, firmware snippet on stdout",
 		Args:  cliutil.ExactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if proto != string(device.CoAP) && proto != string(device.MQTT) {
+			if proto != string(registry.CoAP) && proto != string(registry.MQTT) {
 				return cliutil.Usagef("--protocol must be coap or mqtt, not %q", proto)
 			}
 			cfg, err := load()
 			if err != nil {
 				return err
 			}
-			return endpointAdd(cfg, args[0], device.Protocol(proto), cert, allow, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return endpointAdd(cfg, args[0], registry.Protocol(proto), cert, allow, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	add.Flags().StringVar(&proto, "protocol", "coap", "coap or mqtt")
@@ -205,12 +205,12 @@ func endpointCmd(load func() (*config.Config, error)) *cobra.Command {
 	return ep
 }
 
-func endpointAdd(cfg *config.Config, name string, proto device.Protocol, cert bool, allow []string, stdout, stderr io.Writer) error {
+func endpointAdd(cfg *config.Config, name string, proto registry.Protocol, cert bool, allow []string, stdout, stderr io.Writer) error {
 	reg, ca, err := daemon.OpenRegistry(cfg)
 	if err != nil {
 		return err
 	}
-	p, err := device.Provision(reg, ca, device.Request{Name: name, Protocol: proto, Cert: cert, Allow: allow})
+	p, err := registry.Provision(reg, ca, registry.Request{Name: name, Protocol: proto, Cert: cert, Allow: allow})
 	if err != nil {
 		return err
 	}
@@ -218,7 +218,7 @@ func endpointAdd(cfg *config.Config, name string, proto device.Protocol, cert bo
 	if host == "" {
 		host = "BRIDGE-LAN-ADDRESS"
 	}
-	fmt.Fprint(stdout, device.Snippet(p, device.SnippetParams{BridgeHost: host, CoAPPort: 5684, MQTTPort: 8883}))
+	fmt.Fprint(stdout, registry.Snippet(p, registry.SnippetParams{BridgeHost: host, CoAPPort: 5684, MQTTPort: 8883}))
 	fmt.Fprintf(stderr, "endpoint %s added with address %s (send the bridge SIGHUP to serve it)\n", name, p.Endpoint.Addr)
 	return nil
 }

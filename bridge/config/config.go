@@ -36,7 +36,7 @@ type Config struct {
 	// IPv6Prefix is the site's IPv6 prefix (the gateway identity's
 	// ipv6_prefix, at most /64). When set, the uplink negotiates IPV6CP
 	// and every endpoint also gets an IPv6 address in it, derived from its
-	// IPv4 host number (sensor-17 → <prefix>::17; downlink/device addr6.go).
+	// IPv4 host number (sensor-17 → <prefix>::17; downlink/registry addr6.go).
 	IPv6Prefix netip.Prefix `yaml:"ipv6_prefix"`
 	// StateDir holds endpoints.json and the site CA.
 	StateDir string `yaml:"state_dir"`

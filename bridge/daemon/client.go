@@ -13,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetgate/fleetgate/bridge/config"
-	"github.com/fleetgate/fleetgate/uplink"
+	"github.com/fleetgate/fleetgate/bridge/uplink"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // ClientConfig builds the uplink.Config for cfg's l2tp-ipsec uplink
@@ -30,7 +30,7 @@ func ClientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, error) {
 func clientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, *gatewayCRL, error) {
 	var crl *gatewayCRL
 	u := cfg.Uplink
-	tc := tunnel.ClientConfig{
+	tc := l2tpipsec.ClientConfig{
 		Username:     u.PPPUser,
 		Password:     u.PPPPassword,
 		MRU:          u.MTU,

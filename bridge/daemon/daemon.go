@@ -26,7 +26,7 @@ import (
 	"github.com/fleetgate/fleetgate/bridge/proxy"
 	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/downlink/coap"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/internal/sdnotify"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
@@ -50,19 +50,19 @@ func NewUplink(cfg *config.Config, log *slog.Logger) (Uplink, error) {
 }
 
 // OpenRegistry opens the endpoint registry and site CA of cfg.
-func OpenRegistry(cfg *config.Config) (*device.Registry, *device.CA, error) {
+func OpenRegistry(cfg *config.Config) (*registry.Registry, *registry.CA, error) {
 	var reserved []netip.Addr
 	if cfg.BridgeAddr.IsValid() {
 		reserved = append(reserved, cfg.BridgeAddr)
 	}
-	reg, err := device.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
+	reg, err := registry.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := reg.SetIPv6Prefix(cfg.IPv6Prefix); err != nil {
 		return nil, nil, err
 	}
-	ca, err := device.LoadOrCreateCA(filepath.Join(cfg.StateDir, "ca"), cfg.Site)
+	ca, err := registry.LoadOrCreateCA(filepath.Join(cfg.StateDir, "ca"), cfg.Site)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -72,12 +72,12 @@ func OpenRegistry(cfg *config.Config) (*device.Registry, *device.CA, error) {
 // ReadRegistry opens the endpoint registry for reading: unlike
 // OpenRegistry it creates nothing (no state directory, no site CA), so
 // read-only verbs leave the disk as they found it.
-func ReadRegistry(cfg *config.Config) (*device.Registry, error) {
+func ReadRegistry(cfg *config.Config) (*registry.Registry, error) {
 	var reserved []netip.Addr
 	if cfg.BridgeAddr.IsValid() {
 		reserved = append(reserved, cfg.BridgeAddr)
 	}
-	reg, err := device.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
+	reg, err := registry.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
 	if err != nil {
 		return nil, err
 	}
@@ -180,8 +180,8 @@ func RunWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Opt
 type Site struct {
 	cfg *config.Config
 	log *slog.Logger
-	reg *device.Registry
-	ca  *device.CA
+	reg *registry.Registry
+	ca  *registry.CA
 	up  Uplink
 	st  *ipstack.Stack
 	px  *proxy.Proxy
@@ -277,7 +277,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 	s.csp = csp
 	s.closers = append(s.closers, func() { _ = csp.Close() }) // after the proxy's forwarders stopped
 	for _, name := range csp.Endpoints() {
-		if ep, ok := reg.ByName(name); !ok || ep.Protocol != device.CoAP {
+		if ep, ok := reg.ByName(name); !ok || ep.Protocol != registry.CoAP {
 			n, _ := csp.DropEndpoint(name)
 			log.Warn("coap spool: dropped messages of an endpoint no longer configured", "endpoint", name, "messages", n)
 		}
@@ -473,7 +473,7 @@ func (s *Site) proxy() *proxy.Proxy {
 func (s *Site) Stack() *ipstack.Stack { return s.st }
 
 // Registry returns the site's endpoint registry.
-func (s *Site) Registry() *device.Registry { return s.reg }
+func (s *Site) Registry() *registry.Registry { return s.reg }
 
 // Reload (SIGHUP) re-reads the registry file and applies it: endpoints
 // added, removed, or with changed credentials or allow-lists (see
@@ -498,7 +498,7 @@ func (s *Site) Reload() (int, error) {
 	n := len(res.Added)
 	if s.ms != nil {
 		for _, ep := range s.reg.List() {
-			if ep.Protocol == device.MQTT {
+			if ep.Protocol == registry.MQTT {
 				_ = s.ms.relay.AddEndpoint(ep.Name)
 			}
 		}
@@ -517,7 +517,7 @@ func (s *Site) Status() Status {
 		if ep.Addr6.IsValid() {
 			es.Addr6 = ep.Addr6.String()
 		}
-		if ep.Protocol == device.MQTT && s.ms != nil {
+		if ep.Protocol == registry.MQTT && s.ms != nil {
 			es.Online = s.ms.broker.Connected(ep.Name)
 			for _, rs := range s.ms.relay.Status() {
 				if rs.Endpoint == ep.Name {
@@ -525,7 +525,7 @@ func (s *Site) Status() Status {
 				}
 			}
 		}
-		if ep.Protocol == device.CoAP {
+		if ep.Protocol == registry.CoAP {
 			es.Spooled, es.SpoolBytes = s.px.Spooled(ep.Name)
 		}
 		if sess, ok := s.srv.Info(ep.Name); ok {
@@ -550,7 +550,7 @@ func reloadEndpoints(cfg *config.Config, px *proxy.Proxy, revoke func(name strin
 	if cfg.BridgeAddr.IsValid() {
 		reserved = append(reserved, cfg.BridgeAddr)
 	}
-	fresh, err := device.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
+	fresh, err := registry.Open(filepath.Join(cfg.StateDir, "endpoints.json"), cfg.Prefix, reserved...)
 	if err != nil {
 		return proxy.ReloadResult{}, err
 	}

@@ -31,13 +31,13 @@ import (
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	gconfig "github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/ipstack"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 const gwPSK = "bridge-e2e-psk"
@@ -183,7 +183,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // GET to 10.10.8.17:5683 is answered by the device, /status and /metrics
 // report it, and SIGHUP-style reload serves a newly provisioned endpoint.
 func TestLoopbackEndToEnd(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	gw, eng, central := startGateway(t)
 	sink, err := central.ListenUDP(netip.MustParseAddrPort("10.20.0.1:5683"))
 	if err != nil {
@@ -222,11 +222,11 @@ uplink:
 	if err != nil {
 		t.Fatal(err)
 	}
-	prov, err := device.Provision(reg, ca, device.Request{Name: "sensor-17"})
+	prov, err := registry.Provision(reg, ca, registry.Request{Name: "sensor-17"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mprov, err := device.Provision(reg, ca, device.Request{Name: "pump-4", Protocol: device.MQTT})
+	mprov, err := registry.Provision(reg, ca, registry.Request{Name: "pump-4", Protocol: registry.MQTT})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ uplink:
 	if err != nil {
 		t.Fatal(err)
 	}
-	prov2, err := device.Provision(reg2, ca2, device.Request{Name: "sensor-18"})
+	prov2, err := registry.Provision(reg2, ca2, registry.Request{Name: "sensor-18"})
 	if err != nil {
 		t.Fatal(err)
 	}

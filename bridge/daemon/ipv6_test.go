@@ -24,8 +24,8 @@ import (
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/downlink/registry"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // gwYAML6: gwYAML with the site's IPv6 prefix (IPV6CP offered) and the
@@ -53,7 +53,7 @@ identities:
 // the endpoints' IPv6 addresses (asserted at the central CoAP sink and
 // broker), and the MQTT device reaches the bridge over IPv6 ([::1]).
 func TestLoopbackIPv6(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	gw, eng, central := startGatewayWith(t, gwYAML6, "::1")
 	// The central stack's IPv6 address (gateway config takes IPv4 only).
 	if err := central.AddAddress(netip.MustParsePrefix("2001:db8:200::10/128")); err != nil {
@@ -101,11 +101,11 @@ uplink:
 	if err != nil {
 		t.Fatal(err)
 	}
-	prov, err := device.Provision(reg, ca, device.Request{Name: "sensor-17"})
+	prov, err := registry.Provision(reg, ca, registry.Request{Name: "sensor-17"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mprov, err := device.Provision(reg, ca, device.Request{Name: "pump-4", Protocol: device.MQTT})
+	mprov, err := registry.Provision(reg, ca, registry.Request{Name: "pump-4", Protocol: registry.MQTT})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/bridge/proxy"
 	"github.com/fleetgate/fleetgate/downlink/coap"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 var (
@@ -27,7 +27,7 @@ var (
 // endpoints only (bounded by the configured endpoints; MQTT endpoints are
 // in mqttrelay's series).
 type endpointCollector struct {
-	reg *device.Registry
+	reg *registry.Registry
 	srv *coap.Server
 	px  *proxy.Proxy
 }
@@ -43,7 +43,7 @@ func (c endpointCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c endpointCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, ep := range c.reg.List() {
-		if ep.Protocol != device.CoAP {
+		if ep.Protocol != registry.CoAP {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(epQueued, prometheus.GaugeValue, float64(c.px.Queued(ep.Name)), ep.Name)

@@ -14,7 +14,7 @@ import (
 	"github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/mqttrelay"
 	"github.com/fleetgate/fleetgate/bridge/spool"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/downlink/mqtt"
 	"github.com/fleetgate/fleetgate/ipstack"
 )
@@ -30,7 +30,7 @@ type mqttSide struct {
 // startMQTT wires broker ↔ relay (as mqttrelay's tests do): the relay is the
 // broker's Upstream, the broker the relay's Downlink; the relay dials the
 // central broker from each endpoint's address through st.
-func startMQTT(cfg *config.Config, reg *device.Registry, ca *device.CA, srvCert tls.Certificate, st *ipstack.Stack, log *slog.Logger) (*mqttSide, error) {
+func startMQTT(cfg *config.Config, reg *registry.Registry, ca *registry.CA, srvCert tls.Certificate, st *ipstack.Stack, log *slog.Logger) (*mqttSide, error) {
 	m := cfg.MQTT
 	sp, err := spool.Open(spool.Config{Dir: filepath.Join(cfg.StateDir, "spool"), MaxBytes: m.SpoolMaxBytes, EndpointMaxBytes: m.SpoolEndpointMaxBytes, Logger: log})
 	if err != nil {
@@ -93,7 +93,7 @@ func startMQTT(cfg *config.Config, reg *device.Registry, ca *device.CA, srvCert 
 		return nil, err
 	}
 	for _, ep := range reg.List() {
-		if ep.Protocol == device.MQTT {
+		if ep.Protocol == registry.MQTT {
 			if err := ms.relay.AddEndpoint(ep.Name); err != nil {
 				log.Warn("mqtt relay endpoint", "endpoint", ep.Name, "err", err)
 			}

@@ -3,7 +3,7 @@ package daemon
 import (
 	"time"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // revoker returns the function Reconcile calls for every endpoint it
@@ -16,7 +16,7 @@ import (
 func (s *Site) revoker() func(name string) bool {
 	mqttEndpoints := map[string]bool{}
 	for _, ep := range s.reg.List() {
-		if ep.Protocol == device.MQTT {
+		if ep.Protocol == registry.MQTT {
 			mqttEndpoints[ep.Name] = true
 		}
 	}

@@ -7,11 +7,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/internal/secretfile"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
-	"github.com/fleetgate/fleetgate/uplink"
+	"github.com/fleetgate/fleetgate/bridge/uplink"
 )
 
 // uplinkHistory is how many uplink state changes the page keeps.
@@ -132,7 +132,7 @@ func (s *Site) sample(now time.Time) {
 	for _, e := range st.Endpoints {
 		keep[e.Name] = true
 		seen := e.LastSeen
-		if e.Online && e.Protocol == string(device.MQTT) {
+		if e.Online && e.Protocol == string(registry.MQTT) {
 			seen = now // a connected MQTT client is seen (keepalives)
 		}
 		if seen.After(ps.lastSeen[e.Name]) {
@@ -208,7 +208,7 @@ func (s *Site) EndpointsView() fleetview.Endpoints {
 	for _, e := range st.Endpoints {
 		ep := fleetview.Endpoint{Name: e.Name, Addr: e.Addr, Addr6: e.Addr6, Protocol: e.Protocol, Online: e.Online, LastSeen: e.LastSeen,
 			Queued: e.Queued, Spooled: e.Spooled, SpoolBytes: e.SpoolBytes, Relay: e.Relay, BytesIn: e.BytesIn, BytesOut: e.BytesOut}
-		if e.Protocol == string(device.MQTT) {
+		if e.Protocol == string(registry.MQTT) {
 			ep.SpoolBytes = e.BytesQueued
 		}
 		if ps != nil {
@@ -231,7 +231,7 @@ func (s *Site) EndpointsView() fleetview.Endpoints {
 // would: from the registry file, then the running bridge reconciles
 // (session closed, relay and spool dropped, address freed).
 func (s *Site) removeFromPage(name string) (string, error) {
-	reg, err := device.Open(filepath.Join(s.cfg.StateDir, "endpoints.json"), s.cfg.Prefix)
+	reg, err := registry.Open(filepath.Join(s.cfg.StateDir, "endpoints.json"), s.cfg.Prefix)
 	if err != nil {
 		return "", err
 	}

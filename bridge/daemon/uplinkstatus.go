@@ -1,6 +1,6 @@
 package daemon
 
-import "github.com/fleetgate/fleetgate/uplink"
+import "github.com/fleetgate/fleetgate/bridge/uplink"
 
 // UplinkStatus returns the L2TP/IPsec client's full snapshot (state,
 // attempt counters, the current tunnel's suite, L2TP IDs and PPP results)

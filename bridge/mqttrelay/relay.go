@@ -73,7 +73,7 @@ import (
 	mqtt "github.com/fleetgate/fleetgate/downlink/mqtt"
 
 	"github.com/fleetgate/fleetgate/bridge/spool"
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Dialer opens a TCP connection from local address src to dst. The bridge
@@ -124,8 +124,8 @@ type Config struct {
 	ConnectTimeout time.Duration
 	BackoffMin     time.Duration
 	BackoffMax     time.Duration
-	// Clock drives reconnect backoff (link.System if nil).
-	Clock link.Clock
+	// Clock drives reconnect backoff (clock.System if nil).
+	Clock clock.Clock
 	// Logger receives lifecycle lines (discarded if nil).
 	Logger *slog.Logger
 }
@@ -198,7 +198,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg.BackoffMax = DefaultBackoffMax
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = link.System
+		cfg.Clock = clock.System
 	}
 	lg := cfg.Logger
 	if lg == nil {

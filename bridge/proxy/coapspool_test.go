@@ -19,7 +19,7 @@ import (
 	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 )
 
@@ -107,8 +107,8 @@ func TestCoapSpoolOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink := startDedupSink(t, pair, centralAddr)
-	reg, _ := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
-	prov, err := device.Provision(reg, nil, device.Request{Name: "sensor-17"})
+	reg, _ := registry.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	prov, err := registry.Provision(reg, nil, registry.Request{Name: "sensor-17"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,10 +239,10 @@ func TestCoapSpoolFairUnderFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink := startDedupSink(t, pair, centralAddr)
-	reg, _ := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	reg, _ := registry.Open("", netip.MustParsePrefix("10.10.8.0/24"))
 	var psk [][]byte
 	for _, n := range []string{"flood-1", "quiet-2"} {
-		prov, err := device.Provision(reg, nil, device.Request{Name: n})
+		prov, err := registry.Provision(reg, nil, registry.Request{Name: n})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -361,8 +361,8 @@ func TestCoapSpoolResumesBoundMID(t *testing.T) {
 	sink.mu.Lock()
 	sink.seen["10.10.8.17:5683|4242"] = true // central processed it before the kill
 	sink.mu.Unlock()
-	reg, _ := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
-	if _, err := device.Provision(reg, nil, device.Request{Name: "sensor-17"}); err != nil {
+	reg, _ := registry.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	if _, err := registry.Provision(reg, nil, registry.Request{Name: "sensor-17"}); err != nil {
 		t.Fatal(err)
 	}
 	sp, err := spool.Open(spool.Config{Dir: dir})

@@ -17,7 +17,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fleetgate/fleetgate/bridge/spool"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 )
 
@@ -50,7 +50,7 @@ func TestTenThousandEndpointsChurn(t *testing.T) {
 	if err := pair.B.AddAddress(netip.MustParsePrefix("10.20.0.1/32")); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := device.Open("", netip.MustParsePrefix("10.10.0.0/16"))
+	reg, err := registry.Open("", netip.MustParsePrefix("10.10.0.0/16"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +66,10 @@ func TestTenThousandEndpointsChurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer px.Close()
-	eps := make([]device.Endpoint, n)
+	eps := make([]registry.Endpoint, n)
 	removed := make([]atomic.Bool, n)
 	for i := range eps {
-		eps[i] = device.Endpoint{Name: fmt.Sprintf("s%d", i), Protocol: device.CoAP,
+		eps[i] = registry.Endpoint{Name: fmt.Sprintf("s%d", i), Protocol: registry.CoAP,
 			Addr: netip.AddrFrom4([4]byte{10, 10, byte((i + 2) >> 8), byte(i + 2)})}
 	}
 	var late, delivered atomic.Uint64

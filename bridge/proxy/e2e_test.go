@@ -16,7 +16,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 )
 
@@ -60,8 +60,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	central(t, pair)
-	reg, _ := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
-	prov, err := device.Provision(reg, nil, device.Request{Name: "sensor-17"})
+	reg, _ := registry.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	prov, err := registry.Provision(reg, nil, registry.Request{Name: "sensor-17"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack"
 )
 
@@ -22,7 +22,7 @@ import (
 // upstream clients by destination, and the queue of central → device
 // requests waiting for the device to wake.
 type endpointState struct {
-	ep   device.Endpoint
+	ep   registry.Endpoint
 	st   *ipstack.Stack
 	gone atomic.Bool // removed: nothing more is sent from its address
 	up   *upstreams  // its own lock
@@ -41,7 +41,7 @@ type endpointState struct {
 	bodies  map[string]cachedBody // guarded by mu: Block2 bodies for follow-ups
 }
 
-func newEndpointState(ep device.Endpoint, st *ipstack.Stack, up *upstreams) *endpointState {
+func newEndpointState(ep registry.Endpoint, st *ipstack.Stack, up *upstreams) *endpointState {
 	e := &endpointState{ep: ep, st: st, up: up,
 		down: map[string]*downObs{}, downMID: map[int32]*downObs{}, upObs: map[string]*upObs{},
 		upMID: map[int32]*upObs{}, uploads: map[string]*upload{}, bodies: map[string]cachedBody{}}
@@ -74,11 +74,11 @@ func (e *endpointState) close() {
 // AddEndpoint serves an endpoint: its address is part of the routed
 // prefix the stack owns (no stack address, no socket, no goroutine); a CoAP
 // endpoint gets an entry in the demultiplexer for central → device CoAP.
-func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
+func (p *Proxy) AddEndpoint(ep registry.Endpoint) error {
 	if !p.cfg.Stack.Routed(ep.Addr) {
 		return fmt.Errorf("proxy: endpoint %s address %s is outside the routed prefix %s", ep.Name, ep.Addr, p.cfg.Registry.Prefix())
 	}
-	if ep.Protocol != device.CoAP {
+	if ep.Protocol != registry.CoAP {
 		return nil
 	}
 	e := newEndpointState(ep, p.cfg.Stack, p.newUpstreams(ep))
@@ -102,7 +102,7 @@ func (p *Proxy) AddEndpoint(ep device.Endpoint) error {
 
 // newUpstreams returns ep's upstream clients: dialled in ipstack from the
 // endpoint's address, replaced when they fail (upstream.go).
-func (p *Proxy) newUpstreams(ep device.Endpoint) *upstreams {
+func (p *Proxy) newUpstreams(ep registry.Endpoint) *upstreams {
 	dial := func(dst netip.AddrPort) (net.Conn, error) {
 		return p.cfg.Stack.DialUDP(netip.AddrPortFrom(srcFor(ep, dst.Addr()), 0), dst)
 	}
@@ -113,7 +113,7 @@ func (p *Proxy) newUpstreams(ep device.Endpoint) *upstreams {
 }
 
 // upstream returns the live client for ep → dst (upstream.go).
-func (p *Proxy) upstream(ep device.Endpoint, dst netip.AddrPort) (*upstreams, *udpclient.Conn, error) {
+func (p *Proxy) upstream(ep registry.Endpoint, dst netip.AddrPort) (*upstreams, *udpclient.Conn, error) {
 	p.mu.Lock()
 	e := p.eps[ep.Name]
 	p.mu.Unlock()

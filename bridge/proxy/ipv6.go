@@ -1,7 +1,7 @@
 package proxy
 
 // IPv6 endpoint addresses (issue 24). When the site has an IPv6 prefix
-// (device.Registry.SetIPv6Prefix), the stack owns it as one route beside
+// (registry.Registry.SetIPv6Prefix), the stack owns it as one route beside
 // the IPv4 prefix, and every CoAP endpoint is in the demultiplexer under
 // both addresses: central → [endpoint v6]:5683 reaches the same endpoint
 // state as central → endpoint v4:5683. What the relay sends to a central
@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // routeIPv6 routes the registry's IPv6 site prefix (if any) to the stack.
@@ -28,7 +28,7 @@ func routeIPv6(cfg Config) error {
 
 // srcFor returns ep's address to send to dst from: its IPv6 address for
 // an IPv6 destination when it has one, else its IPv4 address.
-func srcFor(ep device.Endpoint, dst netip.Addr) netip.Addr {
+func srcFor(ep registry.Endpoint, dst netip.Addr) netip.Addr {
 	if dst.Is6() && !dst.Is4In6() && ep.Addr6.IsValid() {
 		return ep.Addr6
 	}
@@ -55,7 +55,7 @@ func (p *Proxy) unindexLocked(e *endpointState) {
 
 // removeAddrs drops what the stack holds for ep's addresses (virtual
 // conns, TCP dialled from them).
-func (p *Proxy) removeAddrs(ep device.Endpoint) {
+func (p *Proxy) removeAddrs(ep registry.Endpoint) {
 	for _, a := range []netip.Addr{ep.Addr, ep.Addr6} {
 		if !a.IsValid() {
 			continue

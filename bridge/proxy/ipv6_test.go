@@ -17,7 +17,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 )
 
@@ -67,11 +67,11 @@ func TestEndToEndIPv6(t *testing.T) {
 		}
 	}
 	centralAt(t, pair, "[2001:db8:200::10]:5683")
-	reg, _ := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	reg, _ := registry.Open("", netip.MustParsePrefix("10.10.8.0/24"))
 	if err := reg.SetIPv6Prefix(netip.MustParsePrefix("2001:db8:8::/64")); err != nil {
 		t.Fatal(err)
 	}
-	prov, err := device.Provision(reg, nil, device.Request{Name: "sensor-17"})
+	prov, err := registry.Provision(reg, nil, registry.Request{Name: "sensor-17"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
@@ -26,7 +26,7 @@ func TestLibcoapThroughBridge(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			testenv.RequireBinary(t, "coap-client-"+backend)
 			dir := t.TempDir()
-			ca, err := device.LoadOrCreateCA(dir, "test")
+			ca, err := registry.LoadOrCreateCA(dir, "test")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -35,7 +35,7 @@ func TestLibcoapThroughBridge(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := newRigWith(t, nil, func(c *coap.Config) { c.ClientCAs, c.Certificate = ca.Pool, &srvCert })
-			pc, err := device.Provision(r.reg, ca, device.Request{Name: "sensor-9", Cert: true})
+			pc, err := registry.Provision(r.reg, ca, registry.Request{Name: "sensor-9", Cert: true})
 			if err != nil {
 				t.Fatal(err)
 			}

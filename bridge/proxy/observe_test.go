@@ -18,9 +18,9 @@ import (
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // rig is a proxy between two ipstacks (A: the bridge, B: central at
@@ -28,7 +28,7 @@ import (
 // sensor-17 (10.10.8.17).
 type rig struct {
 	pair *ipstacktest.Pair
-	reg  *device.Registry
+	reg  *registry.Registry
 	key  []byte
 	px   *Proxy
 	srv  *coap.Server
@@ -43,8 +43,8 @@ func newRigWith(t testing.TB, mod func(*Config), coapMod func(*coap.Config)) *ri
 	if err := pair.B.AddAddress(netip.MustParsePrefix("10.20.0.1/32")); err != nil {
 		t.Fatal(err)
 	}
-	reg, _ := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
-	prov, err := device.Provision(reg, nil, device.Request{Name: "sensor-17"})
+	reg, _ := registry.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	prov, err := registry.Provision(reg, nil, registry.Request{Name: "sensor-17"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func (o *observable) notify(t *testing.T, seq uint32, body []byte) {
 }
 
 func TestObserveCentralToDevice(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	r := newRig(t, nil)
 	dev := &observable{}
 	d, err := coaptest.Dial(t, r.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: r.key, Handler: dev.handle})

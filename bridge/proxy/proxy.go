@@ -34,7 +34,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/downlink/coap"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack"
 )
 
@@ -50,7 +50,7 @@ type Config struct {
 	// Stack holds the endpoint addresses.
 	Stack *ipstack.Stack
 	// Registry lists the endpoints.
-	Registry *device.Registry
+	Registry *registry.Registry
 	// Central is the central CoAP service device requests go to.
 	Central netip.AddrPort
 	// Hosts names Proxy-Uri hosts that are not IPv4 literals.

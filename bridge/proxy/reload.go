@@ -7,7 +7,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // ReloadResult names the endpoints a Reconcile added, removed, or changed
@@ -26,7 +26,7 @@ type ReloadResult struct {
 // handshake again); an allow-list change applies at once. Endpoints that
 // did not change keep their sessions. An address change is a remove and
 // an add. Errors are collected; the rest is still applied.
-func (p *Proxy) Reconcile(want []device.Endpoint, closeSession func(name string) bool) (ReloadResult, error) {
+func (p *Proxy) Reconcile(want []registry.Endpoint, closeSession func(name string) bool) (ReloadResult, error) {
 	var res ReloadResult
 	var errs []error
 	reg := p.cfg.Registry
@@ -63,7 +63,7 @@ func (p *Proxy) Reconcile(want []device.Endpoint, closeSession func(name string)
 				continue
 			}
 			res.Added = append(res.Added, ep.Name)
-		case !device.SameCredentials(cur, ep):
+		case !registry.SameCredentials(cur, ep):
 			if _, err := reg.Replace(ep); err != nil {
 				errs = append(errs, err)
 				continue
@@ -87,13 +87,13 @@ func (p *Proxy) Reconcile(want []device.Endpoint, closeSession func(name string)
 	return res, errors.Join(errs...)
 }
 
-func findEndpoint(eps []device.Endpoint, name string) (device.Endpoint, bool) {
+func findEndpoint(eps []registry.Endpoint, name string) (registry.Endpoint, bool) {
 	for _, e := range eps {
 		if e.Name == name {
 			return e, true
 		}
 	}
-	return device.Endpoint{}, false
+	return registry.Endpoint{}, false
 }
 
 // RemoveEndpoint stops serving an endpoint: its observations end (central
@@ -102,7 +102,7 @@ func findEndpoint(eps []device.Endpoint, name string) (device.Endpoint, bool) {
 // clients close and its address is released in the stack (TCP connections
 // from it aborted, its virtual UDP conns closed); its spooled CoAP requests are dropped
 // (spool.DropEndpoint). Its DTLS session is the caller's to close.
-func (p *Proxy) RemoveEndpoint(ep device.Endpoint) {
+func (p *Proxy) RemoveEndpoint(ep registry.Endpoint) {
 	p.mu.Lock()
 	e := p.eps[ep.Name]
 	delete(p.eps, ep.Name)

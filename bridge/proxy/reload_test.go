@@ -12,7 +12,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // TestReconcile: a reload removes an endpoint (its DTLS session, central
@@ -25,7 +25,7 @@ func TestReconcile(t *testing.T) {
 	cen := &observable{}
 	r.goCentral(t, cen.handle)
 	for _, n := range []string{"sensor-18", "sensor-19", "sensor-20"} {
-		p, err := device.Provision(r.reg, nil, device.Request{Name: n})
+		p, err := registry.Provision(r.reg, nil, registry.Request{Name: n})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +106,7 @@ func TestReconcile(t *testing.T) {
 
 	// The file as re-read: 18 and 20 gone, 19 re-keyed, 17 allowed to
 	// reach central by Proxy-Uri, 21 new.
-	var want []device.Endpoint
+	var want []registry.Endpoint
 	oldKey19 := keyOf("sensor-19")
 	for _, ep := range r.reg.List() {
 		switch ep.Name {
@@ -119,7 +119,7 @@ func TestReconcile(t *testing.T) {
 		}
 		want = append(want, ep)
 	}
-	want = append(want, device.Endpoint{Name: "sensor-21", Protocol: device.CoAP, PSKIdentity: "sensor-21", PSK: []byte("key-21")})
+	want = append(want, registry.Endpoint{Name: "sensor-21", Protocol: registry.CoAP, PSKIdentity: "sensor-21", PSK: []byte("key-21")})
 	res, err := r.px.Reconcile(want, r.srv.CloseSession)
 	if err != nil {
 		t.Fatal(err)

@@ -72,7 +72,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Config configures a Spool.
@@ -90,8 +90,8 @@ type Config struct {
 	SegmentBytes int64
 	// MaxRecordBody bounds one record (DefaultMaxRecordBody if zero).
 	MaxRecordBody int
-	// Clock stamps enqueue times (link.System if nil).
-	Clock link.Clock
+	// Clock stamps enqueue times (clock.System if nil).
+	Clock clock.Clock
 	// Logger receives lifecycle and recovery lines (discarded if nil).
 	Logger *slog.Logger
 }
@@ -156,7 +156,7 @@ func Open(cfg Config) (*Spool, error) {
 		cfg.MaxRecordBody = DefaultMaxRecordBody
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = link.System
+		cfg.Clock = clock.System
 	}
 	lg := cfg.Logger
 	if lg == nil {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 func openT(t *testing.T, cfg Config) *Spool {
@@ -283,7 +283,7 @@ func TestSegmentsReclaimedAndCompacted(t *testing.T) {
 }
 
 func TestWaitWakesAndOldestAge(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	s := openT(t, Config{Dir: t.TempDir(), Clock: clk})
 	ch := s.Wait("a")
 	select {

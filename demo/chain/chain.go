@@ -14,12 +14,12 @@ import (
 
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/report"
 	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
 	"github.com/fleetgate/fleetgate/firmware-sim/sim"
-	"github.com/fleetgate/fleetgate/uplink"
+	"github.com/fleetgate/fleetgate/bridge/uplink"
 )
 
 // DefaultScenario is the embedded 50-sensor mixed fleet (a copy of
@@ -398,14 +398,14 @@ func provision(cfg *bconfig.Config, fleet *sim.Fleet, st *state, v6 bool) error 
 	}
 	for _, n := range fleet.Creds().Names() {
 		e, _ := fleet.Creds().Get(n)
-		var ep device.Endpoint
+		var ep registry.Endpoint
 		switch {
 		case protoOf[n] == "mqtt":
-			ep = device.Endpoint{Name: n, Protocol: device.MQTT, PSKIdentity: e.Identity, PSK: e.Secret}
+			ep = registry.Endpoint{Name: n, Protocol: registry.MQTT, PSKIdentity: e.Identity, PSK: e.Secret}
 		case e.Cert != nil:
-			ep = device.Endpoint{Name: n, Protocol: device.CoAP, CertCN: e.Identity}
+			ep = registry.Endpoint{Name: n, Protocol: registry.CoAP, CertCN: e.Identity}
 		default:
-			ep = device.Endpoint{Name: n, Protocol: device.CoAP, PSKIdentity: e.Identity, PSK: e.Secret}
+			ep = registry.Endpoint{Name: n, Protocol: registry.CoAP, PSKIdentity: e.Identity, PSK: e.Secret}
 		}
 		added, err := reg.Add(ep)
 		if err != nil {
@@ -424,10 +424,10 @@ func provision(cfg *bconfig.Config, fleet *sim.Fleet, st *state, v6 bool) error 
 
 // firstMQTT picks the MQTT command target: the MQTT endpoint with the
 // lowest address.
-func firstMQTT(reg *device.Registry) device.Endpoint {
-	var best device.Endpoint
+func firstMQTT(reg *registry.Registry) registry.Endpoint {
+	var best registry.Endpoint
 	for _, e := range reg.List() {
-		if e.Protocol == device.MQTT && (!best.Addr.IsValid() || e.Addr.Less(best.Addr)) {
+		if e.Protocol == registry.MQTT && (!best.Addr.IsValid() || e.Addr.Less(best.Addr)) {
 			best = e
 		}
 	}
@@ -436,10 +436,10 @@ func firstMQTT(reg *device.Registry) device.Endpoint {
 
 // firstCoAPPSK picks the round-trip target: the first always-awake PSK
 // CoAP endpoint.
-func firstCoAPPSK(reg *device.Registry) device.Endpoint {
-	var best device.Endpoint
+func firstCoAPPSK(reg *registry.Registry) registry.Endpoint {
+	var best registry.Endpoint
 	for _, e := range reg.List() {
-		if e.Protocol != device.CoAP || e.PSKIdentity == "" {
+		if e.Protocol != registry.CoAP || e.PSKIdentity == "" {
 			continue
 		}
 		if !best.Addr.IsValid() || e.Addr.Less(best.Addr) {

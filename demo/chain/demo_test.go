@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // testScenario is a small mixed fleet for CI time.
@@ -24,7 +24,7 @@ groups:
 // TestDemo runs the whole chain (gateway, real uplink, bridge, fleet) and
 // asserts the demo's success conditions with the real numbers.
 func TestDemo(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	sc := strings.Replace(testScenario, "%s", "  - {name: mqtt, count: 4, protocol: mqtt, format: json, interval: 2s}\n", 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -61,7 +61,7 @@ func TestDemo(t *testing.T) {
 // its IPv6 address, the central → device round trip to an IPv6 endpoint
 // address and the MQTT command answered from one.
 func TestDemoIPv6(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	sc := strings.Replace(testScenario, "%s", "  - {name: mqtt, count: 2, protocol: mqtt, format: json, interval: 2s}\n", 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

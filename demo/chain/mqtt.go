@@ -15,7 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	simdevice "github.com/fleetgate/fleetgate/firmware-sim/device"
 )
@@ -74,7 +74,7 @@ type MQTTCommand struct {
 // commandLoop waits for target's first telemetry, then publishes a
 // command on the central broker every 2 s until the device's reply
 // arrives or ctx ends.
-func commandLoop(ctx context.Context, cb *mochi.Server, st *state, target device.Endpoint, replies <-chan commandReply) {
+func commandLoop(ctx context.Context, cb *mochi.Server, st *state, target registry.Endpoint, replies <-chan commandReply) {
 	topic := fmt.Sprintf("sites/%s/%s/cmd/ping", demoSite, target.Name)
 	st.mu.Lock()
 	st.cmd = MQTTCommand{Target: fmt.Sprintf("%s (%s)", target.Name, target.Addr), Topic: topic, Reply: "waiting for the device's first telemetry"}

@@ -12,14 +12,14 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	simdevice "github.com/fleetgate/fleetgate/firmware-sim/device"
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
 )
 
 // roundTripLoop waits until the target's telemetry reached central, then
 // tries the central → device GET until it succeeds or ctx ends.
-func roundTripLoop(ctx context.Context, g *gateway, st *state, target device.Endpoint) {
+func roundTripLoop(ctx context.Context, g *gateway, st *state, target registry.Endpoint) {
 	st.mu.Lock()
 	st.rt = RoundTrip{Target: fmt.Sprintf("%s (%s)", target.Name, target.Addr), Result: "waiting for the device's first telemetry"}
 	st.mu.Unlock()

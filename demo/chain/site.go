@@ -11,7 +11,7 @@ import (
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
-	"github.com/fleetgate/fleetgate/uplink"
+	"github.com/fleetgate/fleetgate/bridge/uplink"
 )
 
 // siteYAML is the edge bridge's configuration: the same file format and

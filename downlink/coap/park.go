@@ -9,7 +9,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/transport/v5/deadline"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // Parking (issue 19 item 2): a live session costs pion's two goroutines
@@ -45,7 +45,7 @@ const resumeTimeout = 30 * time.Second
 
 // parkedSession is an idle session's exported DTLS state.
 type parkedSession struct {
-	ep      device.Endpoint
+	ep      registry.Endpoint
 	state   dtls.State
 	suite   dtls.CipherSuiteID
 	raddr   net.Addr // where the device was last heard from

@@ -32,7 +32,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"golang.org/x/time/rate"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // Handler serves one CoAP request from an authenticated endpoint. It runs
@@ -45,7 +45,7 @@ type Config struct {
 	// ListenAddr is the UDP address for DTLS, e.g. "0.0.0.0:5684".
 	ListenAddr string
 	// Registry resolves PSK identities and certificate CNs to endpoints.
-	Registry *device.Registry
+	Registry *registry.Registry
 	// ClientCAs verifies endpoint certificates (the site CA); nil disables
 	// certificate authentication.
 	ClientCAs *x509.CertPool

@@ -14,7 +14,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"golang.org/x/time/rate"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // pskFor is pion's PSK callback: on the server, hint is the identity the
@@ -47,9 +47,9 @@ func (s *Server) monitor(cc *udpclient.Conn, r *pool.Message) (bool, error) {
 }
 
 // authenticate maps a completed handshake to its endpoint.
-func (s *Server) authenticate(st dtls.State) (device.Endpoint, error) {
+func (s *Server) authenticate(st dtls.State) (registry.Endpoint, error) {
 	var (
-		ep device.Endpoint
+		ep registry.Endpoint
 		ok bool
 	)
 	switch {
@@ -68,7 +68,7 @@ func (s *Server) authenticate(st dtls.State) (device.Endpoint, error) {
 		// any other of the site CA with the same CN, and not one on the
 		// site CRL.
 		ep, err = s.cfg.Registry.ByCert(c)
-		if errors.Is(err, device.ErrCertReplaced) || errors.Is(err, device.ErrCertRevoked) {
+		if errors.Is(err, registry.ErrCertReplaced) || errors.Is(err, registry.ErrCertRevoked) {
 			s.Stats.CertRefused.Add(1)
 			return ep, fmt.Errorf("%w: %v", ErrCertRefused, err)
 		}
@@ -78,7 +78,7 @@ func (s *Server) authenticate(st dtls.State) (device.Endpoint, error) {
 	default:
 		return ep, errors.New("coap: client sent neither PSK identity nor certificate")
 	}
-	if ep.Protocol != device.CoAP {
+	if ep.Protocol != registry.CoAP {
 		return ep, ErrWrongProtocol
 	}
 	return ep, nil

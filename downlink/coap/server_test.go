@@ -18,36 +18,36 @@ import (
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/downlink/registry"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 type fixture struct {
 	srv  *coap.Server
-	reg  *device.Registry
-	ca   *device.CA
+	reg  *registry.Registry
+	ca   *registry.CA
 	cert tls.Certificate // sensor-9's
 	key  []byte          // sensor-17's PSK
 }
 
 func newFixture(t testing.TB, mod func(*coap.Config)) *fixture {
 	t.Helper()
-	reg, err := device.Open("", netip.MustParsePrefix("10.10.8.0/24"))
+	reg, err := registry.Open("", netip.MustParsePrefix("10.10.8.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := device.LoadOrCreateCA(t.TempDir(), "test")
+	ca, err := registry.LoadOrCreateCA(t.TempDir(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := device.Provision(reg, nil, device.Request{Name: "sensor-17"})
+	p, err := registry.Provision(reg, nil, registry.Request{Name: "sensor-17"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := device.Provision(reg, nil, device.Request{Name: "mq-1", Protocol: device.MQTT}); err != nil {
+	if _, err := registry.Provision(reg, nil, registry.Request{Name: "mq-1", Protocol: registry.MQTT}); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := device.Provision(reg, ca, device.Request{Name: "sensor-9", Cert: true})
+	pc, err := registry.Provision(reg, ca, registry.Request{Name: "sensor-9", Cert: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func get(t *testing.T, d *coaptest.Device, path string) (codes.Code, string) {
 }
 
 func TestHandshakes(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	f := newFixture(t, nil)
 	addr := f.srv.Addr().String()
 	tests := []struct {
@@ -138,7 +138,7 @@ func TestRejects(t *testing.T) {
 	// handshake then times out.
 	f := newFixture(t, func(c *coap.Config) { c.HandshakeTimeout = 2 * time.Second })
 	addr := f.srv.Addr().String()
-	other, err := device.LoadOrCreateCA(t.TempDir(), "other")
+	other, err := registry.LoadOrCreateCA(t.TempDir(), "other")
 	if err != nil {
 		t.Fatal(err)
 	}

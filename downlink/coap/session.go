@@ -12,13 +12,13 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // Session is one authenticated DTLS session of an endpoint.
 type Session struct {
 	// Endpoint is the registered endpoint behind this session.
-	Endpoint device.Endpoint
+	Endpoint registry.Endpoint
 	// Conn is the go-coap connection: send requests to the device with
 	// Conn.Do / Conn.Get / Conn.Observe.
 	Conn *udpclient.Conn
@@ -109,7 +109,7 @@ type conn struct {
 	s     *Server
 	mu    sync.Mutex      // serialises HandshakeContext (go-coap calls it before every read and write)
 	done  bool            // guarded by mu: authenticated
-	ep    device.Endpoint // set once by HandshakeContext
+	ep    registry.Endpoint // set once by HandshakeContext
 	suite dtls.CipherSuiteID
 	gc    *guardConn // the guard's conn under pion
 	// woke is the parked session this conn resumed (nil for a handshake).

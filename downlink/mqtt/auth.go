@@ -7,7 +7,7 @@ import (
 )
 
 // Authenticator maps a device's credentials to its endpoint name. The
-// endpoint registry (downlink/device) or a static table implements it.
+// endpoint registry (downlink/registry) or a static table implements it.
 type Authenticator interface {
 	// Password returns the endpoint for an MQTT username and password.
 	Password(username string, password []byte) (endpoint string, ok bool)

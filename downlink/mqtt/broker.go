@@ -39,7 +39,7 @@ import (
 	"go.etcd.io/bbolt"
 	"golang.org/x/time/rate"
 
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Message is one MQTT application message as the device sees it.
@@ -153,8 +153,8 @@ type Config struct {
 	// SessionDBSync fsyncs every session update. Without it updates survive
 	// a crash of the process but not a power loss.
 	SessionDBSync bool
-	// Clock is used for log rate limiting (link.System if nil).
-	Clock link.Clock
+	// Clock is used for log rate limiting (clock.System if nil).
+	Clock clock.Clock
 	// Logger receives lifecycle lines and rate-limited warnings.
 	Logger *slog.Logger
 }
@@ -219,7 +219,7 @@ func New(cfg Config) (*Broker, error) {
 		cfg.PublishByteBurst = int(cfg.MaxPacketSize)
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = link.System
+		cfg.Clock = clock.System
 	}
 	if cfg.MaxTopicLength <= 0 {
 		cfg.MaxTopicLength = DefaultMaxTopicLength

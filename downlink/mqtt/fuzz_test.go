@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // FuzzTopicACL checks the filter logic against brute force: if filter f is
@@ -175,7 +175,7 @@ func TestWillRelayedUpstream(t *testing.T) {
 // TestPublishRateLimit: a flooding device is held to its rate (fake
 // clock), the excess refused and counted.
 func TestPublishRateLimit(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	up := newRecorder()
 	b, err := New(Config{DisableTLS: true, Auth: StaticAuth{Passwords: map[string]string{"sensor-1": "pw1"}}, Upstream: up,
 		PublishRate: 1, PublishBurst: 2, Clock: clk})
@@ -218,7 +218,7 @@ func TestPublishRateLimit(t *testing.T) {
 // the rest is refused and counted, and the bytes come back with time.
 // The default applies when nothing is configured.
 func TestPublishByteRateLimit(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	up := newRecorder()
 	b, err := New(Config{DisableTLS: true, Auth: StaticAuth{Passwords: map[string]string{"sensor-1": "pw1"}}, Upstream: up,
 		MaxPacketSize: 8 << 10, PublishByteRate: 1000, PublishByteBurst: 3000, Clock: clk})

@@ -6,7 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 // RegistryAuth authenticates devices against the endpoint registry. An
@@ -15,7 +15,7 @@ import (
 // with its site-CA certificate (CN = endpoint name). Endpoints of another
 // protocol (CoAP) are refused.
 type RegistryAuth struct {
-	Registry *device.Registry
+	Registry *registry.Registry
 }
 
 // Password implements Authenticator (constant-time comparison).
@@ -24,7 +24,7 @@ func (a RegistryAuth) Password(username string, password []byte) (string, bool) 
 	want := sha256.Sum256(e.PSK)
 	got := sha256.Sum256(password)
 	match := subtle.ConstantTimeCompare(want[:], got[:]) == 1
-	if !ok || !match || len(e.PSK) == 0 || e.Protocol != device.MQTT {
+	if !ok || !match || len(e.PSK) == 0 || e.Protocol != registry.MQTT {
 		return "", false
 	}
 	return e.Name, true
@@ -38,13 +38,13 @@ func (a RegistryAuth) Certificate(cert *x509.Certificate) (string, bool) {
 
 // CheckCertificate implements CertificateChecker: only the certificate
 // recorded for the endpoint (its serial), not on the site CRL, logs in as
-// it (device.Registry.ByCert).
+// it (registry.Registry.ByCert).
 func (a RegistryAuth) CheckCertificate(cert *x509.Certificate) (string, error) {
 	e, err := a.Registry.ByCert(cert)
 	if err != nil {
 		return "", err
 	}
-	if e.Protocol != device.MQTT {
+	if e.Protocol != registry.MQTT {
 		return "", fmt.Errorf("mqtt: endpoint %q is not an MQTT endpoint", e.Name)
 	}
 	return e.Name, nil

@@ -7,28 +7,28 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
 func TestRegistryAuth(t *testing.T) {
 	dir := t.TempDir()
-	reg, err := device.Open(filepath.Join(dir, "endpoints.json"), netip.MustParsePrefix("10.10.8.0/24"))
+	reg, err := registry.Open(filepath.Join(dir, "endpoints.json"), netip.MustParsePrefix("10.10.8.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := device.LoadOrCreateCA(dir, "site-1")
+	ca, err := registry.LoadOrCreateCA(dir, "site-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	psk, err := device.Provision(reg, ca, device.Request{Name: "sensor-5", Protocol: device.MQTT})
+	psk, err := registry.Provision(reg, ca, registry.Request{Name: "sensor-5", Protocol: registry.MQTT})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := device.Provision(reg, ca, device.Request{Name: "sensor-6", Protocol: device.MQTT, Cert: true})
+	cert, err := registry.Provision(reg, ca, registry.Request{Name: "sensor-6", Protocol: registry.MQTT, Cert: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	coap, err := device.Provision(reg, ca, device.Request{Name: "sensor-7"})
+	coap, err := registry.Provision(reg, ca, registry.Request{Name: "sensor-7"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp"
 
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 func telemetryDatagram(t testing.TB, typ message.Type, mid int32, seq uint64) []byte {
@@ -74,7 +74,7 @@ func TestDatagramSinkDedupAndCodes(t *testing.T) {
 // TestDatagramSinkWithGoCoAPClient serves on a plain net.PacketConn and
 // posts with go-coap's UDP client.
 func TestDatagramSinkWithGoCoAPClient(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	c := New(Config{})
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

@@ -8,15 +8,15 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 )
 
-// TestParseCASiteCA: the bridge's site CA (downlink/device, PKCS#8 key on
+// TestParseCASiteCA: the bridge's site CA (downlink/registry, PKCS#8 key on
 // disk) parses, and a device certificate issued from it verifies against
 // the site CA's own pool, as the bridge's DTLS/TLS servers check it.
 func TestParseCASiteCA(t *testing.T) {
 	dir := t.TempDir()
-	site, err := device.LoadOrCreateCA(dir, "hall7")
+	site, err := registry.LoadOrCreateCA(dir, "hall7")
 	if err != nil {
 		t.Fatal(err)
 	}

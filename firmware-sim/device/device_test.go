@@ -14,7 +14,7 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // sink is an in-process DTLS/CoAP collector that also captures the
@@ -113,7 +113,7 @@ func TestCoAPDeviceVariants(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			linktest.CheckGoroutines(t)
+			stacktest.CheckGoroutines(t)
 			name := "sensor-" + tt.name
 			set, err := creds.Generate("seed", creds.KindPSK, []string{name})
 			if err != nil {
@@ -167,7 +167,7 @@ func TestCoAPDeviceVariants(t *testing.T) {
 }
 
 func TestCoAPObserve(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	name := "sensor-obs"
 	set, _ := creds.Generate("seed", creds.KindPSK, []string{name})
 	e, _ := set.Get(name)

@@ -9,14 +9,14 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // A simulated sensor dials a bridge at an IPv6 address on the site LAN
 // (here [::1]): DTLS handshake, confirmable telemetry acknowledged, no
 // gaps or duplicates at the collector.
 func TestCoAPDeviceIPv6Target(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	name := "sensor-v6"
 	set, err := creds.Generate("seed", creds.KindPSK, []string{name})
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestNATRebinding moves the device to a new source port mid-session. With
@@ -33,7 +33,7 @@ func TestNATRebinding(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			linktest.CheckGoroutines(t)
+			stacktest.CheckGoroutines(t)
 			name := "sensor-rebind"
 			set, _ := creds.Generate("seed", creds.KindPSK, []string{name})
 			e, _ := set.Get(name)
@@ -64,7 +64,7 @@ func TestNATRebinding(t *testing.T) {
 // device hears nothing (a central GET is lost and counted), while awake it
 // answers.
 func TestSleepyRadioDropsRequests(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	name := "sensor-sleepy"
 	set, _ := creds.Generate("seed", creds.KindPSK, []string{name})
 	e, _ := set.Get(name)
@@ -103,7 +103,7 @@ func TestSleepyRadioDropsRequests(t *testing.T) {
 // handshakes time out and are retried with backoff until the server comes
 // up, then the device connects once and delivers.
 func TestReconnectBackoffUntilServerUp(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	name := "sensor-early"
 	set, _ := creds.Generate("seed", creds.KindPSK, []string{name})
 	e, _ := set.Get(name)

@@ -15,7 +15,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	dlcoap "github.com/fleetgate/fleetgate/downlink/coap"
-	dldevice "github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/device"
 	"github.com/fleetgate/fleetgate/firmware-sim/report"
@@ -24,7 +24,7 @@ import (
 )
 
 // TestAgainstBridgeDownlink runs simulated devices against the bridge's own
-// DTLS/CoAP termination (downlink/coap with a downlink/device registry):
+// DTLS/CoAP termination (downlink/coap with a downlink/registry):
 // PSK CCM_8 with CID and GCM without, ECDSA certificates with CID and NAT
 // rebinding (the session must survive), telemetry handed to the collector by
 // the server's Handler, then a bridge → device GET over one device's
@@ -46,15 +46,15 @@ groups:
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := dldevice.Open(filepath.Join(t.TempDir(), "endpoints.json"), netip.MustParsePrefix("10.10.8.0/24"))
+	reg, err := registry.Open(filepath.Join(t.TempDir(), "endpoints.json"), netip.MustParsePrefix("10.10.8.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range f.Creds().Names() {
 		e, _ := f.Creds().Get(n)
-		ep := dldevice.Endpoint{Name: n, Protocol: dldevice.CoAP, PSKIdentity: e.Identity, PSK: e.Secret}
+		ep := registry.Endpoint{Name: n, Protocol: registry.CoAP, PSKIdentity: e.Identity, PSK: e.Secret}
 		if e.Cert != nil {
-			ep = dldevice.Endpoint{Name: n, Protocol: dldevice.CoAP, CertCN: e.Identity}
+			ep = registry.Endpoint{Name: n, Protocol: registry.CoAP, CertCN: e.Identity}
 		}
 		if _, err := reg.Add(ep); err != nil {
 			t.Fatal(err)

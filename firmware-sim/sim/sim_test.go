@@ -9,7 +9,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 type seqKey struct {
@@ -92,7 +92,7 @@ groups:
 // collector, and checks that the report's counts agree with what the
 // collector really received, sequence number by sequence number.
 func TestLossyCountsAreTrue(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	sc, err := scenario.Parse(strings.NewReader(lossyScenario))
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fleetgate/fleetgate/internal/srcaddr"
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Decision is the result of Allow.
@@ -54,8 +54,8 @@ type Config struct {
 	// idle sources are evicted, and if none is idle the new source shares
 	// the global bucket only.
 	MaxSources int
-	// Clock (default link.System).
-	Clock link.Clock
+	// Clock (default clock.System).
+	Clock clock.Clock
 }
 
 // Stats counts decisions.
@@ -81,7 +81,7 @@ type source struct {
 // New returns a Limiter.
 func New(cfg Config) *Limiter {
 	if cfg.Clock == nil {
-		cfg.Clock = link.System
+		cfg.Clock = clock.System
 	}
 	if cfg.MaxSources == 0 {
 		cfg.MaxSources = 65536

@@ -5,11 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 func TestPerSourceAndGlobal(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	l := New(Config{GlobalRate: 10, GlobalBurst: 10, PerSourceRate: 1, PerSourceBurst: 3, Clock: clk})
 	flood := netip.MustParseAddr("203.0.113.66")
 	var got [6]Decision
@@ -45,7 +45,7 @@ func TestPerSourceAndGlobal(t *testing.T) {
 }
 
 func TestSourceTableBounded(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	l := New(Config{GlobalRate: 1e6, GlobalBurst: 1e6, PerSourceRate: 1, PerSourceBurst: 1, MaxSources: 4, Clock: clk})
 	for i := 0; i < 4; i++ {
 		l.Allow(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}))
@@ -65,7 +65,7 @@ func TestSourceTableBounded(t *testing.T) {
 // TestPerSourceIPv6Prefix: the addresses of one IPv6 /64 share one
 // per-source bucket.
 func TestPerSourceIPv6Prefix(t *testing.T) {
-	l := New(Config{GlobalRate: 100, GlobalBurst: 100, PerSourceRate: 1, PerSourceBurst: 3, Clock: linktest.NewClock()})
+	l := New(Config{GlobalRate: 100, GlobalBurst: 100, PerSourceRate: 1, PerSourceBurst: 3, Clock: stacktest.NewClock()})
 	admitted := 0
 	for i := range 10 {
 		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x66, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(i + 1)})

@@ -14,7 +14,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // udpPacket builds a UDP/IPv4 packet with checksum 0 (none, RFC 768).
@@ -50,13 +50,13 @@ func newRouterFor(t *testing.T, s route.Session) *Router {
 	if _, err := tb.Add(s, true); err != nil {
 		t.Fatal(err)
 	}
-	return New(Config{Sessions: tb, Policies: policy.Compile(c), LocalAddr: netip.MustParseAddr("10.10.0.1"), Clock: linktest.NewClock()})
+	return New(Config{Sessions: tb, Policies: policy.Compile(c), LocalAddr: netip.MustParseAddr("10.10.0.1"), Clock: stacktest.NewClock()})
 }
 
 // TestUserspaceHostEcho runs a UDP echo service on 10.20.0.10 inside the
 // userspace stack and sends it a packet from a session.
 func TestUserspaceHostEcho(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	sess := &notifySession{fakeSession: &fakeSession{id: 1, ident: "hall7", addr: netip.MustParseAddr("10.10.0.7"), mtu: 1400}, ch: make(chan []byte, 4)}
 	r := newRouterFor(t, sess)
 	u, err := NewUserspace(UserspaceConfig{Addrs: []netip.Prefix{netip.MustParsePrefix("10.20.0.10/32")}})

@@ -22,7 +22,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Session is the session side of the router (see route.Session).
@@ -62,8 +62,8 @@ type Config struct {
 	Local func(s Session, pkt []byte) bool
 	// ICMPRate limits generated ICMP errors per second (default 100).
 	ICMPRate float64
-	// Clock is used for flow expiry (default link.System).
-	Clock link.Clock
+	// Clock is used for flow expiry (default clock.System).
+	Clock clock.Clock
 	// Logger for rate-limited warnings; nil discards.
 	Logger *slog.Logger
 }
@@ -90,7 +90,7 @@ type hostBox struct{ h Host }
 // New returns a Router; attach a host with SetHost.
 func New(cfg Config) *Router {
 	if cfg.Clock == nil {
-		cfg.Clock = link.System
+		cfg.Clock = clock.System
 	}
 	if cfg.ICMPRate == 0 {
 		cfg.ICMPRate = 100

@@ -10,7 +10,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
 	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 const testConfig = `
@@ -29,7 +29,7 @@ type fixture struct {
 	r           *Router
 	host        *fakeHost
 	hall7, pump *fakeSession
-	clock       *linktest.Clock
+	clock       *stacktest.Clock
 }
 
 func newFixture(t *testing.T, s2s bool) *fixture {
@@ -39,7 +39,7 @@ func newFixture(t *testing.T, s2s bool) *fixture {
 		t.Fatal(err)
 	}
 	tb := route.NewTable()
-	f := &fixture{host: &fakeHost{mtu: 1500}, clock: linktest.NewClock(),
+	f := &fixture{host: &fakeHost{mtu: 1500}, clock: stacktest.NewClock(),
 		hall7: &fakeSession{id: 1, ident: "hall7", addr: netip.MustParseAddr("10.10.0.7"), routes: []netip.Prefix{netip.MustParsePrefix("10.10.8.0/24")}, mtu: 1400},
 		pump:  &fakeSession{id: 2, ident: "pump2", addr: netip.MustParseAddr("10.10.0.9"), routes: []netip.Prefix{netip.MustParsePrefix("10.10.9.0/24")}, mtu: 1398}}
 	for _, s := range []*fakeSession{f.hall7, f.pump} {

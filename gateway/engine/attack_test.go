@@ -16,7 +16,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/internal/testenv"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // flood sends mk(i) to "to" from conns in turn, every interval, until stop
@@ -273,10 +273,10 @@ func TestPacingAtThirdMessage(t *testing.T) {
 	second.LocalIKE, second.LocalNATT = "127.0.0.30:0", "127.0.0.30:0"
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
-	if tn, err := tunnel.Dial(ctx, second); err == nil {
+	if tn, err := l2tpipsec.Dial(ctx, second); err == nil {
 		tn.Close()
 		t.Fatal("second site from the same address got in despite per-source pacing")
-	} else if p := tunnel.PhaseOf(err); p != tunnel.PhaseIKE {
+	} else if p := l2tpipsec.PhaseOf(err); p != l2tpipsec.PhaseIKE {
 		t.Errorf("second site failed in phase %v (%v), want IKE", p, err)
 	}
 	es := g.eng.Stats()

@@ -9,15 +9,15 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // authMux gives every PPP link its own server.PPPAuth although
-// tunnel.ServerConfig takes one Authenticator and one AddressFunc for all
+// l2tpipsec.ServerConfig takes one Authenticator and one AddressFunc for all
 // links. ppp.Conn calls both with its own per-link context, one after the
 // other (Authenticate, then AddressFunc on accept), so the context ties the
 // two calls together; the assigned address then ties the PPPAuth to the
-// tunnel.ServerSession handed to OnSession. A link that ends before IPCP
+// l2tpipsec.ServerSession handed to OnSession. A link that ends before IPCP
 // opens gives its address back when its context is cancelled.
 type authMux struct {
 	env   *server.Env
@@ -57,12 +57,12 @@ func linkKey(ctx context.Context, user string) any {
 // server, which puts the peer's outer address in ctx.
 func (m *authMux) Authenticate(ctx context.Context, req *ppp.AuthRequest) (ppp.AuthResult, error) {
 	calling := ""
-	if outer, ok := tunnel.PeerOuter(ctx); ok {
+	if outer, ok := l2tpipsec.PeerOuter(ctx); ok {
 		calling = outer.String()
 	}
 	// The phase 1 identity travels with the link: the login must be for it.
 	p1 := server.Phase1{None: true}
-	if ss, ok := tunnel.PeerSession(ctx); ok {
+	if ss, ok := l2tpipsec.PeerSession(ctx); ok {
 		p1 = server.Phase1Of(ss.Identity())
 	}
 	return m.authenticate(ctx, req, calling, p1)
@@ -115,7 +115,7 @@ func (m *authMux) Assign(ctx context.Context, user string) (ppp.Assignment, erro
 	// From here our IPCP can Configure-Ack this address, and the client
 	// may send the moment it has that Ack: hold its packets until the
 	// session is registered.
-	if ss, ok := tunnel.PeerSession(ctx); ok && p.hold == nil {
+	if ss, ok := l2tpipsec.PeerSession(ctx); ok && p.hold == nil {
 		p.hold = newInbox(m.stats)
 		ss.SetPacketHandler(p.hold.deliver)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // TestBackoffSlowsGuesserNotFleet (bounded under attack): 50 wrong PPP
@@ -44,7 +44,7 @@ auth_backoff: {free_failures: 50, delay: 30s, max_delay: 10m}
 			for i := w; i < guesses; i += workers {
 				cc := g.clientConfig("ops", fmt.Sprintf("guess-%d", i))
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				_, err := tunnel.Dial(ctx, cc)
+				_, err := l2tpipsec.Dial(ctx, cc)
 				cancel()
 				if err == nil {
 					errs <- fmt.Errorf("guess %d logged in", i)
@@ -63,7 +63,7 @@ auth_backoff: {free_failures: 50, delay: 30s, max_delay: 10m}
 	}
 	// The 51st: its Main Mode is not answered.
 	t0 := time.Now()
-	if _, err := tryDial(t, g.clientConfig("ops", "guess-51"), 3*time.Second); tunnel.PhaseOf(err) != tunnel.PhaseIKE {
+	if _, err := tryDial(t, g.clientConfig("ops", "guess-51"), 3*time.Second); l2tpipsec.PhaseOf(err) != l2tpipsec.PhaseIKE {
 		t.Fatalf("51st guess: got %v, want no phase 1 (backing off)", err)
 	}
 	if w := g.srv.Env().Backoff().CheckSource(src); w < 25*time.Second {

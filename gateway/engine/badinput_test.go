@@ -17,7 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // send fires n datagrams made by mk from a socket bound to src.
@@ -163,7 +163,7 @@ func TestVanishedPeer(t *testing.T) {
 		metric string
 		check  func(*gateway) uint64
 	}{
-		{"dpd", "dpd: {interval: 500ms, timeout: 2s}\n", engine.Config{IKE: tunnel.IKEOptions{Retransmit: 300 * time.Millisecond, Retries: 2}},
+		{"dpd", "dpd: {interval: 500ms, timeout: 2s}\n", engine.Config{IKE: l2tpipsec.IKEOptions{Retransmit: 300 * time.Millisecond, Retries: 2}},
 			`fleetgate_dpd_failures_total{identity="hall7"} 1`, func(g *gateway) uint64 { return g.eng.Tunnel().Stats().IKE.DeadPeers.Load() }},
 		{"lcp echo", "lcp_echo: {interval: 300ms, failures: 3}\n", engine.Config{},
 			`fleetgate_lcp_echo_failures_total{identity="hall7"} 1`, func(g *gateway) uint64 { return g.eng.Tunnel().Stats().PPP.EchoTimeouts.Load() }},
@@ -269,19 +269,19 @@ func TestSetupFailureMetrics(t *testing.T) {
 	g := startGateway(t, parseConfig(t, ""), engine.Config{})
 	for _, c := range []struct {
 		psk, pw string
-		phase   tunnel.Phase
-	}{{"wrong-psk", "pw7", tunnel.PhaseIKE}, {testPSK, "wrong", tunnel.PhasePPPAuth}} {
+		phase   l2tpipsec.Phase
+	}{{"wrong-psk", "pw7", l2tpipsec.PhaseIKE}, {testPSK, "wrong", l2tpipsec.PhasePPPAuth}} {
 		cc := g.clientConfig("hall7", c.pw)
 		cc.PSK = []byte(c.psk)
 		cc.Retries = 1
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		tn, err := tunnel.Dial(ctx, cc)
+		tn, err := l2tpipsec.Dial(ctx, cc)
 		cancel()
 		if err == nil {
 			tn.Close()
 			t.Fatalf("dial with psk %q password %q succeeded", c.psk, c.pw)
 		}
-		if p := tunnel.PhaseOf(err); p != c.phase {
+		if p := l2tpipsec.PhaseOf(err); p != c.phase {
 			t.Errorf("client failed in phase %v (%v), want %v", p, err, c.phase)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // countHost is a data plane host that counts what the router hands it.
@@ -77,7 +77,7 @@ func BenchmarkForward1400(b *testing.B) {
 	pkt := udpPacket(tn.LocalAddr(), central, 40000, 7, make([]byte, 1400-28))
 	b.SetBytes(int64(len(pkt)))
 	// At most 256 packets in flight: the host hands credits back, a lost
-	// packet's credit comes back after 50ms (as uplink/tunnel's pump).
+	// packet's credit comes back after 50ms (as uplink/l2tpipsec's pump).
 	for range 256 {
 		host.credits <- struct{}{}
 	}
@@ -125,7 +125,7 @@ func BenchmarkSetup(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		tn, err := tunnel.Dial(ctx, cc)
+		tn, err := l2tpipsec.Dial(ctx, cc)
 		cancel()
 		if err != nil {
 			b.Fatal(err)
@@ -202,16 +202,16 @@ func TestHelperClients(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cc := tunnel.ClientConfig{
+			cc := l2tpipsec.ClientConfig{
 				Gateway: os.Getenv("H11_IKE"), NATTPort: uint16(natt),
 				LocalIKE: "127.0.0.1:0", LocalNATT: "127.0.0.1:0", PSK: []byte(testPSK),
 				LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "s%d.sites.example", i)},
 				Username: fmt.Sprintf("s%d", i), Password: "pw",
-				IKEOptions: tunnel.IKEOptions{ESPProposals: "aes128gcm16", DPDInterval: -1, KeepaliveInterval: -1},
+				IKEOptions: l2tpipsec.IKEOptions{ESPProposals: "aes128gcm16", DPDInterval: -1, KeepaliveInterval: -1},
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			if _, err := tunnel.Dial(ctx, cc); err != nil {
+			if _, err := l2tpipsec.Dial(ctx, cc); err != nil {
 				failed.Add(1)
 				t.Logf("client %d: %v", i, err)
 			}

@@ -1,11 +1,11 @@
 // Package engine is the gateway's session engine: it runs the uplink's
-// responder stack (uplink/tunnel: IKEv1 responder, ESP transport, L2TP LNS,
+// responder stack (uplink/l2tpipsec: IKEv1 responder, ESP transport, L2TP LNS,
 // one PPP server per session) on the configured listen addresses and plugs
 // every session into the gateway through server.Env: Main Mode pacing,
 // PSK/certificate checks, PPP authentication and addressing, the session
 // table and router, metrics, and Delete/StopCCN to every peer on shutdown.
 //
-//	peer --UDP 500/4500--> admitConn (junk filter) --> tunnel.Server (pacing at MM3: Admit)
+//	peer --UDP 500/4500--> admitConn (junk filter) --> l2tpipsec.Server (pacing at MM3: Admit)
 //	      (IKE → ESP → L2TP → PPP) --OnSession--> Session --Register--> route table
 //	      packets: Session handler --> Router.FromSession; Router --> Session.WritePacket
 //
@@ -34,9 +34,9 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/keylog"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // Config holds the engine's own knobs; everything else comes from the
@@ -45,7 +45,7 @@ type Config struct {
 	// IKE tunes lifetimes, dead peer detection and retransmission (zero
 	// values: package ike defaults). Proposals are taken from the gateway
 	// configuration and override IKE.IKEProposals / ESPProposals.
-	IKE tunnel.IKEOptions
+	IKE l2tpipsec.IKEOptions
 	// MaxHalfOpen, MaxNegotiating, HalfOpenTTL, RatePerSource,
 	// BurstPerSource bound half-open IKE SAs inside the IKE engine (zero:
 	// its defaults).
@@ -60,7 +60,7 @@ type Config struct {
 	EchoInterval time.Duration
 	EchoFailures int
 	// UnauthTimeout closes an L2TP tunnel without an authenticated
-	// session (zero: uplink/tunnel's default).
+	// session (zero: uplink/l2tpipsec's default).
 	UnauthTimeout time.Duration
 	// IKEConn and NATTConn, when set, are used instead of binding the
 	// configured listen addresses (tests).
@@ -70,8 +70,8 @@ type Config struct {
 	// instead of binding it.
 	RawL2TP     bool
 	RawL2TPConn net.PacketConn
-	// Clock drives every timer (default link.System).
-	Clock link.Clock
+	// Clock drives every timer (default clock.System).
+	Clock clock.Clock
 	// Logger gets lifecycle lines (default: the Env's logger).
 	Logger *slog.Logger
 }
@@ -88,7 +88,7 @@ type Engine struct {
 	lastBackoffLog atomic.Int64
 
 	mu  sync.Mutex
-	srv *tunnel.Server
+	srv *l2tpipsec.Server
 	raw *rawListener
 	up  chan struct{}
 }
@@ -96,7 +96,7 @@ type Engine struct {
 // New returns an engine; Run starts it.
 func New(cfg Config) *Engine {
 	if cfg.Clock == nil {
-		cfg.Clock = link.System
+		cfg.Clock = clock.System
 	}
 	return &Engine{cfg: cfg, up: make(chan struct{})}
 }
@@ -111,7 +111,7 @@ func (e *Engine) RawL2TPStats() *l2tp.Stats { return &e.raw2 }
 func (e *Engine) Ready() <-chan struct{} { return e.up }
 
 // Tunnel returns the running tunnel server (nil before Ready).
-func (e *Engine) Tunnel() *tunnel.Server {
+func (e *Engine) Tunnel() *l2tpipsec.Server {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.srv
@@ -162,7 +162,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	defer kl.Close()
 	ikeOpts.ProposalKeys = ike.ProposalKeys{IKE: config.KeyIKEProposals, ESP: config.KeyESPProposals, Legacy: config.KeyAllowLegacy}
 	echoInterval, echoFailures := e.echo(gc)
-	sc := tunnel.ServerConfig{
+	sc := l2tpipsec.ServerConfig{
 		PSK: ic.PSK, CAs: ic.CAs, CheckCert: ic.CheckCert, AllowIdentity: ic.AllowIdentity,
 		ResponderPSKs: ic.ResponderPSKs, PSKForID: ic.PSKForID, BoundIdentity: ic.BoundIdentity,
 		LocalAddrFor: ic.LocalAddrFor, LocalID: ic.LocalID,
@@ -185,7 +185,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		// The LCP MRU is the session's effective MTU: mtu capped by what one
 		// outer packet carries for its ESP suite and outer family (20 bytes
 		// less over IPv6), so no inner packet is fragmented outside.
-		MRUFor: func(ss *tunnel.ServerSession, mru int) int {
+		MRUFor: func(ss *l2tpipsec.ServerSession, mru int) int {
 			return dataplane.EffectiveMTUOver(ss.Suite(), ss.Outer().Addr(), 0, mru)
 		},
 		// IPV6CP (identities with an ipv6_prefix): the gateway's link-local
@@ -273,7 +273,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	var wg sync.WaitGroup
 	var shutdown sync.Once
 	stopping := make(chan struct{})
-	sc.OnSession = func(ss *tunnel.ServerSession) {
+	sc.OnSession = func(ss *l2tpipsec.ServerSession) {
 		p := mux.claim(ss.Addr())
 		if p == nil {
 			log.Warn("session without a pending login", "addr", ss.Addr(), "peer", ss.Outer())
@@ -292,7 +292,7 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 		}
 		e.serve(env, log, s, stopping)
 	}
-	srv, err := tunnel.NewServer(sc)
+	srv, err := l2tpipsec.NewServer(sc)
 	if err != nil {
 		_ = ikeConn.Close()
 		_ = nattConn.Close()

@@ -10,7 +10,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // firstPacketSetups is how many set-ups TestFirstPacketAtIPCPUp runs: the
@@ -105,9 +105,9 @@ func TestFirstPacketAtIPCPUp(t *testing.T) {
 // answer) dropped: PPP and L2TP data on both ends, the gateway's early
 // inbox and router. (ESP's unknown-SPI and queue drops are left out: a
 // retransmitted control packet can land there without any data lost.)
-func firstPacketLosses(g *gateway, tn *tunnel.Tunnel) uint64 {
+func firstPacketLosses(g *gateway, tn *l2tpipsec.Tunnel) uint64 {
 	var n uint64
-	for _, ts := range []*tunnel.Stats{g.eng.Tunnel().Stats(), tn.Stats()} {
+	for _, ts := range []*l2tpipsec.Stats{g.eng.Tunnel().Stats(), tn.Stats()} {
 		n += ts.PPP.PacketsDropped.Load() + ts.L2TP.DataDropped.Load()
 	}
 	st := &g.srv.Router().Stats

@@ -22,7 +22,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 const testPSK = "loopback-psk"
@@ -133,19 +133,19 @@ func (g *gateway) stop() {
 	g.done <- nil // later stops return at once
 }
 
-func (g *gateway) clientConfig(user, pw string) tunnel.ClientConfig {
+func (g *gateway) clientConfig(user, pw string) l2tpipsec.ClientConfig {
 	ts := g.eng.Tunnel()
-	return tunnel.ClientConfig{
+	return l2tpipsec.ClientConfig{
 		Gateway: ts.IKEAddr().String(), NATTPort: ts.NATTAddr().Port(),
 		LocalIKE: "127.0.0.1:0", LocalNATT: "127.0.0.1:0",
 		PSK:      []byte(testPSK),
 		LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: []byte(user + ".sites.example")},
 		Username: user, Password: pw,
-		IKEOptions: tunnel.IKEOptions{ESPProposals: "aes128gcm16"},
+		IKEOptions: l2tpipsec.IKEOptions{ESPProposals: "aes128gcm16"},
 	}
 }
 
-func dial(t testing.TB, cc tunnel.ClientConfig) (*tunnel.Tunnel, chan []byte) {
+func dial(t testing.TB, cc l2tpipsec.ClientConfig) (*l2tpipsec.Tunnel, chan []byte) {
 	t.Helper()
 	tn, got := dialNoClose(t, cc)
 	t.Cleanup(func() { _ = tn.Close() })
@@ -153,13 +153,13 @@ func dial(t testing.TB, cc tunnel.ClientConfig) (*tunnel.Tunnel, chan []byte) {
 }
 
 // dialNoClose dials without registering a graceful Close.
-func dialNoClose(t testing.TB, cc tunnel.ClientConfig) (*tunnel.Tunnel, chan []byte) {
+func dialNoClose(t testing.TB, cc l2tpipsec.ClientConfig) (*l2tpipsec.Tunnel, chan []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tn, err := tunnel.Dial(ctx, cc)
+	tn, err := l2tpipsec.Dial(ctx, cc)
 	if err != nil {
-		t.Fatalf("dial as %s: %v (phase %v)", cc.Username, err, tunnel.PhaseOf(err))
+		t.Fatalf("dial as %s: %v (phase %v)", cc.Username, err, l2tpipsec.PhaseOf(err))
 	}
 	got := make(chan []byte, 64)
 	tn.SetPacketHandler(func(p []byte) {

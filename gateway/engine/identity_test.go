@@ -18,7 +18,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // These tests replay, with the project's own client as the attacker's
@@ -91,11 +91,11 @@ func startLoggedWith(t testing.TB, cfg *config.Config, ecfg engine.Config) (*gat
 }
 
 // tryDial dials and reports the error (nil: up, closed at cleanup).
-func tryDial(t testing.TB, cc tunnel.ClientConfig, d time.Duration) (*tunnel.Tunnel, error) {
+func tryDial(t testing.TB, cc l2tpipsec.ClientConfig, d time.Duration) (*l2tpipsec.Tunnel, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	tn, err := tunnel.Dial(ctx, cc)
+	tn, err := l2tpipsec.Dial(ctx, cc)
 	if err == nil {
 		t.Cleanup(func() { _ = tn.Close() })
 	}
@@ -165,8 +165,8 @@ func TestCertSitePPPNameOverSharedPSK(t *testing.T) {
 	cc := g.clientConfig("site-hall7", "pw7")
 	cc.LocalID = fqdn("attacker.example.net")
 	_, err := tryDial(t, cc, 20*time.Second)
-	if tunnel.PhaseOf(err) != tunnel.PhasePPPAuth {
-		t.Fatalf("attacker as site-hall7: got %v (phase %v), want a PPP authentication failure", err, tunnel.PhaseOf(err))
+	if l2tpipsec.PhaseOf(err) != l2tpipsec.PhasePPPAuth {
+		t.Fatalf("attacker as site-hall7: got %v (phase %v), want a PPP authentication failure", err, l2tpipsec.PhaseOf(err))
 	}
 	if g.srv.Env().Sessions.ByIdentity("site-hall7") != nil {
 		t.Fatal("site-hall7 has a session")
@@ -192,8 +192,8 @@ func TestPSKIdentityOwnKey(t *testing.T) {
 	cc := g.clientConfig("site-d", "pwd")
 	cc.LocalID = fqdn("site-d.example")
 	cc.PSK = []byte(testPSK)
-	if _, err := tryDial(t, cc, 10*time.Second); err == nil || tunnel.PhaseOf(err) != tunnel.PhaseIKE {
-		t.Fatalf("site-d with the shared key: got %v (phase %v), want an IKE failure", err, tunnel.PhaseOf(err))
+	if _, err := tryDial(t, cc, 10*time.Second); err == nil || l2tpipsec.PhaseOf(err) != l2tpipsec.PhaseIKE {
+		t.Fatalf("site-d with the shared key: got %v (phase %v), want an IKE failure", err, l2tpipsec.PhaseOf(err))
 	}
 	metricAtLeast(t, g, `fleetgate_security_refusals_total{check="psk_not_bound"}`, 1)
 	if !lb.has("phase 1 failed", "site-d.example", "not the one bound to it") {
@@ -254,7 +254,7 @@ auth_backoff: {free_failures: 100}
 		cc := g.clientConfig("ops", fmt.Sprintf("wrong-%d", i))
 		_, err := tryDial(t, cc, 20*time.Second)
 		// The PPP failure, or the Delete that follows it (client-side race).
-		if ph := tunnel.PhaseOf(err); ph != tunnel.PhasePPPAuth && ph != tunnel.PhaseIPsec {
+		if ph := l2tpipsec.PhaseOf(err); ph != l2tpipsec.PhasePPPAuth && ph != l2tpipsec.PhaseIPsec {
 			t.Fatalf("guess %d: got %v, want a PPP authentication failure", i, err)
 		}
 		waitFor(t, "the attacker's IKE SA gone", func() bool { return ts.PeerCount() == 0 })

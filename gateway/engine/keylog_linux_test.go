@@ -14,7 +14,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/keylog"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // TestKeylogDecryptsCapture: debug.keylog_dir makes the gateway write a
@@ -37,8 +37,8 @@ func TestKeylogDecryptsCapture(t *testing.T) {
 		return c
 	}
 	g := startGateway(t, parseConfig(t, fmt.Sprintf("debug: {keylog_dir: %q}\n", kdir)), engine.Config{IKEConn: dual(500), NATTConn: dual(4500)})
-	client := func(port int) tunnel.ClientConfig {
-		return tunnel.ClientConfig{
+	client := func(port int) l2tpipsec.ClientConfig {
+		return l2tpipsec.ClientConfig{
 			Gateway: gw.Addr.String() + ":500", NATTPort: 4500,
 			IKEConn: listenIn(t, site, fmt.Sprintf("0.0.0.0:%d", port)), NATTConn: listenIn(t, site, fmt.Sprintf("0.0.0.0:%d", port+1)),
 			PSK: []byte(testPSK), LocalID: &ike.Identification{Type: ike.IDFQDN, Data: []byte("hall7.sites.example")},

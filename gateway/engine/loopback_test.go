@@ -12,8 +12,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 var (
@@ -29,7 +29,7 @@ var (
 // identity without dropping the session; shutdown reaches the client as a
 // Delete/StopCCN and the session is unregistered.
 func TestLoopbackEndToEnd(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	g := startGateway(t, parseConfig(t, ""), engine.Config{})
 	us, ok := g.srv.Host().(*dataplane.Userspace)
 	if !ok {
@@ -120,7 +120,7 @@ func TestLoopbackEndToEnd(t *testing.T) {
 	default:
 	}
 	for i, c := range []struct {
-		tn  *tunnel.Tunnel
+		tn  *l2tpipsec.Tunnel
 		got chan []byte
 	}{{tn, got}, {tn2, got2}} {
 		if err := c.tn.WritePacket(udpPacket(c.tn.LocalAddr(), central, 40001, 7, payload)); err != nil {
@@ -137,14 +137,14 @@ func TestLoopbackEndToEnd(t *testing.T) {
 	// SIGTERM: both clients hear Delete/StopCCN at once (well before DPD
 	// or LCP echo could notice), and the sessions are unregistered.
 	g.stop()
-	for _, c := range []*tunnel.Tunnel{tn, tn2} {
+	for _, c := range []*l2tpipsec.Tunnel{tn, tn2} {
 		if err := doneWithin(c.Done(), 5*time.Second); err != nil {
 			t.Fatalf("client %v not told of the shutdown within 5s", c.LocalAddr())
 		}
-		if err := c.Err(); err == nil || errors.Is(err, tunnel.ErrClosed) {
+		if err := c.Err(); err == nil || errors.Is(err, l2tpipsec.ErrClosed) {
 			t.Fatalf("client end reason: got %v, want a peer-initiated teardown", err)
 		}
-		t.Logf("client %v ended: %v (phase %v)", c.LocalAddr(), c.Err(), tunnel.PhaseOf(c.Err()))
+		t.Logf("client %v ended: %v (phase %v)", c.LocalAddr(), c.Err(), l2tpipsec.PhaseOf(c.Err()))
 	}
 	if n := env.Sessions.Len(); n != 0 {
 		t.Fatalf("sessions after shutdown: got %d, want 0", n)

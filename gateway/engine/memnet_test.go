@@ -17,7 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // memNet is an in-memory UDP "internet": every memConn is a socket bound
@@ -169,7 +169,7 @@ func BenchmarkIdleMemory10k(b *testing.B) {
 	runtime.ReadMemStats(&base)
 	g0 := runtime.NumGoroutine()
 
-	var tunnels []*tunnel.Tunnel
+	var tunnels []*l2tpipsec.Tunnel
 	var tmu sync.Mutex
 	b.Cleanup(func() {
 		for _, tn := range tunnels {
@@ -188,19 +188,19 @@ func BenchmarkIdleMemory10k(b *testing.B) {
 			defer func() { <-sem }()
 			ip := netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i%250)})
 			port := uint16(1024 + 2*(i/250))
-			cc := tunnel.ClientConfig{
+			cc := l2tpipsec.ClientConfig{
 				Gateway: gwIKE.String(), NATTPort: gwNATT.Port(),
 				IKEConn:  mn.listen(netip.AddrPortFrom(ip, port), 64),
 				NATTConn: mn.listen(netip.AddrPortFrom(ip, port+1), 64),
 				PSK:      []byte(testPSK),
 				LocalID:  &ike.Identification{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "s%d.sites.example", i)},
 				Username: fmt.Sprintf("s%d", i), Password: "pw",
-				IKEOptions: tunnel.IKEOptions{IKEProposals: "aes128-sha256-ecp256", ESPProposals: "aes128gcm16",
+				IKEOptions: l2tpipsec.IKEOptions{IKEProposals: "aes128-sha256-ecp256", ESPProposals: "aes128gcm16",
 					DPDInterval: -1, KeepaliveInterval: -1},
 			}
 			dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer dcancel()
-			tn, err := tunnel.Dial(dctx, cc)
+			tn, err := l2tpipsec.Dial(dctx, cc)
 			if err != nil {
 				failed.Add(1)
 				b.Logf("client %d: %v", i, err)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/server"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // ikeSeen remembers the IKE counters already turned into gateway metrics.
@@ -21,10 +21,10 @@ type ikeSeen struct {
 }
 
 // metricsLoop turns the IKE engine's counters into the gateway's set-up
-// failure and rekey metrics every statsInterval. uplink/tunnel keeps the
+// failure and rekey metrics every statsInterval. uplink/l2tpipsec keeps the
 // IKE events to itself, so counters are the only view the engine has of
 // failures that never reached a session.
-func (e *Engine) metricsLoop(ctx context.Context, env *server.Env, srv *tunnel.Server) {
+func (e *Engine) metricsLoop(ctx context.Context, env *server.Env, srv *l2tpipsec.Server) {
 	for {
 		t := e.cfg.Clock.NewTimer(statsInterval)
 		select {
@@ -38,7 +38,7 @@ func (e *Engine) metricsLoop(ctx context.Context, env *server.Env, srv *tunnel.S
 }
 
 // syncMetrics reports the IKE counters' growth since the last call.
-func (e *Engine) syncMetrics(env *server.Env, srv *tunnel.Server) {
+func (e *Engine) syncMetrics(env *server.Env, srv *l2tpipsec.Server) {
 	st := srv.Stats().IKE
 	if st == nil {
 		return

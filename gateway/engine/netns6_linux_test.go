@@ -14,12 +14,12 @@ import (
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // udp6Echo answers IPv6 UDP datagrams arriving over the tunnel for the
 // site prefix by swapping addresses and ports (the checksum stays valid).
-func udp6Echo(tn *tunnel.Tunnel, site netip.Prefix) func([]byte) {
+func udp6Echo(tn *l2tpipsec.Tunnel, site netip.Prefix) func([]byte) {
 	return func(p []byte) {
 		if len(p) < 48 || p[0]>>4 != 6 || p[6] != 17 || !site.Contains(netip.AddrFrom16([16]byte(p[24:40]))) {
 			return
@@ -75,7 +75,7 @@ func TestNetnsTUNIPv6(t *testing.T) {
 	<-eng.Ready()
 
 	edge := topo.Host("edge")
-	tn, _ := dial(t, tunnel.ClientConfig{
+	tn, _ := dial(t, l2tpipsec.ClientConfig{
 		Gateway: netip.AddrPortFrom(gw.Addr, 500).String(), NATTPort: 4500,
 		IKEConn: listenIn(t, edge, "0.0.0.0:500"), NATTConn: listenIn(t, edge, "0.0.0.0:4500"),
 		PSK:      []byte(testPSK),

@@ -13,13 +13,13 @@ import (
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // echoResponder answers ICMP echo requests arriving over the tunnel for
 // the edge's VPN address or anything inside its site prefix, as an edge
 // bridge holding endpoint addresses would.
-func echoResponder(tn *tunnel.Tunnel, site netip.Prefix) func([]byte) {
+func echoResponder(tn *l2tpipsec.Tunnel, site netip.Prefix) func([]byte) {
 	return func(p []byte) {
 		h := ipv4.Header(p)
 		if h.Validate() != nil || h.Protocol() != ipv4.ProtoICMP || h.Fragment() {
@@ -86,10 +86,10 @@ func TestNetnsTUN(t *testing.T) {
 		{"edge", "hall7", "pw7", netip.MustParsePrefix("10.10.8.0/24")},
 		{"edge2", "site2", "pw2", netip.MustParsePrefix("10.10.9.0/24")},
 	}
-	var tns []*tunnel.Tunnel
+	var tns []*l2tpipsec.Tunnel
 	for _, s := range sites {
 		h := topo.Host(s.host)
-		cc := tunnel.ClientConfig{
+		cc := l2tpipsec.ClientConfig{
 			Gateway: netip.AddrPortFrom(gw.Addr, 500).String(), NATTPort: 4500,
 			IKEConn: listenIn(t, h, "0.0.0.0:500"), NATTConn: listenIn(t, h, "0.0.0.0:4500"),
 			PSK:      []byte(testPSK),

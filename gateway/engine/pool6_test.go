@@ -7,7 +7,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/route"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // TestPool6Sessions: with pool.ipv6_prefix (a /62: three usable /64s,
@@ -20,7 +20,7 @@ func TestPool6Sessions(t *testing.T) {
 		"  - {name: hall8, ppp: {password: pw8}}\n  - {name: hall9, ppp: {password: pw9}}\n")
 	g := startGateway(t, cfg, engine.Config{})
 	pool := netip.MustParsePrefix("2001:db8:100::/62")
-	up := func(user, pw string) (*tunnel.Tunnel, netip.Prefix) {
+	up := func(user, pw string) (*l2tpipsec.Tunnel, netip.Prefix) {
 		t.Helper()
 		cc := g.clientConfig(user, pw)
 		cc.IPv6 = true
@@ -30,7 +30,7 @@ func TestPool6Sessions(t *testing.T) {
 		s6, _ := g.srv.Env().Sessions.Lookup(tn.LocalAddr()).(route.IPv6Session)
 		return tn, s6.IPv6Prefix()
 	}
-	ipv6Up := func(tn *tunnel.Tunnel, who string) {
+	ipv6Up := func(tn *l2tpipsec.Tunnel, who string) {
 		t.Helper()
 		select {
 		case <-tn.IPv6Up():

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // TestReloadAppliesProposals: proposals: is applied by a reload (it was
@@ -20,21 +20,21 @@ func TestReloadAppliesProposals(t *testing.T) {
 	gcm128 := g.clientConfig("hall7", "pw7")
 	gcm128.IKEProposals, gcm128.ESPProposals = "aes256-sha256-modp2048", "aes128gcm16"
 
-	mustFail := func(cc tunnel.ClientConfig, phase tunnel.Phase) {
+	mustFail := func(cc l2tpipsec.ClientConfig, phase l2tpipsec.Phase) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		tn, err := tunnel.Dial(ctx, cc)
+		tn, err := l2tpipsec.Dial(ctx, cc)
 		if err == nil {
 			_ = tn.Close()
 			t.Fatalf("%s/%s accepted before the reload", cc.IKEProposals, cc.ESPProposals)
 		}
-		if got := tunnel.PhaseOf(err); got != phase {
+		if got := l2tpipsec.PhaseOf(err); got != phase {
 			t.Fatalf("%s/%s: failed in %v (%v), want %v", cc.IKEProposals, cc.ESPProposals, got, err, phase)
 		}
 	}
-	mustFail(ecp, tunnel.PhaseIKE)
-	mustFail(gcm128, tunnel.PhaseQuickMode)
+	mustFail(ecp, l2tpipsec.PhaseIKE)
+	mustFail(gcm128, l2tpipsec.PhaseQuickMode)
 	waitFor(t, "both refusals in /metrics", func() bool {
 		expo := g.scrape(t)
 		return strings.Contains(expo, `fleetgate_session_setup_failures_total{phase="ike_main",reason="no_proposal_chosen"} 1`) &&

@@ -9,8 +9,8 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // TestRekeyMetricsByKind: with short lifetimes on a fake clock, a session
@@ -18,10 +18,10 @@ import (
 // them apart (kind="ipsec", kind="ike") and the figures add up to the IKE
 // engine's own rekey counter.
 func TestRekeyMetricsByKind(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	// In IKEv1 the initiator (the client) rekeys phase 1; the gateway
 	// counts the client's new Main Mode without INITIAL-CONTACT as a rekey.
-	short := tunnel.IKEOptions{IPsecLifetime: 2 * time.Minute, IKELifetime: 4 * time.Minute, RekeyMargin: 30 * time.Second}
+	short := l2tpipsec.IKEOptions{IPsecLifetime: 2 * time.Minute, IKELifetime: 4 * time.Minute, RekeyMargin: 30 * time.Second}
 	eng := engine.New(engine.Config{IKEConn: udpConn(t), NATTConn: udpConn(t), IKE: short, Clock: clk})
 	srv, err := server.New(parseConfig(t, ""), server.Options{Engine: eng, Clock: clk})
 	if err != nil {

@@ -10,11 +10,11 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // sessionLink is what a gateway session runs over: an L2TP/IPsec session from
-// uplink/tunnel, or a raw L2TP session (no IPsec).
+// uplink/l2tpipsec, or a raw L2TP session (no IPsec).
 type sessionLink interface {
 	Addr() netip.Addr
 	WritePacket(pkt []byte) error
@@ -158,7 +158,7 @@ func (s *Session) endCause(shutdown bool) (cause int, dpd, echo bool) {
 		return radius.CauseLostCarrier, false, true
 	case term:
 		return radius.CauseAdminReset, false, false
-	case errors.Is(err, tunnel.ErrIPsecLost):
+	case errors.Is(err, l2tpipsec.ErrIPsecLost):
 		return radius.CauseLostCarrier, false, false
 	}
 	return radius.CauseUserRequest, false, false

@@ -3,7 +3,7 @@ package engine
 import "sync/atomic"
 
 // Stats are the engine's own counters (the protocol layers' counters are in
-// tunnel.Server.Stats).
+// l2tpipsec.Server.Stats).
 type Stats struct {
 	AdmissionRefused  atomic.Uint64 // Main Modes refused by pacing when MM3 proved the address
 	AdmissionAdmitted atomic.Uint64 // Main Modes admitted at MM3

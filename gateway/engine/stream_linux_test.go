@@ -21,7 +21,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/ipstack"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // streamBytes is the size of each TCP stream of TestNetnsTCPStreamGSO.
@@ -83,7 +83,7 @@ func TestNetnsTCPStreamGSO(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	<-eng.Ready()
 
-	tn, _ := dial(t, tunnel.ClientConfig{
+	tn, _ := dial(t, l2tpipsec.ClientConfig{
 		Gateway: netip.AddrPortFrom(gw.Addr, 500).String(), NATTPort: 4500,
 		IKEConn: listenIn(t, edge, "0.0.0.0:500"), NATTConn: listenIn(t, edge, "0.0.0.0:4500"),
 		PSK:      []byte(testPSK),

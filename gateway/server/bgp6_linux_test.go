@@ -10,7 +10,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestSessionIPv6PrefixInBird: with bgp.next_hop6 the sites' IPv6 prefixes
@@ -39,7 +39,7 @@ func TestSessionIPv6PrefixInBird(t *testing.T) {
 		envc <- env
 		<-ctx.Done()
 		return nil
-	}), Host: newNullHost(), Clock: linktest.NewClock()})
+	}), Host: newNullHost(), Clock: stacktest.NewClock()})
 	if err != nil {
 		t.Fatal(err)
 	}

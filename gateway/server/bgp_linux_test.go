@@ -16,7 +16,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 const bgpConfig = `bgp:
@@ -61,7 +61,7 @@ func TestSessionRoutesInBird(t *testing.T) {
 		}
 		return nil
 	})
-	srv, err := New(cfg, Options{Engine: eng, Host: newNullHost(), Clock: linktest.NewClock()})
+	srv, err := New(cfg, Options{Engine: eng, Host: newNullHost(), Clock: stacktest.NewClock()})
 	if err != nil {
 		t.Fatal(err)
 	}

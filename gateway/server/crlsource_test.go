@@ -13,7 +13,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/pki"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 type certSession struct {
@@ -31,7 +31,7 @@ func (c certSession) Phase1() Phase1 { return c.p }
 // it; a fresh CRL lifts fail-closed.
 func TestFleetCRL(t *testing.T) {
 	dir := t.TempDir()
-	caClk := linktest.NewClock() // the CA's clock runs with the gateways' fake clocks
+	caClk := stacktest.NewClock() // the CA's clock runs with the gateways' fake clocks
 	store := &pki.Store{Dir: dir, Now: caClk.Now}
 	if _, err := store.CreateCA(pki.CAOptions{}); err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func TestFleetCRL(t *testing.T) {
 
 	type gw struct {
 		srv  *Server
-		clk  *linktest.Clock
+		clk  *stacktest.Clock
 		sess certSession
 	}
 	var gws []*gw
@@ -72,7 +72,7 @@ func TestFleetCRL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		clk := linktest.NewClock()
+		clk := stacktest.NewClock()
 		srv, err := New(cfg, Options{Host: newNullHost(), Clock: clk})
 		if err != nil {
 			t.Fatal(err)

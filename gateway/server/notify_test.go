@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestSDNotify checks what a systemd Type=notify unit relies on: READY=1
@@ -33,7 +33,7 @@ func TestSDNotify(t *testing.T) {
 		return nil
 	})
 	cfg := parse(t, filepath.Join(dir, "gw.sock"), "")
-	srv, err := New(cfg, Options{Engine: eng, Host: newNullHost(), Clock: linktest.NewClock()})
+	srv, err := New(cfg, Options{Engine: eng, Host: newNullHost(), Clock: stacktest.NewClock()})
 	if err != nil {
 		t.Fatal(err)
 	}

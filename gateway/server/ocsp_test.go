@@ -16,7 +16,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/pki"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // lockedBuffer is a log sink safe for the server's goroutines.
@@ -49,7 +49,7 @@ func (l *lockedBuffer) count(s string) int {
 // responder's timeout twice in a row); the responder back lifts it.
 func TestFleetOCSP(t *testing.T) {
 	dir := t.TempDir()
-	caClk := linktest.NewClock()
+	caClk := stacktest.NewClock()
 	store := &pki.Store{Dir: dir, Now: caClk.Now}
 	if _, err := store.CreateCA(pki.CAOptions{}); err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestFleetOCSP(t *testing.T) {
 
 	type gw struct {
 		srv  *Server
-		clk  *linktest.Clock
+		clk  *stacktest.Clock
 		log  *lockedBuffer
 		sess certSession
 	}
@@ -92,7 +92,7 @@ func TestFleetOCSP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		clk := linktest.NewClock()
+		clk := stacktest.NewClock()
 		logs := &lockedBuffer{}
 		srv, err := New(cfg, Options{Host: newNullHost(), Clock: clk, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		if err != nil {

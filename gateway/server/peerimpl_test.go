@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 type peerSession struct {
@@ -37,7 +37,7 @@ func TestSessionPeerImplementation(t *testing.T) {
 		return nil
 	})
 	logs := &lockedBuffer{}
-	srv, err := New(cfg, Options{Engine: eng, Host: newNullHost(), Clock: linktest.NewClock(), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	srv, err := New(cfg, Options{Engine: eng, Host: newNullHost(), Clock: stacktest.NewClock(), Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

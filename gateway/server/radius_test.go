@@ -11,7 +11,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 type radiusSession struct{ *testSession }
@@ -24,7 +24,7 @@ func (radiusSession) Class() []byte   { return []byte("tenant-a") }
 // Stop with this session's byte and packet counts.
 func TestAccountingThroughServer(t *testing.T) {
 	fr := realpeer.StartFreeRADIUS(t, nil, realpeer.FreeRADIUSConfig{Users: []realpeer.RADIUSUser{{Name: "site-r", Password: "pw", Reply: []string{"Framed-IP-Address = 10.10.0.50"}}}})
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	y := fmt.Sprintf("psk: {shared: x}\npolicy: {default: allow}\nmetrics: {listen: \"off\"}\nradius: {auth: %q, acct: %q, secret: %q, nas_identifier: gw-t, interim_interval: 1m}\n",
 		fr.Auth, fr.Acct, fr.Secret)
 	cfg, err := config.Parse("gw.yaml", []byte(y))

@@ -40,7 +40,7 @@ import (
 	"github.com/fleetgate/fleetgate/internal/sdnotify"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
 	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Options configure New.
@@ -53,8 +53,8 @@ type Options struct {
 	Host dataplane.Host
 	// Logger; nil discards.
 	Logger *slog.Logger
-	// Clock (default link.System).
-	Clock link.Clock
+	// Clock (default clock.System).
+	Clock clock.Clock
 }
 
 // Server is the gateway daemon.
@@ -93,7 +93,7 @@ type Server struct {
 // New builds a server from a validated configuration.
 func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Clock == nil {
-		opts.Clock = link.System
+		opts.Clock = clock.System
 	}
 	log := opts.Logger
 	if log == nil {

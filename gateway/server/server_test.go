@@ -20,7 +20,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/gateway/status"
 	"github.com/fleetgate/fleetgate/internal/testenv"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 type testSession struct {
@@ -128,7 +128,7 @@ func udp(src, dst string, sport, dport uint16) []byte {
 // relogin replaces, reload closes only affected sessions, and shutdown
 // makes the engine tell every peer.
 func TestServerLifecycle(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	sock := filepath.Join(t.TempDir(), "gw.sock")
 	cfg := parse(t, sock, "")
 	host := newNullHost()
@@ -158,7 +158,7 @@ func TestServerLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	srv, err := New(cfg, Options{Engine: eng, Host: host, Clock: linktest.NewClock()})
+	srv, err := New(cfg, Options{Engine: eng, Host: host, Clock: stacktest.NewClock()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestAccountingThroughOutage: no RADIUS server answers; local identities
@@ -39,7 +39,7 @@ radius: {auth: "127.0.0.1:%d", acct: "127.0.0.1:%d", secret: fleetgate-test-secr
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(cfg, Options{Host: newNullHost(), Clock: linktest.NewClock()})
+		srv, err := New(cfg, Options{Host: newNullHost(), Clock: stacktest.NewClock()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,13 +27,13 @@ import (
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/device"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	gconfig "github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/internal/testenv"
-	"github.com/fleetgate/fleetgate/uplink/tunnel"
+	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
 // TestStatusPagesInChromium: the real gateway (userspace data plane, its
@@ -90,7 +90,7 @@ uplink:
 	names := []string{"sensor-17", "sensor-18", "sensor-19"}
 	keys := map[string][]byte{}
 	for _, n := range names {
-		prov, err := device.Provision(reg, ca, device.Request{Name: n})
+		prov, err := registry.Provision(reg, ca, registry.Request{Name: n})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,9 +134,9 @@ uplink:
 
 	// A site with the right PSK and a wrong PPP password: refused, and
 	// the failure is on the gateway's page with its reason.
-	bad, err := tunnel.Dial(context.Background(), tunnel.ClientConfig{Gateway: ts.IKEAddr().String(), NATTPort: ts.NATTAddr().Port(),
+	bad, err := l2tpipsec.Dial(context.Background(), l2tpipsec.ClientConfig{Gateway: ts.IKEAddr().String(), NATTPort: ts.NATTAddr().Port(),
 		LocalIKE: "127.0.0.1:0", LocalNATT: "127.0.0.1:0", PSK: []byte("browser-psk"), Username: "plant-a", Password: "wrong",
-		IKEOptions: tunnel.IKEOptions{ESPProposals: "aes128gcm16"}})
+		IKEOptions: l2tpipsec.IKEOptions{ESPProposals: "aes128gcm16"}})
 	if err == nil {
 		bad.Close()
 		t.Fatal("a wrong PPP password was accepted")

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/testenv"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,7 +137,7 @@ func TestBatchConnFamilies(t *testing.T) {
 func TestTransportBatchedStream(t *testing.T) {
 	for _, single := range []bool{false, true} {
 		t.Run(ioName(single), func(t *testing.T) {
-			linktest.CheckGoroutines(t)
+			stacktest.CheckGoroutines(t)
 			mk := func() *Transport {
 				tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1, SingleIO: single,
 					IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
@@ -192,7 +192,7 @@ func TestTransportBatchedStream(t *testing.T) {
 func TestTransportFilteredConn(t *testing.T) {
 	for _, single := range []bool{false, true} {
 		t.Run(ioName(single), func(t *testing.T) {
-			linktest.CheckGoroutines(t)
+			stacktest.CheckGoroutines(t)
 			inner := listenUDP(t, "127.0.0.1:0")
 			f := &admitFilter{c: inner}
 			got := make(chan []byte, 8)
@@ -259,7 +259,7 @@ func (f *admitFilter) refusedCount() int {
 // TestSenderCloseReleasesWriters: writers waiting for queue space when the
 // transport closes return ErrClosed-wrapped errors, and no goroutine stays.
 func TestSenderCloseReleasesWriters(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1,
 		IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
 	if err != nil {
@@ -368,7 +368,7 @@ func TestBatchConnGSOFallback(t *testing.T) {
 // written by the caller (no hand-off to the sender goroutine, no batch);
 // the pause is a precondition, not a synchronisation.
 func TestSenderLonePacketsInline(t *testing.T) {
-	linktest.CheckGoroutines(t)
+	stacktest.CheckGoroutines(t)
 	mk := func() *Transport {
 		tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1,
 			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})

@@ -8,7 +8,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestBatchConnGRO: with UDP_GRO on the receiving socket, a GSO run from
@@ -70,8 +70,8 @@ func TestBatchConnGRO(t *testing.T) {
 // Transport's socket gets them as one GRO message (Stats.Coalesced = 32),
 // and every one reaches the L2TP reader once, in order.
 func TestTransportGRO(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	if b.tr.natt.batch == nil || b.tr.natt.batch.gro == nil {
 		t.Fatal("the Transport did not turn UDP GRO on")

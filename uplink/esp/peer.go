@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // PeerConfig describes the far end of a pair of SAs.
@@ -440,7 +440,7 @@ func (t *Transport) inputESP(b []byte, from netip.AddrPort) {
 
 // keepaliveLoop sends NAT keepalives (RFC 3948 §2.3, §4) to the peers that
 // want them, every KeepaliveInterval.
-func (t *Transport) keepaliveLoop(tm link.Timer) {
+func (t *Transport) keepaliveLoop(tm clock.Timer) {
 	defer t.wg.Done()
 	ka := []byte{NATKeepalive}
 	var targets []netip.AddrPort
@@ -483,7 +483,7 @@ func spiHex(spi uint32) string { return fmt.Sprintf("%08x", spi) }
 // warnLimiter lets one warning through per second, so that a flood of bad
 // packets costs a counter increment each, not a log line each.
 type warnLimiter struct {
-	clock      link.Clock
+	clock      clock.Clock
 	mu         sync.Mutex
 	last       time.Time
 	suppressed int

@@ -7,18 +7,18 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/uplink/esp/esptest"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestTransportOverImpairedPipe runs two transports over an in-memory pipe
 // that duplicates and reorders: every L2TP datagram arrives exactly once,
 // each duplicate is dropped by the replay window and counted.
 func TestTransportOverImpairedPipe(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
-	pipe := linktest.NewPipe(linktest.PipeConfig{AtoB: linktest.Impairment{DupPercent: 20, ReorderPercent: 20}, Seed: 7})
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
+	pipe := stacktest.NewPipe(stacktest.PipeConfig{AtoB: stacktest.Impairment{DupPercent: 20, ReorderPercent: 20}, Seed: 7})
 	addrA, addrB := netip.MustParseAddrPort("192.0.2.10:4500"), netip.MustParseAddrPort("203.0.113.1:4500")
-	mk := func(pc *linktest.PipeConn, local, remote netip.AddrPort) *Transport {
+	mk := func(pc *stacktest.PipeConn, local, remote netip.AddrPort) *Transport {
 		tr, err := NewTransport(TransportConfig{NATTConn: esptest.Wrap(pc, local, remote), Clock: clock,
 			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
 		if err != nil {

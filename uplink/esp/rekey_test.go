@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestTransportRekeyMakeBeforeBreak: the responder installs the new pair
@@ -15,8 +15,8 @@ import (
 // once the initiator switches, its packets use the new SPI; the old inbound
 // SA disappears when the grace period ends.
 func TestTransportRekeyMakeBeforeBreak(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	b.tr.retiredHook = make(chan uint32, 4)
 	pA, pB, _ := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
@@ -77,8 +77,8 @@ func TestTransportRekeyMakeBeforeBreak(t *testing.T) {
 // sealed with the old SAs are still in flight (sent, not yet read); every
 // packet must arrive exactly once.
 func TestTransportRekeyUnderTraffic(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	pA, pB, _ := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
 	const burst = 40 // well inside the socket buffer
@@ -131,8 +131,8 @@ func TestTransportRekeyUnderTraffic(t *testing.T) {
 }
 
 func TestTransportRekeyNoAutoRetire(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", Clock: clock, RekeyGrace: -1,
 		IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
 	if err != nil {
@@ -165,8 +165,8 @@ func TestTransportRekeyNoAutoRetire(t *testing.T) {
 }
 
 func TestTransportRemovePair(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a := newEnd(t, clock)
 	out1, in1 := newPair(t, gcm128, 1, Options{})
 	out2, in2 := newPair(t, gcm128, 2, Options{})
@@ -197,8 +197,8 @@ func TestTransportRemovePair(t *testing.T) {
 // unchanged; Activate then switches outbound and retires the older inbound
 // SA after the grace period.
 func TestTransportAddInboundThenActivate(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", Clock: clock, RekeyGrace: 10 * time.Second,
 		IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
 	if err != nil {
@@ -269,8 +269,8 @@ func TestTransportAddInboundThenActivate(t *testing.T) {
 // opens on the new inbound SA (the initiator has the pair), so the reply
 // already uses the new SA without waiting for Activate.
 func TestTransportActivateOnFirstPacket(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	pA, pB, _ := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
 	aOut2, bIn2 := newPair(t, gcm128, 0x1002, Options{})

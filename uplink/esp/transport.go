@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // IKEHandler receives the IKE datagrams the transport reads. The IKE engine
@@ -44,8 +44,8 @@ type TransportConfig struct {
 	// IKE receives IKE datagrams from both sockets. Required.
 	IKE IKEHandler
 	// Clock drives NAT keepalives and the rekey grace period.
-	// Default link.System.
-	Clock link.Clock
+	// Default clock.System.
+	Clock clock.Clock
 	// KeepaliveInterval is the NAT-keepalive period for peers with
 	// PeerConfig.Keepalive (RFC 3948 §4; default 20 s, negative disables).
 	KeepaliveInterval time.Duration
@@ -145,7 +145,7 @@ type TransportStats struct {
 type Transport struct {
 	cfg   TransportConfig
 	log   *slog.Logger
-	clock link.Clock
+	clock clock.Clock
 	ike   *sock // nil when there is no port-500 socket
 	natt  *sock
 	stats TransportStats
@@ -186,7 +186,7 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 		return nil, errors.New("esp: TransportConfig needs NATTConn or NATTAddr")
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = link.System
+		cfg.Clock = clock.System
 	}
 	if cfg.KeepaliveInterval == 0 {
 		cfg.KeepaliveInterval = 20 * time.Second

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 type ikeMsg struct {
@@ -24,7 +24,7 @@ type end struct {
 	ike chan ikeMsg
 }
 
-func newEnd(t *testing.T, clock *linktest.Clock) *end {
+func newEnd(t *testing.T, clock *stacktest.Clock) *end {
 	t.Helper()
 	e := &end{ike: make(chan ikeMsg, 16)}
 	tr, err := NewTransport(TransportConfig{
@@ -98,8 +98,8 @@ func l2tpPayload(n int, tag byte) []byte {
 }
 
 func TestTransportL2TPBothWays(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	pA, pB, _ := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
 	for i, n := range []int{12, 200, 1400, 1460} {
@@ -136,8 +136,8 @@ func TestTransportL2TPBothWays(t *testing.T) {
 // outside the selectors. Each is dropped and counted; a valid packet from
 // the raw socket moves the peer's address (NAT rebinding).
 func TestTransportDropsBadESP(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	_, pB, aOut := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{RemotePort: L2TPPort})
 	raw := rawSocket(t)
@@ -214,8 +214,8 @@ func TestTransportDropsBadESP(t *testing.T) {
 }
 
 func TestTransportClassifiesNATT(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	b := newEnd(t, clock)
 	raw := rawSocket(t)
 	natt := net.UDPAddrFromAddrPort(b.tr.NATTAddr())
@@ -265,8 +265,8 @@ func TestTransportClassifiesNATT(t *testing.T) {
 }
 
 func TestTransportSendsKeepalives(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a := newEnd(t, clock)
 	// Set before the first tick (the loop reads it only after a tick).
 	a.tr.tickHook = make(chan struct{}, 8)
@@ -317,8 +317,8 @@ func TestTransportSendsKeepalives(t *testing.T) {
 // TestTransportTwoClientsBehindOneNAT: two clients share an outer address
 // (127.0.0.1) and both use inner port 1701; the gateway tells them apart.
 func TestTransportTwoClientsBehindOneNAT(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	gw := newEnd(t, clock)
 	c1, c2 := newEnd(t, clock), newEnd(t, clock)
 	p1, g1, _ := connect(t, c1, gw, 0x11, 0x21, PeerConfig{}, PeerConfig{})
@@ -347,8 +347,8 @@ func TestTransportTwoClientsBehindOneNAT(t *testing.T) {
 }
 
 func TestTransportPacketConnErrors(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	pA, _, _ := connect(t, a, b, 1, 2, PeerConfig{}, PeerConfig{})
 	c := a.tr.L2TP()
@@ -380,8 +380,8 @@ func TestTransportPacketConnErrors(t *testing.T) {
 // TestTransportRebindOnlyOnNewest: a packet that is authentic and unseen
 // but older than the newest one is delivered, yet does not move the peer.
 func TestTransportRebindOnlyOnNewest(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	_, pB, aOut := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
 	inner := []byte{0x06, 0xa5, 0x06, 0xa5, 0, 9, 0, 0, 'x'}
@@ -405,8 +405,8 @@ func TestTransportRebindOnlyOnNewest(t *testing.T) {
 // Diffie-Hellman computation under a flood would) and checks that ESP still
 // flows and that IKE beyond the queue is dropped and counted.
 func TestTransportSlowIKEDoesNotStallESP(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	entered, release := make(chan struct{}, 1), make(chan struct{})
 	tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", Clock: clock, IKEQueue: 1,
 		IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {
@@ -450,8 +450,8 @@ func TestTransportSlowIKEDoesNotStallESP(t *testing.T) {
 // TestTransportIPv6 runs the L2TP exchange over IPv6 loopback outer
 // addresses; the peer's address must compare equal (no rebinding).
 func TestTransportIPv6(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	clock := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
 	mk := func(addr string) *Transport {
 		tr, err := NewTransport(TransportConfig{NATTAddr: addr, Clock: clock,
 			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})

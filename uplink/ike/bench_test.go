@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // queueSender delivers synchronously through a shared queue, so a
@@ -37,7 +37,7 @@ func BenchmarkHandshake(b *testing.B) {
 		{"modp2048", "aes256-sha256-modp2048"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			clk := linktest.NewClock()
+			clk := stacktest.NewClock()
 			for i := 0; i < b.N; i++ {
 				var q []queued
 				var ea, eb *Engine

@@ -12,7 +12,7 @@
 // no sockets: the ESP transport, which owns UDP 500 and 4500, implements
 // Sender and calls Engine.Input for IKE datagrams (non-ESP marker already
 // stripped on 4500). Something must call Engine.Tick about once a second
-// (Engine.Run does, on the configured link.Clock).
+// (Engine.Run does, on the configured clock.Clock).
 //
 // SA changes arrive through Config.OnEvent, in order and never under the
 // engine's lock:

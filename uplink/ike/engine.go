@@ -20,7 +20,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/srcaddr"
 	"github.com/fleetgate/fleetgate/uplink/esp"
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Role says which side of an exchange we are.
@@ -180,7 +180,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, errors.New("ike: Config.Sender is required")
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = link.System
+		cfg.Clock = clock.System
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // LocalCert is our certificate chain and key for signature authentication.
@@ -19,7 +19,7 @@ type LocalCert struct {
 // Config configures an Engine. Zero values take the documented defaults.
 type Config struct {
 	Sender Sender     // required
-	Clock  link.Clock // default link.System
+	Clock  clock.Clock // default clock.System
 	Logger *slog.Logger
 	Rand   io.Reader // default crypto/rand
 

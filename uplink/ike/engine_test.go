@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // checkPair asserts that two Child SAs are the two ends of one SA pair.
@@ -159,8 +159,8 @@ func TestResponderHonoursInitiatorOrder(t *testing.T) {
 }
 
 func TestLossyLinkRetransmits(t *testing.T) {
-	imp := linktest.Impairment{LossPercent: 30, DupPercent: 10, ReorderPercent: 10}
-	p := newPair(t, pairOpts{pipe: linktest.PipeConfig{AtoB: imp, BtoA: imp, Seed: 3}, cfgA: func(c *Config) { c.Retries = 20 }, cfgB: func(c *Config) { c.Retries = 20 }})
+	imp := stacktest.Impairment{LossPercent: 30, DupPercent: 10, ReorderPercent: 10}
+	p := newPair(t, pairOpts{pipe: stacktest.PipeConfig{AtoB: imp, BtoA: imp, Seed: 3}, cfgA: func(c *Config) { c.Retries = 20 }, cfgB: func(c *Config) { c.Retries = 20 }})
 	p.dial(t)
 	ca := p.wait(t, p.a, EventChildUp, time.Second).Child
 	cb := p.wait(t, p.b, EventChildUp, time.Second).Child

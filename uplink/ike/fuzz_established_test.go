@@ -5,14 +5,14 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // syncPair is two engines joined by a synchronous queue.
 type syncPair struct {
 	q      []queued
 	ea, eb *Engine
-	clk    *linktest.Clock
+	clk    *stacktest.Clock
 	evA    []Event
 	evB    []Event
 }
@@ -26,7 +26,7 @@ func (p *syncPair) drain() {
 }
 
 func newSyncPair(tb testing.TB) *syncPair {
-	p := &syncPair{clk: linktest.NewClock()}
+	p := &syncPair{clk: stacktest.NewClock()}
 	cfg := func(s queueSender, evs *[]Event) Config {
 		// CryptoWorkers -1: the queue is drained synchronously.
 		return Config{Sender: s, Clock: p.clk, PSK: psk("fuzz"), CryptoWorkers: -1, IKEProposals: MustProposals("aes128-sha256-ecp256"),

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
-// The in-memory harness: two engines over a linktest pipe. Each datagram
+// The in-memory harness: two engines over a stacktest pipe. Each datagram
 // carries a 13-byte frame header (natt flag, source and destination
 // IPv4:port) so that engines see real addresses; a simulated NAT in front
 // of side A rewrites A's source address the way a NAPT would.
@@ -25,7 +25,7 @@ var (
 
 type side struct {
 	t      *testing.T
-	conn   *linktest.PipeConn
+	conn   *stacktest.PipeConn
 	eng    *Engine
 	events chan Event
 	self   netip.Addr
@@ -76,14 +76,14 @@ func (s *side) loop(done chan struct{}) {
 }
 
 type pair struct {
-	clock *linktest.Clock
+	clock *stacktest.Clock
 	a, b  *side
-	pipe  *linktest.Pipe
+	pipe  *stacktest.Pipe
 }
 
 type pairOpts struct {
 	nat     bool
-	pipe    linktest.PipeConfig
+	pipe    stacktest.PipeConfig
 	cfgA    func(*Config)
 	cfgB    func(*Config)
 	noCheck bool
@@ -96,9 +96,9 @@ func psk(key string) func(netip.Addr) ([]byte, bool) {
 func newPair(t *testing.T, o pairOpts) *pair {
 	t.Helper()
 	if !o.noCheck {
-		linktest.CheckGoroutines(t)
+		stacktest.CheckGoroutines(t)
 	}
-	p := &pair{clock: linktest.NewClock(), pipe: linktest.NewPipe(o.pipe)}
+	p := &pair{clock: stacktest.NewClock(), pipe: stacktest.NewPipe(o.pipe)}
 	p.a = &side{t: t, conn: p.pipe.A, events: make(chan Event, 64), self: addrA, natted: o.nat}
 	p.b = &side{t: t, conn: p.pipe.B, events: make(chan Event, 64), self: addrB}
 	for _, s := range []*side{p.a, p.b} {

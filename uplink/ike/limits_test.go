@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // captureSender records what an engine sends.
@@ -55,7 +55,7 @@ func mm3For(t *testing.T, mm2 []byte) []byte {
 // for a new first message instead of refusing the newcomer, every first
 // message gets its reply, and entries expire after HalfOpenTTL.
 func TestHalfOpenEvictsOldest(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	cs := &captureSender{}
 	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: -1, MaxHalfOpen: 5, HalfOpenTTL: 10 * time.Second})
 	if err != nil {
@@ -97,7 +97,7 @@ func TestHalfOpenEvictsOldest(t *testing.T) {
 // unmatched.
 func TestStatelessCookie(t *testing.T) {
 	cs := &captureSender{}
-	e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), CryptoWorkers: -1})
+	e, err := New(Config{Sender: cs, Clock: stacktest.NewClock(), PSK: psk("k"), CryptoWorkers: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestStatelessCookie(t *testing.T) {
 // source all get replies, then its MM3s are paced (burst 4), and spoofed
 // MM1s never reach Admit.
 func TestAdmissionAtMM3(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	cs := &captureSender{}
 	var asked []netip.Addr
 	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: -1, RatePerSource: 1, BurstPerSource: 4,
@@ -184,7 +184,7 @@ func TestAdmissionAtMM3(t *testing.T) {
 // cost no DH (Admit never asked for a spoofed source) and the table never
 // exceeded MaxHalfOpen.
 func TestFloodDoesNotStarveRealPeer(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	var q []queued
 	var ea, eb *Engine
 	initiator := netip.MustParseAddrPort("10.0.0.2:500")
@@ -251,7 +251,7 @@ func (d dropOthers) SendIKE(b []byte, local, remote netip.AddrPort, natt bool) e
 }
 
 func TestMalformedInputCounted(t *testing.T) {
-	e, err := New(Config{Sender: &captureSender{}, Clock: linktest.NewClock(), PSK: psk("k")})
+	e, err := New(Config{Sender: &captureSender{}, Clock: stacktest.NewClock(), PSK: psk("k")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func FuzzEngineInput(f *testing.F) {
 	f.Add(mm1(), false)
 	f.Add(bytes.Repeat([]byte{0}, 40), true)
 	f.Fuzz(func(t *testing.T, b []byte, natt bool) {
-		e, err := New(Config{Sender: &captureSender{}, Clock: linktest.NewClock(), PSK: psk("k")})
+		e, err := New(Config{Sender: &captureSender{}, Clock: stacktest.NewClock(), PSK: psk("k")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -394,7 +394,7 @@ func TestChildInbound(t *testing.T) {
 // responder SAs past MM3; the next proven Main Mode is dropped and
 // counted, and a slot frees when one of them goes.
 func TestSourceSALimit(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	cs := &captureSender{}
 	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: -1, MaxSAsPerSource: 2, HalfOpenTTL: 10 * time.Second})
 	if err != nil {
@@ -463,7 +463,7 @@ func FuzzHalfOpenMM3(f *testing.F) {
 	f.Add(seed[16:40], false)
 	f.Fuzz(func(t *testing.T, rest []byte, sameAddr bool) {
 		cs := &captureSender{}
-		e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), CryptoWorkers: -1, MaxSAsPerSource: 1, MaxNegotiating: 1})
+		e, err := New(Config{Sender: cs, Clock: stacktest.NewClock(), PSK: psk("k"), CryptoWorkers: -1, MaxSAsPerSource: 1, MaxNegotiating: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -494,7 +494,7 @@ func FuzzHalfOpenMM3(f *testing.F) {
 // rotating through its /64 (privacy addresses, or an attacker) cannot
 // multiply MaxSAsPerSource; another /64 is unaffected.
 func TestSourceSALimitIPv6Prefix(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	cs := &captureSender{}
 	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: -1, MaxSAsPerSource: 2, HalfOpenTTL: 10 * time.Second})
 	if err != nil {

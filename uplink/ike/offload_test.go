@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // slowWork makes every offloaded job wait until released, so a test can
@@ -75,7 +75,7 @@ func hasPayload(t *testing.T, b []byte, pt PayloadType) bool {
 // processed later. A job whose SA expired meanwhile is discarded
 // (CryptoStale) and sends nothing.
 func TestMM1AnsweredDuringSlowDH(t *testing.T) {
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	cs := &captureSender{}
 	e, err := New(Config{Sender: cs, Clock: clk, PSK: psk("k"), CryptoWorkers: 1, MaxCryptoQueue: 1, HalfOpenTTL: 10 * time.Second})
 	if err != nil {
@@ -162,7 +162,7 @@ func TestMM1AnsweredDuringSlowDH(t *testing.T) {
 // MM3 is then processed (not taken for a duplicate).
 func TestCryptoQueueDropKeepsSA(t *testing.T) {
 	cs := &captureSender{}
-	e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), CryptoWorkers: 1, MaxCryptoQueue: 1})
+	e, err := New(Config{Sender: cs, Clock: stacktest.NewClock(), PSK: psk("k"), CryptoWorkers: 1, MaxCryptoQueue: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func BenchmarkMM1AfterMM3Burst(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				cs := &captureSender{}
-				e, err := New(Config{Sender: cs, Clock: linktest.NewClock(), PSK: psk("k"), CryptoWorkers: tc.workers, RatePerSource: 1000, BurstPerSource: 1000})
+				e, err := New(Config{Sender: cs, Clock: stacktest.NewClock(), PSK: psk("k"), CryptoWorkers: tc.workers, RatePerSource: 1000, BurstPerSource: 1000})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // lockedBuf is a log sink shared by the engine's goroutine and the test.
@@ -134,7 +134,7 @@ func TestQuickModeRefusalLogged(t *testing.T) {
 // maxRefusalPeers peers.
 func TestRefusalLogBounded(t *testing.T) {
 	var logs lockedBuf
-	e, err := New(Config{Sender: nopSender{}, Clock: linktest.NewClock(), PSK: psk("k"), ProposalKeys: gatewayKeys,
+	e, err := New(Config{Sender: nopSender{}, Clock: stacktest.NewClock(), PSK: psk("k"), ProposalKeys: gatewayKeys,
 		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/esp"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestTsharkTransportDatagrams captures what esp.Transport really sends on
@@ -21,7 +21,7 @@ import (
 // dissect and decrypt it: L2TP inside, nothing malformed.
 func TestTsharkTransportDatagrams(t *testing.T) {
 	tshark := testenv.RequireBinary(t, "tshark")
-	clock := linktest.NewClock()
+	clock := stacktest.NewClock()
 	tr, err := esp.NewTransport(esp.TransportConfig{NATTAddr: "127.0.0.1:0", Clock: clock,
 		IKE: esp.IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Config configures an Endpoint. The zero value works: defaults are filled
@@ -52,8 +52,8 @@ type Config struct {
 	// AcceptQueue is the number of established LNS sessions waiting for
 	// Accept (default 64); further ones are closed with CDN.
 	AcceptQueue int
-	// Clock drives timers (default link.System).
-	Clock link.Clock
+	// Clock drives timers (default clock.System).
+	Clock clock.Clock
 	// Logger receives lifecycle and warning lines (default: discard).
 	Logger *slog.Logger
 	// Stats receives counters (default: a private Stats).
@@ -100,7 +100,7 @@ func (c *Config) setDefaults() {
 		c.AcceptQueue = 64
 	}
 	if c.Clock == nil {
-		c.Clock = link.System
+		c.Clock = clock.System
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

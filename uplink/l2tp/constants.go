@@ -8,7 +8,7 @@
 // The protocol core is pure: a tunnel is fed datagrams with Input(now, b) and
 // timer ticks with Tick(now), and emits datagrams through an injected send
 // function. Listen and Dial wrap it with one owner goroutine per tunnel
-// driven by a link.Clock over any link.PacketConn (a UDP socket for raw L2TP,
+// driven by a clock.Clock over any net.PacketConn (a UDP socket for raw L2TP,
 // or the ESP layer's transport). Tunnels are demultiplexed by the transport
 // address (Network and String, which for the ESP layer names the security
 // association and outer address) plus the tunnel ID, never by the inner UDP

@@ -35,7 +35,7 @@ type Endpoint struct {
 	warn      rateLimitedLog
 }
 
-// PacketConn is the datagram transport L2TP runs over (link.PacketConn).
+// PacketConn is the datagram transport L2TP runs over (net.PacketConn).
 type PacketConn = net.PacketConn
 
 // NewEndpoint starts an endpoint with cfg.Role over conn and takes

@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // drive advances the fake clock in small steps until cond holds, giving
 // the goroutines a moment of real time between steps to react.
-func drive(t *testing.T, clk *linktest.Clock, what string, cond func() bool) {
+func drive(t *testing.T, clk *stacktest.Clock, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -25,17 +25,17 @@ func drive(t *testing.T, clk *linktest.Clock, what string, cond func() bool) {
 }
 
 func TestEndpointLossyPipe(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	imp := linktest.Impairment{LossPercent: 5, DupPercent: 5, ReorderPercent: 5}
-	pipe := linktest.NewPipe(linktest.PipeConfig{AtoB: imp, BtoA: imp, Seed: 7})
-	clk := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	imp := stacktest.Impairment{LossPercent: 5, DupPercent: 5, ReorderPercent: 5}
+	pipe := stacktest.NewPipe(stacktest.PipeConfig{AtoB: imp, BtoA: imp, Seed: 7})
+	clk := stacktest.NewClock()
 	var lacStats, lnsStats Stats
 	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &lnsStats, Secret: []byte("x")})
 	t.Cleanup(func() { lns.Close() })
 
 	var tun atomic.Pointer[Tunnel]
 	go func() {
-		tt, err := Dial(context.Background(), pipe.A, linktest.Addr("b"), Config{Clock: clk, Stats: &lacStats, Secret: []byte("x")})
+		tt, err := Dial(context.Background(), pipe.A, stacktest.Addr("b"), Config{Clock: clk, Stats: &lacStats, Secret: []byte("x")})
 		if err != nil {
 			t.Errorf("dial: %v", err)
 			return
@@ -120,9 +120,9 @@ func TestEndpointLossyPipe(t *testing.T) {
 }
 
 func TestEndpointSCCRQStorm(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	pipe := linktest.NewPipe(linktest.PipeConfig{})
-	clk := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	pipe := stacktest.NewPipe(stacktest.PipeConfig{})
+	clk := stacktest.NewClock()
 	var st Stats
 	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &st, MaxHalfOpenPerPeer: 4})
 	t.Cleanup(func() { lns.Close(); pipe.A.Close() })
@@ -160,14 +160,14 @@ func sccrq(ptid uint16) []byte {
 // port 1701): tunnels are told apart by the peer's tunnel ID, and a
 // retransmitted SCCRQ does not create a second tunnel.
 func TestEndpointSameAddressDemux(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	pipe := linktest.NewPipe(linktest.PipeConfig{})
+	stacktest.CheckGoroutines(t)
+	pipe := stacktest.NewPipe(stacktest.PipeConfig{})
 	t.Cleanup(func() { pipe.A.Close() })
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	var st Stats
 	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &st})
 	t.Cleanup(func() { lns.Close() })
-	nat := linktest.Addr("203.0.113.7:1701")
+	nat := stacktest.Addr("203.0.113.7:1701")
 	lns.Input(sccrq(1), nat)
 	lns.Input(sccrq(2), nat)
 	lns.Input(sccrq(1), nat) // retransmission
@@ -190,7 +190,7 @@ func TestEndpointSameAddressDemux(t *testing.T) {
 	}
 	lns.mu.RUnlock()
 	zlb, _ := AppendControl(nil, Header{TunnelID: id}, &Message{}, nil, nil)
-	lns.Input(zlb, linktest.Addr("198.51.100.9:1701"))
+	lns.Input(zlb, stacktest.Addr("198.51.100.9:1701"))
 	if st.WrongPeer.Load() != 1 {
 		t.Fatalf("wrong peer: got %d, want 1", st.WrongPeer.Load())
 	}
@@ -199,15 +199,15 @@ func TestEndpointSameAddressDemux(t *testing.T) {
 // An SCCRQ storm from one address is capped and does not disturb an
 // established tunnel from another address.
 func TestEndpointStormSparesOtherTunnels(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	pipe := linktest.NewPipe(linktest.PipeConfig{})
-	clk := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	pipe := stacktest.NewPipe(stacktest.PipeConfig{})
+	clk := stacktest.NewClock()
 	var st Stats
 	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &st, MaxHalfOpenPerPeer: 4})
 	t.Cleanup(func() { lns.Close() })
 	var tun atomic.Pointer[Tunnel]
 	go func() {
-		tt, err := Dial(context.Background(), pipe.A, linktest.Addr("b"), Config{Clock: clk})
+		tt, err := Dial(context.Background(), pipe.A, stacktest.Addr("b"), Config{Clock: clk})
 		if err != nil {
 			t.Errorf("dial: %v", err)
 			return
@@ -218,7 +218,7 @@ func TestEndpointStormSparesOtherTunnels(t *testing.T) {
 	tt := tun.Load()
 	t.Cleanup(func() { tt.Close() })
 	for i := 1; i <= 1000; i++ {
-		lns.Input(sccrq(uint16(i)), linktest.Addr("storm"))
+		lns.Input(sccrq(uint16(i)), stacktest.Addr("storm"))
 	}
 	if got := st.SCCRQRefused.Load(); got < 990 {
 		t.Fatalf("refused: got %d of 1000, want all but the half-open cap", got)
@@ -239,15 +239,15 @@ func TestEndpointStormSparesOtherTunnels(t *testing.T) {
 // handler is set (PPP attaches after Accept) are held, bounded by
 // MaxEarlyFrames, and delivered in order once the handler is set.
 func TestEndpointEarlyFramesQueued(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	pipe := linktest.NewPipe(linktest.PipeConfig{Seed: 1})
-	clk := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	pipe := stacktest.NewPipe(stacktest.PipeConfig{Seed: 1})
+	clk := stacktest.NewClock()
 	var lnsStats Stats
 	lns, _ := Listen(pipe.B, Config{Clock: clk, Stats: &lnsStats})
 	t.Cleanup(func() { lns.Close() })
 	var tun atomic.Pointer[Tunnel]
 	go func() {
-		tt, err := Dial(context.Background(), pipe.A, linktest.Addr("b"), Config{Clock: clk})
+		tt, err := Dial(context.Background(), pipe.A, stacktest.Addr("b"), Config{Clock: clk})
 		if err != nil {
 			t.Errorf("dial: %v", err)
 			return

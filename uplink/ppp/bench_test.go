@@ -12,14 +12,14 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // switchConn forwards to a pipe end until discard is set, then swallows
 // writes, so the benchmark measures our encapsulation, not the pipe's copy.
 type switchConn struct {
-	*linktest.PipeConn
+	*stacktest.PipeConn
 	discard atomic.Bool
 }
 
@@ -35,9 +35,9 @@ func (c *switchConn) WriteTo(b []byte, a net.Addr) (int, error) {
 // Endpoint.Input up to the packet handler) of a 1400-byte IPv4 packet,
 // next to an AES-GCM seal of the same packet.
 func BenchmarkDataPath(b *testing.B) {
-	pipe := linktest.NewPipe(linktest.PipeConfig{})
+	pipe := stacktest.NewPipe(stacktest.PipeConfig{})
 	ca, cb := &switchConn{PipeConn: pipe.A}, &switchConn{PipeConn: pipe.B}
-	clk := linktest.NewClock()
+	clk := stacktest.NewClock()
 	lns, _ := l2tp.Listen(cb, l2tp.Config{Clock: clk})
 	b.Cleanup(func() { lns.Close() })
 	var server atomic.Pointer[ppp.Conn]
@@ -59,7 +59,7 @@ func BenchmarkDataPath(b *testing.B) {
 	}()
 	var tun atomic.Pointer[l2tp.Tunnel]
 	go func() {
-		t, err := l2tp.Dial(context.Background(), ca, linktest.Addr("b"), l2tp.Config{Clock: clk})
+		t, err := l2tp.Dial(context.Background(), ca, stacktest.Addr("b"), l2tp.Config{Clock: clk})
 		if err == nil {
 			tun.Store(t)
 		}
@@ -104,7 +104,7 @@ func BenchmarkDataPath(b *testing.B) {
 		dgram = binary.BigEndian.AppendUint16(dgram, ss.LocalID())
 		dgram = append(dgram, 0xff, 0x03, 0x00, 0x21)
 		dgram = append(dgram, pkt...)
-		from := net.Addr(linktest.Addr("a"))
+		from := net.Addr(stacktest.Addr("a"))
 		before := delivered.Load()
 		b.ReportAllocs()
 		b.SetBytes(int64(len(pkt)))

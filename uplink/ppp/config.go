@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/link"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // Role says whether this end authenticates the peer and assigns its
@@ -65,8 +65,8 @@ type Config struct {
 	MaxFailure   int
 	// AuthTimeout bounds the authentication phase.
 	AuthTimeout time.Duration
-	// Clock drives timers (default link.System).
-	Clock link.Clock
+	// Clock drives timers (default clock.System).
+	Clock clock.Clock
 	// Logger receives lifecycle lines (default: discard).
 	Logger *slog.Logger
 	// Stats receives counters (default: a private Stats).
@@ -127,7 +127,7 @@ func (c *Config) setDefaults() {
 		c.AuthTimeout = DefaultAuthTimeout
 	}
 	if c.Clock == nil {
-		c.Clock = link.System
+		c.Clock = clock.System
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -12,7 +12,7 @@
 // and no ACCM, escaping or FCS applies.
 //
 // A Conn runs one owner goroutine for the control protocols, driven by a
-// link.Clock; IPv4 (and, once IPV6CP opened, IPv6) packets bypass it in
+// clock.Clock; IPv4 (and, once IPV6CP opened, IPv6) packets bypass it in
 // both directions without allocating.
 package ppp
 

@@ -10,11 +10,11 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
-func drive(t testing.TB, clk *linktest.Clock, what string, cond func() bool) {
+func drive(t testing.TB, clk *stacktest.Clock, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
@@ -42,10 +42,10 @@ func closed(ch <-chan struct{}) func() bool {
 // on a fake clock: tunnel, session, LCP, MS-CHAPv2, IPCP, IP both ways,
 // clean teardown, no goroutine left.
 func TestLACAndPPPClientAgainstLNSAndPPPServer(t *testing.T) {
-	linktest.CheckGoroutines(t)
-	imp := linktest.Impairment{LossPercent: 5, DupPercent: 5, ReorderPercent: 5}
-	pipe := linktest.NewPipe(linktest.PipeConfig{AtoB: imp, BtoA: imp, Seed: 42})
-	clk := linktest.NewClock()
+	stacktest.CheckGoroutines(t)
+	imp := stacktest.Impairment{LossPercent: 5, DupPercent: 5, ReorderPercent: 5}
+	pipe := stacktest.NewPipe(stacktest.PipeConfig{AtoB: imp, BtoA: imp, Seed: 42})
+	clk := stacktest.NewClock()
 	var lacStats, lnsStats l2tp.Stats
 	var cliStats, srvStats ppp.Stats
 
@@ -74,7 +74,7 @@ func TestLACAndPPPClientAgainstLNSAndPPPServer(t *testing.T) {
 
 	var tun atomic.Pointer[l2tp.Tunnel]
 	go func() {
-		tt, err := l2tp.Dial(context.Background(), pipe.A, linktest.Addr("b"), l2tp.Config{Clock: clk, Stats: &lacStats, HostName: "site1"})
+		tt, err := l2tp.Dial(context.Background(), pipe.A, stacktest.Addr("b"), l2tp.Config{Clock: clk, Stats: &lacStats, HostName: "site1"})
 		if err != nil {
 			t.Errorf("dial: %v", err)
 			return

@@ -1,5 +1,5 @@
 // Package esptest helps run esp.Transport without sockets: it dresses an
-// in-memory datagram pipe (linktest.Pipe) up as a UDP socket, so that two
+// in-memory datagram pipe (stacktest.Pipe) up as a UDP socket, so that two
 // transports (and the IKE, L2TP and PPP stacks above them) can talk over an
 // impaired pipe driven by a fake clock.
 package esptest

@@ -5,11 +5,11 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/uplink/link/linktest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 func TestWrap(t *testing.T) {
-	p := linktest.NewPipe(linktest.PipeConfig{})
+	p := stacktest.NewPipe(stacktest.PipeConfig{})
 	a := Wrap(p.A, netip.MustParseAddrPort("192.0.2.1:4500"), netip.MustParseAddrPort("203.0.113.1:4500"))
 	b := Wrap(p.B, netip.MustParseAddrPort("203.0.113.1:4500"), netip.MustParseAddrPort("192.0.2.1:4500"))
 	t.Cleanup(func() { a.Close(); b.Close() })
