@@ -12,8 +12,8 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // TestRevokedSiteClosedOnSIGHUP (issue "one identity per session",

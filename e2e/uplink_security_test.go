@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // waitRefused waits until the bridge counts n refusals for reason and

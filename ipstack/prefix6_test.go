@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/ipstack"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
-	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // routedPair6: A owns the site's IPv6 /64 as a route, B is central

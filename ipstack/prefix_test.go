@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/ipstack"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
-	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 func routedPair(t *testing.T) *ipstacktest.Pair {

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/ipstack"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
-	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 func mustAdd(t *testing.T, s *ipstack.Stack, p string) {

@@ -15,9 +15,9 @@ import (
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/downlink/mqtt"
 	"github.com/fleetgate/fleetgate/downlink/mqtt/mqtttest"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 

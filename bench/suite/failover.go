@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/bridge/uplink"
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
-	"github.com/fleetgate/fleetgate/bridge/uplink"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )

@@ -14,11 +14,11 @@ import (
 
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
+	"github.com/fleetgate/fleetgate/bridge/uplink"
 	gconfig "github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
-	"github.com/fleetgate/fleetgate/bridge/uplink"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )

@@ -36,8 +36,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
-	"github.com/fleetgate/fleetgate/ipstack"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/ipstack"
 )
 
 const gwPSK = "bridge-e2e-psk"

@@ -14,8 +14,8 @@ import (
 	"github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/mqttrelay"
 	"github.com/fleetgate/fleetgate/bridge/spool"
-	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/downlink/mqtt"
+	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack"
 )
 

@@ -7,11 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fleetgate/fleetgate/bridge/uplink"
 	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/internal/secretfile"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
-	"github.com/fleetgate/fleetgate/bridge/uplink"
 )
 
 // uplinkHistory is how many uplink state changes the page keeps.

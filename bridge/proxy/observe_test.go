@@ -19,8 +19,8 @@ import (
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
 	"github.com/fleetgate/fleetgate/downlink/registry"
-	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 )
 
 // rig is a proxy between two ipstacks (A: the bridge, B: central at

@@ -7,8 +7,8 @@ import (
 
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // Failover between gateways (issue 20): a gateway that sent nothing on its

@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec/l2tpipsectest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // TestPickPrefersAnsweringGateway: pick's ranks (failover.go).

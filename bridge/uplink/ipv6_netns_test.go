@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/netns"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // nsGateway runs a tunnel server in host gw on one wildcard socket per

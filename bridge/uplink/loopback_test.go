@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 func startServer(t *testing.T, addr netip.Addr, sessions chan *l2tpipsec.ServerSession) *l2tpipsec.Server {

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // TestDNSGatewaysFailover: one gateway name with two A records

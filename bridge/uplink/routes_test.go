@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
-	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
-	"github.com/fleetgate/fleetgate/uplink/clock"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/uplink/clock"
+	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 

@@ -14,12 +14,12 @@ import (
 
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
+	"github.com/fleetgate/fleetgate/bridge/uplink"
 	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/firmware-sim/collector"
 	"github.com/fleetgate/fleetgate/firmware-sim/report"
 	"github.com/fleetgate/fleetgate/firmware-sim/scenario"
 	"github.com/fleetgate/fleetgate/firmware-sim/sim"
-	"github.com/fleetgate/fleetgate/bridge/uplink"
 )
 
 // DefaultScenario is the embedded 50-sensor mixed fleet (a copy of

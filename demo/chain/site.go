@@ -10,8 +10,8 @@ import (
 
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
-	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/bridge/uplink"
+	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 )
 
 // siteYAML is the edge bridge's configuration: the same file format and

@@ -107,8 +107,8 @@ func (l *listener) Close() error { return l.s.guard.Close() }
 type conn struct {
 	*dtls.Conn
 	s     *Server
-	mu    sync.Mutex      // serialises HandshakeContext (go-coap calls it before every read and write)
-	done  bool            // guarded by mu: authenticated
+	mu    sync.Mutex        // serialises HandshakeContext (go-coap calls it before every read and write)
+	done  bool              // guarded by mu: authenticated
 	ep    registry.Endpoint // set once by HandshakeContext
 	suite dtls.CipherSuiteID
 	gc    *guardConn // the guard's conn under pion

@@ -9,8 +9,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
-	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 )
 
 const testConfig = `

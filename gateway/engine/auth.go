@@ -8,8 +8,8 @@ import (
 	"sync"
 
 	"github.com/fleetgate/fleetgate/gateway/server"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // authMux gives every PPP link its own server.PPPAuth although

@@ -31,12 +31,12 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/uplink/clock"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/keylog"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/uplink/clock"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // Config holds the engine's own knobs; everything else comes from the

@@ -17,8 +17,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // These tests replay, with the project's own client as the attacker's

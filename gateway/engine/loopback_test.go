@@ -11,8 +11,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
-	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 

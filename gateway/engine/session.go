@@ -9,8 +9,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // sessionLink is what a gateway session runs over: an L2TP/IPsec session from

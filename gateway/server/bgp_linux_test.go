@@ -15,8 +15,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
-	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 const bgpConfig = `bgp:

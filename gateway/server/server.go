@@ -39,8 +39,8 @@ import (
 	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/internal/sdnotify"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
-	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 	"github.com/fleetgate/fleetgate/uplink/clock"
+	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 )
 
 // Options configure New.

@@ -19,8 +19,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/gateway/status"
-	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
 type testSession struct {

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/esp/esptest"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/uplink/esp/esptest"
 )
 
 // TestTransportOverImpairedPipe runs two transports over an in-memory pipe

@@ -19,8 +19,8 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/peerid"
 
 	"github.com/fleetgate/fleetgate/internal/srcaddr"
-	"github.com/fleetgate/fleetgate/uplink/esp"
 	"github.com/fleetgate/fleetgate/uplink/clock"
+	"github.com/fleetgate/fleetgate/uplink/esp"
 )
 
 // Role says which side of an exchange we are.

@@ -18,7 +18,7 @@ type LocalCert struct {
 
 // Config configures an Engine. Zero values take the documented defaults.
 type Config struct {
-	Sender Sender     // required
+	Sender Sender      // required
 	Clock  clock.Clock // default clock.System
 	Logger *slog.Logger
 	Rand   io.Reader // default crypto/rand

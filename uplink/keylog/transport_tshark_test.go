@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/esp"
-	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
 // TestTsharkTransportDatagrams captures what esp.Transport really sends on

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetgate/fleetgate/uplink/clock"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/keylog"
-	"github.com/fleetgate/fleetgate/uplink/clock"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 

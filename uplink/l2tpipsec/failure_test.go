@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tp"
-	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec/l2tpipsectest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // TestDialFailurePhases: a wrong PSK fails in IKE phase 1, a wrong PPP
@@ -27,8 +27,8 @@ func TestDialFailurePhases(t *testing.T) {
 		client  func(*l2tpipsec.ClientConfig)
 		phase   l2tpipsec.Phase
 		wantErr error
-		alt     l2tpipsec.Phase   // also acceptable
-		notify  ike.NotifyType // the peer's notify the error must carry, if set
+		alt     l2tpipsec.Phase // also acceptable
+		notify  ike.NotifyType  // the peer's notify the error must carry, if set
 	}{
 		{"wrong PSK", func(c *l2tpipsec.ClientConfig) { c.PSK = []byte("not-the-psk") }, l2tpipsec.PhaseIKE, nil, 0, 0},
 		{"wrong password", func(c *l2tpipsec.ClientConfig) { c.Password = "wrong" }, l2tpipsec.PhasePPPAuth, ppp.ErrAuthFailed, 0, 0},

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec/l2tpipsectest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // ip6 is a minimal IPv6/UDP packet from src to dst carrying seq at

@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
+	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
-	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // loopbackServer starts a server on 127.0.0.1 with ephemeral IKE and

@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
-	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec/l2tpipsectest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // collector gathers packet tags from a handler.

@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec/l2tpipsectest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // countingAuth counts the authentication requests a server received and

@@ -7,9 +7,9 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec/l2tpipsectest"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // TestOnDemandProbe (fake clock), with the default timers (LCP echo every

@@ -5,10 +5,10 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/fleetgate/fleetgate/uplink/clock"
 	"github.com/fleetgate/fleetgate/uplink/esp"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/keylog"
-	"github.com/fleetgate/fleetgate/uplink/clock"
 )
 
 // newPair turns a Quick Mode result into ESP SAs (RFC 2409 §5.5 KEYMAT).

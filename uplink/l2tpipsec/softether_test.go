@@ -17,8 +17,8 @@ import (
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/keylog"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // TestRealPeerSoftEther: our complete client (IKEv1 + ESP/NAT-T + L2TP +

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
-	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pkttest"
-	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
+	"github.com/fleetgate/fleetgate/uplink/l2tp"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/uplink/esp/esptest"
-	"github.com/fleetgate/fleetgate/uplink/clock"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
-	"github.com/fleetgate/fleetgate/uplink/ppp"
+	"github.com/fleetgate/fleetgate/uplink/clock"
+	"github.com/fleetgate/fleetgate/uplink/esp/esptest"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
 
 // Addresses the pair uses: TEST-NET outer addresses, VPN addresses inside.
