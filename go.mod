@@ -76,3 +76,9 @@ require (
 )
 
 replace github.com/pion/dtls/v3 => ./third_party/pion-dtls
+
+// gopkg.in/yaml.v3 is archived; mochi-mqtt's auth hook (through viper) and
+// gobgp still import that path, so its maintained continuation serves it
+// (same API; a different version from our own go.yaml.in/yaml/v3 require
+// because one module version cannot serve two module paths).
+replace gopkg.in/yaml.v3 => go.yaml.in/yaml/v3 v3.0.4
