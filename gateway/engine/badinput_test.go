@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
@@ -113,10 +115,12 @@ func TestBadInput(t *testing.T) {
 
 	// The established session is unaffected.
 	me := tn.LocalAddr()
-	if err := tn.WritePacket(icmpEcho(me, central, 9, 9)); err != nil {
+	if err := tn.WritePacket(pkttest.ICMPEcho(me, central, 9, 9, "pingpong")); err != nil {
 		t.Fatal(err)
 	}
-	await(t, got, "ICMP echo reply after the garbage", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoICMP && h.Src() == central })
+	await(t, got, "ICMP echo reply after the garbage", func(h header.IPv4) bool {
+		return h.TransportProtocol() == header.ICMPv4ProtocolNumber && pkttest.Src(h) == central
+	})
 	// A new client from another source address still gets in.
 	cc := g.clientConfig("pump2", "pw2")
 	cc.LocalIKE, cc.LocalNATT = "127.0.0.4:0", "127.0.0.4:0"
@@ -196,10 +200,10 @@ func TestVanishedPeer(t *testing.T) {
 			if expo := g.scrape(t); !strings.Contains(expo, tt.metric) {
 				t.Fatalf("metrics lack %s:\n%s", tt.metric, grepLines(expo, "failures"))
 			}
-			if err := stay.WritePacket(icmpEcho(stay.LocalAddr(), central, 3, 3)); err != nil {
+			if err := stay.WritePacket(pkttest.ICMPEcho(stay.LocalAddr(), central, 3, 3, "pingpong")); err != nil {
 				t.Fatal(err)
 			}
-			await(t, stayGot, "ICMP echo reply on the surviving session", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoICMP })
+			await(t, stayGot, "ICMP echo reply on the surviving session", func(h header.IPv4) bool { return h.TransportProtocol() == header.ICMPv4ProtocolNumber })
 		})
 	}
 }

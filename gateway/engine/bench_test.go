@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
@@ -74,7 +76,7 @@ func BenchmarkForward1400(b *testing.B) {
 	g, host := startBenchGateway(b, "10.10.0.0/24", "")
 	tn, _ := dial(b, g.clientConfig("hall7", "pw7"))
 	waitFor(b, "registered", func() bool { return g.srv.Env().Sessions.Len() == 1 })
-	pkt := udpPacket(tn.LocalAddr(), central, 40000, 7, make([]byte, 1400-28))
+	pkt := pkttest.UDP(netip.AddrPortFrom(tn.LocalAddr(), 40000), netip.AddrPortFrom(central, 7), make([]byte, 1400-28))
 	b.SetBytes(int64(len(pkt)))
 	// At most 256 packets in flight: the host hands credits back, a lost
 	// packet's credit comes back after 50ms (as uplink/l2tpipsec's pump).

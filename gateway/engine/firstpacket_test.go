@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
 
@@ -60,7 +62,7 @@ func TestFirstPacketAtIPCPUp(t *testing.T) {
 		// No Close: the gateway's shutdown (Delete) ends every client.
 		tn, got := dialNoClose(t, g.clientConfig(fmt.Sprintf("fp%d", i), "pw"))
 		payload := fmt.Appendf(nil, "first datagram %d", i)
-		if err := tn.WritePacket(udpPacket(tn.LocalAddr(), central, 40000, 7, payload)); err != nil {
+		if err := tn.WritePacket(pkttest.UDP(netip.AddrPortFrom(tn.LocalAddr(), 40000), netip.AddrPortFrom(central, 7), payload)); err != nil {
 			t.Fatalf("set-up %d: write at IPCP up: %v", i, err)
 		}
 		p, ok := waitAnswer(t, got, func() uint64 { return firstPacketLosses(g, tn) })
@@ -68,8 +70,8 @@ func TestFirstPacketAtIPCPUp(t *testing.T) {
 			lost++
 			continue
 		}
-		if h := ipv4.Header(p); h.Src() != central || string(h.Payload()[8:]) != string(payload) {
-			t.Errorf("set-up %d: unexpected answer %v -> %v", i, h.Src(), h.Dst())
+		if h := header.IPv4(p); pkttest.Src(h) != central || string(h.Payload()[8:]) != string(payload) {
+			t.Errorf("set-up %d: unexpected answer %v -> %v", i, pkttest.Src(h), pkttest.Dst(h))
 		}
 	}
 	if n := env.Sessions.Len(); n != firstPacketSetups {

@@ -2,23 +2,21 @@ package engine_test
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
@@ -171,39 +169,14 @@ func dialNoClose(t testing.TB, cc l2tpipsec.ClientConfig) (*l2tpipsec.Tunnel, ch
 	return tn, got
 }
 
-// udpPacket builds an IPv4/UDP packet (UDP checksum 0: none, RFC 768).
-func udpPacket(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
-	n := 28 + len(payload)
-	b := make([]byte, n)
-	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: uint16(n), TTL: 64, Protocol: ipv4.ProtoUDP, Src: src, Dst: dst})
-	binary.BigEndian.PutUint16(b[20:], sport)
-	binary.BigEndian.PutUint16(b[22:], dport)
-	binary.BigEndian.PutUint16(b[24:], uint16(8+len(payload)))
-	copy(b[28:], payload)
-	return b
-}
-
-// icmpEcho builds an ICMP echo request (RFC 792).
-func icmpEcho(src, dst netip.Addr, id, seq uint16) []byte {
-	b := make([]byte, 28+8)
-	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: uint16(len(b)), TTL: 64, Protocol: ipv4.ProtoICMP, Src: src, Dst: dst})
-	m := b[20:]
-	m[0] = 8
-	binary.BigEndian.PutUint16(m[4:], id)
-	binary.BigEndian.PutUint16(m[6:], seq)
-	copy(m[8:], "pingpong")
-	binary.BigEndian.PutUint16(m[2:], ipv4.Checksum(m, 0))
-	return b
-}
-
 // await returns the first packet from got that match accepts.
-func await(t testing.TB, got <-chan []byte, what string, match func(ipv4.Header) bool) ipv4.Header {
+func await(t testing.TB, got <-chan []byte, what string, match func(header.IPv4) bool) header.IPv4 {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
 		select {
 		case p := <-got:
-			if h := ipv4.Header(p); h.Validate() == nil && match(h) {
+			if h := header.IPv4(p); h.IsValid(len(p)) && match(h) {
 				return h
 			}
 		case <-deadline:

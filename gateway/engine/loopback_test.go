@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
@@ -63,25 +65,25 @@ func TestLoopbackEndToEnd(t *testing.T) {
 
 	// UDP to the in-process service and back.
 	payload := []byte("hello central")
-	if err := tn.WritePacket(udpPacket(me, central, 40000, 7, payload)); err != nil {
+	if err := tn.WritePacket(pkttest.UDP(netip.AddrPortFrom(me, 40000), netip.AddrPortFrom(central, 7), payload)); err != nil {
 		t.Fatal(err)
 	}
-	h := await(t, got, "UDP echo", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoUDP })
-	if h.Src() != central || h.Dst() != me || !bytes.Equal(h.Payload()[8:], payload) {
-		t.Fatalf("echo: got %v -> %v %q, want %v -> %v %q", h.Src(), h.Dst(), h.Payload()[8:], central, me, payload)
+	h := await(t, got, "UDP echo", func(h header.IPv4) bool { return h.TransportProtocol() == header.UDPProtocolNumber })
+	if pkttest.Src(h) != central || pkttest.Dst(h) != me || !bytes.Equal(h.Payload()[8:], payload) {
+		t.Fatalf("echo: got %v -> %v %q, want %v -> %v %q", pkttest.Src(h), pkttest.Dst(h), h.Payload()[8:], central, me, payload)
 	}
 	// ICMP echo.
-	if err := tn.WritePacket(icmpEcho(me, central, 7, 1)); err != nil {
+	if err := tn.WritePacket(pkttest.ICMPEcho(me, central, 7, 1, "pingpong")); err != nil {
 		t.Fatal(err)
 	}
-	h = await(t, got, "ICMP echo reply", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoICMP })
-	if h.Src() != central || h.Payload()[0] != 0 {
-		t.Fatalf("ICMP: got type %d from %v, want echo reply (0) from %v", h.Payload()[0], h.Src(), central)
+	h = await(t, got, "ICMP echo reply", func(h header.IPv4) bool { return h.TransportProtocol() == header.ICMPv4ProtocolNumber })
+	if pkttest.Src(h) != central || h.Payload()[0] != 0 {
+		t.Fatalf("ICMP: got type %d from %v, want echo reply (0) from %v", h.Payload()[0], pkttest.Src(h), central)
 	}
 
 	// Policy: 10.20.0.11 is not in hall7's allow-list.
 	before := g.srv.Router().Stats.Drops(dataplane.ReasonPolicy)
-	if err := tn.WritePacket(udpPacket(me, denied, 40000, 7, payload)); err != nil {
+	if err := tn.WritePacket(pkttest.UDP(netip.AddrPortFrom(me, 40000), netip.AddrPortFrom(denied, 7), payload)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "policy drop counted", func() bool { return g.srv.Router().Stats.Drops(dataplane.ReasonPolicy) == before+1 })
@@ -123,11 +125,11 @@ func TestLoopbackEndToEnd(t *testing.T) {
 		tn  *l2tpipsec.Tunnel
 		got chan []byte
 	}{{tn, got}, {tn2, got2}} {
-		if err := c.tn.WritePacket(udpPacket(c.tn.LocalAddr(), central, 40001, 7, payload)); err != nil {
+		if err := c.tn.WritePacket(pkttest.UDP(netip.AddrPortFrom(c.tn.LocalAddr(), 40001), netip.AddrPortFrom(central, 7), payload)); err != nil {
 			t.Fatal(err)
 		}
-		if h := await(t, c.got, "UDP echo after reload", func(h ipv4.Header) bool { return h.Protocol() == ipv4.ProtoUDP }); h.Dst() != c.tn.LocalAddr() {
-			t.Fatalf("client %d: echo to %v, want %v", i, h.Dst(), c.tn.LocalAddr())
+		if h := await(t, c.got, "UDP echo after reload", func(h header.IPv4) bool { return h.TransportProtocol() == header.UDPProtocolNumber }); pkttest.Dst(h) != c.tn.LocalAddr() {
+			t.Fatalf("client %d: echo to %v, want %v", i, pkttest.Dst(h), c.tn.LocalAddr())
 		}
 	}
 	if n := env.Sessions.Len(); n != 2 {

@@ -6,40 +6,53 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
+
+// ip4 writes a 20-byte IPv4 header of b (total length len(b), TTL 64,
+// header checksum set).
+func ip4(b []byte, proto tcpip.TransportProtocolNumber, src, dst netip.Addr) header.IPv4 {
+	h := header.IPv4(b)
+	h.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(proto),
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4())})
+	h.SetChecksum(^h.CalculateChecksum())
+	return h
+}
 
 // echoResponder answers ICMP echo requests arriving over the tunnel for
 // the edge's VPN address or anything inside its site prefix, as an edge
 // bridge holding endpoint addresses would.
 func echoResponder(tn *l2tpipsec.Tunnel, site netip.Prefix) func([]byte) {
 	return func(p []byte) {
-		h := ipv4.Header(p)
-		if h.Validate() != nil || h.Protocol() != ipv4.ProtoICMP || h.Fragment() {
+		h := header.IPv4(p)
+		if !h.IsValid(len(p)) || h.TransportProtocol() != header.ICMPv4ProtocolNumber || h.More() || h.FragmentOffset() != 0 {
 			return
 		}
-		if dst := h.Dst(); dst != tn.LocalAddr() && !site.Contains(dst) {
+		if dst := pkttest.Dst(h); dst != tn.LocalAddr() && !site.Contains(dst) {
 			return
 		}
 		m := h.Payload()
 		if len(m) < 8 || m[0] != 8 {
 			return
 		}
-		out := make([]byte, h.TotalLen())
+		out := make([]byte, h.TotalLength())
 		copy(out, p)
-		oh := ipv4.Header(out)
-		oh.Encode(ipv4.Fields{TotalLen: uint16(len(out)), TTL: 64, Protocol: ipv4.ProtoICMP, Src: h.Dst(), Dst: h.Src()})
-		om := out[oh.IHL():]
+		oh := ip4(out, header.ICMPv4ProtocolNumber, pkttest.Dst(h), pkttest.Src(h))
+		om := out[oh.HeaderLength():]
 		copy(om, m)
 		om[0], om[2], om[3] = 0, 0, 0
-		c := ipv4.Checksum(om, 0)
+		c := ^checksum.Checksum(om, 0)
 		om[2], om[3] = byte(c>>8), byte(c)
 		_ = tn.WritePacket(out)
 	}

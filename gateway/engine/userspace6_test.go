@@ -9,10 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/ipv6"
 )
 
@@ -28,7 +31,7 @@ func ip6Packet(src, dst netip.Addr, proto uint8, l4 []byte, ckOff int) []byte {
 	p = append(p, l4...)
 	u := p[ipv6.HeaderLen:]
 	binary.BigEndian.PutUint16(u[ckOff:], 0)
-	binary.BigEndian.PutUint16(u[ckOff:], ipv4.Checksum(u, ipv6.PseudoHeaderSum(src, dst, proto, len(u))))
+	binary.BigEndian.PutUint16(u[ckOff:], ^checksum.Checksum(u, header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), tcpip.AddrFrom16(src.As16()), tcpip.AddrFrom16(dst.As16()), uint16(len(u)))))
 	return p
 }
 

@@ -16,9 +16,9 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/gateway/status"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
@@ -115,12 +115,7 @@ func parse(t *testing.T, sock, extra string) *config.Config {
 }
 
 func udp(src, dst string, sport, dport uint16) []byte {
-	b := make([]byte, 32)
-	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: 32, TTL: 64, Protocol: ipv4.ProtoUDP, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst)})
-	binary.BigEndian.PutUint16(b[20:], sport)
-	binary.BigEndian.PutUint16(b[22:], dport)
-	binary.BigEndian.PutUint16(b[24:], 12)
-	return b
+	return pkttest.UDP(netip.AddrPortFrom(netip.MustParseAddr(src), sport), netip.AddrPortFrom(netip.MustParseAddr(dst), dport), make([]byte, 4))
 }
 
 // TestServerLifecycle drives the server with a fake engine: sessions
@@ -307,13 +302,7 @@ func dhcpInform(t *testing.T) []byte {
 	copy(m[12:16], []byte{10, 10, 0, 7})
 	binary.BigEndian.PutUint32(m[236:], 0x63825363)
 	m = append(m, 53, 1, 8, 255)
-	p := make([]byte, 28+len(m))
-	ipv4.Header(p).Encode(ipv4.Fields{TotalLen: uint16(len(p)), TTL: 128, Protocol: ipv4.ProtoUDP, Src: netip.MustParseAddr("10.10.0.7"), Dst: netip.MustParseAddr("255.255.255.255")})
-	binary.BigEndian.PutUint16(p[20:], 68)
-	binary.BigEndian.PutUint16(p[22:], 67)
-	binary.BigEndian.PutUint16(p[24:], uint16(8+len(m)))
-	copy(p[28:], m)
-	return p
+	return pkttest.UDP(netip.MustParseAddrPort("10.10.0.7:68"), netip.MustParseAddrPort("255.255.255.255:67"), m)
 }
 
 var _ dataplane.Host = (*nullHost)(nil)

@@ -2,15 +2,16 @@ package server
 
 import (
 	"context"
-	"encoding/binary"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
@@ -23,21 +24,21 @@ type echoSession struct {
 }
 
 func (e *echoSession) WritePacket(p []byte) error {
-	h := ipv4.Header(p)
-	if h.Validate() != nil || h.Protocol() != ipv4.ProtoICMP || len(h.Payload()) < 8 || h.Payload()[0] != 8 {
+	h := header.IPv4(p)
+	if !h.IsValid(len(p)) || h.TransportProtocol() != header.ICMPv4ProtocolNumber || len(h.Payload()) < 8 || h.Payload()[0] != 8 {
 		return e.testSession.WritePacket(p)
 	}
-	r := append([]byte(nil), p[:h.TotalLen()]...)
-	rh := ipv4.Header(r)
-	src, dst := h.Src().As4(), h.Dst().As4()
-	copy(r[12:16], dst[:])
-	copy(r[16:20], src[:])
-	r[8] = 64
-	rh.SetChecksum()
-	icmp := rh.Payload()
-	icmp[0] = 0
-	icmp[2], icmp[3] = 0, 0
-	binary.BigEndian.PutUint16(icmp[2:], ipv4.Checksum(icmp, 0))
+	r := append([]byte(nil), p[:h.TotalLength()]...)
+	rh := header.IPv4(r)
+	rh.SetSourceAddress(h.DestinationAddress())
+	rh.SetDestinationAddress(h.SourceAddress())
+	rh.SetTTL(64)
+	rh.SetChecksum(0)
+	rh.SetChecksum(^rh.CalculateChecksum())
+	icmp := header.ICMPv4(rh.Payload())
+	icmp.SetType(header.ICMPv4EchoReply)
+	icmp.SetChecksum(0)
+	icmp.SetChecksum(^checksum.Checksum(icmp, 0))
 	go func() { _ = e.env.Router.FromSession(e, r) }() // not re-entrant on the host reader
 	return nil
 }

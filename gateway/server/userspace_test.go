@@ -8,7 +8,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 )
 
 // TestUserspaceMode runs the server without root: a central service lives
@@ -70,8 +70,8 @@ func TestUserspaceMode(t *testing.T) {
 		}
 		sess.mu.Unlock()
 		if n > 0 {
-			if h := ipv4.Header(first); h.Src() != netip.MustParseAddr("10.20.0.10") {
-				t.Errorf("reply from %v, want 10.20.0.10", h.Src())
+			if src := pkttest.Src(first); src != netip.MustParseAddr("10.20.0.10") {
+				t.Errorf("reply from %v, want 10.20.0.10", src)
 			}
 			break
 		}

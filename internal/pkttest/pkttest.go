@@ -1,7 +1,8 @@
 // Package pkttest builds the IPv4 packets tests send through tunnels,
 // sessions and data planes: UDP datagrams, ICMP echo requests and tagged
-// packets whose tag survives the trip. Headers carry valid checksums
-// (gVisor's header package computes them), so real peers and tshark accept them.
+// packets whose tag survives the trip; Tag, Src and Dst read them back.
+// Headers carry valid checksums (gVisor's header package computes them), so
+// real peers and tshark accept them.
 package pkttest
 
 import (
@@ -58,6 +59,15 @@ func Tag(p []byte) uint32 {
 		return 0
 	}
 	return binary.BigEndian.Uint32(p[hdrLen+8:])
+}
+
+// Src and Dst are an IPv4 packet's source and destination addresses (p
+// holds at least the 20-byte header).
+func Src(p []byte) netip.Addr { return netip.AddrFrom4([4]byte(header.IPv4(p).SourceAddressSlice())) }
+
+// Dst is the destination address (see Src).
+func Dst(p []byte) netip.Addr {
+	return netip.AddrFrom4([4]byte(header.IPv4(p).DestinationAddressSlice()))
 }
 
 const hdrLen = header.IPv4MinimumSize
