@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/uplink"
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
@@ -68,7 +69,7 @@ func clientConfig(cfg *config.Config, log *slog.Logger) (uplink.Config, *gateway
 		// (ike.GatewayPolicy), and not be on uplink.crl.
 		tc.GatewayPolicy = &ike.GatewayPolicy{ID: u.GatewayID}
 		if u.CRL != "" || u.CRLURL != "" {
-			ca, err := firstCert(pem)
+			ca, err := pemfile.ParseCert(pem)
 			if err != nil {
 				return uplink.Config{}, nil, fmt.Errorf("daemon: uplink ca %s: %w", u.CA, err)
 			}

@@ -2,13 +2,13 @@ package daemon
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
 
 	"github.com/fleetgate/fleetgate/bridge/config"
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
 )
@@ -46,10 +46,7 @@ var errOlderCRL = errors.New("CRL number older than the one in use")
 // signed it and that it is not older (CRL number) than the current one,
 // and makes it current.
 func (g *gatewayCRL) publish(b []byte, from string) error {
-	if p, _ := pem.Decode(b); p != nil {
-		b = p.Bytes
-	}
-	rl, err := x509.ParseRevocationList(b)
+	rl, err := pemfile.ParseCRL(b)
 	if err != nil {
 		return fmt.Errorf("%s: %w", from, err)
 	}
@@ -64,20 +61,6 @@ func (g *gatewayCRL) publish(b []byte, from string) error {
 }
 
 func (g *gatewayCRL) get() *x509.RevocationList { return g.cur.Load() }
-
-// firstCert parses the first certificate of a PEM file.
-func firstCert(pemBytes []byte) (*x509.Certificate, error) {
-	for {
-		var p *pem.Block
-		p, pemBytes = pem.Decode(pemBytes)
-		if p == nil {
-			return nil, errors.New("no certificate")
-		}
-		if p.Type == "CERTIFICATE" {
-			return x509.ParseCertificate(p.Bytes)
-		}
-	}
-}
 
 // pppMethods maps uplink.ppp_methods (validated by config) to ppp's;
 // empty keeps the tunnel's default, MS-CHAPv2 only.

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // File names of the site CA inside its directory.
@@ -58,23 +59,9 @@ func LoadOrCreateCA(dir, site string) (*CA, error) {
 
 // ParseCA builds a CA from its PEM certificate and PEM (PKCS#8 or SEC 1) key.
 func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
-	cblk, _ := pem.Decode(certPEM)
-	kblk, _ := pem.Decode(keyPEM)
-	if cblk == nil || kblk == nil {
-		return nil, errors.New("device: CA: no PEM block")
-	}
-	cert, err := x509.ParseCertificate(cblk.Bytes)
+	cert, key, err := pemfile.ParseECDSAPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("device: CA certificate: %w", err)
-	}
-	var key *ecdsa.PrivateKey
-	if k, err := x509.ParsePKCS8PrivateKey(kblk.Bytes); err == nil {
-		var ok bool
-		if key, ok = k.(*ecdsa.PrivateKey); !ok {
-			return nil, errors.New("device: CA key is not ECDSA")
-		}
-	} else if key, err = x509.ParseECPrivateKey(kblk.Bytes); err != nil {
-		return nil, fmt.Errorf("device: CA key: %w", err)
+		return nil, fmt.Errorf("device: CA: %w", err)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
@@ -105,8 +92,8 @@ func createCA(dir, site string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device: CA key: %w", err)
 	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	certPEM := pemfile.EncodeCert(der)
+	keyPEM := pemfile.Encode(pemfile.TypePKCS8Key, kder)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("device: CA dir: %w", err)
 	}
@@ -168,8 +155,7 @@ func (ca *CA) Issue(cn string, years int, hosts ...string) (certPEM, keyPEM []by
 	if err != nil {
 		return nil, nil, fmt.Errorf("device: key: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+	return pemfile.EncodeCert(der), pemfile.Encode(pemfile.TypeECKey, kder), nil
 }
 
 // IssueTLS is Issue returning a tls.Certificate (leaf followed by the CA).

@@ -3,7 +3,6 @@ package registry
 import (
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // crlFile is the site CRL inside the CA directory, rewritten by Revoke.
@@ -50,11 +51,7 @@ func (ca *CA) readCRL() (*x509.RevocationList, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device: site CRL: %w", err)
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("device: site CRL %s: no PEM block", ca.CRLPath())
-	}
-	rl, err := x509.ParseRevocationList(blk.Bytes)
+	rl, err := pemfile.ParseCRL(b)
 	if err != nil {
 		return nil, fmt.Errorf("device: site CRL %s: %w", ca.CRLPath(), err)
 	}
@@ -95,17 +92,8 @@ func (ca *CA) Revoke(serialHex string, now time.Time) (*x509.RevocationList, err
 	if err != nil {
 		return nil, fmt.Errorf("device: site CRL: %w", err)
 	}
-	if err := writeFileAtomic(ca.CRLPath(), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})); err != nil {
+	if err := writeFileAtomic(ca.CRLPath(), pemfile.Encode(pemfile.TypeCRL, der)); err != nil {
 		return nil, err
 	}
 	return x509.ParseRevocationList(der)
-}
-
-// parseCertPEM parses the first PEM certificate of b.
-func parseCertPEM(b []byte) (*x509.Certificate, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, errors.New("device: no PEM certificate")
-	}
-	return x509.ParseCertificate(blk.Bytes)
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // TestByCertPinsIssuedCertificate: after sensor-5 is removed and added
@@ -26,7 +28,7 @@ func TestByCertPinsIssuedCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldCert, _ := parseCertPEM(old.CertPEM)
+	oldCert, _ := pemfile.ParseCert(old.CertPEM)
 	if ep, err := reg.ByCert(oldCert); err != nil || ep.Name != "sensor-5" || ep.CertSerial != SerialHex(oldCert) {
 		t.Fatalf("ByCert(issued): %+v, %v", ep, err)
 	}
@@ -37,7 +39,7 @@ func TestByCertPinsIssuedCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newCert, _ := parseCertPEM(nw.CertPEM)
+	newCert, _ := pemfile.ParseCert(nw.CertPEM)
 	if _, err := reg.ByCert(oldCert); !errors.Is(err, ErrCertReplaced) {
 		t.Fatalf("old certificate after re-key: %v, want ErrCertReplaced", err)
 	}

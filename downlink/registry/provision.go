@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // pskBytes is the entropy of a generated PSK (128 bits). The key is the
@@ -55,7 +57,7 @@ func Provision(r *Registry, ca *CA, req Request) (*Provisioned, error) {
 		if err != nil {
 			return nil, err
 		}
-		cert, err := parseCertPEM(c)
+		cert, err := pemfile.ParseCert(c)
 		if err != nil {
 			return nil, err
 		}

@@ -7,11 +7,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // CA is a throwaway ECDSA P-256 certificate authority for simulated fleets
@@ -91,20 +92,20 @@ func (ca *CA) Issue(cn string, hosts ...string) (*tls.Certificate, error) {
 
 // CertPEM returns the CA certificate in PEM.
 func (ca *CA) CertPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+	return pemfile.EncodeCert(ca.Cert.Raw)
 }
 
 // PEM returns a certificate chain and its key in PEM, for peers that read
 // files (mosquitto, libcoap).
 func PEM(c *tls.Certificate) (certPEM, keyPEM []byte, err error) {
 	for _, der := range c.Certificate {
-		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		certPEM = append(certPEM, pemfile.EncodeCert(der)...)
 	}
-	k, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	keyPEM, err = pemfile.EncodeKey(c.PrivateKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creds: %w", err)
 	}
-	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}), nil
+	return certPEM, keyPEM, nil
 }
 
 // IssueFleet adds a KindCert entry with a fresh certificate for each name.
@@ -125,29 +126,12 @@ func (ca *CA) IssueFleet(s *Set, names []string) error {
 // or SEC 1), e.g. the bridge's site CA, so that a simulated fleet's
 // certificates chain to the CA the bridge trusts.
 func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
-	cb, _ := pem.Decode(certPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, fmt.Errorf("%w: CA: no PEM block", ErrSyntax)
-	}
-	c, err := x509.ParseCertificate(cb.Bytes)
+	c, key, err := pemfile.ParseECDSAPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("creds: CA certificate: %w", err)
+		return nil, fmt.Errorf("%w: CA: %w", ErrSyntax, err)
 	}
 	if !c.IsCA {
 		return nil, fmt.Errorf("%w: CA: %q is not a CA certificate", ErrSyntax, c.Subject.CommonName)
-	}
-	var key *ecdsa.PrivateKey
-	if k, err := x509.ParsePKCS8PrivateKey(kb.Bytes); err == nil {
-		var ok bool
-		if key, ok = k.(*ecdsa.PrivateKey); !ok {
-			return nil, fmt.Errorf("%w: CA key is not ECDSA", ErrSyntax)
-		}
-	} else if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
-		return nil, fmt.Errorf("creds: CA key: %w", err)
-	}
-	if !key.PublicKey.Equal(c.PublicKey) {
-		return nil, fmt.Errorf("%w: CA key does not match the certificate", ErrSyntax)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(c)

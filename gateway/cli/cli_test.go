@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/fleetgate/fleetgate/gateway/pki"
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -309,11 +310,11 @@ func TestServeCRL(t *testing.T) {
 		}
 		return crl
 	}
-	ca, err := pki.ReadCert(filepath.Join(dir, "ca.crt"))
+	ca, err := pemfile.ReadCert(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := pki.ReadCert(filepath.Join(dir, "certs", "hall7.crt"))
+	leaf, err := pemfile.ReadCert(filepath.Join(dir, "certs", "hall7.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}

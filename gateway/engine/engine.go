@@ -29,8 +29,8 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/metrics"
-	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 	"github.com/fleetgate/fleetgate/uplink/clock"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/keylog"
@@ -452,11 +452,11 @@ func loadCert(certPath, keyPath string) (*ike.LocalCert, error) {
 	if certPath == "" || keyPath == "" {
 		return nil, nil
 	}
-	c, err := pki.ReadCert(certPath)
+	c, err := pemfile.ReadCert(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: gateway certificate: %w", ErrConfig, err)
 	}
-	k, err := pki.ReadKey(keyPath)
+	k, err := pemfile.ReadKey(keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: gateway key: %w", ErrConfig, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/server"
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 	"github.com/fleetgate/fleetgate/uplink/ppp"
@@ -336,15 +337,15 @@ identities:
 		t.Fatal(err)
 	}
 	g, lb := startLogged(t, cfg)
-	ca, err := pki.ReadCert(filepath.Join(dir, "ca.crt"))
+	ca, err := pemfile.ReadCert(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	crt, err := pki.ReadCert(filepath.Join(dir, "certs", "site-c.crt"))
+	crt, err := pemfile.ReadCert(filepath.Join(dir, "certs", "site-c.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := pki.ReadKey(filepath.Join(dir, "certs", "site-c.key"))
+	key, err := pemfile.ReadKey(filepath.Join(dir, "certs", "site-c.key"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -100,7 +101,7 @@ func TestOCSPResponder(t *testing.T) {
 
 	// A site certificate of the same CA signs a "good" for revoked hall8:
 	// x/crypto/ocsp accepts the chain; CheckOCSP must not.
-	siteKey, err := ReadKey(filepath.Join(s.Dir, "certs", "hall7.key"))
+	siteKey, err := pemfile.ReadKey(filepath.Join(s.Dir, "certs", "hall7.key"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // Key types.
@@ -152,10 +154,10 @@ func (s *Store) CreateCA(o CAOptions) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: create CA: %w", err)
 	}
-	if err := writeKey(s.path("ca.key"), key); err != nil {
+	if err := pemfile.WriteKey(s.path("ca.key"), key); err != nil {
 		return nil, err
 	}
-	if err := writePEM(s.path("ca.crt"), "CERTIFICATE", der, 0o644); err != nil {
+	if err := pemfile.Write(s.path("ca.crt"), pemfile.TypeCertificate, der, 0o644); err != nil {
 		return nil, err
 	}
 	if err := s.saveIndex(nil); err != nil {
@@ -169,14 +171,14 @@ func (s *Store) CreateCA(o CAOptions) (*x509.Certificate, error) {
 
 // CA loads the CA certificate and key.
 func (s *Store) CA() (*x509.Certificate, crypto.Signer, error) {
-	cert, err := ReadCert(s.path("ca.crt"))
+	cert, err := pemfile.ReadCert(s.path("ca.crt"))
 	if err != nil {
 		if os.IsNotExist(err) {
 			return nil, nil, ErrNoCA
 		}
 		return nil, nil, err
 	}
-	key, err := ReadKey(s.path("ca.key"))
+	key, err := pemfile.ReadKey(s.path("ca.key"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -258,10 +260,10 @@ func (s *Store) Issue(o IssueOptions) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: issue %s: %w", o.Name, err)
 	}
-	if err := writeKey(s.path("certs", o.Name+".key"), key); err != nil {
+	if err := pemfile.WriteKey(s.path("certs", o.Name+".key"), key); err != nil {
 		return nil, err
 	}
-	if err := writePEM(s.path("certs", o.Name+".crt"), "CERTIFICATE", der, 0o644); err != nil {
+	if err := pemfile.Write(s.path("certs", o.Name+".crt"), pemfile.TypeCertificate, der, 0o644); err != nil {
 		return nil, err
 	}
 	idx = append(idx, Entry{Name: o.Name, Kind: o.Kind, Serial: sn.Text(16), NotAfter: notAfter, SANs: sans})
@@ -322,7 +324,7 @@ func (s *Store) WriteCRL() (*x509.RevocationList, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: create CRL: %w", err)
 	}
-	if err := writePEM(s.path("crl.pem"), "X509 CRL", der, 0o644); err != nil {
+	if err := pemfile.Write(s.path("crl.pem"), pemfile.TypeCRL, der, 0o644); err != nil {
 		return nil, err
 	}
 	return x509.ParseRevocationList(der)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 )
@@ -117,11 +118,11 @@ func TestVerifyRejectsForeignCAAndExpired(t *testing.T) {
 		t.Error("expired certificate accepted")
 	}
 	// A CRL signed by another CA is refused.
-	crlB, err := ReadCRL(filepath.Join(b.Dir, "crl.pem"))
+	crlB, err := pemfile.ReadCRL(filepath.Join(b.Dir, "crl.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	caA, _ := ReadCert(filepath.Join(a.Dir, "ca.crt"))
+	caA, _ := pemfile.ReadCert(filepath.Join(a.Dir, "ca.crt"))
 	if _, err := NewVerifier(caA, crlB); err == nil {
 		t.Error("foreign CRL accepted")
 	}

@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // Verifier checks peer certificates against the CA and its CRL. The IKE
@@ -36,13 +38,13 @@ func NewVerifier(ca *x509.Certificate, crl *x509.RevocationList) (*Verifier, err
 
 // LoadVerifier reads the CA certificate and, if crlPath is not empty, the CRL.
 func LoadVerifier(caPath, crlPath string) (*Verifier, error) {
-	ca, err := ReadCert(caPath)
+	ca, err := pemfile.ReadCert(caPath)
 	if err != nil {
 		return nil, fmt.Errorf("pki: CA: %w", err)
 	}
 	var crl *x509.RevocationList
 	if crlPath != "" {
-		if crl, err = ReadCRL(crlPath); err != nil {
+		if crl, err = pemfile.ReadCRL(crlPath); err != nil {
 			return nil, fmt.Errorf("pki: CRL: %w", err)
 		}
 	}

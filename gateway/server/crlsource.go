@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/pki"
 	"github.com/fleetgate/fleetgate/gateway/status"
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // One revocation source for the fleet: every gateway fetches the same CRL
@@ -66,7 +66,7 @@ func (s *Server) fetchCRLOnce(ctx context.Context, cfg *config.Config) {
 	var v *pki.Verifier
 	if err == nil {
 		var ca *x509.Certificate
-		if ca, err = pki.ReadCert(cfg.PKI.CA); err == nil {
+		if ca, err = pemfile.ReadCert(cfg.PKI.CA); err == nil {
 			v, err = pki.NewVerifier(ca, crl) // checks the CA's signature
 		}
 	}
@@ -155,11 +155,11 @@ func (s *Server) crlVerifier(cfg *config.Config, v *pki.Verifier) (*pki.Verifier
 		return v, nil
 	}
 	if cfg.PKI.CRL != "" {
-		if f, err := pki.ReadCRL(cfg.PKI.CRL); err == nil && !f.ThisUpdate.Before(last.ThisUpdate) {
+		if f, err := pemfile.ReadCRL(cfg.PKI.CRL); err == nil && !f.ThisUpdate.Before(last.ThisUpdate) {
 			return v, nil
 		}
 	}
-	ca, err := pki.ReadCert(cfg.PKI.CA)
+	ca, err := pemfile.ReadCert(cfg.PKI.CA)
 	if err != nil {
 		return nil, err
 	}
@@ -188,10 +188,7 @@ func fetchCRL(ctx context.Context, url string) (*x509.RevocationList, error) {
 	if len(b) > maxCRLBytes {
 		return nil, errors.New("server: crl: larger than 4 MiB")
 	}
-	if blk, _ := pem.Decode(b); blk != nil {
-		b = blk.Bytes
-	}
-	return x509.ParseRevocationList(b)
+	return pemfile.ParseCRL(b)
 }
 
 // crlReport is the status report's CRL part.

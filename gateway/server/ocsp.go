@@ -15,6 +15,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/config"
 	"github.com/fleetgate/fleetgate/gateway/metrics"
 	"github.com/fleetgate/fleetgate/gateway/pki"
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // OCSP against the operator's responder (pki.ocsp_url), on top of the CA
@@ -148,7 +149,7 @@ func (s *Server) ocspLog(kind string, f func()) {
 // failure keeps login-time queries off for ocspRetry.
 func (s *Server) queryOCSP(cfg *config.Config, leaf *x509.Certificate) (int, error) {
 	o := &s.ocsp
-	ca, err := pki.ReadCert(cfg.PKI.CA)
+	ca, err := pemfile.ReadCert(cfg.PKI.CA)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), ocspQueryTimeout)
 		var r *ocsp.Response

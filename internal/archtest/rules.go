@@ -22,10 +22,6 @@ var Rules = []Rule{
 		Name:      "the bridge does not depend on the gateway",
 		From:      []string{"bridge"},
 		Forbidden: []string{"gateway", "firmware-sim", "bench", "demo", "e2e"},
-		// filecheck reads certificates, keys and CRLs with gateway/pki's
-		// PEM readers; moving those readers down (internal/ or a pki core)
-		// is issue 25's sweep. No other arrow is allowed.
-		Allow: []string{"internal/filecheck -> gateway/pki"},
 	},
 	{
 		Name:      "the firmware simulator depends on protocol cores only",

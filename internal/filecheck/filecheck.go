@@ -15,7 +15,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/fleetgate/fleetgate/gateway/pki"
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 	"github.com/fleetgate/fleetgate/internal/secretfile"
 )
 
@@ -84,7 +84,7 @@ func (c *Checker) Cert(key string, line int, path, hint string) *x509.Certificat
 	if !c.open(key, line, path, hint) {
 		return nil
 	}
-	cert, err := pki.ReadCert(path)
+	cert, err := pemfile.ReadCert(path)
 	if err != nil {
 		c.add(key, line, false, "%s: %v", path, err)
 		return nil
@@ -108,7 +108,7 @@ func (c *Checker) Key(key string, line int, path, hint string) crypto.Signer {
 	if err := secretfile.Check(path); err != nil {
 		c.add(key, line, false, "%v", err)
 	}
-	k, err := pki.ReadKey(path)
+	k, err := pemfile.ReadKey(path)
 	if err != nil {
 		c.add(key, line, false, "%s: %v", path, err)
 		return nil
@@ -121,7 +121,7 @@ func (c *Checker) CRL(key string, line int, path, hint string, ca *x509.Certific
 	if !c.open(key, line, path, hint) {
 		return
 	}
-	rl, err := pki.ReadCRL(path)
+	rl, err := pemfile.ReadCRL(path)
 	if err != nil {
 		c.add(key, line, false, "%s: %v", path, err)
 		return

@@ -7,12 +7,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
 	"net"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pemfile"
 )
 
 // TLSCA is a throwaway ECDSA P-256 CA made with the standard library, for
@@ -50,7 +51,7 @@ func NewTLSCA(t testing.TB, name string) *TLSCA {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	ca := &TLSCA{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert: cert, key: key,
+	ca := &TLSCA{CertPEM: pemfile.EncodeCert(der), cert: cert, key: key,
 		CAFile: filepath.Join(dir, "ca.pem"), dir: dir}
 	writeFile(t, ca.CAFile, ca.CertPEM)
 	return ca
@@ -84,13 +85,13 @@ func (ca *TLSCA) Issue(t testing.TB, cn string, hosts ...string) Cert {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := x509.MarshalPKCS8PrivateKey(key)
+	k, err := pemfile.EncodeKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return Cert{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}),
+		CertPEM: pemfile.EncodeCert(der),
+		KeyPEM:  k,
 		DN:      "O=fleetgate test, CN=" + cn,
 	}
 }
