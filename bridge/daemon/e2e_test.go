@@ -105,31 +105,6 @@ func startGatewayWith(t *testing.T, yaml, listen string) (*server.Server, *engin
 	return srv, eng, us.Stack()
 }
 
-// coapSink answers every CON request on pc with 2.05 "src=<source>".
-func coapSink(pc net.PacketConn) {
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		m := pool.NewMessage(context.Background())
-		if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
-			continue
-		}
-		r := pool.NewMessage(context.Background())
-		r.SetType(message.Acknowledgement)
-		r.SetMessageID(m.MessageID())
-		r.SetToken(m.Token())
-		r.SetCode(codes.Content)
-		r.SetContentFormat(message.TextPlain)
-		r.SetBody(bytes.NewReader([]byte("src=" + from.String())))
-		if b, err := r.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-			_, _ = pc.WriteTo(b, from)
-		}
-	}
-}
-
 // coapGet sends one CON GET over c and returns the response.
 func coapGet(t *testing.T, c net.Conn, path string) (codes.Code, string) {
 	t.Helper()
@@ -190,7 +165,7 @@ func TestLoopbackEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
-	go coapSink(sink)
+	coaptest.Serve(t, sink, coaptest.SourceEcho)
 
 	ts := eng.Tunnel()
 	dir := t.TempDir()

@@ -64,7 +64,7 @@ func TestLoopbackIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
-	go coapSink(sink)
+	coaptest.Serve(t, sink, coaptest.SourceEcho)
 	got := centralBrokerAt(t, central, netip.MustParseAddrPort("[2001:db8:200::10]:1883"))
 
 	ts := eng.Tunnel()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -14,7 +15,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/downlink/coap"
@@ -45,46 +45,27 @@ func startDedupSink(t *testing.T, pair *ipstacktest.Pair, addr netip.AddrPort) *
 		t.Fatal(err)
 	}
 	s := &dedupSink{from: map[string]bool{}, seen: map[string]bool{}, tokens: map[string]message.Token{}}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if s.down.Load() {
-				continue
-			}
-			m := pool.NewMessage(context.Background())
-			if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil || !isRequest(m.Code()) {
-				continue
-			}
-			key := fmt.Sprintf("%s|%d", from, m.MessageID())
-			body, _ := m.ReadBody()
-			s.mu.Lock()
-			if s.seen[key] {
-				s.dups++
-			} else {
-				s.seen[key] = true
-				s.bodies = append(s.bodies, string(body))
-				s.from[from.String()] = true
-				s.tokens[string(body)] = append(message.Token(nil), m.Token()...)
-			}
-			s.mu.Unlock()
-			if s.dropAcks.Load() {
-				continue
-			}
-			r := pool.NewMessage(context.Background())
-			r.SetType(message.Acknowledgement)
-			r.SetMessageID(m.MessageID())
-			r.SetToken(m.Token())
-			r.SetCode(codes.Changed)
-			if b, err := r.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-				_, _ = pc.WriteTo(b, from)
-			}
+	coaptest.Serve(t, pc, func(m *pool.Message, from net.Addr) [][]byte {
+		if s.down.Load() || !isRequest(m.Code()) {
+			return nil
 		}
-	}()
+		key := fmt.Sprintf("%s|%d", from, m.MessageID())
+		body, _ := m.ReadBody()
+		s.mu.Lock()
+		if s.seen[key] {
+			s.dups++
+		} else {
+			s.seen[key] = true
+			s.bodies = append(s.bodies, string(body))
+			s.from[from.String()] = true
+			s.tokens[string(body)] = append(message.Token(nil), m.Token()...)
+		}
+		s.mu.Unlock()
+		if s.dropAcks.Load() {
+			return nil
+		}
+		return coaptest.Reply(m, codes.Changed, nil)
+	})
 	return s
 }
 

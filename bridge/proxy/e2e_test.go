@@ -12,7 +12,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
-	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
@@ -20,38 +19,15 @@ import (
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 )
 
-// central runs a minimal CoAP server on the central stack that answers
-// every CON request with 2.05 "src=<source address>".
-func central(t *testing.T, pair *ipstacktest.Pair) {
+// centralAt runs a CoAP server on the central stack at the given address,
+// answering every request with 2.05 "src=<source address>".
+func centralAt(t *testing.T, pair *ipstacktest.Pair, at string) {
 	t.Helper()
-	pc, err := pair.B.ListenUDP(netip.MustParseAddrPort("10.20.0.1:5683"))
+	pc, err := pair.B.ListenUDP(netip.MustParseAddrPort(at))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m := pool.NewMessage(context.Background())
-			if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
-				continue
-			}
-			r := pool.NewMessage(context.Background())
-			r.SetType(message.Acknowledgement)
-			r.SetMessageID(m.MessageID())
-			r.SetToken(m.Token())
-			r.SetCode(codes.Content)
-			r.SetContentFormat(message.TextPlain)
-			r.SetBody(bytes.NewReader([]byte("src=" + from.String())))
-			if b, err := r.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-				_, _ = pc.WriteTo(b, from)
-			}
-		}
-	}()
+	coaptest.Serve(t, pc, coaptest.SourceEcho)
 }
 
 func TestEndToEnd(t *testing.T) {
@@ -59,7 +35,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := pair.B.AddAddress(netip.MustParsePrefix("10.20.0.1/32")); err != nil {
 		t.Fatal(err)
 	}
-	central(t, pair)
+	centralAt(t, pair, "10.20.0.1:5683")
 	reg, _ := registry.Open("", netip.MustParsePrefix("10.10.8.0/24"))
 	prov, err := registry.Provision(reg, nil, registry.Request{Name: "sensor-17"})
 	if err != nil {

@@ -13,47 +13,12 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
-	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
 	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/ipstack/ipstacktest"
 )
-
-// centralAt runs a CoAP server on the central stack at the given address,
-// answering every request with 2.05 "src=<source address>".
-func centralAt(t *testing.T, pair *ipstacktest.Pair, at string) {
-	t.Helper()
-	pc, err := pair.B.ListenUDP(netip.MustParseAddrPort(at))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m := pool.NewMessage(context.Background())
-			if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
-				continue
-			}
-			r := pool.NewMessage(context.Background())
-			r.SetType(message.Acknowledgement)
-			r.SetMessageID(m.MessageID())
-			r.SetToken(m.Token())
-			r.SetCode(codes.Content)
-			r.SetContentFormat(message.TextPlain)
-			r.SetBody(bytes.NewReader([]byte("src=" + from.String())))
-			if b, err := r.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-				_, _ = pc.WriteTo(b, from)
-			}
-		}
-	}()
-}
 
 // With an IPv6 site prefix, central reaches a CoAP endpoint at its IPv6
 // address (sensor-17 → 2001:db8:8::17) and gets the device's answer from

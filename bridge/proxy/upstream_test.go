@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	coapclient "github.com/plgd-dev/go-coap/v3/net/client"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
-	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
 
 // lossyCentral is a CoAP responder on a loopback UDP socket that drops
@@ -36,23 +36,14 @@ func startLossyCentral(t *testing.T) *lossyCentral {
 		t.Fatal(err)
 	}
 	c := &lossyCentral{pc: pc}
-	serveCoAP(t, pc, func(m *pool.Message, _ net.Addr) [][]byte {
+	coaptest.Serve(t, pc, func(m *pool.Message, _ net.Addr) [][]byte {
 		if !isRequest(m.Code()) || c.down.Load() {
 			return nil
 		}
 		c.mu.Lock()
 		c.tokens = append(c.tokens, append(message.Token(nil), m.Token()...))
 		c.mu.Unlock()
-		r := pool.NewMessage(context.Background())
-		r.SetType(message.Acknowledgement)
-		r.SetMessageID(m.MessageID())
-		r.SetToken(m.Token())
-		r.SetCode(codes.Changed)
-		b, err := r.MarshalWithEncoder(coder.DefaultCoder)
-		if err != nil {
-			return nil
-		}
-		return [][]byte{b}
+		return coaptest.Reply(m, codes.Changed, nil)
 	})
 	return c
 }

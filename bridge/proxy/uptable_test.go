@@ -35,7 +35,7 @@ func (r *rig) scriptedCentral(t *testing.T, answer func(m *pool.Message, n int) 
 		t.Fatal(err)
 	}
 	c := &scriptedCentral{pc: pc}
-	serveCoAP(t, pc, func(m *pool.Message, from net.Addr) [][]byte {
+	coaptest.Serve(t, pc, func(m *pool.Message, from net.Addr) [][]byte {
 		c.mu.Lock()
 		c.got = append(c.got, m)
 		c.from = from
@@ -44,31 +44,6 @@ func (r *rig) scriptedCentral(t *testing.T, answer func(m *pool.Message, n int) 
 		return answer(m, k)
 	})
 	return c
-}
-
-// serveCoAP runs a fake central on pc until the test ends: every datagram
-// that decodes as CoAP goes to handle, and the datagrams handle returns are
-// sent back to its sender.
-func serveCoAP(t *testing.T, pc net.PacketConn, handle func(m *pool.Message, from net.Addr) [][]byte) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m := pool.NewMessage(context.Background())
-			if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
-				continue
-			}
-			for _, b := range handle(m, from) {
-				_, _ = pc.WriteTo(b, from)
-			}
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
 }
 
 func (c *scriptedCentral) received() []*pool.Message {

@@ -22,7 +22,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
@@ -383,28 +382,9 @@ func startSink(t *testing.T, gw *server.Server) net.PacketConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m := pool.NewMessage(context.Background())
-			if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
-				continue
-			}
-			r := pool.NewMessage(context.Background())
-			r.SetType(message.Acknowledgement)
-			r.SetMessageID(m.MessageID())
-			r.SetToken(m.Token())
-			r.SetCode(codes.Changed)
-			if b, err := r.MarshalWithEncoder(coder.DefaultCoder); err == nil {
-				_, _ = pc.WriteTo(b, from)
-			}
-		}
-	}()
+	coaptest.Serve(t, pc, func(m *pool.Message, _ net.Addr) [][]byte {
+		return coaptest.Reply(m, codes.Changed, nil)
+	})
 	return pc
 }
 
