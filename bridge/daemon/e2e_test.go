@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	mqttserver "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -24,8 +22,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	bconfig "github.com/fleetgate/fleetgate/bridge/config"
@@ -167,112 +163,21 @@ func TestLoopbackEndToEnd(t *testing.T) {
 	t.Cleanup(func() { sink.Close() })
 	coaptest.Serve(t, sink, coaptest.SourceEcho)
 
-	ts := eng.Tunnel()
-	dir := t.TempDir()
-	y := fmt.Sprintf(`site: plant-a
-prefix: 10.10.8.0/24
-bridge_address: 10.10.8.1
-state_dir: %s
-downlink: {coap_listen: "127.0.0.1:0", queue_ttl: 30s}
-central_coap: 10.20.0.1:5683
-http_listen: "127.0.0.1:0"
-mqtt: {enabled: true, tls_listen: "127.0.0.1:0", plain_listen: "127.0.0.1:0", central: "10.20.0.1:1883"}
-uplink:
-  mode: l2tp-ipsec
-  gateways: [%q]
-  nat_t_port: %d
-  psk: %s
-  local_id: plant-a.sites.example
-  ppp_user: plant-a
-  ppp_password: pw-a
-  esp_proposals: aes128gcm16
-  min_backoff: 100ms
-  max_backoff: 1s
-`, dir, ts.IKEAddr().String(), ts.NATTAddr().Port(), gwPSK)
-	cfg, err := bconfig.Parse([]byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, ca, err := daemon.OpenRegistry(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov, err := registry.Provision(reg, ca, registry.Request{Name: "sensor-17"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mprov, err := registry.Provision(reg, ca, registry.Request{Name: "pump-4", Protocol: registry.MQTT})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := siteConfig(t, eng.Tunnel(), site4)
+	prov, mprov := provisionSite(t, cfg)
 	got := centralBroker(t, central)
 
-	ready := make(chan daemon.Addrs, 1)
 	reload := make(chan struct{ n int }, 1)
 	hup := make(chan os.Signal, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() {
-		done <- daemon.RunWith(ctx, cfg, log, daemon.Options{Reload: hup,
-			Ready:    func(a daemon.Addrs) { ready <- a },
-			Reloaded: func(n int, err error) { reload <- struct{ n int }{n} }})
-	}()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("bridge Run: %v", err)
-			}
-		}
-	}
-	t.Cleanup(stop)
-	var a daemon.Addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("bridge stopped: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("bridge not ready after 10s")
-	}
-	status := func() daemon.Status {
-		var st daemon.Status
-		resp, err := http.Get("http://" + a.HTTP.String() + "/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	a, status, stop := runBridge(t, cfg, daemon.Options{Reload: hup,
+		Reloaded: func(n int, err error) { reload <- struct{ n int }{n} }})
 	waitFor(t, "uplink up", func() bool { return strings.HasPrefix(status().Uplink, "up") })
 	// The gateway's pushed routes (DHCPINFORM over PPP) reach the status.
 	waitFor(t, "pushed routes", func() bool { return strings.Contains(status().Uplink, " routes=10.20.0.0/16") })
 
 	// Device → central, sourced from the endpoint's address.
-	d, err := coaptest.Dial(t, a.CoAP.String(), coaptest.Options{Identity: "sensor-17", Key: prov.Endpoint.PSK,
-		Handler: func(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
-			p, _ := r.Path()
-			_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte("device"+p)))
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, pcancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer pcancel()
-	resp, err := d.Conn.Post(pctx, "/data", message.TextPlain, bytes.NewReader([]byte("21.5")))
-	if err != nil {
-		t.Fatalf("device POST: %v", err)
-	}
-	body, _ := resp.ReadBody()
-	if want := "src=10.10.8.17:"; resp.Code() != codes.Content || !strings.HasPrefix(string(body), want) {
-		t.Fatalf("device → central: got %v %q, want 2.05 %q…", resp.Code(), body, want)
-	}
-	t.Logf("device → central: %v %q", resp.Code(), body)
+	d := echoDevice(t, a.CoAP.String(), prov)
+	postFrom(t, d, "21.5", "10.10.8.17")
 
 	// Central → device over the uplink and the device's DTLS session.
 	c, err := central.DialUDP(netip.MustParseAddrPort("10.20.0.1:0"), netip.MustParseAddrPort("10.10.8.17:5683"))
@@ -285,25 +190,7 @@ uplink:
 	}
 
 	// MQTT device → site broker → relay from 10.10.8.4 → central broker.
-	opts := paho.NewClientOptions().AddBroker("tcp://" + a.MQTTPlain.String()).SetClientID("pump-4").
-		SetUsername(mprov.Endpoint.PSKIdentity).SetPassword(string(mprov.Endpoint.PSK))
-	dev := paho.NewClient(opts)
-	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("MQTT device connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { dev.Disconnect(100) })
-	if tok := dev.Publish("telemetry/flow", 1, false, "7.5"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("MQTT device publish: %v", tok.Error())
-	}
-	select {
-	case p := <-got:
-		if p.topic != "sites/plant-a/pump-4/telemetry/flow" || p.payload != "7.5" || !strings.HasPrefix(p.remote, "10.10.8.4:") {
-			t.Fatalf("central broker: got %+v, want sites/plant-a/pump-4/telemetry/flow 7.5 from 10.10.8.4", p)
-		}
-		t.Logf("central broker: %+v", p)
-	case <-time.After(30 * time.Second):
-		t.Fatal("central broker: no publish within 30s")
-	}
+	mqttTelemetry(t, a.MQTTPlain.String(), mprov, got, "10.10.8.4")
 
 	st := status()
 	var seen int
@@ -353,14 +240,7 @@ uplink:
 	if err != nil {
 		t.Fatalf("reloaded endpoint: %v", err)
 	}
-	resp, err = d2.Conn.Post(pctx, "/data", message.TextPlain, bytes.NewReader([]byte("1")))
-	if err != nil {
-		t.Fatalf("sensor-18 POST: %v", err)
-	}
-	body, _ = resp.ReadBody()
-	if want := "src=10.10.8.18:"; !strings.HasPrefix(string(body), want) {
-		t.Fatalf("sensor-18 → central: got %v %q, want %q…", resp.Code(), body, want)
-	}
+	postFrom(t, d2, "1", "10.10.8.18")
 
 	// Reload: an endpoint removed while running loses its session and its
 	// status row; the others keep theirs.
@@ -381,10 +261,7 @@ uplink:
 	if resp, err := d2.Conn.Post(rctx, "/data", message.TextPlain, bytes.NewReader([]byte("2"))); err == nil {
 		t.Fatalf("removed endpoint's session still relays: %v", resp.Code())
 	}
-	resp, err = d.Conn.Post(pctx, "/data", message.TextPlain, bytes.NewReader([]byte("21.6")))
-	if err != nil || resp.Code() != codes.Content {
-		t.Fatalf("sensor-17 after another endpoint's removal: %v", err)
-	}
+	postFrom(t, d, "21.6", "10.10.8.17")
 
 	// SIGTERM: Close tears the uplink down; the gateway sees the session go.
 	if n := gw.Env().Sessions.Len(); n != 1 {

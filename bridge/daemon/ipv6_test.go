@@ -1,30 +1,16 @@
 package daemon_test
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/message/pool"
-	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
-	bconfig "github.com/fleetgate/fleetgate/bridge/config"
 	"github.com/fleetgate/fleetgate/bridge/daemon"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
-	"github.com/fleetgate/fleetgate/downlink/registry"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
 
@@ -71,81 +57,13 @@ func TestLoopbackIPv6(t *testing.T) {
 	if !ts.IKEAddr().Addr().Is6() {
 		t.Fatalf("gateway IKE on %s, want IPv6", ts.IKEAddr())
 	}
-	dir := t.TempDir()
-	y := fmt.Sprintf(`site: plant-a
-prefix: 10.10.8.0/24
-ipv6_prefix: 2001:db8:8::/64
-bridge_address: 10.10.8.1
-state_dir: %s
-downlink: {coap_listen: "[::]:0", queue_ttl: 30s}
-central_coap: "[2001:db8:200::10]:5683"
-http_listen: "127.0.0.1:0"
-mqtt: {enabled: true, tls_listen: "[::1]:0", plain_listen: "[::1]:0", central: "[2001:db8:200::10]:1883"}
-uplink:
-  mode: l2tp-ipsec
-  gateways: [%q]
-  nat_t_port: %d
-  psk: %s
-  local_id: plant-a.sites.example
-  ppp_user: plant-a
-  ppp_password: pw-a
-  esp_proposals: aes128gcm16
-  min_backoff: 100ms
-  max_backoff: 1s
-`, dir, ts.IKEAddr().String(), ts.NATTAddr().Port(), gwPSK)
-	cfg, err := bconfig.Parse([]byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, ca, err := daemon.OpenRegistry(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov, err := registry.Provision(reg, ca, registry.Request{Name: "sensor-17"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mprov, err := registry.Provision(reg, ca, registry.Request{Name: "pump-4", Protocol: registry.MQTT})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := siteConfig(t, ts, siteNet{central: "[2001:db8:200::10]", coapListen: "[::]", mqttListen: "[::1]",
+		extra: "ipv6_prefix: 2001:db8:8::/64\n"})
+	prov, mprov := provisionSite(t, cfg)
 	if want := netip.MustParseAddr("2001:db8:8::17"); prov.Endpoint.Addr6 != want {
 		t.Fatalf("sensor-17 IPv6 address %s, want %s", prov.Endpoint.Addr6, want)
 	}
-
-	ready := make(chan daemon.Addrs, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() {
-		done <- daemon.RunWith(ctx, cfg, log, daemon.Options{Ready: func(a daemon.Addrs) { ready <- a }})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("bridge Run: %v", err)
-		}
-	})
-	var a daemon.Addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("bridge stopped: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("bridge not ready after 10s")
-	}
-	status := func() daemon.Status {
-		var st daemon.Status
-		resp, err := http.Get("http://" + a.HTTP.String() + "/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	a, status, _ := runBridge(t, cfg, daemon.Options{})
 	waitFor(t, "uplink up", func() bool { return strings.HasPrefix(status().Uplink, "up") })
 	// The bridge's own status says IPV6CP is up (the operator's view, not
 	// only the gateway's).
@@ -166,25 +84,8 @@ uplink:
 
 	// The DTLS listener is on [::] (both families); coaptest's device
 	// socket is IPv4.
-	d, err := coaptest.Dial(t, fmt.Sprintf("127.0.0.1:%d", a.CoAP.(*net.UDPAddr).Port), coaptest.Options{Identity: "sensor-17", Key: prov.Endpoint.PSK,
-		Handler: func(w *responsewriter.ResponseWriter[*udpclient.Conn], r *pool.Message) {
-			p, _ := r.Path()
-			_ = w.SetResponse(codes.Content, message.TextPlain, bytes.NewReader([]byte("device"+p)))
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, pcancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer pcancel()
-	resp, err := d.Conn.Post(pctx, "/data", message.TextPlain, bytes.NewReader([]byte("21.5")))
-	if err != nil {
-		t.Fatalf("device POST: %v", err)
-	}
-	body, _ := resp.ReadBody()
-	if want := "src=[2001:db8:8::17]:"; resp.Code() != codes.Content || !strings.HasPrefix(string(body), want) {
-		t.Fatalf("device → central over IPv6: got %v %q, want 2.05 %q…", resp.Code(), body, want)
-	}
-	t.Logf("device → central: %v %q", resp.Code(), body)
+	d := echoDevice(t, fmt.Sprintf("127.0.0.1:%d", a.CoAP.(*net.UDPAddr).Port), prov)
+	postFrom(t, d, "21.5", "[2001:db8:8::17]")
 
 	c, err := central.DialUDP(netip.MustParseAddrPort("[2001:db8:200::10]:0"), netip.MustParseAddrPort("[2001:db8:8::17]:5683"))
 	if err != nil {
@@ -195,25 +96,8 @@ uplink:
 		t.Fatalf("central → [2001:db8:8::17]:5683: got %v %q, want 2.05 device/temp", code, body)
 	}
 
-	opts := paho.NewClientOptions().AddBroker("tcp://" + a.MQTTPlain.String()).SetClientID("pump-4").
-		SetUsername(mprov.Endpoint.PSKIdentity).SetPassword(string(mprov.Endpoint.PSK))
-	dev := paho.NewClient(opts)
-	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("MQTT device connect over [::1]: %v", tok.Error())
-	}
-	t.Cleanup(func() { dev.Disconnect(100) })
-	if tok := dev.Publish("telemetry/flow", 1, false, "7.5"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("MQTT device publish: %v", tok.Error())
-	}
-	select {
-	case p := <-got:
-		if p.topic != "sites/plant-a/pump-4/telemetry/flow" || p.payload != "7.5" || !strings.HasPrefix(p.remote, "[2001:db8:8::4]:") {
-			t.Fatalf("central broker: got %+v, want sites/plant-a/pump-4/telemetry/flow 7.5 from [2001:db8:8::4]", p)
-		}
-		t.Logf("central broker: %+v", p)
-	case <-time.After(30 * time.Second):
-		t.Fatal("central broker: no publish within 30s")
-	}
+	// The MQTT device reaches the bridge over IPv6 ([::1]).
+	mqttTelemetry(t, a.MQTTPlain.String(), mprov, got, "[2001:db8:8::4]")
 	for _, e := range status().Endpoints {
 		if e.Name == "sensor-17" && e.Addr6 != "2001:db8:8::17" {
 			t.Errorf("status: sensor-17 addr6 %q, want 2001:db8:8::17", e.Addr6)
