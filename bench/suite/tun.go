@@ -93,7 +93,7 @@ func (s *sink) count(n int) {
 // tunCeiling is the ceiling of the kernel → session direction: a vnet
 // TUN (same driver and offloads as ours) read by one goroutine that hands
 // each packet straight to the product's ESP layer (esp.Transport, same
-// batching and suite) towards edge, counted there. No router, L2TP, PPP
+// batching, burst hold and suite) towards edge, counted there. No router, L2TP, PPP
 // or tunnel: ours with the vnet driver does all of this and more.
 func tunCeiling(t testing.TB, edge, gwh *netns.Host, name, prefix string) *sink {
 	var tun *dataplane.TUN
@@ -135,16 +135,9 @@ func tunCeiling(t testing.TB, edge, gwh *netns.Host, name, prefix string) *sink 
 		t.Fatal(err)
 	}
 	s := newSink()
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := rx.L2TP().ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			s.count(n)
-		}
-	}()
+	// Received as our tunnel receives L2TP: on the ESP reader goroutine
+	// (esp.Transport.SetL2TPHandler), counted there.
+	rx.SetL2TPHandler(func(b []byte, _ *esp.Addr) { s.count(len(b)) })
 	go func() {
 		buf := make([]byte, 65536)
 		to, out := peer.Addr(esp.L2TPPort), tx.L2TP()
@@ -153,7 +146,22 @@ func tunCeiling(t testing.TB, edge, gwh *netns.Host, name, prefix string) *sink 
 			if err != nil {
 				return
 			}
+			// The same burst hold as the router's RunHost: a split
+			// GSO read leaves in full sendmmsg/GSO batches.
+			held := tun.Buffered() > 0
+			if held {
+				tx.Hold()
+			}
 			_, _ = out.WriteTo(buf[:n], to)
+			for held && tun.Buffered() > 0 {
+				if n, err = tun.ReadPacket(buf); err != nil {
+					break
+				}
+				_, _ = out.WriteTo(buf[:n], to)
+			}
+			if held {
+				tx.Release()
+			}
 		}
 	}()
 	return s

@@ -350,22 +350,9 @@ func ceiling(t testing.TB, size int, suite esp.Suite, rxh, txh *netns.Host) func
 		t.Fatal(err)
 	}
 	s := newSink()
-	go func() {
-		conn := rx.L2TP()
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			s.n.Add(1)
-			s.bytes.Add(uint64(n))
-			select {
-			case s.sig <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	// Received as the product's tunnels receive L2TP: on the ESP reader
+	// goroutine (esp.Transport.SetL2TPHandler), counted there.
+	rx.SetL2TPHandler(func(b []byte, _ *esp.Addr) { s.count(len(b)) })
 	payload := make([]byte, size+l2tpPPPLen)
 	to := peer.Addr(esp.L2TPPort)
 	conn := tx.L2TP()

@@ -29,12 +29,19 @@ type flows struct {
 	m    map[flowKey]time.Time // key -> expiry
 	max  int
 	idle time.Duration
+	// last is the key noteKey last stored, at lastAt: a host stream notes
+	// the same flow for every packet, and within flowRenew of lastAt its
+	// entry is known to be there and is not rewritten (expiry then lags
+	// by at most flowRenew).
+	last   flowKey
+	lastAt time.Time
 }
 
 const (
 	flowIdle    = 2 * time.Minute
 	flowMax     = 65536
 	flowSweepAt = 4096 // sweep expired entries every so many inserts
+	flowRenew   = time.Second
 )
 
 func newFlows() *flows { return &flows{m: map[flowKey]time.Time{}, max: flowMax, idle: flowIdle} }
@@ -144,6 +151,9 @@ func keyOf6(h ipv6.Header, in ipv6.Info, fromHost bool) (flowKey, bool) {
 func (f *flows) noteKey(k flowKey, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if k == f.last && !now.Before(f.lastAt) && now.Sub(f.lastAt) < flowRenew {
+		return
+	}
 	if _, exists := f.m[k]; !exists {
 		if len(f.m)%flowSweepAt == 0 {
 			for key, exp := range f.m {
@@ -157,6 +167,7 @@ func (f *flows) noteKey(k flowKey, now time.Time) {
 		}
 	}
 	f.m[k] = now.Add(f.idle)
+	f.last, f.lastAt = k, now
 }
 
 func (f *flows) replyKey(k flowKey, now time.Time) bool {

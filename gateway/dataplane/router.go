@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -40,6 +41,18 @@ type Host interface {
 	// Close releases the device and unblocks ReadPacket.
 	Close() error
 }
+
+// Burster is told when RunHost routes a burst of packets that one host
+// read returned (Buffered > 0: the vnet TUN split a GSO super-packet): the
+// session transport (esp.Transport) then queues what the burst sends and
+// writes it in full batches at Release.
+type Burster interface {
+	Hold()
+	Release()
+}
+
+// buffered is a host that can say how many packets it has in hand.
+type buffered interface{ Buffered() int }
 
 // ErrDropped is returned by FromSession/FromHost when the packet was
 // dropped (the reason is counted in Stats).
@@ -80,12 +93,25 @@ type Router struct {
 	warn     *rate.Limiter
 	ids      identityCounters
 	log      *slog.Logger
+	burst    atomic.Pointer[burstBox]
 
 	// Stats are the router's counters.
 	Stats Stats
 }
 
 type hostBox struct{ h Host }
+
+type burstBox struct{ b Burster }
+
+// SetBurster attaches (or with nil detaches) the session transport that
+// RunHost holds during a burst of host packets.
+func (r *Router) SetBurster(b Burster) {
+	if b == nil {
+		r.burst.Store(nil)
+		return
+	}
+	r.burst.Store(&burstBox{b})
+}
 
 // New returns a Router; attach a host with SetHost.
 func New(cfg Config) *Router {
@@ -232,10 +258,14 @@ func (r *Router) ownsSource(s Session, src netip.Addr) bool {
 }
 
 // FromHost routes a packet read from the host towards its session.
-func (r *Router) FromHost(pkt []byte) error {
+func (r *Router) FromHost(pkt []byte) error { return r.fromHost(pkt, r.cfg.Clock.Now()) }
+
+// fromHost is FromHost at time now (RunHost reads the clock once per
+// host read: a burst's packets share it).
+func (r *Router) fromHost(pkt []byte, now time.Time) error {
 	r.Stats.FromHostPackets.Add(1)
 	if len(pkt) > 0 && pkt[0]>>4 == 6 {
-		return r.fromHost6(pkt)
+		return r.fromHost6(pkt, now)
 	}
 	if len(pkt) > 0 && pkt[0]>>4 != 4 {
 		return r.drop(ReasonNotIPv4)
@@ -253,7 +283,7 @@ func (r *Router) FromHost(pkt []byte) error {
 		r.sendICMP(nil, AppendTimeExceeded(nil, r.cfg.LocalAddr, h), h)
 		return r.drop(ReasonTTL)
 	}
-	r.flows.note(h, r.cfg.Clock.Now())
+	r.flows.note(h, now)
 	decTTL(h)
 	return r.toSession(s, h, nil)
 }
@@ -334,6 +364,7 @@ func (r *Router) RunHost(ctx context.Context) error {
 		return errors.New("dataplane: no host attached")
 	}
 	buf := make([]byte, 65535)
+	bh, _ := hb.h.(buffered)
 	for {
 		n, err := hb.h.ReadPacket(buf)
 		if err != nil {
@@ -342,7 +373,26 @@ func (r *Router) RunHost(ctx context.Context) error {
 			}
 			return err
 		}
-		_ = r.FromHost(buf[:n])
+		var held Burster
+		if bh != nil && bh.Buffered() > 0 {
+			if bb := r.burst.Load(); bb != nil {
+				held = bb.b
+				held.Hold()
+			}
+		}
+		now := r.cfg.Clock.Now()
+		_ = r.fromHost(buf[:n], now)
+		if held != nil {
+			// The rest of the burst is in memory: no ReadPacket below
+			// blocks while the transport is held.
+			for bh.Buffered() > 0 {
+				if n, err = hb.h.ReadPacket(buf); err != nil {
+					break
+				}
+				_ = r.fromHost(buf[:n], now)
+			}
+			held.Release()
+		}
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"net/netip"
+	"time"
 
 	"github.com/fleetgate/fleetgate/gateway/ipv6"
 	"github.com/fleetgate/fleetgate/gateway/route"
@@ -94,7 +95,7 @@ func (r *Router) fromSession6(s Session, pkt []byte) error {
 	return nil
 }
 
-func (r *Router) fromHost6(pkt []byte) error {
+func (r *Router) fromHost6(pkt []byte, now time.Time) error {
 	h := ipv6.Header(pkt)
 	in, err := ipv6.Parse(h)
 	if err != nil {
@@ -109,7 +110,7 @@ func (r *Router) fromHost6(pkt []byte) error {
 		return r.drop(ReasonTTL)
 	}
 	ipv6.DecHopLimit(h)
-	r.flows.note6(h, in, r.cfg.Clock.Now())
+	r.flows.note6(h, in, now)
 	return r.toSession6(s, h, in, nil)
 }
 

@@ -1,8 +1,12 @@
 package dataplane
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"net/netip"
+	"os"
+	"slices"
 	"testing"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
@@ -272,5 +276,97 @@ func TestReplyToGatewayAddressGoesToHost(t *testing.T) {
 	// Broadcasts that are not DHCPINFORM stay local and are dropped.
 	if err := f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoUDP, "10.10.0.7", "255.255.255.255", 137, 137, 60, false)); err == nil || f.r.Stats.Drops(ReasonLocal) != 1 {
 		t.Errorf("broadcast: err %v, local drops %d", err, f.r.Stats.Drops(ReasonLocal))
+	}
+}
+
+// TestFlowRenewal: a host stream notes its flow on every packet; within
+// flowRenew the entry is not rewritten, after it the expiry moves on, so
+// a flow that keeps sending never expires and one that stops does after
+// flowIdle (at most flowRenew early).
+func TestFlowRenewal(t *testing.T) {
+	f := newFixture(t, false)
+	req := func() {
+		t.Helper()
+		if err := f.r.FromHost(pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.8.17", 50123, 5683, 60, false)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reply := func() error {
+		return f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.20.0.20", 5683, 50123, 60, false))
+	}
+	req()
+	f.clock.Advance(flowRenew / 2)
+	req() // cached: expiry stays at the first note + flowIdle
+	f.clock.Advance(flowRenew)
+	req() // renewed: expiry now + flowIdle
+	f.clock.Advance(flowIdle - flowRenew/2)
+	if err := reply(); err != nil {
+		t.Fatalf("reply within flowIdle of the last renewal: %v", err)
+	}
+	// The reply renewed it too; stop sending and let it expire.
+	f.clock.Advance(flowIdle + 1)
+	if err := reply(); err == nil {
+		t.Fatal("reply after the flow went idle passed")
+	}
+	// Noted again after expiry (the cache must not claim it is there).
+	req()
+	if err := reply(); err != nil {
+		t.Fatalf("reply after the flow was noted again: %v", err)
+	}
+}
+
+// burstHost hands out reads: each a group of packets one read returned;
+// Buffered is what is left of the current group.
+type burstHost struct {
+	fakeHost
+	reads [][][]byte
+	left  [][]byte
+}
+
+func (h *burstHost) ReadPacket(buf []byte) (int, error) {
+	if len(h.left) == 0 {
+		if len(h.reads) == 0 {
+			return 0, os.ErrClosed
+		}
+		h.left, h.reads = h.reads[0], h.reads[1:]
+	}
+	n := copy(buf, h.left[0])
+	h.left = h.left[1:]
+	return n, nil
+}
+
+func (h *burstHost) Buffered() int { return len(h.left) }
+
+// countingBurster records how many packets hall7 had at each Hold and
+// Release.
+type countingBurster struct {
+	s     *fakeSession
+	holds []int
+	rels  []int
+}
+
+func (b *countingBurster) Hold()    { b.holds = append(b.holds, len(b.s.packets())) }
+func (b *countingBurster) Release() { b.rels = append(b.rels, len(b.s.packets())) }
+
+// TestRunHostHoldsBursts: RunHost holds the Burster around a read that
+// carried several packets (from before its first packet to after its
+// last), and not around a read of one.
+func TestRunHostHoldsBursts(t *testing.T) {
+	f := newFixture(t, false)
+	p := func(port uint16) []byte {
+		return pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.8.17", port, 5683, 60, false)
+	}
+	h := &burstHost{fakeHost: fakeHost{mtu: 1500}, reads: [][][]byte{{p(1)}, {p(2), p(3), p(4)}, {p(5)}}}
+	b := &countingBurster{s: f.hall7}
+	f.r.SetHost(h)
+	f.r.SetBurster(b)
+	if err := f.r.RunHost(context.Background()); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("RunHost: %v", err)
+	}
+	if got := len(f.hall7.packets()); got != 5 {
+		t.Fatalf("hall7 got %d packets, want 5", got)
+	}
+	if !slices.Equal(b.holds, []int{1}) || !slices.Equal(b.rels, []int{4}) {
+		t.Errorf("holds at %v, releases at %v (packets delivered); want [1] and [4]", b.holds, b.rels)
 	}
 }

@@ -73,6 +73,9 @@ type TUNStats struct {
 type tunDevice interface {
 	readPacket(buf []byte) (int, error)
 	writePacket(pkt []byte) error
+	// buffered is how many packets the next readPacket calls return
+	// without a system call (the rest of a split GSO read).
+	buffered() int
 	close() error
 }
 
@@ -214,6 +217,12 @@ func (t *TUN) WritePacket(pkt []byte) error { return t.dev.writePacket(pkt) }
 // ReadPacket reads one packet from the kernel.
 func (t *TUN) ReadPacket(buf []byte) (int, error) { return t.dev.readPacket(buf) }
 
+// Buffered is how many packets ReadPacket returns next without a system
+// call: the rest of a GSO super-packet the vnet driver split (0 with the
+// water driver). RunHost holds the session transport's sends while it
+// routes them (Burster).
+func (t *TUN) Buffered() int { return t.dev.buffered() }
+
 // MTU is the device MTU.
 func (t *TUN) MTU() int { return t.cfg.MTU }
 
@@ -234,7 +243,8 @@ func (w waterDevice) writePacket(pkt []byte) error {
 	_, err := w.ifc.Write(pkt)
 	return err
 }
-func (w waterDevice) close() error { return w.ifc.Close() }
+func (w waterDevice) buffered() int { return 0 }
+func (w waterDevice) close() error  { return w.ifc.Close() }
 
 // ErrForwardingOff is returned by CheckIPForward when the kernel does not
 // forward IPv4.

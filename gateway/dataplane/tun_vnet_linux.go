@@ -159,6 +159,12 @@ func (d *vnetDevice) readPacket(buf []byte) (int, error) {
 	return n, nil
 }
 
+func (d *vnetDevice) buffered() int {
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	return d.rn - d.rnext
+}
+
 // takeSlot waits for a free buffer and copies pkt into it; wmu is held.
 func (d *vnetDevice) takeSlot(pkt []byte) (int, bool) {
 	for len(d.free) == 0 && !d.closed {

@@ -301,6 +301,12 @@ func (e *Engine) Run(ctx context.Context, env *server.Env) error {
 	e.mu.Lock()
 	e.srv = srv
 	e.mu.Unlock()
+	// The router holds the ESP transport while it routes one split TUN
+	// read, so that the burst leaves in full sendmmsg/GSO batches.
+	if env.Router != nil {
+		env.Router.SetBurster(srv)
+		defer env.Router.SetBurster(nil)
+	}
 	// proposals, mtu and debug.keylog_dir follow a reload (new Main Modes,
 	// Quick Modes and sessions at once; for the first two the reload then
 	// closes the sessions, which reconnect under them).

@@ -402,6 +402,60 @@ func TestSenderLonePacketsInline(t *testing.T) {
 	}
 }
 
+// TestSenderHoldBatchesBurst: between Hold and Release datagrams are
+// queued, even the first after a pause (which would go inline), and leave
+// in one batch at Release, in order.
+func TestSenderHoldBatchesBurst(t *testing.T) {
+	stacktest.CheckGoroutines(t)
+	mk := func() *Transport {
+		tr, err := NewTransport(TransportConfig{NATTAddr: "127.0.0.1:0", KeepaliveInterval: -1,
+			IKE: IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		return tr
+	}
+	a, c := mk(), mk()
+	aOut, cIn := newPair(t, gcm128, 0x91, Options{})
+	cOut, aIn := newPair(t, gcm128, 0x92, Options{})
+	pa, err := a.AddSA(aIn, aOut, PeerConfig{Remote: c.NATTAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddSA(cIn, cOut, PeerConfig{Remote: a.NATTAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10               // < batchLen: nothing is written before Release
+	time.Sleep(10 * inlineGap) // the first would go inline without Hold
+	a.Hold()
+	a.Hold() // holds nest
+	for i := range n {
+		if _, err := a.L2TP().WriteTo(l2tpPayload(100, byte(i)), pa.Addr(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Release()
+	if got := a.Stats().SendBatches.Load(); got != 0 {
+		t.Fatalf("SendBatches %d while still held once", got)
+	}
+	a.Release()
+	for i := range n {
+		if got, _ := read(t, c.L2TP()); !bytes.Equal(got, l2tpPayload(100, byte(i))) {
+			t.Fatalf("datagram %d differs", i)
+		}
+	}
+	// The sender goroutine counts its batch after sendmmsg returns, which
+	// may be after the datagrams were read: wait for the count.
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Stats().SendBatches.Load() == 0 && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	if got := a.Stats().SendBatches.Load(); got != 1 || a.Stats().ESPOut.Load() != n {
+		t.Fatalf("SendBatches %d (want 1: the held burst in one sendmmsg), ESPOut %d", got, a.Stats().ESPOut.Load())
+	}
+}
+
 // TestBatchConnGSOIPv6: a GSO run (UDP_SEGMENT) from an IPv6 socket to a
 // native IPv6 peer (::1) is laid out as one message and arrives as its
 // datagrams, intact and in order, from the sender's IPv6 address.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -51,12 +52,24 @@ type l2tpConn struct {
 	mu       sync.Mutex
 	deadline time.Time
 	kick     chan struct{} // wakes a blocked ReadFrom when the deadline moves
+
+	// handler, when set (Transport.SetL2TPHandler), gets every opened
+	// payload on the socket's reader goroutine instead of the queue.
+	handler atomic.Pointer[func(b []byte, from *Addr)]
+	done    atomic.Bool // closed: the handler gets nothing more
 }
 
-func (c *l2tpConn) close() { c.once.Do(func() { close(c.closed) }) }
+func (c *l2tpConn) close() { c.once.Do(func() { c.done.Store(true); close(c.closed) }) }
 
-// deliver copies an opened payload into a pooled buffer and queues it.
+// deliver hands an opened payload to the handler, or copies it into a
+// pooled buffer and queues it for ReadFrom.
 func (c *l2tpConn) deliver(b []byte, a *Addr) {
+	if h := c.handler.Load(); h != nil {
+		if !c.done.Load() { // the view was closed (the L2TP endpoint is gone)
+			(*h)(b, a)
+		}
+		return
+	}
 	var bp *[]byte
 	if len(b) <= bufSize {
 		bp = c.t.bufPool.Get().(*[]byte)

@@ -54,6 +54,7 @@ type sender struct {
 	busy    bool     // a send is in progress (inline or the goroutine)
 	last    time.Duration
 	credit  int // datagrams still to be written inline (inlineAfterSingle)
+	held    int // Hold calls not yet Released: queue, write at Release
 	closed  bool
 	wake    chan struct{}
 }
@@ -76,7 +77,7 @@ func (sd *sender) send(p outPkt) error {
 		sd.t.bufPool.Put(p.buf)
 		return ErrClosed
 	}
-	if !sd.busy && len(sd.q) == 0 && (sd.credit > 0 || now-sd.last >= inlineGap) {
+	if sd.held == 0 && !sd.busy && len(sd.q) == 0 && (sd.credit > 0 || now-sd.last >= inlineGap) {
 		if sd.credit > 0 {
 			sd.credit--
 		}
@@ -108,12 +109,36 @@ func (sd *sender) send(p outPkt) error {
 	}
 	sd.q = append(sd.q, p)
 	sd.last = now
-	if !sd.busy {
+	if !sd.busy && (sd.held == 0 || len(sd.q) >= batchLen) {
 		sd.busy = true
 		sd.kickLocked()
 	}
 	sd.mu.Unlock()
 	return nil
+}
+
+// hold makes send queue every datagram until the matching release: the
+// caller has a burst in hand (a split GSO read from the TUN) and the
+// goroutine writes it in full batches (one UDP GSO message per batchLen
+// datagrams to one peer) instead of one inline write for its first
+// datagram and small batches for the rest. A full batch is written at
+// once; release hands over the rest.
+func (sd *sender) hold() {
+	sd.mu.Lock()
+	sd.held++
+	sd.mu.Unlock()
+}
+
+func (sd *sender) release() {
+	sd.mu.Lock()
+	if sd.held > 0 {
+		sd.held--
+	}
+	if sd.held == 0 && len(sd.q) > 0 && !sd.busy {
+		sd.busy = true
+		sd.kickLocked()
+	}
+	sd.mu.Unlock()
 }
 
 // kickLocked wakes the sender goroutine; sd.mu is held and busy is set.
@@ -137,7 +162,9 @@ func (sd *sender) run() {
 		}
 		for {
 			sd.mu.Lock()
-			if len(sd.q) == 0 {
+			if len(sd.q) == 0 || (sd.held > 0 && len(sd.q) < batchLen) {
+				// Empty, or a burst still being sealed: release (or a
+				// full batch) kicks again.
 				sd.busy = false
 				sd.mu.Unlock()
 				break

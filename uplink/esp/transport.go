@@ -335,6 +335,43 @@ func (t *Transport) SendIKE(b []byte, local, remote netip.AddrPort, natt bool) e
 	return nil
 }
 
+// SetL2TPHandler makes the transport hand every opened L2TP datagram to
+// fn, on the socket's reader goroutine, instead of queueing a copy for the
+// L2TP PacketConn's ReadFrom: no copy, no channel, no goroutine hand-off
+// per packet (an L2TP endpoint's Input is such an fn). b is valid only
+// during the call; fn must not block for long, since the socket (IKE on
+// the NAT-T port too) is not read meanwhile. Datagrams opened before the
+// call are still queued for ReadFrom. nil goes back to queueing.
+func (t *Transport) SetL2TPHandler(fn func(b []byte, from *Addr)) {
+	if fn == nil {
+		t.l2tp.handler.Store(nil)
+		return
+	}
+	t.l2tp.handler.Store(&fn)
+}
+
+// Hold tells the transport that the caller is about to send a burst of
+// datagrams back to back (the gateway's TUN reader with one split GSO
+// read in hand): until the matching Release they are queued, and written
+// together in full sendmmsg batches (each run to one peer one UDP GSO
+// message), rather than the first inline and the rest in whatever batches
+// the sender goroutine happens to find. Holds nest; every Hold needs a
+// Release, which should follow within the burst (microseconds): other
+// goroutines' datagrams wait for it too. Without batched I/O (no
+// sendmmsg on this platform or socket) both do nothing.
+func (t *Transport) Hold() {
+	if t.natt.out != nil {
+		t.natt.out.hold()
+	}
+}
+
+// Release ends a Hold; the queued datagrams go out.
+func (t *Transport) Release() {
+	if t.natt.out != nil {
+		t.natt.out.release()
+	}
+}
+
 // Close stops the readers and the keepalive loop and closes the sockets.
 func (t *Transport) Close() error {
 	t.mu.Lock()

@@ -131,6 +131,70 @@ func TestTransportL2TPBothWays(t *testing.T) {
 	}
 }
 
+// TestTransportL2TPHandler: with a handler set, opened L2TP datagrams go
+// to it (with the peer's address) and not to ReadFrom's queue; after the
+// PacketConn view is closed the handler gets nothing more.
+func TestTransportL2TPHandler(t *testing.T) {
+	stacktest.CheckGoroutines(t)
+	clock := stacktest.NewClock()
+	a, b := newEnd(t, clock), newEnd(t, clock)
+	pA, pB, _ := connect(t, a, b, 0x1101, 0x2101, PeerConfig{}, PeerConfig{})
+	type got struct {
+		b    []byte
+		from *Addr
+	}
+	ch := make(chan got, 4)
+	b.tr.SetL2TPHandler(func(p []byte, from *Addr) { ch <- got{append([]byte(nil), p...), from} })
+	for i, n := range []int{12, 1400} {
+		want := l2tpPayload(n, byte(i))
+		if _, err := a.tr.L2TP().WriteTo(want, pA.Addr(0)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case g := <-ch:
+			if !bytes.Equal(g.b, want) || g.from.Peer() != pB || g.from.Port() != L2TPPort {
+				t.Fatalf("handler got %d bytes from %v, want %d from %v", len(g.b), g.from, n, pB.Addr(0))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the handler got nothing")
+		}
+	}
+	if st := b.tr.Stats(); st.ESPIn.Load() != 2 || st.QueueDrops.Load() != 0 {
+		t.Fatalf("ESPIn %d, QueueDrops %d; want 2, 0", st.ESPIn.Load(), st.QueueDrops.Load())
+	}
+	// Back to the queue: ReadFrom gets the next one.
+	b.tr.SetL2TPHandler(nil)
+	if _, err := a.tr.L2TP().WriteTo(l2tpPayload(100, 9), pA.Addr(0)); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := read(t, b.tr.L2TP()); !bytes.Equal(g, l2tpPayload(100, 9)) {
+		t.Fatal("ReadFrom after the handler was removed: wrong datagram")
+	}
+	// A closed view: the handler is not called (the L2TP endpoint that
+	// owned it is gone). The datagram is opened and counted first.
+	b.tr.SetL2TPHandler(func(p []byte, from *Addr) { ch <- got{p, from} })
+	b.tr.L2TP().Close()
+	for i := range 2 {
+		if _, err := a.tr.L2TP().WriteTo(l2tpPayload(100, byte(10+i)), pA.Addr(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The reader counts a datagram before delivering it: once the second
+	// is counted, the first has been through deliver.
+	deadline := time.Now().Add(5 * time.Second)
+	for b.tr.Stats().ESPIn.Load() < 5 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if b.tr.Stats().ESPIn.Load() != 5 {
+		t.Fatalf("ESPIn %d, want 5", b.tr.Stats().ESPIn.Load())
+	}
+	select {
+	case g := <-ch:
+		t.Fatalf("handler called after Close with %d bytes", len(g.b))
+	default:
+	}
+}
+
 // TestTransportDropsBadESP injects packets from a raw socket: a replayed
 // copy, tampered copies, an unknown SPI, a short datagram, and payloads
 // outside the selectors. Each is dropped and counted; a valid packet from

@@ -215,11 +215,19 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	// The gateway installed its inbound SA before it sent HASH(2), so the
 	// first SCCRQ may follow HASH(3) at once.
 	t.setPhase(PhaseL2TP)
-	t.ep = l2tp.NewEndpoint(&noteConn{PacketConn: t.tr.L2TP(), onRead: func(net.Addr) {
+	noteRead := func(net.Addr) {
 		if !t.traffic.Load() {
 			t.traffic.Store(true)
 		}
-	}}, l2tp.Config{Role: l2tp.LAC, HostName: t.cfg.HostName, VendorName: L2TPVendorName, Clock: t.cfg.Clock, Logger: t.log.With("layer", "l2tp"), Stats: &t.l2tp})
+	}
+	t.ep = l2tp.NewEndpoint(&noteConn{PacketConn: t.tr.L2TP(), onRead: noteRead},
+		l2tp.Config{Role: l2tp.LAC, HostName: t.cfg.HostName, VendorName: L2TPVendorName, Clock: t.cfg.Clock, Logger: t.log.With("layer", "l2tp"), Stats: &t.l2tp})
+	// L2TP straight from the ESP reader: no copy and hand-off per packet.
+	ep := t.ep
+	t.tr.SetL2TPHandler(func(b []byte, from *esp.Addr) {
+		noteRead(from)
+		ep.Input(b, from)
+	})
 	t.mu.Lock()
 	addr := t.peer.Addr(L2TPPort)
 	t.mu.Unlock()

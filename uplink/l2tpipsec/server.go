@@ -113,6 +113,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		tr.Close()
 		return nil, &Error{PhaseL2TP, err}
 	}
+	// L2TP straight from the ESP reader: no copy and hand-off per packet.
+	ep := s.ep
+	tr.SetL2TPHandler(func(b []byte, from *esp.Addr) {
+		s.noteRead(from)
+		ep.Input(b, from)
+	})
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -122,6 +128,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.log.Info("uplink server listening", "ike", tr.IKEAddr(), "natt", tr.NATTAddr())
 	return s, nil
 }
+
+// Hold and Release bracket a burst of packets written back to back to
+// sessions (esp.Transport.Hold): the gateway's router holds the transport
+// while it routes one split TUN read.
+func (s *Server) Hold() { s.tr.Hold() }
+
+// Release ends a Hold (esp.Transport.Release).
+func (s *Server) Release() { s.tr.Release() }
 
 // IKEAddr and NATTAddr return the bound socket addresses.
 func (s *Server) IKEAddr() netip.AddrPort { return s.tr.IKEAddr() }
