@@ -36,25 +36,7 @@ func TestFirstPacketAtIPCPUp(t *testing.T) {
 	// Every client dials from 127.0.0.1: lift the per-source pacing.
 	ids.WriteString("pacing: {per_source_rate: 1000, per_source_burst: 1000, global_rate: 1000, global_burst: 1000}\n")
 	g := startGateway(t, parseConfig(t, ids.String()), engine.Config{RatePerSource: 1000, BurstPerSource: 1000})
-	us, ok := g.srv.Host().(*dataplane.Userspace)
-	if !ok {
-		t.Fatalf("host is %T, want *dataplane.Userspace", g.srv.Host())
-	}
-	echo, err := us.Stack().ListenUDP(netip.AddrPortFrom(central, 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = echo.WriteTo(buf[:n], from)
-		}
-	}()
+	g.udpEcho(t, netip.AddrPortFrom(central, 7))
 	env := g.srv.Env()
 	st := &g.srv.Router().Stats
 	lost := 0

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
+	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/internal/testenv"
@@ -207,4 +209,31 @@ func doneWithin(ch <-chan struct{}, d time.Duration) error {
 	case <-time.After(d):
 		return errTimeout
 	}
+}
+
+// udpEcho runs a UDP echo server at at on the gateway's userspace central
+// stack until the test ends.
+func (g *gateway) udpEcho(t testing.TB, at netip.AddrPort) {
+	t.Helper()
+	us, ok := g.srv.Host().(*dataplane.Userspace)
+	if !ok {
+		t.Fatalf("host is %T, want *dataplane.Userspace", g.srv.Host())
+	}
+	echo, err := us.Stack().ListenUDP(at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = echo.WriteTo(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { echo.Close(); <-done })
 }

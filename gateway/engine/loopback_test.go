@@ -33,25 +33,7 @@ var (
 func TestLoopbackEndToEnd(t *testing.T) {
 	stacktest.CheckGoroutines(t)
 	g := startGateway(t, parseConfig(t, ""), engine.Config{})
-	us, ok := g.srv.Host().(*dataplane.Userspace)
-	if !ok {
-		t.Fatalf("host is %T, want *dataplane.Userspace", g.srv.Host())
-	}
-	echo, err := us.Stack().ListenUDP(netip.AddrPortFrom(central, 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = echo.WriteTo(buf[:n], from)
-		}
-	}()
+	g.udpEcho(t, netip.AddrPortFrom(central, 7))
 
 	tn, got := dial(t, g.clientConfig("hall7", "pw7"))
 	me := tn.LocalAddr()

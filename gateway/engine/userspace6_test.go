@@ -14,7 +14,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/gateway/ipv6"
 )
@@ -51,25 +50,7 @@ func TestUserspaceIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := startGateway(t, cfg, engine.Config{})
-	us, ok := g.srv.Host().(*dataplane.Userspace)
-	if !ok {
-		t.Fatalf("host is %T, want *dataplane.Userspace", g.srv.Host())
-	}
-	echo, err := us.Stack().ListenUDP(netip.AddrPortFrom(central6, 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = echo.WriteTo(buf[:n], from)
-		}
-	}()
+	g.udpEcho(t, netip.AddrPortFrom(central6, 7))
 	cc := g.clientConfig("site6", "pw6")
 	cc.IPv6 = true
 	tn, _ := dial(t, cc)
