@@ -4,7 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
 )
@@ -44,7 +45,7 @@ func benchRouter(b *testing.B, n int) (*Router, []*discardSession) {
 func BenchmarkFromSession1400(b *testing.B) {
 	r, ss := benchRouter(b, 1000)
 	s := ss[500]
-	p := pkt(b, ipv4.ProtoUDP, "10.101.244.17", "10.20.0.10", 5683, 5683, 1400, false)
+	p := pkt(b, header.UDPProtocolNumber, "10.101.244.17", "10.20.0.10", 5683, 5683, 1400, false)
 	b.SetBytes(1400)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -59,7 +60,7 @@ func BenchmarkFromSession1400(b *testing.B) {
 // 1000 sessions by longest prefix (framed route).
 func BenchmarkFromHost1400(b *testing.B) {
 	r, _ := benchRouter(b, 1000)
-	p := pkt(b, ipv4.ProtoUDP, "10.20.0.10", "10.101.244.17", 5683, 5683, 1400, false)
+	p := pkt(b, header.UDPProtocolNumber, "10.20.0.10", "10.101.244.17", 5683, 5683, 1400, false)
 	b.SetBytes(1400)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -6,7 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/ipv6"
 )
 
@@ -46,22 +47,23 @@ const (
 
 func newFlows() *flows { return &flows{m: map[flowKey]time.Time{}, max: flowMax, idle: flowIdle} }
 
-func keyOf(h ipv4.Header, fromHost bool) (flowKey, bool) {
+func keyOf(h header.IPv4, fromHost bool) (flowKey, bool) {
 	k := flowKey{proto: h.Protocol()}
-	switch k.proto {
-	case ipv4.ProtoTCP, ipv4.ProtoUDP:
-		sp, dp, ok := h.Ports()
-		if !ok {
+	switch h.TransportProtocol() {
+	case header.TCPProtocolNumber, header.UDPProtocolNumber:
+		pl := h.Payload()
+		if h.FragmentOffset() != 0 || len(pl) < 4 {
 			return k, false
 		}
+		sp, dp := header.UDP(pl).SourcePort(), header.UDP(pl).DestinationPort() // TCP's at the same offsets
 		if fromHost {
-			k.local, k.remote, k.lport, k.rport = h.Dst(), h.Src(), dp, sp
+			k.local, k.remote, k.lport, k.rport = dst4(h), src4(h), dp, sp
 		} else {
-			k.local, k.remote, k.lport, k.rport = h.Src(), h.Dst(), sp, dp
+			k.local, k.remote, k.lport, k.rport = src4(h), dst4(h), sp, dp
 		}
-	case ipv4.ProtoICMP:
+	case header.ICMPv4ProtocolNumber:
 		pl := h.Payload()
-		if !h.FirstFragment() || len(pl) < 8 {
+		if h.FragmentOffset() != 0 || len(pl) < 8 {
 			return k, false
 		}
 		// Echo request (8) from the host is answered by echo reply (0);
@@ -71,12 +73,12 @@ func keyOf(h ipv4.Header, fromHost bool) (flowKey, bool) {
 			if pl[0] != 8 {
 				return k, false
 			}
-			k.local, k.remote, k.lport = h.Dst(), h.Src(), id
+			k.local, k.remote, k.lport = dst4(h), src4(h), id
 		} else {
 			if pl[0] != 0 {
 				return k, false
 			}
-			k.local, k.remote, k.lport = h.Src(), h.Dst(), id
+			k.local, k.remote, k.lport = src4(h), dst4(h), id
 		}
 	default:
 		return k, false
@@ -85,14 +87,14 @@ func keyOf(h ipv4.Header, fromHost bool) (flowKey, bool) {
 }
 
 // note records a host-initiated packet towards a session.
-func (f *flows) note(h ipv4.Header, now time.Time) {
+func (f *flows) note(h header.IPv4, now time.Time) {
 	if k, ok := keyOf(h, true); ok {
 		f.noteKey(k, now)
 	}
 }
 
 // reply reports whether a packet from a session answers a recorded flow.
-func (f *flows) reply(h ipv4.Header, now time.Time) bool {
+func (f *flows) reply(h header.IPv4, now time.Time) bool {
 	k, ok := keyOf(h, false)
 	return ok && f.replyKey(k, now)
 }

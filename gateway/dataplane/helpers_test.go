@@ -2,13 +2,15 @@ package dataplane
 
 import (
 	"encoding/binary"
-
-	"github.com/fleetgate/fleetgate/gateway/config"
 	"net/netip"
 	"sync"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/fleetgate/fleetgate/gateway/config"
 )
 
 type fakeSession struct {
@@ -62,26 +64,38 @@ func (h *fakeHost) packets() [][]byte {
 }
 
 // pkt builds an IPv4 packet of total length n with a UDP/TCP/ICMP header.
-func pkt(t testing.TB, proto uint8, src, dst string, sport, dport uint16, n int, df bool) []byte {
+func pkt(t testing.TB, proto tcpip.TransportProtocolNumber, src, dst string, sport, dport uint16, n int, df bool) []byte {
 	t.Helper()
 	b := make([]byte, n)
-	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: uint16(n), ID: 0x1234, DF: df, TTL: 64, Protocol: proto,
-		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst)})
+	var flags uint8
+	if df {
+		flags = header.IPv4FlagDontFragment
+	}
+	encode4(b, proto, flags, netip.MustParseAddr(src), netip.MustParseAddr(dst))
 	switch proto {
-	case ipv4.ProtoUDP:
+	case header.UDPProtocolNumber:
 		binary.BigEndian.PutUint16(b[20:], sport)
 		binary.BigEndian.PutUint16(b[22:], dport)
 		binary.BigEndian.PutUint16(b[24:], uint16(n-20))
-	case ipv4.ProtoTCP:
+	case header.TCPProtocolNumber:
 		binary.BigEndian.PutUint16(b[20:], sport)
 		binary.BigEndian.PutUint16(b[22:], dport)
 		b[32] = 5 << 4
 		b[33] = 0x10 // ACK
-	case ipv4.ProtoICMP:
+	case header.ICMPv4ProtocolNumber:
 		b[20] = uint8(sport)                      // type
 		binary.BigEndian.PutUint16(b[24:], dport) // identifier
 	}
 	return b
+}
+
+// encode4 writes a 20-byte IPv4 header (identification 0x1234, TTL 64,
+// total length len(b), checksum set) into b.
+func encode4(b []byte, proto tcpip.TransportProtocolNumber, flags uint8, src, dst netip.Addr) {
+	h := header.IPv4(b)
+	h.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), ID: 0x1234, Flags: flags, TTL: 64, Protocol: uint8(proto),
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4())})
+	h.SetChecksum(^h.CalculateChecksum())
 }
 
 // tcpSYN builds a SYN with options (MSS first unless pre is given).
@@ -93,26 +107,25 @@ func tcpSYN(t testing.TB, src, dst string, mss uint16, pre []byte) []byte {
 	}
 	n := 20 + 20 + len(opts)
 	b := make([]byte, n)
-	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: uint16(n), DF: true, TTL: 64, Protocol: ipv4.ProtoTCP,
-		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst)})
+	encode4(b, header.TCPProtocolNumber, header.IPv4FlagDontFragment, netip.MustParseAddr(src), netip.MustParseAddr(dst))
 	tcp := b[20:]
 	binary.BigEndian.PutUint16(tcp[0:], 40001)
 	binary.BigEndian.PutUint16(tcp[2:], 1883)
 	tcp[12] = byte((20+len(opts))/4) << 4
 	tcp[13] = 0x02
 	copy(tcp[20:], opts)
-	recomputeTCP(ipv4.Header(b))
+	recomputeTCP(header.IPv4(b))
 	return b
 }
 
 func tcpChecksumOK(b []byte) bool {
-	h := ipv4.Header(b)
+	h := header.IPv4(b)
 	tcp := h.Payload()
-	return ipv4.Checksum(tcp, ipv4.PseudoHeaderSum(h.Src(), h.Dst(), ipv4.ProtoTCP, len(tcp))) == 0
+	return checksum.Checksum(tcp, header.PseudoHeaderChecksum(header.TCPProtocolNumber, h.SourceAddress(), h.DestinationAddress(), uint16(len(tcp)))) == 0xffff
 }
 
 func mssOf(b []byte) uint16 {
-	tcp := ipv4.Header(b).Payload()
+	tcp := header.IPv4(b).Payload()
 	opts := tcp[20 : int(tcp[12]>>4)*4]
 	for i := 0; i < len(opts); {
 		if opts[i] == 1 {

@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"encoding/binary"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,24 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
 )
-
-// udpPacket builds a UDP/IPv4 packet with checksum 0 (none, RFC 768).
-func udpPacket(src, dst netip.AddrPort, payload []byte) []byte {
-	n := 28 + len(payload)
-	b := make([]byte, n)
-	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: uint16(n), TTL: 64, Protocol: ipv4.ProtoUDP, Src: src.Addr(), Dst: dst.Addr()})
-	binary.BigEndian.PutUint16(b[20:], src.Port())
-	binary.BigEndian.PutUint16(b[22:], dst.Port())
-	binary.BigEndian.PutUint16(b[24:], uint16(8+len(payload)))
-	copy(b[28:], payload)
-	return b
-}
 
 // waitSession waits until the fake session has received n packets.
 type notifySession struct {
@@ -89,14 +78,14 @@ func TestUserspaceHostEcho(t *testing.T) {
 		u.Close()
 		wg.Wait()
 	})
-	if err := r.FromSession(sess, udpPacket(netip.MustParseAddrPort("10.10.0.7:40000"), netip.MustParseAddrPort("10.20.0.10:7"), []byte("ping"))); err != nil {
+	if err := r.FromSession(sess, pkttest.UDP(netip.MustParseAddrPort("10.10.0.7:40000"), netip.MustParseAddrPort("10.20.0.10:7"), []byte("ping"))); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case p := <-sess.ch:
-		h := ipv4.Header(p)
-		if h.Src() != netip.MustParseAddr("10.20.0.10") || h.Dst() != netip.MustParseAddr("10.10.0.7") || string(h.Payload()[8:]) != "ping" {
-			t.Errorf("echo: got %v -> %v %q", h.Src(), h.Dst(), h.Payload()[8:])
+		h := header.IPv4(p)
+		if src4(h) != netip.MustParseAddr("10.20.0.10") || dst4(h) != netip.MustParseAddr("10.10.0.7") || string(h.Payload()[8:]) != "ping" {
+			t.Errorf("echo: got %v -> %v %q", src4(h), dst4(h), h.Payload()[8:])
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no echo from the userspace stack")

@@ -4,67 +4,62 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
-)
-
-// ICMP constants (RFC 792, RFC 1191 §4).
-const (
-	icmpDestUnreachable = 3
-	icmpFragNeeded      = 4
-	icmpTimeExceeded    = 11
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // AppendFragNeeded appends an ICMP "fragmentation needed and DF set"
 // (type 3 code 4) with the next-hop MTU (RFC 1191 §4) answering orig, sent
 // from src. It quotes orig's IP header and first 8 payload bytes (RFC 792).
-func AppendFragNeeded(b []byte, src netip.Addr, orig ipv4.Header, mtu int) []byte {
-	return appendICMPError(b, src, orig, icmpDestUnreachable, icmpFragNeeded, uint32(mtu&0xffff))
+func AppendFragNeeded(b []byte, src netip.Addr, orig header.IPv4, mtu int) []byte {
+	return appendICMPError(b, src, orig, header.ICMPv4DstUnreachable, header.ICMPv4FragmentationNeeded, uint32(mtu&0xffff))
 }
 
 // AppendTimeExceeded appends an ICMP time exceeded in transit (type 11
 // code 0) answering orig.
-func AppendTimeExceeded(b []byte, src netip.Addr, orig ipv4.Header) []byte {
-	return appendICMPError(b, src, orig, icmpTimeExceeded, 0, 0)
+func AppendTimeExceeded(b []byte, src netip.Addr, orig header.IPv4) []byte {
+	return appendICMPError(b, src, orig, header.ICMPv4TimeExceeded, header.ICMPv4TTLExceeded, 0)
 }
 
-func appendICMPError(b []byte, src netip.Addr, orig ipv4.Header, typ, code uint8, rest uint32) []byte {
-	quote := orig.IHL() + 8
-	if quote > orig.TotalLen() {
-		quote = orig.TotalLen()
-	}
-	total := ipv4.HeaderLen + 8 + quote
+func appendICMPError(b []byte, src netip.Addr, orig header.IPv4, typ header.ICMPv4Type, code header.ICMPv4Code, rest uint32) []byte {
+	quote := min(int(orig.HeaderLength())+8, int(orig.TotalLength()))
+	total := header.IPv4MinimumSize + header.ICMPv4MinimumSize + quote
 	start := len(b)
 	b = append(b, make([]byte, total)...)
-	pkt := b[start:]
-	ipv4.Header(pkt).Encode(ipv4.Fields{TotalLen: uint16(total), TTL: 64, Protocol: ipv4.ProtoICMP, Src: src, Dst: orig.Src()})
-	icmp := pkt[ipv4.HeaderLen:]
-	icmp[0], icmp[1] = typ, code
+	ip := header.IPv4(b[start:])
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(total), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: orig.SourceAddress()})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	icmp := header.ICMPv4(ip[header.IPv4MinimumSize:])
+	icmp.SetType(typ)
+	icmp.SetCode(code)
 	binary.BigEndian.PutUint32(icmp[4:], rest)
-	copy(icmp[8:], orig[:quote])
-	binary.BigEndian.PutUint16(icmp[2:], ipv4.Checksum(icmp, 0))
+	copy(icmp[header.ICMPv4MinimumSize:], orig[:quote])
+	icmp.SetChecksum(^checksum.Checksum(icmp, 0))
 	return b
 }
 
 // isICMPError reports whether h is an ICMP error message, which must never
 // trigger another ICMP error (RFC 1122 §3.2.2).
-func isICMPError(h ipv4.Header) bool {
-	if h.Protocol() != ipv4.ProtoICMP || !h.FirstFragment() {
+func isICMPError(h header.IPv4) bool {
+	if h.TransportProtocol() != header.ICMPv4ProtocolNumber || h.FragmentOffset() != 0 {
 		return false
 	}
 	pl := h.Payload()
 	if len(pl) < 1 {
 		return true
 	}
-	switch pl[0] {
-	case 3, 4, 5, 11, 12:
+	switch header.ICMPv4Type(pl[0]) {
+	case header.ICMPv4DstUnreachable, header.ICMPv4SrcQuench, header.ICMPv4Redirect, header.ICMPv4TimeExceeded, header.ICMPv4ParamProblem:
 		return true
 	}
 	return false
 }
 
 // decTTL decrements the TTL in place with an incremental checksum update.
-func decTTL(h ipv4.Header) {
-	old := binary.BigEndian.Uint16(h[8:])
-	h[8]--
-	binary.BigEndian.PutUint16(h[10:], ipv4.UpdateChecksum(binary.BigEndian.Uint16(h[10:]), old, binary.BigEndian.Uint16(h[8:])))
+func decTTL(h header.IPv4) {
+	old := binary.BigEndian.Uint16(h[8:]) // TTL and protocol, one 16-bit word
+	h.SetTTL(h.TTL() - 1)
+	h.SetChecksum(updateChecksum(h.Checksum(), old, binary.BigEndian.Uint16(h[8:])))
 }

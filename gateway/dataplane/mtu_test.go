@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/uplink/esp"
 )
 
@@ -80,7 +82,7 @@ func TestClampMSS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := ClampMSS(ipv4.Header(tt.pkt), tt.mtu); got != tt.changed {
+			if got := ClampMSS(header.IPv4(tt.pkt), tt.mtu); got != tt.changed {
 				t.Errorf("changed: got %v, want %v", got, tt.changed)
 			}
 			if got := mssOf(tt.pkt); got != tt.wantMSS {
@@ -91,25 +93,25 @@ func TestClampMSS(t *testing.T) {
 			}
 		})
 	}
-	ack := pkt(t, ipv4.ProtoTCP, "10.10.0.7", "10.20.0.10", 1, 2, 60, true)
+	ack := pkt(t, header.TCPProtocolNumber, "10.10.0.7", "10.20.0.10", 1, 2, 60, true)
 	before := append([]byte(nil), ack...)
-	if ClampMSS(ipv4.Header(ack), 500) || !bytes.Equal(ack, before) {
+	if ClampMSS(header.IPv4(ack), 500) || !bytes.Equal(ack, before) {
 		t.Error("non-SYN packet modified")
 	}
 	bad := tcpSYN(t, "10.10.0.7", "10.20.0.10", 1460, nil)
 	bad[20+20+1] = 0 // option length 0: must not loop or clamp
-	if ClampMSS(ipv4.Header(bad), 1000) {
+	if ClampMSS(header.IPv4(bad), 1000) {
 		t.Error("malformed option clamped")
 	}
 }
 
 func TestFragmentReassembles(t *testing.T) {
-	orig := pkt(t, ipv4.ProtoUDP, "10.20.0.1", "10.10.8.17", 5683, 5683, 3000, false)
+	orig := pkt(t, header.UDPProtocolNumber, "10.20.0.1", "10.10.8.17", 5683, 5683, 3000, false)
 	for i := 28; i < len(orig); i++ {
 		orig[i] = byte(i)
 	}
 	var frags [][]byte
-	if err := Fragment(ipv4.Header(orig), 1400, func(f []byte) error { frags = append(frags, append([]byte(nil), f...)); return nil }); err != nil {
+	if err := Fragment(header.IPv4(orig), 1400, func(f []byte) error { frags = append(frags, append([]byte(nil), f...)); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(frags) != 3 {
@@ -117,9 +119,9 @@ func TestFragmentReassembles(t *testing.T) {
 	}
 	payload := make([]byte, 0, len(orig))
 	for i, f := range frags {
-		h := ipv4.Header(f)
-		if err := h.Validate(); err != nil || len(f) > 1400 || ipv4.Checksum(f[:20], 0) != 0 {
-			t.Fatalf("fragment %d: len %d err %v", i, len(f), err)
+		h := header.IPv4(f)
+		if !h.IsValid(len(f)) || len(f) > 1400 || checksum.Checksum(f[:20], 0) != 0xffff {
+			t.Fatalf("fragment %d: len %d, invalid or bad checksum", i, len(f))
 		}
 		ff := binary.BigEndian.Uint16(f[6:])
 		if mf := ff&0x2000 != 0; mf != (i < 2) {

@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
 	"github.com/fleetgate/fleetgate/uplink/clock"
@@ -177,19 +177,19 @@ func (r *Router) FromSession(s Session, pkt []byte) error {
 	if len(pkt) > 0 && pkt[0]>>4 != 4 {
 		return r.drop(ReasonNotIPv4)
 	}
-	h := ipv4.Header(pkt)
-	if h.Validate() != nil {
+	h := header.IPv4(pkt)
+	if !h.IsValid(len(pkt)) {
 		return r.drop(ReasonMalformed)
 	}
-	h = h[:h.TotalLen()]
+	h = h[:h.TotalLength()]
 	c := r.ids.get(s.Identity())
 	c.RxPackets.Add(1)
 	c.RxBytes.Add(uint64(len(h)))
-	if !r.ownsSource(s, h.Src()) {
-		r.warnf("spoofed source from session", "session_id", s.ID(), "identity", s.Identity(), "src", h.Src())
+	if !r.ownsSource(s, src4(h)) {
+		r.warnf("spoofed source from session", "session_id", s.ID(), "identity", s.Identity(), "src", src4(h))
 		return r.drop(ReasonSpoofed)
 	}
-	dst := h.Dst()
+	dst := dst4(h)
 	if dst == r.cfg.LocalAddr || dst == broadcast {
 		if r.cfg.Local != nil && r.cfg.Local(s, h) {
 			r.Stats.LocalHandled.Add(1)
@@ -231,7 +231,7 @@ func (r *Router) FromSession(s Session, pkt []byte) error {
 	if ClampMSS(h, s.MTU()) {
 		r.Stats.MSSClamped.Add(1)
 	}
-	if mtu := hb.h.MTU(); len(h) > mtu && h.DF() {
+	if mtu := hb.h.MTU(); len(h) > mtu && h.Flags()&header.IPv4FlagDontFragment != 0 {
 		r.sendICMP(s, AppendFragNeeded(nil, r.cfg.LocalAddr, h, mtu), h)
 		return r.drop(ReasonTooBig)
 	}
@@ -270,12 +270,12 @@ func (r *Router) fromHost(pkt []byte, now time.Time) error {
 	if len(pkt) > 0 && pkt[0]>>4 != 4 {
 		return r.drop(ReasonNotIPv4)
 	}
-	h := ipv4.Header(pkt)
-	if h.Validate() != nil {
+	h := header.IPv4(pkt)
+	if !h.IsValid(len(pkt)) {
 		return r.drop(ReasonMalformed)
 	}
-	h = h[:h.TotalLen()]
-	s := r.cfg.Sessions.Lookup(h.Dst())
+	h = h[:h.TotalLength()]
+	s := r.cfg.Sessions.Lookup(dst4(h))
 	if s == nil {
 		return r.drop(ReasonNoRoute)
 	}
@@ -290,13 +290,13 @@ func (r *Router) fromHost(pkt []byte, now time.Time) error {
 
 // toSession clamps, checks the MTU and writes to the session. from is the
 // sending session, or nil for the host (where ICMP errors go).
-func (r *Router) toSession(s Session, h ipv4.Header, from Session) error {
+func (r *Router) toSession(s Session, h header.IPv4, from Session) error {
 	mtu := s.MTU()
 	if ClampMSS(h, mtu) {
 		r.Stats.MSSClamped.Add(1)
 	}
 	if len(h) > mtu {
-		if h.DF() {
+		if h.Flags()&header.IPv4FlagDontFragment != 0 {
 			// Towards a session the error comes from the gateway's VPN
 			// address. Towards the host it must not: the host holds that
 			// address on its TUN, so an ICMP from it arriving on the TUN
@@ -338,7 +338,7 @@ func (r *Router) write(s Session, pkt []byte) error {
 // sendICMP sends a generated ICMP error towards the original sender: a
 // session, or the host when to is nil. Errors about ICMP errors are never
 // sent (RFC 1122 §3.2.2).
-func (r *Router) sendICMP(to Session, icmp []byte, orig ipv4.Header) {
+func (r *Router) sendICMP(to Session, icmp []byte, orig header.IPv4) {
 	if isICMPError(orig) || !r.cfg.LocalAddr.IsValid() {
 		return
 	}

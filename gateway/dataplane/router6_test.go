@@ -5,8 +5,11 @@ import (
 	"net/netip"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/ipv6"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
@@ -69,7 +72,7 @@ func syn6(src, dst netip.Addr, mss uint16) []byte {
 	t[12], t[13] = 6<<4, 0x02
 	t[20], t[21] = 2, 4
 	binary.BigEndian.PutUint16(t[22:], mss)
-	binary.BigEndian.PutUint16(t[16:], ipv4.Checksum(t, ipv6.PseudoHeaderSum(src, dst, ipv6.ProtoTCP, len(t))))
+	binary.BigEndian.PutUint16(t[16:], ^checksum.Checksum(t, header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFrom16(src.As16()), tcpip.AddrFrom16(dst.As16()), uint16(len(t)))))
 	return p
 }
 
@@ -112,7 +115,7 @@ func TestRouterIPv6FromSession(t *testing.T) {
 		t.Fatalf("host got %d packets (hop limit %d)", len(got), got[0][7])
 	}
 	tcp := got[1][ipv6.HeaderLen:]
-	if mss := binary.BigEndian.Uint16(tcp[22:]); mss != 1394-60 || ipv4.Checksum(tcp, ipv6.PseudoHeaderSum(site6, central6, ipv6.ProtoTCP, len(tcp))) != 0 {
+	if mss := binary.BigEndian.Uint16(tcp[22:]); mss != 1394-60 || checksum.Checksum(tcp, header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFrom16(site6.As16()), tcpip.AddrFrom16(central6.As16()), uint16(len(tcp)))) != 0xffff {
 		t.Fatalf("MSS %d (want %d) or TCP checksum broken", mss, 1394-60)
 	}
 	hbh := []byte{ipv6.ProtoHopByHop, 0, 1, 4, 0, 0, 0, 0}

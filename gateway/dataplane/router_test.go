@@ -9,10 +9,13 @@ import (
 	"slices"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/stacktest"
 	"github.com/fleetgate/fleetgate/uplink/dhcpinform"
 )
@@ -72,15 +75,15 @@ func TestFromSessionPolicyAndCounters(t *testing.T) {
 		pkt    []byte
 		reason Reason // numReasons = forwarded to host
 	}{
-		{"allowed mqtt from session address", pkt(t, ipv4.ProtoTCP, "10.10.0.7", "10.20.0.10", 40000, 1883, 60, true), numReasons},
-		{"allowed from framed route endpoint", pkt(t, ipv4.ProtoTCP, "10.10.8.17", "10.20.0.10", 40000, 1883, 60, true), numReasons},
-		{"denied port", pkt(t, ipv4.ProtoTCP, "10.10.0.7", "10.20.0.10", 40000, 22, 60, true), ReasonPolicy},
-		{"denied destination", pkt(t, ipv4.ProtoUDP, "10.10.0.7", "10.30.0.1", 40000, 53, 60, false), ReasonPolicy},
-		{"spoofed source", pkt(t, ipv4.ProtoTCP, "10.10.9.5", "10.20.0.10", 40000, 1883, 60, true), ReasonSpoofed},
-		{"truncated", pkt(t, ipv4.ProtoTCP, "10.10.0.7", "10.20.0.10", 40000, 1883, 60, true)[:30], ReasonMalformed},
+		{"allowed mqtt from session address", pkt(t, header.TCPProtocolNumber, "10.10.0.7", "10.20.0.10", 40000, 1883, 60, true), numReasons},
+		{"allowed from framed route endpoint", pkt(t, header.TCPProtocolNumber, "10.10.8.17", "10.20.0.10", 40000, 1883, 60, true), numReasons},
+		{"denied port", pkt(t, header.TCPProtocolNumber, "10.10.0.7", "10.20.0.10", 40000, 22, 60, true), ReasonPolicy},
+		{"denied destination", pkt(t, header.UDPProtocolNumber, "10.10.0.7", "10.30.0.1", 40000, 53, 60, false), ReasonPolicy},
+		{"spoofed source", pkt(t, header.TCPProtocolNumber, "10.10.9.5", "10.20.0.10", 40000, 1883, 60, true), ReasonSpoofed},
+		{"truncated", pkt(t, header.TCPProtocolNumber, "10.10.0.7", "10.20.0.10", 40000, 1883, 60, true)[:30], ReasonMalformed},
 		{"ipv6 from the unspecified address", append([]byte{0x60}, make([]byte, 39)...), ReasonMalformed6},
 		{"ip version 5", append([]byte{0x50}, make([]byte, 39)...), ReasonNotIPv4},
-		{"session to session off", pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.10.9.5", 40000, 5683, 60, false), ReasonSessionToSession},
+		{"session to session off", pkt(t, header.UDPProtocolNumber, "10.10.8.17", "10.10.9.5", 40000, 5683, 60, false), ReasonSessionToSession},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,10 +101,10 @@ func TestFromSessionPolicyAndCounters(t *testing.T) {
 				if len(got) != beforeHost+1 {
 					t.Fatalf("host got %d packets, want %d", len(got), beforeHost+1)
 				}
-				if ttl := ipv4.Header(got[len(got)-1]).TTL(); ttl != 63 {
+				if ttl := header.IPv4(got[len(got)-1]).TTL(); ttl != 63 {
 					t.Errorf("TTL: got %d, want 63", ttl)
 				}
-				if ipv4.Checksum(got[len(got)-1][:20], 0) != 0 {
+				if checksum.Checksum(got[len(got)-1][:20], 0) != 0xffff {
 					t.Error("IP checksum wrong after TTL decrement")
 				}
 				return
@@ -125,14 +128,14 @@ func TestFromSessionPolicyAndCounters(t *testing.T) {
 
 func TestSessionToSessionNeedsPolicy(t *testing.T) {
 	f := newFixture(t, true)
-	ok := pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.10.9.5", 40000, 5683, 60, false)
+	ok := pkt(t, header.UDPProtocolNumber, "10.10.8.17", "10.10.9.5", 40000, 5683, 60, false)
 	if err := f.r.FromSession(f.hall7, ok); err != nil {
 		t.Fatalf("allowed session-to-session: %v", err)
 	}
-	if got := f.pump.packets(); len(got) != 1 || ipv4.Header(got[0]).Dst() != netip.MustParseAddr("10.10.9.5") {
+	if got := f.pump.packets(); len(got) != 1 || dst4(header.IPv4(got[0])) != netip.MustParseAddr("10.10.9.5") {
 		t.Fatalf("pump2 got %d packets, want the one for 10.10.9.5", len(got))
 	}
-	denied := pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.10.9.5", 40000, 22, 60, false)
+	denied := pkt(t, header.UDPProtocolNumber, "10.10.8.17", "10.10.9.5", 40000, 22, 60, false)
 	if err := f.r.FromSession(f.hall7, denied); err == nil || f.r.Stats.Drops(ReasonPolicy) != 1 {
 		t.Errorf("denied session-to-session: err %v, policy drops %d", err, f.r.Stats.Drops(ReasonPolicy))
 	}
@@ -142,7 +145,7 @@ func TestFromHostLPMAndReplyFlows(t *testing.T) {
 	f := newFixture(t, false)
 	// Central CoAP client polls sensor 10.10.8.17 (inside hall7's framed
 	// route) from an ephemeral port.
-	req := pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.8.17", 50123, 5683, 60, false)
+	req := pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.8.17", 50123, 5683, 60, false)
 	if err := f.r.FromHost(req); err != nil {
 		t.Fatal(err)
 	}
@@ -150,29 +153,29 @@ func TestFromHostLPMAndReplyFlows(t *testing.T) {
 		t.Fatalf("hall7 got %d packets, want 1", len(got))
 	}
 	// The reply is not in hall7's allow-list, but answers a flow.
-	reply := pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.20.0.20", 5683, 50123, 60, false)
+	reply := pkt(t, header.UDPProtocolNumber, "10.10.8.17", "10.20.0.20", 5683, 50123, 60, false)
 	if err := f.r.FromSession(f.hall7, reply); err != nil {
 		t.Fatalf("reply to a central flow: %v", err)
 	}
 	// An unsolicited packet to the same host is still denied.
-	other := pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.20.0.20", 5683, 50124, 60, false)
+	other := pkt(t, header.UDPProtocolNumber, "10.10.8.17", "10.20.0.20", 5683, 50124, 60, false)
 	if err := f.r.FromSession(f.hall7, other); err == nil {
 		t.Error("unsolicited packet passed")
 	}
 	// After the idle timeout the flow is gone.
 	f.clock.Advance(flowIdle + 1)
-	if err := f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.20.0.20", 5683, 50123, 60, false)); err == nil {
+	if err := f.r.FromSession(f.hall7, pkt(t, header.UDPProtocolNumber, "10.10.8.17", "10.20.0.20", 5683, 50123, 60, false)); err == nil {
 		t.Error("reply after flow expiry passed")
 	}
 	// Ping from central gets its echo reply through.
-	echo := pkt(t, ipv4.ProtoICMP, "10.20.0.20", "10.10.0.7", 8, 77, 60, false)
+	echo := pkt(t, header.ICMPv4ProtocolNumber, "10.20.0.20", "10.10.0.7", 8, 77, 60, false)
 	if err := f.r.FromHost(echo); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoICMP, "10.10.0.7", "10.20.0.20", 0, 77, 60, false)); err != nil {
+	if err := f.r.FromSession(f.hall7, pkt(t, header.ICMPv4ProtocolNumber, "10.10.0.7", "10.20.0.20", 0, 77, 60, false)); err != nil {
 		t.Errorf("echo reply: %v", err)
 	}
-	if err := f.r.FromHost(pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.77.1", 1, 2, 60, false)); err == nil || f.r.Stats.Drops(ReasonNoRoute) != 1 {
+	if err := f.r.FromHost(pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.77.1", 1, 2, 60, false)); err == nil || f.r.Stats.Drops(ReasonNoRoute) != 1 {
 		t.Error("packet without a session not dropped as no_route")
 	}
 	if got := f.r.Identity("hall7").TxPackets.Load(); got != 2 {
@@ -182,7 +185,7 @@ func TestFromHostLPMAndReplyFlows(t *testing.T) {
 
 func TestFragNeededAndMSS(t *testing.T) {
 	f := newFixture(t, false)
-	big := pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.9.5", 5683, 5683, 1450, true)
+	big := pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.9.5", 5683, 5683, 1450, true)
 	if err := f.r.FromHost(big); err == nil {
 		t.Fatal("oversize DF packet forwarded")
 	}
@@ -190,22 +193,22 @@ func TestFragNeededAndMSS(t *testing.T) {
 	if len(hp) != 1 {
 		t.Fatalf("host got %d ICMP packets, want 1", len(hp))
 	}
-	icmp := ipv4.Header(hp[0])
+	icmp := header.IPv4(hp[0])
 	pl := icmp.Payload()
-	if icmp.Protocol() != ipv4.ProtoICMP || pl[0] != 3 || pl[1] != 4 || binary.BigEndian.Uint16(pl[6:]) != 1398 || icmp.Dst() != netip.MustParseAddr("10.20.0.20") {
-		t.Errorf("ICMP: proto %d type %d code %d mtu %d dst %v; want 3/4 mtu 1398 to 10.20.0.20", icmp.Protocol(), pl[0], pl[1], binary.BigEndian.Uint16(pl[6:]), icmp.Dst())
+	if icmp.TransportProtocol() != header.ICMPv4ProtocolNumber || pl[0] != 3 || pl[1] != 4 || binary.BigEndian.Uint16(pl[6:]) != 1398 || dst4(icmp) != netip.MustParseAddr("10.20.0.20") {
+		t.Errorf("ICMP: proto %d type %d code %d mtu %d dst %v; want 3/4 mtu 1398 to 10.20.0.20", icmp.Protocol(), pl[0], pl[1], binary.BigEndian.Uint16(pl[6:]), dst4(icmp))
 	}
-	if ipv4.Checksum(pl, 0) != 0 {
+	if checksum.Checksum(pl, 0) != 0xffff {
 		t.Error("ICMP checksum wrong")
 	}
 	// Its source is the session's address, not the gateway's own VPN
 	// address: the host holds that one on its TUN and would drop an ICMP
 	// from it as a martian (path-MTU discovery from the gateway host).
-	if icmp.Src() != f.pump.Addr() || icmp.Src() == f.r.cfg.LocalAddr {
-		t.Errorf("ICMP to the host from %v, want the session's address %v", icmp.Src(), f.pump.Addr())
+	if src4(icmp) != f.pump.Addr() || src4(icmp) == f.r.cfg.LocalAddr {
+		t.Errorf("ICMP to the host from %v, want the session's address %v", src4(icmp), f.pump.Addr())
 	}
 	// Without DF the packet is fragmented to the session MTU.
-	if err := f.r.FromHost(pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.9.5", 5683, 5683, 1450, false)); err != nil {
+	if err := f.r.FromHost(pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.9.5", 5683, 5683, 1450, false)); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.pump.packets(); len(got) != 2 || len(got[0]) > 1398 {
@@ -241,17 +244,12 @@ func TestLocalDHCPInform(t *testing.T) {
 	copy(m[12:16], []byte{10, 10, 0, 7})
 	binary.BigEndian.PutUint32(m[236:], 0x63825363)
 	m = append(m, 53, 1, 8, 255)
-	p := make([]byte, 28+len(m))
-	ipv4.Header(p).Encode(ipv4.Fields{TotalLen: uint16(len(p)), TTL: 128, Protocol: ipv4.ProtoUDP, Src: netip.MustParseAddr("10.10.0.7"), Dst: netip.MustParseAddr("255.255.255.255")})
-	binary.BigEndian.PutUint16(p[20:], 68)
-	binary.BigEndian.PutUint16(p[22:], 67)
-	binary.BigEndian.PutUint16(p[24:], uint16(8+len(m)))
-	copy(p[28:], m)
+	p := pkttest.UDP(netip.MustParseAddrPort("10.10.0.7:68"), netip.MustParseAddrPort("255.255.255.255:67"), m)
 	if err := f.r.FromSession(f.hall7, p); err != nil {
 		t.Fatal(err)
 	}
 	got := f.hall7.packets()
-	if len(got) != 1 || ipv4.Header(got[0]).Dst() != netip.MustParseAddr("10.10.0.7") || f.r.Stats.LocalHandled.Load() != 1 {
+	if len(got) != 1 || dst4(header.IPv4(got[0])) != netip.MustParseAddr("10.10.0.7") || f.r.Stats.LocalHandled.Load() != 1 {
 		t.Fatalf("DHCPACK not sent back to the session: %d packets", len(got))
 	}
 	if len(f.host.packets()) != 0 {
@@ -264,17 +262,17 @@ func TestLocalDHCPInform(t *testing.T) {
 // swallowed as "local".
 func TestReplyToGatewayAddressGoesToHost(t *testing.T) {
 	f := newFixture(t, false)
-	if err := f.r.FromHost(pkt(t, ipv4.ProtoICMP, "10.10.0.1", "10.10.0.7", 8, 99, 28, false)); err != nil {
+	if err := f.r.FromHost(pkt(t, header.ICMPv4ProtocolNumber, "10.10.0.1", "10.10.0.7", 8, 99, 28, false)); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoICMP, "10.10.0.7", "10.10.0.1", 0, 99, 28, false)); err != nil {
+	if err := f.r.FromSession(f.hall7, pkt(t, header.ICMPv4ProtocolNumber, "10.10.0.7", "10.10.0.1", 0, 99, 28, false)); err != nil {
 		t.Fatalf("echo reply to the gateway address: %v", err)
 	}
-	if got := f.host.packets(); len(got) != 1 || ipv4.Header(got[0]).Dst() != netip.MustParseAddr("10.10.0.1") {
+	if got := f.host.packets(); len(got) != 1 || dst4(header.IPv4(got[0])) != netip.MustParseAddr("10.10.0.1") {
 		t.Errorf("host got %d packets, want the echo reply", len(got))
 	}
 	// Broadcasts that are not DHCPINFORM stay local and are dropped.
-	if err := f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoUDP, "10.10.0.7", "255.255.255.255", 137, 137, 60, false)); err == nil || f.r.Stats.Drops(ReasonLocal) != 1 {
+	if err := f.r.FromSession(f.hall7, pkt(t, header.UDPProtocolNumber, "10.10.0.7", "255.255.255.255", 137, 137, 60, false)); err == nil || f.r.Stats.Drops(ReasonLocal) != 1 {
 		t.Errorf("broadcast: err %v, local drops %d", err, f.r.Stats.Drops(ReasonLocal))
 	}
 }

@@ -3,7 +3,8 @@ package dataplane
 import (
 	"encoding/binary"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 const (
@@ -17,8 +18,8 @@ const (
 // ClampMSS lowers the MSS option of a TCP SYN (RFC 793 §3.1, RFC 879) in
 // place to mtu-40 if it is larger, fixing the TCP checksum incrementally
 // (RFC 1624). It reports whether it changed the packet. h must be valid.
-func ClampMSS(h ipv4.Header, mtu int) bool {
-	if h.Protocol() != ipv4.ProtoTCP || !h.FirstFragment() {
+func ClampMSS(h header.IPv4, mtu int) bool {
+	if h.TransportProtocol() != header.TCPProtocolNumber || h.FragmentOffset() != 0 {
 		return false
 	}
 	tcp := h.Payload()
@@ -57,7 +58,7 @@ func ClampMSS(h ipv4.Header, mtu int) bool {
 			off := 20 + i + 2
 			if off%2 == 0 {
 				cs := binary.BigEndian.Uint16(tcp[16:])
-				binary.BigEndian.PutUint16(tcp[16:], ipv4.UpdateChecksum(cs, old, uint16(limit)))
+				binary.BigEndian.PutUint16(tcp[16:], updateChecksum(cs, old, uint16(limit)))
 			} else {
 				recomputeTCP(h)
 			}
@@ -68,8 +69,17 @@ func ClampMSS(h ipv4.Header, mtu int) bool {
 	return false
 }
 
-func recomputeTCP(h ipv4.Header) {
-	tcp := h.Payload()
-	tcp[16], tcp[17] = 0, 0
-	binary.BigEndian.PutUint16(tcp[16:], ipv4.Checksum(tcp, ipv4.PseudoHeaderSum(h.Src(), h.Dst(), ipv4.ProtoTCP, len(tcp))))
+func recomputeTCP(h header.IPv4) {
+	tcp := header.TCP(h.Payload())
+	tcp.SetChecksum(0)
+	tcp.SetChecksum(^checksum.Checksum(tcp, header.PseudoHeaderChecksum(header.TCPProtocolNumber, h.SourceAddress(), h.DestinationAddress(), uint16(len(tcp)))))
+}
+
+// updateChecksum adjusts a stored Internet checksum hc when one aligned
+// 16-bit word changes from old to new (RFC 1624 eqn. 3: HC' = ~(~HC + ~m +
+// m')), for the TTL (decTTL) and MSS rewrites. gVisor's header package has
+// this step but does not export it (checksumUpdate2ByteAlignedUint16); its
+// exported checksum.Combine is the one's-complement addition.
+func updateChecksum(hc, old, new uint16) uint16 {
+	return ^checksum.Combine(^hc, checksum.Combine(^old, new))
 }

@@ -4,7 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
@@ -17,10 +18,10 @@ func TestTsharkJudgesRouterOutput(t *testing.T) {
 	if err := f.r.FromSession(f.hall7, tcpSYN(t, "10.10.0.7", "10.20.0.10", 1460, []byte{1})); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.r.FromHost(pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.9.5", 5683, 5683, 1450, true)); err == nil {
+	if err := f.r.FromHost(pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.9.5", 5683, 5683, 1450, true)); err == nil {
 		t.Fatal("oversize DF forwarded")
 	}
-	if err := f.r.FromHost(pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.9.5", 50000, 50001, 3000, false)); err != nil {
+	if err := f.r.FromHost(pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.9.5", 50000, 50001, 3000, false)); err != nil {
 		t.Fatal(err)
 	}
 	all := append(f.host.packets(), f.pump.packets()...)

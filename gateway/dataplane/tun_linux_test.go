@@ -12,9 +12,10 @@ import (
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 	"github.com/fleetgate/fleetgate/internal/netns"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -65,7 +66,7 @@ func testTUNRoundTrip(t *testing.T, driver string) {
 	})
 
 	// Session -> kernel: a sensor behind the site sends to the service.
-	if err := r.FromSession(sess, udpPacket(netip.MustParseAddrPort("10.10.8.17:5683"), netip.MustParseAddrPort("10.20.0.10:9000"), []byte("hello"))); err != nil {
+	if err := r.FromSession(sess, pkttest.UDP(netip.MustParseAddrPort("10.10.8.17:5683"), netip.MustParseAddrPort("10.20.0.10:9000"), []byte("hello"))); err != nil {
 		t.Fatal(err)
 	}
 	if err := svc.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
@@ -86,9 +87,9 @@ func testTUNRoundTrip(t *testing.T, driver string) {
 	}
 	select {
 	case p := <-sess.ch:
-		h := ipv4.Header(p)
-		if h.Dst() != netip.MustParseAddr("10.10.8.17") || string(h.Payload()[8:]) != "world" {
-			t.Errorf("session got %v -> %v %q", h.Src(), h.Dst(), h.Payload()[8:])
+		h := header.IPv4(p)
+		if dst4(h) != netip.MustParseAddr("10.10.8.17") || string(h.Payload()[8:]) != "world" {
+			t.Errorf("session got %v -> %v %q", src4(h), dst4(h), h.Payload()[8:])
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("session got nothing from the TUN")

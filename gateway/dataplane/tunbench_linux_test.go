@@ -6,7 +6,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/internal/netns"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
@@ -43,7 +44,7 @@ func BenchmarkTUNFromSession1400(b *testing.B) {
 	}
 	b.Cleanup(func() { sink.Close(); tun.Close() })
 	r.SetHost(tun)
-	p := pkt(b, ipv4.ProtoUDP, "10.10.0.7", "10.20.0.10", 5683, 9000, 1400, false)
+	p := pkt(b, header.UDPProtocolNumber, "10.10.0.7", "10.20.0.10", 5683, 9000, 1400, false)
 	b.SetBytes(1400)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

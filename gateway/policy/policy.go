@@ -8,8 +8,9 @@ package policy
 import (
 	"net/netip"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
 )
 
 // Rule allows packets matching all of its set fields.
@@ -29,11 +30,11 @@ type Policy struct {
 // Match reports whether the packet (already validated) is allowed.
 // Non-first fragments carry no ports: they match a rule on destination and
 // protocol alone (the first fragment was checked with ports).
-func (p *Policy) Match(h ipv4.Header) bool {
+func (p *Policy) Match(h header.IPv4) bool {
 	if p == nil {
 		return false
 	}
-	dst, proto := h.Dst(), h.Protocol()
+	dst, proto := netip.AddrFrom4([4]byte(h.DestinationAddressSlice())), h.Protocol()
 	for i := range p.Rules {
 		r := &p.Rules[i]
 		if r.Dst.IsValid() && !r.Dst.Contains(dst) {
@@ -45,13 +46,14 @@ func (p *Policy) Match(h ipv4.Header) bool {
 		if len(r.Ports) == 0 {
 			return true
 		}
-		if !h.FirstFragment() {
+		if h.FragmentOffset() != 0 {
 			return true
 		}
-		_, dp, ok := h.Ports()
-		if !ok {
+		pl := h.Payload()
+		if (proto != uint8(header.TCPProtocolNumber) && proto != uint8(header.UDPProtocolNumber)) || len(pl) < 4 {
 			continue
 		}
+		dp := header.UDP(pl).DestinationPort() // TCP's is at the same offset
 		for _, pr := range r.Ports {
 			if dp >= pr[0] && dp <= pr[1] {
 				return true

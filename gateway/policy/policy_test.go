@@ -5,17 +5,22 @@ import (
 	"net/netip"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"github.com/fleetgate/fleetgate/internal/pkttest"
 )
 
-func packet(proto uint8, dst string, dport uint16, fragOff uint16) ipv4.Header {
-	b := make([]byte, 40)
-	ipv4.Header(b).Encode(ipv4.Fields{TotalLen: 40, TTL: 64, Protocol: proto, Src: netip.MustParseAddr("10.10.0.7"), Dst: netip.MustParseAddr(dst)})
+// packet is a 40-byte IPv4 packet of proto with destination port dport
+// (TCP, UDP) and the raw flags/fragment-offset word fragOff.
+func packet(proto uint8, dst string, dport uint16, fragOff uint16) header.IPv4 {
+	b := pkttest.UDP(netip.AddrPortFrom(netip.MustParseAddr("10.10.0.7"), 40000), netip.AddrPortFrom(netip.MustParseAddr(dst), dport), make([]byte, 12))
+	h := header.IPv4(b)
+	b[9] = proto
 	binary.BigEndian.PutUint16(b[6:], fragOff)
-	binary.BigEndian.PutUint16(b[20:], 40000)
-	binary.BigEndian.PutUint16(b[22:], dport)
-	return b
+	h.SetChecksum(0)
+	h.SetChecksum(^h.CalculateChecksum())
+	return h
 }
 
 func TestCompileAndMatch(t *testing.T) {
@@ -40,7 +45,7 @@ identities:
 	s := Compile(c)
 	tests := []struct {
 		identity string
-		pkt      ipv4.Header
+		pkt      header.IPv4
 		want     bool
 	}{
 		{"hall7", packet(6, "10.20.0.10", 1883, 0), true},
@@ -58,8 +63,7 @@ identities:
 	}
 	for _, tt := range tests {
 		if got := s.For(tt.identity).Match(tt.pkt); got != tt.want {
-			_, dp, _ := tt.pkt.Ports()
-			t.Errorf("%s proto %d -> %v:%d: got %v, want %v", tt.identity, tt.pkt.Protocol(), tt.pkt.Dst(), dp, got, tt.want)
+			t.Errorf("%s proto %d -> %v:%d: got %v, want %v", tt.identity, tt.pkt.Protocol(), pkttest.Dst(tt.pkt), binary.BigEndian.Uint16(tt.pkt[22:]), got, tt.want)
 		}
 	}
 	var nilSet *Set
