@@ -285,12 +285,12 @@ func TestFlowRenewal(t *testing.T) {
 	f := newFixture(t, false)
 	req := func() {
 		t.Helper()
-		if err := f.r.FromHost(pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.8.17", 50123, 5683, 60, false)); err != nil {
+		if err := f.r.FromHost(pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.8.17", 50123, 5683, 60, false)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	reply := func() error {
-		return f.r.FromSession(f.hall7, pkt(t, ipv4.ProtoUDP, "10.10.8.17", "10.20.0.20", 5683, 50123, 60, false))
+		return f.r.FromSession(f.hall7, pkt(t, header.UDPProtocolNumber, "10.10.8.17", "10.20.0.20", 5683, 50123, 60, false))
 	}
 	req()
 	f.clock.Advance(flowRenew / 2)
@@ -352,7 +352,7 @@ func (b *countingBurster) Release() { b.rels = append(b.rels, len(b.s.packets())
 func TestRunHostHoldsBursts(t *testing.T) {
 	f := newFixture(t, false)
 	p := func(port uint16) []byte {
-		return pkt(t, ipv4.ProtoUDP, "10.20.0.20", "10.10.8.17", port, 5683, 60, false)
+		return pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.8.17", port, 5683, 60, false)
 	}
 	h := &burstHost{fakeHost: fakeHost{mtu: 1500}, reads: [][][]byte{{p(1)}, {p(2), p(3), p(4)}, {p(5)}}}
 	b := &countingBurster{s: f.hall7}
