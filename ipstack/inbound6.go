@@ -12,9 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // injectInbound6 is InjectInbound for a packet with version nibble 6 and
@@ -25,15 +23,10 @@ func (st *Stack) injectInbound6(pkt []byte) error {
 		return ErrMalformed
 	}
 	if st.rt.routed.Load() && st.routeInbound6(pkt) {
-		st.Stats.PacketsIn.Add(1)
-		st.Stats.BytesIn.Add(uint64(len(pkt)))
+		st.countIn(pkt)
 		return nil
 	}
-	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	st.ep.InjectInbound(header.IPv6ProtocolNumber, pb)
-	pb.DecRef()
-	st.Stats.PacketsIn.Add(1)
-	st.Stats.BytesIn.Add(uint64(len(pkt)))
+	st.toNetstack(header.IPv6ProtocolNumber, pkt)
 	return nil
 }
 

@@ -174,22 +174,27 @@ func (st *Stack) InjectInbound(pkt []byte) error {
 		st.Stats.InboundDropped.Add(1)
 		return ErrNotIPv4
 	}
-	if st.rt.routed.Load() && st.routeInbound(pkt) {
-		st.Stats.PacketsIn.Add(1)
-		st.Stats.BytesIn.Add(uint64(len(pkt)))
+	if st.rt.routed.Load() && st.routeInbound(pkt) || st.rt.nlisten.Load() > 0 && st.deliverLocal(pkt) {
+		st.countIn(pkt)
 		return nil
 	}
-	if st.rt.nlisten.Load() > 0 && st.deliverLocal(pkt) {
-		st.Stats.PacketsIn.Add(1)
-		st.Stats.BytesIn.Add(uint64(len(pkt)))
-		return nil
-	}
+	st.toNetstack(header.IPv4ProtocolNumber, pkt)
+	return nil
+}
+
+// toNetstack hands pkt (copied) to gVisor's network layer as proto and
+// counts it; for what the routed prefix and the listeners did not take.
+func (st *Stack) toNetstack(proto tcpip.NetworkProtocolNumber, pkt []byte) {
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	st.ep.InjectInbound(header.IPv4ProtocolNumber, pb)
+	st.ep.InjectInbound(proto, pb)
 	pb.DecRef()
+	st.countIn(pkt)
+}
+
+// countIn counts pkt as accepted by InjectInbound.
+func (st *Stack) countIn(pkt []byte) {
 	st.Stats.PacketsIn.Add(1)
 	st.Stats.BytesIn.Add(uint64(len(pkt)))
-	return nil
 }
 
 // AddAddress adds a local address (IPv4 or IPv6). A prefix length below 32 also makes the

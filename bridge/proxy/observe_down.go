@@ -268,16 +268,23 @@ func (p *Proxy) endDown(o *downObs, cancelDevice bool) {
 		o.timer = nil
 	}
 	o.mu.Unlock()
-	e := o.e
+	forgetObs(p, o.e, o.e.down, o.e.downMID, o, o.key, mid, obs, cancelDevice)
+}
+
+// forgetObs removes o, an observation just closed, from its endpoint's
+// tables (byKey, byMID: guarded by e.mu) and, if cancel, cancels its
+// observation on the other side. It serves both directions (endDown,
+// endUp).
+func forgetObs[O comparable](p *Proxy, e *endpointState, byKey map[string]O, byMID map[int32]O, o O, key string, mid int32, obs observation, cancel bool) {
 	e.mu.Lock()
-	if e.down[o.key] == o {
-		delete(e.down, o.key)
+	if byKey[key] == o {
+		delete(byKey, key)
 	}
-	if mid >= 0 && e.downMID[mid] == o {
-		delete(e.downMID, mid)
+	if mid >= 0 && byMID[mid] == o {
+		delete(byMID, mid)
 	}
 	e.mu.Unlock()
-	if cancelDevice && obs != nil {
+	if cancel && obs != nil {
 		p.cancelObs(obs)
 	}
 }

@@ -210,16 +210,5 @@ func (p *Proxy) endUp(o *upObs, cancelUpstream bool) {
 	o.closed = true
 	obs, mid := o.obs, o.mid
 	o.mu.Unlock()
-	e := o.e
-	e.mu.Lock()
-	if e.upObs[o.key] == o {
-		delete(e.upObs, o.key)
-	}
-	if mid >= 0 && e.upMID[mid] == o {
-		delete(e.upMID, mid)
-	}
-	e.mu.Unlock()
-	if cancelUpstream && obs != nil {
-		p.cancelObs(obs)
-	}
+	forgetObs(p, o.e, o.e.upObs, o.e.upMID, o, o.key, mid, obs, cancelUpstream)
 }

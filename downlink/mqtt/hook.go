@@ -289,14 +289,7 @@ func (h *hook) allow(ep string) bool {
 	if h.b.cfg.PublishRate <= 0 {
 		return true
 	}
-	h.mu.Lock()
-	l, ok := h.limits[ep]
-	if !ok {
-		l = rate.NewLimiter(rate.Limit(h.b.cfg.PublishRate), h.b.cfg.PublishBurst)
-		h.limits[ep] = l
-	}
-	h.mu.Unlock()
-	return l.AllowN(h.b.cfg.Clock.Now(), 1)
+	return h.take(h.limits, ep, h.b.cfg.PublishRate, h.b.cfg.PublishBurst, 1)
 }
 
 // allowBytes applies the endpoint's publish byte rate limit to a publish
@@ -305,11 +298,17 @@ func (h *hook) allowBytes(ep string, n int) bool {
 	if h.b.cfg.PublishByteRate < 0 {
 		return true
 	}
+	return h.take(h.byteLimits, ep, h.b.cfg.PublishByteRate, h.b.cfg.PublishByteBurst, n)
+}
+
+// take takes n tokens from the endpoint's limiter in limits (guarded by
+// h.mu), made with rate r and burst on the endpoint's first publish.
+func (h *hook) take(limits map[string]*rate.Limiter, ep string, r float64, burst, n int) bool {
 	h.mu.Lock()
-	l, ok := h.byteLimits[ep]
+	l, ok := limits[ep]
 	if !ok {
-		l = rate.NewLimiter(rate.Limit(h.b.cfg.PublishByteRate), h.b.cfg.PublishByteBurst)
-		h.byteLimits[ep] = l
+		l = rate.NewLimiter(rate.Limit(r), burst)
+		limits[ep] = l
 	}
 	h.mu.Unlock()
 	return l.AllowN(h.b.cfg.Clock.Now(), n)

@@ -103,18 +103,29 @@ func (s *Store) path(parts ...string) string {
 	return filepath.Join(append([]string{s.Dir}, parts...)...)
 }
 
-func newKey(kind string) (crypto.Signer, error) {
+// newKey makes a key pair of kind and a random 127-bit serial number for
+// the certificate that will hold it.
+func newKey(kind string) (crypto.Signer, *big.Int, error) {
+	var (
+		key crypto.Signer
+		err error
+	)
 	switch kind {
 	case "", KeyECDSA:
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	case KeyRSA:
-		return rsa.GenerateKey(rand.Reader, 2048)
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	default:
+		return nil, nil, ErrBadKeyType
 	}
-	return nil, ErrBadKeyType
-}
-
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, err
+	}
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: %w", err)
+	}
+	return key, sn, nil
 }
 
 // CreateCA makes a new self-signed CA in the directory.
@@ -131,13 +142,9 @@ func (s *Store) CreateCA(o CAOptions) (*x509.Certificate, error) {
 	if o.Lifetime == 0 {
 		o.Lifetime = 10 * 365 * 24 * time.Hour
 	}
-	key, err := newKey(o.KeyType)
+	key, sn, err := newKey(o.KeyType)
 	if err != nil {
 		return nil, err
-	}
-	sn, err := serial()
-	if err != nil {
-		return nil, fmt.Errorf("pki: %w", err)
 	}
 	now := s.now()
 	tmpl := &x509.Certificate{
@@ -210,13 +217,9 @@ func (s *Store) Issue(o IssueOptions) (*x509.Certificate, error) {
 	if o.Lifetime == 0 {
 		o.Lifetime = 825 * 24 * time.Hour
 	}
-	key, err := newKey(o.KeyType)
+	key, sn, err := newKey(o.KeyType)
 	if err != nil {
 		return nil, err
-	}
-	sn, err := serial()
-	if err != nil {
-		return nil, fmt.Errorf("pki: %w", err)
 	}
 	now := s.now()
 	notAfter := now.Add(o.Lifetime)

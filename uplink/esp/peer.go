@@ -178,8 +178,8 @@ func (t *Transport) AddInbound(p *Peer, in, out *SA) error {
 // and the peer's other inbound SAs keep decrypting for RekeyGrace (or until
 // RemoveSA), as with Rekey.
 func (t *Transport) Activate(p *Peer, in, out *SA) error {
-	if in == nil || out == nil || in.Direction() != Inbound || out.Direction() != Outbound {
-		return fmt.Errorf("esp: Activate needs an inbound and an outbound SA")
+	if err := checkPair("Activate", in, out); err != nil {
+		return err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -274,8 +274,8 @@ func (t *Transport) checkNewInboundLocked(op string, p *Peer, in *SA) error {
 // the previous inbound SAs keep decrypting for RekeyGrace (or until
 // RemoveSA), so traffic in flight on the old SA is not lost.
 func (t *Transport) Rekey(p *Peer, in, out *SA) error {
-	if in == nil || out == nil || in.Direction() != Inbound || out.Direction() != Outbound {
-		return fmt.Errorf("esp: Rekey needs an inbound and an outbound SA")
+	if err := checkPair("Rekey", in, out); err != nil {
+		return err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -504,4 +504,12 @@ func (w *warnLimiter) log(l *slog.Logger, msg string, args ...any) {
 		args = append(args, "suppressed", n)
 	}
 	l.Warn(msg, args...)
+}
+
+// checkPair refuses anything but an inbound and an outbound SA for op.
+func checkPair(op string, in, out *SA) error {
+	if in == nil || out == nil || in.Direction() != Inbound || out.Direction() != Outbound {
+		return fmt.Errorf("esp: %s needs an inbound and an outbound SA", op)
+	}
+	return nil
 }

@@ -45,8 +45,7 @@ type Tunnel struct {
 	esp     esp.Stats
 	l2tp    l2tp.Stats
 	pppSt   ppp.Stats
-	in, out byteCounter
-	handler packetHandler
+	packetPath
 	traffic atomic.Bool // ESP carried L2TP since the last tick
 	phase   atomic.Uint32
 
@@ -445,14 +444,11 @@ func (t *Tunnel) Err() error {
 
 // WritePacket sends one IPv4 packet to the gateway.
 func (t *Tunnel) WritePacket(pkt []byte) error {
-	if err := t.ppp.WritePacket(pkt); err != nil {
-		if errors.Is(err, ppp.ErrNotOpen) || errors.Is(err, ppp.ErrClosed) {
-			return fmt.Errorf("%w: %v", ErrNotUp, err)
-		}
-		return err
+	err := t.write(t.ppp, pkt)
+	if errors.Is(err, ppp.ErrNotOpen) || errors.Is(err, ppp.ErrClosed) {
+		return fmt.Errorf("%w: %v", ErrNotUp, err)
 	}
-	t.out.add(len(pkt))
-	return nil
+	return err
 }
 
 // SetPacketHandler sets the function receiving IPv4 packets from the
@@ -460,11 +456,6 @@ func (t *Tunnel) WritePacket(pkt []byte) error {
 // receive path and must not block.
 func (t *Tunnel) SetPacketHandler(fn func(pkt []byte)) {
 	t.handler.set(fn)
-}
-
-func (t *Tunnel) deliver(pkt []byte) {
-	t.in.add(len(pkt))
-	t.handler.deliver(pkt)
 }
 
 // Info returns the negotiated PPP parameters: our address, the gateway's,

@@ -32,8 +32,7 @@ type ServerSession struct {
 	// rejected: the Authenticator refused a login on this link.
 	rejected atomic.Bool
 	started  time.Time
-	in, out  byteCounter
-	handler  packetHandler
+	packetPath
 
 	abortOnce sync.Once
 	abortCh   chan struct{}
@@ -100,22 +99,13 @@ func (ss *ServerSession) Rekeys() uint64 { return ss.ps.rekeys.Load() }
 
 // WritePacket sends one IPv4 packet to the client.
 func (ss *ServerSession) WritePacket(pkt []byte) error {
-	if err := ss.ppp.WritePacket(pkt); err != nil {
-		return err
-	}
-	ss.out.add(len(pkt))
-	return nil
+	return ss.write(ss.ppp, pkt)
 }
 
 // SetPacketHandler sets the function receiving the client's IPv4 packets
 // (valid only during the call; must not block).
 func (ss *ServerSession) SetPacketHandler(fn func(pkt []byte)) {
 	ss.handler.set(fn)
-}
-
-func (ss *ServerSession) deliver(pkt []byte) {
-	ss.in.add(len(pkt))
-	ss.handler.deliver(pkt)
 }
 
 // Counters returns the IPv4 packets and bytes received from and sent to

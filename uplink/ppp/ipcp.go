@@ -108,20 +108,13 @@ func (p *ipcp) recvReq(opts []byte) (byte, []byte) {
 		}
 		return nil
 	})
-	if err != nil {
-		p.m.stats.MalformedDropped.Add(1)
-		return CodeConfRej, opts
-	}
-	if server && !peer.IsValid() && len(rej) == 0 && p.assign.Addr.IsValid() {
+	if err == nil && server && !peer.IsValid() && len(rej) == 0 && p.assign.Addr.IsValid() {
 		// A client that asks for no address still gets one (RFC 1332 §3.3
 		// allows the Nak of an option the peer did not send).
 		nak = addrOpt(nak, ipcpOptAddr, p.assign.Addr)
 	}
-	switch {
-	case len(rej) > 0:
-		return CodeConfRej, rej
-	case len(nak) > 0:
-		return CodeConfNak, nak
+	if code, reply, refused := p.m.refuse(err, opts, rej, nak); refused {
+		return code, reply
 	}
 	if peer.IsValid() {
 		p.peer = peer

@@ -135,15 +135,8 @@ func (p *ipv6cp) recvReq(opts []byte) (byte, []byte) {
 		peer = id
 		return nil
 	})
-	if err != nil {
-		p.m.stats.MalformedDropped.Add(1)
-		return CodeConfRej, opts
-	}
-	switch {
-	case len(rej) > 0:
-		return CodeConfRej, rej
-	case len(nak) > 0:
-		return CodeConfNak, nak
+	if code, reply, refused := p.m.refuse(err, opts, rej, nak); refused {
+		return code, reply
 	}
 	p.peer = peer // zero when the peer sent no identifier
 	return CodeConfAck, opts

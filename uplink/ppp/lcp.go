@@ -119,15 +119,8 @@ func (l *lcp) recvReq(opts []byte) (byte, []byte) {
 		ack = append(ack, raw...)
 		return nil
 	})
-	if err != nil {
-		l.m.stats.MalformedDropped.Add(1)
-		return CodeConfRej, opts
-	}
-	switch {
-	case len(rej) > 0:
-		return CodeConfRej, rej
-	case len(nak) > 0:
-		return CodeConfNak, nak
+	if code, reply, refused := l.m.refuse(err, opts, rej, nak); refused {
+		return code, reply
 	}
 	if l.m.cfg.Role == Client {
 		l.method = method

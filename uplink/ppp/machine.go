@@ -414,3 +414,21 @@ func (m *machine) setIP(open bool) {
 		m.onIP(open, m.info.PeerMRU)
 	}
 }
+
+// refuse is the answer to a Configure-Request whose options a protocol
+// walked, unless it acks them: options that do not parse (err) are counted
+// as malformed and the whole list is rejected; then Configure-Reject of the
+// rejected options, then Configure-Nak of the naked ones (RFC 1661 §5.4:
+// Reject before Nak). refused false: every option is acceptable.
+func (m *machine) refuse(err error, opts, rej, nak []byte) (code byte, reply []byte, refused bool) {
+	switch {
+	case err != nil:
+		m.stats.MalformedDropped.Add(1)
+		return CodeConfRej, opts, true
+	case len(rej) > 0:
+		return CodeConfRej, rej, true
+	case len(nak) > 0:
+		return CodeConfNak, nak, true
+	}
+	return 0, nil, false
+}
