@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -183,32 +182,10 @@ func startChild(t testing.TB, args ...string) *child {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, args...)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	in, out := launch(t, cmd, true)
+	stopOnCleanup(t, cmd, in, 30*time.Second)
 	c := &child{cmd: cmd, in: in, out: bufio.NewScanner(out)}
 	c.out.Buffer(make([]byte, 1<<20), 64<<20)
-	t.Cleanup(func() {
-		_ = in.Close()
-		waited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-waited
-		}
-	})
 	return c
 }
 

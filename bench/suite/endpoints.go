@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -46,15 +45,7 @@ func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, 
 		start, cnt := k*perChild, min(perChild, n-k*perChild)
 		spec := fmt.Sprintf("%s:%d:%d:127.1.%d.1:%s:%d:%t", stateFile, start, cnt, k, dst, par, reconnect)
 		cmd := exec.Command(exe, "-helper-devices", spec)
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		in, _ := launch(t, cmd, false)
 		cmds, stdins = append(cmds, cmd), append(stdins, in)
 	}
 	var once sync.Once
@@ -64,14 +55,7 @@ func deviceChildren(t testing.TB, stateFile string, n int, dst string, par int, 
 				in.Close()
 			}
 			for _, cmd := range cmds {
-				waited := make(chan struct{})
-				go func() { _ = cmd.Wait(); close(waited) }()
-				select {
-				case <-waited:
-				case <-time.After(20 * time.Second):
-					_ = cmd.Process.Kill()
-					<-waited
-				}
+				waitOrKill(cmd, 20*time.Second)
 			}
 		})
 	}

@@ -40,28 +40,10 @@ func benchMemory(o *Options, rep *Report) {
 			ts := g.eng.Tunnel()
 			cmd := exec.Command(exe, "-helper-clients", strconv.Itoa(n), "-helper-ike", ts.IKEAddr().String(),
 				"-helper-natt", strconv.Itoa(int(ts.NATTAddr().Port())))
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			t0 := time.Now()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				stdin.Close()
-				// A child still dialling does not read stdin yet.
-				waited := make(chan struct{})
-				go func() { _ = cmd.Wait(); close(waited) }()
-				select {
-				case <-waited:
-				case <-time.After(5 * time.Second):
-					_ = cmd.Process.Kill()
-					<-waited
-				}
-			})
+			stdin, _ := launch(t, cmd, false)
+			// A child still dialling does not read stdin yet: killed after 5 s.
+			stopOnCleanup(t, cmd, stdin, 5*time.Second)
 			deadline := time.Now().Add(5 * time.Minute)
 			for g.srv.Env().Sessions.Len() < n {
 				if time.Now().After(deadline) {

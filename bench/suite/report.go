@@ -132,16 +132,7 @@ func (r *Report) addRatio(title string, rt ratio) {
 // computeRatio compares sides a and b of rows (medians; a failed side
 // makes the ratio absent).
 func computeRatio(label string, rows []Row, a, b string, goal float64, ceiling bool) ratio {
-	var ra, rb *Row
-	for i := range rows {
-		switch {
-		case rows[i].Err != "":
-		case rows[i].Name == a:
-			ra = &rows[i]
-		case rows[i].Name == b:
-			rb = &rows[i]
-		}
-	}
+	ra, rb := pairRows(rows, a, b)
 	rt := ratio{label: label, goal: goal, ceiling: ceiling}
 	if ra == nil || rb == nil || ra.Median.Rate == 0 || rb.Median.Rate == 0 {
 		rt.absent = true
@@ -223,4 +214,19 @@ func (r *Report) failures() []string {
 		}
 	}
 	return f
+}
+
+// pairRows finds the rows named a and b that measured something (no Err);
+// nil where there is none.
+func pairRows(rows []Row, a, b string) (ra, rb *Row) {
+	for i := range rows {
+		switch {
+		case rows[i].Err != "":
+		case rows[i].Name == a:
+			ra = &rows[i]
+		case rows[i].Name == b:
+			rb = &rows[i]
+		}
+	}
+	return ra, rb
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -136,30 +135,8 @@ func startGatewayProcess(t testing.TB, h *netns.Host, n int) *gatewayProcess {
 		addr = h.Addr.String()
 	}
 	cmd := h.Command(exe, "-helper-gateway", strconv.Itoa(n), "-helper-bind", addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		waited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-waited
-		}
-	})
+	stdin, out := launch(t, cmd, true)
+	stopOnCleanup(t, cmd, stdin, 10*time.Second)
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)

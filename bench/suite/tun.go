@@ -119,21 +119,7 @@ func tunCeiling(t testing.TB, edge, gwh *netns.Host, name, prefix string) *sink 
 	t.Cleanup(func() { _ = rx.Close() })
 	suite := esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}
 	key := make([]byte, suite.KeymatLen())
-	txIn, txOut, err := esp.NewSAPair(suite, 0x2000b, key, 0x2000a, key, esp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rxIn, rxOut, err := esp.NewSAPair(suite, 0x2000a, key, 0x2000b, key, esp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := tx.AddSA(txIn, txOut, esp.PeerConfig{Remote: rx.NATTAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rx.AddSA(rxIn, rxOut, esp.PeerConfig{Remote: tx.NATTAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	peer := espLink(t, tx, rx, suite, key, 0x2000a, 0x2000b)
 	s := newSink()
 	// Received as our tunnel receives L2TP: on the ESP reader goroutine
 	// (esp.Transport.SetL2TPHandler), counted there.
@@ -277,4 +263,27 @@ func tunArithmetic(rows []Row, vnet, water, ceil string) string {
 	return fmt.Sprintf("tun arithmetic (CPU per packet, µs, whole process): shared ESP/UDP work (the TUN ceiling) %.2f; ours vnet adds %.2f (TUN split + checksum, router, L2TP/PPP at both ends) = %.2f; "+
 		"water adds %.2f (a read(2) per packet, the kernel segmenting each burst at the TUN) = %.2f. vnet/water by CPU = %.2f; with vnet's own work at zero %.2f; 2x needs vnet <= %.2f: %s",
 		c, v-c, v, w-c, w, w/v, w/c, w/2, need)
+}
+
+// espLink joins two ESP transports with one SA pair each way (the same
+// key both ways; spiToRx is what tx sends with, spiToTx what rx sends
+// with) and returns tx's peer, rx.
+func espLink(t testing.TB, tx, rx *esp.Transport, suite esp.Suite, key []byte, spiToRx, spiToTx uint32) *esp.Peer {
+	t.Helper()
+	txIn, txOut, err := esp.NewSAPair(suite, spiToTx, key, spiToRx, key, esp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rxIn, rxOut, err := esp.NewSAPair(suite, spiToRx, key, spiToTx, key, esp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := tx.AddSA(txIn, txOut, esp.PeerConfig{Remote: rx.NATTAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rx.AddSA(rxIn, rxOut, esp.PeerConfig{Remote: tx.NATTAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	return peer
 }

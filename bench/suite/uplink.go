@@ -70,12 +70,7 @@ func (s *sink) serve(c net.PacketConn) {
 		if err != nil {
 			return
 		}
-		s.n.Add(1)
-		s.bytes.Add(uint64(n))
-		select {
-		case s.sig <- struct{}{}:
-		default:
-		}
+		s.count(n)
 	}
 }
 
@@ -333,22 +328,7 @@ func ceiling(t testing.TB, size int, suite esp.Suite, rxh, txh *netns.Host) func
 	for i := range key {
 		key[i] = byte(i + 1)
 	}
-	const spiAB, spiBA = 0x1000a, 0x1000b
-	txIn, txOut, err := esp.NewSAPair(suite, spiBA, key, spiAB, key, esp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rxIn, rxOut, err := esp.NewSAPair(suite, spiAB, key, spiBA, key, esp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := tx.AddSA(txIn, txOut, esp.PeerConfig{Remote: rx.NATTAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rx.AddSA(rxIn, rxOut, esp.PeerConfig{Remote: tx.NATTAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	peer := espLink(t, tx, rx, suite, key, 0x1000a, 0x1000b)
 	s := newSink()
 	// Received as the product's tunnels receive L2TP: on the ESP reader
 	// goroutine (esp.Transport.SetL2TPHandler), counted there.
@@ -470,16 +450,7 @@ func benchForwarding(o *Options, rep *Report) {
 // close in time). On a shared machine the ratio of median rates moves with
 // whatever else runs; these move less.
 func cpuNote(rep *Report, size int, rows []Row, a, b string) {
-	var ra, rb *Row
-	for i := range rows {
-		switch {
-		case rows[i].Err != "":
-		case rows[i].Name == a:
-			ra = &rows[i]
-		case rows[i].Name == b:
-			rb = &rows[i]
-		}
-	}
+	ra, rb := pairRows(rows, a, b)
 	if ra == nil || rb == nil || ra.Median.CPUPerOp == 0 || len(ra.Samples) != len(rb.Samples) {
 		return
 	}
