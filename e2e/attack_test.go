@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
 	"github.com/fleetgate/fleetgate/downlink/mqtt/mqtttest"
+	"github.com/fleetgate/fleetgate/internal/procstat"
 )
 
 // TestAttackDTLSFloodRealBridge is issue 18's finding 2 against the real
@@ -49,24 +48,8 @@ func TestAttackDTLSFloodRealBridge(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	hvr0 := env.Metric("coap_hello_verify_sent_total")
-	base := procRSS(pid)
-	var peak atomic.Int64
-	peak.Store(base)
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			if r := procRSS(pid); r > peak.Load() {
-				peak.Store(r)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
+	rss := procstat.WatchRSS(pid)
+	base := rss.Base
 
 	pc, err := env.Sensors.ListenPacket("udp4", "0.0.0.0:0")
 	if err != nil {
@@ -98,13 +81,12 @@ func TestAttackDTLSFloodRealBridge(t *testing.T) {
 	took := time.Since(s0)
 	n := <-sent
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	<-sampled
+	peak := rss.Stop()
 	hvr := env.Metric("coap_hello_verify_sent_total") - hvr0
 	pending := env.Metric("coap_pending_handshakes")
-	growth := peak.Load() - base
+	growth := peak - base
 	t.Logf("real bridge: %d spoofed ClientHellos at %d/s, %v HelloVerifyRequests sent; bridge RSS %.1f MB → peak %.1f MB (%+.1f MB); device handshake + request mid-flood %v (%v); pending handshakes after %v",
-		n, rate, hvr, float64(base)/(1<<20), float64(peak.Load())/(1<<20), float64(growth)/(1<<20), took.Round(time.Millisecond), code, pending)
+		n, rate, hvr, float64(base)/(1<<20), float64(peak)/(1<<20), float64(growth)/(1<<20), took.Round(time.Millisecond), code, pending)
 	if n != hellos {
 		t.Fatalf("sent %d of %d", n, hellos)
 	}
@@ -117,21 +99,6 @@ func TestAttackDTLSFloodRealBridge(t *testing.T) {
 	if growth >= 64<<20 {
 		t.Fatalf("bridge RSS grew by %.1f MB during the flood, bound 64 MB", float64(growth)/(1<<20))
 	}
-}
-
-// procRSS returns a process's resident set size in bytes (0 if unknown).
-func procRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 // TestAttackMQTTDeviceFloodsRealBridge is issue 18's finding 3 against the
@@ -180,32 +147,16 @@ func TestAttackMQTTDeviceFloodsRealBridge(t *testing.T) {
 	for _, f := range floods {
 		series := `mqtt_events_total{event="` + f.counter + `"}`
 		c0 := m.Metric(series)
-		base, disk0 := procRSS(pid), fileSize(db)
-		var peak atomic.Int64
-		peak.Store(base)
-		stop, sampled := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(sampled)
-			for {
-				if r := procRSS(pid); r > peak.Load() {
-					peak.Store(r)
-				}
-				select {
-				case <-stop:
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-		}()
+		rss, disk0 := procstat.WatchRSS(pid), fileSize(db)
+		base := rss.Base
 		what, release := f.run()
 		time.Sleep(500 * time.Millisecond)
-		close(stop)
-		<-sampled
+		peak := rss.Stop()
 		release()
-		growth, disk := peak.Load()-base, fileSize(db)-disk0
+		growth, disk := peak-base, fileSize(db)-disk0
 		hits := m.Metric(series) - c0
 		t.Logf("%s: %s; bridge RSS %.1f MB → peak %.1f MB (%+.1f MB); mqtt-sessions.db %+d KB; %s +%v",
-			f.name, what, float64(base)/(1<<20), float64(peak.Load())/(1<<20), float64(growth)/(1<<20), disk>>10, series, hits)
+			f.name, what, float64(base)/(1<<20), float64(peak)/(1<<20), float64(growth)/(1<<20), disk>>10, series, hits)
 		if hits == 0 {
 			t.Errorf("%s: %s did not move: the flood never hit its bound", f.name, series)
 		}

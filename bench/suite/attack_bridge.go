@@ -7,9 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	"github.com/fleetgate/fleetgate/downlink/mqtt"
 	"github.com/fleetgate/fleetgate/downlink/mqtt/mqtttest"
 	"github.com/fleetgate/fleetgate/downlink/registry"
+	"github.com/fleetgate/fleetgate/internal/procstat"
 	"github.com/fleetgate/fleetgate/internal/realpeer"
 )
 
@@ -36,60 +34,27 @@ const (
 	deviceFloodDisk     = 8 << 20
 )
 
-// memWatch samples this process's RSS until stop, returning the baseline
-// and peak RSS and the heap growth after GC.
+// memWatch samples this process's RSS until end, which returns the peak
+// RSS growth and the heap growth after GC.
 type memWatch struct {
-	base, peak atomic.Int64
-	heap0      uint64
-	stop, done chan struct{}
+	rss   *procstat.Watch
+	heap0 uint64
 }
 
 func watchMem() *memWatch {
-	w := &memWatch{stop: make(chan struct{}), done: make(chan struct{})}
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	w.heap0 = ms.HeapInuse
-	w.base.Store(selfRSS())
-	w.peak.Store(w.base.Load())
-	go func() {
-		defer close(w.done)
-		for {
-			if r := selfRSS(); r > w.peak.Load() {
-				w.peak.Store(r)
-			}
-			select {
-			case <-w.stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	return w
+	return &memWatch{heap0: ms.HeapInuse, rss: procstat.WatchRSS(0)}
 }
 
 // end returns the peak RSS growth and the heap growth after GC (bytes).
 func (w *memWatch) end() (rss, heap int64) {
-	close(w.stop)
-	<-w.done
+	peak := w.rss.Stop()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return w.peak.Load() - w.base.Load(), int64(ms.HeapInuse) - int64(w.heap0)
-}
-
-func selfRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return peak - w.rss.Base, int64(ms.HeapInuse) - int64(w.heap0)
 }
 
 func fsize(p string) int64 {

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/coap/coaptest"
+	"github.com/fleetgate/fleetgate/internal/procstat"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -94,28 +94,11 @@ func TestAttackClientHelloFlood(t *testing.T) {
 	}
 	_ = d.Conn.Close()
 	time.Sleep(200 * time.Millisecond)
-	base := vmRSS(t, pid)
-
-	var peak atomic.Int64
-	peak.Store(base)
-	stopSample := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tk := time.NewTicker(50 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stopSample:
-				return
-			case <-tk.C:
-				if r := vmRSSOr(pid, 0); r > peak.Load() {
-					peak.Store(r)
-				}
-			}
-		}
-	}()
+	rss := procstat.WatchRSS(pid)
+	base := rss.Base
+	if base == 0 {
+		t.Fatalf("no RSS for pid %d", pid)
+	}
 
 	raddr, _ := net.ResolveUDPAddr("udp", addr)
 	sent := make(chan int, 1)
@@ -135,18 +118,20 @@ func TestAttackClientHelloFlood(t *testing.T) {
 	t.Logf("legitimate handshake + GET during the flood: %v", time.Since(start).Round(time.Millisecond))
 	n := <-sent
 	time.Sleep(500 * time.Millisecond)
-	close(stopSample)
-	wg.Wait()
-	after := vmRSS(t, pid)
+	peak := rss.Stop()
+	after, err := procstat.RSS(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	_ = stdin.Close()
 	st := kv("STATS")
 	hvr, _ := strconv.Atoi(st["hello_verify"])
 	pending, _ := strconv.Atoi(st["pending_max"])
 	ok, _ := strconv.Atoi(st["handshakes_ok"])
-	growth := peak.Load() - base
+	growth := peak - base
 	t.Logf("flood: %d ClientHellos sent, %d HelloVerifyRequests answered; child RSS %.1f MB before, peak %.1f MB (+%.1f MB), %.1f MB after; pending handshakes max %d; handshakes ok %d",
-		n, hvr, mb(base), mb(peak.Load()), mb(growth), mb(after), pending, ok)
+		n, hvr, mb(base), mb(peak), mb(growth), mb(after), pending, ok)
 	if n != floodHellos {
 		t.Fatalf("sent %d ClientHellos, want %d", n, floodHellos)
 	}
@@ -243,33 +228,6 @@ func TestPendingHandshakeCaps(t *testing.T) {
 	if f.srv.PendingHandshakes() != 0 {
 		t.Fatalf("authenticated session still counted pending")
 	}
-}
-
-func vmRSS(t *testing.T, pid int) int64 {
-	t.Helper()
-	r := vmRSSOr(pid, -1)
-	if r < 0 {
-		t.Fatalf("no VmRSS for pid %d", pid)
-	}
-	return r
-}
-
-// vmRSSOr returns the process's resident set size in bytes.
-func vmRSSOr(pid int, def int64) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return def
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return def
-			}
-			return kb << 10
-		}
-	}
-	return def
 }
 
 // TestAttackFloodServerChild is the server side of

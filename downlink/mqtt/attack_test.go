@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/downlink/mqtt/mqtttest"
+	"github.com/fleetgate/fleetgate/internal/procstat"
 	"github.com/fleetgate/fleetgate/internal/testenv"
 )
 
@@ -55,11 +56,14 @@ func TestAttackDeviceFloods(t *testing.T) {
 	for _, f := range floods {
 		t.Run(f.name, func(t *testing.T) {
 			c := startAttackChild(t)
-			base, baseDisk := vmRSS(t, c.pid), fileSize(c.db)
-			peak := watchRSS(c.pid)
+			rss, baseDisk := procstat.WatchRSS(c.pid), fileSize(c.db)
+			base := rss.Base
+			if base == 0 {
+				t.Fatalf("no RSS for pid %d", c.pid)
+			}
 			what := f.run(t, c.addr)
 			time.Sleep(300 * time.Millisecond)
-			p := peak()
+			p := rss.Stop()
 			disk := fileSize(c.db)
 			st := c.stats(t)
 			t.Logf("%s: %s; child RSS %.1f MB → peak %.1f MB (+%.1f MB); session store %d → %d bytes; stats %v",
@@ -175,54 +179,6 @@ func fileSize(p string) int64 {
 		return 0
 	}
 	return fi.Size()
-}
-
-// watchRSS samples pid's RSS every 50 ms until the returned func is
-// called, which returns the peak.
-func watchRSS(pid int) func() int64 {
-	var peak atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			if r := vmRSSOr(pid, 0); r > peak.Load() {
-				peak.Store(r)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	return func() int64 { close(stop); <-done; return peak.Load() }
-}
-
-func vmRSS(t *testing.T, pid int) int64 {
-	t.Helper()
-	r := vmRSSOr(pid, -1)
-	if r < 0 {
-		t.Fatalf("no VmRSS for pid %d", pid)
-	}
-	return r
-}
-
-func vmRSSOr(pid int, def int64) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return def
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return def
-			}
-			return kb << 10
-		}
-	}
-	return def
 }
 
 // TestRetainedBound: by default the broker keeps none of a device's
