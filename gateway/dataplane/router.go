@@ -51,6 +51,25 @@ type Burster interface {
 	Release()
 }
 
+// CountedSession is a Session that carries its identity's counters
+// (Router.Identity, looked up once when the session was made), so that
+// the router does not look them up by name for every packet. Nil
+// IdentityCounters means "look them up".
+type CountedSession interface {
+	Session
+	IdentityCounters() *Counters
+}
+
+// countersOf returns s's identity counters.
+func (r *Router) countersOf(s Session) *Counters {
+	if cs, ok := s.(CountedSession); ok {
+		if c := cs.IdentityCounters(); c != nil {
+			return c
+		}
+	}
+	return r.ids.get(s.Identity())
+}
+
 // buffered is a host that can say how many packets it has in hand.
 type buffered interface{ Buffered() int }
 
@@ -182,7 +201,7 @@ func (r *Router) FromSession(s Session, pkt []byte) error {
 		return r.drop(ReasonMalformed)
 	}
 	h = h[:h.TotalLength()]
-	c := r.ids.get(s.Identity())
+	c := r.countersOf(s)
 	c.RxPackets.Add(1)
 	c.RxBytes.Add(uint64(len(h)))
 	if !r.ownsSource(s, src4(h)) {
@@ -328,7 +347,7 @@ func (r *Router) write(s Session, pkt []byte) error {
 	if err := s.WritePacket(pkt); err != nil {
 		return err
 	}
-	c := r.ids.get(s.Identity())
+	c := r.countersOf(s)
 	c.TxPackets.Add(1)
 	c.TxBytes.Add(uint64(len(pkt)))
 	r.Stats.ToSessionPackets.Add(1)

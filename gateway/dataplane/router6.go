@@ -50,7 +50,7 @@ func (r *Router) fromSession6(s Session, pkt []byte) error {
 		return r.drop6(err)
 	}
 	h = h[:in.Len]
-	c := r.ids.get(s.Identity())
+	c := r.countersOf(s)
 	c.RxPackets.Add(1)
 	c.RxBytes.Add(uint64(len(h)))
 	src, dst := h.Src(), h.Dst()

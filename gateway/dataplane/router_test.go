@@ -368,3 +368,35 @@ func TestRunHostHoldsBursts(t *testing.T) {
 		t.Errorf("holds at %v, releases at %v (packets delivered); want [1] and [4]", b.holds, b.rels)
 	}
 }
+
+// countedSession carries its own counters (CountedSession).
+type countedSession struct {
+	*fakeSession
+	c *Counters
+}
+
+func (s countedSession) IdentityCounters() *Counters { return s.c }
+
+// TestCountedSession: the router counts a CountedSession's traffic on the
+// counters it carries (no look-up by name), both directions.
+func TestCountedSession(t *testing.T) {
+	f := newFixture(t, false)
+	tb := route.NewTable()
+	cs := countedSession{&fakeSession{id: 9, ident: "hall7", addr: netip.MustParseAddr("10.10.0.7"), mtu: 1400}, new(Counters)}
+	if _, err := tb.Add(cs, true); err != nil {
+		t.Fatal(err)
+	}
+	f.r.cfg.Sessions = tb
+	if err := f.r.FromHost(pkt(t, header.UDPProtocolNumber, "10.20.0.20", "10.10.0.7", 50123, 5683, 100, false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.FromSession(cs, pkt(t, header.TCPProtocolNumber, "10.10.0.7", "10.20.0.10", 40000, 1883, 80, false)); err != nil {
+		t.Fatal(err)
+	}
+	if c := cs.c; c.TxPackets.Load() != 1 || c.TxBytes.Load() != 100 || c.RxPackets.Load() != 1 || c.RxBytes.Load() != 80 {
+		t.Errorf("carried counters: tx %d/%d rx %d/%d; want 1/100 1/80", c.TxPackets.Load(), c.TxBytes.Load(), c.RxPackets.Load(), c.RxBytes.Load())
+	}
+	if n := f.r.Identity("hall7").TxPackets.Load() + f.r.Identity("hall7").RxPackets.Load(); n != 0 {
+		t.Errorf("the name's counters moved too (%d packets): looked up per packet", n)
+	}
+}

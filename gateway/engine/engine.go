@@ -371,6 +371,12 @@ func (e *Engine) serve(env *server.Env, log *slog.Logger, s *Session, stopping <
 		_ = s.link.Close()
 		return
 	}
+	// The identity's router counters, looked up once here rather than by
+	// the router per packet (dataplane.CountedSession); set before
+	// Register makes the session reachable.
+	if env.Router != nil {
+		s.counters = env.Router.Identity(s.identity)
+	}
 	// Register first (routes, policy, accounting), then let packets in:
 	// the ones the client sent since its IPCP opened were held and go
 	// first, so nothing is lost and answers find the route.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/gateway/server"
 	"github.com/fleetgate/fleetgate/uplink/ike"
@@ -46,6 +47,9 @@ type Session struct {
 	// hold has the packets the client sent before registration (nil:
 	// none held, the link had no early handler).
 	hold *inbox
+	// counters are the identity's router counters (set by serve before
+	// the session is registered; nil: the router looks them up).
+	counters *dataplane.Counters
 
 	termOnce sync.Once
 	// terminated is set by Terminate (reload, relogin replacement, shutdown)
@@ -91,6 +95,10 @@ func (s *Session) IPv6Prefix() netip.Prefix { return s.ipv6 }
 
 // MTU is the effective inner MTU for the negotiated ESP suite.
 func (s *Session) MTU() int { return s.mtu }
+
+// IdentityCounters are the identity's router counters
+// (dataplane.CountedSession).
+func (s *Session) IdentityCounters() *dataplane.Counters { return s.counters }
 
 // WritePacket sends one IPv4 packet down the session.
 func (s *Session) WritePacket(pkt []byte) error { return s.link.WritePacket(pkt) }
