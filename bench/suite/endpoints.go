@@ -18,6 +18,7 @@ import (
 	"time"
 
 	fsdevice "github.com/fleetgate/fleetgate/firmware-sim/device"
+	"github.com/fleetgate/fleetgate/internal/ctxsleep"
 )
 
 // perChild is how many device sockets one client process holds: the hard
@@ -150,7 +151,7 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 		<-sem
 		if err != nil {
 			failed.Add(1)
-			if !reconnect || !sleepCtx(ctx, bo.Next()) {
+			if !reconnect || !ctxsleep.Sleep(ctx, bo.Next()) {
 				return
 			}
 			continue
@@ -211,7 +212,7 @@ func keepDevice(ctx context.Context, src net.IP, dst *net.UDPAddr, d fleetDev, s
 				break wait
 			}
 		}
-		if !sleepCtx(ctx, bo.Next()) {
+		if !ctxsleep.Sleep(ctx, bo.Next()) {
 			return
 		}
 	}
@@ -246,16 +247,6 @@ func pingSession(ctx context.Context, c *devConn, mid uint16, got, closed <-chan
 	return false
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
 
 // settle waits (up to 30 s) until the goroutines and heap left by an
 // earlier measurement have gone: the goroutine count unchanged and the

@@ -40,6 +40,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fleetgate/fleetgate/bridge/spool"
+	"github.com/fleetgate/fleetgate/internal/ctxsleep"
 )
 
 // Forwarder retransmission timing: ACK_TIMEOUT (RFC 7252 section 4.8),
@@ -265,7 +266,7 @@ func (f *forwarder) deliver(m spool.Message) bool {
 			// Central could not take it now: a new exchange later.
 			p.Stats.ForwardCentralErrors.Add(1)
 			m.PacketID = 0 // central cached this answer under the old Message ID
-			if !sleepCtx(f.ctx, backoff) {
+			if !ctxsleep.Sleep(f.ctx, backoff) {
 				return false
 			}
 			continue
@@ -291,15 +292,4 @@ func (f *forwarder) clear() {
 	f.mu.Lock()
 	f.mid, f.token, f.res = -1, nil, nil
 	f.mu.Unlock()
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/fleetgate/fleetgate/firmware-sim/creds"
 	"github.com/fleetgate/fleetgate/firmware-sim/report"
 	"github.com/fleetgate/fleetgate/firmware-sim/senml"
+	"github.com/fleetgate/fleetgate/internal/ctxsleep"
 )
 
 // Protocol selects the device's uplink to the bridge.
@@ -268,21 +269,6 @@ func (d *Device) reportErr(err error) {
 	}
 }
 
-// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // Run is the firmware main loop; it returns when ctx ends. Each period it
 // (re)connects if needed, sends one telemetry message with the next
 // sequence number, notifies observers, listens for the awake window when
@@ -422,7 +408,7 @@ func (d *Device) Run(ctx context.Context) error {
 			next = now // the exchange overran the period: send again at once
 		}
 		if d.cfg.Awake > 0 {
-			if !sleepCtx(ctx, min(d.cfg.Awake, time.Until(next))) {
+			if !ctxsleep.Sleep(ctx, min(d.cfg.Awake, time.Until(next))) {
 				return nil
 			}
 			sess.setAsleep(true)
