@@ -101,13 +101,13 @@ func (f *flows) reply(h header.IPv4, now time.Time) bool {
 
 // note6 and reply6 are note and reply for IPv6 (one table for both
 // families: the bound holds for their sum).
-func (f *flows) note6(h ipv6.Header, in ipv6.Info, now time.Time) {
+func (f *flows) note6(h header.IPv6, in ipv6.Info, now time.Time) {
 	if k, ok := keyOf6(h, in, true); ok {
 		f.noteKey(k, now)
 	}
 }
 
-func (f *flows) reply6(h ipv6.Header, in ipv6.Info, now time.Time) bool {
+func (f *flows) reply6(h header.IPv6, in ipv6.Info, now time.Time) bool {
 	k, ok := keyOf6(h, in, false)
 	return ok && f.replyKey(k, now)
 }
@@ -115,7 +115,7 @@ func (f *flows) reply6(h ipv6.Header, in ipv6.Info, now time.Time) bool {
 // keyOf6 is keyOf for an IPv6 packet parsed by ipv6.Parse: TCP and UDP by
 // ports, ICMPv6 echo (request 128 from the host, reply 129 from the
 // session) by identifier.
-func keyOf6(h ipv6.Header, in ipv6.Info, fromHost bool) (flowKey, bool) {
+func keyOf6(h header.IPv6, in ipv6.Info, fromHost bool) (flowKey, bool) {
 	k := flowKey{proto: in.Proto}
 	switch in.Proto {
 	case ipv6.ProtoTCP, ipv6.ProtoUDP:
@@ -123,9 +123,9 @@ func keyOf6(h ipv6.Header, in ipv6.Info, fromHost bool) (flowKey, bool) {
 			return k, false
 		}
 		if fromHost {
-			k.local, k.remote, k.lport, k.rport = h.Dst(), h.Src(), in.DstPort, in.SrcPort
+			k.local, k.remote, k.lport, k.rport = ipv6.Dst(h), ipv6.Src(h), in.DstPort, in.SrcPort
 		} else {
-			k.local, k.remote, k.lport, k.rport = h.Src(), h.Dst(), in.SrcPort, in.DstPort
+			k.local, k.remote, k.lport, k.rport = ipv6.Src(h), ipv6.Dst(h), in.SrcPort, in.DstPort
 		}
 	case ipv6.ProtoICMPv6:
 		pl := h[in.L4:in.Len]
@@ -137,12 +137,12 @@ func keyOf6(h ipv6.Header, in ipv6.Info, fromHost bool) (flowKey, bool) {
 			if pl[0] != 128 {
 				return k, false
 			}
-			k.local, k.remote, k.lport = h.Dst(), h.Src(), id
+			k.local, k.remote, k.lport = ipv6.Dst(h), ipv6.Src(h), id
 		} else {
 			if pl[0] != 129 {
 				return k, false
 			}
-			k.local, k.remote, k.lport = h.Src(), h.Dst(), id
+			k.local, k.remote, k.lport = ipv6.Src(h), ipv6.Dst(h), id
 		}
 	default:
 		return k, false

@@ -109,7 +109,7 @@ func FuzzRouterIPv6(f *testing.F) {
 			}
 		}
 		for _, p := range s.packets() {
-			if _, err := ipv6.Parse(p); err != nil && p[0]>>4 == 6 || len(p) > max(s.mtu, ipv6.MinMTU) {
+			if _, err := ipv6.Parse(p); err != nil && p[0]>>4 == 6 || len(p) > max(s.mtu, header.IPv6MinimumMTU) {
 				t.Fatalf("session got a bad packet (%v), %d bytes", err, len(p))
 			}
 		}

@@ -11,7 +11,9 @@ import (
 // cases gateway/ipv4's Validate had errors for) from a session and from
 // the host: each is counted under ReasonMalformed and goes nowhere.
 func TestMalformedIPv4(t *testing.T) {
-	good := func() []byte { return pkt(t, header.UDPProtocolNumber, "10.10.0.7", "10.20.0.20", 40000, 5683, 28, false) }
+	good := func() []byte {
+		return pkt(t, header.UDPProtocolNumber, "10.10.0.7", "10.20.0.20", 40000, 5683, 28, false)
+	}
 	tests := []struct {
 		name string
 		mod  func(b []byte) []byte

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/ipv6"
 	"github.com/fleetgate/fleetgate/gateway/route"
 )
@@ -44,7 +46,7 @@ func prefix6(s Session) netip.Prefix {
 }
 
 func (r *Router) fromSession6(s Session, pkt []byte) error {
-	h := ipv6.Header(pkt)
+	h := header.IPv6(pkt)
 	in, err := ipv6.Parse(h)
 	if err != nil {
 		return r.drop6(err)
@@ -53,7 +55,7 @@ func (r *Router) fromSession6(s Session, pkt []byte) error {
 	c := r.countersOf(s)
 	c.RxPackets.Add(1)
 	c.RxBytes.Add(uint64(len(h)))
-	src, dst := h.Src(), h.Dst()
+	src, dst := ipv6.Src(h), ipv6.Dst(h)
 	if src.IsLinkLocalUnicast() || dst.IsLinkLocalUnicast() || dst.IsMulticast() {
 		return r.drop(ReasonLocal) // the PPP link's own traffic: never forwarded
 	}
@@ -76,7 +78,7 @@ func (r *Router) fromSession6(s Session, pkt []byte) error {
 		if !r.s2s.Load() {
 			return r.drop(ReasonSessionToSession)
 		}
-		ipv6.DecHopLimit(h)
+		h.SetHopLimit(h.HopLimit() - 1)
 		return r.toSession6(peer, h, in, s)
 	}
 	hb := r.host.Load()
@@ -87,7 +89,7 @@ func (r *Router) fromSession6(s Session, pkt []byte) error {
 		r.sendICMP6(s, ipv6.AppendPacketTooBig(nil, GatewayLinkLocal, h, in.Len, mtu), h, in)
 		return r.drop(ReasonTooBig)
 	}
-	ipv6.DecHopLimit(h)
+	h.SetHopLimit(h.HopLimit() - 1)
 	if err := hb.h.WritePacket(h); err != nil {
 		return r.drop(ReasonHostDown)
 	}
@@ -96,27 +98,27 @@ func (r *Router) fromSession6(s Session, pkt []byte) error {
 }
 
 func (r *Router) fromHost6(pkt []byte, now time.Time) error {
-	h := ipv6.Header(pkt)
+	h := header.IPv6(pkt)
 	in, err := ipv6.Parse(h)
 	if err != nil {
 		return r.drop6(err)
 	}
 	h = h[:in.Len]
-	s := r.cfg.Sessions.Lookup(h.Dst())
+	s := r.cfg.Sessions.Lookup(ipv6.Dst(h))
 	if s == nil {
 		return r.drop(ReasonNoRoute)
 	}
 	if h.HopLimit() <= 1 {
 		return r.drop(ReasonTTL)
 	}
-	ipv6.DecHopLimit(h)
+	h.SetHopLimit(h.HopLimit() - 1)
 	r.flows.note6(h, in, now)
 	return r.toSession6(s, h, in, nil)
 }
 
 // toSession6 clamps, checks the MTU and writes to s; from is the sending
 // session, or nil for the host.
-func (r *Router) toSession6(s Session, h ipv6.Header, in ipv6.Info, from Session) error {
+func (r *Router) toSession6(s Session, h header.IPv6, in ipv6.Info, from Session) error {
 	mtu := s.MTU()
 	if ipv6.ClampMSS(h, in, mtu) {
 		r.Stats.MSSClamped.Add(1)
@@ -139,7 +141,7 @@ func (r *Router) toSession6(s Session, h ipv6.Header, in ipv6.Info, from Session
 
 // sendICMP6 is sendICMP for ICMPv6 errors (never about an ICMPv6 error,
 // RFC 4443 §2.4(e); same rate limit).
-func (r *Router) sendICMP6(to Session, icmp []byte, orig ipv6.Header, in ipv6.Info) {
+func (r *Router) sendICMP6(to Session, icmp []byte, orig header.IPv6, in ipv6.Info) {
 	if ipv6.IsError(orig, in) {
 		return
 	}

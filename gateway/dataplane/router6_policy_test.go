@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/fleetgate/fleetgate/gateway/ipv6"
 	"github.com/fleetgate/fleetgate/gateway/policy"
 	"github.com/fleetgate/fleetgate/gateway/route"
@@ -44,7 +46,7 @@ func TestRouterIPv6PolicyDstAndReplies(t *testing.T) {
 	}
 	echo := func(src, dst netip.Addr, typ byte, id uint16) []byte {
 		p := pkt6(src, dst, nil, ipv6.ProtoICMPv6, 0, 8)
-		l4 := p[ipv6.HeaderLen:]
+		l4 := p[header.IPv6MinimumSize:]
 		l4[0], l4[1], l4[2], l4[3], l4[4], l4[5] = typ, 0, 0, 0, byte(id>>8), byte(id)
 		return p
 	}
@@ -70,7 +72,7 @@ func TestRouterIPv6PolicyDstAndReplies(t *testing.T) {
 	}
 	// Central opens: UDP other:7000 -> site:40000 and an echo request id 9.
 	p := pkt6(other, site6, nil, ipv6.ProtoUDP, 40000, 20)
-	p[ipv6.HeaderLen], p[ipv6.HeaderLen+1] = 7000>>8, 7000&0xff
+	p[header.IPv6MinimumSize], p[header.IPv6MinimumSize+1] = 7000>>8, 7000&0xff
 	if err := r.FromHost(p); err != nil {
 		t.Fatal(err)
 	}

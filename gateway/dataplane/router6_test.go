@@ -42,7 +42,7 @@ var (
 // own type, fixed up into the chain), then proto with l4 (ports set for
 // TCP/UDP, checksums valid), padded to n bytes of payload after l4.
 func pkt6(src, dst netip.Addr, ext [][]byte, proto uint8, dport uint16, l4len int) []byte {
-	p := make([]byte, ipv6.HeaderLen)
+	p := make([]byte, header.IPv6MinimumSize)
 	p[0], p[7] = 0x60, 64
 	s, d := src.As16(), dst.As16()
 	copy(p[8:], s[:])
@@ -62,13 +62,13 @@ func pkt6(src, dst netip.Addr, ext [][]byte, proto uint8, dport uint16, l4len in
 		binary.BigEndian.PutUint16(l4[4:], uint16(l4len))
 	}
 	p = append(p, l4...)
-	binary.BigEndian.PutUint16(p[4:], uint16(len(p)-ipv6.HeaderLen))
+	binary.BigEndian.PutUint16(p[4:], uint16(len(p)-header.IPv6MinimumSize))
 	return p
 }
 
 func syn6(src, dst netip.Addr, mss uint16) []byte {
 	p := pkt6(src, dst, nil, ipv6.ProtoTCP, 443, 24)
-	t := p[ipv6.HeaderLen:]
+	t := p[header.IPv6MinimumSize:]
 	t[12], t[13] = 6<<4, 0x02
 	t[20], t[21] = 2, 4
 	binary.BigEndian.PutUint16(t[22:], mss)
@@ -114,7 +114,7 @@ func TestRouterIPv6FromSession(t *testing.T) {
 	if len(got) != 2 || got[0][7] != 63 {
 		t.Fatalf("host got %d packets (hop limit %d)", len(got), got[0][7])
 	}
-	tcp := got[1][ipv6.HeaderLen:]
+	tcp := got[1][header.IPv6MinimumSize:]
 	if mss := binary.BigEndian.Uint16(tcp[22:]); mss != 1394-60 || checksum.Checksum(tcp, header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFrom16(site6.As16()), tcpip.AddrFrom16(central6.As16()), uint16(len(tcp)))) != 0xffff {
 		t.Fatalf("MSS %d (want %d) or TCP checksum broken", mss, 1394-60)
 	}
@@ -153,7 +153,7 @@ func TestRouterIPv6FromSession(t *testing.T) {
 		t.Fatalf("session got %d packets, want the Packet Too Big", len(ptb))
 	}
 	in, err := ipv6.Parse(ptb[0])
-	if err != nil || in.Proto != ipv6.ProtoICMPv6 || ptb[0][in.L4] != ipv6.ICMPPacketTooBig || binary.BigEndian.Uint32(ptb[0][in.L4+4:]) != 1280 || ipv6.Header(ptb[0]).Dst() != site6 {
+	if err != nil || in.Proto != ipv6.ProtoICMPv6 || ptb[0][in.L4] != ipv6.ICMPPacketTooBig || binary.BigEndian.Uint32(ptb[0][in.L4+4:]) != 1280 || ipv6.Dst(ptb[0]) != site6 {
 		t.Fatalf("Packet Too Big: %+v %v", in, err)
 	}
 }
@@ -178,7 +178,7 @@ func TestRouterIPv6FromHost(t *testing.T) {
 		t.Fatalf("too big for the session: %v", err)
 	}
 	ptb := host.packets()
-	if len(ptb) != 1 || ipv6.Header(ptb[0]).Src() != netip.MustParseAddr("2001:db8:8::1") || binary.BigEndian.Uint32(ptb[0][ipv6.HeaderLen+4:]) != 1394 {
+	if len(ptb) != 1 || ipv6.Src(ptb[0]) != netip.MustParseAddr("2001:db8:8::1") || binary.BigEndian.Uint32(ptb[0][header.IPv6MinimumSize+4:]) != 1394 {
 		t.Fatalf("host got %d packets: want one Packet Too Big (MTU 1394) from 2001:db8:8::1", len(ptb))
 	}
 }

@@ -21,14 +21,14 @@ import (
 // ip6Packet builds an IPv6 packet of proto with l4 (its checksum field at
 // ckOff filled in over the pseudo-header).
 func ip6Packet(src, dst netip.Addr, proto uint8, l4 []byte, ckOff int) []byte {
-	p := make([]byte, ipv6.HeaderLen, ipv6.HeaderLen+len(l4))
+	p := make([]byte, header.IPv6MinimumSize, header.IPv6MinimumSize+len(l4))
 	p[0], p[6], p[7] = 0x60, proto, 64
 	binary.BigEndian.PutUint16(p[4:], uint16(len(l4)))
 	s, d := src.As16(), dst.As16()
 	copy(p[8:], s[:])
 	copy(p[24:], d[:])
 	p = append(p, l4...)
-	u := p[ipv6.HeaderLen:]
+	u := p[header.IPv6MinimumSize:]
 	binary.BigEndian.PutUint16(u[ckOff:], 0)
 	binary.BigEndian.PutUint16(u[ckOff:], ^checksum.Checksum(u, header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), tcpip.AddrFrom16(src.As16()), tcpip.AddrFrom16(dst.As16()), uint16(len(u)))))
 	return p
@@ -61,7 +61,7 @@ func TestUserspaceIPv6(t *testing.T) {
 	}
 	got := make(chan []byte, 64)
 	tn.SetPacketHandler(func(p []byte) {
-		if len(p) >= ipv6.HeaderLen && p[0]>>4 == 6 {
+		if len(p) >= header.IPv6MinimumSize && p[0]>>4 == 6 {
 			got <- append([]byte(nil), p...)
 		}
 	})
@@ -88,10 +88,10 @@ func TestUserspaceIPv6(t *testing.T) {
 	for len(seen) < n || !pong {
 		select {
 		case p := <-got:
-			h := ipv6.Header(p)
+			h := header.IPv6(p)
 			in, err := ipv6.Parse(h)
-			if err != nil || h.Src() != central6 || h.Dst() != site {
-				t.Fatalf("reply %v -> %v (%v), want %v -> %v", h.Src(), h.Dst(), err, central6, site)
+			if err != nil || ipv6.Src(h) != central6 || ipv6.Dst(h) != site {
+				t.Fatalf("reply %v -> %v (%v), want %v -> %v", ipv6.Src(h), ipv6.Dst(h), err, central6, site)
 			}
 			l4 := p[in.L4:in.Len]
 			switch {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // FuzzParse: any bytes: Parse never panics, and on success everything it
@@ -24,12 +26,12 @@ func FuzzParse(f *testing.F) {
 		f.Add(b, uint16(1394))
 	}
 	f.Fuzz(func(t *testing.T, b []byte, mtu uint16) {
-		h := Header(b)
+		h := header.IPv6(b)
 		in, err := Parse(h)
 		if err != nil {
 			return
 		}
-		if in.Len > len(b) || in.L4 < HeaderLen || in.L4 > in.Len {
+		if in.Len > len(b) || in.L4 < header.IPv6MinimumSize || in.L4 > in.Len {
 			t.Fatalf("info %+v outside %d bytes", in, len(b))
 		}
 		ClampMSS(h, in, int(mtu))
@@ -37,7 +39,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("clamped packet no longer parses: %v", err)
 		}
 		p := AppendPacketTooBig(nil, netip.MustParseAddr("fe80::1"), h, in.Len, int(mtu))
-		if len(p) > MinMTU {
+		if len(p) > header.IPv6MinimumMTU {
 			t.Fatalf("PTB of %d bytes", len(p))
 		}
 		if pin, err := Parse(p); err != nil || !IsError(p, pin) {

@@ -1,7 +1,11 @@
-// Package ipv6 is the gateway's IPv6 packet codec (RFC 8200): header
-// validation with a bounded walk of the extension header chain, fragment
-// detection, TCP MSS clamping and ICMPv6 errors (RFC 4443). Pure functions
-// over byte slices, fuzzed; no logging.
+// Package ipv6 is the gateway's IPv6 packet validation (RFC 8200): a
+// bounded walk of the extension header chain, fragment detection, TCP MSS
+// clamping and ICMPv6 errors (RFC 4443), over gVisor's header.IPv6 view
+// (fixed header fields, addresses, checksums). gVisor's
+// IPv6PayloadIterator is not used for the walk: it has no bound on the
+// number of extension headers, does not know AH, and works on a
+// buffer.Buffer, while the router holds a []byte and must not allocate.
+// Pure functions, fuzzed; no logging.
 package ipv6
 
 import (
@@ -9,14 +13,10 @@ import (
 	"errors"
 	"net/netip"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
-
-// HeaderLen is the fixed IPv6 header (RFC 8200 §3).
-const HeaderLen = 40
-
-// MinMTU is the IPv6 minimum link MTU (RFC 8200 §5).
-const MinMTU = 1280
 
 // Next-header values (IANA).
 const (
@@ -49,21 +49,12 @@ var (
 	ErrBadAddress = errors.New("ipv6: multicast or unspecified source")
 )
 
-// Header is an IPv6 packet (fixed header first).
-type Header []byte
+// Src and Dst are an IPv6 header's addresses as netip.Addr (gVisor's
+// accessors return tcpip.Address); the conversion does not allocate.
+func Src(h header.IPv6) netip.Addr { return netip.AddrFrom16([16]byte(h.SourceAddressSlice())) }
 
-// Src and Dst are the addresses; HopLimit the hop limit; PayloadLen the
-// payload length field.
-func (h Header) Src() netip.Addr { return netip.AddrFrom16([16]byte(h[8:24])) }
-
-// Dst is the destination address.
-func (h Header) Dst() netip.Addr { return netip.AddrFrom16([16]byte(h[24:40])) }
-
-// HopLimit is the hop limit.
-func (h Header) HopLimit() uint8 { return h[7] }
-
-// PayloadLen is the payload length field.
-func (h Header) PayloadLen() int { return int(binary.BigEndian.Uint16(h[4:])) }
+// Dst is the destination address (see Src).
+func Dst(h header.IPv6) netip.Addr { return netip.AddrFrom16([16]byte(h.DestinationAddressSlice())) }
 
 // Info is what Parse found.
 type Info struct {
@@ -85,22 +76,22 @@ type Info struct {
 // upper-layer header present. A Fragment header is ErrFragment: the gateway
 // does not reassemble (its sessions' MTU is announced, and PMTUD with
 // ICMPv6 Packet Too Big works end to end). It does not allocate.
-func Parse(h Header) (Info, error) {
-	if len(h) < HeaderLen {
+func Parse(h header.IPv6) (Info, error) {
+	if len(h) < header.IPv6MinimumSize {
 		return Info{}, ErrShort
 	}
-	if h[0]>>4 != 6 {
+	if header.IPVersion(h) != header.IPv6Version {
 		return Info{}, ErrVersion
 	}
-	pl := h.PayloadLen()
-	if pl == 0 && h[6] == ProtoHopByHop || HeaderLen+pl > len(h) {
+	pl := int(h.PayloadLength())
+	if pl == 0 && h.NextHeader() == ProtoHopByHop || header.IPv6MinimumSize+pl > len(h) {
 		return Info{}, ErrLength
 	}
-	if s := h.Src(); s.IsMulticast() || s.IsUnspecified() {
+	if s := Src(h); s.IsMulticast() || s.IsUnspecified() {
 		return Info{}, ErrBadAddress
 	}
-	n := HeaderLen + pl
-	next, off := h[6], HeaderLen
+	n := header.IPv6MinimumSize + pl
+	next, off := h.NextHeader(), header.IPv6MinimumSize
 	for i := 0; ; i++ {
 		switch next {
 		case ProtoHopByHop, ProtoRouting, ProtoDestOpts, ProtoAH, ProtoFragment:
@@ -133,7 +124,7 @@ func Parse(h Header) (Info, error) {
 	}
 }
 
-func upper(h Header, in *Info) error {
+func upper(h header.IPv6, in *Info) error {
 	l4 := h[in.L4:]
 	switch in.Proto {
 	case ProtoTCP:
@@ -156,25 +147,10 @@ func upper(h Header, in *Info) error {
 	return nil
 }
 
-// PseudoHeaderSum is the RFC 8200 §8.1 pseudo-header's one's-complement
-// sum, the initial value for ipv4.Checksum over the upper-layer packet.
-func PseudoHeaderSum(src, dst netip.Addr, proto uint8, length int) uint32 {
-	var s uint32
-	a, b := src.As16(), dst.As16()
-	for i := 0; i < 16; i += 2 {
-		s += uint32(binary.BigEndian.Uint16(a[i:])) + uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	return s + uint32(length>>16) + uint32(length&0xffff) + uint32(proto)
-}
-
-// DecHopLimit decrements the hop limit in place (IPv6 has no header
-// checksum).
-func DecHopLimit(h Header) { h[7]-- }
-
 // ClampMSS lowers the MSS option of a TCP SYN to mtu-60 (IPv6 40 + TCP 20,
 // RFC 8200 §8.3) in place, fixing the TCP checksum incrementally. in must
 // come from Parse(h). It reports whether it changed the packet.
-func ClampMSS(h Header, in Info, mtu int) bool {
+func ClampMSS(h header.IPv6, in Info, mtu int) bool {
 	if in.Proto != ProtoTCP {
 		return false
 	}
@@ -183,7 +159,7 @@ func ClampMSS(h Header, in Info, mtu int) bool {
 		return false
 	}
 	doff := int(tcp[12]>>4) * 4
-	limit := mtu - HeaderLen - 20
+	limit := mtu - header.IPv6MinimumSize - header.TCPMinimumSize
 	if doff < 20 || doff > len(tcp) || limit <= 0 {
 		return false
 	}
@@ -205,12 +181,13 @@ func ClampMSS(h Header, in Info, mtu int) bool {
 				return false
 			}
 			binary.BigEndian.PutUint16(opts[i+2:], uint16(limit))
+			t := header.TCP(tcp)
 			if (20+i+2)%2 == 0 {
-				cs := binary.BigEndian.Uint16(tcp[16:])
-				binary.BigEndian.PutUint16(tcp[16:], ipv4.UpdateChecksum(cs, old, uint16(limit)))
+				// RFC 1624 eqn. 3 (gVisor does not export its update).
+				t.SetChecksum(^checksum.Combine(^t.Checksum(), checksum.Combine(^old, uint16(limit))))
 			} else {
-				tcp[16], tcp[17] = 0, 0
-				binary.BigEndian.PutUint16(tcp[16:], ipv4.Checksum(tcp, PseudoHeaderSum(h.Src(), h.Dst(), ProtoTCP, len(tcp))))
+				t.SetChecksum(0)
+				t.SetChecksum(^checksum.Checksum(tcp, header.PseudoHeaderChecksum(header.TCPProtocolNumber, h.SourceAddress(), h.DestinationAddress(), uint16(len(tcp)))))
 			}
 			return true
 		}
@@ -228,7 +205,7 @@ const (
 
 // IsError reports whether in/h is an ICMPv6 error message (types below
 // 128), which must never trigger another error (RFC 4443 §2.4(e)).
-func IsError(h Header, in Info) bool {
+func IsError(h header.IPv6, in Info) bool {
 	return in.Proto == ProtoICMPv6 && h[in.L4] < 128
 }
 
@@ -236,32 +213,30 @@ func IsError(h Header, in Info) bool {
 // from src answering orig with the given MTU; AppendTimeExceeded a Time
 // Exceeded (hop limit, §3.3). Both quote as much of orig as keeps the
 // error within the minimum MTU of 1280 (§2.4(c)).
-func AppendPacketTooBig(b []byte, src netip.Addr, orig Header, origLen, mtu int) []byte {
+func AppendPacketTooBig(b []byte, src netip.Addr, orig header.IPv6, origLen, mtu int) []byte {
 	return appendError(b, src, orig[:origLen], ICMPPacketTooBig, 0, uint32(mtu))
 }
 
 // AppendTimeExceeded appends an ICMPv6 Time Exceeded, hop limit exceeded
 // in transit (type 3 code 0).
-func AppendTimeExceeded(b []byte, src netip.Addr, orig Header, origLen int) []byte {
+func AppendTimeExceeded(b []byte, src netip.Addr, orig header.IPv6, origLen int) []byte {
 	return appendError(b, src, orig[:origLen], ICMPTimeExceeded, 0, 0)
 }
 
-func appendError(b []byte, src netip.Addr, orig Header, typ, code uint8, rest uint32) []byte {
-	quote := min(len(orig), MinMTU-HeaderLen-8)
-	total := HeaderLen + 8 + quote
+func appendError(b []byte, src netip.Addr, orig header.IPv6, typ, code uint8, rest uint32) []byte {
+	quote := min(len(orig), header.IPv6MinimumMTU-header.IPv6MinimumSize-header.ICMPv6MinimumSize)
+	total := header.IPv6MinimumSize + header.ICMPv6MinimumSize + quote
 	start := len(b)
 	b = append(b, make([]byte, total)...)
-	p := b[start:]
-	p[0] = 0x60
-	binary.BigEndian.PutUint16(p[4:], uint16(8+quote))
-	p[6], p[7] = ProtoICMPv6, 64
-	s, d := src.As16(), orig.Src().As16()
-	copy(p[8:], s[:])
-	copy(p[24:], d[:])
-	icmp := p[HeaderLen:]
-	icmp[0], icmp[1] = typ, code
+	ip := header.IPv6(b[start:])
+	from, to := tcpip.AddrFrom16(src.As16()), orig.SourceAddress()
+	ip.Encode(&header.IPv6Fields{PayloadLength: uint16(header.ICMPv6MinimumSize + quote),
+		TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64, SrcAddr: from, DstAddr: to})
+	icmp := header.ICMPv6(ip[header.IPv6MinimumSize:])
+	icmp.SetType(header.ICMPv6Type(typ))
+	icmp.SetCode(header.ICMPv6Code(code))
 	binary.BigEndian.PutUint32(icmp[4:], rest)
-	copy(icmp[8:], orig[:quote])
-	binary.BigEndian.PutUint16(icmp[2:], ipv4.Checksum(icmp, PseudoHeaderSum(src, orig.Src(), ProtoICMPv6, len(icmp))))
+	copy(icmp[header.ICMPv6MinimumSize:], orig[:quote])
+	icmp.SetChecksum(^checksum.Checksum(icmp, header.PseudoHeaderChecksum(header.ICMPv6ProtocolNumber, from, to, uint16(len(icmp)))))
 	return b
 }

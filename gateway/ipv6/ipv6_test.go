@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/gateway/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 var (
@@ -16,8 +18,8 @@ var (
 
 // build makes an IPv6 packet src→dst: ext are raw extension headers (their
 // next-header bytes are fixed up), then the upper layer proto/l4.
-func build(src, dst netip.Addr, ext [][]byte, proto uint8, l4 []byte) Header {
-	p := make([]byte, HeaderLen)
+func build(src, dst netip.Addr, ext [][]byte, proto uint8, l4 []byte) header.IPv6 {
+	p := make([]byte, header.IPv6MinimumSize)
 	p[0], p[7] = 0x60, 64
 	s, d := src.As16(), dst.As16()
 	copy(p[8:], s[:])
@@ -32,7 +34,7 @@ func build(src, dst netip.Addr, ext [][]byte, proto uint8, l4 []byte) Header {
 	}
 	*nh = proto
 	p = append(p, l4...)
-	binary.BigEndian.PutUint16(p[4:], uint16(len(p)-HeaderLen))
+	binary.BigEndian.PutUint16(p[4:], uint16(len(p)-header.IPv6MinimumSize))
 	return p
 }
 
@@ -47,7 +49,7 @@ func tcpSYN(src, dst netip.Addr, mss uint16, pad int) []byte {
 	}
 	t[20+pad], t[21+pad] = 2, 4
 	binary.BigEndian.PutUint16(t[22+pad:], mss)
-	binary.BigEndian.PutUint16(t[16:], ipv4.Checksum(t, PseudoHeaderSum(src, dst, ProtoTCP, len(t))))
+	binary.BigEndian.PutUint16(t[16:], ^checksum.Checksum(t, pseudo(src, dst, ProtoTCP, len(t))))
 	return t
 }
 
@@ -68,14 +70,14 @@ func TestParse(t *testing.T) {
 	multi := build(netip.MustParseAddr("ff02::1"), central, nil, ProtoUDP, udp)
 	trunc := build(site, central, [][]byte{dopt}, ProtoUDP, udp)
 	trunc[41] = 9 // header length 80 bytes: beyond the packet
-	ver := append(Header(nil), good...)
+	ver := append(header.IPv6(nil), good...)
 	ver[0] = 0x40
-	over := append(Header(nil), good...)
+	over := append(header.IPv6(nil), good...)
 	binary.BigEndian.PutUint16(over[4:], 2000)
-	jumbo := append(Header(nil), good...)
+	jumbo := append(header.IPv6(nil), good...)
 	binary.BigEndian.PutUint16(jumbo[4:], 0)
 	for name, tc := range map[string]struct {
-		h    Header
+		h    header.IPv6
 		want error
 	}{
 		"short":            {good[:39], ErrShort},
@@ -111,7 +113,7 @@ func TestClampMSS(t *testing.T) {
 		if got := binary.BigEndian.Uint16(tcp[22+pad:]); got != 1334 {
 			t.Fatalf("pad %d: MSS %d, want 1334", pad, got)
 		}
-		if ipv4.Checksum(tcp, PseudoHeaderSum(site, central, ProtoTCP, len(tcp))) != 0 {
+		if ^checksum.Checksum(tcp, pseudo(site, central, ProtoTCP, len(tcp))) != 0 {
 			t.Fatalf("pad %d: TCP checksum broken", pad)
 		}
 		if ClampMSS(h, in, 1394) {
@@ -125,16 +127,22 @@ func TestClampMSS(t *testing.T) {
 func TestPacketTooBig(t *testing.T) {
 	orig := build(site, central, nil, ProtoUDP, make([]byte, 1450))
 	gw := netip.MustParseAddr("fe80::1")
-	p := Header(AppendPacketTooBig(nil, gw, orig, len(orig), 1394))
+	p := header.IPv6(AppendPacketTooBig(nil, gw, orig, len(orig), 1394))
 	in, err := Parse(p)
-	if err != nil || in.Proto != ProtoICMPv6 || len(p) != MinMTU || p.Dst() != site || p.Src() != gw {
+	if err != nil || in.Proto != ProtoICMPv6 || len(p) != header.IPv6MinimumMTU || Dst(p) != site || Src(p) != gw {
 		t.Fatalf("PTB: %d bytes, %+v %v", len(p), in, err)
 	}
-	icmp := p[HeaderLen:]
+	icmp := p[header.IPv6MinimumSize:]
 	if icmp[0] != ICMPPacketTooBig || binary.BigEndian.Uint32(icmp[4:]) != 1394 || !IsError(p, in) {
 		t.Fatalf("PTB fields %x", icmp[:8])
 	}
-	if ipv4.Checksum(icmp, PseudoHeaderSum(gw, site, ProtoICMPv6, len(icmp))) != 0 {
+	if ^checksum.Checksum(icmp, pseudo(gw, site, ProtoICMPv6, len(icmp))) != 0 {
 		t.Fatal("ICMPv6 checksum broken")
 	}
+}
+
+// pseudo is the RFC 8200 §8.1 pseudo-header sum, checksum.Checksum's
+// initial value over an upper-layer packet.
+func pseudo(src, dst netip.Addr, proto uint8, n int) uint16 {
+	return header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), tcpip.AddrFrom16(src.As16()), tcpip.AddrFrom16(dst.As16()), uint16(n))
 }
