@@ -3,6 +3,7 @@ package scenario
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,11 +53,7 @@ func (s *Scenario) validate(root *yaml.Node) error {
 	if s.Target.CoAPPath == "" {
 		s.Target.CoAPPath = DefaultCoAPPath
 	}
-	switch s.Target.CoAPMethod {
-	case "":
-		s.Target.CoAPMethod = "post"
-	case "post", "put":
-	default:
+	if !oneOf(&s.Target.CoAPMethod, "post", "put") {
 		return bad(fmt.Sprintf("target.coap_method must be post or put, got %q", s.Target.CoAPMethod), "target", "coap_method")
 	}
 	if s.Target.MQTTTopic == "" {
@@ -113,18 +110,10 @@ func (s *Scenario) validate(root *yaml.Node) error {
 		default:
 			return bad(fmt.Sprintf("groups[%d].protocol must be coap or mqtt, got %q", i, g.Protocol), "groups", idx, "protocol")
 		}
-		switch g.Auth {
-		case "":
-			g.Auth = "psk"
-		case "psk", "cert":
-		default:
+		if !oneOf(&g.Auth, "psk", "cert") {
 			return bad(fmt.Sprintf("groups[%d].auth must be psk or cert, got %q", i, g.Auth), "groups", idx, "auth")
 		}
-		switch g.Suite {
-		case "":
-			g.Suite = "ccm8"
-		case "ccm8", "gcm":
-		default:
+		if !oneOf(&g.Suite, "ccm8", "gcm") {
 			return bad(fmt.Sprintf("groups[%d].suite must be ccm8 or gcm, got %q", i, g.Suite), "groups", idx, "suite")
 		}
 		if g.Protocol == "mqtt" && g.CID {
@@ -133,11 +122,7 @@ func (s *Scenario) validate(root *yaml.Node) error {
 		if g.Protocol == "mqtt" && g.ZeroToken {
 			return bad(fmt.Sprintf("groups[%d].zero_token applies to coap only", i), "groups", idx, "zero_token")
 		}
-		switch g.Format {
-		case "":
-			g.Format = "json"
-		case "json", "cbor":
-		default:
+		if !oneOf(&g.Format, "json", "cbor") {
 			return bad(fmt.Sprintf("groups[%d].format must be json or cbor, got %q", i, g.Format), "groups", idx, "format")
 		}
 		if g.Interval == 0 {
@@ -211,4 +196,13 @@ func validFilter(f string) bool {
 		}
 	}
 	return true
+}
+
+// oneOf sets an empty *v to allowed[0], the default, and reports whether
+// *v is one of allowed.
+func oneOf(v *string, allowed ...string) bool {
+	if *v == "" {
+		*v = allowed[0]
+	}
+	return slices.Contains(allowed, *v)
 }
