@@ -86,12 +86,20 @@ func (r *Report) attackFailures() []string {
 // nothing lifted, unlike the other suites' gateway), n identities s0..,
 // on loopback.
 func attackGateway(t testing.TB, n int) *ourGateway {
+	return defaultsGateway(t, "attack.yaml", n, "", engine.Config{})
+}
+
+// defaultsGateway is our gateway on loopback with the shipped defaults,
+// identities s0..s(n-1) (PPP password pw, the shared PSK), extra
+// configuration after them, and ecfg for the engine (its sockets and
+// logger set here); name names the configuration in errors.
+func defaultsGateway(t testing.TB, name string, n int, extra string, ecfg engine.Config) *ourGateway {
 	var ids strings.Builder
 	for i := range n {
 		fmt.Fprintf(&ids, "  - {name: s%d, ppp: {password: pw}}\n", i)
 	}
-	cfg, err := config.Parse("attack.yaml", fmt.Appendf(nil, "psk: {shared: %s}\npool: {prefix: 10.10.0.0/16}\nmetrics: {listen: \"off\"}\n"+
-		"dataplane: {mode: userspace, addresses: [10.20.0.10/32]}\npolicy: {default: allow}\nidentities:\n%s", benchPSK, ids.String()))
+	cfg, err := config.Parse(name, fmt.Appendf(nil, "psk: {shared: %s}\npool: {prefix: 10.10.0.0/16}\nmetrics: {listen: \"off\"}\n"+
+		"dataplane: {mode: userspace, addresses: [10.20.0.10/32]}\npolicy: {default: allow}\nidentities:\n%s%s", benchPSK, ids.String(), extra))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +114,8 @@ func attackGateway(t testing.TB, n int) *ourGateway {
 		}
 		return c
 	}
-	eng := engine.New(engine.Config{IKEConn: listen(), NATTConn: listen(), Logger: quietLog})
-	return runGateway(t, cfg, eng, us)
+	ecfg.IKEConn, ecfg.NATTConn, ecfg.Logger = listen(), listen(), quietLog
+	return runGateway(t, cfg, engine.New(ecfg), us)
 }
 
 // wellFormedMM1 is a first Main Mode message (RFC 2409 §5: HDR, SA) with

@@ -3,14 +3,11 @@ package suite
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/fleetgate/fleetgate/gateway/config"
-	"github.com/fleetgate/fleetgate/gateway/dataplane"
 	"github.com/fleetgate/fleetgate/gateway/engine"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
 )
@@ -111,23 +108,5 @@ func benchAttackAuth(o *Options, rep *Report) {
 // authGateway is our gateway on loopback with identity s0 (password pw,
 // the shared PSK) and extra configuration.
 func authGateway(t testing.TB, extra string, ecfg engine.Config) *ourGateway {
-	cfg, err := config.Parse("attack-auth.yaml", fmt.Appendf(nil, "psk: {shared: %s}\npool: {prefix: 10.10.0.0/16}\nmetrics: {listen: \"off\"}\n"+
-		"dataplane: {mode: userspace, addresses: [10.20.0.10/32]}\npolicy: {default: allow}\nidentities:\n  - {name: s0, ppp: {password: pw}}\n%s", benchPSK, extra))
-	if err != nil {
-		t.Fatal(err)
-	}
-	us, err := dataplane.NewUserspace(dataplane.UserspaceConfig{Addrs: []netip.Prefix{netip.PrefixFrom(central, 32)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := func() net.PacketConn {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	ecfg.IKEConn, ecfg.NATTConn, ecfg.Logger = listen(), listen(), quietLog
-	eng := engine.New(ecfg)
-	return runGateway(t, cfg, eng, us)
+	return defaultsGateway(t, "attack-auth.yaml", 1, extra, ecfg)
 }
