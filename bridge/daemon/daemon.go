@@ -27,6 +27,7 @@ import (
 	"github.com/fleetgate/fleetgate/bridge/spool"
 	"github.com/fleetgate/fleetgate/downlink/coap"
 	"github.com/fleetgate/fleetgate/downlink/registry"
+	"github.com/fleetgate/fleetgate/internal/ctlsock"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/internal/sdnotify"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
@@ -375,17 +376,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Site, err error) {
 // `bridge status|endpoints|uplink` verbs ask. A socket that cannot be
 // bound is logged and the bridge runs without it.
 func (s *Site) serveControl(sock string, h http.Handler, log *slog.Logger) {
-	if err := os.MkdirAll(filepath.Dir(sock), 0o750); err != nil {
-		log.Warn("control socket unavailable", "socket", sock, "err", err)
-		return
-	}
-	_ = os.Remove(sock)
-	ln, err := net.Listen("unix", sock)
+	ln, err := ctlsock.Listen(sock)
 	if err != nil {
 		log.Warn("control socket unavailable", "socket", sock, "err", err)
 		return
 	}
-	_ = os.Chmod(sock, 0o660)
 	// The status page's views, always on the socket: `bridge endpoints
 	// --json` and `bridge uplink --json` print these very structs.
 	ctl := http.NewServeMux()
@@ -394,7 +389,7 @@ func (s *Site) serveControl(sock string, h http.Handler, log *slog.Logger) {
 	ctl.Handle("GET "+fleetview.ViewPath+"uplink", fleetview.JSONHandler(func() any { return s.UplinkView() }))
 	hs := &http.Server{Handler: ctl, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
-	s.closers = append(s.closers, func() { _ = hs.Close(); _ = os.Remove(sock) })
+	s.closers = append(s.closers, func() { _ = hs.Close() })
 }
 
 // Start starts the uplink client and the proxy's queue-expiry ticker, and

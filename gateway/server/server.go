@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -36,6 +35,7 @@ import (
 	"github.com/fleetgate/fleetgate/gateway/radius"
 	"github.com/fleetgate/fleetgate/gateway/route"
 	"github.com/fleetgate/fleetgate/gateway/status"
+	"github.com/fleetgate/fleetgate/internal/ctlsock"
 	"github.com/fleetgate/fleetgate/internal/fleetview"
 	"github.com/fleetgate/fleetgate/internal/sdnotify"
 	"github.com/fleetgate/fleetgate/internal/statuspage"
@@ -307,13 +307,10 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Info("metrics and status listening", "addr", ln.Addr().String())
 	}
 	if sock := cfg.Status.Socket; sock != "" {
-		_ = os.MkdirAll(filepath.Dir(sock), 0o750)
-		_ = os.Remove(sock)
-		ln, err := net.Listen("unix", sock)
+		ln, err := ctlsock.Listen(sock)
 		if err != nil {
 			s.log.Warn("status socket unavailable", "socket", sock, "err", err)
 		} else {
-			_ = os.Chmod(sock, 0o660)
 			// The control socket serves what the HTTP listener does plus
 			// the actions (`gateway sessions terminate`); file mode 0660
 			// (root and the fleetgate group) is its access control.
