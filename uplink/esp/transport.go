@@ -395,6 +395,22 @@ func (t *Transport) Close() error {
 	return err
 }
 
+// readFailed handles a read loop's error: true when the socket is closed
+// or the transport is closing (the loop ends); otherwise the error is
+// logged, rate-limited, and the loop goes on.
+func (t *Transport) readFailed(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	select {
+	case <-t.done:
+		return true
+	default:
+	}
+	t.warn.log(t.log, "read error", "err", err)
+	return false
+}
+
 // readLoop reads one socket until it is closed.
 func (t *Transport) readLoop(c *sock, natt bool) {
 	defer t.wg.Done()
@@ -403,20 +419,14 @@ func (t *Transport) readLoop(c *sock, natt bool) {
 	for {
 		n, from, err := c.readFrom(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
 			if errors.Is(err, errAddrType) {
 				t.stats.Malformed.Add(1)
 				t.warn.log(t.log, "datagram from a non-UDP address dropped")
 				continue
 			}
-			select {
-			case <-t.done:
+			if t.readFailed(err) {
 				return
-			default:
 			}
-			t.warn.log(t.log, "read error", "err", err)
 			continue
 		}
 		b := buf[:n]
@@ -442,15 +452,9 @@ func (t *Transport) readBatchLoop(c *sock) {
 	for {
 		n, err := b.read()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if t.readFailed(err) {
 				return
 			}
-			select {
-			case <-t.done:
-				return
-			default:
-			}
-			t.warn.log(t.log, "read error", "err", err)
 			continue
 		}
 		if n > 0 {
