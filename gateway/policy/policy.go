@@ -35,32 +35,14 @@ func (p *Policy) Match(h header.IPv4) bool {
 		return false
 	}
 	dst, proto := netip.AddrFrom4([4]byte(h.DestinationAddressSlice())), h.Protocol()
-	for i := range p.Rules {
-		r := &p.Rules[i]
-		if r.Dst.IsValid() && !r.Dst.Contains(dst) {
-			continue
-		}
-		if r.Proto != 0 && r.Proto != proto {
-			continue
-		}
-		if len(r.Ports) == 0 {
-			return true
-		}
-		if h.FragmentOffset() != 0 {
-			return true
-		}
-		pl := h.Payload()
-		if (proto != uint8(header.TCPProtocolNumber) && proto != uint8(header.UDPProtocolNumber)) || len(pl) < 4 {
-			continue
-		}
-		dp := header.UDP(pl).DestinationPort() // TCP's is at the same offset
-		for _, pr := range r.Ports {
-			if dp >= pr[0] && dp <= pr[1] {
-				return true
-			}
-		}
+	port, dp := portNone, uint16(0)
+	switch pl := h.Payload(); {
+	case h.FragmentOffset() != 0:
+		port = portAny
+	case (proto == uint8(header.TCPProtocolNumber) || proto == uint8(header.UDPProtocolNumber)) && len(pl) >= 4:
+		port, dp = portKnown, header.UDP(pl).DestinationPort() // TCP's is at the same offset
 	}
-	return p.DefaultAllow
+	return p.match(dst, proto, dp, port)
 }
 
 // MatchFlow is Match for a packet given by its destination, protocol and
@@ -71,6 +53,23 @@ func (p *Policy) MatchFlow(dst netip.Addr, proto uint8, dport uint16, hasPort bo
 	if p == nil {
 		return false
 	}
+	port := portNone
+	if hasPort {
+		port = portKnown
+	}
+	return p.match(dst, proto, dport, port)
+}
+
+// What a packet tells of its destination port, for rules with ports.
+const (
+	portNone  = iota // no port (ICMP, no TCP/UDP header): such rules do not match
+	portKnown        // dport is the destination port
+	portAny          // a non-first fragment: such rules match on destination and protocol
+)
+
+// match is Match and MatchFlow: the first rule that matches decides,
+// else the policy's default.
+func (p *Policy) match(dst netip.Addr, proto uint8, dport uint16, port int) bool {
 	for i := range p.Rules {
 		r := &p.Rules[i]
 		if r.Dst.IsValid() && !r.Dst.Contains(dst) {
@@ -79,10 +78,10 @@ func (p *Policy) MatchFlow(dst netip.Addr, proto uint8, dport uint16, hasPort bo
 		if r.Proto != 0 && r.Proto != proto {
 			continue
 		}
-		if len(r.Ports) == 0 {
+		if len(r.Ports) == 0 || port == portAny {
 			return true
 		}
-		if !hasPort {
+		if port == portNone {
 			continue
 		}
 		for _, pr := range r.Ports {
