@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,11 +16,41 @@ import (
 
 func run(t *testing.T, name string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		cmd := exec.Command(name, args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		// dpkg does not wait for its lock: another dpkg or apt on this
+		// host (a package install by another run's install-deps.sh)
+		// holds it for a while.
+		if err == nil || name != "dpkg" || !strings.Contains(out.String(), "lock") || time.Now().After(deadline) {
+			return out.String(), err
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// hostPackageLock serialises the host-wide part of TestPackage (the
+// fleetgate package installed, checked and purged) between test processes
+// on one machine, e.g. two `make test` runs side by side: without it one
+// run purges the package the other is checking, or finds it installed.
+// The lock is released when the test ends, after the purge.
+func hostPackageLock(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile("/run/lock/fleetgate-deb-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited > time.Second {
+		t.Logf("waited %v for another run's package test", waited.Round(time.Second))
+	}
+	t.Cleanup(func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() })
 }
 
 func must(t *testing.T, name string, args ...string) string {
@@ -44,6 +75,7 @@ func TestPackage(t *testing.T) {
 	for _, b := range []string{"dpkg", "dpkg-deb", "lintian", "systemd-analyze"} {
 		testenv.RequireBinary(t, b)
 	}
+	hostPackageLock(t)
 	if out, err := run(t, "dpkg-query", "-W", "-f=${Status}", "fleetgate"); err == nil && strings.Contains(out, "installed") {
 		t.Fatalf("a fleetgate package is already installed on this host (%s): the test installs and purges its own; remove it first", out)
 	}
