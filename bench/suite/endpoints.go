@@ -247,7 +247,6 @@ func pingSession(ctx context.Context, c *devConn, mid uint16, got, closed <-chan
 	return false
 }
 
-
 // settle waits (up to 30 s) until the goroutines and heap left by an
 // earlier measurement have gone: the goroutine count unchanged and the
 // heap within 1 % over half a second, so they do not distort a baseline.

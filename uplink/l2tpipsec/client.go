@@ -41,10 +41,10 @@ type Tunnel struct {
 	sess *l2tp.Session
 	ppp  *ppp.Conn
 
-	stats   Stats
-	esp     esp.Stats
-	l2tp    l2tp.Stats
-	pppSt   ppp.Stats
+	stats Stats
+	esp   esp.Stats
+	l2tp  l2tp.Stats
+	pppSt ppp.Stats
 	packetPath
 	traffic atomic.Bool // ESP carried L2TP since the last tick
 	phase   atomic.Uint32
@@ -449,6 +449,22 @@ func (t *Tunnel) WritePacket(pkt []byte) error {
 		return fmt.Errorf("%w: %v", ErrNotUp, err)
 	}
 	return err
+}
+
+// WritePackets sends a burst of IP packets to the gateway as one batch:
+// the ESP transport holds its sender around them, so they leave in full
+// sendmmsg batches (runs to the gateway as UDP GSO messages) instead of one
+// system call each. It stops at the first error and returns how many
+// packets were sent.
+func (t *Tunnel) WritePackets(pkts [][]byte) (int, error) {
+	t.tr.Hold()
+	defer t.tr.Release()
+	for i, p := range pkts {
+		if err := t.WritePacket(p); err != nil {
+			return i, err
+		}
+	}
+	return len(pkts), nil
 }
 
 // SetPacketHandler sets the function receiving IPv4 packets from the
