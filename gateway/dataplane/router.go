@@ -361,6 +361,12 @@ func (r *Router) sendICMP(to Session, icmp []byte, orig header.IPv4) {
 	if isICMPError(orig) || !r.cfg.LocalAddr.IsValid() {
 		return
 	}
+	r.emitICMP(to, icmp)
+}
+
+// emitICMP sends an ICMP or ICMPv6 error within the one rate limit, to the
+// session to or (nil) the host.
+func (r *Router) emitICMP(to Session, icmp []byte) {
 	if !r.icmp.Allow() {
 		r.Stats.ICMPRateLimited.Add(1)
 		return

@@ -145,16 +145,5 @@ func (r *Router) sendICMP6(to Session, icmp []byte, orig header.IPv6, in ipv6.In
 	if ipv6.IsError(orig, in) {
 		return
 	}
-	if !r.icmp.Allow() {
-		r.Stats.ICMPRateLimited.Add(1)
-		return
-	}
-	r.Stats.ICMPSent.Add(1)
-	if to != nil {
-		_ = to.WritePacket(icmp)
-		return
-	}
-	if hb := r.host.Load(); hb != nil {
-		_ = hb.h.WritePacket(icmp)
-	}
+	r.emitICMP(to, icmp)
 }
