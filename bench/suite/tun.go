@@ -153,6 +153,52 @@ func tunCeiling(t testing.TB, edge, gwh *netns.Host, name, prefix string) *sink 
 	return s
 }
 
+// upCeiling is the ceiling of the session → kernel direction: our ESP
+// layer in edge (esp.Transport, same suite, bursts held into one sendmmsg
+// batch as Tunnel.WritePackets does) sends bare IP packets to an ESP layer
+// in the gateway's namespace that writes each one straight to a vnet TUN
+// (same driver and offloads as ours) on its reader goroutine. No router,
+// L2TP, PPP or tunnel: ours with the vnet driver does all of this and
+// more. It returns the burst writer.
+func upCeiling(t testing.TB, edge, gwh *netns.Host, name, prefix string) func(pkts [][]byte) error {
+	var tun *dataplane.TUN
+	if err := gwh.Do(func() error {
+		var err error
+		tun, err = dataplane.OpenTUN(dataplane.TUNConfig{Name: name, LocalAddr: netip.MustParsePrefix(prefix).Addr().Next(),
+			Routes: []netip.Prefix{netip.MustParsePrefix(prefix)}})
+		return err
+	}); err != nil {
+		t.Fatalf("TUN %s: %v", name, err)
+	}
+	t.Cleanup(func() { tun.Close() })
+	noIKE := esp.IKEHandlerFunc(func([]byte, netip.AddrPort, netip.AddrPort, bool) {})
+	tx, err := esp.NewTransport(esp.TransportConfig{NATTConn: listenIn(t, edge), IKE: noIKE, KeepaliveInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Close() })
+	rx, err := esp.NewTransport(esp.TransportConfig{NATTConn: listenIn(t, gwh), IKE: noIKE, KeepaliveInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rx.Close() })
+	suite := esp.Suite{Cipher: esp.CipherAESGCM16, KeyBits: 128}
+	key := make([]byte, suite.KeymatLen())
+	peer := espLink(t, tx, rx, suite, key, 0x2000c, 0x2000d)
+	rx.SetL2TPHandler(func(b []byte, _ *esp.Addr) { _ = tun.WritePacket(b) })
+	to, out := peer.Addr(esp.L2TPPort), tx.L2TP()
+	return func(pkts [][]byte) error {
+		tx.Hold()
+		defer tx.Release()
+		for _, p := range pkts {
+			if _, err := out.WriteTo(p, to); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // benchTUN is the gateway's kernel side: a kernel UDP sender in the
 // gateway's namespace (UDP GSO, 1400-byte packets) to a session's address,
 // through the TUN, the router and ESP to our client in edge. Sides: the
@@ -225,14 +271,25 @@ func benchTUN(o *Options, rep *Report) {
 			return func() error { _, err := tn.WritePackets(pkts); return err }
 		}
 		vBurst, wBurst := burst(vTn, vAddr), burst(wTn, wAddr)
-		upNames := names[:2]
+		cWrite := upCeiling(t, edge, gwh, "fgu", "10.33.0.0/24")
+		cPkts := make([][]byte, tunBurst)
+		for i, p := 0, udpPacket(netip.MustParseAddr("10.33.0.9"), gwh.Addr, dst, size); i < len(cPkts); i++ {
+			cPkts[i] = p
+		}
+		upNames := []string{names[0], names[1], "ESP ceiling (ESP → vnet TUN write only)"}
 		upRuns := []func() (Sample, error){
 			func() (Sample, error) { return loadN(o.Dur, size, ks, tunBurst, vBurst, zeroCPU) },
 			func() (Sample, error) { return loadN(o.Dur, size, ks, tunBurst, wBurst, zeroCPU) },
+			func() (Sample, error) {
+				return loadN(o.Dur, size, ks, tunBurst, func() error { return cWrite(cPkts) }, zeroCPU)
+			},
 		}
 		upRows := alternate(o.Reps, upNames, upRuns)
+		recheckCeiling(upRows, upRuns, upNames[0], upNames[2])
 		rep.add(up, "pkts/s", upRows)
 		rep.ratio(up, "ours vnet / ours water (old path)", upRows, upNames[0], upNames[1], 2)
+		rep.ceilingRatio(up, "ours vnet / ESP ceiling", upRows, upNames[0], upNames[2], 0)
+		rep.ratio(up, "bound: ESP ceiling / ours water (what ours vnet / water could reach with a free router, L2TP and PPP)", upRows, upNames[2], upNames[1], 0)
 		if w := st.Writes.Load() - w0; w > 0 {
 			rep.note("tun: the vnet TUN wrote %.1f packets per Write (%d writes; GRO coalesces a batch's runs)", float64(st.PacketsWritten.Load()-pw0)/float64(w), w)
 		}
