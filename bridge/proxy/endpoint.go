@@ -25,9 +25,12 @@ type endpointState struct {
 	ep   registry.Endpoint
 	st   *ipstack.Stack
 	gone atomic.Bool // removed: nothing more is sent from its address
-	up   *upstreams  // its own lock
-	fwd  *forwarder  // nil without a CoAP spool; set before it is demultiplexed to
-	ex   exchanges   // its own lock: dedup and in-flight slots (exchange.go)
+	// finalMu orders central observers' final notifications (finishDown)
+	// before close: none is sent from a gone endpoint.
+	finalMu sync.Mutex
+	up      *upstreams // its own lock
+	fwd     *forwarder // nil without a CoAP spool; set before it is demultiplexed to
+	ex      exchanges  // its own lock: dedup and in-flight slots (exchange.go)
 	// upSeq numbers its requests through the upstream table (uptable.go).
 	upSeq atomic.Uint32
 
@@ -67,7 +70,9 @@ func (e *endpointState) close() {
 	if e.fwd != nil {
 		e.fwd.stop()
 	}
+	e.finalMu.Lock()
 	e.gone.Store(true)
+	e.finalMu.Unlock()
 	e.up.close()
 }
 

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
-	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/fleetgate/fleetgate/downlink/coap"
 )
@@ -74,13 +73,7 @@ func (p *Proxy) sessionDown(s *coap.Session) {
 	}
 	downs, ups := e.observations(s)
 	for _, o := range downs {
-		o.mu.Lock()
-		answered := o.first
-		o.mu.Unlock()
-		p.endDown(o, false)
-		if answered {
-			p.notifyCentral(o, content{code: codes.ServiceUnavailable}, nil)
-		}
+		p.finishDown(o, true, true, false)
 	}
 	for _, o := range ups {
 		p.endUp(o, true)
@@ -105,10 +98,7 @@ func (p *Proxy) Observations(name string) (down, up int) {
 func (p *Proxy) endObservations(e *endpointState, tell bool) {
 	downs, ups := e.observations(nil)
 	for _, o := range downs {
-		p.endDown(o, true)
-		if tell {
-			p.notifyCentral(o, content{code: codes.ServiceUnavailable}, nil)
-		}
+		p.finishDown(o, tell, false, true)
 	}
 	for _, o := range ups {
 		p.endUp(o, true)

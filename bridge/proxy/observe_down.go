@@ -33,6 +33,7 @@ type downObs struct {
 	first    bool        // guarded by mu: the first response arrived
 	firstAns answer      // guarded by mu: the answer it makes
 	closed   bool        // guarded by mu
+	final    bool        // guarded by mu: the final 5.03 was sent (finishDown)
 	pendMID  int32       // guarded by mu: unacknowledged CON notification, -1 none
 	pend     []byte      // guarded by mu
 	tries    int         // guarded by mu
@@ -252,6 +253,32 @@ func (p *Proxy) cancelDown(e *endpointState, from net.Addr, token message.Token)
 		p.Stats.ObserveCancelled.Add(1)
 		p.endDown(o, true)
 	}
+}
+
+// finishDown ends a central observation; when final it first sends the
+// observer a final 5.03 (if onlyAnswered, only once the observation has
+// been answered). The final notification goes at most once per
+// observation, and never races the endpoint's close: the claim and the
+// send run under the endpoint's finalMu, which close takes too, so a
+// session ending while its endpoint is removed cannot leave the observer
+// without its 5.03 (it could: sessionDown ended the observation, the
+// removal found none left to notify and closed the endpoint, then
+// sessionDown's notification was dropped as sent from a gone endpoint;
+// TestReconcile failed so under load).
+func (p *Proxy) finishDown(o *downObs, final, onlyAnswered, cancelDevice bool) {
+	e := o.e
+	e.finalMu.Lock()
+	o.mu.Lock()
+	send := final && !o.closed && !o.final && (!onlyAnswered || o.first)
+	if send {
+		o.final = true
+	}
+	o.mu.Unlock()
+	if send {
+		p.notifyCentral(o, content{code: codes.ServiceUnavailable}, nil)
+	}
+	e.finalMu.Unlock()
+	p.endDown(o, cancelDevice)
 }
 
 // endDown forgets a central observation, cancelling the device's if asked.
