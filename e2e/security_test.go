@@ -120,7 +120,12 @@ func TestSharedPSKCannotBecomeSite(t *testing.T) {
 	}
 	// No identity may follow this phase 1 (the only one is a certificate
 	// site): the session is refused before PPP authentication even starts.
-	if err := dial("attacker.example.net"); err == nil || l2tpipsec.PhaseOf(err) < l2tpipsec.PhaseL2TP {
+	// The gateway refuses the L2TP session and deletes the SAs at once; the
+	// client may see the Delete before the L2TP refusal and report "IPsec
+	// SA lost" (seen once in three loaded make test runs), so any phase
+	// after the IPsec SA was up counts here; the gateway's log line and
+	// counter below prove the refusal was the L2TP session's.
+	if err := dial("attacker.example.net"); err == nil || l2tpipsec.PhaseOf(err) < l2tpipsec.PhaseIPsec {
 		t.Fatalf("attacker as %s over the shared PSK: got %v (phase %v), want a refusal after phase 1", pppUser, err, l2tpipsec.PhaseOf(err))
 	}
 	if !Poll(5*time.Second, func() bool {

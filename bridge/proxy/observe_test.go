@@ -360,7 +360,13 @@ func TestObserveCentralResetAndSilence(t *testing.T) {
 	// An observer that never acknowledges: 4 retransmissions, then dropped
 	// and the device observation cancelled.
 	rc.send(t, message.Confirmable, codes.GET, 102, "tok3", 0)
-	if m := rc.recv(t); m.MessageID() != 102 {
+	m := rc.recv(t)
+	// A retransmission of the notification the RST answered may have left
+	// before the RST arrived (its timer is short here): skip those copies.
+	for m.MessageID() == n.MessageID() && string(m.Token()) == "tok1" {
+		m = rc.recv(t)
+	}
+	if m.MessageID() != 102 {
 		t.Fatalf("registration answer: %v", m)
 	}
 	dev.notify(t, 7, []byte("v2"))
