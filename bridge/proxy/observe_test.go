@@ -327,7 +327,12 @@ func (rc *rawCentral) recv(t *testing.T) *pool.Message {
 }
 
 func TestObserveCentralResetAndSilence(t *testing.T) {
-	r := newRig(t, func(c *Config) { c.ObserveAckTimeout = 20 * time.Millisecond; c.MaxObservations = 1 })
+	// The RST below must reach the proxy before the notification it
+	// answers gives up (the timeout doubles over 4 retransmissions: 31
+	// timeouts in all). At 20 ms that was 620 ms, which a loaded make
+	// test run exceeded once: the observation timed out instead of being
+	// cancelled (ObserveCancelled 0). 100 ms gives 3.1 s.
+	r := newRig(t, func(c *Config) { c.ObserveAckTimeout = 100 * time.Millisecond; c.MaxObservations = 1 })
 	dev := &observable{}
 	if _, err := coaptest.Dial(t, r.srv.Addr().String(), coaptest.Options{Identity: "sensor-17", Key: r.key, Handler: dev.handle}); err != nil {
 		t.Fatal(err)
