@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,7 +55,8 @@ type udpListener struct {
 	once  sync.Once
 	pumpd chan struct{}
 
-	rdl *deadline.Deadline // read deadline
+	rdl   *deadline.Deadline // read deadline
+	rdlOn atomic.Bool        // a read deadline is set (rdl may fire)
 }
 
 // listenFast registers a listener on addr over the gVisor socket gc.
@@ -153,6 +155,24 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 // ReadFromUDPAddrPort is ReadFrom without allocating the address (as
 // net.UDPConn's method of that name).
 func (l *udpListener) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	// A busy reader finds a datagram queued: take it without the
+	// three-way select (it locks every channel it waits on, and the
+	// deadline's mutex). Only without a deadline, so that an expired one
+	// still fails the read as net.UDPConn's does, and never after Close.
+	if !l.rdlOn.Load() {
+		select {
+		case <-l.done:
+			return 0, netip.AddrPort{}, net.ErrClosed
+		default:
+		}
+		select {
+		case dg := <-l.ch:
+			n := copy(b, *dg.buf)
+			putListenBuf(dg.buf)
+			return n, dg.from, nil
+		default:
+		}
+	}
 	select {
 	case dg := <-l.ch:
 		n := copy(b, *dg.buf)
@@ -202,6 +222,7 @@ func (l *udpListener) SetDeadline(t time.Time) error { return l.SetReadDeadline(
 
 // SetReadDeadline implements net.PacketConn.
 func (l *udpListener) SetReadDeadline(t time.Time) error {
+	l.rdlOn.Store(!t.IsZero())
 	l.rdl.Set(t)
 	return nil
 }

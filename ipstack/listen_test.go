@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -201,4 +202,43 @@ func FuzzListenInbound(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		_ = st.InjectInbound(pkt)
 	})
+}
+
+// TestListenReadWithoutDeadline: a reader without a deadline takes queued
+// datagrams in order (the path that skips the select), one with an expired
+// deadline still fails when nothing is queued, and a closed socket fails
+// reads even with datagrams still queued, as net.UDPConn does.
+func TestListenReadWithoutDeadline(t *testing.T) {
+	st := newListenStack(t)
+	pc, err := st.ListenUDP(netip.MustParseAddrPort("10.20.0.10:9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("10.10.8.17:40000")
+	dst := netip.MustParseAddrPort("10.20.0.10:9")
+	for i := range 3 {
+		_ = st.InjectInbound(appendUDP4(nil, src, dst, uint16(i), []byte{'a' + byte(i)}))
+	}
+	buf := make([]byte, 16)
+	for i := range 2 {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil || string(buf[:n]) != string([]byte{'a' + byte(i)}) || from.(*net.UDPAddr).AddrPort() != src {
+			t.Fatalf("read %d: %q from %v, %v", i, buf[:n], from, err)
+		}
+	}
+	if _, _, err := pc.ReadFrom(buf); err != nil {
+		t.Fatalf("third read: %v", err)
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, _, err := pc.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline with nothing queued: %v, want os.ErrDeadlineExceeded", err)
+	}
+	_ = pc.SetReadDeadline(time.Time{})
+	_ = st.InjectInbound(appendUDP4(nil, src, dst, 9, []byte("late")))
+	if err := pc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := pc.ReadFrom(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after Close with a datagram queued: %v, want net.ErrClosed", err)
+	}
 }

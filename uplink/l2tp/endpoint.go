@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -159,10 +160,11 @@ func (e *Endpoint) newTunnel(peer net.Addr) (*Tunnel, error) {
 		return nil, err
 	}
 	t := &Tunnel{
-		e: e, peer: peer, peerKey: peer.Network() + "|" + peer.String(), halfOpen: true,
+		e: e, peerKey: peer.Network() + "|" + peer.String(), halfOpen: true,
 		in: make(chan []byte, 64), cmds: make(chan func(*core), 16),
 		established: make(chan struct{}), done: make(chan struct{}), stop: make(chan struct{}),
 	}
+	t.peer.Store(&peer)
 	t.c = newCore(&e.cfg, e.cfg.Role, id, t.sendControl, coreEvents{
 		established:    t.onEstablished,
 		closed:         t.onClosed,
@@ -348,8 +350,10 @@ type Tunnel struct {
 	c            *core // owned by run
 	ownsEndpoint bool
 
-	peerMu    sync.Mutex
-	peer      net.Addr
+	// peer is read for every data frame sent and received (by different
+	// goroutines) and written only when a LAC follows the SCCRP's port:
+	// an atomic pointer, not a mutex both directions contend on.
+	peer      atomic.Pointer[net.Addr]
 	peerKey   string // network|address at creation
 	byPeerKey string // set once under e.mu
 	halfOpen  bool   // guarded by e.mu
@@ -366,16 +370,10 @@ type Tunnel struct {
 	stopOnce    sync.Once
 }
 
-func (t *Tunnel) peerAddr() net.Addr {
-	t.peerMu.Lock()
-	defer t.peerMu.Unlock()
-	return t.peer
-}
+func (t *Tunnel) peerAddr() net.Addr { return *t.peer.Load() }
 
 func (t *Tunnel) setPeer(a net.Addr) {
-	t.peerMu.Lock()
-	t.peer = a
-	t.peerMu.Unlock()
+	t.peer.Store(&a)
 }
 
 func (t *Tunnel) isEstablished() bool {
