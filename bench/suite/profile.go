@@ -6,6 +6,7 @@ import (
 	"runtime/pprof"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/pprof/profile"
 )
@@ -187,4 +188,62 @@ func medianRate(rows []Row, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// areaCosts runs one more sample of run under the CPU profiler and
+// returns the CPU per operation of each area: its share of the profile
+// times the sample's CPU per op.
+func areaCosts(run func() (Sample, error)) (map[string]time.Duration, error) {
+	var s Sample
+	var rerr error
+	areas, err := profileAreas("", func() { s, rerr = run() })
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]time.Duration, len(areas))
+	for _, a := range areas {
+		out[a.name] = time.Duration(a.share * float64(s.CPUPerOp))
+	}
+	return out, nil
+}
+
+// describeExtra names where a spends more CPU per operation than b (its
+// ceiling: the same work and less), largest first, the areas that add
+// 20 ns or more: what a would have to shed to reach b.
+func describeExtra(a, b map[string]time.Duration) string {
+	type d struct {
+		name string
+		ns   time.Duration
+	}
+	var ds []d
+	var total time.Duration
+	for n, v := range a {
+		total += v
+		if x := v - b[n]; x >= 20*time.Nanosecond {
+			ds = append(ds, d{n, x})
+		}
+	}
+	for _, v := range b {
+		total -= v
+	}
+	sort.Slice(ds, func(i, j int) bool {
+		if ds[i].ns != ds[j].ns {
+			return ds[i].ns > ds[j].ns
+		}
+		return ds[i].name < ds[j].name
+	})
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s more CPU per packet in all", total.Round(time.Nanosecond))
+	for i, x := range ds {
+		if i == 0 {
+			sb.WriteString(": ")
+		} else {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "%s +%s", x.name, x.ns.Round(time.Nanosecond))
+	}
+	return sb.String()
 }

@@ -3,6 +3,7 @@ package suite
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/pprof/profile"
 )
@@ -66,5 +67,16 @@ func TestSummarize(t *testing.T) {
 	}
 	if strings.Contains(got, "ipstack") {
 		t.Fatal("an area under 3 % was listed")
+	}
+}
+
+func TestDescribeExtra(t *testing.T) {
+	ns := func(n int) time.Duration { return time.Duration(n) * time.Nanosecond }
+	ours := map[string]time.Duration{"crypto (standard library)": ns(800), "ours: ipstack": ns(300), "system calls": ns(400), "ours: uplink/l2tp": ns(30), "runtime, other": ns(10)}
+	ceiling := map[string]time.Duration{"crypto (standard library)": ns(790), "system calls": ns(350), "runtime, other": ns(5)}
+	got := describeExtra(ours, ceiling)
+	want := "395ns more CPU per packet in all: ours: ipstack +300ns, system calls +50ns, ours: uplink/l2tp +30ns"
+	if got != want {
+		t.Errorf("describeExtra:\n got %q\nwant %q", got, want)
 	}
 }
