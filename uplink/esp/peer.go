@@ -46,8 +46,12 @@ type Peer struct {
 
 	remote atomic.Pointer[netip.AddrPort]
 	out    atomic.Pointer[SA]
-	sent   atomic.Bool          // ESP sent since the last keepalive tick
-	addr   atomic.Pointer[Addr] // last Addr handed out (inner port cache)
+	sent   atomic.Bool // ESP sent since the last keepalive tick
+	// received: ESP carrying L2TP opened since the last TakeReceived. Set
+	// by the reader goroutine (a load first: no store, so no cache-line
+	// traffic, while it is already set).
+	received atomic.Bool
+	addr     atomic.Pointer[Addr] // last Addr handed out (inner port cache)
 
 	// Guarded by t.mu.
 	in      []uint32
@@ -56,6 +60,11 @@ type Peer struct {
 
 // Remote returns the peer's current outer address.
 func (p *Peer) Remote() netip.AddrPort { return *p.remote.Load() }
+
+// TakeReceived reports whether ESP carrying L2TP arrived from the peer
+// since the last call (authenticated traffic: dead peer detection can
+// stay quiet, RFC 3706 §5.5), and clears the mark.
+func (p *Peer) TakeReceived() bool { return p.received.Swap(false) }
 
 // Outbound returns the SA currently used for sending.
 func (p *Peer) Outbound() *SA { return p.out.Load() }
@@ -435,6 +444,9 @@ func (t *Transport) inputESP(b []byte, from netip.AddrPort) {
 		t.log.Info("esp peer address changed", "peer", from, "old", *cur, "spi", spiHex(spi))
 	}
 	t.stats.ESPIn.Add(1)
+	if !p.received.Load() {
+		p.received.Store(true)
+	}
 	t.l2tp.deliver(payload[UDPHeaderLen:ulen], p.Addr(src))
 }
 

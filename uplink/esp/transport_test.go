@@ -102,6 +102,9 @@ func TestTransportL2TPBothWays(t *testing.T) {
 	clock := stacktest.NewClock()
 	a, b := newEnd(t, clock), newEnd(t, clock)
 	pA, pB, _ := connect(t, a, b, 0x1001, 0x2001, PeerConfig{}, PeerConfig{})
+	if pB.TakeReceived() {
+		t.Fatal("TakeReceived true before any ESP arrived")
+	}
 	for i, n := range []int{12, 200, 1400, 1460} {
 		want := l2tpPayload(n, byte(i))
 		if _, err := a.tr.L2TP().WriteTo(want, pA.Addr(0)); err != nil {
@@ -113,6 +116,10 @@ func TestTransportL2TPBothWays(t *testing.T) {
 		}
 		if from.Peer() != pB || from.Port() != L2TPPort || from.String() != pB.Addr(0).String() {
 			t.Fatalf("b saw addr %v (peer %p), want %v (peer %p)", from, from.Peer(), pB.Addr(0), pB)
+		}
+		// The mark dead peer detection reads: set by what arrived, once.
+		if !pB.TakeReceived() || pB.TakeReceived() {
+			t.Fatal("TakeReceived: want true once after a datagram arrived, then false")
 		}
 		// Reply to the address ReadFrom gave us.
 		if _, err := b.tr.L2TP().WriteTo(want[:n/2], from); err != nil {

@@ -105,7 +105,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.stats.IKE = eng.Stats()
 	s.eng.Store(eng)
-	s.ep, err = l2tp.Listen(&noteConn{PacketConn: tr.L2TP(), onRead: s.noteRead},
+	s.ep, err = l2tp.Listen(tr.L2TP(),
 		l2tp.Config{HostName: cfg.HostName, Clock: cfg.Clock, Logger: s.log.With("layer", "l2tp"), Stats: &s.l2St,
 			MaxTunnels: serverMaxTunnels, AdmitTunnel: s.admitTunnel, OnTunnel: s.onTunnel})
 	if err != nil {
@@ -114,11 +114,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, &Error{PhaseL2TP, err}
 	}
 	// L2TP straight from the ESP reader: no copy and hand-off per packet.
+	// Dead peer detection learns of the traffic from the ESP peers'
+	// marks (noteTraffic), not from a lookup per packet here.
 	ep := s.ep
-	tr.SetL2TPHandler(func(b []byte, from *esp.Addr) {
-		s.noteRead(from)
-		ep.Input(b, from)
-	})
+	tr.SetL2TPHandler(func(b []byte, from *esp.Addr) { ep.Input(b, from) })
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()

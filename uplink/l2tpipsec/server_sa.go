@@ -6,7 +6,6 @@ package l2tpipsec
 import (
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync/atomic"
 
@@ -27,26 +26,15 @@ type peerState struct {
 	current  *ike.ChildSA
 	sessions map[*ServerSession]struct{}
 	tunnels  map[*l2tp.Tunnel]*tunnelState // live L2TP tunnels of this peer
-	traffic  atomic.Bool
 	// rekeys counts IPsec SA pairs installed to replace one of this peer
 	// (make-before-break rekeys), for status pages.
 	rekeys atomic.Uint64
 }
 
-func (s *Server) noteRead(a net.Addr) {
-	if ea, ok := a.(*esp.Addr); ok {
-		if v, ok := s.byPeer.Load(ea.Peer()); ok {
-			if ps := v.(*peerState); !ps.traffic.Load() {
-				ps.traffic.Store(true)
-			}
-		}
-	}
-}
-
 // noteTraffic keeps DPD quiet towards peers whose ESP carried data.
 func (s *Server) noteTraffic() {
 	s.byPeer.Range(func(_, v any) bool {
-		if ps := v.(*peerState); ps.traffic.Swap(false) {
+		if ps := v.(*peerState); ps.peer.TakeReceived() {
 			s.eng.Load().NoteTraffic(ps.peer.Remote().Addr())
 		}
 		return true
