@@ -188,10 +188,12 @@ func (t *Tunnel) setup(ctx context.Context) error {
 		case <-timer:
 			return ErrSetupTimeout
 		case <-ctx.Done():
+			// A failure cancels ctx too (above), and select picks at
+			// random among ready cases: the failure, not its echo.
 			if cause := context.Cause(ctx); errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%w: %v", ErrSetupTimeout, cause)
+				return t.failOr(fmt.Errorf("%w: %v", ErrSetupTimeout, cause))
 			}
-			return ctx.Err()
+			return t.failOr(ctx.Err())
 		}
 	}
 
