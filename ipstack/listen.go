@@ -167,22 +167,25 @@ func (l *udpListener) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
 		}
 		select {
 		case dg := <-l.ch:
-			n := copy(b, *dg.buf)
-			putListenBuf(dg.buf)
-			return n, dg.from, nil
+			return dg.take(b)
 		default:
 		}
 	}
 	select {
 	case dg := <-l.ch:
-		n := copy(b, *dg.buf)
-		putListenBuf(dg.buf)
-		return n, dg.from, nil
+		return dg.take(b)
 	case <-l.done:
 		return 0, netip.AddrPort{}, net.ErrClosed
 	case <-l.rdl.Done():
 		return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
 	}
+}
+
+// take copies the datagram into b (truncating) and recycles its buffer.
+func (dg listenDatagram) take(b []byte) (int, netip.AddrPort, error) {
+	n := copy(b, *dg.buf)
+	putListenBuf(dg.buf)
+	return n, dg.from, nil
 }
 
 // WriteTo implements net.PacketConn through the gVisor socket.

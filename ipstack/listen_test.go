@@ -25,6 +25,20 @@ func newListenStack(t *testing.T) *Stack {
 	return st
 }
 
+// newListener is a stack with a socket on 10.20.0.10:9 (dst) and the
+// source its tests send from.
+func newListener(t *testing.T) (st *Stack, pc net.PacketConn, src, dst netip.AddrPort) {
+	t.Helper()
+	st = newListenStack(t)
+	src = netip.MustParseAddrPort("10.10.8.17:40000")
+	dst = netip.MustParseAddrPort("10.20.0.10:9")
+	pc, err := st.ListenUDP(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, pc, src, dst
+}
+
 func readOne(t *testing.T, pc net.PacketConn) (string, netip.AddrPort) {
 	t.Helper()
 	_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -61,13 +75,7 @@ func fragments(pkt []byte) [][]byte {
 // still reach it through gVisor's reassembly, a wildcard socket is served
 // too, a full queue drops and counts, Close ends reads and the fast path.
 func TestListenUDPFastPath(t *testing.T) {
-	st := newListenStack(t)
-	pc, err := st.ListenUDP(netip.MustParseAddrPort("10.20.0.10:9"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := netip.MustParseAddrPort("10.10.8.17:40000")
-	dst := netip.MustParseAddrPort("10.20.0.10:9")
+	st, pc, src, dst := newListener(t)
 
 	ok1 := appendUDP4(nil, src, dst, 1, []byte("whole"))
 	if err := st.InjectInbound(ok1); err != nil {
@@ -209,13 +217,7 @@ func FuzzListenInbound(f *testing.F) {
 // deadline still fails when nothing is queued, and a closed socket fails
 // reads even with datagrams still queued, as net.UDPConn does.
 func TestListenReadWithoutDeadline(t *testing.T) {
-	st := newListenStack(t)
-	pc, err := st.ListenUDP(netip.MustParseAddrPort("10.20.0.10:9"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := netip.MustParseAddrPort("10.10.8.17:40000")
-	dst := netip.MustParseAddrPort("10.20.0.10:9")
+	st, pc, src, dst := newListener(t)
 	for i := range 3 {
 		_ = st.InjectInbound(appendUDP4(nil, src, dst, uint16(i), []byte{'a' + byte(i)}))
 	}
