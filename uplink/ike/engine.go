@@ -404,10 +404,10 @@ func (e *Engine) unlockAndFlush() {
 	e.mu.Unlock()
 	defer e.flushMu.Unlock()
 	// EventChildInbound is delivered before the packets go out: it offers
-	// the inbound SA for a Quick Mode whose HASH(2) is in this batch, and
-	// the initiator may send ESP on that SA the moment HASH(2) reaches it.
-	// Delivered after the send, the first ESP packet could beat the
-	// install and be dropped as unknown SPI.
+	// the inbound SA for a Quick Mode whose HASH(2) (responder) or HASH(3)
+	// (initiator) is in this batch, and the peer may send ESP on that SA
+	// the moment it has that message. Delivered after the send, the first
+	// ESP packet could beat the install and be dropped as unknown SPI.
 	if e.cfg.OnEvent != nil {
 		for _, ev := range evs {
 			if ev.Kind == EventChildInbound {

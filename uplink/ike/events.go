@@ -27,11 +27,14 @@ const (
 	// timeout or the peer's notify); Child is nil. A rekey that fails
 	// leaves the old child in place until it expires.
 	EventChildFailed
-	// EventChildInbound (Quick Mode responder only): HASH(2) is on its way,
-	// so the initiator may start sending on Child.InSPI before its HASH(3)
-	// arrives. Install the inbound SA now to lose nothing; the same *ChildSA
-	// then comes with EventChildUp or EventChildRekeyed (use it outbound
-	// from then on), or with EventChildDown if the exchange fails.
+	// EventChildInbound: a Quick Mode message that lets the peer send on
+	// Child.InSPI is on its way — as responder our HASH(2) (the initiator
+	// may send before its HASH(3) arrives), as initiator our HASH(3) (the
+	// responder switches when it arrives). It is delivered before that
+	// message is sent: install the inbound SA now to lose nothing; the
+	// same *ChildSA then comes with EventChildUp or EventChildRekeyed (use
+	// it outbound from then on), or with EventChildDown if the exchange
+	// fails.
 	EventChildInbound
 	// EventAuthFailed (responder only): a peer's phase 1 failed to
 	// authenticate (wrong key, signature or certificate, a key not bound to

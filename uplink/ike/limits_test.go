@@ -352,17 +352,24 @@ func kinds(evs []Event) []EventKind {
 }
 
 // TestChildInbound: the Quick Mode responder offers the inbound SA when it
-// sends HASH(2), then reports the same SA up on HASH(3); if HASH(3) never
-// comes, it withdraws it.
+// sends HASH(2), then reports the same SA up on HASH(3); the initiator
+// offers its inbound SA when it sends HASH(3) (the responder may send on
+// it once HASH(3) arrives), then reports it up; if HASH(3) never comes,
+// the responder withdraws its offer.
 func TestChildInbound(t *testing.T) {
 	p := newSyncPair(t)
-	got := kinds(p.evB)
 	want := []EventKind{EventIKEUp, EventChildInbound, EventChildUp}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := kinds(p.evB); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("responder events: got %v, want %v", got, want)
 	}
-	if p.evB[1].Child != p.evB[2].Child || p.evB[1].Child.InSPI != p.evA[1].Child.OutSPI {
-		t.Errorf("inbound offer and child-up differ")
+	if got := kinds(p.evA); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("initiator events: got %v, want %v", got, want)
+	}
+	if p.evB[1].Child != p.evB[2].Child || p.evB[1].Child.InSPI != p.evA[2].Child.OutSPI {
+		t.Errorf("responder: inbound offer and child-up differ")
+	}
+	if p.evA[1].Child != p.evA[2].Child || p.evA[1].Child.InSPI != p.evB[2].Child.OutSPI {
+		t.Errorf("initiator: inbound offer and child-up differ")
 	}
 	// A second Quick Mode whose HASH(2) is lost for good.
 	p.evB = nil

@@ -481,6 +481,14 @@ func (sa *ikeSA) initRecvQM2(q *quickMode, m *Message, hash, rest []byte) error 
 	}
 	h3 := prf(sa.prop.Hash, sa.keys.a, []byte{0}, midBytes(q.mid), q.ni, q.nr)
 	q.lastSent = sa.phase2Encrypt(ExchangeQuickMode, q.mid, &q.iv, []Payload{{PayloadHash, h3}})
+	// The responder switches to the new pair when our HASH(3) reaches it
+	// and may send on it at once: offer the inbound SA before HASH(3)
+	// goes out (EventChildInbound is delivered before this batch's
+	// packets, EventChildUp/Rekeyed after them). Offered after, a loaded
+	// machine lost the responder's first packet on the new SPI (a make
+	// test run beside two others: TestRekeyUnderTraffic, packet 91).
+	q.child = sa.buildChild(q)
+	e.emit(Event{Kind: EventChildInbound, Remote: sa.remote, Peer: sa.peer, Child: q.child})
 	e.send(q.lastSent, sa.local, sa.remote, sa.natt)
 	q.state = qmDone
 	q.doneAt = e.cfg.Clock.Now()
