@@ -230,6 +230,27 @@ func udpPacket(src, dst netip.Addr, dport uint16, n int) []byte {
 	binary.BigEndian.PutUint16(b[20:], 40000)
 	binary.BigEndian.PutUint16(b[22:], dport)
 	binary.BigEndian.PutUint16(b[24:], uint16(n-20))
+	// A real UDP checksum, as the kernel or lwIP sends: GRO (the kernel's
+	// and the vnet TUN's) coalesces only datagrams whose checksum it can
+	// verify, and wireguard's TUN GRO takes 0 ("no checksum") as invalid.
+	sum = uint32(n-20) + 17
+	for i := 12; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for i := 20; i+1 < n; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if n%2 == 1 {
+		sum += uint32(b[n-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	ck := ^uint16(sum)
+	if ck == 0 {
+		ck = 0xffff
+	}
+	binary.BigEndian.PutUint16(b[26:], ck)
 	return b
 }
 
