@@ -92,6 +92,9 @@ type routing struct {
 	// listeners are ListenUDP's sockets by bound address (listen.go).
 	listeners map[netip.AddrPort]*udpListener // guarded by mu
 	nlisten   atomic.Int32                    // len(listeners), for the packet path
+	// lmap mirrors listeners for the packet path (copy on write): no
+	// lock per datagram.
+	lmap atomic.Pointer[map[netip.AddrPort]*udpListener]
 
 	ipID    atomic.Uint32
 	icmp    *rate.Limiter
@@ -105,6 +108,7 @@ func (r *routing) init() {
 	r.handlers = map[uint16]UDPHandler{}
 	r.conns = map[netip.AddrPort]*udpConn{}
 	r.listeners = map[netip.AddrPort]*udpListener{}
+	r.lmap.Store(&map[netip.AddrPort]*udpListener{})
 	r.icmp = rate.NewLimiter(ICMPUnreachablePerSecond, 10)
 	r.warn = rate.NewLimiter(1, 5)
 	r.bufs.New = func() any { b := make([]byte, 0, 2048); return &b }
