@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -46,8 +45,7 @@ type Tunnel struct {
 	l2tp  l2tp.Stats
 	pppSt ppp.Stats
 	packetPath
-	traffic atomic.Bool // ESP carried L2TP since the last tick
-	phase   atomic.Uint32
+	phase atomic.Uint32
 
 	// mu guards the IPsec bookkeeping, written from IKE's event callback.
 	mu       sync.Mutex
@@ -216,19 +214,11 @@ func (t *Tunnel) setup(ctx context.Context) error {
 	// The gateway installed its inbound SA before it sent HASH(2), so the
 	// first SCCRQ may follow HASH(3) at once.
 	t.setPhase(PhaseL2TP)
-	noteRead := func(net.Addr) {
-		if !t.traffic.Load() {
-			t.traffic.Store(true)
-		}
-	}
-	t.ep = l2tp.NewEndpoint(&noteConn{PacketConn: t.tr.L2TP(), onRead: noteRead},
+	t.ep = l2tp.NewEndpoint(t.tr.L2TP(),
 		l2tp.Config{Role: l2tp.LAC, HostName: t.cfg.HostName, VendorName: L2TPVendorName, Clock: t.cfg.Clock, Logger: t.log.With("layer", "l2tp"), Stats: &t.l2tp})
 	// L2TP straight from the ESP reader: no copy and hand-off per packet.
 	ep := t.ep
-	t.tr.SetL2TPHandler(func(b []byte, from *esp.Addr) {
-		noteRead(from)
-		ep.Input(b, from)
-	})
+	t.tr.SetL2TPHandler(func(b []byte, from *esp.Addr) { ep.Input(b, from) })
 	t.mu.Lock()
 	addr := t.peer.Addr(L2TPPort)
 	t.mu.Unlock()
@@ -497,9 +487,13 @@ func (t *Tunnel) sendIKE(b []byte, local, remote netip.AddrPort, natt bool) erro
 	return t.tr.SendIKE(b, local, remote, natt)
 }
 
-// noteTraffic tells IKE that ESP carried data since the last tick.
+// noteTraffic tells IKE that ESP carried data since the last tick (the
+// ESP peer's received mark, as the server's tick reads its peers').
 func (t *Tunnel) noteTraffic() {
-	if t.traffic.Swap(false) {
+	t.mu.Lock()
+	p := t.peer
+	t.mu.Unlock()
+	if p != nil && p.TakeReceived() {
 		t.eng.NoteTraffic(t.gw.Addr())
 	}
 }

@@ -67,6 +67,11 @@ func TestRekeyUnderTraffic(t *testing.T) {
 	if got := cs.IKE.Phase1Established.Load() + ss.IKE.Phase1Established.Load(); got < 2*2 {
 		t.Errorf("phase 1 completed (both ends) %d, want at least 4 (IKE SA rekeyed)", got)
 	}
+	// ESP both ways every second keeps dead peer detection quiet at both
+	// ends (RFC 3706 §5.5: each tick reads the ESP peer's received mark).
+	if c, s := cs.IKE.DPDSent.Load(), ss.IKE.DPDSent.Load(); c != 0 || s != 0 {
+		t.Errorf("R-U-THERE sent under traffic: client %d, server %d, want 0", c, s)
+	}
 	if last.Phase != l2tpipsec.PhaseUp || p.Client.Err() != nil {
 		t.Fatalf("tunnel not up after rekeys: %+v", last)
 	}

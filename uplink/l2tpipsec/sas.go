@@ -1,7 +1,6 @@
 package l2tpipsec
 
 import (
-	"net"
 	"net/netip"
 	"sync/atomic"
 
@@ -40,22 +39,6 @@ type senderFunc func(b []byte, local, remote netip.AddrPort, natt bool) error
 
 func (f senderFunc) SendIKE(b []byte, local, remote netip.AddrPort, natt bool) error {
 	return f(b, local, remote, natt)
-}
-
-// noteConn is the transport's L2TP PacketConn with a hook on every datagram
-// read, used to tell IKE that authenticated traffic flows (DPD stays quiet,
-// RFC 3706 §5.5) without taking the engine's lock per packet.
-type noteConn struct {
-	net.PacketConn
-	onRead func(net.Addr)
-}
-
-func (c *noteConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := c.PacketConn.ReadFrom(b)
-	if err == nil {
-		c.onRead(a)
-	}
-	return n, a, err
 }
 
 // tickLoop runs the engine's timers every tickInterval on clock and calls
