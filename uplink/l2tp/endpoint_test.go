@@ -171,15 +171,22 @@ func TestEndpointSameAddressDemux(t *testing.T) {
 	lns.Input(sccrq(1), nat)
 	lns.Input(sccrq(2), nat)
 	lns.Input(sccrq(1), nat) // retransmission
-	drive(t, clk, "SCCRPs", func() bool { return st.ControlReceived.Load() >= 2 })
-	lns.mu.RLock()
-	n := len(lns.tunnels)
-	peers := map[uint16]bool{}
-	for _, tt := range lns.tunnels {
-		peers[tt.c.peerIDForTest()] = true
+	// ControlReceived counts an SCCRQ before its tunnel records the peer's
+	// ID: wait for the IDs themselves (on a loaded machine the check read
+	// one tunnel's ID as 0).
+	var n int
+	var peers map[uint16]bool
+	tunnels := func() bool {
+		lns.mu.RLock()
+		defer lns.mu.RUnlock()
+		n, peers = len(lns.tunnels), map[uint16]bool{}
+		for _, tt := range lns.tunnels {
+			peers[tt.c.peerIDForTest()] = true
+		}
+		return n >= 2 && peers[1] && peers[2]
 	}
-	lns.mu.RUnlock()
-	if n != 2 || !peers[1] || !peers[2] {
+	drive(t, clk, "two tunnels with their peer IDs", tunnels)
+	if tunnels(); n != 2 || !peers[1] || !peers[2] {
 		t.Fatalf("tunnels: got %d with peer IDs %v, want 2 (1 and 2)", n, peers)
 	}
 	// A datagram for one of them from another address is refused.
