@@ -29,22 +29,7 @@ func udpPacket6(src, dst netip.Addr, dport uint16, n int) []byte {
 	binary.BigEndian.PutUint16(u[0:], 40000)
 	binary.BigEndian.PutUint16(u[2:], dport)
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-	var sum uint32
-	for i := 8; i < 40; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	sum += uint32(len(u)) + 17
-	for i := 0; i+1 < len(u); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(u[i:]))
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	ck := ^uint16(sum)
-	if ck == 0 {
-		ck = 0xffff
-	}
-	binary.BigEndian.PutUint16(u[6:], ck)
+	putUDPChecksum(src, dst, u)
 	return b
 }
 

@@ -24,6 +24,9 @@ import (
 	"github.com/fleetgate/fleetgate/uplink/esp"
 	"github.com/fleetgate/fleetgate/uplink/ike"
 	"github.com/fleetgate/fleetgate/uplink/l2tpipsec"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // benchPSK is the PSK of both servers (SoftEther: at most 9 characters).
@@ -220,39 +223,28 @@ func udpPacket(src, dst netip.Addr, dport uint16, n int) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(b[12:], s[:])
 	copy(b[16:], d[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(b[10:], ^uint16(sum))
 	binary.BigEndian.PutUint16(b[20:], 40000)
 	binary.BigEndian.PutUint16(b[22:], dport)
 	binary.BigEndian.PutUint16(b[24:], uint16(n-20))
-	// A real UDP checksum, as the kernel or lwIP sends: GRO (the kernel's
-	// and the vnet TUN's) coalesces only datagrams whose checksum it can
-	// verify, and wireguard's TUN GRO takes 0 ("no checksum") as invalid.
-	sum = uint32(n-20) + 17
-	for i := 12; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for i := 20; i+1 < n; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if n%2 == 1 {
-		sum += uint32(b[n-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	ck := ^uint16(sum)
+	ip := header.IPv4(b)
+	ip.SetChecksum(^ip.CalculateChecksum())
+	putUDPChecksum(src, dst, b[20:])
+	return b
+}
+
+// putUDPChecksum fills in u's UDP checksum (gVisor's sums), as the kernel
+// or lwIP sends it: GRO (the kernel's and the vnet TUN's) coalesces only
+// datagrams whose checksum it can verify, and wireguard's TUN GRO takes 0
+// ("no checksum") as invalid.
+func putUDPChecksum(src, dst netip.Addr, u []byte) {
+	uh := header.UDP(u)
+	uh.SetChecksum(0)
+	x := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpip.AddrFromSlice(src.AsSlice()), tcpip.AddrFromSlice(dst.AsSlice()), uint16(len(u)))
+	ck := ^checksum.Checksum(u, x)
 	if ck == 0 {
 		ck = 0xffff
 	}
-	binary.BigEndian.PutUint16(b[26:], ck)
-	return b
+	uh.SetChecksum(ck)
 }
 
 // window is the sender's in-flight limit; a stalled window is written off
